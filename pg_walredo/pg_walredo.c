@@ -1,0 +1,752 @@
+/*-------------------------------------------------------------------------
+ *
+ * pg_walredo.c
+ *	  Turn a stock PostgreSQL 15 single-user backend into a wal-redo process.
+ *
+ * The process is started as
+ *
+ *	  postgres --single -D <scratch> -c shared_preload_libraries=pg_walredo ...
+ *
+ * and, instead of reading SQL from stdin, speaks the wal-redo pipe protocol
+ * (tags B, P, A, G and H; see docs/protocol.md of the walredo project): it
+ * receives a target page, optionally its base image, and WAL records, applies
+ * the records with PostgreSQL's own resource manager redo routines, and writes
+ * the resulting page to stdout.
+ *
+ * How the takeover works: _PG_init installs a shmem_startup_hook.  In
+ * single-user mode that hook runs at the end of CreateSharedMemoryAndSemaphores,
+ * after the buffer pool exists and before InitProcess, PostgresMain and
+ * StartupXLOG.  The hook performs the backend initialization that would come
+ * next, enters "recovery" mode, and never returns.
+ *
+ * How one record is applied to one block, without a patched server: every block
+ * reference of the record other than the target gets a "sentinel" page in the
+ * buffer pool at its own tag, with pd_lsn = UINT64_MAX.  The redo routine then
+ * finds those blocks already up to date (BLK_DONE) and leaves them alone, so
+ * only the target page is changed.  Full-page images of non-target blocks are
+ * still restored, into the sentinel buffers, because some redo routines insist
+ * on that; the sentinels are rebuilt before every record.
+ *
+ * Failure model: any ERROR here has no handler and so is promoted to FATAL;
+ * the process exits and the pool sees EOF on stdout, reads the message from
+ * stderr, and decides what to do.  Nothing but page images is ever written to
+ * stdout.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <unistd.h>
+
+#include "access/rmgr.h"
+#include "access/xlog.h"
+#include "access/xlog_internal.h"
+#include "access/xlogreader.h"
+#include "access/xlogrecord.h"
+#include "access/xlogutils.h"
+#include "miscadmin.h"
+#include "port/pg_bswap.h"
+#include "port/pg_crc32c.h"
+#include "storage/bufmgr.h"
+#include "storage/bufpage.h"
+#include "storage/fd.h"
+#include "storage/ipc.h"
+#include "storage/proc.h"
+#include "storage/smgr.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+/* Protocol constants: see docs/protocol.md. */
+#define MSG_HEADER_SIZE		5	/* tag byte + big-endian u32 length */
+#define PAGE_TAG_SIZE		17	/* forknum u8, spc, db, rel, blkno u32 */
+#define MAX_MESSAGE_LEN		((uint32) MaxAllocSize)	/* a record must fit one palloc */
+
+/* An LSN no real record can reach: marks sentinel pages as "already done". */
+#define SENTINEL_LSN		((XLogRecPtr) PG_UINT64_MAX)
+
+/* Most distinct relations one request may touch before we refuse it. */
+#define MAX_TOUCHED_RELS	64
+
+/* GUC: compare each applied record with its consistency image. */
+static bool walredo_verify = false;
+
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* State of the request in progress (between B/P and G). */
+static bool request_active = false;
+static RelFileNode target_rnode;
+static ForkNumber target_forknum;
+static BlockNumber target_blkno;
+static Buffer target_buffer = InvalidBuffer;
+
+/* Relations whose buffers must be dropped when the request ends. */
+static RelFileNode touched_rels[MAX_TOUCHED_RELS];
+static int	n_touched_rels = 0;
+
+/* The record being applied, for the error context callback. */
+static XLogRecPtr current_end_lsn = InvalidXLogRecPtr;
+static RmgrId current_rmid = 0;
+static uint8 current_info = 0;
+
+static XLogReaderState *reader;
+static MemoryContext request_context;
+
+/* Verification counters, reported on stderr at exit when verify is on. */
+static uint64 n_records_applied = 0;
+static uint64 n_consistency_checks = 0;
+static uint64 n_checks_skipped = 0;
+
+/* Input buffering: raw read() on stdin, no stdio. */
+static char *inbuf;
+static size_t inbuf_size = 0;
+static size_t inbuf_len = 0;
+static size_t inbuf_pos = 0;
+
+static void walredo_shmem_startup(void);
+static void walredo_main(void) pg_attribute_noreturn();
+static bool read_message(char *tag, char **payload, uint32 *payload_len);
+static void parse_page_tag(const char *p, RelFileNode *rnode,
+						   ForkNumber *forknum, BlockNumber *blkno);
+static void begin_request(const char *tagbytes, const char *page);
+static void apply_record(const char *payload, uint32 len);
+static void get_page(const char *tagbytes);
+static void end_request(void);
+static void write_page(const char *page);
+static void remember_rel(RelFileNode rnode);
+static void reserve_block(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno);
+static Buffer make_sentinel(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno);
+static void verify_target(uint8 block_id);
+static void apply_error_callback(void *arg);
+
+void
+_PG_init(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		ereport(ERROR,
+				(errmsg("pg_walredo must be loaded with shared_preload_libraries")));
+
+	DefineCustomBoolVariable("pg_walredo.verify",
+							 "Checks every applied record against its consistency image.",
+							 "Needs WAL written with wal_consistency_checking; a mismatch is FATAL.",
+							 &walredo_verify,
+							 false,
+							 PGC_POSTMASTER,
+							 0,
+							 NULL, NULL, NULL);
+	MarkGUCPrefixReserved("pg_walredo");
+
+	/*
+	 * Take over only a single-user backend.  Loaded into a postmaster, this
+	 * library stays inert: a wal-redo loop there would hang the server.
+	 */
+	if (IsPostmasterEnvironment)
+	{
+		ereport(WARNING,
+				(errmsg("pg_walredo does nothing in a multi-user server"),
+				 errhint("Start it with postgres --single.")));
+		return;
+	}
+
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = walredo_shmem_startup;
+}
+
+static void
+walredo_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	walredo_main();
+}
+
+/*
+ * Finish the start-up the single-user backend would have done, then serve
+ * requests until stdin ends.  Never returns.
+ */
+static void
+walredo_main(void)
+{
+	MemoryContextSwitchTo(TopMemoryContext);
+
+	/* What PostgresSingleUserMain does after shared memory exists. */
+	set_max_safe_fds();
+	InitProcess();
+
+	/* What PostgresMain does first. */
+	BaseInit();
+	SetProcessingMode(NormalProcessing);
+
+	/*
+	 * Redo routines behave as in crash recovery: no hot-standby conflict
+	 * handling, and smgrnblocks() trusts the cached fork sizes we set.
+	 */
+	InRecovery = true;
+	standbyState = STANDBY_DISABLED;
+
+	CurrentResourceOwner = ResourceOwnerCreate(NULL, "pg_walredo");
+	request_context = AllocSetContextCreate(TopMemoryContext,
+											"pg_walredo record",
+											ALLOCSET_DEFAULT_SIZES);
+
+	for (int rmid = 0; rmid <= RM_MAX_ID; rmid++)
+	{
+		if (RmgrTable[rmid].rm_name != NULL && RmgrTable[rmid].rm_startup != NULL)
+			RmgrTable[rmid].rm_startup();
+	}
+
+	reader = XLogReaderAllocate(wal_segment_size, NULL, XL_ROUTINE(.page_read = NULL), NULL);
+	if (reader == NULL)
+		ereport(FATAL,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory while allocating a WAL reading processor")));
+
+	inbuf_size = 64 * 1024;
+	inbuf = MemoryContextAlloc(TopMemoryContext, inbuf_size);
+
+	for (;;)
+	{
+		char		tag;
+		char	   *payload;
+		uint32		len;
+
+		if (!read_message(&tag, &payload, &len))
+			break;
+
+		switch (tag)
+		{
+			case 'B':
+				if (len != PAGE_TAG_SIZE)
+					goto bad_length;
+				begin_request(payload, NULL);
+				break;
+			case 'P':
+				if (len != PAGE_TAG_SIZE + BLCKSZ)
+					goto bad_length;
+				begin_request(payload, payload + PAGE_TAG_SIZE);
+				break;
+			case 'A':
+				if (len < sizeof(uint64) + SizeOfXLogRecord)
+					goto bad_length;
+				apply_record(payload, len);
+				break;
+			case 'G':
+				if (len != PAGE_TAG_SIZE)
+					goto bad_length;
+				get_page(payload);
+				break;
+			case 'H':
+				{
+					static const PGAlignedBlock zeroes;
+
+					if (len != 0)
+						goto bad_length;
+					write_page(zeroes.data);
+					break;
+				}
+			default:
+				ereport(FATAL,
+						(errcode(ERRCODE_PROTOCOL_VIOLATION),
+						 errmsg("invalid wal-redo message tag 0x%02x",
+								(unsigned char) tag)));
+		}
+		continue;
+
+bad_length:
+		ereport(FATAL,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("invalid length %u for wal-redo message '%c'",
+						len + 4, tag)));
+	}
+
+	/* stdin is closed: the pool is gone or is retiring us. */
+	if (request_active)
+		end_request();
+	if (walredo_verify)
+		ereport(LOG,
+				(errmsg("pg_walredo verification summary: records=" UINT64_FORMAT
+						" checks=" UINT64_FORMAT " skipped=" UINT64_FORMAT
+						" mismatches=0",
+						n_records_applied, n_consistency_checks, n_checks_skipped)));
+	proc_exit(0);
+}
+
+/*
+ * Read exactly "len" bytes from stdin into the input buffer, starting at
+ * inbuf_len.  Returns false on EOF before the first byte when at_boundary;
+ * EOF anywhere else is a protocol error.
+ */
+static bool
+fill_input(size_t want, bool at_boundary)
+{
+	while (inbuf_len - inbuf_pos < want)
+	{
+		ssize_t		n;
+
+		/* Make room: compact first, then grow. */
+		if (inbuf_pos > 0)
+		{
+			memmove(inbuf, inbuf + inbuf_pos, inbuf_len - inbuf_pos);
+			inbuf_len -= inbuf_pos;
+			inbuf_pos = 0;
+		}
+		if (inbuf_size < want)
+		{
+			size_t		newsize = inbuf_size;
+
+			while (newsize < want)
+				newsize *= 2;
+			inbuf = repalloc_huge(inbuf, newsize);
+			inbuf_size = newsize;
+		}
+
+		n = read(STDIN_FILENO, inbuf + inbuf_len, inbuf_size - inbuf_len);
+		if (n < 0)
+		{
+			if (errno == EINTR)
+				continue;
+			ereport(FATAL,
+					(errcode_for_socket_access(),
+					 errmsg("could not read from stdin: %m")));
+		}
+		if (n == 0)
+		{
+			if (at_boundary && inbuf_len == inbuf_pos)
+				return false;
+			ereport(FATAL,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("unexpected EOF on stdin in the middle of a wal-redo message")));
+		}
+		inbuf_len += n;
+	}
+	return true;
+}
+
+/*
+ * Read the next message.  *payload points into the input buffer and stays
+ * valid until the next call.  Returns false at a clean EOF.
+ */
+static bool
+read_message(char *tag, char **payload, uint32 *payload_len)
+{
+	uint32		len;
+
+	if (!fill_input(MSG_HEADER_SIZE, true))
+		return false;
+
+	*tag = inbuf[inbuf_pos];
+	memcpy(&len, inbuf + inbuf_pos + 1, sizeof(len));
+	len = pg_ntoh32(len);
+	if (len < 4 || len > MAX_MESSAGE_LEN)
+		ereport(FATAL,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("invalid wal-redo message length %u", len)));
+	inbuf_pos += MSG_HEADER_SIZE;
+
+	*payload_len = len - 4;
+	fill_input(*payload_len, false);
+	*payload = inbuf + inbuf_pos;
+	inbuf_pos += *payload_len;
+	return true;
+}
+
+static uint32
+get_be32(const char *p)
+{
+	uint32		v;
+
+	memcpy(&v, p, sizeof(v));
+	return pg_ntoh32(v);
+}
+
+static void
+parse_page_tag(const char *p, RelFileNode *rnode, ForkNumber *forknum,
+			   BlockNumber *blkno)
+{
+	uint8		fork = (uint8) p[0];
+
+	if (fork > MAX_FORKNUM)
+		ereport(FATAL,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("invalid fork number %u in wal-redo page tag", fork)));
+	*forknum = (ForkNumber) fork;
+	rnode->spcNode = get_be32(p + 1);
+	rnode->dbNode = get_be32(p + 5);
+	rnode->relNode = get_be32(p + 9);
+	*blkno = get_be32(p + 13);
+	if (*blkno == InvalidBlockNumber)
+		ereport(FATAL,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("invalid block number %u in wal-redo page tag", *blkno)));
+}
+
+/*
+ * B and P: start a request for the target page, with a base image (P) or
+ * with an empty page that the first record must initialize (B).
+ */
+static void
+begin_request(const char *tagbytes, const char *page)
+{
+	Buffer		buf;
+
+	/* A request the pool abandoned without G: forget it. */
+	if (request_active)
+		end_request();
+
+	parse_page_tag(tagbytes, &target_rnode, &target_forknum, &target_blkno);
+	request_active = true;
+
+	reserve_block(target_rnode, target_forknum, target_blkno);
+	buf = ReadBufferWithoutRelcache(target_rnode, target_forknum, target_blkno,
+									RBM_ZERO_AND_LOCK, NULL, true);
+	if (page != NULL)
+		memcpy(BufferGetPage(buf), page, BLCKSZ);
+	else
+		MemSet(BufferGetPage(buf), 0, BLCKSZ);
+
+	/*
+	 * Keep no pin: cleanup locks taken by redo (prune, vacuum) demand that
+	 * the redo routine holds the only pin.  The buffer stays dirty, so it is
+	 * never lost; were it evicted, it would be written to the scratch files
+	 * and read back from there.
+	 */
+	MarkBufferDirty(buf);
+	target_buffer = buf;
+	UnlockReleaseBuffer(buf);
+}
+
+static bool
+is_target(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno)
+{
+	return RelFileNodeEquals(rnode, target_rnode) &&
+		forknum == target_forknum && blkno == target_blkno;
+}
+
+/*
+ * A: decode one record and apply it to the target page.  Payload: u64 LSN of
+ * the end of the record (big-endian), then the raw XLogRecord.
+ */
+static void
+apply_record(const char *payload, uint32 len)
+{
+	uint64		end_lsn;
+	uint32		reclen = len - sizeof(uint64);
+	XLogRecord *record;
+	DecodedXLogRecord *decoded;
+	char	   *errormsg;
+	pg_crc32c	crc;
+	int			target_block_id = -1;
+	MemoryContext oldcxt;
+	ErrorContextCallback errcallback;
+
+	if (!request_active)
+		ereport(FATAL,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("wal-redo record received before a B or P message")));
+
+	memcpy(&end_lsn, payload, sizeof(end_lsn));
+	end_lsn = pg_ntoh64(end_lsn);
+
+	oldcxt = MemoryContextSwitchTo(request_context);
+
+	/* DecodeXLogRecord wants a MAXALIGNed record; palloc provides that. */
+	record = palloc(reclen);
+	memcpy(record, payload + sizeof(uint64), reclen);
+
+	current_end_lsn = end_lsn;
+	current_rmid = record->xl_rmid;
+	current_info = record->xl_info;
+	errcallback.callback = apply_error_callback;
+	errcallback.arg = NULL;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
+
+	if (record->xl_tot_len != reclen)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("record length %u does not match message length %u",
+						record->xl_tot_len, reclen)));
+
+	/* The pool validates records too; a corrupt one must never reach redo. */
+	INIT_CRC32C(crc);
+	COMP_CRC32C(crc, ((char *) record) + SizeOfXLogRecord, reclen - SizeOfXLogRecord);
+	COMP_CRC32C(crc, (char *) record, offsetof(XLogRecord, xl_crc));
+	FIN_CRC32C(crc);
+	if (!EQ_CRC32C(crc, record->xl_crc))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("incorrect resource manager data checksum in record")));
+
+	if (!RmgrIdIsValid(record->xl_rmid) ||
+		RmgrTable[record->xl_rmid].rm_name == NULL ||
+		RmgrTable[record->xl_rmid].rm_redo == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("unknown resource manager %u", record->xl_rmid)));
+
+	decoded = palloc(DecodeXLogRecordRequiredSpace(reclen));
+
+	/*
+	 * The protocol carries only the end LSN.  Page redo stamps pages with
+	 * EndRecPtr and never uses the start, so an approximate start (exact
+	 * unless the record crossed a WAL page header) is enough for messages.
+	 */
+	if (!DecodeXLogRecord(reader, decoded, record,
+						  end_lsn - MAXALIGN(reclen), &errormsg))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("could not decode WAL record: %s", errormsg)));
+	decoded->next_lsn = end_lsn;
+	reader->record = decoded;
+	reader->ReadRecPtr = decoded->lsn;
+	reader->EndRecPtr = end_lsn;
+
+	for (int block_id = 0; block_id <= decoded->max_block_id; block_id++)
+	{
+		DecodedBkpBlock *blk = &decoded->blocks[block_id];
+
+		if (!blk->in_use)
+			continue;
+		reserve_block(blk->rnode, blk->forknum, blk->blkno);
+		if (is_target(blk->rnode, blk->forknum, blk->blkno))
+		{
+			blk->prefetch_buffer = target_buffer;
+			target_block_id = block_id;
+		}
+		else
+			blk->prefetch_buffer = make_sentinel(blk->rnode, blk->forknum, blk->blkno);
+	}
+
+	if (target_block_id < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("WAL record does not reference the target block %u/%u/%u fork %d blk %u",
+						target_rnode.spcNode, target_rnode.dbNode,
+						target_rnode.relNode, target_forknum, target_blkno)));
+
+	RmgrTable[record->xl_rmid].rm_redo(reader);
+	n_records_applied++;
+
+	if (walredo_verify && (record->xl_info & XLR_CHECK_CONSISTENCY) != 0)
+		verify_target((uint8) target_block_id);
+
+	error_context_stack = errcallback.previous;
+	reader->record = NULL;
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(request_context);
+}
+
+/*
+ * Compare the target page, after redo, with the record's consistency image,
+ * both masked by the resource manager, as PostgreSQL's own
+ * wal_consistency_checking does.  A mismatch is FATAL.
+ */
+static void
+verify_target(uint8 block_id)
+{
+	DecodedBkpBlock *blk = &reader->record->blocks[block_id];
+	RmgrData	rmgr = RmgrTable[reader->record->header.xl_rmid];
+	PGAlignedBlock replayed;
+	PGAlignedBlock primary;
+	Buffer		buf;
+
+	if (!blk->has_image)
+	{
+		/* Blocks the record initializes carry no image. */
+		if ((blk->flags & BKPBLOCK_WILL_INIT) != 0)
+		{
+			n_checks_skipped++;
+			return;
+		}
+		ereport(FATAL,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("consistency check requested but block %u has no image",
+						block_id)));
+	}
+	/* An image that was applied is trivially equal to itself. */
+	if (blk->apply_image)
+	{
+		n_checks_skipped++;
+		return;
+	}
+
+	buf = ReadBufferWithoutRelcache(target_rnode, target_forknum, target_blkno,
+									RBM_NORMAL, NULL, true);
+	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	memcpy(replayed.data, BufferGetPage(buf), BLCKSZ);
+	UnlockReleaseBuffer(buf);
+
+	/* A page already newer than this record cannot be expected to match. */
+	if (PageGetLSN(replayed.data) > reader->EndRecPtr)
+	{
+		n_checks_skipped++;
+		return;
+	}
+
+	if (!RestoreBlockImage(reader, block_id, primary.data))
+		ereport(FATAL,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg_internal("%s", reader->errormsg_buf)));
+
+	if (rmgr.rm_mask != NULL)
+	{
+		rmgr.rm_mask(replayed.data, target_blkno);
+		rmgr.rm_mask(primary.data, target_blkno);
+	}
+
+	if (memcmp(replayed.data, primary.data, BLCKSZ) != 0)
+	{
+		int			off = 0;
+
+		while (off < BLCKSZ && replayed.data[off] == primary.data[off])
+			off++;
+		ereport(FATAL,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("inconsistent page found, rel %u/%u/%u, forknum %u, blkno %u",
+						target_rnode.spcNode, target_rnode.dbNode,
+						target_rnode.relNode, target_forknum, target_blkno),
+				 errdetail("First difference at byte %d after masking.", off)));
+	}
+	n_consistency_checks++;
+}
+
+/* G: send the target page back and forget everything about the request. */
+static void
+get_page(const char *tagbytes)
+{
+	RelFileNode rnode;
+	ForkNumber	forknum;
+	BlockNumber blkno;
+	PGAlignedBlock page;
+	Buffer		buf;
+
+	parse_page_tag(tagbytes, &rnode, &forknum, &blkno);
+	if (!request_active || !is_target(rnode, forknum, blkno))
+		ereport(FATAL,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("GetPage for %u/%u/%u fork %d blk %u does not match the request in progress",
+						rnode.spcNode, rnode.dbNode, rnode.relNode, forknum, blkno)));
+
+	buf = ReadBufferWithoutRelcache(rnode, forknum, blkno, RBM_NORMAL, NULL, true);
+	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	memcpy(page.data, BufferGetPage(buf), BLCKSZ);
+	UnlockReleaseBuffer(buf);
+
+	end_request();
+	write_page(page.data);
+}
+
+/*
+ * Drop every buffer of every relation the request touched, without writing
+ * them, so nothing leaks into the next request.
+ */
+static void
+end_request(void)
+{
+	SMgrRelation smgrs[MAX_TOUCHED_RELS];
+
+	for (int i = 0; i < n_touched_rels; i++)
+		smgrs[i] = smgropen(touched_rels[i], InvalidBackendId);
+	if (n_touched_rels > 0)
+		DropRelFileNodesAllBuffers(smgrs, n_touched_rels);
+	for (int i = 0; i < n_touched_rels; i++)
+		smgrclose(smgrs[i]);
+
+	n_touched_rels = 0;
+	request_active = false;
+	target_buffer = InvalidBuffer;
+}
+
+static void
+write_page(const char *page)
+{
+	size_t		done = 0;
+
+	while (done < BLCKSZ)
+	{
+		ssize_t		n = write(STDOUT_FILENO, page + done, BLCKSZ - done);
+
+		if (n < 0)
+		{
+			if (errno == EINTR)
+				continue;
+			ereport(FATAL,
+					(errcode_for_socket_access(),
+					 errmsg("could not write page to stdout: %m")));
+		}
+		done += n;
+	}
+}
+
+static void
+remember_rel(RelFileNode rnode)
+{
+	for (int i = 0; i < n_touched_rels; i++)
+	{
+		if (RelFileNodeEquals(touched_rels[i], rnode))
+			return;
+	}
+	if (n_touched_rels >= MAX_TOUCHED_RELS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("a wal-redo request may touch at most %d relations",
+						MAX_TOUCHED_RELS)));
+	touched_rels[n_touched_rels++] = rnode;
+}
+
+/*
+ * Make sure a buffer for this block can be had without touching storage.
+ * During recovery smgrnblocks() returns the cached fork size, so raising it
+ * past blkno makes XLogReadBufferExtended find the buffer we put in the pool
+ * instead of extending the scratch file block by block up to blkno.
+ */
+static void
+reserve_block(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno)
+{
+	SMgrRelation smgr;
+
+	remember_rel(rnode);
+	smgr = smgropen(rnode, InvalidBackendId);
+	if (smgr->smgr_cached_nblocks[forknum] == InvalidBlockNumber ||
+		smgr->smgr_cached_nblocks[forknum] <= blkno)
+		smgr->smgr_cached_nblocks[forknum] = blkno + 1;
+}
+
+/*
+ * Put a page at this block's own tag whose LSN is beyond any record, so that
+ * XLogReadBufferForRedo reports BLK_DONE and the redo routine skips the
+ * block.  It has to sit at the block's tag: ReadRecentBuffer checks the tag of
+ * the buffer it is given.
+ */
+static Buffer
+make_sentinel(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno)
+{
+	Buffer		buf;
+	Page		page;
+
+	buf = ReadBufferWithoutRelcache(rnode, forknum, blkno, RBM_ZERO_AND_LOCK,
+									NULL, true);
+	page = BufferGetPage(buf);
+	PageInit(page, BLCKSZ, 0);
+	PageSetLSN(page, SENTINEL_LSN);
+	MarkBufferDirty(buf);
+	UnlockReleaseBuffer(buf);
+	return buf;
+}
+
+static void
+apply_error_callback(void *arg)
+{
+	const char *rmname = RmgrIdIsValid(current_rmid) && RmgrTable[current_rmid].rm_name ?
+		RmgrTable[current_rmid].rm_name : "unknown";
+
+	errcontext("wal-redo of %s record (info 0x%02X) ending at %X/%X on block %u/%u/%u fork %d blk %u",
+			   rmname, current_info, LSN_FORMAT_ARGS(current_end_lsn),
+			   target_rnode.spcNode, target_rnode.dbNode, target_rnode.relNode,
+			   target_forknum, target_blkno);
+}
