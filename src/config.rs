@@ -1,0 +1,47 @@
+//! What a user can configure. Everything has a default that works on a Debian
+//! machine with `postgresql-15` installed and `pg_walredo` built.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Directory holding PostgreSQL 15's `postgres` and `initdb`. Default: the
+    /// `--bindir` of a PostgreSQL 15 `pg_config`.
+    pub pg_bindir: Option<PathBuf>,
+    /// The `pg_walredo.so` to load. Default: `pg_walredo.so` in the
+    /// `--pkglibdir` of that `pg_config` (where `make install` puts it).
+    pub extension_path: Option<PathBuf>,
+    /// When the caller runs as root, processes run as this user (PostgreSQL
+    /// refuses to run as root). Ignored otherwise.
+    pub run_as_user: String,
+    /// Where the template and per-process scratch directories live. Default:
+    /// `$TMPDIR/walredo-<uid>`.
+    pub scratch_dir: Option<PathBuf>,
+    /// Deadline of one request, from the moment it is written to a process.
+    pub timeout: Duration,
+    /// Run processes with `pg_walredo.verify`: every record that carries a
+    /// consistency image (WAL written with `wal_consistency_checking`) is
+    /// checked after redo; a mismatch fails the request.
+    pub verify: bool,
+    /// The source cluster had data checksums on. Redo then behaves as on that
+    /// cluster (hint-bit records bump page LSNs).
+    pub data_checksums: bool,
+    /// The source cluster had `wal_log_hints` on; same reason.
+    pub wal_log_hints: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            pg_bindir: None,
+            extension_path: None,
+            run_as_user: "postgres".to_string(),
+            scratch_dir: None,
+            timeout: Duration::from_secs(10),
+            verify: false,
+            data_checksums: false,
+            wal_log_hints: false,
+        }
+    }
+}

@@ -1,0 +1,458 @@
+//! One wal-redo child process: start, pipes, I/O with a deadline, stderr,
+//! kill and reap.
+//!
+//! Lifecycle rules, each enforced here:
+//! - stdin is one end of a socketpair, written with `send(MSG_NOSIGNAL)`: a
+//!   write to a dead child returns EPIPE and never raises SIGPIPE in the host,
+//!   whatever the host's signal disposition is.
+//! - All our ends are non-blocking and driven by one `poll` loop, so requests
+//!   can be pipelined without deadlock (we keep reading pages while writing)
+//!   and every wait ends at the request's deadline.
+//! - stderr is read in that same loop (no thread per child): each line goes to
+//!   the `log` crate with the child's pid, and the last lines are kept for the
+//!   error a failed request returns.
+//! - The child gets its own process group, a cleared environment, no file
+//!   descriptor of ours but its three pipes, and `PR_SET_PDEATHSIG` so it dies
+//!   with the thread that started it.
+//! - Dropping a `Process` kills it (SIGKILL to its group) and reaps it,
+//!   blocking until it is gone, so no zombie is ever left behind; if the host
+//!   reaped it first (ECHILD) there is nothing to wait for. Its scratch
+//!   directory is removed afterwards.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::launch::Launcher;
+
+/// Lines of stderr kept for error messages.
+const STDERR_TAIL_LINES: usize = 40;
+/// Longest stderr line kept; the rest is cut.
+const STDERR_LINE_MAX: usize = 4096;
+/// How long to wait for a failing child's last words on stderr.
+const STDERR_GRACE: Duration = Duration::from_secs(2);
+
+/// `CLOSE_RANGE_CLOEXEC` from linux/close_range.h.
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+
+/// Why talking to a process failed. The process is unusable afterwards.
+#[derive(Debug)]
+pub enum Failure {
+    /// The process closed stdout (it exited, usually after a FATAL error).
+    Eof,
+    /// The process closed stdin.
+    BrokenPipe,
+    /// The deadline passed.
+    Timeout,
+    Io(io::Error),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Eof => write!(f, "the process exited (EOF on its stdout)"),
+            Failure::BrokenPipe => write!(f, "the process closed its stdin (broken pipe)"),
+            Failure::Timeout => write!(f, "no answer by the deadline"),
+            Failure::Io(e) => write!(f, "I/O error talking to the process: {e}"),
+        }
+    }
+}
+
+pub struct Process {
+    child: Child,
+    pid: u32,
+    /// Our end of the stdin socketpair; `None` once closed for shutdown.
+    input: Option<OwnedFd>,
+    output: OwnedFd,
+    /// Read end of stderr; `None` after EOF.
+    errors: Option<OwnedFd>,
+    stderr_partial: Vec<u8>,
+    stderr_tail: VecDeque<String>,
+    scratch: PathBuf,
+    exited: bool,
+}
+
+fn new_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: fds is a valid array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn new_socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: fds is a valid array of two ints for socketpair to fill.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socketpair succeeded, so both fds are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: fd is open for the duration of these fcntl calls.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+impl Process {
+    /// Start one wal-redo process with a fresh scratch directory.
+    pub fn spawn(launcher: &Launcher) -> Result<Process> {
+        let scratch = launcher.make_scratch_dir()?;
+        match Self::spawn_in(launcher, scratch.clone()) {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                let _ = fs::remove_dir_all(&scratch);
+                Err(e)
+            }
+        }
+    }
+
+    fn spawn_in(launcher: &Launcher, scratch: PathBuf) -> Result<Process> {
+        let os_err = |what: &str, e: io::Error| Error::SpawnFailed(format!("{what}: {e}"));
+        let (input, child_stdin) = new_socketpair().map_err(|e| os_err("socketpair", e))?;
+        let (output, child_stdout) = new_pipe().map_err(|e| os_err("pipe", e))?;
+        let (errors, child_stderr) = new_pipe().map_err(|e| os_err("pipe", e))?;
+
+        let mut cmd = launcher.command(&scratch);
+        cmd.stdin(Stdio::from(child_stdin))
+            .stdout(Stdio::from(child_stdout))
+            .stderr(Stdio::from(child_stderr))
+            .process_group(0);
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
+        // SAFETY: the closure runs between fork and exec and calls only
+        // async-signal-safe functions (prctl, getppid, syscall, fcntl, _exit);
+        // it allocates nothing and takes no lock.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The parent may have died before prctl: then nobody would
+                // ever kill us.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                // Descriptors the host opened without O_CLOEXEC must not leak
+                // into the child; 0, 1 and 2 are already our pipes.
+                let rc = libc::syscall(
+                    libc::SYS_close_range,
+                    3 as libc::c_uint,
+                    libc::c_uint::MAX,
+                    CLOSE_RANGE_CLOEXEC,
+                );
+                if rc != 0 {
+                    for fd in 3..libc::sysconf(libc::_SC_OPEN_MAX).clamp(0, 65536) as i32 {
+                        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                    }
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::SpawnFailed(format!("cannot start postgres --single: {e}")))?;
+        // The child's ends are closed in our process when `cmd` goes away, so
+        // that EOF on stdout means the child is gone.
+        drop(cmd);
+
+        let pid = child.id();
+        let process = Process {
+            child,
+            pid,
+            input: Some(input),
+            output,
+            errors: Some(errors),
+            stderr_partial: Vec::new(),
+            stderr_tail: VecDeque::new(),
+            scratch,
+            exited: false,
+        };
+        for fd in [process.input.as_ref().unwrap(), &process.output] {
+            set_nonblocking(fd).map_err(|e| os_err("fcntl", e))?;
+        }
+        set_nonblocking(process.errors.as_ref().unwrap()).map_err(|e| os_err("fcntl", e))?;
+        log::debug!("started wal-redo process {pid} in {}", process.scratch.display());
+        Ok(process)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Write all of `request`, and read exactly `response.len()` bytes of
+    /// pages back, by `deadline`. Writing and reading overlap, so any number
+    /// of requests may be pipelined in one call.
+    pub fn transact(
+        &mut self,
+        request: &[u8],
+        response: &mut [u8],
+        deadline: Instant,
+    ) -> Result<(), Failure> {
+        let mut written = 0;
+        let mut read = 0;
+        while written < request.len() || read < response.len() {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Failure::Timeout);
+            }
+            let timeout_ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
+
+            let input = self.input.as_ref().ok_or(Failure::BrokenPipe)?.as_raw_fd();
+            let mut fds = [
+                poll_fd(input, written < request.len(), libc::POLLOUT),
+                poll_fd(self.output.as_raw_fd(), read < response.len(), libc::POLLIN),
+                poll_fd(
+                    self.errors.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                    true,
+                    libc::POLLIN,
+                ),
+            ];
+            // SAFETY: fds is a valid array of pollfd for its length.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(Failure::Io(e));
+            }
+            if fds[2].revents != 0 {
+                self.read_stderr();
+            }
+            if fds[0].revents != 0 {
+                written += send_some(input, &request[written..])?;
+            }
+            if fds[1].revents != 0 {
+                // SAFETY: the destination is the unfilled tail of `response`.
+                let n = unsafe {
+                    libc::read(
+                        self.output.as_raw_fd(),
+                        response[read..].as_mut_ptr().cast(),
+                        response.len() - read,
+                    )
+                };
+                match n {
+                    0 => return Err(Failure::Eof),
+                    n if n > 0 => read += n as usize,
+                    _ => {
+                        let e = io::Error::last_os_error();
+                        if !matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                        ) {
+                            return Err(Failure::Io(e));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Read whatever stderr holds now, without waiting.
+    fn read_stderr(&mut self) {
+        let Some(fd) = self.errors.as_ref().map(|f| f.as_raw_fd()) else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: buf is a valid writable buffer of its length.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n > 0 {
+                self.stderr_partial.extend_from_slice(&buf[..n as usize]);
+                self.split_stderr_lines(false);
+                continue;
+            }
+            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            if n == 0 || io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {
+                // EOF (or a broken pipe): the child has exited or closed it.
+                self.split_stderr_lines(true);
+                self.errors = None;
+            }
+            return;
+        }
+    }
+
+    fn split_stderr_lines(&mut self, at_eof: bool) {
+        while let Some(pos) = self.stderr_partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.stderr_partial.drain(..=pos).collect();
+            self.stderr_line(&line[..line.len() - 1]);
+        }
+        if at_eof && !self.stderr_partial.is_empty() {
+            let line = std::mem::take(&mut self.stderr_partial);
+            self.stderr_line(&line);
+        }
+        if self.stderr_partial.len() > STDERR_LINE_MAX {
+            let line = std::mem::take(&mut self.stderr_partial);
+            self.stderr_line(&line);
+        }
+    }
+
+    fn stderr_line(&mut self, raw: &[u8]) {
+        let mut line = String::from_utf8_lossy(raw).into_owned();
+        if line.len() > STDERR_LINE_MAX {
+            let mut cut = STDERR_LINE_MAX;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+        }
+        let level = if ["FATAL:", "PANIC:", "ERROR:"].iter().any(|p| line.starts_with(p)) {
+            log::Level::Error
+        } else if line.starts_with("WARNING:") {
+            log::Level::Warn
+        } else {
+            log::Level::Info
+        };
+        log::log!(target: "walredo::process", level, "wal-redo process {}: {}", self.pid, line);
+        if self.stderr_tail.len() == STDERR_TAIL_LINES {
+            self.stderr_tail.pop_front();
+        }
+        self.stderr_tail.push_back(line);
+    }
+
+    /// Wait (at most `STDERR_GRACE`) for the rest of a failing child's stderr,
+    /// then return its last lines.
+    pub fn collect_stderr(&mut self) -> String {
+        let deadline = Instant::now() + STDERR_GRACE;
+        self.drain_stderr(deadline);
+        self.stderr_tail()
+    }
+
+    fn drain_stderr(&mut self, deadline: Instant) {
+        while let Some(fd) = self.errors.as_ref().map(|f| f.as_raw_fd()) {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            let mut pfd = [poll_fd(fd, true, libc::POLLIN)];
+            let ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
+            // SAFETY: pfd is a valid array of one pollfd.
+            let n = unsafe { libc::poll(pfd.as_mut_ptr(), 1, ms) };
+            if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                return;
+            }
+            if n > 0 {
+                self.read_stderr();
+            }
+        }
+    }
+
+    /// The last lines the process wrote to stderr, oldest first.
+    pub fn stderr_tail(&self) -> String {
+        self.stderr_tail.iter().map(String::as_str).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Ask the process to exit by closing its stdin, and wait for it (at most
+    /// `timeout`, then it is killed). Returns its exit status, if it exited by
+    /// itself, and everything it wrote to stderr at the end.
+    pub fn shutdown(mut self, timeout: Duration) -> (Option<ExitStatus>, String) {
+        let deadline = Instant::now() + timeout;
+        self.input = None;
+        self.drain_stderr(deadline);
+        let mut status = None;
+        while Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(Some(s)) => {
+                    status = Some(s);
+                    self.exited = true;
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+                Err(_) => {
+                    // ECHILD: the host reaped it for us.
+                    self.exited = true;
+                    break;
+                }
+            }
+        }
+        (status, self.stderr_tail())
+    }
+}
+
+fn poll_fd(fd: RawFd, wanted: bool, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        // A negative fd is ignored by poll.
+        fd: if wanted { fd } else { -1 },
+        events,
+        revents: 0,
+    }
+}
+
+/// Send without ever raising SIGPIPE; returns how much was taken.
+fn send_some(fd: RawFd, data: &[u8]) -> Result<usize, Failure> {
+    loop {
+        // SAFETY: data is a valid readable buffer of its length.
+        let n = unsafe {
+            libc::send(
+                fd,
+                data.as_ptr().cast(),
+                data.len(),
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(0),
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
+                return Err(Failure::BrokenPipe)
+            }
+            _ => return Err(Failure::Io(e)),
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if !self.exited {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => {}
+                Ok(None) => {
+                    // SAFETY: kill has no memory-safety preconditions. The
+                    // child is not reaped yet, so its pid (= its process
+                    // group id) cannot have been reused.
+                    unsafe { libc::kill(-(self.pid as libc::pid_t), libc::SIGKILL) };
+                    // Reaping blocks, but only for as long as the kernel takes
+                    // to tear down a SIGKILLed process: never leave a zombie.
+                    let _ = self.child.wait();
+                }
+            }
+        }
+        if let Err(e) = fs::remove_dir_all(&self.scratch) {
+            log::warn!(
+                "cannot remove scratch directory {}: {e}",
+                self.scratch.display()
+            );
+        }
+    }
+}

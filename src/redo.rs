@@ -1,0 +1,172 @@
+//! One redo request at a time on one wal-redo process: the simplest complete
+//! way to get a page. Requests are validated here, before anything is sent,
+//! so malformed input never costs a process.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::launch::Launcher;
+use crate::process::{Failure, Process};
+use crate::protocol::{self, RecordRef};
+use crate::record;
+use crate::tag::{PageTag, MAX_FORKNUM};
+use crate::PAGE_SIZE;
+
+/// A page, as returned by redo.
+pub type Page = [u8; PAGE_SIZE];
+
+/// Check a request before it reaches a process: a valid tag, every record a
+/// well-formed XLogRecord with a correct CRC that references the target page,
+/// and, without a base page, a first record that initializes the page.
+pub fn validate_request(tag: &PageTag, base: Option<&Page>, records: &[RecordRef<'_>]) -> Result<()> {
+    if tag.forknum > MAX_FORKNUM {
+        return Err(Error::InvalidArgument(format!(
+            "fork number {} is not one of 0..={MAX_FORKNUM}",
+            tag.forknum
+        )));
+    }
+    if tag.blkno == u32::MAX {
+        return Err(Error::InvalidArgument(
+            "block number 4294967295 is InvalidBlockNumber".into(),
+        ));
+    }
+    if records.is_empty() && base.is_none() {
+        return Err(Error::InvalidArgument(
+            "a request needs a base page or at least one record".into(),
+        ));
+    }
+    let mut prev_lsn = 0;
+    for (index, rec) in records.iter().enumerate() {
+        let decoded =
+            record::decode(rec.data).map_err(|source| Error::MalformedRecord { index, source })?;
+        let Some(block) = decoded.block_for(tag) else {
+            return Err(Error::InvalidArgument(format!(
+                "record #{index} ({} record ending at {}) does not reference the target page {tag}",
+                decoded.rmgr_name(),
+                crate::wal::format_lsn(rec.end_lsn)
+            )));
+        };
+        if index == 0 && base.is_none() && !block.initializes_page() {
+            return Err(Error::InvalidArgument(format!(
+                "no base page given, and the first record ({} record ending at {}) does not \
+                 initialize the target page {tag}",
+                decoded.rmgr_name(),
+                crate::wal::format_lsn(rec.end_lsn)
+            )));
+        }
+        if rec.end_lsn <= prev_lsn || rec.end_lsn < record::SIZE_OF_XLOG_RECORD as u64 {
+            return Err(Error::InvalidArgument(format!(
+                "record #{index}: end LSN {} does not follow the previous record's {}",
+                crate::wal::format_lsn(rec.end_lsn),
+                crate::wal::format_lsn(prev_lsn)
+            )));
+        }
+        prev_lsn = rec.end_lsn;
+    }
+    Ok(())
+}
+
+/// Turn a process failure into the caller's error, with the process's stderr.
+pub(crate) fn failure_error(failure: Failure, process: &mut Process, timeout: Duration) -> Error {
+    let stderr = process.collect_stderr();
+    match failure {
+        Failure::Timeout => Error::Timeout {
+            after_ms: timeout.as_millis() as u64,
+            stderr,
+        },
+        other => {
+            // PostgreSQL's own words are the most useful message.
+            let message = stderr
+                .lines()
+                .rev()
+                .find(|l| l.starts_with("FATAL:") || l.starts_with("PANIC:"))
+                .map(|l| format!("{l} ({other}, pid {})", process.pid()))
+                .unwrap_or_else(|| format!("{other} (pid {})", process.pid()));
+            Error::RedoFailed { message, stderr }
+        }
+    }
+}
+
+/// One wal-redo process, started on first use and restarted after a failure.
+pub struct Redoer {
+    launcher: Arc<Launcher>,
+    process: Option<Process>,
+    timeout: Duration,
+    request: Vec<u8>,
+}
+
+impl Redoer {
+    pub fn new(config: &Config) -> Result<Redoer> {
+        Ok(Redoer {
+            launcher: Arc::new(Launcher::new(config)?),
+            process: None,
+            timeout: config.timeout,
+            request: Vec::new(),
+        })
+    }
+
+    fn process(&mut self) -> Result<&mut Process> {
+        if self.process.is_none() {
+            self.process = Some(Process::spawn(&self.launcher)?);
+        }
+        Ok(self.process.as_mut().expect("just started"))
+    }
+
+    /// Pid of the current process, if one is running.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
+    }
+
+    /// Apply `records` (in LSN order) to `base` (or to nothing, when the first
+    /// record initializes the page) and return the page for `tag`.
+    pub fn redo(
+        &mut self,
+        tag: &PageTag,
+        base: Option<&Page>,
+        records: &[RecordRef<'_>],
+    ) -> Result<Box<Page>> {
+        validate_request(tag, base, records)?;
+        let mut request = std::mem::take(&mut self.request);
+        request.clear();
+        protocol::write_request(&mut request, tag, base, records);
+        let mut page = Box::new([0u8; PAGE_SIZE]);
+        let result = self.round_trip(&request, &mut page[..]);
+        self.request = request;
+        result.map(|()| page)
+    }
+
+    /// Ping the process (starting it if needed); it answers with a page.
+    pub fn ping(&mut self) -> Result<()> {
+        let mut request = Vec::new();
+        protocol::write_ping(&mut request);
+        let mut page = [0u8; PAGE_SIZE];
+        self.round_trip(&request, &mut page)
+    }
+
+    fn round_trip(&mut self, request: &[u8], response: &mut [u8]) -> Result<()> {
+        let timeout = self.timeout;
+        let process = self.process()?;
+        let deadline = Instant::now() + timeout;
+        match process.transact(request, response, deadline) {
+            Ok(()) => Ok(()),
+            Err(failure) => {
+                let mut dead = self.process.take().expect("process in use");
+                let err = failure_error(failure, &mut dead, timeout);
+                // Dropping it kills and reaps it and removes its scratch dir.
+                drop(dead);
+                Err(err)
+            }
+        }
+    }
+
+    /// Stop the process gracefully (closing its stdin) and return what it
+    /// wrote to stderr on the way out, e.g. the verification summary.
+    pub fn shutdown(&mut self) -> String {
+        match self.process.take() {
+            Some(p) => p.shutdown(Duration::from_secs(10)).1,
+            None => String::new(),
+        }
+    }
+}
