@@ -82,7 +82,9 @@ impl Launcher {
         let extension_src = match &config.extension_path {
             Some(p) => p.clone(),
             None => match &pg_config {
-                Some(cfg) => PathBuf::from(pg_config_value(cfg, "--pkglibdir")?).join(EXTENSION_FILE),
+                Some(cfg) => {
+                    PathBuf::from(pg_config_value(cfg, "--pkglibdir")?).join(EXTENSION_FILE)
+                }
                 None => PathBuf::from(EXTENSION_FILE),
             },
         };
@@ -190,7 +192,10 @@ fn on_off(b: bool) -> &'static str {
 
 /// A PostgreSQL 15 `pg_config`: Debian's, else one on `PATH` that says 15.
 fn find_pg_config() -> Option<PathBuf> {
-    let candidates = [PathBuf::from(DEBIAN_PG15_CONFIG), PathBuf::from("pg_config")];
+    let candidates = [
+        PathBuf::from(DEBIAN_PG15_CONFIG),
+        PathBuf::from("pg_config"),
+    ];
     candidates.into_iter().find(|c| {
         pg_config_value(c, "--version")
             .map(|v| v.starts_with("PostgreSQL 15."))
@@ -312,7 +317,11 @@ fn chown_tree(path: &Path, ids: UserIds) -> Result<()> {
 /// child's user can read it wherever the original lives (e.g. under /root).
 fn install_extension_copy(src: &Path, root: &Path) -> Result<PathBuf> {
     let bytes = fs::read(src).map_err(|e| io_error("cannot read", src, e))?;
-    let dest = root.join(format!("pg_walredo-{:08x}-{}.so", crc32c(&bytes), bytes.len()));
+    let dest = root.join(format!(
+        "pg_walredo-{:08x}-{}.so",
+        crc32c(&bytes),
+        bytes.len()
+    ));
     if dest.is_file() {
         return Ok(dest);
     }
@@ -349,7 +358,12 @@ fn ensure_template(
         let mut cmd = Command::new(bindir.join("initdb"));
         cmd.arg("-D")
             .arg(&data)
-            .args(["--no-sync", "--auth=trust", "--username=postgres", "--encoding=UTF8"])
+            .args([
+                "--no-sync",
+                "--auth=trust",
+                "--username=postgres",
+                "--encoding=UTF8",
+            ])
             .args(["--locale=C"])
             .env_clear()
             .current_dir(&work)
@@ -374,7 +388,8 @@ fn ensure_template(
         make_dir(&staged, 0o755)?;
         make_dir(&staged.join("global"), 0o755)?;
         for f in ["PG_VERSION", "global/pg_control"] {
-            fs::copy(data.join(f), staged.join(f)).map_err(|e| io_error("cannot copy", &data, e))?;
+            fs::copy(data.join(f), staged.join(f))
+                .map_err(|e| io_error("cannot copy", &data, e))?;
             fs::set_permissions(staged.join(f), fs::Permissions::from_mode(0o644))
                 .map_err(|e| io_error("cannot set permissions of", &staged, e))?;
         }

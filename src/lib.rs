@@ -1,8 +1,22 @@
 //! walredo: turn PostgreSQL 15 WAL records back into pages, using PostgreSQL's own
 //! redo routines running in `pg_walredo` processes.
 
+pub mod config;
+pub mod crc32c;
+pub mod datadir;
+pub mod error;
+pub mod launch;
+pub mod process;
+pub mod protocol;
+pub mod record;
+pub mod redo;
 pub mod tag;
+pub mod wal;
 
+pub use config::Config;
+pub use error::{Error, Result};
+pub use protocol::RecordRef;
+pub use redo::{Page, Redoer};
 pub use tag::{PageTag, RelFileNode};
 
 /// Size of a PostgreSQL page (BLCKSZ); the only size this library supports.

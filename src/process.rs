@@ -195,7 +195,10 @@ impl Process {
             set_nonblocking(fd).map_err(|e| os_err("fcntl", e))?;
         }
         set_nonblocking(process.errors.as_ref().unwrap()).map_err(|e| os_err("fcntl", e))?;
-        log::debug!("started wal-redo process {pid} in {}", process.scratch.display());
+        log::debug!(
+            "started wal-redo process {pid} in {}",
+            process.scratch.display()
+        );
         Ok(process)
     }
 
@@ -323,7 +326,10 @@ impl Process {
             }
             line.truncate(cut);
         }
-        let level = if ["FATAL:", "PANIC:", "ERROR:"].iter().any(|p| line.starts_with(p)) {
+        let level = if ["FATAL:", "PANIC:", "ERROR:"]
+            .iter()
+            .any(|p| line.starts_with(p))
+        {
             log::Level::Error
         } else if line.starts_with("WARNING:") {
             log::Level::Warn
@@ -366,7 +372,11 @@ impl Process {
 
     /// The last lines the process wrote to stderr, oldest first.
     pub fn stderr_tail(&self) -> String {
-        self.stderr_tail.iter().map(String::as_str).collect::<Vec<_>>().join("\n")
+        self.stderr_tail
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Ask the process to exit by closing its stdin, and wait for it (at most

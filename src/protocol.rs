@@ -113,7 +113,10 @@ pub enum Message<'a> {
 pub enum ParseError {
     /// More bytes are needed; not an error for a stream that is still arriving.
     Incomplete,
-    BadLength { tag: u8, len: u32 },
+    BadLength {
+        tag: u8,
+        len: u32,
+    },
     UnknownTag(u8),
 }
 

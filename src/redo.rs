@@ -20,7 +20,11 @@ pub type Page = [u8; PAGE_SIZE];
 /// Check a request before it reaches a process: a valid tag, every record a
 /// well-formed XLogRecord with a correct CRC that references the target page,
 /// and, without a base page, a first record that initializes the page.
-pub fn validate_request(tag: &PageTag, base: Option<&Page>, records: &[RecordRef<'_>]) -> Result<()> {
+pub fn validate_request(
+    tag: &PageTag,
+    base: Option<&Page>,
+    records: &[RecordRef<'_>],
+) -> Result<()> {
     if tag.forknum > MAX_FORKNUM {
         return Err(Error::InvalidArgument(format!(
             "fork number {} is not one of 0..={MAX_FORKNUM}",

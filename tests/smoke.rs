@@ -4,7 +4,9 @@ use walredo::{Config, Redoer};
 fn ping() {
     let _ = env_logger::builder().is_test(true).try_init();
     let cfg = Config {
-        extension_path: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/pg_walredo/pg_walredo.so").into()),
+        extension_path: Some(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/pg_walredo/pg_walredo.so").into(),
+        ),
         ..Config::default()
     };
     let mut r = Redoer::new(&cfg).unwrap();
