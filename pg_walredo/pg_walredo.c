@@ -44,6 +44,7 @@
 #include "access/xlogreader.h"
 #include "access/xlogrecord.h"
 #include "access/xlogutils.h"
+#include "commands/tablespace.h"
 #include "miscadmin.h"
 #include "port/pg_bswap.h"
 #include "port/pg_crc32c.h"
@@ -711,6 +712,14 @@ reserve_block(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno)
 	SMgrRelation smgr;
 
 	remember_rel(rnode);
+
+	/*
+	 * Redo creates the relation's directory itself (smgrcreate in redo mode),
+	 * but side effects such as visibility-map and free-space-map extension do
+	 * not run in redo mode and fail if the scratch directory lacks it.
+	 */
+	TablespaceCreateDbspace(rnode.spcNode, rnode.dbNode, true);
+
 	smgr = smgropen(rnode, InvalidBackendId);
 	if (smgr->smgr_cached_nblocks[forknum] == InvalidBlockNumber ||
 		smgr->smgr_cached_nblocks[forknum] <= blkno)

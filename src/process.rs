@@ -144,7 +144,8 @@ impl Process {
         // SAFETY: getpid has no preconditions.
         let parent = unsafe { libc::getpid() };
         // SAFETY: the closure runs between fork and exec and calls only
-        // async-signal-safe functions (prctl, getppid, syscall, fcntl, _exit);
+        // async-signal-safe functions (prctl, getppid, setrlimit, syscall, fcntl,
+        // _exit);
         // it allocates nothing and takes no lock.
         unsafe {
             cmd.pre_exec(move || {
@@ -156,6 +157,13 @@ impl Process {
                 if libc::getppid() != parent {
                     libc::_exit(1);
                 }
+                // A PANIC in redo calls abort(): no core file in the scratch
+                // directory (or wherever core_pattern points).
+                let no_core = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::setrlimit(libc::RLIMIT_CORE, &no_core);
                 // Descriptors the host opened without O_CLOEXEC must not leak
                 // into the child; 0, 1 and 2 are already our pipes.
                 let rc = libc::syscall(

@@ -1,19 +1,18 @@
-use walredo::{Config, Redoer};
+mod common;
+
+use common::*;
+use walredo::Redoer;
 
 #[test]
-fn ping() {
-    let _ = env_logger::builder().is_test(true).try_init();
-    let cfg = Config {
-        extension_path: Some(
-            concat!(env!("CARGO_MANIFEST_DIR"), "/pg_walredo/pg_walredo.so").into(),
-        ),
-        ..Config::default()
-    };
-    let mut r = Redoer::new(&cfg).unwrap();
+fn ping_then_clean_shutdown_leaves_nothing_behind() {
+    init_logging();
+    let mut r = Redoer::new(&config()).unwrap();
     r.ping().unwrap();
     r.ping().unwrap();
     let pid = r.pid().unwrap();
-    let tail = r.shutdown();
-    assert_eq!(tail, "");
+    // A healthy process says nothing on stderr, even on its way out.
+    assert_eq!(r.shutdown(), "");
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    drop(r);
+    assert_no_leftovers();
 }
