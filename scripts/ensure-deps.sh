@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Install what building and testing walredo needs on Debian 12, or say the one
+# command that would. Called by `make`; safe to run again.
+set -euo pipefail
+
+packages=()
+[ -x /usr/lib/postgresql/15/bin/postgres ] || packages+=(postgresql-15)
+[ -f /usr/lib/postgresql/15/lib/pgxs/src/makefiles/pgxs.mk ] || packages+=(postgresql-server-dev-15)
+command -v gcc >/dev/null || packages+=(gcc)
+command -v make >/dev/null || packages+=(make)
+
+if [ ${#packages[@]} -gt 0 ]; then
+    cmd="apt-get update && apt-get install -y ${packages[*]}"
+    if [ "$(id -u)" = 0 ]; then
+        echo "ensure-deps: installing ${packages[*]}" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        echo "ensure-deps: installing ${packages[*]} with sudo" >&2
+        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+    else
+        echo "ensure-deps: missing ${packages[*]}; install them with:" >&2
+        echo "    sudo sh -c '$cmd'" >&2
+        exit 1
+    fi
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "ensure-deps: no Rust toolchain; install one with:" >&2
+    echo "    curl --proto '=https' -sSf https://sh.rustup.rs | sh -s -- -y" >&2
+    exit 1
+fi
+
+# As root, wal-redo processes (and the test clusters) run as this user.
+if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+    echo "ensure-deps: user postgres is missing; the postgresql-15 package creates it" >&2
+    exit 1
+fi
