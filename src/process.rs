@@ -351,11 +351,15 @@ impl Process {
         self.stderr_tail.push_back(line);
     }
 
-    /// Wait (at most `STDERR_GRACE`) for the rest of a failing child's stderr,
-    /// then return its last lines.
-    pub fn collect_stderr(&mut self) -> String {
-        let deadline = Instant::now() + STDERR_GRACE;
-        self.drain_stderr(deadline);
+    /// Collect a failed child's last words on stderr and return its last
+    /// lines. A child that exited has closed stderr, or will in a moment: wait
+    /// for that (at most `STDERR_GRACE`). A hung one never will: take only
+    /// what is there.
+    pub fn collect_stderr(&mut self, failure: &Failure) -> String {
+        self.read_stderr();
+        if !matches!(failure, Failure::Timeout) {
+            self.drain_stderr(Instant::now() + STDERR_GRACE);
+        }
         self.stderr_tail()
     }
 

@@ -74,7 +74,7 @@ pub fn validate_request(
 
 /// Turn a process failure into the caller's error, with the process's stderr.
 pub(crate) fn failure_error(failure: Failure, process: &mut Process, timeout: Duration) -> Error {
-    let stderr = process.collect_stderr();
+    let stderr = process.collect_stderr(&failure);
     match failure {
         Failure::Timeout => Error::Timeout {
             after_ms: timeout.as_millis() as u64,

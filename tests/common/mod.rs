@@ -15,6 +15,13 @@ use walredo::Config;
 
 pub const BINDIR: &str = "/usr/lib/postgresql/15/bin";
 
+/// Tests that start processes take this, so that one test's children are
+/// never counted as another's leftovers.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub fn init_logging() {
     let _ = env_logger::builder().is_test(true).try_init();
 }
