@@ -18,6 +18,8 @@ pub struct Config {
     /// Where the template and per-process scratch directories live. Default:
     /// `$TMPDIR/walredo-<uid>`.
     pub scratch_dir: Option<PathBuf>,
+    /// Processes in a pool (slots); each starts on first need.
+    pub processes: usize,
     /// Deadline of one request, from the moment it is written to a process.
     pub timeout: Duration,
     /// Run processes with `pg_walredo.verify`: every record that carries a
@@ -38,6 +40,7 @@ impl Default for Config {
             extension_path: None,
             run_as_user: "postgres".to_string(),
             scratch_dir: None,
+            processes: std::thread::available_parallelism().map_or(1, |n| n.get()),
             timeout: Duration::from_secs(10),
             verify: false,
             data_checksums: false,

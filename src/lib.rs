@@ -5,7 +5,9 @@ pub mod config;
 pub mod crc32c;
 pub mod datadir;
 pub mod error;
+pub mod ffi;
 pub mod launch;
+pub mod pool;
 pub mod process;
 pub mod protocol;
 pub mod record;
@@ -15,6 +17,7 @@ pub mod wal;
 
 pub use config::Config;
 pub use error::{Error, Result};
+pub use pool::Pool;
 pub use protocol::RecordRef;
 pub use redo::{Page, Redoer};
 pub use tag::{PageTag, RelFileNode};

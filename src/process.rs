@@ -13,7 +13,10 @@
 //!   error a failed request returns.
 //! - The child gets its own process group, a cleared environment, no file
 //!   descriptor of ours but its three pipes, and `PR_SET_PDEATHSIG` so it dies
-//!   with the thread that started it.
+//!   with the host. That signal fires when the *thread* that forked the child
+//!   exits, not the process: a pool therefore starts its children from its own
+//!   [`Spawner`] thread, which lives exactly as long as the pool, never from a
+//!   caller's thread that may exit any time.
 //! - Dropping a `Process` kills it (SIGKILL to its group) and reaps it,
 //!   blocking until it is gone, so no zombie is ever left behind; if the host
 //!   reaped it first (ECHILD) there is nothing to wait for. Its scratch
@@ -27,6 +30,11 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Sender};
 
 use crate::error::{Error, Result};
 use crate::launch::Launcher;
@@ -475,6 +483,56 @@ impl Drop for Process {
                 "cannot remove scratch directory {}: {e}",
                 self.scratch.display()
             );
+        }
+    }
+}
+
+/// A thread that starts processes on behalf of others, so that their
+/// `PR_SET_PDEATHSIG` is tied to this thread, which lives as long as its
+/// owner (see the module notes).
+pub struct Spawner {
+    jobs: Option<Sender<Sender<Result<Process>>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Spawner {
+    pub fn new(launcher: Arc<Launcher>) -> Result<Spawner> {
+        let (jobs, rx) = bounded::<Sender<Result<Process>>>(0);
+        let thread = std::thread::Builder::new()
+            .name("walredo-spawner".into())
+            .spawn(move || {
+                for reply in rx {
+                    // The requester may have given up; then the process is
+                    // dropped here, which kills and reaps it.
+                    let _ = reply.send(Process::spawn(&launcher));
+                }
+            })
+            .map_err(|e| Error::SpawnFailed(format!("cannot start the spawner thread: {e}")))?;
+        Ok(Spawner {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
+    }
+
+    /// Start a process on the spawner thread and hand it over.
+    pub fn spawn(&self) -> Result<Process> {
+        let (reply, answer) = bounded(1);
+        let gone = || Error::Internal("the spawner thread is gone".into());
+        self.jobs
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(reply)
+            .map_err(|_| gone())?;
+        answer.recv().map_err(|_| gone())?
+    }
+}
+
+impl Drop for Spawner {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread's loop.
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::launch::Launcher;
-use crate::process::{Failure, Process};
+use crate::process::{Failure, Process, Spawner};
 use crate::protocol::{self, RecordRef};
 use crate::record;
 use crate::tag::{PageTag, MAX_FORKNUM};
@@ -94,8 +94,13 @@ pub(crate) fn failure_error(failure: Failure, process: &mut Process, timeout: Du
 }
 
 /// One wal-redo process, started on first use and restarted after a failure.
+///
+/// A `Redoer` made with [`Redoer::new`] starts its process on the calling
+/// thread, so the process dies when that thread exits (`PR_SET_PDEATHSIG`):
+/// use it from one long-lived thread, or use a [`crate::pool::Pool`].
 pub struct Redoer {
     launcher: Arc<Launcher>,
+    spawner: Option<Arc<Spawner>>,
     process: Option<Process>,
     timeout: Duration,
     request: Vec<u8>,
@@ -103,17 +108,32 @@ pub struct Redoer {
 
 impl Redoer {
     pub fn new(config: &Config) -> Result<Redoer> {
-        Ok(Redoer {
-            launcher: Arc::new(Launcher::new(config)?),
+        let launcher = Arc::new(Launcher::new(config)?);
+        Ok(Self::with_spawner(launcher, None, config.timeout))
+    }
+
+    /// A slot of a pool: its processes are started by `spawner`'s thread.
+    pub(crate) fn with_spawner(
+        launcher: Arc<Launcher>,
+        spawner: Option<Arc<Spawner>>,
+        timeout: Duration,
+    ) -> Redoer {
+        Redoer {
+            launcher,
+            spawner,
             process: None,
-            timeout: config.timeout,
+            timeout,
             request: Vec::new(),
-        })
+        }
     }
 
     fn process(&mut self) -> Result<&mut Process> {
         if self.process.is_none() {
-            self.process = Some(Process::spawn(&self.launcher)?);
+            let process = match &self.spawner {
+                Some(spawner) => spawner.spawn()?,
+                None => Process::spawn(&self.launcher)?,
+            };
+            self.process = Some(process);
         }
         Ok(self.process.as_mut().expect("just started"))
     }
@@ -132,6 +152,16 @@ impl Redoer {
         records: &[RecordRef<'_>],
     ) -> Result<Box<Page>> {
         validate_request(tag, base, records)?;
+        self.redo_validated(tag, base, records)
+    }
+
+    /// [`Redoer::redo`] for a request that passed [`validate_request`].
+    pub(crate) fn redo_validated(
+        &mut self,
+        tag: &PageTag,
+        base: Option<&Page>,
+        records: &[RecordRef<'_>],
+    ) -> Result<Box<Page>> {
         let mut request = std::mem::take(&mut self.request);
         request.clear();
         protocol::write_request(&mut request, tag, base, records);

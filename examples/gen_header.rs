@@ -1,0 +1,46 @@
+//! Generate include/walredo.h from src/ffi.rs with the pinned cbindgen.
+//!
+//!   cargo run --example gen_header -- write   (what `make header` runs)
+//!   cargo run --example gen_header -- check   (fails when the file is stale)
+
+use std::path::Path;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let header = root.join("include/walredo.h");
+    let config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
+    let bindings = cbindgen::Builder::new()
+        // Only the C ABI module: the rest of the crate is not C's business.
+        .with_src(root.join("src/ffi.rs"))
+        .with_config(config)
+        .generate()
+        .expect("cbindgen could not generate the header");
+    let mut generated = Vec::new();
+    bindings.write(&mut generated);
+
+    match std::env::args().nth(1).as_deref() {
+        Some("write") => {
+            std::fs::write(&header, &generated).expect("write include/walredo.h");
+            println!("wrote {}", header.display());
+            ExitCode::SUCCESS
+        }
+        Some("check") => {
+            let current = std::fs::read(&header).unwrap_or_default();
+            if current == generated {
+                println!("{} is up to date", header.display());
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "{} is stale: it differs from what src/ffi.rs generates; run `make header` and commit",
+                    header.display()
+                );
+                ExitCode::FAILURE
+            }
+        }
+        _ => {
+            eprintln!("usage: gen_header write|check");
+            ExitCode::FAILURE
+        }
+    }
+}
