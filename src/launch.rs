@@ -48,7 +48,7 @@ pub struct Launcher {
 /// Numbers that make names unique within this host process.
 static UNIQUE: AtomicU64 = AtomicU64::new(0);
 
-pub(crate) fn unique_suffix() -> String {
+pub fn unique_suffix() -> String {
     let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
     format!("{}-{}", std::process::id(), n)
 }

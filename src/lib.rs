@@ -1,12 +1,14 @@
 //! walredo: turn PostgreSQL 15 WAL records back into pages, using PostgreSQL's own
 //! redo routines running in `pg_walredo` processes.
 
+pub mod cluster;
 pub mod config;
 pub mod crc32c;
 pub mod datadir;
 pub mod error;
 pub mod ffi;
 pub mod launch;
+pub mod plan;
 pub mod pool;
 pub mod process;
 pub mod protocol;

@@ -11,9 +11,10 @@ use std::time::Instant;
 
 use common::*;
 use walredo::datadir::read_page;
+use walredo::plan::{block_uses, runs, Use};
 use walredo::record;
 use walredo::tag::{FSM_FORKNUM, MAIN_FORKNUM, VISIBILITYMAP_FORKNUM};
-use walredo::wal::{format_lsn, parse_lsn, WalReader, WalRecord};
+use walredo::wal::{format_lsn, WalReader, WalRecord};
 use walredo::{Config, Error, PageTag, RecordRef, Redoer, PAGE_SIZE};
 
 /// Inserts, HOT and cross-page updates, deletes, vacuum (prune, freeze,
@@ -50,16 +51,6 @@ VACUUM w;
 CHECKPOINT;
 "#;
 
-/// One record's reference to a block.
-#[derive(Clone, Copy)]
-struct Use {
-    record: usize,
-    /// The record initializes the page (will-init or an applied image).
-    initializes: bool,
-    /// The record carries a consistency image of the page to check against.
-    checked: bool,
-}
-
 struct Wal {
     base: PathBuf,
     expected: PathBuf,
@@ -77,58 +68,28 @@ fn write_workload(tmp: &Path) -> Wal {
         "wal_keep_size = 4GB",
         "fsync = off",
     ];
-    let mut cluster = Cluster::init(tmp, &[], &settings);
-    // A clean shutdown checkpoint to start from, then the base copy.
-    cluster.start();
-    cluster.stop();
-    let base = tmp.join("base");
-    copy_tree(&cluster.data, &base);
-
-    cluster.start();
-    cluster.psql(WORKLOAD);
-    let target = cluster.psql("SELECT pg_current_wal_insert_lsn();");
-    cluster.stop();
-    let wal_dir = cluster.data.join("pg_wal");
-
-    let expected = tmp.join("expected");
-    copy_tree(&base, &expected);
-    let took = archive_recover(&expected, &wal_dir, tmp, &target);
+    let rec = record_workload(tmp, &[], &settings, WORKLOAD);
     println!(
         "PostgreSQL's archive recovery took {:.2} s",
-        took.as_secs_f64()
+        rec.recovery_time.as_secs_f64()
     );
-
-    let redo_lsn = controldata(&base)["Latest checkpoint's REDO location"].clone();
-    let start = parse_lsn(&redo_lsn).unwrap();
-    let target = parse_lsn(&target).unwrap();
     let mut records = Vec::new();
-    for rec in WalReader::open(&wal_dir, Some(start)).unwrap() {
-        let rec = rec.unwrap();
-        if rec.start_lsn >= target {
+    for r in WalReader::open(&rec.wal_dir, Some(rec.start_lsn)).unwrap() {
+        let r = r.unwrap();
+        if r.start_lsn >= rec.target_lsn {
             break;
         }
-        records.push(rec);
+        records.push(r);
     }
     assert_eq!(
         records.last().map(|r| r.end_lsn),
-        Some(target),
+        Some(rec.target_lsn),
         "the WAL read must reach the target LSN"
     );
-
-    let mut blocks: BTreeMap<PageTag, Vec<Use>> = BTreeMap::new();
-    for (i, rec) in records.iter().enumerate() {
-        let decoded = record::decode(&rec.data).unwrap();
-        for b in &decoded.blocks {
-            blocks.entry(b.tag).or_default().push(Use {
-                record: i,
-                initializes: b.initializes_page(),
-                checked: decoded.check_consistency() && b.image.is_some_and(|img| !img.apply()),
-            });
-        }
-    }
+    let blocks = block_uses(records.iter().map(|r| &r.data[..])).unwrap();
     Wal {
-        base,
-        expected,
+        base: rec.base,
+        expected: rec.expected,
         records,
         blocks,
     }
@@ -161,18 +122,8 @@ fn rebuild_all(wal: &Wal, blocks: &[(&PageTag, &Vec<Use>)]) -> (Tally, String) {
     let mut redoer = Redoer::new(&config).unwrap();
     let mut t = Tally::default();
     for (tag, refs) in blocks {
-        let mut segments: Vec<&[Use]> = Vec::new();
-        let mut start = 0;
-        for i in 1..refs.len() {
-            if refs[i].initializes {
-                segments.push(&refs[start..i]);
-                start = i;
-            }
-        }
-        segments.push(&refs[start..]);
-
         let mut last_page = None;
-        for seg in &segments {
+        for seg in runs(refs) {
             let base = if seg[0].initializes {
                 None
             } else {

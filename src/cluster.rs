@@ -1,0 +1,336 @@
+//! Throw-away PostgreSQL 15 clusters for tests, fixtures and demos: initdb,
+//! start, SQL through psql, stop, and archive recovery of kept WAL onto a base
+//! copy (the oracle of docs/verification.md). PostgreSQL refuses to run as
+//! root, so when the caller is root every program runs as the unprivileged
+//! `postgres` user. These helpers panic on failure, with the program's output:
+//! they are for tests and demos, not for library users.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::launch::{unprivileged_user, UserIds};
+
+/// Debian's PostgreSQL 15 programs.
+pub const BINDIR: &str = "/usr/lib/postgresql/15/bin";
+
+/// The user PostgreSQL programs run as, when the caller is root.
+pub fn user() -> Option<UserIds> {
+    unprivileged_user("postgres").expect("an unprivileged user to run PostgreSQL as")
+}
+
+/// Run a PostgreSQL program as the unprivileged user; panics on failure.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    let out = command(program, args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn command(program: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(Path::new(BINDIR).join(program));
+    cmd.args(args).env("LC_ALL", "C").env_remove("PGDATA");
+    if let Some(ids) = user() {
+        cmd.uid(ids.uid).gid(ids.gid);
+    }
+    cmd
+}
+
+/// A directory the unprivileged user owns, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("walredo-test-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        if let Some(ids) = user() {
+            std::os::unix::fs::chown(&dir, Some(ids.uid), Some(ids.gid)).unwrap();
+        }
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A PostgreSQL 15 cluster listening only on a unix socket in its own dir.
+pub struct Cluster {
+    pub data: PathBuf,
+    pub socket_dir: PathBuf,
+    pub log: PathBuf,
+    running: bool,
+}
+
+impl Cluster {
+    /// initdb into `dir/data`, with `settings` appended to postgresql.conf.
+    pub fn init(dir: &Path, initdb_args: &[&str], settings: &[&str]) -> Cluster {
+        let data = dir.join("data");
+        let mut args = vec![
+            "-D",
+            data.to_str().unwrap(),
+            "--no-sync",
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+        ];
+        args.extend_from_slice(initdb_args);
+        run("initdb", &args);
+        let mut conf = String::from("\n# walredo tests\n");
+        for s in settings {
+            conf.push_str(s);
+            conf.push('\n');
+        }
+        let path = data.join("postgresql.conf");
+        let mut text = fs::read_to_string(&path).unwrap();
+        text.push_str(&conf);
+        fs::write(&path, text).unwrap();
+        Cluster {
+            data,
+            socket_dir: dir.to_path_buf(),
+            log: dir.join("server.log"),
+            running: false,
+        }
+    }
+
+    pub fn start(&mut self) {
+        let opts = format!(
+            "-c listen_addresses='' -c unix_socket_directories='{}'",
+            self.socket_dir.display()
+        );
+        run(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data.to_str().unwrap(),
+                "-l",
+                self.log.to_str().unwrap(),
+                "-w",
+                "-o",
+                &opts,
+                "start",
+            ],
+        );
+        self.running = true;
+    }
+
+    pub fn stop(&mut self) {
+        run(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data.to_str().unwrap(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+        );
+        self.running = false;
+    }
+
+    /// Run SQL through psql; returns its unaligned, tuples-only output.
+    pub fn psql(&self, sql: &str) -> String {
+        let script = self
+            .socket_dir
+            .join(format!("script-{}.sql", crate::launch::unique_suffix()));
+        fs::write(&script, sql).unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o644)).unwrap();
+        let out = run(
+            "psql",
+            &[
+                "-X",
+                "-q",
+                "-t",
+                "-A",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                self.socket_dir.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-f",
+                script.to_str().unwrap(),
+            ],
+        );
+        let _ = fs::remove_file(&script);
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = command(
+                "pg_ctl",
+                &[
+                    "-D",
+                    self.data.to_str().unwrap(),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "stop",
+                ],
+            )
+            .output();
+        }
+    }
+}
+
+/// `pg_controldata` of a data directory, as a map of its lines.
+pub fn controldata(data: &Path) -> HashMap<String, String> {
+    let out = run("pg_controldata", &["-D", data.to_str().unwrap()]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// Copy a directory tree (as the unprivileged user, keeping modes).
+pub fn copy_tree(from: &Path, to: &Path) {
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cp -a failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Replay the WAL in `wal_dir` onto `data` (a copy of a cleanly stopped base)
+/// by archive recovery, stopping just before `target_lsn` and shutting down,
+/// as docs/verification.md describes. Panics unless the server stopped at
+/// the target and shut down in recovery.
+pub fn archive_recover(
+    data: &Path,
+    wal_dir: &Path,
+    socket_dir: &Path,
+    target_lsn: &str,
+) -> Duration {
+    let conf = format!(
+        "\nrestore_command = 'cp {}/%f %p'\nrecovery_target_lsn = '{target_lsn}'\n\
+         recovery_target_inclusive = off\nrecovery_target_action = 'shutdown'\n",
+        wal_dir.display()
+    );
+    let auto = data.join("postgresql.auto.conf");
+    let mut text = fs::read_to_string(&auto).unwrap_or_default();
+    text.push_str(&conf);
+    fs::write(&auto, text).unwrap();
+    fs::write(data.join("recovery.signal"), b"").unwrap();
+    if let Some(ids) = user() {
+        for p in [auto, data.join("recovery.signal")] {
+            std::os::unix::fs::chown(&p, Some(ids.uid), Some(ids.gid)).unwrap();
+        }
+    }
+    let log = socket_dir.join("recovery.log");
+    let started = Instant::now();
+    let log_file = fs::File::create(&log).unwrap();
+    let status = command(
+        "postgres",
+        &[
+            "-D",
+            data.to_str().unwrap(),
+            "-c",
+            "listen_addresses=",
+            "-c",
+            &format!("unix_socket_directories={}", socket_dir.display()),
+        ],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(log_file)
+    .status()
+    .unwrap();
+    let took = started.elapsed();
+    let log_text = fs::read_to_string(&log).unwrap_or_default();
+    let state = controldata(data)
+        .get("Database cluster state")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        state == "shut down in recovery" && log_text.contains("recovery stopping before WAL location"),
+        "archive recovery did not stop at {target_lsn} (exit {status}, state {state:?}):\n{log_text}"
+    );
+    took
+}
+
+/// WAL a real PostgreSQL 15 wrote for a workload, with what recovery made of
+/// it: everything the oracle of docs/verification.md needs.
+pub struct RecordedWal {
+    /// Copy of the cleanly stopped cluster before the workload.
+    pub base: PathBuf,
+    /// The WAL written from `base` on (the cluster's `pg_wal`).
+    pub wal_dir: PathBuf,
+    /// `base` after PostgreSQL's archive recovery of that WAL up to `target_lsn`.
+    pub expected: PathBuf,
+    /// Where replay starts: the REDO location of `base`'s checkpoint.
+    pub start_lsn: u64,
+    /// Where replay stops: the first record not replayed starts here.
+    pub target_lsn: u64,
+    /// How long PostgreSQL's recovery took.
+    pub recovery_time: Duration,
+}
+
+/// In `dir`: initdb a cluster with `settings`, take a clean base copy, run
+/// `sql` (which should end with CHECKPOINT, so recovery flushes everything),
+/// stop, and let PostgreSQL replay the WAL onto a second copy of the base.
+pub fn record_workload(
+    dir: &Path,
+    initdb_args: &[&str],
+    settings: &[&str],
+    sql: &str,
+) -> RecordedWal {
+    let mut cluster = Cluster::init(dir, initdb_args, settings);
+    // A clean shutdown checkpoint to start from, then the base copy.
+    cluster.start();
+    cluster.stop();
+    let base = dir.join("base");
+    copy_tree(&cluster.data, &base);
+
+    cluster.start();
+    cluster.psql(sql);
+    let target = cluster.psql("SELECT pg_current_wal_insert_lsn();");
+    cluster.stop();
+    let wal_dir = cluster.data.join("pg_wal");
+
+    let expected = dir.join("expected");
+    copy_tree(&base, &expected);
+    let recovery_time = archive_recover(&expected, &wal_dir, dir, &target);
+
+    let redo = controldata(&base)["Latest checkpoint's REDO location"].clone();
+    RecordedWal {
+        base,
+        wal_dir,
+        expected,
+        start_lsn: crate::wal::parse_lsn(&redo).expect("REDO location"),
+        target_lsn: crate::wal::parse_lsn(&target).expect("target LSN"),
+        recovery_time,
+    }
+}

@@ -1,0 +1,95 @@
+//! Which records rebuild which page: the plan for reconstructing every block a
+//! stretch of WAL touched.
+
+use std::collections::BTreeMap;
+
+use crate::record::{self, RecordError};
+use crate::tag::PageTag;
+
+/// One record's use of a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Use {
+    /// Index of the record in the caller's list.
+    pub record: usize,
+    /// The record initializes the page (will-init, or an image to apply):
+    /// replay from here needs no earlier version of the page.
+    pub initializes: bool,
+    /// The record carries a consistency image of the page
+    /// (`wal_consistency_checking`) that is not applied.
+    pub checked: bool,
+}
+
+/// Every block referenced by `records` (raw XLogRecords, in LSN order), with
+/// the records that use it, in order.
+pub fn block_uses<'a>(
+    records: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<BTreeMap<PageTag, Vec<Use>>, (usize, RecordError)> {
+    let mut blocks: BTreeMap<PageTag, Vec<Use>> = BTreeMap::new();
+    for (i, data) in records.into_iter().enumerate() {
+        let decoded = record::decode(data).map_err(|e| (i, e))?;
+        for b in &decoded.blocks {
+            blocks.entry(b.tag).or_default().push(Use {
+                record: i,
+                initializes: b.initializes_page(),
+                checked: decoded.check_consistency() && b.image.is_some_and(|img| !img.apply()),
+            });
+        }
+    }
+    Ok(blocks)
+}
+
+/// Split a block's uses into runs that each start at an initializing record
+/// (the first run may instead start from a base page). Replaying every run
+/// applies every record exactly once; the last run gives the final page.
+pub fn runs(uses: &[Use]) -> Vec<&[Use]> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..uses.len() {
+        if uses[i].initializes {
+            runs.push(&uses[start..i]);
+            start = i;
+        }
+    }
+    if !uses.is_empty() {
+        runs.push(&uses[start..]);
+    }
+    runs
+}
+
+/// The shortest run that ends with the block's final page.
+pub fn last_run(uses: &[Use]) -> &[Use] {
+    let start = uses.iter().rposition(|u| u.initializes).unwrap_or(0);
+    &uses[start..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u(record: usize, initializes: bool) -> Use {
+        Use {
+            record,
+            initializes,
+            checked: false,
+        }
+    }
+
+    #[test]
+    fn runs_split_at_initializing_records() {
+        let uses = [
+            u(0, false),
+            u(1, false),
+            u(2, true),
+            u(3, false),
+            u(4, true),
+        ];
+        let r = runs(&uses);
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[0], &uses[0..2]);
+        assert_eq!(r[1], &uses[2..4]);
+        assert_eq!(r[2], &uses[4..5]);
+        assert_eq!(last_run(&uses), &uses[4..]);
+        assert_eq!(last_run(&uses[..2]), &uses[..2]);
+        assert!(runs(&[]).is_empty());
+    }
+}
