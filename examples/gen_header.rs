@@ -11,9 +11,9 @@ fn main() -> ExitCode {
     let header = root.join("include/walredo.h");
     let config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
     let bindings = cbindgen::Builder::new()
-        // Only the C ABI module: the rest of the crate is not C's business.
-        .with_src(root.join("src/ffi.rs"))
         .with_config(config)
+        // Only the C ABI modules: the rest of the crate is not C's business.
+        .with_src(root.join(walredo::ffi::HEADER_SOURCE))
         .generate()
         .expect("cbindgen could not generate the header");
     let mut generated = Vec::new();

@@ -14,8 +14,12 @@
  *
  * Threads: a walredo_pool may be used by any number of threads at once; a
  * walredo_config by one thread at a time. The library starts no thread and
- * no process before walredo_pool_new. Results come back on the calling
- * thread: there are no callbacks.
+ * no process before walredo_pool_new. walredo_redo answers on the calling
+ * thread; walredo_submit's callback runs on one of the pool's worker
+ * threads, with no lock of the library held; log callbacks may run on any
+ * thread. A PostgreSQL extension must not ereport() from a callback, and
+ * should create pools only in a backend, never in the postmaster (which
+ * forbids threads).
  *
  * Processes: a pool runs `processes` PostgreSQL 15 processes (started on
  * first need) with the pg_walredo extension, as the user `run_as_user` when
@@ -87,15 +91,48 @@
 #define WALREDO_INTERNAL 7
 
 /**
+ * `walredo_submit` only: the request queue is full; try again later.
+ */
+#define WALREDO_BUSY 8
+
+/**
+ * A caller's buffer is too small; the size needed was reported.
+ */
+#define WALREDO_BUFFER_TOO_SMALL 9
+
+/**
+ * Log levels of `walredo_set_logger` and of the callback.
+ */
+#define WALREDO_LOG_OFF 0
+
+#define WALREDO_LOG_ERROR 1
+
+#define WALREDO_LOG_WARN 2
+
+#define WALREDO_LOG_INFO 3
+
+#define WALREDO_LOG_DEBUG 4
+
+#define WALREDO_LOG_TRACE 5
+
+/**
  * Settings for a pool, filled in by `walredo_config_set`.
  */
 typedef struct walredo_config walredo_config;
 
 /**
  * A pool of wal-redo processes. Thread-safe: any number of threads may call
- * `walredo_redo` on one pool at the same time.
+ * `walredo_redo` and `walredo_submit` on one pool at the same time.
  */
 typedef struct walredo_pool walredo_pool;
+
+/**
+ * Receives one log line: its level (`WALREDO_LOG_ERROR` ...) and the text,
+ * valid only during the call. Called on any thread of the library or of a
+ * caller, possibly on several at once; it must not call back into the
+ * library, and a PostgreSQL extension must not `ereport` from it.
+ */
+typedef void (*walredo_log_callback)(void *userdata, int level, const char *message);
 
 /**
  * Which page: PostgreSQL's RelFileNode, fork number (0 main, 1 free-space
@@ -125,9 +162,112 @@ typedef struct walredo_record {
   size_t len;
 } walredo_record;
 
+/**
+ * Called once per submitted request with its outcome: `status` is
+ * `WALREDO_OK` and `page` the `WALREDO_PAGE_SIZE`-byte page (valid only
+ * during the call: copy it), or `status` is an error code, `page` is NULL
+ * and `message` says why (valid only during the call). `message` is "" on
+ * success.
+ */
+typedef void (*walredo_callback)(void *userdata,
+                                 int status,
+                                 const uint8_t *page,
+                                 const char *message);
+
+/**
+ * A histogram: `cumulative[i]` counts observations `<= bounds[i]`; `count`
+ * counts all of them (also those above the last bound) and `sum` adds them
+ * up. Times are in microseconds.
+ */
+typedef struct walredo_histogram {
+  uint64_t count;
+  uint64_t sum;
+  uint64_t bounds[HISTOGRAM_BUCKETS];
+  uint64_t cumulative[HISTOGRAM_BUCKETS];
+} walredo_histogram;
+
+/**
+ * Counters of a pool since it was made (gauges: now).
+ */
+typedef struct walredo_stats {
+  /**
+   * Requests received by walredo_redo and walredo_submit.
+   */
+  uint64_t requests;
+  /**
+   * Requests answered with an error (including refused ones).
+   */
+  uint64_t failures;
+  /**
+   * Requests retried on a fresh process after their process failed.
+   */
+  uint64_t retries;
+  /**
+   * Attempts that hit their deadline.
+   */
+  uint64_t timeouts;
+  /**
+   * Processes started.
+   */
+  uint64_t spawns;
+  /**
+   * Process starts that failed.
+   */
+  uint64_t spawn_failures;
+  /**
+   * Processes that died or were killed after a failure.
+   */
+  uint64_t process_deaths;
+  /**
+   * Idle processes retired.
+   */
+  uint64_t retirements;
+  /**
+   * Gauge: processes running now.
+   */
+  uint64_t live_processes;
+  /**
+   * Gauge: requests waiting in the queue now.
+   */
+  uint64_t queue_depth;
+  /**
+   * walredo_submit calls refused with WALREDO_BUSY.
+   */
+  uint64_t busy_rejections;
+  /**
+   * Time from a request's arrival to its answer, successful ones.
+   */
+  struct walredo_histogram redo_time_us;
+  /**
+   * Time to start a process and get its first answer.
+   */
+  struct walredo_histogram spawn_time_us;
+  struct walredo_histogram records_per_request;
+  struct walredo_histogram bytes_per_request;
+} walredo_stats;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * The name of a status code, e.g. "WALREDO_TIMEOUT"; any int is allowed
+ * ("WALREDO_UNKNOWN_STATUS" for one that is not a status code). The string
+ * is static: never free it.
+ */
+const char *walredo_status_name(int status);
+
+/**
+ * The message of the last call that failed on this thread, or "" if none
+ * did. Never NULL. Owned by the library: valid until the next failing call
+ * on this thread; copy it to keep it.
+ */
+const char *walredo_last_error(void);
+
+/**
+ * The library's version, e.g. "walredo 0.1.0". Static: never free it.
+ */
+const char *walredo_version(void);
 
 /**
  * Create a configuration with every key at its default. Free it with
@@ -151,15 +291,23 @@ struct walredo_config *walredo_config_new(void);
  *   `pg_walredo.so` in PostgreSQL 15's `--pkglibdir`.
  * - `processes`: wal-redo processes in the pool, 1 to 1024. Default: the
  *   number of CPUs this process may run on.
- * - `timeout_ms`: deadline of one attempt of a request, 1 to 86400000.
- *   Default: 10000.
+ * - `timeout_ms`: deadline of one attempt of a request, 1 to 86400000: a
+ *   process that sends no page for this long is killed (and the request
+ *   retried once). Default: 10000.
+ * - `idle_timeout_ms`: a process unused this long is retired, 0 to
+ *   86400000 (0: never). Default: 60000.
+ * - `queue_depth`: requests that may wait for a process, 1 to 1000000;
+ *   beyond that `walredo_redo` waits for room and `walredo_submit` returns
+ *   `WALREDO_BUSY`. Default: 1024.
  * - `run_as_user`: when the host runs as root, processes run as this user
  *   (PostgreSQL refuses root). Default: `postgres`.
  * - `scratch_dir`: where per-process scratch directories are made. Default:
  *   `$TMPDIR/walredo-<uid>`.
  * - `log_level`: `off`, `error`, `warn`, `info`, `debug` or `trace`: what the
  *   library logs to stderr (including each line a process writes to its
- *   stderr, prefixed with its pid). Default: `warn`.
+ *   stderr, prefixed with its pid) when no `walredo_set_logger` callback is
+ *   set and `RUST_LOG` does not say otherwise; it takes effect with the
+ *   first pool of the process. Default: `warn`.
  * - `verify`: `on` or `off`: check every record that carries a consistency
  *   image (WAL written with `wal_consistency_checking`) against it after
  *   redo; a mismatch fails the request. Default: `off`.
@@ -177,29 +325,45 @@ int walredo_config_set(struct walredo_config *cfg, const char *key, const char *
 void walredo_config_free(struct walredo_config *cfg);
 
 /**
+ * Send the library's log lines at `level` and above to `cb` (NULL: back to
+ * stderr). `level` is one of `WALREDO_LOG_OFF` .. `WALREDO_LOG_TRACE`.
+ * Affects every pool in the process; may be called at any time, from any
+ * thread, also before any pool exists. `userdata` is passed to `cb`
+ * untouched and must be usable from any thread.
+ *
+ * Returns `WALREDO_INVALID_ARGUMENT` for a bad level, or when the host
+ * process already installed its own Rust `log` logger (then that logger
+ * receives the lines).
+ */
+int walredo_set_logger(walredo_log_callback cb, void *userdata, int level);
+
+/**
  * Create a pool from a configuration (which stays the caller's). On success
  * `*out` is the pool, to be freed with `walredo_pool_free`; on failure
  * `*out` is set to NULL (when `out` is not NULL) and nothing needs freeing.
  *
  * This checks that PostgreSQL 15 and the extension are there, and makes the
  * scratch template once per machine with initdb (a second or two); processes
- * start later, on first need. It starts the pool's one spawner thread.
+ * start later, on first need. It starts the pool's threads: one spawner and
+ * one worker per process.
  * Errors: `WALREDO_INVALID_ARGUMENT`, `WALREDO_SPAWN_FAILED`. Thread-safe.
  */
 int walredo_pool_new(const struct walredo_config *cfg, struct walredo_pool **out);
 
 /**
- * Stop accepting requests: from now on `walredo_redo` returns
- * `WALREDO_SHUTDOWN`, also to callers waiting for a free process. Requests
- * already running finish. NULL is allowed. Thread-safe: may be called while
- * other threads use the pool. The pool must still be freed.
+ * Shut the pool down: from now on `walredo_redo` and `walredo_submit` return
+ * `WALREDO_SHUTDOWN`; queued requests are answered with it (callbacks
+ * included); requests already running finish (by their deadline at the
+ * latest); then the workers are joined and every process killed and reaped.
+ * Blocks until that is done. NULL is allowed. Thread-safe: may be called
+ * while other threads use the pool. The pool must still be freed.
  */
 void walredo_pool_shutdown(const struct walredo_pool *pool);
 
 /**
- * Free a pool: its wal-redo processes are killed and reaped, their scratch
- * directories removed, and its thread joined. NULL is allowed. No other
- * thread may be using the pool, or use it afterwards.
+ * Free a pool: shut it down as `walredo_pool_shutdown` does (threads
+ * blocked in `walredo_redo` on it return `WALREDO_SHUTDOWN`), then release
+ * it. NULL is allowed. No call on the pool may start once this has begun.
  */
 void walredo_pool_free(struct walredo_pool *pool);
 
@@ -218,11 +382,12 @@ void walredo_pool_free(struct walredo_pool *pool);
  * - All inputs are only read, and only during the call; the caller keeps
  *   ownership of everything.
  *
- * Blocks until the page is there, an error occurs, or the deadline passes;
- * when every process of the pool is busy it first waits for one. Every
- * record is validated (lengths, CRC-32C, block references) before anything
- * reaches a process. A request whose process fails is retried once on a
- * fresh process. Thread-safe; runs on the calling thread (no callback).
+ * Blocks until the page is there or an error occurs. When a process is free
+ * and nobody is queued, the calling thread drives it itself; otherwise the
+ * request waits in the pool's queue (and, when the queue is full, for room
+ * in it). Every record is validated (lengths, CRC-32C, block references)
+ * before anything reaches a process. A request whose process fails is
+ * retried once on a fresh process. Thread-safe; no callback.
  *
  * Returns `WALREDO_OK` or a `WALREDO_*` error code; then
  * `walredo_last_error()` says why.
@@ -235,23 +400,42 @@ int walredo_redo(struct walredo_pool *pool,
                  uint8_t *out_page);
 
 /**
- * The name of a status code, e.g. "WALREDO_TIMEOUT"; any int is allowed
- * ("WALREDO_UNKNOWN_STATUS" for one that is not a status code). The string
- * is static: never free it.
+ * Queue a request without blocking; the same arguments as `walredo_redo`,
+ * but the page goes to `cb` instead of an output buffer.
+ *
+ * The inputs are copied before this returns. On `WALREDO_OK`, `cb` will be
+ * called exactly once, on one of the library's worker threads, with no lock
+ * of the library held, and `userdata` passed through untouched: it must be
+ * usable from that thread. The callback may call any function of this
+ * library except `walredo_pool_free` and `walredo_pool_shutdown` on the
+ * same pool; a PostgreSQL extension must not `ereport` from it. On any other
+ * status (`WALREDO_BUSY` when the queue is full, invalid input, shut down),
+ * `cb` is never called.
  */
-const char *walredo_status_name(int status);
+int walredo_submit(struct walredo_pool *pool,
+                   const struct walredo_page_tag *tag,
+                   const uint8_t *base_page,
+                   const struct walredo_record *records,
+                   size_t n_records,
+                   walredo_callback cb,
+                   void *userdata);
 
 /**
- * The message of the last call that failed on this thread, or "" if none
- * did. Never NULL. Owned by the library: valid until the next failing call
- * on this thread; copy it to keep it.
+ * Fill `*out` with the pool's counters. Thread-safe, cheap, lock-free.
  */
-const char *walredo_last_error(void);
+int walredo_pool_stats(const struct walredo_pool *pool, struct walredo_stats *out);
 
 /**
- * The library's version, e.g. "walredo 0.1.0". Static: never free it.
+ * Write the pool's counters as Prometheus text exposition, NUL-terminated,
+ * into `buf` (`len` bytes). `*needed` (when `needed` is not NULL) is set to
+ * the bytes required, NUL included. When `len` is too small (`buf` may then
+ * be NULL), nothing is written and `WALREDO_BUFFER_TOO_SMALL` is returned:
+ * call again with a buffer of `*needed` bytes. Thread-safe.
  */
-const char *walredo_version(void);
+int walredo_pool_metrics_text(const struct walredo_pool *pool,
+                              char *buf,
+                              size_t len,
+                              size_t *needed);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -20,7 +20,14 @@ pub struct Config {
     pub scratch_dir: Option<PathBuf>,
     /// Processes in a pool (slots); each starts on first need.
     pub processes: usize,
-    /// Deadline of one request, from the moment it is written to a process.
+    /// A process unused this long is retired; `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// Requests that may wait in a pool's queue; beyond that `redo` blocks
+    /// and `submit` is refused as busy.
+    pub queue_depth: usize,
+    /// Deadline of one attempt: a process that sends no page for this long
+    /// is killed (in a pipelined batch, each page is due this long after the
+    /// previous one).
     pub timeout: Duration,
     /// Run processes with `pg_walredo.verify`: every record that carries a
     /// consistency image (WAL written with `wal_consistency_checking`) is
@@ -41,6 +48,8 @@ impl Default for Config {
             run_as_user: "postgres".to_string(),
             scratch_dir: None,
             processes: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            idle_timeout: Some(Duration::from_secs(60)),
+            queue_depth: 1024,
             timeout: Duration::from_secs(10),
             verify: false,
             data_checksums: false,

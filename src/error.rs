@@ -21,6 +21,8 @@ pub enum Error {
     SpawnFailed(String),
     /// The pool is shutting down or gone.
     Shutdown,
+    /// The request queue is full (only `submit` says so; `redo` waits).
+    Busy,
     /// A bug in this library (for example a caught panic).
     Internal(String),
 }
@@ -48,6 +50,7 @@ impl fmt::Display for Error {
             }
             Error::SpawnFailed(m) => write!(f, "cannot start a wal-redo process: {m}"),
             Error::Shutdown => write!(f, "the wal-redo pool is shut down"),
+            Error::Busy => write!(f, "the wal-redo request queue is full; try again later"),
             Error::Internal(m) => write!(f, "internal error: {m}"),
         }
     }

@@ -9,19 +9,21 @@ pub mod error;
 pub mod ffi;
 pub mod launch;
 pub mod plan;
-pub mod pool;
+pub(crate) mod pool;
 pub mod process;
 pub mod protocol;
 pub mod record;
 pub mod redo;
+pub mod service;
+pub mod stats;
 pub mod tag;
 pub mod wal;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use pool::Pool;
 pub use protocol::RecordRef;
 pub use redo::{Page, Redoer};
+pub use service::Pool;
 pub use tag::{PageTag, RelFileNode};
 
 /// Size of a PostgreSQL page (BLCKSZ); the only size this library supports.

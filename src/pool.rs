@@ -1,142 +1,346 @@
-//! A fixed set of wal-redo process slots shared by any number of threads.
+//! Process slots: a fixed number of wal-redo processes, each started on first
+//! need, shared by the callers and workers of a [`crate::service::Pool`].
 //!
-//! A caller takes a free slot and drives its process itself, on its own
-//! thread: no hand-off to a worker, so a request costs only the two wake-ups
-//! of the pipe round trip. Callers that find every slot busy sleep on a
-//! condition variable until one is returned. A slot starts its process on
-//! first use, so however many callers arrive at once, each slot spawns once.
-//!
-//! Lifecycle rules enforced here:
+//! Lifecycle rules, each enforced here:
+//! - A slot is held by one thread at a time, and starts its process while
+//!   held: however many requests arrive at once, each slot spawns once.
+//!   Threads that find every slot busy sleep on a condition variable.
 //! - Processes are started by the pool's spawner thread (see
 //!   [`crate::process::Spawner`]), so they die with the pool, not with
-//!   whichever caller thread happened to need one first.
-//! - A request whose process failed (EOF, broken pipe, deadline) is retried
-//!   once on a fresh process: the failure may have been the process's, not
-//!   the request's (killed by an operator, out of memory, an earlier request
-//!   that left it broken). A second failure is the request's and is returned,
-//!   with PostgreSQL's message. Invalid input is refused before any attempt.
-//! - Dropping the pool kills and reaps every process.
+//!   whichever caller thread needed one first. A process counts as started
+//!   only once it has answered a ping: one that dies at start-up (a broken
+//!   binary or extension) is a spawn failure, with its stderr as the reason.
+//! - Spawn failures back off exponentially (100 ms doubling to 10 s): while
+//!   backing off, requests fail at once with the last reason instead of
+//!   hammering the system with doomed spawns.
+//! - When a process fails (EOF, broken pipe, short read, deadline) it is taken
+//!   out of its slot, killed and reaped, and its stderr kept for the error.
+//!   The request it was working on is retried once on a fresh process: the
+//!   failure may have been the process's (killed by an operator, out of
+//!   memory), not the request's. A second failure is the request's and is
+//!   returned with PostgreSQL's message. Requests pipelined behind it are
+//!   re-sent without being charged an attempt: they are never lost.
+//! - A process idle for `idle_timeout` is retired (killed and reaped).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::launch::Launcher;
-use crate::process::Spawner;
-use crate::protocol::RecordRef;
-use crate::redo::{validate_request, Page, Redoer};
+use crate::process::{Interrupted, Process, Spawner};
+use crate::redo::{failure_error, Page};
+use crate::stats::{bump, Stats};
 use crate::tag::PageTag;
+use crate::PAGE_SIZE;
 
-pub struct Pool {
-    idle: Mutex<Vec<Redoer>>,
-    slot_returned: Condvar,
-    closed: AtomicBool,
-    processes: usize,
-    /// Dropped after the slots (field order), which hold it too.
-    _spawner: Arc<Spawner>,
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How long a new process has to answer its first ping.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One request, encoded for the wire, and what became of it.
+pub(crate) struct Job<'a> {
+    pub tag: PageTag,
+    pub wire: &'a [u8],
+    pub attempts: u8,
+    pub outcome: Option<Result<Box<Page>>>,
 }
 
-impl Pool {
-    /// Check the configuration and prepare the slots. No process starts yet.
-    pub fn new(config: &Config) -> Result<Pool> {
+impl<'a> Job<'a> {
+    pub fn new(tag: PageTag, wire: &'a [u8]) -> Job<'a> {
+        Job {
+            tag,
+            wire,
+            attempts: 0,
+            outcome: None,
+        }
+    }
+}
+
+/// A slot: at most one process, and buffers reused from request to request.
+#[derive(Default)]
+pub(crate) struct Slot {
+    process: Option<Process>,
+    last_used: Option<Instant>,
+    /// The concatenated wire bytes of a batch: one write per batch.
+    batch: Vec<u8>,
+    pages: Vec<u8>,
+    /// Encoding buffer for requests driven by the caller's own thread.
+    pub request: Vec<u8>,
+}
+
+struct Backoff {
+    not_before: Option<Instant>,
+    delay: Duration,
+    last_error: String,
+}
+
+pub(crate) struct Slots {
+    spawner: Spawner,
+    idle: Mutex<Vec<Slot>>,
+    returned: Condvar,
+    total: usize,
+    closed: AtomicBool,
+    backoff: Mutex<Backoff>,
+    timeout: Duration,
+    idle_timeout: Option<Duration>,
+    pub stats: Stats,
+}
+
+impl Slots {
+    pub fn new(config: &Config) -> Result<Slots> {
         if config.processes == 0 {
             return Err(Error::InvalidArgument(
                 "processes must be at least 1".into(),
             ));
         }
         let launcher = Arc::new(Launcher::new(config)?);
-        let spawner = Arc::new(Spawner::new(launcher.clone())?);
-        let idle = (0..config.processes)
-            .map(|_| Redoer::with_spawner(launcher.clone(), Some(spawner.clone()), config.timeout))
-            .collect();
-        Ok(Pool {
-            idle: Mutex::new(idle),
-            slot_returned: Condvar::new(),
+        Ok(Slots {
+            spawner: Spawner::new(launcher)?,
+            idle: Mutex::new((0..config.processes).map(|_| Slot::default()).collect()),
+            returned: Condvar::new(),
+            total: config.processes,
             closed: AtomicBool::new(false),
-            processes: config.processes,
-            _spawner: spawner,
+            backoff: Mutex::new(Backoff {
+                not_before: None,
+                delay: Duration::ZERO,
+                last_error: String::new(),
+            }),
+            timeout: config.timeout,
+            idle_timeout: config.idle_timeout,
+            stats: Stats::default(),
         })
     }
 
-    pub fn processes(&self) -> usize {
-        self.processes
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
-    /// Apply `records` (in LSN order) to `base`, or to nothing when the first
-    /// record initializes the page, and return the page for `tag`.
-    pub fn redo(
-        &self,
-        tag: &PageTag,
-        base: Option<&Page>,
-        records: &[RecordRef<'_>],
-    ) -> Result<Box<Page>> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::Shutdown);
-        }
-        validate_request(tag, base, records)?;
-        let mut slot = self.take_slot()?;
-        match slot.redo_validated(tag, base, records) {
-            Err(e @ (Error::RedoFailed { .. } | Error::Timeout { .. })) => {
-                if self.closed.load(Ordering::Acquire) {
-                    return Err(Error::Shutdown);
-                }
-                log::warn!("retrying {tag} on a fresh process after: {e}");
-                slot.redo_validated(tag, base, records)
-            }
-            other => other,
-        }
+    /// A free slot, if there is one now.
+    pub fn try_take(&self) -> Option<SlotGuard<'_>> {
+        let slot = self.idle.lock().pop()?;
+        Some(SlotGuard {
+            slots: self,
+            slot: Some(slot),
+        })
     }
 
-    /// Refuse new requests from now on; requests already running finish.
-    pub fn shutdown(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.slot_returned.notify_all();
-    }
-
-    fn take_slot(&self) -> Result<SlotGuard<'_>> {
+    /// A free slot, waiting for one if need be; fails once the pool closes.
+    pub fn take(&self) -> Result<SlotGuard<'_>> {
         let mut idle = self.idle.lock();
         loop {
-            if self.closed.load(Ordering::Acquire) {
+            if self.is_closed() {
                 return Err(Error::Shutdown);
             }
-            if let Some(redoer) = idle.pop() {
+            if let Some(slot) = idle.pop() {
                 return Ok(SlotGuard {
-                    pool: self,
-                    redoer: Some(redoer),
+                    slots: self,
+                    slot: Some(slot),
                 });
             }
-            self.slot_returned.wait(&mut idle);
+            self.returned.wait(&mut idle);
+        }
+    }
+
+    /// Stop handing out slots; wake everyone waiting for one.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let _guard = self.idle.lock();
+        self.returned.notify_all();
+    }
+
+    /// Wait until every slot is back (requests in flight end by their
+    /// deadline), then kill and reap every process.
+    pub fn kill_all(&self) {
+        let mut idle = self.idle.lock();
+        while idle.len() < self.total {
+            self.returned.wait(&mut idle);
+        }
+        let dying: Vec<Process> = idle.iter_mut().filter_map(|s| s.process.take()).collect();
+        drop(idle);
+        self.forget_processes(dying.len());
+        drop(dying);
+    }
+
+    /// Retire processes idle for longer than `idle_timeout`.
+    pub fn retire_idle(&self) {
+        let Some(limit) = self.idle_timeout else {
+            return;
+        };
+        let mut idle = self.idle.lock();
+        let retired: Vec<Process> = idle
+            .iter_mut()
+            .filter(|s| s.last_used.is_some_and(|t| t.elapsed() >= limit))
+            .filter_map(|s| s.process.take())
+            .collect();
+        drop(idle);
+        for p in &retired {
+            log::debug!("retiring idle wal-redo process {}", p.pid());
+            bump(&self.stats.retirements);
+        }
+        self.forget_processes(retired.len());
+        // Killed and reaped here, outside the lock.
+        drop(retired);
+    }
+
+    /// How long workers may sleep before idle processes are due to retire.
+    pub fn retire_interval(&self) -> Duration {
+        self.idle_timeout.map_or(Duration::from_secs(3600), |t| {
+            (t / 2).max(Duration::from_millis(10))
+        })
+    }
+
+    fn forget_processes(&self, n: usize) {
+        self.stats
+            .live_processes
+            .fetch_sub(n as u64, Ordering::Relaxed);
+    }
+
+    fn check_backoff(&self) -> Result<()> {
+        let b = self.backoff.lock();
+        match b.not_before {
+            Some(t) if Instant::now() < t => Err(Error::SpawnFailed(format!(
+                "{} (not trying again for {} ms)",
+                b.last_error,
+                (t - Instant::now()).as_millis()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn spawn(&self) -> Result<Process> {
+        self.check_backoff()?;
+        let started = Instant::now();
+        let result = self.spawner.spawn().and_then(|mut p| {
+            p.handshake(HANDSHAKE_TIMEOUT)?;
+            Ok(p)
+        });
+        let mut b = self.backoff.lock();
+        match result {
+            Ok(p) => {
+                b.not_before = None;
+                b.delay = Duration::ZERO;
+                drop(b);
+                bump(&self.stats.spawns);
+                bump(&self.stats.live_processes);
+                self.stats.spawn_time_us.observe_duration(started.elapsed());
+                Ok(p)
+            }
+            Err(e) => {
+                b.delay = (b.delay * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+                b.not_before = Some(Instant::now() + b.delay);
+                b.last_error = e.to_string();
+                drop(b);
+                bump(&self.stats.spawn_failures);
+                log::warn!("{e}");
+                Err(e)
+            }
         }
     }
 }
 
 /// A slot taken from the pool; given back on drop, also when unwinding.
-struct SlotGuard<'a> {
-    pool: &'a Pool,
-    redoer: Option<Redoer>,
+pub(crate) struct SlotGuard<'a> {
+    slots: &'a Slots,
+    slot: Option<Slot>,
 }
 
-impl std::ops::Deref for SlotGuard<'_> {
-    type Target = Redoer;
-    fn deref(&self) -> &Redoer {
-        self.redoer.as_ref().expect("slot present until drop")
+impl SlotGuard<'_> {
+    fn slot(&mut self) -> &mut Slot {
+        self.slot.as_mut().expect("slot present until drop")
     }
-}
 
-impl std::ops::DerefMut for SlotGuard<'_> {
-    fn deref_mut(&mut self) -> &mut Redoer {
-        self.redoer.as_mut().expect("slot present until drop")
+    /// Take the caller-side encoding buffer (give it back with
+    /// [`SlotGuard::put_request_buffer`]).
+    pub fn request_buffer(&mut self) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.slot().request);
+        buf.clear();
+        buf
+    }
+
+    pub fn put_request_buffer(&mut self, buf: Vec<u8>) {
+        self.slot().request = buf;
+    }
+
+    /// Run `jobs` on this slot's process, pipelined, with the retry rules of
+    /// the module notes; every job gets an outcome.
+    pub fn execute(&mut self, jobs: &mut [Job<'_>]) {
+        let slots = self.slots;
+        let slot = self.slot.as_mut().expect("slot present until drop");
+        let mut next = 0;
+        while next < jobs.len() {
+            let pending = &mut jobs[next..];
+            if slot.process.is_none() {
+                match slots.spawn() {
+                    Ok(p) => slot.process = Some(p),
+                    Err(e) => {
+                        for job in pending.iter_mut() {
+                            job.outcome = Some(Err(e.clone()));
+                        }
+                        return;
+                    }
+                }
+            }
+            let process = slot.process.as_mut().expect("just started");
+            slot.batch.clear();
+            for job in pending.iter() {
+                slot.batch.extend_from_slice(job.wire);
+            }
+            slot.pages.resize(pending.len() * PAGE_SIZE, 0);
+            let result = process.transact(&slot.batch, &mut slot.pages, slots.timeout);
+            slot.last_used = Some(Instant::now());
+            let done = match &result {
+                Ok(()) => pending.len(),
+                Err(i) => i.pages_done.min(pending.len()),
+            };
+            for (i, job) in pending[..done].iter_mut().enumerate() {
+                let mut page = Box::new([0u8; PAGE_SIZE]);
+                page.copy_from_slice(&slot.pages[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]);
+                job.outcome = Some(Ok(page));
+            }
+            let Err(Interrupted { failure, .. }) = result else {
+                return;
+            };
+            let mut dead = slot.process.take().expect("process in use");
+            bump(&slots.stats.process_deaths);
+            slots.forget_processes(1);
+            if matches!(failure, crate::process::Failure::Timeout) {
+                bump(&slots.stats.timeouts);
+            }
+            let err = failure_error(failure, &mut dead, slots.timeout);
+            // Killed and reaped here; its scratch directory goes with it.
+            drop(dead);
+            next += done;
+            if next == jobs.len() {
+                return;
+            }
+            let culprit = &mut jobs[next];
+            culprit.attempts += 1;
+            if culprit.attempts >= 2 {
+                culprit.outcome = Some(Err(err));
+                next += 1;
+            } else {
+                bump(&slots.stats.retries);
+                log::warn!("retrying {} on a fresh process after: {err}", culprit.tag);
+            }
+        }
     }
 }
 
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
-        if let Some(redoer) = self.redoer.take() {
-            self.pool.idle.lock().push(redoer);
-            self.pool.slot_returned.notify_one();
+        if let Some(slot) = self.slot.take() {
+            self.slots.idle.lock().push(slot);
+            // After close, kill_all may be among the waiters: wake them all.
+            if self.slots.is_closed() {
+                self.slots.returned.notify_all();
+            } else {
+                self.slots.returned.notify_one();
+            }
         }
     }
 }

@@ -38,6 +38,7 @@ use crossbeam_channel::{bounded, Sender};
 
 use crate::error::{Error, Result};
 use crate::launch::Launcher;
+use crate::PAGE_SIZE;
 
 /// Lines of stderr kept for error messages.
 const STDERR_TAIL_LINES: usize = 40;
@@ -70,6 +71,15 @@ impl std::fmt::Display for Failure {
             Failure::Io(e) => write!(f, "I/O error talking to the process: {e}"),
         }
     }
+}
+
+/// A [`Process::transact`] that did not complete.
+#[derive(Debug)]
+pub struct Interrupted {
+    pub failure: Failure,
+    /// Whole pages received before the failure: the requests they answer
+    /// are done.
+    pub pages_done: usize,
 }
 
 pub struct Process {
@@ -222,25 +232,57 @@ impl Process {
         self.pid
     }
 
+    /// Ping a new process: it has started only once it answers. One that
+    /// dies at start-up (a broken binary or extension) fails here, with its
+    /// stderr.
+    pub fn handshake(&mut self, timeout: Duration) -> Result<()> {
+        let mut ping = Vec::new();
+        crate::protocol::write_ping(&mut ping);
+        let mut page = [0u8; PAGE_SIZE];
+        self.transact(&ping, &mut page, timeout).map_err(|i| {
+            let stderr = self.collect_stderr(&i.failure);
+            Error::SpawnFailed(format!(
+                "the wal-redo process {} did not start: {}{}{}",
+                self.pid,
+                i.failure,
+                if stderr.is_empty() {
+                    ""
+                } else {
+                    "; its stderr:\n"
+                },
+                stderr
+            ))
+        })
+    }
+
     /// Write all of `request`, and read exactly `response.len()` bytes of
-    /// pages back, by `deadline`. Writing and reading overlap, so any number
-    /// of requests may be pipelined in one call.
+    /// pages back. Writing and reading overlap, so any number of requests may
+    /// be pipelined in one call. Each page is due `timeout` after the previous
+    /// one (or after the start): a process that stops making progress fails
+    /// the call. On failure, says how many whole pages had arrived.
     pub fn transact(
         &mut self,
         request: &[u8],
         response: &mut [u8],
-        deadline: Instant,
-    ) -> Result<(), Failure> {
+        timeout: Duration,
+    ) -> Result<(), Interrupted> {
         let mut written = 0;
         let mut read = 0;
+        let mut deadline = Instant::now() + timeout;
+        let interrupted = |failure, read: usize| Interrupted {
+            failure,
+            pages_done: read / PAGE_SIZE,
+        };
         while written < request.len() || read < response.len() {
             let now = Instant::now();
             if now >= deadline {
-                return Err(Failure::Timeout);
+                return Err(interrupted(Failure::Timeout, read));
             }
             let timeout_ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
 
-            let input = self.input.as_ref().ok_or(Failure::BrokenPipe)?.as_raw_fd();
+            let Some(input) = self.input.as_ref().map(|f| f.as_raw_fd()) else {
+                return Err(interrupted(Failure::BrokenPipe, read));
+            };
             let mut fds = [
                 poll_fd(input, written < request.len(), libc::POLLOUT),
                 poll_fd(self.output.as_raw_fd(), read < response.len(), libc::POLLIN),
@@ -257,13 +299,14 @@ impl Process {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(Failure::Io(e));
+                return Err(interrupted(Failure::Io(e), read));
             }
             if fds[2].revents != 0 {
                 self.read_stderr();
             }
             if fds[0].revents != 0 {
-                written += send_some(input, &request[written..])?;
+                written +=
+                    send_some(input, &request[written..]).map_err(|f| interrupted(f, read))?;
             }
             if fds[1].revents != 0 {
                 // SAFETY: the destination is the unfilled tail of `response`.
@@ -275,15 +318,21 @@ impl Process {
                     )
                 };
                 match n {
-                    0 => return Err(Failure::Eof),
-                    n if n > 0 => read += n as usize,
+                    0 => return Err(interrupted(Failure::Eof, read)),
+                    n if n > 0 => {
+                        let pages_before = read / PAGE_SIZE;
+                        read += n as usize;
+                        if read / PAGE_SIZE > pages_before {
+                            deadline = Instant::now() + timeout;
+                        }
+                    }
                     _ => {
                         let e = io::Error::last_os_error();
                         if !matches!(
                             e.kind(),
                             io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                         ) {
-                            return Err(Failure::Io(e));
+                            return Err(interrupted(Failure::Io(e), read));
                         }
                     }
                 }

@@ -2,13 +2,12 @@
 //! way to get a page. Requests are validated here, before anything is sent,
 //! so malformed input never costs a process.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::launch::Launcher;
-use crate::process::{Failure, Process, Spawner};
+use crate::process::{Failure, Interrupted, Process};
 use crate::protocol::{self, RecordRef};
 use crate::record;
 use crate::tag::{PageTag, MAX_FORKNUM};
@@ -93,14 +92,14 @@ pub(crate) fn failure_error(failure: Failure, process: &mut Process, timeout: Du
     }
 }
 
-/// One wal-redo process, started on first use and restarted after a failure.
+/// One wal-redo process, driven by one thread: started on first use and
+/// restarted after a failure, with no retry. For tests and tools; services
+/// use a [`crate::Pool`].
 ///
-/// A `Redoer` made with [`Redoer::new`] starts its process on the calling
-/// thread, so the process dies when that thread exits (`PR_SET_PDEATHSIG`):
-/// use it from one long-lived thread, or use a [`crate::pool::Pool`].
+/// The process is started on the calling thread, so it dies when that thread
+/// exits (`PR_SET_PDEATHSIG`): keep a `Redoer` on one long-lived thread.
 pub struct Redoer {
-    launcher: Arc<Launcher>,
-    spawner: Option<Arc<Spawner>>,
+    launcher: Launcher,
     process: Option<Process>,
     timeout: Duration,
     request: Vec<u8>,
@@ -108,32 +107,17 @@ pub struct Redoer {
 
 impl Redoer {
     pub fn new(config: &Config) -> Result<Redoer> {
-        let launcher = Arc::new(Launcher::new(config)?);
-        Ok(Self::with_spawner(launcher, None, config.timeout))
-    }
-
-    /// A slot of a pool: its processes are started by `spawner`'s thread.
-    pub(crate) fn with_spawner(
-        launcher: Arc<Launcher>,
-        spawner: Option<Arc<Spawner>>,
-        timeout: Duration,
-    ) -> Redoer {
-        Redoer {
-            launcher,
-            spawner,
+        Ok(Redoer {
+            launcher: Launcher::new(config)?,
             process: None,
-            timeout,
+            timeout: config.timeout,
             request: Vec::new(),
-        }
+        })
     }
 
     fn process(&mut self) -> Result<&mut Process> {
         if self.process.is_none() {
-            let process = match &self.spawner {
-                Some(spawner) => spawner.spawn()?,
-                None => Process::spawn(&self.launcher)?,
-            };
-            self.process = Some(process);
+            self.process = Some(Process::spawn(&self.launcher)?);
         }
         Ok(self.process.as_mut().expect("just started"))
     }
@@ -182,10 +166,9 @@ impl Redoer {
     fn round_trip(&mut self, request: &[u8], response: &mut [u8]) -> Result<()> {
         let timeout = self.timeout;
         let process = self.process()?;
-        let deadline = Instant::now() + timeout;
-        match process.transact(request, response, deadline) {
+        match process.transact(request, response, timeout) {
             Ok(()) => Ok(()),
-            Err(failure) => {
+            Err(Interrupted { failure, .. }) => {
                 let mut dead = self.process.take().expect("process in use");
                 let err = failure_error(failure, &mut dead, timeout);
                 // Dropping it kills and reaps it and removes its scratch dir.

@@ -1,0 +1,157 @@
+//! `walredo_config`: the settings of a pool.
+
+use std::ffi::{c_char, c_int};
+use std::path::PathBuf;
+use std::ptr;
+use std::time::Duration;
+
+use super::{guard, invalid, str_arg};
+use crate::config::Config;
+use crate::error::Error;
+
+/// Settings for a pool, filled in by `walredo_config_set`.
+pub struct walredo_config {
+    pub(crate) config: Config,
+    pub(crate) log_level: log::LevelFilter,
+    /// For tests of the panic boundary only: every redo request panics.
+    pub(crate) debug_panic: bool,
+}
+
+/// Create a configuration with every key at its default. Free it with
+/// `walredo_config_free`.
+///
+/// Returns NULL only if the library failed internally (see
+/// `walredo_last_error`). Starts no thread and no process. Thread-safe; the
+/// configuration itself must not be used from two threads at once.
+#[no_mangle]
+pub extern "C" fn walredo_config_new() -> *mut walredo_config {
+    let mut out = ptr::null_mut();
+    guard(|| {
+        out = Box::into_raw(Box::new(walredo_config {
+            config: Config::default(),
+            log_level: log::LevelFilter::Warn,
+            debug_panic: false,
+        }));
+        Ok(())
+    });
+    out
+}
+
+/// Set one configuration key. Returns `WALREDO_OK`, or
+/// `WALREDO_INVALID_ARGUMENT` for a NULL argument, an unknown key or a bad
+/// value (the configuration is then unchanged).
+///
+/// Keys and values (strings, copied):
+/// - `pg_bindir`: directory of PostgreSQL 15's `postgres` and `initdb`.
+///   Default: the `--bindir` of PostgreSQL 15's `pg_config`.
+/// - `extension_path`: the `pg_walredo.so` to load. Default:
+///   `pg_walredo.so` in PostgreSQL 15's `--pkglibdir`.
+/// - `processes`: wal-redo processes in the pool, 1 to 1024. Default: the
+///   number of CPUs this process may run on.
+/// - `timeout_ms`: deadline of one attempt of a request, 1 to 86400000: a
+///   process that sends no page for this long is killed (and the request
+///   retried once). Default: 10000.
+/// - `idle_timeout_ms`: a process unused this long is retired, 0 to
+///   86400000 (0: never). Default: 60000.
+/// - `queue_depth`: requests that may wait for a process, 1 to 1000000;
+///   beyond that `walredo_redo` waits for room and `walredo_submit` returns
+///   `WALREDO_BUSY`. Default: 1024.
+/// - `run_as_user`: when the host runs as root, processes run as this user
+///   (PostgreSQL refuses root). Default: `postgres`.
+/// - `scratch_dir`: where per-process scratch directories are made. Default:
+///   `$TMPDIR/walredo-<uid>`.
+/// - `log_level`: `off`, `error`, `warn`, `info`, `debug` or `trace`: what the
+///   library logs to stderr (including each line a process writes to its
+///   stderr, prefixed with its pid) when no `walredo_set_logger` callback is
+///   set and `RUST_LOG` does not say otherwise; it takes effect with the
+///   first pool of the process. Default: `warn`.
+/// - `verify`: `on` or `off`: check every record that carries a consistency
+///   image (WAL written with `wal_consistency_checking`) against it after
+///   redo; a mismatch fails the request. Default: `off`.
+/// - `data_checksums`, `wal_log_hints`: `on` if the cluster that wrote the WAL
+///   had them on, so that redo behaves as it did there. Default: `off`.
+/// - `debug_panic`: `on` makes every `walredo_redo` panic inside the library,
+///   to test the panic boundary. Never use it otherwise.
+#[no_mangle]
+pub unsafe extern "C" fn walredo_config_set(
+    cfg: *mut walredo_config,
+    key: *const c_char,
+    value: *const c_char,
+) -> c_int {
+    guard(|| {
+        // SAFETY: NULL or a configuration from walredo_config_new, not in use
+        // by another thread (the caller's contract).
+        let cfg = unsafe { cfg.as_mut() }.ok_or_else(|| invalid("cfg is NULL"))?;
+        // SAFETY: NULL or NUL-terminated strings (the caller's contract).
+        let key = unsafe { str_arg(key, "key") }?;
+        let value = unsafe { str_arg(value, "value") }?;
+        let bad = |expected: &str| invalid(format!("bad value {value:?} for {key}: {expected}"));
+        let number = |min: u64, max: u64| -> Result<u64, Error> {
+            value
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| bad(&format!("an integer from {min} to {max}")))
+        };
+        let switch = || -> Result<bool, Error> {
+            match value {
+                "on" | "true" | "1" => Ok(true),
+                "off" | "false" | "0" => Ok(false),
+                _ => Err(bad("on or off")),
+            }
+        };
+        let path = || -> Result<PathBuf, Error> {
+            if value.is_empty() {
+                Err(bad("a path"))
+            } else {
+                Ok(PathBuf::from(value))
+            }
+        };
+        let c = &mut cfg.config;
+        match key {
+            "pg_bindir" => c.pg_bindir = Some(path()?),
+            "extension_path" => c.extension_path = Some(path()?),
+            "processes" => c.processes = number(1, 1024)? as usize,
+            "timeout_ms" => c.timeout = Duration::from_millis(number(1, 86_400_000)?),
+            "idle_timeout_ms" => {
+                c.idle_timeout = match number(0, 86_400_000)? {
+                    0 => None,
+                    ms => Some(Duration::from_millis(ms)),
+                }
+            }
+            "queue_depth" => c.queue_depth = number(1, 1_000_000)? as usize,
+            "run_as_user" => {
+                if value.is_empty() {
+                    return Err(bad("a user name"));
+                }
+                c.run_as_user = value.to_string();
+            }
+            "scratch_dir" => c.scratch_dir = Some(path()?),
+            "log_level" => {
+                cfg.log_level = value
+                    .parse()
+                    .map_err(|_| bad("off, error, warn, info, debug or trace"))?
+            }
+            "verify" => c.verify = switch()?,
+            "data_checksums" => c.data_checksums = switch()?,
+            "wal_log_hints" => c.wal_log_hints = switch()?,
+            "debug_panic" => cfg.debug_panic = switch()?,
+            _ => return Err(invalid(format!("unknown configuration key {key:?}"))),
+        }
+        Ok(())
+    })
+}
+
+/// Free a configuration. NULL is allowed (nothing happens). Pools made from
+/// it do not need it any more.
+#[no_mangle]
+pub unsafe extern "C" fn walredo_config_free(cfg: *mut walredo_config) {
+    guard(|| {
+        if !cfg.is_null() {
+            // SAFETY: a pointer from walredo_config_new, freed only once (the
+            // caller's contract).
+            drop(unsafe { Box::from_raw(cfg) });
+        }
+        Ok(())
+    });
+}

@@ -1,0 +1,433 @@
+//! `walredo_pool`: the pool, and the requests made of it.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::ptr;
+use std::sync::Arc;
+
+use super::{guard, guard_status, invalid, set_last_error, status_of};
+use super::{walredo_config, walredo_page_tag, walredo_record};
+use super::{WALREDO_BUFFER_TOO_SMALL, WALREDO_OK};
+use crate::error::Error;
+use crate::protocol::RecordRef;
+use crate::redo::Page;
+use crate::service::Pool;
+use crate::stats::{HistogramSnapshot, HISTOGRAM_BUCKETS};
+use crate::tag::{PageTag, RelFileNode};
+use crate::PAGE_SIZE;
+
+/// Largest record PostgreSQL 15 can write (and palloc).
+const MAX_RECORD_LEN: usize = 1024 * 1024 * 1024 - 1;
+
+/// A pool of wal-redo processes. Thread-safe: any number of threads may call
+/// `walredo_redo` and `walredo_submit` on one pool at the same time.
+pub struct walredo_pool {
+    pool: Arc<Pool>,
+    debug_panic: bool,
+}
+
+/// Create a pool from a configuration (which stays the caller's). On success
+/// `*out` is the pool, to be freed with `walredo_pool_free`; on failure
+/// `*out` is set to NULL (when `out` is not NULL) and nothing needs freeing.
+///
+/// This checks that PostgreSQL 15 and the extension are there, and makes the
+/// scratch template once per machine with initdb (a second or two); processes
+/// start later, on first need. It starts the pool's threads: one spawner and
+/// one worker per process.
+/// Errors: `WALREDO_INVALID_ARGUMENT`, `WALREDO_SPAWN_FAILED`. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn walredo_pool_new(
+    cfg: *const walredo_config,
+    out: *mut *mut walredo_pool,
+) -> c_int {
+    guard(|| {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        // SAFETY: out is non-NULL and points to writable storage for a
+        // pointer (the caller's contract).
+        unsafe { *out = ptr::null_mut() };
+        // SAFETY: NULL or a configuration from walredo_config_new.
+        let cfg = unsafe { cfg.as_ref() }.ok_or_else(|| invalid("cfg is NULL"))?;
+        super::log::init_default(cfg.log_level);
+        let pool = Arc::new(Pool::new(&cfg.config)?);
+        let handle = Box::into_raw(Box::new(walredo_pool {
+            pool,
+            debug_panic: cfg.debug_panic,
+        }));
+        // SAFETY: as above.
+        unsafe { *out = handle };
+        Ok(())
+    })
+}
+
+/// Shut the pool down: from now on `walredo_redo` and `walredo_submit` return
+/// `WALREDO_SHUTDOWN`; queued requests are answered with it (callbacks
+/// included); requests already running finish (by their deadline at the
+/// latest); then the workers are joined and every process killed and reaped.
+/// Blocks until that is done. NULL is allowed. Thread-safe: may be called
+/// while other threads use the pool. The pool must still be freed.
+#[no_mangle]
+pub unsafe extern "C" fn walredo_pool_shutdown(pool: *const walredo_pool) {
+    guard(|| {
+        // SAFETY: NULL or a live pool from walredo_pool_new.
+        if let Some(p) = unsafe { pool.as_ref() } {
+            p.pool.shutdown();
+        }
+        Ok(())
+    });
+}
+
+/// Free a pool: shut it down as `walredo_pool_shutdown` does (threads
+/// blocked in `walredo_redo` on it return `WALREDO_SHUTDOWN`), then release
+/// it. NULL is allowed. No call on the pool may start once this has begun.
+#[no_mangle]
+pub unsafe extern "C" fn walredo_pool_free(pool: *mut walredo_pool) {
+    guard(|| {
+        if !pool.is_null() {
+            // SAFETY: a pointer from walredo_pool_new, freed once, not in use
+            // (the caller's contract).
+            drop(unsafe { Box::from_raw(pool) });
+        }
+        Ok(())
+    });
+}
+
+/// Check and convert the request arguments shared by `walredo_redo` and
+/// `walredo_submit`.
+///
+/// # Safety
+/// The pointer contract of `walredo_redo`.
+unsafe fn request_args<'a>(
+    tag: *const walredo_page_tag,
+    base_page: *const u8,
+    records: *const walredo_record,
+    n_records: usize,
+) -> Result<(PageTag, Option<&'a Page>, Vec<RecordRef<'a>>), Error> {
+    // SAFETY: NULL or a valid walredo_page_tag.
+    let tag = unsafe { tag.as_ref() }.ok_or_else(|| invalid("tag is NULL"))?;
+    let base: Option<&Page> = if base_page.is_null() {
+        None
+    } else {
+        // SAFETY: non-NULL, WALREDO_PAGE_SIZE readable bytes (the caller's
+        // contract); [u8; N] has alignment 1.
+        Some(unsafe { &*base_page.cast::<Page>() })
+    };
+    let records: &[walredo_record] = if n_records == 0 {
+        &[]
+    } else if records.is_null() {
+        return Err(invalid(format!(
+            "records is NULL but n_records is {n_records}"
+        )));
+    } else if n_records > isize::MAX as usize / std::mem::size_of::<walredo_record>() {
+        return Err(invalid(format!(
+            "n_records {n_records} is impossibly large"
+        )));
+    } else {
+        // SAFETY: non-NULL, n_records valid entries (the caller's contract),
+        // size checked above.
+        unsafe { std::slice::from_raw_parts(records, n_records) }
+    };
+    let mut refs = Vec::with_capacity(records.len());
+    for (i, r) in records.iter().enumerate() {
+        if r.len > MAX_RECORD_LEN {
+            return Err(invalid(format!(
+                "record #{i}: len {} is over the 1 GiB limit",
+                r.len
+            )));
+        }
+        let data: &[u8] = if r.len == 0 {
+            &[]
+        } else if r.data.is_null() {
+            return Err(invalid(format!("record #{i}: data is NULL, len {}", r.len)));
+        } else {
+            // SAFETY: non-NULL, len readable bytes (the caller's contract).
+            unsafe { std::slice::from_raw_parts(r.data, r.len) }
+        };
+        refs.push(RecordRef {
+            end_lsn: r.end_lsn,
+            data,
+        });
+    }
+    let tag = PageTag {
+        rel: RelFileNode {
+            spcnode: tag.spcnode,
+            dbnode: tag.dbnode,
+            relnode: tag.relnode,
+        },
+        forknum: tag.forknum,
+        blkno: tag.blkno,
+    };
+    Ok((tag, base, refs))
+}
+
+/// The pool behind a handle, shared so that it outlives a concurrent free.
+///
+/// # Safety
+/// `pool` is NULL or a live pool from `walredo_pool_new`.
+unsafe fn pool_arg(pool: *const walredo_pool) -> Result<(Arc<Pool>, bool), Error> {
+    // SAFETY: NULL or a live pool (the caller's contract).
+    let handle = unsafe { pool.as_ref() }.ok_or_else(|| invalid("pool is NULL"))?;
+    Ok((handle.pool.clone(), handle.debug_panic))
+}
+
+/// Reconstruct one page: apply `records` (in LSN order) to `base_page`, or,
+/// when `base_page` is NULL, to nothing (the first record must then
+/// initialize the page: a will-init block or a full-page image), and write
+/// the page for `tag` to `out_page`.
+///
+/// - `pool`, `tag` and `out_page` must not be NULL; `out_page` has room for
+///   `WALREDO_PAGE_SIZE` bytes and is written only on success.
+/// - `base_page`: NULL or `WALREDO_PAGE_SIZE` readable bytes.
+/// - `records`: `n_records` entries (NULL allowed when `n_records` is 0),
+///   each `data` pointing to `len` bytes (at most 1 GiB). Every record must
+///   reference the target page.
+/// - All inputs are only read, and only during the call; the caller keeps
+///   ownership of everything.
+///
+/// Blocks until the page is there or an error occurs. When a process is free
+/// and nobody is queued, the calling thread drives it itself; otherwise the
+/// request waits in the pool's queue (and, when the queue is full, for room
+/// in it). Every record is validated (lengths, CRC-32C, block references)
+/// before anything reaches a process. A request whose process fails is
+/// retried once on a fresh process. Thread-safe; no callback.
+///
+/// Returns `WALREDO_OK` or a `WALREDO_*` error code; then
+/// `walredo_last_error()` says why.
+#[no_mangle]
+pub unsafe extern "C" fn walredo_redo(
+    pool: *mut walredo_pool,
+    tag: *const walredo_page_tag,
+    base_page: *const u8,
+    records: *const walredo_record,
+    n_records: usize,
+    out_page: *mut u8,
+) -> c_int {
+    guard(|| {
+        // SAFETY: the pointer contract above.
+        let (pool, debug_panic) = unsafe { pool_arg(pool) }?;
+        if out_page.is_null() {
+            return Err(invalid("out_page is NULL"));
+        }
+        // SAFETY: the pointer contract above.
+        let (tag, base, refs) = unsafe { request_args(tag, base_page, records, n_records) }?;
+        if debug_panic {
+            panic!("debug_panic is on");
+        }
+        let page = pool.redo(&tag, base, &refs)?;
+        // SAFETY: out_page has room for WALREDO_PAGE_SIZE bytes (the caller's
+        // contract); `page` is ours, so they cannot overlap.
+        unsafe { ptr::copy_nonoverlapping(page.as_ptr(), out_page, PAGE_SIZE) };
+        Ok(())
+    })
+}
+
+/// Called once per submitted request with its outcome: `status` is
+/// `WALREDO_OK` and `page` the `WALREDO_PAGE_SIZE`-byte page (valid only
+/// during the call: copy it), or `status` is an error code, `page` is NULL
+/// and `message` says why (valid only during the call). `message` is "" on
+/// success.
+pub type walredo_callback = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        status: c_int,
+        page: *const u8,
+        message: *const c_char,
+    ),
+>;
+
+/// A C callback and its userdata, moved to a worker thread.
+struct CallbackTarget {
+    cb: unsafe extern "C" fn(*mut c_void, c_int, *const u8, *const c_char),
+    userdata: *mut c_void,
+}
+
+// SAFETY: walredo_submit's contract makes the caller responsible for
+// `userdata` being usable from the worker thread that runs the callback.
+unsafe impl Send for CallbackTarget {}
+
+impl CallbackTarget {
+    fn call(self, outcome: Result<&Page, &Error>) {
+        match outcome {
+            // SAFETY: a C function pointer from the caller, called with the
+            // arguments its typedef documents; the page outlives the call.
+            Ok(page) => unsafe {
+                (self.cb)(self.userdata, WALREDO_OK, page.as_ptr(), c"".as_ptr())
+            },
+            Err(e) => {
+                let message =
+                    std::ffi::CString::new(e.to_string().replace('\0', "\\0")).unwrap_or_default();
+                // SAFETY: as above; the message outlives the call.
+                unsafe { (self.cb)(self.userdata, status_of(e), ptr::null(), message.as_ptr()) }
+            }
+        }
+    }
+}
+
+/// Queue a request without blocking; the same arguments as `walredo_redo`,
+/// but the page goes to `cb` instead of an output buffer.
+///
+/// The inputs are copied before this returns. On `WALREDO_OK`, `cb` will be
+/// called exactly once, on one of the library's worker threads, with no lock
+/// of the library held, and `userdata` passed through untouched: it must be
+/// usable from that thread. The callback may call any function of this
+/// library except `walredo_pool_free` and `walredo_pool_shutdown` on the
+/// same pool; a PostgreSQL extension must not `ereport` from it. On any other
+/// status (`WALREDO_BUSY` when the queue is full, invalid input, shut down),
+/// `cb` is never called.
+#[no_mangle]
+pub unsafe extern "C" fn walredo_submit(
+    pool: *mut walredo_pool,
+    tag: *const walredo_page_tag,
+    base_page: *const u8,
+    records: *const walredo_record,
+    n_records: usize,
+    cb: walredo_callback,
+    userdata: *mut c_void,
+) -> c_int {
+    guard(|| {
+        // SAFETY: the pointer contract of walredo_redo.
+        let (pool, debug_panic) = unsafe { pool_arg(pool) }?;
+        let cb = cb.ok_or_else(|| invalid("cb is NULL"))?;
+        // SAFETY: the pointer contract of walredo_redo.
+        let (tag, base, refs) = unsafe { request_args(tag, base_page, records, n_records) }?;
+        if debug_panic {
+            panic!("debug_panic is on");
+        }
+        let target = CallbackTarget { cb, userdata };
+        pool.submit(
+            &tag,
+            base,
+            &refs,
+            Box::new(move |outcome| target.call(outcome)),
+        )
+    })
+}
+
+/// A histogram: `cumulative[i]` counts observations `<= bounds[i]`; `count`
+/// counts all of them (also those above the last bound) and `sum` adds them
+/// up. Times are in microseconds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct walredo_histogram {
+    pub count: u64,
+    pub sum: u64,
+    pub bounds: [u64; HISTOGRAM_BUCKETS],
+    pub cumulative: [u64; HISTOGRAM_BUCKETS],
+}
+
+/// Counters of a pool since it was made (gauges: now).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct walredo_stats {
+    /// Requests received by walredo_redo and walredo_submit.
+    pub requests: u64,
+    /// Requests answered with an error (including refused ones).
+    pub failures: u64,
+    /// Requests retried on a fresh process after their process failed.
+    pub retries: u64,
+    /// Attempts that hit their deadline.
+    pub timeouts: u64,
+    /// Processes started.
+    pub spawns: u64,
+    /// Process starts that failed.
+    pub spawn_failures: u64,
+    /// Processes that died or were killed after a failure.
+    pub process_deaths: u64,
+    /// Idle processes retired.
+    pub retirements: u64,
+    /// Gauge: processes running now.
+    pub live_processes: u64,
+    /// Gauge: requests waiting in the queue now.
+    pub queue_depth: u64,
+    /// walredo_submit calls refused with WALREDO_BUSY.
+    pub busy_rejections: u64,
+    /// Time from a request's arrival to its answer, successful ones.
+    pub redo_time_us: walredo_histogram,
+    /// Time to start a process and get its first answer.
+    pub spawn_time_us: walredo_histogram,
+    pub records_per_request: walredo_histogram,
+    pub bytes_per_request: walredo_histogram,
+}
+
+impl From<&HistogramSnapshot> for walredo_histogram {
+    fn from(h: &HistogramSnapshot) -> Self {
+        walredo_histogram {
+            count: h.count,
+            sum: h.sum,
+            bounds: h.bounds,
+            cumulative: h.cumulative,
+        }
+    }
+}
+
+/// Fill `*out` with the pool's counters. Thread-safe, cheap, lock-free.
+#[no_mangle]
+pub unsafe extern "C" fn walredo_pool_stats(
+    pool: *const walredo_pool,
+    out: *mut walredo_stats,
+) -> c_int {
+    guard(|| {
+        // SAFETY: NULL or a live pool.
+        let (pool, _) = unsafe { pool_arg(pool) }?;
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        let s = pool.stats();
+        let stats = walredo_stats {
+            requests: s.requests,
+            failures: s.failures,
+            retries: s.retries,
+            timeouts: s.timeouts,
+            spawns: s.spawns,
+            spawn_failures: s.spawn_failures,
+            process_deaths: s.process_deaths,
+            retirements: s.retirements,
+            live_processes: s.live_processes,
+            queue_depth: s.queue_depth,
+            busy_rejections: s.busy_rejections,
+            redo_time_us: (&s.redo_time_us).into(),
+            spawn_time_us: (&s.spawn_time_us).into(),
+            records_per_request: (&s.records_per_request).into(),
+            bytes_per_request: (&s.bytes_per_request).into(),
+        };
+        // SAFETY: out is non-NULL and points to writable walredo_stats.
+        unsafe { out.write(stats) };
+        Ok(())
+    })
+}
+
+/// Write the pool's counters as Prometheus text exposition, NUL-terminated,
+/// into `buf` (`len` bytes). `*needed` (when `needed` is not NULL) is set to
+/// the bytes required, NUL included. When `len` is too small (`buf` may then
+/// be NULL), nothing is written and `WALREDO_BUFFER_TOO_SMALL` is returned:
+/// call again with a buffer of `*needed` bytes. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn walredo_pool_metrics_text(
+    pool: *const walredo_pool,
+    buf: *mut c_char,
+    len: usize,
+    needed: *mut usize,
+) -> c_int {
+    guard_status(|| {
+        // SAFETY: NULL or a live pool.
+        let (pool, _) = unsafe { pool_arg(pool) }?;
+        let text = pool.stats().prometheus_text();
+        let required = text.len() + 1;
+        if !needed.is_null() {
+            // SAFETY: non-NULL, points to a writable size_t.
+            unsafe { needed.write(required) };
+        }
+        if len < required || buf.is_null() {
+            set_last_error(&format!(
+                "the metrics need {required} bytes, the buffer has {len}"
+            ));
+            return Ok(WALREDO_BUFFER_TOO_SMALL);
+        }
+        // SAFETY: buf has len >= required writable bytes.
+        unsafe {
+            ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len());
+            buf.add(text.len()).write(0);
+        }
+        Ok(WALREDO_OK)
+    })
+}

@@ -1,0 +1,321 @@
+//! The pool callers use: a bounded request queue (crossbeam-channel) and
+//! worker threads in front of the process slots of [`crate::pool`].
+//!
+//! - `redo` blocks. When the queue is empty and a slot is free, the caller's
+//!   own thread drives that slot's process: no hand-off to a worker, so the
+//!   request costs only the pipe round trip. Otherwise the request joins the
+//!   queue (waiting for room when it is full: back-pressure, never unbounded
+//!   memory) and the caller sleeps until a worker answers it.
+//! - `submit` never blocks: it copies the request into the queue, or refuses
+//!   it with `Busy` when the queue is full; a worker later calls the callback,
+//!   exactly once, with no lock of ours held.
+//! - Workers take a request and whatever else is queued (up to a batch),
+//!   write them all to one process, and read the pages back in order.
+//! - Closing (on drop, or `shutdown`) refuses new requests, answers queued
+//!   ones with `Shutdown`, joins the workers, waits for requests in flight on
+//!   callers' threads, and kills and reaps every process.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
+use parking_lot::{Mutex, RwLock};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::pool::{Job, Slots};
+use crate::protocol::{self, RecordRef};
+use crate::redo::{validate_request, Page};
+use crate::stats::{bump, StatsSnapshot};
+use crate::tag::PageTag;
+
+/// Most requests written to a process in one batch.
+const MAX_BATCH: usize = 16;
+
+/// What to do with a result: wake a blocked caller, or call back.
+pub type Callback = Box<dyn FnOnce(Result<&Page, &Error>) + Send>;
+
+enum Completion {
+    Wait(Sender<Result<Box<Page>>>),
+    Callback(Callback),
+}
+
+struct Queued {
+    tag: PageTag,
+    wire: Vec<u8>,
+    started: Instant,
+    completion: Completion,
+}
+
+struct Shared {
+    slots: Slots,
+}
+
+pub struct Pool {
+    shared: Arc<Shared>,
+    queue: Sender<Queued>,
+    /// Held for reading while a request is being queued, for writing while
+    /// closing: no request can slip into the queue after the workers left.
+    gate: RwLock<bool>,
+    /// Dropping it tells the workers to finish.
+    stop: Mutex<Option<Sender<()>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Pool {
+    /// Check the configuration and start the workers. No process starts
+    /// before the first request.
+    pub fn new(config: &Config) -> Result<Pool> {
+        if config.queue_depth == 0 {
+            return Err(Error::InvalidArgument(
+                "queue_depth must be at least 1".into(),
+            ));
+        }
+        let shared = Arc::new(Shared {
+            slots: Slots::new(config)?,
+        });
+        let (queue, rx) = bounded(config.queue_depth);
+        let (stop, stop_rx) = bounded::<()>(0);
+        let mut workers = Vec::new();
+        for i in 0..config.processes {
+            let (shared, rx, stop_rx) = (shared.clone(), rx.clone(), stop_rx.clone());
+            let worker = std::thread::Builder::new()
+                .name(format!("walredo-worker-{i}"))
+                .spawn(move || worker(&shared, &rx, &stop_rx))
+                .map_err(|e| Error::Internal(format!("cannot start a worker thread: {e}")))?;
+            workers.push(worker);
+        }
+        Ok(Pool {
+            shared,
+            queue,
+            gate: RwLock::new(false),
+            stop: Mutex::new(Some(stop)),
+            workers: Mutex::new(workers),
+        })
+    }
+
+    /// Apply `records` (in LSN order) to `base`, or to nothing when the first
+    /// record initializes the page, and return the page for `tag`.
+    pub fn redo(
+        &self,
+        tag: &PageTag,
+        base: Option<&Page>,
+        records: &[RecordRef<'_>],
+    ) -> Result<Box<Page>> {
+        let started = Instant::now();
+        self.admit(tag, base, records)?;
+        let slots = &self.shared.slots;
+
+        // The caller's own thread drives a free process, unless others wait.
+        if self.queue.is_empty() {
+            if let Some(mut slot) = slots.try_take() {
+                let mut wire = slot.request_buffer();
+                protocol::write_request(&mut wire, tag, base, records);
+                let mut job = [Job::new(*tag, &wire)];
+                slot.execute(&mut job);
+                let [job] = job;
+                let outcome = job.outcome.expect("every job gets an outcome");
+                slot.put_request_buffer(wire);
+                drop(slot);
+                account(slots, started, outcome.as_ref().map(|p| &**p));
+                return outcome;
+            }
+        }
+
+        let mut wire = Vec::new();
+        protocol::write_request(&mut wire, tag, base, records);
+        let (tx, rx) = bounded(1);
+        self.enqueue(
+            Queued {
+                tag: *tag,
+                wire,
+                started,
+                completion: Completion::Wait(tx),
+            },
+            true,
+        )
+        .inspect_err(|_| bump(&slots.stats.failures))?;
+        // Statistics were counted by the worker: touch nothing of the pool
+        // after this point, a concurrent close may be tearing it down.
+        rx.recv().unwrap_or(Err(Error::Shutdown))
+    }
+
+    /// Queue a request without blocking; `callback` later gets the page (valid
+    /// only during the call) or the error, exactly once, on a worker thread.
+    /// Invalid input, a full queue (`Busy`) and a closed pool are reported
+    /// here instead, and the callback is then never called.
+    pub fn submit(
+        &self,
+        tag: &PageTag,
+        base: Option<&Page>,
+        records: &[RecordRef<'_>],
+        callback: Callback,
+    ) -> Result<()> {
+        let started = Instant::now();
+        self.admit(tag, base, records)?;
+        let mut wire = Vec::new();
+        protocol::write_request(&mut wire, tag, base, records);
+        self.enqueue(
+            Queued {
+                tag: *tag,
+                wire,
+                started,
+                completion: Completion::Callback(callback),
+            },
+            false,
+        )
+        .inspect_err(|_| bump(&self.shared.slots.stats.failures))
+    }
+
+    /// Count a request and check it before it goes anywhere.
+    fn admit(&self, tag: &PageTag, base: Option<&Page>, records: &[RecordRef<'_>]) -> Result<()> {
+        let stats = &self.shared.slots.stats;
+        bump(&stats.requests);
+        let checked = if self.shared.slots.is_closed() {
+            Err(Error::Shutdown)
+        } else {
+            validate_request(tag, base, records)
+        };
+        if checked.is_err() {
+            bump(&stats.failures);
+        }
+        checked?;
+        stats.records_per_request.observe(records.len() as u64);
+        stats
+            .bytes_per_request
+            .observe(records.iter().map(|r| r.data.len() as u64).sum());
+        Ok(())
+    }
+
+    fn enqueue(&self, item: Queued, wait_for_room: bool) -> Result<()> {
+        let closed = self.gate.read();
+        if *closed {
+            return Err(Error::Shutdown);
+        }
+        let stats = &self.shared.slots.stats;
+        stats.queue_depth.fetch_add(1, Ordering::Relaxed);
+        let sent = if wait_for_room {
+            self.queue.send(item).map_err(|_| Error::Shutdown)
+        } else {
+            self.queue.try_send(item).map_err(|e| match e {
+                TrySendError::Full(_) => {
+                    bump(&stats.busy_rejections);
+                    Error::Busy
+                }
+                TrySendError::Disconnected(_) => Error::Shutdown,
+            })
+        };
+        if sent.is_err() {
+            stats.queue_depth.fetch_sub(1, Ordering::Relaxed);
+        }
+        sent
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.slots.stats.snapshot()
+    }
+
+    /// Refuse new requests, answer queued ones with `Shutdown`, stop the
+    /// workers, wait for requests running on callers' threads, and kill and
+    /// reap every process. Idempotent.
+    pub fn shutdown(&self) {
+        {
+            let mut closed = self.gate.write();
+            if *closed {
+                return;
+            }
+            *closed = true;
+        }
+        self.shared.slots.close();
+        self.stop.lock().take();
+        for w in self.workers.lock().drain(..) {
+            let _ = w.join();
+        }
+        self.shared.slots.kill_all();
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn worker(shared: &Shared, rx: &Receiver<Queued>, stop: &Receiver<()>) {
+    let slots = &shared.slots;
+    loop {
+        let first = select! {
+            recv(rx) -> item => match item {
+                Ok(item) => item,
+                Err(_) => return,
+            },
+            recv(stop) -> _ => {
+                // Closing: nothing more can be queued; answer what is left.
+                for item in rx.try_iter() {
+                    slots.stats.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                    complete(slots, item, Err(Error::Shutdown));
+                }
+                return;
+            },
+            default(slots.retire_interval()) => {
+                slots.retire_idle();
+                continue;
+            },
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        slots
+            .stats
+            .queue_depth
+            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+
+        let outcomes: Vec<Result<Box<Page>>> = match slots.take() {
+            Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
+            Ok(mut slot) => {
+                let mut jobs: Vec<Job> = batch.iter().map(|q| Job::new(q.tag, &q.wire)).collect();
+                slot.execute(&mut jobs);
+                // The slot goes back before any callback runs.
+                drop(slot);
+                jobs.into_iter()
+                    .map(|j| j.outcome.expect("every job gets an outcome"))
+                    .collect()
+            }
+        };
+        for (item, outcome) in batch.into_iter().zip(outcomes) {
+            complete(slots, item, outcome);
+        }
+        slots.retire_idle();
+    }
+}
+
+/// Count a finished request.
+fn account(slots: &Slots, started: Instant, outcome: Result<&Page, &Error>) {
+    match outcome {
+        Ok(_) => slots.stats.redo_time_us.observe_duration(started.elapsed()),
+        Err(_) => bump(&slots.stats.failures),
+    }
+}
+
+fn complete(slots: &Slots, item: Queued, outcome: Result<Box<Page>>) {
+    account(slots, item.started, outcome.as_ref().map(|p| &**p));
+    match item.completion {
+        // The caller may have gone (it cannot, but never panic over it).
+        Completion::Wait(tx) => {
+            let _ = tx.send(outcome);
+        }
+        Completion::Callback(cb) => {
+            let arg = outcome.as_ref().map(|p| &**p);
+            if catch_unwind(AssertUnwindSafe(|| cb(arg))).is_err() {
+                log::error!("a walredo callback panicked; the worker carries on");
+            }
+        }
+    }
+}
