@@ -38,6 +38,10 @@ pub struct Config {
     pub data_checksums: bool,
     /// The source cluster had `wal_log_hints` on; same reason.
     pub wal_log_hints: bool,
+    /// For failure tests only: run this program (with these arguments, then
+    /// the scratch directory) instead of PostgreSQL. It must speak the
+    /// protocol; see `src/bin/walredo-fake-child.rs`.
+    pub child_program: Option<(PathBuf, Vec<String>)>,
 }
 
 impl Default for Config {
@@ -54,6 +58,7 @@ impl Default for Config {
             verify: false,
             data_checksums: false,
             wal_log_hints: false,
+            child_program: None,
         }
     }
 }

@@ -34,15 +34,24 @@ pub struct UserIds {
 /// The resolved, ready-to-use start-up environment of wal-redo processes.
 #[derive(Debug)]
 pub struct Launcher {
-    postgres: PathBuf,
-    /// The extension, copied where the child's user can read it.
-    extension: PathBuf,
+    program: Program,
     /// `None` when the caller is not root: children run as the caller.
     user: Option<UserIds>,
     scratch_root: PathBuf,
-    template: PathBuf,
-    verify: bool,
-    wal_log_hints: bool,
+}
+
+#[derive(Debug)]
+enum Program {
+    Postgres {
+        postgres: PathBuf,
+        /// The extension, copied where the child's user can read it.
+        extension: PathBuf,
+        template: PathBuf,
+        verify: bool,
+        wal_log_hints: bool,
+    },
+    /// `Config::child_program`: a stand-in for failure tests.
+    Custom { path: PathBuf, args: Vec<String> },
 }
 
 /// Numbers that make names unique within this host process.
@@ -63,40 +72,6 @@ fn io_error(what: &str, path: &Path, e: io::Error) -> Error {
 
 impl Launcher {
     pub fn new(config: &Config) -> Result<Launcher> {
-        let pg_config = find_pg_config();
-        let bindir = match &config.pg_bindir {
-            Some(dir) => dir.clone(),
-            None => {
-                let cfg = pg_config.as_ref().ok_or_else(|| {
-                    spawn_error(format!(
-                        "PostgreSQL 15 not found (no {DEBIAN_PG15_CONFIG}, no PostgreSQL 15 \
-                         pg_config on PATH): install it with `{INSTALL_PG15}`, or set pg_bindir"
-                    ))
-                })?;
-                PathBuf::from(pg_config_value(cfg, "--bindir")?)
-            }
-        };
-        let postgres = bindir.join("postgres");
-        check_postgres_15(&postgres)?;
-
-        let extension_src = match &config.extension_path {
-            Some(p) => p.clone(),
-            None => match &pg_config {
-                Some(cfg) => {
-                    PathBuf::from(pg_config_value(cfg, "--pkglibdir")?).join(EXTENSION_FILE)
-                }
-                None => PathBuf::from(EXTENSION_FILE),
-            },
-        };
-        if !extension_src.is_file() {
-            return Err(spawn_error(format!(
-                "the pg_walredo extension is not at {}: build and install it with \
-                 `make -C pg_walredo install` (needs `apt-get install -y \
-                 postgresql-server-dev-15`), or set extension_path",
-                extension_src.display()
-            )));
-        }
-
         let user = unprivileged_user(&config.run_as_user)?;
         let scratch_root = match &config.scratch_dir {
             Some(d) => d.clone(),
@@ -106,17 +81,17 @@ impl Launcher {
         make_dir(&scratch_root, 0o711)?;
         remove_stale_scratch_dirs(&scratch_root);
 
-        let extension = install_extension_copy(&extension_src, &scratch_root)?;
-        let template = ensure_template(&bindir, &scratch_root, user, config.data_checksums)?;
-
+        let program = match &config.child_program {
+            Some((path, args)) => Program::Custom {
+                path: path.clone(),
+                args: args.clone(),
+            },
+            None => postgres_program(config, &scratch_root, user)?,
+        };
         Ok(Launcher {
-            postgres,
-            extension,
+            program,
             user,
             scratch_root,
-            template,
-            verify: config.verify,
-            wal_log_hints: config.wal_log_hints,
         })
     }
 
@@ -133,13 +108,15 @@ impl Launcher {
             make_dir(&dir, 0o700)?;
             make_dir(&dir.join("global"), 0o700)?;
             make_dir(&dir.join("pg_notify"), 0o700)?;
-            for f in ["PG_VERSION", "global/pg_control"] {
-                fs::copy(self.template.join(f), dir.join(f))
-                    .map_err(|e| io_error("cannot copy the template into", &dir, e))?;
+            if let Program::Postgres { template, .. } = &self.program {
+                for f in ["PG_VERSION", "global/pg_control"] {
+                    fs::copy(template.join(f), dir.join(f))
+                        .map_err(|e| io_error("cannot copy the template into", &dir, e))?;
+                }
+                // Present and empty, so the process starts without a log line.
+                fs::write(dir.join("postgresql.auto.conf"), b"")
+                    .map_err(|e| io_error("cannot write", &dir, e))?;
             }
-            // Present and empty, so the process starts without a log line.
-            fs::write(dir.join("postgresql.auto.conf"), b"")
-                .map_err(|e| io_error("cannot write", &dir, e))?;
             if let Some(ids) = self.user {
                 chown_tree(&dir, ids)?;
             }
@@ -155,11 +132,28 @@ impl Launcher {
     /// The command that starts a wal-redo process on `scratch`. The caller
     /// sets up stdio, the process group and the pre-exec hardening.
     pub fn command(&self, scratch: &Path) -> Command {
-        let mut cmd = Command::new(&self.postgres);
+        let (postgres, extension, verify, wal_log_hints) = match &self.program {
+            Program::Postgres {
+                postgres,
+                extension,
+                verify,
+                wal_log_hints,
+                ..
+            } => (postgres, extension, *verify, *wal_log_hints),
+            Program::Custom { path, args } => {
+                let mut cmd = Command::new(path);
+                cmd.args(args).arg(scratch).env_clear().current_dir(scratch);
+                if let Some(ids) = self.user {
+                    cmd.uid(ids.uid).gid(ids.gid);
+                }
+                return cmd;
+            }
+        };
+        let mut cmd = Command::new(postgres);
         cmd.arg("--single").arg("-D").arg(scratch);
         let settings = [
             "config_file=/dev/null".to_string(),
-            format!("shared_preload_libraries=\"{}\"", self.extension.display()),
+            format!("shared_preload_libraries=\"{}\"", extension.display()),
             "shared_buffers=1MB".to_string(),
             "max_connections=2".to_string(),
             "fsync=off".to_string(),
@@ -167,19 +161,69 @@ impl Launcher {
             "log_min_messages=warning".to_string(),
             // Our log lines carry the pid already.
             "log_line_prefix=".to_string(),
-            format!("pg_walredo.verify={}", on_off(self.verify)),
-            format!("wal_log_hints={}", on_off(self.wal_log_hints)),
+            format!("pg_walredo.verify={}", on_off(verify)),
+            format!("wal_log_hints={}", on_off(wal_log_hints)),
         ];
         for s in settings {
             cmd.arg("-c").arg(s);
         }
         cmd.arg("postgres");
         cmd.env_clear().current_dir(scratch);
+        // std also drops supplementary groups when it changes the uid.
         if let Some(ids) = self.user {
             cmd.uid(ids.uid).gid(ids.gid);
         }
         cmd
     }
+}
+
+/// PostgreSQL 15, the extension and the scratch template, found and checked.
+fn postgres_program(
+    config: &Config,
+    scratch_root: &Path,
+    user: Option<UserIds>,
+) -> Result<Program> {
+    let pg_config = find_pg_config();
+    let bindir = match &config.pg_bindir {
+        Some(dir) => dir.clone(),
+        None => {
+            let cfg = pg_config.as_ref().ok_or_else(|| {
+                spawn_error(format!(
+                    "PostgreSQL 15 not found (no {DEBIAN_PG15_CONFIG}, no PostgreSQL 15 \
+                     pg_config on PATH): install it with `{INSTALL_PG15}`, or set pg_bindir"
+                ))
+            })?;
+            PathBuf::from(pg_config_value(cfg, "--bindir")?)
+        }
+    };
+    let postgres = bindir.join("postgres");
+    check_postgres_15(&postgres)?;
+
+    let extension_src = match &config.extension_path {
+        Some(p) => p.clone(),
+        None => match &pg_config {
+            Some(cfg) => PathBuf::from(pg_config_value(cfg, "--pkglibdir")?).join(EXTENSION_FILE),
+            None => PathBuf::from(EXTENSION_FILE),
+        },
+    };
+    if !extension_src.is_file() {
+        return Err(spawn_error(format!(
+            "the pg_walredo extension is not at {}: build and install it with \
+             `make -C pg_walredo install` (needs `apt-get install -y \
+             postgresql-server-dev-15`), or set extension_path",
+            extension_src.display()
+        )));
+    }
+
+    let extension = install_extension_copy(&extension_src, scratch_root)?;
+    let template = ensure_template(&bindir, scratch_root, user, config.data_checksums)?;
+    Ok(Program::Postgres {
+        postgres,
+        extension,
+        template,
+        verify: config.verify,
+        wal_log_hints: config.wal_log_hints,
+    })
 }
 
 fn on_off(b: bool) -> &'static str {

@@ -31,7 +31,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::launch::Launcher;
-use crate::process::{Interrupted, Process, Spawner};
+use crate::process::{Failure, Interrupted, Process, Spawner};
 use crate::redo::{failure_error, Page};
 use crate::stats::{bump, Stats};
 use crate::tag::PageTag;
@@ -291,12 +291,22 @@ impl SlotGuard<'_> {
                 slot.batch.extend_from_slice(job.wire);
             }
             slot.pages.resize(pending.len() * PAGE_SIZE, 0);
-            let result = process.transact(&slot.batch, &mut slot.pages, slots.timeout);
+            let mut result = process.transact(&slot.batch, &mut slot.pages, slots.timeout);
             slot.last_used = Some(Instant::now());
-            let done = match &result {
+            let mut done = match &result {
                 Ok(()) => pending.len(),
                 Err(i) => i.pages_done.min(pending.len()),
             };
+            // Never hand out a page that cannot be one.
+            if let Some(bad) =
+                (0..done).find(|&i| !page_is_sane(&slot.pages[i * PAGE_SIZE..][..PAGE_SIZE]))
+            {
+                done = bad;
+                result = Err(Interrupted {
+                    failure: Failure::Garbage,
+                    pages_done: bad,
+                });
+            }
             for (i, job) in pending[..done].iter_mut().enumerate() {
                 let mut page = Box::new([0u8; PAGE_SIZE]);
                 page.copy_from_slice(&slot.pages[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]);
@@ -308,7 +318,7 @@ impl SlotGuard<'_> {
             let mut dead = slot.process.take().expect("process in use");
             bump(&slots.stats.process_deaths);
             slots.forget_processes(1);
-            if matches!(failure, crate::process::Failure::Timeout) {
+            if matches!(failure, Failure::Timeout) {
                 bump(&slots.stats.timeouts);
             }
             let err = failure_error(failure, &mut dead, slots.timeout);
@@ -342,5 +352,43 @@ impl Drop for SlotGuard<'_> {
                 self.slots.returned.notify_one();
             }
         }
+    }
+}
+
+/// What PostgreSQL checks of every page it reads (`PageIsVerified`): a new,
+/// all-zero page, or a header whose offsets are in order within the page,
+/// with known flag bits and the 8 KiB layout-4 size/version word.
+pub(crate) fn page_is_sane(page: &[u8]) -> bool {
+    let u16_at = |off: usize| u16::from_le_bytes([page[off], page[off + 1]]);
+    let (flags, lower, upper, special) = (u16_at(10), u16_at(12), u16_at(14), u16_at(16));
+    let size_version = u16_at(18);
+    if page.iter().all(|&b| b == 0) {
+        return true;
+    }
+    flags & !0x0007 == 0
+        && size_version == PAGE_SIZE as u16 | 4
+        && lower >= 24
+        && lower <= upper
+        && upper <= special
+        && special as usize <= PAGE_SIZE
+        && special % 8 == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sane_pages() {
+        let mut page = [0u8; PAGE_SIZE];
+        assert!(page_is_sane(&page), "a new page");
+        page[12..14].copy_from_slice(&24u16.to_le_bytes());
+        page[14..16].copy_from_slice(&8192u16.to_le_bytes());
+        page[16..18].copy_from_slice(&8192u16.to_le_bytes());
+        page[18..20].copy_from_slice(&(8192u16 | 4).to_le_bytes());
+        assert!(page_is_sane(&page), "an empty initialized page");
+        page[16..18].copy_from_slice(&8176u16.to_le_bytes());
+        assert!(!page_is_sane(&page), "upper above special");
+        assert!(!page_is_sane(&[0xAB; PAGE_SIZE]), "garbage");
     }
 }

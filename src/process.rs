@@ -59,6 +59,9 @@ pub enum Failure {
     BrokenPipe,
     /// The deadline passed.
     Timeout,
+    /// It answered with something that cannot be a page: the stream can no
+    /// longer be trusted.
+    Garbage,
     Io(io::Error),
 }
 
@@ -68,6 +71,7 @@ impl std::fmt::Display for Failure {
             Failure::Eof => write!(f, "the process exited (EOF on its stdout)"),
             Failure::BrokenPipe => write!(f, "the process closed its stdin (broken pipe)"),
             Failure::Timeout => write!(f, "no answer by the deadline"),
+            Failure::Garbage => write!(f, "the process answered with something that is not a page"),
             Failure::Io(e) => write!(f, "I/O error talking to the process: {e}"),
         }
     }
@@ -240,7 +244,7 @@ impl Process {
         crate::protocol::write_ping(&mut ping);
         let mut page = [0u8; PAGE_SIZE];
         self.transact(&ping, &mut page, timeout).map_err(|i| {
-            let stderr = self.collect_stderr(&i.failure);
+            let stderr = self.kill_and_collect_stderr();
             Error::SpawnFailed(format!(
                 "the wal-redo process {} did not start: {}{}{}",
                 self.pid,
@@ -408,16 +412,31 @@ impl Process {
         self.stderr_tail.push_back(line);
     }
 
-    /// Collect a failed child's last words on stderr and return its last
-    /// lines. A child that exited has closed stderr, or will in a moment: wait
-    /// for that (at most `STDERR_GRACE`). A hung one never will: take only
-    /// what is there.
-    pub fn collect_stderr(&mut self, failure: &Failure) -> String {
-        self.read_stderr();
-        if !matches!(failure, Failure::Timeout) {
-            self.drain_stderr(Instant::now() + STDERR_GRACE);
-        }
+    /// Kill a failed child and return its last lines on stderr. Killing
+    /// first loses nothing: a child that failed by itself wrote its message
+    /// before it closed its pipes, and once it is dead stderr reaches EOF at
+    /// once, instead of never for a hung or confused one.
+    pub fn kill_and_collect_stderr(&mut self) -> String {
+        self.kill();
+        self.drain_stderr(Instant::now() + STDERR_GRACE);
         self.stderr_tail()
+    }
+
+    /// SIGKILL the child's process group, unless it was already reaped
+    /// (then its pid may belong to someone else now).
+    fn kill(&mut self) {
+        if self.exited {
+            return;
+        }
+        match self.child.try_wait() {
+            Ok(None) => {
+                // SAFETY: kill has no memory-safety preconditions; the child
+                // is not reaped, so its pid (= its group id) is still ours.
+                unsafe { libc::kill(-(self.pid as libc::pid_t), libc::SIGKILL) };
+            }
+            // Exited (now reaped), or reaped by the host (ECHILD).
+            Ok(Some(_)) | Err(_) => self.exited = true,
+        }
     }
 
     fn drain_stderr(&mut self, deadline: Instant) {
@@ -513,19 +532,12 @@ fn send_some(fd: RawFd, data: &[u8]) -> Result<usize, Failure> {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        self.kill();
         if !self.exited {
-            match self.child.try_wait() {
-                Ok(Some(_)) | Err(_) => {}
-                Ok(None) => {
-                    // SAFETY: kill has no memory-safety preconditions. The
-                    // child is not reaped yet, so its pid (= its process
-                    // group id) cannot have been reused.
-                    unsafe { libc::kill(-(self.pid as libc::pid_t), libc::SIGKILL) };
-                    // Reaping blocks, but only for as long as the kernel takes
-                    // to tear down a SIGKILLed process: never leave a zombie.
-                    let _ = self.child.wait();
-                }
-            }
+            // Reaping blocks, but only for as long as the kernel takes to
+            // tear down a SIGKILLed process: never leave a zombie. ECHILD
+            // (the host reaped it) ends the wait at once.
+            let _ = self.child.wait();
         }
         if let Err(e) = fs::remove_dir_all(&self.scratch) {
             log::warn!(

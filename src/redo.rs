@@ -73,7 +73,7 @@ pub fn validate_request(
 
 /// Turn a process failure into the caller's error, with the process's stderr.
 pub(crate) fn failure_error(failure: Failure, process: &mut Process, timeout: Duration) -> Error {
-    let stderr = process.collect_stderr(&failure);
+    let stderr = process.kill_and_collect_stderr();
     match failure {
         Failure::Timeout => Error::Timeout {
             after_ms: timeout.as_millis() as u64,

@@ -80,3 +80,25 @@ pub fn assert_no_leftovers() {
         .unwrap_or_default();
     assert!(left.is_empty(), "scratch directories left behind: {left:?}");
 }
+
+/// A minimal valid XLogRecord (Heap rmgr, no data) with one block reference
+/// to `tag`; `will_init` makes it initialize the page.
+pub fn synthetic_record(tag: &walredo::PageTag, will_init: bool) -> Vec<u8> {
+    use walredo::crc32c::{crc32c_finish, crc32c_update, CRC32C_INIT};
+    let mut r = vec![0u8; 24];
+    r.push(0); // block id 0
+    r.push(tag.forknum | if will_init { 0x40 } else { 0 });
+    r.extend_from_slice(&0u16.to_le_bytes()); // no block data
+    for v in [tag.rel.spcnode, tag.rel.dbnode, tag.rel.relnode, tag.blkno] {
+        r.extend_from_slice(&v.to_le_bytes());
+    }
+    let len = r.len() as u32;
+    r[0..4].copy_from_slice(&len.to_le_bytes());
+    r[17] = 10; // RM_HEAP_ID
+    let crc = crc32c_finish(crc32c_update(
+        crc32c_update(CRC32C_INIT, &r[24..]),
+        &r[..20],
+    ));
+    r[20..24].copy_from_slice(&crc.to_le_bytes());
+    r
+}

@@ -1,0 +1,424 @@
+//! The pool's failure matrix, driven by a fault-injecting child
+//! (src/bin/walredo-fake-child.rs): crashes, hangs, short and garbage
+//! answers, stderr chatter, a child that cannot start; plus spawn
+//! coalescing, pipelining behind a failure, idle retirement, shutdown and
+//! back-pressure. The happy path with the real pg_walredo is in real_wal.rs
+//! and the C tests.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use walredo::{Config, Error, PageTag, Pool, RecordRef, RelFileNode, PAGE_SIZE};
+
+// What the fake child does, by relnode (see its source).
+const NORMAL: u32 = 1;
+const CRASH: u32 = 2;
+const HANG: u32 = 3;
+const SHORT: u32 = 4;
+const GARBAGE: u32 = 5;
+const CHATTY: u32 = 6;
+const CRASH_ONCE: u32 = 7;
+const SLOW: u32 = 8;
+
+fn fake_config(processes: usize, args: &[&str]) -> Config {
+    Config {
+        child_program: Some((
+            PathBuf::from(env!("CARGO_BIN_EXE_walredo-fake-child")),
+            args.iter().map(|s| s.to_string()).collect(),
+        )),
+        processes,
+        timeout: Duration::from_millis(500),
+        idle_timeout: None,
+        ..Config::default()
+    }
+}
+
+fn tag(relnode: u32, blkno: u32) -> PageTag {
+    PageTag {
+        rel: RelFileNode {
+            spcnode: 1663,
+            dbnode: 5,
+            relnode,
+        },
+        forknum: 0,
+        blkno,
+    }
+}
+
+/// `n` records for `tag`, the first initializing the page.
+fn records(tag: &PageTag, n: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|i| synthetic_record(tag, i == 0)).collect()
+}
+
+fn refs(recs: &[Vec<u8>]) -> Vec<RecordRef<'_>> {
+    recs.iter()
+        .enumerate()
+        .map(|(i, data)| RecordRef {
+            end_lsn: 0x1000 * (i as u64 + 1),
+            data,
+        })
+        .collect()
+}
+
+fn redo(pool: &Pool, tag: &PageTag, n: usize) -> walredo::Result<Box<[u8; PAGE_SIZE]>> {
+    let recs = records(tag, n);
+    pool.redo(tag, None, &refs(&recs))
+}
+
+/// The fake child's answer for a normal request: block and record count.
+fn check_page(page: &[u8; PAGE_SIZE], tag: &PageTag, n: usize) {
+    assert_eq!(
+        u32::from_le_bytes(page[100..104].try_into().unwrap()),
+        tag.blkno
+    );
+    assert_eq!(
+        u32::from_le_bytes(page[104..108].try_into().unwrap()),
+        n as u32
+    );
+}
+
+fn marker_dir(name: &str) -> TempDir {
+    TempDir::new(name)
+}
+
+#[test]
+fn concurrent_first_requests_spawn_once_per_slot() {
+    let _serial = serial();
+    init_logging();
+    let pool = Arc::new(Pool::new(&fake_config(4, &[])).unwrap());
+    let barrier = Arc::new(Barrier::new(64));
+    let threads: Vec<_> = (0..64)
+        .map(|i| {
+            let (pool, barrier) = (pool.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let t = tag(NORMAL, i);
+                let page = redo(&pool, &t, 3).unwrap();
+                check_page(&page, &t, 3);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = pool.stats();
+    println!(
+        "64 concurrent first requests on 4 slots: {} spawns",
+        s.spawns
+    );
+    assert!(s.spawns >= 1 && s.spawns <= 4, "{s:?}");
+    assert_eq!(s.live_processes, s.spawns);
+    assert_eq!((s.requests, s.failures), (64, 0));
+    drop(pool);
+    assert_no_leftovers();
+}
+
+#[test]
+fn a_request_that_crashes_twice_fails_with_the_message() {
+    let _serial = serial();
+    let pool = Pool::new(&fake_config(1, &[])).unwrap();
+    match redo(&pool, &tag(CRASH, 7), 2) {
+        Err(Error::RedoFailed { message, stderr }) => {
+            assert!(
+                message.contains("FATAL:  fake crash on block 7"),
+                "{message}"
+            );
+            assert!(stderr.contains("fake crash"), "{stderr}");
+        }
+        other => panic!("expected RedoFailed, got {other:?}"),
+    }
+    let s = pool.stats();
+    assert_eq!(
+        (s.retries, s.process_deaths, s.failures),
+        (1, 2, 1),
+        "{s:?}"
+    );
+    // The pool carries on.
+    check_page(
+        &redo(&pool, &tag(NORMAL, 1), 1).unwrap(),
+        &tag(NORMAL, 1),
+        1,
+    );
+    drop(pool);
+    assert_no_leftovers();
+}
+
+#[test]
+fn a_crash_once_is_retried_on_a_fresh_process() {
+    let _serial = serial();
+    let dir = marker_dir("crash-once");
+    let pool = Pool::new(&fake_config(
+        1,
+        &["--marker-dir", dir.path().to_str().unwrap()],
+    ))
+    .unwrap();
+    let t = tag(CRASH_ONCE, 3);
+    check_page(&redo(&pool, &t, 4).unwrap(), &t, 4);
+    let s = pool.stats();
+    assert_eq!(
+        (s.retries, s.process_deaths, s.failures, s.spawns),
+        (1, 1, 0, 2),
+        "{s:?}"
+    );
+    drop(pool);
+    assert_no_leftovers();
+}
+
+#[test]
+fn a_hung_process_times_out_and_is_replaced() {
+    let _serial = serial();
+    let mut config = fake_config(1, &[]);
+    config.timeout = Duration::from_millis(200);
+    let pool = Pool::new(&config).unwrap();
+    let started = Instant::now();
+    match redo(&pool, &tag(HANG, 1), 1) {
+        Err(Error::Timeout { after_ms: 200, .. }) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let s = pool.stats();
+    assert_eq!(
+        (s.timeouts, s.retries, s.process_deaths),
+        (2, 1, 2),
+        "{s:?}"
+    );
+    check_page(
+        &redo(&pool, &tag(NORMAL, 2), 1).unwrap(),
+        &tag(NORMAL, 2),
+        1,
+    );
+    drop(pool);
+    assert_no_leftovers();
+}
+
+#[test]
+fn short_and_garbage_answers_are_failures_never_pages() {
+    let _serial = serial();
+    let pool = Pool::new(&fake_config(1, &[])).unwrap();
+    match redo(&pool, &tag(SHORT, 1), 1) {
+        Err(Error::RedoFailed { message, .. }) => assert!(message.contains("EOF"), "{message}"),
+        other => panic!("expected RedoFailed, got {other:?}"),
+    }
+    match redo(&pool, &tag(GARBAGE, 1), 1) {
+        Err(Error::RedoFailed { message, .. }) => {
+            assert!(message.contains("not a page"), "{message}")
+        }
+        other => panic!("expected RedoFailed, got {other:?}"),
+    }
+    assert_eq!(pool.stats().process_deaths, 4);
+    drop(pool);
+    assert_no_leftovers();
+}
+
+#[test]
+fn stderr_chatter_does_not_block_answers() {
+    let _serial = serial();
+    let pool = Pool::new(&fake_config(1, &[])).unwrap();
+    for i in 0..200 {
+        let t = tag(CHATTY, i);
+        check_page(&redo(&pool, &t, 1).unwrap(), &t, 1);
+    }
+    assert_eq!(pool.stats().spawns, 1);
+    drop(pool);
+    assert_no_leftovers();
+}
+
+#[test]
+fn a_child_that_cannot_start_is_reported_and_backed_off() {
+    let _serial = serial();
+    let pool = Pool::new(&fake_config(1, &["--exit-at-start"])).unwrap();
+    match redo(&pool, &tag(NORMAL, 1), 1) {
+        Err(Error::SpawnFailed(m)) => assert!(m.contains("refuses to start"), "{m}"),
+        other => panic!("expected SpawnFailed, got {other:?}"),
+    }
+    // Within the back-off: refused at once, with the same reason.
+    match redo(&pool, &tag(NORMAL, 1), 1) {
+        Err(Error::SpawnFailed(m)) => {
+            assert!(
+                m.contains("refuses to start") && m.contains("not trying again"),
+                "{m}"
+            )
+        }
+        other => panic!("expected SpawnFailed, got {other:?}"),
+    }
+    let s = pool.stats();
+    assert_eq!(
+        (s.spawn_failures, s.spawns, s.live_processes),
+        (1, 0, 0),
+        "{s:?}"
+    );
+    drop(pool);
+    assert_no_leftovers();
+}
+
+/// Collects callback outcomes: (blkno, Ok(records) or Err(error text)).
+type Outcomes = Arc<Mutex<Vec<(u32, Result<u32, String>)>>>;
+
+fn submit(pool: &Pool, t: PageTag, n: usize, outcomes: &Outcomes) -> walredo::Result<()> {
+    let recs = records(&t, n);
+    let outcomes = outcomes.clone();
+    pool.submit(
+        &t,
+        None,
+        &refs(&recs),
+        Box::new(move |result| {
+            let v = result
+                .map(|page| u32::from_le_bytes(page[104..108].try_into().unwrap()))
+                .map_err(|e| e.to_string());
+            outcomes.lock().unwrap().push((t.blkno, v));
+        }),
+    )
+}
+
+fn wait_for(outcomes: &Outcomes, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while outcomes.lock().unwrap().len() < n {
+        assert!(Instant::now() < deadline, "callbacks missing");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn requests_pipelined_behind_a_failure_are_not_lost() {
+    let _serial = serial();
+    let dir = marker_dir("pipelined");
+    let pool = Pool::new(&fake_config(
+        1,
+        &["--marker-dir", dir.path().to_str().unwrap()],
+    ))
+    .unwrap();
+    let outcomes: Outcomes = Arc::default();
+    for i in 0..40u32 {
+        let relnode = if i == 10 || i == 25 {
+            CRASH_ONCE
+        } else {
+            NORMAL
+        };
+        submit(&pool, tag(relnode, i), 1 + i as usize % 3, &outcomes).unwrap();
+    }
+    wait_for(&outcomes, 40);
+    let got = outcomes.lock().unwrap().clone();
+    for (blkno, result) in &got {
+        assert_eq!(result, &Ok(1 + blkno % 3), "block {blkno}");
+    }
+    let mut blocks: Vec<u32> = got.iter().map(|(b, _)| *b).collect();
+    blocks.sort();
+    assert_eq!(
+        blocks,
+        (0..40).collect::<Vec<_>>(),
+        "each callback exactly once"
+    );
+    let s = pool.stats();
+    assert_eq!((s.retries, s.failures, s.requests), (2, 0, 40), "{s:?}");
+    drop(pool);
+    assert_no_leftovers();
+}
+
+#[test]
+fn idle_processes_retire() {
+    let _serial = serial();
+    let mut config = fake_config(2, &[]);
+    config.idle_timeout = Some(Duration::from_millis(100));
+    let pool = Pool::new(&config).unwrap();
+    redo(&pool, &tag(NORMAL, 1), 1).unwrap();
+    assert_eq!(pool.stats().live_processes, 1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pool.stats().live_processes > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the idle process was not retired"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(pool.stats().retirements, 1);
+    // A retired slot starts a new process on demand.
+    redo(&pool, &tag(NORMAL, 2), 1).unwrap();
+    assert_eq!(pool.stats().spawns, 2);
+    drop(pool);
+    assert_no_leftovers();
+}
+
+#[test]
+fn shutdown_answers_queued_requests_and_refuses_new_ones() {
+    let _serial = serial();
+    let mut config = fake_config(1, &[]);
+    config.timeout = Duration::from_secs(5);
+    let pool = Pool::new(&config).unwrap();
+    let outcomes: Outcomes = Arc::default();
+    submit(&pool, tag(SLOW, 300), 1, &outcomes).unwrap();
+    std::thread::sleep(Duration::from_millis(100)); // the worker has it
+    for i in 0..5 {
+        submit(&pool, tag(NORMAL, i), 1, &outcomes).unwrap();
+    }
+    pool.shutdown();
+    let got = outcomes.lock().unwrap().clone();
+    assert_eq!(got.len(), 6, "every callback ran, once: {got:?}");
+    assert_eq!(got.iter().filter(|(_, r)| r.is_ok()).count(), 1, "{got:?}");
+    assert!(got
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .all(|(_, r)| r.as_ref().unwrap_err().contains("shut down")));
+    assert!(matches!(
+        redo(&pool, &tag(NORMAL, 9), 1),
+        Err(Error::Shutdown)
+    ));
+    assert!(matches!(
+        submit(&pool, tag(NORMAL, 9), 1, &outcomes),
+        Err(Error::Shutdown)
+    ));
+    assert_eq!(pool.stats().live_processes, 0);
+    drop(pool);
+    assert_no_leftovers();
+}
+
+#[test]
+fn a_full_queue_refuses_submissions_as_busy() {
+    let _serial = serial();
+    let mut config = fake_config(1, &[]);
+    config.queue_depth = 2;
+    config.timeout = Duration::from_secs(5);
+    let pool = Pool::new(&config).unwrap();
+    let outcomes: Outcomes = Arc::default();
+    submit(&pool, tag(SLOW, 400), 1, &outcomes).unwrap();
+    std::thread::sleep(Duration::from_millis(100)); // the worker has it
+    submit(&pool, tag(NORMAL, 1), 1, &outcomes).unwrap();
+    submit(&pool, tag(NORMAL, 2), 1, &outcomes).unwrap();
+    assert!(matches!(
+        submit(&pool, tag(NORMAL, 3), 1, &outcomes),
+        Err(Error::Busy)
+    ));
+    // A blocking caller waits for room instead.
+    check_page(
+        &redo(&pool, &tag(NORMAL, 4), 1).unwrap(),
+        &tag(NORMAL, 4),
+        1,
+    );
+    wait_for(&outcomes, 3);
+    let s = pool.stats();
+    assert_eq!((s.busy_rejections, s.queue_depth), (1, 0), "{s:?}");
+    drop(pool);
+    assert_no_leftovers();
+}
+
+#[test]
+fn metrics_text_counts_what_happened() {
+    let _serial = serial();
+    let pool = Pool::new(&fake_config(1, &[])).unwrap();
+    for i in 0..5 {
+        redo(&pool, &tag(NORMAL, i), 2).unwrap();
+    }
+    let text = pool.stats().prometheus_text();
+    assert!(text.contains("walredo_requests_total 5\n"), "{text}");
+    assert!(text.contains("walredo_spawns_total 1\n"), "{text}");
+    assert!(text.contains("walredo_redo_seconds_count 5\n"), "{text}");
+    assert!(
+        text.contains("walredo_records_per_request_sum 10\n"),
+        "{text}"
+    );
+    drop(pool);
+    assert_no_leftovers();
+}
