@@ -10,9 +10,11 @@
 //!   whichever caller thread needed one first. A process counts as started
 //!   only once it has answered a ping: one that dies at start-up (a broken
 //!   binary or extension) is a spawn failure, with its stderr as the reason.
-//! - Spawn failures back off exponentially (100 ms doubling to 10 s): while
-//!   backing off, requests fail at once with the last reason instead of
-//!   hammering the system with doomed spawns.
+//! - A failed spawn is tried again at once, a single time: one start can fail
+//!   by accident (a process killed while starting). Two failures in a row
+//!   start a back-off (100 ms doubling to 10 s): while it lasts, requests fail
+//!   at once with the last reason instead of hammering the system with doomed
+//!   spawns.
 //! - When a process fails (EOF, broken pipe, short read, deadline) it is taken
 //!   out of its slot, killed and reaped, and its stderr kept for the error.
 //!   The request it was working on is retried once on a fresh process: the
@@ -39,8 +41,6 @@ use crate::PAGE_SIZE;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// How long a new process has to answer its first ping.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One request, encoded for the wire, and what became of it.
 pub(crate) struct Job<'a> {
@@ -214,32 +214,49 @@ impl Slots {
 
     fn spawn(&self) -> Result<Process> {
         self.check_backoff()?;
+        match self.spawn_once() {
+            Ok(p) => Ok(p),
+            Err(first) => {
+                log::warn!("{first}; trying once more");
+                self.spawn_once().inspect_err(|_| self.back_off())
+            }
+        }
+    }
+
+    /// Start a process and wait for its first answer.
+    fn spawn_once(&self) -> Result<Process> {
         let started = Instant::now();
         let result = self.spawner.spawn().and_then(|mut p| {
-            p.handshake(HANDSHAKE_TIMEOUT)?;
+            p.handshake(self.timeout)?;
             Ok(p)
         });
-        let mut b = self.backoff.lock();
-        match result {
-            Ok(p) => {
+        match &result {
+            Ok(_) => {
+                let mut b = self.backoff.lock();
                 b.not_before = None;
                 b.delay = Duration::ZERO;
                 drop(b);
                 bump(&self.stats.spawns);
                 bump(&self.stats.live_processes);
                 self.stats.spawn_time_us.observe_duration(started.elapsed());
-                Ok(p)
             }
             Err(e) => {
-                b.delay = (b.delay * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
-                b.not_before = Some(Instant::now() + b.delay);
-                b.last_error = e.to_string();
-                drop(b);
+                self.backoff.lock().last_error = e.to_string();
                 bump(&self.stats.spawn_failures);
-                log::warn!("{e}");
-                Err(e)
             }
         }
+        result
+    }
+
+    fn back_off(&self) {
+        let mut b = self.backoff.lock();
+        b.delay = (b.delay * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+        b.not_before = Some(Instant::now() + b.delay);
+        log::warn!(
+            "{}; not starting processes for {} ms",
+            b.last_error,
+            b.delay.as_millis()
+        );
     }
 }
 
