@@ -116,6 +116,11 @@
 #define WALREDO_LOG_TRACE 5
 
 /**
+ * Buckets of a `walredo_histogram`.
+ */
+#define WALREDO_HISTOGRAM_BUCKETS 16
+
+/**
  * Settings for a pool, filled in by `walredo_config_set`.
  */
 typedef struct walredo_config walredo_config;
@@ -182,8 +187,8 @@ typedef void (*walredo_callback)(void *userdata,
 typedef struct walredo_histogram {
   uint64_t count;
   uint64_t sum;
-  uint64_t bounds[HISTOGRAM_BUCKETS];
-  uint64_t cumulative[HISTOGRAM_BUCKETS];
+  uint64_t bounds[WALREDO_HISTOGRAM_BUCKETS];
+  uint64_t cumulative[WALREDO_HISTOGRAM_BUCKETS];
 } walredo_histogram;
 
 /**

@@ -303,6 +303,10 @@ pub unsafe extern "C" fn walredo_submit(
     })
 }
 
+/// Buckets of a `walredo_histogram`.
+pub const WALREDO_HISTOGRAM_BUCKETS: usize = 16;
+const _: () = assert!(WALREDO_HISTOGRAM_BUCKETS == HISTOGRAM_BUCKETS);
+
 /// A histogram: `cumulative[i]` counts observations `<= bounds[i]`; `count`
 /// counts all of them (also those above the last bound) and `sum` adds them
 /// up. Times are in microseconds.
@@ -311,8 +315,8 @@ pub unsafe extern "C" fn walredo_submit(
 pub struct walredo_histogram {
     pub count: u64,
     pub sum: u64,
-    pub bounds: [u64; HISTOGRAM_BUCKETS],
-    pub cumulative: [u64; HISTOGRAM_BUCKETS],
+    pub bounds: [u64; WALREDO_HISTOGRAM_BUCKETS],
+    pub cumulative: [u64; WALREDO_HISTOGRAM_BUCKETS],
 }
 
 /// Counters of a pool since it was made (gauges: now).

@@ -1,0 +1,441 @@
+/*
+ * test_chaos.c: the pool under fire, with the real pg_walredo.
+ *
+ *   test_chaos EXTENSION_PATH FIXTURE_DIR [CHAOS_SECONDS [SOAK_REQUESTS]]
+ *
+ * 1. Coalescing: 64 threads make their first request at once on a fresh pool
+ *    of 4 processes: at most one spawn per slot.
+ * 2. Chaos: 8 threads call walredo_redo and 2 call walredo_submit with real
+ *    pages for CHAOS_SECONDS (default 20) while another thread SIGKILLs or
+ *    SIGSTOPs a random wal-redo process every 30-130 ms. Every request must be
+ *    answered: with the right page, or with a deadline or failed-redo error
+ *    (only when both attempts were hit); zero lost, zero wrong pages, no
+ *    child left (nor a zombie), as many fds and threads after as before.
+ * 3. Soak: SOAK_REQUESTS (default 100000) requests from 2 threads; the
+ *    resident set after the last must be within 16 MiB of the one after the
+ *    first 10%.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <walredo.h>
+
+#include "fixture.h"
+
+#define MAX_CASES 256
+
+static fixture cases[MAX_CASES];
+static int n_cases;        /* every fixture */
+static int ok_cases[MAX_CASES];
+static int n_ok;           /* indexes of the ones expected to succeed */
+static const char *extension;
+
+#define FAIL(...) do { \
+    fprintf(stderr, "test_chaos: FAILED at %s:%d: ", __FILE__, __LINE__); \
+    fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
+
+static double
+now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static walredo_pool *
+make_pool(const char *processes, const char *timeout_ms)
+{
+    walredo_config *cfg = walredo_config_new();
+    walredo_pool *pool = NULL;
+
+    if (cfg == NULL ||
+        walredo_config_set(cfg, "extension_path", extension) != WALREDO_OK ||
+        walredo_config_set(cfg, "processes", processes) != WALREDO_OK ||
+        walredo_config_set(cfg, "timeout_ms", timeout_ms) != WALREDO_OK ||
+        walredo_config_set(cfg, "log_level", "off") != WALREDO_OK)
+        FAIL("config: %s", walredo_last_error());
+    if (walredo_pool_new(cfg, &pool) != WALREDO_OK)
+        FAIL("pool_new: %s", walredo_last_error());
+    walredo_config_free(cfg);
+    return pool;
+}
+
+/* Pids of our children; zombies included (their state is 'Z'). */
+static int
+children(pid_t *out, int max, int *zombies)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    int n = 0;
+    pid_t me = getpid();
+
+    if (zombies)
+        *zombies = 0;
+    if (d == NULL)
+        FAIL("opendir /proc: %s", strerror(errno));
+    while ((e = readdir(d)) != NULL)
+    {
+        char path[300], buf[512];
+        FILE *f;
+        char *close_paren;
+        char state;
+        int ppid;
+
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+        if ((f = fopen(path, "r")) == NULL)
+            continue;
+        if (fgets(buf, sizeof(buf), f) == NULL)
+            buf[0] = '\0';
+        fclose(f);
+        /* pid (comm) state ppid: comm may hold spaces and parentheses. */
+        if ((close_paren = strrchr(buf, ')')) == NULL)
+            continue;
+        if (sscanf(close_paren + 1, " %c %d", &state, &ppid) != 2 || ppid != me)
+            continue;
+        if (state == 'Z' && zombies)
+            (*zombies)++;
+        if (n < max)
+            out[n] = (pid_t) atoi(e->d_name);
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static int
+count_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    struct dirent *e;
+    int n = 0;
+
+    if (d == NULL)
+        FAIL("opendir %s: %s", path, strerror(errno));
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+static long
+rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kib;
+}
+
+/* ---- 1. coalescing -------------------------------------------------- */
+
+static pthread_barrier_t barrier;
+static walredo_pool *shared_pool;
+
+static void *
+first_request(void *arg)
+{
+    const fixture *c = &cases[ok_cases[(intptr_t) arg % n_ok]];
+    uint8_t page[WALREDO_PAGE_SIZE];
+    int rc;
+
+    pthread_barrier_wait(&barrier);
+    rc = walredo_redo(shared_pool, &c->tag, c->base_page, c->records, c->n_records, page);
+    if (rc != WALREDO_OK || memcmp(page, c->expected, WALREDO_PAGE_SIZE) != 0)
+        FAIL("first request: %s %s", walredo_status_name(rc), walredo_last_error());
+    return NULL;
+}
+
+static void
+coalescing(void)
+{
+    pthread_t t[64];
+    walredo_stats s;
+
+    shared_pool = make_pool("4", "10000");
+    pthread_barrier_init(&barrier, NULL, 64);
+    for (intptr_t i = 0; i < 64; i++)
+        pthread_create(&t[i], NULL, first_request, (void *) i);
+    for (int i = 0; i < 64; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&barrier);
+    if (walredo_pool_stats(shared_pool, &s) != WALREDO_OK)
+        FAIL("stats: %s", walredo_last_error());
+    printf("test_chaos: 64 concurrent first requests on a fresh pool of 4: %" PRIu64
+           " spawns, %" PRIu64 " live\n", s.spawns, s.live_processes);
+    if (s.spawns < 1 || s.spawns > 4 || s.live_processes != s.spawns || s.failures != 0)
+        FAIL("expected at most one spawn per slot");
+    walredo_pool_free(shared_pool);
+}
+
+/* ---- 2. chaos ------------------------------------------------------- */
+
+static atomic_int stop;
+static atomic_long answered_ok, answered_timeout, answered_failed, wrong, kills, stops;
+static atomic_long submitted, callbacks_run;
+
+static void
+check_answer(const fixture *c, int rc, const uint8_t *page)
+{
+    if (rc == WALREDO_OK)
+    {
+        if (memcmp(page, c->expected, WALREDO_PAGE_SIZE) != 0)
+            atomic_fetch_add(&wrong, 1);
+        else
+            atomic_fetch_add(&answered_ok, 1);
+    }
+    else if (rc == WALREDO_TIMEOUT)
+        atomic_fetch_add(&answered_timeout, 1);
+    else if (rc == WALREDO_REDO_FAILED)
+        atomic_fetch_add(&answered_failed, 1);
+    else
+        atomic_fetch_add(&wrong, 1);
+}
+
+static void *
+redo_loop(void *arg)
+{
+    unsigned seed = (unsigned) (uintptr_t) arg;
+    uint8_t page[WALREDO_PAGE_SIZE];
+
+    while (!atomic_load(&stop))
+    {
+        const fixture *c = &cases[ok_cases[rand_r(&seed) % n_ok]];
+        int rc = walredo_redo(shared_pool, &c->tag, c->base_page, c->records,
+                              c->n_records, page);
+
+        check_answer(c, rc, page);
+    }
+    return NULL;
+}
+
+static void
+on_done(void *userdata, int status, const uint8_t *page, const char *message)
+{
+    (void) message;
+    check_answer((const fixture *) userdata, status, page);
+    atomic_fetch_add(&callbacks_run, 1);
+}
+
+static void *
+submit_loop(void *arg)
+{
+    unsigned seed = (unsigned) (uintptr_t) arg;
+
+    while (!atomic_load(&stop))
+    {
+        const fixture *c = &cases[ok_cases[rand_r(&seed) % n_ok]];
+        int rc = walredo_submit(shared_pool, &c->tag, c->base_page, c->records,
+                                c->n_records, on_done, (void *) c);
+
+        if (rc == WALREDO_OK)
+            atomic_fetch_add(&submitted, 1);
+        else if (rc == WALREDO_BUSY)
+            usleep(1000);
+        else
+            FAIL("submit: %s %s", walredo_status_name(rc), walredo_last_error());
+        /* Keep the queue from filling up with our requests alone. */
+        while (atomic_load(&submitted) - atomic_load(&callbacks_run) > 64 && !atomic_load(&stop))
+            usleep(200);
+    }
+    return NULL;
+}
+
+static void *
+chaos_monkey(void *arg)
+{
+    unsigned seed = (unsigned) (uintptr_t) arg;
+
+    while (!atomic_load(&stop))
+    {
+        pid_t pids[64];
+        int n = children(pids, 64, NULL);
+
+        usleep(30000 + rand_r(&seed) % 100000);
+        if (n <= 0)
+            continue;
+        if (n > 64)
+            n = 64;
+        if (rand_r(&seed) % 5 == 0)
+        {
+            if (kill(pids[rand_r(&seed) % n], SIGSTOP) == 0)
+                atomic_fetch_add(&stops, 1);
+        }
+        else if (kill(pids[rand_r(&seed) % n], SIGKILL) == 0)
+            atomic_fetch_add(&kills, 1);
+    }
+    return NULL;
+}
+
+static void
+chaos(int seconds)
+{
+    pthread_t redoers[8], submitters[2], monkey;
+    int fds_before = count_dir("/proc/self/fd");
+    int threads_before = count_dir("/proc/self/task");
+    int fds_after, threads_after, zombies, left;
+    long rss_before = rss_kib();
+    pid_t pids[8];
+    walredo_stats s;
+    double started = now_s();
+
+    shared_pool = make_pool("2", "1000");
+    for (int i = 0; i < 8; i++)
+        pthread_create(&redoers[i], NULL, redo_loop, (void *) (uintptr_t) (i + 1));
+    for (int i = 0; i < 2; i++)
+        pthread_create(&submitters[i], NULL, submit_loop, (void *) (uintptr_t) (i + 100));
+    pthread_create(&monkey, NULL, chaos_monkey, (void *) (uintptr_t) 7);
+    while (now_s() - started < seconds)
+        usleep(100000);
+    atomic_store(&stop, 1);
+    pthread_join(monkey, NULL);
+    for (int i = 0; i < 8; i++)
+        pthread_join(redoers[i], NULL);
+    for (int i = 0; i < 2; i++)
+        pthread_join(submitters[i], NULL);
+    /* Every submitted request gets its callback. */
+    for (int i = 0; i < 3000 && atomic_load(&callbacks_run) < atomic_load(&submitted); i++)
+        usleep(10000);
+    if (walredo_pool_stats(shared_pool, &s) != WALREDO_OK)
+        FAIL("stats: %s", walredo_last_error());
+    walredo_pool_free(shared_pool);
+
+    left = children(pids, 8, &zombies);
+    fds_after = count_dir("/proc/self/fd");
+    threads_after = count_dir("/proc/self/task");
+    printf("test_chaos: %d s of chaos: %ld answered right, %ld deadline errors, %ld failed twice, "
+           "%ld wrong; %ld submitted, %ld callbacks; %ld kill -9, %ld SIGSTOP; "
+           "retries %" PRIu64 ", timeouts %" PRIu64 ", deaths %" PRIu64 ", spawns %" PRIu64 "\n",
+           seconds, atomic_load(&answered_ok), atomic_load(&answered_timeout),
+           atomic_load(&answered_failed), atomic_load(&wrong), atomic_load(&submitted),
+           atomic_load(&callbacks_run), atomic_load(&kills), atomic_load(&stops),
+           s.retries, s.timeouts, s.process_deaths, s.spawns);
+    printf("test_chaos: lost 0, children left %d (zombies %d), fds %d -> %d, threads %d -> %d, "
+           "RSS %ld -> %ld KiB\n", left, zombies, fds_before, fds_after, threads_before,
+           threads_after, rss_before, rss_kib());
+    if (atomic_load(&wrong) != 0)
+        FAIL("%ld wrong answers", atomic_load(&wrong));
+    if (atomic_load(&callbacks_run) != atomic_load(&submitted))
+        FAIL("lost callbacks: %ld submitted, %ld called back",
+             atomic_load(&submitted), atomic_load(&callbacks_run));
+    if (atomic_load(&answered_ok) < 100 || atomic_load(&kills) < 10)
+        FAIL("the chaos test did too little to mean anything");
+    /* A request fails only when both its attempts were hit. */
+    if (atomic_load(&answered_timeout) + atomic_load(&answered_failed) >
+        atomic_load(&kills) + atomic_load(&stops))
+        FAIL("more failed requests than injected faults");
+    if (left != 0 || fds_after != fds_before || threads_after != threads_before)
+        FAIL("leak: %d children, fds %d -> %d, threads %d -> %d",
+             left, fds_before, fds_after, threads_before, threads_after);
+}
+
+/* ---- 3. soak -------------------------------------------------------- */
+
+static atomic_long soak_done;
+static long soak_total;
+static long rss_at_warmup;
+
+static void *
+soak_loop(void *arg)
+{
+    unsigned seed = (unsigned) (uintptr_t) arg;
+    uint8_t page[WALREDO_PAGE_SIZE];
+
+    for (;;)
+    {
+        long i = atomic_fetch_add(&soak_done, 1);
+        const fixture *c = &cases[ok_cases[rand_r(&seed) % n_ok]];
+        int rc;
+
+        if (i >= soak_total)
+            return NULL;
+        if (i == soak_total / 10)
+            rss_at_warmup = rss_kib();
+        rc = walredo_redo(shared_pool, &c->tag, c->base_page, c->records, c->n_records, page);
+        if (rc != WALREDO_OK || memcmp(page, c->expected, WALREDO_PAGE_SIZE) != 0)
+            FAIL("soak request %ld: %s %s", i, walredo_status_name(rc), walredo_last_error());
+    }
+}
+
+static void
+soak(long requests)
+{
+    pthread_t t[2];
+    double started = now_s();
+    long rss_end;
+    walredo_stats s;
+
+    soak_total = requests;
+    shared_pool = make_pool("2", "10000");
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, soak_loop, (void *) (uintptr_t) (i + 50));
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    rss_end = rss_kib();
+    walredo_pool_stats(shared_pool, &s);
+    walredo_pool_free(shared_pool);
+    printf("test_chaos: soak: %ld requests in %.1f s, %" PRIu64 " spawns, %" PRIu64
+           " failures; RSS %ld KiB after 10%%, %ld KiB at the end\n",
+           requests, now_s() - started, s.spawns, s.failures, rss_at_warmup, rss_end);
+    if (s.failures != 0 || s.requests != (uint64_t) requests)
+        FAIL("soak: %" PRIu64 " failures of %" PRIu64, s.failures, s.requests);
+    if (rss_end - rss_at_warmup > 16 * 1024)
+        FAIL("soak: the resident set grew by %ld KiB", rss_end - rss_at_warmup);
+}
+
+int
+main(int argc, char **argv)
+{
+    int seconds = argc > 3 ? atoi(argv[3]) : 20;
+    long soak_requests = argc > 4 ? atol(argv[4]) : 100000;
+    char err[256];
+
+    if (argc < 3)
+    {
+        fprintf(stderr, "usage: test_chaos EXTENSION_PATH FIXTURE_DIR [SECONDS [SOAK_REQUESTS]]\n");
+        return 2;
+    }
+    extension = argv[1];
+    for (n_cases = 0; n_cases < MAX_CASES; n_cases++)
+    {
+        char path[4096];
+
+        snprintf(path, sizeof(path), "%s/case-%03d.bin", argv[2], n_cases);
+        if (access(path, F_OK) != 0)
+            break;
+        if (fixture_load(path, &cases[n_cases], err, sizeof(err)) != 0)
+            FAIL("%s", err);
+        if (cases[n_cases].expect_status == WALREDO_OK)
+            ok_cases[n_ok++] = n_cases;
+    }
+    if (n_ok < 10)
+        FAIL("only %d usable fixtures in %s", n_ok, argv[2]);
+
+    coalescing();
+    if (seconds > 0)
+        chaos(seconds);
+    if (soak_requests > 0)
+        soak(soak_requests);
+    for (int i = 0; i < n_cases; i++)
+        fixture_free(&cases[i]);
+    printf("test_chaos: all passed\n");
+    return 0;
+}
