@@ -114,6 +114,27 @@ children(pid_t *out, int max, int *zombies)
     return n;
 }
 
+/*
+ * Whether a child has become PostgreSQL yet. Between fork and exec a child
+ * still runs the library's start-up code; stopping it there would stall the
+ * spawn itself (it waits for the exec), which no deadline covers: the monkey
+ * hits only processes that are running PostgreSQL.
+ */
+static int
+is_postgres(pid_t pid)
+{
+    char path[64], comm[64] = "";
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/comm", (int) pid);
+    if ((f = fopen(path, "r")) == NULL)
+        return 0;
+    if (fgets(comm, sizeof(comm), f) == NULL)
+        comm[0] = '\0';
+    fclose(f);
+    return strncmp(comm, "postgres", 8) == 0;
+}
+
 static int
 count_dir(const char *path)
 {
@@ -266,7 +287,7 @@ chaos_monkey(void *arg)
 
     while (!atomic_load(&stop))
     {
-        pid_t pids[64];
+        pid_t pids[64], victim;
         int n = children(pids, 64, NULL);
 
         usleep(30000 + rand_r(&seed) % 100000);
@@ -274,12 +295,15 @@ chaos_monkey(void *arg)
             continue;
         if (n > 64)
             n = 64;
+        victim = pids[rand_r(&seed) % n];
+        if (!is_postgres(victim))
+            continue;
         if (rand_r(&seed) % 5 == 0)
         {
-            if (kill(pids[rand_r(&seed) % n], SIGSTOP) == 0)
+            if (kill(victim, SIGSTOP) == 0)
                 atomic_fetch_add(&stops, 1);
         }
-        else if (kill(pids[rand_r(&seed) % n], SIGKILL) == 0)
+        else if (kill(victim, SIGKILL) == 0)
             atomic_fetch_add(&kills, 1);
     }
     return NULL;
@@ -397,8 +421,14 @@ soak(long requests)
            requests, now_s() - started, s.spawns, s.failures, rss_at_warmup, rss_end);
     if (s.failures != 0 || s.requests != (uint64_t) requests)
         FAIL("soak: %" PRIu64 " failures of %" PRIu64, s.failures, s.requests);
+#ifdef __SANITIZE_ADDRESS__
+    /* ASan's quarantine keeps freed memory resident on purpose: RSS says
+     * nothing here; LeakSanitizer checks for leaks at exit instead. */
+    printf("test_chaos: soak: resident set not checked under AddressSanitizer\n");
+#else
     if (rss_end - rss_at_warmup > 16 * 1024)
         FAIL("soak: the resident set grew by %ld KiB", rss_end - rss_at_warmup);
+#endif
 }
 
 int

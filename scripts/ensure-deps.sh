@@ -8,6 +8,8 @@ packages=()
 [ -f /usr/lib/postgresql/15/lib/pgxs/src/makefiles/pgxs.mk ] || packages+=(postgresql-server-dev-15)
 command -v gcc >/dev/null || packages+=(gcc)
 command -v make >/dev/null || packages+=(make)
+command -v pkg-config >/dev/null || packages+=(pkgconf)
+command -v valgrind >/dev/null || packages+=(valgrind)
 
 if [ ${#packages[@]} -gt 0 ]; then
     cmd="apt-get update && apt-get install -y ${packages[*]}"

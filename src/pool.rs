@@ -76,6 +76,7 @@ pub(crate) struct Slot {
 struct Backoff {
     not_before: Option<Instant>,
     delay: Duration,
+    /// Why the last start failed, without the "cannot start" prefix.
     last_error: String,
 }
 
@@ -216,6 +217,8 @@ impl Slots {
         self.check_backoff()?;
         match self.spawn_once() {
             Ok(p) => Ok(p),
+            // Hung, not broken: the caller treats it as a deadline error.
+            Err(e @ Error::Timeout { .. }) => Err(e),
             Err(first) => {
                 log::warn!("{first}; trying once more");
                 self.spawn_once().inspect_err(|_| self.back_off())
@@ -241,7 +244,10 @@ impl Slots {
                 self.stats.spawn_time_us.observe_duration(started.elapsed());
             }
             Err(e) => {
-                self.backoff.lock().last_error = e.to_string();
+                self.backoff.lock().last_error = match e {
+                    Error::SpawnFailed(reason) => reason.clone(),
+                    other => other.to_string(),
+                };
                 bump(&self.stats.spawn_failures);
             }
         }
@@ -294,6 +300,20 @@ impl SlotGuard<'_> {
             if slot.process.is_none() {
                 match slots.spawn() {
                     Ok(p) => slot.process = Some(p),
+                    // A new process that hung: an attempt of the first job
+                    // failed, as if the process had hung on the job itself.
+                    Err(e @ Error::Timeout { .. }) => {
+                        bump(&slots.stats.timeouts);
+                        let job = &mut pending[0];
+                        job.attempts += 1;
+                        if job.attempts >= 2 {
+                            job.outcome = Some(Err(e));
+                            next += 1;
+                        } else {
+                            bump(&slots.stats.retries);
+                        }
+                        continue;
+                    }
                     Err(e) => {
                         for job in pending.iter_mut() {
                             job.outcome = Some(Err(e.clone()));

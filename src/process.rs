@@ -245,6 +245,14 @@ impl Process {
         let mut page = [0u8; PAGE_SIZE];
         self.transact(&ping, &mut page, timeout).map_err(|i| {
             let stderr = self.kill_and_collect_stderr();
+            // A process that hangs (or was stopped) is a deadline error like
+            // any other; one that died or spoke nonsense could not start.
+            if let Failure::Timeout = i.failure {
+                return Error::Timeout {
+                    after_ms: timeout.as_millis() as u64,
+                    stderr,
+                };
+            }
             Error::SpawnFailed(format!(
                 "the wal-redo process {} did not start: {}{}{}",
                 self.pid,

@@ -1,0 +1,49 @@
+/*
+ * fixture.h: load one WAL redo fixture file ("WRFIXT01") for the C tests.
+ *
+ * File format, every integer little-endian:
+ *   char magic[8] = "WRFIXT01"
+ *   u32 spcnode, dbnode, relnode, forknum, blkno
+ *   u32 has_base; then WALREDO_PAGE_SIZE bytes of base page if has_base != 0
+ *   u32 n_records; then per record: u64 end_lsn, u32 len, len bytes
+ *   u32 expect_status
+ *   WALREDO_PAGE_SIZE bytes of expected page, only if expect_status == 0
+ *
+ * The loader is strict: a bad magic, a truncated file, trailing bytes or an
+ * out-of-range field is an error with a message, never a crash.
+ */
+#ifndef WALREDO_C_TESTS_FIXTURE_H
+#define WALREDO_C_TESTS_FIXTURE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <walredo.h>
+
+typedef struct fixture {
+    char *path;                /* copy of the file name */
+    walredo_page_tag tag;
+    const uint8_t *base_page;  /* NULL, or WALREDO_PAGE_SIZE bytes in buf */
+    size_t n_records;
+    walredo_record *records;   /* n_records entries, data points into buf */
+    int expect_status;         /* WALREDO_OK or a WALREDO_* error code */
+    const uint8_t *expected;   /* WALREDO_PAGE_SIZE bytes in buf, or NULL */
+    uint8_t *buf;              /* the whole file */
+    size_t buf_len;
+} fixture;
+
+/*
+ * Load `path` into *f. Returns 0 on success; on failure returns -1, writes a
+ * message to err (errlen bytes, may be 0), and leaves *f empty (safe to pass
+ * to fixture_free).
+ */
+int fixture_load(const char *path, fixture *f, char *err, size_t errlen);
+
+/* Parse an in-memory image (the buffer is copied). Same contract. */
+int fixture_parse(const char *name, const uint8_t *data, size_t len,
+                  fixture *f, char *err, size_t errlen);
+
+/* Free what fixture_load allocated; *f is then empty. NULL is allowed. */
+void fixture_free(fixture *f);
+
+#endif

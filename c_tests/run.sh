@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Build and run the C tests of libwalredo: against the shared library, the
+# static library, the static library with ASan/UBSan, and the shared library
+# under valgrind. Stops at the first failure (non-zero exit).
+#
+#   c_tests/run.sh
+#
+# Build outputs go to target/c_tests/; fixtures to target/c_tests/fixtures
+# (generated with examples/make_fixtures.rs when case-000.bin is missing).
+# C_TESTS_NO_LIB_BUILD=1 skips `cargo build` and uses the libraries already in
+# target/release (e.g. while someone else's edit of src/ does not compile).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD="$ROOT/target/c_tests"
+REL="$ROOT/target/release"
+EXT="$ROOT/pg_walredo/pg_walredo.so"
+FIXTURES="$BUILD/fixtures"
+CC="${CC:-gcc}"
+CFLAGS=(-std=gnu99 -Wall -Wextra -Werror -g -I "$ROOT/include" -I "$ROOT/c_tests")
+SAN=(-fsanitize=address,undefined -fno-omit-frame-pointer -g -O1)
+STATIC_LIBS=(-lpthread -ldl -lm)
+
+stage() { printf '\n=== run.sh: %s\n' "$*"; }
+pass() { printf '=== run.sh: %s: OK\n' "$*"; }
+
+cd "$ROOT"
+mkdir -p "$BUILD"
+
+if [ "${C_TESTS_NO_LIB_BUILD:-0}" = 1 ]; then
+    stage "library: using the existing build (C_TESTS_NO_LIB_BUILD=1)"
+else
+    stage "library: make -C pg_walredo && cargo build --release"
+    make -s -C pg_walredo >/dev/null
+    cargo build --release --quiet
+fi
+for f in "$REL/libwalredo.so" "$REL/libwalredo.a" "$EXT"; do
+    [ -f "$f" ] || { echo "run.sh: $f is missing after the build" >&2; exit 1; }
+done
+pass "library"
+
+stage "fixtures in $FIXTURES"
+if [ ! -f "$FIXTURES/case-000.bin" ]; then
+    cargo run --release --quiet --example make_fixtures -- "$FIXTURES"
+fi
+[ -f "$FIXTURES/case-000.bin" ] || { echo "run.sh: no fixtures in $FIXTURES" >&2; exit 1; }
+pass "fixtures ($(ls "$FIXTURES" | grep -c '^case-[0-9]*\.bin$') cases)"
+
+# Every test program, and the arguments it runs with. test_chaos takes the
+# seconds of chaos and the number of soak requests: the full run is on the
+# shared build; the other builds get a short one.
+TESTS=(test_api test_redo test_pool test_chaos)
+args_for() {
+    case "$1" in
+        test_api) echo "$EXT" ;;
+        test_chaos) echo "$EXT $FIXTURES ${2:-3 5000}" ;;
+        *) echo "$EXT $FIXTURES" ;;
+    esac
+}
+sources_for() {
+    case "$1" in
+        test_api) echo "c_tests/$1.c" ;;
+        *) echo "c_tests/$1.c c_tests/fixture.c" ;;
+    esac
+}
+# run VARIANT TEST [CHAOS_ARGS] [wrapper...]
+run_test() {
+    local variant=$1 t=$2 chaos=$3
+    shift 3
+    stage "($variant) $t"
+    # shellcheck disable=SC2046
+    "$@" "$BUILD/$t.$variant" $(args_for "$t" "$chaos")
+    pass "($variant) $t"
+}
+
+stage "(a) compile against the shared library"
+for t in "${TESTS[@]}" test_pkgconfig; do
+    # shellcheck disable=SC2046
+    "$CC" "${CFLAGS[@]}" -O2 $(sources_for "$t") -o "$BUILD/$t.shared" \
+        -L "$REL" -lwalredo -Wl,-rpath,"$REL" -lpthread
+done
+"$BUILD/test_pkgconfig.shared"
+pass "(a) compile (shared)"
+for t in "${TESTS[@]}"; do
+    run_test shared "$t" "${CHAOS_SECONDS:-20} ${SOAK_REQUESTS:-100000}"
+done
+
+stage "(b) compile statically against libwalredo.a"
+for t in "${TESTS[@]}"; do
+    # shellcheck disable=SC2046
+    "$CC" "${CFLAGS[@]}" -O2 $(sources_for "$t") "$REL/libwalredo.a" \
+        -o "$BUILD/$t.static" "${STATIC_LIBS[@]}"
+done
+if ldd "$BUILD/test_api.static" | grep -q libwalredo; then
+    echo "run.sh: test_api.static is linked to libwalredo.so" >&2; exit 1
+fi
+pass "(b) compile (static)"
+for t in "${TESTS[@]}"; do
+    run_test static "$t" "3 5000"
+done
+
+stage "(c) compile with -fsanitize=address,undefined, static"
+for t in "${TESTS[@]}"; do
+    # shellcheck disable=SC2046
+    "$CC" "${CFLAGS[@]}" "${SAN[@]}" $(sources_for "$t") "$REL/libwalredo.a" \
+        -o "$BUILD/$t.asan" "${STATIC_LIBS[@]}"
+done
+pass "(c) compile (ASan/UBSan)"
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+if [ -s "$ROOT/c_tests/lsan.supp" ]; then
+    export LSAN_OPTIONS="suppressions=$ROOT/c_tests/lsan.supp:print_suppressions=1"
+fi
+for t in "${TESTS[@]}"; do
+    run_test asan "$t" "5 5000"
+done
+unset ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS
+
+# Definite leaks are errors. "Possibly lost" is not shown: Rust's std keeps
+# a 48-byte handle for each C thread that calls in, on purpose, until exit.
+VALGRIND=(valgrind -q --error-exitcode=1 --leak-check=full --show-possibly-lost=no
+          --errors-for-leak-kinds=definite --track-fds=no)
+# valgrind runs the shared build; test_chaos gets a short run there.
+for t in "${TESTS[@]}"; do
+    run_test shared "$t" "2 1000" "${VALGRIND[@]}"
+done
+
+printf '\n=== run.sh: all stages passed\n'

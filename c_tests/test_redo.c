@@ -1,0 +1,725 @@
+/*
+ * test_redo.c: reconstruct real pages from real WAL (fixtures written by
+ * examples/make_fixtures.rs) and compare them with PostgreSQL's own archive
+ * recovery; then threads, timeouts, killed processes and clean-up.
+ *
+ * Usage: test_redo EXTENSION_PATH FIXTURE_DIR
+ * Environment: TEST_REDO_QUICK=1 runs one thread round instead of three;
+ * TEST_REDO_LOG_LEVEL sets the pools' log_level (default "off").
+ */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <walredo.h>
+
+#include "fixture.h"
+
+#define MIN_CASES 10
+#define THREADS 4
+
+static int checks;
+
+static void kill_children_quietly(void);
+
+/* On failure, leave no (possibly stopped) child behind. */
+#define FAIL(...)                                                            \
+    do {                                                                     \
+        fprintf(stderr, "test_redo: FAILED at %s:%d: ", __FILE__, __LINE__); \
+        fprintf(stderr, __VA_ARGS__);                                        \
+        fprintf(stderr, "\n");                                               \
+        kill_children_quietly();                                             \
+        exit(1);                                                             \
+    } while (0)
+
+#define CHECK(cond, ...)                                                     \
+    do {                                                                     \
+        if (!(cond)) {                                                       \
+            fprintf(stderr, "test_redo: check failed: %s\n  ", #cond);       \
+            FAIL(__VA_ARGS__);                                               \
+        }                                                                    \
+        checks++;                                                            \
+    } while (0)
+
+static fixture *cases;
+static size_t n_cases;
+static size_t *ok_cases; /* indexes of the cases that expect WALREDO_OK */
+static size_t n_ok;
+static const char *log_level = "off";
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* ---- child processes, from /proc ---------------------------------------- */
+
+/*
+ * The pids of our child processes (ppid == getpid()), up to max. Zombies are
+ * included only when with_zombies is set. Returns how many were found (may
+ * exceed max; only max are stored).
+ */
+static int list_children(pid_t *out, int max, int with_zombies)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    pid_t self = getpid();
+    int n = 0;
+
+    if (d == NULL)
+        FAIL("opendir /proc: %s", strerror(errno));
+    while ((e = readdir(d)) != NULL) {
+        char path[300], buf[1024], *close_paren, state;
+        FILE *fp;
+        size_t len;
+        int ppid;
+
+        if (!isdigit((unsigned char)e->d_name[0]))
+            continue;
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        fp = fopen(path, "r");
+        if (fp == NULL)
+            continue; /* gone meanwhile */
+        len = fread(buf, 1, sizeof buf - 1, fp);
+        fclose(fp);
+        buf[len] = '\0';
+        /* "pid (comm) state ppid ...": comm may contain spaces and
+         * parentheses, so parse after the last ')'. */
+        close_paren = strrchr(buf, ')');
+        if (close_paren == NULL ||
+            sscanf(close_paren + 1, " %c %d", &state, &ppid) != 2)
+            continue;
+        if (ppid != self)
+            continue;
+        if (state == 'Z' && !with_zombies)
+            continue;
+        if (n < max)
+            out[n] = (pid_t)atoi(e->d_name);
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* One child's state letter from /proc/PID/stat, or 0 if it is gone. */
+static char child_state(pid_t pid)
+{
+    char path[64], buf[1024], *close_paren, state;
+    FILE *fp;
+    size_t len;
+
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    fp = fopen(path, "r");
+    if (fp == NULL)
+        return 0;
+    len = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
+    buf[len] = '\0';
+    close_paren = strrchr(buf, ')');
+    if (close_paren == NULL || sscanf(close_paren + 1, " %c", &state) != 1)
+        return 0;
+    return state;
+}
+
+static void kill_children_quietly(void)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+
+    if (d == NULL)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        char path[300], buf[1024], *close_paren, state;
+        FILE *fp;
+        size_t len;
+        int ppid;
+
+        if (!isdigit((unsigned char)e->d_name[0]))
+            continue;
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        fp = fopen(path, "r");
+        if (fp == NULL)
+            continue;
+        len = fread(buf, 1, sizeof buf - 1, fp);
+        fclose(fp);
+        buf[len] = '\0';
+        close_paren = strrchr(buf, ')');
+        if (close_paren != NULL &&
+            sscanf(close_paren + 1, " %c %d", &state, &ppid) == 2 &&
+            ppid == getpid())
+            kill((pid_t)atoi(e->d_name), SIGKILL);
+    }
+    closedir(d);
+}
+
+/*
+ * Whether a child has become PostgreSQL yet. Between fork and exec a child
+ * still runs the library's start-up code; stopping it there would stall the
+ * spawn itself (it waits for the exec), which no deadline covers: the fault
+ * tests hit only processes that are running PostgreSQL.
+ */
+static int is_postgres(pid_t pid)
+{
+    char path[64], comm[64] = "";
+    FILE *fp;
+
+    snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
+    fp = fopen(path, "r");
+    if (fp == NULL)
+        return 0;
+    if (fgets(comm, sizeof comm, fp) == NULL)
+        comm[0] = '\0';
+    fclose(fp);
+    return strncmp(comm, "postgres", 8) == 0;
+}
+
+static int signal_children(int sig)
+{
+    pid_t pids[256];
+    int i, n = list_children(pids, 256, 0);
+
+    for (i = 0; i < n && i < 256; i++)
+        if (is_postgres(pids[i]))
+            kill(pids[i], sig);
+    return n;
+}
+
+/* ---- fixtures ------------------------------------------------------------ */
+
+static void load_cases(const char *dir)
+{
+    size_t cap = 0;
+    char path[4096], err[512];
+
+    for (;;) {
+        snprintf(path, sizeof path, "%s/case-%03zu.bin", dir, n_cases);
+        if (access(path, F_OK) != 0)
+            break;
+        if (n_cases == cap) {
+            cap = cap ? cap * 2 : 16;
+            cases = realloc(cases, cap * sizeof *cases);
+            ok_cases = realloc(ok_cases, cap * sizeof *ok_cases);
+            if (cases == NULL || ok_cases == NULL)
+                FAIL("out of memory");
+        }
+        if (fixture_load(path, &cases[n_cases], err, sizeof err) != 0)
+            FAIL("cannot load fixture: %s", err);
+        if (cases[n_cases].expect_status == WALREDO_OK)
+            ok_cases[n_ok++] = n_cases;
+        n_cases++;
+    }
+    CHECK(n_cases >= MIN_CASES,
+          "%zu fixture cases in %s (case-000.bin, case-001.bin, ...), "
+          "at least %d needed",
+          n_cases, dir, MIN_CASES);
+    CHECK(n_ok > 0, "no fixture case expects WALREDO_OK");
+}
+
+static int expect_parse_error(const uint8_t *img, size_t len, const char *why)
+{
+    fixture f;
+    char err[256] = "";
+
+    if (fixture_parse(why, img, len, &f, err, sizeof err) == 0) {
+        fixture_free(&f);
+        FAIL("fixture parser accepted a %s image (%zu bytes)", why, len);
+    }
+    CHECK(err[0] != '\0', "fixture parser gave no message for a %s image",
+          why);
+    return 0;
+}
+
+/* The loader must refuse every damaged copy of a real fixture. */
+static void check_parser(const fixture *good)
+{
+    size_t len = good->buf_len, cut, step, off;
+    uint8_t *img = malloc(len + 1);
+    fixture f;
+    char err[256];
+    int tried = 0;
+
+    if (img == NULL)
+        FAIL("out of memory");
+    memcpy(img, good->buf, len);
+    CHECK(fixture_parse("copy", img, len, &f, err, sizeof err) == 0,
+          "fixture parser refused a copy of %s: %s", good->path, err);
+    CHECK(f.n_records == good->n_records &&
+              f.expect_status == good->expect_status &&
+              f.tag.relnode == good->tag.relnode,
+          "fixture parser read a copy of %s differently", good->path);
+    fixture_free(&f);
+
+    step = len / 3000 + 1;
+    for (cut = 0; cut < len; cut += (cut < 64 ? 1 : step)) {
+        expect_parse_error(img, cut, "truncated");
+        tried++;
+    }
+    expect_parse_error(img, len - 1, "truncated");
+
+    img[len] = 0;
+    expect_parse_error(img, len + 1, "trailing-byte");
+
+    img[7] = '2';
+    expect_parse_error(img, len, "bad-magic");
+    img[7] = '1';
+
+    /* forknum 0x100 */
+    img[8 + 12 + 1] = 1;
+    expect_parse_error(img, len, "forknum-too-big");
+    img[8 + 12 + 1] = good->buf[8 + 12 + 1];
+
+    /* n_records 0xFFFFFFFF */
+    off = 8 + 20 + 4 + (good->base_page != NULL ? WALREDO_PAGE_SIZE : 0);
+    memset(img + off, 0xFF, 4);
+    expect_parse_error(img, len, "huge-n_records");
+    memcpy(img + off, good->buf + off, 4);
+
+    /* a record length past the end of the file */
+    if (good->n_records > 0) {
+        memset(img + off + 4 + 8, 0xFF, 4);
+        expect_parse_error(img, len, "huge-record-length");
+        memcpy(img + off + 4 + 8, good->buf + off + 4 + 8, 4);
+    }
+
+    /* expect_status 99 */
+    off = len - 4 - (good->expected != NULL ? WALREDO_PAGE_SIZE : 0);
+    img[off] = 99;
+    expect_parse_error(img, len, "bad-expect_status");
+    img[off] = good->buf[off];
+
+    CHECK(fixture_load("/nonexistent/case-000.bin", &f, err, sizeof err) != 0,
+          "fixture_load of a missing file succeeded");
+    fixture_free(&f); /* empty: must be harmless */
+    fixture_free(NULL);
+    free(img);
+    printf("test_redo: fixture parser refused %d damaged copies of %s\n",
+           tried + 8, good->path);
+}
+
+/* ---- running cases ------------------------------------------------------- */
+
+static walredo_pool *make_pool(const char *extension, const char *processes,
+                               const char *timeout_ms)
+{
+    walredo_config *cfg = walredo_config_new();
+    walredo_pool *pool = NULL;
+    int rc;
+
+    CHECK(cfg != NULL, "walredo_config_new returned NULL");
+    if (walredo_config_set(cfg, "extension_path", extension) != WALREDO_OK ||
+        walredo_config_set(cfg, "processes", processes) != WALREDO_OK ||
+        walredo_config_set(cfg, "log_level", log_level) != WALREDO_OK ||
+        (timeout_ms != NULL &&
+         walredo_config_set(cfg, "timeout_ms", timeout_ms) != WALREDO_OK))
+        FAIL("walredo_config_set: %s", walredo_last_error());
+    rc = walredo_pool_new(cfg, &pool);
+    CHECK(rc == WALREDO_OK && pool != NULL, "walredo_pool_new: %s: %s",
+          walredo_status_name(rc), walredo_last_error());
+    walredo_config_free(cfg);
+    return pool;
+}
+
+static int redo_case(walredo_pool *pool, const fixture *c, uint8_t *out)
+{
+    return walredo_redo(pool, &c->tag, c->base_page, c->records,
+                        c->n_records, out);
+}
+
+static long first_difference(const uint8_t *a, const uint8_t *b)
+{
+    long i;
+
+    for (i = 0; i < WALREDO_PAGE_SIZE; i++)
+        if (a[i] != b[i])
+            return i;
+    return -1;
+}
+
+/* Run an OK case and require PostgreSQL's page. */
+static void check_ok_case(walredo_pool *pool, size_t idx, const char *when)
+{
+    static uint8_t out[WALREDO_PAGE_SIZE];
+    const fixture *c = &cases[idx];
+    int rc = redo_case(pool, c, out);
+    long diff;
+
+    CHECK(rc == WALREDO_OK, "%s: %s returned %s: %s", when, c->path,
+          walredo_status_name(rc), walredo_last_error());
+    diff = first_difference(out, c->expected);
+    CHECK(diff < 0,
+          "%s: %s: page differs from PostgreSQL's recovery at offset %ld "
+          "(got 0x%02x, expected 0x%02x)",
+          when, c->path, diff, out[diff < 0 ? 0 : diff],
+          c->expected[diff < 0 ? 0 : diff]);
+}
+
+static void test_all_cases(walredo_pool *pool)
+{
+    static uint8_t out[WALREDO_PAGE_SIZE];
+    size_t i, identical = 0, failures = 0, redo_failed = 0, bad = 0;
+
+    for (i = 0; i < n_cases; i++) {
+        const fixture *c = &cases[i];
+        int rc;
+
+        memset(out, 0x5A, sizeof out);
+        rc = redo_case(pool, c, out);
+        if (rc != c->expect_status) {
+            fprintf(stderr,
+                    "test_redo: %s (rel %u/%u/%u fork %u blk %u, %zu "
+                    "records): returned %s, expected %s: %s\n",
+                    c->path, c->tag.spcnode, c->tag.dbnode, c->tag.relnode,
+                    c->tag.forknum, c->tag.blkno, c->n_records,
+                    walredo_status_name(rc),
+                    walredo_status_name(c->expect_status),
+                    walredo_last_error());
+            bad++;
+            continue;
+        }
+        checks++;
+        if (rc == WALREDO_OK) {
+            long diff = first_difference(out, c->expected);
+            if (diff >= 0) {
+                fprintf(stderr,
+                        "test_redo: %s: page differs from PostgreSQL's "
+                        "recovery at offset %ld (got 0x%02x, expected "
+                        "0x%02x)\n",
+                        c->path, diff, out[diff], c->expected[diff]);
+                bad++;
+                continue;
+            }
+            identical++;
+        } else {
+            size_t j;
+
+            failures++;
+            for (j = 0; j < sizeof out; j++)
+                if (out[j] != 0x5A)
+                    break;
+            CHECK(j == sizeof out, "%s: out_page written although %s",
+                  c->path, walredo_status_name(rc));
+            CHECK(walredo_last_error()[0] != '\0', "%s: %s without message",
+                  c->path, walredo_status_name(rc));
+            if (rc == WALREDO_REDO_FAILED) {
+                const char *m = walredo_last_error();
+                redo_failed++;
+                CHECK(strstr(m, "FATAL") != NULL || strstr(m, "PANIC") != NULL,
+                      "%s: WALREDO_REDO_FAILED without PostgreSQL's FATAL or "
+                      "PANIC: %s",
+                      c->path, m);
+            }
+        }
+    }
+    CHECK(bad == 0, "%zu of %zu cases did not give the expected result", bad,
+          n_cases);
+    CHECK(redo_failed > 0,
+          "no fixture case expects WALREDO_REDO_FAILED (the generator "
+          "should include one)");
+    printf("test_redo: %zu pages reconstructed, %zu identical to "
+           "PostgreSQL's recovery; %zu expected failures returned their "
+           "codes\n",
+           n_ok, identical, failures);
+}
+
+/* ---- threads ------------------------------------------------------------- */
+
+typedef struct worker {
+    walredo_pool *pool;
+    int id, rounds;
+    size_t done, wrong;
+    char first_error[1024];
+} worker;
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    uint8_t *out = malloc(WALREDO_PAGE_SIZE);
+    int r;
+    size_t j;
+
+    if (out == NULL) {
+        snprintf(w->first_error, sizeof w->first_error, "out of memory");
+        w->wrong++;
+        return NULL;
+    }
+    for (r = 0; r < w->rounds; r++) {
+        for (j = 0; j < n_ok; j++) {
+            /* Each thread its own order: odd threads backwards, each one
+             * rotated by a different quarter, shifted every round. */
+            size_t k = (w->id % 2) ? n_ok - 1 - j : j;
+            size_t idx = ok_cases[(k + (size_t)w->id * n_ok / THREADS +
+                                   (size_t)r) % n_ok];
+            const fixture *c = &cases[idx];
+            int rc = redo_case(w->pool, c, out);
+
+            w->done++;
+            if (rc != WALREDO_OK || memcmp(out, c->expected,
+                                           WALREDO_PAGE_SIZE) != 0) {
+                if (w->wrong++ == 0)
+                    snprintf(w->first_error, sizeof w->first_error,
+                             "thread %d round %d %s: %s%s%s", w->id, r,
+                             c->path, walredo_status_name(rc),
+                             rc == WALREDO_OK ? " but the page differs" : ": ",
+                             rc == WALREDO_OK ? "" : walredo_last_error());
+            }
+        }
+    }
+    free(out);
+    return NULL;
+}
+
+static void test_threads(walredo_pool *pool, int rounds)
+{
+    pthread_t th[THREADS];
+    worker w[THREADS];
+    size_t total = 0;
+    int i, rc;
+    double t0 = now_s();
+
+    for (i = 0; i < THREADS; i++) {
+        memset(&w[i], 0, sizeof w[i]);
+        w[i].pool = pool;
+        w[i].id = i;
+        w[i].rounds = rounds;
+        rc = pthread_create(&th[i], NULL, worker_main, &w[i]);
+        CHECK(rc == 0, "pthread_create: %s", strerror(rc));
+    }
+    for (i = 0; i < THREADS; i++)
+        pthread_join(th[i], NULL);
+    for (i = 0; i < THREADS; i++) {
+        CHECK(w[i].wrong == 0, "%zu wrong results in thread %d; first: %s",
+              w[i].wrong, i, w[i].first_error);
+        total += w[i].done;
+    }
+    CHECK(total == (size_t)THREADS * (size_t)rounds * n_ok,
+          "threads made %zu requests", total);
+    printf("test_redo: %d threads x %d rounds on one pool (processes=2): "
+           "%zu pages, all identical (%.1f s)\n",
+           THREADS, rounds, total, now_s() - t0);
+}
+
+/* ---- timeout ------------------------------------------------------------- */
+
+typedef struct stopper {
+    pthread_mutex_t lock;
+    int stop;
+} stopper;
+
+/*
+ * Keep every child of ours stopped for about 3 s. A fresh wal-redo process
+ * answers its first request about 15 ms after it is forked (measured here),
+ * so the retry's process must be caught much faster than that: /proc is
+ * scanned every millisecond (every 50 ms would leave it time to answer).
+ */
+static void *stopper_main(void *arg)
+{
+    stopper *s = arg;
+    double end = now_s() + 3.0;
+
+    while (now_s() < end) {
+        int quit;
+
+        pthread_mutex_lock(&s->lock);
+        quit = s->stop;
+        pthread_mutex_unlock(&s->lock);
+        if (quit)
+            break;
+        signal_children(SIGSTOP);
+        sleep_ms(1);
+    }
+    return NULL;
+}
+
+/* One timeout attempt: stop the pool's process and every new one. Returns
+ * the status of walredo_redo; *elapsed is how long it took. */
+static int stopped_redo(walredo_pool *pool, uint8_t *out, double *elapsed)
+{
+    pthread_t th;
+    stopper s;
+    pid_t pids[64];
+    int n, rc;
+    double t0;
+
+    check_ok_case(pool, ok_cases[0], "before the timeout");
+    n = list_children(pids, 64, 0);
+    CHECK(n == 1, "a pool of 1 process after one request has %d children",
+          n);
+    kill(pids[0], SIGSTOP);
+
+    memset(&s, 0, sizeof s);
+    pthread_mutex_init(&s.lock, NULL);
+    rc = pthread_create(&th, NULL, stopper_main, &s);
+    CHECK(rc == 0, "pthread_create: %s", strerror(rc));
+
+    t0 = now_s();
+    memset(out, 0x5A, WALREDO_PAGE_SIZE);
+    rc = redo_case(pool, &cases[ok_cases[0]], out);
+    *elapsed = now_s() - t0;
+
+    pthread_mutex_lock(&s.lock);
+    s.stop = 1;
+    pthread_mutex_unlock(&s.lock);
+    pthread_join(th, NULL);
+    pthread_mutex_destroy(&s.lock);
+    return rc;
+}
+
+static void test_timeout(const char *extension)
+{
+    walredo_pool *pool = make_pool(extension, "1", "300");
+    static uint8_t out[WALREDO_PAGE_SIZE];
+    pid_t pids[64];
+    int n, rc, attempt;
+    double elapsed;
+
+    /* WALREDO_OK means the stopper lost the race against the retry's fresh
+     * process (a race of this test, not a library fault): try again, at
+     * most 3 times. Any other status is a failure. */
+    for (attempt = 1;; attempt++) {
+        rc = stopped_redo(pool, out, &elapsed);
+        if (rc != WALREDO_OK || attempt == 3)
+            break;
+        fprintf(stderr,
+                "test_redo: the retry's process answered before it could "
+                "be stopped (attempt %d); again\n",
+                attempt);
+    }
+    CHECK(rc == WALREDO_TIMEOUT,
+          "with every process stopped, walredo_redo returned %s after "
+          "%.2f s: %s",
+          walredo_status_name(rc), elapsed, walredo_last_error());
+    CHECK(elapsed < 5.0, "WALREDO_TIMEOUT took %.2f s with timeout_ms=300",
+          elapsed);
+    CHECK(out[0] == 0x5A && out[WALREDO_PAGE_SIZE - 1] == 0x5A,
+          "out_page written on WALREDO_TIMEOUT");
+    CHECK(strstr(walredo_last_error(), "timed out") != NULL,
+          "WALREDO_TIMEOUT message: %s", walredo_last_error());
+    /* The timed-out processes were killed and reaped. */
+    n = list_children(pids, 64, 1);
+    CHECK(n == 0, "%d child process(es) left after WALREDO_TIMEOUT "
+                  "(first pid %d, state %c)",
+          n, n > 0 ? (int)pids[0] : 0, n > 0 ? child_state(pids[0]) : '-');
+    printf("test_redo: WALREDO_TIMEOUT after %.2f s (both attempts "
+           "stopped)\n",
+           elapsed);
+
+    check_ok_case(pool, ok_cases[0], "after the timeout");
+    if (n_ok > 1)
+        check_ok_case(pool, ok_cases[n_ok - 1], "after the timeout");
+    printf("test_redo: after the timeout a fresh process answers "
+           "correctly\n");
+    walredo_pool_free(pool);
+    n = list_children(pids, 64, 1);
+    CHECK(n == 0, "%d child process(es) left after walredo_pool_free", n);
+}
+
+/* ---- killed processes (SIGPIPE) ------------------------------------------ */
+
+static void test_killed_process(const char *extension)
+{
+    walredo_pool *pool = make_pool(extension, "1", NULL);
+    struct sigaction sa;
+    int round, n;
+
+    /* SIGPIPE must be at its default disposition (terminate): the library
+     * must never raise it. */
+    sigaction(SIGPIPE, NULL, &sa);
+    CHECK(sa.sa_handler == SIG_DFL, "SIGPIPE is not at SIG_DFL");
+
+    for (round = 0; round < 3; round++) {
+        size_t idx = ok_cases[(size_t)round % n_ok];
+        pid_t pids[8];
+        double t0;
+
+        check_ok_case(pool, idx, "before SIGKILL");
+        n = list_children(pids, 8, 0);
+        CHECK(n == 1, "round %d: %d children to kill, expected 1", round, n);
+        kill(pids[0], SIGKILL);
+        if (round > 0) {
+            /* Wait until it is a zombie (not reaped: the library reaps):
+             * its end of the socket is then closed for sure, so the
+             * library's next write gets EPIPE, the SIGPIPE case. */
+            t0 = now_s();
+            while (child_state(pids[0]) != 'Z' && now_s() - t0 < 5.0)
+                sleep_ms(1);
+            CHECK(child_state(pids[0]) == 'Z',
+                  "killed process %d is not a zombie (state %c)",
+                  (int)pids[0], child_state(pids[0]));
+        }
+        /* Round 0 right away; then on a process known to be dead. */
+        check_ok_case(pool, idx, "right after SIGKILL");
+    }
+    printf("test_redo: 3 requests right after SIGKILL of the process "
+           "succeeded (2 of them on a known-dead process); no SIGPIPE\n");
+    walredo_pool_free(pool);
+}
+
+/* ---- main ---------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    walredo_pool *pool;
+    const char *quick = getenv("TEST_REDO_QUICK");
+    const char *level = getenv("TEST_REDO_LOG_LEVEL");
+    int rounds = (quick != NULL && strcmp(quick, "1") == 0) ? 1 : 3;
+    pid_t pids[64];
+    size_t i;
+    int n;
+
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s EXTENSION_PATH FIXTURE_DIR\n", argv[0]);
+        return 2;
+    }
+    if (level != NULL && level[0] != '\0')
+        log_level = level;
+
+    n = list_children(pids, 64, 1);
+    CHECK(n == 0, "%d child processes before any pool", n);
+
+    load_cases(argv[2]);
+    printf("test_redo: %zu cases loaded from %s (%zu expect WALREDO_OK)\n",
+           n_cases, argv[2], n_ok);
+    check_parser(&cases[0]);
+
+    pool = make_pool(argv[1], "2", NULL);
+    test_all_cases(pool);
+    test_threads(pool, rounds);
+    walredo_pool_free(pool);
+    n = list_children(pids, 64, 1);
+    CHECK(n == 0, "%d child process(es) left after walredo_pool_free", n);
+
+    test_timeout(argv[1]);
+    test_killed_process(argv[1]);
+
+    n = list_children(pids, 64, 1);
+    CHECK(n == 0, "%d child process(es) of ours remain (first pid %d)", n,
+          n > 0 ? (int)pids[0] : 0);
+    printf("test_redo: no child left\n");
+
+    for (i = 0; i < n_cases; i++)
+        fixture_free(&cases[i]);
+    free(cases);
+    free(ok_cases);
+    printf("test_redo: %d checks passed\n", checks);
+    return 0;
+}
