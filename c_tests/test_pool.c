@@ -58,6 +58,16 @@ on_done(void *userdata, int status, const uint8_t *page, const char *message)
     atomic_fetch_add(&calls[i], 1);
 }
 
+/* The first case expected to succeed. */
+static int
+ok_case(void)
+{
+    for (int i = 0; i < n_cases; i++)
+        if (cases[i].expect_status == WALREDO_OK)
+            return i;
+    FAIL("no successful case");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -191,6 +201,46 @@ main(int argc, char **argv)
     printf("test_pool: metrics text is %zu bytes of Prometheus exposition\n", needed);
 
     walredo_pool_free(pool);
+
+    /* Back-pressure: with room for one queued request, submissions outrun
+     * the process and are refused as busy; every accepted one is answered. */
+    {
+        int accepted = 0, busy = 0, ok = ok_case();
+
+        cfg = walredo_config_new();
+        if (walredo_config_set(cfg, "extension_path", argv[1]) != WALREDO_OK ||
+            walredo_config_set(cfg, "processes", "1") != WALREDO_OK ||
+            walredo_config_set(cfg, "queue_depth", "1") != WALREDO_OK ||
+            walredo_pool_new(cfg, &pool) != WALREDO_OK)
+            FAIL("busy pool: %s", walredo_last_error());
+        walredo_config_free(cfg);
+        atomic_store(&calls[ok], 0);
+        atomic_store(&right[ok], 0);
+        for (int i = 0; i < 1000 && busy == 0; i++)
+        {
+            int rc = walredo_submit(pool, &cases[ok].tag, cases[ok].base_page,
+                                    cases[ok].records, cases[ok].n_records, on_done,
+                                    (void *) (intptr_t) ok);
+
+            if (rc == WALREDO_OK)
+                accepted++;
+            else if (rc == WALREDO_BUSY)
+                busy++;
+            else
+                FAIL("submit: %s", walredo_status_name(rc));
+        }
+        if (busy == 0)
+            FAIL("a queue of 1 never filled up");
+        for (int i = 0; i < 3000 && atomic_load(&calls[ok]) < accepted; i++)
+            usleep(1000);
+        if (atomic_load(&calls[ok]) != accepted || atomic_load(&right[ok]) != accepted)
+            FAIL("%d accepted, %d answered, %d right", accepted,
+                 atomic_load(&calls[ok]), atomic_load(&right[ok]));
+        printf("test_pool: a queue of 1: WALREDO_BUSY after %d accepted submissions, "
+               "all of which were answered right\n", accepted);
+        walredo_pool_free(pool);
+    }
+
     if (walredo_set_logger(NULL, NULL, WALREDO_LOG_WARN) != WALREDO_OK)
         FAIL("set_logger(NULL): %s", walredo_last_error());
     for (int i = 0; i < n_cases; i++)

@@ -100,3 +100,55 @@ fn a_killed_process_fails_its_request_and_the_next_one_works() {
     drop(r);
     assert_no_leftovers();
 }
+
+#[test]
+fn children_inherit_no_fd_no_environment_and_get_their_own_group() {
+    let _serial = serial();
+    init_logging();
+    // A descriptor the "host" opened without O_CLOEXEC.
+    let marker = std::env::temp_dir().join(format!("walredo-leak-{}", std::process::id()));
+    std::fs::write(&marker, b"x").unwrap();
+    let path = std::ffi::CString::new(marker.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path; the fd is closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
+    assert!(fd >= 0);
+    std::env::set_var("WALREDO_TEST_SECRET", "must-not-leak");
+
+    let mut r = Redoer::new(&config()).unwrap();
+    r.ping().unwrap();
+    let pid = r.pid().unwrap();
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    for entry in std::fs::read_dir(proc_dir.join("fd")).unwrap().flatten() {
+        let target = std::fs::read_link(entry.path()).unwrap_or_default();
+        assert_ne!(
+            target, marker,
+            "the host's descriptor leaked into the child"
+        );
+    }
+    let environ = std::fs::read(proc_dir.join("environ")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&environ).contains("WALREDO_TEST_SECRET"),
+        "the host's environment leaked into the child"
+    );
+    // SAFETY: getpgid has no memory-safety preconditions.
+    assert_eq!(
+        unsafe { libc::getpgid(pid as i32) },
+        pid as i32,
+        "own process group"
+    );
+    let status = std::fs::read_to_string(proc_dir.join("status")).unwrap();
+    if unsafe { libc::geteuid() } == 0 {
+        let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert!(
+            !uid_line.split_whitespace().skip(1).any(|u| u == "0"),
+            "{uid_line}"
+        );
+    }
+
+    drop(r);
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd) };
+    let _ = std::fs::remove_file(&marker);
+    std::env::remove_var("WALREDO_TEST_SECRET");
+    assert_no_leftovers();
+}
