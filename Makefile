@@ -25,7 +25,7 @@ deps:
 	@scripts/ensure-deps.sh
 
 build: deps extension
-	$(CARGO) build --release
+	$(CARGO) build --release --bins
 
 extension: deps
 	$(MAKE) -C pg_walredo PG_CONFIG=$(PG_CONFIG)
@@ -61,8 +61,11 @@ pkgconfig-test: build
 
 check: build lint header-check test c-tests pkgconfig-test
 
+# WORKLOAD=file.sql replaces the SQL part of the workload; DEMO_CONF='k=v ...'
+# adds server settings (see scripts/demo.sh).
 demo: build
-	$(CARGO) test --release --test real_wal -- --nocapture
+	$(CARGO) build --release --example demo
+	WORKLOAD="$(WORKLOAD)" DEMO_CONF="$(DEMO_CONF)" scripts/demo.sh
 
 install-lib: build
 	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR)

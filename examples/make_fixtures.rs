@@ -103,7 +103,9 @@ fn main() {
     }
 
     let settings = ["autovacuum = off", "wal_keep_size = 1GB", "fsync = off"];
-    let rec = record_workload(&work, &[], &settings, WORKLOAD);
+    let rec = record_workload(&work, &[], &settings, &|c| {
+        c.psql(WORKLOAD);
+    });
     let records: Vec<WalRecord> = WalReader::open(&rec.wal_dir, Some(rec.start_lsn))
         .unwrap()
         .map(Result::unwrap)

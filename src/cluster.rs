@@ -178,6 +178,14 @@ impl Cluster {
         let _ = fs::remove_file(&script);
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
+
+    /// Run pgbench against the `postgres` database with these arguments.
+    pub fn pgbench(&self, args: &[&str]) {
+        let mut all = vec!["-h", self.socket_dir.to_str().unwrap(), "-U", "postgres"];
+        all.extend_from_slice(args);
+        all.push("postgres");
+        run("pgbench", &all);
+    }
 }
 
 impl Drop for Cluster {
@@ -299,13 +307,14 @@ pub struct RecordedWal {
 }
 
 /// In `dir`: initdb a cluster with `settings`, take a clean base copy, run
-/// `sql` (which should end with CHECKPOINT, so recovery flushes everything),
-/// stop, and let PostgreSQL replay the WAL onto a second copy of the base.
+/// `workload`, CHECKPOINT (recovery flushes pages only at a restartpoint),
+/// take the target LSN, stop, and let PostgreSQL replay the WAL onto a
+/// second copy of the base.
 pub fn record_workload(
     dir: &Path,
     initdb_args: &[&str],
     settings: &[&str],
-    sql: &str,
+    workload: &dyn Fn(&Cluster),
 ) -> RecordedWal {
     let mut cluster = Cluster::init(dir, initdb_args, settings);
     // A clean shutdown checkpoint to start from, then the base copy.
@@ -315,7 +324,8 @@ pub fn record_workload(
     copy_tree(&cluster.data, &base);
 
     cluster.start();
-    cluster.psql(sql);
+    workload(&cluster);
+    cluster.psql("CHECKPOINT;");
     let target = cluster.psql("SELECT pg_current_wal_insert_lsn();");
     cluster.stop();
     let wal_dir = cluster.data.join("pg_wal");

@@ -1,6 +1,7 @@
 //! walredo: turn PostgreSQL 15 WAL records back into pages, using PostgreSQL's own
 //! redo routines running in `pg_walredo` processes.
 
+pub mod checksum;
 pub mod cluster;
 pub mod config;
 pub mod crc32c;
@@ -17,6 +18,7 @@ pub mod redo;
 pub mod service;
 pub mod stats;
 pub mod tag;
+pub mod verify;
 pub mod wal;
 
 pub use config::Config;

@@ -68,7 +68,9 @@ fn write_workload(tmp: &Path) -> Wal {
         "wal_keep_size = 4GB",
         "fsync = off",
     ];
-    let rec = record_workload(tmp, &[], &settings, WORKLOAD);
+    let rec = record_workload(tmp, &[], &settings, &|c| {
+        c.psql(WORKLOAD);
+    });
     println!(
         "PostgreSQL's archive recovery took {:.2} s",
         rec.recovery_time.as_secs_f64()

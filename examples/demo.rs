@@ -1,0 +1,134 @@
+//! The body of `make demo` (scripts/demo.sh wraps it with clean-up):
+//!
+//!   demo DIR [--workload FILE.sql] [--conf 'k=v k=v'] [--scale N] [--transactions N]
+//!
+//! In DIR: a throw-away PostgreSQL 15 cluster, a clean base copy, the
+//! workload (pgbench initialisation and run, then the SQL file), the WAL it
+//! wrote, PostgreSQL's own archive recovery of that WAL onto a second base
+//! copy, and finally `walredo verify`, whose report is printed with how long
+//! PostgreSQL's recovery and our reconstruction each took.
+//!
+//! `--conf` takes server settings; `data_checksums=on` is special: the
+//! cluster is initialized with `initdb --data-checksums`.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use walredo::cluster::record_workload;
+use walredo::wal::format_lsn;
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let mut dir = None;
+    let mut workload = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/demo/workload.sql"));
+    let mut conf = String::new();
+    let mut scale = "1".to_string();
+    let mut transactions = "2000".to_string();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--workload" => workload = args.next().expect("--workload FILE").into(),
+            "--conf" => conf = args.next().expect("--conf 'k=v ...'"),
+            "--scale" => scale = args.next().expect("--scale N"),
+            "--transactions" => transactions = args.next().expect("--transactions N"),
+            _ => dir = Some(PathBuf::from(a)),
+        }
+    }
+    let Some(dir) = dir else {
+        eprintln!("usage: demo DIR [--workload FILE.sql] [--conf 'k=v ...'] [--scale N] [--transactions N]");
+        return ExitCode::from(2);
+    };
+    let sql = match std::fs::read_to_string(&workload) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("demo: cannot read the workload {}: {e}", workload.display());
+            return ExitCode::from(2);
+        }
+    };
+
+    let mut initdb_args = Vec::new();
+    let mut settings = vec![
+        "max_wal_size = 8GB".to_string(),
+        "wal_keep_size = 8GB".to_string(),
+        "checkpoint_timeout = 1h".to_string(),
+        "fsync = off".to_string(),
+    ];
+    for kv in conf.split_whitespace() {
+        match kv {
+            "data_checksums=on" => initdb_args.push("--data-checksums"),
+            _ => settings.push(kv.to_string()),
+        }
+    }
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    println!(
+        "demo: PostgreSQL 15 cluster in {}; settings: {}",
+        dir.display(),
+        if conf.is_empty() { "defaults" } else { &conf }
+    );
+    println!(
+        "demo: workload: pgbench -i -s {scale}, pgbench -t {transactions}, then {}",
+        workload.display()
+    );
+    let started = Instant::now();
+    let rec = record_workload(&dir, &initdb_args, &settings, &|c| {
+        c.pgbench(&["-q", "-i", "-s", &scale]);
+        c.pgbench(&["-n", "-c", "2", "-t", &transactions]);
+        c.psql(&sql);
+    });
+    let wal_bytes = rec.target_lsn - rec.start_lsn;
+    println!(
+        "demo: workload wrote {:.1} MB of WAL ({} to {}) in {:.1} s",
+        wal_bytes as f64 / 1e6,
+        format_lsn(rec.start_lsn),
+        format_lsn(rec.target_lsn),
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "demo: PostgreSQL's archive recovery of that WAL took {:.2} s",
+        rec.recovery_time.as_secs_f64()
+    );
+
+    let walredo = std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.parent()?.parent()?.join("walredo")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("target/release/walredo"));
+    let extension = concat!(env!("CARGO_MANIFEST_DIR"), "/pg_walredo/pg_walredo.so");
+    let target = format_lsn(rec.target_lsn);
+    let cmd_args = [
+        "--extension",
+        extension,
+        "verify",
+        "--base",
+        rec.base.to_str().unwrap(),
+        "--wal",
+        rec.wal_dir.to_str().unwrap(),
+        "--expected",
+        rec.expected.to_str().unwrap(),
+        "--end",
+        &target,
+    ];
+    println!("demo: {} {}", walredo.display(), cmd_args.join(" "));
+    let verify_started = Instant::now();
+    let status = Command::new(&walredo).args(cmd_args).status();
+    let took = verify_started.elapsed();
+    match status {
+        Ok(s) => {
+            println!(
+                "demo: timings: PostgreSQL's recovery {:.2} s; walredo verify {:.2} s in all \
+                 (reading the WAL, rebuilding every page, comparing)",
+                rec.recovery_time.as_secs_f64(),
+                took.as_secs_f64()
+            );
+            if s.success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("demo: cannot run {}: {e}", walredo.display());
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# make demo: write real WAL with a throw-away PostgreSQL 15 cluster, let
+# PostgreSQL replay it, rebuild every page with walredo and compare.
+#
+#   WORKLOAD=file.sql   the SQL part of the workload (default demo/workload.sql)
+#   DEMO_CONF='k=v ...' server settings (data_checksums=on: initdb --data-checksums)
+#
+# Everything it starts is stopped, and its directory removed, on success,
+# failure or Ctrl-C.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN=/usr/lib/postgresql/15/bin
+
+DIR="$(mktemp -d "${TMPDIR:-/tmp}/walredo-demo.XXXXXX")"
+chmod 755 "$DIR"
+as_pg() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+[ "$(id -u)" = 0 ] && chown postgres "$DIR"
+
+cleanup() {
+    for d in "$DIR/data" "$DIR/expected"; do
+        if [ -f "$d/postmaster.pid" ]; then
+            as_pg "$BIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1 || true
+        fi
+    done
+    rm -rf "$DIR"
+}
+trap cleanup EXIT
+trap 'echo "demo: interrupted" >&2; exit 130' INT TERM
+
+args=("$DIR")
+if [ -n "${WORKLOAD:-}" ]; then
+    [ -f "$WORKLOAD" ] || { echo "demo: WORKLOAD=$WORKLOAD: no such file" >&2; exit 2; }
+    args+=(--workload "$(realpath "$WORKLOAD")")
+fi
+[ -n "${DEMO_CONF:-}" ] && args+=(--conf "$DEMO_CONF")
+"$ROOT/target/release/examples/demo" "${args[@]}"

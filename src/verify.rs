@@ -1,0 +1,400 @@
+//! Rebuild every page a stretch of WAL touched and compare it with the page
+//! PostgreSQL's own recovery produced (docs/verification.md, oracle 1); and
+//! rebuild one page as of an LSN. The engine behind `walredo verify` and
+//! `walredo page`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::checksum::stamp_checksum;
+use crate::config::Config;
+use crate::datadir::read_page;
+use crate::plan::{block_uses, last_run, Use};
+use crate::record;
+use crate::service::Pool;
+use crate::tag::{PageTag, FSM_FORKNUM, VISIBILITYMAP_FORKNUM};
+use crate::wal::{format_lsn, WalReader, WalRecord};
+use crate::{Error, RecordRef, PAGE_SIZE};
+
+/// What a data directory's `pg_control` says that matters here.
+#[derive(Clone, Debug)]
+pub struct ControlInfo {
+    pub system_id: u64,
+    pub cleanly_shut_down: bool,
+    pub state: String,
+    pub redo_lsn: u64,
+    pub data_checksums: bool,
+    pub wal_log_hints: bool,
+}
+
+/// Read `dir`'s control file (with PostgreSQL 15's `pg_controldata`).
+pub fn control_info(dir: &Path) -> Result<ControlInfo, String> {
+    if !dir.join("global/pg_control").is_file() {
+        return Err(format!(
+            "{} is not a PostgreSQL data directory (no global/pg_control): give the data \
+             directory of a cleanly stopped PostgreSQL 15 cluster",
+            dir.display()
+        ));
+    }
+    let out = crate::cluster::command("pg_controldata", &["-D", &dir.to_string_lossy()])
+        .output()
+        .map_err(|e| format!("cannot run pg_controldata: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "pg_controldata {} failed: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> Result<String, String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+            .map(|v| v.trim().to_string())
+            .ok_or_else(|| format!("pg_controldata of {} has no {name:?}", dir.display()))
+    };
+    let state = field("Database cluster state")?;
+    Ok(ControlInfo {
+        system_id: field("Database system identifier")?
+            .parse()
+            .map_err(|e| format!("bad system identifier: {e}"))?,
+        cleanly_shut_down: state == "shut down",
+        state,
+        redo_lsn: crate::wal::parse_lsn(&field("Latest checkpoint's REDO location")?)
+            .ok_or("bad REDO location")?,
+        data_checksums: field("Data page checksum version")? != "0",
+        wal_log_hints: field("wal_log_hints setting")? == "on",
+    })
+}
+
+/// The WAL of `base`, from its checkpoint's REDO location to `end` (or the
+/// end of the WAL): every record, in order.
+pub fn read_wal(
+    base: &ControlInfo,
+    wal_dir: &Path,
+    end: Option<u64>,
+) -> Result<Vec<WalRecord>, String> {
+    let reader = WalReader::open(wal_dir, Some(base.redo_lsn)).map_err(|e| {
+        format!(
+            "{e} (BASE's checkpoint starts replay at {}: is the WAL directory the one written \
+             after BASE was taken, and BASE not newer than it?)",
+            format_lsn(base.redo_lsn)
+        )
+    })?;
+    if reader.system_id() != base.system_id {
+        return Err(format!(
+            "the WAL in {} belongs to database system {}, BASE to {}: they are from different \
+             clusters",
+            wal_dir.display(),
+            reader.system_id(),
+            base.system_id
+        ));
+    }
+    let mut records = Vec::new();
+    for r in reader {
+        let r = r.map_err(|e| e.to_string())?;
+        if end.is_some_and(|end| r.start_lsn >= end) {
+            break;
+        }
+        records.push(r);
+    }
+    if let (Some(end), Some(last)) = (end, records.last()) {
+        if last.end_lsn < end {
+            return Err(format!(
+                "the WAL ends at {}, before the requested end {}: a segment is missing",
+                format_lsn(last.end_lsn),
+                format_lsn(end)
+            ));
+        }
+    }
+    Ok(records)
+}
+
+/// How one group of pages (a fork and a resource manager) compared.
+#[derive(Clone, Debug, Default)]
+pub struct Tally {
+    pub pages: u64,
+    pub identical: u64,
+    pub different: u64,
+    /// Each differing page and the offset of its first differing byte.
+    pub differences: Vec<(PageTag, usize)>,
+}
+
+/// The outcome of [`verify`].
+#[derive(Debug, Default)]
+pub struct Report {
+    pub records: usize,
+    pub blocks: usize,
+    /// Per (fork, resource manager of the block's last record).
+    pub groups: BTreeMap<(u8, &'static str), Tally>,
+    /// Blocks with no starting point: no initializing record, none in BASE.
+    pub unstartable: Vec<PageTag>,
+    /// Blocks absent from EXPECTED: their relation was dropped or truncated.
+    pub gone: u64,
+    /// Requests the pool failed.
+    pub failures: Vec<(PageTag, String)>,
+    pub elapsed: Duration,
+}
+
+impl Report {
+    /// Main and init forks: the pages the final line counts.
+    pub fn counted(&self) -> Tally {
+        let mut t = Tally::default();
+        for ((fork, _), g) in &self.groups {
+            if *fork != FSM_FORKNUM && *fork != VISIBILITYMAP_FORKNUM {
+                t.pages += g.pages;
+                t.identical += g.identical;
+                t.different += g.different;
+            }
+        }
+        t
+    }
+}
+
+const FORK_NAMES: [&str; 4] = ["main", "fsm", "vm", "init"];
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} WAL records touched {} blocks; rebuilt in {:.2} s",
+            self.records,
+            self.blocks,
+            self.elapsed.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "{:<6} {:<12} {:>8} {:>10} {:>10}",
+            "fork", "rmgr", "pages", "identical", "different"
+        )?;
+        for side_effect_forks in [false, true] {
+            for ((fork, rmgr), g) in &self.groups {
+                let side = *fork == FSM_FORKNUM || *fork == VISIBILITYMAP_FORKNUM;
+                if side != side_effect_forks {
+                    continue;
+                }
+                writeln!(
+                    f,
+                    "{:<6} {:<12} {:>8} {:>10} {:>10}{}",
+                    FORK_NAMES[*fork as usize],
+                    rmgr,
+                    g.pages,
+                    g.identical,
+                    g.different,
+                    if side {
+                        "   (not counted below: changed by side effects, see README)"
+                    } else {
+                        ""
+                    }
+                )?;
+                for (tag, off) in g.differences.iter().take(10) {
+                    writeln!(f, "       different: {tag}, first at byte {off}")?;
+                }
+            }
+        }
+        if self.gone > 0 {
+            writeln!(
+                f,
+                "not in EXPECTED (relation dropped or truncated later): {} pages",
+                self.gone
+            )?;
+        }
+        for tag in self.unstartable.iter().take(10) {
+            writeln!(
+                f,
+                "no starting point (no initializing record, not in BASE): {tag}"
+            )?;
+        }
+        for (tag, e) in self.failures.iter().take(10) {
+            writeln!(f, "FAILED {tag}: {e}")?;
+        }
+        let c = self.counted();
+        write!(
+            f,
+            "verified: {} pages, {} identical, {} different",
+            c.pages, c.identical, c.different
+        )
+    }
+}
+
+pub struct VerifyOptions {
+    pub base: PathBuf,
+    pub wal: PathBuf,
+    pub expected: PathBuf,
+    pub processes: usize,
+    /// Replay records that start before this LSN (default: all).
+    pub end: Option<u64>,
+    /// The pool's configuration, apart from what BASE dictates.
+    pub config: Config,
+}
+
+/// Rebuild the final version of every block referenced after BASE's
+/// checkpoint and compare it with EXPECTED. `progress(done, total)` is called
+/// as blocks finish.
+pub fn verify(
+    opts: &VerifyOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Report, String> {
+    let base = control_info(&opts.base)?;
+    if !base.cleanly_shut_down {
+        return Err(format!(
+            "BASE {} was not cleanly shut down (state {:?}): stop its server cleanly first",
+            opts.base.display(),
+            base.state
+        ));
+    }
+    control_info(&opts.expected)?;
+    let records = read_wal(&base, &opts.wal, opts.end)?;
+    let blocks = block_uses(records.iter().map(|r| &r.data[..]))
+        .map_err(|(i, e)| format!("WAL record at {}: {e}", format_lsn(records[i].start_lsn)))?;
+
+    let config = Config {
+        processes: opts.processes,
+        data_checksums: base.data_checksums,
+        wal_log_hints: base.wal_log_hints,
+        queue_depth: 4 * opts.processes,
+        ..opts.config.clone()
+    };
+    let pool = Pool::new(&config).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let work: Vec<(&PageTag, &Vec<Use>)> = blocks.iter().collect();
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let report = Mutex::new(Report {
+        records: records.len(),
+        blocks: blocks.len(),
+        ..Report::default()
+    });
+    // More threads than processes, so that every process always has work
+    // queued behind the current request (pipelined by the workers).
+    std::thread::scope(|s| {
+        for _ in 0..(2 * opts.processes).max(2) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((tag, uses)) = work.get(i) else {
+                    break;
+                };
+                check_block(opts, &base, &pool, &records, tag, uses, &report);
+                progress(done.fetch_add(1, Ordering::Relaxed) + 1, work.len());
+            });
+        }
+    });
+    let mut report = report.into_inner().unwrap_or_else(|e| e.into_inner());
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+fn refs<'a>(records: &'a [WalRecord], uses: &[Use]) -> Vec<RecordRef<'a>> {
+    uses.iter()
+        .map(|u| RecordRef {
+            end_lsn: records[u.record].end_lsn,
+            data: &records[u.record].data,
+        })
+        .collect()
+}
+
+fn check_block(
+    opts: &VerifyOptions,
+    base: &ControlInfo,
+    pool: &Pool,
+    records: &[WalRecord],
+    tag: &PageTag,
+    uses: &[Use],
+    report: &Mutex<Report>,
+) {
+    let run = last_run(uses);
+    let rmgr = record::decode(&records[run[run.len() - 1].record].data)
+        .map(|r| r.rmgr_name())
+        .unwrap_or("unknown");
+    let start = if run[0].initializes {
+        Ok(None)
+    } else {
+        read_page(&opts.base, tag).map_err(|e| e.to_string())
+    };
+    let outcome = match start {
+        Err(e) => Err(e),
+        Ok(None) if !run[0].initializes => {
+            report.lock().unwrap().unstartable.push(*tag);
+            return;
+        }
+        Ok(page) => pool
+            .redo(tag, page.as_deref(), &refs(records, run))
+            .map_err(|e: Error| e.to_string()),
+    };
+    let mut page = match outcome {
+        Ok(p) => p,
+        Err(e) => {
+            report.lock().unwrap().failures.push((*tag, e));
+            return;
+        }
+    };
+    if base.data_checksums {
+        stamp_checksum(&mut page, tag.blkno);
+    }
+    let expected = read_page(&opts.expected, tag);
+    let mut r = report.lock().unwrap();
+    match expected {
+        Err(e) => r.failures.push((*tag, e.to_string())),
+        Ok(None) => r.gone += 1,
+        Ok(Some(expected)) => {
+            let g = r.groups.entry((tag.forknum, rmgr)).or_default();
+            g.pages += 1;
+            match (0..PAGE_SIZE).find(|&i| expected[i] != page[i]) {
+                None => g.identical += 1,
+                Some(off) => {
+                    g.different += 1;
+                    g.differences.push((*tag, off));
+                }
+            }
+        }
+    }
+}
+
+/// Rebuild one page as of `lsn` (after every record that ends at or before
+/// it; default: the end of the WAL), starting from BASE.
+pub fn page_as_of(
+    base_dir: &Path,
+    wal: &Path,
+    tag: &PageTag,
+    lsn: Option<u64>,
+    config: &Config,
+) -> Result<Box<[u8; PAGE_SIZE]>, String> {
+    let base = control_info(base_dir)?;
+    let records = read_wal(&base, wal, None)?;
+    let touching: Vec<Use> = block_uses(records.iter().map(|r| &r.data[..]))
+        .map_err(|(i, e)| format!("WAL record at {}: {e}", format_lsn(records[i].start_lsn)))?
+        .remove(tag)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|u| lsn.is_none_or(|lsn| records[u.record].end_lsn <= lsn))
+        .collect();
+    let base_page = read_page(base_dir, tag).map_err(|e| e.to_string())?;
+    if touching.is_empty() {
+        return base_page.ok_or_else(|| {
+            format!("{tag} is neither in BASE nor touched by the WAL up to that LSN")
+        });
+    }
+    let run = last_run(&touching);
+    let start = if run[0].initializes { None } else { base_page };
+    if start.is_none() && !run[0].initializes {
+        return Err(format!("{tag} is not in BASE and no record initializes it"));
+    }
+    let config = Config {
+        processes: 1,
+        data_checksums: base.data_checksums,
+        wal_log_hints: base.wal_log_hints,
+        ..config.clone()
+    };
+    let pool = Pool::new(&config).map_err(|e| e.to_string())?;
+    let mut page = pool
+        .redo(tag, start.as_deref(), &refs(&records, run))
+        .map_err(|e| e.to_string())?;
+    if base.data_checksums {
+        stamp_checksum(&mut page, tag.blkno);
+    }
+    Ok(page)
+}
