@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use walredo::cluster::record_workload;
 use walredo::datadir::read_page;
-use walredo::plan::{block_uses, last_run, Use};
+use walredo::plan::{block_uses, last_run, record_refs};
 use walredo::tag::MAIN_FORKNUM;
 use walredo::wal::{WalReader, WalRecord};
 use walredo::{Config, PageTag, RecordRef, Redoer, PAGE_SIZE};
@@ -79,15 +79,6 @@ fn write_case(path: &Path, case: &Case) {
     fs::write(path, b).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
-fn refs<'a>(records: &'a [WalRecord], uses: &[Use]) -> Vec<RecordRef<'a>> {
-    uses.iter()
-        .map(|u| RecordRef {
-            end_lsn: records[u.record].end_lsn,
-            data: &records[u.record].data,
-        })
-        .collect()
-}
-
 fn main() {
     let out = PathBuf::from(
         std::env::args()
@@ -142,7 +133,7 @@ fn main() {
         cases.push(Case {
             tag: *tag,
             base,
-            records: refs(&records, run),
+            records: record_refs(&records, run),
             expect_status: WALREDO_OK,
             expected: Some(expected),
         });

@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::protocol::RecordRef;
 use crate::record::{self, RecordError};
 use crate::tag::PageTag;
+use crate::wal::WalRecord;
 
 /// One record's use of a block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +62,16 @@ pub fn runs(uses: &[Use]) -> Vec<&[Use]> {
 pub fn last_run(uses: &[Use]) -> &[Use] {
     let start = uses.iter().rposition(|u| u.initializes).unwrap_or(0);
     &uses[start..]
+}
+
+/// The records of `uses`, ready to send.
+pub fn record_refs<'a>(records: &'a [WalRecord], uses: &[Use]) -> Vec<RecordRef<'a>> {
+    uses.iter()
+        .map(|u| RecordRef {
+            end_lsn: records[u.record].end_lsn,
+            data: &records[u.record].data,
+        })
+        .collect()
 }
 
 #[cfg(test)]

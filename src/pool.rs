@@ -254,6 +254,19 @@ impl Slots {
         result
     }
 
+    /// Charge a failed attempt to `job`: its second one is final. Returns
+    /// whether the job is finished (with `err`).
+    fn failed_attempt(&self, job: &mut Job<'_>, err: Error) -> bool {
+        job.attempts += 1;
+        if job.attempts >= 2 {
+            job.outcome = Some(Err(err));
+            return true;
+        }
+        bump(&self.stats.retries);
+        log::warn!("retrying {} on a fresh process after: {err}", job.tag);
+        false
+    }
+
     fn back_off(&self) {
         let mut b = self.backoff.lock();
         b.delay = (b.delay * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
@@ -304,13 +317,8 @@ impl SlotGuard<'_> {
                     // failed, as if the process had hung on the job itself.
                     Err(e @ Error::Timeout { .. }) => {
                         bump(&slots.stats.timeouts);
-                        let job = &mut pending[0];
-                        job.attempts += 1;
-                        if job.attempts >= 2 {
-                            job.outcome = Some(Err(e));
+                        if slots.failed_attempt(&mut pending[0], e) {
                             next += 1;
-                        } else {
-                            bump(&slots.stats.retries);
                         }
                         continue;
                     }
@@ -365,14 +373,8 @@ impl SlotGuard<'_> {
             if next == jobs.len() {
                 return;
             }
-            let culprit = &mut jobs[next];
-            culprit.attempts += 1;
-            if culprit.attempts >= 2 {
-                culprit.outcome = Some(Err(err));
+            if slots.failed_attempt(&mut jobs[next], err) {
                 next += 1;
-            } else {
-                bump(&slots.stats.retries);
-                log::warn!("retrying {} on a fresh process after: {err}", culprit.tag);
             }
         }
     }

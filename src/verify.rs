@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use crate::checksum::stamp_checksum;
 use crate::config::Config;
 use crate::datadir::read_page;
-use crate::plan::{block_uses, last_run, Use};
+use crate::plan::{block_uses, last_run, record_refs, Use};
 use crate::record;
 use crate::service::Pool;
 use crate::tag::{PageTag, FSM_FORKNUM, VISIBILITYMAP_FORKNUM};
 use crate::wal::{format_lsn, WalReader, WalRecord};
-use crate::{Error, RecordRef, PAGE_SIZE};
+use crate::{Error, PAGE_SIZE};
 
 /// What a data directory's `pg_control` says that matters here.
 #[derive(Clone, Debug)]
@@ -288,15 +288,6 @@ pub fn verify(
     Ok(report)
 }
 
-fn refs<'a>(records: &'a [WalRecord], uses: &[Use]) -> Vec<RecordRef<'a>> {
-    uses.iter()
-        .map(|u| RecordRef {
-            end_lsn: records[u.record].end_lsn,
-            data: &records[u.record].data,
-        })
-        .collect()
-}
-
 fn check_block(
     opts: &VerifyOptions,
     base: &ControlInfo,
@@ -322,7 +313,7 @@ fn check_block(
             return;
         }
         Ok(page) => pool
-            .redo(tag, page.as_deref(), &refs(records, run))
+            .redo(tag, page.as_deref(), &record_refs(records, run))
             .map_err(|e: Error| e.to_string()),
     };
     let mut page = match outcome {
@@ -391,7 +382,7 @@ pub fn page_as_of(
     };
     let pool = Pool::new(&config).map_err(|e| e.to_string())?;
     let mut page = pool
-        .redo(tag, start.as_deref(), &refs(&records, run))
+        .redo(tag, start.as_deref(), &record_refs(&records, run))
         .map_err(|e| e.to_string())?;
     if base.data_checksums {
         stamp_checksum(&mut page, tag.blkno);

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use common::*;
 use walredo::datadir::read_page;
-use walredo::plan::{block_uses, runs, Use};
+use walredo::plan::{block_uses, record_refs, runs, Use};
 use walredo::record;
 use walredo::tag::{FSM_FORKNUM, MAIN_FORKNUM, VISIBILITYMAP_FORKNUM};
 use walredo::wal::{format_lsn, WalReader, WalRecord};
@@ -138,13 +138,7 @@ fn rebuild_all(wal: &Wal, blocks: &[(&PageTag, &Vec<Use>)]) -> (Tally, String) {
                     }
                 }
             };
-            let recs: Vec<RecordRef> = seg
-                .iter()
-                .map(|u| RecordRef {
-                    end_lsn: wal.records[u.record].end_lsn,
-                    data: &wal.records[u.record].data,
-                })
-                .collect();
+            let recs = record_refs(&wal.records, seg);
             t.requests += 1;
             match redoer.redo(tag, base.as_deref(), &recs) {
                 Ok(page) => {
