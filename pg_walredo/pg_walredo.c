@@ -119,6 +119,7 @@ static void get_page(const char *tagbytes);
 static void end_request(void);
 static void write_page(const char *page);
 static void remember_rel(RelFileNode rnode);
+static void ensure_dbspace(Oid spcnode, Oid dbnode);
 static void reserve_block(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno);
 static Buffer make_sentinel(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno);
 static void verify_target(uint8 block_id);
@@ -701,6 +702,37 @@ remember_rel(RelFileNode rnode)
 }
 
 /*
+ * Make sure the database directory of (spcnode, dbnode) exists in the scratch
+ * directory.  Redo creates it itself (smgrcreate in redo mode), but side
+ * effects such as visibility-map and free-space-map extension do not run in
+ * redo mode and fail without it.  Remember the ones made: each check is a
+ * stat() call, and this runs for every block of every record.
+ */
+static void
+ensure_dbspace(Oid spcnode, Oid dbnode)
+{
+	static struct
+	{
+		Oid			spcnode;
+		Oid			dbnode;
+	}			known[16];
+	static int	n_known = 0;
+
+	for (int i = 0; i < n_known; i++)
+	{
+		if (known[i].spcnode == spcnode && known[i].dbnode == dbnode)
+			return;
+	}
+	TablespaceCreateDbspace(spcnode, dbnode, true);
+	if (n_known < lengthof(known))
+	{
+		known[n_known].spcnode = spcnode;
+		known[n_known].dbnode = dbnode;
+		n_known++;
+	}
+}
+
+/*
  * Make sure a buffer for this block can be had without touching storage.
  * During recovery smgrnblocks() returns the cached fork size, so raising it
  * past blkno makes XLogReadBufferExtended find the buffer we put in the pool
@@ -713,12 +745,7 @@ reserve_block(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno)
 
 	remember_rel(rnode);
 
-	/*
-	 * Redo creates the relation's directory itself (smgrcreate in redo mode),
-	 * but side effects such as visibility-map and free-space-map extension do
-	 * not run in redo mode and fail if the scratch directory lacks it.
-	 */
-	TablespaceCreateDbspace(rnode.spcNode, rnode.dbNode, true);
+	ensure_dbspace(rnode.spcNode, rnode.dbNode);
 
 	smgr = smgropen(rnode, InvalidBackendId);
 	if (smgr->smgr_cached_nblocks[forknum] == InvalidBlockNumber ||
