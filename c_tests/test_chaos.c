@@ -151,6 +151,28 @@ count_dir(const char *path)
     return n;
 }
 
+/* PostgreSQL's 56-byte System V interlock segments nobody is attached to:
+ * what killed wal-redo processes would leak. */
+static int
+orphaned_shm_segments(void)
+{
+    FILE *f = fopen("/proc/sysvipc/shm", "r");
+    char line[512];
+    int n = 0;
+
+    while (f && fgets(line, sizeof(line), f))
+    {
+        long key, id, perms, size, cpid, lpid, nattch;
+
+        if (sscanf(line, "%ld %ld %lo %ld %ld %ld %ld", &key, &id, &perms, &size, &cpid,
+                   &lpid, &nattch) == 7 && size == 56 && nattch == 0)
+            n++;
+    }
+    if (f)
+        fclose(f);
+    return n;
+}
+
 static long
 rss_kib(void)
 {
@@ -314,6 +336,7 @@ chaos(int seconds)
 {
     pthread_t redoers[8], submitters[2], monkey;
     int fds_before = count_dir("/proc/self/fd");
+    int shm_before = orphaned_shm_segments(), shm_after;
     int threads_before = count_dir("/proc/self/task");
     int fds_after, threads_after, zombies, left;
     long rss_before = rss_kib();
@@ -343,6 +366,7 @@ chaos(int seconds)
     walredo_pool_free(shared_pool);
 
     left = children(pids, 8, &zombies);
+    shm_after = orphaned_shm_segments();
     fds_after = count_dir("/proc/self/fd");
     threads_after = count_dir("/proc/self/task");
     printf("test_chaos: %d s of chaos: %ld answered right, %ld deadline errors, %ld failed twice, "
@@ -353,8 +377,9 @@ chaos(int seconds)
            atomic_load(&callbacks_run), atomic_load(&kills), atomic_load(&stops),
            s.retries, s.timeouts, s.process_deaths, s.spawns);
     printf("test_chaos: lost 0, children left %d (zombies %d), fds %d -> %d, threads %d -> %d, "
-           "RSS %ld -> %ld KiB\n", left, zombies, fds_before, fds_after, threads_before,
-           threads_after, rss_before, rss_kib());
+           "orphaned shared memory segments %d -> %d, RSS %ld -> %ld KiB\n", left, zombies,
+           fds_before, fds_after, threads_before, threads_after, shm_before, shm_after,
+           rss_before, rss_kib());
     if (atomic_load(&wrong) != 0)
         FAIL("%ld wrong answers", atomic_load(&wrong));
     if (atomic_load(&callbacks_run) != atomic_load(&submitted))
@@ -366,9 +391,10 @@ chaos(int seconds)
     if (atomic_load(&answered_timeout) + atomic_load(&answered_failed) >
         atomic_load(&kills) + atomic_load(&stops))
         FAIL("more failed requests than injected faults");
-    if (left != 0 || fds_after != fds_before || threads_after != threads_before)
-        FAIL("leak: %d children, fds %d -> %d, threads %d -> %d",
-             left, fds_before, fds_after, threads_before, threads_after);
+    if (left != 0 || fds_after != fds_before || threads_after != threads_before ||
+        shm_after > shm_before)
+        FAIL("leak: %d children, fds %d -> %d, threads %d -> %d, shm segments %d -> %d",
+             left, fds_before, fds_after, threads_before, threads_after, shm_before, shm_after);
 }
 
 /* ---- 3. soak -------------------------------------------------------- */

@@ -108,6 +108,7 @@ impl Launcher {
             make_dir(&dir, 0o700)?;
             make_dir(&dir.join("global"), 0o700)?;
             make_dir(&dir.join("pg_notify"), 0o700)?;
+            make_dir(&dir.join("pg_dynshmem"), 0o700)?;
             if let Program::Postgres { template, .. } = &self.program {
                 for f in ["PG_VERSION", "global/pg_control"] {
                     fs::copy(template.join(f), dir.join(f))
@@ -158,6 +159,10 @@ impl Launcher {
             "max_connections=2".to_string(),
             "fsync=off".to_string(),
             "huge_pages=off".to_string(),
+            // Dynamic shared memory as files in the scratch directory, which
+            // goes away with the process, instead of /dev/shm entries that a
+            // killed process would leave behind.
+            "dynamic_shared_memory_type=mmap".to_string(),
             "log_min_messages=warning".to_string(),
             // Our log lines carry the pid already.
             "log_line_prefix=".to_string(),

@@ -547,6 +547,7 @@ impl Drop for Process {
             // (the host reaped it) ends the wait at once.
             let _ = self.child.wait();
         }
+        remove_sysv_segment(&self.scratch);
         if let Err(e) = fs::remove_dir_all(&self.scratch) {
             log::warn!(
                 "cannot remove scratch directory {}: {e}",
@@ -604,4 +605,38 @@ impl Drop for Spawner {
             let _ = t.join();
         }
     }
+}
+
+/// Remove the System V shared memory segment a dead PostgreSQL process left.
+///
+/// PostgreSQL always creates a small SysV segment (an interlock beside its
+/// anonymous shared memory) and removes it only on a clean exit. A process
+/// that was killed or PANICked leaves it, and they pile up until `shmget`
+/// fails. Its key and id are on line 7 of `postmaster.pid`; the segment is
+/// removed only if it still has that key and nobody is attached.
+fn remove_sysv_segment(scratch: &std::path::Path) {
+    let Ok(pidfile) = fs::read_to_string(scratch.join("postmaster.pid")) else {
+        return;
+    };
+    let Some(line) = pidfile.lines().nth(6) else {
+        return;
+    };
+    let mut fields = line.split_whitespace().map(str::parse::<i64>);
+    let (Some(Ok(key)), Some(Ok(shmid))) = (fields.next(), fields.next()) else {
+        return;
+    };
+    let Ok(shmid) = libc::c_int::try_from(shmid) else {
+        return;
+    };
+    // SAFETY: shmid_ds is plain old data that IPC_STAT fills in.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a shmid_ds for IPC_STAT to fill.
+    if unsafe { libc::shmctl(shmid, libc::IPC_STAT, &mut ds) } != 0 {
+        return; // already gone
+    }
+    if i64::from(ds.shm_perm.__key) != key || ds.shm_nattch != 0 {
+        return; // not the one our process made, or still in use
+    }
+    // SAFETY: IPC_RMID takes no buffer.
+    unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) };
 }

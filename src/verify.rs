@@ -17,7 +17,7 @@ use crate::plan::{block_uses, last_run, record_refs, Use};
 use crate::record;
 use crate::service::Pool;
 use crate::tag::{PageTag, FSM_FORKNUM, VISIBILITYMAP_FORKNUM};
-use crate::wal::{format_lsn, WalReader, WalRecord};
+use crate::wal::{format_lsn, next_record_start, WalReader, WalRecord};
 use crate::{Error, PAGE_SIZE};
 
 /// What a data directory's `pg_control` says that matters here.
@@ -94,19 +94,25 @@ pub fn read_wal(
             base.system_id
         ));
     }
+    let seg_size = reader.segment_size();
     let mut records = Vec::new();
+    let mut reached_end = false;
     for r in reader {
         let r = r.map_err(|e| e.to_string())?;
         if end.is_some_and(|end| r.start_lsn >= end) {
+            reached_end = true;
             break;
         }
         records.push(r);
     }
-    if let (Some(end), Some(last)) = (end, records.last()) {
-        if last.end_lsn < end {
+    if let (Some(end), false) = (end, reached_end) {
+        let last = records
+            .last()
+            .map_or(base.redo_lsn, |r| next_record_start(r.end_lsn, seg_size));
+        if last < end {
             return Err(format!(
                 "the WAL ends at {}, before the requested end {}: a segment is missing",
-                format_lsn(last.end_lsn),
+                format_lsn(last),
                 format_lsn(end)
             ));
         }

@@ -267,6 +267,20 @@ fn split_segment_name(name: &str) -> Option<(u32, u32, u32)> {
 }
 
 /// Format an LSN the way PostgreSQL does (`%X/%X`), e.g. `0/16B3748`.
+/// Where the record after one ending at `end_lsn` starts: PostgreSQL's end
+/// LSN stays at a page boundary, but the next record comes after that page's
+/// header (a long one at a segment start). This is also what
+/// `pg_current_wal_insert_lsn()` reports after the record.
+pub fn next_record_start(end_lsn: u64, seg_size: u64) -> u64 {
+    if end_lsn % XLOG_BLCKSZ != 0 {
+        end_lsn
+    } else if end_lsn % seg_size == 0 {
+        end_lsn + SIZE_OF_XLOG_LONG_PHD
+    } else {
+        end_lsn + SIZE_OF_XLOG_SHORT_PHD
+    }
+}
+
 pub fn format_lsn(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
 }
@@ -1008,6 +1022,13 @@ mod tests {
         recs.iter()
             .map(|r| (r.start_lsn, r.end_lsn, r.data.len()))
             .collect()
+    }
+
+    #[test]
+    fn next_record_starts_after_a_page_header() {
+        assert_eq!(next_record_start(0x1000_0028, SEG), 0x1000_0028);
+        assert_eq!(next_record_start(0x1000_2000, SEG), 0x1000_2018);
+        assert_eq!(next_record_start(0x1010_0000, SEG), 0x1010_0028);
     }
 
     #[test]

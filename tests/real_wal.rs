@@ -14,7 +14,7 @@ use walredo::datadir::read_page;
 use walredo::plan::{block_uses, record_refs, runs, Use};
 use walredo::record;
 use walredo::tag::{FSM_FORKNUM, MAIN_FORKNUM, VISIBILITYMAP_FORKNUM};
-use walredo::wal::{format_lsn, WalReader, WalRecord};
+use walredo::wal::{format_lsn, next_record_start, WalReader, WalRecord};
 use walredo::{Config, Error, PageTag, RecordRef, Redoer, PAGE_SIZE};
 
 /// Inserts, HOT and cross-page updates, deletes, vacuum (prune, freeze,
@@ -84,7 +84,9 @@ fn write_workload(tmp: &Path) -> Wal {
         records.push(r);
     }
     assert_eq!(
-        records.last().map(|r| r.end_lsn),
+        records
+            .last()
+            .map(|r| next_record_start(r.end_lsn, 16 * 1024 * 1024)),
         Some(rec.target_lsn),
         "the WAL read must reach the target LSN"
     );

@@ -79,6 +79,22 @@ pub fn assert_no_leftovers() {
         })
         .unwrap_or_default();
     assert!(left.is_empty(), "scratch directories left behind: {left:?}");
+
+    // PostgreSQL's System V interlock segments (56 bytes) that nobody is
+    // attached to: what a killed wal-redo process would leak.
+    let shm = fs::read_to_string("/proc/sysvipc/shm").unwrap_or_default();
+    let orphans: Vec<&str> = shm
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(3) == Some(&"56") && f.get(6) == Some(&"0")
+        })
+        .collect();
+    assert!(
+        orphans.is_empty(),
+        "orphaned shared memory segments: {orphans:?}"
+    );
 }
 
 /// A minimal valid XLogRecord (Heap rmgr, no data) with one block reference
