@@ -304,6 +304,8 @@ struct walredo_config *walredo_config_new(void);
  * - `queue_depth`: requests that may wait for a process, 1 to 1000000;
  *   beyond that `walredo_redo` waits for room and `walredo_submit` returns
  *   `WALREDO_BUSY`. Default: 1024.
+ * - `process_memory_limit_mb`: address-space limit of each process, 64 to
+ *   1048576 MiB (it also bounds the largest request). Default: 4096.
  * - `run_as_user`: when the host runs as root, processes run as this user
  *   (PostgreSQL refuses root). Default: `postgres`.
  * - `scratch_dir`: where per-process scratch directories are made. Default:

@@ -36,7 +36,9 @@
  */
 #include "postgres.h"
 
+#include <fcntl.h>
 #include <unistd.h>
+#include <sys/syscall.h>
 
 #include "access/rmgr.h"
 #include "access/xlog.h"
@@ -58,6 +60,8 @@
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 
+#include "sandbox.h"
+
 PG_MODULE_MAGIC;
 
 void		_PG_init(void);
@@ -75,6 +79,16 @@ void		_PG_init(void);
 
 /* GUC: compare each applied record with its consistency image. */
 static bool walredo_verify = false;
+
+/* GUC: confine the process (sandbox.c); off for debugging only. */
+static bool walredo_sandbox = true;
+
+/*
+ * GUC, for the sandbox's tests only: what a ping does before it answers.
+ * "getppid" makes a system call the filter forbids; "open:PATH" tries to
+ * open a file, and fails the process if that works.
+ */
+static char *walredo_test_on_ping = NULL;
 
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
@@ -124,6 +138,7 @@ static void reserve_block(RelFileNode rnode, ForkNumber forknum, BlockNumber blk
 static Buffer make_sentinel(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno);
 static void verify_target(uint8 block_id);
 static void apply_error_callback(void *arg);
+static void sandbox_test(const char *what);
 
 void
 _PG_init(void)
@@ -140,6 +155,22 @@ _PG_init(void)
 							 PGC_POSTMASTER,
 							 0,
 							 NULL, NULL, NULL);
+	DefineCustomBoolVariable("pg_walredo.sandbox",
+							 "Confines the process with Landlock and seccomp before the first request.",
+							 "For debugging only: a wal-redo process handles untrusted WAL.",
+							 &walredo_sandbox,
+							 true,
+							 PGC_POSTMASTER,
+							 0,
+							 NULL, NULL, NULL);
+	DefineCustomStringVariable("pg_walredo.test_on_ping",
+							   "For the sandbox's tests: what a ping does before it answers.",
+							   NULL,
+							   &walredo_test_on_ping,
+							   "",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
 	MarkGUCPrefixReserved("pg_walredo");
 
 	/*
@@ -211,6 +242,10 @@ walredo_main(void)
 	inbuf_size = 64 * 1024;
 	inbuf = MemoryContextAlloc(TopMemoryContext, inbuf_size);
 
+	/* Start-up is over: from here on, only what the request loop needs. */
+	if (walredo_sandbox)
+		walredo_enter_sandbox();
+
 	for (;;)
 	{
 		char		tag;
@@ -248,6 +283,8 @@ walredo_main(void)
 
 					if (len != 0)
 						goto bad_length;
+					if (walredo_test_on_ping && walredo_test_on_ping[0] != '\0')
+						sandbox_test(walredo_test_on_ping);
 					write_page(zeroes.data);
 					break;
 				}
@@ -785,4 +822,23 @@ apply_error_callback(void *arg)
 			   rmname, current_info, LSN_FORMAT_ARGS(current_end_lsn),
 			   target_rnode.spcNode, target_rnode.dbNode, target_rnode.relNode,
 			   target_forknum, target_blkno);
+}
+
+/*
+ * pg_walredo.test_on_ping: misbehave on purpose, to show that the sandbox
+ * stops it.
+ */
+static void
+sandbox_test(const char *what)
+{
+	if (strcmp(what, "getppid") == 0)
+		(void) syscall(SYS_getppid);	/* not allowed: the filter kills us */
+	else if (strncmp(what, "open:", 5) == 0)
+	{
+		int			fd = open(what + 5, O_RDONLY);
+
+		if (fd >= 0)
+			ereport(FATAL,
+					(errmsg("sandbox breach: opened \"%s\"", what + 5)));
+	}
 }

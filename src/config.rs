@@ -38,6 +38,13 @@ pub struct Config {
     pub data_checksums: bool,
     /// The source cluster had `wal_log_hints` on; same reason.
     pub wal_log_hints: bool,
+    /// Address-space limit of each process (RLIMIT_AS), in bytes: a runaway
+    /// redo routine fails instead of eating the host's memory. It bounds the
+    /// largest request too (records are copied a few times).
+    pub process_memory_limit: u64,
+    /// More `name=value` server settings for the processes (e.g.
+    /// `pg_walredo.sandbox=off` while debugging).
+    pub extra_settings: Vec<String>,
     /// For failure tests only: run this program (with these arguments, then
     /// the scratch directory) instead of PostgreSQL. It must speak the
     /// protocol; see `src/bin/walredo-fake-child.rs`.
@@ -58,6 +65,8 @@ impl Default for Config {
             verify: false,
             data_checksums: false,
             wal_log_hints: false,
+            process_memory_limit: 4 << 30,
+            extra_settings: Vec::new(),
             child_program: None,
         }
     }

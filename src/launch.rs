@@ -35,6 +35,7 @@ pub struct UserIds {
 #[derive(Debug)]
 pub struct Launcher {
     program: Program,
+    memory_limit: u64,
     /// `None` when the caller is not root: children run as the caller.
     user: Option<UserIds>,
     scratch_root: PathBuf,
@@ -49,6 +50,7 @@ enum Program {
         template: PathBuf,
         verify: bool,
         wal_log_hints: bool,
+        extra_settings: Vec<String>,
     },
     /// `Config::child_program`: a stand-in for failure tests.
     Custom { path: PathBuf, args: Vec<String> },
@@ -90,9 +92,15 @@ impl Launcher {
         };
         Ok(Launcher {
             program,
+            memory_limit: config.process_memory_limit,
             user,
             scratch_root,
         })
+    }
+
+    /// RLIMIT_AS of every child.
+    pub fn memory_limit(&self) -> u64 {
+        self.memory_limit
     }
 
     /// The ids children run as, or `None` when they run as the caller.
@@ -133,14 +141,15 @@ impl Launcher {
     /// The command that starts a wal-redo process on `scratch`. The caller
     /// sets up stdio, the process group and the pre-exec hardening.
     pub fn command(&self, scratch: &Path) -> Command {
-        let (postgres, extension, verify, wal_log_hints) = match &self.program {
+        let (postgres, extension, verify, wal_log_hints, extra) = match &self.program {
             Program::Postgres {
                 postgres,
                 extension,
                 verify,
                 wal_log_hints,
+                extra_settings,
                 ..
-            } => (postgres, extension, *verify, *wal_log_hints),
+            } => (postgres, extension, *verify, *wal_log_hints, extra_settings),
             Program::Custom { path, args } => {
                 let mut cmd = Command::new(path);
                 cmd.args(args).arg(scratch).env_clear().current_dir(scratch);
@@ -169,7 +178,7 @@ impl Launcher {
             format!("pg_walredo.verify={}", on_off(verify)),
             format!("wal_log_hints={}", on_off(wal_log_hints)),
         ];
-        for s in settings {
+        for s in settings.iter().chain(extra) {
             cmd.arg("-c").arg(s);
         }
         cmd.arg("postgres");
@@ -228,6 +237,7 @@ fn postgres_program(
         template,
         verify: config.verify,
         wal_log_hints: config.wal_log_hints,
+        extra_settings: config.extra_settings.clone(),
     })
 }
 

@@ -8,6 +8,7 @@ pub mod crc32c;
 pub mod datadir;
 pub mod error;
 pub mod ffi;
+pub mod fixtures;
 pub mod launch;
 pub mod plan;
 pub(crate) mod pool;

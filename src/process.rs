@@ -98,6 +98,8 @@ pub struct Process {
     stderr_tail: VecDeque<String>,
     scratch: PathBuf,
     exited: bool,
+    /// How it ended, once reaped by us.
+    exit_status: Option<ExitStatus>,
 }
 
 fn new_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -165,6 +167,7 @@ impl Process {
             .process_group(0);
         // SAFETY: getpid has no preconditions.
         let parent = unsafe { libc::getpid() };
+        let memory_limit = launcher.memory_limit();
         // SAFETY: the closure runs between fork and exec and calls only
         // async-signal-safe functions (prctl, getppid, setrlimit, syscall, fcntl,
         // _exit);
@@ -179,13 +182,23 @@ impl Process {
                 if libc::getppid() != parent {
                     libc::_exit(1);
                 }
-                // A PANIC in redo calls abort(): no core file in the scratch
-                // directory (or wherever core_pattern points).
-                let no_core = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: 0,
-                };
-                libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+                // Resource limits: a PANIC in redo calls abort(), so no core
+                // files (in the scratch directory, or wherever core_pattern
+                // points); a bounded address space; a bounded number of
+                // open files (PostgreSQL needs a few dozen).
+                for (resource, limit) in [
+                    (libc::RLIMIT_CORE, 0),
+                    (libc::RLIMIT_AS, memory_limit),
+                    (libc::RLIMIT_NOFILE, 1024),
+                ] {
+                    let rlim = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(resource, &rlim) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
                 // Descriptors the host opened without O_CLOEXEC must not leak
                 // into the child; 0, 1 and 2 are already our pipes.
                 let rc = libc::syscall(
@@ -220,6 +233,7 @@ impl Process {
             stderr_tail: VecDeque::new(),
             scratch,
             exited: false,
+            exit_status: None,
         };
         for fd in [process.input.as_ref().unwrap(), &process.output] {
             set_nonblocking(fd).map_err(|e| os_err("fcntl", e))?;
@@ -427,7 +441,27 @@ impl Process {
     pub fn kill_and_collect_stderr(&mut self) -> String {
         self.kill();
         self.drain_stderr(Instant::now() + STDERR_GRACE);
+        if !self.exited {
+            // Dead or dying: reaping is quick, and tells how it ended.
+            if let Ok(status) = self.child.wait() {
+                self.exit_status = Some(status);
+            }
+            self.exited = true;
+        }
         self.stderr_tail()
+    }
+
+    /// How the process ended, when that says more than its stderr: killed
+    /// by a signal other than our SIGKILL.
+    pub fn death_signal(&self) -> Option<String> {
+        use std::os::unix::process::ExitStatusExt;
+        let signal = self.exit_status?.signal()?;
+        match signal {
+            libc::SIGKILL => None,
+            libc::SIGSYS => Some("killed by SIGSYS: a system call its sandbox forbids".into()),
+            libc::SIGABRT => Some("aborted (SIGABRT)".into()),
+            other => Some(format!("killed by signal {other}")),
+        }
     }
 
     /// SIGKILL the child's process group, unless it was already reaped
@@ -442,8 +476,12 @@ impl Process {
                 // is not reaped, so its pid (= its group id) is still ours.
                 unsafe { libc::kill(-(self.pid as libc::pid_t), libc::SIGKILL) };
             }
-            // Exited (now reaped), or reaped by the host (ECHILD).
-            Ok(Some(_)) | Err(_) => self.exited = true,
+            Ok(Some(status)) => {
+                self.exit_status = Some(status);
+                self.exited = true;
+            }
+            // Reaped by the host (ECHILD).
+            Err(_) => self.exited = true,
         }
     }
 

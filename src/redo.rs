@@ -81,12 +81,16 @@ pub(crate) fn failure_error(failure: Failure, process: &mut Process, timeout: Du
         },
         other => {
             // PostgreSQL's own words are the most useful message.
+            let how = match process.death_signal() {
+                Some(signal) => format!("{other}, {signal}"),
+                None => other.to_string(),
+            };
             let message = stderr
                 .lines()
                 .rev()
                 .find(|l| l.starts_with("FATAL:") || l.starts_with("PANIC:"))
-                .map(|l| format!("{l} ({other}, pid {})", process.pid()))
-                .unwrap_or_else(|| format!("{other} (pid {})", process.pid()));
+                .map(|l| format!("{l} ({how}, pid {})", process.pid()))
+                .unwrap_or_else(|| format!("{how} (pid {})", process.pid()));
             Error::RedoFailed { message, stderr }
         }
     }

@@ -56,6 +56,8 @@ pub extern "C" fn walredo_config_new() -> *mut walredo_config {
 /// - `queue_depth`: requests that may wait for a process, 1 to 1000000;
 ///   beyond that `walredo_redo` waits for room and `walredo_submit` returns
 ///   `WALREDO_BUSY`. Default: 1024.
+/// - `process_memory_limit_mb`: address-space limit of each process, 64 to
+///   1048576 MiB (it also bounds the largest request). Default: 4096.
 /// - `run_as_user`: when the host runs as root, processes run as this user
 ///   (PostgreSQL refuses root). Default: `postgres`.
 /// - `scratch_dir`: where per-process scratch directories are made. Default:
@@ -120,6 +122,7 @@ pub unsafe extern "C" fn walredo_config_set(
                 }
             }
             "queue_depth" => c.queue_depth = number(1, 1_000_000)? as usize,
+            "process_memory_limit_mb" => c.process_memory_limit = number(64, 1 << 20)? << 20,
             "run_as_user" => {
                 if value.is_empty() {
                     return Err(bad("a user name"));

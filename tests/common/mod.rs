@@ -118,3 +118,8 @@ pub fn synthetic_record(tag: &walredo::PageTag, will_init: bool) -> Vec<u8> {
     r[20..24].copy_from_slice(&crc.to_le_bytes());
     r
 }
+
+/// Fixtures cut from real WAL of a throw-away cluster made in `dir`.
+pub fn load_fixtures(dir: &std::path::Path) -> Vec<walredo::fixtures::Fixture> {
+    walredo::fixtures::make_fixtures(dir, &config())
+}

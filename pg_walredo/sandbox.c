@@ -1,0 +1,241 @@
+/*-------------------------------------------------------------------------
+ *
+ * sandbox.c
+ *	  Confine a wal-redo process before it reads its first request.
+ *
+ * WAL comes from tenants and from disks: a record crafted to exploit a redo
+ * routine must not be able to read other files, open a socket, or run
+ * anything.  Three layers, applied in this order once start-up is done:
+ *
+ * 1. Every file descriptor above 2 is closed (PostgreSQL's latch signalfd and
+ *    epoll descriptor included: redo never waits on a latch).
+ * 2. Landlock confines the file system to the scratch directory (the data
+ *    directory): stock PostgreSQL 15 creates relation files there during
+ *    redo (smgrcreate, visibility-map and free-space-map extension, evicted
+ *    buffers), so file system calls cannot simply be forbidden.  TCP is
+ *    denied, and so are signals and abstract sockets beyond the process.
+ * 3. A seccomp filter allows only the system calls the request loop and its
+ *    exits make, and kills the process on anything else.  The list was taken
+ *    from strace of the tests' wal-redo processes after their first read of
+ *    stdin (the loop, FATAL and PANIC exits, clean exits), plus the memory
+ *    calls malloc makes for large requests.
+ *
+ * pg_walredo.sandbox = off turns all of this off, for debugging only.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <fcntl.h>
+#include <stddef.h>
+#include <unistd.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+
+#include "miscadmin.h"
+
+#include "sandbox.h"
+
+/*
+ * Landlock's ABI, spelled out here: the system headers of Debian 12 know only
+ * its first versions.  Fields and bits are from the kernel's uapi
+ * (include/uapi/linux/landlock.h).
+ */
+#define LL_CREATE_RULESET_VERSION	(1U << 0)
+#define LL_RULE_PATH_BENEATH		1
+
+#define LL_FS_EXECUTE		(1ULL << 0)
+#define LL_FS_WRITE_FILE	(1ULL << 1)
+#define LL_FS_READ_FILE		(1ULL << 2)
+#define LL_FS_READ_DIR		(1ULL << 3)
+#define LL_FS_REMOVE_DIR	(1ULL << 4)
+#define LL_FS_REMOVE_FILE	(1ULL << 5)
+#define LL_FS_MAKE_DIR		(1ULL << 7)
+#define LL_FS_MAKE_REG		(1ULL << 8)
+#define LL_FS_MAKE_SYM		(1ULL << 12)	/* last right of ABI 1 */
+#define LL_FS_REFER			(1ULL << 13)	/* ABI 2 */
+#define LL_FS_TRUNCATE		(1ULL << 14)	/* ABI 3 */
+#define LL_FS_IOCTL_DEV		(1ULL << 15)	/* ABI 5 */
+#define LL_NET_BIND_TCP		(1ULL << 0) /* ABI 4 */
+#define LL_NET_CONNECT_TCP	(1ULL << 1)
+#define LL_SCOPE_ABSTRACT_UNIX_SOCKET	(1ULL << 0) /* ABI 6 */
+#define LL_SCOPE_SIGNAL		(1ULL << 1)
+
+struct ll_ruleset_attr
+{
+	uint64		handled_access_fs;
+	uint64		handled_access_net;
+	uint64		scoped;
+};
+
+struct ll_path_beneath_attr
+{
+	uint64		allowed_access;
+	int32		parent_fd;
+} __attribute__((packed));
+
+static void close_inherited_fds(void);
+static void confine_filesystem(void);
+static void enter_seccomp(void);
+
+void
+walredo_enter_sandbox(void)
+{
+	close_inherited_fds();
+	confine_filesystem();
+	enter_seccomp();
+}
+
+static void
+close_inherited_fds(void)
+{
+	if (syscall(SYS_close_range, 3U, ~0U, 0U) != 0)
+	{
+		long		max = sysconf(_SC_OPEN_MAX);
+
+		for (int fd = 3; fd < max && fd < 65536; fd++)
+			close(fd);
+	}
+}
+
+static void
+confine_filesystem(void)
+{
+	struct ll_ruleset_attr attr = {0};
+	struct ll_path_beneath_attr beneath = {0};
+	size_t		attr_size;
+	int			abi;
+	int			ruleset;
+
+	abi = syscall(SYS_landlock_create_ruleset, NULL, 0, LL_CREATE_RULESET_VERSION);
+	if (abi < 1)
+	{
+		/* seccomp still applies; say once that the file system is open. */
+		ereport(WARNING,
+				(errmsg("Landlock is not available (%m): the wal-redo process is not confined to its scratch directory")));
+		return;
+	}
+
+	attr.handled_access_fs = (LL_FS_MAKE_SYM << 1) - 1;
+	attr_size = offsetof(struct ll_ruleset_attr, handled_access_net);
+	beneath.allowed_access = LL_FS_READ_FILE | LL_FS_WRITE_FILE | LL_FS_READ_DIR |
+		LL_FS_REMOVE_DIR | LL_FS_REMOVE_FILE | LL_FS_MAKE_DIR | LL_FS_MAKE_REG;
+	if (abi >= 2)
+		attr.handled_access_fs |= LL_FS_REFER;
+	if (abi >= 3)
+	{
+		attr.handled_access_fs |= LL_FS_TRUNCATE;
+		beneath.allowed_access |= LL_FS_TRUNCATE;
+	}
+	if (abi >= 4)
+	{
+		attr.handled_access_net = LL_NET_BIND_TCP | LL_NET_CONNECT_TCP;
+		attr_size = offsetof(struct ll_ruleset_attr, scoped);
+	}
+	if (abi >= 5)
+		attr.handled_access_fs |= LL_FS_IOCTL_DEV;
+	if (abi >= 6)
+	{
+		attr.scoped = LL_SCOPE_ABSTRACT_UNIX_SOCKET | LL_SCOPE_SIGNAL;
+		attr_size = sizeof(attr);
+	}
+
+	ruleset = syscall(SYS_landlock_create_ruleset, &attr, attr_size, 0);
+	if (ruleset < 0)
+		ereport(FATAL,
+				(errmsg("could not create a Landlock ruleset: %m")));
+	beneath.parent_fd = open(DataDir, O_PATH | O_CLOEXEC);
+	if (beneath.parent_fd < 0)
+		ereport(FATAL,
+				(errmsg("could not open scratch directory \"%s\": %m", DataDir)));
+	if (syscall(SYS_landlock_add_rule, ruleset, LL_RULE_PATH_BENEATH, &beneath, 0) != 0)
+		ereport(FATAL,
+				(errmsg("could not add a Landlock rule for \"%s\": %m", DataDir)));
+	close(beneath.parent_fd);
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+		ereport(FATAL,
+				(errmsg("could not set no_new_privs: %m")));
+	if (syscall(SYS_landlock_restrict_self, ruleset, 0) != 0)
+		ereport(FATAL,
+				(errmsg("could not enforce the Landlock ruleset: %m")));
+	close(ruleset);
+}
+
+#if defined(__x86_64__)
+#define SANDBOX_AUDIT_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define SANDBOX_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#else
+#error "pg_walredo's seccomp filter knows x86_64 and aarch64 only"
+#endif
+
+#define ALLOW(name) \
+	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_##name, 0, 1), \
+	BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)
+
+static void
+enter_seccomp(void)
+{
+	struct sock_filter filter[] = {
+		/* The syscall numbers below are those of this architecture only. */
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SANDBOX_AUDIT_ARCH, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+
+		/* The request loop: pipes, and the scratch files of smgr. */
+		ALLOW(read),
+		ALLOW(write),
+		ALLOW(openat),
+		ALLOW(close),
+		ALLOW(lseek),
+		ALLOW(pread64),
+		ALLOW(pwrite64),
+		ALLOW(newfstatat),
+		ALLOW(fstat),
+		ALLOW(umask),
+		ALLOW(mkdirat),
+#ifdef __NR_mkdir
+		ALLOW(mkdir),
+#endif
+		/* Memory. */
+		ALLOW(brk),
+		ALLOW(mmap),
+		ALLOW(munmap),
+		ALLOW(mremap),
+		ALLOW(madvise),
+		/* Exits: FATAL (proc_exit cleanup), PANIC (abort), end of input. */
+		ALLOW(unlinkat),
+#ifdef __NR_unlink
+		ALLOW(unlink),
+#endif
+		ALLOW(shmdt),
+		ALLOW(shmctl),
+		ALLOW(futex),
+		ALLOW(getpid),
+		ALLOW(gettid),
+		ALLOW(tgkill),
+		ALLOW(rt_sigprocmask),
+		ALLOW(rt_sigreturn),
+		ALLOW(restart_syscall),
+		ALLOW(exit),
+		ALLOW(exit_group),
+
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+	};
+	struct sock_fprog prog = {
+		.len = lengthof(filter),
+		.filter = filter,
+	};
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+		ereport(FATAL,
+				(errmsg("could not set no_new_privs: %m")));
+	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0)
+		ereport(FATAL,
+				(errmsg("could not enter the seccomp filter: %m")));
+}
