@@ -122,7 +122,7 @@ VALGRIND=(valgrind -q --error-exitcode=1 --leak-check=full --show-possibly-lost=
           --errors-for-leak-kinds=definite --track-fds=no)
 # valgrind runs the shared build; test_chaos gets a short run there.
 for t in "${TESTS[@]}"; do
-    run_test shared "$t" "2 1000" "${VALGRIND[@]}"
+    run_test shared "$t" "4 1000" "${VALGRIND[@]}"
 done
 
 printf '\n=== run.sh: all stages passed\n'

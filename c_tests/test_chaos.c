@@ -385,7 +385,7 @@ chaos(int seconds)
     if (atomic_load(&callbacks_run) != atomic_load(&submitted))
         FAIL("lost callbacks: %ld submitted, %ld called back",
              atomic_load(&submitted), atomic_load(&callbacks_run));
-    if (atomic_load(&answered_ok) < 100 || atomic_load(&kills) < 10)
+    if (atomic_load(&answered_ok) < 100 || atomic_load(&kills) < seconds)
         FAIL("the chaos test did too little to mean anything");
     /* A request fails only when both its attempts were hit. */
     if (atomic_load(&answered_timeout) + atomic_load(&answered_failed) >
