@@ -169,8 +169,8 @@ impl Process {
         let parent = unsafe { libc::getpid() };
         let memory_limit = launcher.memory_limit();
         // SAFETY: the closure runs between fork and exec and calls only
-        // async-signal-safe functions (prctl, getppid, setrlimit, syscall, fcntl,
-        // _exit);
+        // async-signal-safe functions (prctl, getppid, getrlimit, setrlimit,
+        // syscall, fcntl, _exit);
         // it allocates nothing and takes no lock.
         unsafe {
             cmd.pre_exec(move || {
@@ -186,18 +186,29 @@ impl Process {
                 // files (in the scratch directory, or wherever core_pattern
                 // points); a bounded address space; a bounded number of
                 // open files (PostgreSQL needs a few dozen).
+                // Never above the limits the host already has: lowering a
+                // hard limit is always allowed, raising it is not.
                 for (resource, limit) in [
                     (libc::RLIMIT_CORE, 0),
                     (libc::RLIMIT_AS, memory_limit),
                     (libc::RLIMIT_NOFILE, 1024),
                 ] {
+                    let mut current = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    if libc::getrlimit(resource, &mut current) != 0 {
+                        continue;
+                    }
+                    let limit = limit.min(current.rlim_max);
                     let rlim = libc::rlimit {
                         rlim_cur: limit,
                         rlim_max: limit,
                     };
-                    if libc::setrlimit(resource, &rlim) != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
+                    // The kernel always allows lowering a limit; only an
+                    // emulated host (valgrind refuses these in a forked
+                    // child) says no, and then the child starts without.
+                    libc::setrlimit(resource, &rlim);
                 }
                 // Descriptors the host opened without O_CLOEXEC must not leak
                 // into the child; 0, 1 and 2 are already our pipes.
