@@ -4,9 +4,11 @@
 #   make check        build everything and run every test (Rust, C, ASan, valgrind)
 #   make demo         rebuild every page a real workload touched; compare with PostgreSQL
 #   make header       regenerate include/walredo.h (pinned cbindgen)
+#   make fuzz-smoke   run every fuzz target briefly (FUZZ_SECONDS=20)
 #   make install      install header, libraries, walredo.pc (PREFIX=/usr/local)
 #                     and the extension into PostgreSQL 15's directories
 
+SHELL := /bin/bash
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 CARGO ?= cargo
 PREFIX ?= /usr/local
@@ -17,7 +19,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 export PG_CONFIG
 
 .PHONY: all deps build extension check lint header header-check test c-tests \
-	pkgconfig-test demo install install-lib clean
+	pkgconfig-test demo install install-lib fuzz-build fuzz-smoke clean
 
 all: build
 
@@ -60,6 +62,30 @@ pkgconfig-test: build
 	  target/pkgconfig-test/test_pkgconfig_static'
 
 check: build lint header-check test c-tests pkgconfig-test
+
+# Fuzz targets (fuzz/, cargo-fuzz layout) built with libFuzzer's coverage
+# instrumentation on the stable toolchain; `cargo fuzz run TARGET` works too
+# where a nightly toolchain is installed. fuzz-smoke runs each target for
+# FUZZ_SECONDS from the corpus kept in fuzz/corpus (new finds go to
+# target/fuzz-corpus, not into the repository).
+FUZZ_SECONDS ?= 20
+FUZZ_TARGETS := record_decode wal_reader request_args
+FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+	-Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
+	-Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares \
+	--cfg fuzzing -Cdebug-assertions -Coverflow-checks
+FUZZ_BIN := fuzz/target/x86_64-unknown-linux-gnu/release
+
+fuzz-build: deps
+	cd fuzz && RUSTFLAGS="$(FUZZ_RUSTFLAGS)" $(CARGO) build --release --target x86_64-unknown-linux-gnu
+
+fuzz-smoke: fuzz-build
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p target/fuzz-corpus/$$t && \
+	  $(FUZZ_BIN)/$$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1 \
+	    target/fuzz-corpus/$$t fuzz/corpus/$$t 2>&1 | grep -E 'stat::number_of_executed_units|Done|ERROR|panicked' ; \
+	  test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+	done
 
 # WORKLOAD=file.sql replaces the SQL part of the workload; DEMO_CONF='k=v ...'
 # adds server settings (see scripts/demo.sh).

@@ -7,6 +7,7 @@ packages=()
 [ -x /usr/lib/postgresql/15/bin/postgres ] || packages+=(postgresql-15)
 [ -f /usr/lib/postgresql/15/lib/pgxs/src/makefiles/pgxs.mk ] || packages+=(postgresql-server-dev-15)
 command -v gcc >/dev/null || packages+=(gcc)
+command -v g++ >/dev/null || packages+=(g++)   # libFuzzer, for the fuzz targets
 command -v make >/dev/null || packages+=(make)
 command -v pkg-config >/dev/null || packages+=(pkgconf)
 command -v valgrind >/dev/null || packages+=(valgrind)
