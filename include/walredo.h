@@ -26,6 +26,16 @@
  * the host runs as root, each in a private scratch directory. They die with
  * the pool (killed and reaped by walredo_pool_free) and with the host
  * process (PR_SET_PDEATHSIG).
+ *
+ * Sandbox: WAL is untrusted input, so each process starts with a cleared
+ * environment, its own process group, no descriptor of the host's, no core
+ * dumps, an address-space limit (`process_memory_limit_mb`) and at most 1024
+ * open files; before its first request it closes every descriptor but
+ * stdin, stdout and stderr, confines itself with Landlock to its scratch
+ * directory (no other file, no TCP, no signals outside itself) and enters a
+ * seccomp filter that kills it on any system call its request loop does not
+ * make. A process killed that way fails its request like any other crash:
+ * it is replaced and the request retried once.
  */
 
 
