@@ -84,9 +84,12 @@ pub unsafe extern "C" fn walredo_pool_shutdown(pool: *const walredo_pool) {
 pub unsafe extern "C" fn walredo_pool_free(pool: *mut walredo_pool) {
     guard(|| {
         if !pool.is_null() {
-            // SAFETY: a pointer from walredo_pool_new, freed once, not in use
-            // (the caller's contract).
-            drop(unsafe { Box::from_raw(pool) });
+            // SAFETY: a pointer from walredo_pool_new, freed once; no call on
+            // it starts from now on (the caller's contract).
+            let handle = unsafe { Box::from_raw(pool) };
+            // Now, not when the last caller still blocked in walredo_redo lets
+            // go of its reference: they get WALREDO_SHUTDOWN.
+            handle.pool.shutdown();
         }
         Ok(())
     });
