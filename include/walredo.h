@@ -259,6 +259,14 @@ typedef struct walredo_stats {
   struct walredo_histogram spawn_time_us;
   struct walredo_histogram records_per_request;
   struct walredo_histogram bytes_per_request;
+  /**
+   * Requests answered from a full-page image, without a process.
+   */
+  uint64_t fast_path_pages;
+  /**
+   * Requests sent to a process starting from their newest full-page image.
+   */
+  uint64_t image_starts;
 } walredo_stats;
 
 #ifdef __cplusplus
@@ -328,6 +336,9 @@ struct walredo_config *walredo_config_new(void);
  * - `verify`: `on` or `off`: check every record that carries a consistency
  *   image (WAL written with `wal_consistency_checking`) against it after
  *   redo; a mismatch fails the request. Default: `off`.
+ * - `fast_path`: `on` or `off`: answer a request whose last record carries a
+ *   full-page image of the target in-process (no process involved), and
+ *   start others from their newest image. Default: `on`.
  * - `data_checksums`, `wal_log_hints`: `on` if the cluster that wrote the WAL
  *   had them on, so that redo behaves as it did there. Default: `off`.
  * - `debug_panic`: `on` makes every `walredo_redo` panic inside the library,

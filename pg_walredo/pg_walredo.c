@@ -785,6 +785,14 @@ reserve_block(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno)
 	ensure_dbspace(rnode.spcNode, rnode.dbNode);
 
 	smgr = smgropen(rnode, InvalidBackendId);
+
+	/*
+	 * The fork's file must exist: a dirty buffer of ours (a sentinel, or the
+	 * target) evicted under buffer pressure is written to it, and read back
+	 * from it.  In redo mode this is a no-op once the file is open.
+	 */
+	smgrcreate(smgr, forknum, true);
+
 	if (smgr->smgr_cached_nblocks[forknum] == InvalidBlockNumber ||
 		smgr->smgr_cached_nblocks[forknum] <= blkno)
 		smgr->smgr_cached_nblocks[forknum] = blkno + 1;

@@ -38,6 +38,10 @@ pub struct Config {
     pub data_checksums: bool,
     /// The source cluster had `wal_log_hints` on; same reason.
     pub wal_log_hints: bool,
+    /// Answer requests whose last record carries an image of the page
+    /// in-process, and start others from their newest image. Off only to
+    /// compare against the plain path.
+    pub fast_path: bool,
     /// Address-space limit of each process (RLIMIT_AS), in bytes: a runaway
     /// redo routine fails instead of eating the host's memory. It bounds the
     /// largest request too (records are copied a few times).
@@ -65,6 +69,7 @@ impl Default for Config {
             verify: false,
             data_checksums: false,
             wal_log_hints: false,
+            fast_path: true,
             process_memory_limit: 4 << 30,
             extra_settings: Vec::new(),
             child_program: None,

@@ -9,6 +9,7 @@ pub mod datadir;
 pub mod error;
 pub mod ffi;
 pub mod fixtures;
+pub mod image;
 pub mod launch;
 pub mod plan;
 pub(crate) mod pool;

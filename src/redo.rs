@@ -19,11 +19,13 @@ pub type Page = [u8; PAGE_SIZE];
 /// Check a request before it reaches a process: a valid tag, every record a
 /// well-formed XLogRecord with a correct CRC that references the target page,
 /// and, without a base page, a first record that initializes the page.
+/// Returns the index of the newest record that carries an image of the page
+/// to apply, if any (see [`image_page`]).
 pub fn validate_request(
     tag: &PageTag,
     base: Option<&Page>,
     records: &[RecordRef<'_>],
-) -> Result<()> {
+) -> Result<Option<usize>> {
     if tag.forknum > MAX_FORKNUM {
         return Err(Error::InvalidArgument(format!(
             "fork number {} is not one of 0..={MAX_FORKNUM}",
@@ -41,6 +43,7 @@ pub fn validate_request(
         ));
     }
     let mut prev_lsn = 0;
+    let mut newest_image = None;
     for (index, rec) in records.iter().enumerate() {
         let decoded =
             record::decode(rec.data).map_err(|source| Error::MalformedRecord { index, source })?;
@@ -67,8 +70,33 @@ pub fn validate_request(
             )));
         }
         prev_lsn = rec.end_lsn;
+        if block.image.is_some_and(|img| img.apply()) {
+            newest_image = Some(index);
+        }
     }
-    Ok(())
+    Ok(newest_image)
+}
+
+/// The page after `rec`, a validated record that carries an image of `tag`
+/// to apply: the image restored and stamped with the record's end LSN,
+/// exactly as redo leaves it (redo does nothing more to a restored block).
+/// `None` when the image cannot be restored here: PostgreSQL then decides.
+pub fn image_page(tag: &PageTag, rec: &RecordRef<'_>) -> Option<Box<Page>> {
+    let decoded = record::decode_unchecked_crc(rec.data).ok()?;
+    let img = decoded.block_for(tag)?.image?;
+    match crate::image::restore(&img) {
+        Ok(mut page) => {
+            crate::image::stamp_lsn(&mut page, rec.end_lsn);
+            Some(page)
+        }
+        Err(e) => {
+            log::warn!(
+                "record ending at {}: {e}; leaving it to PostgreSQL",
+                crate::wal::format_lsn(rec.end_lsn)
+            );
+            None
+        }
+    }
 }
 
 /// Turn a process failure into the caller's error, with the process's stderr.

@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::pool::{Job, Slots};
 use crate::protocol::{self, RecordRef};
-use crate::redo::{validate_request, Page};
+use crate::redo::{image_page, validate_request, Page};
 use crate::stats::{bump, StatsSnapshot};
 use crate::tag::PageTag;
 
@@ -46,8 +46,21 @@ enum Completion {
 struct Queued {
     tag: PageTag,
     wire: Vec<u8>,
+    /// Already answered in-process (full-page image): no process needed.
+    ready: Option<Box<Page>>,
     started: Instant,
     completion: Completion,
+}
+
+/// What an admitted request still needs.
+enum Plan {
+    /// Its last record's image is the page.
+    Done(Box<Page>),
+    /// Send `records[from..]` on top of `base` (an image, when `from > 0`).
+    Send {
+        image: Option<Box<Page>>,
+        from: usize,
+    },
 }
 
 struct Shared {
@@ -56,6 +69,8 @@ struct Shared {
 
 pub struct Pool {
     shared: Arc<Shared>,
+    /// Answer from full-page images in-process (`Config::fast_path`).
+    fast_path: bool,
     queue: Sender<Queued>,
     /// Held for reading while a request is being queued, for writing while
     /// closing: no request can slip into the queue after the workers left.
@@ -90,6 +105,7 @@ impl Pool {
         }
         Ok(Pool {
             shared,
+            fast_path: config.fast_path,
             queue,
             gate: RwLock::new(false),
             stop: Mutex::new(Some(stop)),
@@ -106,8 +122,16 @@ impl Pool {
         records: &[RecordRef<'_>],
     ) -> Result<Box<Page>> {
         let started = Instant::now();
-        self.admit(tag, base, records)?;
         let slots = &self.shared.slots;
+        let (image, from) = match self.admit(tag, base, records)? {
+            Plan::Done(page) => {
+                account(slots, started, Ok(&page));
+                return Ok(page);
+            }
+            Plan::Send { image, from } => (image, from),
+        };
+        let base = image.as_deref().or(base);
+        let records = &records[from..];
 
         // The caller's own thread drives a free process, unless others wait.
         if self.queue.is_empty() {
@@ -132,6 +156,7 @@ impl Pool {
             Queued {
                 tag: *tag,
                 wire,
+                ready: None,
                 started,
                 completion: Completion::Wait(tx),
             },
@@ -155,13 +180,21 @@ impl Pool {
         callback: Callback,
     ) -> Result<()> {
         let started = Instant::now();
-        self.admit(tag, base, records)?;
         let mut wire = Vec::new();
-        protocol::write_request(&mut wire, tag, base, records);
+        let ready = match self.admit(tag, base, records)? {
+            // Still answered on a worker thread, as promised.
+            Plan::Done(page) => Some(page),
+            Plan::Send { image, from } => {
+                let base = image.as_deref().or(base);
+                protocol::write_request(&mut wire, tag, base, &records[from..]);
+                None
+            }
+        };
         self.enqueue(
             Queued {
                 tag: *tag,
                 wire,
+                ready,
                 started,
                 completion: Completion::Callback(callback),
             },
@@ -170,8 +203,9 @@ impl Pool {
         .inspect_err(|_| bump(&self.shared.slots.stats.failures))
     }
 
-    /// Count a request and check it before it goes anywhere.
-    fn admit(&self, tag: &PageTag, base: Option<&Page>, records: &[RecordRef<'_>]) -> Result<()> {
+    /// Count a request, check it before it goes anywhere, and take the
+    /// full-page-image fast path where it applies.
+    fn admit(&self, tag: &PageTag, base: Option<&Page>, records: &[RecordRef<'_>]) -> Result<Plan> {
         let stats = &self.shared.slots.stats;
         bump(&stats.requests);
         let checked = if self.shared.slots.is_closed() {
@@ -182,12 +216,32 @@ impl Pool {
         if checked.is_err() {
             bump(&stats.failures);
         }
-        checked?;
+        let newest_image = checked?;
         stats.records_per_request.observe(records.len() as u64);
         stats
             .bytes_per_request
             .observe(records.iter().map(|r| r.data.len() as u64).sum());
-        Ok(())
+        let image = match newest_image {
+            Some(k) if self.fast_path => image_page(tag, &records[k]).map(|page| (k, page)),
+            _ => None,
+        };
+        Ok(match image {
+            Some((k, page)) if k + 1 == records.len() => {
+                bump(&stats.fast_path_pages);
+                Plan::Done(page)
+            }
+            Some((k, page)) => {
+                bump(&stats.image_starts);
+                Plan::Send {
+                    image: Some(page),
+                    from: k + 1,
+                }
+            }
+            None => Plan::Send {
+                image: None,
+                from: 0,
+            },
+        })
     }
 
     fn enqueue(&self, item: Queued, wait_for_room: bool) -> Result<()> {
@@ -277,6 +331,16 @@ fn worker(shared: &Shared, rx: &Receiver<Queued>, stop: &Receiver<()>) {
             .queue_depth
             .fetch_sub(batch.len() as u64, Ordering::Relaxed);
 
+        // Requests answered from an image need no process.
+        let (ready, batch): (Vec<Queued>, Vec<Queued>) =
+            batch.into_iter().partition(|q| q.ready.is_some());
+        for mut item in ready {
+            let page = item.ready.take().expect("partitioned on it");
+            complete(slots, item, Ok(page));
+        }
+        if batch.is_empty() {
+            continue;
+        }
         let outcomes: Vec<Result<Box<Page>>> = match slots.take() {
             Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
             Ok(mut slot) => {

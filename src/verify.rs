@@ -143,6 +143,10 @@ pub struct Report {
     pub gone: u64,
     /// Requests the pool failed.
     pub failures: Vec<(PageTag, String)>,
+    /// Pages answered from a full-page image without a process, and
+    /// requests started from one.
+    pub fast_path_pages: u64,
+    pub image_starts: u64,
     pub elapsed: Duration,
 }
 
@@ -167,10 +171,13 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} WAL records touched {} blocks; rebuilt in {:.2} s",
+            "{} WAL records touched {} blocks; rebuilt in {:.2} s ({} from a full-page image \
+             without a process, {} started from one)",
             self.records,
             self.blocks,
-            self.elapsed.as_secs_f64()
+            self.elapsed.as_secs_f64(),
+            self.fast_path_pages,
+            self.image_starts
         )?;
         writeln!(
             f,
@@ -291,6 +298,9 @@ pub fn verify(
     });
     let mut report = report.into_inner().unwrap_or_else(|e| e.into_inner());
     report.elapsed = started.elapsed();
+    let stats = pool.stats();
+    report.fast_path_pages = stats.fast_path_pages;
+    report.image_starts = stats.image_starts;
     Ok(report)
 }
 

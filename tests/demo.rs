@@ -7,10 +7,16 @@ mod common;
 use common::*;
 use walredo::cluster::record_workload;
 use walredo::verify::{verify, VerifyOptions};
+use walredo::Config;
 
 const SQL: &str = include_str!("../demo/workload.sql");
 
 fn demo(name: &str, conf: &[&str]) {
+    demo_with(name, conf, true)
+}
+
+/// `fast_path`: whether full-page images are applied in-process.
+fn demo_with(name: &str, conf: &[&str], fast_path: bool) {
     let _serial = serial();
     init_logging();
     let tmp = TempDir::new(name);
@@ -33,7 +39,10 @@ fn demo(name: &str, conf: &[&str]) {
         expected: rec.expected.clone(),
         processes: 2,
         end: Some(rec.target_lsn),
-        config: config(),
+        config: Config {
+            fast_path,
+            ..config()
+        },
     };
     let report = verify(&opts, &|_, _| {}).unwrap();
     println!("== {name} ({}):\n{report}", conf.join(" "));
@@ -46,6 +55,12 @@ fn demo(name: &str, conf: &[&str]) {
         counted.pages
     );
     assert_eq!(counted.identical, counted.pages);
+    if fast_path && !conf.contains(&"full_page_writes=off") {
+        assert!(report.fast_path_pages > 100, "the fast path was not used");
+    }
+    if !fast_path {
+        assert_eq!((report.fast_path_pages, report.image_starts), (0, 0));
+    }
     assert!(
         report.unstartable.iter().all(|t| t.forknum == 2),
         "only visibility-map pages may lack a starting point: {:?}",
@@ -69,6 +84,16 @@ fn demo(name: &str, conf: &[&str]) {
 #[test]
 fn defaults() {
     demo("demo-defaults", &[]);
+}
+
+#[test]
+fn defaults_without_the_fast_path() {
+    demo_with("demo-no-fast-path", &[], false);
+}
+
+#[test]
+fn lz4_without_the_fast_path() {
+    demo_with("demo-lz4-no-fast-path", &["wal_compression=lz4"], false);
 }
 
 #[test]

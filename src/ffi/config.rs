@@ -70,6 +70,9 @@ pub extern "C" fn walredo_config_new() -> *mut walredo_config {
 /// - `verify`: `on` or `off`: check every record that carries a consistency
 ///   image (WAL written with `wal_consistency_checking`) against it after
 ///   redo; a mismatch fails the request. Default: `off`.
+/// - `fast_path`: `on` or `off`: answer a request whose last record carries a
+///   full-page image of the target in-process (no process involved), and
+///   start others from their newest image. Default: `on`.
 /// - `data_checksums`, `wal_log_hints`: `on` if the cluster that wrote the WAL
 ///   had them on, so that redo behaves as it did there. Default: `off`.
 /// - `debug_panic`: `on` makes every `walredo_redo` panic inside the library,
@@ -136,6 +139,7 @@ pub unsafe extern "C" fn walredo_config_set(
                     .map_err(|_| bad("off, error, warn, info, debug or trace"))?
             }
             "verify" => c.verify = switch()?,
+            "fast_path" => c.fast_path = switch()?,
             "data_checksums" => c.data_checksums = switch()?,
             "wal_log_hints" => c.wal_log_hints = switch()?,
             "debug_panic" => cfg.debug_panic = switch()?,

@@ -354,6 +354,10 @@ pub struct walredo_stats {
     pub spawn_time_us: walredo_histogram,
     pub records_per_request: walredo_histogram,
     pub bytes_per_request: walredo_histogram,
+    /// Requests answered from a full-page image, without a process.
+    pub fast_path_pages: u64,
+    /// Requests sent to a process starting from their newest full-page image.
+    pub image_starts: u64,
 }
 
 impl From<&HistogramSnapshot> for walredo_histogram {
@@ -396,6 +400,8 @@ pub unsafe extern "C" fn walredo_pool_stats(
             spawn_time_us: (&s.spawn_time_us).into(),
             records_per_request: (&s.records_per_request).into(),
             bytes_per_request: (&s.bytes_per_request).into(),
+            fast_path_pages: s.fast_path_pages,
+            image_starts: s.image_starts,
         };
         // SAFETY: out is non-NULL and points to writable walredo_stats.
         unsafe { out.write(stats) };
