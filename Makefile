@@ -5,6 +5,7 @@
 #   make demo         rebuild every page a real workload touched; compare with PostgreSQL
 #   make header       regenerate include/walredo.h (pinned cbindgen)
 #   make fuzz-smoke   run every fuzz target briefly (FUZZ_SECONDS=20)
+#   make bench        benchmark table (BENCHMARKS.md)
 #   make install      install header, libraries, walredo.pc (PREFIX=/usr/local)
 #                     and the extension into PostgreSQL 15's directories
 
@@ -19,7 +20,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 export PG_CONFIG
 
 .PHONY: all deps build extension check lint header header-check test c-tests \
-	pkgconfig-test demo install install-lib fuzz-build fuzz-smoke clean
+	pkgconfig-test demo bench install install-lib fuzz-build fuzz-smoke clean
 
 all: build
 
@@ -92,6 +93,11 @@ fuzz-smoke: fuzz-build
 demo: build
 	$(CARGO) build --release --example demo
 	WORKLOAD="$(WORKLOAD)" DEMO_CONF="$(DEMO_CONF)" scripts/demo.sh
+
+# Medians and ratios measured in one run (see BENCHMARKS.md); BENCH_ARGS=--quick
+# for a shorter one.
+bench: build
+	$(CARGO) run --release --example bench -- $(BENCH_ARGS)
 
 install-lib: build
 	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR)

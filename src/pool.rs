@@ -147,6 +147,15 @@ impl Slots {
         }
     }
 
+    /// Pids of the processes of idle slots (all of them when none is busy).
+    pub fn pids(&self) -> Vec<u32> {
+        self.idle
+            .lock()
+            .iter()
+            .filter_map(|s| s.process.as_ref().map(Process::pid))
+            .collect()
+    }
+
     /// Stop handing out slots; wake everyone waiting for one.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);

@@ -268,6 +268,29 @@ impl Pool {
         sent
     }
 
+    /// A round trip to a process and back (`H`), on the caller's thread when
+    /// a process is free: the floor under every request.
+    pub fn ping(&self) -> Result<()> {
+        let slots = &self.shared.slots;
+        if slots.is_closed() {
+            return Err(Error::Shutdown);
+        }
+        let mut slot = slots.take()?;
+        let mut wire = slot.request_buffer();
+        protocol::write_ping(&mut wire);
+        let mut job = [Job::new(PageTag::default(), &wire)];
+        slot.execute(&mut job);
+        let [job] = job;
+        let outcome = job.outcome.expect("every job gets an outcome").map(|_| ());
+        slot.put_request_buffer(wire);
+        outcome
+    }
+
+    /// Pids of the processes running now.
+    pub fn pids(&self) -> Vec<u32> {
+        self.shared.slots.pids()
+    }
+
     pub fn stats(&self) -> StatsSnapshot {
         self.shared.slots.stats.snapshot()
     }

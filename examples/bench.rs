@@ -1,0 +1,480 @@
+//! `make bench`: medians and ratios measured in one run on this machine,
+//! printed as a Markdown table (BENCHMARKS.md holds one). Not a test: it
+//! asserts nothing about speed.
+//!
+//!   cargo run --release --example bench [-- --quick]
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use walredo::cluster::record_workload;
+use walredo::plan::{block_uses, Use};
+use walredo::record;
+use walredo::verify::{verify, VerifyOptions};
+use walredo::wal::{WalReader, WalRecord};
+use walredo::{Config, PageTag, Pool, RecordRef, PAGE_SIZE};
+
+const WORKLOAD: &str = r#"
+CREATE TABLE narrow (a int, b int);
+INSERT INTO narrow SELECT g, g FROM generate_series(1, 20000) g;
+CREATE TABLE wide (id int PRIMARY KEY, v text);
+INSERT INTO wide SELECT g, repeat('x', 200) FROM generate_series(1, 3000) g;
+UPDATE wide SET v = repeat('y', 200) WHERE id % 3 = 0;
+"#;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// Time `f` `n` times (after a warm-up) and return the median.
+fn time_each(n: usize, mut f: impl FnMut()) -> Duration {
+    for _ in 0..n / 10 + 1 {
+        f();
+    }
+    median(
+        (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .collect(),
+    )
+}
+
+fn pin_to(cpu: usize, pid: libc::pid_t) {
+    // SAFETY: cpu_set_t is plain old data; CPU_SET writes inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn unpin(pid: libc::pid_t) {
+    // SAFETY: as above.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in 0..libc::CPU_SETSIZE as usize {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// The floor: a 5-byte request and an 8 KiB answer through pipes between two
+/// processes, pinned to `parent_cpu` and `child_cpu`.
+fn pipe_round_trip(parent_cpu: usize, child_cpu: usize, n: usize) -> Duration {
+    let mut req = [0 as libc::c_int; 2];
+    let mut resp = [0 as libc::c_int; 2];
+    // SAFETY: valid arrays of two ints for pipe() to fill.
+    unsafe {
+        libc::pipe(req.as_mut_ptr());
+        libc::pipe(resp.as_mut_ptr());
+    }
+    // SAFETY: the child only reads, writes and exits (async-signal-safe).
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        // SAFETY: closing the parent's ends in the child, so that EOF comes.
+        unsafe {
+            libc::close(req[1]);
+            libc::close(resp[0]);
+        }
+        pin_to(child_cpu, 0);
+        let mut small = [0u8; 5];
+        let page = [7u8; PAGE_SIZE];
+        loop {
+            // SAFETY: valid buffers of their lengths.
+            unsafe {
+                if libc::read(req[0], small.as_mut_ptr().cast(), 5) <= 0 {
+                    libc::_exit(0);
+                }
+                libc::write(resp[1], page.as_ptr().cast(), PAGE_SIZE);
+            }
+        }
+    }
+    // SAFETY: closing the child's ends in the parent.
+    unsafe {
+        libc::close(req[0]);
+        libc::close(resp[1]);
+    }
+    pin_to(parent_cpu, 0);
+    let mut page = [0u8; PAGE_SIZE];
+    let m = time_each(n, || {
+        // SAFETY: valid buffers of their lengths.
+        unsafe {
+            libc::write(req[1], b"Hxxxx".as_ptr().cast(), 5);
+            let mut got = 0;
+            while got < PAGE_SIZE {
+                let r = libc::read(resp[0], page[got..].as_mut_ptr().cast(), PAGE_SIZE - got);
+                got += r.max(0) as usize;
+            }
+        }
+    });
+    // SAFETY: closing our ends ends the child; then reap it.
+    unsafe {
+        libc::close(req[1]);
+        libc::close(resp[0]);
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+    }
+    unpin(0);
+    m
+}
+
+struct Request {
+    tag: PageTag,
+    base: Option<Box<[u8; PAGE_SIZE]>>,
+    records: Vec<(u64, Vec<u8>)>,
+}
+
+impl Request {
+    fn refs(&self) -> Vec<RecordRef<'_>> {
+        self.records
+            .iter()
+            .map(|(end_lsn, data)| RecordRef {
+                end_lsn: *end_lsn,
+                data,
+            })
+            .collect()
+    }
+    fn bytes(&self) -> usize {
+        self.records.iter().map(|r| r.1.len()).sum()
+    }
+}
+
+/// A request on top of the page as of a run's image: `n` records after it.
+fn request_after_image(
+    pool: &Pool,
+    records: &[WalRecord],
+    blocks: &std::collections::BTreeMap<PageTag, Vec<Use>>,
+    n: usize,
+) -> Request {
+    // The block with the most records after an image, if none has n.
+    let candidates = || {
+        blocks.iter().filter(|(t, u)| {
+            t.forknum == 0 && u[0].initializes && u[1..].iter().all(|x| !x.initializes)
+        })
+    };
+    let (tag, uses) = candidates()
+        .find(|(_, u)| u.len() > n)
+        .or_else(|| candidates().max_by_key(|(_, u)| u.len()))
+        .expect("a block with records after an image");
+    let n = n.min(uses.len() - 1);
+    let first = &records[uses[0].record];
+    let base = pool
+        .redo(
+            tag,
+            None,
+            &[RecordRef {
+                end_lsn: first.end_lsn,
+                data: &first.data,
+            }],
+        )
+        .unwrap();
+    Request {
+        tag: *tag,
+        base: Some(base),
+        records: uses[1..=n]
+            .iter()
+            .map(|u| (records[u.record].end_lsn, records[u.record].data.clone()))
+            .collect(),
+    }
+}
+
+fn child_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let n = if quick { 2000 } else { 20000 };
+    let extension = concat!(env!("CARGO_MANIFEST_DIR"), "/pg_walredo/pg_walredo.so");
+    let config = |processes: usize| Config {
+        extension_path: Some(extension.into()),
+        processes,
+        idle_timeout: None,
+        ..Config::default()
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let row = |what: &str, value: String, note: String| {
+        println!("| {what} | {value} | {note} |");
+    };
+    println!("| measurement | median | notes |\n|---|---|---|");
+
+    // Floors.
+    let other_cpu = if cpus > 1 { 1 } else { 0 };
+    let cross = pipe_round_trip(0, other_cpu, n);
+    let same = pipe_round_trip(0, 0, n);
+    row(
+        "pipe round trip, 8 KiB answer, different CPUs",
+        format!("{:.1} us", us(cross)),
+        "floor".into(),
+    );
+    row(
+        "pipe round trip, 8 KiB answer, same CPU",
+        format!("{:.1} us", us(same)),
+        "floor".into(),
+    );
+
+    // Real WAL for the redo measurements.
+    let work = std::env::temp_dir().join(format!("walredo-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    if let Some(ids) = walredo::cluster::user() {
+        std::os::unix::fs::chown(&work, Some(ids.uid), Some(ids.gid)).unwrap();
+    }
+    let rec = record_workload(&work, &[], &["wal_keep_size = 1GB", "fsync = off"], &|c| {
+        c.psql(WORKLOAD);
+    });
+    let records: Vec<WalRecord> = WalReader::open(&rec.wal_dir, Some(rec.start_lsn))
+        .unwrap()
+        .map(Result::unwrap)
+        .take_while(|r| r.start_lsn < rec.target_lsn)
+        .collect();
+    let blocks = block_uses(records.iter().map(|r| &r.data[..])).unwrap();
+
+    // Cold start: a new pool to its first page.
+    let fpi = blocks
+        .iter()
+        .find(|(t, u)| {
+            t.forknum == 0
+                && record::decode(&records[u[0].record].data)
+                    .ok()
+                    .and_then(|d| d.block_for(t).and_then(|b| b.image))
+                    .is_some_and(|i| i.apply())
+        })
+        .map(|(t, u)| (*t, records[u[0].record].clone()))
+        .expect("a full-page image");
+    let started = Instant::now();
+    let pool = Pool::new(&config(1)).unwrap();
+    pool.ping().unwrap();
+    row(
+        "cold start: new pool to first answer",
+        format!("{:.1} ms", started.elapsed().as_secs_f64() * 1e3),
+        "template already made".into(),
+    );
+
+    let ping = time_each(n, || pool.ping().unwrap());
+    row(
+        "ping (H) through the pool, 1 client",
+        format!("{:.1} us", us(ping)),
+        format!("{:.2}x the same-CPU floor", us(ping) / us(same)),
+    );
+
+    let short = request_after_image(&pool, &records, &blocks, 2);
+    let medium = request_after_image(&pool, &records, &blocks, 227);
+    let one = |r: &Request| {
+        let refs = r.refs();
+        time_each(n, || {
+            pool.redo(&r.tag, r.base.as_deref(), &refs).unwrap();
+        })
+    };
+    let t_short = one(&short);
+    row(
+        &format!(
+            "short redo, 1 client ({} records, {} B, base page)",
+            short.records.len(),
+            short.bytes()
+        ),
+        format!("{:.1} us", us(t_short)),
+        format!("{:.2}x the same-CPU floor", us(t_short) / us(same)),
+    );
+    let t_medium = time_each(n / 10, || {
+        let refs = medium.refs();
+        pool.redo(&medium.tag, medium.base.as_deref(), &refs)
+            .unwrap();
+    });
+    row(
+        &format!(
+            "medium redo, 1 client ({} records, {} B, base page)",
+            medium.records.len(),
+            medium.bytes()
+        ),
+        format!("{:.1} us", us(t_medium)),
+        format!("{:.2}x the same-CPU floor", us(t_medium) / us(same)),
+    );
+    let fpi_refs = [RecordRef {
+        end_lsn: fpi.1.end_lsn,
+        data: &fpi.1.data,
+    }];
+    let t_fpi = time_each(n, || {
+        pool.redo(&fpi.0, None, &fpi_refs).unwrap();
+    });
+    row(
+        "full-page image, 1 client (fast path, no process)",
+        format!("{:.2} us", us(t_fpi)),
+        format!("{:.0}x faster than the short redo", us(t_short) / us(t_fpi)),
+    );
+
+    // Placement: the caller and its process on one CPU.
+    if let Some(&pid) = pool.pids().first() {
+        pin_to(0, 0);
+        pin_to(0, pid as i32);
+        let pinned = time_each(n, || pool.ping().unwrap());
+        let refs = short.refs();
+        let pinned_short = time_each(n, || {
+            pool.redo(&short.tag, short.base.as_deref(), &refs).unwrap();
+        });
+        unpin(0);
+        unpin(pid as i32);
+        row(
+            "ping, caller and process pinned to one CPU",
+            format!("{:.1} us", us(pinned)),
+            format!("{:.2}x the same-CPU floor", us(pinned) / us(same)),
+        );
+        row(
+            "short redo, caller and process pinned to one CPU",
+            format!("{:.1} us", us(pinned_short)),
+            format!("{:.2}x the same-CPU floor", us(pinned_short) / us(same)),
+        );
+        row(
+            "RSS of one wal-redo process",
+            format!("{} KiB", child_rss_kib(pid)),
+            String::new(),
+        );
+    }
+    drop(pool);
+
+    // Throughput: clients x processes, short redo requests.
+    let secs = if quick { 0.3 } else { 1.0 };
+    let mut base_rate = 0.0;
+    for processes in [1, 2, 4] {
+        let pool = Arc::new(Pool::new(&config(processes)).unwrap());
+        for clients in [1, 2, 4, 8, 16, 64] {
+            let stop = Arc::new(AtomicBool::new(false));
+            let done = Arc::new(AtomicU64::new(0));
+            let barrier = Arc::new(Barrier::new(clients + 1));
+            let threads: Vec<_> = (0..clients)
+                .map(|_| {
+                    let (pool, stop, done, barrier) =
+                        (pool.clone(), stop.clone(), done.clone(), barrier.clone());
+                    let (tag, base, recs) = (short.tag, short.base.clone(), short.records.clone());
+                    std::thread::spawn(move || {
+                        let refs: Vec<RecordRef> = recs
+                            .iter()
+                            .map(|(e, d)| RecordRef {
+                                end_lsn: *e,
+                                data: d,
+                            })
+                            .collect();
+                        barrier.wait();
+                        while !stop.load(Ordering::Relaxed) {
+                            pool.redo(&tag, base.as_deref(), &refs).unwrap();
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
+                })
+                .collect();
+            barrier.wait();
+            let t = Instant::now();
+            std::thread::sleep(Duration::from_secs_f64(secs));
+            let count = done.load(Ordering::Relaxed);
+            let rate = count as f64 / t.elapsed().as_secs_f64();
+            stop.store(true, Ordering::Relaxed);
+            for th in threads {
+                th.join().unwrap();
+            }
+            if processes == 1 && clients == 1 {
+                base_rate = rate;
+            }
+            let n_eff = clients.min(processes).min(cpus) as f64;
+            row(
+                &format!("throughput, {clients} clients, {processes} processes"),
+                format!("{:.0} req/s", rate),
+                format!(
+                    "{:.2}x one client (ideal up to {n_eff:.0}x)",
+                    rate / base_rate
+                ),
+            );
+        }
+        let rss: u64 = pool.pids().iter().map(|p| child_rss_kib(*p)).sum();
+        row(
+            &format!("RSS of the {processes}-process pool's processes"),
+            format!("{rss} KiB"),
+            String::new(),
+        );
+    }
+
+    // 64 concurrent first requests on a fresh pool.
+    let pool = Arc::new(Pool::new(&config(4)).unwrap());
+    let barrier = Arc::new(Barrier::new(64));
+    let threads: Vec<_> = (0..64)
+        .map(|_| {
+            let (pool, barrier) = (pool.clone(), barrier.clone());
+            let (tag, base, recs) = (short.tag, short.base.clone(), short.records.clone());
+            std::thread::spawn(move || {
+                let refs: Vec<RecordRef> = recs
+                    .iter()
+                    .map(|(e, d)| RecordRef {
+                        end_lsn: *e,
+                        data: d,
+                    })
+                    .collect();
+                barrier.wait();
+                pool.redo(&tag, base.as_deref(), &refs).unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    row(
+        "spawns for 64 concurrent first requests, 4 processes",
+        format!("{}", pool.stats().spawns),
+        String::new(),
+    );
+    drop(pool);
+
+    // PostgreSQL's recovery against walredo verify on the same WAL.
+    let opts = VerifyOptions {
+        base: rec.base.clone(),
+        wal: rec.wal_dir.clone(),
+        expected: rec.expected.clone(),
+        processes: cpus,
+        end: Some(rec.target_lsn),
+        config: config(cpus),
+    };
+    let report = verify(&opts, &|_, _| {}).unwrap();
+    row(
+        "PostgreSQL's archive recovery of the bench WAL",
+        format!("{:.2} s", rec.recovery_time.as_secs_f64()),
+        format!("{} records", records.len()),
+    );
+    row(
+        &format!(
+            "walredo rebuild of every page it touched ({} processes)",
+            cpus
+        ),
+        format!("{:.2} s", report.elapsed.as_secs_f64()),
+        format!(
+            "{:.2}x PostgreSQL's time; {}",
+            report.elapsed.as_secs_f64() / rec.recovery_time.as_secs_f64(),
+            report.to_string().lines().last().unwrap_or("")
+        ),
+    );
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("")
+        .to_string();
+    row(
+        "peak RSS of the calling process",
+        hwm.trim_start_matches("VmHWM:").trim().to_string(),
+        String::new(),
+    );
+    let _ = std::fs::remove_dir_all(&work);
+}
