@@ -258,6 +258,19 @@ fn main() {
         })
         .map(|(t, u)| (*t, records[u[0].record].clone()))
         .expect("a full-page image");
+    // Placement: without it, then with processes following their caller.
+    let unplaced = Pool::new(&Config {
+        follow_caller_cpu: false,
+        ..config(1)
+    })
+    .unwrap();
+    unplaced.ping().unwrap();
+    let ping_unplaced = time_each(n, || unplaced.ping().unwrap());
+    row(
+        "ping, 1 client, no placement",
+        format!("{:.1} us", us(ping_unplaced)),
+        format!("{:.2}x the same-CPU floor", us(ping_unplaced) / us(same)),
+    );
     let started = Instant::now();
     let pool = Pool::new(&config(1)).unwrap();
     pool.ping().unwrap();
@@ -269,13 +282,27 @@ fn main() {
 
     let ping = time_each(n, || pool.ping().unwrap());
     row(
-        "ping (H) through the pool, 1 client",
+        "ping (H) through the pool, 1 client, process follows the caller's CPU",
         format!("{:.1} us", us(ping)),
         format!("{:.2}x the same-CPU floor", us(ping) / us(same)),
     );
 
     let short = request_after_image(&pool, &records, &blocks, 2);
     let medium = request_after_image(&pool, &records, &blocks, 227);
+    {
+        let refs = short.refs();
+        let t = time_each(n, || {
+            unplaced
+                .redo(&short.tag, short.base.as_deref(), &refs)
+                .unwrap();
+        });
+        row(
+            "short redo, 1 client, no placement",
+            format!("{:.1} us", us(t)),
+            format!("{:.2}x the same-CPU floor", us(t) / us(same)),
+        );
+    }
+    drop(unplaced);
     let one = |r: &Request| {
         let refs = r.refs();
         time_each(n, || {
@@ -285,7 +312,7 @@ fn main() {
     let t_short = one(&short);
     row(
         &format!(
-            "short redo, 1 client ({} records, {} B, base page)",
+            "short redo, 1 client ({} records, {} B, base page), process follows the caller's CPU",
             short.records.len(),
             short.bytes()
         ),

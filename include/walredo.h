@@ -339,6 +339,9 @@ struct walredo_config *walredo_config_new(void);
  * - `fast_path`: `on` or `off`: answer a request whose last record carries a
  *   full-page image of the target in-process (no process involved), and
  *   start others from their newest image. Default: `on`.
+ * - `follow_caller_cpu`: `on` or `off`: pin each process to the CPU of the
+ *   thread driving it, so a round trip's wake-ups stay on one CPU. Turn it
+ *   off when the host places its processes itself. Default: `on`.
  * - `data_checksums`, `wal_log_hints`: `on` if the cluster that wrote the WAL
  *   had them on, so that redo behaves as it did there. Default: `off`.
  * - `debug_panic`: `on` makes every `walredo_redo` panic inside the library,

@@ -42,6 +42,10 @@ pub struct Config {
     /// in-process, and start others from their newest image. Off only to
     /// compare against the plain path.
     pub fast_path: bool,
+    /// Pin each process to the CPU of the thread driving it (the caller's,
+    /// or a worker's), so a round trip's wake-ups stay on one CPU. Off when
+    /// the host places its processes itself.
+    pub follow_caller_cpu: bool,
     /// Address-space limit of each process (RLIMIT_AS), in bytes: a runaway
     /// redo routine fails instead of eating the host's memory. It bounds the
     /// largest request too (records are copied a few times).
@@ -70,6 +74,7 @@ impl Default for Config {
             data_checksums: false,
             wal_log_hints: false,
             fast_path: true,
+            follow_caller_cpu: true,
             process_memory_limit: 4 << 30,
             extra_settings: Vec::new(),
             child_program: None,

@@ -89,6 +89,8 @@ pub(crate) struct Slots {
     backoff: Mutex<Backoff>,
     timeout: Duration,
     idle_timeout: Option<Duration>,
+    /// `Config::follow_caller_cpu`.
+    follow_cpu: bool,
     pub stats: Stats,
 }
 
@@ -113,6 +115,7 @@ impl Slots {
             }),
             timeout: config.timeout,
             idle_timeout: config.idle_timeout,
+            follow_cpu: config.follow_caller_cpu,
             stats: Stats::default(),
         })
     }
@@ -340,6 +343,9 @@ impl SlotGuard<'_> {
                 }
             }
             let process = slot.process.as_mut().expect("just started");
+            if slots.follow_cpu {
+                process.follow_cpu();
+            }
             slot.batch.clear();
             for job in pending.iter() {
                 slot.batch.extend_from_slice(job.wire);

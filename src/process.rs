@@ -100,6 +100,8 @@ pub struct Process {
     exited: bool,
     /// How it ended, once reaped by us.
     exit_status: Option<ExitStatus>,
+    /// The CPU it is pinned to, when it follows its driver (see `follow_cpu`).
+    pinned_cpu: Option<usize>,
 }
 
 fn new_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -245,6 +247,7 @@ impl Process {
             scratch,
             exited: false,
             exit_status: None,
+            pinned_cpu: None,
         };
         for fd in [process.input.as_ref().unwrap(), &process.output] {
             set_nonblocking(fd).map_err(|e| os_err("fcntl", e))?;
@@ -259,6 +262,35 @@ impl Process {
 
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// Pin the process to the CPU the calling thread runs on now, so that the
+    /// hand-offs of a round trip stay on one CPU: a cross-CPU wake-up costs
+    /// ten times a same-CPU one (BENCHMARKS.md). A CPU the caller runs on is
+    /// one the host allows. Costs a system call only when the CPU changes.
+    pub fn follow_cpu(&mut self) {
+        // SAFETY: sched_getcpu has no preconditions.
+        let cpu = unsafe { libc::sched_getcpu() };
+        let Ok(cpu) = usize::try_from(cpu) else {
+            return;
+        };
+        if self.pinned_cpu == Some(cpu) || cpu >= libc::CPU_SETSIZE as usize {
+            return;
+        }
+        // SAFETY: cpu_set_t is plain old data; CPU_SET stays inside it (cpu is
+        // below CPU_SETSIZE); the child is not reaped, so its pid is ours.
+        let ok = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(
+                self.pid as libc::pid_t,
+                std::mem::size_of::<libc::cpu_set_t>(),
+                &set,
+            ) == 0
+        };
+        if ok {
+            self.pinned_cpu = Some(cpu);
+        }
     }
 
     /// Ping a new process: it has started only once it answers. One that

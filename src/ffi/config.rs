@@ -73,6 +73,9 @@ pub extern "C" fn walredo_config_new() -> *mut walredo_config {
 /// - `fast_path`: `on` or `off`: answer a request whose last record carries a
 ///   full-page image of the target in-process (no process involved), and
 ///   start others from their newest image. Default: `on`.
+/// - `follow_caller_cpu`: `on` or `off`: pin each process to the CPU of the
+///   thread driving it, so a round trip's wake-ups stay on one CPU. Turn it
+///   off when the host places its processes itself. Default: `on`.
 /// - `data_checksums`, `wal_log_hints`: `on` if the cluster that wrote the WAL
 ///   had them on, so that redo behaves as it did there. Default: `off`.
 /// - `debug_panic`: `on` makes every `walredo_redo` panic inside the library,
@@ -140,6 +143,7 @@ pub unsafe extern "C" fn walredo_config_set(
             }
             "verify" => c.verify = switch()?,
             "fast_path" => c.fast_path = switch()?,
+            "follow_caller_cpu" => c.follow_caller_cpu = switch()?,
             "data_checksums" => c.data_checksums = switch()?,
             "wal_log_hints" => c.wal_log_hints = switch()?,
             "debug_panic" => cfg.debug_panic = switch()?,
