@@ -70,7 +70,7 @@ pub(crate) struct Slot {
     batch: Vec<u8>,
     pages: Vec<u8>,
     /// Encoding buffer for requests driven by the caller's own thread.
-    pub request: Vec<u8>,
+    request: Vec<u8>,
 }
 
 struct Backoff {
@@ -302,16 +302,22 @@ impl SlotGuard<'_> {
         self.slot.as_mut().expect("slot present until drop")
     }
 
-    /// Take the caller-side encoding buffer (give it back with
-    /// [`SlotGuard::put_request_buffer`]).
-    pub fn request_buffer(&mut self) -> Vec<u8> {
-        let mut buf = std::mem::take(&mut self.slot().request);
-        buf.clear();
-        buf
-    }
-
-    pub fn put_request_buffer(&mut self, buf: Vec<u8>) {
-        self.slot().request = buf;
+    /// Encode one request with `encode` (into a buffer the slot keeps from
+    /// request to request) and run it on this slot's process.
+    pub fn run_one(
+        &mut self,
+        tag: PageTag,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Box<Page>> {
+        let mut wire = std::mem::take(&mut self.slot().request);
+        wire.clear();
+        encode(&mut wire);
+        let mut job = [Job::new(tag, &wire)];
+        self.execute(&mut job);
+        let [job] = job;
+        let outcome = job.outcome.expect("every job gets an outcome");
+        self.slot().request = wire;
+        outcome
     }
 
     /// Run `jobs` on this slot's process, pipelined, with the retry rules of

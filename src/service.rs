@@ -136,13 +136,9 @@ impl Pool {
         // The caller's own thread drives a free process, unless others wait.
         if self.queue.is_empty() {
             if let Some(mut slot) = slots.try_take() {
-                let mut wire = slot.request_buffer();
-                protocol::write_request(&mut wire, tag, base, records);
-                let mut job = [Job::new(*tag, &wire)];
-                slot.execute(&mut job);
-                let [job] = job;
-                let outcome = job.outcome.expect("every job gets an outcome");
-                slot.put_request_buffer(wire);
+                let outcome = slot.run_one(*tag, |wire| {
+                    protocol::write_request(wire, tag, base, records)
+                });
                 drop(slot);
                 account(slots, started, outcome.as_ref().map(|p| &**p));
                 return outcome;
@@ -276,14 +272,8 @@ impl Pool {
             return Err(Error::Shutdown);
         }
         let mut slot = slots.take()?;
-        let mut wire = slot.request_buffer();
-        protocol::write_ping(&mut wire);
-        let mut job = [Job::new(PageTag::default(), &wire)];
-        slot.execute(&mut job);
-        let [job] = job;
-        let outcome = job.outcome.expect("every job gets an outcome").map(|_| ());
-        slot.put_request_buffer(wire);
-        outcome
+        slot.run_one(PageTag::default(), protocol::write_ping)
+            .map(|_| ())
     }
 
     /// Pids of the processes running now.
