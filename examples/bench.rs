@@ -9,6 +9,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use walredo::cluster::record_workload;
+use walredo::fixtures::{Fixture as Request, EXPECT_OK};
 use walredo::plan::{block_uses, Use};
 use walredo::record;
 use walredo::verify::{verify, VerifyOptions};
@@ -127,25 +128,9 @@ fn pipe_round_trip(parent_cpu: usize, child_cpu: usize, n: usize) -> Duration {
     m
 }
 
-struct Request {
-    tag: PageTag,
-    base: Option<Box<[u8; PAGE_SIZE]>>,
-    records: Vec<(u64, Vec<u8>)>,
-}
-
-impl Request {
-    fn refs(&self) -> Vec<RecordRef<'_>> {
-        self.records
-            .iter()
-            .map(|(end_lsn, data)| RecordRef {
-                end_lsn: *end_lsn,
-                data,
-            })
-            .collect()
-    }
-    fn bytes(&self) -> usize {
-        self.records.iter().map(|r| r.1.len()).sum()
-    }
+/// Bytes of records in a request.
+fn bytes(r: &Request) -> usize {
+    r.records.iter().map(|r| r.1.len()).sum()
 }
 
 /// A request on top of the page as of a run's image: `n` records after it.
@@ -184,6 +169,8 @@ fn request_after_image(
             .iter()
             .map(|u| (records[u.record].end_lsn, records[u.record].data.clone()))
             .collect(),
+        expect_status: EXPECT_OK,
+        expected: None,
     }
 }
 
@@ -314,7 +301,7 @@ fn main() {
         &format!(
             "short redo, 1 client ({} records, {} B, base page), process follows the caller's CPU",
             short.records.len(),
-            short.bytes()
+            bytes(&short)
         ),
         format!("{:.1} us", us(t_short)),
         format!("{:.2}x the same-CPU floor", us(t_short) / us(same)),
@@ -328,7 +315,7 @@ fn main() {
         &format!(
             "medium redo, 1 client ({} records, {} B, base page)",
             medium.records.len(),
-            medium.bytes()
+            bytes(&medium)
         ),
         format!("{:.1} us", us(t_medium)),
         format!("{:.2}x the same-CPU floor", us(t_medium) / us(same)),
