@@ -5,7 +5,7 @@
 //!   cargo run --release --example bench [-- --quick]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use walredo::cluster::record_workload;
@@ -366,41 +366,29 @@ fn main() {
     let secs = if quick { 0.3 } else { 1.0 };
     let mut base_rate = 0.0;
     for processes in [1, 2, 4] {
-        let pool = Arc::new(Pool::new(&config(processes)).unwrap());
+        let pool = Pool::new(&config(processes)).unwrap();
         for clients in [1, 2, 4, 8, 16, 64] {
-            let stop = Arc::new(AtomicBool::new(false));
-            let done = Arc::new(AtomicU64::new(0));
-            let barrier = Arc::new(Barrier::new(clients + 1));
-            let threads: Vec<_> = (0..clients)
-                .map(|_| {
-                    let (pool, stop, done, barrier) =
-                        (pool.clone(), stop.clone(), done.clone(), barrier.clone());
-                    let (tag, base, recs) = (short.tag, short.base.clone(), short.records.clone());
-                    std::thread::spawn(move || {
-                        let refs: Vec<RecordRef> = recs
-                            .iter()
-                            .map(|(e, d)| RecordRef {
-                                end_lsn: *e,
-                                data: d,
-                            })
-                            .collect();
+            let stop = AtomicBool::new(false);
+            let done = AtomicU64::new(0);
+            let barrier = Barrier::new(clients + 1);
+            let rate = std::thread::scope(|s| {
+                for _ in 0..clients {
+                    s.spawn(|| {
+                        let refs = short.refs();
                         barrier.wait();
                         while !stop.load(Ordering::Relaxed) {
-                            pool.redo(&tag, base.as_deref(), &refs).unwrap();
+                            pool.redo(&short.tag, short.base.as_deref(), &refs).unwrap();
                             done.fetch_add(1, Ordering::Relaxed);
                         }
-                    })
-                })
-                .collect();
-            barrier.wait();
-            let t = Instant::now();
-            std::thread::sleep(Duration::from_secs_f64(secs));
-            let count = done.load(Ordering::Relaxed);
-            let rate = count as f64 / t.elapsed().as_secs_f64();
-            stop.store(true, Ordering::Relaxed);
-            for th in threads {
-                th.join().unwrap();
-            }
+                    });
+                }
+                barrier.wait();
+                let t = Instant::now();
+                std::thread::sleep(Duration::from_secs_f64(secs));
+                let rate = done.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64();
+                stop.store(true, Ordering::Relaxed);
+                rate
+            });
             if processes == 1 && clients == 1 {
                 base_rate = rate;
             }
@@ -423,28 +411,17 @@ fn main() {
     }
 
     // 64 concurrent first requests on a fresh pool.
-    let pool = Arc::new(Pool::new(&config(4)).unwrap());
-    let barrier = Arc::new(Barrier::new(64));
-    let threads: Vec<_> = (0..64)
-        .map(|_| {
-            let (pool, barrier) = (pool.clone(), barrier.clone());
-            let (tag, base, recs) = (short.tag, short.base.clone(), short.records.clone());
-            std::thread::spawn(move || {
-                let refs: Vec<RecordRef> = recs
-                    .iter()
-                    .map(|(e, d)| RecordRef {
-                        end_lsn: *e,
-                        data: d,
-                    })
-                    .collect();
+    let pool = Pool::new(&config(4)).unwrap();
+    let barrier = Barrier::new(64);
+    std::thread::scope(|s| {
+        for _ in 0..64 {
+            s.spawn(|| {
+                let refs = short.refs();
                 barrier.wait();
-                pool.redo(&tag, base.as_deref(), &refs).unwrap();
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+                pool.redo(&short.tag, short.base.as_deref(), &refs).unwrap();
+            });
+        }
+    });
     row(
         "spawns for 64 concurrent first requests, 4 processes",
         format!("{}", pool.stats().spawns),
