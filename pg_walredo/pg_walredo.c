@@ -46,7 +46,6 @@
 #include "access/xlogreader.h"
 #include "access/xlogrecord.h"
 #include "access/xlogutils.h"
-#include "commands/tablespace.h"
 #include "miscadmin.h"
 #include "port/pg_bswap.h"
 #include "port/pg_crc32c.h"
@@ -133,7 +132,6 @@ static void get_page(const char *tagbytes);
 static void end_request(void);
 static void write_page(const char *page);
 static void remember_rel(RelFileNode rnode);
-static void ensure_dbspace(Oid spcnode, Oid dbnode);
 static void reserve_block(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno);
 static Buffer make_sentinel(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno);
 static void verify_target(uint8 block_id);
@@ -739,37 +737,6 @@ remember_rel(RelFileNode rnode)
 }
 
 /*
- * Make sure the database directory of (spcnode, dbnode) exists in the scratch
- * directory.  Redo creates it itself (smgrcreate in redo mode), but side
- * effects such as visibility-map and free-space-map extension do not run in
- * redo mode and fail without it.  Remember the ones made: each check is a
- * stat() call, and this runs for every block of every record.
- */
-static void
-ensure_dbspace(Oid spcnode, Oid dbnode)
-{
-	static struct
-	{
-		Oid			spcnode;
-		Oid			dbnode;
-	}			known[16];
-	static int	n_known = 0;
-
-	for (int i = 0; i < n_known; i++)
-	{
-		if (known[i].spcnode == spcnode && known[i].dbnode == dbnode)
-			return;
-	}
-	TablespaceCreateDbspace(spcnode, dbnode, true);
-	if (n_known < lengthof(known))
-	{
-		known[n_known].spcnode = spcnode;
-		known[n_known].dbnode = dbnode;
-		n_known++;
-	}
-}
-
-/*
  * Make sure a buffer for this block can be had without touching storage.
  * During recovery smgrnblocks() returns the cached fork size, so raising it
  * past blkno makes XLogReadBufferExtended find the buffer we put in the pool
@@ -781,15 +748,14 @@ reserve_block(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno)
 	SMgrRelation smgr;
 
 	remember_rel(rnode);
-
-	ensure_dbspace(rnode.spcNode, rnode.dbNode);
-
 	smgr = smgropen(rnode, InvalidBackendId);
 
 	/*
 	 * The fork's file must exist: a dirty buffer of ours (a sentinel, or the
 	 * target) evicted under buffer pressure is written to it, and read back
-	 * from it.  In redo mode this is a no-op once the file is open.
+	 * from it.  In redo mode this also creates the database directory, which
+	 * side effects that do not run in redo mode (visibility-map and
+	 * free-space-map extension) need; it is a no-op once the file is open.
 	 */
 	smgrcreate(smgr, forknum, true);
 
