@@ -268,3 +268,26 @@ fail:
     fixture_free(f);
     return -1;
 }
+
+int fixture_load_dir(const char *dir, fixture *cases, int max,
+                     char *err, size_t errlen)
+{
+    int n;
+
+    for (n = 0; n < max; n++) {
+        char path[4096];
+        FILE *probe;
+
+        snprintf(path, sizeof path, "%s/case-%03d.bin", dir, n);
+        probe = fopen(path, "rb");
+        if (probe == NULL)
+            break;
+        fclose(probe);
+        if (fixture_load(path, &cases[n], err, errlen) != 0) {
+            while (n-- > 0)
+                fixture_free(&cases[n]);
+            return -1;
+        }
+    }
+    return n;
+}

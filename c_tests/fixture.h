@@ -43,6 +43,14 @@ int fixture_load(const char *path, fixture *f, char *err, size_t errlen);
 int fixture_parse(const char *name, const uint8_t *data, size_t len,
                   fixture *f, char *err, size_t errlen);
 
+/*
+ * Load dir/case-000.bin, case-001.bin, ... up to the first missing one (at
+ * most max files) into cases[0..]. Returns how many were loaded, or -1 with
+ * a message in err (the ones loaded before are freed).
+ */
+int fixture_load_dir(const char *dir, fixture *cases, int max,
+                     char *err, size_t errlen);
+
 /* Free what fixture_load allocated; *f is then empty. NULL is allowed. */
 void fixture_free(fixture *f);
 

@@ -470,18 +470,11 @@ main(int argc, char **argv)
         return 2;
     }
     extension = argv[1];
-    for (n_cases = 0; n_cases < MAX_CASES; n_cases++)
-    {
-        char path[4096];
-
-        snprintf(path, sizeof(path), "%s/case-%03d.bin", argv[2], n_cases);
-        if (access(path, F_OK) != 0)
-            break;
-        if (fixture_load(path, &cases[n_cases], err, sizeof(err)) != 0)
-            FAIL("%s", err);
-        if (cases[n_cases].expect_status == WALREDO_OK)
-            ok_cases[n_ok++] = n_cases;
-    }
+    if ((n_cases = fixture_load_dir(argv[2], cases, MAX_CASES, err, sizeof(err))) < 0)
+        FAIL("%s", err);
+    for (int i = 0; i < n_cases; i++)
+        if (cases[i].expect_status == WALREDO_OK)
+            ok_cases[n_ok++] = i;
     if (n_ok < 10)
         FAIL("only %d usable fixtures in %s", n_ok, argv[2]);
 

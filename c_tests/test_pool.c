@@ -84,16 +84,8 @@ main(int argc, char **argv)
         fprintf(stderr, "usage: test_pool EXTENSION_PATH FIXTURE_DIR\n");
         return 2;
     }
-    for (n_cases = 0; n_cases < MAX_CASES; n_cases++)
-    {
-        char path[4096];
-
-        snprintf(path, sizeof(path), "%s/case-%03d.bin", argv[2], n_cases);
-        if (access(path, F_OK) != 0)
-            break;
-        if (fixture_load(path, &cases[n_cases], err, sizeof(err)) != 0)
-            FAIL("%s", err);
-    }
+    if ((n_cases = fixture_load_dir(argv[2], cases, MAX_CASES, err, sizeof(err))) < 0)
+        FAIL("%s", err);
     if (n_cases < 10)
         FAIL("only %d fixtures", n_cases);
 

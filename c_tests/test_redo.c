@@ -208,26 +208,21 @@ static int signal_children(int sig)
 
 static void load_cases(const char *dir)
 {
-    size_t cap = 0;
-    char path[4096], err[512];
+    enum { MAX_FIXTURES = 4096 };
+    char err[512];
+    int n;
 
-    for (;;) {
-        snprintf(path, sizeof path, "%s/case-%03zu.bin", dir, n_cases);
-        if (access(path, F_OK) != 0)
-            break;
-        if (n_cases == cap) {
-            cap = cap ? cap * 2 : 16;
-            cases = realloc(cases, cap * sizeof *cases);
-            ok_cases = realloc(ok_cases, cap * sizeof *ok_cases);
-            if (cases == NULL || ok_cases == NULL)
-                FAIL("out of memory");
-        }
-        if (fixture_load(path, &cases[n_cases], err, sizeof err) != 0)
-            FAIL("cannot load fixture: %s", err);
-        if (cases[n_cases].expect_status == WALREDO_OK)
-            ok_cases[n_ok++] = n_cases;
-        n_cases++;
-    }
+    cases = calloc(MAX_FIXTURES, sizeof *cases);
+    ok_cases = calloc(MAX_FIXTURES, sizeof *ok_cases);
+    if (cases == NULL || ok_cases == NULL)
+        FAIL("out of memory");
+    n = fixture_load_dir(dir, cases, MAX_FIXTURES, err, sizeof err);
+    if (n < 0)
+        FAIL("cannot load fixture: %s", err);
+    n_cases = (size_t)n;
+    for (size_t i = 0; i < n_cases; i++)
+        if (cases[i].expect_status == WALREDO_OK)
+            ok_cases[n_ok++] = i;
     CHECK(n_cases >= MIN_CASES,
           "%zu fixture cases in %s (case-000.bin, case-001.bin, ...), "
           "at least %d needed",
