@@ -5,7 +5,9 @@ set -euo pipefail
 
 packages=()
 [ -x /usr/lib/postgresql/15/bin/postgres ] || packages+=(postgresql-15)
-[ -f /usr/lib/postgresql/15/lib/pgxs/src/makefiles/pgxs.mk ] || packages+=(postgresql-server-dev-15)
+# pgxs.mk alone comes with the client package; the server headers do not.
+[ -f /usr/lib/postgresql/15/lib/pgxs/src/makefiles/pgxs.mk ] &&
+    [ -f /usr/include/postgresql/15/server/postgres.h ] || packages+=(postgresql-server-dev-15)
 command -v gcc >/dev/null || packages+=(gcc)
 command -v g++ >/dev/null || packages+=(g++)   # libFuzzer, for the fuzz targets
 command -v make >/dev/null || packages+=(make)
