@@ -3,13 +3,22 @@
 //! asserts nothing about speed.
 //!
 //!   cargo run --release --example bench [-- --quick]
+//!   cargo run --release --example bench -- --profile-child   (`make profile`)
+//!
+//! `--profile-child` runs one wal-redo process under callgrind instead: the
+//! same short request N and 2N times, fed from a file, so the difference is
+//! the cost of N requests inside pg_walredo with start-up cancelled out.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use walredo::cluster::record_workload;
 use walredo::fixtures::{Fixture as Request, EXPECT_OK};
+use walredo::launch::Launcher;
 use walredo::plan::{block_uses, Use};
 use walredo::record;
 use walredo::verify::{verify, VerifyOptions};
@@ -185,6 +194,81 @@ fn child_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Run one wal-redo process (sandbox off: valgrind makes system calls of its
+/// own) under callgrind on `n` copies of `req` read from a file; returns the
+/// instructions counted and the profile's path.
+fn callgrind_run(launcher: &Launcher, req: &Request, n: usize, out: &Path) -> (u64, PathBuf) {
+    let scratch = launcher.make_scratch_dir().unwrap();
+    let mut stream = Vec::new();
+    let refs = req.refs();
+    for _ in 0..n {
+        walredo::protocol::write_request(&mut stream, &req.tag, req.base.as_deref(), &refs);
+    }
+    let input = scratch.join("requests.bin");
+    std::fs::write(&input, &stream).unwrap();
+    let cmd = launcher.command(&scratch);
+    let profile = scratch.join("callgrind.out");
+    let mut vg = Command::new("valgrind");
+    vg.arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", profile.display()))
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .current_dir(&scratch)
+        .env_clear()
+        .stdin(std::fs::File::open(&input).unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(ids) = launcher.user() {
+        vg.uid(ids.uid).gid(ids.gid);
+    }
+    let result = vg.output().unwrap();
+    assert!(
+        result.status.success(),
+        "callgrind run failed: {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert_eq!(result.stdout.len(), n * PAGE_SIZE, "one page per request");
+    let summary = String::from_utf8_lossy(&result.stderr)
+        .lines()
+        .find_map(|l| l.split("Collected : ").nth(1).map(|v| v.trim().to_string()))
+        .expect("callgrind's total");
+    let kept = out.join(format!("callgrind.out.{n}"));
+    std::fs::copy(&profile, &kept).unwrap();
+    let _ = std::fs::remove_dir_all(&scratch);
+    (summary.parse().unwrap(), kept)
+}
+
+fn profile_child(config: &Config, short: &Request, work: &Path) {
+    let launcher = Launcher::new(&Config {
+        extra_settings: vec!["pg_walredo.sandbox=off".into()],
+        ..config.clone()
+    })
+    .unwrap();
+    let out = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/profile"));
+    std::fs::create_dir_all(&out).unwrap();
+    let _ = work;
+    let n = 2000;
+    let (one, _) = callgrind_run(&launcher, short, n, &out);
+    let (two, profile) = callgrind_run(&launcher, short, 2 * n, &out);
+    println!(
+        "pg_walredo, short redo: {} instructions per request ({} for {n}, {} for {})",
+        (two - one) / n as u64,
+        one,
+        two,
+        2 * n
+    );
+    println!("profile of {} requests: {}", 2 * n, profile.display());
+    let annotate = Command::new("callgrind_annotate")
+        .arg("--inclusive=yes")
+        .arg(&profile)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&annotate.stdout);
+    for line in text.lines().take(60) {
+        println!("{line}");
+    }
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let n = if quick { 2000 } else { 20000 };
@@ -296,6 +380,12 @@ fn main() {
             pool.redo(&r.tag, r.base.as_deref(), &refs).unwrap();
         })
     };
+    if std::env::args().any(|a| a == "--profile-child") {
+        drop(pool);
+        profile_child(&config(1), &short, &work);
+        let _ = std::fs::remove_dir_all(&work);
+        return;
+    }
     let t_short = one(&short);
     row(
         &format!(

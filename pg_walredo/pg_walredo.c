@@ -76,6 +76,9 @@ void		_PG_init(void);
 /* Most distinct relations one request may touch before we refuse it. */
 #define MAX_TOUCHED_RELS	64
 
+/* Relation forks kept open between requests before all are closed. */
+#define OPEN_FORKS_LIMIT		256
+
 /* GUC: compare each applied record with its consistency image. */
 static bool walredo_verify = false;
 
@@ -101,6 +104,9 @@ static Buffer target_buffer = InvalidBuffer;
 /* Relations whose buffers must be dropped when the request ends. */
 static RelFileNode touched_rels[MAX_TOUCHED_RELS];
 static int	n_touched_rels = 0;
+
+/* Forks opened since the last smgrcloseall(); see end_request. */
+static int	n_forks_opened = 0;
 
 /* The record being applied, for the error context callback. */
 static XLogRecPtr current_end_lsn = InvalidXLogRecPtr;
@@ -681,18 +687,45 @@ get_page(const char *tagbytes)
 /*
  * Drop every buffer of every relation the request touched, without writing
  * them, so nothing leaks into the next request.
+ *
+ * The relations stay open: reopening them for every request cost seven
+ * system calls (creating or opening the fork's file, probing the other forks
+ * for existence, closing), more than the redo itself.  Their cached sizes
+ * only ever grow to cover the blocks we reserved, and the scratch files stay
+ * as redo left them either way.  Past OPEN_FORKS_LIMIT forks opened, all are
+ * closed, so a long-lived process does not collect them without bound.
  */
 static void
 end_request(void)
 {
-	SMgrRelation smgrs[MAX_TOUCHED_RELS];
+	/*
+	 * DropRelFileNodeBuffers takes at most MAX_FORKNUM forks at once (its
+	 * array has room for the three that smgrtruncate passes): the init fork
+	 * goes alone.
+	 */
+	static ForkNumber data_forks[] = {MAIN_FORKNUM, FSM_FORKNUM, VISIBILITYMAP_FORKNUM};
+	static ForkNumber init_fork[] = {INIT_FORKNUM};
+	static BlockNumber from_block_zero[lengthof(data_forks)];
 
+	StaticAssertStmt(lengthof(data_forks) == MAX_FORKNUM, "at most MAX_FORKNUM forks per call");
+
+	/*
+	 * Not DropRelFileNodesAllBuffers: it asks the file system whether each
+	 * fork without a cached size exists.  This one looks only at the buffer
+	 * pool (which is tiny: shared_buffers is 1MB).
+	 */
 	for (int i = 0; i < n_touched_rels; i++)
-		smgrs[i] = smgropen(touched_rels[i], InvalidBackendId);
-	if (n_touched_rels > 0)
-		DropRelFileNodesAllBuffers(smgrs, n_touched_rels);
-	for (int i = 0; i < n_touched_rels; i++)
-		smgrclose(smgrs[i]);
+	{
+		SMgrRelation smgr = smgropen(touched_rels[i], InvalidBackendId);
+
+		DropRelFileNodeBuffers(smgr, data_forks, lengthof(data_forks), from_block_zero);
+		DropRelFileNodeBuffers(smgr, init_fork, lengthof(init_fork), from_block_zero);
+	}
+	if (n_forks_opened > OPEN_FORKS_LIMIT)
+	{
+		smgrcloseall();
+		n_forks_opened = 0;
+	}
 
 	n_touched_rels = 0;
 	request_active = false;
@@ -749,6 +782,8 @@ reserve_block(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno)
 
 	remember_rel(rnode);
 	smgr = smgropen(rnode, InvalidBackendId);
+	if (smgr->md_num_open_segs[forknum] == 0)
+		n_forks_opened++;
 
 	/*
 	 * The fork's file must exist: a dirty buffer of ours (a sentinel, or the
