@@ -6,6 +6,7 @@
 #   make header       regenerate include/walredo.h (pinned cbindgen)
 #   make fuzz-smoke   run every fuzz target briefly (FUZZ_SECONDS=20)
 #   make bench        benchmark table (BENCHMARKS.md)
+#   make profile      pg_walredo's request loop under callgrind
 #   make install      install header, libraries, walredo.pc (PREFIX=/usr/local)
 #                     and the extension into PostgreSQL 15's directories
 
@@ -20,7 +21,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 export PG_CONFIG
 
 .PHONY: all deps build extension check lint header header-check test c-tests \
-	pkgconfig-test demo bench install install-lib fuzz-build fuzz-smoke clean
+	pkgconfig-test demo bench profile install install-lib fuzz-build fuzz-smoke clean
 
 all: build
 
@@ -98,6 +99,11 @@ demo: build
 # for a shorter one.
 bench: build
 	$(CARGO) run --release --example bench -- $(BENCH_ARGS)
+
+# pg_walredo's request loop under callgrind: instructions per short redo and
+# where they go (BENCHMARKS.md).
+profile: build
+	$(CARGO) run --release --example bench -- --profile-child
 
 install-lib: build
 	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR)

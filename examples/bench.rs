@@ -9,10 +9,10 @@
 //! same short request N and 2N times, fed from a file, so the difference is
 //! the cost of N requests inside pg_walredo with start-up cancelled out.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -396,6 +396,32 @@ fn main() {
         format!("{:.1} us", us(t_short)),
         format!("{:.2}x the same-CPU floor", us(t_short) / us(same)),
     );
+    // Waiting in poll() instead of a blocking read under the watchdog.
+    {
+        let polling = Pool::new(&Config {
+            blocking_wait: false,
+            ..config(1)
+        })
+        .unwrap();
+        polling.ping().unwrap();
+        let t = time_each(n, || polling.ping().unwrap());
+        row(
+            "ping, waiting in poll() (blocking_wait off)",
+            format!("{:.1} us", us(t)),
+            format!("{:.2}x the same-CPU floor", us(t) / us(same)),
+        );
+        let refs = short.refs();
+        let t = time_each(n, || {
+            polling
+                .redo(&short.tag, short.base.as_deref(), &refs)
+                .unwrap();
+        });
+        row(
+            "short redo, waiting in poll() (blocking_wait off)",
+            format!("{:.1} us", us(t)),
+            format!("{:.2}x the same-CPU floor", us(t) / us(same)),
+        );
+    }
     let t_medium = time_each(n / 10, || {
         let refs = medium.refs();
         pool.redo(&medium.tag, medium.base.as_deref(), &refs)

@@ -36,6 +36,7 @@ pub struct UserIds {
 pub struct Launcher {
     program: Program,
     memory_limit: u64,
+    blocking_wait: bool,
     /// `None` when the caller is not root: children run as the caller.
     user: Option<UserIds>,
     scratch_root: PathBuf,
@@ -93,6 +94,7 @@ impl Launcher {
         Ok(Launcher {
             program,
             memory_limit: config.process_memory_limit,
+            blocking_wait: config.blocking_wait,
             user,
             scratch_root,
         })
@@ -101,6 +103,11 @@ impl Launcher {
     /// RLIMIT_AS of every child.
     pub fn memory_limit(&self) -> u64 {
         self.memory_limit
+    }
+
+    /// `Config::blocking_wait`.
+    pub fn blocking_wait(&self) -> bool {
+        self.blocking_wait
     }
 
     /// The ids children run as, or `None` when they run as the caller.

@@ -22,6 +22,7 @@ pub mod stats;
 pub mod tag;
 pub mod verify;
 pub mod wal;
+pub(crate) mod watchdog;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -76,6 +76,10 @@ pub extern "C" fn walredo_config_new() -> *mut walredo_config {
 /// - `follow_caller_cpu`: `on` or `off`: pin each process to the CPU of the
 ///   thread driving it, so a round trip's wake-ups stay on one CPU. Turn it
 ///   off when the host places its processes itself. Default: `on`.
+/// - `blocking_wait`: `on` or `off`: wait for an answer in a blocking read,
+///   with one library thread (the watchdog) killing a process that misses its
+///   deadline; `off` waits in `poll()`, a system call more per request.
+///   Default: `on`.
 /// - `data_checksums`, `wal_log_hints`: `on` if the cluster that wrote the WAL
 ///   had them on, so that redo behaves as it did there. Default: `off`.
 /// - `debug_panic`: `on` makes every `walredo_redo` panic inside the library,
@@ -144,6 +148,7 @@ pub unsafe extern "C" fn walredo_config_set(
             "verify" => c.verify = switch()?,
             "fast_path" => c.fast_path = switch()?,
             "follow_caller_cpu" => c.follow_caller_cpu = switch()?,
+            "blocking_wait" => c.blocking_wait = switch()?,
             "data_checksums" => c.data_checksums = switch()?,
             "wal_log_hints" => c.wal_log_hints = switch()?,
             "debug_panic" => cfg.debug_panic = switch()?,
