@@ -137,6 +137,98 @@ fn pipe_round_trip(parent_cpu: usize, child_cpu: usize, n: usize) -> Duration {
     m
 }
 
+/// The other transport: a 5-byte request and an 8 KiB answer through shared
+/// memory between two processes pinned to `parent_cpu` and `child_cpu`, each
+/// side waiting for the other's sequence number in a futex (`spin` false) or
+/// by spinning on it (`spin` true, which keeps both CPUs busy).
+fn shm_round_trip(parent_cpu: usize, child_cpu: usize, spin: bool, n: usize) -> Duration {
+    use std::sync::atomic::AtomicU32;
+    #[repr(C)]
+    struct Area {
+        request_seq: AtomicU32,
+        answer_seq: AtomicU32,
+        request: [u8; 64],
+        page: [u8; PAGE_SIZE],
+    }
+    const STOP: u32 = u32::MAX;
+    fn wait_while(word: &AtomicU32, value: u32, spin: bool) {
+        while word.load(Ordering::Acquire) == value {
+            if spin {
+                std::hint::spin_loop();
+            } else {
+                // SAFETY: word is a valid, aligned u32 in shared memory.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_futex,
+                        word.as_ptr(),
+                        libc::FUTEX_WAIT,
+                        value,
+                        std::ptr::null::<libc::timespec>(),
+                    )
+                };
+            }
+        }
+    }
+    fn wake(word: &AtomicU32, spin: bool) {
+        if !spin {
+            // SAFETY: word is a valid, aligned u32 in shared memory.
+            unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1) };
+        }
+    }
+    // SAFETY: a fresh shared anonymous mapping, zeroed by the kernel, which
+    // is a valid Area (atomics and byte arrays), unmapped at the end.
+    let area = unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            std::mem::size_of::<Area>(),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        &mut *(p as *mut Area)
+    };
+    // SAFETY: the child only touches the shared area and exits.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        pin_to(child_cpu, 0);
+        let page = [7u8; PAGE_SIZE];
+        let mut seen = 0;
+        loop {
+            wait_while(&area.request_seq, seen, spin);
+            seen = area.request_seq.load(Ordering::Acquire);
+            if seen == STOP {
+                // SAFETY: leaving the forked child without running destructors.
+                unsafe { libc::_exit(0) };
+            }
+            area.page.copy_from_slice(&page);
+            area.answer_seq.store(seen, Ordering::Release);
+            wake(&area.answer_seq, spin);
+        }
+    }
+    pin_to(parent_cpu, 0);
+    let mut page = [0u8; PAGE_SIZE];
+    let mut seq = 0;
+    let m = time_each(n, || {
+        area.request[..5].copy_from_slice(b"Hxxxx");
+        seq += 1;
+        area.request_seq.store(seq, Ordering::Release);
+        wake(&area.request_seq, spin);
+        wait_while(&area.answer_seq, seq - 1, spin);
+        page.copy_from_slice(&area.page);
+    });
+    area.request_seq.store(STOP, Ordering::Release);
+    wake(&area.request_seq, spin);
+    // SAFETY: reaping our child, then unmapping the area nobody uses now.
+    unsafe {
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+        libc::munmap((area as *mut Area).cast(), std::mem::size_of::<Area>());
+    }
+    unpin(0);
+    m
+}
+
 /// Bytes of records in a request.
 fn bytes(r: &Request) -> usize {
     r.records.iter().map(|r| r.1.len()).sum()
@@ -299,6 +391,20 @@ fn main() {
         format!("{:.1} us", us(same)),
         "floor".into(),
     );
+    let shm_same = shm_round_trip(0, 0, false, n);
+    row(
+        "shared memory + futex round trip, 8 KiB answer, same CPU",
+        format!("{:.1} us", us(shm_same)),
+        format!("{:.2}x the same-CPU pipe floor", us(shm_same) / us(same)),
+    );
+    if cpus > 1 {
+        let shm_spin = shm_round_trip(0, other_cpu, true, n);
+        row(
+            "shared memory round trip, both sides spinning, different CPUs",
+            format!("{:.2} us", us(shm_spin)),
+            "keeps two CPUs busy".into(),
+        );
+    }
 
     // Real WAL for the redo measurements.
     let work = std::env::temp_dir().join(format!("walredo-bench-{}", std::process::id()));
