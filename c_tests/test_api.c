@@ -123,6 +123,9 @@ static void test_config(void)
         { "data_checksums", "yes please" },
         { "wal_log_hints", "2" },
         { "debug_panic", "sometimes" },
+        { "fast_path", "fast" },
+        { "follow_caller_cpu", "1" },
+        { "blocking_wait", "" },
         { "pg_bindir", "" },
         { "extension_path", "" },
         { "scratch_dir", "" },
@@ -153,6 +156,12 @@ static void test_config(void)
         { "wal_log_hints", "off" },
         { "debug_panic", "on" },
         { "debug_panic", "off" },
+        { "fast_path", "on" },
+        { "fast_path", "off" },
+        { "follow_caller_cpu", "on" },
+        { "follow_caller_cpu", "off" },
+        { "blocking_wait", "on" },
+        { "blocking_wait", "off" },
     };
 
     /* Nothing has failed on this thread yet. */

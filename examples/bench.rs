@@ -58,6 +58,35 @@ fn time_each(n: usize, mut f: impl FnMut()) -> Duration {
     )
 }
 
+/// One measurement of `time_in_turns`: the caller pinned to `cpu` (or free)
+/// while it runs.
+type Turn<'a> = (Option<usize>, Box<dyn FnMut() + 'a>);
+
+/// Medians of several measurements taken in turns, a block of each at a
+/// time, so that a noisy machine's drift touches them all alike.
+fn time_in_turns(n: usize, turns: &mut [Turn<'_>]) -> Vec<Duration> {
+    const BLOCK: usize = 200;
+    let mut samples = vec![Vec::with_capacity(n); turns.len()];
+    for round in 0..=n.div_ceil(BLOCK) {
+        for ((cpu, f), samples) in turns.iter_mut().zip(&mut samples) {
+            match cpu {
+                Some(cpu) => pin_to(*cpu, 0),
+                None => unpin(0),
+            }
+            for _ in 0..BLOCK {
+                let t = Instant::now();
+                f();
+                // Round 0 warms up.
+                if round > 0 {
+                    samples.push(t.elapsed());
+                }
+            }
+        }
+    }
+    unpin(0);
+    samples.into_iter().map(median).collect()
+}
+
 fn pin_to(cpu: usize, pid: libc::pid_t) {
     // SAFETY: cpu_set_t is plain old data; CPU_SET writes inside it.
     unsafe {
@@ -78,61 +107,91 @@ fn unpin(pid: libc::pid_t) {
     }
 }
 
-/// The floor: a 5-byte request and an 8 KiB answer through pipes between two
-/// processes, pinned to `parent_cpu` and `child_cpu`.
-fn pipe_round_trip(parent_cpu: usize, child_cpu: usize, n: usize) -> Duration {
-    let mut req = [0 as libc::c_int; 2];
-    let mut resp = [0 as libc::c_int; 2];
-    // SAFETY: valid arrays of two ints for pipe() to fill.
-    unsafe {
-        libc::pipe(req.as_mut_ptr());
-        libc::pipe(resp.as_mut_ptr());
-    }
-    // SAFETY: the child only reads, writes and exits (async-signal-safe).
-    let child = unsafe { libc::fork() };
-    if child == 0 {
-        // SAFETY: closing the parent's ends in the child, so that EOF comes.
+/// The floor's other end: a child process, pinned to a CPU, that answers
+/// each 5-byte request on one pipe with an 8 KiB page on another.
+struct PipePeer {
+    child: libc::pid_t,
+    request: libc::c_int,
+    answer: libc::c_int,
+}
+
+impl PipePeer {
+    fn start(cpu: usize) -> PipePeer {
+        let mut req = [0 as libc::c_int; 2];
+        let mut resp = [0 as libc::c_int; 2];
+        // SAFETY: valid arrays of two ints for pipe() to fill.
         unsafe {
-            libc::close(req[1]);
-            libc::close(resp[0]);
+            libc::pipe(req.as_mut_ptr());
+            libc::pipe(resp.as_mut_ptr());
         }
-        pin_to(child_cpu, 0);
-        let mut small = [0u8; 5];
-        let page = [7u8; PAGE_SIZE];
-        loop {
-            // SAFETY: valid buffers of their lengths.
+        // SAFETY: the child only reads, writes and exits (async-signal-safe).
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            // SAFETY: closing the parent's ends in the child, so that EOF comes.
             unsafe {
-                if libc::read(req[0], small.as_mut_ptr().cast(), 5) <= 0 {
-                    libc::_exit(0);
+                libc::close(req[1]);
+                libc::close(resp[0]);
+            }
+            pin_to(cpu, 0);
+            let mut small = [0u8; 5];
+            let page = [7u8; PAGE_SIZE];
+            loop {
+                // SAFETY: valid buffers of their lengths.
+                unsafe {
+                    if libc::read(req[0], small.as_mut_ptr().cast(), 5) <= 0 {
+                        libc::_exit(0);
+                    }
+                    libc::write(resp[1], page.as_ptr().cast(), PAGE_SIZE);
                 }
-                libc::write(resp[1], page.as_ptr().cast(), PAGE_SIZE);
             }
         }
+        // SAFETY: closing the child's ends in the parent.
+        unsafe {
+            libc::close(req[0]);
+            libc::close(resp[1]);
+        }
+        PipePeer {
+            child,
+            request: req[1],
+            answer: resp[0],
+        }
     }
-    // SAFETY: closing the child's ends in the parent.
-    unsafe {
-        libc::close(req[0]);
-        libc::close(resp[1]);
-    }
-    pin_to(parent_cpu, 0);
-    let mut page = [0u8; PAGE_SIZE];
-    let m = time_each(n, || {
+
+    fn round_trip(&self, page: &mut [u8; PAGE_SIZE]) {
         // SAFETY: valid buffers of their lengths.
         unsafe {
-            libc::write(req[1], b"Hxxxx".as_ptr().cast(), 5);
+            libc::write(self.request, b"Hxxxx".as_ptr().cast(), 5);
             let mut got = 0;
             while got < PAGE_SIZE {
-                let r = libc::read(resp[0], page[got..].as_mut_ptr().cast(), PAGE_SIZE - got);
+                let r = libc::read(
+                    self.answer,
+                    page[got..].as_mut_ptr().cast(),
+                    PAGE_SIZE - got,
+                );
                 got += r.max(0) as usize;
             }
         }
-    });
-    // SAFETY: closing our ends ends the child; then reap it.
-    unsafe {
-        libc::close(req[1]);
-        libc::close(resp[0]);
-        libc::waitpid(child, std::ptr::null_mut(), 0);
     }
+}
+
+impl Drop for PipePeer {
+    fn drop(&mut self) {
+        // SAFETY: closing our ends ends the child; then reap it.
+        unsafe {
+            libc::close(self.request);
+            libc::close(self.answer);
+            libc::waitpid(self.child, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+/// The floor: a 5-byte request and an 8 KiB answer through pipes between two
+/// processes, pinned to `parent_cpu` and `child_cpu`.
+fn pipe_round_trip(parent_cpu: usize, child_cpu: usize, n: usize) -> Duration {
+    let peer = PipePeer::start(child_cpu);
+    pin_to(parent_cpu, 0);
+    let mut page = [0u8; PAGE_SIZE];
+    let m = time_each(n, || peer.round_trip(&mut page));
     unpin(0);
     m
 }
@@ -377,34 +436,17 @@ fn main() {
     };
     println!("| measurement | median | notes |\n|---|---|---|");
 
-    // Floors.
+    // Floors (the same-CPU pipe floor is measured in turns with the pool,
+    // below, since every ratio is taken against it).
     let other_cpu = if cpus > 1 { 1 } else { 0 };
     let cross = pipe_round_trip(0, other_cpu, n);
-    let same = pipe_round_trip(0, 0, n);
     row(
         "pipe round trip, 8 KiB answer, different CPUs",
         format!("{:.1} us", us(cross)),
         "floor".into(),
     );
-    row(
-        "pipe round trip, 8 KiB answer, same CPU",
-        format!("{:.1} us", us(same)),
-        "floor".into(),
-    );
     let shm_same = shm_round_trip(0, 0, false, n);
-    row(
-        "shared memory + futex round trip, 8 KiB answer, same CPU",
-        format!("{:.1} us", us(shm_same)),
-        format!("{:.2}x the same-CPU pipe floor", us(shm_same) / us(same)),
-    );
-    if cpus > 1 {
-        let shm_spin = shm_round_trip(0, other_cpu, true, n);
-        row(
-            "shared memory round trip, both sides spinning, different CPUs",
-            format!("{:.2} us", us(shm_spin)),
-            "keeps two CPUs busy".into(),
-        );
-    }
+    let shm_spin = (cpus > 1).then(|| shm_round_trip(0, other_cpu, true, n));
 
     // Real WAL for the redo measurements.
     let work = std::env::temp_dir().join(format!("walredo-bench-{}", std::process::id()));
@@ -435,19 +477,6 @@ fn main() {
         })
         .map(|(t, u)| (*t, records[u[0].record].clone()))
         .expect("a full-page image");
-    // Placement: without it, then with processes following their caller.
-    let unplaced = Pool::new(&Config {
-        follow_caller_cpu: false,
-        ..config(1)
-    })
-    .unwrap();
-    unplaced.ping().unwrap();
-    let ping_unplaced = time_each(n, || unplaced.ping().unwrap());
-    row(
-        "ping, 1 client, no placement",
-        format!("{:.1} us", us(ping_unplaced)),
-        format!("{:.2}x the same-CPU floor", us(ping_unplaced) / us(same)),
-    );
     let started = Instant::now();
     let pool = Pool::new(&config(1)).unwrap();
     pool.ping().unwrap();
@@ -456,78 +485,126 @@ fn main() {
         format!("{:.1} ms", started.elapsed().as_secs_f64() * 1e3),
         "template already made".into(),
     );
-
-    let ping = time_each(n, || pool.ping().unwrap());
-    row(
-        "ping (H) through the pool, 1 client, process follows the caller's CPU",
-        format!("{:.1} us", us(ping)),
-        format!("{:.2}x the same-CPU floor", us(ping) / us(same)),
-    );
-
     let short = request_after_image(&pool, &records, &blocks, 2);
     let medium = request_after_image(&pool, &records, &blocks, 227);
-    {
-        let refs = short.refs();
-        let t = time_each(n, || {
-            unplaced
-                .redo(&short.tag, short.base.as_deref(), &refs)
-                .unwrap();
-        });
-        row(
-            "short redo, 1 client, no placement",
-            format!("{:.1} us", us(t)),
-            format!("{:.2}x the same-CPU floor", us(t) / us(same)),
-        );
-    }
-    drop(unplaced);
-    let one = |r: &Request| {
-        let refs = r.refs();
-        time_each(n, || {
-            pool.redo(&r.tag, r.base.as_deref(), &refs).unwrap();
-        })
-    };
     if std::env::args().any(|a| a == "--profile-child") {
         drop(pool);
         profile_child(&config(1), &short, &work);
         let _ = std::fs::remove_dir_all(&work);
         return;
     }
-    let t_short = one(&short);
-    row(
-        &format!(
-            "short redo, 1 client ({} records, {} B, base page), process follows the caller's CPU",
-            short.records.len(),
-            bytes(&short)
-        ),
-        format!("{:.1} us", us(t_short)),
-        format!("{:.2}x the same-CPU floor", us(t_short) / us(same)),
-    );
-    // Waiting in poll() instead of a blocking read under the watchdog.
-    {
-        let polling = Pool::new(&Config {
-            blocking_wait: false,
-            ..config(1)
-        })
-        .unwrap();
-        polling.ping().unwrap();
-        let t = time_each(n, || polling.ping().unwrap());
-        row(
-            "ping, waiting in poll() (blocking_wait off)",
-            format!("{:.1} us", us(t)),
-            format!("{:.2}x the same-CPU floor", us(t) / us(same)),
-        );
+
+    // Without placement, on its own: where the scheduler leaves the two
+    // ends depends on what ran before (in turns with pinned runs it often
+    // finds them on one CPU), so it is measured apart.
+    let unplaced = Pool::new(&Config {
+        follow_caller_cpu: false,
+        ..config(1)
+    })
+    .unwrap();
+    unplaced.ping().unwrap();
+    let unplaced_ping = time_each(n, || unplaced.ping().unwrap());
+    let unplaced_short = {
         let refs = short.refs();
-        let t = time_each(n, || {
-            polling
+        time_each(n, || {
+            unplaced
                 .redo(&short.tag, short.base.as_deref(), &refs)
                 .unwrap();
-        });
+        })
+    };
+    drop(unplaced);
+
+    // The same-CPU floor, then the defaults against blocking_wait off and
+    // against the caller pinned by hand, measured in turns.
+    let polling = Pool::new(&Config {
+        blocking_wait: false,
+        ..config(1)
+    })
+    .unwrap();
+    let variants = [
+        (
+            "the defaults (process follows the caller's CPU, blocking wait)",
+            &pool,
+            None,
+        ),
+        ("waiting in poll() (blocking_wait off)", &polling, None),
+        ("the caller pinned to one CPU by hand", &pool, Some(0)),
+    ];
+    let short_refs = short.refs();
+    let peer = PipePeer::start(0);
+    let mut floor_page = [0u8; PAGE_SIZE];
+    let mut turns: Vec<Turn> = vec![(Some(0), Box::new(|| peer.round_trip(&mut floor_page)))];
+    for (_, p, cpu) in variants {
+        p.ping().unwrap();
+        turns.push((cpu, Box::new(move || p.ping().unwrap())));
+    }
+    for (_, p, cpu) in variants {
+        let (short, refs) = (&short, &short_refs);
+        turns.push((
+            cpu,
+            Box::new(move || {
+                p.redo(&short.tag, short.base.as_deref(), refs).unwrap();
+            }),
+        ));
+    }
+    let medians = time_in_turns(n, &mut turns);
+    drop(turns);
+    drop(peer);
+    let same = medians[0];
+    let (pings, shorts) = medians[1..].split_at(variants.len());
+    row(
+        "pipe round trip, 8 KiB answer, same CPU",
+        format!("{:.1} us", us(same)),
+        "floor: every \"x the floor\" below is against this".into(),
+    );
+    row(
+        "shared memory + futex round trip, 8 KiB answer, same CPU",
+        format!("{:.1} us", us(shm_same)),
+        format!("{:.2}x the floor", us(shm_same) / us(same)),
+    );
+    if let Some(t) = shm_spin {
         row(
-            "short redo, waiting in poll() (blocking_wait off)",
-            format!("{:.1} us", us(t)),
-            format!("{:.2}x the same-CPU floor", us(t) / us(same)),
+            "shared memory round trip, both sides spinning, different CPUs",
+            format!("{:.2} us", us(t)),
+            "keeps two CPUs busy".into(),
         );
     }
+    for ((what, _, _), t) in variants.iter().zip(pings) {
+        row(
+            &format!("ping (H) through the pool, 1 client, {what}"),
+            format!("{:.1} us", us(*t)),
+            format!("{:.2}x the floor", us(*t) / us(same)),
+        );
+    }
+    row(
+        "ping (H) through the pool, 1 client, no placement (follow_caller_cpu off)",
+        format!("{:.1} us", us(unplaced_ping)),
+        format!(
+            "{:.2}x the floor (measured apart)",
+            us(unplaced_ping) / us(same)
+        ),
+    );
+    for ((what, _, _), t) in variants.iter().zip(shorts) {
+        row(
+            &format!(
+                "short redo ({} records, {} B, base page), 1 client, {what}",
+                short.records.len(),
+                bytes(&short)
+            ),
+            format!("{:.1} us", us(*t)),
+            format!("{:.2}x the floor", us(*t) / us(same)),
+        );
+    }
+    row(
+        "short redo, 1 client, no placement (follow_caller_cpu off)",
+        format!("{:.1} us", us(unplaced_short)),
+        format!(
+            "{:.2}x the floor (measured apart)",
+            us(unplaced_short) / us(same)
+        ),
+    );
+    drop(polling);
+    let t_short = shorts[0];
     let t_medium = time_each(n / 10, || {
         let refs = medium.refs();
         pool.redo(&medium.tag, medium.base.as_deref(), &refs)
@@ -540,7 +617,7 @@ fn main() {
             bytes(&medium)
         ),
         format!("{:.1} us", us(t_medium)),
-        format!("{:.2}x the same-CPU floor", us(t_medium) / us(same)),
+        format!("{:.2}x the floor", us(t_medium) / us(same)),
     );
     let fpi_refs = [RecordRef {
         end_lsn: fpi.1.end_lsn,
@@ -555,27 +632,7 @@ fn main() {
         format!("{:.0}x faster than the short redo", us(t_short) / us(t_fpi)),
     );
 
-    // Placement: the caller and its process on one CPU.
     if let Some(&pid) = pool.pids().first() {
-        pin_to(0, 0);
-        pin_to(0, pid as i32);
-        let pinned = time_each(n, || pool.ping().unwrap());
-        let refs = short.refs();
-        let pinned_short = time_each(n, || {
-            pool.redo(&short.tag, short.base.as_deref(), &refs).unwrap();
-        });
-        unpin(0);
-        unpin(pid as i32);
-        row(
-            "ping, caller and process pinned to one CPU",
-            format!("{:.1} us", us(pinned)),
-            format!("{:.2}x the same-CPU floor", us(pinned) / us(same)),
-        );
-        row(
-            "short redo, caller and process pinned to one CPU",
-            format!("{:.1} us", us(pinned_short)),
-            format!("{:.2}x the same-CPU floor", us(pinned_short) / us(same)),
-        );
         row(
             "RSS of one wal-redo process",
             format!("{} KiB", child_rss_kib(pid)),

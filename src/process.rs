@@ -7,12 +7,17 @@
 //!   the host, whatever the host's signal disposition is (it fills the pipe;
 //!   the death shows as EOF on stdout). A pipe, not a socketpair with
 //!   `MSG_NOSIGNAL`: a socket costs about 1.5 us more per round trip.
-//! - All our ends are non-blocking and driven by one `poll` loop, so requests
-//!   can be pipelined without deadlock (we keep reading pages while writing)
-//!   and every wait ends at the request's deadline.
-//! - stderr is read in that same loop (no thread per child): each line goes to
-//!   the `log` crate with the child's pid, and the last lines are kept for the
-//!   error a failed request returns.
+//! - A request is written (non-blocking) before any wait. When all of it
+//!   went, the answer is awaited in a blocking read of stdout, whose deadline
+//!   the watchdog thread (`crate::watchdog`) keeps by killing a late process:
+//!   a system call less than `poll` then `read`. Otherwise (a batch larger
+//!   than the pipe, or `blocking_wait` off, or no pidfd) one `poll` loop
+//!   writes and reads at once, so pipelined requests cannot deadlock, and
+//!   ends every wait at the deadline itself.
+//! - stderr is read in that loop, or right after a blocking read (no thread
+//!   per child): each line goes to the `log` crate with the child's pid, and
+//!   the last lines are kept for the error a failed request returns. A
+//!   healthy process writes nothing there.
 //! - The child gets its own process group, a cleared environment, no file
 //!   descriptor of ours but its three pipes, and `PR_SET_PDEATHSIG` so it dies
 //!   with the host. That signal fires when the *thread* that forked the child
@@ -251,6 +256,18 @@ impl Process {
         // in a blocking read under the watchdog.
         set_nonblocking(process.input.as_ref().unwrap()).map_err(|e| os_err("fcntl", e))?;
         set_nonblocking(process.errors.as_ref().unwrap()).map_err(|e| os_err("fcntl", e))?;
+        // stderr is not read during a blocking read: give it room (1 MiB, the
+        // unprivileged maximum; the default 64 KiB where refused), so that
+        // only a process far chattier than a failing one could fill it and
+        // stall until its deadline.
+        // SAFETY: fcntl on a pipe we own; failure is harmless.
+        unsafe {
+            libc::fcntl(
+                process.errors.as_ref().unwrap().as_raw_fd(),
+                libc::F_SETPIPE_SZ,
+                1 << 20,
+            )
+        };
         log::debug!(
             "started wal-redo process {pid} in {}",
             process.scratch.display()
