@@ -14,7 +14,9 @@
  *
  * Threads: a walredo_pool may be used by any number of threads at once; a
  * walredo_config by one thread at a time. The library starts no thread and
- * no process before walredo_pool_new. walredo_redo answers on the calling
+ * no process before walredo_pool_new; the first process started also starts
+ * one library-wide watchdog thread (kills a process that misses its deadline),
+ * which stays until the host exits. walredo_redo answers on the calling
  * thread; walredo_submit's callback runs on one of the pool's worker
  * threads, with no lock of the library held; log callbacks may run on any
  * thread. A PostgreSQL extension must not ereport() from a callback, and
@@ -380,7 +382,8 @@ int walredo_set_logger(walredo_log_callback cb, void *userdata, int level);
  * This checks that PostgreSQL 15 and the extension are there, and makes the
  * scratch template once per machine with initdb (a second or two); processes
  * start later, on first need. It starts the pool's threads: one spawner and
- * one worker per process.
+ * one worker per process (and the first process, if it is the first of the
+ * host, the library-wide watchdog thread).
  * Errors: `WALREDO_INVALID_ARGUMENT`, `WALREDO_SPAWN_FAILED`. Thread-safe.
  */
 int walredo_pool_new(const struct walredo_config *cfg, struct walredo_pool **out);

@@ -46,6 +46,9 @@ struct Entry {
 }
 
 struct Watchdog {
+    /// The process whose thread this is: a forked copy of the host has the
+    /// static but not the thread, and must not count on it.
+    owner: libc::pid_t,
     epoch: Instant,
     entries: Mutex<Vec<Arc<Entry>>>,
     wake: Condvar,
@@ -61,6 +64,8 @@ static WATCHDOG: OnceLock<Option<&'static Watchdog>> = OnceLock::new();
 fn watchdog() -> Option<&'static Watchdog> {
     *WATCHDOG.get_or_init(|| {
         let dog: &'static Watchdog = Box::leak(Box::new(Watchdog {
+            // SAFETY: getpid has no preconditions.
+            owner: unsafe { libc::getpid() },
             epoch: Instant::now(),
             entries: Mutex::new(Vec::new()),
             wake: Condvar::new(),
@@ -137,9 +142,14 @@ pub struct Watch {
 
 impl Watch {
     /// Watch the process `pid` (our unreaped child). `None` when there is no
-    /// watchdog or no pidfd (Linux before 5.3): then waits use `poll`.
+    /// watchdog (none could start, or we are a fork of the process that has
+    /// it) or no pidfd (Linux before 5.3): then waits use `poll`.
     pub fn new(pid: u32) -> Option<Watch> {
         let dog = watchdog()?;
+        // SAFETY: getpid has no preconditions.
+        if dog.owner != unsafe { libc::getpid() } {
+            return None;
+        }
         // SAFETY: pidfd_open has no memory-safety preconditions.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
         if fd < 0 {

@@ -32,7 +32,8 @@ pub struct walredo_pool {
 /// This checks that PostgreSQL 15 and the extension are there, and makes the
 /// scratch template once per machine with initdb (a second or two); processes
 /// start later, on first need. It starts the pool's threads: one spawner and
-/// one worker per process.
+/// one worker per process (and the first process, if it is the first of the
+/// host, the library-wide watchdog thread).
 /// Errors: `WALREDO_INVALID_ARGUMENT`, `WALREDO_SPAWN_FAILED`. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn walredo_pool_new(
