@@ -124,7 +124,7 @@ static void test_config(void)
         { "wal_log_hints", "2" },
         { "debug_panic", "sometimes" },
         { "fast_path", "fast" },
-        { "follow_caller_cpu", "1" },
+        { "follow_caller_cpu", "2" },
         { "blocking_wait", "" },
         { "pg_bindir", "" },
         { "extension_path", "" },
