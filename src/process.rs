@@ -403,37 +403,44 @@ impl Process {
                 written +=
                     write_some(input, &request[written..]).map_err(|f| interrupted(f, read))?;
             }
-            if fds[1].revents != 0 {
-                // SAFETY: the destination is the unfilled tail of `response`.
-                let n = unsafe {
-                    libc::read(
-                        self.output.as_raw_fd(),
-                        response[read..].as_mut_ptr().cast(),
-                        response.len() - read,
-                    )
-                };
-                match n {
-                    0 => return Err(interrupted(Failure::Eof, read)),
-                    n if n > 0 => {
-                        let pages_before = read / PAGE_SIZE;
-                        read += n as usize;
-                        if read / PAGE_SIZE > pages_before {
-                            deadline = Instant::now() + timeout;
-                        }
-                    }
-                    _ => {
-                        let e = io::Error::last_os_error();
-                        if !matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                        ) {
-                            return Err(interrupted(Failure::Io(e), read));
-                        }
-                    }
-                }
+            if fds[1].revents != 0
+                && self
+                    .read_answer(response, &mut read)
+                    .map_err(|f| interrupted(f, read))?
+            {
+                deadline = Instant::now() + timeout;
             }
         }
         Ok(())
+    }
+
+    /// One read of stdout into the unfilled tail of `response`, which starts
+    /// at `*read`. Returns whether a page was completed (the next one is then
+    /// due a full timeout later); an interrupted read returns false.
+    fn read_answer(&self, response: &mut [u8], read: &mut usize) -> Result<bool, Failure> {
+        // SAFETY: the destination is the unfilled tail of `response`.
+        let n = unsafe {
+            libc::read(
+                self.output.as_raw_fd(),
+                response[*read..].as_mut_ptr().cast(),
+                response.len() - *read,
+            )
+        };
+        match n {
+            0 => Err(Failure::Eof),
+            n if n > 0 => {
+                let pages_before = *read / PAGE_SIZE;
+                *read += n as usize;
+                Ok(*read / PAGE_SIZE > pages_before)
+            }
+            _ => {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(false),
+                    _ => Err(Failure::Io(e)),
+                }
+            }
+        }
     }
 
     /// Read `response` from stdout in blocking reads, each page due
@@ -447,30 +454,11 @@ impl Process {
             if read == response.len() {
                 break Ok(());
             }
-            // SAFETY: the destination is the unfilled tail of `response`.
-            let n = unsafe {
-                libc::read(
-                    self.output.as_raw_fd(),
-                    response[read..].as_mut_ptr().cast(),
-                    response.len() - read,
-                )
-            };
-            match n {
-                0 if watch.fired() => break Err(Failure::Timeout),
-                0 => break Err(Failure::Eof),
-                n if n > 0 => {
-                    let pages_before = read / PAGE_SIZE;
-                    read += n as usize;
-                    if read / PAGE_SIZE > pages_before && read < response.len() {
-                        watch.arm(timeout);
-                    }
-                }
-                _ => {
-                    let e = io::Error::last_os_error();
-                    if e.kind() != io::ErrorKind::Interrupted {
-                        break Err(Failure::Io(e));
-                    }
-                }
+            match self.read_answer(response, &mut read) {
+                Ok(true) if read < response.len() => watch.arm(timeout),
+                Ok(_) => {}
+                Err(Failure::Eof) if watch.fired() => break Err(Failure::Timeout),
+                Err(failure) => break Err(failure),
             }
         };
         watch.disarm();
