@@ -557,10 +557,18 @@ fn main() {
         format!("{:.1} us", us(same)),
         "floor: every \"x the floor\" below is against this".into(),
     );
-    row(
+    // A latency row with its ratio to the floor.
+    let floor_row = |what: &str, t: Duration, note: &str| {
+        row(
+            what,
+            format!("{:.1} us", us(t)),
+            format!("{:.2}x the floor{note}", us(t) / us(same)),
+        )
+    };
+    floor_row(
         "shared memory + futex round trip, 8 KiB answer, same CPU",
-        format!("{:.1} us", us(shm_same)),
-        format!("{:.2}x the floor", us(shm_same) / us(same)),
+        shm_same,
+        "",
     );
     if let Some(t) = shm_spin {
         row(
@@ -570,38 +578,32 @@ fn main() {
         );
     }
     for ((what, _, _), t) in variants.iter().zip(pings) {
-        row(
+        floor_row(
             &format!("ping (H) through the pool, 1 client, {what}"),
-            format!("{:.1} us", us(*t)),
-            format!("{:.2}x the floor", us(*t) / us(same)),
+            *t,
+            "",
         );
     }
-    row(
+    floor_row(
         "ping (H) through the pool, 1 client, no placement (follow_caller_cpu off)",
-        format!("{:.1} us", us(unplaced_ping)),
-        format!(
-            "{:.2}x the floor (measured apart)",
-            us(unplaced_ping) / us(same)
-        ),
+        unplaced_ping,
+        " (measured apart)",
     );
     for ((what, _, _), t) in variants.iter().zip(shorts) {
-        row(
+        floor_row(
             &format!(
                 "short redo ({} records, {} B, base page), 1 client, {what}",
                 short.records.len(),
                 bytes(&short)
             ),
-            format!("{:.1} us", us(*t)),
-            format!("{:.2}x the floor", us(*t) / us(same)),
+            *t,
+            "",
         );
     }
-    row(
+    floor_row(
         "short redo, 1 client, no placement (follow_caller_cpu off)",
-        format!("{:.1} us", us(unplaced_short)),
-        format!(
-            "{:.2}x the floor (measured apart)",
-            us(unplaced_short) / us(same)
-        ),
+        unplaced_short,
+        " (measured apart)",
     );
     drop(polling);
     let t_short = shorts[0];
@@ -610,14 +612,14 @@ fn main() {
         pool.redo(&medium.tag, medium.base.as_deref(), &refs)
             .unwrap();
     });
-    row(
+    floor_row(
         &format!(
             "medium redo, 1 client ({} records, {} B, base page)",
             medium.records.len(),
             bytes(&medium)
         ),
-        format!("{:.1} us", us(t_medium)),
-        format!("{:.2}x the floor", us(t_medium) / us(same)),
+        t_medium,
+        "",
     );
     let fpi_refs = [RecordRef {
         end_lsn: fpi.1.end_lsn,
