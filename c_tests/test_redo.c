@@ -75,11 +75,36 @@ static void sleep_ms(long ms)
 /* ---- child processes, from /proc ---------------------------------------- */
 
 /*
+ * State letter and parent of process "pid" (a decimal string), from
+ * /proc/PID/stat. Returns 0 if it is gone or unreadable.
+ */
+static int read_proc_stat(const char *pid, char *state, int *ppid)
+{
+    char path[300], buf[1024], *close_paren;
+    FILE *fp;
+    size_t len;
+
+    snprintf(path, sizeof path, "/proc/%s/stat", pid);
+    fp = fopen(path, "r");
+    if (fp == NULL)
+        return 0; /* gone meanwhile */
+    len = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
+    buf[len] = '\0';
+    /* "pid (comm) state ppid ...": comm may contain spaces and parentheses,
+     * so parse after the last ')'. */
+    close_paren = strrchr(buf, ')');
+    return close_paren != NULL &&
+           sscanf(close_paren + 1, " %c %d", state, ppid) == 2;
+}
+
+/*
  * The pids of our child processes (ppid == getpid()), up to max. Zombies are
  * included only when with_zombies is set. Returns how many were found (may
- * exceed max; only max are stored).
+ * exceed max; only max are stored), or -1 if /proc cannot be read. Never
+ * FAILs: kill_children_quietly, called by FAIL, uses it.
  */
-static int list_children(pid_t *out, int max, int with_zombies)
+static int scan_children(pid_t *out, int max, int with_zombies)
 {
     DIR *d = opendir("/proc");
     struct dirent *e;
@@ -87,29 +112,13 @@ static int list_children(pid_t *out, int max, int with_zombies)
     int n = 0;
 
     if (d == NULL)
-        FAIL("opendir /proc: %s", strerror(errno));
+        return -1;
     while ((e = readdir(d)) != NULL) {
-        char path[300], buf[1024], *close_paren, state;
-        FILE *fp;
-        size_t len;
+        char state;
         int ppid;
 
-        if (!isdigit((unsigned char)e->d_name[0]))
-            continue;
-        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-        fp = fopen(path, "r");
-        if (fp == NULL)
-            continue; /* gone meanwhile */
-        len = fread(buf, 1, sizeof buf - 1, fp);
-        fclose(fp);
-        buf[len] = '\0';
-        /* "pid (comm) state ppid ...": comm may contain spaces and
-         * parentheses, so parse after the last ')'. */
-        close_paren = strrchr(buf, ')');
-        if (close_paren == NULL ||
-            sscanf(close_paren + 1, " %c %d", &state, &ppid) != 2)
-            continue;
-        if (ppid != self)
+        if (!isdigit((unsigned char)e->d_name[0]) ||
+            !read_proc_stat(e->d_name, &state, &ppid) || ppid != self)
             continue;
         if (state == 'Z' && !with_zombies)
             continue;
@@ -121,55 +130,33 @@ static int list_children(pid_t *out, int max, int with_zombies)
     return n;
 }
 
+/* scan_children, failing the test if /proc cannot be read. */
+static int list_children(pid_t *out, int max, int with_zombies)
+{
+    int n = scan_children(out, max, with_zombies);
+
+    if (n < 0)
+        FAIL("opendir /proc: %s", strerror(errno));
+    return n;
+}
+
 /* One child's state letter from /proc/PID/stat, or 0 if it is gone. */
 static char child_state(pid_t pid)
 {
-    char path[64], buf[1024], *close_paren, state;
-    FILE *fp;
-    size_t len;
+    char name[32], state;
+    int ppid;
 
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    fp = fopen(path, "r");
-    if (fp == NULL)
-        return 0;
-    len = fread(buf, 1, sizeof buf - 1, fp);
-    fclose(fp);
-    buf[len] = '\0';
-    close_paren = strrchr(buf, ')');
-    if (close_paren == NULL || sscanf(close_paren + 1, " %c", &state) != 1)
-        return 0;
-    return state;
+    snprintf(name, sizeof name, "%d", (int)pid);
+    return read_proc_stat(name, &state, &ppid) ? state : 0;
 }
 
 static void kill_children_quietly(void)
 {
-    DIR *d = opendir("/proc");
-    struct dirent *e;
+    pid_t pids[256];
+    int n = scan_children(pids, 256, 1);
 
-    if (d == NULL)
-        return;
-    while ((e = readdir(d)) != NULL) {
-        char path[300], buf[1024], *close_paren, state;
-        FILE *fp;
-        size_t len;
-        int ppid;
-
-        if (!isdigit((unsigned char)e->d_name[0]))
-            continue;
-        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-        fp = fopen(path, "r");
-        if (fp == NULL)
-            continue;
-        len = fread(buf, 1, sizeof buf - 1, fp);
-        fclose(fp);
-        buf[len] = '\0';
-        close_paren = strrchr(buf, ')');
-        if (close_paren != NULL &&
-            sscanf(close_paren + 1, " %c %d", &state, &ppid) == 2 &&
-            ppid == getpid())
-            kill((pid_t)atoi(e->d_name), SIGKILL);
-    }
-    closedir(d);
+    for (int i = 0; i < n && i < 256; i++)
+        kill(pids[i], SIGKILL);
 }
 
 /*
