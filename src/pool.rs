@@ -11,10 +11,16 @@
 //!   only once it has answered a ping: one that dies at start-up (a broken
 //!   binary or extension) is a spawn failure, with its stderr as the reason.
 //! - A failed spawn is tried again at once, a single time: one start can fail
-//!   by accident (a process killed while starting). Two failures in a row
-//!   start a back-off (100 ms doubling to 10 s): while it lasts, requests fail
-//!   at once with the last reason instead of hammering the system with doomed
-//!   spawns.
+//!   by accident (a process killed while starting). A start that hangs is
+//!   not tried again at once (it already cost a whole deadline). Two failed
+//!   starts in a row, hung or not, start a back-off (100 ms doubling to
+//!   10 s): while it lasts, requests fail at once with the last reason
+//!   instead of hammering the system with doomed spawns.
+//! - Once the pool is closed, no slot is handed out (checked under the lock
+//!   that `close` sets the flag under, so a slot taken before close is one
+//!   `kill_all` waits for) and no process is started or request retried:
+//!   what is left of a batch is answered with `Shutdown`, so closing waits
+//!   at most for the attempts in flight, each bounded by its deadline.
 //! - When a process fails (EOF, broken pipe, short read, deadline) it is taken
 //!   out of its slot, killed and reaped, and its stderr kept for the error.
 //!   The request it was working on is retried once on a fresh process: the
@@ -76,6 +82,8 @@ pub(crate) struct Slot {
 struct Backoff {
     not_before: Option<Instant>,
     delay: Duration,
+    /// Starts that failed since the last one that worked.
+    failures_in_a_row: u32,
     /// Why the last start failed, without the "cannot start" prefix.
     last_error: String,
 }
@@ -111,6 +119,7 @@ impl Slots {
             backoff: Mutex::new(Backoff {
                 not_before: None,
                 delay: Duration::ZERO,
+                failures_in_a_row: 0,
                 last_error: String::new(),
             }),
             timeout: config.timeout,
@@ -124,9 +133,13 @@ impl Slots {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// A free slot, if there is one now.
+    /// A free slot, if there is one now and the pool is open.
     pub fn try_take(&self) -> Option<SlotGuard<'_>> {
-        let slot = self.idle.lock().pop()?;
+        let mut idle = self.idle.lock();
+        if self.is_closed() {
+            return None;
+        }
+        let slot = idle.pop()?;
         Some(SlotGuard {
             slots: self,
             slot: Some(slot),
@@ -159,10 +172,11 @@ impl Slots {
             .collect()
     }
 
-    /// Stop handing out slots; wake everyone waiting for one.
+    /// Stop handing out slots; wake everyone waiting for one. The flag is
+    /// set under the lock slots are taken under: see the module notes.
     pub fn close(&self) {
-        self.closed.store(true, Ordering::Release);
         let _guard = self.idle.lock();
+        self.closed.store(true, Ordering::Release);
         self.returned.notify_all();
     }
 
@@ -233,7 +247,7 @@ impl Slots {
             Err(e @ Error::Timeout { .. }) => Err(e),
             Err(first) => {
                 log::warn!("{first}; trying once more");
-                self.spawn_once().inspect_err(|_| self.back_off())
+                self.spawn_once()
             }
         }
     }
@@ -250,16 +264,23 @@ impl Slots {
                 let mut b = self.backoff.lock();
                 b.not_before = None;
                 b.delay = Duration::ZERO;
+                b.failures_in_a_row = 0;
                 drop(b);
                 bump(&self.stats.spawns);
                 bump(&self.stats.live_processes);
                 self.stats.spawn_time_us.observe_duration(started.elapsed());
             }
             Err(e) => {
-                self.backoff.lock().last_error = match e {
+                let mut b = self.backoff.lock();
+                b.last_error = match e {
                     Error::SpawnFailed(reason) => reason.clone(),
                     other => other.to_string(),
                 };
+                b.failures_in_a_row += 1;
+                if b.failures_in_a_row >= 2 {
+                    Self::back_off(&mut b);
+                }
+                drop(b);
                 bump(&self.stats.spawn_failures);
             }
         }
@@ -279,8 +300,7 @@ impl Slots {
         false
     }
 
-    fn back_off(&self) {
-        let mut b = self.backoff.lock();
+    fn back_off(b: &mut Backoff) {
         b.delay = (b.delay * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
         b.not_before = Some(Instant::now() + b.delay);
         log::warn!(
@@ -329,6 +349,13 @@ impl SlotGuard<'_> {
         while next < jobs.len() {
             let pending = &mut jobs[next..];
             if slot.process.is_none() {
+                // No start, and so no retry, once closing: see the module notes.
+                if slots.is_closed() {
+                    for job in pending.iter_mut() {
+                        job.outcome = Some(Err(Error::Shutdown));
+                    }
+                    return;
+                }
                 match slots.spawn() {
                     Ok(p) => slot.process = Some(p),
                     // A new process that hung: an attempt of the first job
@@ -389,6 +416,13 @@ impl SlotGuard<'_> {
                 job.outcome = Some(Ok(page));
             }
             let Err(Interrupted { failure, .. }) = result else {
+                if process.is_retired() {
+                    // Answered, but killed for a deadline that passed as the
+                    // answer arrived: replaced, nobody charged.
+                    slot.process = None;
+                    bump(&slots.stats.process_deaths);
+                    slots.forget_processes(1);
+                }
                 return;
             };
             let mut dead = slot.process.take().expect("process in use");

@@ -116,6 +116,9 @@ pub struct Process {
     /// Enforces deadlines of blocking waits; `None`: waits use `poll`.
     /// Dropped before the child is reaped (see `crate::watchdog`).
     watch: Option<Watch>,
+    /// The watchdog killed it just after its last answer arrived (see
+    /// `is_retired`).
+    killed_late: bool,
 }
 
 fn new_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -251,6 +254,7 @@ impl Process {
             } else {
                 None
             },
+            killed_late: false,
         };
         // stdout stays blocking: `transact` reads it after poll says so, or
         // in a blocking read under the watchdog.
@@ -277,6 +281,13 @@ impl Process {
 
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// Whether the process must be replaced although its last `transact`
+    /// succeeded: the watchdog's kill for a deadline that passed just as the
+    /// answer came in is already on its way. Nobody's request is to blame.
+    pub fn is_retired(&self) -> bool {
+        self.killed_late
     }
 
     /// Pin the process to the CPU the calling thread runs on now, so that the
@@ -461,7 +472,11 @@ impl Process {
                 Err(failure) => break Err(failure),
             }
         };
-        watch.disarm();
+        if !watch.disarm() && outcome.is_ok() {
+            // Every page arrived, but the deadline passed and the kill is on
+            // its way: the answers stand, the process must not serve again.
+            self.killed_late = true;
+        }
         // Forward what the process said meanwhile (nothing, when healthy).
         self.read_stderr();
         outcome.map_err(|failure| Interrupted {

@@ -199,7 +199,13 @@ impl Redoer {
         let timeout = self.timeout;
         let process = self.process()?;
         match process.transact(request, response, timeout) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if process.is_retired() {
+                    // Killed and reaped here; the answer stands.
+                    self.process = None;
+                }
+                Ok(())
+            }
             Err(Interrupted { failure, .. }) => {
                 let mut dead = self.process.take().expect("process in use");
                 let err = failure_error(failure, &mut dead, timeout);

@@ -14,7 +14,21 @@
 //! - Closing (on drop, or `shutdown`) refuses new requests, answers queued
 //!   ones with `Shutdown`, joins the workers, waits for requests in flight on
 //!   callers' threads, and kills and reaps every process.
+//!
+//! Rules that keep callbacks and closing free of deadlocks, each enforced
+//! here:
+//! - A worker never waits for the queue it serves: `redo` called on a worker
+//!   thread (from a callback) drives a process itself, waiting for a free
+//!   slot, never for a worker (which may be the caller itself).
+//! - No lock is held across a blocking send. A caller waiting for room in
+//!   the queue also watches `closing`, which `shutdown` disconnects; the gate
+//!   only counts the callers between admission and the queue, and `shutdown`
+//!   stops the workers (who answer what is queued) once that count is 0, so
+//!   nothing can enter the queue after the workers left.
+//! - Every `shutdown` returns only once the pool is closed: a second one
+//!   waits for the first.
 
+use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -22,7 +36,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -67,14 +81,30 @@ struct Shared {
     slots: Slots,
 }
 
+thread_local! {
+    /// Set on the pool's worker threads: see the module notes.
+    static ON_WORKER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Who is between admission and the queue, and how far closing has come.
+#[derive(Default)]
+struct Gate {
+    closing: bool,
+    closed: bool,
+    /// Callers inside `enqueue`.
+    entering: usize,
+}
+
 pub struct Pool {
     shared: Arc<Shared>,
     /// Answer from full-page images in-process (`Config::fast_path`).
     fast_path: bool,
     queue: Sender<Queued>,
-    /// Held for reading while a request is being queued, for writing while
-    /// closing: no request can slip into the queue after the workers left.
-    gate: RwLock<bool>,
+    gate: Mutex<Gate>,
+    gate_changed: Condvar,
+    /// Dropping the sender wakes callers waiting for room in the queue.
+    closing_tx: Mutex<Option<Sender<()>>>,
+    closing: Receiver<()>,
     /// Dropping it tells the workers to finish.
     stop: Mutex<Option<Sender<()>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
@@ -94,12 +124,16 @@ impl Pool {
         });
         let (queue, rx) = bounded(config.queue_depth);
         let (stop, stop_rx) = bounded::<()>(0);
+        let (closing_tx, closing) = bounded::<()>(0);
         let mut workers = Vec::new();
         for i in 0..config.processes {
             let (shared, rx, stop_rx) = (shared.clone(), rx.clone(), stop_rx.clone());
             let worker = std::thread::Builder::new()
                 .name(format!("walredo-worker-{i}"))
-                .spawn(move || worker(&shared, &rx, &stop_rx))
+                .spawn(move || {
+                    ON_WORKER.with(|w| w.set(true));
+                    worker(&shared, &rx, &stop_rx)
+                })
                 .map_err(|e| Error::Internal(format!("cannot start a worker thread: {e}")))?;
             workers.push(worker);
         }
@@ -107,7 +141,10 @@ impl Pool {
             shared,
             fast_path: config.fast_path,
             queue,
-            gate: RwLock::new(false),
+            gate: Mutex::new(Gate::default()),
+            gate_changed: Condvar::new(),
+            closing_tx: Mutex::new(Some(closing_tx)),
+            closing,
             stop: Mutex::new(Some(stop)),
             workers: Mutex::new(workers),
         })
@@ -133,16 +170,23 @@ impl Pool {
         let base = image.as_deref().or(base);
         let records = &records[from..];
 
-        // The caller's own thread drives a free process, unless others wait.
-        if self.queue.is_empty() {
-            if let Some(mut slot) = slots.try_take() {
-                let outcome = slot.run_one(*tag, |wire| {
-                    protocol::write_request(wire, tag, base, records)
-                });
-                drop(slot);
-                account(slots, started, outcome.as_ref().map(|p| &**p));
-                return outcome;
-            }
+        // The caller's own thread drives a free process, unless others wait;
+        // a worker (in a callback) always does, waiting for a slot if need
+        // be: it must never wait for the queue it serves.
+        let slot = if ON_WORKER.with(Cell::get) {
+            Some(slots.take().inspect_err(|_| bump(&slots.stats.failures))?)
+        } else if self.queue.is_empty() {
+            slots.try_take()
+        } else {
+            None
+        };
+        if let Some(mut slot) = slot {
+            let outcome = slot.run_one(*tag, |wire| {
+                protocol::write_request(wire, tag, base, records)
+            });
+            drop(slot);
+            account(slots, started, outcome.as_ref().map(|p| &**p));
+            return outcome;
         }
 
         let mut wire = Vec::new();
@@ -241,14 +285,31 @@ impl Pool {
     }
 
     fn enqueue(&self, item: Queued, wait_for_room: bool) -> Result<()> {
-        let closed = self.gate.read();
-        if *closed {
-            return Err(Error::Shutdown);
+        {
+            let mut gate = self.gate.lock();
+            if gate.closing {
+                return Err(Error::Shutdown);
+            }
+            gate.entering += 1;
         }
+        let sent = self.send(item, wait_for_room);
+        let mut gate = self.gate.lock();
+        gate.entering -= 1;
+        if gate.entering == 0 && gate.closing {
+            self.gate_changed.notify_all();
+        }
+        sent
+    }
+
+    /// Put an admitted request in the queue; no lock held (module notes).
+    fn send(&self, item: Queued, wait_for_room: bool) -> Result<()> {
         let stats = &self.shared.slots.stats;
         stats.queue_depth.fetch_add(1, Ordering::Relaxed);
         let sent = if wait_for_room {
-            self.queue.send(item).map_err(|_| Error::Shutdown)
+            select! {
+                send(self.queue, item) -> sent => sent.map_err(|_| Error::Shutdown),
+                recv(self.closing) -> _ => Err(Error::Shutdown),
+            }
         } else {
             self.queue.try_send(item).map_err(|e| match e {
                 TrySendError::Full(_) => {
@@ -287,21 +348,36 @@ impl Pool {
 
     /// Refuse new requests, answer queued ones with `Shutdown`, stop the
     /// workers, wait for requests running on callers' threads, and kill and
-    /// reap every process. Idempotent.
+    /// reap every process. Idempotent: a call while another one runs
+    /// returns when that one is done.
     pub fn shutdown(&self) {
         {
-            let mut closed = self.gate.write();
-            if *closed {
+            let mut gate = self.gate.lock();
+            if gate.closing {
+                while !gate.closed {
+                    self.gate_changed.wait(&mut gate);
+                }
                 return;
             }
-            *closed = true;
+            gate.closing = true;
         }
         self.shared.slots.close();
+        // Callers waiting for room give up; then nobody is left between
+        // admission and the queue, and the workers can answer what is in it.
+        self.closing_tx.lock().take();
+        {
+            let mut gate = self.gate.lock();
+            while gate.entering > 0 {
+                self.gate_changed.wait(&mut gate);
+            }
+        }
         self.stop.lock().take();
         for w in self.workers.lock().drain(..) {
             let _ = w.join();
         }
         self.shared.slots.kill_all();
+        self.gate.lock().closed = true;
+        self.gate_changed.notify_all();
     }
 }
 

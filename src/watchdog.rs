@@ -20,9 +20,16 @@
 //! - A process unregisters before it is reaped (its `Drop`), under the same
 //!   lock the thread holds while it kills, so the thread never signals a
 //!   process that is gone.
+//! - A deadline is claimed atomically, by exactly one side: the thread
+//!   swaps an overdue deadline for `FIRED` (compare-and-swap) before it
+//!   kills, and the reader's disarm swaps it for 0. Whoever comes second
+//!   sees what the first did: a disarm that finds `FIRED` knows the process
+//!   is being killed although its answer arrived, so the process is retired
+//!   instead of failing the next request with an unexplained EOF; a thread
+//!   that finds 0 kills nothing.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -35,14 +42,16 @@ const LINGER: Duration = Duration::from_secs(1);
 /// `next_wake` while the thread is scanning: every arm then wakes it.
 const SCANNING: u64 = 0;
 
+/// `Entry::deadline` once the thread has claimed it to kill the process.
+const FIRED: u64 = u64::MAX;
+
 /// One watched process.
 struct Entry {
     pidfd: OwnedFd,
     /// Nanoseconds since `Watchdog::epoch` when the answer is overdue; 0
-    /// while nothing is awaited.
+    /// while nothing is awaited; `FIRED` once the thread killed the process
+    /// (for good: a killed process is never armed again).
     deadline: AtomicU64,
-    /// The thread killed the process for being late.
-    fired: AtomicBool,
 }
 
 struct Watchdog {
@@ -95,9 +104,14 @@ impl Watchdog {
             let mut next = u64::MAX;
             for e in entries.iter() {
                 match e.deadline.load(SeqCst) {
-                    0 => {}
+                    0 | FIRED => {}
+                    // Killed only if the deadline is still the one we saw:
+                    // a disarm in between wins (see the module notes).
                     d if d <= now => {
-                        if !e.fired.swap(true, SeqCst) {
+                        if e.deadline
+                            .compare_exchange(d, FIRED, SeqCst, SeqCst)
+                            .is_ok()
+                        {
                             // SAFETY: a valid pidfd, open while registered;
                             // no siginfo is passed.
                             unsafe {
@@ -160,16 +174,28 @@ impl Watch {
         let entry = Arc::new(Entry {
             pidfd,
             deadline: AtomicU64::new(0),
-            fired: AtomicBool::new(false),
         });
         dog.entries.lock().push(entry.clone());
         Some(Watch { dog, entry })
     }
 
-    /// Kill the process unless `disarm` comes within `timeout`.
+    /// Kill the process unless `disarm` comes within `timeout`. Does nothing
+    /// once the process was killed for being late: the read in progress
+    /// then ends with EOF, and `fired` says why.
     pub fn arm(&self, timeout: Duration) {
-        let deadline = self.dog.now().saturating_add(timeout.as_nanos() as u64);
-        self.entry.deadline.store(deadline, SeqCst);
+        // Below FIRED, above 0: never mistaken for either.
+        let deadline = self
+            .dog
+            .now()
+            .saturating_add(timeout.as_nanos() as u64)
+            .min(FIRED - 1);
+        let armed = self
+            .entry
+            .deadline
+            .fetch_update(SeqCst, SeqCst, |d| (d != FIRED).then_some(deadline));
+        if armed.is_err() {
+            return;
+        }
         let next = self.dog.next_wake.load(SeqCst);
         if next == SCANNING || deadline < next {
             // The thread holds the lock except while it waits, so this
@@ -179,13 +205,18 @@ impl Watch {
         }
     }
 
-    pub fn disarm(&self) {
-        self.entry.deadline.store(0, SeqCst);
+    /// Stop the clock. Returns false when it was too late: the thread had
+    /// already claimed the deadline, and the process is being killed.
+    pub fn disarm(&self) -> bool {
+        self.entry
+            .deadline
+            .fetch_update(SeqCst, SeqCst, |d| (d != FIRED).then_some(0))
+            .is_ok()
     }
 
     /// Whether the process was killed for missing a deadline.
     pub fn fired(&self) -> bool {
-        self.entry.fired.load(SeqCst)
+        self.entry.deadline.load(SeqCst) == FIRED
     }
 }
 

@@ -2,7 +2,9 @@
 //! tests (`Config::child_program`). It speaks the protocol (B, P, A, G, H) and
 //! misbehaves on command: the relnode of the requested page says how.
 //!
-//!   walredo-fake-child [--exit-at-start] [--marker-dir DIR] SCRATCH_DIR
+//!   walredo-fake-child [--exit-at-start] [--hang-at-start] [--marker-dir DIR] SCRATCH_DIR
+//!
+//! `--hang-at-start` never answers anything (a start-up that hangs).
 //!
 //! relnode 1 normal; 2 crash (FATAL on stderr, exit 1); 3 hang forever;
 //! 4 short answer then exit; 5 garbage page; 6 chatter on stderr, then
@@ -36,6 +38,9 @@ fn main() {
                 eprintln!("FATAL:  fake child refuses to start");
                 std::process::exit(1);
             }
+            "--hang-at-start" => loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            },
             "--marker-dir" => marker_dir = args.next().map(PathBuf::from),
             _ => {} // the scratch directory
         }

@@ -72,7 +72,10 @@ pub unsafe extern "C" fn walredo_pool_shutdown(pool: *const walredo_pool) {
     guard(|| {
         // SAFETY: NULL or a live pool from walredo_pool_new.
         if let Some(p) = unsafe { pool.as_ref() } {
-            p.pool.shutdown();
+            // Our own reference: a concurrent walredo_pool_free may release
+            // the handle's while this runs (it waits for us, then lets go).
+            let pool = p.pool.clone();
+            pool.shutdown();
         }
         Ok(())
     });

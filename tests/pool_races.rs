@@ -1,0 +1,308 @@
+//! The pool's lifecycle under races found in review, each driven by the
+//! fault-injecting child (src/bin/walredo-fake-child.rs): callbacks that call
+//! back into the pool, shutdown racing requests, retries and respawns after
+//! close, a hung start-up, and a watchdog that fires just as the answer
+//! arrives. A deadlock shows as a test that fails after a generous wait (the
+//! wait is a hang detector, not a timing assertion).
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use walredo::{Config, Error, PageTag, Pool, RecordRef, Redoer, RelFileNode, PAGE_SIZE};
+
+// What the fake child does, by relnode (see its source).
+const NORMAL: u32 = 1;
+const HANG: u32 = 3;
+const SLOW: u32 = 8;
+
+/// Long enough that only a deadlock can exceed it.
+const HANG_DETECTOR: Duration = Duration::from_secs(30);
+
+fn fake_config(processes: usize, args: &[&str]) -> Config {
+    Config {
+        child_program: Some((
+            PathBuf::from(env!("CARGO_BIN_EXE_walredo-fake-child")),
+            args.iter().map(|s| s.to_string()).collect(),
+        )),
+        processes,
+        timeout: Duration::from_secs(5),
+        idle_timeout: None,
+        ..Config::default()
+    }
+}
+
+fn tag(relnode: u32, blkno: u32) -> PageTag {
+    PageTag {
+        rel: RelFileNode {
+            spcnode: 1663,
+            dbnode: 5,
+            relnode,
+        },
+        forknum: 0,
+        blkno,
+    }
+}
+
+/// `n` records for `tag`, the first initializing the page.
+fn records(tag: &PageTag, n: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|i| synthetic_record(tag, i == 0)).collect()
+}
+
+fn refs(recs: &[Vec<u8>]) -> Vec<RecordRef<'_>> {
+    recs.iter()
+        .enumerate()
+        .map(|(i, data)| RecordRef {
+            end_lsn: 0x1000 * (i as u64 + 1),
+            data,
+        })
+        .collect()
+}
+
+fn redo(pool: &Pool, t: PageTag) -> walredo::Result<Box<[u8; PAGE_SIZE]>> {
+    let recs = records(&t, 1);
+    pool.redo(&t, None, &refs(&recs))
+}
+
+/// Submit a one-record request whose callback runs `then` with the outcome.
+fn submit_then(
+    pool: &Pool,
+    t: PageTag,
+    then: impl FnOnce(Result<&[u8; PAGE_SIZE], &Error>) + Send + 'static,
+) -> walredo::Result<()> {
+    let recs = records(&t, 1);
+    pool.submit(&t, None, &refs(&recs), Box::new(then))
+}
+
+/// Live (not zombie) child processes of this test process.
+fn live_children() -> Vec<String> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(')')?;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ppid: u32 = f.get(1)?.parse().ok()?;
+            (ppid == me && f[0] != "Z").then(|| e.file_name().to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
+/// Review item 1: a callback that calls `redo` on its own pool, while another
+/// request waits in the queue, with one process (one worker). The nested call
+/// must not wait for the queue its own worker serves.
+#[test]
+fn a_callback_may_call_redo_while_requests_are_queued() {
+    let _serial = serial();
+    init_logging();
+    let pool = Arc::new(Pool::new(&fake_config(1, &[])).unwrap());
+    let (tx, rx) = mpsc::channel::<(&str, Result<(), String>)>();
+    let (inner_pool, inner_tx) = (pool.clone(), tx.clone());
+    submit_then(&pool, tag(SLOW, 200), move |outcome| {
+        assert!(outcome.is_ok());
+        let nested = redo(&inner_pool, tag(NORMAL, 7)).map(|_| ());
+        let _ = inner_tx.send(("nested", nested.map_err(|e| e.to_string())));
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(50)); // the worker has it
+    let second_tx = tx.clone();
+    submit_then(&pool, tag(NORMAL, 1), move |outcome| {
+        let _ = second_tx.send(("queued", outcome.map(|_| ()).map_err(|e| e.to_string())));
+    })
+    .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let answer = rx
+            .recv_timeout(HANG_DETECTOR)
+            .unwrap_or_else(|_| panic!("deadlock: answers so far {got:?}"));
+        got.push(answer);
+    }
+    got.sort();
+    assert_eq!(got, [("nested", Ok(())), ("queued", Ok(()))]);
+    pool.shutdown();
+    drop(pool);
+    assert_no_leftovers();
+}
+
+/// Review item 2: with the queue full, a caller blocked waiting for room,
+/// and `shutdown` waiting to close, a callback calls `submit`: nothing may
+/// wait for ever, and the callback's submit is refused as shut down.
+#[test]
+fn a_callback_may_submit_while_the_pool_shuts_down() {
+    let _serial = serial();
+    init_logging();
+    let mut config = fake_config(1, &[]);
+    config.queue_depth = 1;
+    let pool = Arc::new(Pool::new(&config).unwrap());
+    let (tx, rx) = mpsc::channel::<(&str, Result<(), String>)>();
+    let (inner_pool, inner_tx) = (pool.clone(), tx.clone());
+    submit_then(&pool, tag(SLOW, 300), move |_| {
+        let nested = submit_then(&inner_pool, tag(NORMAL, 9), |_| {});
+        let _ = inner_tx.send(("callback's submit", nested.map_err(|e| e.to_string())));
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(50)); // the worker has it
+    submit_then(&pool, tag(NORMAL, 1), |_| {}).unwrap(); // the queue is full
+    let (blocked_pool, blocked_tx) = (pool.clone(), tx.clone());
+    std::thread::spawn(move || {
+        let r = redo(&blocked_pool, tag(NORMAL, 2)).map(|_| ());
+        let _ = blocked_tx.send(("blocked redo", r.map_err(|e| e.to_string())));
+    });
+    std::thread::sleep(Duration::from_millis(50)); // it waits for room
+    let (closing_pool, closing_tx) = (pool.clone(), tx.clone());
+    std::thread::spawn(move || {
+        closing_pool.shutdown();
+        let _ = closing_tx.send(("shutdown", Ok(())));
+    });
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let answer = rx
+            .recv_timeout(HANG_DETECTOR)
+            .unwrap_or_else(|_| panic!("deadlock: answers so far {got:?}"));
+        got.push(answer);
+    }
+    got.sort();
+    assert_eq!(got[0].0, "blocked redo");
+    assert_eq!(
+        got[1],
+        ("callback's submit", Err(Error::Shutdown.to_string()))
+    );
+    assert_eq!(got[2], ("shutdown", Ok(())));
+    drop(pool);
+    assert_no_leftovers();
+}
+
+/// Review item 6: a batch of requests whose process hangs, when the pool
+/// shuts down: the attempt in flight ends by its deadline, and nothing is
+/// respawned or retried after close.
+#[test]
+fn shutdown_does_not_retry_a_hanging_batch() {
+    let _serial = serial();
+    init_logging();
+    let mut config = fake_config(1, &[]);
+    config.timeout = Duration::from_millis(300);
+    let pool = Pool::new(&config).unwrap();
+    let outcomes: Arc<Mutex<Vec<String>>> = Arc::default();
+    for i in 0..16 {
+        let outcomes = outcomes.clone();
+        submit_then(&pool, tag(HANG, i), move |r| {
+            outcomes
+                .lock()
+                .unwrap()
+                .push(r.map(|_| "ok".into()).unwrap_or_else(|e| e.to_string()));
+        })
+        .unwrap();
+    }
+    while pool.stats().live_processes == 0 {
+        std::thread::sleep(Duration::from_millis(5)); // the batch is running
+    }
+    pool.shutdown();
+    let s = pool.stats();
+    let got = outcomes.lock().unwrap().clone();
+    println!(
+        "after shutdown: {} spawns, {} timeouts",
+        s.spawns, s.timeouts
+    );
+    assert_eq!(got.len(), 16, "{got:?}");
+    assert!(got.iter().all(|m| m.contains("shut down")), "{got:?}");
+    assert_eq!((s.spawns, s.timeouts), (1, 1), "{s:?}");
+    drop(pool);
+    assert_no_leftovers();
+}
+
+/// Review item 6, second half: a start-up that hangs counts towards the
+/// back-off like any failed start, instead of costing every request two
+/// deadlines.
+#[test]
+fn hung_start_ups_back_off() {
+    let _serial = serial();
+    init_logging();
+    let mut config = fake_config(1, &["--hang-at-start"]);
+    config.timeout = Duration::from_millis(100);
+    let pool = Pool::new(&config).unwrap();
+    let results: Vec<String> = (0..6)
+        .map(|i| redo(&pool, tag(NORMAL, i)).unwrap_err().to_string())
+        .collect();
+    let s = pool.stats();
+    println!(
+        "{} start attempts for 6 requests: {results:?}",
+        s.spawn_failures
+    );
+    assert_eq!(s.spawn_failures, 2, "{s:?} {results:?}");
+    assert!(
+        results[1..].iter().all(|m| m.contains("not trying again")),
+        "{results:?}"
+    );
+    drop(pool);
+    assert_no_leftovers();
+}
+
+/// Review item 7: a request admitted just before shutdown (it is still
+/// being validated and sent: 200,000 records, some 50 ms) must not start a process
+/// after shutdown returned.
+#[test]
+fn no_process_starts_after_shutdown() {
+    let _serial = serial();
+    init_logging();
+    let t = tag(NORMAL, 1);
+    let recs = Arc::new(records(&t, 200_000));
+    for round in 0..10 {
+        let pool = Arc::new(Pool::new(&fake_config(2, &[])).unwrap());
+        let (caller_pool, caller_recs) = (pool.clone(), recs.clone());
+        let caller = std::thread::spawn(move || {
+            caller_pool
+                .redo(&t, None, &refs(&caller_recs))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        std::thread::sleep(Duration::from_millis(2 + round));
+        pool.shutdown();
+        let outcome = caller.join().unwrap();
+        let alive = live_children();
+        assert!(
+            alive.is_empty(),
+            "round {round}: processes alive after shutdown: {alive:?} (the request: {outcome:?})"
+        );
+        drop(pool);
+    }
+    assert_no_leftovers();
+}
+
+/// Review item 5: the watchdog must never kill a process that answered in
+/// time, nor fail the next request on it. Answers arrive around the deadline;
+/// each is followed by a fast request on the same `Redoer`, which must work.
+#[test]
+fn a_late_watchdog_never_fails_the_next_request() {
+    let _serial = serial();
+    init_logging();
+    let mut config = fake_config(1, &[]);
+    config.timeout = Duration::from_millis(20);
+    let mut redoer = Redoer::new(&config).unwrap();
+    let (mut late_ok, mut timed_out) = (0, 0);
+    for i in 0..150u32 {
+        let slow = tag(SLOW, 19 + i % 3);
+        let recs = records(&slow, 1);
+        match redoer.redo(&slow, None, &refs(&recs)) {
+            Ok(_) => late_ok += 1,
+            Err(Error::Timeout { .. }) => timed_out += 1,
+            Err(e) => panic!("slow request {i}: {e}"),
+        }
+        let fast = tag(NORMAL, i);
+        let recs = records(&fast, 1);
+        if let Err(e) = redoer.redo(&fast, None, &refs(&recs)) {
+            panic!(
+                "the request after slow request {i} failed ({late_ok} answered, \
+                 {timed_out} timed out so far): {e}"
+            );
+        }
+    }
+    println!("answers near the deadline: {late_ok} in time, {timed_out} timed out");
+    drop(redoer);
+    assert_no_leftovers();
+}
