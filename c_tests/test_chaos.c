@@ -29,6 +29,7 @@
 
 #include <walredo.h>
 
+#include "children.h"
 #include "fixture.h"
 
 #define MAX_CASES 256
@@ -70,69 +71,15 @@ make_pool(const char *processes, const char *timeout_ms)
     return pool;
 }
 
-/* Pids of our children; zombies included (their state is 'Z'). */
+/* Pids of our children, zombies included; *zombies counts those. */
 static int
 children(pid_t *out, int max, int *zombies)
 {
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    int n = 0;
-    pid_t me = getpid();
+    int n = children_list(out, max, 1, zombies);
 
-    if (zombies)
-        *zombies = 0;
-    if (d == NULL)
+    if (n < 0)
         FAIL("opendir /proc: %s", strerror(errno));
-    while ((e = readdir(d)) != NULL)
-    {
-        char path[300], buf[512];
-        FILE *f;
-        char *close_paren;
-        char state;
-        int ppid;
-
-        if (e->d_name[0] < '0' || e->d_name[0] > '9')
-            continue;
-        snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
-        if ((f = fopen(path, "r")) == NULL)
-            continue;
-        if (fgets(buf, sizeof(buf), f) == NULL)
-            buf[0] = '\0';
-        fclose(f);
-        /* pid (comm) state ppid: comm may hold spaces and parentheses. */
-        if ((close_paren = strrchr(buf, ')')) == NULL)
-            continue;
-        if (sscanf(close_paren + 1, " %c %d", &state, &ppid) != 2 || ppid != me)
-            continue;
-        if (state == 'Z' && zombies)
-            (*zombies)++;
-        if (n < max)
-            out[n] = (pid_t) atoi(e->d_name);
-        n++;
-    }
-    closedir(d);
     return n;
-}
-
-/*
- * Whether a child has become PostgreSQL yet. Between fork and exec a child
- * still runs the library's start-up code; stopping it there would stall the
- * spawn itself (it waits for the exec), which no deadline covers: the monkey
- * hits only processes that are running PostgreSQL.
- */
-static int
-is_postgres(pid_t pid)
-{
-    char path[64], comm[64] = "";
-    FILE *f;
-
-    snprintf(path, sizeof(path), "/proc/%d/comm", (int) pid);
-    if ((f = fopen(path, "r")) == NULL)
-        return 0;
-    if (fgets(comm, sizeof(comm), f) == NULL)
-        comm[0] = '\0';
-    fclose(f);
-    return strncmp(comm, "postgres", 8) == 0;
 }
 
 static int
@@ -318,7 +265,7 @@ chaos_monkey(void *arg)
         if (n > 64)
             n = 64;
         victim = pids[rand_r(&seed) % n];
-        if (!is_postgres(victim))
+        if (!child_is_postgres(victim))
             continue;
         if (rand_r(&seed) % 5 == 0)
         {

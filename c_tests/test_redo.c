@@ -22,6 +22,7 @@
 
 #include <walredo.h>
 
+#include "children.h"
 #include "fixture.h"
 
 #define MIN_CASES 10
@@ -74,110 +75,23 @@ static void sleep_ms(long ms)
 
 /* ---- child processes, from /proc ---------------------------------------- */
 
-/*
- * State letter and parent of process "pid" (a decimal string), from
- * /proc/PID/stat. Returns 0 if it is gone or unreadable.
- */
-static int read_proc_stat(const char *pid, char *state, int *ppid)
-{
-    char path[300], buf[1024], *close_paren;
-    FILE *fp;
-    size_t len;
-
-    snprintf(path, sizeof path, "/proc/%s/stat", pid);
-    fp = fopen(path, "r");
-    if (fp == NULL)
-        return 0; /* gone meanwhile */
-    len = fread(buf, 1, sizeof buf - 1, fp);
-    fclose(fp);
-    buf[len] = '\0';
-    /* "pid (comm) state ppid ...": comm may contain spaces and parentheses,
-     * so parse after the last ')'. */
-    close_paren = strrchr(buf, ')');
-    return close_paren != NULL &&
-           sscanf(close_paren + 1, " %c %d", state, ppid) == 2;
-}
-
-/*
- * The pids of our child processes (ppid == getpid()), up to max. Zombies are
- * included only when with_zombies is set. Returns how many were found (may
- * exceed max; only max are stored), or -1 if /proc cannot be read. Never
- * FAILs: kill_children_quietly, called by FAIL, uses it.
- */
-static int scan_children(pid_t *out, int max, int with_zombies)
-{
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    pid_t self = getpid();
-    int n = 0;
-
-    if (d == NULL)
-        return -1;
-    while ((e = readdir(d)) != NULL) {
-        char state;
-        int ppid;
-
-        if (!isdigit((unsigned char)e->d_name[0]) ||
-            !read_proc_stat(e->d_name, &state, &ppid) || ppid != self)
-            continue;
-        if (state == 'Z' && !with_zombies)
-            continue;
-        if (n < max)
-            out[n] = (pid_t)atoi(e->d_name);
-        n++;
-    }
-    closedir(d);
-    return n;
-}
-
-/* scan_children, failing the test if /proc cannot be read. */
+/* children_list, failing the test if /proc cannot be read. */
 static int list_children(pid_t *out, int max, int with_zombies)
 {
-    int n = scan_children(out, max, with_zombies);
+    int n = children_list(out, max, with_zombies, NULL);
 
     if (n < 0)
         FAIL("opendir /proc: %s", strerror(errno));
     return n;
 }
 
-/* One child's state letter from /proc/PID/stat, or 0 if it is gone. */
-static char child_state(pid_t pid)
-{
-    char name[32], state;
-    int ppid;
-
-    snprintf(name, sizeof name, "%d", (int)pid);
-    return read_proc_stat(name, &state, &ppid) ? state : 0;
-}
-
 static void kill_children_quietly(void)
 {
     pid_t pids[256];
-    int n = scan_children(pids, 256, 1);
+    int n = children_list(pids, 256, 1, NULL);
 
     for (int i = 0; i < n && i < 256; i++)
         kill(pids[i], SIGKILL);
-}
-
-/*
- * Whether a child has become PostgreSQL yet. Between fork and exec a child
- * still runs the library's start-up code; stopping it there would stall the
- * spawn itself (it waits for the exec), which no deadline covers: the fault
- * tests hit only processes that are running PostgreSQL.
- */
-static int is_postgres(pid_t pid)
-{
-    char path[64], comm[64] = "";
-    FILE *fp;
-
-    snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
-    fp = fopen(path, "r");
-    if (fp == NULL)
-        return 0;
-    if (fgets(comm, sizeof comm, fp) == NULL)
-        comm[0] = '\0';
-    fclose(fp);
-    return strncmp(comm, "postgres", 8) == 0;
 }
 
 static int signal_children(int sig)
@@ -186,7 +100,7 @@ static int signal_children(int sig)
     int i, n = list_children(pids, 256, 0);
 
     for (i = 0; i < n && i < 256; i++)
-        if (is_postgres(pids[i]))
+        if (child_is_postgres(pids[i]))
             kill(pids[i], sig);
     return n;
 }

@@ -1,0 +1,90 @@
+/*
+ * children.c: see children.h.
+ */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "children.h"
+
+/* State and parent of one process; 0 if it is gone or unreadable. */
+static int
+read_proc_stat(const char *pid, char *state, int *ppid)
+{
+    char path[300], buf[1024], *close_paren;
+    FILE *fp;
+    size_t len;
+
+    snprintf(path, sizeof path, "/proc/%s/stat", pid);
+    fp = fopen(path, "r");
+    if (fp == NULL)
+        return 0; /* gone meanwhile */
+    len = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
+    buf[len] = '\0';
+    /* "pid (comm) state ppid ...": comm may contain spaces and parentheses,
+     * so parse after the last ')'. */
+    close_paren = strrchr(buf, ')');
+    return close_paren != NULL &&
+           sscanf(close_paren + 1, " %c %d", state, ppid) == 2;
+}
+
+int
+children_list(pid_t *out, int max, int with_zombies, int *zombies)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    pid_t self = getpid();
+    int n = 0;
+
+    if (zombies != NULL)
+        *zombies = 0;
+    if (d == NULL)
+        return -1;
+    while ((e = readdir(d)) != NULL)
+    {
+        char state;
+        int ppid;
+
+        if (e->d_name[0] < '0' || e->d_name[0] > '9' ||
+            !read_proc_stat(e->d_name, &state, &ppid) || ppid != self)
+            continue;
+        if (state == 'Z' && zombies != NULL)
+            (*zombies)++;
+        if (state == 'Z' && !with_zombies)
+            continue;
+        if (n < max)
+            out[n] = (pid_t) atoi(e->d_name);
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+char
+child_state(pid_t pid)
+{
+    char name[32], state;
+    int ppid;
+
+    snprintf(name, sizeof name, "%d", (int) pid);
+    return read_proc_stat(name, &state, &ppid) ? state : 0;
+}
+
+int
+child_is_postgres(pid_t pid)
+{
+    char path[64], comm[64] = "";
+    FILE *fp;
+
+    snprintf(path, sizeof path, "/proc/%d/comm", (int) pid);
+    fp = fopen(path, "r");
+    if (fp == NULL)
+        return 0;
+    if (fgets(comm, sizeof comm, fp) == NULL)
+        comm[0] = '\0';
+    fclose(fp);
+    return strncmp(comm, "postgres", 8) == 0;
+}

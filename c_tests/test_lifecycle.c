@@ -1,0 +1,252 @@
+/*
+ * test_lifecycle.c: the pool's lifecycle promises through the C ABI, with
+ * real wal-redo processes, in races a review found:
+ *
+ *  1. A submit callback calls walredo_redo on its own pool while another
+ *     request waits in the queue, with one process (one worker thread): the
+ *     nested call must not wait for the queue its own worker serves.
+ *  2. walredo_pool_shutdown and walredo_pool_free at once: free must wait for
+ *     the shutdown in progress (no use after free: run under ASan and
+ *     valgrind), and when it returns no process of the pool may be alive.
+ *
+ * A stopped (SIGSTOP) wal-redo process makes a request last until its
+ * deadline, so each race happens in a known order. A deadlock is caught by
+ * alarm().
+ *
+ *   test_lifecycle EXTENSION_PATH FIXTURE_DIR
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <walredo.h>
+
+#include "children.h"
+#include "fixture.h"
+
+#define MAX_CASES 256
+/* Generous: only a deadlock takes this long. */
+#define HANG_DETECTOR_SECONDS 120
+
+#define FAIL(...) do { \
+    fprintf(stderr, "test_lifecycle: FAILED at %s:%d: ", __FILE__, __LINE__); \
+    fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
+
+static fixture cases[MAX_CASES];
+static const fixture *ok; /* a case that needs a process and succeeds */
+static const char *extension;
+
+static void
+on_alarm(int sig)
+{
+    static const char msg[] = "test_lifecycle: FAILED: deadlock (no progress for "
+        "120 s)\n";
+
+    (void) sig;
+    (void) write(2, msg, sizeof msg - 1);
+    _exit(1);
+}
+
+static void
+sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long) (ms % 1000) * 1000000L};
+
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static walredo_pool *
+make_pool(const char *processes, const char *timeout_ms)
+{
+    walredo_config *cfg = walredo_config_new();
+    walredo_pool *pool;
+
+    if (cfg == NULL ||
+        walredo_config_set(cfg, "extension_path", extension) != WALREDO_OK ||
+        walredo_config_set(cfg, "processes", processes) != WALREDO_OK ||
+        walredo_config_set(cfg, "timeout_ms", timeout_ms) != WALREDO_OK ||
+        /* Every request goes to a process, none is answered from an image. */
+        walredo_config_set(cfg, "fast_path", "off") != WALREDO_OK ||
+        walredo_config_set(cfg, "idle_timeout_ms", "0") != WALREDO_OK ||
+        walredo_config_set(cfg, "log_level", "off") != WALREDO_OK)
+        FAIL("config: %s", walredo_last_error());
+    if (walredo_pool_new(cfg, &pool) != WALREDO_OK)
+        FAIL("pool_new: %s", walredo_last_error());
+    walredo_config_free(cfg);
+    return pool;
+}
+
+static int
+redo_ok_case(walredo_pool *pool)
+{
+    uint8_t page[WALREDO_PAGE_SIZE];
+    int rc = walredo_redo(pool, &ok->tag, ok->base_page, ok->records,
+                          ok->n_records, page);
+
+    if (rc == WALREDO_OK && memcmp(page, ok->expected, WALREDO_PAGE_SIZE) != 0)
+        FAIL("walredo_redo returned a wrong page");
+    return rc;
+}
+
+/* SIGSTOP every wal-redo process of ours; returns how many. */
+static int
+stop_processes(void)
+{
+    pid_t pids[64];
+    int n = children_list(pids, 64, 0, NULL), stopped = 0;
+
+    for (int i = 0; i < n && i < 64; i++)
+        if (child_is_postgres(pids[i]) && kill(pids[i], SIGSTOP) == 0)
+            stopped++;
+    return stopped;
+}
+
+/* ---- 1. walredo_redo from a submit callback ------------------------------ */
+
+static walredo_pool *nested_pool;
+static atomic_int nested_status = -1, queued_status = -1, callbacks_done;
+
+static void
+on_done_then_redo(void *userdata, int status, const uint8_t *page,
+                  const char *message)
+{
+    (void) userdata;
+    (void) page;
+    if (status != WALREDO_OK)
+        FAIL("the stopped request failed: %s", message);
+    atomic_store(&nested_status, redo_ok_case(nested_pool));
+    atomic_fetch_add(&callbacks_done, 1);
+}
+
+static void
+on_done(void *userdata, int status, const uint8_t *page, const char *message)
+{
+    (void) userdata;
+    (void) message;
+    if (status == WALREDO_OK && memcmp(page, ok->expected, WALREDO_PAGE_SIZE) != 0)
+        FAIL("a submitted request got a wrong page");
+    atomic_store(&queued_status, status);
+    atomic_fetch_add(&callbacks_done, 1);
+}
+
+static void
+test_redo_from_a_callback(void)
+{
+    nested_pool = make_pool("1", "1000");
+    if (redo_ok_case(nested_pool) != WALREDO_OK)
+        FAIL("warm-up: %s", walredo_last_error());
+    if (stop_processes() != 1)
+        FAIL("expected one wal-redo process to stop");
+    /* The worker takes this one and waits for the stopped process until its
+     * deadline; then it is retried on a fresh process, and its callback
+     * calls walredo_redo while the second request is queued. */
+    if (walredo_submit(nested_pool, &ok->tag, ok->base_page, ok->records,
+                       ok->n_records, on_done_then_redo, NULL) != WALREDO_OK)
+        FAIL("submit: %s", walredo_last_error());
+    sleep_ms(100);
+    if (walredo_submit(nested_pool, &ok->tag, ok->base_page, ok->records,
+                       ok->n_records, on_done, NULL) != WALREDO_OK)
+        FAIL("submit: %s", walredo_last_error());
+    while (atomic_load(&callbacks_done) < 2)
+        sleep_ms(5);
+    if (atomic_load(&nested_status) != WALREDO_OK ||
+        atomic_load(&queued_status) != WALREDO_OK)
+        FAIL("nested redo: %s, queued request: %s",
+             walredo_status_name(atomic_load(&nested_status)),
+             walredo_status_name(atomic_load(&queued_status)));
+    walredo_pool_free(nested_pool);
+    printf("test_lifecycle: walredo_redo from a callback, with a request queued: OK\n");
+}
+
+/* ---- 2. shutdown and free at once ---------------------------------------- */
+
+static atomic_int blocked_status = -1;
+
+static void *
+blocked_redo(void *arg)
+{
+    atomic_store(&blocked_status, redo_ok_case(arg));
+    return NULL;
+}
+
+static void *
+shut_down(void *arg)
+{
+    walredo_pool_shutdown(arg);
+    return NULL;
+}
+
+static void
+test_shutdown_and_free_at_once(void)
+{
+    walredo_pool *pool = make_pool("2", "1500");
+    pthread_t redo_thread, shutdown_thread;
+    pid_t pids[16];
+    int alive, zombies;
+
+    if (redo_ok_case(pool) != WALREDO_OK)
+        FAIL("warm-up: %s", walredo_last_error());
+    if (stop_processes() != 1)
+        FAIL("expected one wal-redo process to stop");
+    /* This request waits for the stopped process (the slot last used is
+     * taken first) until its deadline: shutdown waits for it. */
+    if (pthread_create(&redo_thread, NULL, blocked_redo, pool) != 0)
+        FAIL("pthread_create");
+    sleep_ms(200);
+    if (pthread_create(&shutdown_thread, NULL, shut_down, pool) != 0)
+        FAIL("pthread_create");
+    sleep_ms(200);
+    walredo_pool_free(pool);
+    alive = children_list(pids, 16, 1, &zombies);
+    if (alive != 0)
+        FAIL("walredo_pool_free returned with %d child processes left "
+             "(%d zombies), first pid %d", alive, zombies, alive > 0 ? (int) pids[0] : 0);
+    pthread_join(shutdown_thread, NULL);
+    pthread_join(redo_thread, NULL);
+    if (atomic_load(&blocked_status) != WALREDO_SHUTDOWN &&
+        atomic_load(&blocked_status) != WALREDO_TIMEOUT)
+        FAIL("the blocked request ended with %s",
+             walredo_status_name(atomic_load(&blocked_status)));
+    printf("test_lifecycle: shutdown and free at once: free waited, nothing left, "
+           "the blocked request got %s: OK\n",
+           walredo_status_name(atomic_load(&blocked_status)));
+}
+
+int
+main(int argc, char **argv)
+{
+    char err[512];
+    int n;
+
+    if (argc != 3)
+    {
+        fprintf(stderr, "usage: %s EXTENSION_PATH FIXTURE_DIR\n", argv[0]);
+        return 2;
+    }
+    extension = argv[1];
+    n = fixture_load_dir(argv[2], cases, MAX_CASES, err, sizeof err);
+    if (n < 0)
+        FAIL("fixtures: %s", err);
+    for (int i = 0; i < n && ok == NULL; i++)
+        if (cases[i].expect_status == WALREDO_OK && cases[i].n_records > 1)
+            ok = &cases[i];
+    if (ok == NULL)
+        FAIL("no fixture that succeeds with more than one record");
+    signal(SIGALRM, on_alarm);
+    alarm(HANG_DETECTOR_SECONDS);
+
+    test_redo_from_a_callback();
+    test_shutdown_and_free_at_once();
+
+    for (int i = 0; i < n; i++)
+        fixture_free(&cases[i]);
+    printf("test_lifecycle: all passed\n");
+    return 0;
+}
