@@ -393,8 +393,10 @@ int walredo_pool_new(const struct walredo_config *cfg, struct walredo_pool **out
  * `WALREDO_SHUTDOWN`; queued requests are answered with it (callbacks
  * included); requests already running finish (by their deadline at the
  * latest); then the workers are joined and every process killed and reaped.
- * Blocks until that is done. NULL is allowed. Thread-safe: may be called
- * while other threads use the pool. The pool must still be freed.
+ * Blocks until that is done, also when another thread's shutdown or free is
+ * already doing it. NULL is allowed. Thread-safe: may be called while other
+ * threads use the pool (and free it: the call must have begun before
+ * `walredo_pool_free` did). The pool must still be freed.
  */
 void walredo_pool_shutdown(const struct walredo_pool *pool);
 
@@ -446,7 +448,10 @@ int walredo_redo(struct walredo_pool *pool,
  * of the library held, and `userdata` passed through untouched: it must be
  * usable from that thread. The callback may call any function of this
  * library except `walredo_pool_free` and `walredo_pool_shutdown` on the
- * same pool; a PostgreSQL extension must not `ereport` from it. On any other
+ * same pool; a `walredo_redo` it makes drives a process on that worker
+ * thread itself (waiting for a free one), never queued behind other
+ * requests, so callbacks cannot starve the queue. A PostgreSQL extension
+ * must not `ereport` from it. On any other
  * status (`WALREDO_BUSY` when the queue is full, invalid input, shut down),
  * `cb` is never called.
  */
