@@ -10,10 +10,76 @@ pub use walredo::cluster::*;
 use walredo::Config;
 
 /// Tests that start processes take this, so that one test's children are
-/// never counted as another's leftovers.
+/// never counted as another's leftovers. It also gives the test's thread,
+/// and so every process the test starts, a System V IPC namespace of its own
+/// (see `isolate_ipc`).
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    isolate_ipc();
+    guard
+}
+
+thread_local! {
+    /// Segments that existed when this thread's test began, when it could not
+    /// have a namespace of its own: they are not the test's.
+    static FOREIGN_SEGMENTS: std::cell::RefCell<Vec<i64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Make the leak check judge only segments of this test's processes. As
+/// root, the calling thread enters a new IPC namespace (children inherit it
+/// from the thread that starts them: the test's own, or a pool's spawner
+/// thread that the test's thread creates), so `/proc/sysvipc/shm` read from
+/// here lists nothing but what the test's processes made. Where that is not
+/// allowed, the segments that exist now are remembered as someone else's.
+pub fn isolate_ipc() {
+    // SAFETY: unshare has no memory-safety preconditions; it affects only
+    // the calling thread.
+    if unsafe { libc::unshare(libc::CLONE_NEWIPC) } == 0 {
+        FOREIGN_SEGMENTS.with(|f| f.borrow_mut().clear());
+        return;
+    }
+    let existing = sysv_segments().into_iter().map(|s| s.shmid).collect();
+    FOREIGN_SEGMENTS.with(|f| *f.borrow_mut() = existing);
+}
+
+/// One line of `/proc/sysvipc/shm`.
+#[derive(Debug)]
+pub struct Segment {
+    pub key: i64,
+    pub shmid: i64,
+    pub size: u64,
+    pub cpid: u32,
+    pub nattch: u64,
+}
+
+/// The System V shared memory segments this thread can see.
+pub fn sysv_segments() -> Vec<Segment> {
+    let shm = fs::read_to_string("/proc/sysvipc/shm").unwrap_or_default();
+    shm.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some(Segment {
+                key: f.first()?.parse().ok()?,
+                shmid: f.get(1)?.parse().ok()?,
+                size: f.get(3)?.parse().ok()?,
+                cpid: f.get(4)?.parse().ok()?,
+                nattch: f.get(6)?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Segments nobody is attached to that this test's processes made: what a
+/// killed wal-redo process or server would leak (PostgreSQL's interlock
+/// segment, 56 bytes, is removed only on a clean exit).
+pub fn leaked_segments() -> Vec<Segment> {
+    let foreign = FOREIGN_SEGMENTS.with(|f| f.borrow().clone());
+    sysv_segments()
+        .into_iter()
+        .filter(|s| s.nattch == 0 && !foreign.contains(&s.shmid))
+        .collect()
 }
 
 pub fn init_logging() {
@@ -40,8 +106,9 @@ pub fn config() -> Config {
     }
 }
 
-/// No wal-redo process of ours is alive (or a zombie), and no scratch
-/// directory of ours is left in the scratch root.
+/// No wal-redo process of ours is alive (or a zombie), no scratch directory
+/// of ours is left in the scratch root, and no System V segment of the
+/// test's processes is left (see `serial`).
 pub fn assert_no_leftovers() {
     let me = std::process::id();
     let mut children = Vec::new();
@@ -80,20 +147,10 @@ pub fn assert_no_leftovers() {
         .unwrap_or_default();
     assert!(left.is_empty(), "scratch directories left behind: {left:?}");
 
-    // PostgreSQL's System V interlock segments (56 bytes) that nobody is
-    // attached to: what a killed wal-redo process would leak.
-    let shm = fs::read_to_string("/proc/sysvipc/shm").unwrap_or_default();
-    let orphans: Vec<&str> = shm
-        .lines()
-        .skip(1)
-        .filter(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.get(3) == Some(&"56") && f.get(6) == Some(&"0")
-        })
-        .collect();
+    let orphans = leaked_segments();
     assert!(
         orphans.is_empty(),
-        "orphaned shared memory segments: {orphans:?}"
+        "orphaned shared memory segments of this test: {orphans:?}"
     );
 }
 
