@@ -28,8 +28,10 @@ all: build
 deps:
 	@scripts/ensure-deps.sh
 
+# Everything `make install` installs: the libraries (and the header, checked
+# in), the walredo command, the extension.
 build: deps extension
-	$(CARGO) build --release --bins
+	$(CARGO) build --release --lib --bins
 
 extension: deps
 	$(MAKE) -C pg_walredo PG_CONFIG=$(PG_CONFIG)
