@@ -108,6 +108,8 @@ pub struct Process {
     stderr_partial: Vec<u8>,
     stderr_tail: VecDeque<String>,
     scratch: PathBuf,
+    /// The user id the child runs as (the owner its SysV segment must have).
+    uid: u32,
     exited: bool,
     /// How it ended, once reaped by us.
     exit_status: Option<ExitStatus>,
@@ -243,6 +245,10 @@ impl Process {
             stderr_partial: Vec::new(),
             stderr_tail: VecDeque::new(),
             scratch,
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            uid: launcher
+                .user()
+                .map_or_else(|| unsafe { libc::geteuid() }, |ids| ids.uid),
             exited: false,
             exit_status: None,
             pinned_cpu: None,
@@ -683,7 +689,7 @@ impl Drop for Process {
             // (the host reaped it) ends the wait at once.
             let _ = self.child.wait();
         }
-        remove_sysv_segment(&self.scratch);
+        remove_sysv_segment(&self.scratch, self.pid, self.uid);
         if let Err(e) = fs::remove_dir_all(&self.scratch) {
             log::warn!(
                 "cannot remove scratch directory {}: {e}",
@@ -743,15 +749,24 @@ impl Drop for Spawner {
     }
 }
 
+/// Longest `postmaster.pid` read; PostgreSQL's is a few hundred bytes.
+const PID_FILE_MAX: u64 = 4096;
+
 /// Remove the System V shared memory segment a dead PostgreSQL process left.
 ///
 /// PostgreSQL always creates a small SysV segment (an interlock beside its
 /// anonymous shared memory) and removes it only on a clean exit. A process
 /// that was killed or PANICked leaves it, and they pile up until `shmget`
-/// fails. Its key and id are on line 7 of `postmaster.pid`; the segment is
-/// removed only if it still has that key and nobody is attached.
-fn remove_sysv_segment(scratch: &std::path::Path) {
-    let Ok(pidfile) = fs::read_to_string(scratch.join("postmaster.pid")) else {
+/// fails. Its key and id are on line 7 of `postmaster.pid`.
+///
+/// That file is the child's, which may have been hijacked, so it names a
+/// segment only as a hint: the segment is removed only if the dead child
+/// (`pid`, running as `uid`) created it and still owns it, it still has the
+/// key named, and nobody is attached. The file is read only if it is a
+/// regular file (never through a link: a host running as root could read
+/// anything) of at most `PID_FILE_MAX` bytes.
+fn remove_sysv_segment(scratch: &std::path::Path, pid: u32, uid: u32) {
+    let Some(pidfile) = read_pid_file(&scratch.join("postmaster.pid")) else {
         return;
     };
     let Some(line) = pidfile.lines().nth(6) else {
@@ -770,9 +785,34 @@ fn remove_sysv_segment(scratch: &std::path::Path) {
     if unsafe { libc::shmctl(shmid, libc::IPC_STAT, &mut ds) } != 0 {
         return; // already gone
     }
-    if i64::from(ds.shm_perm.__key) != key || ds.shm_nattch != 0 {
+    let made_by_child = i64::from(ds.shm_cpid) == i64::from(pid)
+        && ds.shm_perm.cuid == uid
+        && ds.shm_perm.uid == uid;
+    if !made_by_child || i64::from(ds.shm_perm.__key) != key || ds.shm_nattch != 0 {
         return; // not the one our process made, or still in use
     }
     // SAFETY: IPC_RMID takes no buffer.
     unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) };
+}
+
+/// The content of a regular file at `path`, not a link to one (O_NOFOLLOW),
+/// of at most `PID_FILE_MAX` bytes; `None` for anything else. O_NONBLOCK: a
+/// FIFO must not block the open.
+fn read_pid_file(path: &std::path::Path) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(PID_FILE_MAX + 1).read_to_end(&mut bytes).ok()?;
+    if bytes.len() as u64 > PID_FILE_MAX {
+        return None;
+    }
+    String::from_utf8(bytes).ok()
 }
