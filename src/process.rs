@@ -169,63 +169,12 @@ impl Process {
         // SAFETY: getpid has no preconditions.
         let parent = unsafe { libc::getpid() };
         let memory_limit = launcher.memory_limit();
-        // SAFETY: the closure runs between fork and exec and calls only
-        // async-signal-safe functions (prctl, getppid, getrlimit, setrlimit,
-        // syscall, fcntl, _exit);
-        // it allocates nothing and takes no lock.
+        let fd_bound = host_fd_bound();
+        // SAFETY: the closure runs between fork and exec; harden_child calls
+        // only async-signal-safe functions, allocates nothing and takes no
+        // lock.
         unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The parent may have died before prctl: then nobody would
-                // ever kill us.
-                if libc::getppid() != parent {
-                    libc::_exit(1);
-                }
-                // Resource limits: a PANIC in redo calls abort(), so no core
-                // files (in the scratch directory, or wherever core_pattern
-                // points); a bounded address space; a bounded number of
-                // open files (PostgreSQL needs a few dozen).
-                // Never above the limits the host already has: lowering a
-                // hard limit is always allowed, raising it is not.
-                for (resource, limit) in [
-                    (libc::RLIMIT_CORE, 0),
-                    (libc::RLIMIT_AS, memory_limit),
-                    (libc::RLIMIT_NOFILE, 1024),
-                ] {
-                    let mut current = libc::rlimit {
-                        rlim_cur: 0,
-                        rlim_max: 0,
-                    };
-                    if libc::getrlimit(resource, &mut current) != 0 {
-                        continue;
-                    }
-                    let limit = limit.min(current.rlim_max);
-                    let rlim = libc::rlimit {
-                        rlim_cur: limit,
-                        rlim_max: limit,
-                    };
-                    // The kernel always allows lowering a limit; only an
-                    // emulated host (valgrind refuses these in a forked
-                    // child) says no, and then the child starts without.
-                    libc::setrlimit(resource, &rlim);
-                }
-                // Descriptors the host opened without O_CLOEXEC must not leak
-                // into the child; 0, 1 and 2 are already our pipes.
-                let rc = libc::syscall(
-                    libc::SYS_close_range,
-                    3 as libc::c_uint,
-                    libc::c_uint::MAX,
-                    CLOSE_RANGE_CLOEXEC,
-                );
-                if rc != 0 {
-                    for fd in 3..libc::sysconf(libc::_SC_OPEN_MAX).clamp(0, 65536) as i32 {
-                        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-                    }
-                }
-                Ok(())
-            });
+            cmd.pre_exec(move || harden_child(parent, memory_limit, fd_bound, true));
         }
         let child = cmd
             .spawn()
@@ -651,6 +600,94 @@ impl Process {
     }
 }
 
+/// Where the fallback of `harden_child` stops: the host's RLIMIT_NOFILE
+/// soft limit, read before fork (no `sysconf` in the child, and the child
+/// lowers the limit). A descriptor can be open at or above it only if the
+/// host lowered its limit after opening it: such a one is not covered.
+fn host_fd_bound() -> libc::c_int {
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid rlimit for getrlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut current) } != 0 {
+        return 65536;
+    }
+    current.rlim_cur.min(libc::c_int::MAX as libc::rlim_t) as libc::c_int
+}
+
+/// What a new child does between fork and exec: die with `parent`, no
+/// descriptor of the host's beyond its three pipes, resource limits. Call it
+/// only in a forked child: it uses only async-signal-safe functions and
+/// allocates nothing. `try_close_range` is false only in a test, to take the
+/// fallback of kernels without `CLOSE_RANGE_CLOEXEC` (before 5.11), which
+/// marks descriptors one by one from 3 up to `fd_bound`.
+fn harden_child(
+    parent: libc::pid_t,
+    memory_limit: u64,
+    fd_bound: libc::c_int,
+    try_close_range: bool,
+) -> io::Result<()> {
+    // SAFETY: prctl, getppid, getrlimit, setrlimit, syscall, fcntl and _exit
+    // are async-signal-safe and get valid arguments.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // The parent may have died before prctl: then nobody would
+        // ever kill us.
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
+        // Descriptors the host opened without O_CLOEXEC must not leak into
+        // the child; 0, 1 and 2 are already our pipes. Marked, not closed:
+        // std reports a failed exec through a descriptor of its own. Before
+        // RLIMIT_NOFILE is lowered below, so that nothing of the host's
+        // lies beyond what the fallback reaches.
+        let marked = try_close_range
+            && libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                CLOSE_RANGE_CLOEXEC,
+            ) == 0;
+        if !marked {
+            for fd in 3..fd_bound {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
+        // Resource limits: a PANIC in redo calls abort(), so no core
+        // files (in the scratch directory, or wherever core_pattern
+        // points); a bounded address space; a bounded number of
+        // open files (PostgreSQL needs a few dozen).
+        // Never above the limits the host already has: lowering a
+        // hard limit is always allowed, raising it is not.
+        for (resource, limit) in [
+            (libc::RLIMIT_CORE, 0),
+            (libc::RLIMIT_AS, memory_limit),
+            (libc::RLIMIT_NOFILE, 1024),
+        ] {
+            let mut current = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(resource, &mut current) != 0 {
+                continue;
+            }
+            let limit = limit.min(current.rlim_max);
+            let rlim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // The kernel always allows lowering a limit; only an
+            // emulated host (valgrind refuses these in a forked
+            // child) says no, and then the child starts without.
+            libc::setrlimit(resource, &rlim);
+        }
+    }
+    Ok(())
+}
+
 fn poll_fd(fd: RawFd, wanted: bool, events: libc::c_short) -> libc::pollfd {
     libc::pollfd {
         // A negative fd is ignored by poll.
@@ -815,4 +852,47 @@ fn read_pid_file(path: &std::path::Path) -> Option<String> {
         return None;
     }
     String::from_utf8(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A descriptor the host opened without O_CLOEXEC, numbered above the
+    /// child's RLIMIT_NOFILE (1024), through the fallback of old kernels:
+    /// not open in the child after exec.
+    #[test]
+    fn the_fallback_keeps_high_host_descriptors_out_of_the_child() {
+        const HIGH: libc::c_int = 1500;
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: valid rlimit pointers; raising the soft limit up to the
+        // hard one is always allowed.
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+            if lim.rlim_cur <= HIGH as libc::rlim_t {
+                assert!(lim.rlim_max > HIGH as libc::rlim_t, "hard limit too low");
+                lim.rlim_cur = lim.rlim_max.min(4096);
+                assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+            }
+        }
+        let null = fs::File::open("/dev/null").unwrap();
+        // SAFETY: dup2 of an open descriptor; dup2 never sets O_CLOEXEC.
+        assert_eq!(unsafe { libc::dup2(null.as_raw_fd(), HIGH) }, HIGH);
+        let parent = std::process::id() as libc::pid_t;
+        let bound = host_fd_bound();
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.args(["-c", &format!("test ! -e /proc/self/fd/{HIGH}")]);
+        // SAFETY: harden_child is async-signal-safe (see there).
+        unsafe { cmd.pre_exec(move || harden_child(parent, 4 << 30, bound, false)) };
+        let status = cmd.status().unwrap();
+        // SAFETY: closing the descriptor made above.
+        unsafe { libc::close(HIGH) };
+        assert!(
+            status.success(),
+            "fd {HIGH} leaked into the child: {status}"
+        );
+    }
 }
