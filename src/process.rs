@@ -115,6 +115,10 @@ pub struct Process {
     exit_status: Option<ExitStatus>,
     /// The CPU it is pinned to, when it follows its driver (see `follow_cpu`).
     pinned_cpu: Option<usize>,
+    /// The child as a pidfd, opened right after it started: a pid may be
+    /// someone else's once the child is reaped (by the kernel at once when
+    /// the host ignores SIGCHLD); a pidfd cannot. `None` before Linux 5.3.
+    pidfd: Option<OwnedFd>,
     /// Enforces deadlines of blocking waits; `None`: waits use `poll`.
     /// Dropped before the child is reaped (see `crate::watchdog`).
     watch: Option<Watch>,
@@ -201,6 +205,7 @@ impl Process {
             exited: false,
             exit_status: None,
             pinned_cpu: None,
+            pidfd: open_pidfd(pid),
             watch: if launcher.blocking_wait() {
                 Watch::new(pid)
             } else {
@@ -238,6 +243,14 @@ impl Process {
     /// hand-offs of a round trip stay on one CPU: a cross-CPU wake-up costs
     /// ten times a same-CPU one (BENCHMARKS.md). A CPU the caller runs on is
     /// one the host allows. Costs a system call only when the CPU changes.
+    ///
+    /// `sched_setaffinity` takes a pid, so the pidfd says first that the
+    /// child is still alive (or a zombie: not yet reaped, the pid is still
+    /// its own); a child that was reaped is never pinned, nor whoever has its
+    /// pid now. What remains is the window between that check and the call:
+    /// the child would have to die, be reaped by the kernel (SIGCHLD ignored)
+    /// and its pid be handed out again within those microseconds. Without a
+    /// pidfd (Linux before 5.3) nothing is pinned.
     pub fn follow_cpu(&mut self) {
         // SAFETY: sched_getcpu has no preconditions.
         let cpu = unsafe { libc::sched_getcpu() };
@@ -247,8 +260,25 @@ impl Process {
         if self.pinned_cpu == Some(cpu) || cpu >= libc::CPU_SETSIZE as usize {
             return;
         }
+        let Some(pidfd) = &self.pidfd else {
+            return;
+        };
+        // SAFETY: signal 0 on a pidfd we own only checks that the process
+        // still exists; no siginfo is passed.
+        let alive = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                0,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        } == 0;
+        if !alive {
+            return;
+        }
         // SAFETY: cpu_set_t is plain old data; CPU_SET stays inside it (cpu is
-        // below CPU_SETSIZE); the child is not reaped, so its pid is ours.
+        // below CPU_SETSIZE); the pid is the child's (checked just above).
         let ok = unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
             libc::CPU_SET(cpu, &mut set);
@@ -598,6 +628,20 @@ impl Process {
         }
         (status, self.stderr_tail())
     }
+}
+
+/// A pidfd for our child `pid`, opened right after it started (while it
+/// cannot have been reaped by us; a host ignoring SIGCHLD leaves the window
+/// of a child that dies, and whose pid is reused, before this call).
+fn open_pidfd(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open has no memory-safety preconditions.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: pidfd_open returned a new descriptor (close-on-exec) that
+    // nobody else owns.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// Where the fallback of `harden_child` stops: the host's RLIMIT_NOFILE
