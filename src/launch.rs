@@ -145,6 +145,11 @@ impl Launcher {
         self.user
     }
 
+    /// The user id children run as.
+    pub fn child_uid(&self) -> u32 {
+        self.user.map_or_else(euid, |ids| ids.uid)
+    }
+
     /// Make a private scratch directory for one process: a copy of the
     /// template, owned by the child's user, mode 0700 (PostgreSQL checks it).
     /// Always a new directory, never one that was there already.

@@ -198,10 +198,7 @@ impl Process {
             stderr_partial: Vec::new(),
             stderr_tail: VecDeque::new(),
             scratch,
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            uid: launcher
-                .user()
-                .map_or_else(|| unsafe { libc::geteuid() }, |ids| ids.uid),
+            uid: launcher.child_uid(),
             exited: false,
             exit_status: None,
             pinned_cpu: None,
