@@ -5,11 +5,24 @@
 //! A [`Launcher`] resolves all of that once (a missing piece is an error that
 //! says what to install); [`crate::process::Process::spawn`] then uses it for
 //! every process.
+//!
+//! Trust in the scratch root: what the children load (the extension's copy)
+//! and start from (the template) lives there, and runs before their sandbox
+//! exists, so whoever can write there could run code as the children's user.
+//! The root must therefore be ours alone (owned by us, not a symbolic link,
+//! writable by nobody else) or it is refused: an error says what to do. It is
+//! refused rather than replaced by a private one because a planted root is a
+//! sign of an attack that its owner must see, and because a private root per
+//! host would lose the template and stale-directory cleanup that a fixed
+//! root shares between hosts. Files reused from it are checked again (ours,
+//! regular, the extension byte for byte) and replaced when they are not;
+//! new names in it are created exclusively, never taken over.
 
 use std::ffi::{CString, OsStr};
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::io::Read;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -48,13 +61,31 @@ enum Program {
         postgres: PathBuf,
         /// The extension, copied where the child's user can read it.
         extension: PathBuf,
-        template: PathBuf,
+        template: Template,
         verify: bool,
         wal_log_hints: bool,
         extra_settings: Vec<String>,
     },
     /// `Config::child_program`: a stand-in for failure tests.
     Custom { path: PathBuf, args: Vec<String> },
+}
+
+/// The files a scratch directory starts with (PostgreSQL needs no more), read
+/// once from the checked template and written into each new directory: no
+/// later change of the template on disk can reach a process.
+struct Template {
+    files: Vec<(&'static str, Vec<u8>)>,
+}
+
+const TEMPLATE_FILES: [&str; 2] = ["PG_VERSION", "global/pg_control"];
+/// PostgreSQL's PG_CONTROL_FILE_SIZE; PG_VERSION is smaller.
+const TEMPLATE_FILE_MAX: u64 = 8192;
+
+impl std::fmt::Debug for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sizes: Vec<_> = self.files.iter().map(|(n, b)| (n, b.len())).collect();
+        write!(f, "Template {sizes:?}")
+    }
 }
 
 /// Numbers that make names unique within this host process.
@@ -78,10 +109,9 @@ impl Launcher {
         let user = unprivileged_user(&config.run_as_user)?;
         let scratch_root = match &config.scratch_dir {
             Some(d) => d.clone(),
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            None => std::env::temp_dir().join(format!("walredo-{}", unsafe { libc::geteuid() })),
+            None => std::env::temp_dir().join(format!("walredo-{}", euid())),
         };
-        make_dir(&scratch_root, 0o711)?;
+        check_scratch_root(&scratch_root)?;
         remove_stale_scratch_dirs(&scratch_root);
 
         let program = match &config.child_program {
@@ -115,23 +145,26 @@ impl Launcher {
         self.user
     }
 
+    /// The user id children run as.
+    pub fn child_uid(&self) -> u32 {
+        self.user.map_or_else(euid, |ids| ids.uid)
+    }
+
     /// Make a private scratch directory for one process: a copy of the
     /// template, owned by the child's user, mode 0700 (PostgreSQL checks it).
+    /// Always a new directory, never one that was there already.
     pub fn make_scratch_dir(&self) -> Result<PathBuf> {
-        let dir = self.scratch_root.join(format!("proc-{}", unique_suffix()));
+        let dir = new_dir(&self.scratch_root, "proc-", 0o700)?;
         let result = (|| {
-            make_dir(&dir, 0o700)?;
-            make_dir(&dir.join("global"), 0o700)?;
-            make_dir(&dir.join("pg_notify"), 0o700)?;
-            make_dir(&dir.join("pg_dynshmem"), 0o700)?;
+            for sub in ["global", "pg_notify", "pg_dynshmem"] {
+                new_dir_at(&dir.join(sub), 0o700)?;
+            }
             if let Program::Postgres { template, .. } = &self.program {
-                for f in ["PG_VERSION", "global/pg_control"] {
-                    fs::copy(template.join(f), dir.join(f))
-                        .map_err(|e| io_error("cannot copy the template into", &dir, e))?;
+                for (name, bytes) in &template.files {
+                    write_new(&dir.join(name), bytes, 0o600)?;
                 }
                 // Present and empty, so the process starts without a log line.
-                fs::write(dir.join("postgresql.auto.conf"), b"")
-                    .map_err(|e| io_error("cannot write", &dir, e))?;
+                write_new(&dir.join("postgresql.auto.conf"), b"", 0o600)?;
             }
             if let Some(ids) = self.user {
                 chown_tree(&dir, ids)?;
@@ -355,21 +388,183 @@ fn lookup_user(user: &str) -> Result<UserIds> {
     })
 }
 
-fn make_dir(dir: &Path, mode: u32) -> Result<()> {
-    match fs::DirBuilder::new().mode(mode).create(dir) {
+/// The current effective user id.
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// `uid N (name)`, or `uid N` for an id without a name.
+fn describe_uid(uid: u32) -> String {
+    let mut buf = vec![0 as libc::c_char; 16384];
+    // SAFETY: passwd is plain old data; getpwuid_r fills it in.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call, and buf's length is passed.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc != 0 || result.is_null() {
+        return format!("uid {uid}");
+    }
+    // SAFETY: on success pw_name points to a NUL-terminated string in buf.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    format!("uid {uid} ({})", name.to_string_lossy())
+}
+
+/// Why something found in the scratch root may have been written by someone
+/// else: not owned by us, or writable by its group or others.
+fn foreign_writer(meta: &fs::Metadata) -> Option<String> {
+    if meta.uid() != euid() {
+        return Some(format!(
+            "is owned by {}, not by us ({})",
+            describe_uid(meta.uid()),
+            describe_uid(euid())
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Some(format!(
+            "is writable by its group or others (mode {:04o})",
+            meta.mode() & 0o7777
+        ));
+    }
+    None
+}
+
+/// Make the scratch root if it is missing, and accept it only if it is ours
+/// alone (see the module notes): a directory, not a symbolic link, owned by
+/// us, not writable by group or others. One that is not is left as it is.
+fn check_scratch_root(root: &Path) -> Result<()> {
+    match fs::DirBuilder::new().mode(0o711).create(root) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(io_error("cannot create directory", dir, e)),
+        Err(e) => return Err(io_error("cannot create directory", root, e)),
     }
+    let meta = fs::symlink_metadata(root).map_err(|e| io_error("cannot look at", root, e))?;
+    let why = if meta.file_type().is_symlink() {
+        Some("is a symbolic link".to_string())
+    } else if !meta.is_dir() {
+        Some("is not a directory".to_string())
+    } else {
+        foreign_writer(&meta)
+    };
+    if let Some(why) = why {
+        return Err(spawn_error(format!(
+            "the scratch directory {path} {why}: whoever can write there could make the \
+             wal-redo processes run their code. Remove it, after checking what is in it, so \
+             that it is made anew (`rm -rf {path}`), or set scratch_dir to a directory owned \
+             by {me}, not writable by group or others, and not a symbolic link",
+            path = root.display(),
+            me = describe_uid(euid()),
+        )));
+    }
+    // Ours: the children's user needs only to pass through it (to its own
+    // directory and the extension's copy). The umask may have narrowed it.
+    fs::set_permissions(root, fs::Permissions::from_mode(0o711))
+        .map_err(|e| io_error("cannot set permissions of", root, e))
+}
+
+/// Create `dir`, which must not exist yet, with `mode`.
+fn new_dir_at(dir: &Path, mode: u32) -> Result<()> {
+    fs::DirBuilder::new()
+        .mode(mode)
+        .create(dir)
+        .map_err(|e| io_error("cannot create directory", dir, e))?;
     // The umask may have narrowed the mode.
     fs::set_permissions(dir, fs::Permissions::from_mode(mode))
         .map_err(|e| io_error("cannot set permissions of", dir, e))
 }
 
+/// A new directory `<prefix><pid>-<n>` in `root`. A name already taken (left
+/// by an earlier host process that had our pid) is skipped, never reused.
+fn new_dir(root: &Path, prefix: &str, mode: u32) -> Result<PathBuf> {
+    for _ in 0..100 {
+        let dir = root.join(format!("{prefix}{}", unique_suffix()));
+        match fs::DirBuilder::new().mode(mode).create(&dir) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io_error("cannot create directory", &dir, e)),
+            Ok(()) => {}
+        }
+        // The umask may have narrowed the mode.
+        return fs::set_permissions(&dir, fs::Permissions::from_mode(mode))
+            .map(|()| dir.clone())
+            .map_err(|e| {
+                let _ = fs::remove_dir(&dir);
+                io_error("cannot set permissions of", &dir, e)
+            });
+    }
+    Err(spawn_error(format!(
+        "cannot find a free name for a new directory in {}: remove what is left in it",
+        root.display()
+    )))
+}
+
+/// Write a new file, which must not exist yet, with `mode`.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let err = |e| io_error("cannot write", path, e);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(err)?;
+    io::Write::write_all(&mut file, bytes).map_err(err)?;
+    // The umask may have narrowed the mode.
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(|e| io_error("cannot set permissions of", path, e))
+}
+
+/// The content of `path` if only we can have written it: a regular file, not
+/// a symbolic link, owned by us and writable by nobody else, of at most `max`
+/// bytes. `Ok(None)` when it does not exist; `Err` says what is wrong.
+fn read_ours(path: &Path, max: u64) -> std::result::Result<Option<Vec<u8>>, String> {
+    // O_NOFOLLOW: the file itself, never what a link points to; O_NONBLOCK:
+    // a FIFO does not block the open (and is refused below).
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err("is a symbolic link".into()),
+        Err(e) => return Err(format!("cannot be opened ({e})")),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot be looked at ({e})"))?;
+    if !meta.is_file() {
+        return Err("is not a regular file".into());
+    }
+    if let Some(why) = foreign_writer(&meta) {
+        return Err(why);
+    }
+    if meta.len() > max {
+        return Err(format!("is larger than expected ({} bytes)", meta.len()));
+    }
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot be read ({e})"))?;
+    if bytes.len() as u64 > max {
+        return Err("is larger than expected".into());
+    }
+    Ok(Some(bytes))
+}
+
+/// Remove what is at `path`, a directory or not, never following a link.
+fn remove_path(path: &Path) {
+    let _ = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(_) => Ok(()),
+    };
+}
+
 fn chown_tree(path: &Path, ids: UserIds) -> Result<()> {
     std::os::unix::fs::lchown(path, Some(ids.uid), Some(ids.gid))
         .map_err(|e| io_error("cannot chown", path, e))?;
-    if path.is_dir() {
+    // Never into what a symbolic link points to.
+    let is_dir = fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+    if is_dir {
         let entries = fs::read_dir(path).map_err(|e| io_error("cannot read", path, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| io_error("cannot read", path, e))?;
@@ -381,6 +576,9 @@ fn chown_tree(path: &Path, ids: UserIds) -> Result<()> {
 
 /// Copy the extension into the scratch root, named by its checksum, so the
 /// child's user can read it wherever the original lives (e.g. under /root).
+/// A file already there under that name is used only if it is ours and the
+/// same byte for byte (the name is computable by anyone who can read the
+/// original); otherwise a new copy replaces it.
 fn install_extension_copy(src: &Path, root: &Path) -> Result<PathBuf> {
     let bytes = fs::read(src).map_err(|e| io_error("cannot read", src, e))?;
     let dest = root.join(format!(
@@ -388,92 +586,135 @@ fn install_extension_copy(src: &Path, root: &Path) -> Result<PathBuf> {
         crc32c(&bytes),
         bytes.len()
     ));
-    if dest.is_file() {
-        return Ok(dest);
+    match read_ours(&dest, bytes.len() as u64) {
+        Ok(Some(found)) if found == bytes => return Ok(dest),
+        Ok(None) => {}
+        Ok(Some(_)) => log::warn!(
+            "{} differs from {}: replacing it",
+            dest.display(),
+            src.display()
+        ),
+        Err(why) => log::warn!("{} {why}: replacing it", dest.display()),
     }
     let tmp = root.join(format!("pg_walredo.tmp-{}", unique_suffix()));
-    fs::write(&tmp, &bytes).map_err(|e| io_error("cannot write", &tmp, e))?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))
-        .map_err(|e| io_error("cannot set permissions of", &tmp, e))?;
-    fs::rename(&tmp, &dest).map_err(|e| io_error("cannot rename to", &dest, e))?;
+    write_new(&tmp, &bytes, 0o644)?;
+    // Atomic, and replaces a link itself, never its target.
+    fs::rename(&tmp, &dest).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io_error("cannot rename to", &dest, e)
+    })?;
     Ok(dest)
+}
+
+/// The template's files if all are there and ours; `Ok(None)` if one is
+/// missing and the others are ours; `Err` says which one is not ours.
+fn read_template(template: &Path) -> std::result::Result<Option<Template>, String> {
+    let mut files = Vec::new();
+    let mut complete = true;
+    for name in TEMPLATE_FILES {
+        let path = template.join(name);
+        match read_ours(&path, TEMPLATE_FILE_MAX) {
+            Ok(Some(bytes)) => files.push((name, bytes)),
+            Ok(None) => complete = false,
+            Err(why) => return Err(format!("{} {why}", path.display())),
+        }
+    }
+    Ok(complete.then_some(Template { files }))
 }
 
 /// The template a scratch directory is copied from: PostgreSQL needs only
 /// `PG_VERSION` and `global/pg_control`. Made once per scratch root (and per
-/// checksum setting, which pg_control records) with initdb.
+/// checksum setting, which pg_control records) with initdb, and made anew
+/// when what is there is incomplete or not ours.
 fn ensure_template(
     bindir: &Path,
     root: &Path,
     user: Option<UserIds>,
     data_checksums: bool,
-) -> Result<PathBuf> {
+) -> Result<Template> {
     let name = format!("template-pg15-checksums-{}", on_off(data_checksums));
     let template = root.join(&name);
-    if template.join("global/pg_control").is_file() && template.join("PG_VERSION").is_file() {
-        return Ok(template);
+    match read_template(&template) {
+        Ok(Some(t)) => return Ok(t),
+        Ok(None) => {}
+        Err(why) => {
+            log::warn!("{why}: making the template anew");
+            remove_path(&template);
+        }
     }
 
-    let work = root.join(format!("initdb-{}", unique_suffix()));
+    let work = new_dir(root, "initdb-", 0o700)?;
+    let made = run_initdb(bindir, root, &work, &name, user, data_checksums);
+    let _ = fs::remove_dir_all(&work);
+    made?;
+    match read_template(&template) {
+        Ok(Some(t)) => Ok(t),
+        Ok(None) => Err(spawn_error(format!(
+            "the template {} is incomplete: remove it",
+            template.display()
+        ))),
+        Err(why) => Err(spawn_error(format!(
+            "the new template is not usable: {why}"
+        ))),
+    }
+}
+
+/// initdb in `work`, then the template's files staged and renamed into place.
+fn run_initdb(
+    bindir: &Path,
+    root: &Path,
+    work: &Path,
+    name: &str,
+    user: Option<UserIds>,
+    data_checksums: bool,
+) -> Result<()> {
+    if let Some(ids) = user {
+        chown_tree(work, ids)?;
+    }
+    let data = work.join("data");
+    let mut cmd = Command::new(bindir.join("initdb"));
+    cmd.arg("-D")
+        .arg(&data)
+        .args([
+            "--no-sync",
+            "--auth=trust",
+            "--username=postgres",
+            "--encoding=UTF8",
+        ])
+        .args(["--locale=C"])
+        .env_clear()
+        .current_dir(work)
+        .stdin(Stdio::null());
+    if data_checksums {
+        cmd.arg("--data-checksums");
+    }
+    if let Some(ids) = user {
+        cmd.uid(ids.uid).gid(ids.gid);
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| spawn_error(format!("cannot run initdb in {}: {e}", bindir.display())))?;
+    if !out.status.success() {
+        return Err(spawn_error(format!(
+            "initdb failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let staged = new_dir(root, &format!("{name}.tmp-"), 0o700)?;
     let result = (|| {
-        make_dir(&work, 0o700)?;
-        if let Some(ids) = user {
-            chown_tree(&work, ids)?;
-        }
-        let data = work.join("data");
-        let mut cmd = Command::new(bindir.join("initdb"));
-        cmd.arg("-D")
-            .arg(&data)
-            .args([
-                "--no-sync",
-                "--auth=trust",
-                "--username=postgres",
-                "--encoding=UTF8",
-            ])
-            .args(["--locale=C"])
-            .env_clear()
-            .current_dir(&work)
-            .stdin(Stdio::null());
-        if data_checksums {
-            cmd.arg("--data-checksums");
-        }
-        if let Some(ids) = user {
-            cmd.uid(ids.uid).gid(ids.gid);
-        }
-        let out = cmd
-            .output()
-            .map_err(|e| spawn_error(format!("cannot run initdb in {}: {e}", bindir.display())))?;
-        if !out.status.success() {
-            return Err(spawn_error(format!(
-                "initdb failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        let staged = root.join(format!("{name}.tmp-{}", unique_suffix()));
-        make_dir(&staged, 0o755)?;
-        make_dir(&staged.join("global"), 0o755)?;
-        for f in ["PG_VERSION", "global/pg_control"] {
-            fs::copy(data.join(f), staged.join(f))
-                .map_err(|e| io_error("cannot copy", &data, e))?;
-            fs::set_permissions(staged.join(f), fs::Permissions::from_mode(0o644))
-                .map_err(|e| io_error("cannot set permissions of", &staged, e))?;
-        }
-        // Another launcher may have won the race; either template is good.
-        if fs::rename(&staged, &template).is_err() {
-            let _ = fs::remove_dir_all(&staged);
+        new_dir_at(&staged.join("global"), 0o700)?;
+        for f in TEMPLATE_FILES {
+            let bytes = fs::read(data.join(f)).map_err(|e| io_error("cannot read", &data, e))?;
+            write_new(&staged.join(f), &bytes, 0o600)?;
         }
         Ok(())
     })();
-    let _ = fs::remove_dir_all(&work);
-    result?;
-    if !template.join("global/pg_control").is_file() {
-        return Err(spawn_error(format!(
-            "template {} is incomplete",
-            template.display()
-        )));
+    // Another launcher may have won the race; either template is good.
+    if result.is_err() || fs::rename(&staged, root.join(name)).is_err() {
+        let _ = fs::remove_dir_all(&staged);
     }
-    Ok(template)
+    result
 }
 
 /// Scratch directories of host processes that died without cleaning up.

@@ -108,11 +108,17 @@ pub struct Process {
     stderr_partial: Vec<u8>,
     stderr_tail: VecDeque<String>,
     scratch: PathBuf,
+    /// The user id the child runs as (the owner its SysV segment must have).
+    uid: u32,
     exited: bool,
     /// How it ended, once reaped by us.
     exit_status: Option<ExitStatus>,
     /// The CPU it is pinned to, when it follows its driver (see `follow_cpu`).
     pinned_cpu: Option<usize>,
+    /// The child as a pidfd, opened right after it started: a pid may be
+    /// someone else's once the child is reaped (by the kernel at once when
+    /// the host ignores SIGCHLD); a pidfd cannot. `None` before Linux 5.3.
+    pidfd: Option<OwnedFd>,
     /// Enforces deadlines of blocking waits; `None`: waits use `poll`.
     /// Dropped before the child is reaped (see `crate::watchdog`).
     watch: Option<Watch>,
@@ -170,63 +176,12 @@ impl Process {
         // SAFETY: getpid has no preconditions.
         let parent = unsafe { libc::getpid() };
         let memory_limit = launcher.memory_limit();
-        // SAFETY: the closure runs between fork and exec and calls only
-        // async-signal-safe functions (prctl, getppid, getrlimit, setrlimit,
-        // syscall, fcntl, _exit);
-        // it allocates nothing and takes no lock.
+        let fd_bound = host_fd_bound();
+        // SAFETY: the closure runs between fork and exec; harden_child calls
+        // only async-signal-safe functions, allocates nothing and takes no
+        // lock.
         unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The parent may have died before prctl: then nobody would
-                // ever kill us.
-                if libc::getppid() != parent {
-                    libc::_exit(1);
-                }
-                // Resource limits: a PANIC in redo calls abort(), so no core
-                // files (in the scratch directory, or wherever core_pattern
-                // points); a bounded address space; a bounded number of
-                // open files (PostgreSQL needs a few dozen).
-                // Never above the limits the host already has: lowering a
-                // hard limit is always allowed, raising it is not.
-                for (resource, limit) in [
-                    (libc::RLIMIT_CORE, 0),
-                    (libc::RLIMIT_AS, memory_limit),
-                    (libc::RLIMIT_NOFILE, 1024),
-                ] {
-                    let mut current = libc::rlimit {
-                        rlim_cur: 0,
-                        rlim_max: 0,
-                    };
-                    if libc::getrlimit(resource, &mut current) != 0 {
-                        continue;
-                    }
-                    let limit = limit.min(current.rlim_max);
-                    let rlim = libc::rlimit {
-                        rlim_cur: limit,
-                        rlim_max: limit,
-                    };
-                    // The kernel always allows lowering a limit; only an
-                    // emulated host (valgrind refuses these in a forked
-                    // child) says no, and then the child starts without.
-                    libc::setrlimit(resource, &rlim);
-                }
-                // Descriptors the host opened without O_CLOEXEC must not leak
-                // into the child; 0, 1 and 2 are already our pipes.
-                let rc = libc::syscall(
-                    libc::SYS_close_range,
-                    3 as libc::c_uint,
-                    libc::c_uint::MAX,
-                    CLOSE_RANGE_CLOEXEC,
-                );
-                if rc != 0 {
-                    for fd in 3..libc::sysconf(libc::_SC_OPEN_MAX).clamp(0, 65536) as i32 {
-                        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-                    }
-                }
-                Ok(())
-            });
+            cmd.pre_exec(move || harden_child(parent, memory_limit, fd_bound, true));
         }
         let child = cmd
             .spawn()
@@ -246,9 +201,11 @@ impl Process {
             stderr_partial: Vec::new(),
             stderr_tail: VecDeque::new(),
             scratch,
+            uid: launcher.child_uid(),
             exited: false,
             exit_status: None,
             pinned_cpu: None,
+            pidfd: open_pidfd(pid),
             watch: if launcher.blocking_wait() {
                 Watch::new(pid)
             } else {
@@ -294,6 +251,14 @@ impl Process {
     /// hand-offs of a round trip stay on one CPU: a cross-CPU wake-up costs
     /// ten times a same-CPU one (BENCHMARKS.md). A CPU the caller runs on is
     /// one the host allows. Costs a system call only when the CPU changes.
+    ///
+    /// `sched_setaffinity` takes a pid, so the pidfd says first that the
+    /// child is still alive (or a zombie: not yet reaped, the pid is still
+    /// its own); a child that was reaped is never pinned, nor whoever has its
+    /// pid now. What remains is the window between that check and the call:
+    /// the child would have to die, be reaped by the kernel (SIGCHLD ignored)
+    /// and its pid be handed out again within those microseconds. Without a
+    /// pidfd (Linux before 5.3) nothing is pinned.
     pub fn follow_cpu(&mut self) {
         // SAFETY: sched_getcpu has no preconditions.
         let cpu = unsafe { libc::sched_getcpu() };
@@ -303,8 +268,25 @@ impl Process {
         if self.pinned_cpu == Some(cpu) || cpu >= libc::CPU_SETSIZE as usize {
             return;
         }
+        let Some(pidfd) = &self.pidfd else {
+            return;
+        };
+        // SAFETY: signal 0 on a pidfd we own only checks that the process
+        // still exists; no siginfo is passed.
+        let alive = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                0,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        } == 0;
+        if !alive {
+            return;
+        }
         // SAFETY: cpu_set_t is plain old data; CPU_SET stays inside it (cpu is
-        // below CPU_SETSIZE); the child is not reaped, so its pid is ours.
+        // below CPU_SETSIZE); the pid is the child's (checked just above).
         let ok = unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
             libc::CPU_SET(cpu, &mut set);
@@ -660,6 +642,108 @@ impl Process {
     }
 }
 
+/// A pidfd for our child `pid`, opened right after it started (while it
+/// cannot have been reaped by us; a host ignoring SIGCHLD leaves the window
+/// of a child that dies, and whose pid is reused, before this call).
+fn open_pidfd(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open has no memory-safety preconditions.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: pidfd_open returned a new descriptor (close-on-exec) that
+    // nobody else owns.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Where the fallback of `harden_child` stops: the host's RLIMIT_NOFILE
+/// soft limit, read before fork (no `sysconf` in the child, and the child
+/// lowers the limit). A descriptor can be open at or above it only if the
+/// host lowered its limit after opening it: such a one is not covered.
+fn host_fd_bound() -> libc::c_int {
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid rlimit for getrlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut current) } != 0 {
+        return 65536;
+    }
+    current.rlim_cur.min(libc::c_int::MAX as libc::rlim_t) as libc::c_int
+}
+
+/// What a new child does between fork and exec: die with `parent`, no
+/// descriptor of the host's beyond its three pipes, resource limits. Call it
+/// only in a forked child: it uses only async-signal-safe functions and
+/// allocates nothing. `try_close_range` is false only in a test, to take the
+/// fallback of kernels without `CLOSE_RANGE_CLOEXEC` (before 5.11), which
+/// marks descriptors one by one from 3 up to `fd_bound`.
+fn harden_child(
+    parent: libc::pid_t,
+    memory_limit: u64,
+    fd_bound: libc::c_int,
+    try_close_range: bool,
+) -> io::Result<()> {
+    // SAFETY: prctl, getppid, getrlimit, setrlimit, syscall, fcntl and _exit
+    // are async-signal-safe and get valid arguments.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // The parent may have died before prctl: then nobody would
+        // ever kill us.
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
+        // Descriptors the host opened without O_CLOEXEC must not leak into
+        // the child; 0, 1 and 2 are already our pipes. Marked, not closed:
+        // std reports a failed exec through a descriptor of its own. Before
+        // RLIMIT_NOFILE is lowered below, so that nothing of the host's
+        // lies beyond what the fallback reaches.
+        let marked = try_close_range
+            && libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                CLOSE_RANGE_CLOEXEC,
+            ) == 0;
+        if !marked {
+            for fd in 3..fd_bound {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
+        // Resource limits: a PANIC in redo calls abort(), so no core
+        // files (in the scratch directory, or wherever core_pattern
+        // points); a bounded address space; a bounded number of
+        // open files (PostgreSQL needs a few dozen).
+        // Never above the limits the host already has: lowering a
+        // hard limit is always allowed, raising it is not.
+        for (resource, limit) in [
+            (libc::RLIMIT_CORE, 0),
+            (libc::RLIMIT_AS, memory_limit),
+            (libc::RLIMIT_NOFILE, 1024),
+        ] {
+            let mut current = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(resource, &mut current) != 0 {
+                continue;
+            }
+            let limit = limit.min(current.rlim_max);
+            let rlim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // The kernel always allows lowering a limit; only an
+            // emulated host (valgrind refuses these in a forked
+            // child) says no, and then the child starts without.
+            libc::setrlimit(resource, &rlim);
+        }
+    }
+    Ok(())
+}
+
 fn poll_fd(fd: RawFd, wanted: bool, events: libc::c_short) -> libc::pollfd {
     libc::pollfd {
         // A negative fd is ignored by poll.
@@ -698,7 +782,7 @@ impl Drop for Process {
             // (the host reaped it) ends the wait at once.
             let _ = self.child.wait();
         }
-        remove_sysv_segment(&self.scratch);
+        remove_sysv_segment(&self.scratch, self.pid, self.uid);
         if let Err(e) = fs::remove_dir_all(&self.scratch) {
             log::warn!(
                 "cannot remove scratch directory {}: {e}",
@@ -758,15 +842,24 @@ impl Drop for Spawner {
     }
 }
 
+/// Longest `postmaster.pid` read; PostgreSQL's is a few hundred bytes.
+const PID_FILE_MAX: u64 = 4096;
+
 /// Remove the System V shared memory segment a dead PostgreSQL process left.
 ///
 /// PostgreSQL always creates a small SysV segment (an interlock beside its
 /// anonymous shared memory) and removes it only on a clean exit. A process
 /// that was killed or PANICked leaves it, and they pile up until `shmget`
-/// fails. Its key and id are on line 7 of `postmaster.pid`; the segment is
-/// removed only if it still has that key and nobody is attached.
-fn remove_sysv_segment(scratch: &std::path::Path) {
-    let Ok(pidfile) = fs::read_to_string(scratch.join("postmaster.pid")) else {
+/// fails. Its key and id are on line 7 of `postmaster.pid`.
+///
+/// That file is the child's, which may have been hijacked, so it names a
+/// segment only as a hint: the segment is removed only if the dead child
+/// (`pid`, running as `uid`) created it and still owns it, it still has the
+/// key named, and nobody is attached. The file is read only if it is a
+/// regular file (never through a link: a host running as root could read
+/// anything) of at most `PID_FILE_MAX` bytes.
+fn remove_sysv_segment(scratch: &std::path::Path, pid: u32, uid: u32) {
+    let Some(pidfile) = read_pid_file(&scratch.join("postmaster.pid")) else {
         return;
     };
     let Some(line) = pidfile.lines().nth(6) else {
@@ -785,9 +878,77 @@ fn remove_sysv_segment(scratch: &std::path::Path) {
     if unsafe { libc::shmctl(shmid, libc::IPC_STAT, &mut ds) } != 0 {
         return; // already gone
     }
-    if i64::from(ds.shm_perm.__key) != key || ds.shm_nattch != 0 {
+    let made_by_child = i64::from(ds.shm_cpid) == i64::from(pid)
+        && ds.shm_perm.cuid == uid
+        && ds.shm_perm.uid == uid;
+    if !made_by_child || i64::from(ds.shm_perm.__key) != key || ds.shm_nattch != 0 {
         return; // not the one our process made, or still in use
     }
     // SAFETY: IPC_RMID takes no buffer.
     unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) };
+}
+
+/// The content of a regular file at `path`, not a link to one (O_NOFOLLOW),
+/// of at most `PID_FILE_MAX` bytes; `None` for anything else. O_NONBLOCK: a
+/// FIFO must not block the open.
+fn read_pid_file(path: &std::path::Path) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(PID_FILE_MAX + 1).read_to_end(&mut bytes).ok()?;
+    if bytes.len() as u64 > PID_FILE_MAX {
+        return None;
+    }
+    String::from_utf8(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A descriptor the host opened without O_CLOEXEC, numbered above the
+    /// child's RLIMIT_NOFILE (1024), through the fallback of old kernels:
+    /// not open in the child after exec.
+    #[test]
+    fn the_fallback_keeps_high_host_descriptors_out_of_the_child() {
+        const HIGH: libc::c_int = 1500;
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: valid rlimit pointers; raising the soft limit up to the
+        // hard one is always allowed.
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+            if lim.rlim_cur <= HIGH as libc::rlim_t {
+                assert!(lim.rlim_max > HIGH as libc::rlim_t, "hard limit too low");
+                lim.rlim_cur = lim.rlim_max.min(4096);
+                assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+            }
+        }
+        let null = fs::File::open("/dev/null").unwrap();
+        // SAFETY: dup2 of an open descriptor; dup2 never sets O_CLOEXEC.
+        assert_eq!(unsafe { libc::dup2(null.as_raw_fd(), HIGH) }, HIGH);
+        let parent = std::process::id() as libc::pid_t;
+        let bound = host_fd_bound();
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.args(["-c", &format!("test ! -e /proc/self/fd/{HIGH}")]);
+        // SAFETY: harden_child is async-signal-safe (see there).
+        unsafe { cmd.pre_exec(move || harden_child(parent, 4 << 30, bound, false)) };
+        let status = cmd.status().unwrap();
+        // SAFETY: closing the descriptor made above.
+        unsafe { libc::close(HIGH) };
+        assert!(
+            status.success(),
+            "fd {HIGH} leaked into the child: {status}"
+        );
+    }
 }

@@ -2,9 +2,15 @@
 //! tests (`Config::child_program`). It speaks the protocol (B, P, A, G, H) and
 //! misbehaves on command: the relnode of the requested page says how.
 //!
-//!   walredo-fake-child [--exit-at-start] [--hang-at-start] [--marker-dir DIR] SCRATCH_DIR
+//!   walredo-fake-child [--exit-at-start] [--hang-at-start] [--marker-dir DIR]
+//!                      [--pidfile-names KEY:SHMID] [--own-segment HOW] SCRATCH_DIR
 //!
 //! `--hang-at-start` never answers anything (a start-up that hangs).
+//! `--pidfile-names` writes a `postmaster.pid` whose line 7 names that System
+//! V segment, as a hijacked wal-redo process could; `--own-segment` creates a
+//! segment (4 KiB, IPC_PRIVATE) and names it in `postmaster.pid` HOW: `plain`
+//! (as PostgreSQL does), `symlink` (the pid file is a link to the real one)
+//! or `padded` (line 7 starts beyond the first 4 KiB). Both before serving.
 //!
 //! relnode 1 normal; 2 crash (FATAL on stderr, exit 1); 3 hang forever;
 //! 4 short answer then exit; 5 garbage page; 6 chatter on stderr, then
@@ -32,6 +38,9 @@ const SLOW: u32 = 8;
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut marker_dir = None;
+    let mut scratch = None;
+    let mut pidfile = None;
+    let mut own_segment = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--exit-at-start" => {
@@ -42,7 +51,39 @@ fn main() {
                 std::thread::sleep(Duration::from_secs(3600));
             },
             "--marker-dir" => marker_dir = args.next().map(PathBuf::from),
-            _ => {} // the scratch directory
+            "--pidfile-names" => pidfile = Some(args.next().expect("KEY:SHMID").replace(':', " ")),
+            "--own-segment" => own_segment = args.next(),
+            _ => scratch = Some(PathBuf::from(a)),
+        }
+    }
+    let scratch = scratch.expect("the scratch directory");
+    let pid_path = scratch.join("postmaster.pid");
+    let pid_lines = |line7: &str, pad: usize| {
+        // Lines 1-6 as PostgreSQL writes them (pid, data directory, ...).
+        format!(
+            "{}\n{}{}\n0\n0\n\n\n{line7}\nready\n",
+            std::process::id(),
+            scratch.display(),
+            " ".repeat(pad)
+        )
+    };
+    if let Some(line7) = pidfile {
+        std::fs::write(&pid_path, pid_lines(&line7, 0)).unwrap();
+    }
+    if let Some(how) = own_segment {
+        // SAFETY: shmget has no memory-safety preconditions.
+        let shmid = unsafe { libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600) };
+        assert!(shmid >= 0, "shmget: {}", std::io::Error::last_os_error());
+        let line7 = format!("0 {shmid}");
+        match how.as_str() {
+            "plain" => std::fs::write(&pid_path, pid_lines(&line7, 0)).unwrap(),
+            "padded" => std::fs::write(&pid_path, pid_lines(&line7, 5000)).unwrap(),
+            "symlink" => {
+                let real = scratch.join("postmaster.real");
+                std::fs::write(&real, pid_lines(&line7, 0)).unwrap();
+                std::os::unix::fs::symlink(&real, &pid_path).unwrap();
+            }
+            other => panic!("--own-segment {other}?"),
         }
     }
 

@@ -180,3 +180,30 @@ pub fn synthetic_record(tag: &walredo::PageTag, will_init: bool) -> Vec<u8> {
 pub fn load_fixtures(dir: &std::path::Path) -> Vec<walredo::fixtures::Fixture> {
     walredo::fixtures::make_fixtures(dir, &config())
 }
+
+/// The System V shared memory segments (ids) that process `pid` created, from
+/// /proc/sysvipc/shm (columns: key shmid perms size cpid ...).
+pub fn sysv_segments_created_by(pid: u32) -> Vec<i32> {
+    let shm = fs::read_to_string("/proc/sysvipc/shm").unwrap_or_default();
+    shm.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(4)?.parse::<u32>().ok()? == pid).then(|| f[1].parse().ok())?
+        })
+        .collect()
+}
+
+/// Whether segment `shmid` still exists.
+pub fn sysv_segment_exists(shmid: i32) -> bool {
+    // SAFETY: shmid_ds is plain old data that IPC_STAT fills in.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a shmid_ds for IPC_STAT to fill.
+    unsafe { libc::shmctl(shmid, libc::IPC_STAT, &mut ds) == 0 }
+}
+
+/// Remove segment `shmid` (a test's own, or one it expected to survive).
+pub fn remove_sysv_segment(shmid: i32) {
+    // SAFETY: IPC_RMID takes no buffer.
+    unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) };
+}
