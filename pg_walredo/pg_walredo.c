@@ -38,6 +38,9 @@
 
 #include <fcntl.h>
 #include <unistd.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/shm.h>
 #include <sys/syscall.h>
 
 #include "access/rmgr.h"
@@ -86,9 +89,9 @@ static bool walredo_verify = false;
 static bool walredo_sandbox = true;
 
 /*
- * GUC, for the sandbox's tests only: what a ping does before it answers.
- * "getppid" makes a system call the filter forbids; "open:PATH" tries to
- * open a file, and fails the process if that works.
+ * GUC, for the sandbox's tests only: what a ping does before it answers
+ * (see sandbox_test): "getppid", "open:PATH", "tgkill:PID", "shmctl:ID",
+ * "mmap-exec" or "fsize".
  */
 static char *walredo_test_on_ping = NULL;
 
@@ -555,6 +558,7 @@ apply_record(const char *payload, uint32 len)
 
 		if (!blk->in_use)
 			continue;
+
 		reserve_block(blk->rnode, blk->forknum, blk->blkno);
 		if (is_target(blk->rnode, blk->forknum, blk->blkno))
 		{
@@ -835,7 +839,9 @@ apply_error_callback(void *arg)
 
 /*
  * pg_walredo.test_on_ping: misbehave on purpose, to show that the sandbox
- * stops it.
+ * stops it.  Each action reports a FATAL "sandbox breach" if what it tries
+ * works; the sandbox's answer is to kill the process (SIGSYS), or to make the
+ * call fail, after which the ping is answered as usual.
  */
 static void
 sandbox_test(const char *what)
@@ -849,5 +855,60 @@ sandbox_test(const char *what)
 		if (fd >= 0)
 			ereport(FATAL,
 					(errmsg("sandbox breach: opened \"%s\"", what + 5)));
+	}
+	else if (strncmp(what, "tgkill:", 7) == 0)
+	{
+		/* Signal 0 only checks that the signal could be delivered. */
+		pid_t		pid = (pid_t) atoi(what + 7);
+
+		if (syscall(SYS_tgkill, pid, pid, 0) == 0)
+			ereport(FATAL,
+					(errmsg("sandbox breach: could signal process %d", (int) pid)));
+	}
+	else if (strncmp(what, "shmctl:", 7) == 0)
+	{
+		int			shmid = atoi(what + 7);
+
+		if (shmctl(shmid, IPC_RMID, NULL) == 0)
+			ereport(FATAL,
+					(errmsg("sandbox breach: removed shared memory segment %d", shmid)));
+	}
+	else if (strcmp(what, "mmap-exec") == 0)
+	{
+		void	   *p = mmap(NULL, 4096, PROT_READ | PROT_EXEC,
+							 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (p != MAP_FAILED)
+			ereport(FATAL,
+					(errmsg("sandbox breach: mapped executable memory")));
+	}
+	else if (strcmp(what, "fsize") == 0)
+	{
+		/*
+		 * One byte at the file size limit, in a file of the scratch
+		 * directory: must fail with EFBIG (SIGXFSZ being ignored).
+		 */
+		struct rlimit rl;
+		int			fd;
+		ssize_t		n;
+		int			save_errno;
+
+		if (getrlimit(RLIMIT_FSIZE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+			ereport(FATAL,
+					(errmsg("sandbox breach: no file size limit")));
+		fd = open("pg_walredo_fsize_probe", O_RDWR | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0)
+			ereport(FATAL,
+					(errmsg("could not create the file size probe: %m")));
+		n = pwrite(fd, "x", 1, (off_t) rl.rlim_cur);
+		save_errno = errno;
+		close(fd);
+		unlink("pg_walredo_fsize_probe");
+		if (n >= 0 || save_errno != EFBIG)
+		{
+			errno = save_errno;
+			ereport(FATAL,
+					(errmsg("sandbox breach: a write at the file size limit did not fail with EFBIG: %m")));
+		}
 	}
 }

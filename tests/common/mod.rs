@@ -123,3 +123,60 @@ pub fn synthetic_record(tag: &walredo::PageTag, will_init: bool) -> Vec<u8> {
 pub fn load_fixtures(dir: &std::path::Path) -> Vec<walredo::fixtures::Fixture> {
     walredo::fixtures::make_fixtures(dir, &config())
 }
+
+/// PostgreSQL's System V interlock segments that nobody is attached to (the
+/// lines of /proc/sysvipc/shm that `assert_no_leftovers` complains about).
+pub fn orphaned_segments() -> Vec<String> {
+    fs::read_to_string("/proc/sysvipc/shm")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(3) == Some(&"56") && f.get(6) == Some(&"0")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// `assert_no_leftovers`, except for orphaned segments that were there
+/// before the test started (`orphaned_segments()` then): the machine is
+/// shared, and other runs' leftovers are not this test's.
+pub fn assert_no_leftovers_besides(preexisting: &[String]) {
+    let me = std::process::id();
+    let children: Vec<String> = fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let stat = fs::read_to_string(entry.path().join("stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(')')?;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            (fields.get(1)?.parse::<u32>().ok()? == me)
+                .then(|| format!("{} ({})", entry.file_name().to_string_lossy(), fields[0]))
+        })
+        .collect();
+    assert!(
+        children.is_empty(),
+        "child processes left behind: {children:?}"
+    );
+    // SAFETY: geteuid cannot fail.
+    let root = std::env::temp_dir().join(format!("walredo-{}", unsafe { libc::geteuid() }));
+    let prefix = format!("proc-{me}-");
+    let left: Vec<String> = fs::read_dir(&root)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "scratch directories left behind: {left:?}");
+    let orphans: Vec<String> = orphaned_segments()
+        .into_iter()
+        .filter(|s| !preexisting.contains(s))
+        .collect();
+    assert!(
+        orphans.is_empty(),
+        "orphaned shared memory segments: {orphans:?}"
+    );
+}
