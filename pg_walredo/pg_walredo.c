@@ -559,6 +559,25 @@ apply_record(const char *payload, uint32 len)
 		if (!blk->in_use)
 			continue;
 
+		/*
+		 * DecodeXLogRecord takes the fork number from four bits of the block
+		 * header and the block number as it comes.  A fork above MAX_FORKNUM
+		 * would index smgr's per-fork arrays out of bounds, and
+		 * InvalidBlockNumber is P_NEW to the buffer manager (and wraps the
+		 * reserved size to 0), so either would make redo touch some other
+		 * block than the one named.
+		 */
+		if ((int) blk->forknum < 0 || blk->forknum > MAX_FORKNUM)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("invalid fork number %d in block reference %d",
+							(int) blk->forknum, block_id)));
+		if (blk->blkno == InvalidBlockNumber)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("invalid block number %u in block reference %d",
+							blk->blkno, block_id)));
+
 		reserve_block(blk->rnode, blk->forknum, blk->blkno);
 		if (is_target(blk->rnode, blk->forknum, blk->blkno))
 		{

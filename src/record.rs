@@ -6,7 +6,9 @@
 //! away from the wal-redo processes, so it never panics, whatever the input.
 //!
 //! A few checks are stricter than PostgreSQL's: fork numbers above
-//! `MAX_FORKNUM`, images whose hole runs past the end of the page, uncompressed
+//! `MAX_FORKNUM`, block number `InvalidBlockNumber` (0xFFFFFFFF, which no
+//! buffer can have, and which a wal-redo process would take for `P_NEW`),
+//! images whose hole runs past the end of the page, uncompressed
 //! images whose length plus hole is not a whole page, compressed images of a
 //! page or more, and images that name more than one compression method are
 //! all rejected.
@@ -60,6 +62,9 @@ const BKPIMAGE_COMPRESS_MASK: u8 =
 
 const BLCKSZ: u32 = PAGE_SIZE as u32;
 
+/// PostgreSQL's `InvalidBlockNumber`, never the number of a real block.
+pub const INVALID_BLOCK_NUMBER: u32 = u32::MAX;
+
 /// Why a record was rejected. Offsets are byte offsets from the start of the
 /// record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +88,8 @@ pub enum RecordError {
     OutOfOrderBlockId { block_id: u8, previous: u8 },
     /// Fork number above `MAX_FORKNUM`.
     InvalidFork { block: u8, forknum: u8 },
+    /// Block number `InvalidBlockNumber` (0xFFFFFFFF).
+    InvalidBlockNumber { block: u8 },
     /// `BKPBLOCK_HAS_DATA` set, but `data_length` is 0.
     HasDataWithoutData { block: u8 },
     /// `BKPBLOCK_HAS_DATA` not set, but `data_length` is not 0.
@@ -141,6 +148,10 @@ impl fmt::Display for RecordError {
             InvalidFork { block, forknum } => write!(
                 f,
                 "block {block}: invalid fork number {forknum} (max {MAX_FORKNUM})"
+            ),
+            InvalidBlockNumber { block } => write!(
+                f,
+                "block {block}: invalid block number {INVALID_BLOCK_NUMBER} (InvalidBlockNumber)"
             ),
             HasDataWithoutData { block } => write!(
                 f,
@@ -529,6 +540,9 @@ fn decode_inner(buf: &[u8], check_crc: bool) -> Result<DecodedRecord<'_>, Record
                     last_rel.ok_or(RecordError::SameRelWithoutPrevious { block: block_id })?
                 };
                 let blkno = r.u32(b, "block number")?;
+                if blkno == INVALID_BLOCK_NUMBER {
+                    return Err(RecordError::InvalidBlockNumber { block: block_id });
+                }
                 headers.push(BlockHeader {
                     id: block_id,
                     tag: PageTag {
@@ -1205,6 +1219,22 @@ mod tests {
             }
         );
         assert!(err.to_string().contains("invalid fork number 7"));
+
+        // InvalidBlockNumber in any block reference, not only the first.
+        let mut b = RecBuilder::new();
+        b.blocks = vec![
+            blk(0, Some(REL_A), 1, b"a"),
+            blk(1, None, u32::MAX, b"b"),
+        ];
+        let err = decode(&b.build()).unwrap_err();
+        assert_eq!(err, RecordError::InvalidBlockNumber { block: 1 });
+        assert_eq!(
+            err.to_string(),
+            "block 1: invalid block number 4294967295 (InvalidBlockNumber)"
+        );
+        // The largest valid block number is fine.
+        b.blocks[1].blkno = u32::MAX - 1;
+        assert!(decode(&b.build()).is_ok());
 
         // HAS_DATA with data_length 0: [id, flags, len(2), rel(12), blkno(4)].
         let mut h = vec![1u8, BKPBLOCK_HAS_DATA, 0, 0];

@@ -1,0 +1,454 @@
+//! pg_walredo driven directly over its pipes by a hostile peer: crafted
+//! messages and records that never went through the library's validation.
+//! Each refused input must end the process with a clear FATAL (never a crash,
+//! never a silently wrong page), and legitimate-looking WAL must not make the
+//! scratch directory grow without bound.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use walredo::crc32c::{crc32c_finish, crc32c_update, CRC32C_INIT};
+use walredo::launch::Launcher;
+use walredo::process::Process;
+use walredo::tag::{PageTag, RelFileNode, MAIN_FORKNUM};
+use walredo::{Config, Error, RecordRef, Redoer, PAGE_SIZE};
+
+type Page = [u8; PAGE_SIZE];
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+const REL: RelFileNode = RelFileNode {
+    spcnode: 1663,
+    dbnode: 5,
+    relnode: 16384,
+};
+
+fn main_tag(rel: RelFileNode, blkno: u32) -> PageTag {
+    PageTag {
+        rel,
+        forknum: MAIN_FORKNUM,
+        blkno,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The wire: messages and records made by hand.
+
+fn tag_bytes(t: &PageTag) -> Vec<u8> {
+    let mut b = vec![t.forknum];
+    for v in [t.rel.spcnode, t.rel.dbnode, t.rel.relnode, t.blkno] {
+        b.extend_from_slice(&v.to_be_bytes());
+    }
+    b
+}
+
+fn msg(tag: u8, payload: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&(payload.len() as u32 + 4).to_be_bytes());
+    m.extend_from_slice(payload);
+    m
+}
+
+fn begin(t: &PageTag) -> Vec<u8> {
+    msg(b'B', &tag_bytes(t))
+}
+
+fn push(t: &PageTag, page: &Page) -> Vec<u8> {
+    let mut p = tag_bytes(t);
+    p.extend_from_slice(page);
+    msg(b'P', &p)
+}
+
+fn apply(end_lsn: u64, record: &[u8]) -> Vec<u8> {
+    let mut p = end_lsn.to_be_bytes().to_vec();
+    p.extend_from_slice(record);
+    msg(b'A', &p)
+}
+
+fn get(t: &PageTag) -> Vec<u8> {
+    msg(b'G', &tag_bytes(t))
+}
+
+fn ping() -> Vec<u8> {
+    msg(b'H', &[])
+}
+
+/// One block reference of a hand-made record.
+struct Blk {
+    id: u8,
+    tag: PageTag,
+    will_init: bool,
+    data: Vec<u8>,
+    /// An uncompressed full-page image to apply.
+    image: Option<Box<Page>>,
+}
+
+impl Blk {
+    fn new(id: u8, tag: PageTag) -> Blk {
+        Blk {
+            id,
+            tag,
+            will_init: false,
+            data: Vec::new(),
+            image: None,
+        }
+    }
+    fn image(mut self, page: Box<Page>) -> Blk {
+        self.image = Some(page);
+        self
+    }
+}
+
+const RM_XLOG: u8 = 0;
+const RM_XACT: u8 = 1;
+const RM_SMGR: u8 = 2;
+const RM_DBASE: u8 = 4;
+const RM_TBLSPC: u8 = 5;
+const RM_HEAP2: u8 = 9;
+const RM_HEAP: u8 = 10;
+const XLOG_FPI: u8 = 0xB0;
+const XLH_INSERT_ALL_VISIBLE_CLEARED: u8 = 1;
+
+/// A raw XLogRecord (PostgreSQL 15 layout, little-endian) with a correct CRC.
+fn record(rmid: u8, info: u8, xid: u32, blocks: &[Blk], main: &[u8]) -> Vec<u8> {
+    let mut r = vec![0u8; 24];
+    let mut payload = Vec::new();
+    for b in blocks {
+        let mut flags = b.tag.forknum & 0x0F;
+        if b.image.is_some() {
+            flags |= 0x10;
+        }
+        if !b.data.is_empty() {
+            flags |= 0x20;
+        }
+        if b.will_init {
+            flags |= 0x40;
+        }
+        r.push(b.id);
+        r.push(flags);
+        r.extend_from_slice(&(b.data.len() as u16).to_le_bytes());
+        if let Some(img) = &b.image {
+            r.extend_from_slice(&(PAGE_SIZE as u16).to_le_bytes()); // bimg_len
+            r.extend_from_slice(&0u16.to_le_bytes()); // hole_offset
+            r.push(0x02); // BKPIMAGE_APPLY, no hole, uncompressed
+            payload.extend_from_slice(&img[..]);
+        }
+        for v in [b.tag.rel.spcnode, b.tag.rel.dbnode, b.tag.rel.relnode, b.tag.blkno] {
+            r.extend_from_slice(&v.to_le_bytes());
+        }
+        payload.extend_from_slice(&b.data);
+    }
+    if !main.is_empty() {
+        if main.len() <= 255 {
+            r.push(255);
+            r.push(main.len() as u8);
+        } else {
+            r.push(254);
+            r.extend_from_slice(&(main.len() as u32).to_le_bytes());
+        }
+        payload.extend_from_slice(main);
+    }
+    r.extend_from_slice(&payload);
+    let len = r.len() as u32;
+    r[0..4].copy_from_slice(&len.to_le_bytes());
+    r[4..8].copy_from_slice(&xid.to_le_bytes());
+    r[16] = info;
+    r[17] = rmid;
+    let crc = crc32c_finish(crc32c_update(
+        crc32c_update(CRC32C_INIT, &r[24..]),
+        &r[..20],
+    ));
+    r[20..24].copy_from_slice(&crc.to_le_bytes());
+    r
+}
+
+/// An empty heap page (PageInit) with `free` bytes between pd_lower and
+/// pd_upper: the rest of the page counts as used.
+fn heap_page(free: u16) -> Box<Page> {
+    let mut p = Box::new([0u8; PAGE_SIZE]);
+    p[12..14].copy_from_slice(&24u16.to_le_bytes()); // pd_lower
+    p[14..16].copy_from_slice(&(24 + free).to_le_bytes()); // pd_upper
+    p[16..18].copy_from_slice(&(PAGE_SIZE as u16).to_le_bytes()); // pd_special
+    p[18..20].copy_from_slice(&(PAGE_SIZE as u16 | 4).to_le_bytes()); // size, version 4
+    p
+}
+
+/// A page with recognizable contents, for images.
+fn marked_page(mark: u8) -> Box<Page> {
+    let mut p = heap_page(1000);
+    p[4000..4100].fill(mark);
+    p
+}
+
+fn page_lsn(p: &Page) -> u64 {
+    let hi = u32::from_le_bytes(p[0..4].try_into().unwrap());
+    let lo = u32::from_le_bytes(p[4..8].try_into().unwrap());
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+fn with_lsn(p: &Page, lsn: u64) -> Box<Page> {
+    let mut p = Box::new(*p);
+    p[0..4].copy_from_slice(&((lsn >> 32) as u32).to_le_bytes());
+    p[4..8].copy_from_slice(&(lsn as u32).to_le_bytes());
+    p
+}
+
+fn line_pointers(p: &Page) -> usize {
+    (usize::from(u16::from_le_bytes([p[12], p[13]])) - 24) / 4
+}
+
+/// A heap insert of one small tuple at `offnum` (XLOG_HEAP_INSERT, with
+/// XLOG_HEAP_INIT_PAGE when `init`).
+fn heap_insert(target: &PageTag, offnum: u16, flags: u8, init: bool) -> Vec<u8> {
+    let mut data = Vec::new();
+    data.extend_from_slice(&1u16.to_le_bytes()); // t_infomask2: one attribute
+    data.extend_from_slice(&0x0800u16.to_le_bytes()); // t_infomask: HEAP_XMAX_INVALID
+    data.push(24); // t_hoff
+    data.push(0); // padding up to t_hoff
+    data.extend_from_slice(&42u32.to_le_bytes()); // an int4
+    let mut b = Blk::new(0, *target);
+    b.will_init = init;
+    b.data = data;
+    let mut main = offnum.to_le_bytes().to_vec();
+    main.push(flags);
+    record(RM_HEAP, if init { 0x80 } else { 0x00 }, 1000, &[b], &main)
+}
+
+/// An XLOG_FPI record carrying these images.
+fn fpi(blocks: &[(PageTag, Box<Page>)]) -> Vec<u8> {
+    let blks: Vec<Blk> = blocks
+        .iter()
+        .enumerate()
+        .map(|(i, (t, p))| Blk::new(i as u8, *t).image(p.clone()))
+        .collect();
+    record(RM_XLOG, XLOG_FPI, 0, &blks, &[])
+}
+
+const LSN: u64 = 0x0000_0001_0000_0000;
+
+// ---------------------------------------------------------------------------
+// A wal-redo process driven directly.
+
+struct Peer {
+    _launcher: Launcher,
+    process: Process,
+    timeout: Duration,
+}
+
+fn config_with(extra: &[String]) -> Config {
+    Config {
+        extra_settings: extra.to_vec(),
+        ..config()
+    }
+}
+
+impl Peer {
+    fn start() -> Peer {
+        Peer::start_with(&[])
+    }
+
+    fn start_with(extra: &[String]) -> Peer {
+        let launcher = Launcher::new(&config_with(extra)).unwrap();
+        let mut process = Process::spawn(&launcher).unwrap();
+        process.handshake(TIMEOUT).unwrap();
+        Peer {
+            _launcher: launcher,
+            process,
+            timeout: TIMEOUT,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// The process's scratch directory: its working directory.
+    fn scratch(&self) -> PathBuf {
+        std::fs::read_link(format!("/proc/{}/cwd", self.pid())).unwrap()
+    }
+
+    /// Write `bytes`, read one page back; on failure, what went wrong and
+    /// the process's last words.
+    fn page(&mut self, bytes: &[u8]) -> Result<Box<Page>, String> {
+        let mut page = Box::new([0u8; PAGE_SIZE]);
+        match self.process.transact(bytes, &mut page[..], self.timeout) {
+            Ok(()) => Ok(page),
+            Err(i) => Err(self.last_words(&i.failure.to_string())),
+        }
+    }
+
+    fn last_words(&mut self, failure: &str) -> String {
+        let stderr = self.process.kill_and_collect_stderr();
+        let how = self.process.death_signal().unwrap_or_default();
+        format!("{failure} [{how}]\n{stderr}")
+    }
+
+    /// Write `bytes` (ending with a request for a page), which must make the
+    /// process exit with a FATAL error saying `expected`; returns its stderr.
+    fn refuses(&mut self, what: &str, bytes: &[u8], expected: &str) -> String {
+        self.try_refuses(what, bytes, expected)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_refuses(&mut self, what: &str, bytes: &[u8], expected: &str) -> Result<String, String> {
+        match self.page(bytes) {
+            Ok(page) => Err(format!(
+                "{what}: answered with a page (lsn {:X}, {} line pointers) instead of a FATAL",
+                page_lsn(&page),
+                line_pointers(&page)
+            )),
+            Err(e) => {
+                println!("{what}: {e}");
+                if e.contains("FATAL:") && e.contains(expected) && !e.contains("killed by") {
+                    Ok(e)
+                } else {
+                    Err(format!(
+                        "{what}: expected a clean FATAL exit saying {expected:?}, got: {e}"
+                    ))
+                }
+            }
+        }
+    }
+
+    /// /proc/PID/status field, e.g. "RssAnon" in kB.
+    fn status_kb(&self, name: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// Files in a scratch directory, their apparent size and what they use on
+/// disk, and how many are relation segments beyond the first (`NNN.1` ...).
+#[derive(Debug, Default, Clone, Copy)]
+struct Usage {
+    files: u64,
+    apparent: u64,
+    disk: u64,
+    segments: u64,
+}
+
+fn usage(dir: &Path) -> Usage {
+    use std::os::unix::fs::MetadataExt;
+    let mut u = Usage::default();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(md) = e.metadata() else { continue };
+            if md.is_dir() {
+                stack.push(e.path());
+                continue;
+            }
+            u.files += 1;
+            u.apparent += md.len();
+            u.disk += md.blocks() * 512;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some((_, seg)) = name.rsplit_once('.') {
+                if !seg.is_empty() && seg.bytes().all(|c| c.is_ascii_digit()) && name.len() > 4 {
+                    u.segments += u64::from(!name.starts_with("mmap"));
+                }
+            }
+        }
+    }
+    u
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+fn show(what: &str, u: Usage) {
+    println!(
+        "{what}: {} files, {:.1} MiB apparent, {:.1} MiB on disk, {} segment files",
+        u.files,
+        mib(u.apparent),
+        mib(u.disk),
+        u.segments
+    );
+}
+
+/// What the scratch directory holds beyond a fresh process's.
+fn growth(peer: &Peer, baseline: Usage, what: &str) -> Usage {
+    let now = usage(&peer.scratch());
+    let g = Usage {
+        files: now.files.saturating_sub(baseline.files),
+        apparent: now.apparent.saturating_sub(baseline.apparent),
+        disk: now.disk.saturating_sub(baseline.disk),
+        segments: now.segments,
+    };
+    show(what, g);
+    g
+}
+
+// ---------------------------------------------------------------------------
+// Item 10: every block reference is checked, not only the target's.
+
+#[test]
+fn a_block_reference_with_an_invalid_fork_is_refused() {
+    let _serial = serial();
+    init_logging();
+    let before = orphaned_segments();
+    let target = main_tag(REL, 0);
+    let bad = PageTag {
+        forknum: 4,
+        ..main_tag(REL, 1)
+    };
+    let rec = fpi(&[(target, marked_page(1)), (bad, marked_page(2))]);
+    let mut peer = Peer::start();
+    let mut req = push(&target, &heap_page(4000));
+    req.extend(apply(LSN, &rec));
+    req.extend(get(&target));
+    peer.refuses("fork 4 in block 1", &req, "invalid fork number 4");
+    drop(peer);
+    assert_no_leftovers_besides(&before);
+}
+
+#[test]
+fn a_block_reference_to_invalid_block_number_is_refused() {
+    let _serial = serial();
+    init_logging();
+    let before = orphaned_segments();
+    let target = main_tag(REL, 0);
+    let bad = main_tag(REL, u32::MAX);
+    let rec = fpi(&[(target, marked_page(1)), (bad, marked_page(2))]);
+    let mut peer = Peer::start();
+    let mut req = push(&target, &heap_page(4000));
+    req.extend(apply(LSN, &rec));
+    req.extend(get(&target));
+    peer.refuses(
+        "block 4294967295 in block 1",
+        &req,
+        "invalid block number 4294967295",
+    );
+    drop(peer);
+
+    // The library refuses the same record before it reaches a process.
+    let mut redoer = Redoer::new(&config()).unwrap();
+    let refs = [RecordRef {
+        end_lsn: LSN,
+        data: &rec,
+    }];
+    match redoer.redo(&target, Some(&heap_page(4000)), &refs) {
+        Err(Error::MalformedRecord { source, .. }) => {
+            assert!(source.to_string().contains("invalid block number"), "{source}")
+        }
+        Ok(_) => panic!("the library let the record through: it answered with a page"),
+        Err(e) => panic!("the library let the record through: {e:?}"),
+    }
+    assert_eq!(redoer.pid(), None, "no process was needed to refuse it");
+    drop(redoer);
+    assert_no_leftovers_besides(&before);
+}
+
