@@ -103,6 +103,8 @@ static RelFileNode target_rnode;
 static ForkNumber target_forknum;
 static BlockNumber target_blkno;
 static Buffer target_buffer = InvalidBuffer;
+static bool target_has_base = false;	/* P, not B */
+static int	n_request_records = 0;
 
 /* Relations whose buffers must be dropped when the request ends. */
 static RelFileNode touched_rels[MAX_TOUCHED_RELS];
@@ -446,6 +448,8 @@ begin_request(const char *tagbytes, const char *page)
 
 	parse_page_tag(tagbytes, &target_rnode, &target_forknum, &target_blkno);
 	request_active = true;
+	target_has_base = (page != NULL);
+	n_request_records = 0;
 
 	reserve_block(target_rnode, target_forknum, target_blkno);
 	buf = ReadBufferWithoutRelcache(target_rnode, target_forknum, target_blkno,
@@ -595,8 +599,39 @@ apply_record(const char *payload, uint32 len)
 						target_rnode.spcNode, target_rnode.dbNode,
 						target_rnode.relNode, target_forknum, target_blkno)));
 
+	/*
+	 * Without a base page the target starts as zeros, which only a record
+	 * that initializes the page (will-init, or an image to apply) can make
+	 * sense of: any other redo routine would find no page and skip it.
+	 */
+	if (!target_has_base && n_request_records == 0)
+	{
+		DecodedBkpBlock *blk = &decoded->blocks[target_block_id];
+
+		if ((blk->flags & BKPBLOCK_WILL_INIT) == 0 && !blk->apply_image)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("no base page was given and the first record does not initialize the target page"),
+					 errhint("Send the page with P, or start from a record that initializes it.")));
+	}
+
 	RmgrTable[record->xl_rmid].rm_redo(reader);
 	n_records_applied++;
+	n_request_records++;
+
+	/*
+	 * A redo routine that found its page all zeros (a zero base page, or a
+	 * block the request never initialized) skips it, and xlogutils.c only
+	 * remembers that as an "invalid page", to complain about once recovery
+	 * is consistent: PostgreSQL's own recovery would stop there.  We would
+	 * instead hand back a page that the record never changed, so stop now.
+	 */
+	if (XLogHaveInvalidPages())
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("the record needs an existing page, but redo found an empty (all-zero) page"),
+				 errdetail("PostgreSQL's recovery would stop with \"WAL contains references to invalid pages\"."),
+				 errhint("The base page is missing or the records are incomplete.")));
 
 	if (walredo_verify && (record->xl_info & XLR_CHECK_CONSISTENCY) != 0)
 		verify_target((uint8) target_block_id);

@@ -200,7 +200,7 @@ fn with_lsn(p: &Page, lsn: u64) -> Box<Page> {
 }
 
 fn line_pointers(p: &Page) -> usize {
-    (usize::from(u16::from_le_bytes([p[12], p[13]])) - 24) / 4
+    usize::from(u16::from_le_bytes([p[12], p[13]])).saturating_sub(24) / 4
 }
 
 /// A heap insert of one small tuple at `offnum` (XLOG_HEAP_INSERT, with
@@ -449,6 +449,48 @@ fn a_block_reference_to_invalid_block_number_is_refused() {
     }
     assert_eq!(redoer.pid(), None, "no process was needed to refuse it");
     drop(redoer);
+    assert_no_leftovers_besides(&before);
+}
+
+// ---------------------------------------------------------------------------
+// Item 12: an empty target that the record does not initialize.
+
+#[test]
+fn an_empty_page_that_no_record_initializes_fails_the_request() {
+    let _serial = serial();
+    init_logging();
+    let before = orphaned_segments();
+    let target = main_tag(REL, 3);
+    let insert = heap_insert(&target, 1, 0, false);
+
+    // B: no base page, and the first record does not initialize it.
+    let mut peer = Peer::start();
+    let mut req = begin(&target);
+    req.extend(apply(LSN, &insert));
+    req.extend(get(&target));
+    peer.refuses("B then a heap insert", &req, "initialize");
+    drop(peer);
+
+    // P with an all-zero page: PostgreSQL's redo finds no page to change.
+    let mut peer = Peer::start();
+    let mut req = push(&target, &[0u8; PAGE_SIZE]);
+    req.extend(apply(LSN, &insert));
+    req.extend(get(&target));
+    peer.refuses("a zero base page then a heap insert", &req, "empty");
+    drop(peer);
+
+    // Control: the same insert on an initialized page works, and a record
+    // that initializes the page works after B.
+    let mut peer = Peer::start();
+    let mut req = push(&target, &heap_page(4000));
+    req.extend(apply(LSN, &insert));
+    req.extend(get(&target));
+    assert_eq!(line_pointers(&peer.page(&req).unwrap()), 1);
+    let mut req = begin(&target);
+    req.extend(apply(LSN, &heap_insert(&target, 1, 0, true)));
+    req.extend(get(&target));
+    assert_eq!(line_pointers(&peer.page(&req).unwrap()), 1);
+    drop(peer);
     assert_no_leftovers_besides(&before);
 }
 
