@@ -43,12 +43,14 @@
 #include <sys/shm.h>
 #include <sys/syscall.h>
 
+#include "access/heapam_xlog.h"
 #include "access/rmgr.h"
 #include "access/xlog.h"
 #include "access/xlog_internal.h"
 #include "access/xlogreader.h"
 #include "access/xlogrecord.h"
 #include "access/xlogutils.h"
+#include "catalog/pg_control.h"
 #include "miscadmin.h"
 #include "port/pg_bswap.h"
 #include "port/pg_crc32c.h"
@@ -145,6 +147,7 @@ static void write_page(const char *page);
 static void remember_rel(RelFileNode rnode);
 static void reserve_block(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno);
 static Buffer make_sentinel(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno);
+static bool is_page_record(RmgrId rmid, uint8 info);
 static void verify_target(uint8 block_id);
 static void apply_error_callback(void *arg);
 static void sandbox_test(const char *what);
@@ -539,6 +542,13 @@ apply_record(const char *payload, uint32 len)
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("unknown resource manager %u", record->xl_rmid)));
 
+	if (!is_page_record(record->xl_rmid, record->xl_info))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("wal-redo refuses a %s record (info 0x%02X): it is not a page record",
+						RmgrTable[record->xl_rmid].rm_name, record->xl_info),
+				 errdetail("Only records of the page resource managers (Heap, Heap2, Btree, Hash, Gin, Gist, Sequence, SPGist, BRIN, Generic) and full-page images (XLOG FPI and FPI_FOR_HINT) are applied.")));
+
 	decoded = palloc(DecodeXLogRecordRequiredSpace(reclen));
 
 	/*
@@ -640,6 +650,41 @@ apply_record(const char *payload, uint32 len)
 	reader->record = NULL;
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(request_context);
+}
+
+/*
+ * Whether a record only changes pages, so that applying it to one block can
+ * touch nothing but that block (and its sentinels).  Any resource manager's
+ * redo runs once a block reference matches the target, so without this a
+ * forged block reference would let a commit record drop relation files, a
+ * database record remove directories, or a checkpoint rewrite shared state.
+ * Real WAL never puts block references on those records.  Heap2's REWRITE
+ * records (logical rewrite mappings) write files of their own, and carry no
+ * block reference either.
+ */
+static bool
+is_page_record(RmgrId rmid, uint8 info)
+{
+	switch (rmid)
+	{
+		case RM_HEAP_ID:
+		case RM_BTREE_ID:
+		case RM_HASH_ID:
+		case RM_GIN_ID:
+		case RM_GIST_ID:
+		case RM_SEQ_ID:
+		case RM_SPGIST_ID:
+		case RM_BRIN_ID:
+		case RM_GENERIC_ID:
+			return true;
+		case RM_HEAP2_ID:
+			return (info & XLOG_HEAP_OPMASK) != XLOG_HEAP2_REWRITE;
+		case RM_XLOG_ID:
+			info &= ~XLR_INFO_MASK;
+			return info == XLOG_FPI || info == XLOG_FPI_FOR_HINT;
+		default:
+			return false;
+	}
 }
 
 /*

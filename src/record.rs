@@ -351,6 +351,27 @@ pub fn rmgr_name(rmid: u8) -> &'static str {
     }
 }
 
+/// Whether a record of this resource manager (`rmid`, `xl_info`) only
+/// changes pages, so that replaying it for one page touches nothing else:
+/// heap (but Heap2's REWRITE, which writes logical rewrite mapping files),
+/// btree, hash, GIN, GiST, sequence, SP-GiST, BRIN, generic WAL, and the
+/// XLOG full-page image records (FPI, FPI_FOR_HINT). Records of the others
+/// (commits, database and tablespace changes, checkpoints, ...) never carry
+/// block references in real WAL; with a forged one, their redo would act on
+/// the whole wal-redo process.
+pub fn is_page_record(rmid: u8, info: u8) -> bool {
+    const XLOG_FPI_FOR_HINT: u8 = 0xA0;
+    const XLOG_FPI: u8 = 0xB0;
+    const XLOG_HEAP_OPMASK: u8 = 0x70;
+    const XLOG_HEAP2_REWRITE: u8 = 0x00;
+    match rmid {
+        10..=17 | 20 => true,
+        9 => info & XLOG_HEAP_OPMASK != XLOG_HEAP2_REWRITE,
+        0 => matches!(info & !XLR_INFO_MASK, XLOG_FPI | XLOG_FPI_FOR_HINT),
+        _ => false,
+    }
+}
+
 /// The CRC PostgreSQL computes for a record: payload after the header, then
 /// the header up to `xl_crc`. `buf` must hold at least the header.
 fn record_crc(buf: &[u8]) -> u32 {
@@ -1440,6 +1461,28 @@ mod tests {
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;
             self.0
+        }
+    }
+
+    #[test]
+    fn page_records() {
+        // Heap insert, Heap2 prune, Btree, Hash, Gin, Gist, Sequence,
+        // SPGist, BRIN, Generic.
+        for rmid in [10, 11, 12, 13, 14, 15, 16, 17, 20] {
+            assert!(is_page_record(rmid, 0x00), "{}", rmgr_name(rmid));
+        }
+        assert!(is_page_record(9, 0x10)); // Heap2 PRUNE
+        assert!(!is_page_record(9, 0x00)); // Heap2 REWRITE
+        assert!(!is_page_record(9, 0x80)); // REWRITE with the INIT bit
+        assert!(is_page_record(0, 0xB0)); // XLOG FPI
+        assert!(is_page_record(0, 0xA0 | XLR_CHECK_CONSISTENCY)); // FPI_FOR_HINT
+        assert!(!is_page_record(0, 0x00)); // CHECKPOINT_SHUTDOWN
+        assert!(!is_page_record(0, 0xD0)); // XLOG_OVERWRITE_CONTRECORD
+        // Transaction, Storage, CLOG, Database, Tablespace, MultiXact,
+        // RelMap, Standby, CommitTs, ReplicationOrigin, LogicalMessage,
+        // custom.
+        for rmid in [1, 2, 3, 4, 5, 6, 7, 8, 18, 19, 21, 128, 255] {
+            assert!(!is_page_record(rmid, 0x00), "{}", rmgr_name(rmid));
         }
     }
 

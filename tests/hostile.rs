@@ -494,3 +494,58 @@ fn an_empty_page_that_no_record_initializes_fails_the_request() {
     assert_no_leftovers_besides(&before);
 }
 
+// ---------------------------------------------------------------------------
+// Item 15: only page resource managers run.
+
+#[test]
+fn records_of_other_resource_managers_are_refused() {
+    let _serial = serial();
+    init_logging();
+    let before = orphaned_segments();
+    let target = main_tag(REL, 0);
+    // Each with a block reference to the target, as a forger would add.
+    let drop_db = {
+        let mut m = 5u32.to_le_bytes().to_vec(); // db_id
+        m.extend_from_slice(&1i32.to_le_bytes()); // ntablespaces
+        m.extend_from_slice(&1663u32.to_le_bytes());
+        m
+    };
+    let cases: Vec<(&str, u8, u8, Vec<u8>)> = vec![
+        ("Transaction", RM_XACT, 0x00, vec![0u8; 8]), // COMMIT
+        ("Database", RM_DBASE, 0x20, drop_db),        // DROP
+        ("Storage", RM_SMGR, 0x20, vec![0u8; 24]),    // TRUNCATE
+        ("Tablespace", RM_TBLSPC, 0x10, vec![0u8; 4]), // DROP
+        ("XLOG", RM_XLOG, 0x00, vec![0u8; 120]),      // CHECKPOINT_SHUTDOWN
+        ("Heap2", RM_HEAP2, 0x00, vec![0u8; 40]),     // REWRITE
+    ];
+    let mut failures = Vec::new();
+    for (name, rmid, info, main) in &cases {
+        let rec = record(*rmid, *info, 1000, &[Blk::new(0, target)], main);
+        let mut peer = Peer::start();
+        let mut req = push(&target, &heap_page(4000));
+        req.extend(apply(LSN, &rec));
+        req.extend(get(&target));
+        if let Err(e) = peer.try_refuses(name, &req, &format!("{name} record")) {
+            failures.push(e);
+        }
+        drop(peer);
+
+        // The library refuses them too, naming the resource manager.
+        let mut redoer = Redoer::new(&config()).unwrap();
+        let refs = [RecordRef {
+            end_lsn: LSN,
+            data: rec.as_slice(),
+        }];
+        match redoer.redo(&target, Some(&heap_page(4000)), &refs) {
+            Err(Error::InvalidArgument(m)) => {
+                assert!(m.contains(name), "{m}");
+                assert_eq!(redoer.pid(), None);
+            }
+            Ok(_) => failures.push(format!("{name}: the library let it through: a page")),
+            Err(e) => failures.push(format!("{name}: the library let it through: {e:?}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_no_leftovers_besides(&before);
+}
+
