@@ -73,7 +73,29 @@ void		_PG_init(void);
 /* Protocol constants: see docs/protocol.md. */
 #define MSG_HEADER_SIZE		5	/* tag byte + big-endian u32 length */
 #define PAGE_TAG_SIZE		17	/* forknum u8, spc, db, rel, blkno u32 */
-#define MAX_MESSAGE_LEN		((uint32) MaxAllocSize)	/* a record must fit one palloc */
+
+/*
+ * The longest record PostgreSQL 15's own WAL reader can hold.  Version 15
+ * has no XLogRecordMaxSize (that came with 16); what bounds xl_tot_len there
+ * is allocate_recordbuf(), which rounds the length up past the next
+ * XLOG_BLCKSZ boundary and pallocs that, so it must stay within
+ * MaxAllocSize.  An A message carries the end LSN and the record.
+ */
+#define MAX_RECORD_LEN		((uint32) ((MaxAllocSize / XLOG_BLCKSZ) * XLOG_BLCKSZ - 1))
+#define MSG_LEN_PAGE_TAG	(4 + PAGE_TAG_SIZE)	/* B and G */
+#define MSG_LEN_PUSH_PAGE	(4 + PAGE_TAG_SIZE + BLCKSZ)	/* P */
+#define MSG_LEN_PING		4	/* H */
+#define MSG_LEN_RECORD_MIN	(4 + sizeof(uint64) + SizeOfXLogRecord)	/* A */
+#define MSG_LEN_RECORD_MAX	(4 + sizeof(uint64) + MAX_RECORD_LEN)
+
+/*
+ * The input buffer starts at INBUF_INITIAL_SIZE and grows to hold the
+ * largest message seen; past INBUF_KEEP_SIZE it is shrunk back once that
+ * message is done, so one large record does not pin its memory for the rest
+ * of the process's life.
+ */
+#define INBUF_INITIAL_SIZE	(64 * 1024)
+#define INBUF_KEEP_SIZE		(1024 * 1024)
 
 /* An LSN no real record can reach: marks sentinel pages as "already done". */
 #define SENTINEL_LSN		((XLogRecPtr) PG_UINT64_MAX)
@@ -251,7 +273,11 @@ walredo_main(void)
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory while allocating a WAL reading processor")));
 
-	inbuf_size = 64 * 1024;
+	/* Records up to MAX_RECORD_LEN must also fit apply_record's pallocs. */
+	if (!AllocSizeIsValid(DecodeXLogRecordRequiredSpace(MAX_RECORD_LEN)))
+		elog(FATAL, "MAX_RECORD_LEN does not fit a decoded record in one palloc");
+
+	inbuf_size = INBUF_INITIAL_SIZE;
 	inbuf = MemoryContextAlloc(TopMemoryContext, inbuf_size);
 
 	/* Start-up is over: from here on, only what the request loop needs. */
@@ -267,52 +293,31 @@ walredo_main(void)
 		if (!read_message(&tag, &payload, &len))
 			break;
 
+		/* read_message has checked the tag and the length. */
 		switch (tag)
 		{
 			case 'B':
-				if (len != PAGE_TAG_SIZE)
-					goto bad_length;
 				begin_request(payload, NULL);
 				break;
 			case 'P':
-				if (len != PAGE_TAG_SIZE + BLCKSZ)
-					goto bad_length;
 				begin_request(payload, payload + PAGE_TAG_SIZE);
 				break;
 			case 'A':
-				if (len < sizeof(uint64) + SizeOfXLogRecord)
-					goto bad_length;
 				apply_record(payload, len);
 				break;
 			case 'G':
-				if (len != PAGE_TAG_SIZE)
-					goto bad_length;
 				get_page(payload);
 				break;
 			case 'H':
 				{
 					static const PGAlignedBlock zeroes;
 
-					if (len != 0)
-						goto bad_length;
 					if (walredo_test_on_ping && walredo_test_on_ping[0] != '\0')
 						sandbox_test(walredo_test_on_ping);
 					write_page(zeroes.data);
 					break;
 				}
-			default:
-				ereport(FATAL,
-						(errcode(ERRCODE_PROTOCOL_VIOLATION),
-						 errmsg("invalid wal-redo message tag 0x%02x",
-								(unsigned char) tag)));
 		}
-		continue;
-
-bad_length:
-		ereport(FATAL,
-				(errcode(ERRCODE_PROTOCOL_VIOLATION),
-				 errmsg("invalid length %u for wal-redo message '%c'",
-						len + 4, tag)));
 	}
 
 	/* stdin is closed: the pool is gone or is retiring us. */
@@ -381,11 +386,29 @@ fill_input(size_t want, bool at_boundary)
 /*
  * Read the next message.  *payload points into the input buffer and stays
  * valid until the next call.  Returns false at a clean EOF.
+ *
+ * The tag and the length are checked before the payload is read: a length
+ * no message of that tag can have is refused at once, instead of being
+ * waited for (and allocated).
  */
 static bool
 read_message(char *tag, char **payload, uint32 *payload_len)
 {
 	uint32		len;
+	bool		valid;
+
+	/*
+	 * The previous message is done with: if it was a large one, give its
+	 * memory back (keeping whatever was read past it).
+	 */
+	if (inbuf_size > INBUF_KEEP_SIZE && inbuf_len - inbuf_pos <= INBUF_INITIAL_SIZE)
+	{
+		memmove(inbuf, inbuf + inbuf_pos, inbuf_len - inbuf_pos);
+		inbuf_len -= inbuf_pos;
+		inbuf_pos = 0;
+		inbuf = repalloc(inbuf, INBUF_INITIAL_SIZE);
+		inbuf_size = INBUF_INITIAL_SIZE;
+	}
 
 	if (!fill_input(MSG_HEADER_SIZE, true))
 		return false;
@@ -393,10 +416,38 @@ read_message(char *tag, char **payload, uint32 *payload_len)
 	*tag = inbuf[inbuf_pos];
 	memcpy(&len, inbuf + inbuf_pos + 1, sizeof(len));
 	len = pg_ntoh32(len);
-	if (len < 4 || len > MAX_MESSAGE_LEN)
+
+	switch (*tag)
+	{
+		case 'B':
+		case 'G':
+			valid = (len == MSG_LEN_PAGE_TAG);
+			break;
+		case 'P':
+			valid = (len == MSG_LEN_PUSH_PAGE);
+			break;
+		case 'H':
+			valid = (len == MSG_LEN_PING);
+			break;
+		case 'A':
+			if (len > MSG_LEN_RECORD_MAX)
+				ereport(FATAL,
+						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+						 errmsg("wal-redo record message of %u bytes is longer than the largest record PostgreSQL 15 can read (%u bytes)",
+								len, MAX_RECORD_LEN)));
+			valid = (len >= MSG_LEN_RECORD_MIN);
+			break;
+		default:
+			ereport(FATAL,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("invalid wal-redo message tag 0x%02x",
+							(unsigned char) *tag)));
+			valid = false;		/* keep the compiler quiet */
+	}
+	if (!valid)
 		ereport(FATAL,
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
-				 errmsg("invalid wal-redo message length %u", len)));
+				 errmsg("invalid length %u for wal-redo message '%c'", len, *tag)));
 	inbuf_pos += MSG_HEADER_SIZE;
 
 	*payload_len = len - 4;

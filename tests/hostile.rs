@@ -549,3 +549,66 @@ fn records_of_other_resource_managers_are_refused() {
     assert_no_leftovers_besides(&before);
 }
 
+// ---------------------------------------------------------------------------
+// Item 16: message lengths and the input buffer.
+
+#[test]
+fn impossible_message_lengths_are_refused_before_their_payload() {
+    let _serial = serial();
+    init_logging();
+    let before = orphaned_segments();
+    // Lengths that no valid message has, sent without a payload: the
+    // process must refuse them at once, not wait for (or allocate) it.
+    let mut too_long = vec![b'A'];
+    too_long.extend_from_slice(&0x3FFF_FF00u32.to_be_bytes());
+    let mut b_long = vec![b'B'];
+    b_long.extend_from_slice(&1004u32.to_be_bytes());
+    let mut h_long = vec![b'H'];
+    h_long.extend_from_slice(&(4u32 + 8192).to_be_bytes());
+    for (what, bytes, expected) in [
+        ("an A longer than any record", too_long, "longer than"),
+        ("a B of 1004 bytes", b_long, "invalid length 1004"),
+        ("an H with a payload", h_long, "invalid length 8196"),
+    ] {
+        let mut peer = Peer::start();
+        // A process that waits for the payload fails by this deadline.
+        peer.timeout = Duration::from_secs(5);
+        peer.refuses(what, &bytes, expected);
+        drop(peer);
+    }
+    assert_no_leftovers_besides(&before);
+}
+
+#[test]
+fn the_input_buffer_shrinks_after_a_large_message() {
+    let _serial = serial();
+    init_logging();
+    let before = orphaned_segments();
+    let target = main_tag(REL, 0);
+    let mut peer = Peer::start();
+    let mut req = push(&target, &heap_page(4000));
+    req.extend(apply(LSN, &fpi(&[(target, marked_page(1))])));
+    req.extend(get(&target));
+    peer.page(&req).unwrap();
+    let rss_before = peer.status_kb("RssAnon");
+    // An image record carrying 96 MiB of main data, which its redo ignores.
+    let big = {
+        let blk = Blk::new(0, target).image(marked_page(2));
+        record(RM_XLOG, XLOG_FPI, 0, &[blk], &vec![0x5A; 96 << 20])
+    };
+    let mut req = push(&target, &heap_page(4000));
+    req.extend(apply(LSN + 0x1000, &big));
+    req.extend(get(&target));
+    let page = peer.page(&req).unwrap();
+    assert_eq!(page[..], with_lsn(&marked_page(2), LSN + 0x1000)[..]);
+    peer.page(&ping()).unwrap();
+    let after = peer.status_kb("RssAnon");
+    println!("RssAnon: {rss_before} kB before the 96 MiB record, {after} kB after it");
+    assert!(
+        after < rss_before + 16 * 1024,
+        "the process keeps {} MiB after one large message",
+        (after - rss_before) / 1024
+    );
+    drop(peer);
+    assert_no_leftovers_besides(&before);
+}
