@@ -112,6 +112,9 @@ static bool walredo_verify = false;
 /* GUC: confine the process (sandbox.c); off for debugging only. */
 static bool walredo_sandbox = true;
 
+/* GUC: refuse to serve when Landlock is missing (sandbox.c). */
+static bool walredo_require_landlock = true;
+
 /*
  * GUC, for the sandbox's tests only: what a ping does before it answers
  * (see sandbox_test): "getppid", "open:PATH", "tgkill:PID", "shmctl:ID",
@@ -193,6 +196,16 @@ _PG_init(void)
 							 "Confines the process with Landlock and seccomp before the first request.",
 							 "For debugging only: a wal-redo process handles untrusted WAL.",
 							 &walredo_sandbox,
+							 true,
+							 PGC_POSTMASTER,
+							 0,
+							 NULL, NULL, NULL);
+	DefineCustomBoolVariable("pg_walredo.require_landlock",
+							 "Refuses to serve when the kernel has no Landlock.",
+							 "Without Landlock only seccomp confines the process, and it cannot "
+							 "keep file system calls inside the scratch directory.  Off accepts "
+							 "that weaker sandbox (with a warning).",
+							 &walredo_require_landlock,
 							 true,
 							 PGC_POSTMASTER,
 							 0,
@@ -282,7 +295,7 @@ walredo_main(void)
 
 	/* Start-up is over: from here on, only what the request loop needs. */
 	if (walredo_sandbox)
-		walredo_enter_sandbox();
+		walredo_enter_sandbox(walredo_require_landlock);
 
 	for (;;)
 	{

@@ -20,6 +20,13 @@
  *    stdin (the loop, FATAL and PANIC exits, clean exits), plus the memory
  *    calls malloc makes for large requests.
  *
+ * Without Landlock (kernels before 5.13, or with Landlock left out of the LSM
+ * list) seccomp still allows openat, unlinkat and mkdirat on any path: a
+ * hijacked process could read and write other processes' scratch
+ * directories, or, when the host does not run as root, the extension copy
+ * every later process loads.  So the process refuses to serve unless
+ * pg_walredo.require_landlock = off accepts that weaker sandbox.
+ *
  * pg_walredo.sandbox = off turns all of this off, for debugging only.
  *
  *-------------------------------------------------------------------------
@@ -78,14 +85,14 @@ struct ll_path_beneath_attr
 } __attribute__((packed));
 
 static void close_inherited_fds(void);
-static void confine_filesystem(void);
+static void confine_filesystem(bool require_landlock);
 static void enter_seccomp(void);
 
 void
-walredo_enter_sandbox(void)
+walredo_enter_sandbox(bool require_landlock)
 {
 	close_inherited_fds();
-	confine_filesystem();
+	confine_filesystem(require_landlock);
 	enter_seccomp();
 }
 
@@ -102,7 +109,7 @@ close_inherited_fds(void)
 }
 
 static void
-confine_filesystem(void)
+confine_filesystem(bool require_landlock)
 {
 	struct ll_ruleset_attr attr = {0};
 	struct ll_path_beneath_attr beneath = {0};
@@ -113,9 +120,15 @@ confine_filesystem(void)
 	abi = syscall(SYS_landlock_create_ruleset, NULL, 0, LL_CREATE_RULESET_VERSION);
 	if (abi < 1)
 	{
-		/* seccomp still applies; say once that the file system is open. */
+		if (require_landlock)
+			ereport(FATAL,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("Landlock is not available (%m): refusing to serve without confining the file system to the scratch directory"),
+					 errdetail("Seccomp alone lets a hijacked wal-redo process open, create and remove files wherever its user can, such as other processes' scratch directories."),
+					 errhint("Use a kernel with Landlock enabled (Linux 5.13 or later, with \"landlock\" among the LSMs), or set pg_walredo.require_landlock = off to accept the weaker sandbox.")));
+		/* Accepted: seccomp still applies; say once that the file system is open. */
 		ereport(WARNING,
-				(errmsg("Landlock is not available (%m): the wal-redo process is not confined to its scratch directory")));
+				(errmsg("Landlock is not available (%m): the wal-redo process is not confined to its scratch directory (pg_walredo.require_landlock is off)")));
 		return;
 	}
 

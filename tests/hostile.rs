@@ -495,6 +495,128 @@ fn an_empty_page_that_no_record_initializes_fails_the_request() {
 }
 
 // ---------------------------------------------------------------------------
+// Item 13: no Landlock, no service (unless the weaker sandbox is accepted).
+
+/// A wrapper that makes landlock_create_ruleset fail with ENOSYS, as on a
+/// kernel without Landlock, then runs its arguments.
+const NO_LANDLOCK_C: &str = r#"
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+
+#ifndef __NR_landlock_create_ruleset
+#define __NR_landlock_create_ruleset 444
+#endif
+
+int
+main(int argc, char **argv)
+{
+	struct sock_filter filter[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_landlock_create_ruleset, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = {sizeof(filter) / sizeof(filter[0]), filter};
+
+	if (argc < 2)
+		return 2;
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+		syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0)
+	{
+		perror("seccomp");
+		return 2;
+	}
+	execv(argv[1], argv + 1);
+	perror("execv");
+	return 2;
+}
+"#;
+
+fn no_landlock_wrapper() -> PathBuf {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/hostile"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("no_landlock.c");
+    let bin = dir.join("no_landlock");
+    std::fs::write(&src, NO_LANDLOCK_C).unwrap();
+    let out = Command::new("gcc")
+        .args(["-O1", "-Wall", "-Werror", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("gcc");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}
+
+/// Start postgres exactly as the library would, but through `wrapper`;
+/// send a ping, close stdin; returns (exit code, pages received, stderr).
+fn run_wrapped(wrapper: &Path, extra: &[String]) -> (Option<i32>, usize, String) {
+    let launcher = Launcher::new(&config_with(extra)).unwrap();
+    let scratch = launcher.make_scratch_dir().unwrap();
+    let cmd = launcher.command(&scratch);
+    let mut c = Command::new(wrapper);
+    c.arg(cmd.get_program())
+        .args(cmd.get_args())
+        .current_dir(&scratch)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(ids) = launcher.user() {
+        c.uid(ids.uid).gid(ids.gid);
+    }
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(&ping()); // fails if it is gone already
+    drop(stdin);
+    let mut out = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&scratch);
+    (status.code(), out.len() / PAGE_SIZE, err)
+}
+
+#[test]
+fn without_landlock_the_process_refuses_to_serve_unless_told_to() {
+    let _serial = serial();
+    init_logging();
+    let before = orphaned_segments();
+    let wrapper = no_landlock_wrapper();
+    let (code, pages, stderr) = run_wrapped(&wrapper, &[]);
+    println!("no Landlock, defaults: exit {code:?}, {pages} pages, stderr: {stderr}");
+    assert_eq!(pages, 0, "it served without Landlock: {stderr}");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("FATAL:") && stderr.contains("pg_walredo.require_landlock"),
+        "{stderr}"
+    );
+
+    // Accepting the weaker sandbox explicitly: it serves, and says so.
+    let (code, pages, stderr) = run_wrapped(&wrapper, &["pg_walredo.require_landlock=off".into()]);
+    println!("no Landlock, require_landlock=off: exit {code:?}, {pages} pages, stderr: {stderr}");
+    assert_eq!((code, pages), (Some(0), 1), "{stderr}");
+    assert!(stderr.contains("WARNING:") && stderr.contains("Landlock"), "{stderr}");
+    assert_no_leftovers_besides(&before);
+}
+
+// ---------------------------------------------------------------------------
 // Item 15: only page resource managers run.
 
 #[test]
