@@ -617,6 +617,110 @@ fn without_landlock_the_process_refuses_to_serve_unless_told_to() {
 }
 
 // ---------------------------------------------------------------------------
+// Item 14: system calls restricted by their arguments.
+
+fn ping_is_killed_by_sigsys(setting: String) {
+    let mut r = Redoer::new(&config_with(&[setting.clone()])).unwrap();
+    match r.ping() {
+        Err(Error::RedoFailed { message, .. }) => {
+            println!("{setting}: {message}");
+            assert!(message.contains("SIGSYS"), "{setting}: {message}")
+        }
+        other => panic!("{setting}: the call was not stopped by the filter: {other:?}"),
+    }
+}
+
+#[test]
+fn signalling_another_process_is_killed_by_sigsys() {
+    let _serial = serial();
+    init_logging();
+    let before = orphaned_segments();
+    // A sibling of the same user: the most tempting target.
+    let mut sibling = Redoer::new(&config()).unwrap();
+    sibling.ping().unwrap();
+    let pid = sibling.pid().unwrap();
+    ping_is_killed_by_sigsys(format!("pg_walredo.test_on_ping=tgkill:{pid}"));
+    sibling.ping().unwrap();
+    assert_eq!(sibling.pid(), Some(pid), "the sibling lives on");
+    drop(sibling);
+    assert_no_leftovers_besides(&before);
+}
+
+#[test]
+fn removing_another_shared_memory_segment_is_killed_by_sigsys() {
+    let _serial = serial();
+    init_logging();
+    let before = orphaned_segments();
+    // A segment owned by the processes' user, as a sibling's would be.
+    // SAFETY: plain System V calls on a segment made here.
+    let id = unsafe { libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600) };
+    assert!(id >= 0);
+    if let Some(ids) = walredo::cluster::user() {
+        // SAFETY: shmid_ds is plain old data that IPC_STAT fills in.
+        let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) }, 0);
+        ds.shm_perm.uid = ids.uid;
+        ds.shm_perm.gid = ids.gid;
+        assert_eq!(unsafe { libc::shmctl(id, libc::IPC_SET, &mut ds) }, 0);
+    }
+    ping_is_killed_by_sigsys(format!("pg_walredo.test_on_ping=shmctl:{id}"));
+    // SAFETY: as above.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    let still_there = unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) } == 0;
+    unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+    assert!(still_there, "the segment was removed");
+    assert_no_leftovers_besides(&before);
+}
+
+#[test]
+fn executable_memory_is_killed_by_sigsys() {
+    let _serial = serial();
+    init_logging();
+    let before = orphaned_segments();
+    ping_is_killed_by_sigsys("pg_walredo.test_on_ping=mmap-exec".into());
+    assert_no_leftovers_besides(&before);
+}
+
+/// The System V segment id in a running process's postmaster.pid.
+fn shmid_of(scratch: &Path) -> i32 {
+    let pidfile = std::fs::read_to_string(scratch.join("postmaster.pid")).unwrap();
+    let line = pidfile.lines().nth(6).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn fatal_and_panic_exits_still_work_under_the_filter() {
+    let _serial = serial();
+    init_logging();
+    let before = orphaned_segments();
+    // FATAL: proc_exit runs, detaches and removes its own segment.
+    let mut peer = Peer::start();
+    let shmid = shmid_of(&peer.scratch());
+    let stderr = peer.refuses("unknown tag", &msg(b'Z', &[]), "invalid wal-redo message tag");
+    assert!(!stderr.contains("SIGSYS"), "{stderr}");
+    // SAFETY: shmid_ds is plain old data that IPC_STAT fills in.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    assert_ne!(
+        unsafe { libc::shmctl(shmid, libc::IPC_STAT, &mut ds) },
+        0,
+        "the process removed its own segment on the way out"
+    );
+    drop(peer);
+
+    // PANIC: abort() signals the process itself.
+    let target = main_tag(REL, 0);
+    let mut peer = Peer::start();
+    let mut req = push(&target, &heap_page(4000));
+    req.extend(apply(LSN, &heap_insert(&target, 5, 0, false)));
+    req.extend(get(&target));
+    let e = peer.page(&req).unwrap_err();
+    println!("PANIC: {e}");
+    assert!(e.contains("PANIC:") && e.contains("SIGABRT"), "{e}");
+    drop(peer);
+    assert_no_leftovers_besides(&before);
+}
+
+// ---------------------------------------------------------------------------
 // Item 15: only page resource managers run.
 
 #[test]
