@@ -37,6 +37,7 @@
 #include "postgres.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -51,15 +52,21 @@
 #include "access/xlogrecord.h"
 #include "access/xlogutils.h"
 #include "catalog/pg_control.h"
+#include "catalog/pg_tablespace_d.h"
+#include "common/relpath.h"
+#include "executor/instrument.h"
 #include "miscadmin.h"
 #include "port/pg_bswap.h"
 #include "port/pg_crc32c.h"
+#include "storage/buf_internals.h"
 #include "storage/bufmgr.h"
 #include "storage/bufpage.h"
 #include "storage/fd.h"
+#include "storage/fsm_internals.h"
 #include "storage/ipc.h"
 #include "storage/proc.h"
 #include "storage/smgr.h"
+#include "storage/sync.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
@@ -103,8 +110,44 @@ void		_PG_init(void);
 /* Most distinct relations one request may touch before we refuse it. */
 #define MAX_TOUCHED_RELS	64
 
-/* Relation forks kept open between requests before all are closed. */
-#define OPEN_FORKS_LIMIT		256
+/*
+ * Relations whose files may exist in the scratch directory before all of
+ * them are removed (see end_request).  Each has at most a few empty files:
+ * the fork files smgrcreate makes.
+ */
+#define SCRATCH_RELS_LIMIT	128
+
+/*
+ * Buffers a record may need beyond its block references and side pages:
+ * nothing we know of takes one, this is a margin.
+ */
+#define REDO_BUFFER_SLACK	8
+
+/*
+ * Blocks a request may write to the scratch files.  Redo of legitimate WAL
+ * writes nothing but init-fork images (PostgreSQL flushes those at once);
+ * anything more means that something filled the buffer pool after all.
+ */
+#define REQUEST_WRITE_BUDGET	2048	/* blocks: 16 MB */
+
+/*
+ * RLIMIT_FSIZE of the process: no scratch file grows past this.  It is far
+ * below a relation segment (1 GB), so no second segment can ever be created
+ * either: that takes padding the first one to its full size.
+ */
+#define SCRATCH_FILE_LIMIT	(64 * 1024 * 1024)
+
+/* Side-effect pages (free-space map, visibility map) remembered. */
+#define MAX_SIDE_PAGES		16
+
+/*
+ * Heap blocks per visibility-map page and the free-space map's layout, as in
+ * visibilitymap.c and freespace.c (which keep these to themselves): two bits
+ * per heap block after the page header; a tree of FSM_TREE_DEPTH levels of
+ * SlotsPerFSMPage slots, stored depth-first.
+ */
+#define VM_HEAPBLOCKS_PER_PAGE	((BLCKSZ - MAXALIGN(SizeOfPageHeaderData)) * (BITS_PER_BYTE / 2))
+#define WALREDO_FSM_TREE_DEPTH	((SlotsPerFSMPage >= 1626) ? 3 : 4)
 
 /* GUC: compare each applied record with its consistency image. */
 static bool walredo_verify = false;
@@ -137,8 +180,37 @@ static int	n_request_records = 0;
 static RelFileNode touched_rels[MAX_TOUCHED_RELS];
 static int	n_touched_rels = 0;
 
-/* Forks opened since the last smgrcloseall(); see end_request. */
-static int	n_forks_opened = 0;
+/*
+ * Buffers taken from the buffer pool's free list: for the request's main and
+ * init forks since its buffers were last dropped, and for free-space-map and
+ * visibility-map forks (kept between requests: see end_request) since all
+ * buffers were last dropped; and the I/O counters then.  See
+ * make_room_for_record: redo must never find the free list empty, because
+ * then the buffer manager evicts (and writes) one of our dirty buffers.
+ */
+static int	n_request_buffers = 0;
+static int	n_kept_buffers = 0;
+static int64 request_io_base = 0;
+
+/* I/O counters when the request began: see end_request. */
+static int64 request_io_start = 0;
+static int64 request_written_start = 0;
+
+/*
+ * Free-space map and visibility map pages recently placed in the pool for
+ * redo, and their buffers (see place_side_page).
+ */
+typedef struct SidePage
+{
+	BufferTag	tag;
+	Buffer		buffer;
+} SidePage;
+static SidePage side_pages[MAX_SIDE_PAGES];
+static int	next_side_page = 0;
+
+/* Relations whose files were created since they were last removed. */
+static RelFileNode scratch_rels[SCRATCH_RELS_LIMIT + MAX_TOUCHED_RELS];
+static int	n_scratch_rels = 0;
 
 /* The record being applied, for the error context callback. */
 static XLogRecPtr current_end_lsn = InvalidXLogRecPtr;
@@ -161,6 +233,7 @@ static size_t inbuf_pos = 0;
 
 static void walredo_shmem_startup(void);
 static void walredo_main(void) pg_attribute_noreturn();
+static void limit_scratch(void);
 static bool read_message(char *tag, char **payload, uint32 *payload_len);
 static void parse_page_tag(const char *p, RelFileNode *rnode,
 						   ForkNumber *forknum, BlockNumber *blkno);
@@ -171,7 +244,15 @@ static void end_request(void);
 static void write_page(const char *page);
 static void remember_rel(RelFileNode rnode);
 static void reserve_block(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno);
+static Buffer place_buffer(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno);
 static Buffer make_sentinel(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno);
+static void place_side_pages(DecodedXLogRecord *decoded);
+static void make_room_for_record(DecodedXLogRecord *decoded);
+static void drop_request_buffers(bool all_forks);
+static void drop_all_buffers(void);
+static void remove_rel_files(RelFileNode *rnodes, int n);
+static void remove_rel_dirs(RelFileNode *rnodes, int n);
+static int64 io_blocks(void);
 static bool is_page_record(RmgrId rmid, uint8 info);
 static void verify_target(uint8 block_id);
 static void apply_error_callback(void *arg);
@@ -293,6 +374,8 @@ walredo_main(void)
 	inbuf_size = INBUF_INITIAL_SIZE;
 	inbuf = MemoryContextAlloc(TopMemoryContext, inbuf_size);
 
+	limit_scratch();
+
 	/* Start-up is over: from here on, only what the request loop needs. */
 	if (walredo_sandbox)
 		walredo_enter_sandbox(walredo_require_landlock);
@@ -343,6 +426,52 @@ walredo_main(void)
 						" mismatches=0",
 						n_records_applied, n_consistency_checks, n_checks_skipped)));
 	proc_exit(0);
+}
+
+/*
+ * What bounds the scratch directory, beyond redo writing nothing (see
+ * reserve_block, place_side_pages and make_room_for_record): a file size
+ * limit, and the settings those rely on.
+ */
+static void
+limit_scratch(void)
+{
+	struct rlimit rl;
+
+	/* One record's blocks, their side pages and a margin, at least. */
+	if (NBuffers < 128)
+		ereport(FATAL,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("pg_walredo needs shared_buffers of at least 1MB (128 buffers), not %d buffers",
+						NBuffers)));
+
+	/*
+	 * Nothing in the scratch directory is ever read back after the process
+	 * ends, and the sandbox does not allow fsync: ProcessSyncRequests (see
+	 * end_request) must only forget its requests.
+	 */
+	if (enableFsync)
+		ereport(FATAL,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("pg_walredo needs fsync = off")));
+
+	/*
+	 * A write past the limit must fail with EFBIG, an ERROR like disk full.
+	 * The postmaster ignores SIGXFSZ for that reason; a single-user backend
+	 * keeps the default action (terminate) and only has the signal blocked
+	 * (InitStandaloneProcess blocks all but the synchronous ones), so it
+	 * would stay pending, ready to kill us should it ever be unblocked.
+	 */
+	pqsignal(SIGXFSZ, SIG_IGN);
+	if (getrlimit(RLIMIT_FSIZE, &rl) != 0)
+		ereport(FATAL,
+				(errmsg("could not read the file size limit: %m")));
+	if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max > SCRATCH_FILE_LIMIT)
+		rl.rlim_max = SCRATCH_FILE_LIMIT;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+		ereport(FATAL,
+				(errmsg("could not set the file size limit: %m")));
 }
 
 /*
@@ -494,7 +623,7 @@ parse_page_tag(const char *p, RelFileNode *rnode, ForkNumber *forknum,
 	rnode->dbNode = get_be32(p + 5);
 	rnode->relNode = get_be32(p + 9);
 	*blkno = get_be32(p + 13);
-	if (*blkno == InvalidBlockNumber)
+	if (*blkno >= MaxBlockNumber)
 		ereport(FATAL,
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
 				 errmsg("invalid block number %u in wal-redo page tag", *blkno)));
@@ -517,10 +646,16 @@ begin_request(const char *tagbytes, const char *page)
 	request_active = true;
 	target_has_base = (page != NULL);
 	n_request_records = 0;
+	n_request_buffers = 0;
+	request_io_start = request_io_base = io_blocks();
+	request_written_start = pgBufferUsage.shared_blks_written;
+
+	/* Side-fork pages kept from earlier requests: see end_request. */
+	if (n_kept_buffers > NBuffers / 2)
+		drop_all_buffers();
 
 	reserve_block(target_rnode, target_forknum, target_blkno);
-	buf = ReadBufferWithoutRelcache(target_rnode, target_forknum, target_blkno,
-									RBM_ZERO_AND_LOCK, NULL, true);
+	buf = place_buffer(target_rnode, target_forknum, target_blkno);
 	if (page != NULL)
 		memcpy(BufferGetPage(buf), page, BLCKSZ);
 	else
@@ -630,6 +765,8 @@ apply_record(const char *payload, uint32 len)
 	reader->ReadRecPtr = decoded->lsn;
 	reader->EndRecPtr = end_lsn;
 
+	make_room_for_record(decoded);
+
 	for (int block_id = 0; block_id <= decoded->max_block_id; block_id++)
 	{
 		DecodedBkpBlock *blk = &decoded->blocks[block_id];
@@ -643,14 +780,16 @@ apply_record(const char *payload, uint32 len)
 		 * would index smgr's per-fork arrays out of bounds, and
 		 * InvalidBlockNumber is P_NEW to the buffer manager (and wraps the
 		 * reserved size to 0), so either would make redo touch some other
-		 * block than the one named.
+		 * block than the one named.  MaxBlockNumber cannot be reserved
+		 * either (its fork size would be InvalidBlockNumber), and no
+		 * relation reaches it.
 		 */
 		if ((int) blk->forknum < 0 || blk->forknum > MAX_FORKNUM)
 			ereport(ERROR,
 					(errcode(ERRCODE_DATA_CORRUPTED),
 					 errmsg("invalid fork number %d in block reference %d",
 							(int) blk->forknum, block_id)));
-		if (blk->blkno == InvalidBlockNumber)
+		if (blk->blkno >= MaxBlockNumber)
 			ereport(ERROR,
 					(errcode(ERRCODE_DATA_CORRUPTED),
 					 errmsg("invalid block number %u in block reference %d",
@@ -665,6 +804,9 @@ apply_record(const char *payload, uint32 len)
 		else
 			blk->prefetch_buffer = make_sentinel(blk->rnode, blk->forknum, blk->blkno);
 	}
+
+	if (record->xl_rmid == RM_HEAP_ID || record->xl_rmid == RM_HEAP2_ID)
+		place_side_pages(decoded);
 
 	if (target_block_id < 0)
 		ereport(ERROR,
@@ -706,6 +848,13 @@ apply_record(const char *payload, uint32 len)
 				 errmsg("the record needs an existing page, but redo found an empty (all-zero) page"),
 				 errdetail("PostgreSQL's recovery would stop with \"WAL contains references to invalid pages\"."),
 				 errhint("The base page is missing or the records are incomplete.")));
+
+	/* See REQUEST_WRITE_BUDGET; the pool replaces the process. */
+	if (pgBufferUsage.shared_blks_written - request_written_start > REQUEST_WRITE_BUDGET)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("the request wrote more than %d MB to the scratch directory",
+						REQUEST_WRITE_BUDGET / (1024 * 1024 / BLCKSZ))));
 
 	if (walredo_verify && (record->xl_info & XLR_CHECK_CONSISTENCY) != 0)
 		verify_target((uint8) target_block_id);
@@ -852,29 +1001,74 @@ get_page(const char *tagbytes)
 }
 
 /*
- * Drop every buffer of every relation the request touched, without writing
- * them, so nothing leaks into the next request.
+ * End the request: drop the main-fork and init-fork buffers of every
+ * relation it touched, without writing them, so nothing leaks into the next
+ * request.  Free-space-map and visibility-map buffers stay: the next request
+ * on the same relation finds its side pages there (see place_side_pages),
+ * and every other use of such a buffer rebuilds it (target, sentinel).  They
+ * are counted, and all dropped before they could fill the pool.
  *
  * The relations stay open: reopening them for every request cost seven
  * system calls (creating or opening the fork's file, probing the other forks
  * for existence, closing), more than the redo itself.  Their cached sizes
- * only ever grow to cover the blocks we reserved, and the scratch files stay
- * as redo left them either way.  Past OPEN_FORKS_LIMIT forks opened, all are
- * closed, so a long-lived process does not collect them without bound.
+ * only ever grow to cover the blocks we reserved.  Redo of such a request
+ * never reads or writes the scratch files (see make_room_for_record and
+ * place_side_pages), so they stay empty, and the common request pays nothing
+ * more here than before.
+ *
+ * What bounds the scratch directory:
+ * - a request during which redo did read or write scratch files (the
+ *   buffer manager's I/O counters moved) has the files of all its relations
+ *   removed here, and the fsync requests those writes queued forgotten;
+ * - after SCRATCH_RELS_LIMIT relations, all their (empty) files are removed,
+ *   and the directories made for them if empty, so files, directories, open
+ *   descriptors, smgr entries and the fsync requests mdcreate queues for
+ *   each new file (pendingOps) do not pile up over many relations;
+ * - a request that writes more than REQUEST_WRITE_BUDGET blocks fails, and
+ *   no file can grow past SCRATCH_FILE_LIMIT (limit_scratch).
  */
 static void
 end_request(void)
 {
+	bool		did_io = (io_blocks() != request_io_start);
+
+	drop_request_buffers(did_io);
+	if (did_io)
+	{
+		remove_rel_files(touched_rels, n_touched_rels);
+		ProcessSyncRequests();
+	}
+	if (n_scratch_rels >= SCRATCH_RELS_LIMIT)
+	{
+		drop_all_buffers();
+		remove_rel_files(scratch_rels, n_scratch_rels);
+		remove_rel_dirs(scratch_rels, n_scratch_rels);
+		n_scratch_rels = 0;
+		/* mdcreate queued an fsync request for every file it created. */
+		ProcessSyncRequests();
+	}
+
+	n_touched_rels = 0;
+	n_request_buffers = 0;
+	request_active = false;
+	target_buffer = InvalidBuffer;
+}
+
+/*
+ * Drop buffers of every relation the request touched, without writing them:
+ * of the main and init forks, or of all forks.  Dropped buffers go back to
+ * the free list.
+ */
+static void
+drop_request_buffers(bool all_forks)
+{
 	/*
 	 * DropRelFileNodeBuffers takes at most MAX_FORKNUM forks at once (its
-	 * array has room for the three that smgrtruncate passes): the init fork
-	 * goes alone.
+	 * array has room for the three that smgrtruncate passes).
 	 */
-	static ForkNumber data_forks[] = {MAIN_FORKNUM, FSM_FORKNUM, VISIBILITYMAP_FORKNUM};
-	static ForkNumber init_fork[] = {INIT_FORKNUM};
-	static BlockNumber from_block_zero[lengthof(data_forks)];
-
-	StaticAssertStmt(lengthof(data_forks) == MAX_FORKNUM, "at most MAX_FORKNUM forks per call");
+	static ForkNumber request_forks[] = {MAIN_FORKNUM, INIT_FORKNUM};
+	static ForkNumber side_forks[] = {FSM_FORKNUM, VISIBILITYMAP_FORKNUM};
+	static BlockNumber from_block_zero[MAX_FORKNUM];
 
 	/*
 	 * Not DropRelFileNodesAllBuffers: it asks the file system whether each
@@ -885,18 +1079,117 @@ end_request(void)
 	{
 		SMgrRelation smgr = smgropen(touched_rels[i], InvalidBackendId);
 
-		DropRelFileNodeBuffers(smgr, data_forks, lengthof(data_forks), from_block_zero);
-		DropRelFileNodeBuffers(smgr, init_fork, lengthof(init_fork), from_block_zero);
+		DropRelFileNodeBuffers(smgr, request_forks, lengthof(request_forks), from_block_zero);
+		if (all_forks)
+			DropRelFileNodeBuffers(smgr, side_forks, lengthof(side_forks), from_block_zero);
 	}
-	if (n_forks_opened > OPEN_FORKS_LIMIT)
-	{
-		smgrcloseall();
-		n_forks_opened = 0;
-	}
+}
 
-	n_touched_rels = 0;
-	request_active = false;
-	target_buffer = InvalidBuffer;
+/*
+ * Drop every buffer of every relation we have used since the last sweep
+ * (the request's included): one pass over the pool per database.
+ */
+static void
+drop_all_buffers(void)
+{
+	for (int i = 0; i < n_scratch_rels; i++)
+	{
+		bool		seen = false;
+
+		for (int j = 0; j < i && !seen; j++)
+			seen = (scratch_rels[j].dbNode == scratch_rels[i].dbNode);
+		if (!seen)
+			DropDatabaseBuffers(scratch_rels[i].dbNode);
+	}
+	n_kept_buffers = 0;
+}
+
+/*
+ * Close these relations and remove all their files (every fork, every
+ * segment).  Their buffers must be gone already.  Done by hand rather than
+ * with smgrdounlinkall, which would probe each fork's size, truncate every
+ * file before unlinking it and queue shared invalidation messages: none of
+ * that is needed in a process that is alone with its scratch directory.
+ */
+static void
+remove_rel_files(RelFileNode *rnodes, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		smgrclose(smgropen(rnodes[i], InvalidBackendId));
+
+		for (ForkNumber forknum = 0; forknum <= MAX_FORKNUM; forknum++)
+		{
+			char	   *path = relpathperm(rnodes[i], forknum);
+
+			if (unlink(path) == 0)
+			{
+				/* Segments beyond the first, if any, are path.1, path.2, ... */
+				for (uint32 segno = 1;; segno++)
+				{
+					char	   *segpath = psprintf("%s.%u", path, segno);
+					bool		gone = (unlink(segpath) != 0);
+
+					pfree(segpath);
+					if (gone)
+						break;
+				}
+			}
+			else if (errno != ENOENT)
+				ereport(WARNING,
+						(errcode_for_file_access(),
+						 errmsg("could not remove file \"%s\": %m", path)));
+			pfree(path);
+		}
+	}
+}
+
+/*
+ * Remove the database directories (and, for other tablespaces than the
+ * default and global ones, the tablespace directories) that smgrcreate made
+ * for these relations, where they are empty: in redo mode it creates every
+ * missing level, so each new database or tablespace OID would leave one.
+ * unlinkat(AT_REMOVEDIR) because that is what the sandbox allows; a
+ * directory still in use is simply not empty.
+ */
+static void
+remove_rel_dirs(RelFileNode *rnodes, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		RelFileNode rnode = rnodes[i];
+		bool		seen = false;
+		char	   *path;
+
+		if (rnode.spcNode == GLOBALTABLESPACE_OID)
+			continue;			/* "global" holds pg_control */
+		for (int j = 0; j < i && !seen; j++)
+			seen = (rnodes[j].spcNode == rnode.spcNode &&
+					rnodes[j].dbNode == rnode.dbNode);
+		if (seen)
+			continue;
+
+		path = GetDatabasePath(rnode.dbNode, rnode.spcNode);
+		(void) unlinkat(AT_FDCWD, path, AT_REMOVEDIR);
+		pfree(path);
+		if (rnode.spcNode != DEFAULTTABLESPACE_OID)
+		{
+			char		dir[MAXPGPATH];
+
+			snprintf(dir, sizeof(dir), "pg_tblspc/%u/%s",
+					 rnode.spcNode, TABLESPACE_VERSION_DIRECTORY);
+			(void) unlinkat(AT_FDCWD, dir, AT_REMOVEDIR);
+			snprintf(dir, sizeof(dir), "pg_tblspc/%u", rnode.spcNode);
+			(void) unlinkat(AT_FDCWD, dir, AT_REMOVEDIR);
+		}
+	}
+}
+
+/* Blocks the buffer manager has read from or written to storage so far. */
+static int64
+io_blocks(void)
+{
+	return pgBufferUsage.shared_blks_read + pgBufferUsage.shared_blks_written;
 }
 
 static void
@@ -949,21 +1242,55 @@ reserve_block(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno)
 
 	remember_rel(rnode);
 	smgr = smgropen(rnode, InvalidBackendId);
-	if (smgr->md_num_open_segs[forknum] == 0)
-		n_forks_opened++;
 
 	/*
-	 * The fork's file must exist: a dirty buffer of ours (a sentinel, or the
-	 * target) evicted under buffer pressure is written to it, and read back
-	 * from it.  In redo mode this also creates the database directory, which
-	 * side effects that do not run in redo mode (visibility-map and
-	 * free-space-map extension) need; it is a no-op once the file is open.
+	 * First use since the relation was opened.  Its free-space map and
+	 * visibility map, which heap redo updates as side effects, are declared
+	 * as large as they can be: visibilitymap_pin and
+	 * XLogRecordPageWithFreeSpace then never extend them (page by page, up
+	 * to the heap block's page: 100 MB of free-space map for a heap block at
+	 * 50,000,000), and find the pages place_side_pages put in the pool.
+	 */
+	if (smgr->smgr_cached_nblocks[FSM_FORKNUM] == InvalidBlockNumber)
+	{
+		smgr->smgr_cached_nblocks[FSM_FORKNUM] = MaxBlockNumber;
+		smgr->smgr_cached_nblocks[VISIBILITYMAP_FORKNUM] = MaxBlockNumber;
+		scratch_rels[n_scratch_rels++] = rnode;
+	}
+
+	/*
+	 * The fork's file must exist: smgr opens it to read a block that is not
+	 * in the pool, and in redo mode this also creates the database
+	 * directory, which the free-space map (smgrcreate'd by
+	 * XLogReadBufferExtended) needs; it is a no-op once the file is open.
 	 */
 	smgrcreate(smgr, forknum, true);
 
 	if (smgr->smgr_cached_nblocks[forknum] == InvalidBlockNumber ||
 		smgr->smgr_cached_nblocks[forknum] <= blkno)
 		smgr->smgr_cached_nblocks[forknum] = blkno + 1;
+}
+
+/*
+ * A buffer for this block, exclusively locked and pinned, zeroed if it was
+ * not in the pool; counts the buffers the request takes from the free list.
+ */
+static Buffer
+place_buffer(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno)
+{
+	int64		hits = pgBufferUsage.shared_blks_hit;
+	Buffer		buf;
+
+	buf = ReadBufferWithoutRelcache(rnode, forknum, blkno, RBM_ZERO_AND_LOCK,
+									NULL, true);
+	if (pgBufferUsage.shared_blks_hit == hits)
+	{
+		if (forknum == FSM_FORKNUM || forknum == VISIBILITYMAP_FORKNUM)
+			n_kept_buffers++;
+		else
+			n_request_buffers++;
+	}
+	return buf;
 }
 
 /*
@@ -978,14 +1305,156 @@ make_sentinel(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno)
 	Buffer		buf;
 	Page		page;
 
-	buf = ReadBufferWithoutRelcache(rnode, forknum, blkno, RBM_ZERO_AND_LOCK,
-									NULL, true);
+	buf = place_buffer(rnode, forknum, blkno);
 	page = BufferGetPage(buf);
 	PageInit(page, BLCKSZ, 0);
 	PageSetLSN(page, SENTINEL_LSN);
 	MarkBufferDirty(buf);
 	UnlockReleaseBuffer(buf);
 	return buf;
+}
+
+/* The free-space map's bottom-level page for a heap block (freespace.c). */
+static BlockNumber
+fsm_leaf_block(BlockNumber heapblk)
+{
+	uint64		leafno = heapblk / SlotsPerFSMPage;
+	uint64		pages = 0;
+
+	/* Each level above holds one page per SlotsPerFSMPage pages below. */
+	for (int level = 0; level < WALREDO_FSM_TREE_DEPTH; level++)
+	{
+		pages += leafno + 1;
+		leafno /= SlotsPerFSMPage;
+	}
+	return (BlockNumber) (pages - 1);
+}
+
+static bool
+is_block_of(DecodedXLogRecord *decoded, RelFileNode rnode, ForkNumber forknum,
+			BlockNumber blkno)
+{
+	for (int block_id = 0; block_id <= decoded->max_block_id; block_id++)
+	{
+		DecodedBkpBlock *blk = &decoded->blocks[block_id];
+
+		if (blk->in_use && RelFileNodeEquals(blk->rnode, rnode) &&
+			blk->forknum == forknum && blk->blkno == blkno)
+			return true;
+	}
+	return false;
+}
+
+static void
+place_side_page(DecodedXLogRecord *decoded, RelFileNode rnode,
+				ForkNumber forknum, BlockNumber blkno)
+{
+	BufferTag	tag;
+	SidePage   *slot;
+
+	/* The target, or a block of the record: already in the pool. */
+	if (is_target(rnode, forknum, blkno) ||
+		is_block_of(decoded, rnode, forknum, blkno))
+		return;
+
+	/*
+	 * Placed before and still there?  Side pages stay in the pool between
+	 * requests (see end_request), and looking at the buffer's header costs
+	 * far less than asking the buffer manager.  Unlocked, which is exact in
+	 * this process: no other backend, no background writer, no checkpointer.
+	 * A buffer dropped since has another tag, or none.
+	 */
+	INIT_BUFFERTAG(tag, rnode, forknum, blkno);
+	slot = NULL;
+	for (int i = 0; i < MAX_SIDE_PAGES && slot == NULL; i++)
+	{
+		if (BufferIsValid(side_pages[i].buffer) &&
+			BUFFERTAGS_EQUAL(side_pages[i].tag, tag))
+			slot = &side_pages[i];
+	}
+	if (slot != NULL)
+	{
+		BufferDesc *desc = GetBufferDescriptor(slot->buffer - 1);
+
+		if (BUFFERTAGS_EQUAL(desc->tag, tag) &&
+			(pg_atomic_read_u32(&desc->state) & BM_VALID) != 0)
+			return;
+	}
+	else
+	{
+		slot = &side_pages[next_side_page];
+		next_side_page = (next_side_page + 1) % MAX_SIDE_PAGES;
+		slot->tag = tag;
+	}
+	/* Not marked dirty: what redo writes there is never looked at. */
+	slot->buffer = place_buffer(rnode, forknum, blkno);
+	UnlockReleaseBuffer(slot->buffer);
+}
+
+/*
+ * Heap redo updates the free-space map and the visibility map of each heap
+ * block it is given (XLogRecordPageWithFreeSpace, visibilitymap_pin and
+ * visibilitymap_clear), pages that are not among the record's block
+ * references.  Put those pages in the pool, so that redo finds them there
+ * and never reads the scratch files: a read of a block beyond the first 1 GB
+ * segment makes md.c create and pad every segment before it.  Their contents
+ * do not matter: the free-space map is only a hint, and a visibility-map
+ * page is only ever changed as a target, through its own block reference.
+ */
+static void
+place_side_pages(DecodedXLogRecord *decoded)
+{
+	for (int block_id = 0; block_id <= decoded->max_block_id; block_id++)
+	{
+		DecodedBkpBlock *blk = &decoded->blocks[block_id];
+
+		if (!blk->in_use)
+			continue;
+		/* Redo takes the heap block number whatever the fork says. */
+		place_side_page(decoded, blk->rnode, VISIBILITYMAP_FORKNUM,
+						blk->blkno / VM_HEAPBLOCKS_PER_PAGE);
+		place_side_page(decoded, blk->rnode, FSM_FORKNUM,
+						fsm_leaf_block(blk->blkno));
+	}
+}
+
+/*
+ * Make sure the record's buffers can be had from the free list.  A buffer
+ * pool without a free buffer evicts one of ours, all dirty, which writes it
+ * to the scratch files (creating every segment before a high block), and a
+ * request with many distinct blocks would get there (the pool has 128).
+ * When this record might need more than is left, drop every buffer but the
+ * target's: sentinels are rebuilt for every record anyway, and side pages
+ * carry nothing.
+ */
+static void
+make_room_for_record(DecodedXLogRecord *decoded)
+{
+	RmgrId		rmid = decoded->header.xl_rmid;
+	int			per_block = (rmid == RM_HEAP_ID || rmid == RM_HEAP2_ID) ? 3 : 1;
+	int			need = (decoded->max_block_id + 1) * per_block + REDO_BUFFER_SLACK;
+	int64		used = n_request_buffers + n_kept_buffers + (io_blocks() - request_io_base);
+	PGAlignedBlock copy;
+	Buffer		buf;
+
+	if (used + need < NBuffers)
+		return;
+
+	buf = ReadBufferWithoutRelcache(target_rnode, target_forknum, target_blkno,
+									RBM_NORMAL, NULL, true);
+	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	memcpy(copy.data, BufferGetPage(buf), BLCKSZ);
+	UnlockReleaseBuffer(buf);
+
+	drop_all_buffers();
+	n_request_buffers = 0;
+	request_io_base = io_blocks();
+
+	buf = place_buffer(target_rnode, target_forknum, target_blkno);
+	memcpy(BufferGetPage(buf), copy.data, BLCKSZ);
+	MarkBufferDirty(buf);
+	target_buffer = buf;
+	UnlockReleaseBuffer(buf);
 }
 
 static void
@@ -1050,20 +1519,17 @@ sandbox_test(const char *what)
 		/*
 		 * One byte at the file size limit, in a file of the scratch
 		 * directory: must fail with EFBIG (SIGXFSZ being ignored).
+		 * (getrlimit is not among the allowed system calls.)
 		 */
-		struct rlimit rl;
 		int			fd;
 		ssize_t		n;
 		int			save_errno;
 
-		if (getrlimit(RLIMIT_FSIZE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
-			ereport(FATAL,
-					(errmsg("sandbox breach: no file size limit")));
 		fd = open("pg_walredo_fsize_probe", O_RDWR | O_CREAT | O_TRUNC, 0600);
 		if (fd < 0)
 			ereport(FATAL,
 					(errmsg("could not create the file size probe: %m")));
-		n = pwrite(fd, "x", 1, (off_t) rl.rlim_cur);
+		n = pwrite(fd, "x", 1, (off_t) SCRATCH_FILE_LIMIT);
 		save_errno = errno;
 		close(fd);
 		unlink("pg_walredo_fsize_probe");

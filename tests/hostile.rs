@@ -139,7 +139,12 @@ fn record(rmid: u8, info: u8, xid: u32, blocks: &[Blk], main: &[u8]) -> Vec<u8> 
             r.push(0x02); // BKPIMAGE_APPLY, no hole, uncompressed
             payload.extend_from_slice(&img[..]);
         }
-        for v in [b.tag.rel.spcnode, b.tag.rel.dbnode, b.tag.rel.relnode, b.tag.blkno] {
+        for v in [
+            b.tag.rel.spcnode,
+            b.tag.rel.dbnode,
+            b.tag.rel.relnode,
+            b.tag.blkno,
+        ] {
             r.extend_from_slice(&v.to_le_bytes());
         }
         payload.extend_from_slice(&b.data);
@@ -332,6 +337,7 @@ impl Peer {
 #[derive(Debug, Default, Clone, Copy)]
 struct Usage {
     files: u64,
+    dirs: u64,
     apparent: u64,
     disk: u64,
     segments: u64,
@@ -348,6 +354,7 @@ fn usage(dir: &Path) -> Usage {
         for e in entries.flatten() {
             let Ok(md) = e.metadata() else { continue };
             if md.is_dir() {
+                u.dirs += 1;
                 stack.push(e.path());
                 continue;
             }
@@ -371,8 +378,9 @@ fn mib(b: u64) -> f64 {
 
 fn show(what: &str, u: Usage) {
     println!(
-        "{what}: {} files, {:.1} MiB apparent, {:.1} MiB on disk, {} segment files",
+        "{what}: {} files, {} directories, {:.1} MiB apparent, {:.1} MiB on disk, {} segment files",
         u.files,
+        u.dirs,
         mib(u.apparent),
         mib(u.disk),
         u.segments
@@ -384,6 +392,7 @@ fn growth(peer: &Peer, baseline: Usage, what: &str) -> Usage {
     let now = usage(&peer.scratch());
     let g = Usage {
         files: now.files.saturating_sub(baseline.files),
+        dirs: now.dirs.saturating_sub(baseline.dirs),
         apparent: now.apparent.saturating_sub(baseline.apparent),
         disk: now.disk.saturating_sub(baseline.disk),
         segments: now.segments,
@@ -442,13 +451,208 @@ fn a_block_reference_to_invalid_block_number_is_refused() {
     }];
     match redoer.redo(&target, Some(&heap_page(4000)), &refs) {
         Err(Error::MalformedRecord { source, .. }) => {
-            assert!(source.to_string().contains("invalid block number"), "{source}")
+            assert!(
+                source.to_string().contains("invalid block number"),
+                "{source}"
+            )
         }
         Ok(_) => panic!("the library let the record through: it answered with a page"),
         Err(e) => panic!("the library let the record through: {e:?}"),
     }
     assert_eq!(redoer.pid(), None, "no process was needed to refuse it");
     drop(redoer);
+    assert_no_leftovers_besides(&before);
+}
+
+// ---------------------------------------------------------------------------
+// Item 11: the scratch directory stays small, also for legitimate WAL.
+
+#[test]
+fn an_insert_far_into_a_heap_leaves_the_scratch_directory_small() {
+    let _serial = serial();
+    init_logging();
+    let before = orphaned_segments();
+    // A nearly full page: after the insert, redo records its free space in
+    // the free-space map, whose page for block 50,000,000 is far into it.
+    let target = main_tag(REL, 50_000_000);
+    let mut peer = Peer::start();
+    let baseline = usage(&peer.scratch());
+    let mut req = push(&target, &heap_page(1000));
+    req.extend(apply(LSN, &heap_insert(&target, 1, 0, false)));
+    req.extend(get(&target));
+    let page = peer.page(&req).unwrap();
+    assert_eq!(line_pointers(&page), 1, "the tuple was inserted");
+    assert_eq!(page_lsn(&page), LSN);
+    let g = growth(&peer, baseline, "insert at heap block 50,000,000");
+    assert_eq!(g.segments, 0, "no relation segment beyond the first");
+    assert!(g.apparent < 1 << 20, "{g:?}");
+    drop(peer);
+    assert_no_leftovers_besides(&before);
+}
+
+#[test]
+fn clearing_all_visible_far_into_a_heap_writes_no_visibility_map() {
+    let _serial = serial();
+    init_logging();
+    let before = orphaned_segments();
+    let target = main_tag(REL, 100_000_000);
+    let mut peer = Peer::start();
+    let baseline = usage(&peer.scratch());
+    let mut req = push(&target, &heap_page(4000));
+    req.extend(apply(
+        LSN,
+        &heap_insert(&target, 1, XLH_INSERT_ALL_VISIBLE_CLEARED, false),
+    ));
+    req.extend(get(&target));
+    let page = peer.page(&req).unwrap();
+    assert_eq!(line_pointers(&page), 1);
+    let g = growth(
+        &peer,
+        baseline,
+        "all-visible cleared at heap block 100,000,000",
+    );
+    assert_eq!(g.segments, 0);
+    assert!(g.apparent < 1 << 20, "{g:?}");
+    drop(peer);
+    assert_no_leftovers_besides(&before);
+}
+
+#[test]
+fn many_non_target_blocks_leave_no_segments_behind() {
+    let _serial = serial();
+    init_logging();
+    let before = orphaned_segments();
+    // 400 records, each with an image of the target and of another block of
+    // the same relation, spread over ten 1 GB segments: more sentinels than
+    // the 128-buffer pool holds.
+    let target = main_tag(REL, 0);
+    let mut peer = Peer::start();
+    let baseline = usage(&peer.scratch());
+    let mut req = push(&target, &heap_page(4000));
+    let mut last = 0;
+    for i in 0..400u32 {
+        let other = main_tag(REL, 10 + i * 3271);
+        last = LSN + u64::from(i) * 0x2000 + 0x2000;
+        req.extend(apply(
+            last,
+            &fpi(&[(target, marked_page(i as u8)), (other, marked_page(0xEE))]),
+        ));
+    }
+    req.extend(get(&target));
+    let page = peer.page(&req).unwrap();
+    assert_eq!(page[..], with_lsn(&marked_page(399u32 as u8), last)[..]);
+    let g = growth(&peer, baseline, "400 records, 400 other blocks");
+    assert_eq!(g.segments, 0);
+    assert!(g.apparent < 1 << 20, "{g:?}");
+    drop(peer);
+    assert_no_leftovers_besides(&before);
+}
+
+#[test]
+fn many_relations_leave_a_bounded_number_of_files() {
+    let _serial = serial();
+    init_logging();
+    let before = orphaned_segments();
+    // Requests on ever new relations, each touching the heap, its
+    // free-space map and its visibility map.
+    let mut peer = Peer::start();
+    let baseline = usage(&peer.scratch());
+    let rss_start = peer.status_kb("RssAnon");
+    let mut rss_at_1000 = 0;
+    let mut most = 0;
+    for i in 0..2000u32 {
+        let rel = RelFileNode {
+            relnode: 100_000 + i,
+            ..REL
+        };
+        let target = main_tag(rel, 7);
+        let mut req = push(&target, &heap_page(1000));
+        req.extend(apply(
+            LSN,
+            &heap_insert(&target, 1, XLH_INSERT_ALL_VISIBLE_CLEARED, false),
+        ));
+        req.extend(get(&target));
+        let page = peer.page(&req).unwrap();
+        assert_eq!(line_pointers(&page), 1);
+        if i == 999 {
+            rss_at_1000 = peer.status_kb("RssAnon");
+        }
+        if i % 100 == 99 {
+            let u = usage(&peer.scratch());
+            most = most.max(u.files - baseline.files);
+        }
+    }
+    let g = growth(&peer, baseline, "after 2000 relations");
+    let rss_end = peer.status_kb("RssAnon");
+    println!(
+        "most relation files seen: {most}; RssAnon {rss_start} kB at the start, \
+         {rss_at_1000} kB after 1000 relations, {rss_end} kB after 2000"
+    );
+    assert!(most <= 600, "files accumulate: {most} after 2000 relations");
+    // Per-relation state (fsync requests, smgr entries) must not pile up.
+    assert!(
+        rss_end < rss_at_1000 + 48,
+        "memory grows with relations: {rss_at_1000} kB -> {rss_end} kB"
+    );
+    assert_eq!(g.segments, 0);
+    drop(peer);
+    assert_no_leftovers_besides(&before);
+}
+
+#[test]
+fn many_databases_and_tablespaces_leave_a_bounded_number_of_directories() {
+    let _serial = serial();
+    init_logging();
+    let before = orphaned_segments();
+    // Every request in another database, every other one in another
+    // tablespace too: redo makes the directories those need.
+    let mut peer = Peer::start();
+    let baseline = usage(&peer.scratch());
+    let mut most = 0;
+    for i in 0..1000u32 {
+        let rel = RelFileNode {
+            spcnode: if i % 2 == 0 { 1663 } else { 50_000 + i },
+            dbnode: 100_000 + i,
+            relnode: 16384,
+        };
+        let target = main_tag(rel, 0);
+        let mut req = push(&target, &heap_page(1000));
+        req.extend(apply(LSN, &heap_insert(&target, 1, 0, false)));
+        req.extend(get(&target));
+        assert_eq!(line_pointers(&peer.page(&req).unwrap()), 1);
+        if i % 100 == 99 {
+            most = most.max(usage(&peer.scratch()).dirs - baseline.dirs);
+        }
+    }
+    growth(&peer, baseline, "after 1000 databases");
+    println!("most directories seen: {most}");
+    assert!(
+        most <= 600,
+        "directories accumulate: {most} after 1000 databases"
+    );
+    drop(peer);
+    assert_no_leftovers_besides(&before);
+}
+
+#[test]
+fn files_cannot_grow_beyond_the_size_limit() {
+    let _serial = serial();
+    init_logging();
+    let before = orphaned_segments();
+    // The probe writes one byte at the limit in a file of the scratch
+    // directory: that must fail with EFBIG (not kill the process with
+    // SIGXFSZ, not succeed).
+    let mut r = Redoer::new(&config_with(&["pg_walredo.test_on_ping=fsize".into()])).unwrap();
+    r.ping().unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", r.pid().unwrap())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max file size"))
+        .unwrap()
+        .to_string();
+    println!("{line}");
+    assert!(!line.contains("unlimited"), "{line}");
+    drop(r);
     assert_no_leftovers_besides(&before);
 }
 
@@ -612,7 +816,10 @@ fn without_landlock_the_process_refuses_to_serve_unless_told_to() {
     let (code, pages, stderr) = run_wrapped(&wrapper, &["pg_walredo.require_landlock=off".into()]);
     println!("no Landlock, require_landlock=off: exit {code:?}, {pages} pages, stderr: {stderr}");
     assert_eq!((code, pages), (Some(0), 1), "{stderr}");
-    assert!(stderr.contains("WARNING:") && stderr.contains("Landlock"), "{stderr}");
+    assert!(
+        stderr.contains("WARNING:") && stderr.contains("Landlock"),
+        "{stderr}"
+    );
     assert_no_leftovers_besides(&before);
 }
 
@@ -620,7 +827,7 @@ fn without_landlock_the_process_refuses_to_serve_unless_told_to() {
 // Item 14: system calls restricted by their arguments.
 
 fn ping_is_killed_by_sigsys(setting: String) {
-    let mut r = Redoer::new(&config_with(&[setting.clone()])).unwrap();
+    let mut r = Redoer::new(&config_with(std::slice::from_ref(&setting))).unwrap();
     match r.ping() {
         Err(Error::RedoFailed { message, .. }) => {
             println!("{setting}: {message}");
@@ -696,7 +903,11 @@ fn fatal_and_panic_exits_still_work_under_the_filter() {
     // FATAL: proc_exit runs, detaches and removes its own segment.
     let mut peer = Peer::start();
     let shmid = shmid_of(&peer.scratch());
-    let stderr = peer.refuses("unknown tag", &msg(b'Z', &[]), "invalid wal-redo message tag");
+    let stderr = peer.refuses(
+        "unknown tag",
+        &msg(b'Z', &[]),
+        "invalid wal-redo message tag",
+    );
     assert!(!stderr.contains("SIGSYS"), "{stderr}");
     // SAFETY: shmid_ds is plain old data that IPC_STAT fills in.
     let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
@@ -737,12 +948,12 @@ fn records_of_other_resource_managers_are_refused() {
         m
     };
     let cases: Vec<(&str, u8, u8, Vec<u8>)> = vec![
-        ("Transaction", RM_XACT, 0x00, vec![0u8; 8]), // COMMIT
-        ("Database", RM_DBASE, 0x20, drop_db),        // DROP
-        ("Storage", RM_SMGR, 0x20, vec![0u8; 24]),    // TRUNCATE
+        ("Transaction", RM_XACT, 0x00, vec![0u8; 8]),  // COMMIT
+        ("Database", RM_DBASE, 0x20, drop_db),         // DROP
+        ("Storage", RM_SMGR, 0x20, vec![0u8; 24]),     // TRUNCATE
         ("Tablespace", RM_TBLSPC, 0x10, vec![0u8; 4]), // DROP
-        ("XLOG", RM_XLOG, 0x00, vec![0u8; 120]),      // CHECKPOINT_SHUTDOWN
-        ("Heap2", RM_HEAP2, 0x00, vec![0u8; 40]),     // REWRITE
+        ("XLOG", RM_XLOG, 0x00, vec![0u8; 120]),       // CHECKPOINT_SHUTDOWN
+        ("Heap2", RM_HEAP2, 0x00, vec![0u8; 40]),      // REWRITE
     ];
     let mut failures = Vec::new();
     for (name, rmid, info, main) in &cases {
