@@ -6,8 +6,10 @@
 //! away from the wal-redo processes, so it never panics, whatever the input.
 //!
 //! A few checks are stricter than PostgreSQL's: fork numbers above
-//! `MAX_FORKNUM`, block number `InvalidBlockNumber` (0xFFFFFFFF, which no
-//! buffer can have, and which a wal-redo process would take for `P_NEW`),
+//! `MAX_FORKNUM`, block numbers `InvalidBlockNumber` (0xFFFFFFFF, which no
+//! buffer can have, and which a wal-redo process would take for `P_NEW`) and
+//! `MaxBlockNumber` (0xFFFFFFFE: a relation holding it would have
+//! `InvalidBlockNumber` blocks, so a wal-redo process cannot reserve it),
 //! images whose hole runs past the end of the page, uncompressed
 //! images whose length plus hole is not a whole page, compressed images of a
 //! page or more, and images that name more than one compression method are
@@ -64,6 +66,9 @@ const BLCKSZ: u32 = PAGE_SIZE as u32;
 
 /// PostgreSQL's `InvalidBlockNumber`, never the number of a real block.
 pub const INVALID_BLOCK_NUMBER: u32 = u32::MAX;
+/// PostgreSQL's `MaxBlockNumber`: a relation that had it would have
+/// `InvalidBlockNumber` blocks, so redo requests refuse it too.
+pub const MAX_BLOCK_NUMBER: u32 = u32::MAX - 1;
 
 /// Why a record was rejected. Offsets are byte offsets from the start of the
 /// record.
@@ -88,8 +93,8 @@ pub enum RecordError {
     OutOfOrderBlockId { block_id: u8, previous: u8 },
     /// Fork number above `MAX_FORKNUM`.
     InvalidFork { block: u8, forknum: u8 },
-    /// Block number `InvalidBlockNumber` (0xFFFFFFFF).
-    InvalidBlockNumber { block: u8 },
+    /// Block number `InvalidBlockNumber` (0xFFFFFFFF) or `MaxBlockNumber`.
+    InvalidBlockNumber { block: u8, blkno: u32 },
     /// `BKPBLOCK_HAS_DATA` set, but `data_length` is 0.
     HasDataWithoutData { block: u8 },
     /// `BKPBLOCK_HAS_DATA` not set, but `data_length` is not 0.
@@ -149,9 +154,9 @@ impl fmt::Display for RecordError {
                 f,
                 "block {block}: invalid fork number {forknum} (max {MAX_FORKNUM})"
             ),
-            InvalidBlockNumber { block } => write!(
+            InvalidBlockNumber { block, blkno } => write!(
                 f,
-                "block {block}: invalid block number {INVALID_BLOCK_NUMBER} (InvalidBlockNumber)"
+                "block {block}: invalid block number {blkno} (no relation reaches {MAX_BLOCK_NUMBER})"
             ),
             HasDataWithoutData { block } => write!(
                 f,
@@ -561,8 +566,11 @@ fn decode_inner(buf: &[u8], check_crc: bool) -> Result<DecodedRecord<'_>, Record
                     last_rel.ok_or(RecordError::SameRelWithoutPrevious { block: block_id })?
                 };
                 let blkno = r.u32(b, "block number")?;
-                if blkno == INVALID_BLOCK_NUMBER {
-                    return Err(RecordError::InvalidBlockNumber { block: block_id });
+                if blkno >= MAX_BLOCK_NUMBER {
+                    return Err(RecordError::InvalidBlockNumber {
+                        block: block_id,
+                        blkno,
+                    });
                 }
                 headers.push(BlockHeader {
                     id: block_id,
@@ -1243,18 +1251,29 @@ mod tests {
 
         // InvalidBlockNumber in any block reference, not only the first.
         let mut b = RecBuilder::new();
-        b.blocks = vec![
-            blk(0, Some(REL_A), 1, b"a"),
-            blk(1, None, u32::MAX, b"b"),
-        ];
+        b.blocks = vec![blk(0, Some(REL_A), 1, b"a"), blk(1, None, u32::MAX, b"b")];
         let err = decode(&b.build()).unwrap_err();
-        assert_eq!(err, RecordError::InvalidBlockNumber { block: 1 });
+        assert_eq!(
+            err,
+            RecordError::InvalidBlockNumber {
+                block: 1,
+                blkno: u32::MAX
+            }
+        );
         assert_eq!(
             err.to_string(),
-            "block 1: invalid block number 4294967295 (InvalidBlockNumber)"
+            "block 1: invalid block number 4294967295 (no relation reaches 4294967294)"
         );
-        // The largest valid block number is fine.
         b.blocks[1].blkno = u32::MAX - 1;
+        assert_eq!(
+            decode(&b.build()).unwrap_err(),
+            RecordError::InvalidBlockNumber {
+                block: 1,
+                blkno: u32::MAX - 1
+            }
+        );
+        // The block below is fine.
+        b.blocks[1].blkno = u32::MAX - 2;
         assert!(decode(&b.build()).is_ok());
 
         // HAS_DATA with data_length 0: [id, flags, len(2), rel(12), blkno(4)].
@@ -1478,9 +1497,9 @@ mod tests {
         assert!(is_page_record(0, 0xA0 | XLR_CHECK_CONSISTENCY)); // FPI_FOR_HINT
         assert!(!is_page_record(0, 0x00)); // CHECKPOINT_SHUTDOWN
         assert!(!is_page_record(0, 0xD0)); // XLOG_OVERWRITE_CONTRECORD
-        // Transaction, Storage, CLOG, Database, Tablespace, MultiXact,
-        // RelMap, Standby, CommitTs, ReplicationOrigin, LogicalMessage,
-        // custom.
+                                           // Transaction, Storage, CLOG, Database, Tablespace, MultiXact,
+                                           // RelMap, Standby, CommitTs, ReplicationOrigin, LogicalMessage,
+                                           // custom.
         for rmid in [1, 2, 3, 4, 5, 6, 7, 8, 18, 19, 21, 128, 255] {
             assert!(!is_page_record(rmid, 0x00), "{}", rmgr_name(rmid));
         }

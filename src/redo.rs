@@ -33,10 +33,12 @@ pub fn validate_request(
             tag.forknum
         )));
     }
-    if tag.blkno == u32::MAX {
-        return Err(Error::InvalidArgument(
-            "block number 4294967295 is InvalidBlockNumber".into(),
-        ));
+    if tag.blkno >= record::MAX_BLOCK_NUMBER {
+        return Err(Error::InvalidArgument(format!(
+            "block number {} is not a block a relation can have (InvalidBlockNumber, or \
+             MaxBlockNumber)",
+            tag.blkno
+        )));
     }
     if records.is_empty() && base.is_none() {
         return Err(Error::InvalidArgument(
