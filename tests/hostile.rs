@@ -635,6 +635,44 @@ fn many_databases_and_tablespaces_leave_a_bounded_number_of_directories() {
 }
 
 #[test]
+fn what_redo_writes_is_removed_and_too_much_is_refused() {
+    let _serial = serial();
+    init_logging();
+    let before = orphaned_segments();
+    // An image of an init fork (an unlogged relation's): PostgreSQL writes
+    // it to storage at once, so this request does write a scratch file.
+    let init = PageTag {
+        forknum: 3,
+        ..main_tag(REL, 0)
+    };
+    let mut peer = Peer::start();
+    let baseline = usage(&peer.scratch());
+    let mut req = begin(&init);
+    req.extend(apply(LSN, &fpi(&[(init, marked_page(7))])));
+    req.extend(get(&init));
+    let page = peer.page(&req).unwrap();
+    assert_eq!(page[..], with_lsn(&marked_page(7), LSN)[..]);
+    let g = growth(&peer, baseline, "an init-fork image");
+    assert_eq!(
+        (g.files, g.apparent),
+        (0, 0),
+        "the files of a request that wrote are removed"
+    );
+    // The process goes on serving.
+    peer.page(&ping()).unwrap();
+
+    // More than the write budget in one request: refused.
+    let mut req = begin(&init);
+    for i in 0..2100u64 {
+        req.extend(apply(LSN + i * 0x4000, &fpi(&[(init, marked_page(7))])));
+    }
+    req.extend(get(&init));
+    peer.refuses("2100 init-fork images", &req, "wrote more than 16 MB");
+    drop(peer);
+    assert_no_leftovers_besides(&before);
+}
+
+#[test]
 fn files_cannot_grow_beyond_the_size_limit() {
     let _serial = serial();
     init_logging();
