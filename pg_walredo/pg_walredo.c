@@ -37,24 +37,36 @@
 #include "postgres.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/shm.h>
 #include <sys/syscall.h>
 
+#include "access/heapam_xlog.h"
 #include "access/rmgr.h"
 #include "access/xlog.h"
 #include "access/xlog_internal.h"
 #include "access/xlogreader.h"
 #include "access/xlogrecord.h"
 #include "access/xlogutils.h"
+#include "catalog/pg_control.h"
+#include "catalog/pg_tablespace_d.h"
+#include "common/relpath.h"
+#include "executor/instrument.h"
 #include "miscadmin.h"
 #include "port/pg_bswap.h"
 #include "port/pg_crc32c.h"
+#include "storage/buf_internals.h"
 #include "storage/bufmgr.h"
 #include "storage/bufpage.h"
 #include "storage/fd.h"
+#include "storage/fsm_internals.h"
 #include "storage/ipc.h"
 #include "storage/proc.h"
 #include "storage/smgr.h"
+#include "storage/sync.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
@@ -68,7 +80,29 @@ void		_PG_init(void);
 /* Protocol constants: see docs/protocol.md. */
 #define MSG_HEADER_SIZE		5	/* tag byte + big-endian u32 length */
 #define PAGE_TAG_SIZE		17	/* forknum u8, spc, db, rel, blkno u32 */
-#define MAX_MESSAGE_LEN		((uint32) MaxAllocSize)	/* a record must fit one palloc */
+
+/*
+ * The longest record PostgreSQL 15's own WAL reader can hold.  Version 15
+ * has no XLogRecordMaxSize (that came with 16); what bounds xl_tot_len there
+ * is allocate_recordbuf(), which rounds the length up past the next
+ * XLOG_BLCKSZ boundary and pallocs that, so it must stay within
+ * MaxAllocSize.  An A message carries the end LSN and the record.
+ */
+#define MAX_RECORD_LEN		((uint32) ((MaxAllocSize / XLOG_BLCKSZ) * XLOG_BLCKSZ - 1))
+#define MSG_LEN_PAGE_TAG	(4 + PAGE_TAG_SIZE)	/* B and G */
+#define MSG_LEN_PUSH_PAGE	(4 + PAGE_TAG_SIZE + BLCKSZ)	/* P */
+#define MSG_LEN_PING		4	/* H */
+#define MSG_LEN_RECORD_MIN	(4 + sizeof(uint64) + SizeOfXLogRecord)	/* A */
+#define MSG_LEN_RECORD_MAX	(4 + sizeof(uint64) + MAX_RECORD_LEN)
+
+/*
+ * The input buffer starts at INBUF_INITIAL_SIZE and grows to hold the
+ * largest message seen; past INBUF_KEEP_SIZE it is shrunk back once that
+ * message is done, so one large record does not pin its memory for the rest
+ * of the process's life.
+ */
+#define INBUF_INITIAL_SIZE	(64 * 1024)
+#define INBUF_KEEP_SIZE		(1024 * 1024)
 
 /* An LSN no real record can reach: marks sentinel pages as "already done". */
 #define SENTINEL_LSN		((XLogRecPtr) PG_UINT64_MAX)
@@ -76,8 +110,44 @@ void		_PG_init(void);
 /* Most distinct relations one request may touch before we refuse it. */
 #define MAX_TOUCHED_RELS	64
 
-/* Relation forks kept open between requests before all are closed. */
-#define OPEN_FORKS_LIMIT		256
+/*
+ * Relations whose files may exist in the scratch directory before all of
+ * them are removed (see end_request).  Each has at most a few empty files:
+ * the fork files smgrcreate makes.
+ */
+#define SCRATCH_RELS_LIMIT	128
+
+/*
+ * Buffers a record may need beyond its block references and side pages:
+ * nothing we know of takes one, this is a margin.
+ */
+#define REDO_BUFFER_SLACK	8
+
+/*
+ * Blocks a request may write to the scratch files.  Redo of legitimate WAL
+ * writes nothing but init-fork images (PostgreSQL flushes those at once);
+ * anything more means that something filled the buffer pool after all.
+ */
+#define REQUEST_WRITE_BUDGET	2048	/* blocks: 16 MB */
+
+/*
+ * RLIMIT_FSIZE of the process: no scratch file grows past this.  It is far
+ * below a relation segment (1 GB), so no second segment can ever be created
+ * either: that takes padding the first one to its full size.
+ */
+#define SCRATCH_FILE_LIMIT	(64 * 1024 * 1024)
+
+/* Side-effect pages (free-space map, visibility map) remembered. */
+#define MAX_SIDE_PAGES		16
+
+/*
+ * Heap blocks per visibility-map page and the free-space map's layout, as in
+ * visibilitymap.c and freespace.c (which keep these to themselves): two bits
+ * per heap block after the page header; a tree of FSM_TREE_DEPTH levels of
+ * SlotsPerFSMPage slots, stored depth-first.
+ */
+#define VM_HEAPBLOCKS_PER_PAGE	((BLCKSZ - MAXALIGN(SizeOfPageHeaderData)) * (BITS_PER_BYTE / 2))
+#define WALREDO_FSM_TREE_DEPTH	((SlotsPerFSMPage >= 1626) ? 3 : 4)
 
 /* GUC: compare each applied record with its consistency image. */
 static bool walredo_verify = false;
@@ -85,10 +155,13 @@ static bool walredo_verify = false;
 /* GUC: confine the process (sandbox.c); off for debugging only. */
 static bool walredo_sandbox = true;
 
+/* GUC: refuse to serve when Landlock is missing (sandbox.c). */
+static bool walredo_require_landlock = true;
+
 /*
- * GUC, for the sandbox's tests only: what a ping does before it answers.
- * "getppid" makes a system call the filter forbids; "open:PATH" tries to
- * open a file, and fails the process if that works.
+ * GUC, for the sandbox's tests only: what a ping does before it answers
+ * (see sandbox_test): "getppid", "open:PATH", "tgkill:PID", "shmctl:ID",
+ * "mmap-exec" or "fsize".
  */
 static char *walredo_test_on_ping = NULL;
 
@@ -100,13 +173,44 @@ static RelFileNode target_rnode;
 static ForkNumber target_forknum;
 static BlockNumber target_blkno;
 static Buffer target_buffer = InvalidBuffer;
+static bool target_has_base = false;	/* P, not B */
+static int	n_request_records = 0;
 
 /* Relations whose buffers must be dropped when the request ends. */
 static RelFileNode touched_rels[MAX_TOUCHED_RELS];
 static int	n_touched_rels = 0;
 
-/* Forks opened since the last smgrcloseall(); see end_request. */
-static int	n_forks_opened = 0;
+/*
+ * Buffers taken from the buffer pool's free list: for the request's main and
+ * init forks since its buffers were last dropped, and for free-space-map and
+ * visibility-map forks (kept between requests: see end_request) since all
+ * buffers were last dropped; and the I/O counters then.  See
+ * make_room_for_record: redo must never find the free list empty, because
+ * then the buffer manager evicts (and writes) one of our dirty buffers.
+ */
+static int	n_request_buffers = 0;
+static int	n_kept_buffers = 0;
+static int64 request_io_base = 0;
+
+/* I/O counters when the request began: see end_request. */
+static int64 request_io_start = 0;
+static int64 request_written_start = 0;
+
+/*
+ * Free-space map and visibility map pages recently placed in the pool for
+ * redo, and their buffers (see place_side_page).
+ */
+typedef struct SidePage
+{
+	BufferTag	tag;
+	Buffer		buffer;
+} SidePage;
+static SidePage side_pages[MAX_SIDE_PAGES];
+static int	next_side_page = 0;
+
+/* Relations whose files were created since they were last removed. */
+static RelFileNode scratch_rels[SCRATCH_RELS_LIMIT + MAX_TOUCHED_RELS];
+static int	n_scratch_rels = 0;
 
 /* The record being applied, for the error context callback. */
 static XLogRecPtr current_end_lsn = InvalidXLogRecPtr;
@@ -129,6 +233,7 @@ static size_t inbuf_pos = 0;
 
 static void walredo_shmem_startup(void);
 static void walredo_main(void) pg_attribute_noreturn();
+static void limit_scratch(void);
 static bool read_message(char *tag, char **payload, uint32 *payload_len);
 static void parse_page_tag(const char *p, RelFileNode *rnode,
 						   ForkNumber *forknum, BlockNumber *blkno);
@@ -139,7 +244,16 @@ static void end_request(void);
 static void write_page(const char *page);
 static void remember_rel(RelFileNode rnode);
 static void reserve_block(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno);
+static Buffer place_buffer(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno);
 static Buffer make_sentinel(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno);
+static void place_side_pages(DecodedXLogRecord *decoded);
+static void make_room_for_record(DecodedXLogRecord *decoded);
+static void drop_request_buffers(bool all_forks);
+static void drop_all_buffers(void);
+static void remove_rel_files(RelFileNode *rnodes, int n);
+static void remove_rel_dirs(RelFileNode *rnodes, int n);
+static int64 io_blocks(void);
+static bool is_page_record(RmgrId rmid, uint8 info);
 static void verify_target(uint8 block_id);
 static void apply_error_callback(void *arg);
 static void sandbox_test(const char *what);
@@ -163,6 +277,16 @@ _PG_init(void)
 							 "Confines the process with Landlock and seccomp before the first request.",
 							 "For debugging only: a wal-redo process handles untrusted WAL.",
 							 &walredo_sandbox,
+							 true,
+							 PGC_POSTMASTER,
+							 0,
+							 NULL, NULL, NULL);
+	DefineCustomBoolVariable("pg_walredo.require_landlock",
+							 "Refuses to serve when the kernel has no Landlock.",
+							 "Without Landlock only seccomp confines the process, and it cannot "
+							 "keep file system calls inside the scratch directory.  Off accepts "
+							 "that weaker sandbox (with a warning).",
+							 &walredo_require_landlock,
 							 true,
 							 PGC_POSTMASTER,
 							 0,
@@ -243,12 +367,18 @@ walredo_main(void)
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory while allocating a WAL reading processor")));
 
-	inbuf_size = 64 * 1024;
+	/* Records up to MAX_RECORD_LEN must also fit apply_record's pallocs. */
+	if (!AllocSizeIsValid(DecodeXLogRecordRequiredSpace(MAX_RECORD_LEN)))
+		elog(FATAL, "MAX_RECORD_LEN does not fit a decoded record in one palloc");
+
+	inbuf_size = INBUF_INITIAL_SIZE;
 	inbuf = MemoryContextAlloc(TopMemoryContext, inbuf_size);
+
+	limit_scratch();
 
 	/* Start-up is over: from here on, only what the request loop needs. */
 	if (walredo_sandbox)
-		walredo_enter_sandbox();
+		walredo_enter_sandbox(walredo_require_landlock);
 
 	for (;;)
 	{
@@ -259,52 +389,31 @@ walredo_main(void)
 		if (!read_message(&tag, &payload, &len))
 			break;
 
+		/* read_message has checked the tag and the length. */
 		switch (tag)
 		{
 			case 'B':
-				if (len != PAGE_TAG_SIZE)
-					goto bad_length;
 				begin_request(payload, NULL);
 				break;
 			case 'P':
-				if (len != PAGE_TAG_SIZE + BLCKSZ)
-					goto bad_length;
 				begin_request(payload, payload + PAGE_TAG_SIZE);
 				break;
 			case 'A':
-				if (len < sizeof(uint64) + SizeOfXLogRecord)
-					goto bad_length;
 				apply_record(payload, len);
 				break;
 			case 'G':
-				if (len != PAGE_TAG_SIZE)
-					goto bad_length;
 				get_page(payload);
 				break;
 			case 'H':
 				{
 					static const PGAlignedBlock zeroes;
 
-					if (len != 0)
-						goto bad_length;
 					if (walredo_test_on_ping && walredo_test_on_ping[0] != '\0')
 						sandbox_test(walredo_test_on_ping);
 					write_page(zeroes.data);
 					break;
 				}
-			default:
-				ereport(FATAL,
-						(errcode(ERRCODE_PROTOCOL_VIOLATION),
-						 errmsg("invalid wal-redo message tag 0x%02x",
-								(unsigned char) tag)));
 		}
-		continue;
-
-bad_length:
-		ereport(FATAL,
-				(errcode(ERRCODE_PROTOCOL_VIOLATION),
-				 errmsg("invalid length %u for wal-redo message '%c'",
-						len + 4, tag)));
 	}
 
 	/* stdin is closed: the pool is gone or is retiring us. */
@@ -317,6 +426,52 @@ bad_length:
 						" mismatches=0",
 						n_records_applied, n_consistency_checks, n_checks_skipped)));
 	proc_exit(0);
+}
+
+/*
+ * What bounds the scratch directory, beyond redo writing nothing (see
+ * reserve_block, place_side_pages and make_room_for_record): a file size
+ * limit, and the settings those rely on.
+ */
+static void
+limit_scratch(void)
+{
+	struct rlimit rl;
+
+	/* One record's blocks, their side pages and a margin, at least. */
+	if (NBuffers < 128)
+		ereport(FATAL,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("pg_walredo needs shared_buffers of at least 1MB (128 buffers), not %d buffers",
+						NBuffers)));
+
+	/*
+	 * Nothing in the scratch directory is ever read back after the process
+	 * ends, and the sandbox does not allow fsync: ProcessSyncRequests (see
+	 * end_request) must only forget its requests.
+	 */
+	if (enableFsync)
+		ereport(FATAL,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("pg_walredo needs fsync = off")));
+
+	/*
+	 * A write past the limit must fail with EFBIG, an ERROR like disk full.
+	 * The postmaster ignores SIGXFSZ for that reason; a single-user backend
+	 * keeps the default action (terminate) and only has the signal blocked
+	 * (InitStandaloneProcess blocks all but the synchronous ones), so it
+	 * would stay pending, ready to kill us should it ever be unblocked.
+	 */
+	pqsignal(SIGXFSZ, SIG_IGN);
+	if (getrlimit(RLIMIT_FSIZE, &rl) != 0)
+		ereport(FATAL,
+				(errmsg("could not read the file size limit: %m")));
+	if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max > SCRATCH_FILE_LIMIT)
+		rl.rlim_max = SCRATCH_FILE_LIMIT;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+		ereport(FATAL,
+				(errmsg("could not set the file size limit: %m")));
 }
 
 /*
@@ -373,11 +528,29 @@ fill_input(size_t want, bool at_boundary)
 /*
  * Read the next message.  *payload points into the input buffer and stays
  * valid until the next call.  Returns false at a clean EOF.
+ *
+ * The tag and the length are checked before the payload is read: a length
+ * no message of that tag can have is refused at once, instead of being
+ * waited for (and allocated).
  */
 static bool
 read_message(char *tag, char **payload, uint32 *payload_len)
 {
 	uint32		len;
+	bool		valid;
+
+	/*
+	 * The previous message is done with: if it was a large one, give its
+	 * memory back (keeping whatever was read past it).
+	 */
+	if (inbuf_size > INBUF_KEEP_SIZE && inbuf_len - inbuf_pos <= INBUF_INITIAL_SIZE)
+	{
+		memmove(inbuf, inbuf + inbuf_pos, inbuf_len - inbuf_pos);
+		inbuf_len -= inbuf_pos;
+		inbuf_pos = 0;
+		inbuf = repalloc(inbuf, INBUF_INITIAL_SIZE);
+		inbuf_size = INBUF_INITIAL_SIZE;
+	}
 
 	if (!fill_input(MSG_HEADER_SIZE, true))
 		return false;
@@ -385,10 +558,38 @@ read_message(char *tag, char **payload, uint32 *payload_len)
 	*tag = inbuf[inbuf_pos];
 	memcpy(&len, inbuf + inbuf_pos + 1, sizeof(len));
 	len = pg_ntoh32(len);
-	if (len < 4 || len > MAX_MESSAGE_LEN)
+
+	switch (*tag)
+	{
+		case 'B':
+		case 'G':
+			valid = (len == MSG_LEN_PAGE_TAG);
+			break;
+		case 'P':
+			valid = (len == MSG_LEN_PUSH_PAGE);
+			break;
+		case 'H':
+			valid = (len == MSG_LEN_PING);
+			break;
+		case 'A':
+			if (len > MSG_LEN_RECORD_MAX)
+				ereport(FATAL,
+						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+						 errmsg("wal-redo record message of %u bytes is longer than the largest record PostgreSQL 15 can read (%u bytes)",
+								len, MAX_RECORD_LEN)));
+			valid = (len >= MSG_LEN_RECORD_MIN);
+			break;
+		default:
+			ereport(FATAL,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("invalid wal-redo message tag 0x%02x",
+							(unsigned char) *tag)));
+			valid = false;		/* keep the compiler quiet */
+	}
+	if (!valid)
 		ereport(FATAL,
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
-				 errmsg("invalid wal-redo message length %u", len)));
+				 errmsg("invalid length %u for wal-redo message '%c'", len, *tag)));
 	inbuf_pos += MSG_HEADER_SIZE;
 
 	*payload_len = len - 4;
@@ -422,7 +623,7 @@ parse_page_tag(const char *p, RelFileNode *rnode, ForkNumber *forknum,
 	rnode->dbNode = get_be32(p + 5);
 	rnode->relNode = get_be32(p + 9);
 	*blkno = get_be32(p + 13);
-	if (*blkno == InvalidBlockNumber)
+	if (*blkno >= MaxBlockNumber)
 		ereport(FATAL,
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
 				 errmsg("invalid block number %u in wal-redo page tag", *blkno)));
@@ -443,10 +644,18 @@ begin_request(const char *tagbytes, const char *page)
 
 	parse_page_tag(tagbytes, &target_rnode, &target_forknum, &target_blkno);
 	request_active = true;
+	target_has_base = (page != NULL);
+	n_request_records = 0;
+	n_request_buffers = 0;
+	request_io_start = request_io_base = io_blocks();
+	request_written_start = pgBufferUsage.shared_blks_written;
+
+	/* Side-fork pages kept from earlier requests: see end_request. */
+	if (n_kept_buffers > NBuffers / 2)
+		drop_all_buffers();
 
 	reserve_block(target_rnode, target_forknum, target_blkno);
-	buf = ReadBufferWithoutRelcache(target_rnode, target_forknum, target_blkno,
-									RBM_ZERO_AND_LOCK, NULL, true);
+	buf = place_buffer(target_rnode, target_forknum, target_blkno);
 	if (page != NULL)
 		memcpy(BufferGetPage(buf), page, BLCKSZ);
 	else
@@ -532,6 +741,13 @@ apply_record(const char *payload, uint32 len)
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("unknown resource manager %u", record->xl_rmid)));
 
+	if (!is_page_record(record->xl_rmid, record->xl_info))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("wal-redo refuses a %s record (info 0x%02X): it is not a page record",
+						RmgrTable[record->xl_rmid].rm_name, record->xl_info),
+				 errdetail("Only records of the page resource managers (Heap, Heap2, Btree, Hash, Gin, Gist, Sequence, SPGist, BRIN, Generic) and full-page images (XLOG FPI and FPI_FOR_HINT) are applied.")));
+
 	decoded = palloc(DecodeXLogRecordRequiredSpace(reclen));
 
 	/*
@@ -549,12 +765,36 @@ apply_record(const char *payload, uint32 len)
 	reader->ReadRecPtr = decoded->lsn;
 	reader->EndRecPtr = end_lsn;
 
+	make_room_for_record(decoded);
+
 	for (int block_id = 0; block_id <= decoded->max_block_id; block_id++)
 	{
 		DecodedBkpBlock *blk = &decoded->blocks[block_id];
 
 		if (!blk->in_use)
 			continue;
+
+		/*
+		 * DecodeXLogRecord takes the fork number from four bits of the block
+		 * header and the block number as it comes.  A fork above MAX_FORKNUM
+		 * would index smgr's per-fork arrays out of bounds, and
+		 * InvalidBlockNumber is P_NEW to the buffer manager (and wraps the
+		 * reserved size to 0), so either would make redo touch some other
+		 * block than the one named.  MaxBlockNumber cannot be reserved
+		 * either (its fork size would be InvalidBlockNumber), and no
+		 * relation reaches it.
+		 */
+		if ((int) blk->forknum < 0 || blk->forknum > MAX_FORKNUM)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("invalid fork number %d in block reference %d",
+							(int) blk->forknum, block_id)));
+		if (blk->blkno >= MaxBlockNumber)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("invalid block number %u in block reference %d",
+							blk->blkno, block_id)));
+
 		reserve_block(blk->rnode, blk->forknum, blk->blkno);
 		if (is_target(blk->rnode, blk->forknum, blk->blkno))
 		{
@@ -565,6 +805,9 @@ apply_record(const char *payload, uint32 len)
 			blk->prefetch_buffer = make_sentinel(blk->rnode, blk->forknum, blk->blkno);
 	}
 
+	if (record->xl_rmid == RM_HEAP_ID || record->xl_rmid == RM_HEAP2_ID)
+		place_side_pages(decoded);
+
 	if (target_block_id < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -572,8 +815,46 @@ apply_record(const char *payload, uint32 len)
 						target_rnode.spcNode, target_rnode.dbNode,
 						target_rnode.relNode, target_forknum, target_blkno)));
 
+	/*
+	 * Without a base page the target starts as zeros, which only a record
+	 * that initializes the page (will-init, or an image to apply) can make
+	 * sense of: any other redo routine would find no page and skip it.
+	 */
+	if (!target_has_base && n_request_records == 0)
+	{
+		DecodedBkpBlock *blk = &decoded->blocks[target_block_id];
+
+		if ((blk->flags & BKPBLOCK_WILL_INIT) == 0 && !blk->apply_image)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("no base page was given and the first record does not initialize the target page"),
+					 errhint("Send the page with P, or start from a record that initializes it.")));
+	}
+
 	RmgrTable[record->xl_rmid].rm_redo(reader);
 	n_records_applied++;
+	n_request_records++;
+
+	/*
+	 * A redo routine that found its page all zeros (a zero base page, or a
+	 * block the request never initialized) skips it, and xlogutils.c only
+	 * remembers that as an "invalid page", to complain about once recovery
+	 * is consistent: PostgreSQL's own recovery would stop there.  We would
+	 * instead hand back a page that the record never changed, so stop now.
+	 */
+	if (XLogHaveInvalidPages())
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("the record needs an existing page, but redo found an empty (all-zero) page"),
+				 errdetail("PostgreSQL's recovery would stop with \"WAL contains references to invalid pages\"."),
+				 errhint("The base page is missing or the records are incomplete.")));
+
+	/* See REQUEST_WRITE_BUDGET; the pool replaces the process. */
+	if (pgBufferUsage.shared_blks_written - request_written_start > REQUEST_WRITE_BUDGET)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("the request wrote more than %d MB to the scratch directory",
+						REQUEST_WRITE_BUDGET / (1024 * 1024 / BLCKSZ))));
 
 	if (walredo_verify && (record->xl_info & XLR_CHECK_CONSISTENCY) != 0)
 		verify_target((uint8) target_block_id);
@@ -582,6 +863,41 @@ apply_record(const char *payload, uint32 len)
 	reader->record = NULL;
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(request_context);
+}
+
+/*
+ * Whether a record only changes pages, so that applying it to one block can
+ * touch nothing but that block (and its sentinels).  Any resource manager's
+ * redo runs once a block reference matches the target, so without this a
+ * forged block reference would let a commit record drop relation files, a
+ * database record remove directories, or a checkpoint rewrite shared state.
+ * Real WAL never puts block references on those records.  Heap2's REWRITE
+ * records (logical rewrite mappings) write files of their own, and carry no
+ * block reference either.
+ */
+static bool
+is_page_record(RmgrId rmid, uint8 info)
+{
+	switch (rmid)
+	{
+		case RM_HEAP_ID:
+		case RM_BTREE_ID:
+		case RM_HASH_ID:
+		case RM_GIN_ID:
+		case RM_GIST_ID:
+		case RM_SEQ_ID:
+		case RM_SPGIST_ID:
+		case RM_BRIN_ID:
+		case RM_GENERIC_ID:
+			return true;
+		case RM_HEAP2_ID:
+			return (info & XLOG_HEAP_OPMASK) != XLOG_HEAP2_REWRITE;
+		case RM_XLOG_ID:
+			info &= ~XLR_INFO_MASK;
+			return info == XLOG_FPI || info == XLOG_FPI_FOR_HINT;
+		default:
+			return false;
+	}
 }
 
 /*
@@ -685,29 +1001,74 @@ get_page(const char *tagbytes)
 }
 
 /*
- * Drop every buffer of every relation the request touched, without writing
- * them, so nothing leaks into the next request.
+ * End the request: drop the main-fork and init-fork buffers of every
+ * relation it touched, without writing them, so nothing leaks into the next
+ * request.  Free-space-map and visibility-map buffers stay: the next request
+ * on the same relation finds its side pages there (see place_side_pages),
+ * and every other use of such a buffer rebuilds it (target, sentinel).  They
+ * are counted, and all dropped before they could fill the pool.
  *
  * The relations stay open: reopening them for every request cost seven
  * system calls (creating or opening the fork's file, probing the other forks
  * for existence, closing), more than the redo itself.  Their cached sizes
- * only ever grow to cover the blocks we reserved, and the scratch files stay
- * as redo left them either way.  Past OPEN_FORKS_LIMIT forks opened, all are
- * closed, so a long-lived process does not collect them without bound.
+ * only ever grow to cover the blocks we reserved.  Redo of such a request
+ * never reads or writes the scratch files (see make_room_for_record and
+ * place_side_pages), so they stay empty, and the common request pays nothing
+ * more here than before.
+ *
+ * What bounds the scratch directory:
+ * - a request during which redo did read or write scratch files (the
+ *   buffer manager's I/O counters moved) has the files of all its relations
+ *   removed here, and the fsync requests those writes queued forgotten;
+ * - after SCRATCH_RELS_LIMIT relations, all their (empty) files are removed,
+ *   and the directories made for them if empty, so files, directories, open
+ *   descriptors, smgr entries and the fsync requests mdcreate queues for
+ *   each new file (pendingOps) do not pile up over many relations;
+ * - a request that writes more than REQUEST_WRITE_BUDGET blocks fails, and
+ *   no file can grow past SCRATCH_FILE_LIMIT (limit_scratch).
  */
 static void
 end_request(void)
 {
+	bool		did_io = (io_blocks() != request_io_start);
+
+	drop_request_buffers(did_io);
+	if (did_io)
+	{
+		remove_rel_files(touched_rels, n_touched_rels);
+		ProcessSyncRequests();
+	}
+	if (n_scratch_rels >= SCRATCH_RELS_LIMIT)
+	{
+		drop_all_buffers();
+		remove_rel_files(scratch_rels, n_scratch_rels);
+		remove_rel_dirs(scratch_rels, n_scratch_rels);
+		n_scratch_rels = 0;
+		/* mdcreate queued an fsync request for every file it created. */
+		ProcessSyncRequests();
+	}
+
+	n_touched_rels = 0;
+	n_request_buffers = 0;
+	request_active = false;
+	target_buffer = InvalidBuffer;
+}
+
+/*
+ * Drop buffers of every relation the request touched, without writing them:
+ * of the main and init forks, or of all forks.  Dropped buffers go back to
+ * the free list.
+ */
+static void
+drop_request_buffers(bool all_forks)
+{
 	/*
 	 * DropRelFileNodeBuffers takes at most MAX_FORKNUM forks at once (its
-	 * array has room for the three that smgrtruncate passes): the init fork
-	 * goes alone.
+	 * array has room for the three that smgrtruncate passes).
 	 */
-	static ForkNumber data_forks[] = {MAIN_FORKNUM, FSM_FORKNUM, VISIBILITYMAP_FORKNUM};
-	static ForkNumber init_fork[] = {INIT_FORKNUM};
-	static BlockNumber from_block_zero[lengthof(data_forks)];
-
-	StaticAssertStmt(lengthof(data_forks) == MAX_FORKNUM, "at most MAX_FORKNUM forks per call");
+	static ForkNumber request_forks[] = {MAIN_FORKNUM, INIT_FORKNUM};
+	static ForkNumber side_forks[] = {FSM_FORKNUM, VISIBILITYMAP_FORKNUM};
+	static BlockNumber from_block_zero[MAX_FORKNUM];
 
 	/*
 	 * Not DropRelFileNodesAllBuffers: it asks the file system whether each
@@ -718,18 +1079,117 @@ end_request(void)
 	{
 		SMgrRelation smgr = smgropen(touched_rels[i], InvalidBackendId);
 
-		DropRelFileNodeBuffers(smgr, data_forks, lengthof(data_forks), from_block_zero);
-		DropRelFileNodeBuffers(smgr, init_fork, lengthof(init_fork), from_block_zero);
+		DropRelFileNodeBuffers(smgr, request_forks, lengthof(request_forks), from_block_zero);
+		if (all_forks)
+			DropRelFileNodeBuffers(smgr, side_forks, lengthof(side_forks), from_block_zero);
 	}
-	if (n_forks_opened > OPEN_FORKS_LIMIT)
-	{
-		smgrcloseall();
-		n_forks_opened = 0;
-	}
+}
 
-	n_touched_rels = 0;
-	request_active = false;
-	target_buffer = InvalidBuffer;
+/*
+ * Drop every buffer of every relation we have used since the last sweep
+ * (the request's included): one pass over the pool per database.
+ */
+static void
+drop_all_buffers(void)
+{
+	for (int i = 0; i < n_scratch_rels; i++)
+	{
+		bool		seen = false;
+
+		for (int j = 0; j < i && !seen; j++)
+			seen = (scratch_rels[j].dbNode == scratch_rels[i].dbNode);
+		if (!seen)
+			DropDatabaseBuffers(scratch_rels[i].dbNode);
+	}
+	n_kept_buffers = 0;
+}
+
+/*
+ * Close these relations and remove all their files (every fork, every
+ * segment).  Their buffers must be gone already.  Done by hand rather than
+ * with smgrdounlinkall, which would probe each fork's size, truncate every
+ * file before unlinking it and queue shared invalidation messages: none of
+ * that is needed in a process that is alone with its scratch directory.
+ */
+static void
+remove_rel_files(RelFileNode *rnodes, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		smgrclose(smgropen(rnodes[i], InvalidBackendId));
+
+		for (ForkNumber forknum = 0; forknum <= MAX_FORKNUM; forknum++)
+		{
+			char	   *path = relpathperm(rnodes[i], forknum);
+
+			if (unlink(path) == 0)
+			{
+				/* Segments beyond the first, if any, are path.1, path.2, ... */
+				for (uint32 segno = 1;; segno++)
+				{
+					char	   *segpath = psprintf("%s.%u", path, segno);
+					bool		gone = (unlink(segpath) != 0);
+
+					pfree(segpath);
+					if (gone)
+						break;
+				}
+			}
+			else if (errno != ENOENT)
+				ereport(WARNING,
+						(errcode_for_file_access(),
+						 errmsg("could not remove file \"%s\": %m", path)));
+			pfree(path);
+		}
+	}
+}
+
+/*
+ * Remove the database directories (and, for other tablespaces than the
+ * default and global ones, the tablespace directories) that smgrcreate made
+ * for these relations, where they are empty: in redo mode it creates every
+ * missing level, so each new database or tablespace OID would leave one.
+ * unlinkat(AT_REMOVEDIR) because that is what the sandbox allows; a
+ * directory still in use is simply not empty.
+ */
+static void
+remove_rel_dirs(RelFileNode *rnodes, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		RelFileNode rnode = rnodes[i];
+		bool		seen = false;
+		char	   *path;
+
+		if (rnode.spcNode == GLOBALTABLESPACE_OID)
+			continue;			/* "global" holds pg_control */
+		for (int j = 0; j < i && !seen; j++)
+			seen = (rnodes[j].spcNode == rnode.spcNode &&
+					rnodes[j].dbNode == rnode.dbNode);
+		if (seen)
+			continue;
+
+		path = GetDatabasePath(rnode.dbNode, rnode.spcNode);
+		(void) unlinkat(AT_FDCWD, path, AT_REMOVEDIR);
+		pfree(path);
+		if (rnode.spcNode != DEFAULTTABLESPACE_OID)
+		{
+			char		dir[MAXPGPATH];
+
+			snprintf(dir, sizeof(dir), "pg_tblspc/%u/%s",
+					 rnode.spcNode, TABLESPACE_VERSION_DIRECTORY);
+			(void) unlinkat(AT_FDCWD, dir, AT_REMOVEDIR);
+			snprintf(dir, sizeof(dir), "pg_tblspc/%u", rnode.spcNode);
+			(void) unlinkat(AT_FDCWD, dir, AT_REMOVEDIR);
+		}
+	}
+}
+
+/* Blocks the buffer manager has read from or written to storage so far. */
+static int64
+io_blocks(void)
+{
+	return pgBufferUsage.shared_blks_read + pgBufferUsage.shared_blks_written;
 }
 
 static void
@@ -782,21 +1242,55 @@ reserve_block(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno)
 
 	remember_rel(rnode);
 	smgr = smgropen(rnode, InvalidBackendId);
-	if (smgr->md_num_open_segs[forknum] == 0)
-		n_forks_opened++;
 
 	/*
-	 * The fork's file must exist: a dirty buffer of ours (a sentinel, or the
-	 * target) evicted under buffer pressure is written to it, and read back
-	 * from it.  In redo mode this also creates the database directory, which
-	 * side effects that do not run in redo mode (visibility-map and
-	 * free-space-map extension) need; it is a no-op once the file is open.
+	 * First use since the relation was opened.  Its free-space map and
+	 * visibility map, which heap redo updates as side effects, are declared
+	 * as large as they can be: visibilitymap_pin and
+	 * XLogRecordPageWithFreeSpace then never extend them (page by page, up
+	 * to the heap block's page: 100 MB of free-space map for a heap block at
+	 * 50,000,000), and find the pages place_side_pages put in the pool.
+	 */
+	if (smgr->smgr_cached_nblocks[FSM_FORKNUM] == InvalidBlockNumber)
+	{
+		smgr->smgr_cached_nblocks[FSM_FORKNUM] = MaxBlockNumber;
+		smgr->smgr_cached_nblocks[VISIBILITYMAP_FORKNUM] = MaxBlockNumber;
+		scratch_rels[n_scratch_rels++] = rnode;
+	}
+
+	/*
+	 * The fork's file must exist: smgr opens it to read a block that is not
+	 * in the pool, and in redo mode this also creates the database
+	 * directory, which the free-space map (smgrcreate'd by
+	 * XLogReadBufferExtended) needs; it is a no-op once the file is open.
 	 */
 	smgrcreate(smgr, forknum, true);
 
 	if (smgr->smgr_cached_nblocks[forknum] == InvalidBlockNumber ||
 		smgr->smgr_cached_nblocks[forknum] <= blkno)
 		smgr->smgr_cached_nblocks[forknum] = blkno + 1;
+}
+
+/*
+ * A buffer for this block, exclusively locked and pinned, zeroed if it was
+ * not in the pool; counts the buffers the request takes from the free list.
+ */
+static Buffer
+place_buffer(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno)
+{
+	int64		hits = pgBufferUsage.shared_blks_hit;
+	Buffer		buf;
+
+	buf = ReadBufferWithoutRelcache(rnode, forknum, blkno, RBM_ZERO_AND_LOCK,
+									NULL, true);
+	if (pgBufferUsage.shared_blks_hit == hits)
+	{
+		if (forknum == FSM_FORKNUM || forknum == VISIBILITYMAP_FORKNUM)
+			n_kept_buffers++;
+		else
+			n_request_buffers++;
+	}
+	return buf;
 }
 
 /*
@@ -811,14 +1305,156 @@ make_sentinel(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno)
 	Buffer		buf;
 	Page		page;
 
-	buf = ReadBufferWithoutRelcache(rnode, forknum, blkno, RBM_ZERO_AND_LOCK,
-									NULL, true);
+	buf = place_buffer(rnode, forknum, blkno);
 	page = BufferGetPage(buf);
 	PageInit(page, BLCKSZ, 0);
 	PageSetLSN(page, SENTINEL_LSN);
 	MarkBufferDirty(buf);
 	UnlockReleaseBuffer(buf);
 	return buf;
+}
+
+/* The free-space map's bottom-level page for a heap block (freespace.c). */
+static BlockNumber
+fsm_leaf_block(BlockNumber heapblk)
+{
+	uint64		leafno = heapblk / SlotsPerFSMPage;
+	uint64		pages = 0;
+
+	/* Each level above holds one page per SlotsPerFSMPage pages below. */
+	for (int level = 0; level < WALREDO_FSM_TREE_DEPTH; level++)
+	{
+		pages += leafno + 1;
+		leafno /= SlotsPerFSMPage;
+	}
+	return (BlockNumber) (pages - 1);
+}
+
+static bool
+is_block_of(DecodedXLogRecord *decoded, RelFileNode rnode, ForkNumber forknum,
+			BlockNumber blkno)
+{
+	for (int block_id = 0; block_id <= decoded->max_block_id; block_id++)
+	{
+		DecodedBkpBlock *blk = &decoded->blocks[block_id];
+
+		if (blk->in_use && RelFileNodeEquals(blk->rnode, rnode) &&
+			blk->forknum == forknum && blk->blkno == blkno)
+			return true;
+	}
+	return false;
+}
+
+static void
+place_side_page(DecodedXLogRecord *decoded, RelFileNode rnode,
+				ForkNumber forknum, BlockNumber blkno)
+{
+	BufferTag	tag;
+	SidePage   *slot;
+
+	/* The target, or a block of the record: already in the pool. */
+	if (is_target(rnode, forknum, blkno) ||
+		is_block_of(decoded, rnode, forknum, blkno))
+		return;
+
+	/*
+	 * Placed before and still there?  Side pages stay in the pool between
+	 * requests (see end_request), and looking at the buffer's header costs
+	 * far less than asking the buffer manager.  Unlocked, which is exact in
+	 * this process: no other backend, no background writer, no checkpointer.
+	 * A buffer dropped since has another tag, or none.
+	 */
+	INIT_BUFFERTAG(tag, rnode, forknum, blkno);
+	slot = NULL;
+	for (int i = 0; i < MAX_SIDE_PAGES && slot == NULL; i++)
+	{
+		if (BufferIsValid(side_pages[i].buffer) &&
+			BUFFERTAGS_EQUAL(side_pages[i].tag, tag))
+			slot = &side_pages[i];
+	}
+	if (slot != NULL)
+	{
+		BufferDesc *desc = GetBufferDescriptor(slot->buffer - 1);
+
+		if (BUFFERTAGS_EQUAL(desc->tag, tag) &&
+			(pg_atomic_read_u32(&desc->state) & BM_VALID) != 0)
+			return;
+	}
+	else
+	{
+		slot = &side_pages[next_side_page];
+		next_side_page = (next_side_page + 1) % MAX_SIDE_PAGES;
+		slot->tag = tag;
+	}
+	/* Not marked dirty: what redo writes there is never looked at. */
+	slot->buffer = place_buffer(rnode, forknum, blkno);
+	UnlockReleaseBuffer(slot->buffer);
+}
+
+/*
+ * Heap redo updates the free-space map and the visibility map of each heap
+ * block it is given (XLogRecordPageWithFreeSpace, visibilitymap_pin and
+ * visibilitymap_clear), pages that are not among the record's block
+ * references.  Put those pages in the pool, so that redo finds them there
+ * and never reads the scratch files: a read of a block beyond the first 1 GB
+ * segment makes md.c create and pad every segment before it.  Their contents
+ * do not matter: the free-space map is only a hint, and a visibility-map
+ * page is only ever changed as a target, through its own block reference.
+ */
+static void
+place_side_pages(DecodedXLogRecord *decoded)
+{
+	for (int block_id = 0; block_id <= decoded->max_block_id; block_id++)
+	{
+		DecodedBkpBlock *blk = &decoded->blocks[block_id];
+
+		if (!blk->in_use)
+			continue;
+		/* Redo takes the heap block number whatever the fork says. */
+		place_side_page(decoded, blk->rnode, VISIBILITYMAP_FORKNUM,
+						blk->blkno / VM_HEAPBLOCKS_PER_PAGE);
+		place_side_page(decoded, blk->rnode, FSM_FORKNUM,
+						fsm_leaf_block(blk->blkno));
+	}
+}
+
+/*
+ * Make sure the record's buffers can be had from the free list.  A buffer
+ * pool without a free buffer evicts one of ours, all dirty, which writes it
+ * to the scratch files (creating every segment before a high block), and a
+ * request with many distinct blocks would get there (the pool has 128).
+ * When this record might need more than is left, drop every buffer but the
+ * target's: sentinels are rebuilt for every record anyway, and side pages
+ * carry nothing.
+ */
+static void
+make_room_for_record(DecodedXLogRecord *decoded)
+{
+	RmgrId		rmid = decoded->header.xl_rmid;
+	int			per_block = (rmid == RM_HEAP_ID || rmid == RM_HEAP2_ID) ? 3 : 1;
+	int			need = (decoded->max_block_id + 1) * per_block + REDO_BUFFER_SLACK;
+	int64		used = n_request_buffers + n_kept_buffers + (io_blocks() - request_io_base);
+	PGAlignedBlock copy;
+	Buffer		buf;
+
+	if (used + need < NBuffers)
+		return;
+
+	buf = ReadBufferWithoutRelcache(target_rnode, target_forknum, target_blkno,
+									RBM_NORMAL, NULL, true);
+	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	memcpy(copy.data, BufferGetPage(buf), BLCKSZ);
+	UnlockReleaseBuffer(buf);
+
+	drop_all_buffers();
+	n_request_buffers = 0;
+	request_io_base = io_blocks();
+
+	buf = place_buffer(target_rnode, target_forknum, target_blkno);
+	memcpy(BufferGetPage(buf), copy.data, BLCKSZ);
+	MarkBufferDirty(buf);
+	target_buffer = buf;
+	UnlockReleaseBuffer(buf);
 }
 
 static void
@@ -835,7 +1471,9 @@ apply_error_callback(void *arg)
 
 /*
  * pg_walredo.test_on_ping: misbehave on purpose, to show that the sandbox
- * stops it.
+ * stops it.  Each action reports a FATAL "sandbox breach" if what it tries
+ * works; the sandbox's answer is to kill the process (SIGSYS), or to make the
+ * call fail, after which the ping is answered as usual.
  */
 static void
 sandbox_test(const char *what)
@@ -849,5 +1487,57 @@ sandbox_test(const char *what)
 		if (fd >= 0)
 			ereport(FATAL,
 					(errmsg("sandbox breach: opened \"%s\"", what + 5)));
+	}
+	else if (strncmp(what, "tgkill:", 7) == 0)
+	{
+		/* Signal 0 only checks that the signal could be delivered. */
+		pid_t		pid = (pid_t) atoi(what + 7);
+
+		if (syscall(SYS_tgkill, pid, pid, 0) == 0)
+			ereport(FATAL,
+					(errmsg("sandbox breach: could signal process %d", (int) pid)));
+	}
+	else if (strncmp(what, "shmctl:", 7) == 0)
+	{
+		int			shmid = atoi(what + 7);
+
+		if (shmctl(shmid, IPC_RMID, NULL) == 0)
+			ereport(FATAL,
+					(errmsg("sandbox breach: removed shared memory segment %d", shmid)));
+	}
+	else if (strcmp(what, "mmap-exec") == 0)
+	{
+		void	   *p = mmap(NULL, 4096, PROT_READ | PROT_EXEC,
+							 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (p != MAP_FAILED)
+			ereport(FATAL,
+					(errmsg("sandbox breach: mapped executable memory")));
+	}
+	else if (strcmp(what, "fsize") == 0)
+	{
+		/*
+		 * One byte at the file size limit, in a file of the scratch
+		 * directory: must fail with EFBIG (SIGXFSZ being ignored).
+		 * (getrlimit is not among the allowed system calls.)
+		 */
+		int			fd;
+		ssize_t		n;
+		int			save_errno;
+
+		fd = open("pg_walredo_fsize_probe", O_RDWR | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0)
+			ereport(FATAL,
+					(errmsg("could not create the file size probe: %m")));
+		n = pwrite(fd, "x", 1, (off_t) SCRATCH_FILE_LIMIT);
+		save_errno = errno;
+		close(fd);
+		unlink("pg_walredo_fsize_probe");
+		if (n >= 0 || save_errno != EFBIG)
+		{
+			errno = save_errno;
+			ereport(FATAL,
+					(errmsg("sandbox breach: a write at the file size limit did not fail with EFBIG: %m")));
+		}
 	}
 }

@@ -18,7 +18,19 @@
  *    exits make, and kills the process on anything else.  The list was taken
  *    from strace of the tests' wal-redo processes after their first read of
  *    stdin (the loop, FATAL and PANIC exits, clean exits), plus the memory
- *    calls malloc makes for large requests.
+ *    calls malloc makes for large requests.  Three of them are allowed only
+ *    with the arguments those paths use, because Landlock's signal scoping
+ *    (Linux 6.12) is not everywhere and Landlock does not cover System V
+ *    IPC at all: tgkill only to this process (abort() on PANIC), shmctl only
+ *    IPC_RMID of this process's own segment (proc_exit), and mmap never with
+ *    PROT_EXEC.
+ *
+ * Without Landlock (kernels before 5.13, or with Landlock left out of the LSM
+ * list) seccomp still allows openat, unlinkat and mkdirat on any path: a
+ * hijacked process could read and write other processes' scratch
+ * directories, or, when the host does not run as root, the extension copy
+ * every later process loads.  So the process refuses to serve unless
+ * pg_walredo.require_landlock = off accepts that weaker sandbox.
  *
  * pg_walredo.sandbox = off turns all of this off, for debugging only.
  *
@@ -29,13 +41,17 @@
 #include <fcntl.h>
 #include <stddef.h>
 #include <unistd.h>
+#include <sys/ipc.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/shm.h>
 #include <sys/syscall.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 
 #include "miscadmin.h"
+#include "storage/pg_shmem.h"
 
 #include "sandbox.h"
 
@@ -78,14 +94,14 @@ struct ll_path_beneath_attr
 } __attribute__((packed));
 
 static void close_inherited_fds(void);
-static void confine_filesystem(void);
+static void confine_filesystem(bool require_landlock);
 static void enter_seccomp(void);
 
 void
-walredo_enter_sandbox(void)
+walredo_enter_sandbox(bool require_landlock)
 {
 	close_inherited_fds();
-	confine_filesystem();
+	confine_filesystem(require_landlock);
 	enter_seccomp();
 }
 
@@ -102,7 +118,7 @@ close_inherited_fds(void)
 }
 
 static void
-confine_filesystem(void)
+confine_filesystem(bool require_landlock)
 {
 	struct ll_ruleset_attr attr = {0};
 	struct ll_path_beneath_attr beneath = {0};
@@ -113,9 +129,15 @@ confine_filesystem(void)
 	abi = syscall(SYS_landlock_create_ruleset, NULL, 0, LL_CREATE_RULESET_VERSION);
 	if (abi < 1)
 	{
-		/* seccomp still applies; say once that the file system is open. */
+		if (require_landlock)
+			ereport(FATAL,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("Landlock is not available (%m): refusing to serve without confining the file system to the scratch directory"),
+					 errdetail("Seccomp alone lets a hijacked wal-redo process open, create and remove files wherever its user can, such as other processes' scratch directories."),
+					 errhint("Use a kernel with Landlock enabled (Linux 5.13 or later, with \"landlock\" among the LSMs), or set pg_walredo.require_landlock = off to accept the weaker sandbox.")));
+		/* Accepted: seccomp still applies; say once that the file system is open. */
 		ereport(WARNING,
-				(errmsg("Landlock is not available (%m): the wal-redo process is not confined to its scratch directory")));
+				(errmsg("Landlock is not available (%m): the wal-redo process is not confined to its scratch directory (pg_walredo.require_landlock is off)")));
 		return;
 	}
 
@@ -177,15 +199,83 @@ confine_filesystem(void)
 	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_##name, 0, 1), \
 	BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)
 
+/*
+ * Offset of the low 32 bits of a system call argument.  The kernel reads
+ * int arguments (pids, ids, commands, flags) from those bits only, whatever
+ * the caller left in the high ones, so that is what the filter compares.
+ */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define ARG_LOW(n)	(offsetof(struct seccomp_data, args[n]))
+#else
+#define ARG_LOW(n)	(offsetof(struct seccomp_data, args[n]) + sizeof(uint32))
+#endif
+
+/* glibc may add IPC_64 to shmctl's command; the kernel ignores it. */
+#define SANDBOX_IPC_64	0x0100
+
+/*
+ * The id of this process's System V segment, which proc_exit removes.
+ * UsedShmemSegID is the segment's key, not its id; PostgreSQL itself maps it
+ * back with shmget (PGSharedMemoryReAttach), and so do we.  Without a
+ * segment, an id no segment has (ids are non-negative ints).
+ */
+static uint32
+own_shmem_id(void)
+{
+	int			shmid;
+
+	if (UsedShmemSegID == 0)
+		return PG_UINT32_MAX;
+	shmid = shmget((key_t) UsedShmemSegID, sizeof(PGShmemHeader), 0);
+	if (shmid < 0)
+		ereport(FATAL,
+				(errmsg("could not find this process's shared memory segment (key %lu): %m",
+						UsedShmemSegID)));
+	return (uint32) shmid;
+}
+
 static void
 enter_seccomp(void)
 {
+	uint32		own_pid = (uint32) getpid();
+	uint32		own_shmid = own_shmem_id();
 	struct sock_filter filter[] = {
 		/* The syscall numbers below are those of this architecture only. */
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
 		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SANDBOX_AUDIT_ARCH, 1, 0),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+
+		/*
+		 * tgkill(tgid, tid, sig) only within this process: abort() on PANIC
+		 * signals itself.  Any other pid could be a sibling of the same
+		 * user, or the host.
+		 */
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_tgkill, 0, 4),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LOW(0)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, own_pid, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+
+		/*
+		 * shmctl(shmid, cmd, buf) only as proc_exit calls it: IPC_RMID of
+		 * our own segment.  Siblings' segments belong to the same user.
+		 */
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_shmctl, 0, 7),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LOW(0)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, own_shmid, 0, 4),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LOW(1)),
+		BPF_STMT(BPF_ALU | BPF_AND | BPF_K, ~(uint32) SANDBOX_IPC_64),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, IPC_RMID, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+
+		/* mmap(addr, len, prot, ...), never executable. */
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mmap, 0, 4),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LOW(2)),
+		BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, PROT_EXEC, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
 
 		/* The request loop: pipes, and the scratch files of smgr. */
 		ALLOW(read),
@@ -202,9 +292,8 @@ enter_seccomp(void)
 #ifdef __NR_mkdir
 		ALLOW(mkdir),
 #endif
-		/* Memory. */
+		/* Memory (mmap above). */
 		ALLOW(brk),
-		ALLOW(mmap),
 		ALLOW(munmap),
 		ALLOW(mremap),
 		ALLOW(madvise),
@@ -214,11 +303,9 @@ enter_seccomp(void)
 		ALLOW(unlink),
 #endif
 		ALLOW(shmdt),
-		ALLOW(shmctl),
 		ALLOW(futex),
 		ALLOW(getpid),
 		ALLOW(gettid),
-		ALLOW(tgkill),
 		ALLOW(rt_sigprocmask),
 		ALLOW(rt_sigreturn),
 		ALLOW(restart_syscall),

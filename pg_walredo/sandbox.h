@@ -8,7 +8,10 @@
 #ifndef WALREDO_SANDBOX_H
 #define WALREDO_SANDBOX_H
 
-/* Close inherited descriptors, apply Landlock and seccomp. FATAL on failure. */
-extern void walredo_enter_sandbox(void);
+/*
+ * Close inherited descriptors, apply Landlock and seccomp.  FATAL on failure,
+ * and when Landlock is missing unless require_landlock is false.
+ */
+extern void walredo_enter_sandbox(bool require_landlock);
 
 #endif							/* WALREDO_SANDBOX_H */

@@ -6,7 +6,11 @@
 //! away from the wal-redo processes, so it never panics, whatever the input.
 //!
 //! A few checks are stricter than PostgreSQL's: fork numbers above
-//! `MAX_FORKNUM`, images whose hole runs past the end of the page, uncompressed
+//! `MAX_FORKNUM`, block numbers `InvalidBlockNumber` (0xFFFFFFFF, which no
+//! buffer can have, and which a wal-redo process would take for `P_NEW`) and
+//! `MaxBlockNumber` (0xFFFFFFFE: a relation holding it would have
+//! `InvalidBlockNumber` blocks, so a wal-redo process cannot reserve it),
+//! images whose hole runs past the end of the page, uncompressed
 //! images whose length plus hole is not a whole page, compressed images of a
 //! page or more, and images that name more than one compression method are
 //! all rejected.
@@ -60,6 +64,12 @@ const BKPIMAGE_COMPRESS_MASK: u8 =
 
 const BLCKSZ: u32 = PAGE_SIZE as u32;
 
+/// PostgreSQL's `InvalidBlockNumber`, never the number of a real block.
+pub const INVALID_BLOCK_NUMBER: u32 = u32::MAX;
+/// PostgreSQL's `MaxBlockNumber`: a relation that had it would have
+/// `InvalidBlockNumber` blocks, so redo requests refuse it too.
+pub const MAX_BLOCK_NUMBER: u32 = u32::MAX - 1;
+
 /// Why a record was rejected. Offsets are byte offsets from the start of the
 /// record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +93,8 @@ pub enum RecordError {
     OutOfOrderBlockId { block_id: u8, previous: u8 },
     /// Fork number above `MAX_FORKNUM`.
     InvalidFork { block: u8, forknum: u8 },
+    /// Block number `InvalidBlockNumber` (0xFFFFFFFF) or `MaxBlockNumber`.
+    InvalidBlockNumber { block: u8, blkno: u32 },
     /// `BKPBLOCK_HAS_DATA` set, but `data_length` is 0.
     HasDataWithoutData { block: u8 },
     /// `BKPBLOCK_HAS_DATA` not set, but `data_length` is not 0.
@@ -141,6 +153,10 @@ impl fmt::Display for RecordError {
             InvalidFork { block, forknum } => write!(
                 f,
                 "block {block}: invalid fork number {forknum} (max {MAX_FORKNUM})"
+            ),
+            InvalidBlockNumber { block, blkno } => write!(
+                f,
+                "block {block}: invalid block number {blkno} (no relation reaches {MAX_BLOCK_NUMBER})"
             ),
             HasDataWithoutData { block } => write!(
                 f,
@@ -340,6 +356,27 @@ pub fn rmgr_name(rmid: u8) -> &'static str {
     }
 }
 
+/// Whether a record of this resource manager (`rmid`, `xl_info`) only
+/// changes pages, so that replaying it for one page touches nothing else:
+/// heap (but Heap2's REWRITE, which writes logical rewrite mapping files),
+/// btree, hash, GIN, GiST, sequence, SP-GiST, BRIN, generic WAL, and the
+/// XLOG full-page image records (FPI, FPI_FOR_HINT). Records of the others
+/// (commits, database and tablespace changes, checkpoints, ...) never carry
+/// block references in real WAL; with a forged one, their redo would act on
+/// the whole wal-redo process.
+pub fn is_page_record(rmid: u8, info: u8) -> bool {
+    const XLOG_FPI_FOR_HINT: u8 = 0xA0;
+    const XLOG_FPI: u8 = 0xB0;
+    const XLOG_HEAP_OPMASK: u8 = 0x70;
+    const XLOG_HEAP2_REWRITE: u8 = 0x00;
+    match rmid {
+        10..=17 | 20 => true,
+        9 => info & XLOG_HEAP_OPMASK != XLOG_HEAP2_REWRITE,
+        0 => matches!(info & !XLR_INFO_MASK, XLOG_FPI | XLOG_FPI_FOR_HINT),
+        _ => false,
+    }
+}
+
 /// The CRC PostgreSQL computes for a record: payload after the header, then
 /// the header up to `xl_crc`. `buf` must hold at least the header.
 fn record_crc(buf: &[u8]) -> u32 {
@@ -529,6 +566,12 @@ fn decode_inner(buf: &[u8], check_crc: bool) -> Result<DecodedRecord<'_>, Record
                     last_rel.ok_or(RecordError::SameRelWithoutPrevious { block: block_id })?
                 };
                 let blkno = r.u32(b, "block number")?;
+                if blkno >= MAX_BLOCK_NUMBER {
+                    return Err(RecordError::InvalidBlockNumber {
+                        block: block_id,
+                        blkno,
+                    });
+                }
                 headers.push(BlockHeader {
                     id: block_id,
                     tag: PageTag {
@@ -1206,6 +1249,33 @@ mod tests {
         );
         assert!(err.to_string().contains("invalid fork number 7"));
 
+        // InvalidBlockNumber in any block reference, not only the first.
+        let mut b = RecBuilder::new();
+        b.blocks = vec![blk(0, Some(REL_A), 1, b"a"), blk(1, None, u32::MAX, b"b")];
+        let err = decode(&b.build()).unwrap_err();
+        assert_eq!(
+            err,
+            RecordError::InvalidBlockNumber {
+                block: 1,
+                blkno: u32::MAX
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "block 1: invalid block number 4294967295 (no relation reaches 4294967294)"
+        );
+        b.blocks[1].blkno = u32::MAX - 1;
+        assert_eq!(
+            decode(&b.build()).unwrap_err(),
+            RecordError::InvalidBlockNumber {
+                block: 1,
+                blkno: u32::MAX - 1
+            }
+        );
+        // The block below is fine.
+        b.blocks[1].blkno = u32::MAX - 2;
+        assert!(decode(&b.build()).is_ok());
+
         // HAS_DATA with data_length 0: [id, flags, len(2), rel(12), blkno(4)].
         let mut h = vec![1u8, BKPBLOCK_HAS_DATA, 0, 0];
         h.extend_from_slice(&[0; 16]);
@@ -1410,6 +1480,28 @@ mod tests {
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;
             self.0
+        }
+    }
+
+    #[test]
+    fn page_records() {
+        // Heap insert, Heap2 prune, Btree, Hash, Gin, Gist, Sequence,
+        // SPGist, BRIN, Generic.
+        for rmid in [10, 11, 12, 13, 14, 15, 16, 17, 20] {
+            assert!(is_page_record(rmid, 0x00), "{}", rmgr_name(rmid));
+        }
+        assert!(is_page_record(9, 0x10)); // Heap2 PRUNE
+        assert!(!is_page_record(9, 0x00)); // Heap2 REWRITE
+        assert!(!is_page_record(9, 0x80)); // REWRITE with the INIT bit
+        assert!(is_page_record(0, 0xB0)); // XLOG FPI
+        assert!(is_page_record(0, 0xA0 | XLR_CHECK_CONSISTENCY)); // FPI_FOR_HINT
+        assert!(!is_page_record(0, 0x00)); // CHECKPOINT_SHUTDOWN
+        assert!(!is_page_record(0, 0xD0)); // XLOG_OVERWRITE_CONTRECORD
+                                           // Transaction, Storage, CLOG, Database, Tablespace, MultiXact,
+                                           // RelMap, Standby, CommitTs, ReplicationOrigin, LogicalMessage,
+                                           // custom.
+        for rmid in [1, 2, 3, 4, 5, 6, 7, 8, 18, 19, 21, 128, 255] {
+            assert!(!is_page_record(rmid, 0x00), "{}", rmgr_name(rmid));
         }
     }
 

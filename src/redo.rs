@@ -17,7 +17,8 @@ use crate::PAGE_SIZE;
 pub type Page = [u8; PAGE_SIZE];
 
 /// Check a request before it reaches a process: a valid tag, every record a
-/// well-formed XLogRecord with a correct CRC that references the target page,
+/// well-formed XLogRecord with a correct CRC, of a page resource manager
+/// ([`record::is_page_record`]), that references the target page,
 /// and, without a base page, a first record that initializes the page.
 /// Returns the index of the newest record that carries an image of the page
 /// to apply, if any (see [`image_page`]).
@@ -32,10 +33,12 @@ pub fn validate_request(
             tag.forknum
         )));
     }
-    if tag.blkno == u32::MAX {
-        return Err(Error::InvalidArgument(
-            "block number 4294967295 is InvalidBlockNumber".into(),
-        ));
+    if tag.blkno >= record::MAX_BLOCK_NUMBER {
+        return Err(Error::InvalidArgument(format!(
+            "block number {} is not a block a relation can have (InvalidBlockNumber, or \
+             MaxBlockNumber)",
+            tag.blkno
+        )));
     }
     if records.is_empty() && base.is_none() {
         return Err(Error::InvalidArgument(
@@ -47,6 +50,17 @@ pub fn validate_request(
     for (index, rec) in records.iter().enumerate() {
         let decoded =
             record::decode(rec.data).map_err(|source| Error::MalformedRecord { index, source })?;
+        if !record::is_page_record(decoded.rmid, decoded.info) {
+            return Err(Error::InvalidArgument(format!(
+                "record #{index} ({} record with info {:#04x}, ending at {}) is not a page \
+                 record: only the page resource managers (Heap, Heap2, Btree, Hash, Gin, Gist, \
+                 Sequence, SPGist, BRIN, Generic) and full-page images (XLOG FPI, \
+                 FPI_FOR_HINT) are applied",
+                decoded.rmgr_name(),
+                decoded.info,
+                crate::wal::format_lsn(rec.end_lsn)
+            )));
+        }
         let Some(block) = decoded.block_for(tag) else {
             return Err(Error::InvalidArgument(format!(
                 "record #{index} ({} record ending at {}) does not reference the target page {tag}",
