@@ -350,6 +350,11 @@ struct walredo_config *walredo_config_new(void);
  *   Default: `on`.
  * - `data_checksums`, `wal_log_hints`: `on` if the cluster that wrote the WAL
  *   had them on, so that redo behaves as it did there. Default: `off`.
+ * - `require_landlock`: `on` or `off`: on a kernel without Landlock a
+ *   process refuses to serve (its requests fail with `WALREDO_SPAWN_FAILED`
+ *   saying so), because seccomp alone cannot keep a hijacked process out of
+ *   its siblings' scratch directories; `off` accepts that weaker sandbox.
+ *   Default: `on`.
  * - `debug_panic`: `on` makes every `walredo_redo` panic inside the library,
  *   to test the panic boundary. Never use it otherwise.
  */

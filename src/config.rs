@@ -38,6 +38,10 @@ pub struct Config {
     pub data_checksums: bool,
     /// The source cluster had `wal_log_hints` on; same reason.
     pub wal_log_hints: bool,
+    /// Refuse to serve on a kernel without Landlock (the default): there the
+    /// seccomp filter alone cannot keep a hijacked process out of its
+    /// siblings' scratch directories. Off accepts that weaker sandbox.
+    pub require_landlock: bool,
     /// Answer requests whose last record carries an image of the page
     /// in-process, and start others from their newest image. Off only to
     /// compare against the plain path.
@@ -77,6 +81,7 @@ impl Default for Config {
             verify: false,
             data_checksums: false,
             wal_log_hints: false,
+            require_landlock: true,
             fast_path: true,
             follow_caller_cpu: true,
             blocking_wait: true,

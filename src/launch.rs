@@ -64,6 +64,7 @@ enum Program {
         template: Template,
         verify: bool,
         wal_log_hints: bool,
+        require_landlock: bool,
         extra_settings: Vec<String>,
     },
     /// `Config::child_program`: a stand-in for failure tests.
@@ -181,24 +182,33 @@ impl Launcher {
     /// The command that starts a wal-redo process on `scratch`. The caller
     /// sets up stdio, the process group and the pre-exec hardening.
     pub fn command(&self, scratch: &Path) -> Command {
-        let (postgres, extension, verify, wal_log_hints, extra) = match &self.program {
-            Program::Postgres {
-                postgres,
-                extension,
-                verify,
-                wal_log_hints,
-                extra_settings,
-                ..
-            } => (postgres, extension, *verify, *wal_log_hints, extra_settings),
-            Program::Custom { path, args } => {
-                let mut cmd = Command::new(path);
-                cmd.args(args).arg(scratch).env_clear().current_dir(scratch);
-                if let Some(ids) = self.user {
-                    cmd.uid(ids.uid).gid(ids.gid);
+        let (postgres, extension, verify, wal_log_hints, require_landlock, extra) =
+            match &self.program {
+                Program::Postgres {
+                    postgres,
+                    extension,
+                    verify,
+                    wal_log_hints,
+                    require_landlock,
+                    extra_settings,
+                    ..
+                } => (
+                    postgres,
+                    extension,
+                    *verify,
+                    *wal_log_hints,
+                    *require_landlock,
+                    extra_settings,
+                ),
+                Program::Custom { path, args } => {
+                    let mut cmd = Command::new(path);
+                    cmd.args(args).arg(scratch).env_clear().current_dir(scratch);
+                    if let Some(ids) = self.user {
+                        cmd.uid(ids.uid).gid(ids.gid);
+                    }
+                    return cmd;
                 }
-                return cmd;
-            }
-        };
+            };
         let mut cmd = Command::new(postgres);
         cmd.arg("--single").arg("-D").arg(scratch);
         let settings = [
@@ -217,6 +227,7 @@ impl Launcher {
             "log_line_prefix=".to_string(),
             format!("pg_walredo.verify={}", on_off(verify)),
             format!("wal_log_hints={}", on_off(wal_log_hints)),
+            format!("pg_walredo.require_landlock={}", on_off(require_landlock)),
         ];
         for s in settings.iter().chain(extra) {
             cmd.arg("-c").arg(s);
@@ -277,6 +288,7 @@ fn postgres_program(
         template,
         verify: config.verify,
         wal_log_hints: config.wal_log_hints,
+        require_landlock: config.require_landlock,
         extra_settings: config.extra_settings.clone(),
     })
 }

@@ -792,8 +792,8 @@ fn no_landlock_wrapper() -> PathBuf {
 
 /// Start postgres exactly as the library would, but through `wrapper`;
 /// send a ping, close stdin; returns (exit code, pages received, stderr).
-fn run_wrapped(wrapper: &Path, extra: &[String]) -> (Option<i32>, usize, String) {
-    let launcher = Launcher::new(&config_with(extra)).unwrap();
+fn run_wrapped(wrapper: &Path, config: &Config) -> (Option<i32>, usize, String) {
+    let launcher = Launcher::new(config).unwrap();
     let scratch = launcher.make_scratch_dir().unwrap();
     let cmd = launcher.command(&scratch);
     let mut c = Command::new(wrapper);
@@ -830,7 +830,7 @@ fn without_landlock_the_process_refuses_to_serve_unless_told_to() {
     let _serial = serial();
     init_logging();
     let wrapper = no_landlock_wrapper();
-    let (code, pages, stderr) = run_wrapped(&wrapper, &[]);
+    let (code, pages, stderr) = run_wrapped(&wrapper, &config_with(&[]));
     println!("no Landlock, defaults: exit {code:?}, {pages} pages, stderr: {stderr}");
     assert_eq!(pages, 0, "it served without Landlock: {stderr}");
     assert_eq!(code, Some(1), "{stderr}");
@@ -839,8 +839,13 @@ fn without_landlock_the_process_refuses_to_serve_unless_told_to() {
         "{stderr}"
     );
 
-    // Accepting the weaker sandbox explicitly: it serves, and says so.
-    let (code, pages, stderr) = run_wrapped(&wrapper, &["pg_walredo.require_landlock=off".into()]);
+    // Accepting the weaker sandbox explicitly (the library's setting): it
+    // serves, and says so.
+    let weaker = Config {
+        require_landlock: false,
+        ..config_with(&[])
+    };
+    let (code, pages, stderr) = run_wrapped(&wrapper, &weaker);
     println!("no Landlock, require_landlock=off: exit {code:?}, {pages} pages, stderr: {stderr}");
     assert_eq!((code, pages), (Some(0), 1), "{stderr}");
     assert!(

@@ -82,6 +82,11 @@ pub extern "C" fn walredo_config_new() -> *mut walredo_config {
 ///   Default: `on`.
 /// - `data_checksums`, `wal_log_hints`: `on` if the cluster that wrote the WAL
 ///   had them on, so that redo behaves as it did there. Default: `off`.
+/// - `require_landlock`: `on` or `off`: on a kernel without Landlock a
+///   process refuses to serve (its requests fail with `WALREDO_SPAWN_FAILED`
+///   saying so), because seccomp alone cannot keep a hijacked process out of
+///   its siblings' scratch directories; `off` accepts that weaker sandbox.
+///   Default: `on`.
 /// - `debug_panic`: `on` makes every `walredo_redo` panic inside the library,
 ///   to test the panic boundary. Never use it otherwise.
 #[no_mangle]
@@ -151,6 +156,7 @@ pub unsafe extern "C" fn walredo_config_set(
             "blocking_wait" => c.blocking_wait = switch()?,
             "data_checksums" => c.data_checksums = switch()?,
             "wal_log_hints" => c.wal_log_hints = switch()?,
+            "require_landlock" => c.require_landlock = switch()?,
             "debug_panic" => cfg.debug_panic = switch()?,
             _ => return Err(invalid(format!("unknown configuration key {key:?}"))),
         }
