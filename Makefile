@@ -1,14 +1,19 @@
 # walredo: a library of PostgreSQL 15 wal-redo processes, with a C ABI.
 #
-#   make              build the library and the pg_walredo extension
+#   make              build the library, the walredo command and the extension
 #   make check        build everything and run every test (Rust, C, ASan, valgrind)
 #   make demo         rebuild every page a real workload touched; compare with PostgreSQL
 #   make header       regenerate include/walredo.h (pinned cbindgen)
 #   make fuzz-smoke   run every fuzz target briefly (FUZZ_SECONDS=20)
 #   make bench        benchmark table (BENCHMARKS.md)
 #   make profile      pg_walredo's request loop under callgrind
-#   make install      install header, libraries, walredo.pc (PREFIX=/usr/local)
-#                     and the extension into PostgreSQL 15's directories
+#   make install      install header, libraries, walredo.pc, the walredo command
+#                     (PREFIX=/usr/local) and the extension into PostgreSQL 15's
+#                     directories
+#
+# The cargo workspace: the library (src/), cli/ (the walredo command, the
+# demo), testkit/ (test clusters, fixtures, a fake child; tests only),
+# header/ (cbindgen, for make header).
 
 SHELL := /bin/bash
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
@@ -16,6 +21,7 @@ CARGO ?= cargo
 PREFIX ?= /usr/local
 LIBDIR ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
+BINDIR ?= $(PREFIX)/bin
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 export PG_CONFIG
@@ -31,23 +37,25 @@ deps:
 # Everything `make install` installs: the libraries (and the header, checked
 # in), the walredo command, the extension.
 build: deps extension
-	$(CARGO) build --release --lib --bins
+	$(CARGO) build --release -p walredo -p walredo-cli
 
 extension: deps
 	$(MAKE) -C pg_walredo PG_CONFIG=$(PG_CONFIG)
 
 lint:
-	$(CARGO) fmt --check
-	$(CARGO) clippy --release --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 header:
-	$(CARGO) run --release --example gen_header -- write
+	$(CARGO) run --release -p walredo-header -- write
 
 header-check:
-	$(CARGO) run --release --example gen_header -- check
+	$(CARGO) run --release -p walredo-header -- check
 
+# The fake child of the pool's failure tests is a program of the testkit.
 test: build
-	$(CARGO) test --release -- --nocapture --test-threads=1
+	$(CARGO) build --release -p walredo-testkit --bins
+	$(CARGO) test --release --workspace --exclude walredo-header -- --nocapture --test-threads=1
 
 c-tests: build
 	c_tests/run.sh
@@ -92,20 +100,20 @@ fuzz-smoke: fuzz-build
 	done
 
 # WORKLOAD=file.sql replaces the SQL part of the workload; DEMO_CONF='k=v ...'
-# adds server settings (see scripts/demo.sh).
+# adds server settings (see cli/demo/demo.sh).
 demo: build
-	$(CARGO) build --release --example demo
-	WORKLOAD="$(WORKLOAD)" DEMO_CONF="$(DEMO_CONF)" scripts/demo.sh
+	$(CARGO) build --release -p walredo-cli --example demo
+	WORKLOAD="$(WORKLOAD)" DEMO_CONF="$(DEMO_CONF)" cli/demo/demo.sh
 
 # Medians and ratios measured in one run (see BENCHMARKS.md); BENCH_ARGS=--quick
 # for a shorter one.
 bench: build
-	$(CARGO) run --release --example bench -- $(BENCH_ARGS)
+	$(CARGO) run --release -p walredo --example bench -- $(BENCH_ARGS)
 
 # pg_walredo's request loop under callgrind: instructions per short redo and
 # where they go (BENCHMARKS.md).
 profile: build
-	$(CARGO) run --release --example bench -- --profile-child
+	$(CARGO) run --release -p walredo --example bench -- --profile-child
 
 install-lib: build
 	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR)
@@ -117,6 +125,8 @@ install-lib: build
 	    walredo.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/walredo.pc
 
 install: install-lib
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 755 target/release/walredo $(DESTDIR)$(BINDIR)/walredo
 	$(MAKE) -C pg_walredo PG_CONFIG=$(PG_CONFIG) install
 
 clean:

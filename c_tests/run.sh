@@ -6,7 +6,7 @@
 #   c_tests/run.sh
 #
 # Build outputs go to target/c_tests/; fixtures to target/c_tests/fixtures
-# (generated with examples/make_fixtures.rs when case-000.bin is missing).
+# (generated with testkit's make-fixtures when case-000.bin is missing).
 # C_TESTS_NO_LIB_BUILD=1 skips `cargo build` and uses the libraries already in
 # target/release (e.g. while someone else's edit of src/ does not compile).
 set -euo pipefail
@@ -30,9 +30,9 @@ mkdir -p "$BUILD"
 if [ "${C_TESTS_NO_LIB_BUILD:-0}" = 1 ]; then
     stage "library: using the existing build (C_TESTS_NO_LIB_BUILD=1)"
 else
-    stage "library: make -C pg_walredo && cargo build --release"
+    stage "library: make -C pg_walredo && cargo build --release -p walredo"
     make -s -C pg_walredo >/dev/null
-    cargo build --release --quiet
+    cargo build --release --quiet -p walredo
 fi
 for f in "$REL/libwalredo.so" "$REL/libwalredo.a" "$EXT"; do
     [ -f "$f" ] || { echo "run.sh: $f is missing after the build" >&2; exit 1; }
@@ -41,7 +41,7 @@ pass "library"
 
 stage "fixtures in $FIXTURES"
 if [ ! -f "$FIXTURES/case-000.bin" ]; then
-    cargo run --release --quiet --example make_fixtures -- "$FIXTURES"
+    cargo run --release --quiet -p walredo-testkit --bin make-fixtures -- "$FIXTURES"
 fi
 [ -f "$FIXTURES/case-000.bin" ] || { echo "run.sh: no fixtures in $FIXTURES" >&2; exit 1; }
 pass "fixtures ($(ls "$FIXTURES" | grep -c '^case-[0-9]*\.bin$') cases)"

@@ -1,6 +1,6 @@
 /*
  * test_redo.c: reconstruct real pages from real WAL (fixtures written by
- * examples/make_fixtures.rs) and compare them with PostgreSQL's own archive
+ * testkit's make-fixtures) and compare them with PostgreSQL's own archive
  * recovery; then threads, timeouts, killed processes and clean-up.
  *
  * Usage: test_redo EXTENSION_PATH FIXTURE_DIR

@@ -16,14 +16,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use walredo::cluster::record_workload;
-use walredo::fixtures::{Fixture as Request, EXPECT_OK};
-use walredo::launch::Launcher;
-use walredo::plan::{block_uses, Use};
-use walredo::record;
-use walredo::verify::{verify, VerifyOptions};
+use walredo::process::launch::Launcher;
+use walredo::wal::plan::{block_uses, Use};
+use walredo::wal::record;
 use walredo::wal::{WalReader, WalRecord};
 use walredo::{Config, PageTag, Pool, RecordRef, PAGE_SIZE};
+use walredo_cli::verify::{verify, VerifyOptions};
+use walredo_testkit::cluster::record_workload;
+use walredo_testkit::fixtures::{Fixture as Request, EXPECT_OK};
 
 const WORKLOAD: &str = r#"
 CREATE TABLE narrow (a int, b int);
@@ -353,7 +353,12 @@ fn callgrind_run(launcher: &Launcher, req: &Request, n: usize, out: &Path) -> (u
     let mut stream = Vec::new();
     let refs = req.refs();
     for _ in 0..n {
-        walredo::protocol::write_request(&mut stream, &req.tag, req.base.as_deref(), &refs);
+        walredo::process::protocol::write_request(
+            &mut stream,
+            &req.tag,
+            req.base.as_deref(),
+            &refs,
+        );
     }
     let input = scratch.join("requests.bin");
     std::fs::write(&input, &stream).unwrap();
@@ -452,7 +457,7 @@ fn main() {
     let work = std::env::temp_dir().join(format!("walredo-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
-    if let Some(ids) = walredo::cluster::user() {
+    if let Some(ids) = walredo_testkit::cluster::user() {
         std::os::unix::fs::chown(&work, Some(ids.uid), Some(ids.gid)).unwrap();
     }
     let rec = record_workload(&work, &[], &["wal_keep_size = 1GB", "fsync = off"], &|c| {

@@ -63,7 +63,7 @@ pub struct Config {
     pub extra_settings: Vec<String>,
     /// For failure tests only: run this program (with these arguments, then
     /// the scratch directory) instead of PostgreSQL. It must speak the
-    /// protocol; see `src/bin/walredo-fake-child.rs`.
+    /// protocol; see `testkit/src/bin/walredo-fake-child.rs`.
     pub child_program: Option<(PathBuf, Vec<String>)>,
 }
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::record::RecordError;
+use crate::wal::record::RecordError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {

@@ -1,34 +1,37 @@
 //! walredo: turn PostgreSQL 15 WAL records back into pages, using PostgreSQL's own
 //! redo routines running in `pg_walredo` processes.
+//!
+//! Everything here runs inside the host (a C program, a PostgreSQL backend, a
+//! Rust service); tooling around it (the `walredo` command, the demo, test
+//! clusters) lives in the workspace's other crates. The modules, from the
+//! caller down:
+//!
+//! - [`ffi`]: the C ABI (`include/walredo.h`), one module per C object.
+//! - [`pool`]: [`Pool`], its request queue and workers, the process slots
+//!   (spawn, retry, retirement) and their statistics.
+//! - [`redo`]: request validation, and [`Redoer`], one process on one thread.
+//! - [`process`]: one wal-redo child: how it is launched, its pipes and the
+//!   wire protocol, deadlines (the watchdog), kill and reap.
+//! - [`wal`]: PostgreSQL's WAL and page formats: segment files, record
+//!   decoding and CRC, full-page images, page checksums, and which records
+//!   rebuild which page (replay plans).
+//! - [`datadir`]: pages of a data directory by tag.
 
-pub mod checksum;
-pub mod cluster;
 pub mod config;
-pub mod crc32c;
 pub mod datadir;
 pub mod error;
 pub mod ffi;
-pub mod fixtures;
-pub mod image;
-pub mod launch;
-pub mod plan;
-pub(crate) mod pool;
+pub mod pool;
 pub mod process;
-pub mod protocol;
-pub mod record;
 pub mod redo;
-pub mod service;
-pub mod stats;
 pub mod tag;
-pub mod verify;
 pub mod wal;
-pub(crate) mod watchdog;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use protocol::RecordRef;
+pub use pool::Pool;
+pub use process::protocol::RecordRef;
 pub use redo::{Page, Redoer};
-pub use service::Pool;
 pub use tag::{PageTag, RelFileNode};
 
 /// Size of a PostgreSQL page (BLCKSZ); the only size this library supports.

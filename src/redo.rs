@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::launch::Launcher;
+use crate::process::launch::Launcher;
+use crate::process::protocol::{self, RecordRef};
 use crate::process::{Failure, Interrupted, Process};
-use crate::protocol::{self, RecordRef};
-use crate::record;
 use crate::tag::{PageTag, MAX_FORKNUM};
+use crate::wal::record;
 use crate::PAGE_SIZE;
 
 /// A page, as returned by redo.
@@ -98,9 +98,9 @@ pub fn validate_request(
 pub fn image_page(tag: &PageTag, rec: &RecordRef<'_>) -> Option<Box<Page>> {
     let decoded = record::decode_unchecked_crc(rec.data).ok()?;
     let img = decoded.block_for(tag)?.image?;
-    match crate::image::restore(&img) {
+    match crate::wal::image::restore(&img) {
         Ok(mut page) => {
-            crate::image::stamp_lsn(&mut page, rec.end_lsn);
+            crate::wal::image::stamp_lsn(&mut page, rec.end_lsn);
             Some(page)
         }
         Err(e) => {

@@ -1,18 +1,15 @@
 //! A descriptor the host opened without O_CLOEXEC above the child's
 //! RLIMIT_NOFILE (1024) does not reach the child. (Its own test binary: it
 //! may raise the process's descriptor limit.) The fallback path of kernels
-//! without CLOSE_RANGE_CLOEXEC is tested in src/process.rs.
-
-mod common;
+//! without CLOSE_RANGE_CLOEXEC is tested in src/process/mod.rs.
 
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::*;
-use walredo::launch::Launcher;
+use walredo::process::launch::Launcher;
 use walredo::process::Process;
 use walredo::Config;
+use walredo_testkit::harness::*;
 
 const HIGH: libc::c_int = 1500;
 
@@ -41,10 +38,7 @@ fn a_host_descriptor_above_1024_is_not_open_in_the_child() {
     // The fake child keeps whatever it inherits (PostgreSQL's sandbox would
     // close it at the first request and hide a leak).
     let launcher = Launcher::new(&Config {
-        child_program: Some((
-            PathBuf::from(env!("CARGO_BIN_EXE_walredo-fake-child")),
-            vec![],
-        )),
+        child_program: Some((walredo_testkit::fake_child(), vec![])),
         ..Config::default()
     })
     .unwrap();

@@ -3,13 +3,10 @@
 //! spin nor hang nor leak then. (Its own test binary: the signal disposition
 //! is process-wide.)
 
-mod common;
-
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::*;
 use walredo::{Config, Error, PageTag, Pool, RecordRef, RelFileNode};
+use walredo_testkit::harness::*;
 
 fn request(pool: &Pool, relnode: u32) -> walredo::Result<Box<[u8; walredo::PAGE_SIZE]>> {
     let tag = PageTag {
@@ -37,10 +34,7 @@ fn a_host_that_reaps_children_does_not_hang_the_pool() {
     // SAFETY: setting a signal disposition; this test binary runs only this.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
     let config = Config {
-        child_program: Some((
-            PathBuf::from(env!("CARGO_BIN_EXE_walredo-fake-child")),
-            vec![],
-        )),
+        child_program: Some((walredo_testkit::fake_child(), vec![])),
         processes: 1,
         timeout: Duration::from_millis(300),
         ..Config::default()

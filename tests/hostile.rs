@@ -4,20 +4,18 @@
 //! never a silently wrong page), and legitimate-looking WAL must not make the
 //! scratch directory grow without bound.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
-use walredo::crc32c::{crc32c_finish, crc32c_update, CRC32C_INIT};
-use walredo::launch::Launcher;
+use walredo::process::launch::Launcher;
 use walredo::process::Process;
 use walredo::tag::{PageTag, RelFileNode, MAIN_FORKNUM};
+use walredo::wal::crc32c::{crc32c_finish, crc32c_update, CRC32C_INIT};
 use walredo::{Config, Error, RecordRef, Redoer, PAGE_SIZE};
+use walredo_testkit::harness::*;
 
 type Page = [u8; PAGE_SIZE];
 
@@ -892,7 +890,7 @@ fn removing_another_shared_memory_segment_is_killed_by_sigsys() {
     // SAFETY: plain System V calls on a segment made here.
     let id = unsafe { libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600) };
     assert!(id >= 0);
-    if let Some(ids) = walredo::cluster::user() {
+    if let Some(ids) = walredo_testkit::cluster::user() {
         // SAFETY: shmid_ds is plain old data that IPC_STAT fills in.
         let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
         assert_eq!(unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) }, 0);

@@ -3,12 +3,10 @@
 //! other PostgreSQL that crashed) is not a leak of ours, and one made inside
 //! the test is.
 
-mod common;
-
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use common::*;
+use walredo_testkit::harness::*;
 
 /// A 56-byte segment nobody attaches to, as a killed PostgreSQL leaves one.
 fn orphan_segment() -> libc::c_int {

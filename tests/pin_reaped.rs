@@ -4,16 +4,13 @@
 //! would pin a stranger. (Its own test binary: the signal disposition is
 //! process-wide.)
 
-mod common;
-
-use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use common::*;
-use walredo::launch::Launcher;
+use walredo::process::launch::Launcher;
 use walredo::process::Process;
 use walredo::Config;
+use walredo_testkit::harness::*;
 
 fn affinity(pid: u32) -> Vec<usize> {
     // SAFETY: cpu_set_t is plain old data for sched_getaffinity to fill.
@@ -56,10 +53,7 @@ fn a_reaped_childs_recycled_pid_is_never_pinned() {
     // SAFETY: setting a signal disposition; this test binary runs only this.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
     let launcher = Launcher::new(&Config {
-        child_program: Some((
-            PathBuf::from(env!("CARGO_BIN_EXE_walredo-fake-child")),
-            vec![],
-        )),
+        child_program: Some((walredo_testkit::fake_child(), vec![])),
         ..Config::default()
     })
     .unwrap();

@@ -1,18 +1,15 @@
 //! The pool's failure matrix, driven by a fault-injecting child
-//! (src/bin/walredo-fake-child.rs): crashes, hangs, short and garbage
+//! (testkit/src/bin/walredo-fake-child.rs): crashes, hangs, short and garbage
 //! answers, stderr chatter, a child that cannot start; plus spawn
 //! coalescing, pipelining behind a failure, idle retirement, shutdown and
 //! back-pressure. The happy path with the real pg_walredo is in real_wal.rs
 //! and the C tests.
 
-mod common;
-
-use std::path::PathBuf;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
 use walredo::{Config, Error, PageTag, Pool, RecordRef, RelFileNode, PAGE_SIZE};
+use walredo_testkit::harness::*;
 
 // What the fake child does, by relnode (see its source).
 const NORMAL: u32 = 1;
@@ -27,7 +24,7 @@ const SLOW: u32 = 8;
 fn fake_config(processes: usize, args: &[&str]) -> Config {
     Config {
         child_program: Some((
-            PathBuf::from(env!("CARGO_BIN_EXE_walredo-fake-child")),
+            walredo_testkit::fake_child(),
             args.iter().map(|s| s.to_string()).collect(),
         )),
         processes,

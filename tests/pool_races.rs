@@ -1,19 +1,16 @@
 //! The pool's lifecycle under races found in review, each driven by the
-//! fault-injecting child (src/bin/walredo-fake-child.rs): callbacks that call
+//! fault-injecting child (testkit/src/bin/walredo-fake-child.rs): callbacks that call
 //! back into the pool, shutdown racing requests, retries and respawns after
 //! close, a hung start-up, and a watchdog that fires just as the answer
 //! arrives. A deadlock shows as a test that fails after a generous wait (the
 //! wait is a hang detector, not a timing assertion).
 
-mod common;
-
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
 use walredo::{Config, Error, PageTag, Pool, RecordRef, Redoer, RelFileNode, PAGE_SIZE};
+use walredo_testkit::harness::*;
 
 // What the fake child does, by relnode (see its source).
 const NORMAL: u32 = 1;
@@ -26,7 +23,7 @@ const HANG_DETECTOR: Duration = Duration::from_secs(30);
 fn fake_config(processes: usize, args: &[&str]) -> Config {
     Config {
         child_program: Some((
-            PathBuf::from(env!("CARGO_BIN_EXE_walredo-fake-child")),
+            walredo_testkit::fake_child(),
             args.iter().map(|s| s.to_string()).collect(),
         )),
         processes,

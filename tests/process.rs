@@ -1,15 +1,13 @@
 //! One wal-redo process through `Redoer`: start, clean exit, errors that say
 //! what to install, deadlines, and a process killed under our feet.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::*;
-use walredo::launch::Launcher;
+use walredo::process::launch::Launcher;
 use walredo::process::{Failure, Interrupted, Process};
 use walredo::{Config, Error, Redoer};
+use walredo_testkit::harness::*;
 
 #[test]
 fn ping_then_clean_shutdown_leaves_nothing_behind() {
@@ -128,7 +126,7 @@ fn a_request_larger_than_the_pipe_to_a_dead_process_ends_at_once() {
     // ends with the EOF of the dead process's stdout, not at the deadline.
     let mut request = Vec::new();
     while request.len() < 1 << 20 {
-        walredo::protocol::write_ping(&mut request);
+        walredo::process::protocol::write_ping(&mut request);
     }
     let mut pages = vec![0u8; 8192];
     let started = Instant::now();

@@ -3,19 +3,17 @@
 //! compared byte for byte with PostgreSQL's own archive recovery of the same
 //! WAL. Plus negative controls that must be caught.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use common::*;
 use walredo::datadir::read_page;
-use walredo::plan::{block_uses, record_refs, runs, Use};
-use walredo::record;
 use walredo::tag::{FSM_FORKNUM, MAIN_FORKNUM, VISIBILITYMAP_FORKNUM};
+use walredo::wal::plan::{block_uses, record_refs, runs, Use};
+use walredo::wal::record;
 use walredo::wal::{format_lsn, next_record_start, WalReader, WalRecord};
 use walredo::{Config, Error, PageTag, RecordRef, Redoer, PAGE_SIZE};
+use walredo_testkit::harness::*;
 
 /// Inserts, HOT and cross-page updates, deletes, vacuum (prune, freeze,
 /// btree deletion), btree page splits, COPY (multi-insert), TOAST.

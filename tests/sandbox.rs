@@ -5,12 +5,10 @@
 //! are set. Plus a record that drives PostgreSQL into PANIC next to requests
 //! that must not notice.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
 use walredo::{Config, Error, Pool, Redoer};
+use walredo_testkit::harness::*;
 
 fn status_field(pid: u32, name: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

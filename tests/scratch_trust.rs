@@ -5,15 +5,13 @@
 //! per-process directory is never taken over. Each test proves the real
 //! extension still runs by a ping through PostgreSQL.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use common::*;
-use walredo::launch::{unique_suffix, Launcher};
+use walredo::process::launch::{unique_suffix, Launcher};
 use walredo::{Config, Error, Redoer};
+use walredo_testkit::harness::*;
 
 const NOBODY: u32 = 65534;
 
@@ -160,7 +158,7 @@ type Plant<'a> = Box<dyn Fn(&Path) + 'a>;
 fn extension_copy_name(bytes: &[u8]) -> String {
     format!(
         "pg_walredo-{:08x}-{}.so",
-        walredo::crc32c::crc32c(bytes),
+        walredo::wal::crc32c::crc32c(bytes),
         bytes.len()
     )
 }

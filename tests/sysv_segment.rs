@@ -4,20 +4,17 @@
 //! untrusted child, so only a segment that child created, as its own user, is
 //! ever removed, and the file is read only as a bounded regular file.
 
-mod common;
-
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::*;
-use walredo::launch::Launcher;
+use walredo::process::launch::Launcher;
 use walredo::process::Process;
 use walredo::{Config, Redoer};
+use walredo_testkit::harness::*;
 
 fn fake_launcher(args: &[&str]) -> Launcher {
     Launcher::new(&Config {
         child_program: Some((
-            PathBuf::from(env!("CARGO_BIN_EXE_walredo-fake-child")),
+            walredo_testkit::fake_child(),
             args.iter().map(|s| s.to_string()).collect(),
         )),
         ..Config::default()

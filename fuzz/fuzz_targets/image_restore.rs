@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use walredo::image::{pglz_decompress, restore};
-use walredo::record::BlockImage;
+use walredo::wal::image::{pglz_decompress, restore};
+use walredo::wal::record::BlockImage;
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 5 {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use walredo::record;
+use walredo::wal::record;
 
 fuzz_target!(|data: &[u8]| {
     let range = data.as_ptr_range();

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use walredo::record;
+use walredo::wal::record;
 use walredo::wal::{segment_file_name, WalReader};
 
 const SEG: usize = 1 << 20;

@@ -1,5 +1,5 @@
 //! Process slots: a fixed number of wal-redo processes, each started on first
-//! need, shared by the callers and workers of a [`crate::service::Pool`].
+//! need, shared by the callers and workers of a [`crate::pool::Pool`].
 //!
 //! Lifecycle rules, each enforced here:
 //! - A slot is held by one thread at a time, and starts its process while
@@ -38,10 +38,10 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::launch::Launcher;
+use crate::pool::stats::{bump, Stats};
+use crate::process::launch::Launcher;
 use crate::process::{Failure, Interrupted, Process, Spawner};
 use crate::redo::{failure_error, Page};
-use crate::stats::{bump, Stats};
 use crate::tag::PageTag;
 use crate::PAGE_SIZE;
 

@@ -10,9 +10,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use walredo::tag::{PageTag, RelFileNode};
-use walredo::verify::{page_as_of, verify, VerifyOptions};
 use walredo::wal::parse_lsn;
 use walredo::Config;
+use walredo_cli::verify::{page_as_of, verify, VerifyOptions};
 
 #[derive(Parser)]
 #[command(

@@ -1,4 +1,4 @@
-//! The body of `make demo` (scripts/demo.sh wraps it with clean-up):
+//! The body of `make demo` (cli/demo/demo.sh wraps it with clean-up):
 //!
 //!   demo DIR [--workload FILE.sql] [--conf 'k=v k=v'] [--scale N] [--transactions N]
 //!
@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-use walredo::cluster::record_workload;
 use walredo::wal::format_lsn;
+use walredo_testkit::cluster::record_workload;
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);

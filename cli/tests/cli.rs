@@ -1,13 +1,11 @@
 //! The `walredo` command: a page as it was before an UPDATE (the forensic
 //! use), and errors that say what to do.
 
-mod common;
-
 use std::process::Command;
 use std::sync::Mutex;
 
-use common::*;
-use walredo::cluster::record_workload;
+use walredo_testkit::cluster::record_workload;
+use walredo_testkit::harness::*;
 
 fn walredo(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_walredo"))

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::protocol::RecordRef;
-use crate::record::{self, RecordError};
+use crate::process::protocol::RecordRef;
 use crate::tag::PageTag;
+use crate::wal::record::{self, RecordError};
 use crate::wal::WalRecord;
 
 /// One record's use of a block.

@@ -2,12 +2,10 @@
 //! workload, once per server configuration that changes what WAL looks like:
 //! every page of the main fork must come out identical to PostgreSQL's.
 
-mod common;
-
-use common::*;
-use walredo::cluster::record_workload;
-use walredo::verify::{verify, VerifyOptions};
 use walredo::Config;
+use walredo_cli::verify::{verify, VerifyOptions};
+use walredo_testkit::cluster::record_workload;
+use walredo_testkit::harness::*;
 
 const SQL: &str = include_str!("../demo/workload.sql");
 

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::record::{BlockImage, Compression};
+use crate::wal::record::{BlockImage, Compression};
 use crate::PAGE_SIZE;
 
 /// Why an image cannot be restored: PostgreSQL's redo would refuse it too.
@@ -135,7 +135,7 @@ pub fn pglz_decompress(src: &[u8], out: &mut [u8]) -> Result<(), ImageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{BKPIMAGE_APPLY, BKPIMAGE_COMPRESS_LZ4, BKPIMAGE_COMPRESS_PGLZ};
+    use crate::wal::record::{BKPIMAGE_APPLY, BKPIMAGE_COMPRESS_LZ4, BKPIMAGE_COMPRESS_PGLZ};
 
     #[test]
     fn pglz_literals_and_overlapping_references() {

@@ -1,13 +1,15 @@
-//! Generate include/walredo.h from src/ffi.rs with the pinned cbindgen.
+//! Generate include/walredo.h from the walredo crate's C ABI (src/ffi/) with
+//! the pinned cbindgen.
 //!
-//!   cargo run --example gen_header -- write   (what `make header` runs)
-//!   cargo run --example gen_header -- check   (fails when the file is stale)
+//!   cargo run -p walredo-header -- write   (what `make header` runs)
+//!   cargo run -p walredo-header -- check   (fails when the file is stale)
 
 use std::path::Path;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The walredo crate: the workspace's root package.
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     let header = root.join("include/walredo.h");
     let config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
     let bindings = cbindgen::Builder::new()
@@ -32,14 +34,14 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             } else {
                 eprintln!(
-                    "{} is stale: it differs from what src/ffi.rs generates; run `make header` and commit",
+                    "{} is stale: it differs from what src/ffi/ generates; run `make header` and commit",
                     header.display()
                 );
                 ExitCode::FAILURE
             }
         }
         _ => {
-            eprintln!("usage: gen_header write|check");
+            eprintln!("usage: walredo-header write|check");
             ExitCode::FAILURE
         }
     }

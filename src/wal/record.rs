@@ -17,8 +17,8 @@
 
 use std::fmt;
 
-use crate::crc32c::{crc32c_finish, crc32c_update, CRC32C_INIT};
 use crate::tag::{PageTag, RelFileNode, MAX_FORKNUM};
+use crate::wal::crc32c::{crc32c_finish, crc32c_update, CRC32C_INIT};
 use crate::PAGE_SIZE;
 
 /// Size of the fixed `XLogRecord` header.

@@ -1,12 +1,13 @@
-//! Test support: throw-away PostgreSQL 15 clusters, run as an unprivileged
-//! user when the tests run as root.
-#![allow(dead_code)]
+//! What every test of walredo starts from: one test at a time
+//! (`serial`), a leak check that judges only the test's own processes
+//! (`assert_no_leftovers`), the configuration that loads the extension built
+//! in this tree, and hand-made records; with the clusters of
+//! [`crate::cluster`] re-exported.
 
 use std::fs;
 use std::path::PathBuf;
 
-#[allow(unused_imports)]
-pub use walredo::cluster::*;
+pub use crate::cluster::*;
 use walredo::Config;
 
 /// Tests that start processes take this, so that one test's children are
@@ -89,7 +90,7 @@ pub fn init_logging() {
 pub fn extension_path() -> PathBuf {
     let p = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/pg_walredo/pg_walredo.so"
+        "/../pg_walredo/pg_walredo.so"
     ));
     assert!(
         p.is_file(),
@@ -157,7 +158,7 @@ pub fn assert_no_leftovers() {
 /// A minimal valid XLogRecord (Heap rmgr, no data) with one block reference
 /// to `tag`; `will_init` makes it initialize the page.
 pub fn synthetic_record(tag: &walredo::PageTag, will_init: bool) -> Vec<u8> {
-    use walredo::crc32c::{crc32c_finish, crc32c_update, CRC32C_INIT};
+    use walredo::wal::crc32c::{crc32c_finish, crc32c_update, CRC32C_INIT};
     let mut r = vec![0u8; 24];
     r.push(0); // block id 0
     r.push(tag.forknum | if will_init { 0x40 } else { 0 });
@@ -177,8 +178,8 @@ pub fn synthetic_record(tag: &walredo::PageTag, will_init: bool) -> Vec<u8> {
 }
 
 /// Fixtures cut from real WAL of a throw-away cluster made in `dir`.
-pub fn load_fixtures(dir: &std::path::Path) -> Vec<walredo::fixtures::Fixture> {
-    walredo::fixtures::make_fixtures(dir, &config())
+pub fn load_fixtures(dir: &std::path::Path) -> Vec<crate::fixtures::Fixture> {
+    crate::fixtures::make_fixtures(dir, &config())
 }
 
 /// The System V shared memory segments (ids) that process `pid` created, from

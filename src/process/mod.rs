@@ -9,7 +9,7 @@
 //!   `MSG_NOSIGNAL`: a socket costs about 1.5 us more per round trip.
 //! - A request is written (non-blocking) before any wait. When all of it
 //!   went, the answer is awaited in a blocking read of stdout, whose deadline
-//!   the watchdog thread (`crate::watchdog`) keeps by killing a late process:
+//!   the watchdog thread (`crate::process::watchdog`) keeps by killing a late process:
 //!   a system call less than `poll` then `read`. Otherwise (a batch larger
 //!   than the pipe, or `blocking_wait` off, or no pidfd) one `poll` loop
 //!   writes and reads at once, so pipelined requests cannot deadlock, and
@@ -29,6 +29,10 @@
 //!   reaped it first (ECHILD) there is nothing to wait for. Its scratch
 //!   directory is removed afterwards.
 
+pub mod launch;
+pub mod protocol;
+pub(crate) mod watchdog;
+
 use std::collections::VecDeque;
 use std::fs;
 use std::io;
@@ -44,8 +48,8 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Sender};
 
 use crate::error::{Error, Result};
-use crate::launch::Launcher;
-use crate::watchdog::Watch;
+use crate::process::launch::Launcher;
+use crate::process::watchdog::Watch;
 use crate::PAGE_SIZE;
 
 /// Lines of stderr kept for error messages.
@@ -120,7 +124,7 @@ pub struct Process {
     /// the host ignores SIGCHLD); a pidfd cannot. `None` before Linux 5.3.
     pidfd: Option<OwnedFd>,
     /// Enforces deadlines of blocking waits; `None`: waits use `poll`.
-    /// Dropped before the child is reaped (see `crate::watchdog`).
+    /// Dropped before the child is reaped (see `crate::process::watchdog`).
     watch: Option<Watch>,
     /// The watchdog killed it just after its last answer arrived (see
     /// `is_retired`).
@@ -306,7 +310,7 @@ impl Process {
     /// stderr.
     pub fn handshake(&mut self, timeout: Duration) -> Result<()> {
         let mut ping = Vec::new();
-        crate::protocol::write_ping(&mut ping);
+        crate::process::protocol::write_ping(&mut ping);
         let mut page = [0u8; PAGE_SIZE];
         self.transact(&ping, &mut page, timeout).map_err(|i| {
             let stderr = self.kill_and_collect_stderr();

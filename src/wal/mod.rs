@@ -13,6 +13,12 @@
 //! hole between present segments, unreadable files or inconsistent headers are
 //! errors.
 
+pub mod checksum;
+pub mod crc32c;
+pub mod image;
+pub mod plan;
+pub mod record;
+
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::fmt;
@@ -20,7 +26,7 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::crc32c::{crc32c_finish, crc32c_update, CRC32C_INIT};
+use crate::wal::crc32c::{crc32c_finish, crc32c_update, CRC32C_INIT};
 
 /// WAL page size (XLOG_BLCKSZ).
 pub const XLOG_BLCKSZ: u64 = 8192;

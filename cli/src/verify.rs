@@ -10,15 +10,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::checksum::stamp_checksum;
-use crate::config::Config;
-use crate::datadir::read_page;
-use crate::plan::{block_uses, last_run, record_refs, Use};
-use crate::record;
-use crate::service::Pool;
-use crate::tag::{PageTag, FSM_FORKNUM, VISIBILITYMAP_FORKNUM};
-use crate::wal::{format_lsn, next_record_start, WalReader, WalRecord};
-use crate::{Error, PAGE_SIZE};
+use walredo::config::Config;
+use walredo::datadir::read_page;
+use walredo::pool::Pool;
+use walredo::tag::{PageTag, FSM_FORKNUM, VISIBILITYMAP_FORKNUM};
+use walredo::wal::checksum::stamp_checksum;
+use walredo::wal::plan::{block_uses, last_run, record_refs, Use};
+use walredo::wal::record;
+use walredo::wal::{format_lsn, next_record_start, WalReader, WalRecord};
+use walredo::{Error, PAGE_SIZE};
+
+/// Debian's PostgreSQL 15 programs (pg_controldata).
+const PG_BINDIR: &str = "/usr/lib/postgresql/15/bin";
 
 /// What a data directory's `pg_control` says that matters here.
 #[derive(Clone, Debug)]
@@ -40,7 +43,13 @@ pub fn control_info(dir: &Path) -> Result<ControlInfo, String> {
             dir.display()
         ));
     }
-    let out = crate::cluster::command("pg_controldata", &["-D", &dir.to_string_lossy()])
+    // Reading pg_control needs no privileges beyond reading the file.
+    let out = std::process::Command::new(Path::new(PG_BINDIR).join("pg_controldata"))
+        .arg("-D")
+        .arg(dir)
+        .env("LC_ALL", "C")
+        .env_remove("PGDATA")
+        .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| format!("cannot run pg_controldata: {e}"))?;
     if !out.status.success() {
@@ -64,7 +73,7 @@ pub fn control_info(dir: &Path) -> Result<ControlInfo, String> {
             .map_err(|e| format!("bad system identifier: {e}"))?,
         cleanly_shut_down: state == "shut down",
         state,
-        redo_lsn: crate::wal::parse_lsn(&field("Latest checkpoint's REDO location")?)
+        redo_lsn: walredo::wal::parse_lsn(&field("Latest checkpoint's REDO location")?)
             .ok_or("bad REDO location")?,
         data_checksums: field("Data page checksum version")? != "0",
         wal_log_hints: field("wal_log_hints setting")? == "on",

@@ -2,13 +2,14 @@
 # make demo: write real WAL with a throw-away PostgreSQL 15 cluster, let
 # PostgreSQL replay it, rebuild every page with walredo and compare.
 #
-#   WORKLOAD=file.sql   the SQL part of the workload (default demo/workload.sql)
+#   WORKLOAD=file.sql   the SQL part of the workload (default cli/demo/workload.sql)
 #   DEMO_CONF='k=v ...' server settings (data_checksums=on: initdb --data-checksums)
 #
 # Everything it starts is stopped, and its directory removed, on success,
 # failure or Ctrl-C.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# The workspace root: cli/demo/ is two levels below it.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BIN=/usr/lib/postgresql/15/bin
 
 DIR="$(mktemp -d "${TMPDIR:-/tmp}/walredo-demo.XXXXXX")"

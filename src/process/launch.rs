@@ -29,8 +29,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::Config;
-use crate::crc32c::crc32c;
 use crate::error::{Error, Result};
+use crate::wal::crc32c::crc32c;
 
 /// Where Debian puts PostgreSQL 15; tried before `pg_config` on `PATH`.
 const DEBIAN_PG15_CONFIG: &str = "/usr/lib/postgresql/15/bin/pg_config";

@@ -1,5 +1,5 @@
 //! The pool callers use: a bounded request queue (crossbeam-channel) and
-//! worker threads in front of the process slots of [`crate::pool`].
+//! worker threads in front of the process slots of [`crate::pool::slots`].
 //!
 //! - `redo` blocks. When the queue is empty and a slot is free, the caller's
 //!   own thread drives that slot's process: no hand-off to a worker, so the
@@ -28,6 +28,9 @@
 //! - Every `shutdown` returns only once the pool is closed: a second one
 //!   waits for the first.
 
+pub(crate) mod slots;
+pub mod stats;
+
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -40,10 +43,10 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::pool::{Job, Slots};
-use crate::protocol::{self, RecordRef};
+use crate::pool::slots::{Job, Slots};
+use crate::pool::stats::{bump, StatsSnapshot};
+use crate::process::protocol::{self, RecordRef};
 use crate::redo::{image_page, validate_request, Page};
-use crate::stats::{bump, StatsSnapshot};
 use crate::tag::PageTag;
 
 /// Most requests written to a process in one batch.

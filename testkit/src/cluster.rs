@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::launch::{unprivileged_user, UserIds};
+use walredo::process::launch::{unprivileged_user, UserIds};
 
 /// Debian's PostgreSQL 15 programs.
 pub const BINDIR: &str = "/usr/lib/postgresql/15/bin";
@@ -151,9 +151,10 @@ impl Cluster {
 
     /// Run SQL through psql; returns its unaligned, tuples-only output.
     pub fn psql(&self, sql: &str) -> String {
-        let script = self
-            .socket_dir
-            .join(format!("script-{}.sql", crate::launch::unique_suffix()));
+        let script = self.socket_dir.join(format!(
+            "script-{}.sql",
+            walredo::process::launch::unique_suffix()
+        ));
         fs::write(&script, sql).unwrap();
         fs::set_permissions(&script, fs::Permissions::from_mode(0o644)).unwrap();
         let out = run(
@@ -339,8 +340,8 @@ pub fn record_workload(
         base,
         wal_dir,
         expected,
-        start_lsn: crate::wal::parse_lsn(&redo).expect("REDO location"),
-        target_lsn: crate::wal::parse_lsn(&target).expect("target LSN"),
+        start_lsn: walredo::wal::parse_lsn(&redo).expect("REDO location"),
+        target_lsn: walredo::wal::parse_lsn(&target).expect("target LSN"),
         recovery_time,
     }
 }

@@ -1,15 +1,15 @@
 //! Redo requests cut from real WAL, each with the page PostgreSQL's own
 //! archive recovery produced (or the error it must give): fixtures for the C
-//! tests (written by examples/make_fixtures.rs) and the Rust tests.
+//! tests (written by make-fixtures) and the Rust tests.
 
 use std::path::Path;
 
 use crate::cluster::record_workload;
-use crate::datadir::read_page;
-use crate::plan::{block_uses, last_run};
-use crate::tag::MAIN_FORKNUM;
-use crate::wal::WalReader;
-use crate::{Config, Error, PageTag, RecordRef, Redoer, PAGE_SIZE};
+use walredo::datadir::read_page;
+use walredo::tag::MAIN_FORKNUM;
+use walredo::wal::plan::{block_uses, last_run};
+use walredo::wal::WalReader;
+use walredo::{Config, Error, PageTag, RecordRef, Redoer, PAGE_SIZE};
 
 /// The workload the fixtures come from: heap and btree, inserts, HOT and
 /// cross-page updates, deletes, vacuum.
@@ -52,7 +52,7 @@ impl Fixture {
             .collect()
     }
 
-    /// The file format of examples/make_fixtures.rs (little-endian):
+    /// The file format of make-fixtures (little-endian):
     /// "WRFIXT01", spcnode, dbnode, relnode, forknum, blkno (u32 each),
     /// has_base (u32) [+ 8192 bytes], n_records (u32) + per record end LSN
     /// (u64), length (u32) and bytes, expect_status (u32) [+ 8192 bytes of
