@@ -20,13 +20,14 @@ pub type Page = [u8; PAGE_SIZE];
 /// well-formed XLogRecord with a correct CRC, of a page resource manager
 /// ([`record::is_page_record`]), that references the target page,
 /// and, without a base page, a first record that initializes the page.
-/// Returns the index of the newest record that carries an image of the page
-/// to apply, if any (see [`image_page`]).
-pub fn validate_request(
+/// Returns the newest record that carries an image of the page to apply, if
+/// any, with that image as decoded here (see [`image_page`]): each record is
+/// decoded once on the request path.
+pub fn validate_request<'a>(
     tag: &PageTag,
     base: Option<&Page>,
-    records: &[RecordRef<'_>],
-) -> Result<Option<usize>> {
+    records: &[RecordRef<'a>],
+) -> Result<Option<NewestImage<'a>>> {
     if tag.forknum > MAX_FORKNUM {
         return Err(Error::InvalidArgument(format!(
             "fork number {} is not one of 0..={MAX_FORKNUM}",
@@ -84,29 +85,41 @@ pub fn validate_request(
             )));
         }
         prev_lsn = rec.end_lsn;
-        if block.image.is_some_and(|img| img.apply()) {
-            newest_image = Some(index);
+        if let Some(image) = block.image.filter(|img| img.apply()) {
+            newest_image = Some(NewestImage {
+                index,
+                end_lsn: rec.end_lsn,
+                image,
+            });
         }
     }
     Ok(newest_image)
 }
 
-/// The page after `rec`, a validated record that carries an image of `tag`
-/// to apply: the image restored and stamped with the record's end LSN,
-/// exactly as redo leaves it (redo does nothing more to a restored block).
-/// `None` when the image cannot be restored here: PostgreSQL then decides.
-pub fn image_page(tag: &PageTag, rec: &RecordRef<'_>) -> Option<Box<Page>> {
-    let decoded = record::decode_unchecked_crc(rec.data).ok()?;
-    let img = decoded.block_for(tag)?.image?;
-    match crate::wal::image::restore(&img) {
+/// The newest record of a request that carries an image of its page to
+/// apply, and that image (borrowed from the record).
+#[derive(Clone, Copy, Debug)]
+pub struct NewestImage<'a> {
+    /// Index of the record in the request.
+    pub index: usize,
+    pub end_lsn: u64,
+    pub image: record::BlockImage<'a>,
+}
+
+/// The page after the record of `newest`: its image restored and stamped
+/// with the record's end LSN, exactly as redo leaves it (redo does nothing
+/// more to a restored block). `None` when the image cannot be restored here:
+/// PostgreSQL then decides.
+pub fn image_page(newest: &NewestImage<'_>) -> Option<Box<Page>> {
+    match crate::wal::image::restore(&newest.image) {
         Ok(mut page) => {
-            crate::wal::image::stamp_lsn(&mut page, rec.end_lsn);
+            crate::wal::image::stamp_lsn(&mut page, newest.end_lsn);
             Some(page)
         }
         Err(e) => {
             log::warn!(
                 "record ending at {}: {e}; leaving it to PostgreSQL",
-                crate::wal::format_lsn(rec.end_lsn)
+                crate::wal::format_lsn(newest.end_lsn)
             );
             None
         }

@@ -265,7 +265,7 @@ impl Pool {
             .bytes_per_request
             .observe(records.iter().map(|r| r.data.len() as u64).sum());
         let image = match newest_image {
-            Some(k) if self.fast_path => image_page(tag, &records[k]).map(|page| (k, page)),
+            Some(newest) if self.fast_path => image_page(&newest).map(|page| (newest.index, page)),
             _ => None,
         };
         Ok(match image {
