@@ -312,7 +312,15 @@ impl Process {
         let mut ping = Vec::new();
         crate::process::protocol::write_ping(&mut ping);
         let mut page = [0u8; PAGE_SIZE];
-        self.transact(&ping, &mut page, timeout).map_err(|i| {
+        let mut answered = self.transact(&ping, &mut page, timeout);
+        if answered.is_ok() && self.killed_late {
+            // It answered as its deadline passed, and is being killed for it.
+            answered = Err(Interrupted {
+                failure: Failure::Timeout,
+                pages_done: 1,
+            });
+        }
+        answered.map_err(|i| {
             let stderr = self.kill_and_collect_stderr();
             // A process that hangs (or was stopped) is a deadline error like
             // any other; one that died or spoke nonsense could not start.
