@@ -93,7 +93,7 @@ fn main() -> ExitCode {
         .and_then(|p| Some(p.parent()?.parent()?.join("walredo")))
         .filter(|p| p.is_file())
         .unwrap_or_else(|| PathBuf::from("target/release/walredo"));
-    let extension = concat!(env!("CARGO_MANIFEST_DIR"), "/pg_walredo/pg_walredo.so");
+    let extension = concat!(env!("CARGO_MANIFEST_DIR"), "/../pg_walredo/pg_walredo.so");
     let target = format_lsn(rec.target_lsn);
     let cmd_args = [
         "--extension",

@@ -113,7 +113,7 @@ impl Launcher {
             None => std::env::temp_dir().join(format!("walredo-{}", euid())),
         };
         check_scratch_root(&scratch_root)?;
-        remove_stale_scratch_dirs(&scratch_root);
+        remove_stale_scratch_dirs(&scratch_root, user.map_or_else(euid, |ids| ids.uid));
 
         let program = match &config.child_program {
             Some((path, args)) => Program::Custom {
@@ -729,8 +729,9 @@ fn run_initdb(
     result
 }
 
-/// Scratch directories of host processes that died without cleaning up.
-fn remove_stale_scratch_dirs(root: &Path) {
+/// Scratch directories of host processes that died without cleaning up, and
+/// the System V segments of their wal-redo processes (run as `child_uid`).
+fn remove_stale_scratch_dirs(root: &Path, child_uid: u32) {
     let Ok(entries) = fs::read_dir(root) else {
         return;
     };
@@ -742,7 +743,7 @@ fn remove_stale_scratch_dirs(root: &Path) {
         // SAFETY: kill with signal 0 only checks that the pid exists.
         let alive = unsafe { libc::kill(pid, 0) } == 0
             || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
-        if !alive {
+        if !alive && crate::process::remove_dead_childs_segment(&entry.path(), child_uid) {
             let _ = fs::remove_dir_all(entry.path());
         }
     }

@@ -900,6 +900,77 @@ fn remove_sysv_segment(scratch: &std::path::Path, pid: u32, uid: u32) {
     unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) };
 }
 
+/// Remove the System V segment of a wal-redo process whose host died before
+/// it could reap it (and so remove the segment itself, above): called for
+/// each stale scratch directory before it is removed.
+///
+/// The dead host can no longer say which pid its child had; the child's
+/// `postmaster.pid` can, but is untrusted, so it is believed only as far as
+/// it can be checked: the pid it names is dead, the segment was created by
+/// that pid as the children's user (`uid`) and nobody is attached to it
+/// (`remove_sysv_segment`), and its key is one PostgreSQL derives from this
+/// very directory (its inode number, counted up past keys already taken).
+///
+/// The host died a moment ago, perhaps: its child, killed with it
+/// (`PR_SET_PDEATHSIG`), may still be exiting. Such a child (its working
+/// directory is `scratch`) is waited for, briefly. Returns false when the
+/// directory must stay because its process still runs.
+pub(crate) fn remove_dead_childs_segment(scratch: &std::path::Path, uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    /// How far PostgreSQL counts up from the inode number looking for a
+    /// free key; in practice it takes the first.
+    const KEY_PROBES: i64 = 1000;
+    /// How long a child that is still exiting is waited for.
+    const EXIT_WAIT: Duration = Duration::from_millis(500);
+    let Some(pidfile) = read_pid_file(&scratch.join("postmaster.pid")) else {
+        return true;
+    };
+    // A single-user backend writes its pid negated.
+    let Some(pid) = pidfile
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i64>().ok())
+        .and_then(|p| libc::pid_t::try_from(p.unsigned_abs()).ok())
+        .filter(|&p| p > 0)
+    else {
+        return true;
+    };
+    let waited = Instant::now();
+    while still_runs_in(pid, scratch) {
+        if waited.elapsed() > EXIT_WAIT {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let Some(key) = pidfile
+        .lines()
+        .nth(6)
+        .and_then(|l| l.split_whitespace().next()?.parse::<i64>().ok())
+    else {
+        return true;
+    };
+    let Ok(meta) = fs::symlink_metadata(scratch) else {
+        return true;
+    };
+    // key_t is an int: PostgreSQL starts from the inode number cut to it.
+    let first_key = i64::from(meta.ino() as libc::key_t);
+    if (first_key..first_key + KEY_PROBES).contains(&key) {
+        remove_sysv_segment(scratch, pid as u32, uid);
+    }
+    true
+}
+
+/// Whether process `pid` exists and works in `dir` (a wal-redo process runs
+/// in its scratch directory); a pid that is gone, or now someone else's,
+/// does not.
+fn still_runs_in(pid: libc::pid_t, dir: &std::path::Path) -> bool {
+    match fs::read_link(format!("/proc/{pid}/cwd")) {
+        Ok(cwd) => cwd == dir,
+        // Gone, or not ours to look at: then not one of our children.
+        Err(_) => false,
+    }
+}
+
 /// The content of a regular file at `path`, not a link to one (O_NOFOLLOW),
 /// of at most `PID_FILE_MAX` bytes; `None` for anything else. O_NONBLOCK: a
 /// FIFO must not block the open.

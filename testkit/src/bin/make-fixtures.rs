@@ -27,7 +27,7 @@ fn main() {
     }
     let config = Config {
         extension_path: Some(
-            concat!(env!("CARGO_MANIFEST_DIR"), "/pg_walredo/pg_walredo.so").into(),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../pg_walredo/pg_walredo.so").into(),
         ),
         ..Config::default()
     };

@@ -1,0 +1,206 @@
+/*
+ * test_host_death.c: a host killed with SIGKILL leaves nothing behind once a
+ * new pool has started.
+ *
+ * A forked child (the host) makes a pool of 2 real wal-redo processes, uses
+ * both, and is killed with SIGKILL. Its wal-redo processes die with it
+ * (PR_SET_PDEATHSIG), but nobody is left to remove their System V segments
+ * or scratch directories; the next pool made on the machine (here, by the
+ * test itself) must remove both.
+ *
+ * As root the test runs in a System V IPC namespace of its own, so it counts
+ * only segments of its own processes.
+ *
+ *   test_host_death EXTENSION_PATH FIXTURE_DIR
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <walredo.h>
+
+#include "fixture.h"
+
+#define MAX_CASES 256
+
+#define FAIL(...) do { \
+    fprintf(stderr, "test_host_death: FAILED at %s:%d: ", __FILE__, __LINE__); \
+    fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
+
+static fixture cases[MAX_CASES];
+
+/* Segments nobody is attached to. */
+static int
+orphaned_segments(void)
+{
+    FILE *f = fopen("/proc/sysvipc/shm", "r");
+    char line[512];
+    int n = 0;
+
+    while (f && fgets(line, sizeof line, f))
+    {
+        long key, id, perms, size, cpid, lpid, nattch;
+
+        if (sscanf(line, "%ld %ld %lo %ld %ld %ld %ld", &key, &id, &perms, &size, &cpid,
+                   &lpid, &nattch) == 7 && nattch == 0)
+            n++;
+    }
+    if (f)
+        fclose(f);
+    return n;
+}
+
+/* Scratch directories of process `pid` in the default scratch root. */
+static int
+scratch_dirs_of(pid_t pid)
+{
+    char root[256], prefix[64];
+    const char *tmp = getenv("TMPDIR");
+    DIR *d;
+    struct dirent *e;
+    int n = 0;
+
+    snprintf(root, sizeof root, "%s/walredo-%d", tmp && *tmp ? tmp : "/tmp", (int) geteuid());
+    snprintf(prefix, sizeof prefix, "proc-%d-", (int) pid);
+    if ((d = opendir(root)) == NULL)
+        return 0;
+    while ((e = readdir(d)) != NULL)
+        if (strncmp(e->d_name, prefix, strlen(prefix)) == 0)
+            n++;
+    closedir(d);
+    return n;
+}
+
+static walredo_pool *
+make_pool(const char *extension, const char *processes)
+{
+    walredo_config *cfg = walredo_config_new();
+    walredo_pool *pool;
+
+    if (cfg == NULL ||
+        walredo_config_set(cfg, "extension_path", extension) != WALREDO_OK ||
+        walredo_config_set(cfg, "processes", processes) != WALREDO_OK ||
+        walredo_config_set(cfg, "fast_path", "off") != WALREDO_OK ||
+        walredo_config_set(cfg, "log_level", "off") != WALREDO_OK)
+        FAIL("config: %s", walredo_last_error());
+    if (walredo_pool_new(cfg, &pool) != WALREDO_OK)
+        FAIL("pool_new: %s", walredo_last_error());
+    walredo_config_free(cfg);
+    return pool;
+}
+
+static void
+ignore_page(void *userdata, int status, const uint8_t *page, const char *message)
+{
+    (void) userdata;
+    (void) status;
+    (void) page;
+    (void) message;
+}
+
+/* The host: a pool with two busy processes, then it waits to be killed. */
+static void
+host(const char *extension, const fixture *ok, int ready_fd)
+{
+    walredo_pool *pool = make_pool(extension, "2");
+    walredo_stats stats;
+
+    /* Until both slots have a process: requests queued for the workers while
+     * this thread drives one itself. */
+    for (int i = 0; i < 200; i++)
+    {
+        uint8_t page[WALREDO_PAGE_SIZE];
+
+        for (int j = 0; j < 4; j++)
+            (void) walredo_submit(pool, &ok->tag, ok->base_page, ok->records,
+                                  ok->n_records, ignore_page, NULL);
+        if (walredo_redo(pool, &ok->tag, ok->base_page, ok->records, ok->n_records,
+                         page) != WALREDO_OK)
+            _exit(2);
+        if (walredo_pool_stats(pool, &stats) == WALREDO_OK && stats.live_processes >= 2)
+            break;
+    }
+    if (write(ready_fd, "r", 1) != 1)
+        _exit(3);
+    for (;;)
+        pause();
+}
+
+int
+main(int argc, char **argv)
+{
+    const fixture *ok = NULL;
+    char err[512], byte;
+    int n, fds[2], status, orphans_before, orphans_dead, orphans_after;
+    pid_t child;
+    walredo_pool *pool;
+
+    if (argc != 3)
+    {
+        fprintf(stderr, "usage: %s EXTENSION_PATH FIXTURE_DIR\n", argv[0]);
+        return 2;
+    }
+    /* Still single-threaded: the host forked below is in it too. */
+    (void) unshare(CLONE_NEWIPC);
+    n = fixture_load_dir(argv[2], cases, MAX_CASES, err, sizeof err);
+    if (n < 0)
+        FAIL("fixtures: %s", err);
+    for (int i = 0; i < n && ok == NULL; i++)
+        if (cases[i].expect_status == WALREDO_OK)
+            ok = &cases[i];
+    if (ok == NULL)
+        FAIL("no fixture that succeeds");
+
+    orphans_before = orphaned_segments();
+    if (pipe(fds) != 0)
+        FAIL("pipe: %s", strerror(errno));
+    child = fork();
+    if (child < 0)
+        FAIL("fork: %s", strerror(errno));
+    if (child == 0)
+    {
+        close(fds[0]);
+        host(argv[1], ok, fds[1]);
+    }
+    close(fds[1]);
+    if (read(fds[0], &byte, 1) != 1)
+        FAIL("the host did not get ready");
+    if (scratch_dirs_of(child) < 1)
+        FAIL("the host has no scratch directory: wrong scratch root?");
+    kill(child, SIGKILL);
+    if (waitpid(child, &status, 0) != child)
+        FAIL("waitpid: %s", strerror(errno));
+    /* Its processes die with it; give the kernel a moment to tear them down. */
+    for (int i = 0; i < 100 && orphaned_segments() == orphans_before; i++)
+        usleep(20000);
+    orphans_dead = orphaned_segments();
+    printf("test_host_death: host %d killed: %d orphaned segments, %d scratch directories "
+           "left\n", (int) child, orphans_dead - orphans_before, scratch_dirs_of(child));
+    if (orphans_dead == orphans_before)
+        FAIL("the killed host's processes left no segment: is the test still testing?");
+
+    /* The next pool cleans up after the dead host. */
+    pool = make_pool(argv[1], "1");
+    orphans_after = orphaned_segments();
+    printf("test_host_death: after a new pool: %d orphaned segments, %d scratch "
+           "directories of the dead host\n", orphans_after - orphans_before,
+           scratch_dirs_of(child));
+    if (orphans_after != orphans_before)
+        FAIL("%d segments of the dead host's processes were left behind",
+             orphans_after - orphans_before);
+    if (scratch_dirs_of(child) != 0)
+        FAIL("scratch directories of the dead host were left behind");
+    walredo_pool_free(pool);
+    for (int i = 0; i < n; i++)
+        fixture_free(&cases[i]);
+    printf("test_host_death: all passed\n");
+    return 0;
+}
