@@ -46,6 +46,7 @@ use crate::error::{Error, Result};
 use crate::pool::slots::{Job, Slots};
 use crate::pool::stats::{bump, StatsSnapshot};
 use crate::process::protocol::{self, RecordRef};
+use crate::process::threads::spawn_blocking_signals;
 use crate::redo::{image_page, validate_request, Page};
 use crate::tag::PageTag;
 
@@ -131,13 +132,11 @@ impl Pool {
         let mut workers = Vec::new();
         for i in 0..config.processes {
             let (shared, rx, stop_rx) = (shared.clone(), rx.clone(), stop_rx.clone());
-            let worker = std::thread::Builder::new()
-                .name(format!("walredo-worker-{i}"))
-                .spawn(move || {
-                    ON_WORKER.with(|w| w.set(true));
-                    worker(&shared, &rx, &stop_rx)
-                })
-                .map_err(|e| Error::Internal(format!("cannot start a worker thread: {e}")))?;
+            let worker = spawn_blocking_signals(format!("walredo-worker-{i}"), move || {
+                ON_WORKER.with(|w| w.set(true));
+                worker(&shared, &rx, &stop_rx)
+            })
+            .map_err(|e| Error::Internal(format!("cannot start a worker thread: {e}")))?;
             workers.push(worker);
         }
         Ok(Pool {

@@ -31,6 +31,7 @@
 
 pub mod launch;
 pub mod protocol;
+pub(crate) mod threads;
 pub(crate) mod watchdog;
 
 use std::collections::VecDeque;
@@ -684,7 +685,7 @@ fn host_fd_bound() -> libc::c_int {
     current.rlim_cur.min(libc::c_int::MAX as libc::rlim_t) as libc::c_int
 }
 
-/// What a new child does between fork and exec: die with `parent`, no
+/// What a new child does between fork and exec: no signal blocked, die with `parent`, no
 /// descriptor of the host's beyond its three pipes, resource limits. Call it
 /// only in a forked child: it uses only async-signal-safe functions and
 /// allocates nothing. `try_close_range` is false only in a test, to take the
@@ -696,9 +697,19 @@ fn harden_child(
     fd_bound: libc::c_int,
     try_close_range: bool,
 ) -> io::Result<()> {
-    // SAFETY: prctl, getppid, getrlimit, setrlimit, syscall, fcntl and _exit
-    // are async-signal-safe and get valid arguments.
+    // SAFETY: sigemptyset, pthread_sigmask, prctl, getppid, getrlimit,
+    // setrlimit, syscall, fcntl and _exit are async-signal-safe and get valid
+    // arguments.
     unsafe {
+        // The forking thread blocks every signal (`threads`); a program
+        // expects to start with none blocked, as from a shell. std clears
+        // the mask too, but the child must not depend on that.
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        let rc = libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -815,16 +826,14 @@ pub struct Spawner {
 impl Spawner {
     pub fn new(launcher: Arc<Launcher>) -> Result<Spawner> {
         let (jobs, rx) = bounded::<Sender<Result<Process>>>(0);
-        let thread = std::thread::Builder::new()
-            .name("walredo-spawner".into())
-            .spawn(move || {
-                for reply in rx {
-                    // The requester may have given up; then the process is
-                    // dropped here, which kills and reaps it.
-                    let _ = reply.send(Process::spawn(&launcher));
-                }
-            })
-            .map_err(|e| Error::SpawnFailed(format!("cannot start the spawner thread: {e}")))?;
+        let thread = threads::spawn_blocking_signals("walredo-spawner".into(), move || {
+            for reply in rx {
+                // The requester may have given up; then the process is
+                // dropped here, which kills and reaps it.
+                let _ = reply.send(Process::spawn(&launcher));
+            }
+        })
+        .map_err(|e| Error::SpawnFailed(format!("cannot start the spawner thread: {e}")))?;
         Ok(Spawner {
             jobs: Some(jobs),
             thread: Some(thread),
