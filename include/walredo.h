@@ -113,6 +113,22 @@
 #define WALREDO_BUFFER_TOO_SMALL 9
 
 /**
+ * walredo_call_finish: no outcome yet; the call stays.
+ */
+#define WALREDO_IN_PROGRESS 10
+
+/**
+ * An interrupt callback asked to stop a long scan.
+ */
+#define WALREDO_CANCELLED 11
+
+/**
+ * The readable WAL cannot answer (no starting point for the page, or an LSN
+ * outside the readable WAL).
+ */
+#define WALREDO_NOT_FOUND 12
+
+/**
  * Log levels of `walredo_set_logger` and of the callback.
  */
 #define WALREDO_LOG_OFF 0
