@@ -367,6 +367,12 @@ pub struct walredo_stats {
     pub fast_path_pages: u64,
     /// Requests sent to a process starting from their newest full-page image.
     pub image_starts: u64,
+    /// Requests dropped or stopped because their call was cancelled
+    /// (walredo_call_cancel) before they had their answer.
+    pub cancellations: u64,
+    /// Processes killed because the request they worked on was cancelled
+    /// (not counted in process_deaths: nobody's request failed).
+    pub cancel_kills: u64,
 }
 
 impl From<&HistogramSnapshot> for walredo_histogram {
@@ -411,6 +417,8 @@ pub unsafe extern "C" fn walredo_pool_stats(
             bytes_per_request: (&s.bytes_per_request).into(),
             fast_path_pages: s.fast_path_pages,
             image_starts: s.image_starts,
+            cancellations: s.cancellations,
+            cancel_kills: s.cancel_kills,
         };
         // SAFETY: out is non-NULL and points to writable walredo_stats.
         unsafe { out.write(stats) };

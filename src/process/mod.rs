@@ -43,6 +43,7 @@ use std::path::PathBuf;
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -122,8 +123,9 @@ pub struct Process {
     pinned_cpu: Option<usize>,
     /// The child as a pidfd, opened right after it started: a pid may be
     /// someone else's once the child is reaped (by the kernel at once when
-    /// the host ignores SIGCHLD); a pidfd cannot. `None` before Linux 5.3.
-    pidfd: Option<OwnedFd>,
+    /// the host ignores SIGCHLD); a pidfd cannot. Shared with whoever may
+    /// have to kill the process on demand (a cancelled call).
+    killer: Arc<Killer>,
     /// Enforces deadlines of blocking waits; `None`: waits use `poll`.
     /// Dropped before the child is reaped (see `crate::process::watchdog`).
     watch: Option<Watch>,
@@ -210,7 +212,10 @@ impl Process {
             exited: false,
             exit_status: None,
             pinned_cpu: None,
-            pidfd: open_pidfd(pid),
+            killer: Arc::new(Killer {
+                pidfd: open_pidfd(pid),
+                fired: AtomicBool::new(false),
+            }),
             watch: if launcher.blocking_wait() {
                 Watch::new(pid)
             } else {
@@ -245,6 +250,11 @@ impl Process {
         self.pid
     }
 
+    /// What kills this process from another thread (see [`Killer`]).
+    pub(crate) fn killer(&self) -> &Arc<Killer> {
+        &self.killer
+    }
+
     /// Whether the process must be replaced although its last `transact`
     /// succeeded: the watchdog's kill for a deadline that passed just as the
     /// answer came in is already on its way. Nobody's request is to blame.
@@ -273,7 +283,7 @@ impl Process {
         if self.pinned_cpu == Some(cpu) || cpu >= libc::CPU_SETSIZE as usize {
             return;
         }
-        let Some(pidfd) = &self.pidfd else {
+        let Some(pidfd) = &self.killer.pidfd else {
             return;
         };
         // SAFETY: signal 0 on a pidfd we own only checks that the process
@@ -652,6 +662,45 @@ impl Process {
             }
         }
         (status, self.stderr_tail())
+    }
+}
+
+/// Kills one process on demand, from any thread: a cancelled call's
+/// request must not keep a slot busy until its deadline. Through the pidfd,
+/// never the pid (see `watchdog`): the descriptor stays open as long as a
+/// `Killer` does, and a signal to a process that is gone, even reaped, is
+/// refused (ESRCH) instead of reaching whoever has its pid now.
+pub(crate) struct Killer {
+    /// `None` before Linux 5.3: then nothing can be killed on demand.
+    pidfd: Option<OwnedFd>,
+    fired: AtomicBool,
+}
+
+impl Killer {
+    /// SIGKILL the process (its driver sees EOF at once, also when the
+    /// process is stopped). Returns false when it cannot (no pidfd).
+    pub fn kill(&self) -> bool {
+        let Some(pidfd) = &self.pidfd else {
+            return false;
+        };
+        self.fired.store(true, Ordering::SeqCst);
+        // SAFETY: a pidfd we own, open for as long as self; no siginfo.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        true
+    }
+
+    /// Whether `kill` was called: the process must not serve again, and its
+    /// failure, if any, is the cancel's.
+    pub fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
     }
 }
 
