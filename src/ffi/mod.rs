@@ -23,10 +23,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use crate::error::Error;
 use crate::PAGE_SIZE;
 
+mod call;
 mod config;
 mod log;
 mod pool;
 
+pub use call::*;
 pub use config::*;
 pub use log::*;
 pub use pool::*;

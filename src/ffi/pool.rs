@@ -106,7 +106,7 @@ pub unsafe extern "C" fn walredo_pool_free(pool: *mut walredo_pool) {
 ///
 /// # Safety
 /// The pointer contract of `walredo_redo`.
-unsafe fn request_args<'a>(
+pub(super) unsafe fn request_args<'a>(
     tag: *const walredo_page_tag,
     base_page: *const u8,
     records: *const walredo_record,
@@ -173,7 +173,7 @@ unsafe fn request_args<'a>(
 ///
 /// # Safety
 /// `pool` is NULL or a live pool from `walredo_pool_new`.
-unsafe fn pool_arg(pool: *const walredo_pool) -> Result<(Arc<Pool>, bool), Error> {
+pub(super) unsafe fn pool_arg(pool: *const walredo_pool) -> Result<(Arc<Pool>, bool), Error> {
     // SAFETY: NULL or a live pool (the caller's contract).
     let handle = unsafe { pool.as_ref() }.ok_or_else(|| invalid("pool is NULL"))?;
     Ok((handle.pool.clone(), handle.debug_panic))
