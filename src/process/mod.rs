@@ -24,6 +24,9 @@
 //!   exits, not the process: a pool therefore starts its children from its own
 //!   [`Spawner`] thread, which lives exactly as long as the pool, never from a
 //!   caller's thread that may exit any time.
+//! - Another thread may end a process's work at any time through its
+//!   [`Killer`] (a cancelled request): a kill through the pidfd, and a
+//!   wake-up of the `poll` loop for where there is no pidfd.
 //! - Dropping a `Process` kills it (SIGKILL to its group) and reaps it,
 //!   blocking until it is gone, so no zombie is ever left behind; if the host
 //!   reaped it first (ECHILD) there is nothing to wait for. Its scratch
@@ -76,6 +79,8 @@ pub enum Failure {
     /// It answered with something that cannot be a page: the stream can no
     /// longer be trusted.
     Garbage,
+    /// The wait was ended by [`Killer::kill`] (a cancelled request).
+    Stopped,
     Io(io::Error),
 }
 
@@ -86,6 +91,7 @@ impl std::fmt::Display for Failure {
             Failure::BrokenPipe => write!(f, "the process closed its stdin (broken pipe)"),
             Failure::Timeout => write!(f, "no answer by the deadline"),
             Failure::Garbage => write!(f, "the process answered with something that is not a page"),
+            Failure::Stopped => write!(f, "stopped for a cancelled request"),
             Failure::Io(e) => write!(f, "I/O error talking to the process: {e}"),
         }
     }
@@ -214,6 +220,7 @@ impl Process {
             pinned_cpu: None,
             killer: Arc::new(Killer {
                 pidfd: open_pidfd(pid),
+                wake: new_eventfd(),
                 fired: AtomicBool::new(false),
             }),
             watch: if launcher.blocking_wait() {
@@ -402,6 +409,11 @@ impl Process {
                     true,
                     libc::POLLIN,
                 ),
+                poll_fd(
+                    self.killer.wake.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                    true,
+                    libc::POLLIN,
+                ),
             ];
             // SAFETY: fds is a valid array of pollfd for its length.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
@@ -411,6 +423,9 @@ impl Process {
                     continue;
                 }
                 return Err(interrupted(Failure::Io(e), read));
+            }
+            if fds[3].revents != 0 {
+                return Err(interrupted(Failure::Stopped, read));
             }
             if fds[2].revents != 0 {
                 self.read_stderr();
@@ -665,36 +680,47 @@ impl Process {
     }
 }
 
-/// Kills one process on demand, from any thread: a cancelled call's
-/// request must not keep a slot busy until its deadline. Through the pidfd,
-/// never the pid (see `watchdog`): the descriptor stays open as long as a
-/// `Killer` does, and a signal to a process that is gone, even reaped, is
-/// refused (ESRCH) instead of reaching whoever has its pid now.
+/// Ends the work of one process on demand, from any thread: a cancelled
+/// call's request must not keep a slot busy until its deadline.
+///
+/// The process is killed through its pidfd, never its pid (see `watchdog`):
+/// the descriptor stays open as long as a `Killer` does, and a signal to a
+/// process that is gone, even reaped, is refused (ESRCH) instead of reaching
+/// whoever has its pid now. Its driver then sees EOF at once, in a blocking
+/// read too. Without a pidfd (Linux before 5.3, valgrind) there is no
+/// blocking read either (no watchdog): the driver's `poll` loop also
+/// watches `wake`, and ends the wait itself; the driver then kills its
+/// process as after any failure.
 pub(crate) struct Killer {
-    /// `None` before Linux 5.3: then nothing can be killed on demand.
     pidfd: Option<OwnedFd>,
+    /// An eventfd written by `kill`; `None` if none could be made.
+    wake: Option<OwnedFd>,
     fired: AtomicBool,
 }
 
 impl Killer {
-    /// SIGKILL the process (its driver sees EOF at once, also when the
-    /// process is stopped). Returns false when it cannot (no pidfd).
+    /// Kill the process, or at least end its driver's wait. Returns false
+    /// when neither is possible (no pidfd, no eventfd).
     pub fn kill(&self) -> bool {
-        let Some(pidfd) = &self.pidfd else {
-            return false;
-        };
         self.fired.store(true, Ordering::SeqCst);
-        // SAFETY: a pidfd we own, open for as long as self; no siginfo.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                pidfd.as_raw_fd(),
-                libc::SIGKILL,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        true
+        if let Some(wake) = &self.wake {
+            let one: u64 = 1;
+            // SAFETY: 8 bytes from a live u64 to an eventfd we own.
+            unsafe { libc::write(wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+        if let Some(pidfd) = &self.pidfd {
+            // SAFETY: a pidfd we own, open for as long as self; no siginfo.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+        }
+        self.pidfd.is_some() || self.wake.is_some()
     }
 
     /// Whether `kill` was called: the process must not serve again, and its
@@ -702,6 +728,14 @@ impl Killer {
     pub fn fired(&self) -> bool {
         self.fired.load(Ordering::SeqCst)
     }
+}
+
+/// A close-on-exec, non-blocking eventfd; `None` if none can be made.
+fn new_eventfd() -> Option<OwnedFd> {
+    // SAFETY: eventfd has no memory-safety preconditions.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    // SAFETY: a new descriptor nobody else owns.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// A pidfd for our child `pid`, opened right after it started (while it
