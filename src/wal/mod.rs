@@ -18,12 +18,13 @@ pub mod crc32c;
 pub mod image;
 pub mod plan;
 pub mod record;
+pub mod source;
 
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -508,6 +509,21 @@ impl Segments {
 
     pub fn contains(&self, segno: u64) -> bool {
         self.files.contains_key(&segno)
+    }
+
+    /// Whether a file of segment `segno` begins with that segment's long
+    /// page header (rather than being a file recycled for future use).
+    pub fn holds_wal(&self, segno: u64) -> bool {
+        self.files.get(&segno).is_some_and(|paths| {
+            paths.iter().any(|p| {
+                let mut head = [0u8; SIZE_OF_XLOG_LONG_PHD as usize];
+                File::open(p)
+                    .and_then(|f| f.read_exact_at(&mut head, 0))
+                    .is_ok()
+                    && le_u16(&head, 0) == XLOG_PAGE_MAGIC
+                    && le_u64(&head, 8) == segno * self.seg_size
+            })
+        })
     }
 
     /// The file name of segment `segno` of this timeline.
@@ -1002,19 +1018,12 @@ impl WalReader {
     /// `segno` is absent: an error if a later segment holds WAL that belongs
     /// there (a real hole), otherwise the WAL simply ends.
     fn check_gap(&self, segno: u64) -> Result<(), WalError> {
-        let Some((&next, paths)) = self.segs.files.range(segno + 1..).next() else {
+        let Some(&next) = self.segs.files.range(segno + 1..).next().map(|(s, _)| s) else {
             return Ok(());
         };
-        let mut head = [0u8; SIZE_OF_XLOG_LONG_PHD as usize];
-        let ok = File::open(&paths[0])
-            .and_then(|mut f| f.read_exact(&mut head))
-            .is_ok();
         // A later file that is only a recycled/preallocated segment does not
         // prove that WAL continued.
-        if ok
-            && le_u16(&head, 0) == XLOG_PAGE_MAGIC
-            && le_u64(&head, 8) == next * self.segs.seg_size
-        {
+        if self.segs.holds_wal(next) {
             return Err(WalError::Gap {
                 missing: self.segs.file_name(segno),
                 next_present: self.segs.file_name(next),
