@@ -26,10 +26,12 @@ use crate::PAGE_SIZE;
 mod config;
 mod log;
 mod pool;
+mod wal;
 
 pub use config::*;
 pub use log::*;
 pub use pool::*;
+pub use wal::*;
 
 /// The file cbindgen reads to make include/walredo.h (it follows the `mod`
 /// declarations from there).
@@ -67,6 +69,11 @@ pub const WALREDO_INTERNAL: c_int = 7;
 pub const WALREDO_BUSY: c_int = 8;
 /// A caller's buffer is too small; the size needed was reported.
 pub const WALREDO_BUFFER_TOO_SMALL: c_int = 9;
+/// An interrupt callback asked to stop a long scan.
+pub const WALREDO_CANCELLED: c_int = 11;
+/// The readable WAL cannot answer (no starting point for the page, or an LSN
+/// outside the readable WAL); the message says what would reach further.
+pub const WALREDO_NOT_FOUND: c_int = 12;
 
 /// Which page: PostgreSQL's RelFileNode, fork number (0 main, 1 free-space
 /// map, 2 visibility map, 3 init) and block number.
@@ -174,6 +181,8 @@ pub extern "C" fn walredo_status_name(status: c_int) -> *const c_char {
         WALREDO_INTERNAL => c"WALREDO_INTERNAL",
         WALREDO_BUSY => c"WALREDO_BUSY",
         WALREDO_BUFFER_TOO_SMALL => c"WALREDO_BUFFER_TOO_SMALL",
+        WALREDO_CANCELLED => c"WALREDO_CANCELLED",
+        WALREDO_NOT_FOUND => c"WALREDO_NOT_FOUND",
         _ => c"WALREDO_UNKNOWN_STATUS",
     };
     name.as_ptr()
