@@ -1977,7 +1977,7 @@ mod tests {
         let mut b = Builder::new(1, 1);
         three_segments(&mut b);
         b.write(&wal.0);
-        let segs = Segments::list(&[wal.0.clone()], None, None).unwrap();
+        let segs = Segments::list(std::slice::from_ref(&wal.0), None, None).unwrap();
         let mut r = WalReader::open_segments(Arc::new(segs), Start::Oldest, None).unwrap();
         fs::remove_file(seg_path(&wal.0, 1, 2)).unwrap();
         assert!(r.next_record().unwrap().is_some());
