@@ -46,7 +46,10 @@ impl PrivateInstall {
         }
         let ws = workspace_root();
         let built = [
-            (ws.join("pg_walredo/pg_walredo.so"), lib.join("lib/pg_walredo.so")),
+            (
+                ws.join("pg_walredo/pg_walredo.so"),
+                lib.join("lib/pg_walredo.so"),
+            ),
             (
                 ws.join("walredo_inspect/walredo_inspect.so"),
                 lib.join("lib/walredo_inspect.so"),
@@ -295,7 +298,9 @@ pub fn children_of(pid: u32) -> Vec<(u32, char)> {
 /// inherited from the test, the user is the server's.
 pub fn server_scratch_root() -> PathBuf {
     // SAFETY: geteuid cannot fail.
-    let uid = user().map(|u| u.uid).unwrap_or_else(|| unsafe { libc::geteuid() });
+    let uid = user()
+        .map(|u| u.uid)
+        .unwrap_or_else(|| unsafe { libc::geteuid() });
     std::env::temp_dir().join(format!("walredo-{uid}"))
 }
 
