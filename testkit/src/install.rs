@@ -10,6 +10,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
@@ -37,7 +38,19 @@ impl PrivateInstall {
     /// Copy the installation and put this tree's pg_walredo and
     /// walredo_inspect (built by `make`) into it.
     pub fn new(name: &str) -> PrivateInstall {
-        let root = TempDir::new(&format!("install-{name}"));
+        PrivateInstall::copy_into(TempDir::new(&format!("install-{name}")))
+    }
+
+    /// The same in `parent/install` (removed on drop too), for callers that
+    /// clean up a directory of their own (the demo).
+    pub fn new_in(parent: &Path) -> PrivateInstall {
+        let dir = parent.join("install");
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        PrivateInstall::copy_into(TempDir(dir))
+    }
+
+    fn copy_into(root: TempDir) -> PrivateInstall {
         let lib = root.path().join(PG_LIB.trim_start_matches('/'));
         let share = root.path().join(PG_SHARE.trim_start_matches('/'));
         for (from, to) in [(PG_LIB, &lib), (PG_SHARE, &share)] {
