@@ -105,7 +105,9 @@ relation_tag(Oid relid, ForkNumber forknum, BlockNumber blkno, walredo_page_tag 
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("block number %u is out of range for relation \"%s\"",
 						blkno, RelationGetRelationName(rel)),
-				 errdetail("Its %s fork has %u blocks.", forkNames[forknum], nblocks),
+				 errdetail_plural("Its %s fork has %u block.",
+								  "Its %s fork has %u blocks.",
+								  nblocks, forkNames[forknum], nblocks),
 				 errhint("For a block or relation file that is gone since, use "
 						 "page_at_lsn(spcnode, dbnode, relnode, blkno, lsn, fork).")));
 

@@ -57,7 +57,7 @@ fn from_sql(dir: &std::path::Path) -> bool {
         "SELECT lp, convert_from(substring(t_attrs[2] from 2), 'UTF8') AS owner,
                 get_byte(t_attrs[3], 0) + (get_byte(t_attrs[3], 1) << 8) AS balance
          FROM heap_page_item_attrs(page_at_lsn('accounts', 0, '{before}'), 'accounts')
-         WHERE t_data IS NOT NULL ORDER BY lp;"
+         WHERE t_attrs IS NOT NULL ORDER BY lp;"
     );
     println!("demo: the rows of block 0 as they were at {before}:");
     show(&query);
