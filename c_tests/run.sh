@@ -49,7 +49,7 @@ pass "fixtures ($(ls "$FIXTURES" | grep -c '^case-[0-9]*\.bin$') cases)"
 # Every test program, and the arguments it runs with. test_chaos takes the
 # seconds of chaos and the number of soak requests: the full run is on the
 # shared build; the other builds get a short one.
-TESTS=(test_api test_redo test_pool test_chaos test_lifecycle)
+TESTS=(test_api test_redo test_pool test_chaos test_lifecycle test_call)
 args_for() {
     case "$1" in
         test_api) echo "$EXT" ;;

@@ -50,6 +50,9 @@ static const char *const status_names[] = {
 #ifdef WALREDO_BUFFER_TOO_SMALL
     "WALREDO_BUFFER_TOO_SMALL",
 #endif
+#ifdef WALREDO_NOT_FOUND
+    "WALREDO_IN_PROGRESS", "WALREDO_CANCELLED", "WALREDO_NOT_FOUND",
+#endif
 };
 #define N_STATUS ((int)(sizeof status_names / sizeof status_names[0]))
 
@@ -77,6 +80,11 @@ static void test_names_and_version(void)
 #ifdef WALREDO_BUFFER_TOO_SMALL
     CHECK(WALREDO_BUFFER_TOO_SMALL == 9, "WALREDO_BUFFER_TOO_SMALL is %d",
           WALREDO_BUFFER_TOO_SMALL);
+#endif
+#ifdef WALREDO_NOT_FOUND
+    CHECK(WALREDO_IN_PROGRESS == 10 && WALREDO_CANCELLED == 11 &&
+          WALREDO_NOT_FOUND == 12, "IN_PROGRESS, CANCELLED, NOT_FOUND are %d, %d, %d",
+          WALREDO_IN_PROGRESS, WALREDO_CANCELLED, WALREDO_NOT_FOUND);
 #endif
     for (i = 0; i < N_STATUS; i++) {
         const char *name = walredo_status_name(i);

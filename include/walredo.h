@@ -113,6 +113,22 @@
 #define WALREDO_BUFFER_TOO_SMALL 9
 
 /**
+ * walredo_call_finish: no outcome yet; the call stays.
+ */
+#define WALREDO_IN_PROGRESS 10
+
+/**
+ * An interrupt callback asked to stop a long scan.
+ */
+#define WALREDO_CANCELLED 11
+
+/**
+ * The readable WAL cannot answer (no starting point for the page, or an LSN
+ * outside the readable WAL).
+ */
+#define WALREDO_NOT_FOUND 12
+
+/**
  * Log levels of `walredo_set_logger` and of the callback.
  */
 #define WALREDO_LOG_OFF 0
@@ -133,6 +149,14 @@
 #define WALREDO_HISTOGRAM_BUCKETS 16
 
 /**
+ * A request started with `walredo_call_start`, to be ended by exactly one
+ * of `walredo_call_finish` (once it is done) or `walredo_call_cancel`. Used
+ * by one thread at a time. It keeps what it needs alive by itself: it may
+ * outlive its pool (then it ends with its page or `WALREDO_SHUTDOWN`).
+ */
+typedef struct walredo_call walredo_call;
+
+/**
  * Settings for a pool, filled in by `walredo_config_set`.
  */
 typedef struct walredo_config walredo_config;
@@ -142,14 +166,6 @@ typedef struct walredo_config walredo_config;
  * `walredo_redo` and `walredo_submit` on one pool at the same time.
  */
 typedef struct walredo_pool walredo_pool;
-
-/**
- * Receives one log line: its level (`WALREDO_LOG_ERROR` ...) and the text,
- * valid only during the call. Called on any thread of the library or of a
- * caller, possibly on several at once; it must not call back into the
- * library, and a PostgreSQL extension must not `ereport` from it.
- */
-typedef void (*walredo_log_callback)(void *userdata, int level, const char *message);
 
 /**
  * Which page: PostgreSQL's RelFileNode, fork number (0 main, 1 free-space
@@ -178,6 +194,14 @@ typedef struct walredo_record {
   const uint8_t *data;
   size_t len;
 } walredo_record;
+
+/**
+ * Receives one log line: its level (`WALREDO_LOG_ERROR` ...) and the text,
+ * valid only during the call. Called on any thread of the library or of a
+ * caller, possibly on several at once; it must not call back into the
+ * library, and a PostgreSQL extension must not `ereport` from it.
+ */
+typedef void (*walredo_log_callback)(void *userdata, int level, const char *message);
 
 /**
  * Called once per submitted request with its outcome: `status` is
@@ -269,6 +293,16 @@ typedef struct walredo_stats {
    * Requests sent to a process starting from their newest full-page image.
    */
   uint64_t image_starts;
+  /**
+   * Requests dropped or stopped because their call was cancelled
+   * (walredo_call_cancel) before they had their answer.
+   */
+  uint64_t cancellations;
+  /**
+   * Processes killed because the request they worked on was cancelled
+   * (not counted in process_deaths: nobody's request failed).
+   */
+  uint64_t cancel_kills;
 } walredo_stats;
 
 #ifdef __cplusplus
@@ -293,6 +327,59 @@ const char *walredo_last_error(void);
  * The library's version, e.g. "walredo 0.1.0". Static: never free it.
  */
 const char *walredo_version(void);
+
+/**
+ * Start a request exactly like `walredo_redo` (same arguments, same
+ * validation, fast path, retry), without waiting for it. Inputs are copied
+ * before this returns. A full queue is `WALREDO_BUSY`; a pool that is shut
+ * down, `WALREDO_SHUTDOWN` (a call started before the shutdown ends with
+ * `WALREDO_SHUTDOWN` or its page). On `WALREDO_OK` `*out` is a call that
+ * must be finished or cancelled; otherwise `*out` is NULL (when `out` is
+ * not NULL).
+ *
+ * The call has no callback: no host code ever runs on a library thread
+ * for it. Its descriptor (`walredo_call_fd`) is the only signal. Thread-safe
+ * (the pool may be used by other threads meanwhile).
+ */
+int walredo_call_start(struct walredo_pool *pool,
+                       const struct walredo_page_tag *tag,
+                       const uint8_t *base_page,
+                       const struct walredo_record *records,
+                       size_t n_records,
+                       struct walredo_call **out);
+
+/**
+ * A descriptor that becomes readable (POLLIN) once the call has its
+ * outcome, and stays readable (never read it: it belongs to the call), for
+ * poll/epoll/WaitLatchOrSocket. Owned by the call, valid until
+ * `walredo_call_finish` succeeds or `walredo_call_cancel`; close-on-exec.
+ * Returns -1 (and sets the last error) when `call` is NULL.
+ */
+int walredo_call_fd(const struct walredo_call *call);
+
+/**
+ * Not done yet: `WALREDO_IN_PROGRESS`, nothing written, the call stays.
+ * Done: writes the page to `out_page` (`WALREDO_PAGE_SIZE` bytes) on
+ * success, frees the call, and returns the request's status (`WALREDO_OK`
+ * or its error, with `walredo_last_error()` saying why). Never blocks.
+ * A NULL `call` or `out_page` is `WALREDO_INVALID_ARGUMENT` (the call, if
+ * any, stays).
+ */
+int walredo_call_finish(struct walredo_call *call, uint8_t *out_page);
+
+/**
+ * Abandon a call (NULL allowed) and free it at once; its descriptor is no
+ * longer valid. Its request is stopped: still queued, it is never sent; if
+ * a process is working on it, that process is killed (through its pidfd)
+ * and replaced, the request is not retried, nobody else's request is
+ * charged for it (requests pipelined with it are re-sent), and the pool
+ * stays usable right away: a stuck process does not make the next request
+ * wait for its deadline. After the call is done, cancel only frees it.
+ * Never blocks for long (a lock the pool holds for microseconds, and a
+ * signal). Without pidfds (Linux before 5.3) a running request is not
+ * stopped: its outcome is dropped when it ends.
+ */
+void walredo_call_cancel(struct walredo_call *call);
 
 /**
  * Create a configuration with every key at its default. Free it with

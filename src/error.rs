@@ -23,6 +23,8 @@ pub enum Error {
     Shutdown,
     /// The request queue is full (only `submit` says so; `redo` waits).
     Busy,
+    /// The caller stopped the work (a cancelled call, an interrupted scan).
+    Cancelled,
     /// A bug in this library (for example a caught panic).
     Internal(String),
 }
@@ -51,6 +53,7 @@ impl fmt::Display for Error {
             Error::SpawnFailed(m) => write!(f, "cannot start a wal-redo process: {m}"),
             Error::Shutdown => write!(f, "the wal-redo pool is shut down"),
             Error::Busy => write!(f, "the wal-redo request queue is full; try again later"),
+            Error::Cancelled => write!(f, "cancelled by the caller"),
             Error::Internal(m) => write!(f, "internal error: {m}"),
         }
     }

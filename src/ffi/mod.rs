@@ -23,10 +23,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use crate::error::Error;
 use crate::PAGE_SIZE;
 
+mod call;
 mod config;
 mod log;
 mod pool;
 
+pub use call::*;
 pub use config::*;
 pub use log::*;
 pub use pool::*;
@@ -67,6 +69,13 @@ pub const WALREDO_INTERNAL: c_int = 7;
 pub const WALREDO_BUSY: c_int = 8;
 /// A caller's buffer is too small; the size needed was reported.
 pub const WALREDO_BUFFER_TOO_SMALL: c_int = 9;
+/// walredo_call_finish: no outcome yet; the call stays.
+pub const WALREDO_IN_PROGRESS: c_int = 10;
+/// An interrupt callback asked to stop a long scan.
+pub const WALREDO_CANCELLED: c_int = 11;
+/// The readable WAL cannot answer (no starting point for the page, or an LSN
+/// outside the readable WAL).
+pub const WALREDO_NOT_FOUND: c_int = 12;
 
 /// Which page: PostgreSQL's RelFileNode, fork number (0 main, 1 free-space
 /// map, 2 visibility map, 3 init) and block number.
@@ -111,6 +120,7 @@ pub(crate) fn status_of(e: &Error) -> c_int {
         Error::Shutdown => WALREDO_SHUTDOWN,
         Error::Internal(_) => WALREDO_INTERNAL,
         Error::Busy => WALREDO_BUSY,
+        Error::Cancelled => WALREDO_CANCELLED,
     }
 }
 
@@ -174,6 +184,9 @@ pub extern "C" fn walredo_status_name(status: c_int) -> *const c_char {
         WALREDO_INTERNAL => c"WALREDO_INTERNAL",
         WALREDO_BUSY => c"WALREDO_BUSY",
         WALREDO_BUFFER_TOO_SMALL => c"WALREDO_BUFFER_TOO_SMALL",
+        WALREDO_IN_PROGRESS => c"WALREDO_IN_PROGRESS",
+        WALREDO_CANCELLED => c"WALREDO_CANCELLED",
+        WALREDO_NOT_FOUND => c"WALREDO_NOT_FOUND",
         _ => c"WALREDO_UNKNOWN_STATUS",
     };
     name.as_ptr()

@@ -106,7 +106,7 @@ pub unsafe extern "C" fn walredo_pool_free(pool: *mut walredo_pool) {
 ///
 /// # Safety
 /// The pointer contract of `walredo_redo`.
-unsafe fn request_args<'a>(
+pub(super) unsafe fn request_args<'a>(
     tag: *const walredo_page_tag,
     base_page: *const u8,
     records: *const walredo_record,
@@ -173,7 +173,7 @@ unsafe fn request_args<'a>(
 ///
 /// # Safety
 /// `pool` is NULL or a live pool from `walredo_pool_new`.
-unsafe fn pool_arg(pool: *const walredo_pool) -> Result<(Arc<Pool>, bool), Error> {
+pub(super) unsafe fn pool_arg(pool: *const walredo_pool) -> Result<(Arc<Pool>, bool), Error> {
     // SAFETY: NULL or a live pool (the caller's contract).
     let handle = unsafe { pool.as_ref() }.ok_or_else(|| invalid("pool is NULL"))?;
     Ok((handle.pool.clone(), handle.debug_panic))
@@ -367,6 +367,12 @@ pub struct walredo_stats {
     pub fast_path_pages: u64,
     /// Requests sent to a process starting from their newest full-page image.
     pub image_starts: u64,
+    /// Requests dropped or stopped because their call was cancelled
+    /// (walredo_call_cancel) before they had their answer.
+    pub cancellations: u64,
+    /// Processes killed because the request they worked on was cancelled
+    /// (not counted in process_deaths: nobody's request failed).
+    pub cancel_kills: u64,
 }
 
 impl From<&HistogramSnapshot> for walredo_histogram {
@@ -411,6 +417,8 @@ pub unsafe extern "C" fn walredo_pool_stats(
             bytes_per_request: (&s.bytes_per_request).into(),
             fast_path_pages: s.fast_path_pages,
             image_starts: s.image_starts,
+            cancellations: s.cancellations,
+            cancel_kills: s.cancel_kills,
         };
         // SAFETY: out is non-NULL and points to writable walredo_stats.
         unsafe { out.write(stats) };

@@ -11,6 +11,10 @@
 //!   exactly once, with no lock of ours held.
 //! - Workers take a request and whatever else is queued (up to a batch),
 //!   write them all to one process, and read the pages back in order.
+//! - `start` never blocks either: the request is queued like a submit's
+//!   (`Busy` when full), and its outcome goes to a [`Call`] the caller polls
+//!   through a descriptor (see [`call`]); a fast-path page completes it at
+//!   once. Cancelling (dropping) the call stops its request wherever it is.
 //! - Closing (on drop, or `shutdown`) refuses new requests, answers queued
 //!   ones with `Shutdown`, joins the workers, waits for requests in flight on
 //!   callers' threads, and kills and reaps every process.
@@ -28,6 +32,7 @@
 //! - Every `shutdown` returns only once the pool is closed: a second one
 //!   waits for the first.
 
+pub mod call;
 pub(crate) mod slots;
 pub mod stats;
 
@@ -43,9 +48,12 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+pub use crate::pool::call::Call;
+use crate::pool::call::CallState;
 use crate::pool::slots::{Job, Slots};
 use crate::pool::stats::{bump, StatsSnapshot};
 use crate::process::protocol::{self, RecordRef};
+use crate::process::threads::spawn_blocking_signals;
 use crate::redo::{image_page, validate_request, Page};
 use crate::tag::PageTag;
 
@@ -58,6 +66,13 @@ pub type Callback = Box<dyn FnOnce(Result<&Page, &Error>) + Send>;
 enum Completion {
     Wait(Sender<Result<Box<Page>>>),
     Callback(Callback),
+    Call(Arc<CallState>),
+}
+
+impl Completion {
+    fn cancelled(&self) -> bool {
+        matches!(self, Completion::Call(c) if c.cancel.is_cancelled())
+    }
 }
 
 struct Queued {
@@ -131,13 +146,11 @@ impl Pool {
         let mut workers = Vec::new();
         for i in 0..config.processes {
             let (shared, rx, stop_rx) = (shared.clone(), rx.clone(), stop_rx.clone());
-            let worker = std::thread::Builder::new()
-                .name(format!("walredo-worker-{i}"))
-                .spawn(move || {
-                    ON_WORKER.with(|w| w.set(true));
-                    worker(&shared, &rx, &stop_rx)
-                })
-                .map_err(|e| Error::Internal(format!("cannot start a worker thread: {e}")))?;
+            let worker = spawn_blocking_signals(format!("walredo-worker-{i}"), move || {
+                ON_WORKER.with(|w| w.set(true));
+                worker(&shared, &rx, &stop_rx)
+            })
+            .map_err(|e| Error::Internal(format!("cannot start a worker thread: {e}")))?;
             workers.push(worker);
         }
         Ok(Pool {
@@ -244,6 +257,44 @@ impl Pool {
             false,
         )
         .inspect_err(|_| bump(&self.shared.slots.stats.failures))
+    }
+
+    /// Start a request without waiting for it: checked, then queued like a
+    /// submitted one (`Busy` when the queue is full), or answered at once
+    /// from a full-page image. The returned [`Call`] gets the outcome;
+    /// dropping it cancels the request. Inputs are copied.
+    pub fn start(
+        &self,
+        tag: &PageTag,
+        base: Option<&Page>,
+        records: &[RecordRef<'_>],
+    ) -> Result<Call> {
+        let started = Instant::now();
+        let call = Call::new()?;
+        let mut wire = Vec::new();
+        match self.admit(tag, base, records)? {
+            Plan::Done(page) => {
+                account(&self.shared.slots, started, Ok(&page));
+                call.state().complete(Ok(page));
+                return Ok(call);
+            }
+            Plan::Send { image, from } => {
+                let base = image.as_deref().or(base);
+                protocol::write_request(&mut wire, tag, base, &records[from..]);
+            }
+        }
+        self.enqueue(
+            Queued {
+                tag: *tag,
+                wire,
+                ready: None,
+                started,
+                completion: Completion::Call(call.state().clone()),
+            },
+            false,
+        )
+        .inspect_err(|_| bump(&self.shared.slots.stats.failures))?;
+        Ok(call)
     }
 
     /// Count a request, check it before it goes anywhere, and take the
@@ -423,12 +474,19 @@ fn worker(shared: &Shared, rx: &Receiver<Queued>, stop: &Receiver<()>) {
             .queue_depth
             .fetch_sub(batch.len() as u64, Ordering::Relaxed);
 
-        // Requests answered from an image need no process.
-        let (ready, batch): (Vec<Queued>, Vec<Queued>) =
-            batch.into_iter().partition(|q| q.ready.is_some());
+        // Requests answered from an image need no process, cancelled ones
+        // nothing at all.
+        let (ready, batch): (Vec<Queued>, Vec<Queued>) = batch
+            .into_iter()
+            .partition(|q| q.ready.is_some() || q.completion.cancelled());
         for mut item in ready {
-            let page = item.ready.take().expect("partitioned on it");
-            complete(slots, item, Ok(page));
+            match item.ready.take() {
+                Some(page) => complete(slots, item, Ok(page)),
+                None => {
+                    bump(&slots.stats.cancellations);
+                    complete(slots, item, Err(Error::Cancelled));
+                }
+            }
         }
         if batch.is_empty() {
             continue;
@@ -436,7 +494,16 @@ fn worker(shared: &Shared, rx: &Receiver<Queued>, stop: &Receiver<()>) {
         let outcomes: Vec<Result<Box<Page>>> = match slots.take() {
             Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
             Ok(mut slot) => {
-                let mut jobs: Vec<Job> = batch.iter().map(|q| Job::new(q.tag, &q.wire)).collect();
+                let mut jobs: Vec<Job> = batch
+                    .iter()
+                    .map(|q| Job {
+                        cancel: match &q.completion {
+                            Completion::Call(c) => Some(&c.cancel),
+                            _ => None,
+                        },
+                        ..Job::new(q.tag, &q.wire)
+                    })
+                    .collect();
                 slot.execute(&mut jobs);
                 // The slot goes back before any callback runs.
                 drop(slot);
@@ -456,6 +523,8 @@ fn worker(shared: &Shared, rx: &Receiver<Queued>, stop: &Receiver<()>) {
 fn account(slots: &Slots, started: Instant, outcome: Result<&Page, &Error>) {
     match outcome {
         Ok(_) => slots.stats.redo_time_us.observe_duration(started.elapsed()),
+        // Counted as cancellations where they are dropped.
+        Err(Error::Cancelled) => {}
         Err(_) => bump(&slots.stats.failures),
     }
 }
@@ -473,5 +542,6 @@ fn complete(slots: &Slots, item: Queued, outcome: Result<Box<Page>>) {
                 log::error!("a walredo callback panicked; the worker carries on");
             }
         }
+        Completion::Call(call) => call.complete(outcome),
     }
 }

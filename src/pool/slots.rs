@@ -28,6 +28,12 @@
 //!   memory), not the request's. A second failure is the request's and is
 //!   returned with PostgreSQL's message. Requests pipelined behind it are
 //!   re-sent without being charged an attempt: they are never lost.
+//! - A call's request that is cancelled is never sent again (dropped
+//!   before any send or spawn, never retried). One cancelled while a
+//!   process works on it has that process killed (`crate::pool::call`);
+//!   that failure charges nobody: the other requests of the batch, before
+//!   or behind it, are re-sent as after any failure, and the slot starts a
+//!   fresh process.
 //! - A process idle for `idle_timeout` is retired (killed and reaped).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +44,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::pool::call::CancelToken;
 use crate::pool::stats::{bump, Stats};
 use crate::process::launch::Launcher;
 use crate::process::{Failure, Interrupted, Process, Spawner};
@@ -54,6 +61,8 @@ pub(crate) struct Job<'a> {
     pub wire: &'a [u8],
     pub attempts: u8,
     pub outcome: Option<Result<Box<Page>>>,
+    /// A call's request can be cancelled (see `crate::pool::call`).
+    pub cancel: Option<&'a CancelToken>,
 }
 
 impl<'a> Job<'a> {
@@ -63,7 +72,12 @@ impl<'a> Job<'a> {
             wire,
             attempts: 0,
             outcome: None,
+            cancel: None,
         }
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancel.is_some_and(CancelToken::is_cancelled)
     }
 }
 
@@ -77,6 +91,8 @@ pub(crate) struct Slot {
     pages: Vec<u8>,
     /// Encoding buffer for requests driven by the caller's own thread.
     request: Vec<u8>,
+    /// Indexes of the jobs of a batch still to send.
+    pending: Vec<usize>,
 }
 
 struct Backoff {
@@ -287,17 +303,20 @@ impl Slots {
         result
     }
 
-    /// Charge a failed attempt to `job`: its second one is final. Returns
-    /// whether the job is finished (with `err`).
-    fn failed_attempt(&self, job: &mut Job<'_>, err: Error) -> bool {
+    /// Charge a failed attempt to `job`: its second one is final (then it
+    /// gets `err`); a cancelled job is not retried either.
+    fn failed_attempt(&self, job: &mut Job<'_>, err: Error) {
         job.attempts += 1;
+        if job.is_cancelled() {
+            job.outcome = Some(Err(Error::Cancelled));
+            return;
+        }
         if job.attempts >= 2 {
             job.outcome = Some(Err(err));
-            return true;
+            return;
         }
         bump(&self.stats.retries);
         log::warn!("retrying {} on a fresh process after: {err}", job.tag);
-        false
     }
 
     fn back_off(b: &mut Backoff) {
@@ -341,20 +360,35 @@ impl SlotGuard<'_> {
     }
 
     /// Run `jobs` on this slot's process, pipelined, with the retry rules of
-    /// the module notes; every job gets an outcome.
+    /// the module notes; every job gets an outcome. A cancelled job is never
+    /// sent again, and a process killed for a cancel charges nobody.
     pub fn execute(&mut self, jobs: &mut [Job<'_>]) {
         let slots = self.slots;
         let slot = self.slot.as_mut().expect("slot present until drop");
-        let mut next = 0;
-        while next < jobs.len() {
-            let pending = &mut jobs[next..];
+        let mut pending = std::mem::take(&mut slot.pending);
+        loop {
+            // What is left to send: not answered, not cancelled.
+            pending.clear();
+            for (i, job) in jobs.iter_mut().enumerate() {
+                if job.outcome.is_some() {
+                    continue;
+                }
+                if job.is_cancelled() {
+                    job.outcome = Some(Err(Error::Cancelled));
+                    continue;
+                }
+                pending.push(i);
+            }
+            let Some(&first) = pending.first() else {
+                break;
+            };
             if slot.process.is_none() {
                 // No start, and so no retry, once closing: see the module notes.
                 if slots.is_closed() {
-                    for job in pending.iter_mut() {
-                        job.outcome = Some(Err(Error::Shutdown));
+                    for &i in &pending {
+                        jobs[i].outcome = Some(Err(Error::Shutdown));
                     }
-                    return;
+                    break;
                 }
                 match slots.spawn() {
                     Ok(p) => slot.process = Some(p),
@@ -362,36 +396,57 @@ impl SlotGuard<'_> {
                     // failed, as if the process had hung on the job itself.
                     Err(e @ Error::Timeout { .. }) => {
                         bump(&slots.stats.timeouts);
-                        if slots.failed_attempt(&mut pending[0], e) {
-                            next += 1;
-                        }
+                        slots.failed_attempt(&mut jobs[first], e);
                         continue;
                     }
                     Err(e) => {
-                        for job in pending.iter_mut() {
-                            job.outcome = Some(Err(e.clone()));
+                        for &i in &pending {
+                            jobs[i].outcome = Some(Err(e.clone()));
                         }
-                        return;
+                        break;
                     }
                 }
             }
             let process = slot.process.as_mut().expect("just started");
+            // From here a cancel kills this process; one that came since the
+            // check above keeps its job out of the batch.
+            let killer = process.killer().clone();
+            let mut k = 0;
+            while k < pending.len() {
+                let job = &mut jobs[pending[k]];
+                if job.cancel.is_some_and(|t| !t.enter(&killer)) {
+                    job.outcome = Some(Err(Error::Cancelled));
+                    pending.remove(k);
+                } else {
+                    k += 1;
+                }
+            }
+            if pending.is_empty() {
+                continue;
+            }
             if slots.follow_cpu {
                 process.follow_cpu();
             }
             // One write per batch; a single request is sent from where it is.
-            let request = if let [job] = pending {
-                job.wire
+            let request = if let [i] = pending[..] {
+                jobs[i].wire
             } else {
                 slot.batch.clear();
-                for job in pending.iter() {
-                    slot.batch.extend_from_slice(job.wire);
+                for &i in &pending {
+                    slot.batch.extend_from_slice(jobs[i].wire);
                 }
                 &slot.batch[..]
             };
             slot.pages.resize(pending.len() * PAGE_SIZE, 0);
             let mut result = process.transact(request, &mut slot.pages, slots.timeout);
             slot.last_used = Some(Instant::now());
+            for &i in &pending {
+                if let Some(t) = jobs[i].cancel {
+                    t.leave();
+                }
+            }
+            // After every leave: a cancel that killed did so before it.
+            let killed_for_cancel = killer.fired();
             let mut done = match &result {
                 Ok(()) => pending.len(),
                 Err(i) => i.pages_done.min(pending.len()),
@@ -406,14 +461,22 @@ impl SlotGuard<'_> {
                     pages_done: bad,
                 });
             }
-            for (i, job) in pending[..done].iter_mut().enumerate() {
+            for (k, &i) in pending[..done].iter().enumerate() {
                 // Copied without zeroing first (Box::new([0; _]) would).
-                let page: Box<Page> = slot.pages[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]
+                let page: Box<Page> = slot.pages[k * PAGE_SIZE..(k + 1) * PAGE_SIZE]
                     .to_vec()
                     .into_boxed_slice()
                     .try_into()
                     .expect("a page-sized slice");
-                job.outcome = Some(Ok(page));
+                jobs[i].outcome = Some(Ok(page));
+            }
+            if killed_for_cancel {
+                // Whatever the process did, its failure (or its next one) is
+                // the cancel's: replaced, nobody charged, the rest re-sent.
+                slot.process = None;
+                bump(&slots.stats.cancel_kills);
+                slots.forget_processes(1);
+                continue;
             }
             let Err(Interrupted { failure, .. }) = result else {
                 if process.is_retired() {
@@ -423,7 +486,7 @@ impl SlotGuard<'_> {
                     bump(&slots.stats.process_deaths);
                     slots.forget_processes(1);
                 }
-                return;
+                break;
             };
             let mut dead = slot.process.take().expect("process in use");
             bump(&slots.stats.process_deaths);
@@ -434,14 +497,23 @@ impl SlotGuard<'_> {
             let err = failure_error(failure, &mut dead, slots.timeout);
             // Killed and reaped here; its scratch directory goes with it.
             drop(dead);
-            next += done;
-            if next == jobs.len() {
-                return;
-            }
-            if slots.failed_attempt(&mut jobs[next], err) {
-                next += 1;
+            // The job the process failed on is charged; those behind it are
+            // re-sent as they are.
+            if let Some(&failed) = pending.get(done) {
+                slots.failed_attempt(&mut jobs[failed], err);
             }
         }
+        let cancelled = jobs
+            .iter()
+            .filter(|j| matches!(j.outcome, Some(Err(Error::Cancelled))))
+            .count();
+        if cancelled > 0 {
+            slots
+                .stats
+                .cancellations
+                .fetch_add(cancelled as u64, Ordering::Relaxed);
+        }
+        slot.pending = pending;
     }
 }
 

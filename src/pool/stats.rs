@@ -105,6 +105,10 @@ pub struct Stats {
     pub busy_rejections: AtomicU64,
     pub fast_path_pages: AtomicU64,
     pub image_starts: AtomicU64,
+    /// Requests dropped or stopped because their call was cancelled.
+    pub cancellations: AtomicU64,
+    /// Processes killed because the request they worked on was cancelled.
+    pub cancel_kills: AtomicU64,
     pub redo_time_us: Histogram,
     pub spawn_time_us: Histogram,
     pub records_per_request: Histogram,
@@ -127,6 +131,8 @@ impl Default for Stats {
             busy_rejections: AtomicU64::new(0),
             fast_path_pages: AtomicU64::new(0),
             image_starts: AtomicU64::new(0),
+            cancellations: AtomicU64::new(0),
+            cancel_kills: AtomicU64::new(0),
             redo_time_us: Histogram::new(TIME_BOUNDS_US),
             spawn_time_us: Histogram::new(TIME_BOUNDS_US),
             records_per_request: Histogram::new(RECORD_BOUNDS),
@@ -151,6 +157,8 @@ pub struct StatsSnapshot {
     pub busy_rejections: u64,
     pub fast_path_pages: u64,
     pub image_starts: u64,
+    pub cancellations: u64,
+    pub cancel_kills: u64,
     pub redo_time_us: HistogramSnapshot,
     pub spawn_time_us: HistogramSnapshot,
     pub records_per_request: HistogramSnapshot,
@@ -179,6 +187,8 @@ impl Stats {
             busy_rejections: get(&self.busy_rejections),
             fast_path_pages: get(&self.fast_path_pages),
             image_starts: get(&self.image_starts),
+            cancellations: get(&self.cancellations),
+            cancel_kills: get(&self.cancel_kills),
             redo_time_us: self.redo_time_us.snapshot(),
             spawn_time_us: self.spawn_time_us.snapshot(),
             records_per_request: self.records_per_request.snapshot(),
@@ -232,6 +242,16 @@ impl StatsSnapshot {
                 "walredo_busy_rejections_total",
                 "Submissions refused because the queue was full.",
                 self.busy_rejections,
+            ),
+            (
+                "walredo_cancellations_total",
+                "Requests dropped or stopped because their call was cancelled.",
+                self.cancellations,
+            ),
+            (
+                "walredo_cancel_kills_total",
+                "Processes killed because the request they worked on was cancelled.",
+                self.cancel_kills,
             ),
         ];
         for (name, help, v) in counters {

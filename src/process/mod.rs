@@ -24,6 +24,9 @@
 //!   exits, not the process: a pool therefore starts its children from its own
 //!   [`Spawner`] thread, which lives exactly as long as the pool, never from a
 //!   caller's thread that may exit any time.
+//! - Another thread may end a process's work at any time through its
+//!   [`Killer`] (a cancelled request): a kill through the pidfd, and a
+//!   wake-up of the `poll` loop for where there is no pidfd.
 //! - Dropping a `Process` kills it (SIGKILL to its group) and reaps it,
 //!   blocking until it is gone, so no zombie is ever left behind; if the host
 //!   reaped it first (ECHILD) there is nothing to wait for. Its scratch
@@ -31,6 +34,7 @@
 
 pub mod launch;
 pub mod protocol;
+pub(crate) mod threads;
 pub(crate) mod watchdog;
 
 use std::collections::VecDeque;
@@ -42,6 +46,7 @@ use std::path::PathBuf;
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -74,6 +79,8 @@ pub enum Failure {
     /// It answered with something that cannot be a page: the stream can no
     /// longer be trusted.
     Garbage,
+    /// The wait was ended by [`Killer::kill`] (a cancelled request).
+    Stopped,
     Io(io::Error),
 }
 
@@ -84,6 +91,7 @@ impl std::fmt::Display for Failure {
             Failure::BrokenPipe => write!(f, "the process closed its stdin (broken pipe)"),
             Failure::Timeout => write!(f, "no answer by the deadline"),
             Failure::Garbage => write!(f, "the process answered with something that is not a page"),
+            Failure::Stopped => write!(f, "stopped for a cancelled request"),
             Failure::Io(e) => write!(f, "I/O error talking to the process: {e}"),
         }
     }
@@ -121,8 +129,9 @@ pub struct Process {
     pinned_cpu: Option<usize>,
     /// The child as a pidfd, opened right after it started: a pid may be
     /// someone else's once the child is reaped (by the kernel at once when
-    /// the host ignores SIGCHLD); a pidfd cannot. `None` before Linux 5.3.
-    pidfd: Option<OwnedFd>,
+    /// the host ignores SIGCHLD); a pidfd cannot. Shared with whoever may
+    /// have to kill the process on demand (a cancelled call).
+    killer: Arc<Killer>,
     /// Enforces deadlines of blocking waits; `None`: waits use `poll`.
     /// Dropped before the child is reaped (see `crate::process::watchdog`).
     watch: Option<Watch>,
@@ -209,7 +218,11 @@ impl Process {
             exited: false,
             exit_status: None,
             pinned_cpu: None,
-            pidfd: open_pidfd(pid),
+            killer: Arc::new(Killer {
+                pidfd: open_pidfd(pid),
+                wake: new_eventfd(),
+                fired: AtomicBool::new(false),
+            }),
             watch: if launcher.blocking_wait() {
                 Watch::new(pid)
             } else {
@@ -244,6 +257,11 @@ impl Process {
         self.pid
     }
 
+    /// What kills this process from another thread (see [`Killer`]).
+    pub(crate) fn killer(&self) -> &Arc<Killer> {
+        &self.killer
+    }
+
     /// Whether the process must be replaced although its last `transact`
     /// succeeded: the watchdog's kill for a deadline that passed just as the
     /// answer came in is already on its way. Nobody's request is to blame.
@@ -272,7 +290,7 @@ impl Process {
         if self.pinned_cpu == Some(cpu) || cpu >= libc::CPU_SETSIZE as usize {
             return;
         }
-        let Some(pidfd) = &self.pidfd else {
+        let Some(pidfd) = &self.killer.pidfd else {
             return;
         };
         // SAFETY: signal 0 on a pidfd we own only checks that the process
@@ -391,6 +409,11 @@ impl Process {
                     true,
                     libc::POLLIN,
                 ),
+                poll_fd(
+                    self.killer.wake.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                    true,
+                    libc::POLLIN,
+                ),
             ];
             // SAFETY: fds is a valid array of pollfd for its length.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
@@ -400,6 +423,9 @@ impl Process {
                     continue;
                 }
                 return Err(interrupted(Failure::Io(e), read));
+            }
+            if fds[3].revents != 0 {
+                return Err(interrupted(Failure::Stopped, read));
             }
             if fds[2].revents != 0 {
                 self.read_stderr();
@@ -654,6 +680,64 @@ impl Process {
     }
 }
 
+/// Ends the work of one process on demand, from any thread: a cancelled
+/// call's request must not keep a slot busy until its deadline.
+///
+/// The process is killed through its pidfd, never its pid (see `watchdog`):
+/// the descriptor stays open as long as a `Killer` does, and a signal to a
+/// process that is gone, even reaped, is refused (ESRCH) instead of reaching
+/// whoever has its pid now. Its driver then sees EOF at once, in a blocking
+/// read too. Without a pidfd (Linux before 5.3, valgrind) there is no
+/// blocking read either (no watchdog): the driver's `poll` loop also
+/// watches `wake`, and ends the wait itself; the driver then kills its
+/// process as after any failure.
+pub(crate) struct Killer {
+    pidfd: Option<OwnedFd>,
+    /// An eventfd written by `kill`; `None` if none could be made.
+    wake: Option<OwnedFd>,
+    fired: AtomicBool,
+}
+
+impl Killer {
+    /// Kill the process, or at least end its driver's wait. Returns false
+    /// when neither is possible (no pidfd, no eventfd).
+    pub fn kill(&self) -> bool {
+        self.fired.store(true, Ordering::SeqCst);
+        if let Some(wake) = &self.wake {
+            let one: u64 = 1;
+            // SAFETY: 8 bytes from a live u64 to an eventfd we own.
+            unsafe { libc::write(wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+        if let Some(pidfd) = &self.pidfd {
+            // SAFETY: a pidfd we own, open for as long as self; no siginfo.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+        }
+        self.pidfd.is_some() || self.wake.is_some()
+    }
+
+    /// Whether `kill` was called: the process must not serve again, and its
+    /// failure, if any, is the cancel's.
+    pub fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+}
+
+/// A close-on-exec, non-blocking eventfd; `None` if none can be made.
+fn new_eventfd() -> Option<OwnedFd> {
+    // SAFETY: eventfd has no memory-safety preconditions.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    // SAFETY: a new descriptor nobody else owns.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// A pidfd for our child `pid`, opened right after it started (while it
 /// cannot have been reaped by us; a host ignoring SIGCHLD leaves the window
 /// of a child that dies, and whose pid is reused, before this call).
@@ -684,7 +768,7 @@ fn host_fd_bound() -> libc::c_int {
     current.rlim_cur.min(libc::c_int::MAX as libc::rlim_t) as libc::c_int
 }
 
-/// What a new child does between fork and exec: die with `parent`, no
+/// What a new child does between fork and exec: no signal blocked, die with `parent`, no
 /// descriptor of the host's beyond its three pipes, resource limits. Call it
 /// only in a forked child: it uses only async-signal-safe functions and
 /// allocates nothing. `try_close_range` is false only in a test, to take the
@@ -696,9 +780,19 @@ fn harden_child(
     fd_bound: libc::c_int,
     try_close_range: bool,
 ) -> io::Result<()> {
-    // SAFETY: prctl, getppid, getrlimit, setrlimit, syscall, fcntl and _exit
-    // are async-signal-safe and get valid arguments.
+    // SAFETY: sigemptyset, pthread_sigmask, prctl, getppid, getrlimit,
+    // setrlimit, syscall, fcntl and _exit are async-signal-safe and get valid
+    // arguments.
     unsafe {
+        // The forking thread blocks every signal (`threads`); a program
+        // expects to start with none blocked, as from a shell. std clears
+        // the mask too, but the child must not depend on that.
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        let rc = libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -815,16 +909,14 @@ pub struct Spawner {
 impl Spawner {
     pub fn new(launcher: Arc<Launcher>) -> Result<Spawner> {
         let (jobs, rx) = bounded::<Sender<Result<Process>>>(0);
-        let thread = std::thread::Builder::new()
-            .name("walredo-spawner".into())
-            .spawn(move || {
-                for reply in rx {
-                    // The requester may have given up; then the process is
-                    // dropped here, which kills and reaps it.
-                    let _ = reply.send(Process::spawn(&launcher));
-                }
-            })
-            .map_err(|e| Error::SpawnFailed(format!("cannot start the spawner thread: {e}")))?;
+        let thread = threads::spawn_blocking_signals("walredo-spawner".into(), move || {
+            for reply in rx {
+                // The requester may have given up; then the process is
+                // dropped here, which kills and reaps it.
+                let _ = reply.send(Process::spawn(&launcher));
+            }
+        })
+        .map_err(|e| Error::SpawnFailed(format!("cannot start the spawner thread: {e}")))?;
         Ok(Spawner {
             jobs: Some(jobs),
             thread: Some(thread),

@@ -80,9 +80,7 @@ fn watchdog() -> Option<&'static Watchdog> {
             wake: Condvar::new(),
             next_wake: AtomicU64::new(SCANNING),
         }));
-        std::thread::Builder::new()
-            .name("walredo-watchdog".into())
-            .spawn(move || dog.run())
+        super::threads::spawn_blocking_signals("walredo-watchdog".into(), move || dog.run())
             .map_err(|e| log::warn!("cannot start the watchdog thread ({e}); waits use poll"))
             .ok()
             .map(|_| dog)
