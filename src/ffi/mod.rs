@@ -27,11 +27,13 @@ mod call;
 mod config;
 mod log;
 mod pool;
+mod wal;
 
 pub use call::*;
 pub use config::*;
 pub use log::*;
 pub use pool::*;
+pub use wal::*;
 
 /// The file cbindgen reads to make include/walredo.h (it follows the `mod`
 /// declarations from there).
@@ -74,7 +76,7 @@ pub const WALREDO_IN_PROGRESS: c_int = 10;
 /// An interrupt callback asked to stop a long scan.
 pub const WALREDO_CANCELLED: c_int = 11;
 /// The readable WAL cannot answer (no starting point for the page, or an LSN
-/// outside the readable WAL).
+/// outside the readable WAL); the message says what would reach further.
 pub const WALREDO_NOT_FOUND: c_int = 12;
 
 /// Which page: PostgreSQL's RelFileNode, fork number (0 main, 1 free-space

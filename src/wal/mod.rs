@@ -1,4 +1,4 @@
-//! Reading PostgreSQL 15 WAL segment files.
+//! Reading PostgreSQL 15 WAL segment files, in one directory or several.
 //!
 //! [`WalReader`] walks the segments of one timeline in a directory (normally a
 //! cluster's `pg_wal`) and yields every record as its raw bytes: the complete
@@ -18,13 +18,16 @@ pub mod crc32c;
 pub mod image;
 pub mod plan;
 pub mod record;
+pub mod source;
 
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::wal::crc32c::{crc32c_finish, crc32c_update, CRC32C_INIT};
 
@@ -132,8 +135,11 @@ impl WalRecord {
 pub enum WalError {
     /// The WAL directory could not be listed.
     ReadDir { dir: PathBuf, source: io::Error },
-    /// The directory holds no WAL segment files.
-    NoSegments { dir: PathBuf },
+    /// The directories hold no WAL segment files (of the timeline asked for).
+    NoSegments {
+        dirs: Vec<PathBuf>,
+        timeline: Option<u32>,
+    },
     /// A segment file's size is not the segment size (or not a valid one).
     WrongSegmentSize {
         file: PathBuf,
@@ -146,7 +152,10 @@ pub enum WalError {
         next_present: String,
     },
     /// No present segment holds the requested start LSN.
-    StartNotFound { lsn: u64, dir: PathBuf },
+    StartNotFound { lsn: u64, dirs: Vec<PathBuf> },
+    /// A segment listed a moment ago is in none of the directories any more:
+    /// the server removed or recycled it while it was being read.
+    Removed { segment: String, dirs: Vec<PathBuf> },
     /// The requested start LSN cannot be a record start.
     InvalidStart { lsn: u64, reason: String },
     /// Reading a segment file failed.
@@ -170,10 +179,21 @@ impl fmt::Display for WalError {
                 "cannot read WAL directory {}: {source}; check that the path exists and is readable",
                 dir.display()
             ),
-            WalError::NoSegments { dir } => write!(
+            WalError::NoSegments {
+                dirs,
+                timeline: None,
+            } => write!(
                 f,
                 "no WAL segment files (24 hex digit names) in {}; point at the cluster's pg_wal directory",
-                dir.display()
+                show_dirs(dirs)
+            ),
+            WalError::NoSegments {
+                dirs,
+                timeline: Some(tli),
+            } => write!(
+                f,
+                "no WAL segment files of timeline {tli} in {}; pass timeline 0 for the highest one present",
+                show_dirs(dirs)
             ),
             WalError::WrongSegmentSize {
                 file,
@@ -200,11 +220,18 @@ impl fmt::Display for WalError {
                 f,
                 "WAL gap: segment {missing} missing (WAL continues in {next_present}); restore {missing} from the archive"
             ),
-            WalError::StartNotFound { lsn, dir } => write!(
+            WalError::StartNotFound { lsn, dirs } => write!(
                 f,
                 "start LSN {} is not in any WAL segment present in {}; restore that segment or choose a later start",
                 format_lsn(*lsn),
-                dir.display()
+                show_dirs(dirs)
+            ),
+            WalError::Removed { segment, dirs } => write!(
+                f,
+                "WAL segment {segment} was removed from {} while it was being read (the server \
+                 recycles segments it no longer needs): a larger wal_keep_size keeps them longer, \
+                 an archive directory keeps them for good",
+                show_dirs(dirs)
             ),
             WalError::InvalidStart { lsn, reason } => write!(
                 f,
@@ -241,6 +268,16 @@ impl Error for WalError {
     }
 }
 
+/// Directories for a message: `a, b and c`.
+fn show_dirs(dirs: &[PathBuf]) -> String {
+    let names: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    match names.split_last() {
+        None => "no directory".into(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
 /// Name of a segment file: timeline, then `segno / segs_per_xlogid`, then
 /// `segno % segs_per_xlogid`, each 8 uppercase hex digits.
 pub fn segment_file_name(tli: u32, segno: u64, seg_size: u64) -> String {
@@ -272,7 +309,6 @@ fn split_segment_name(name: &str) -> Option<(u32, u32, u32)> {
     Some((part(0..8)?, part(8..16)?, part(16..24)?))
 }
 
-/// Format an LSN the way PostgreSQL does (`%X/%X`), e.g. `0/16B3748`.
 /// Where the record after one ending at `end_lsn` starts: PostgreSQL's end
 /// LSN stays at a page boundary, but the next record comes after that page's
 /// header (a long one at a segment start). This is also what
@@ -287,6 +323,7 @@ pub fn next_record_start(end_lsn: u64, seg_size: u64) -> u64 {
     }
 }
 
+/// Format an LSN the way PostgreSQL does (`%X/%X`), e.g. `0/16B3748`.
 pub fn format_lsn(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
 }
@@ -320,21 +357,205 @@ enum Page {
     Missing(String),
 }
 
-/// Reader over the records of one timeline in a WAL directory.
-pub struct WalReader {
-    dir: PathBuf,
+/// Where a reader begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// The first record that starts in the lowest segment present.
+    Oldest,
+    /// The first record that starts in this segment: the tail of a record
+    /// from the previous segment is skipped, as `XLogFindNextRecord` does.
+    Segment(u64),
+    /// This LSN, which must be a record start (such as a checkpoint's redo
+    /// pointer).
+    Lsn(u64),
+}
+
+/// The segment files of one timeline, looked up in a list of directories
+/// (the server's `pg_wal`, then archives): for each segment, every directory
+/// that has a file of its name, in the order of the list. Listing reads no
+/// WAL; which file of a segment is read is decided when it is opened (the
+/// first one whose long page header is that segment's).
+#[derive(Clone, Debug)]
+pub struct Segments {
+    dirs: Vec<PathBuf>,
     tli: u32,
     seg_size: u64,
+    files: BTreeMap<u64, Vec<PathBuf>>,
+}
+
+impl Segments {
+    /// List `dirs`. The timeline is `timeline`, or the highest one present
+    /// (with `start_lsn`: the highest one having the segment that holds it);
+    /// other timelines and other files (`*.history`, `*.partial`,
+    /// `archive_status/`) are ignored. The segment size is the size of the
+    /// lowest segment file of that timeline with a valid size.
+    pub fn list(
+        dirs: &[PathBuf],
+        timeline: Option<u32>,
+        start_lsn: Option<u64>,
+    ) -> Result<Segments, WalError> {
+        // (tli, hi, lo, directory index, path)
+        let mut files: Vec<(u32, u32, u32, usize, PathBuf)> = Vec::new();
+        for (d, dir) in dirs.iter().enumerate() {
+            let entries = fs::read_dir(dir).map_err(|source| WalError::ReadDir {
+                dir: dir.clone(),
+                source,
+            })?;
+            for entry in entries {
+                let entry = entry.map_err(|source| WalError::ReadDir {
+                    dir: dir.clone(),
+                    source,
+                })?;
+                let name = entry.file_name();
+                let Some((tli, hi, lo)) = name.to_str().and_then(split_segment_name) else {
+                    continue;
+                };
+                let path = entry.path();
+                // Follow symlinks; skip anything that is not a regular file,
+                // and files removed since the listing.
+                match fs::metadata(&path) {
+                    Ok(m) if m.is_file() => files.push((tli, hi, lo, d, path)),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(source) => return Err(WalError::Io { file: path, source }),
+                }
+            }
+        }
+        let no_segments = || WalError::NoSegments {
+            dirs: dirs.to_vec(),
+            timeline,
+        };
+        files.sort();
+        let size_tli = match timeline {
+            Some(t) => t,
+            None => files.iter().map(|f| f.0).max().ok_or_else(no_segments)?,
+        };
+        // The size of the lowest file of the timeline that has a valid one (a
+        // truncated copy in one directory may have a good one in another).
+        let valid = |size: &u64| {
+            size.is_power_of_two() && (WAL_SEG_MIN_SIZE..=WAL_SEG_MAX_SIZE).contains(size)
+        };
+        let mut first_bad = None;
+        let mut seg_size = None;
+        for f in files.iter().filter(|f| f.0 == size_tli) {
+            let size = file_len(&f.4)?;
+            if valid(&size) {
+                seg_size = Some(size);
+                break;
+            }
+            first_bad.get_or_insert((f.4.clone(), size));
+        }
+        let seg_size = match (seg_size, first_bad) {
+            (Some(size), _) => size,
+            (None, Some((file, size))) => {
+                return Err(WalError::WrongSegmentSize {
+                    file,
+                    size,
+                    expected: None,
+                })
+            }
+            (None, None) => return Err(no_segments()),
+        };
+        let per = segs_per_xlogid(seg_size);
+        let segno_of = |f: &(u32, u32, u32, usize, PathBuf)| -> Option<u64> {
+            (u64::from(f.2) < per).then(|| u64::from(f.1) * per + u64::from(f.2))
+        };
+        let tli = match (timeline, start_lsn) {
+            (Some(t), _) => t,
+            (None, None) => size_tli,
+            (None, Some(lsn)) => files
+                .iter()
+                .filter(|f| segno_of(f) == Some(lsn / seg_size))
+                .map(|f| f.0)
+                .max()
+                .ok_or_else(|| WalError::StartNotFound {
+                    lsn,
+                    dirs: dirs.to_vec(),
+                })?,
+        };
+        let mut by_segno: BTreeMap<u64, Vec<PathBuf>> = BTreeMap::new();
+        for f in files.iter().filter(|f| f.0 == tli) {
+            if let Some(segno) = segno_of(f) {
+                by_segno.entry(segno).or_default().push(f.4.clone());
+            }
+        }
+        if by_segno.is_empty() {
+            return Err(no_segments());
+        }
+        Ok(Segments {
+            dirs: dirs.to_vec(),
+            tli,
+            seg_size,
+            files: by_segno,
+        })
+    }
+
+    pub fn timeline(&self) -> u32 {
+        self.tli
+    }
+
+    pub fn segment_size(&self) -> u64 {
+        self.seg_size
+    }
+
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// The segment numbers present, ascending.
+    pub fn present(&self) -> impl DoubleEndedIterator<Item = u64> + '_ {
+        self.files.keys().copied()
+    }
+
+    pub fn contains(&self, segno: u64) -> bool {
+        self.files.contains_key(&segno)
+    }
+
+    /// Whether a file of segment `segno` begins with that segment's long
+    /// page header (rather than being a file recycled for future use).
+    pub fn holds_wal(&self, segno: u64) -> bool {
+        self.files.get(&segno).is_some_and(|paths| {
+            paths.iter().any(|p| {
+                let mut head = [0u8; SIZE_OF_XLOG_LONG_PHD as usize];
+                File::open(p)
+                    .and_then(|f| f.read_exact_at(&mut head, 0))
+                    .is_ok()
+                    && le_u16(&head, 0) == XLOG_PAGE_MAGIC
+                    && le_u64(&head, 8) == segno * self.seg_size
+            })
+        })
+    }
+
+    /// The file name of segment `segno` of this timeline.
+    pub fn file_name(&self, segno: u64) -> String {
+        segment_file_name(self.tli, segno, self.seg_size)
+    }
+}
+
+/// How many bytes of a segment one read takes (pages are still checked one
+/// by one as they are used).
+const CHUNK: u64 = 16 * XLOG_BLCKSZ;
+
+/// Reader over the records of one timeline, in one directory or in several
+/// (see [`Segments`]). Files are read in place, a chunk of pages at a time,
+/// and never written. A page whose header is not what this LSN needs (a
+/// segment recycled or overwritten since it was listed) is looked up in the
+/// next directory that has the segment; without one, the WAL ends there.
+pub struct WalReader {
+    segs: Arc<Segments>,
     sysid: u64,
-    /// Present segments of the chosen timeline: segno -> path.
-    segments: BTreeMap<u64, PathBuf>,
-    /// Segment currently held in `buf`.
-    cur_segno: Option<u64>,
+    /// The segment being read: its number, which of its files, the file.
+    cur: Option<(u64, usize, File)>,
+    /// Bytes of the current file from `chunk_lsn` on.
     buf: Vec<u8>,
+    chunk_lsn: u64,
     /// Where the next record begins (may be a page start: the header is skipped).
     next_lsn: u64,
     /// Start of the last record returned (to check `xl_prev`).
     prev_lsn: Option<u64>,
+    /// No record ending after this is read, and no page at or after it.
+    limit: u64,
+    limit_reached: bool,
     done: bool,
     end_reason: Option<String>,
 }
@@ -342,9 +563,9 @@ pub struct WalReader {
 impl fmt::Debug for WalReader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WalReader")
-            .field("dir", &self.dir)
-            .field("tli", &self.tli)
-            .field("seg_size", &self.seg_size)
+            .field("dirs", &self.segs.dirs)
+            .field("tli", &self.segs.tli)
+            .field("seg_size", &self.segs.seg_size)
             .field("sysid", &self.sysid)
             .field("next_lsn", &format_lsn(self.next_lsn))
             .field("done", &self.done)
@@ -362,111 +583,59 @@ impl WalReader {
     /// highest one having the segment that holds `lsn`); other timelines and
     /// other files (`*.history`, `*.partial`, `archive_status/`) are ignored.
     pub fn open(dir: &Path, start: Option<u64>) -> Result<WalReader, WalError> {
-        let entries = fs::read_dir(dir).map_err(|source| WalError::ReadDir {
-            dir: dir.to_path_buf(),
-            source,
-        })?;
-        // (tli, hi, lo, path)
-        let mut files: Vec<(u32, u32, u32, PathBuf)> = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|source| WalError::ReadDir {
-                dir: dir.to_path_buf(),
-                source,
-            })?;
-            let name = entry.file_name();
-            let Some((tli, hi, lo)) = name.to_str().and_then(split_segment_name) else {
-                continue;
-            };
-            let path = entry.path();
-            // Follow symlinks; skip anything that is not a regular file.
-            match fs::metadata(&path) {
-                Ok(m) if m.is_file() => files.push((tli, hi, lo, path)),
-                Ok(_) => {}
-                Err(source) => return Err(WalError::Io { file: path, source }),
-            }
-        }
-        if files.is_empty() {
-            return Err(WalError::NoSegments {
-                dir: dir.to_path_buf(),
+        let segs = Segments::list(&[dir.to_path_buf()], None, start)?;
+        let start = start.map_or(Start::Oldest, Start::Lsn);
+        WalReader::open_segments(Arc::new(segs), start, None)
+    }
+
+    /// Open a reader over `segs` at `start`. With `system_id`, segments of
+    /// another database system are passed over (another directory's copy is
+    /// used) or refused.
+    pub fn open_segments(
+        segs: Arc<Segments>,
+        start: Start,
+        system_id: Option<u64>,
+    ) -> Result<WalReader, WalError> {
+        let seg_size = segs.seg_size;
+        let first_segno = match start {
+            Start::Oldest => *segs.files.keys().next().expect("Segments is never empty"),
+            Start::Segment(s) => s,
+            Start::Lsn(lsn) => lsn / seg_size,
+        };
+        if !segs.contains(first_segno) {
+            return Err(WalError::StartNotFound {
+                lsn: match start {
+                    Start::Lsn(lsn) => lsn,
+                    _ => first_segno * seg_size,
+                },
+                dirs: segs.dirs.clone(),
             });
         }
-        files.sort();
-
-        // The segment size: the size of the lowest segment of the highest
-        // timeline (every segment must have it; each long header is checked
-        // against it when its segment is read).
-        let max_tli = files.iter().map(|f| f.0).max().unwrap();
-        let probe = files.iter().find(|f| f.0 == max_tli).unwrap();
-        let size = file_len(&probe.3)?;
-        if !size.is_power_of_two() || !(WAL_SEG_MIN_SIZE..=WAL_SEG_MAX_SIZE).contains(&size) {
-            return Err(WalError::WrongSegmentSize {
-                file: probe.3.clone(),
-                size,
-                expected: None,
-            });
-        }
-        let seg_size = size;
-        let per = segs_per_xlogid(seg_size);
-        let segno_of = |f: &(u32, u32, u32, PathBuf)| -> Option<u64> {
-            (u64::from(f.2) < per).then(|| u64::from(f.1) * per + u64::from(f.2))
-        };
-
-        let (tli, start_segno) = match start {
-            None => (max_tli, None),
-            Some(lsn) => {
-                let segno = lsn / seg_size;
-                let tli = files
-                    .iter()
-                    .filter(|f| segno_of(f) == Some(segno))
-                    .map(|f| f.0)
-                    .max()
-                    .ok_or_else(|| WalError::StartNotFound {
-                        lsn,
-                        dir: dir.to_path_buf(),
-                    })?;
-                (tli, Some(segno))
-            }
-        };
-        let segments: BTreeMap<u64, PathBuf> = files
-            .iter()
-            .filter(|f| f.0 == tli)
-            .filter_map(|f| Some((segno_of(f)?, f.3.clone())))
-            .collect();
-        let first_segno = match start_segno {
-            Some(s) => s,
-            None => match segments.keys().next() {
-                Some(&s) => s,
-                None => {
-                    return Err(WalError::NoSegments {
-                        dir: dir.to_path_buf(),
-                    })
-                }
-            },
-        };
-
         let mut reader = WalReader {
-            dir: dir.to_path_buf(),
-            tli,
-            seg_size,
-            sysid: 0,
-            segments,
-            cur_segno: None,
+            segs,
+            sysid: system_id.unwrap_or(0),
+            cur: None,
             buf: Vec::new(),
+            chunk_lsn: 0,
             next_lsn: 0,
             prev_lsn: None,
+            limit: u64::MAX,
+            limit_reached: false,
             done: false,
             end_reason: None,
         };
 
         // The first page of the start segment must be a valid long header;
         // it gives the system identifier.
-        reader.load_segment(first_segno)?;
+        reader.open_segment(first_segno, 0, false)?;
         let seg_start = first_segno * seg_size;
-        let file = reader.segments[&first_segno].clone();
-        let b = &reader.buf[..SIZE_OF_XLOG_LONG_PHD as usize];
+        reader.fill(seg_start)?;
+        let file = reader.cur_path();
+        let b = reader.bytes(seg_start, SIZE_OF_XLOG_LONG_PHD as usize);
         let magic = le_u16(b, 0);
         let info = le_u16(b, 2);
         let pageaddr = le_u64(b, 8);
+        let sysid = le_u64(b, 24);
         if magic != XLOG_PAGE_MAGIC {
             return Err(WalError::BadHeader {
                 file,
@@ -485,14 +654,16 @@ impl WalReader {
                 ),
             });
         }
-        reader.sysid = le_u64(b, 24);
-        // Checks segment and block size.
+        if reader.sysid == 0 {
+            reader.sysid = sysid;
+        }
+        // Checks segment and block size, and the system identifier.
         if let Page::Invalid(why) = reader.page(seg_start)? {
             return Err(WalError::BadHeader { file, detail: why });
         }
 
         match start {
-            Some(lsn) => {
+            Start::Lsn(lsn) => {
                 if lsn % 8 != 0 {
                     return Err(WalError::InvalidStart {
                         lsn,
@@ -513,7 +684,7 @@ impl WalReader {
                 }
                 reader.next_lsn = lsn;
             }
-            None => {
+            Start::Oldest | Start::Segment(_) => {
                 // Skip the tail of a record that began in an earlier segment,
                 // as XLogFindNextRecord does.
                 let mut page = seg_start;
@@ -539,12 +710,12 @@ impl WalReader {
 
     /// The timeline being read.
     pub fn timeline(&self) -> u32 {
-        self.tli
+        self.segs.tli
     }
 
     /// WAL segment size in bytes.
     pub fn segment_size(&self) -> u64 {
-        self.seg_size
+        self.segs.seg_size
     }
 
     /// Database system identifier from the first segment's long header.
@@ -552,9 +723,9 @@ impl WalReader {
         self.sysid
     }
 
-    /// The directory being read.
+    /// The first directory looked in.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.segs.dirs[0]
     }
 
     /// Where the next record would begin: the end LSN of the last record
@@ -562,6 +733,18 @@ impl WalReader {
     /// end of the valid WAL.
     pub fn next_lsn(&self) -> u64 {
         self.next_lsn
+    }
+
+    /// Read no record that ends after `lsn`, and no page at or after it
+    /// (WAL there may not be flushed yet): reading stops before such a
+    /// record, as at the end of the WAL, with [`reached_limit`](Self::reached_limit) set.
+    pub fn set_limit(&mut self, lsn: u64) {
+        self.limit = lsn;
+    }
+
+    /// Whether reading stopped at the limit rather than at the end of the WAL.
+    pub fn reached_limit(&self) -> bool {
+        self.limit_reached
     }
 
     /// Why the WAL ended, once [`next_record`](Self::next_record) returned
@@ -588,8 +771,17 @@ impl WalReader {
         Ok(None)
     }
 
+    fn stop_at_limit(&mut self) -> Result<Option<WalRecord>, WalError> {
+        self.limit_reached = true;
+        let reason = format!("reached the limit {}", format_lsn(self.limit));
+        self.end(reason)
+    }
+
     fn read_record(&mut self) -> Result<Option<WalRecord>, WalError> {
         let mut start = self.next_lsn;
+        if start >= self.limit {
+            return self.stop_at_limit();
+        }
         let page_lsn = start - start % XLOG_BLCKSZ;
         let hdr = match self.page(page_lsn)? {
             Page::Valid(h) => h,
@@ -608,11 +800,9 @@ impl WalReader {
             return self.end(format!("contrecord is requested by {}", format_lsn(start)));
         }
 
-        let seg_size = self.seg_size;
-        let seg_off = (start % seg_size) as usize;
         let page_avail = (XLOG_BLCKSZ - start % XLOG_BLCKSZ) as usize;
         // Records are 8-aligned, so at least 8 bytes (xl_tot_len) are on this page.
-        let tot_len = le_u32(&self.buf, seg_off);
+        let tot_len = le_u32(self.bytes(start, 4), 0);
         if tot_len == 0 {
             return self.end(format!(
                 "zero record length at {} (end of written WAL)",
@@ -625,17 +815,24 @@ impl WalReader {
                 format_lsn(start)
             ));
         }
+        // It ends at least this far: past the limit, it is not read.
+        if start.saturating_add(u64::from(tot_len)) > self.limit {
+            return self.stop_at_limit();
+        }
         let tot = tot_len as usize;
         let (data, mut end) = if tot <= page_avail {
             (
-                self.buf[seg_off..seg_off + tot].to_vec(),
+                self.bytes(start, tot).to_vec(),
                 start + maxalign(tot as u64),
             )
         } else {
             let mut data = Vec::with_capacity(tot);
-            data.extend_from_slice(&self.buf[seg_off..seg_off + page_avail]);
+            data.extend_from_slice(self.bytes(start, page_avail));
             let mut page = page_lsn + XLOG_BLCKSZ;
             loop {
+                if page >= self.limit {
+                    return self.stop_at_limit();
+                }
                 let h = match self.page(page)? {
                     Page::Valid(h) => h,
                     Page::Invalid(why) | Page::Missing(why) => {
@@ -661,8 +858,7 @@ impl WalReader {
                     ));
                 }
                 let n = remaining.min((XLOG_BLCKSZ - h.size) as usize);
-                let o = (page % seg_size + h.size) as usize;
-                data.extend_from_slice(&self.buf[o..o + n]);
+                data.extend_from_slice(self.bytes(page + h.size, n));
                 if data.len() == tot {
                     break (data, page + h.size + maxalign(n as u64));
                 }
@@ -693,7 +889,10 @@ impl WalReader {
         }
         if data[17] == RM_XLOG_ID && data[16] & 0xF0 == XLOG_SWITCH {
             // Pretend the record extends to the end of the segment.
-            end = end.div_ceil(seg_size) * seg_size;
+            end = end.div_ceil(self.segs.seg_size) * self.segs.seg_size;
+        }
+        if end > self.limit {
+            return self.stop_at_limit();
         }
         self.prev_lsn = Some(start);
         self.next_lsn = end;
@@ -704,32 +903,57 @@ impl WalReader {
         }))
     }
 
-    /// Look at the page header at `page_lsn` (a page start), loading its
-    /// segment if needed.
+    /// `len` bytes at `lsn`, which [`fill`](Self::fill) made present.
+    fn bytes(&self, lsn: u64, len: usize) -> &[u8] {
+        let at = (lsn - self.chunk_lsn) as usize;
+        &self.buf[at..at + len]
+    }
+
+    fn cur_path(&self) -> PathBuf {
+        let (segno, i, _) = self.cur.as_ref().expect("a segment is open");
+        self.segs.files[segno][*i].clone()
+    }
+
+    /// Look at the page header at `page_lsn` (a page start), reading its
+    /// page if needed. A page that is not what this LSN needs sends the
+    /// reader to the segment's next file, if another directory has one.
     fn page(&mut self, page_lsn: u64) -> Result<Page, WalError> {
-        let segno = page_lsn / self.seg_size;
-        if self.cur_segno != Some(segno) {
-            if !self.segments.contains_key(&segno) {
+        let segno = page_lsn / self.segs.seg_size;
+        if self.cur.as_ref().map(|c| c.0) != Some(segno) {
+            if !self.segs.contains(segno) {
                 self.check_gap(segno)?;
                 return Ok(Page::Missing(format!(
                     "next WAL segment {} is not present",
-                    segment_file_name(self.tli, segno, self.seg_size)
+                    self.segs.file_name(segno)
                 )));
             }
-            self.load_segment(segno)?;
+            self.open_segment(segno, 0, false)?;
         }
-        let off = (page_lsn % self.seg_size) as usize;
-        let b = &self.buf[off..off + SIZE_OF_XLOG_LONG_PHD as usize];
+        loop {
+            self.fill(page_lsn)?;
+            match self.check_page(page_lsn)? {
+                Page::Invalid(why) => {
+                    let next = self.cur.as_ref().map_or(0, |c| c.1 + 1);
+                    if !self.open_segment(segno, next, true)? {
+                        return Ok(Page::Invalid(why));
+                    }
+                }
+                page => return Ok(page),
+            }
+        }
+    }
+
+    /// Validate the header of the page at `page_lsn`, present in the buffer.
+    fn check_page(&self, page_lsn: u64) -> Result<Page, WalError> {
+        let seg_size = self.segs.seg_size;
+        let segno = page_lsn / seg_size;
+        let off = page_lsn % seg_size;
+        let b = self.bytes(page_lsn, SIZE_OF_XLOG_LONG_PHD as usize);
         let magic = le_u16(b, 0);
         let info = le_u16(b, 2);
         let pageaddr = le_u64(b, 8);
         let rem_len = le_u32(b, 16);
-        let at = || {
-            format!(
-                "segment {}, offset {off}",
-                segment_file_name(self.tli, segno, self.seg_size)
-            )
-        };
+        let at = || format!("segment {}, offset {off}", self.segs.file_name(segno));
         if magic != XLOG_PAGE_MAGIC {
             return Ok(Page::Invalid(format!(
                 "invalid magic number {magic:04X} in {}",
@@ -750,28 +974,26 @@ impl WalReader {
             )));
         }
         let size = if info & XLP_LONG_HEADER != 0 {
-            let file = || self.segments[&segno].clone();
             let sysid = le_u64(b, 24);
-            let seg_size = le_u32(b, 32);
+            let file_seg_size = le_u32(b, 32);
             let blcksz = le_u32(b, 36);
-            if u64::from(seg_size) != self.seg_size {
+            if u64::from(file_seg_size) != seg_size {
                 return Err(WalError::BadHeader {
-                    file: file(),
+                    file: self.cur_path(),
                     detail: format!(
-                        "long page header says segment size {seg_size}, but the files are {} bytes",
-                        self.seg_size
+                        "long page header says segment size {file_seg_size}, but the files are {seg_size} bytes"
                     ),
                 });
             }
             if u64::from(blcksz) != XLOG_BLCKSZ {
                 return Err(WalError::BadHeader {
-                    file: file(),
+                    file: self.cur_path(),
                     detail: format!("WAL block size is {blcksz}, not {XLOG_BLCKSZ}"),
                 });
             }
             if self.sysid != 0 && sysid != self.sysid {
                 return Err(WalError::SystemIdMismatch {
-                    file: file(),
+                    file: self.cur_path(),
                     expected: self.sysid,
                     found: sysid,
                 });
@@ -796,43 +1018,129 @@ impl WalReader {
     /// `segno` is absent: an error if a later segment holds WAL that belongs
     /// there (a real hole), otherwise the WAL simply ends.
     fn check_gap(&self, segno: u64) -> Result<(), WalError> {
-        let Some((&next, path)) = self.segments.range(segno + 1..).next() else {
+        let Some(&next) = self.segs.files.range(segno + 1..).next().map(|(s, _)| s) else {
             return Ok(());
         };
-        let mut head = [0u8; SIZE_OF_XLOG_LONG_PHD as usize];
-        let ok = File::open(path)
-            .and_then(|mut f| f.read_exact(&mut head))
-            .is_ok();
         // A later file that is only a recycled/preallocated segment does not
         // prove that WAL continued.
-        if ok && le_u16(&head, 0) == XLOG_PAGE_MAGIC && le_u64(&head, 8) == next * self.seg_size {
+        if self.segs.holds_wal(next) {
             return Err(WalError::Gap {
-                missing: segment_file_name(self.tli, segno, self.seg_size),
-                next_present: segment_file_name(self.tli, next, self.seg_size),
+                missing: self.segs.file_name(segno),
+                next_present: self.segs.file_name(next),
             });
         }
         Ok(())
     }
 
-    fn load_segment(&mut self, segno: u64) -> Result<(), WalError> {
-        let path = &self.segments[&segno];
-        self.cur_segno = None;
-        let io = |source| WalError::Io {
-            file: path.clone(),
-            source,
-        };
-        let mut f = File::open(path).map_err(io)?;
-        let size = f.metadata().map_err(io)?.len();
-        if size != self.seg_size {
-            return Err(WalError::WrongSegmentSize {
+    /// Whether a long page header is the start of segment `segno` of this
+    /// system.
+    fn is_segment_start(&self, head: &[u8], segno: u64) -> bool {
+        le_u16(head, 0) == XLOG_PAGE_MAGIC
+            && le_u16(head, 2) & XLP_LONG_HEADER != 0
+            && le_u64(head, 8) == segno * self.segs.seg_size
+            && (self.sysid == 0 || le_u64(head, 24) == self.sysid)
+            && u64::from(le_u32(head, 32)) == self.segs.seg_size
+            && u64::from(le_u32(head, 36)) == XLOG_BLCKSZ
+    }
+
+    /// Open segment `segno` from its files `from` on: the first whose long
+    /// page header is this segment's. Without one, `valid_only` leaves the
+    /// current file in place and returns false; otherwise the first file
+    /// that could be read is taken (its pages then tell what is wrong).
+    fn open_segment(
+        &mut self,
+        segno: u64,
+        from: usize,
+        valid_only: bool,
+    ) -> Result<bool, WalError> {
+        let segs = Arc::clone(&self.segs);
+        let paths = &segs.files[&segno];
+        let mut usable: Option<(usize, File)> = None;
+        let mut error: Option<WalError> = None;
+        for (i, path) in paths.iter().enumerate().skip(from) {
+            let io = |source| WalError::Io {
                 file: path.clone(),
-                size,
-                expected: Some(self.seg_size),
-            });
+                source,
+            };
+            let f = match File::open(path) {
+                Ok(f) => f,
+                // Removed (or recycled under another name) since the listing.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    error.get_or_insert(io(e));
+                    continue;
+                }
+            };
+            let size = match f.metadata() {
+                Ok(m) => m.len(),
+                Err(e) => {
+                    error.get_or_insert(io(e));
+                    continue;
+                }
+            };
+            if size != segs.seg_size {
+                error.get_or_insert(WalError::WrongSegmentSize {
+                    file: path.clone(),
+                    size,
+                    expected: Some(segs.seg_size),
+                });
+                continue;
+            }
+            let mut head = [0u8; SIZE_OF_XLOG_LONG_PHD as usize];
+            if let Err(e) = f.read_exact_at(&mut head, 0) {
+                error.get_or_insert(io(e));
+                continue;
+            }
+            if self.is_segment_start(&head, segno) {
+                usable = Some((i, f));
+                break;
+            }
+            if usable.is_none() && !valid_only {
+                usable = Some((i, f));
+            }
         }
-        self.buf.resize(self.seg_size as usize, 0);
-        f.read_exact(&mut self.buf).map_err(io)?;
-        self.cur_segno = Some(segno);
+        match usable {
+            Some((i, f)) => {
+                self.cur = Some((segno, i, f));
+                self.buf.clear();
+                Ok(true)
+            }
+            None if valid_only => Ok(false),
+            None => Err(error.unwrap_or_else(|| WalError::Removed {
+                segment: segs.file_name(segno),
+                dirs: segs.dirs.clone(),
+            })),
+        }
+    }
+
+    /// Make the page at `page_lsn` of the open segment present in the buffer.
+    fn fill(&mut self, page_lsn: u64) -> Result<(), WalError> {
+        let end = self.chunk_lsn + self.buf.len() as u64;
+        if page_lsn >= self.chunk_lsn && page_lsn + XLOG_BLCKSZ <= end {
+            return Ok(());
+        }
+        let seg_size = self.segs.seg_size;
+        let off = page_lsn % seg_size;
+        let len = CHUNK.min(seg_size - off) as usize;
+        let path = self.cur_path();
+        let (_, _, f) = self.cur.as_ref().expect("a segment is open");
+        self.buf.resize(len, 0);
+        let mut got = 0;
+        while got < len {
+            match f.read_at(&mut self.buf[got..], off + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    self.buf.clear();
+                    return Err(WalError::Io { file: path, source });
+                }
+            }
+        }
+        // Truncated since it was opened: what is missing reads as zeros,
+        // which no page header passes.
+        self.buf[got..].fill(0);
+        self.chunk_lsn = page_lsn;
         Ok(())
     }
 }
@@ -853,7 +1161,6 @@ impl Iterator for WalReader {
         self.next_record().transpose()
     }
 }
-
 impl std::iter::FusedIterator for WalReader {}
 
 #[cfg(test)]
@@ -1570,5 +1877,149 @@ mod tests {
         assert_eq!(recs.len(), 2);
         assert!(r.next().is_none());
         assert!(r.next_record().unwrap().is_none());
+    }
+
+    fn read_dirs(
+        dirs: &[&Path],
+        start: Start,
+        limit: Option<u64>,
+    ) -> (Vec<WalRecord>, Option<WalError>, WalReader) {
+        let dirs: Vec<PathBuf> = dirs.iter().map(|d| d.to_path_buf()).collect();
+        let segs = Segments::list(&dirs, None, None).unwrap();
+        let mut r = WalReader::open_segments(Arc::new(segs), start, None).unwrap();
+        if let Some(l) = limit {
+            r.set_limit(l);
+        }
+        let mut out = Vec::new();
+        loop {
+            match r.next_record() {
+                Ok(Some(rec)) => out.push(rec),
+                Ok(None) => return (out, None, r),
+                Err(e) => return (out, Some(e), r),
+            }
+        }
+    }
+
+    /// Three segments: a record crossing from 1 into 2, a switch in 2, records in 3.
+    fn three_segments(b: &mut Builder) {
+        segment_crossing(b);
+        b.record(RM_XLOG_ID, XLOG_SWITCH, 24);
+        b.small(100);
+        b.small(100);
+    }
+
+    #[test]
+    fn segments_split_between_directories() {
+        let all = TempDir::new("split-all");
+        let wal = TempDir::new("split-wal");
+        let arch = TempDir::new("split-arch");
+        let mut b = Builder::new(1, 1);
+        three_segments(&mut b);
+        b.write(&all.0);
+        b.write(&wal.0);
+        // The archive has 1 and 2; pg_wal only 3.
+        for s in [1, 2] {
+            fs::rename(seg_path(&wal.0, 1, s), seg_path(&arch.0, 1, s)).unwrap();
+        }
+        let (recs, err, _) = read_dirs(&[&wal.0, &arch.0], Start::Oldest, None);
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(recs, b.records);
+        // Starting in a segment skips the record that continues into it.
+        let (recs, _, _) = read_dirs(&[&wal.0, &arch.0], Start::Segment(2), None);
+        assert_eq!(recs, b.records[2..]);
+    }
+
+    #[test]
+    fn recycled_or_overwritten_file_is_looked_up_in_the_next_directory() {
+        let wal = TempDir::new("recyc-wal");
+        let arch = TempDir::new("recyc-arch");
+        let mut b = Builder::new(1, 1);
+        three_segments(&mut b);
+        b.write(&wal.0);
+        b.write(&arch.0);
+        // Segment 2 in pg_wal: recycled, overwritten from its start...
+        let p2 = seg_path(&wal.0, 1, 2);
+        let mut f = fs::read(&p2).unwrap();
+        f[8..16].copy_from_slice(&(7 * SEG).to_le_bytes());
+        fs::write(&p2, &f).unwrap();
+        let (recs, err, _) = read_dirs(&[&wal.0, &arch.0], Start::Oldest, None);
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(recs, b.records);
+        fs::copy(seg_path(&arch.0, 1, 2), &p2).unwrap();
+        // Segment 1 only from its third page on (overwritten while it was
+        // read): the long record crossing it comes from the archive.
+        let p1 = seg_path(&wal.0, 1, 1);
+        let mut f = fs::read(&p1).unwrap();
+        f[2 * 8192 + 8..2 * 8192 + 16].copy_from_slice(&0u64.to_le_bytes());
+        fs::write(&p1, &f).unwrap();
+        let (recs, err, _) = read_dirs(&[&wal.0, &arch.0], Start::Oldest, None);
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(recs, b.records);
+        // Without the archive, the WAL ends at the bad page.
+        let (recs, err, r) = read_dirs(&[&wal.0], Start::Oldest, None);
+        assert!(err.is_none());
+        assert!(recs.len() < b.records.len());
+        assert!(
+            r.end_reason().unwrap().contains("pageaddr"),
+            "{:?}",
+            r.end_reason()
+        );
+        // A truncated file in pg_wal: the archive's copy is read.
+        fs::write(&p1, &f[..SEG as usize / 2]).unwrap();
+        let (recs, err, _) = read_dirs(&[&wal.0, &arch.0], Start::Oldest, None);
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(recs, b.records);
+    }
+
+    #[test]
+    fn removed_after_listing_is_a_clear_error() {
+        let wal = TempDir::new("removed");
+        let mut b = Builder::new(1, 1);
+        three_segments(&mut b);
+        b.write(&wal.0);
+        let segs = Segments::list(&[wal.0.clone()], None, None).unwrap();
+        let mut r = WalReader::open_segments(Arc::new(segs), Start::Oldest, None).unwrap();
+        fs::remove_file(seg_path(&wal.0, 1, 2)).unwrap();
+        assert!(r.next_record().unwrap().is_some());
+        let e = r.next_record().unwrap_err();
+        assert!(matches!(e, WalError::Removed { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("000000010000000000000002 was removed"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("wal_keep_size"), "{e}");
+    }
+
+    #[test]
+    fn limit_stops_before_a_record_ending_after_it() {
+        let d = TempDir::new("limit");
+        let mut b = Builder::new(1, 1);
+        for _ in 0..3 {
+            b.small(34);
+        }
+        b.write(&d.0);
+        // Limit inside the third record: two are read.
+        let (recs, err, r) = read_dirs(&[&d.0], Start::Oldest, Some(0x100078 + 8));
+        assert!(err.is_none());
+        assert_eq!(recs, b.records[..2]);
+        assert!(r.reached_limit());
+        // Limit exactly at a record end: it is read.
+        let (recs, _, r) = read_dirs(&[&d.0], Start::Oldest, Some(0x100078));
+        assert_eq!(recs, b.records[..2]);
+        assert!(r.reached_limit());
+        // Past the end: the WAL ends first.
+        let (recs, _, r) = read_dirs(&[&d.0], Start::Oldest, Some(0x200000));
+        assert_eq!(recs, b.records);
+        assert!(!r.reached_limit());
+        // A record crossing pages is not read past the limit.
+        let d = TempDir::new("limit2");
+        let mut b = Builder::new(1, 1);
+        b.small(34);
+        b.small(20000);
+        b.write(&d.0);
+        let (recs, _, r) = read_dirs(&[&d.0], Start::Oldest, Some(0x102000));
+        assert_eq!(recs, b.records[..1]);
+        assert!(r.reached_limit());
     }
 }

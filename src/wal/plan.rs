@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::process::protocol::RecordRef;
 use crate::tag::PageTag;
-use crate::wal::record::{self, RecordError};
+use crate::wal::record::{self, DecodedRecord, RecordError};
 use crate::wal::WalRecord;
 
 /// One record's use of a block.
@@ -29,15 +29,29 @@ pub fn block_uses<'a>(
     let mut blocks: BTreeMap<PageTag, Vec<Use>> = BTreeMap::new();
     for (i, data) in records.into_iter().enumerate() {
         let decoded = record::decode(data).map_err(|e| (i, e))?;
-        for b in &decoded.blocks {
-            blocks.entry(b.tag).or_default().push(Use {
-                record: i,
-                initializes: b.initializes_page(),
-                checked: decoded.check_consistency() && b.image.is_some_and(|img| !img.apply()),
-            });
+        for (tag, u) in uses_in(i, &decoded) {
+            blocks.entry(tag).or_default().push(u);
         }
     }
     Ok(blocks)
+}
+
+/// The blocks one decoded record (index `record` in the caller's list)
+/// references, and how it uses each.
+pub fn uses_in<'a>(
+    record: usize,
+    decoded: &'a DecodedRecord<'_>,
+) -> impl Iterator<Item = (PageTag, Use)> + 'a {
+    decoded.blocks.iter().map(move |b| {
+        (
+            b.tag,
+            Use {
+                record,
+                initializes: b.initializes_page(),
+                checked: decoded.check_consistency() && b.image.is_some_and(|img| !img.apply()),
+            },
+        )
+    })
 }
 
 /// Split a block's uses into runs that each start at an initializing record

@@ -1,0 +1,389 @@
+//! `walredo_wal` and `walredo_plan`: WAL sources, the plans they make, block
+//! histories (built on `crate::wal::source`).
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::ptr;
+
+use parking_lot::Mutex;
+
+use super::{guard, guard_status, invalid, set_last_error, walredo_page_tag, walredo_record};
+use super::{WALREDO_CANCELLED, WALREDO_INVALID_ARGUMENT, WALREDO_MALFORMED_RECORD};
+use super::{WALREDO_NOT_FOUND, WALREDO_OK};
+use crate::error::Error;
+use crate::tag::{PageTag, RelFileNode, MAX_FORKNUM};
+use crate::wal::source::{Plan, SourceError, WalSource};
+use crate::wal::WalError;
+
+/// The WAL of one cluster, found in a list of directories. Thread-safe:
+/// calls on one source from several threads run one after another.
+pub struct walredo_wal {
+    source: Mutex<WalSource>,
+}
+
+/// The records that rebuild a page as of an LSN (from `walredo_wal_plan`).
+pub struct walredo_plan {
+    /// Owns the record bytes that `records` point into.
+    _owner: Plan,
+    records: Vec<walredo_record>,
+}
+
+/// Called every few thousand records during long scans, on the calling
+/// thread; nonzero stops the scan, which then returns `WALREDO_CANCELLED`.
+/// Must not longjmp (no ereport, no CHECK_FOR_INTERRUPTS): return nonzero and
+/// handle the interrupt after the call returned.
+pub type walredo_interrupt_fn = Option<unsafe extern "C" fn(userdata: *mut c_void) -> c_int>;
+
+/// One record of a block's history (for `walredo_wal_history`).
+#[repr(C)]
+pub struct walredo_history_entry {
+    pub start_lsn: u64,
+    pub end_lsn: u64,
+    pub xid: u32,
+    pub rmid: u8,
+    pub info: u8,
+    /// Carries an image of this block (applicable or not).
+    pub has_image: bool,
+    /// BKPBLOCK_WILL_INIT for this block.
+    pub will_init: bool,
+    /// "Heap", "Btree", ... (valid during the callback).
+    pub rmgr: *const c_char,
+    /// pg_waldump's name: "INSERT", "HOT_UPDATE", "INSERT_LEAF", ... (valid
+    /// during the callback; "UNKNOWN" where pg_waldump prints UNKNOWN).
+    pub record_type: *const c_char,
+}
+
+/// Called for each record of a history, oldest first, on the calling thread;
+/// nonzero stops the walk (`walredo_wal_history` then returns `WALREDO_OK`).
+/// Must not longjmp.
+pub type walredo_history_fn = Option<
+    unsafe extern "C" fn(userdata: *mut c_void, entry: *const walredo_history_entry) -> c_int,
+>;
+
+/// The status of a source error, with its message left for
+/// `walredo_last_error`.
+fn source_status(e: SourceError) -> Result<c_int, Error> {
+    let status = match &e {
+        SourceError::NotFound(_) => WALREDO_NOT_FOUND,
+        SourceError::Cancelled => WALREDO_CANCELLED,
+        SourceError::Malformed { .. } => WALREDO_MALFORMED_RECORD,
+        // The directories given cannot be used.
+        SourceError::Wal(
+            WalError::ReadDir { .. } | WalError::Io { .. } | WalError::SystemIdMismatch { .. },
+        ) => WALREDO_INVALID_ARGUMENT,
+        // What the WAL holds cannot answer.
+        SourceError::Wal(_) => WALREDO_NOT_FOUND,
+    };
+    set_last_error(&e.to_string());
+    Ok(status)
+}
+
+/// # Safety
+/// `tag` is NULL or points to a valid `walredo_page_tag`.
+unsafe fn page_tag(tag: *const walredo_page_tag) -> Result<PageTag, Error> {
+    // SAFETY: NULL or a valid walredo_page_tag (the caller's contract).
+    let t = unsafe { tag.as_ref() }.ok_or_else(|| invalid("tag is NULL"))?;
+    if t.forknum > MAX_FORKNUM {
+        return Err(invalid(format!(
+            "tag forknum {} is not 0 to {MAX_FORKNUM}",
+            t.forknum
+        )));
+    }
+    Ok(PageTag {
+        rel: RelFileNode {
+            spcnode: t.spcnode,
+            dbnode: t.dbnode,
+            relnode: t.relnode,
+        },
+        forknum: t.forknum,
+        blkno: t.blkno,
+    })
+}
+
+fn interrupter(interrupt: walredo_interrupt_fn, userdata: *mut c_void) -> impl FnMut() -> bool {
+    move || match interrupt {
+        // SAFETY: the caller's function, called with its own userdata, on
+        // the calling thread, as walredo_interrupt_fn documents.
+        Some(f) => (unsafe { f(userdata) }) != 0,
+        None => false,
+    }
+}
+
+/// The source behind a handle.
+///
+/// # Safety
+/// `wal` is NULL or a live source from `walredo_wal_open`.
+unsafe fn source<'a>(wal: *mut walredo_wal) -> Result<&'a walredo_wal, Error> {
+    // SAFETY: the caller's contract.
+    unsafe { wal.as_ref() }.ok_or_else(|| invalid("wal is NULL"))
+}
+
+/// Open a WAL source: segment files looked up in `dirs[0..n_dirs]`, in
+/// order (the server's pg_wal, then an archive directory), read in place,
+/// never written or copied. For each segment the first directory whose file
+/// starts with that segment's page header is read; a segment removed or
+/// recycled while it is read is noticed (its page headers no longer match)
+/// and looked for in the next directory, else the lookup fails with a
+/// message naming it. `timeline` 0: the highest timeline found (then kept).
+/// Cheap: checks that the directories exist, reads no WAL yet. On success
+/// `*out` is the source, freed with `walredo_wal_free`; on failure `*out` is
+/// NULL. Errors: `WALREDO_INVALID_ARGUMENT` (NULL, no directory, not a
+/// directory). The strings are copied.
+#[no_mangle]
+pub unsafe extern "C" fn walredo_wal_open(
+    dirs: *const *const c_char,
+    n_dirs: usize,
+    timeline: u32,
+    out: *mut *mut walredo_wal,
+) -> c_int {
+    guard(|| {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        // SAFETY: out is non-NULL and points to writable storage for a
+        // pointer (the caller's contract).
+        unsafe { *out = ptr::null_mut() };
+        if n_dirs == 0 {
+            return Err(invalid(
+                "n_dirs is 0: give at least the server's pg_wal directory",
+            ));
+        }
+        if dirs.is_null() {
+            return Err(invalid(format!("dirs is NULL but n_dirs is {n_dirs}")));
+        }
+        if n_dirs > 1024 {
+            return Err(invalid(format!("n_dirs {n_dirs} is more than 1024")));
+        }
+        // SAFETY: non-NULL, n_dirs entries (the caller's contract), bounded.
+        let dirs = unsafe { std::slice::from_raw_parts(dirs, n_dirs) };
+        let mut paths = Vec::with_capacity(n_dirs);
+        for (i, &d) in dirs.iter().enumerate() {
+            if d.is_null() {
+                return Err(invalid(format!("dirs[{i}] is NULL")));
+            }
+            // SAFETY: non-NULL and NUL-terminated (the caller's contract).
+            let bytes = unsafe { CStr::from_ptr(d) }.to_bytes();
+            let path = PathBuf::from(OsStr::from_bytes(bytes));
+            if !path.is_dir() {
+                return Err(invalid(format!(
+                    "dirs[{i}] {} is not a directory that can be read",
+                    path.display()
+                )));
+            }
+            paths.push(path);
+        }
+        let timeline = (timeline != 0).then_some(timeline);
+        let handle = Box::into_raw(Box::new(walredo_wal {
+            source: Mutex::new(WalSource::new(paths, timeline)),
+        }));
+        // SAFETY: as above.
+        unsafe { *out = handle };
+        Ok(())
+    })
+}
+
+/// Free a WAL source (NULL allowed). Plans made from it stay valid.
+#[no_mangle]
+pub unsafe extern "C" fn walredo_wal_free(wal: *mut walredo_wal) {
+    guard(|| {
+        if !wal.is_null() {
+            // SAFETY: a pointer from walredo_wal_open, freed once, no call on
+            // it running (the caller's contract).
+            drop(unsafe { Box::from_raw(wal) });
+        }
+        Ok(())
+    });
+}
+
+/// The records that rebuild `tag` as of `lsn`: the newest record at or
+/// before `lsn` that carries an applicable full-page image of the block or
+/// initializes it, then every later record referencing the block that ends
+/// at or before `lsn`. `lsn` must be a position the caller knows to be
+/// flushed: records ending after it are never read. A lookup reads the
+/// segments holding what it needs, newest first; what it learns about the
+/// segments it read whole is kept in the source, so later lookups skip the
+/// segments that do not touch their block.
+///
+/// On success `*out` is the plan (free it with `walredo_plan_free`); on
+/// failure NULL. `WALREDO_NOT_FOUND`: no starting point for the page in the
+/// readable WAL (the message says from which LSN on it can be rebuilt, if
+/// known, and that an archive directory or a larger wal_keep_size would reach
+/// further), a block no record references, or an lsn before the oldest or
+/// after the newest readable record (the message gives the readable range).
+/// `WALREDO_CANCELLED`: `interrupt` (may be NULL) returned nonzero.
+/// `WALREDO_INVALID_ARGUMENT`: NULL arguments, a fork above 3, directories
+/// that cannot be read. `WALREDO_MALFORMED_RECORD`: a record with a valid
+/// CRC that does not decode.
+#[no_mangle]
+pub unsafe extern "C" fn walredo_wal_plan(
+    wal: *mut walredo_wal,
+    tag: *const walredo_page_tag,
+    lsn: u64,
+    interrupt: walredo_interrupt_fn,
+    userdata: *mut c_void,
+    out: *mut *mut walredo_plan,
+) -> c_int {
+    guard_status(|| {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        // SAFETY: out is non-NULL and writable (the caller's contract).
+        unsafe { *out = ptr::null_mut() };
+        // SAFETY: the caller's contract.
+        let wal = unsafe { source(wal) }?;
+        // SAFETY: the caller's contract.
+        let tag = unsafe { page_tag(tag) }?;
+        let result = wal
+            .source
+            .lock()
+            .plan(&tag, lsn, &mut interrupter(interrupt, userdata));
+        let plan = match result {
+            Ok(p) => p,
+            Err(e) => return source_status(e),
+        };
+        let records = plan
+            .records
+            .iter()
+            .map(|r| walredo_record {
+                end_lsn: r.end_lsn,
+                data: r.data.as_ptr(),
+                len: r.data.len(),
+            })
+            .collect();
+        // The record bytes live in `plan`, on the heap: moving it into the
+        // box keeps the pointers valid.
+        let handle = Box::into_raw(Box::new(walredo_plan {
+            _owner: plan,
+            records,
+        }));
+        // SAFETY: as above.
+        unsafe { *out = handle };
+        Ok(WALREDO_OK)
+    })
+}
+
+/// The number of records of a plan (0 for NULL).
+#[no_mangle]
+pub unsafe extern "C" fn walredo_plan_n_records(plan: *const walredo_plan) -> usize {
+    // No guard: nothing here can panic.
+    // SAFETY: NULL or a live plan (the caller's contract).
+    unsafe { plan.as_ref() }.map_or(0, |p| p.records.len())
+}
+
+/// The records of a plan, `walredo_plan_n_records` entries, oldest first,
+/// owned by the plan (valid until `walredo_plan_free`): ready for
+/// `walredo_redo` (or `walredo_call_start`) with `base_page` NULL. NULL for
+/// NULL.
+#[no_mangle]
+pub unsafe extern "C" fn walredo_plan_records(plan: *const walredo_plan) -> *const walredo_record {
+    // No guard: nothing here can panic.
+    // SAFETY: NULL or a live plan (the caller's contract).
+    unsafe { plan.as_ref() }.map_or(ptr::null(), |p| p.records.as_ptr())
+}
+
+/// Free a plan (NULL allowed).
+#[no_mangle]
+pub unsafe extern "C" fn walredo_plan_free(plan: *mut walredo_plan) {
+    guard(|| {
+        if !plan.is_null() {
+            // SAFETY: a pointer from walredo_wal_plan, freed once (the
+            // caller's contract).
+            drop(unsafe { Box::from_raw(plan) });
+        }
+        Ok(())
+    });
+}
+
+/// Every record of the readable WAL ending at or before `end_lsn` that
+/// references the block, oldest first: `each` is called for each (on the
+/// calling thread; the entry and its strings are valid during the call).
+/// `each` returning nonzero stops the walk, and the call returns
+/// `WALREDO_OK`. The first history of a source reads all of the readable
+/// WAL; later ones only the segments that reference their block. Errors as
+/// `walredo_wal_plan`'s (a readable WAL that no record of the block is in
+/// is not an error: `each` is never called).
+#[no_mangle]
+pub unsafe extern "C" fn walredo_wal_history(
+    wal: *mut walredo_wal,
+    tag: *const walredo_page_tag,
+    end_lsn: u64,
+    each: walredo_history_fn,
+    each_userdata: *mut c_void,
+    interrupt: walredo_interrupt_fn,
+    interrupt_userdata: *mut c_void,
+) -> c_int {
+    guard_status(|| {
+        // SAFETY: the caller's contract.
+        let wal = unsafe { source(wal) }?;
+        // SAFETY: the caller's contract.
+        let tag = unsafe { page_tag(tag) }?;
+        let each = each.ok_or_else(|| invalid("each is NULL"))?;
+        let mut names: Vec<(&'static str, CString)> = Vec::new();
+        let mut c_name = |s: &'static str| -> *const c_char {
+            if let Some((_, c)) = names.iter().find(|(n, _)| *n == s) {
+                return c.as_ptr();
+            }
+            names.push((s, CString::new(s).unwrap_or_default()));
+            names.last().map_or(ptr::null(), |(_, c)| c.as_ptr())
+        };
+        let result = wal.source.lock().history(
+            &tag,
+            end_lsn,
+            &mut interrupter(interrupt, interrupt_userdata),
+            &mut |e| {
+                let entry = walredo_history_entry {
+                    start_lsn: e.start_lsn,
+                    end_lsn: e.end_lsn,
+                    xid: e.xid,
+                    rmid: e.rmid,
+                    info: e.info,
+                    has_image: e.has_image,
+                    will_init: e.will_init,
+                    rmgr: c_name(e.rmgr),
+                    record_type: c_name(e.record_type),
+                };
+                // SAFETY: the caller's function, with its userdata and an
+                // entry valid during the call, as walredo_history_fn says.
+                unsafe { each(each_userdata, &entry) == 0 }
+            },
+        );
+        match result {
+            Ok(()) => Ok(WALREDO_OK),
+            Err(e) => source_status(e),
+        }
+    })
+}
+
+/// The oldest record start and the newest record end that can be read now,
+/// with nothing read past `end_lsn` (for messages; pass the flush LSN).
+/// `WALREDO_NOT_FOUND` when no record ending at or before `end_lsn` can be
+/// read; other errors as `walredo_wal_plan`'s. The results are written only
+/// on success.
+#[no_mangle]
+pub unsafe extern "C" fn walredo_wal_bounds(
+    wal: *mut walredo_wal,
+    end_lsn: u64,
+    oldest_start: *mut u64,
+    newest_end: *mut u64,
+) -> c_int {
+    guard_status(|| {
+        // SAFETY: the caller's contract.
+        let wal = unsafe { source(wal) }?;
+        if oldest_start.is_null() || newest_end.is_null() {
+            return Err(invalid("oldest_start or newest_end is NULL"));
+        }
+        let result = wal.source.lock().bounds(end_lsn);
+        match result {
+            Ok((a, b)) => {
+                // SAFETY: non-NULL, writable (the caller's contract).
+                unsafe {
+                    *oldest_start = a;
+                    *newest_end = b;
+                }
+                Ok(WALREDO_OK)
+            }
+            Err(e) => source_status(e),
+        }
+    })
+}

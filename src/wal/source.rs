@@ -1,0 +1,673 @@
+//! A WAL source: the WAL of one cluster found in a list of directories (the
+//! server's `pg_wal`, then archives), and what is asked of it page by page:
+//! the records that rebuild a block as of an LSN (a replay plan), every
+//! record that references a block (its history), and the range that can be
+//! read.
+//!
+//! A lookup must not read all of the WAL each time. Every record start that
+//! begins a segment can be found from the segment alone (as
+//! `XLogFindNextRecord` does), so segments are the intervals: a plan reads
+//! the segment holding its LSN, then earlier ones, one by one, until it
+//! meets a record that carries an applicable full-page image of the block
+//! or initializes it (with `full_page_writes`, at most about one checkpoint
+//! distance back). Each segment read whole leaves a summary (the blocks its
+//! records reference, and the newest record initializing each), so later
+//! lookups skip the segments that do not touch their block and start inside
+//! the one that initializes it. The segments are listed again on every
+//! lookup, so the source follows the server as it writes, recycles and
+//! archives them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::error::Error;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::process::protocol::RecordRef;
+use crate::tag::PageTag;
+use crate::wal::record::{self, RecordError};
+use crate::wal::{format_lsn, next_record_start, Segments, Start, WalError, WalReader, WalRecord};
+
+/// How often (in records) a scan asks the caller whether to stop.
+const INTERRUPT_EVERY: u64 = 4096;
+
+/// Why a question could not be answered.
+#[derive(Debug)]
+pub enum SourceError {
+    /// The readable WAL cannot answer: no starting point for the page, or an
+    /// LSN outside the readable WAL. The message says what would.
+    NotFound(String),
+    /// The interrupt callback asked to stop.
+    Cancelled,
+    /// The WAL could not be read.
+    Wal(WalError),
+    /// A record with a valid CRC that is not a valid record.
+    Malformed { lsn: u64, error: RecordError },
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceError::NotFound(m) => f.write_str(m),
+            SourceError::Cancelled => {
+                f.write_str("cancelled: the interrupt callback asked to stop")
+            }
+            SourceError::Wal(e) => e.fmt(f),
+            SourceError::Malformed { lsn, error } => {
+                write!(f, "WAL record at {}: {error}", format_lsn(*lsn))
+            }
+        }
+    }
+}
+
+impl Error for SourceError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            SourceError::Wal(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<WalError> for SourceError {
+    fn from(e: WalError) -> SourceError {
+        SourceError::Wal(e)
+    }
+}
+
+/// The records that rebuild `tag` as of `lsn`, oldest first: the first one
+/// initializes the page (an applicable full-page image, or will-init).
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub tag: PageTag,
+    pub lsn: u64,
+    pub records: Vec<WalRecord>,
+}
+
+impl Plan {
+    /// The records, ready for [`crate::Pool::redo`] with no base page.
+    pub fn record_refs(&self) -> Vec<RecordRef<'_>> {
+        self.records
+            .iter()
+            .map(|r| RecordRef {
+                end_lsn: r.end_lsn,
+                data: &r.data,
+            })
+            .collect()
+    }
+}
+
+/// One record of a block's history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub start_lsn: u64,
+    pub end_lsn: u64,
+    pub xid: u32,
+    pub rmid: u8,
+    pub info: u8,
+    /// The record carries an image of the block (applicable or not).
+    pub has_image: bool,
+    /// `BKPBLOCK_WILL_INIT` for the block.
+    pub will_init: bool,
+    /// pg_waldump's names: "Heap", and "INSERT" ("UNKNOWN" where it has none).
+    pub rmgr: &'static str,
+    pub record_type: &'static str,
+}
+
+/// How one record uses the block asked about.
+#[derive(Clone, Copy, Debug)]
+struct BlockUse {
+    initializes: bool,
+    has_image: bool,
+    will_init: bool,
+}
+
+/// How a scan ended.
+enum ScanEnd {
+    /// A record starting after the last segment asked for was reached.
+    NextSegment,
+    /// The next record would end after the limit.
+    Limit,
+    /// The WAL ended (or stopped being readable) at `at`.
+    EndOfWal { at: u64, why: String },
+    /// The callback asked to stop.
+    Stopped,
+    /// The first segment could not be opened (recycled, removed, foreign).
+    Unreadable(WalError),
+}
+
+/// What a scan found besides the records it handed over.
+struct Scanned {
+    end: ScanEnd,
+    /// End of the last record read (0: none).
+    last_end: u64,
+}
+
+/// The WAL of one cluster, looked up in directories in order.
+#[derive(Debug)]
+pub struct WalSource {
+    dirs: Vec<PathBuf>,
+    /// Asked for, or the highest one found on first use (then kept).
+    timeline: Option<u32>,
+    /// Learnt from the first segment read; other systems' files are passed over.
+    system_id: Option<u64>,
+    /// Segment number -> start of the first record that starts in it.
+    first_starts: BTreeMap<u64, u64>,
+    /// Segments read whole: block -> start of the newest record starting in
+    /// the segment that initializes it (0: none does).
+    summaries: BTreeMap<u64, HashMap<PageTag, u64>>,
+    records_read: u64,
+}
+
+impl WalSource {
+    /// A source over `dirs`, in order; `timeline` None: the highest found.
+    /// Reads nothing yet.
+    pub fn new(dirs: Vec<PathBuf>, timeline: Option<u32>) -> WalSource {
+        WalSource {
+            dirs,
+            timeline,
+            system_id: None,
+            first_starts: BTreeMap::new(),
+            summaries: BTreeMap::new(),
+            records_read: 0,
+        }
+    }
+
+    /// Records read so far, by every lookup (for tests and measurements).
+    pub fn records_read(&self) -> u64 {
+        self.records_read
+    }
+
+    /// Bytes the index holds (the segment summaries), approximately.
+    pub fn index_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<(PageTag, u64)>() + 1;
+        self.summaries
+            .values()
+            .map(|m| m.capacity() * entry + 64)
+            .sum::<usize>()
+            + self.first_starts.len() * 48
+    }
+
+    fn list(&mut self) -> Result<Arc<Segments>, SourceError> {
+        let segs = Segments::list(&self.dirs, self.timeline, None)?;
+        self.timeline = Some(segs.timeline());
+        // What is gone from every directory cannot be read again.
+        self.summaries.retain(|s, _| segs.contains(*s));
+        self.first_starts.retain(|s, _| segs.contains(*s));
+        Ok(Arc::new(segs))
+    }
+
+    /// The unbroken run of present segments that ends with the highest one
+    /// at or below `segno`.
+    fn run_below(segs: &Segments, segno: u64) -> Option<(u64, u64)> {
+        let top = segs.present().rev().find(|&s| s <= segno)?;
+        let mut low = top;
+        while low > 0 && segs.contains(low - 1) {
+            low -= 1;
+        }
+        Some((low, top))
+    }
+
+    /// Read the records that start in segments `first..=last` (from `start`,
+    /// the first segment's first record or a record start in it) and end at
+    /// or before `limit`, with one reader. With `tag`, `found` gets each
+    /// record that references it, and may stop the scan by returning false.
+    /// Segments read whole get their summary.
+    #[allow(clippy::too_many_arguments)]
+    fn scan(
+        &mut self,
+        segs: &Arc<Segments>,
+        start: Start,
+        last: u64,
+        limit: u64,
+        tag: Option<&PageTag>,
+        interrupt: &mut dyn FnMut() -> bool,
+        found: &mut dyn FnMut(WalRecord, BlockUse) -> bool,
+    ) -> Result<Scanned, SourceError> {
+        let seg_size = segs.segment_size();
+        let (mut cur, mut whole) = match start {
+            Start::Segment(s) => (s, true),
+            Start::Lsn(lsn) => (lsn / seg_size, false),
+            Start::Oldest => unreachable!("scans start in a given segment"),
+        };
+        let mut reader = match WalReader::open_segments(Arc::clone(segs), start, self.system_id) {
+            Ok(r) => r,
+            Err(e @ (WalError::BadHeader { .. } | WalError::Removed { .. })) => {
+                return Ok(Scanned {
+                    end: ScanEnd::Unreadable(e),
+                    last_end: 0,
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.system_id = Some(reader.system_id());
+        reader.set_limit(limit);
+        let mut summary: HashMap<PageTag, u64> = HashMap::new();
+        let mut first_of_segment = whole;
+        let mut last_end = 0;
+        let mut n: u64 = 0;
+        loop {
+            n += 1;
+            if n % INTERRUPT_EVERY == 0 && interrupt() {
+                return Err(SourceError::Cancelled);
+            }
+            let Some(rec) = reader.next_record()? else {
+                let end = if reader.reached_limit() {
+                    ScanEnd::Limit
+                } else {
+                    ScanEnd::EndOfWal {
+                        at: reader.next_lsn(),
+                        why: reader.end_reason().unwrap_or("end of WAL").to_string(),
+                    }
+                };
+                return Ok(Scanned { end, last_end });
+            };
+            self.records_read += 1;
+            let seg = rec.start_lsn / seg_size;
+            if seg != cur {
+                // Everything that starts in `cur` was read.
+                if whole {
+                    self.summaries.insert(cur, std::mem::take(&mut summary));
+                    for empty in cur + 1..seg {
+                        self.summaries.insert(empty, HashMap::new());
+                    }
+                }
+                whole = true;
+                first_of_segment = true;
+                cur = seg;
+                if seg > last {
+                    return Ok(Scanned {
+                        end: ScanEnd::NextSegment,
+                        last_end,
+                    });
+                }
+            }
+            if first_of_segment {
+                if seg == rec.start_lsn / seg_size {
+                    self.first_starts.entry(seg).or_insert(rec.start_lsn);
+                }
+                first_of_segment = false;
+            }
+            last_end = rec.end_lsn;
+            let block = {
+                let decoded = record::decode_unchecked_crc(&rec.data).map_err(|error| {
+                    SourceError::Malformed {
+                        lsn: rec.start_lsn,
+                        error,
+                    }
+                })?;
+                if whole {
+                    for b in &decoded.blocks {
+                        let newest = summary.entry(b.tag).or_insert(0);
+                        if b.initializes_page() {
+                            *newest = rec.start_lsn;
+                        }
+                    }
+                }
+                tag.and_then(|t| decoded.block_for(t)).map(|b| BlockUse {
+                    initializes: b.initializes_page(),
+                    has_image: b.image.is_some(),
+                    will_init: b.will_init,
+                })
+            };
+            if let Some(b) = block {
+                if !found(rec, b) {
+                    return Ok(Scanned {
+                        end: ScanEnd::Stopped,
+                        last_end,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The start of the first record of the lowest readable segment of the
+    /// run `low..=top`, and that segment.
+    fn oldest_start(
+        &mut self,
+        segs: &Arc<Segments>,
+        low: u64,
+        top: u64,
+        limit: u64,
+    ) -> Result<Option<(u64, u64)>, SourceError> {
+        for s in low..=top {
+            if let Some(&start) = self.first_starts.get(&s) {
+                return Ok(Some((s, start)));
+            }
+            let mut reader =
+                match WalReader::open_segments(Arc::clone(segs), Start::Segment(s), self.system_id)
+                {
+                    Ok(r) => r,
+                    Err(WalError::BadHeader { .. } | WalError::Removed { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+            self.system_id = Some(reader.system_id());
+            reader.set_limit(limit);
+            match reader.next_record()? {
+                Some(rec) if rec.start_lsn / segs.segment_size() == s => {
+                    self.first_starts.insert(s, rec.start_lsn);
+                    return Ok(Some((s, rec.start_lsn)));
+                }
+                // Its first record ends after the limit: it starts here.
+                None if reader.reached_limit() => return Ok(Some((s, reader.next_lsn()))),
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// The oldest record start and the newest record end that can be read
+    /// now, with nothing read past `end_lsn`.
+    pub fn bounds(&mut self, end_lsn: u64) -> Result<(u64, u64), SourceError> {
+        let segs = self.list()?;
+        let seg_size = segs.segment_size();
+        let none = |dirs: &[PathBuf]| {
+            SourceError::NotFound(format!(
+                "no WAL record that ends at or before {} can be read in {}",
+                format_lsn(end_lsn),
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        };
+        let Some((low, top)) = Self::run_below(&segs, end_lsn / seg_size) else {
+            return Err(none(&self.dirs));
+        };
+        let Some((low, oldest)) = self.oldest_start(&segs, low, top, end_lsn)? else {
+            return Err(none(&self.dirs));
+        };
+        // The newest end: the last record of the highest segment with one.
+        for s in (low..=top).rev() {
+            let scanned = self.scan(
+                &segs,
+                Start::Segment(s),
+                s,
+                end_lsn,
+                None,
+                &mut || false,
+                &mut |_, _| true,
+            )?;
+            if scanned.last_end != 0 {
+                return Ok((oldest, scanned.last_end));
+            }
+        }
+        Err(none(&self.dirs))
+    }
+
+    /// The readable range for messages: "0/1000028 to 0/5A3B2C8".
+    fn range_text(&mut self, end_lsn: u64) -> String {
+        match self.bounds(end_lsn) {
+            Ok((a, b)) => format!("{} to {}", format_lsn(a), format_lsn(b)),
+            Err(e) => format!("none: {e}"),
+        }
+    }
+
+    /// The records that rebuild `tag` as of `lsn` (after every record that
+    /// ends at or before it; nothing after it is read): the newest record at
+    /// or before `lsn` that initializes the page, then every later record
+    /// that references it. `interrupt` is asked every few thousand records
+    /// whether to stop.
+    pub fn plan(
+        &mut self,
+        tag: &PageTag,
+        lsn: u64,
+        interrupt: &mut dyn FnMut() -> bool,
+    ) -> Result<Plan, SourceError> {
+        let segs = self.list()?;
+        let seg_size = segs.segment_size();
+        let s_lsn = lsn / seg_size;
+        let further = "an archive directory holding older segments, or a larger wal_keep_size, \
+                       would reach further";
+        let run = Self::run_below(&segs, s_lsn);
+        let oldest = match run {
+            Some((low, top)) => self.oldest_start(&segs, low, top, lsn)?,
+            None => None,
+        };
+        let (Some((_, top)), Some((low_readable, oldest))) = (run, oldest) else {
+            let oldest = match segs.present().next() {
+                Some(s) => format!(" (the oldest segment present is {})", segs.file_name(s)),
+                None => String::new(),
+            };
+            return Err(SourceError::NotFound(format!(
+                "LSN {} is before the oldest readable WAL record{oldest}; {further}",
+                format_lsn(lsn)
+            )));
+        };
+        if lsn < oldest {
+            return Err(SourceError::NotFound(format!(
+                "LSN {} is before the oldest readable WAL record, at {}; {further}",
+                format_lsn(lsn),
+                format_lsn(oldest)
+            )));
+        }
+        let after_newest = |me: &mut Self, detail: String| {
+            let range = me.range_text(lsn);
+            SourceError::NotFound(format!(
+                "LSN {} is after the newest readable WAL record ({detail}; readable: {range}): \
+                 pass an LSN the server has flushed",
+                format_lsn(lsn)
+            ))
+        };
+        if top < s_lsn {
+            return Err(after_newest(
+                self,
+                format!("segment {} is not present", segs.file_name(s_lsn)),
+            ));
+        }
+
+        // Newest segment first; each holds the block's records that start in it.
+        let mut per_segment: Vec<Vec<WalRecord>> = Vec::new();
+        let mut found = false;
+        let mut oldest_use: Option<u64> = None;
+        for s in (low_readable..=top).rev() {
+            if interrupt() {
+                return Err(SourceError::Cancelled);
+            }
+            let mut start = Start::Segment(s);
+            if s < s_lsn {
+                if let Some(summary) = self.summaries.get(&s) {
+                    match summary.get(tag) {
+                        None => continue,
+                        Some(&init) if init != 0 => start = Start::Lsn(init),
+                        Some(_) => {}
+                    }
+                }
+            }
+            let mut recs: Vec<WalRecord> = Vec::new();
+            let mut last_init: Option<usize> = None;
+            let scanned =
+                self.scan(&segs, start, s, lsn, Some(tag), interrupt, &mut |rec, b| {
+                    if b.initializes {
+                        last_init = Some(recs.len());
+                    }
+                    recs.push(rec);
+                    true
+                })?;
+            match scanned.end {
+                ScanEnd::NextSegment | ScanEnd::Limit | ScanEnd::Stopped => {}
+                ScanEnd::EndOfWal { at, why } => {
+                    if next_record_start(at, seg_size) < lsn {
+                        if per_segment.iter().all(Vec::is_empty) && s == top {
+                            return Err(after_newest(
+                                self,
+                                format!("the WAL ends at {}: {why}", format_lsn(at)),
+                            ));
+                        }
+                        return Err(SourceError::NotFound(format!(
+                            "the WAL cannot be read past {} ({why}), although later WAL was read: \
+                             a segment changed while it was read; {further}",
+                            format_lsn(at)
+                        )));
+                    }
+                }
+                ScanEnd::Unreadable(e) => {
+                    if s == s_lsn {
+                        return Err(after_newest(self, e.to_string()));
+                    }
+                    // The readable WAL begins after this segment.
+                    if !found {
+                        let range = self.range_text(lsn);
+                        let why = format!(
+                            "segment {} cannot be read ({e}); {further}",
+                            segs.file_name(s)
+                        );
+                        return Err(self.no_start(tag, lsn, seg_size, oldest_use, &range, &why));
+                    }
+                }
+            }
+            if let Some(first) = recs.first() {
+                oldest_use = Some(first.start_lsn);
+            }
+            if let Some(i) = last_init {
+                recs.drain(..i);
+                per_segment.push(recs);
+                found = true;
+                break;
+            }
+            per_segment.push(recs);
+        }
+        if !found {
+            let range = self.range_text(lsn);
+            return Err(self.no_start(tag, lsn, seg_size, oldest_use, &range, further));
+        }
+        let records = per_segment.into_iter().rev().flatten().collect();
+        Ok(Plan {
+            tag: *tag,
+            lsn,
+            records,
+        })
+    }
+
+    /// The NOT_FOUND of a block without a starting point at or before `lsn`.
+    fn no_start(
+        &self,
+        tag: &PageTag,
+        lsn: u64,
+        seg_size: u64,
+        oldest_use: Option<u64>,
+        range: &str,
+        further: &str,
+    ) -> SourceError {
+        let Some(oldest_use) = oldest_use else {
+            return SourceError::NotFound(format!(
+                "no record of the readable WAL ({range}) up to {} references {tag}: the block \
+                 was not changed in that WAL, or its relation fork or block does not exist; {further}",
+                format_lsn(lsn)
+            ));
+        };
+        // A starting point after lsn that an earlier lookup saw.
+        let later = self
+            .summaries
+            .range(lsn / seg_size..)
+            .filter_map(|(_, m)| m.get(tag).copied().filter(|&init| init > lsn))
+            .next();
+        let from = match later {
+            Some(init) => format!(
+                "; the page can be rebuilt as of the end of the record at {} or later",
+                format_lsn(init)
+            ),
+            None => String::new(),
+        };
+        SourceError::NotFound(format!(
+            "{tag} has no full-page image or initializing record at or before {} in the \
+             readable WAL ({range}): its oldest record there, at {}, changes an older version \
+             of the page{from}; {further}",
+            format_lsn(lsn),
+            format_lsn(oldest_use)
+        ))
+    }
+
+    /// Every record of the readable WAL that ends at or before `end_lsn`
+    /// and references `tag`, oldest first; `each` returns false to stop.
+    pub fn history(
+        &mut self,
+        tag: &PageTag,
+        end_lsn: u64,
+        interrupt: &mut dyn FnMut() -> bool,
+        each: &mut dyn FnMut(&HistoryEntry) -> bool,
+    ) -> Result<(), SourceError> {
+        let segs = self.list()?;
+        let seg_size = segs.segment_size();
+        let Some((mut low, top)) = Self::run_below(&segs, end_lsn / seg_size) else {
+            return Ok(());
+        };
+        let skip = |me: &Self, s: u64| {
+            s < top && me.summaries.get(&s).is_some_and(|m| !m.contains_key(tag))
+        };
+        let mut s = low;
+        while s <= top {
+            if skip(self, s) {
+                s += 1;
+                continue;
+            }
+            // One reader over the following segments that must be read.
+            let mut last = s;
+            while last < top && !skip(self, last + 1) {
+                last += 1;
+            }
+            if interrupt() {
+                return Err(SourceError::Cancelled);
+            }
+            let scanned = self.scan(
+                &segs,
+                Start::Segment(s),
+                last,
+                end_lsn,
+                Some(tag),
+                interrupt,
+                &mut |rec, b| {
+                    let (rmid, info) = (rec.rmid(), rec.info());
+                    each(&HistoryEntry {
+                        start_lsn: rec.start_lsn,
+                        end_lsn: rec.end_lsn,
+                        xid: rec.xid(),
+                        rmid,
+                        info,
+                        has_image: b.has_image,
+                        will_init: b.will_init,
+                        rmgr: record::rmgr_name(rmid),
+                        record_type: record::record_type_name(rmid, info).unwrap_or("UNKNOWN"),
+                    })
+                },
+            )?;
+            match scanned.end {
+                ScanEnd::Stopped => return Ok(()),
+                ScanEnd::NextSegment => {}
+                // The newest WAL: nothing more to read.
+                ScanEnd::Limit => return Ok(()),
+                ScanEnd::EndOfWal { at, why } => {
+                    if later_wal_exists(&segs, at / seg_size, top) {
+                        return Err(SourceError::NotFound(format!(
+                            "the WAL cannot be read past {} ({why}), although later segments hold \
+                             WAL: a segment changed while it was read, or is damaged",
+                            format_lsn(at)
+                        )));
+                    }
+                    return Ok(());
+                }
+                // The oldest segment cannot be read (being removed): the
+                // readable WAL starts after it.
+                ScanEnd::Unreadable(_) if s == low => {
+                    low += 1;
+                    s += 1;
+                    continue;
+                }
+                ScanEnd::Unreadable(e) => {
+                    if later_wal_exists(&segs, s, top) {
+                        return Err(e.into());
+                    }
+                    return Ok(());
+                }
+            }
+            s = last + 1;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a segment after `segno`, up to `top`, begins with its own long
+/// page header (real WAL, not a file recycled for future use).
+fn later_wal_exists(segs: &Segments, segno: u64, top: u64) -> bool {
+    (segno + 1..=top).any(|s| segs.holds_wal(s))
+}
