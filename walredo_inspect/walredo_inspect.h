@@ -18,7 +18,7 @@
 #include "storage/block.h"
 #include "storage/relfilenode.h"
 
-#include "walredo_contract.h"
+#include "walredo.h"
 
 /* settings (walredo_inspect.c) */
 extern int	inspect_processes;
