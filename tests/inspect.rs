@@ -474,6 +474,13 @@ fn errors_and_archive() {
         &format!("SELECT page_at_lsn('old_rows', 0, '{old}');"),
         "walredo_inspect.archive_dir",
     );
+    // Within the readable WAL, but the block's starting point is gone with
+    // the old segment.
+    err(
+        &mut s,
+        "SELECT page_at_lsn('old_rows', 0, pg_current_wal_flush_lsn());",
+        "walredo_inspect.archive_dir",
+    );
     err(
         &mut s,
         "SELECT page_at_lsn('old_rows', 0, 'FFFFFFFF/0');",
