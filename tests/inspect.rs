@@ -783,8 +783,14 @@ fn backend_lifecycle() {
             .unwrap_or(false)
         },
     );
+    let left_by_crash = scratch_dirs_of(&scratch_root, pid).len();
     let mut d = Session::open(&cluster);
     assert_eq!(d.ok(NEEDS_PROCESS), "8192");
+    println!(
+        "lifecycle: crashed backend {pid}: {left_by_crash} scratch dirs left by the crash, \
+         removed by the next backend's pool; its process had {} System V segments",
+        child_segments.len()
+    );
     assert!(
         scratch_dirs_of(&scratch_root, pid).is_empty(),
         "scratch dirs of the crashed backend {pid} left after the next pool started"
