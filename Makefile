@@ -8,8 +8,9 @@
 #   make bench        benchmark table (BENCHMARKS.md)
 #   make profile      pg_walredo's request loop under callgrind
 #   make install      install header, libraries, walredo.pc, the walredo command
-#                     (PREFIX=/usr/local) and the extension into PostgreSQL 15's
-#                     directories
+#                     (PREFIX=/usr/local) and the extensions (pg_walredo,
+#                     walredo_inspect) into PostgreSQL 15's directories
+#   make inspect-test walredo_inspect's tests against throw-away clusters
 #
 # The cargo workspace: the library (src/), cli/ (the walredo command, the
 # demo), testkit/ (test clusters, fixtures, a fake child; tests only),
@@ -26,7 +27,7 @@ PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 export PG_CONFIG
 
-.PHONY: all deps build extension check lint header header-check test c-tests \
+.PHONY: all deps build extension inspect-test check lint header header-check test c-tests \
 	pkgconfig-test demo bench profile install install-lib fuzz-build fuzz-smoke clean
 
 all: build
@@ -35,9 +36,11 @@ deps:
 	@scripts/ensure-deps.sh
 
 # Everything `make install` installs: the libraries (and the header, checked
-# in), the walredo command, the extension.
+# in), the walredo command, the extensions. walredo_inspect links the static
+# library, so it comes after cargo.
 build: deps extension
 	$(CARGO) build --release -p walredo -p walredo-cli
+	$(MAKE) -C walredo_inspect PG_CONFIG=$(PG_CONFIG)
 
 extension: deps
 	$(MAKE) -C pg_walredo PG_CONFIG=$(PG_CONFIG)
@@ -72,6 +75,12 @@ pkgconfig-test: build
 	    $$(pkg-config --cflags walredo) $$(pkg-config --variable=libdir walredo)/libwalredo.a \
 	    -lpthread -ldl -lm && \
 	  target/pkgconfig-test/test_pkgconfig_static'
+
+# walredo_inspect inside real backends of throw-away clusters, each run from
+# a private copy of the PostgreSQL installation with the extension in it
+# (tests/inspect.rs; `make test`, and so `make check`, runs it with the rest).
+inspect-test: build
+	$(CARGO) test --release -p walredo --test inspect -- --nocapture --test-threads=1
 
 check: build lint header-check test c-tests pkgconfig-test
 
@@ -128,7 +137,9 @@ install: install-lib
 	install -d $(DESTDIR)$(BINDIR)
 	install -m 755 target/release/walredo $(DESTDIR)$(BINDIR)/walredo
 	$(MAKE) -C pg_walredo PG_CONFIG=$(PG_CONFIG) install
+	$(MAKE) -C walredo_inspect PG_CONFIG=$(PG_CONFIG) install
 
 clean:
 	$(CARGO) clean
 	$(MAKE) -C pg_walredo PG_CONFIG=$(PG_CONFIG) clean
+	$(MAKE) -C walredo_inspect PG_CONFIG=$(PG_CONFIG) clean

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make demo: write real WAL with a throw-away PostgreSQL 15 cluster, let
-# PostgreSQL replay it, rebuild every page with walredo and compare.
+# PostgreSQL replay it, rebuild every page with walredo and compare; then, in
+# SQL, a row before a bad UPDATE through walredo_inspect.
 #
 #   WORKLOAD=file.sql   the SQL part of the workload (default cli/demo/workload.sql)
 #   DEMO_CONF='k=v ...' server settings (data_checksums=on: initdb --data-checksums)
@@ -20,7 +21,7 @@ as_pg() {
 [ "$(id -u)" = 0 ] && chown postgres "$DIR"
 
 cleanup() {
-    for d in "$DIR/data" "$DIR/expected"; do
+    for d in "$DIR/data" "$DIR/expected" "$DIR/sql/data"; do
         if [ -f "$d/postmaster.pid" ]; then
             as_pg "$BIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1 || true
         fi

@@ -10,6 +10,10 @@
 //!
 //! `--conf` takes server settings; `data_checksums=on` is special: the
 //! cluster is initialized with `initdb --data-checksums`.
+//!
+//! It ends in SQL: a second cluster, run from a private copy of the
+//! installation with walredo_inspect in it, shows a row as it was before a
+//! bad UPDATE with `heap_page_item_attrs(page_at_lsn(...))`.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -17,6 +21,50 @@ use std::time::Instant;
 
 use walredo::wal::format_lsn;
 use walredo_testkit::cluster::record_workload;
+use walredo_testkit::install::PrivateInstall;
+
+/// The row before a bad UPDATE, in SQL, through walredo_inspect.
+fn from_sql(dir: &std::path::Path) -> bool {
+    let sql_dir = dir.join("sql");
+    std::fs::create_dir_all(&sql_dir).unwrap();
+    if let Some(ids) = walredo_testkit::cluster::user() {
+        std::os::unix::fs::chown(&sql_dir, Some(ids.uid), Some(ids.gid)).unwrap();
+    }
+    let install = PrivateInstall::new_in(dir);
+    let mut cluster = install.cluster(&sql_dir, &[], &["fsync = off"]);
+    cluster.start();
+    let show = |sql: &str| {
+        println!(
+            "demo=# {}",
+            sql.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+        for line in cluster.psql(sql).lines() {
+            println!("    {line}");
+        }
+    };
+    cluster.psql(
+        "CREATE EXTENSION walredo_inspect; CREATE EXTENSION pageinspect;
+         CREATE TABLE accounts (id int PRIMARY KEY, owner text, balance int);
+         INSERT INTO accounts VALUES (1, 'alice', 100), (2, 'bob', 50);",
+    );
+    let before = cluster.psql("SELECT pg_current_wal_insert_lsn();");
+    println!(
+        "demo: walredo_inspect, from SQL (a cluster of its own); the WAL position now is {before}"
+    );
+    show("UPDATE accounts SET balance = 0;   -- the bad UPDATE: no WHERE");
+    show("SELECT * FROM accounts ORDER BY id;");
+    let query = format!(
+        "SELECT lp, convert_from(substring(t_attrs[2] from 2), 'UTF8') AS owner,
+                get_byte(t_attrs[3], 0) + (get_byte(t_attrs[3], 1) << 8) AS balance
+         FROM heap_page_item_attrs(page_at_lsn('accounts', 0, '{before}'), 'accounts')
+         WHERE t_attrs IS NOT NULL ORDER BY lp;"
+    );
+    println!("demo: the rows of block 0 as they were at {before}:");
+    show(&query);
+    let rows = cluster.psql(&query);
+    cluster.stop();
+    rows == "1|alice|100\n2|bob|50"
+}
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -120,9 +168,13 @@ fn main() -> ExitCode {
                 rec.recovery_time.as_secs_f64(),
                 took.as_secs_f64()
             );
-            if s.success() {
+            if !s.success() {
+                return ExitCode::FAILURE;
+            }
+            if from_sql(&dir) {
                 ExitCode::SUCCESS
             } else {
+                eprintln!("demo: page_at_lsn did not show the rows before the UPDATE");
                 ExitCode::FAILURE
             }
         }

@@ -25,7 +25,12 @@ pub fn user() -> Option<UserIds> {
 
 /// Run a PostgreSQL program as the unprivileged user; panics on failure.
 pub fn run(program: &str, args: &[&str]) -> Output {
-    let out = command(program, args)
+    run_in(Path::new(BINDIR), program, args)
+}
+
+/// `run` for the programs of another installation.
+pub fn run_in(bindir: &Path, program: &str, args: &[&str]) -> Output {
+    let out = command_in(bindir, program, args)
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
@@ -39,7 +44,13 @@ pub fn run(program: &str, args: &[&str]) -> Output {
 }
 
 pub fn command(program: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(Path::new(BINDIR).join(program));
+    command_in(Path::new(BINDIR), program, args)
+}
+
+/// `command` for the programs of another installation (a private copy, see
+/// [`crate::install`]).
+pub fn command_in(bindir: &Path, program: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bindir.join(program));
     cmd.args(args).env("LC_ALL", "C").env_remove("PGDATA");
     if let Some(ids) = user() {
         cmd.uid(ids.uid).gid(ids.gid);
@@ -75,6 +86,8 @@ impl Drop for TempDir {
 
 /// A PostgreSQL 15 cluster listening only on a unix socket in its own dir.
 pub struct Cluster {
+    /// The installation whose server runs it (Debian's, or a private copy).
+    pub bindir: PathBuf,
     pub data: PathBuf,
     pub socket_dir: PathBuf,
     pub log: PathBuf,
@@ -84,6 +97,12 @@ pub struct Cluster {
 impl Cluster {
     /// initdb into `dir/data`, with `settings` appended to postgresql.conf.
     pub fn init(dir: &Path, initdb_args: &[&str], settings: &[&str]) -> Cluster {
+        Cluster::init_in(Path::new(BINDIR), dir, initdb_args, settings)
+    }
+
+    /// `init` with the programs of the installation in `bindir`: its server
+    /// then finds extensions in that installation's share directory.
+    pub fn init_in(bindir: &Path, dir: &Path, initdb_args: &[&str], settings: &[&str]) -> Cluster {
         let data = dir.join("data");
         let mut args = vec![
             "-D",
@@ -95,7 +114,7 @@ impl Cluster {
             "postgres",
         ];
         args.extend_from_slice(initdb_args);
-        run("initdb", &args);
+        run_in(bindir, "initdb", &args);
         let mut conf = String::from("\n# walredo tests\n");
         for s in settings {
             conf.push_str(s);
@@ -106,6 +125,7 @@ impl Cluster {
         text.push_str(&conf);
         fs::write(&path, text).unwrap();
         Cluster {
+            bindir: bindir.to_path_buf(),
             data,
             socket_dir: dir.to_path_buf(),
             log: dir.join("server.log"),
@@ -118,7 +138,8 @@ impl Cluster {
             "-c listen_addresses='' -c unix_socket_directories='{}'",
             self.socket_dir.display()
         );
-        run(
+        run_in(
+            &self.bindir,
             "pg_ctl",
             &[
                 "-D",
@@ -135,7 +156,8 @@ impl Cluster {
     }
 
     pub fn stop(&mut self) {
-        run(
+        run_in(
+            &self.bindir,
             "pg_ctl",
             &[
                 "-D",
@@ -192,7 +214,8 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if self.running {
-            let _ = command(
+            let _ = command_in(
+                &self.bindir,
                 "pg_ctl",
                 &[
                     "-D",

@@ -1,12 +1,14 @@
 //! Test tooling of walredo, for its tests, benchmarks and demos only:
 //! throw-away PostgreSQL 15 clusters (run as an unprivileged user when the
 //! caller is root), real WAL recorded from workloads, redo fixtures cut from
-//! it, and `walredo-fake-child`, a fault-injecting stand-in for a wal-redo
+//! it, private installation copies that load this tree's extensions, and
+//! `walredo-fake-child`, a fault-injecting stand-in for a wal-redo
 //! process.
 
 pub mod cluster;
 pub mod fixtures;
 pub mod harness;
+pub mod install;
 
 use std::path::PathBuf;
 

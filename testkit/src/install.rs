@@ -1,0 +1,331 @@
+//! A private copy of the PostgreSQL 15 installation with this tree's
+//! extensions in it, and interactive psql sessions.
+//!
+//! PostgreSQL 15 finds extensions only in its own share directory, and finds
+//! that directory relative to its binary. So a test that must `CREATE
+//! EXTENSION walredo_inspect` without writing into the system's directories
+//! runs the server from a copy of `/usr/lib/postgresql/15` and
+//! `/usr/share/postgresql/15` (relative layout kept), into which the
+//! extensions built in this tree are copied.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use crate::cluster::{command, copy_tree, user, Cluster, TempDir};
+
+const PG_LIB: &str = "/usr/lib/postgresql/15";
+const PG_SHARE: &str = "/usr/share/postgresql/15";
+
+/// The workspace root (testkit/ is one level below it).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A copy of the installation under a temporary directory, removed on drop.
+pub struct PrivateInstall {
+    pub root: TempDir,
+}
+
+impl PrivateInstall {
+    /// Copy the installation and put this tree's pg_walredo and
+    /// walredo_inspect (built by `make`) into it.
+    pub fn new(name: &str) -> PrivateInstall {
+        PrivateInstall::copy_into(TempDir::new(&format!("install-{name}")))
+    }
+
+    /// The same in `parent/install` (removed on drop too), for callers that
+    /// clean up a directory of their own (the demo).
+    pub fn new_in(parent: &Path) -> PrivateInstall {
+        let dir = parent.join("install");
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        PrivateInstall::copy_into(TempDir(dir))
+    }
+
+    fn copy_into(root: TempDir) -> PrivateInstall {
+        let lib = root.path().join(PG_LIB.trim_start_matches('/'));
+        let share = root.path().join(PG_SHARE.trim_start_matches('/'));
+        for (from, to) in [(PG_LIB, &lib), (PG_SHARE, &share)] {
+            fs::create_dir_all(to.parent().unwrap()).unwrap();
+            copy_tree(Path::new(from), to);
+        }
+        let ws = workspace_root();
+        let built = [
+            (
+                ws.join("pg_walredo/pg_walredo.so"),
+                lib.join("lib/pg_walredo.so"),
+            ),
+            (
+                ws.join("walredo_inspect/walredo_inspect.so"),
+                lib.join("lib/walredo_inspect.so"),
+            ),
+            (
+                ws.join("walredo_inspect/walredo_inspect.control"),
+                share.join("extension/walredo_inspect.control"),
+            ),
+            (
+                ws.join("walredo_inspect/walredo_inspect--1.0.sql"),
+                share.join("extension/walredo_inspect--1.0.sql"),
+            ),
+        ];
+        for (from, to) in built {
+            assert!(
+                from.is_file(),
+                "{} is missing: build it with `make` (make check does)",
+                from.display()
+            );
+            let _ = fs::remove_file(&to);
+            fs::copy(&from, &to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+        }
+        PrivateInstall { root }
+    }
+
+    pub fn bindir(&self) -> PathBuf {
+        self.root
+            .path()
+            .join(PG_LIB.trim_start_matches('/'))
+            .join("bin")
+    }
+
+    /// initdb a cluster in `dir` whose server is this installation's.
+    pub fn cluster(&self, dir: &Path, initdb_args: &[&str], settings: &[&str]) -> Cluster {
+        Cluster::init_in(&self.bindir(), dir, initdb_args, settings)
+    }
+}
+
+/// Which stream a line of psql's came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Out,
+    Err,
+}
+
+/// A line psql wrote, with when the test read it.
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub stream: Stream,
+    pub text: String,
+    pub at: Instant,
+}
+
+/// The outcome of one statement in a [`Session`].
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Rows, unaligned, one a line.
+    pub out: String,
+    /// What psql wrote to stderr (errors, notices).
+    pub err: String,
+    /// When the first stderr line arrived, if any: when an ERROR was seen.
+    pub err_at: Option<Instant>,
+    /// The connection ended (psql exited) before the statement's end.
+    pub ended: bool,
+}
+
+impl Reply {
+    pub fn ok(&self) -> bool {
+        !self.ended && !self.err.contains("ERROR:") && !self.err.contains("FATAL:")
+    }
+}
+
+const MARK: &str = "__walredo_test_done__";
+
+/// One backend held open through a psql process: statements run one after
+/// another in the same backend (its pool, its WAL handle).
+pub struct Session {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<Line>,
+    /// The backend's process id.
+    pub pid: u32,
+}
+
+impl Session {
+    pub fn open(cluster: &Cluster) -> Session {
+        Session::open_db(cluster, "postgres", "postgres")
+    }
+
+    pub fn open_db(cluster: &Cluster, db: &str, role: &str) -> Session {
+        let mut child = command(
+            "psql",
+            &[
+                "-X",
+                "-q",
+                "-t",
+                "-A",
+                "-h",
+                cluster.socket_dir.to_str().unwrap(),
+                "-U",
+                role,
+                "-d",
+                db,
+            ],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("psql");
+        let (tx, rx) = channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        for (stream, pipe) in [
+            (Stream::Out, Box::new(out) as Box<dyn std::io::Read + Send>),
+            (Stream::Err, Box::new(err)),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for text in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let at = Instant::now();
+                    if tx.send(Line { stream, text, at }).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let stdin = child.stdin.take();
+        let mut s = Session {
+            child,
+            stdin,
+            lines: rx,
+            pid: 0,
+        };
+        let r = s.query("SELECT pg_backend_pid();");
+        assert!(r.ok(), "cannot open a session: {r:?}");
+        s.pid = r.out.trim().parse().expect("a backend pid");
+        s
+    }
+
+    /// Send a statement without waiting for its end; `finish` collects it.
+    pub fn send(&mut self, sql: &str) {
+        let stdin = self.stdin.as_mut().expect("session open");
+        // The mark on both streams tells when everything of the statement was read.
+        let _ = write!(stdin, "{sql}\n\\echo {MARK}\n\\warn {MARK}\n");
+        let _ = stdin.flush();
+    }
+
+    /// Wait (up to `timeout`) for the statement sent last to end.
+    pub fn finish(&mut self, timeout: Duration) -> Reply {
+        let deadline = Instant::now() + timeout;
+        let mut reply = Reply {
+            out: String::new(),
+            err: String::new(),
+            err_at: None,
+            ended: false,
+        };
+        let (mut out_done, mut err_done) = (false, false);
+        while !(out_done && err_done) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.text == MARK => match line.stream {
+                    Stream::Out => out_done = true,
+                    Stream::Err => err_done = true,
+                },
+                Ok(line) => match line.stream {
+                    Stream::Out => {
+                        reply.out.push_str(&line.text);
+                        reply.out.push('\n');
+                    }
+                    Stream::Err => {
+                        reply.err_at.get_or_insert(line.at);
+                        reply.err.push_str(&line.text);
+                        reply.err.push('\n');
+                    }
+                },
+                Err(RecvTimeoutError::Disconnected) => {
+                    reply.ended = true;
+                    break;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("statement did not end within {timeout:?}: {reply:?}")
+                }
+            }
+        }
+        reply.out = reply.out.trim_end().to_string();
+        reply
+    }
+
+    /// Run one statement and wait for its end (up to two minutes).
+    pub fn query(&mut self, sql: &str) -> Reply {
+        self.send(sql);
+        self.finish(Duration::from_secs(120))
+    }
+
+    /// Run one statement that must succeed; its rows.
+    pub fn ok(&mut self, sql: &str) -> String {
+        let r = self.query(sql);
+        assert!(r.ok(), "{sql}: {}", r.err);
+        r.out
+    }
+
+    /// Close psql and wait for it.
+    pub fn close(mut self) {
+        self.stdin = None;
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.stdin = None;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Children of process `pid`, from /proc (pid, state letter).
+pub fn children_of(pid: u32) -> Vec<(u32, char)> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+            if let Ok(child) = entry.file_name().to_string_lossy().parse() {
+                found.push((child, f[0].chars().next().unwrap_or('?')));
+            }
+        }
+    }
+    found
+}
+
+/// The scratch root the library uses in a server's backends: `$TMPDIR` is
+/// inherited from the test, the user is the server's.
+pub fn server_scratch_root() -> PathBuf {
+    // SAFETY: geteuid cannot fail.
+    let uid = user()
+        .map(|u| u.uid)
+        .unwrap_or_else(|| unsafe { libc::geteuid() });
+    std::env::temp_dir().join(format!("walredo-{uid}"))
+}
+
+/// Scratch directories of host `pid` in `root`.
+pub fn scratch_dirs_of(root: &Path, pid: u32) -> Vec<String> {
+    let prefix = format!("proc-{pid}-");
+    fs::read_dir(root)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,225 @@
+/*
+ * functions.c
+ *		The SQL functions: page_at_lsn (two forms) and page_history.
+ *
+ * Arguments are checked here, with PostgreSQL's errors; the WAL lookup is
+ * wal.c's, the redo pool.c's.
+ */
+#include "walredo_inspect.h"
+
+#include "access/htup_details.h"
+#include "access/relation.h"
+#include "access/xlog.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_tablespace_d.h"
+#include "common/relpath.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/bufmgr.h"
+#include "storage/bufpage.h"
+#include "storage/checksum.h"
+#include "storage/smgr.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/pg_lsn.h"
+#include "utils/rel.h"
+
+PG_FUNCTION_INFO_V1(page_at_lsn_rel);
+PG_FUNCTION_INFO_V1(page_at_lsn_node);
+PG_FUNCTION_INFO_V1(page_history);
+
+static ForkNumber
+fork_argument(text *fork)
+{
+	/* forkname_to_number reports an unknown name with a hint */
+	return forkname_to_number(text_to_cstring(fork));
+}
+
+static BlockNumber
+block_argument(int64 blkno)
+{
+	if (blkno < 0 || blkno >= MaxBlockNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid block number %lld", (long long) blkno)));
+	return (BlockNumber) blkno;
+}
+
+static XLogRecPtr
+lsn_argument(XLogRecPtr lsn)
+{
+	XLogRecPtr	limit = inspect_flush_limit();
+
+	if (XLogRecPtrIsInvalid(lsn))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid LSN %X/%X", LSN_FORMAT_ARGS(lsn))));
+	if (lsn > limit)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("LSN %X/%X is in the future", LSN_FORMAT_ARGS(lsn)),
+				 errdetail("WAL is %s up to %X/%X.",
+						   RecoveryInProgress() ? "replayed" : "flushed",
+						   LSN_FORMAT_ARGS(limit))));
+	return lsn;
+}
+
+/*
+ * The tag of an existing block of a relation that has WAL.  Temporary and
+ * unlogged relations have none; a missing fork or a block past the end is an
+ * error here (the relation-file form of page_at_lsn reaches blocks and files
+ * that are gone).
+ */
+static void
+relation_tag(Oid relid, ForkNumber forknum, BlockNumber blkno, walredo_page_tag *tag)
+{
+	Relation	rel = relation_open(relid, AccessShareLock);
+	BlockNumber nblocks;
+
+	if (!RELKIND_HAS_STORAGE(rel->rd_rel->relkind))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("relation \"%s\" has no storage",
+						RelationGetRelationName(rel))));
+	if (rel->rd_rel->relpersistence == RELPERSISTENCE_TEMP)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot inspect temporary relation \"%s\"",
+						RelationGetRelationName(rel)),
+				 errdetail("Temporary relations are not WAL-logged.")));
+	if (rel->rd_rel->relpersistence == RELPERSISTENCE_UNLOGGED)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot inspect unlogged relation \"%s\"",
+						RelationGetRelationName(rel)),
+				 errdetail("Unlogged relations are not WAL-logged.")));
+	if (!smgrexists(RelationGetSmgr(rel), forknum))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("relation \"%s\" has no %s fork",
+						RelationGetRelationName(rel), forkNames[forknum])));
+	nblocks = RelationGetNumberOfBlocksInFork(rel, forknum);
+	if (blkno >= nblocks)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("block number %u is out of range for relation \"%s\"",
+						blkno, RelationGetRelationName(rel)),
+				 errdetail_plural("Its %s fork has %u block.",
+								  "Its %s fork has %u blocks.",
+								  nblocks, forkNames[forknum], nblocks),
+				 errhint("For a block or relation file that is gone since, use "
+						 "page_at_lsn(spcnode, dbnode, relnode, blkno, lsn, fork).")));
+
+	tag->spcnode = rel->rd_node.spcNode;
+	tag->dbnode = rel->rd_node.dbNode;
+	tag->relnode = rel->rd_node.relNode;
+	tag->forknum = (uint8) forknum;
+	tag->blkno = blkno;
+	relation_close(rel, AccessShareLock);
+}
+
+/* The page of tag as of lsn, as a bytea that pageinspect reads directly. */
+static bytea *
+page_at(const walredo_page_tag *tag, XLogRecPtr lsn)
+{
+	bytea	   *result = (bytea *) palloc(BLCKSZ + VARHDRSZ);
+	Page		page = (Page) VARDATA(result);
+
+	SET_VARSIZE(result, BLCKSZ + VARHDRSZ);
+	PG_TRY();
+	{
+		walredo_plan *plan = inspect_plan(tag, lsn);
+
+		inspect_redo(tag, plan, (uint8 *) page);
+	}
+	PG_FINALLY();
+	{
+		inspect_plan_release();
+	}
+	PG_END_TRY();
+
+	/* As the buffer manager writes it: new pages carry no checksum. */
+	if (DataChecksumsEnabled() && !PageIsNew(page))
+		((PageHeader) page)->pd_checksum = pg_checksum_page((char *) page, tag->blkno);
+	return result;
+}
+
+/* page_at_lsn(rel regclass, blkno bigint, lsn pg_lsn, fork text) */
+Datum
+page_at_lsn_rel(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	BlockNumber blkno = block_argument(PG_GETARG_INT64(1));
+	XLogRecPtr	lsn = lsn_argument(PG_GETARG_LSN(2));
+	ForkNumber	forknum = fork_argument(PG_GETARG_TEXT_PP(3));
+	walredo_page_tag tag;
+
+	relation_tag(relid, forknum, blkno, &tag);
+	PG_RETURN_BYTEA_P(page_at(&tag, lsn));
+}
+
+/*
+ * page_at_lsn(spcnode oid, dbnode oid, relnode oid, blkno bigint, lsn pg_lsn,
+ * fork text): a relation file by its node, also one rewritten, truncated or
+ * dropped since.  spcnode 0 is the database's default tablespace, as in
+ * pg_class.reltablespace.
+ */
+Datum
+page_at_lsn_node(PG_FUNCTION_ARGS)
+{
+	Oid			spcnode = PG_GETARG_OID(0);
+	Oid			dbnode = PG_GETARG_OID(1);
+	Oid			relnode = PG_GETARG_OID(2);
+	BlockNumber blkno = block_argument(PG_GETARG_INT64(3));
+	XLogRecPtr	lsn = lsn_argument(PG_GETARG_LSN(4));
+	ForkNumber	forknum = fork_argument(PG_GETARG_TEXT_PP(5));
+	walredo_page_tag tag;
+
+	if (!OidIsValid(relnode))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid relation file node 0")));
+	tag.spcnode = OidIsValid(spcnode) ? spcnode : MyDatabaseTableSpace;
+	tag.dbnode = dbnode;
+	tag.relnode = relnode;
+	tag.forknum = (uint8) forknum;
+	tag.blkno = blkno;
+	PG_RETURN_BYTEA_P(page_at(&tag, lsn));
+}
+
+/*
+ * page_history(rel regclass, blkno bigint, fork text) RETURNS TABLE
+ * (start_lsn, end_lsn, rmgr, record_type, xid, has_image, will_init)
+ */
+Datum
+page_history(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	BlockNumber blkno = block_argument(PG_GETARG_INT64(1));
+	ForkNumber	forknum = fork_argument(PG_GETARG_TEXT_PP(2));
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	walredo_page_tag tag;
+	InspectHistory history = {0};
+
+	relation_tag(relid, forknum, blkno, &tag);
+	InitMaterializedSRF(fcinfo, 0);
+	inspect_history(&tag, inspect_flush_limit(), &history);
+
+	for (size_t i = 0; i < history.n; i++)
+	{
+		InspectHistoryEntry *e = &history.entries[i];
+		Datum		values[7];
+		bool		nulls[7] = {0};
+
+		values[0] = LSNGetDatum(e->start_lsn);
+		values[1] = LSNGetDatum(e->end_lsn);
+		values[2] = CStringGetTextDatum(e->rmgr);
+		values[3] = CStringGetTextDatum(e->record_type);
+		values[4] = TransactionIdGetDatum(e->xid);
+		values[5] = BoolGetDatum(e->has_image);
+		values[6] = BoolGetDatum(e->will_init);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}

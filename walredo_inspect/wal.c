@@ -1,0 +1,221 @@
+/*
+ * wal.c
+ *		The backend's WAL handle: replay plans and block history.
+ *
+ * One walredo_wal per backend, kept between calls, so the library's index of
+ * the WAL (where scans can start) is built once, not on every lookup.  It
+ * reads the server's pg_wal and then walredo_inspect.archive_dir, in place.
+ * Reopened when the archive directory or the timeline changes.
+ *
+ * The library reads only up to the LSN it is given, which must be WAL that is
+ * flushed (on a standby: replayed), so it never sees a half-written record.
+ */
+#include "walredo_inspect.h"
+
+#include <stdlib.h>
+
+#include "access/xlog.h"
+#include "access/xlog_internal.h"
+#include "access/xlogrecovery.h"
+#include "miscadmin.h"
+
+static walredo_wal *wal = NULL;
+static char *wal_archive_dir = NULL;	/* malloc'd: what wal was opened with */
+static TimeLineID wal_timeline = 0;
+
+/* The plan of the current lookup, if any: released on ERROR and at exit. */
+static walredo_plan *current_plan = NULL;
+
+/* The newest WAL position that may be read, and its timeline. */
+static XLogRecPtr
+flush_limit(TimeLineID *tli)
+{
+	if (RecoveryInProgress())
+		return GetXLogReplayRecPtr(tli);
+	*tli = GetWALInsertionTimeLine();
+	return GetFlushRecPtr(NULL);
+}
+
+XLogRecPtr
+inspect_flush_limit(void)
+{
+	TimeLineID	tli;
+
+	return flush_limit(&tli);
+}
+
+void
+inspect_wal_release(void)
+{
+	walredo_wal *w = wal;
+
+	wal = NULL;
+	walredo_wal_free(w);
+	free(wal_archive_dir);
+	wal_archive_dir = NULL;
+}
+
+void
+inspect_plan_release(void)
+{
+	walredo_plan *p = current_plan;
+
+	current_plan = NULL;
+	walredo_plan_free(p);
+}
+
+static walredo_wal *
+get_wal(void)
+{
+	const char *archive = inspect_archive_dir ? inspect_archive_dir : "";
+	const char *dirs[2];
+	char		pg_wal[MAXPGPATH];
+	size_t		n_dirs = 0;
+	TimeLineID	tli;
+	int			rc;
+
+	(void) flush_limit(&tli);
+	if (wal != NULL &&
+		(strcmp(wal_archive_dir, archive) != 0 || wal_timeline != tli))
+		inspect_wal_release();
+	if (wal != NULL)
+		return wal;
+
+	inspect_register_exit();
+	wal_archive_dir = strdup(archive);
+	if (wal_archive_dir == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+
+	snprintf(pg_wal, sizeof(pg_wal), "%s/%s", DataDir, XLOGDIR);
+	dirs[n_dirs++] = pg_wal;
+	if (archive[0] != '\0')
+		dirs[n_dirs++] = archive;
+
+	rc = walredo_wal_open(dirs, n_dirs, tli, &wal);
+	if (rc != WALREDO_OK)
+	{
+		wal = NULL;
+		free(wal_archive_dir);
+		wal_archive_dir = NULL;
+		inspect_library_error(rc, "could not open the WAL");
+	}
+	wal_timeline = tli;
+	return wal;
+}
+
+/*
+ * The records that rebuild tag as of lsn.  The plan stays owned here; the
+ * caller releases it with inspect_plan_release (also on ERROR).  A scan
+ * stopped for an interrupt is retried when ProcessInterrupts did not raise
+ * an error (it may have only handled a barrier or a config reload).
+ */
+walredo_plan *
+inspect_plan(const walredo_page_tag *tag, XLogRecPtr lsn)
+{
+	walredo_wal *w = get_wal();
+	int			rc;
+
+	inspect_plan_release();
+	for (;;)
+	{
+		walredo_plan *plan = NULL;
+
+		rc = walredo_wal_plan(w, tag, lsn, inspect_interrupt_pending, NULL, &plan);
+		if (rc == WALREDO_OK)
+		{
+			current_plan = plan;
+			return plan;
+		}
+		if (rc != WALREDO_CANCELLED)
+			break;
+		CHECK_FOR_INTERRUPTS();
+	}
+	inspect_library_error(rc, psprintf("could not rebuild block %u of relation %u/%u/%u as of %X/%X",
+									   tag->blkno, tag->spcnode, tag->dbnode, tag->relnode,
+									   LSN_FORMAT_ARGS(lsn)));
+}
+
+/*
+ * Runs inside the library: no palloc, no ereport.  Copies the entry (its
+ * strings live only during the call) into malloc'd memory; stops the walk
+ * when memory runs out.
+ */
+static int
+collect_entry(void *userdata, const walredo_history_entry *entry)
+{
+	InspectHistory *h = (InspectHistory *) userdata;
+	InspectHistoryEntry *e;
+
+	if (h->n == h->cap)
+	{
+		size_t		cap = h->cap ? h->cap * 2 : 64;
+		InspectHistoryEntry *grown = realloc(h->entries, cap * sizeof(*grown));
+
+		if (grown == NULL)
+		{
+			h->out_of_memory = true;
+			return 1;
+		}
+		h->entries = grown;
+		h->cap = cap;
+	}
+	e = &h->entries[h->n++];
+	e->start_lsn = entry->start_lsn;
+	e->end_lsn = entry->end_lsn;
+	e->xid = entry->xid;
+	e->has_image = entry->has_image;
+	e->will_init = entry->will_init;
+	strlcpy(e->rmgr, entry->rmgr ? entry->rmgr : "", sizeof(e->rmgr));
+	strlcpy(e->record_type, entry->record_type ? entry->record_type : "",
+			sizeof(e->record_type));
+	return 0;
+}
+
+/*
+ * Every record up to end_lsn that references tag, oldest first, into
+ * history->entries (palloc'd on return; the malloc'd array the callback
+ * filled is freed before anything can raise an error).
+ */
+void
+inspect_history(const walredo_page_tag *tag, XLogRecPtr end_lsn,
+				InspectHistory *history)
+{
+	walredo_wal *w = get_wal();
+	int			rc;
+
+	for (;;)
+	{
+		InspectHistory h = {0};
+
+		rc = walredo_wal_history(w, tag, end_lsn, collect_entry, &h,
+								 inspect_interrupt_pending, NULL);
+		if (rc == WALREDO_OK && !h.out_of_memory)
+		{
+			history->n = h.n;
+			history->entries = palloc_extended(Max(h.n, 1) * sizeof(InspectHistoryEntry),
+											   MCXT_ALLOC_HUGE | MCXT_ALLOC_NO_OOM);
+			if (history->entries != NULL && h.n > 0)
+				memcpy(history->entries, h.entries, h.n * sizeof(InspectHistoryEntry));
+			free(h.entries);
+			if (history->entries == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_OUT_OF_MEMORY),
+						 errmsg("out of memory"),
+						 errdetail("Block history of %zu records.", h.n)));
+			return;
+		}
+		free(h.entries);
+		if (h.out_of_memory)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory"),
+					 errdetail("Block history of more than %zu records.", h.n)));
+		if (rc != WALREDO_CANCELLED)
+			break;
+		CHECK_FOR_INTERRUPTS();
+	}
+	inspect_library_error(rc, psprintf("could not read the history of block %u of relation %u/%u/%u",
+									   tag->blkno, tag->spcnode, tag->dbnode, tag->relnode));
+}

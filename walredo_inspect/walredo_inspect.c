@@ -1,0 +1,123 @@
+/*
+ * walredo_inspect.c
+ *		Module set-up: settings, and how library errors become ereports.
+ *
+ * Nothing here starts a thread or a process: _PG_init may run in the
+ * postmaster (shared_preload_libraries), which must stay single-threaded.
+ * The pool is made by the first call that needs it, in a backend (pool.c).
+ */
+#include "walredo_inspect.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+PG_MODULE_MAGIC;
+
+int			inspect_processes = 1;
+int			inspect_timeout_ms = 10000;
+char	   *inspect_archive_dir = NULL;
+
+void		_PG_init(void);
+
+/* Only absolute paths: a backend's working directory is the data directory. */
+static bool
+check_archive_dir(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	if (!is_absolute_path(*newval))
+	{
+		GUC_check_errdetail("walredo_inspect.archive_dir must be an absolute path.");
+		return false;
+	}
+	return true;
+}
+
+void
+_PG_init(void)
+{
+	DefineCustomIntVariable("walredo_inspect.processes",
+							"Wal-redo processes each backend may run.",
+							"The backend's pool is made on first use with this many processes; "
+							"a change takes effect at the next call.",
+							&inspect_processes,
+							1, 1, 64,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("walredo_inspect.timeout",
+							"Deadline of one redo attempt.",
+							"A wal-redo process that sends no page for this long is killed "
+							"and the request retried once.",
+							&inspect_timeout_ms,
+							10000, 1, 86400000,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("walredo_inspect.archive_dir",
+							   "Directory of archived WAL segments read after pg_wal.",
+							   "Segments are read in place, never copied into pg_wal.",
+							   &inspect_archive_dir,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   check_archive_dir, NULL, NULL);
+
+	MarkGUCPrefixReserved("walredo_inspect");
+}
+
+/*
+ * Library callbacks run inside the library: they must not longjmp, so they
+ * only report whether ProcessInterrupts would have something to do.
+ */
+int
+inspect_interrupt_pending(void *userdata)
+{
+	return INTERRUPTS_PENDING_CONDITION() && INTERRUPTS_CAN_BE_PROCESSED();
+}
+
+void
+inspect_library_error(int status, const char *context)
+{
+	/* Copy first: the message lasts only until the next failing call. */
+	char	   *message = pstrdup(walredo_last_error());
+	int			code;
+
+	switch (status)
+	{
+		case WALREDO_INVALID_ARGUMENT:
+			code = ERRCODE_INVALID_PARAMETER_VALUE;
+			break;
+		case WALREDO_MALFORMED_RECORD:
+			code = ERRCODE_DATA_CORRUPTED;
+			break;
+		case WALREDO_NOT_FOUND:
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("%s: %s", context, message),
+					 errhint("Set walredo_inspect.archive_dir to a directory of archived WAL "
+							 "segments, or raise wal_keep_size to keep more WAL in pg_wal.")));
+			pg_unreachable();
+		case WALREDO_REDO_FAILED:
+		case WALREDO_TIMEOUT:
+			code = ERRCODE_EXTERNAL_ROUTINE_EXCEPTION;
+			break;
+		case WALREDO_SPAWN_FAILED:
+			code = ERRCODE_SYSTEM_ERROR;
+			break;
+		case WALREDO_BUSY:
+			code = ERRCODE_INSUFFICIENT_RESOURCES;
+			break;
+		default:
+			code = ERRCODE_INTERNAL_ERROR;
+			break;
+	}
+	ereport(ERROR,
+			(errcode(code),
+			 errmsg("%s: %s", context, message),
+			 errdetail("The walredo library returned %s.", walredo_status_name(status))));
+	pg_unreachable();
+}

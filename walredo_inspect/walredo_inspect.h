@@ -1,0 +1,71 @@
+/*
+ * walredo_inspect.h
+ *		Shared declarations of the walredo_inspect extension.
+ *
+ * The extension runs inside a PostgreSQL backend and calls the walredo
+ * library.  Files by concern:
+ *		walredo_inspect.c	module set-up, settings, library errors
+ *		pool.c				the backend's pool and its lifetime; waiting for a call
+ *		wal.c				the backend's WAL handle: replay plans, block history
+ *		functions.c			the SQL functions
+ */
+#ifndef WALREDO_INSPECT_H
+#define WALREDO_INSPECT_H
+
+#include "postgres.h"
+
+#include "access/xlogdefs.h"
+#include "storage/block.h"
+#include "storage/relfilenode.h"
+
+#include "walredo.h"
+
+/* settings (walredo_inspect.c) */
+extern int	inspect_processes;
+extern int	inspect_timeout_ms;
+extern char *inspect_archive_dir;
+
+/*
+ * ereport(ERROR) for a failed library call: the library's own message, an
+ * errcode that fits the status.  Never returns.
+ */
+extern void inspect_library_error(int status, const char *context) pg_attribute_noreturn();
+
+/* Whether a pending interrupt can be acted on now: library callbacks stop. */
+extern int	inspect_interrupt_pending(void *userdata);
+
+/* pool.c */
+extern walredo_pool *inspect_get_pool(void);
+extern void inspect_redo(const walredo_page_tag *tag, walredo_plan *plan,
+						 uint8 *page);
+extern void inspect_register_exit(void);
+
+/* wal.c */
+extern XLogRecPtr inspect_flush_limit(void);
+extern walredo_plan *inspect_plan(const walredo_page_tag *tag, XLogRecPtr lsn);
+
+typedef struct InspectHistoryEntry
+{
+	XLogRecPtr	start_lsn;
+	XLogRecPtr	end_lsn;
+	uint32		xid;
+	bool		has_image;
+	bool		will_init;
+	char		rmgr[32];
+	char		record_type[48];
+} InspectHistoryEntry;
+
+typedef struct InspectHistory
+{
+	InspectHistoryEntry *entries;	/* malloc'd: filled by a library callback */
+	size_t		n;
+	size_t		cap;
+	bool		out_of_memory;
+} InspectHistory;
+
+extern void inspect_history(const walredo_page_tag *tag, XLogRecPtr end_lsn,
+							InspectHistory *history);
+extern void inspect_wal_release(void);
+extern void inspect_plan_release(void);
+
+#endif							/* WALREDO_INSPECT_H */
