@@ -120,7 +120,9 @@ fn a_call_answers_through_its_descriptor() {
     let mut slow = start(&pool, tag(SLOW, 300)).unwrap();
     assert!(!readable(slow.fd(), Duration::ZERO), "done before it ran");
     assert!(slow.try_finish().is_none());
-    let calls: Vec<Call> = (0..50).map(|i| start(&pool, tag(NORMAL, i)).unwrap()).collect();
+    let calls: Vec<Call> = (0..50)
+        .map(|i| start(&pool, tag(NORMAL, i)).unwrap())
+        .collect();
     for (i, call) in calls.into_iter().enumerate() {
         assert_eq!(block_of(&finish(call).unwrap()), i as u32);
     }
@@ -148,14 +150,21 @@ fn cancel_of_a_hung_request_frees_the_slot_at_once() {
     let next_page = cancelled.elapsed();
     println!("cancel took {cancel_took:?}; cancel to the next page: {next_page:?}");
     assert_eq!(block_of(&page), 2);
-    assert!(next_page < HANG_DETECTOR, "the slot stayed busy: {next_page:?}");
+    assert!(
+        next_page < HANG_DETECTOR,
+        "the slot stayed busy: {next_page:?}"
+    );
     let s = pool.stats();
     assert_eq!(
         (s.failures, s.retries, s.timeouts, s.process_deaths),
         (0, 0, 0, 0),
         "the cancel was charged to someone: {s:?}"
     );
-    assert_eq!((s.cancellations, s.cancel_kills, s.spawns), (1, 1, 2), "{s:?}");
+    assert_eq!(
+        (s.cancellations, s.cancel_kills, s.spawns),
+        (1, 1, 2),
+        "{s:?}"
+    );
     drop(pool);
     assert_no_leftovers();
 }
@@ -213,7 +222,11 @@ fn a_request_pipelined_behind_a_cancelled_one_is_re_sent() {
     got.sort();
     assert_eq!(got, [(1, Ok(1)), (3, Ok(3))]);
     let s = pool.stats();
-    assert_eq!((s.failures, s.retries, s.process_deaths), (0, 0, 0), "{s:?}");
+    assert_eq!(
+        (s.failures, s.retries, s.process_deaths),
+        (0, 0, 0),
+        "{s:?}"
+    );
     assert_eq!((s.cancellations, s.cancel_kills), (1, 1), "{s:?}");
     drop(pool);
     assert_no_leftovers();
@@ -240,7 +253,11 @@ fn a_request_pipelined_before_a_cancelled_one_is_re_sent() {
     got.sort();
     assert_eq!(got, [(3, Ok(3)), (600, Ok(600))]);
     let s = pool.stats();
-    assert_eq!((s.failures, s.retries, s.process_deaths), (0, 0, 0), "{s:?}");
+    assert_eq!(
+        (s.failures, s.retries, s.process_deaths),
+        (0, 0, 0),
+        "{s:?}"
+    );
     assert_eq!((s.cancellations, s.cancel_kills), (1, 1), "{s:?}");
     drop(pool);
     assert_no_leftovers();
