@@ -16,6 +16,7 @@ BUILD="$ROOT/target/c_tests"
 REL="$ROOT/target/release"
 EXT="$ROOT/pg_walredo/pg_walredo.so"
 FIXTURES="$BUILD/fixtures"
+WAL_FIXTURE="$BUILD/wal-fixture"
 CC="${CC:-gcc}"
 CFLAGS=(-std=gnu99 -Wall -Wextra -Werror -g -I "$ROOT/include" -I "$ROOT/c_tests")
 SAN=(-fsanitize=address,undefined -fno-omit-frame-pointer -g -O1)
@@ -46,20 +47,27 @@ fi
 [ -f "$FIXTURES/case-000.bin" ] || { echo "run.sh: no fixtures in $FIXTURES" >&2; exit 1; }
 pass "fixtures ($(ls "$FIXTURES" | grep -c '^case-[0-9]*\.bin$') cases)"
 
+stage "WAL fixture in $WAL_FIXTURE"
+if [ ! -f "$WAL_FIXTURE/expected.bin" ]; then
+    cargo run --release --quiet -p walredo-testkit --bin make-wal-fixture -- "$WAL_FIXTURE"
+fi
+pass "WAL fixture"
+
 # Every test program, and the arguments it runs with. test_chaos takes the
 # seconds of chaos and the number of soak requests: the full run is on the
 # shared build; the other builds get a short one.
-TESTS=(test_api test_redo test_pool test_chaos test_lifecycle test_call)
+TESTS=(test_api test_redo test_pool test_chaos test_lifecycle test_call test_wal)
 args_for() {
     case "$1" in
         test_api) echo "$EXT" ;;
         test_chaos) echo "$EXT $FIXTURES ${2:-3 5000}" ;;
+        test_wal) echo "$EXT $WAL_FIXTURE" ;;
         *) echo "$EXT $FIXTURES" ;;
     esac
 }
 sources_for() {
     case "$1" in
-        test_api) echo "c_tests/$1.c" ;;
+        test_api | test_wal) echo "c_tests/$1.c" ;;
         *) echo "c_tests/$1.c c_tests/fixture.c c_tests/children.c" ;;
     esac
 }

@@ -574,3 +574,171 @@ fn wal_sources_against_postgresql() {
     drop(pool);
     assert_no_leftovers();
 }
+
+/// Times of plans and histories on about 1 GB of pg_wal written by pgbench
+/// (16 MiB segments, a checkpoint every 256 MB or so):
+///   cargo test --release --test wal_source -- --ignored --nocapture
+#[test]
+#[ignore]
+fn bench_plan_and_history_on_1gb_of_wal() {
+    let _serial = serial();
+    let tmp = TempDir::new("walsrc-bench");
+    let settings = [
+        "autovacuum = off",
+        "fsync = off",
+        "synchronous_commit = off",
+        "max_wal_size = 512MB",
+        "checkpoint_timeout = 1h",
+        "wal_keep_size = 4GB",
+        "shared_buffers = 256MB",
+    ];
+    let mut c = Cluster::init(tmp.path(), &[], &settings);
+    c.start();
+    c.pgbench(&["-i", "-q", "-s", "20"]);
+    let start = lsn_of(&c);
+    while lsn_of(&c) - start < 1000 << 20 {
+        c.pgbench(&["-n", "-c", "2", "-j", "2", "-T", "15"]);
+    }
+    let end = lsn_of(&c);
+    let rel = |name: &str| -> RelFileNode {
+        let r: u32 = c
+            .psql(&format!("SELECT pg_relation_filenode('{name}');"))
+            .parse()
+            .unwrap();
+        let db: u32 = c
+            .psql("SELECT oid FROM pg_database WHERE datname = 'postgres';")
+            .parse()
+            .unwrap();
+        RelFileNode {
+            spcnode: 1663,
+            dbnode: db,
+            relnode: r,
+        }
+    };
+    let (branches, accounts) = (rel("pgbench_branches"), rel("pgbench_accounts"));
+    let n_accounts: u32 = c
+        .psql("SELECT pg_relation_size('pgbench_accounts') / 8192;")
+        .parse()
+        .unwrap();
+    c.stop();
+    let wal = c.data.join("pg_wal");
+    let bytes: u64 = fs::read_dir(&wal)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().len() == 24)
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    println!(
+        "pg_wal: {} MB in 16 MiB segments; WAL {} to {} ({} MB)",
+        bytes >> 20,
+        format_lsn(start),
+        format_lsn(end),
+        (end - start) >> 20
+    );
+    let tag = |rel, blkno| PageTag {
+        rel,
+        forknum: MAIN_FORKNUM,
+        blkno,
+    };
+    let time = |what: &str, src: &mut WalSource, f: &mut dyn FnMut(&mut WalSource) -> String| {
+        let before = src.records_read();
+        let t = Instant::now();
+        let r = f(src);
+        println!(
+            "{what:<58} {:>9.1} ms  {:>9} records read  index {:>8} KB  {r}",
+            t.elapsed().as_secs_f64() * 1e3,
+            src.records_read() - before,
+            src.index_bytes() >> 10
+        );
+    };
+    let plan = |t: PageTag, lsn: u64| {
+        move |s: &mut WalSource| match s.plan(&t, lsn, &mut || false) {
+            Ok(p) => format!("{} records", p.records.len()),
+            Err(e) => e.to_string().chars().take(60).collect(),
+        }
+    };
+    let hist = |t: PageTag, lsn: u64| {
+        move |s: &mut WalSource| {
+            let mut n = 0;
+            s.history(&t, lsn, &mut || false, &mut |_| {
+                n += 1;
+                true
+            })
+            .unwrap();
+            format!("{n} entries")
+        }
+    };
+    let mid = start + (end - start) / 2;
+    let mut src = WalSource::new(vec![wal.clone()], None);
+    time("bounds", &mut src, &mut |s| {
+        format!(
+            "{:?}",
+            s.bounds(u64::MAX)
+                .map(|(a, b)| (format_lsn(a), format_lsn(b)))
+        )
+    });
+    time(
+        "plan: pgbench_branches blk 0 at the end (first lookup)",
+        &mut src,
+        &mut plan(tag(branches, 0), end),
+    );
+    for i in 0..5 {
+        let b = (i * 7919 + 13) % n_accounts;
+        time(
+            &format!("plan: pgbench_accounts blk {b} at the end"),
+            &mut src,
+            &mut plan(tag(accounts, b), end),
+        );
+    }
+    for i in 0..3 {
+        let b = (i * 104_729 + 5) % n_accounts;
+        time(
+            &format!("plan: pgbench_accounts blk {b} in the middle"),
+            &mut src,
+            &mut plan(tag(accounts, b), mid),
+        );
+    }
+    time(
+        "plan: a block never written (first time)",
+        &mut src,
+        &mut plan(tag(accounts, n_accounts + 1000), end),
+    );
+    time(
+        "plan: a block never written (again)",
+        &mut src,
+        &mut plan(tag(accounts, n_accounts + 1000), end),
+    );
+    time(
+        "history: pgbench_accounts blk 1 (first)",
+        &mut src,
+        &mut hist(tag(accounts, 1), end),
+    );
+    time(
+        "history: pgbench_accounts blk 2 (later)",
+        &mut src,
+        &mut hist(tag(accounts, 2), end),
+    );
+    time(
+        "history: pgbench_branches blk 0 (later)",
+        &mut src,
+        &mut hist(tag(branches, 0), end),
+    );
+    time(
+        "plan: pgbench_accounts blk 3 at the end (after histories)",
+        &mut src,
+        &mut plan(tag(accounts, 3), end),
+    );
+    let mut fresh = WalSource::new(vec![wal.clone()], None);
+    time(
+        "fresh source, history: pgbench_accounts blk 9 (first)",
+        &mut fresh,
+        &mut hist(tag(accounts, 9), end),
+    );
+    time(
+        "fresh source, plan: pgbench_accounts blk 4 in the middle",
+        &mut fresh,
+        &mut plan(tag(accounts, 4), mid),
+    );
+    drop(c);
+    assert_no_leftovers();
+}

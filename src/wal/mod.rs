@@ -1320,7 +1320,11 @@ mod tests {
 
     /// Read everything: (records, final error if any).
     fn read_all(dir: &Path, start: Option<u64>) -> (Vec<WalRecord>, Option<WalError>, WalReader) {
-        let mut r = WalReader::open(dir, start).unwrap();
+        drain(WalReader::open(dir, start).unwrap())
+    }
+
+    /// Every record until the end or an error: (records, the error, the reader).
+    fn drain(mut r: WalReader) -> (Vec<WalRecord>, Option<WalError>, WalReader) {
         let mut out = Vec::new();
         loop {
             match r.next_record() {
@@ -1890,14 +1894,7 @@ mod tests {
         if let Some(l) = limit {
             r.set_limit(l);
         }
-        let mut out = Vec::new();
-        loop {
-            match r.next_record() {
-                Ok(Some(rec)) => out.push(rec),
-                Ok(None) => return (out, None, r),
-                Err(e) => return (out, Some(e), r),
-            }
-        }
+        drain(r)
     }
 
     /// Three segments: a record crossing from 1 into 2, a switch in 2, records in 3.
@@ -1977,7 +1974,7 @@ mod tests {
         let mut b = Builder::new(1, 1);
         three_segments(&mut b);
         b.write(&wal.0);
-        let segs = Segments::list(&[wal.0.clone()], None, None).unwrap();
+        let segs = Segments::list(std::slice::from_ref(&wal.0), None, None).unwrap();
         let mut r = WalReader::open_segments(Arc::new(segs), Start::Oldest, None).unwrap();
         fs::remove_file(seg_path(&wal.0, 1, 2)).unwrap();
         assert!(r.next_record().unwrap().is_some());
