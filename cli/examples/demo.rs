@@ -141,7 +141,9 @@ fn main() -> ExitCode {
         .and_then(|p| Some(p.parent()?.parent()?.join("walredo")))
         .filter(|p| p.is_file())
         .unwrap_or_else(|| PathBuf::from("target/release/walredo"));
-    let extension = concat!(env!("CARGO_MANIFEST_DIR"), "/../pg_walredo/pg_walredo.so");
+    // The workspace's pg_walredo (cli/ is one level below the workspace root).
+    let extension = walredo_testkit::install::workspace_root().join("pg_walredo/pg_walredo.so");
+    let extension = extension.to_str().unwrap();
     let target = format_lsn(rec.target_lsn);
     let cmd_args = [
         "--extension",

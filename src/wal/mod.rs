@@ -1320,7 +1320,11 @@ mod tests {
 
     /// Read everything: (records, final error if any).
     fn read_all(dir: &Path, start: Option<u64>) -> (Vec<WalRecord>, Option<WalError>, WalReader) {
-        let mut r = WalReader::open(dir, start).unwrap();
+        drain(WalReader::open(dir, start).unwrap())
+    }
+
+    /// Every record until the end or an error: (records, the error, the reader).
+    fn drain(mut r: WalReader) -> (Vec<WalRecord>, Option<WalError>, WalReader) {
         let mut out = Vec::new();
         loop {
             match r.next_record() {
@@ -1890,14 +1894,7 @@ mod tests {
         if let Some(l) = limit {
             r.set_limit(l);
         }
-        let mut out = Vec::new();
-        loop {
-            match r.next_record() {
-                Ok(Some(rec)) => out.push(rec),
-                Ok(None) => return (out, None, r),
-                Err(e) => return (out, Some(e), r),
-            }
-        }
+        drain(r)
     }
 
     /// Three segments: a record crossing from 1 into 2, a switch in 2, records in 3.
