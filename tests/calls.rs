@@ -11,14 +11,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use walredo::pool::Call;
-use walredo::{Config, Error, PageTag, Pool, RecordRef, RelFileNode, PAGE_SIZE};
+use walredo::{Config, Error, PageTag, Pool, RecordRef, PAGE_SIZE};
+use walredo_testkit::harness::fake::{CRASH, HANG, NORMAL, SLOW};
 use walredo_testkit::harness::*;
-
-// What the fake child does, by relnode (see its source).
-const NORMAL: u32 = 1;
-const CRASH: u32 = 2;
-const HANG: u32 = 3;
-const SLOW: u32 = 8;
 
 /// Far longer than any wait here should take; a cancel that leaves the slot
 /// busy until this deadline fails the test.
@@ -26,26 +21,8 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// Only a hang (a slot busy until the deadline) exceeds this.
 const HANG_DETECTOR: Duration = Duration::from_secs(3);
 
-fn fake_config(processes: usize) -> Config {
-    Config {
-        child_program: Some((walredo_testkit::fake_child(), Vec::new())),
-        processes,
-        timeout: TIMEOUT,
-        idle_timeout: None,
-        ..Config::default()
-    }
-}
-
-fn tag(relnode: u32, blkno: u32) -> PageTag {
-    PageTag {
-        rel: RelFileNode {
-            spcnode: 1663,
-            dbnode: 5,
-            relnode,
-        },
-        forknum: 0,
-        blkno,
-    }
+fn fake_pool_config(processes: usize) -> Config {
+    fake_config(processes, &[], TIMEOUT)
 }
 
 fn with_refs<T>(t: &PageTag, f: impl FnOnce(&[RecordRef<'_>]) -> T) -> T {
@@ -116,12 +93,12 @@ fn settle() {
 fn a_call_answers_through_its_descriptor() {
     let _serial = serial();
     init_logging();
-    let pool = Pool::new(&fake_config(2)).unwrap();
-    let mut slow = start(&pool, tag(SLOW, 300)).unwrap();
+    let pool = Pool::new(&fake_pool_config(2)).unwrap();
+    let mut slow = start(&pool, fake_tag(SLOW, 300)).unwrap();
     assert!(!readable(slow.fd(), Duration::ZERO), "done before it ran");
     assert!(slow.try_finish().is_none());
     let calls: Vec<Call> = (0..50)
-        .map(|i| start(&pool, tag(NORMAL, i)).unwrap())
+        .map(|i| start(&pool, fake_tag(NORMAL, i)).unwrap())
         .collect();
     for (i, call) in calls.into_iter().enumerate() {
         assert_eq!(block_of(&finish(call).unwrap()), i as u32);
@@ -140,13 +117,13 @@ fn a_call_answers_through_its_descriptor() {
 fn cancel_of_a_hung_request_frees_the_slot_at_once() {
     let _serial = serial();
     init_logging();
-    let pool = Pool::new(&fake_config(1)).unwrap();
-    let call = start(&pool, tag(HANG, 1)).unwrap();
+    let pool = Pool::new(&fake_pool_config(1)).unwrap();
+    let call = start(&pool, fake_tag(HANG, 1)).unwrap();
     settle();
     let cancelled = Instant::now();
     assert!(call.cancel(), "no process was killed for the cancel");
     let cancel_took = cancelled.elapsed();
-    let page = redo(&pool, tag(NORMAL, 2)).unwrap();
+    let page = redo(&pool, fake_tag(NORMAL, 2)).unwrap();
     let next_page = cancelled.elapsed();
     println!("cancel took {cancel_took:?}; cancel to the next page: {next_page:?}");
     assert_eq!(block_of(&page), 2);
@@ -175,12 +152,12 @@ fn cancel_of_a_hung_request_frees_the_slot_at_once() {
 fn a_cancelled_queued_request_is_never_sent() {
     let _serial = serial();
     init_logging();
-    let pool = Pool::new(&fake_config(1)).unwrap();
+    let pool = Pool::new(&fake_pool_config(1)).unwrap();
     let (tx, rx) = mpsc::channel();
-    submit(&pool, tag(SLOW, 300), &tx);
+    submit(&pool, fake_tag(SLOW, 300), &tx);
     settle(); // the worker is busy with it
-    let doomed = start(&pool, tag(CRASH, 1)).unwrap();
-    submit(&pool, tag(NORMAL, 2), &tx);
+    let doomed = start(&pool, fake_tag(CRASH, 1)).unwrap();
+    submit(&pool, fake_tag(NORMAL, 2), &tx);
     assert!(!doomed.cancel(), "a queued request has no process to kill");
     let mut got: Vec<_> = (0..2).map(|_| rx.recv_timeout(TIMEOUT).unwrap()).collect();
     got.sort();
@@ -203,13 +180,13 @@ fn a_cancelled_queued_request_is_never_sent() {
 fn a_request_pipelined_behind_a_cancelled_one_is_re_sent() {
     let _serial = serial();
     init_logging();
-    let pool = Pool::new(&fake_config(1)).unwrap();
+    let pool = Pool::new(&fake_pool_config(1)).unwrap();
     let (tx, rx) = mpsc::channel();
-    submit(&pool, tag(SLOW, 200), &tx);
+    submit(&pool, fake_tag(SLOW, 200), &tx);
     settle();
-    submit(&pool, tag(NORMAL, 1), &tx);
-    let hung = start(&pool, tag(HANG, 2)).unwrap();
-    submit(&pool, tag(NORMAL, 3), &tx);
+    submit(&pool, fake_tag(NORMAL, 1), &tx);
+    let hung = start(&pool, fake_tag(HANG, 2)).unwrap();
+    submit(&pool, fake_tag(NORMAL, 3), &tx);
     assert_eq!(rx.recv_timeout(TIMEOUT).unwrap(), (200, Ok(200)));
     settle(); // the process answered the first, and hangs on the call
     let cancelled = Instant::now();
@@ -239,13 +216,13 @@ fn a_request_pipelined_behind_a_cancelled_one_is_re_sent() {
 fn a_request_pipelined_before_a_cancelled_one_is_re_sent() {
     let _serial = serial();
     init_logging();
-    let pool = Pool::new(&fake_config(1)).unwrap();
+    let pool = Pool::new(&fake_pool_config(1)).unwrap();
     let (tx, rx) = mpsc::channel();
-    submit(&pool, tag(SLOW, 200), &tx);
+    submit(&pool, fake_tag(SLOW, 200), &tx);
     settle();
-    submit(&pool, tag(SLOW, 600), &tx);
-    let call = start(&pool, tag(NORMAL, 2)).unwrap();
-    submit(&pool, tag(NORMAL, 3), &tx);
+    submit(&pool, fake_tag(SLOW, 600), &tx);
+    let call = start(&pool, fake_tag(NORMAL, 2)).unwrap();
+    submit(&pool, fake_tag(NORMAL, 3), &tx);
     assert_eq!(rx.recv_timeout(TIMEOUT).unwrap(), (200, Ok(200)));
     settle(); // the process works on SLOW 600
     assert!(call.cancel());
@@ -271,9 +248,9 @@ fn a_request_pipelined_before_a_cancelled_one_is_re_sent() {
 fn cancels_racing_completion_leave_the_pool_whole() {
     let _serial = serial();
     init_logging();
-    let pool = Pool::new(&fake_config(2)).unwrap();
+    let pool = Pool::new(&fake_pool_config(2)).unwrap();
     for i in 0..300 {
-        let call = start(&pool, tag(NORMAL, i)).unwrap();
+        let call = start(&pool, fake_tag(NORMAL, i)).unwrap();
         match i % 4 {
             1 => std::thread::yield_now(),
             2 => std::thread::sleep(Duration::from_micros(50)),
@@ -282,11 +259,11 @@ fn cancels_racing_completion_leave_the_pool_whole() {
         }
         call.cancel();
     }
-    let done = start(&pool, tag(NORMAL, 7)).unwrap();
+    let done = start(&pool, fake_tag(NORMAL, 7)).unwrap();
     let done_fd = done.fd();
     assert!(readable(done_fd, HANG_DETECTOR));
     assert!(!done.cancel(), "a finished request has no process to kill");
-    assert_eq!(block_of(&redo(&pool, tag(NORMAL, 8)).unwrap()), 8);
+    assert_eq!(block_of(&redo(&pool, fake_tag(NORMAL, 8)).unwrap()), 8);
     let s = pool.stats();
     println!(
         "300 cancels: {} requests dropped or stopped, {} processes killed",
@@ -309,13 +286,16 @@ fn cancels_racing_completion_leave_the_pool_whole() {
 fn calls_outlive_their_pool() {
     let _serial = serial();
     init_logging();
-    let pool = Pool::new(&fake_config(1)).unwrap();
-    let running = start(&pool, tag(SLOW, 300)).unwrap();
+    let pool = Pool::new(&fake_pool_config(1)).unwrap();
+    let running = start(&pool, fake_tag(SLOW, 300)).unwrap();
     settle();
-    let queued = start(&pool, tag(NORMAL, 1)).unwrap();
-    let abandoned = start(&pool, tag(NORMAL, 2)).unwrap();
+    let queued = start(&pool, fake_tag(NORMAL, 1)).unwrap();
+    let abandoned = start(&pool, fake_tag(NORMAL, 2)).unwrap();
     pool.shutdown();
-    assert!(matches!(start(&pool, tag(NORMAL, 3)), Err(Error::Shutdown)));
+    assert!(matches!(
+        start(&pool, fake_tag(NORMAL, 3)),
+        Err(Error::Shutdown)
+    ));
     drop(pool);
     assert_eq!(block_of(&finish(running).unwrap()), 300);
     assert_eq!(finish(queued).unwrap_err(), Error::Shutdown);
@@ -327,13 +307,16 @@ fn calls_outlive_their_pool() {
 fn a_full_queue_refuses_a_call() {
     let _serial = serial();
     init_logging();
-    let mut config = fake_config(1);
+    let mut config = fake_pool_config(1);
     config.queue_depth = 1;
     let pool = Pool::new(&config).unwrap();
-    let busy = start(&pool, tag(SLOW, 300)).unwrap();
+    let busy = start(&pool, fake_tag(SLOW, 300)).unwrap();
     settle();
-    let queued = start(&pool, tag(NORMAL, 1)).unwrap();
-    assert!(matches!(start(&pool, tag(NORMAL, 2)), Err(Error::Busy)));
+    let queued = start(&pool, fake_tag(NORMAL, 1)).unwrap();
+    assert!(matches!(
+        start(&pool, fake_tag(NORMAL, 2)),
+        Err(Error::Busy)
+    ));
     assert_eq!(block_of(&finish(busy).unwrap()), 300);
     assert_eq!(block_of(&finish(queued).unwrap()), 1);
     drop(pool);

@@ -8,62 +8,17 @@
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use walredo::{Config, Error, PageTag, Pool, RecordRef, RelFileNode, PAGE_SIZE};
+use walredo::{Error, PageTag, Pool, PAGE_SIZE};
 use walredo_testkit::harness::*;
 
-// What the fake child does, by relnode (see its source).
-const NORMAL: u32 = 1;
-const CRASH: u32 = 2;
-const HANG: u32 = 3;
-const SHORT: u32 = 4;
-const GARBAGE: u32 = 5;
-const CHATTY: u32 = 6;
-const CRASH_ONCE: u32 = 7;
-const SLOW: u32 = 8;
+use walredo_testkit::harness::fake::*;
 
-fn fake_config(processes: usize, args: &[&str]) -> Config {
-    Config {
-        child_program: Some((
-            walredo_testkit::fake_child(),
-            args.iter().map(|s| s.to_string()).collect(),
-        )),
-        processes,
-        timeout: Duration::from_millis(500),
-        idle_timeout: None,
-        ..Config::default()
-    }
-}
-
-fn tag(relnode: u32, blkno: u32) -> PageTag {
-    PageTag {
-        rel: RelFileNode {
-            spcnode: 1663,
-            dbnode: 5,
-            relnode,
-        },
-        forknum: 0,
-        blkno,
-    }
-}
-
-/// `n` records for `tag`, the first initializing the page.
-fn records(tag: &PageTag, n: usize) -> Vec<Vec<u8>> {
-    (0..n).map(|i| synthetic_record(tag, i == 0)).collect()
-}
-
-fn refs(recs: &[Vec<u8>]) -> Vec<RecordRef<'_>> {
-    recs.iter()
-        .enumerate()
-        .map(|(i, data)| RecordRef {
-            end_lsn: 0x1000 * (i as u64 + 1),
-            data,
-        })
-        .collect()
-}
+/// Deadline of an attempt in these tests.
+const TIMEOUT: Duration = Duration::from_millis(500);
 
 fn redo(pool: &Pool, tag: &PageTag, n: usize) -> walredo::Result<Box<[u8; PAGE_SIZE]>> {
-    let recs = records(tag, n);
-    pool.redo(tag, None, &refs(&recs))
+    let recs = synthetic_records(tag, n);
+    pool.redo(tag, None, &record_refs(&recs))
 }
 
 /// The fake child's answer for a normal request: block and record count.
@@ -86,14 +41,14 @@ fn marker_dir(name: &str) -> TempDir {
 fn concurrent_first_requests_spawn_once_per_slot() {
     let _serial = serial();
     init_logging();
-    let pool = Arc::new(Pool::new(&fake_config(4, &[])).unwrap());
+    let pool = Arc::new(Pool::new(&fake_config(4, &[], TIMEOUT)).unwrap());
     let barrier = Arc::new(Barrier::new(64));
     let threads: Vec<_> = (0..64)
         .map(|i| {
             let (pool, barrier) = (pool.clone(), barrier.clone());
             std::thread::spawn(move || {
                 barrier.wait();
-                let t = tag(NORMAL, i);
+                let t = fake_tag(NORMAL, i);
                 let page = redo(&pool, &t, 3).unwrap();
                 check_page(&page, &t, 3);
             })
@@ -117,8 +72,8 @@ fn concurrent_first_requests_spawn_once_per_slot() {
 #[test]
 fn a_request_that_crashes_twice_fails_with_the_message() {
     let _serial = serial();
-    let pool = Pool::new(&fake_config(1, &[])).unwrap();
-    match redo(&pool, &tag(CRASH, 7), 2) {
+    let pool = Pool::new(&fake_config(1, &[], TIMEOUT)).unwrap();
+    match redo(&pool, &fake_tag(CRASH, 7), 2) {
         Err(Error::RedoFailed { message, stderr }) => {
             assert!(
                 message.contains("FATAL:  fake crash on block 7"),
@@ -136,8 +91,8 @@ fn a_request_that_crashes_twice_fails_with_the_message() {
     );
     // The pool carries on.
     check_page(
-        &redo(&pool, &tag(NORMAL, 1), 1).unwrap(),
-        &tag(NORMAL, 1),
+        &redo(&pool, &fake_tag(NORMAL, 1), 1).unwrap(),
+        &fake_tag(NORMAL, 1),
         1,
     );
     drop(pool);
@@ -151,9 +106,10 @@ fn a_crash_once_is_retried_on_a_fresh_process() {
     let pool = Pool::new(&fake_config(
         1,
         &["--marker-dir", dir.path().to_str().unwrap()],
+        TIMEOUT,
     ))
     .unwrap();
-    let t = tag(CRASH_ONCE, 3);
+    let t = fake_tag(CRASH_ONCE, 3);
     check_page(&redo(&pool, &t, 4).unwrap(), &t, 4);
     let s = pool.stats();
     assert_eq!(
@@ -168,11 +124,11 @@ fn a_crash_once_is_retried_on_a_fresh_process() {
 #[test]
 fn a_hung_process_times_out_and_is_replaced() {
     let _serial = serial();
-    let mut config = fake_config(1, &[]);
+    let mut config = fake_config(1, &[], TIMEOUT);
     config.timeout = Duration::from_millis(200);
     let pool = Pool::new(&config).unwrap();
     let started = Instant::now();
-    match redo(&pool, &tag(HANG, 1), 1) {
+    match redo(&pool, &fake_tag(HANG, 1), 1) {
         Err(Error::Timeout { after_ms: 200, .. }) => {}
         other => panic!("expected a timeout, got {other:?}"),
     }
@@ -184,8 +140,8 @@ fn a_hung_process_times_out_and_is_replaced() {
         "{s:?}"
     );
     check_page(
-        &redo(&pool, &tag(NORMAL, 2), 1).unwrap(),
-        &tag(NORMAL, 2),
+        &redo(&pool, &fake_tag(NORMAL, 2), 1).unwrap(),
+        &fake_tag(NORMAL, 2),
         1,
     );
     drop(pool);
@@ -195,12 +151,12 @@ fn a_hung_process_times_out_and_is_replaced() {
 #[test]
 fn short_and_garbage_answers_are_failures_never_pages() {
     let _serial = serial();
-    let pool = Pool::new(&fake_config(1, &[])).unwrap();
-    match redo(&pool, &tag(SHORT, 1), 1) {
+    let pool = Pool::new(&fake_config(1, &[], TIMEOUT)).unwrap();
+    match redo(&pool, &fake_tag(SHORT, 1), 1) {
         Err(Error::RedoFailed { message, .. }) => assert!(message.contains("EOF"), "{message}"),
         other => panic!("expected RedoFailed, got {other:?}"),
     }
-    match redo(&pool, &tag(GARBAGE, 1), 1) {
+    match redo(&pool, &fake_tag(GARBAGE, 1), 1) {
         Err(Error::RedoFailed { message, .. }) => {
             assert!(message.contains("not a page"), "{message}")
         }
@@ -214,9 +170,9 @@ fn short_and_garbage_answers_are_failures_never_pages() {
 #[test]
 fn stderr_chatter_does_not_block_answers() {
     let _serial = serial();
-    let pool = Pool::new(&fake_config(1, &[])).unwrap();
+    let pool = Pool::new(&fake_config(1, &[], TIMEOUT)).unwrap();
     for i in 0..200 {
-        let t = tag(CHATTY, i);
+        let t = fake_tag(CHATTY, i);
         check_page(&redo(&pool, &t, 1).unwrap(), &t, 1);
     }
     assert_eq!(pool.stats().spawns, 1);
@@ -227,13 +183,13 @@ fn stderr_chatter_does_not_block_answers() {
 #[test]
 fn a_child_that_cannot_start_is_reported_and_backed_off() {
     let _serial = serial();
-    let pool = Pool::new(&fake_config(1, &["--exit-at-start"])).unwrap();
-    match redo(&pool, &tag(NORMAL, 1), 1) {
+    let pool = Pool::new(&fake_config(1, &["--exit-at-start"], TIMEOUT)).unwrap();
+    match redo(&pool, &fake_tag(NORMAL, 1), 1) {
         Err(Error::SpawnFailed(m)) => assert!(m.contains("refuses to start"), "{m}"),
         other => panic!("expected SpawnFailed, got {other:?}"),
     }
     // Within the back-off: refused at once, with the same reason.
-    match redo(&pool, &tag(NORMAL, 1), 1) {
+    match redo(&pool, &fake_tag(NORMAL, 1), 1) {
         Err(Error::SpawnFailed(m)) => {
             assert!(
                 m.contains("refuses to start") && m.contains("not trying again"),
@@ -257,12 +213,12 @@ fn a_child_that_cannot_start_is_reported_and_backed_off() {
 type Outcomes = Arc<Mutex<Vec<(u32, Result<u32, String>)>>>;
 
 fn submit(pool: &Pool, t: PageTag, n: usize, outcomes: &Outcomes) -> walredo::Result<()> {
-    let recs = records(&t, n);
+    let recs = synthetic_records(&t, n);
     let outcomes = outcomes.clone();
     pool.submit(
         &t,
         None,
-        &refs(&recs),
+        &record_refs(&recs),
         Box::new(move |result| {
             let v = result
                 .map(|page| u32::from_le_bytes(page[104..108].try_into().unwrap()))
@@ -287,6 +243,7 @@ fn requests_pipelined_behind_a_failure_are_not_lost() {
     let pool = Pool::new(&fake_config(
         1,
         &["--marker-dir", dir.path().to_str().unwrap()],
+        TIMEOUT,
     ))
     .unwrap();
     let outcomes: Outcomes = Arc::default();
@@ -296,7 +253,7 @@ fn requests_pipelined_behind_a_failure_are_not_lost() {
         } else {
             NORMAL
         };
-        submit(&pool, tag(relnode, i), 1 + i as usize % 3, &outcomes).unwrap();
+        submit(&pool, fake_tag(relnode, i), 1 + i as usize % 3, &outcomes).unwrap();
     }
     wait_for(&outcomes, 40);
     let got = outcomes.lock().unwrap().clone();
@@ -319,10 +276,10 @@ fn requests_pipelined_behind_a_failure_are_not_lost() {
 #[test]
 fn idle_processes_retire() {
     let _serial = serial();
-    let mut config = fake_config(2, &[]);
+    let mut config = fake_config(2, &[], TIMEOUT);
     config.idle_timeout = Some(Duration::from_millis(100));
     let pool = Pool::new(&config).unwrap();
-    redo(&pool, &tag(NORMAL, 1), 1).unwrap();
+    redo(&pool, &fake_tag(NORMAL, 1), 1).unwrap();
     assert_eq!(pool.stats().live_processes, 1);
     let deadline = Instant::now() + Duration::from_secs(5);
     while pool.stats().live_processes > 0 {
@@ -334,7 +291,7 @@ fn idle_processes_retire() {
     }
     assert_eq!(pool.stats().retirements, 1);
     // A retired slot starts a new process on demand.
-    redo(&pool, &tag(NORMAL, 2), 1).unwrap();
+    redo(&pool, &fake_tag(NORMAL, 2), 1).unwrap();
     assert_eq!(pool.stats().spawns, 2);
     drop(pool);
     assert_no_leftovers();
@@ -343,14 +300,14 @@ fn idle_processes_retire() {
 #[test]
 fn shutdown_answers_queued_requests_and_refuses_new_ones() {
     let _serial = serial();
-    let mut config = fake_config(1, &[]);
+    let mut config = fake_config(1, &[], TIMEOUT);
     config.timeout = Duration::from_secs(5);
     let pool = Pool::new(&config).unwrap();
     let outcomes: Outcomes = Arc::default();
-    submit(&pool, tag(SLOW, 300), 1, &outcomes).unwrap();
+    submit(&pool, fake_tag(SLOW, 300), 1, &outcomes).unwrap();
     std::thread::sleep(Duration::from_millis(100)); // the worker has it
     for i in 0..5 {
-        submit(&pool, tag(NORMAL, i), 1, &outcomes).unwrap();
+        submit(&pool, fake_tag(NORMAL, i), 1, &outcomes).unwrap();
     }
     pool.shutdown();
     let got = outcomes.lock().unwrap().clone();
@@ -361,11 +318,11 @@ fn shutdown_answers_queued_requests_and_refuses_new_ones() {
         .filter(|(_, r)| r.is_err())
         .all(|(_, r)| r.as_ref().unwrap_err().contains("shut down")));
     assert!(matches!(
-        redo(&pool, &tag(NORMAL, 9), 1),
+        redo(&pool, &fake_tag(NORMAL, 9), 1),
         Err(Error::Shutdown)
     ));
     assert!(matches!(
-        submit(&pool, tag(NORMAL, 9), 1, &outcomes),
+        submit(&pool, fake_tag(NORMAL, 9), 1, &outcomes),
         Err(Error::Shutdown)
     ));
     assert_eq!(pool.stats().live_processes, 0);
@@ -376,23 +333,23 @@ fn shutdown_answers_queued_requests_and_refuses_new_ones() {
 #[test]
 fn a_full_queue_refuses_submissions_as_busy() {
     let _serial = serial();
-    let mut config = fake_config(1, &[]);
+    let mut config = fake_config(1, &[], TIMEOUT);
     config.queue_depth = 2;
     config.timeout = Duration::from_secs(5);
     let pool = Pool::new(&config).unwrap();
     let outcomes: Outcomes = Arc::default();
-    submit(&pool, tag(SLOW, 400), 1, &outcomes).unwrap();
+    submit(&pool, fake_tag(SLOW, 400), 1, &outcomes).unwrap();
     std::thread::sleep(Duration::from_millis(100)); // the worker has it
-    submit(&pool, tag(NORMAL, 1), 1, &outcomes).unwrap();
-    submit(&pool, tag(NORMAL, 2), 1, &outcomes).unwrap();
+    submit(&pool, fake_tag(NORMAL, 1), 1, &outcomes).unwrap();
+    submit(&pool, fake_tag(NORMAL, 2), 1, &outcomes).unwrap();
     assert!(matches!(
-        submit(&pool, tag(NORMAL, 3), 1, &outcomes),
+        submit(&pool, fake_tag(NORMAL, 3), 1, &outcomes),
         Err(Error::Busy)
     ));
     // A blocking caller waits for room instead.
     check_page(
-        &redo(&pool, &tag(NORMAL, 4), 1).unwrap(),
-        &tag(NORMAL, 4),
+        &redo(&pool, &fake_tag(NORMAL, 4), 1).unwrap(),
+        &fake_tag(NORMAL, 4),
         1,
     );
     wait_for(&outcomes, 3);
@@ -405,9 +362,9 @@ fn a_full_queue_refuses_submissions_as_busy() {
 #[test]
 fn metrics_text_counts_what_happened() {
     let _serial = serial();
-    let pool = Pool::new(&fake_config(1, &[])).unwrap();
+    let pool = Pool::new(&fake_config(1, &[], TIMEOUT)).unwrap();
     for i in 0..5 {
-        redo(&pool, &tag(NORMAL, i), 2).unwrap();
+        redo(&pool, &fake_tag(NORMAL, i), 2).unwrap();
     }
     let text = pool.stats().prometheus_text();
     assert!(text.contains("walredo_requests_total 5\n"), "{text}");

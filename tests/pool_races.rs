@@ -9,60 +9,20 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use walredo::{Config, Error, PageTag, Pool, RecordRef, Redoer, RelFileNode, PAGE_SIZE};
+use walredo::{Error, PageTag, Pool, Redoer, PAGE_SIZE};
 use walredo_testkit::harness::*;
 
-// What the fake child does, by relnode (see its source).
-const NORMAL: u32 = 1;
-const HANG: u32 = 3;
-const SLOW: u32 = 8;
+use walredo_testkit::harness::fake::*;
+
+/// Deadline of an attempt, unless a test sets its own.
+const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Long enough that only a deadlock can exceed it.
 const HANG_DETECTOR: Duration = Duration::from_secs(30);
 
-fn fake_config(processes: usize, args: &[&str]) -> Config {
-    Config {
-        child_program: Some((
-            walredo_testkit::fake_child(),
-            args.iter().map(|s| s.to_string()).collect(),
-        )),
-        processes,
-        timeout: Duration::from_secs(5),
-        idle_timeout: None,
-        ..Config::default()
-    }
-}
-
-fn tag(relnode: u32, blkno: u32) -> PageTag {
-    PageTag {
-        rel: RelFileNode {
-            spcnode: 1663,
-            dbnode: 5,
-            relnode,
-        },
-        forknum: 0,
-        blkno,
-    }
-}
-
-/// `n` records for `tag`, the first initializing the page.
-fn records(tag: &PageTag, n: usize) -> Vec<Vec<u8>> {
-    (0..n).map(|i| synthetic_record(tag, i == 0)).collect()
-}
-
-fn refs(recs: &[Vec<u8>]) -> Vec<RecordRef<'_>> {
-    recs.iter()
-        .enumerate()
-        .map(|(i, data)| RecordRef {
-            end_lsn: 0x1000 * (i as u64 + 1),
-            data,
-        })
-        .collect()
-}
-
 fn redo(pool: &Pool, t: PageTag) -> walredo::Result<Box<[u8; PAGE_SIZE]>> {
-    let recs = records(&t, 1);
-    pool.redo(&t, None, &refs(&recs))
+    let recs = synthetic_records(&t, 1);
+    pool.redo(&t, None, &record_refs(&recs))
 }
 
 /// Submit a one-record request whose callback runs `then` with the outcome.
@@ -71,8 +31,8 @@ fn submit_then(
     t: PageTag,
     then: impl FnOnce(Result<&[u8; PAGE_SIZE], &Error>) + Send + 'static,
 ) -> walredo::Result<()> {
-    let recs = records(&t, 1);
-    pool.submit(&t, None, &refs(&recs), Box::new(then))
+    let recs = synthetic_records(&t, 1);
+    pool.submit(&t, None, &record_refs(&recs), Box::new(then))
 }
 
 /// Live (not zombie) child processes of this test process.
@@ -98,18 +58,18 @@ fn live_children() -> Vec<String> {
 fn a_callback_may_call_redo_while_requests_are_queued() {
     let _serial = serial();
     init_logging();
-    let pool = Arc::new(Pool::new(&fake_config(1, &[])).unwrap());
+    let pool = Arc::new(Pool::new(&fake_config(1, &[], TIMEOUT)).unwrap());
     let (tx, rx) = mpsc::channel::<(&str, Result<(), String>)>();
     let (inner_pool, inner_tx) = (pool.clone(), tx.clone());
-    submit_then(&pool, tag(SLOW, 200), move |outcome| {
+    submit_then(&pool, fake_tag(SLOW, 200), move |outcome| {
         assert!(outcome.is_ok());
-        let nested = redo(&inner_pool, tag(NORMAL, 7)).map(|_| ());
+        let nested = redo(&inner_pool, fake_tag(NORMAL, 7)).map(|_| ());
         let _ = inner_tx.send(("nested", nested.map_err(|e| e.to_string())));
     })
     .unwrap();
     std::thread::sleep(Duration::from_millis(50)); // the worker has it
     let second_tx = tx.clone();
-    submit_then(&pool, tag(NORMAL, 1), move |outcome| {
+    submit_then(&pool, fake_tag(NORMAL, 1), move |outcome| {
         let _ = second_tx.send(("queued", outcome.map(|_| ()).map_err(|e| e.to_string())));
     })
     .unwrap();
@@ -134,21 +94,21 @@ fn a_callback_may_call_redo_while_requests_are_queued() {
 fn a_callback_may_submit_while_the_pool_shuts_down() {
     let _serial = serial();
     init_logging();
-    let mut config = fake_config(1, &[]);
+    let mut config = fake_config(1, &[], TIMEOUT);
     config.queue_depth = 1;
     let pool = Arc::new(Pool::new(&config).unwrap());
     let (tx, rx) = mpsc::channel::<(&str, Result<(), String>)>();
     let (inner_pool, inner_tx) = (pool.clone(), tx.clone());
-    submit_then(&pool, tag(SLOW, 300), move |_| {
-        let nested = submit_then(&inner_pool, tag(NORMAL, 9), |_| {});
+    submit_then(&pool, fake_tag(SLOW, 300), move |_| {
+        let nested = submit_then(&inner_pool, fake_tag(NORMAL, 9), |_| {});
         let _ = inner_tx.send(("callback's submit", nested.map_err(|e| e.to_string())));
     })
     .unwrap();
     std::thread::sleep(Duration::from_millis(50)); // the worker has it
-    submit_then(&pool, tag(NORMAL, 1), |_| {}).unwrap(); // the queue is full
+    submit_then(&pool, fake_tag(NORMAL, 1), |_| {}).unwrap(); // the queue is full
     let (blocked_pool, blocked_tx) = (pool.clone(), tx.clone());
     std::thread::spawn(move || {
-        let r = redo(&blocked_pool, tag(NORMAL, 2)).map(|_| ());
+        let r = redo(&blocked_pool, fake_tag(NORMAL, 2)).map(|_| ());
         let _ = blocked_tx.send(("blocked redo", r.map_err(|e| e.to_string())));
     });
     std::thread::sleep(Duration::from_millis(50)); // it waits for room
@@ -182,13 +142,13 @@ fn a_callback_may_submit_while_the_pool_shuts_down() {
 fn shutdown_does_not_retry_a_hanging_batch() {
     let _serial = serial();
     init_logging();
-    let mut config = fake_config(1, &[]);
+    let mut config = fake_config(1, &[], TIMEOUT);
     config.timeout = Duration::from_millis(300);
     let pool = Pool::new(&config).unwrap();
     let outcomes: Arc<Mutex<Vec<String>>> = Arc::default();
     for i in 0..16 {
         let outcomes = outcomes.clone();
-        submit_then(&pool, tag(HANG, i), move |r| {
+        submit_then(&pool, fake_tag(HANG, i), move |r| {
             outcomes
                 .lock()
                 .unwrap()
@@ -220,11 +180,11 @@ fn shutdown_does_not_retry_a_hanging_batch() {
 fn hung_start_ups_back_off() {
     let _serial = serial();
     init_logging();
-    let mut config = fake_config(1, &["--hang-at-start"]);
+    let mut config = fake_config(1, &["--hang-at-start"], TIMEOUT);
     config.timeout = Duration::from_millis(100);
     let pool = Pool::new(&config).unwrap();
     let results: Vec<String> = (0..6)
-        .map(|i| redo(&pool, tag(NORMAL, i)).unwrap_err().to_string())
+        .map(|i| redo(&pool, fake_tag(NORMAL, i)).unwrap_err().to_string())
         .collect();
     let s = pool.stats();
     println!(
@@ -247,14 +207,14 @@ fn hung_start_ups_back_off() {
 fn no_process_starts_after_shutdown() {
     let _serial = serial();
     init_logging();
-    let t = tag(NORMAL, 1);
-    let recs = Arc::new(records(&t, 200_000));
+    let t = fake_tag(NORMAL, 1);
+    let recs = Arc::new(synthetic_records(&t, 200_000));
     for round in 0..10 {
-        let pool = Arc::new(Pool::new(&fake_config(2, &[])).unwrap());
+        let pool = Arc::new(Pool::new(&fake_config(2, &[], TIMEOUT)).unwrap());
         let (caller_pool, caller_recs) = (pool.clone(), recs.clone());
         let caller = std::thread::spawn(move || {
             caller_pool
-                .redo(&t, None, &refs(&caller_recs))
+                .redo(&t, None, &record_refs(&caller_recs))
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         });
@@ -278,21 +238,21 @@ fn no_process_starts_after_shutdown() {
 fn a_late_watchdog_never_fails_the_next_request() {
     let _serial = serial();
     init_logging();
-    let mut config = fake_config(1, &[]);
+    let mut config = fake_config(1, &[], TIMEOUT);
     config.timeout = Duration::from_millis(20);
     let mut redoer = Redoer::new(&config).unwrap();
     let (mut late_ok, mut timed_out) = (0, 0);
     for i in 0..150u32 {
-        let slow = tag(SLOW, 19 + i % 3);
-        let recs = records(&slow, 1);
-        match redoer.redo(&slow, None, &refs(&recs)) {
+        let slow = fake_tag(SLOW, 19 + i % 3);
+        let recs = synthetic_records(&slow, 1);
+        match redoer.redo(&slow, None, &record_refs(&recs)) {
             Ok(_) => late_ok += 1,
             Err(Error::Timeout { .. }) => timed_out += 1,
             Err(e) => panic!("slow request {i}: {e}"),
         }
-        let fast = tag(NORMAL, i);
-        let recs = records(&fast, 1);
-        if let Err(e) = redoer.redo(&fast, None, &refs(&recs)) {
+        let fast = fake_tag(NORMAL, i);
+        let recs = synthetic_records(&fast, 1);
+        if let Err(e) = redoer.redo(&fast, None, &record_refs(&recs)) {
             panic!(
                 "the request after slow request {i} failed ({late_ok} answered, \
                  {timed_out} timed out so far): {e}"

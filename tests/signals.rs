@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use walredo::{Config, PageTag, Pool, RecordRef, RelFileNode};
+use walredo::{Config, PageTag, Pool, RecordRef};
 use walredo_testkit::harness::*;
 
 /// Signals a thread can block (`pthread_sigmask` with a full set): all of
@@ -49,26 +49,12 @@ fn threads() -> Vec<(String, u64)> {
         .collect()
 }
 
-fn fake_config(processes: usize) -> Config {
-    Config {
-        child_program: Some((walredo_testkit::fake_child(), Vec::new())),
-        processes,
-        timeout: Duration::from_secs(5),
-        idle_timeout: None,
-        ..Config::default()
-    }
+fn fake_pool_config(processes: usize) -> Config {
+    fake_config(processes, &[], Duration::from_secs(5))
 }
 
 fn tag() -> PageTag {
-    PageTag {
-        rel: RelFileNode {
-            spcnode: 1663,
-            dbnode: 5,
-            relnode: 1,
-        },
-        forknum: 0,
-        blkno: 1,
-    }
+    fake_tag(fake::NORMAL, 1)
 }
 
 fn redo_once(pool: &Pool) {
@@ -110,7 +96,7 @@ fn library_threads_block_every_signal_and_the_host_thread_keeps_its_mask() {
     // A mask of the host's own, to see that it survives untouched.
     let host_mask = bit(libc::SIGUSR1) | bit(libc::SIGHUP);
     set_own_mask(host_mask);
-    let pool = Pool::new(&fake_config(2)).unwrap();
+    let pool = Pool::new(&fake_pool_config(2)).unwrap();
     // The first process starts the spawner's work and the watchdog.
     redo_once(&pool);
     let ours: Vec<(String, u64)> = threads()
@@ -146,7 +132,7 @@ fn library_threads_block_every_signal_and_the_host_thread_keeps_its_mask() {
 fn children_start_with_no_signal_blocked() {
     let _serial = serial();
     init_logging();
-    let pool = Pool::new(&fake_config(1)).unwrap();
+    let pool = Pool::new(&fake_pool_config(1)).unwrap();
     redo_once(&pool);
     let pids = pool.pids();
     assert_eq!(pids.len(), 1, "{pids:?}");

@@ -208,3 +208,60 @@ pub fn remove_sysv_segment(shmid: i32) {
     // SAFETY: IPC_RMID takes no buffer.
     unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) };
 }
+
+/// What `walredo-fake-child` does with a request, by the relnode of its page
+/// (see testkit/src/bin/walredo-fake-child.rs).
+pub mod fake {
+    pub const NORMAL: u32 = 1;
+    pub const CRASH: u32 = 2;
+    pub const HANG: u32 = 3;
+    pub const SHORT: u32 = 4;
+    pub const GARBAGE: u32 = 5;
+    pub const CHATTY: u32 = 6;
+    pub const CRASH_ONCE: u32 = 7;
+    pub const SLOW: u32 = 8;
+}
+
+/// A pool of `processes` fake children (started with `args`), each attempt
+/// due within `timeout`, never retired.
+pub fn fake_config(processes: usize, args: &[&str], timeout: std::time::Duration) -> Config {
+    Config {
+        child_program: Some((
+            crate::fake_child(),
+            args.iter().map(|s| s.to_string()).collect(),
+        )),
+        processes,
+        timeout,
+        idle_timeout: None,
+        ..Config::default()
+    }
+}
+
+/// Block `blkno` of relation `relnode` (which tells the fake child what to do).
+pub fn fake_tag(relnode: u32, blkno: u32) -> walredo::PageTag {
+    walredo::PageTag {
+        rel: walredo::RelFileNode {
+            spcnode: 1663,
+            dbnode: 5,
+            relnode,
+        },
+        forknum: 0,
+        blkno,
+    }
+}
+
+/// `n` records for `tag`, the first initializing the page.
+pub fn synthetic_records(tag: &walredo::PageTag, n: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|i| synthetic_record(tag, i == 0)).collect()
+}
+
+/// `recs` as a request's records, ending at 0x1000, 0x2000, ...
+pub fn record_refs(recs: &[Vec<u8>]) -> Vec<walredo::RecordRef<'_>> {
+    recs.iter()
+        .enumerate()
+        .map(|(i, data)| walredo::RecordRef {
+            end_lsn: 0x1000 * (i as u64 + 1),
+            data,
+        })
+        .collect()
+}
