@@ -204,6 +204,7 @@ impl Process {
         drop(cmd);
 
         let pid = child.id();
+        let pidfd = open_pidfd(pid);
         let process = Process {
             child,
             pid,
@@ -218,16 +219,17 @@ impl Process {
             exited: false,
             exit_status: None,
             pinned_cpu: None,
+            // The watchdog gets its own copy of the child's one pidfd.
+            watch: pidfd
+                .as_ref()
+                .filter(|_| launcher.blocking_wait())
+                .and_then(|fd| fd.try_clone().ok())
+                .and_then(Watch::new),
             killer: Arc::new(Killer {
-                pidfd: open_pidfd(pid),
+                pidfd,
                 wake: new_eventfd(),
                 fired: AtomicBool::new(false),
             }),
-            watch: if launcher.blocking_wait() {
-                Watch::new(pid)
-            } else {
-                None
-            },
             killed_late: false,
         };
         // stdout stays blocking: `transact` reads it after poll says so, or
@@ -293,18 +295,8 @@ impl Process {
         let Some(pidfd) = &self.killer.pidfd else {
             return;
         };
-        // SAFETY: signal 0 on a pidfd we own only checks that the process
-        // still exists; no siginfo is passed.
-        let alive = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                pidfd.as_raw_fd(),
-                0,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        } == 0;
-        if !alive {
+        // Signal 0 only checks that the process still exists.
+        if !pidfd_signal(pidfd, 0) {
             return;
         }
         // SAFETY: cpu_set_t is plain old data; CPU_SET stays inside it (cpu is
@@ -709,16 +701,7 @@ impl Killer {
             unsafe { libc::write(wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
         }
         if let Some(pidfd) = &self.pidfd {
-            // SAFETY: a pidfd we own, open for as long as self; no siginfo.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    pidfd.as_raw_fd(),
-                    libc::SIGKILL,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            };
+            pidfd_signal(pidfd, libc::SIGKILL);
         }
         self.pidfd.is_some() || self.wake.is_some()
     }
@@ -750,6 +733,22 @@ fn open_pidfd(pid: u32) -> Option<OwnedFd> {
     // SAFETY: pidfd_open returned a new descriptor (close-on-exec) that
     // nobody else owns.
     Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Send `signal` (0: only check that the process exists) to the process
+/// behind `pidfd`; whether it was delivered. Never by pid: a pidfd cannot
+/// name a process that took a reaped child's pid.
+pub(crate) fn pidfd_signal(pidfd: &OwnedFd, signal: libc::c_int) -> bool {
+    // SAFETY: a pidfd the caller owns, open for the call; no siginfo.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        ) == 0
+    }
 }
 
 /// Where the fallback of `harden_child` stops: the host's RLIMIT_NOFILE

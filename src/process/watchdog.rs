@@ -28,7 +28,7 @@
 //!   instead of failing the next request with an unexplained EOF; a thread
 //!   that finds 0 kills nothing.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -110,17 +110,8 @@ impl Watchdog {
                             .compare_exchange(d, FIRED, SeqCst, SeqCst)
                             .is_ok()
                         {
-                            // SAFETY: a valid pidfd, open while registered;
-                            // no siginfo is passed.
-                            unsafe {
-                                libc::syscall(
-                                    libc::SYS_pidfd_send_signal,
-                                    e.pidfd.as_raw_fd(),
-                                    libc::SIGKILL,
-                                    std::ptr::null::<libc::siginfo_t>(),
-                                    0,
-                                )
-                            };
+                            // Open while registered.
+                            crate::process::pidfd_signal(&e.pidfd, libc::SIGKILL);
                         }
                     }
                     d => next = next.min(d),
@@ -153,22 +144,16 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Watch the process `pid` (our unreaped child). `None` when there is no
-    /// watchdog (none could start, or we are a fork of the process that has
-    /// it) or no pidfd (Linux before 5.3): then waits use `poll`.
-    pub fn new(pid: u32) -> Option<Watch> {
+    /// Watch the process behind `pidfd` (a pidfd of our unreaped child, the
+    /// watch's own copy). `None` when there is no watchdog (none could
+    /// start, or we are a fork of the process that has it): then waits use
+    /// `poll`.
+    pub fn new(pidfd: OwnedFd) -> Option<Watch> {
         let dog = watchdog()?;
         // SAFETY: getpid has no preconditions.
         if dog.owner != unsafe { libc::getpid() } {
             return None;
         }
-        // SAFETY: pidfd_open has no memory-safety preconditions.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-        if fd < 0 {
-            return None;
-        }
-        // SAFETY: pidfd_open returned a new descriptor that nobody else owns.
-        let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
         let entry = Arc::new(Entry {
             pidfd,
             deadline: AtomicU64::new(0),
