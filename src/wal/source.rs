@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use crate::process::protocol::RecordRef;
 use crate::tag::PageTag;
+use crate::wal::pages;
 use crate::wal::record::{self, RecordError};
 use crate::wal::{format_lsn, next_record_start, Segments, Start, WalError, WalReader, WalRecord};
 
@@ -296,19 +297,26 @@ impl WalSource {
                         error,
                     }
                 })?;
+                let pages = pages::record_pages(&decoded).map_err(|error| {
+                    SourceError::Malformed {
+                        lsn: rec.start_lsn,
+                        error,
+                    }
+                })?;
                 if whole {
-                    for b in &decoded.blocks {
-                        let newest = summary.entry(b.tag).or_insert(0);
-                        if b.initializes_page() {
+                    for p in &pages {
+                        let newest = summary.entry(p.tag).or_insert(0);
+                        if p.initializes() {
                             *newest = rec.start_lsn;
                         }
                     }
                 }
-                tag.and_then(|t| decoded.block_for(t)).map(|b| BlockUse {
-                    initializes: b.initializes_page(),
-                    has_image: b.image.is_some(),
-                    will_init: b.will_init,
-                })
+                tag.and_then(|t| pages.iter().find(|p| p.tag == *t))
+                    .map(|p| BlockUse {
+                        initializes: p.initializes(),
+                        has_image: p.has_image(),
+                        will_init: p.will_init(),
+                    })
             };
             if let Some(b) = block {
                 if !found(rec, b) {
