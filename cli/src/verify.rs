@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use walredo::config::Config;
 use walredo::datadir::read_page;
 use walredo::pool::Pool;
-use walredo::tag::{PageTag, FSM_FORKNUM, VISIBILITYMAP_FORKNUM};
+use walredo::tag::{PageTag, FSM_FORKNUM};
+use walredo::wal::pages;
 use walredo::wal::checksum::stamp_checksum;
 use walredo::wal::plan::{block_uses, last_run, record_refs, Use};
 use walredo::wal::record;
@@ -160,11 +161,12 @@ pub struct Report {
 }
 
 impl Report {
-    /// Main and init forks: the pages the final line counts.
+    /// Main, visibility-map and init forks: the pages the final line
+    /// counts. Free-space-map pages are not WAL-logged (see README).
     pub fn counted(&self) -> Tally {
         let mut t = Tally::default();
         for ((fork, _), g) in &self.groups {
-            if *fork != FSM_FORKNUM && *fork != VISIBILITYMAP_FORKNUM {
+            if *fork != FSM_FORKNUM {
                 t.pages += g.pages;
                 t.identical += g.identical;
                 t.different += g.different;
@@ -195,7 +197,7 @@ impl fmt::Display for Report {
         )?;
         for side_effect_forks in [false, true] {
             for ((fork, rmgr), g) in &self.groups {
-                let side = *fork == FSM_FORKNUM || *fork == VISIBILITYMAP_FORKNUM;
+                let side = *fork == FSM_FORKNUM;
                 if side != side_effect_forks {
                     continue;
                 }
@@ -208,7 +210,7 @@ impl fmt::Display for Report {
                     g.identical,
                     g.different,
                     if side {
-                        "   (not counted below: changed by side effects, see README)"
+                        "   (not counted below: not WAL-logged, see README)"
                     } else {
                         ""
                     }
@@ -329,7 +331,9 @@ fn check_block(
     let start = if run[0].initializes {
         Ok(None)
     } else {
-        read_page(&opts.base, tag).map_err(|e| e.to_string())
+        read_page(&opts.base, tag)
+            .map(|p| p.or_else(|| zero_start(tag)))
+            .map_err(|e| e.to_string())
     };
     let outcome = match start {
         Err(e) => Err(e),
@@ -370,6 +374,13 @@ fn check_block(
     }
 }
 
+/// The page to start from for a block BASE lacks and no record initializes:
+/// a zero page for a visibility-map page, which PostgreSQL's recovery extends
+/// with zero pages too ([`pages::starts_as_zero_page`]); None otherwise.
+fn zero_start(tag: &PageTag) -> Option<Box<[u8; PAGE_SIZE]>> {
+    pages::starts_as_zero_page(tag).then(|| Box::new([0u8; PAGE_SIZE]))
+}
+
 /// Rebuild one page as of `lsn` (after every record that ends at or before
 /// it; default: the end of the WAL), starting from BASE.
 pub fn page_as_of(
@@ -395,7 +406,11 @@ pub fn page_as_of(
         });
     }
     let run = last_run(&touching);
-    let start = if run[0].initializes { None } else { base_page };
+    let start = if run[0].initializes {
+        None
+    } else {
+        base_page.or_else(|| zero_start(tag))
+    };
     if start.is_none() && !run[0].initializes {
         return Err(format!("{tag} is not in BASE and no record initializes it"));
     }
