@@ -158,6 +158,9 @@ pub struct Report {
     pub fast_path_pages: u64,
     pub image_starts: u64,
     pub elapsed: Duration,
+    /// Records routed to visibility-map pages without a block reference to
+    /// them, per record type ("Heap/UPDATE"): uses, and distinct pages.
+    pub vm_side_effects: BTreeMap<String, (u64, u64)>,
 }
 
 impl Report {
@@ -225,6 +228,18 @@ impl fmt::Display for Report {
                 f,
                 "not in EXPECTED (relation dropped or truncated later): {} pages",
                 self.gone
+            )?;
+        }
+        if !self.vm_side_effects.is_empty() {
+            let list: Vec<String> = self
+                .vm_side_effects
+                .iter()
+                .map(|(name, (uses, pages))| format!("{name} {uses} ({pages} pages)"))
+                .collect();
+            writeln!(
+                f,
+                "routed to visibility-map pages without a block reference: {}",
+                list.join(", ")
             )?;
         }
         for tag in self.unstartable.iter().take(10) {
@@ -309,10 +324,36 @@ pub fn verify(
     });
     let mut report = report.into_inner().unwrap_or_else(|e| e.into_inner());
     report.elapsed = started.elapsed();
+    report.vm_side_effects = side_effect_counts(&records, &blocks);
     let stats = pool.stats();
     report.fast_path_pages = stats.fast_path_pages;
     report.image_starts = stats.image_starts;
     Ok(report)
+}
+
+/// Side-effect uses of visibility-map pages, per record type: (uses, pages).
+fn side_effect_counts(
+    records: &[WalRecord],
+    blocks: &BTreeMap<PageTag, Vec<Use>>,
+) -> BTreeMap<String, (u64, u64)> {
+    let mut counts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for uses in blocks.values() {
+        let mut seen = std::collections::BTreeSet::new();
+        for u in uses.iter().filter(|u| u.side_effect) {
+            let r = &records[u.record];
+            let name = format!(
+                "{}/{}",
+                record::rmgr_name(r.rmid()),
+                record::record_type_name(r.rmid(), r.info()).unwrap_or("UNKNOWN")
+            );
+            let c = counts.entry(name.clone()).or_default();
+            c.0 += 1;
+            if seen.insert(name) {
+                c.1 += 1;
+            }
+        }
+    }
+    counts
 }
 
 fn check_block(
