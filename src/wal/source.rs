@@ -297,12 +297,11 @@ impl WalSource {
                         error,
                     }
                 })?;
-                let pages = pages::record_pages(&decoded).map_err(|error| {
-                    SourceError::Malformed {
+                let pages =
+                    pages::record_pages(&decoded).map_err(|error| SourceError::Malformed {
                         lsn: rec.start_lsn,
                         error,
-                    }
-                })?;
+                    })?;
                 if whole {
                     for p in &pages {
                         let newest = summary.entry(p.tag).or_insert(0);
