@@ -1,6 +1,7 @@
 //! The demo's path (workload, PostgreSQL's recovery, `verify`) with a small
 //! workload, once per server configuration that changes what WAL looks like:
-//! every page of the main fork must come out identical to PostgreSQL's.
+//! every page of the main fork and of the visibility maps must come out
+//! identical to PostgreSQL's.
 
 use walredo::Config;
 use walredo_cli::verify::{verify, VerifyOptions};
@@ -59,11 +60,29 @@ fn demo_with(name: &str, conf: &[&str], fast_path: bool) {
     if !fast_path {
         assert_eq!((report.fast_path_pages, report.image_starts), (0, 0));
     }
+    // A visibility-map page BASE lacks starts from a zero page, as in
+    // PostgreSQL's recovery: every block has a starting point.
     assert!(
-        report.unstartable.iter().all(|t| t.forknum == 2),
-        "only visibility-map pages may lack a starting point: {:?}",
+        report.unstartable.is_empty(),
+        "blocks without a starting point: {:?}",
         report.unstartable
     );
+    // Visibility-map pages, with the heap changes routed to them, are
+    // compared and counted like main-fork pages.
+    let vm = report
+        .groups
+        .iter()
+        .filter(|((fork, _), _)| *fork == 2)
+        .fold((0, 0), |(p, i), (_, g)| (p + g.pages, i + g.identical));
+    assert!(vm.0 >= 10, "only {} visibility-map pages compared", vm.0);
+    assert_eq!(vm.1, vm.0, "visibility-map pages differ");
+    for kind in ["Heap/UPDATE", "Heap/DELETE", "Heap/LOCK", "Storage/TRUNCATE"] {
+        assert!(
+            report.vm_side_effects.contains_key(kind),
+            "no {kind} record was routed to a visibility-map page: {:?}",
+            report.vm_side_effects
+        );
+    }
     // Every access method of the workload was rebuilt and compared.
     for rmgr in [
         "Heap", "Heap2", "Btree", "Hash", "Gin", "SPGist", "BRIN", "Sequence", "XLOG",
@@ -117,4 +136,17 @@ fn wal_compression_zstd() {
 #[test]
 fn data_checksums_on() {
     demo("demo-checksums", &["data_checksums=on"]);
+}
+
+#[test]
+fn wal_log_hints_on() {
+    demo("demo-wal-log-hints", &["wal_log_hints=on"]);
+}
+
+#[test]
+fn full_page_writes_off_lz4() {
+    demo(
+        "demo-fpw-off-lz4",
+        &["full_page_writes=off", "wal_compression=lz4"],
+    );
 }
