@@ -193,7 +193,10 @@ fn oracle() {
         let forks = rels
             .iter()
             .map(|(name, node)| (name.clone(), *node, "main", ""))
-            .chain(rels.iter().map(|(name, node)| (name.clone(), *node, "vm", "_vm")));
+            .chain(
+                rels.iter()
+                    .map(|(name, node)| (name.clone(), *node, "vm", "_vm")),
+            );
         for (name, node, fork, suffix) in forks {
             let path = expected.join(format!("base/{db}/{node}{suffix}"));
             let Ok(file) = fs::read(&path) else {
@@ -254,7 +257,10 @@ fn oracle() {
     );
     assert!(compared > 100, "too few pages compared: {compared}");
     println!("oracle: {vm_compared} of them visibility-map pages");
-    assert!(vm_compared >= 3, "too few visibility-map pages compared: {vm_compared}");
+    assert!(
+        vm_compared >= 3,
+        "too few visibility-map pages compared: {vm_compared}"
+    );
 
     // Lookup time inside the backend (no psql round trip): the same heap and
     // btree pages 200 times each, at the last LSN, through the WAL handle's index.

@@ -76,7 +76,12 @@ fn demo_with(name: &str, conf: &[&str], fast_path: bool) {
         .fold((0, 0), |(p, i), (_, g)| (p + g.pages, i + g.identical));
     assert!(vm.0 >= 10, "only {} visibility-map pages compared", vm.0);
     assert_eq!(vm.1, vm.0, "visibility-map pages differ");
-    for kind in ["Heap/UPDATE", "Heap/DELETE", "Heap/LOCK", "Storage/TRUNCATE"] {
+    for kind in [
+        "Heap/UPDATE",
+        "Heap/DELETE",
+        "Heap/LOCK",
+        "Storage/TRUNCATE",
+    ] {
         assert!(
             report.vm_side_effects.contains_key(kind),
             "no {kind} record was routed to a visibility-map page: {:?}",
