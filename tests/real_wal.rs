@@ -60,6 +60,11 @@ INSERT INTO p SELECT g, 'again' FROM generate_series(0, 2999, 150) g;
 SELECT count(*) FROM (SELECT id FROM p WHERE id % 100 = 3 FOR UPDATE) l;
 DELETE FROM p WHERE id % 1000 > 800;
 VACUUM p;
+CREATE TABLE tr (id int, pad text);
+INSERT INTO tr SELECT g, repeat('t', 100) FROM generate_series(1, 3000) g;
+VACUUM tr;
+DELETE FROM tr WHERE id > 2000;
+VACUUM tr;
 CHECKPOINT;
 "#;
 
@@ -317,7 +322,97 @@ fn real_wal_matches_postgres() {
 
     negative_controls(&wal);
     vm_negative_control(&wal);
+    pg_walredo_checks_side_effect_targets(&wal);
     assert_no_leftovers();
+}
+
+/// pg_walredo's own checks, without the library's validation in front: a
+/// heap record is applied to a visibility-map page it clears bits of (and
+/// gives the library's answer), refused for any other; a truncation is
+/// refused for anything but the visibility-map page it cuts into.
+fn pg_walredo_checks_side_effect_targets(wal: &Wal) {
+    use std::time::Duration;
+    use walredo::process::launch::Launcher;
+    use walredo::process::protocol::write_request;
+    use walredo::process::Process;
+
+    let side = |pred: &dyn Fn(&record::DecodedRecord<'_>) -> bool| {
+        wal.blocks.iter().find_map(|(tag, uses)| {
+            uses.iter()
+                .filter(|u| u.side_effect)
+                .find(|u| pred(&record::decode(&wal.records[u.record].data).unwrap()))
+                .map(|u| (*tag, &wal.records[u.record]))
+        })
+    };
+    let (vm_tag, heap_rec) = side(&|d| d.rmid == 10).expect("a heap record routed to a VM page");
+    let (cut_tag, trunc_rec) = side(&|d| d.rmid == 2).expect("a truncation routed to a VM page");
+    let zero = Box::new([0u8; PAGE_SIZE]);
+    let launcher = Launcher::new(&config()).unwrap();
+    let send = |tag: &PageTag, rec: &WalRecord| -> Result<Box<[u8; PAGE_SIZE]>, String> {
+        let mut process = Process::spawn(&launcher).unwrap();
+        process.handshake(Duration::from_secs(30)).unwrap();
+        let refs = [RecordRef {
+            end_lsn: rec.end_lsn,
+            data: &rec.data,
+        }];
+        let mut req = Vec::new();
+        write_request(&mut req, tag, Some(&zero), &refs);
+        let mut page = Box::new([0u8; PAGE_SIZE]);
+        match process.transact(&req, &mut page[..], Duration::from_secs(30)) {
+            Ok(()) => Ok(page),
+            Err(_) => Err(process.kill_and_collect_stderr()),
+        }
+    };
+    let via_library = |tag: &PageTag, rec: &WalRecord| {
+        let refs = [RecordRef {
+            end_lsn: rec.end_lsn,
+            data: &rec.data,
+        }];
+        Redoer::new(&config())
+            .unwrap()
+            .redo(tag, Some(&zero), &refs)
+    };
+    // The right targets: the same page as through the library.
+    for (tag, rec) in [(vm_tag, heap_rec), (cut_tag, trunc_rec)] {
+        let direct = send(&tag, rec).unwrap_or_else(|e| panic!("{tag}: {e}"));
+        assert_eq!(*direct, *via_library(&tag, rec).unwrap());
+    }
+    // Any other page: FATAL in pg_walredo, and refused by the library too.
+    let other_vm = PageTag {
+        blkno: vm_tag.blkno + 1,
+        ..vm_tag
+    };
+    let heap_of_cut = PageTag {
+        forknum: MAIN_FORKNUM,
+        ..cut_tag
+    };
+    for (tag, rec, want) in [
+        (other_vm, heap_rec, "does not change the target block"),
+        (heap_of_cut, trunc_rec, "does not change the target block"),
+        (
+            PageTag {
+                blkno: cut_tag.blkno + 1,
+                ..cut_tag
+            },
+            trunc_rec,
+            "does not change the target block",
+        ),
+    ] {
+        let stderr =
+            send(&tag, rec).expect_err("pg_walredo applied a record to a page it does not change");
+        assert!(
+            stderr.contains("FATAL") && stderr.contains(want),
+            "{tag}: {stderr}"
+        );
+        assert!(matches!(
+            via_library(&tag, rec),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+    println!(
+        "pg_walredo applies a heap record to {vm_tag} and a truncation to {cut_tag}, and refuses \
+         both for other pages"
+    );
 }
 
 /// Without the records that change a visibility-map page as a side effect
