@@ -1547,7 +1547,9 @@ place_side_page(DecodedXLogRecord *decoded, RelFileNode rnode,
  * and never reads the scratch files: a read of a block beyond the first 1 GB
  * segment makes md.c create and pad every segment before it.  Their contents
  * do not matter: the free-space map is only a hint, and a visibility-map
- * page is only ever changed as a target, through its own block reference.
+ * page is only ever rebuilt as a target (by its own block reference, or by
+ * the heap records that clear its bits: see clears_target_vm_bits), which is
+ * in the pool already and skipped here.
  */
 static void
 place_side_pages(DecodedXLogRecord *decoded)
