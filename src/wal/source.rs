@@ -1,8 +1,9 @@
 //! A WAL source: the WAL of one cluster found in a list of directories (the
 //! server's `pg_wal`, then archives), and what is asked of it page by page:
 //! the records that rebuild a block as of an LSN (a replay plan), every
-//! record that references a block (its history), and the range that can be
-//! read.
+//! record that changes a block (its history), and the range that can be
+//! read. A record changes the pages [`pages::record_pages`] names: its block
+//! references, and the visibility-map pages its heap changes clear.
 //!
 //! A lookup must not read all of the WAL each time. Every record start that
 //! begins a segment can be found from the segment alone (as
@@ -212,7 +213,7 @@ impl WalSource {
     /// Read the records that start in segments `first..=last` (from `start`,
     /// the first segment's first record or a record start in it) and end at
     /// or before `limit`, with one reader. With `tag`, `found` gets each
-    /// record that references it, and may stop the scan by returning false.
+    /// record that changes it, and may stop the scan by returning false.
     /// Segments read whole get their summary.
     #[allow(clippy::too_many_arguments)]
     fn scan(
@@ -413,7 +414,7 @@ impl WalSource {
     /// The records that rebuild `tag` as of `lsn` (after every record that
     /// ends at or before it; nothing after it is read): the newest record at
     /// or before `lsn` that initializes the page, then every later record
-    /// that references it. `interrupt` is asked every few thousand records
+    /// that changes it. `interrupt` is asked every few thousand records
     /// whether to stop.
     pub fn plan(
         &mut self,
@@ -586,7 +587,7 @@ impl WalSource {
     }
 
     /// Every record of the readable WAL that ends at or before `end_lsn`
-    /// and references `tag`, oldest first; `each` returns false to stop.
+    /// and changes `tag`, oldest first; `each` returns false to stop.
     pub fn history(
         &mut self,
         tag: &PageTag,
