@@ -770,6 +770,14 @@ apply_record(const char *payload, uint32 len)
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("could not decode WAL record: %s", errormsg)));
 	decoded->next_lsn = end_lsn;
+
+	/* A truncation is applied to the visibility-map page it cuts into only. */
+	if (vm_truncate && !cuts_target_vm_page(decoded))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("wal-redo refuses a %s record (info 0x%02X): it is not a page record",
+						RmgrTable[record->xl_rmid].rm_name, record->xl_info),
+				 errdetail("A Storage TRUNCATE is applied only to the visibility-map page it cuts into, and this target is not that page.")));
 	reader->record = decoded;
 	reader->ReadRecPtr = decoded->lsn;
 	reader->EndRecPtr = end_lsn;
@@ -824,8 +832,7 @@ apply_record(const char *payload, uint32 len)
 	 * visibility-map part of the record happens), or the page a truncation
 	 * cuts into.
 	 */
-	if (vm_truncate ? !cuts_target_vm_page(decoded) :
-		(target_block_id < 0 && !clears_target_vm_bits(decoded)))
+	if (!vm_truncate && target_block_id < 0 && !clears_target_vm_bits(decoded))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("WAL record does not change the target block %u/%u/%u fork %d blk %u",

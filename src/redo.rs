@@ -56,20 +56,17 @@ pub fn validate_request<'a>(
     for (index, rec) in records.iter().enumerate() {
         let decoded =
             record::decode(rec.data).map_err(|source| Error::MalformedRecord { index, source })?;
-        let pages = crate::wal::pages::record_pages(&decoded)
-            .map_err(|source| Error::MalformedRecord { index, source })?;
-        let Some(page) = pages.iter().find(|p| p.tag == *tag) else {
-            return Err(Error::InvalidArgument(format!(
-                "record #{index} ({} record ending at {}) does not change the target page {tag} \
-                 (neither a block reference nor a visibility-map page its heap changes clear)",
-                decoded.rmgr_name(),
-                crate::wal::format_lsn(rec.end_lsn)
-            )));
+        let page_record = record::is_page_record(decoded.rmid, decoded.info);
+        // Of a record that is not a page record only a truncation's
+        // visibility-map page is ever applied; any other is refused as such.
+        let pages = match crate::wal::pages::record_pages(&decoded) {
+            Ok(pages) => pages,
+            Err(source) if page_record => return Err(Error::MalformedRecord { index, source }),
+            Err(_) => Vec::new(),
         };
-        // A truncation is applied to the one visibility-map page it cuts
-        // into, and to nothing else.
-        let vm_truncation = page.change == PageChange::VmTruncate;
-        if !record::is_page_record(decoded.rmid, decoded.info) && !vm_truncation {
+        let page = pages.iter().find(|p| p.tag == *tag);
+        let vm_truncation = page.is_some_and(|p| p.change == PageChange::VmTruncate);
+        if !page_record && !vm_truncation {
             return Err(Error::InvalidArgument(format!(
                 "record #{index} ({} record with info {:#04x}, ending at {}) is not a page \
                  record: only the page resource managers (Heap, Heap2, Btree, Hash, Gin, Gist, \
@@ -81,6 +78,14 @@ pub fn validate_request<'a>(
                 crate::wal::format_lsn(rec.end_lsn)
             )));
         }
+        let Some(page) = page else {
+            return Err(Error::InvalidArgument(format!(
+                "record #{index} ({} record ending at {}) does not change the target page {tag} \
+                 (neither a block reference nor a visibility-map page its heap changes clear)",
+                decoded.rmgr_name(),
+                crate::wal::format_lsn(rec.end_lsn)
+            )));
+        };
         if index == 0 && base.is_none() && !page.initializes() {
             return Err(Error::InvalidArgument(format!(
                 "no base page given, and the first record ({} record ending at {}) does not \

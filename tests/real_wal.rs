@@ -388,14 +388,14 @@ fn pg_walredo_checks_side_effect_targets(wal: &Wal) {
     };
     for (tag, rec, want) in [
         (other_vm, heap_rec, "does not change the target block"),
-        (heap_of_cut, trunc_rec, "does not change the target block"),
+        (heap_of_cut, trunc_rec, "refuses a Storage record"),
         (
             PageTag {
                 blkno: cut_tag.blkno + 1,
                 ..cut_tag
             },
             trunc_rec,
-            "does not change the target block",
+            "refuses a Storage record",
         ),
     ] {
         let stderr =
