@@ -340,6 +340,10 @@ impl Slots {
             .and_then(|mut p| match p.handshake(self.timeout) {
                 Ok(()) => Ok(p),
                 Err(e) => {
+                    // Ended by SIGKILL or SIGTERM without hanging. One that
+                    // answered garbage was killed by the handshake itself
+                    // and looks the same: the cap on forgiven kills in a row
+                    // turns that into a back-off too.
                     let killed = !matches!(e, Error::Timeout { .. })
                         && matches!(p.exit_signal(), Some(libc::SIGKILL | libc::SIGTERM));
                     Err((e, killed))
