@@ -501,7 +501,6 @@ fn worker(shared: &Shared, rx: &Receiver<Queued>, stop: &Receiver<()>) {
                             Completion::Call(c) => Some(&c.cancel),
                             _ => None,
                         },
-                        since: q.started,
                         ..Job::new(q.tag, &q.wire)
                     })
                     .collect();

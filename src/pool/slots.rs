@@ -13,15 +13,16 @@
 //! - A process killed by a signal while it starts (SIGKILL: an operator, the
 //!   OOM killer) failed by accident: it is started again at once, without
 //!   counting toward the back-off, for as long as the requests waiting for it
-//!   have time (a few such kills in a row do count, so that something that
-//!   kills every start cannot keep a slot spinning).
+//!   have time (more than a few such kills in a row for the same requests do
+//!   count, so that something that kills every start cannot keep a slot
+//!   spinning).
 //! - A start that fails by itself (an error exit, a missing binary or
 //!   extension, a bad setting, garbage) will likely fail again: it is tried
 //!   again once, at once. A start that hangs is not tried again at once (it
 //!   already cost a whole deadline). Two such failures in a row start a
 //!   back-off (100 ms doubling to 10 s) in which no process is started.
 //! - A request waits for a process up to its own deadline (`timeout` after
-//!   it was made), through a back-off if that ends in time, instead of
+//!   it began to wait for one), through a back-off if that ends in time, instead of
 //!   failing because someone else's start failed. It gets `SpawnFailed`, with
 //!   the last start's error, only when no process could be had by then (or
 //!   when its own two starts failed by themselves).
@@ -63,8 +64,8 @@ use crate::PAGE_SIZE;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// Starts killed in a row that are started again at once; more count as
-/// failures (see the module notes).
+/// Starts killed in a row that one request has started again at once; more
+/// count as failures (see the module notes).
 const KILLED_STARTS_FORGIVEN: u32 = 3;
 
 /// One request, encoded for the wire, and what became of it.
@@ -75,9 +76,6 @@ pub(crate) struct Job<'a> {
     pub outcome: Option<Result<Box<Page>>>,
     /// A call's request can be cancelled (see `crate::pool::call`).
     pub cancel: Option<&'a CancelToken>,
-    /// When the request was made: it waits for a process until `timeout`
-    /// after this.
-    pub since: Instant,
 }
 
 impl<'a> Job<'a> {
@@ -88,7 +86,6 @@ impl<'a> Job<'a> {
             attempts: 0,
             outcome: None,
             cancel: None,
-            since: Instant::now(),
         }
     }
 
@@ -116,8 +113,6 @@ struct Backoff {
     delay: Duration,
     /// Starts that failed since the last one that worked.
     failures_in_a_row: u32,
-    /// Starts killed by a signal since the last one that worked.
-    killed_in_a_row: u32,
     /// Why the last start failed, without the "cannot start" prefix.
     last_error: String,
 }
@@ -156,7 +151,6 @@ impl Slots {
                 not_before: None,
                 delay: Duration::ZERO,
                 failures_in_a_row: 0,
-                killed_in_a_row: 0,
                 last_error: String::new(),
             }),
             closing: (Mutex::new(()), Condvar::new()),
@@ -302,6 +296,7 @@ impl Slots {
     /// the module notes.
     fn start(&self, deadline: Instant) -> Result<Process> {
         let mut own_failures = 0;
+        let mut killed_in_a_row = 0;
         loop {
             if self.is_closed() {
                 return Err(Error::Shutdown);
@@ -311,14 +306,18 @@ impl Slots {
                 Ok(p) => return Ok(p),
                 // Hung, not broken: the caller treats it as a deadline error.
                 Err((e @ Error::Timeout { .. }, _)) => return Err(e),
-                Err((e, true)) => {
-                    if Instant::now() >= deadline {
-                        return Err(e);
-                    }
+                // Out of time: an accident still, not counted.
+                Err((e, true)) if Instant::now() >= deadline => return Err(e),
+                Err((e, true)) if killed_in_a_row < KILLED_STARTS_FORGIVEN => {
+                    killed_in_a_row += 1;
                     bump(&self.stats.killed_starts);
                     log::warn!("{e}; killed while starting, starting another at once");
                 }
-                Err((e, false)) => {
+                Err((e, killed)) => {
+                    if killed {
+                        // Killed once too often: counted as a failure.
+                        self.count_failed_start();
+                    }
                     own_failures += 1;
                     if own_failures >= 2 {
                         return Err(e);
@@ -329,8 +328,18 @@ impl Slots {
         }
     }
 
+    /// Count a start that failed by itself toward the back-off.
+    fn count_failed_start(&self) {
+        let mut b = self.backoff.lock();
+        b.failures_in_a_row += 1;
+        if b.failures_in_a_row >= 2 {
+            Self::back_off(&mut b);
+        }
+    }
+
     /// Start a process and wait for its first answer. A failure says whether
-    /// it was a kill by a signal (an accident) that the back-off forgives.
+    /// it was a kill by a signal (an accident), which is not counted toward
+    /// the back-off here (`start` decides).
     fn spawn_once(&self) -> Result<Process, (Error, bool)> {
         let started = Instant::now();
         let result = self
@@ -355,30 +364,20 @@ impl Slots {
                 b.not_before = None;
                 b.delay = Duration::ZERO;
                 b.failures_in_a_row = 0;
-                b.killed_in_a_row = 0;
                 drop(b);
                 bump(&self.stats.spawns);
                 bump(&self.stats.live_processes);
                 self.stats.spawn_time_us.observe_duration(started.elapsed());
                 Ok(p)
             }
-            Err((e, mut killed)) => {
-                let mut b = self.backoff.lock();
-                b.last_error = match &e {
+            Err((e, killed)) => {
+                self.backoff.lock().last_error = match &e {
                     Error::SpawnFailed(reason) => reason.clone(),
                     other => other.to_string(),
                 };
-                if killed {
-                    b.killed_in_a_row += 1;
-                    killed = b.killed_in_a_row <= KILLED_STARTS_FORGIVEN;
-                }
                 if !killed {
-                    b.failures_in_a_row += 1;
-                    if b.failures_in_a_row >= 2 {
-                        Self::back_off(&mut b);
-                    }
+                    self.count_failed_start();
                 }
-                drop(b);
                 bump(&self.stats.spawn_failures);
                 Err((e, killed))
             }
@@ -472,10 +471,10 @@ impl SlotGuard<'_> {
                     }
                     break;
                 }
-                // The request made first waits the longest.
-                let since = pending.iter().map(|&i| jobs[i].since).min();
-                let deadline = since.expect("pending is not empty") + slots.timeout;
-                match slots.start(deadline) {
+                // They wait for a process up to a deadline from now: not
+                // from when they were queued, which on a busy machine may
+                // be long ago, and was no start's fault.
+                match slots.start(Instant::now() + slots.timeout) {
                     Ok(p) => slot.process = Some(p),
                     // A new process that hung: an attempt of the first job
                     // failed, as if the process had hung on the job itself.
