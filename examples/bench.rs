@@ -4,6 +4,7 @@
 //!
 //!   cargo run --release --example bench [-- --quick]
 //!   cargo run --release --example bench -- --profile-child   (`make profile`)
+//!   cargo run --release --example bench -- --busy-chaos [--quick]   (one row)
 //!
 //! `--profile-child` runs one wal-redo process under callgrind instead: the
 //! same short request N and 2N times, fed from a file, so the difference is
@@ -492,6 +493,13 @@ fn main() {
     );
     let short = request_after_image(&pool, &records, &blocks, 2);
     let medium = request_after_image(&pool, &records, &blocks, 227);
+    if std::env::args().any(|a| a == "--busy-chaos") {
+        // Only the busy-machine chaos row.
+        drop(pool);
+        busy_machine_chaos(&config(2), &short, quick, &row);
+        let _ = std::fs::remove_dir_all(&work);
+        return;
+    }
     if std::env::args().any(|a| a == "--profile-child") {
         drop(pool);
         profile_child(&config(1), &short, &work);
@@ -710,6 +718,8 @@ fn main() {
         );
     }
 
+    busy_machine_chaos(&config(2), &short, quick, &row);
+
     // 64 concurrent first requests on a fresh pool.
     let pool = Pool::new(&config(4)).unwrap();
     let barrier = Barrier::new(64);
@@ -768,4 +778,134 @@ fn main() {
         String::new(),
     );
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Pids of our wal-redo processes (children of ours running postgres).
+fn wal_redo_children() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if head.ends_with("(postgres") && fields.get(1) == Some(&me.as_str()) && fields[0] != "Z" {
+            if let Ok(pid) = entry.file_name().to_string_lossy().parse() {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// Chaos on a busy machine (issue 15): two CPU-bound loops run beside 8
+/// clients of a 2-process pool while another thread SIGKILLs a random
+/// wal-redo process every 30-130 ms, for a bounded time. Every request must
+/// come back: the right page, or an error (counted by kind); a wrong page
+/// or a lost request is reported as such.
+fn busy_machine_chaos(
+    config: &Config,
+    short: &Request,
+    quick: bool,
+    row: &dyn Fn(&str, String, String),
+) {
+    use walredo::Error;
+    let secs = if quick { 2.0 } else { 10.0 };
+    let config = Config {
+        timeout: Duration::from_secs(1),
+        ..config.clone()
+    };
+    let pool = Pool::new(&config).unwrap();
+    let refs = short.refs();
+    let expected = pool.redo(&short.tag, short.base.as_deref(), &refs).unwrap();
+    let stop = AtomicBool::new(false);
+    let counts: [AtomicU64; 7] = Default::default();
+    // Indexes into `counts`.
+    const ASKED: usize = 0;
+    const RIGHT: usize = 1;
+    const WRONG: usize = 2;
+    const SPAWN: usize = 3;
+    const DEADLINE: usize = 4;
+    const REDO: usize = 5;
+    const OTHER: usize = 6;
+    let kills = AtomicU64::new(0);
+    let before = pool.stats();
+    std::thread::scope(|s| {
+        // Bounded CPU-bound loops: they end with the run.
+        for _ in 0..2 {
+            s.spawn(|| {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for i in 0..10_000u64 {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
+                    }
+                    std::hint::black_box(x);
+                }
+            });
+        }
+        for _ in 0..8 {
+            s.spawn(|| {
+                let refs = short.refs();
+                while !stop.load(Ordering::Relaxed) {
+                    counts[ASKED].fetch_add(1, Ordering::Relaxed);
+                    let kind = match pool.redo(&short.tag, short.base.as_deref(), &refs) {
+                        Ok(page) if page == expected => RIGHT,
+                        Ok(_) => WRONG,
+                        Err(Error::SpawnFailed(_)) => SPAWN,
+                        Err(Error::Timeout { .. }) => DEADLINE,
+                        Err(Error::RedoFailed { .. }) => REDO,
+                        Err(_) => OTHER,
+                    };
+                    counts[kind].fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        s.spawn(|| {
+            let mut seed = 12345u64;
+            while !stop.load(Ordering::Relaxed) {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                std::thread::sleep(Duration::from_millis(30 + (seed >> 33) % 100));
+                let pids = wal_redo_children();
+                if pids.is_empty() || stop.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let victim = pids[(seed >> 40) as usize % pids.len()];
+                // SAFETY: kill has no memory-safety preconditions; the pid is
+                // a child of ours that is not reaped.
+                if unsafe { libc::kill(victim, libc::SIGKILL) } == 0 {
+                    kills.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let after = pool.stats();
+    drop(pool);
+    let get = |i: usize| counts[i].load(Ordering::Relaxed);
+    let answered: u64 = (1..7).map(get).sum();
+    let failed = get(SPAWN) + get(DEADLINE) + get(REDO) + get(OTHER);
+    row(
+        &format!(
+            "busy-machine chaos: 8 clients, 2 processes, 2 CPU-bound loops beside, kill -9 every 30-130 ms for {secs:.0} s"
+        ),
+        format!("{failed} of {} failed", get(ASKED)),
+        format!(
+            "{:.2}%; {} kills, {} killed starts restarted; spawn failed {}, deadline {}, failed twice {}, other {}; {} wrong, {} lost",
+            100.0 * failed as f64 / get(ASKED).max(1) as f64,
+            kills.load(Ordering::Relaxed),
+            after.killed_starts - before.killed_starts,
+            get(SPAWN),
+            get(DEADLINE),
+            get(REDO),
+            get(OTHER),
+            get(WRONG),
+            get(ASKED) - answered,
+        ),
+    );
 }

@@ -595,6 +595,13 @@ impl Process {
         }
     }
 
+    /// The signal that ended this process, once it is reaped (after a
+    /// failed `handshake`, say); `None` while it runs or if it exited.
+    pub fn exit_signal(&self) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt;
+        self.exit_status?.signal()
+    }
+
     /// SIGKILL the child's process group, unless it was already reaped
     /// (then its pid may belong to someone else now).
     fn kill(&mut self) {
