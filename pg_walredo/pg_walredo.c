@@ -72,6 +72,7 @@
 #include "utils/resowner.h"
 
 #include "sandbox.h"
+#include "template.h"
 
 PG_MODULE_MAGIC;
 
@@ -299,6 +300,7 @@ _PG_init(void)
 							   PGC_POSTMASTER,
 							   0,
 							   NULL, NULL, NULL);
+	walredo_template_init();
 	MarkGUCPrefixReserved("pg_walredo");
 
 	/*
@@ -323,6 +325,8 @@ walredo_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 
+	/* Nothing of ours may outlive us, however we die (sandbox.c). */
+	walredo_release_segment();
 	walredo_main();
 }
 

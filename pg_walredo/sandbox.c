@@ -51,6 +51,7 @@
 #include <linux/seccomp.h>
 
 #include "miscadmin.h"
+#include "storage/ipc.h"
 #include "storage/pg_shmem.h"
 
 #include "sandbox.h"
@@ -96,6 +97,7 @@ struct ll_path_beneath_attr
 static void close_inherited_fds(void);
 static void confine_filesystem(bool require_landlock);
 static void enter_seccomp(void);
+static void quiet_segment_removal(ErrorData *edata);
 
 void
 walredo_enter_sandbox(bool require_landlock)
@@ -214,31 +216,62 @@ confine_filesystem(bool require_landlock)
 #define SANDBOX_IPC_64	0x0100
 
 /*
- * The id of this process's System V segment, which proc_exit removes.
- * UsedShmemSegID is the segment's key, not its id; PostgreSQL itself maps it
- * back with shmget (PGSharedMemoryReAttach), and so do we.  Without a
- * segment, an id no segment has (ids are non-negative ints).
+ * The id of this process's System V segment (PostgreSQL's interlock beside
+ * its anonymous shared memory), found by walredo_release_segment while its
+ * key still names it; an id no segment has (ids are non-negative ints) when
+ * there is none.
  */
-static uint32
-own_shmem_id(void)
+static uint32 own_shmid = PG_UINT32_MAX;
+
+static emit_log_hook_type prev_emit_log_hook = NULL;
+
+/*
+ * PostgreSQL removes its segment only on a clean exit: one killed by a
+ * signal, or whose host was killed, would leave it in the kernel for ever.
+ * So it is marked for removal (IPC_RMID) as soon as it exists: the kernel
+ * frees it with the last process attached, this one, however it dies.
+ * PostgreSQL's own IPC_RMID at exit then finds it gone and logs that; that
+ * one line, and only it, is kept out of stderr, so that a healthy process
+ * stays silent.
+ */
+void
+walredo_release_segment(void)
 {
 	int			shmid;
 
 	if (UsedShmemSegID == 0)
-		return PG_UINT32_MAX;
+		return;
+	/* PostgreSQL maps the key back the same way (PGSharedMemoryReAttach). */
 	shmid = shmget((key_t) UsedShmemSegID, sizeof(PGShmemHeader), 0);
 	if (shmid < 0)
 		ereport(FATAL,
 				(errmsg("could not find this process's shared memory segment (key %lu): %m",
 						UsedShmemSegID)));
-	return (uint32) shmid;
+	if (shmctl(shmid, IPC_RMID, NULL) != 0)
+		ereport(FATAL,
+				(errmsg("could not mark this process's shared memory segment %d for removal: %m",
+						shmid)));
+	own_shmid = (uint32) shmid;
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = quiet_segment_removal;
+}
+
+static void
+quiet_segment_removal(ErrorData *edata)
+{
+	/* IpcMemoryDelete's message, at exit, for the segment already gone. */
+	if (edata->elevel == LOG && proc_exit_inprogress &&
+		edata->saved_errno == EINVAL && edata->message_id != NULL &&
+		strcmp(edata->message_id, "shmctl(%d, %d, 0) failed: %m") == 0)
+		edata->output_to_server = false;
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
 }
 
 static void
 enter_seccomp(void)
 {
 	uint32		own_pid = (uint32) getpid();
-	uint32		own_shmid = own_shmem_id();
 	struct sock_filter filter[] = {
 		/* The syscall numbers below are those of this architecture only. */
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),

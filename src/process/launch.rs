@@ -18,7 +18,7 @@
 //! regular, the extension byte for byte) and replaced when they are not;
 //! new names in it are created exclusively, never taken over.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::{CString, OsStr, OsString};
 use std::fs;
 use std::io;
 use std::io::Read;
@@ -27,9 +27,12 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, SpawnMode};
 use crate::error::{Error, Result};
+use crate::process::template::{Forked, Template as TemplateProcess};
 use crate::wal::crc32c::crc32c;
 
 /// Where Debian puts PostgreSQL 15; tried before `pg_config` on `PATH`.
@@ -53,6 +56,18 @@ pub struct Launcher {
     /// `None` when the caller is not root: children run as the caller.
     user: Option<UserIds>,
     scratch_root: PathBuf,
+    /// How processes start; always `Direct` for a custom child program.
+    spawn_mode: SpawnMode,
+    /// How long a start may take before it counts as failed.
+    start_timeout: Duration,
+    /// The template process, once started (`SpawnMode::Template`).
+    template: Mutex<Option<TemplateProcess>>,
+}
+
+impl std::fmt::Debug for TemplateProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TemplateProcess {}", self.pid())
+    }
 }
 
 #[derive(Debug)]
@@ -122,13 +137,79 @@ impl Launcher {
             },
             None => postgres_program(config, &scratch_root, user)?,
         };
+        let spawn_mode = match program {
+            Program::Custom { .. } => SpawnMode::Direct,
+            Program::Postgres { .. } => config.spawn_mode,
+        };
         Ok(Launcher {
             program,
             memory_limit: config.process_memory_limit,
             blocking_wait: config.blocking_wait,
             user,
             scratch_root,
+            spawn_mode,
+            start_timeout: config.timeout,
+            template: Mutex::new(None),
         })
+    }
+
+    /// How this launcher starts processes.
+    pub fn spawn_mode(&self) -> SpawnMode {
+        self.spawn_mode
+    }
+
+    /// How long a start may take.
+    pub fn start_timeout(&self) -> Duration {
+        self.start_timeout
+    }
+
+    /// The pid of the template process, if one runs now (for tests).
+    pub fn template_pid(&self) -> Option<u32> {
+        let template = self.template.lock().unwrap_or_else(|e| e.into_inner());
+        template.as_ref().filter(|t| t.is_alive()).map(|t| t.pid())
+    }
+
+    /// A new wal-redo process on `scratch` forked by the template, which is
+    /// started first if there is none or it died. A template that fails a
+    /// request is dropped; one that had served before is replaced at once
+    /// and asked again (it may have died since), a new one is not.
+    pub(crate) fn fork_from_template(&self, scratch: &Path, stdio: [i32; 3]) -> Result<Forked> {
+        let mut template = self.template.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..2 {
+            let fresh = match template.as_ref() {
+                Some(t) if t.is_alive() => false,
+                _ => {
+                    *template = None;
+                    *template = Some(TemplateProcess::start(self)?);
+                    true
+                }
+            };
+            let t = template.as_ref().expect("just made");
+            match t.fork(scratch, stdio, self.start_timeout) {
+                Ok(forked) => return Ok(forked),
+                Err(e) => {
+                    *template = None;
+                    if fresh {
+                        return Err(e);
+                    }
+                    log::warn!("{e}: starting a new template");
+                }
+            }
+        }
+        Err(Error::SpawnFailed(
+            "the template process failed twice".into(),
+        ))
+    }
+
+    /// The template's program and arguments on `scratch`, or `None` for a
+    /// custom child program.
+    pub(crate) fn template_argv(&self, scratch: &Path) -> Option<(PathBuf, Vec<OsString>)> {
+        let (program, mut args) = self.postgres_argv(scratch)?;
+        let dbname = args.pop()?;
+        args.push("-c".into());
+        args.push("pg_walredo.template=on".into());
+        args.push(dbname);
+        Some((program, args))
     }
 
     /// RLIMIT_AS of every child.
@@ -182,35 +263,41 @@ impl Launcher {
     /// The command that starts a wal-redo process on `scratch`. The caller
     /// sets up stdio, the process group and the pre-exec hardening.
     pub fn command(&self, scratch: &Path) -> Command {
-        let (postgres, extension, verify, wal_log_hints, require_landlock, extra) =
-            match &self.program {
-                Program::Postgres {
-                    postgres,
-                    extension,
-                    verify,
-                    wal_log_hints,
-                    require_landlock,
-                    extra_settings,
-                    ..
-                } => (
-                    postgres,
-                    extension,
-                    *verify,
-                    *wal_log_hints,
-                    *require_landlock,
-                    extra_settings,
-                ),
-                Program::Custom { path, args } => {
-                    let mut cmd = Command::new(path);
-                    cmd.args(args).arg(scratch).env_clear().current_dir(scratch);
-                    if let Some(ids) = self.user {
-                        cmd.uid(ids.uid).gid(ids.gid);
-                    }
-                    return cmd;
-                }
-            };
+        if let Program::Custom { path, args } = &self.program {
+            let mut cmd = Command::new(path);
+            cmd.args(args).arg(scratch).env_clear().current_dir(scratch);
+            if let Some(ids) = self.user {
+                cmd.uid(ids.uid).gid(ids.gid);
+            }
+            return cmd;
+        }
+        let (postgres, args) = self.postgres_argv(scratch).expect("a postgres program");
         let mut cmd = Command::new(postgres);
-        cmd.arg("--single").arg("-D").arg(scratch);
+        cmd.args(args);
+        cmd.env_clear().current_dir(scratch);
+        // std also drops supplementary groups when it changes the uid.
+        if let Some(ids) = self.user {
+            cmd.uid(ids.uid).gid(ids.gid);
+        }
+        cmd
+    }
+
+    /// `postgres --single` on `scratch` and its arguments (the last is the
+    /// database name); `None` for a custom child program.
+    fn postgres_argv(&self, scratch: &Path) -> Option<(PathBuf, Vec<OsString>)> {
+        let Program::Postgres {
+            postgres,
+            extension,
+            verify,
+            wal_log_hints,
+            require_landlock,
+            extra_settings,
+            ..
+        } = &self.program
+        else {
+            return None;
+        };
+        let mut args: Vec<OsString> = vec!["--single".into(), "-D".into(), scratch.into()];
         let settings = [
             "config_file=/dev/null".to_string(),
             format!("shared_preload_libraries=\"{}\"", extension.display()),
@@ -225,20 +312,16 @@ impl Launcher {
             "log_min_messages=warning".to_string(),
             // Our log lines carry the pid already.
             "log_line_prefix=".to_string(),
-            format!("pg_walredo.verify={}", on_off(verify)),
-            format!("wal_log_hints={}", on_off(wal_log_hints)),
-            format!("pg_walredo.require_landlock={}", on_off(require_landlock)),
+            format!("pg_walredo.verify={}", on_off(*verify)),
+            format!("wal_log_hints={}", on_off(*wal_log_hints)),
+            format!("pg_walredo.require_landlock={}", on_off(*require_landlock)),
         ];
-        for s in settings.iter().chain(extra) {
-            cmd.arg("-c").arg(s);
+        for s in settings.iter().chain(extra_settings) {
+            args.push("-c".into());
+            args.push(s.into());
         }
-        cmd.arg("postgres");
-        cmd.env_clear().current_dir(scratch);
-        // std also drops supplementary groups when it changes the uid.
-        if let Some(ids) = self.user {
-            cmd.uid(ids.uid).gid(ids.gid);
-        }
-        cmd
+        args.push("postgres".into());
+        Some((postgres.clone(), args))
     }
 }
 
