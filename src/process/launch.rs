@@ -325,6 +325,16 @@ impl Launcher {
     }
 }
 
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        // The template first: its scratch directory goes with it.
+        let template = self.template.get_mut().unwrap_or_else(|e| e.into_inner());
+        *template = None;
+        // Nothing of this launcher's processes left once it is gone.
+        crate::process::sweeper::flush();
+    }
+}
+
 /// PostgreSQL 15, the extension and the scratch template, found and checked.
 fn postgres_program(
     config: &Config,
@@ -836,6 +846,7 @@ fn stale_owner_pid(name: &OsStr) -> Option<libc::pid_t> {
     let name = name.to_str()?;
     let rest = name
         .strip_prefix("proc-")
+        .or_else(|| name.strip_prefix("trash-"))
         .or_else(|| name.strip_prefix("initdb-"))?;
     rest.split('-').next()?.parse().ok()
 }

@@ -35,6 +35,7 @@
 pub mod launch;
 pub mod protocol;
 pub(crate) mod start;
+pub(crate) mod sweeper;
 pub(crate) mod template;
 pub(crate) mod threads;
 pub(crate) mod watchdog;
@@ -959,12 +960,8 @@ impl Drop for Process {
             let _ = self.child.wait();
         }
         remove_sysv_segment(&self.scratch, self.pid, self.uid);
-        if let Err(e) = fs::remove_dir_all(&self.scratch) {
-            log::warn!(
-                "cannot remove scratch directory {}: {e}",
-                self.scratch.display()
-            );
-        }
+        // Off the path of whoever waits for the next process.
+        sweeper::sweep(&self.scratch);
     }
 }
 
