@@ -791,7 +791,12 @@ fn rss_pss_kib(pid: u32) -> (u64, u64) {
 /// The parent of `pid` (the template, for a forked process).
 fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Kill the pool's one process and wait until it is gone; then the time
@@ -825,7 +830,11 @@ fn respawn_after_kill(pool: &Pool) -> Duration {
 /// both spawn modes, against the exec floor (posix_spawn and wait of
 /// `postgres --version`), in a small host and with 2 GB touched in it;
 /// cold start of a pool in both modes; the template's memory.
-fn process_life_rows(config: &dyn Fn(usize) -> Config, quick: bool, row: &dyn Fn(&str, String, String)) {
+fn process_life_rows(
+    config: &dyn Fn(usize) -> Config,
+    quick: bool,
+    row: &dyn Fn(&str, String, String),
+) {
     use walredo::SpawnMode;
     let rounds = if quick { 15 } else { 40 };
     let mode = |m: SpawnMode| Config {
@@ -879,7 +888,10 @@ fn process_life_rows(config: &dyn Fn(usize) -> Config, quick: bool, row: &dyn Fn
         row(
             &format!("request after its process was killed, template spawn, {label}"),
             format!("{:.2} ms", ms(t)),
-            format!("{:.2}x the exec floor (target at most 0.25x)", ms(t) / ms(floor)),
+            format!(
+                "{:.2}x the exec floor (target at most 0.25x)",
+                ms(t) / ms(floor)
+            ),
         );
         row(
             &format!("request after its process was killed, direct spawn, {label}"),
@@ -901,7 +913,10 @@ fn process_life_rows(config: &dyn Fn(usize) -> Config, quick: bool, row: &dyn Fn
     row(
         "cold start: new pool to first answer, template spawn",
         format!("{:.1} ms", ms(cold_t)),
-        format!("template started, then its first fork; {:.2}x the direct one", ms(cold_t) / ms(cold_d)),
+        format!(
+            "template started, then its first fork; {:.2}x the direct one",
+            ms(cold_t) / ms(cold_d)
+        ),
     );
     row(
         "cold start: new pool to first answer, direct spawn",

@@ -303,6 +303,17 @@ impl Launcher {
             format!("shared_preload_libraries=\"{}\"", extension.display()),
             "shared_buffers=1MB".to_string(),
             "max_connections=2".to_string(),
+            // Shared memory sized for one backend that takes no locks and
+            // has no helpers: less to create and clear at every start.
+            "max_locks_per_transaction=10".to_string(),
+            "max_pred_locks_per_transaction=10".to_string(),
+            "max_worker_processes=0".to_string(),
+            "max_wal_senders=0".to_string(),
+            "max_replication_slots=0".to_string(),
+            "autovacuum_max_workers=1".to_string(),
+            // PostgreSQL probes this many descriptors at start (a dup and a
+            // close each); redo keeps few relation files open.
+            "max_files_per_process=64".to_string(),
             "fsync=off".to_string(),
             "huge_pages=off".to_string(),
             // Dynamic shared memory as files in the scratch directory, which

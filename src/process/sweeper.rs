@@ -47,11 +47,9 @@ fn sweeper() -> Option<&'static Sweeper> {
             work: Condvar::new(),
             done: Condvar::new(),
         }));
-        crate::process::threads::spawn_blocking_signals("walredo-sweeper".into(), move || {
-            s.run()
-        })
-        .ok()
-        .map(|_| s)
+        crate::process::threads::spawn_blocking_signals("walredo-sweeper".into(), move || s.run())
+            .ok()
+            .map(|_| s)
     })
 }
 
