@@ -62,6 +62,9 @@ pub struct Launcher {
     start_timeout: Duration,
     /// The template process, once started (`SpawnMode::Template`).
     template: Mutex<Option<TemplateProcess>>,
+    /// A new scratch directory made ahead of need (`prepare_scratch_dir`),
+    /// never used by any process yet.
+    spare_scratch: Mutex<Option<PathBuf>>,
 }
 
 impl std::fmt::Debug for TemplateProcess {
@@ -150,6 +153,7 @@ impl Launcher {
             spawn_mode,
             start_timeout: config.timeout,
             template: Mutex::new(None),
+            spare_scratch: Mutex::new(None),
         })
     }
 
@@ -230,6 +234,29 @@ impl Launcher {
     /// The user id children run as.
     pub fn child_uid(&self) -> u32 {
         self.user.map_or_else(euid, |ids| ids.uid)
+    }
+
+    /// A new scratch directory for one process: the one made ahead by
+    /// `prepare_scratch_dir`, if any, else one made now.
+    pub fn take_scratch_dir(&self) -> Result<PathBuf> {
+        let spare = self
+            .spare_scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match spare {
+            Some(dir) => Ok(dir),
+            None => self.make_scratch_dir(),
+        }
+    }
+
+    /// Make the next process's scratch directory now, while nobody waits
+    /// for that process (a spawner calls it after each start).
+    pub fn prepare_scratch_dir(&self) {
+        let mut spare = self.spare_scratch.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.is_none() {
+            *spare = self.make_scratch_dir().ok();
+        }
     }
 
     /// Make a private scratch directory for one process: a copy of the
@@ -341,6 +368,13 @@ impl Drop for Launcher {
         // The template first: its scratch directory goes with it.
         let template = self.template.get_mut().unwrap_or_else(|e| e.into_inner());
         *template = None;
+        let spare = self
+            .spare_scratch
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(dir) = spare.take() {
+            let _ = fs::remove_dir_all(dir);
+        }
         // Nothing of this launcher's processes left once it is gone.
         crate::process::sweeper::flush();
     }

@@ -192,7 +192,7 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
 impl Process {
     /// Start one wal-redo process with a fresh scratch directory.
     pub fn spawn(launcher: &Launcher) -> Result<Process> {
-        let scratch = launcher.make_scratch_dir()?;
+        let scratch = launcher.take_scratch_dir()?;
         match Self::spawn_in(launcher, scratch.clone()) {
             Ok(p) => Ok(p),
             Err(e) => {
@@ -981,6 +981,8 @@ impl Spawner {
                 // The requester may have given up; then the process is
                 // dropped here, which kills and reaps it.
                 let _ = reply.send(Process::spawn(&launcher));
+                // The next start's directory, while nobody waits.
+                launcher.prepare_scratch_dir();
             }
         })
         .map_err(|e| Error::SpawnFailed(format!("cannot start the spawner thread: {e}")))?;
