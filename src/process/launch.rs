@@ -142,6 +142,11 @@ impl Launcher {
         };
         let spawn_mode = match program {
             Program::Custom { .. } => SpawnMode::Direct,
+            // The template's processes are tracked through pidfds (Linux 5.3),
+            // and it is started with clone(CLONE_VM): neither under valgrind.
+            Program::Postgres { .. } if !crate::process::start::template_possible() => {
+                SpawnMode::Direct
+            }
             Program::Postgres { .. } => config.spawn_mode,
         };
         Ok(Launcher {

@@ -92,8 +92,33 @@ fn cstring(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in argument"))
 }
 
+/// Whether the host runs under valgrind, which knows `CLONE_VM` only for
+/// threads (and ends the whole process on any other use) and has no pidfd:
+/// launchers then start every process directly.
+pub(crate) fn host_is_emulated() -> bool {
+    static EMULATED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *EMULATED.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/maps").is_ok_and(|m| m.contains("/vgpreload_"))
+    })
+}
+
+/// Whether a template can work here: pidfds exist (for processes that are
+/// not the host's children) and the host is not emulated.
+pub(crate) fn template_possible() -> bool {
+    // SAFETY: getpid has no preconditions.
+    let own = crate::process::open_pidfd(unsafe { libc::getpid() } as u32);
+    own.is_some() && !host_is_emulated()
+}
+
 /// Start `spec.program` and wait until it has exec'd (or failed to).
+/// Unsupported where the host is emulated (`host_is_emulated`).
 pub(crate) fn start(spec: &Spec<'_>) -> io::Result<Started> {
+    if host_is_emulated() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "clone(CLONE_VM) under valgrind",
+        ));
+    }
     let path = cstring(spec.program.as_os_str().as_bytes())?;
     let mut args = vec![path.clone()];
     for a in spec.args {
@@ -168,7 +193,12 @@ pub(crate) fn start(spec: &Spec<'_>) -> io::Result<Started> {
     // SAFETY: restoring the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
     if pid < 0 {
-        return Err(clone_error);
+        // Refused by an emulated host (valgrind knows CLONE_VM only for
+        // threads): the caller may fork instead.
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("clone(CLONE_VM): {clone_error}"),
+        ));
     }
     // SAFETY: CLONE_PIDFD made a new descriptor nobody else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };

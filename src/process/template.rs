@@ -104,7 +104,7 @@ impl Template {
             .write(true)
             .open("/dev/null")
             .map_err(|e| spawn_error(format!("cannot open /dev/null: {e}")))?;
-        let started = start::start(&Spec {
+        let spec = Spec {
             program: &program,
             args: &args,
             cwd: scratch,
@@ -116,8 +116,8 @@ impl Template {
             user: launcher.user(),
             memory_limit: launcher.memory_limit(),
             timeout: launcher.start_timeout(),
-        })
-        .map_err(|e| {
+        };
+        let started = start::start(&spec).map_err(|e| {
             spawn_error(format!(
                 "cannot start the template process {}: {e}",
                 program.display()
