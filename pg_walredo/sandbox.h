@@ -20,4 +20,10 @@ extern void walredo_enter_sandbox(bool require_landlock);
  */
 extern void walredo_release_segment(void);
 
+/*
+ * The template process's own confinement (see sandbox.c), inherited by the
+ * processes it forks until they enter theirs.
+ */
+extern void walredo_confine_template(void);
+
 #endif							/* WALREDO_SANDBOX_H */

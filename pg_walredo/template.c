@@ -49,6 +49,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
+#include "sandbox.h"
 #include "template.h"
 
 /* GUC: be a template process instead of a wal-redo process. */
@@ -122,6 +123,14 @@ template_serve(void)
 	if (sfd < 0)
 		ereport(FATAL,
 				(errmsg("template: could not create a signalfd: %m")));
+
+	/*
+	 * Confined before it takes its first request (sandbox.c), unless
+	 * pg_walredo.sandbox is off (debugging: its processes are not confined
+	 * either).
+	 */
+	if (strcmp(GetConfigOption("pg_walredo.sandbox", false, false), "on") == 0)
+		walredo_confine_template();
 
 	max_children = 64;
 	children = MemoryContextAlloc(TopMemoryContext, max_children * sizeof(TemplateChild));

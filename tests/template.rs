@@ -113,6 +113,15 @@ fn processes_are_forked_by_the_template_and_share_no_memory() {
         shared_memory_inodes(template).is_empty(),
         "the template has shared memory"
     );
+    // The template is confined itself (seccomp, no new privileges).
+    let status = std::fs::read_to_string(format!("/proc/{template}/status")).unwrap();
+    for (field, want) in [("Seccomp:", "2"), ("NoNewPrivs:", "1")] {
+        let got = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .map(str::trim);
+        assert_eq!(got, Some(want), "template {field}");
+    }
 
     // Its own scratch directory and pid file, naming itself.
     for p in [&a, &b] {

@@ -106,8 +106,7 @@ pub(crate) fn host_is_emulated() -> bool {
 /// not the host's children) and the host is not emulated.
 pub(crate) fn template_possible() -> bool {
     // SAFETY: getpid has no preconditions.
-    let own = crate::process::open_pidfd(unsafe { libc::getpid() } as u32);
-    own.is_some() && !host_is_emulated()
+    !host_is_emulated() && crate::process::open_pidfd(unsafe { libc::getpid() } as u32).is_some()
 }
 
 /// Start `spec.program` and wait until it has exec'd (or failed to).
