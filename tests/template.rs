@@ -315,3 +315,39 @@ fn a_host_killed_mid_run_leaves_nothing() {
     );
     assert_no_leftovers();
 }
+
+/// A template that stops answering (here: stopped) costs one request's
+/// deadline at most; it is then killed and replaced, and the start succeeds
+/// on the new one.
+#[test]
+fn a_stopped_template_is_replaced() {
+    let _serial = serial();
+    init_logging();
+    let launcher = Launcher::new(&Config {
+        timeout: Duration::from_millis(500),
+        ..config()
+    })
+    .unwrap();
+    let mut a = Process::spawn(&launcher).unwrap();
+    a.handshake(Duration::from_secs(10)).unwrap();
+    let template = launcher.template_pid().unwrap();
+    // SAFETY: signalling the template, our own child.
+    unsafe { libc::kill(template as i32, libc::SIGSTOP) };
+    let started = Instant::now();
+    let mut b = Process::spawn(&launcher).unwrap();
+    b.handshake(Duration::from_secs(10)).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let second = launcher.template_pid().unwrap();
+    assert_ne!(second, template);
+    assert!(
+        wait_gone(template, Duration::from_secs(5)),
+        "the stopped template lives on"
+    );
+    drop((a, b));
+    drop(launcher);
+    assert_no_leftovers();
+}
