@@ -872,7 +872,7 @@ fn process_life_rows(
 
     let template = Pool::new(&mode(SpawnMode::Template)).unwrap();
     let direct = Pool::new(&mode(SpawnMode::Direct)).unwrap();
-    let mut measure = |label: &str| {
+    let measure = |label: &str| {
         let (mut floor, mut t, mut d) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             floor.push(exec_floor());

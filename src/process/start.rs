@@ -210,8 +210,9 @@ pub(crate) fn start(spec: &Spec<'_>) -> io::Result<Started> {
         crate::process::pidfd_signal(&pidfd, libc::SIGKILL);
         reap(pid);
     }
+    // The child has exec'd or is reaped: its stack and arguments may go.
     drop(stack);
-    drop(child_args);
+    let _ = &child_args;
     outcome.map(|()| Started { pid, pidfd })
 }
 
