@@ -195,7 +195,10 @@ impl Launcher {
             };
             let t = template.as_ref().expect("just made");
             match t.fork(scratch, stdio, self.start_timeout) {
-                Ok(forked) => return Ok(forked),
+                Ok(forked) => {
+                    t.forward_stderr();
+                    return Ok(forked);
+                }
                 Err(e) => {
                     *template = None;
                     if fresh {

@@ -283,6 +283,23 @@ impl Template {
         }
     }
 
+    /// Log what the template wrote to stderr since the last look (nothing,
+    /// when healthy), so that its pipe never fills and stalls it.
+    pub fn forward_stderr(&self) {
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: reading into a live buffer of its size.
+            let n =
+                unsafe { libc::read(self.stderr.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                return;
+            }
+            for line in String::from_utf8_lossy(&buf[..n as usize]).lines() {
+                log::warn!(target: "walredo::process", "template process {}: {line}", self.pid);
+            }
+        }
+    }
+
     /// An error for a failed fork request, with what the template said.
     fn failed(&self, what: &str) -> Error {
         // A template that exits (a bad setting, a missing library) has
