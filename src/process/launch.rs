@@ -186,7 +186,7 @@ impl Launcher {
         let mut template = self.template.lock().unwrap_or_else(|e| e.into_inner());
         for _ in 0..2 {
             let fresh = match template.as_ref() {
-                Some(t) if t.is_alive() => false,
+                Some(t) if t.is_ours() && t.is_alive() => false,
                 _ => {
                     *template = None;
                     *template = Some(TemplateProcess::start(self)?);

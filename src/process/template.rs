@@ -34,6 +34,9 @@ use crate::process::start::{self, Spec};
 const STATUS_GRACE: Duration = Duration::from_secs(1);
 
 pub(crate) struct Template {
+    /// The host process that started it: a forked copy of the host has the
+    /// struct too, but the template is not its own to use or kill.
+    owner: libc::pid_t,
     pid: libc::pid_t,
     pidfd: OwnedFd,
     control: OwnedFd,
@@ -129,6 +132,8 @@ impl Template {
             scratch.display()
         );
         Ok(Template {
+            // SAFETY: getpid has no preconditions.
+            owner: unsafe { libc::getpid() },
             pid: started.pid,
             pidfd: started.pidfd,
             control,
@@ -144,6 +149,12 @@ impl Template {
     /// Whether it is still running (not exited, reaped or not).
     pub fn is_alive(&self) -> bool {
         !exited(&self.pidfd, Duration::ZERO)
+    }
+
+    /// Whether this process started it (and not a host it was forked from).
+    pub fn is_ours(&self) -> bool {
+        // SAFETY: getpid has no preconditions.
+        self.owner == unsafe { libc::getpid() }
     }
 
     /// Fork a wal-redo process on `scratch` (a new scratch directory) with
@@ -330,6 +341,10 @@ impl Template {
 
 impl Drop for Template {
     fn drop(&mut self) {
+        if !self.is_ours() {
+            // The host we were forked from still uses it.
+            return;
+        }
         crate::process::pidfd_signal(&self.pidfd, libc::SIGKILL);
         start::reap(self.pid);
         if let Err(e) = std::fs::remove_dir_all(&self.scratch) {
