@@ -441,6 +441,10 @@ fn main() {
         println!("| {what} | {value} | {note} |");
     };
     println!("| measurement | median | notes |\n|---|---|---|");
+    if std::env::args().any(|a| a == "--process-life") {
+        process_life_rows(&config, quick, &row);
+        return;
+    }
 
     // Floors (the same-CPU pipe floor is measured in turns with the pool,
     // below, since every ratio is taken against it).
@@ -777,14 +781,22 @@ fn main() {
         hwm.trim_start_matches("VmHWM:").trim().to_string(),
         String::new(),
     );
+    // After the peak RSS row: it touches 2 GB.
+    process_life_rows(&config, quick, &row);
     let _ = std::fs::remove_dir_all(&work);
 }
 
-/// Pids of our wal-redo processes (children of ours running postgres).
+/// Pids of our wal-redo processes: children of ours running postgres, and
+/// the children of our template processes (spawn_mode=template), which
+/// stand for them; never a template itself (killing one kills all its
+/// processes at once, not the chaos this row measures).
 fn wal_redo_children() -> Vec<i32> {
-    let me = std::process::id().to_string();
-    let mut pids = Vec::new();
+    // (pid, ppid) of every live postgres process.
+    let mut postgres = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
@@ -792,13 +804,31 @@ fn wal_redo_children() -> Vec<i32> {
             continue;
         };
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        if head.ends_with("(postgres") && fields.get(1) == Some(&me.as_str()) && fields[0] != "Z" {
-            if let Ok(pid) = entry.file_name().to_string_lossy().parse() {
-                pids.push(pid);
+        let ppid = fields.get(1).and_then(|p| p.parse::<i32>().ok());
+        if head.ends_with("(postgres") && fields.first() != Some(&"Z") {
+            if let Some(ppid) = ppid {
+                postgres.push((pid, ppid));
             }
         }
     }
-    pids
+    let is_template = |pid: i32| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| c.split(|&b| b == 0).any(|a| a == b"pg_walredo.template=on"))
+            .unwrap_or(false)
+    };
+    let me = std::process::id() as i32;
+    let templates: Vec<i32> = postgres
+        .iter()
+        .filter(|&&(pid, ppid)| ppid == me && is_template(pid))
+        .map(|&(pid, _)| pid)
+        .collect();
+    postgres
+        .iter()
+        .filter(|&&(pid, ppid)| {
+            (ppid == me && !templates.contains(&pid)) || templates.contains(&ppid)
+        })
+        .map(|&(pid, _)| pid)
+        .collect()
 }
 
 /// Chaos on a busy machine (issue 15): two CPU-bound loops run beside 8
@@ -907,5 +937,174 @@ fn busy_machine_chaos(
             get(WRONG),
             get(ASKED) - answered,
         ),
+    );
+}
+
+/// `smaps_rollup`'s `Rss` and `Pss` of `pid`, in KiB.
+fn rss_pss_kib(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Rss:"), field("Pss:"))
+}
+
+/// The parent of `pid` (the template, for a forked process).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Kill the pool's one process and wait until it is gone; then the time
+/// until a request is answered again (a request that finds the process
+/// dead fails its attempt and is retried on a new one, or fails: then the
+/// next one is timed too).
+fn respawn_after_kill(pool: &Pool) -> Duration {
+    pool.ping().unwrap();
+    let pid = pool.pids()[0];
+    // SAFETY: pidfd_open and poll have no memory-safety preconditions; the
+    // pid is the pool's live process.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) as libc::c_int;
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        if fd >= 0 {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            libc::poll(&mut pfd, 1, 5000);
+            libc::close(fd);
+        }
+    }
+    let started = Instant::now();
+    while pool.ping().is_err() {}
+    started.elapsed()
+}
+
+/// Rows of issue 15: a request's wait after its process was killed, in
+/// both spawn modes, against the exec floor (posix_spawn and wait of
+/// `postgres --version`), in a small host and with 2 GB touched in it;
+/// cold start of a pool in both modes; the template's memory.
+fn process_life_rows(
+    config: &dyn Fn(usize) -> Config,
+    quick: bool,
+    row: &dyn Fn(&str, String, String),
+) {
+    use walredo::SpawnMode;
+    let rounds = if quick { 15 } else { 40 };
+    let mode = |m: SpawnMode| Config {
+        spawn_mode: m,
+        ..config(1)
+    };
+    let postgres = PathBuf::from("/usr/lib/postgresql/15/bin/postgres");
+    let exec_floor = || {
+        let t = Instant::now();
+        let ok = Command::new(&postgres)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        t.elapsed()
+    };
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+
+    // Cold start, in turns.
+    let (mut cold_t, mut cold_d) = (Vec::new(), Vec::new());
+    for _ in 0..rounds.min(10) {
+        for (m, out) in [
+            (SpawnMode::Template, &mut cold_t),
+            (SpawnMode::Direct, &mut cold_d),
+        ] {
+            let t = Instant::now();
+            let pool = Pool::new(&mode(m)).unwrap();
+            pool.ping().unwrap();
+            out.push(t.elapsed());
+        }
+    }
+    let (cold_t, cold_d) = (median(cold_t), median(cold_d));
+
+    let template = Pool::new(&mode(SpawnMode::Template)).unwrap();
+    let direct = Pool::new(&mode(SpawnMode::Direct)).unwrap();
+    let measure = |label: &str| {
+        let (mut floor, mut t, mut d) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            floor.push(exec_floor());
+            t.push(respawn_after_kill(&template));
+            d.push(respawn_after_kill(&direct));
+        }
+        let (floor, t, d) = (median(floor), median(t), median(d));
+        row(
+            &format!("exec floor: posix_spawn + wait of postgres --version, {label}"),
+            format!("{:.2} ms", ms(floor)),
+            "floor".into(),
+        );
+        row(
+            &format!("request after its process was killed, template spawn, {label}"),
+            format!("{:.2} ms", ms(t)),
+            format!(
+                "{:.2}x the exec floor (target at most 0.25x)",
+                ms(t) / ms(floor)
+            ),
+        );
+        row(
+            &format!("request after its process was killed, direct spawn, {label}"),
+            format!("{:.2} ms", ms(d)),
+            format!("{:.2}x the exec floor", ms(d) / ms(floor)),
+        );
+    };
+    measure("small host");
+    {
+        // 2 GB touched in the host: fork copies its page tables, CLONE_VM
+        // and the template do not.
+        let mut ballast = vec![0u8; 2 << 30];
+        for i in (0..ballast.len()).step_by(4096) {
+            ballast[i] = 1;
+        }
+        measure("2 GB touched in the host");
+        std::hint::black_box(&ballast);
+    }
+    row(
+        "cold start: new pool to first answer, template spawn",
+        format!("{:.1} ms", ms(cold_t)),
+        format!(
+            "template started, then its first fork; {:.2}x the direct one",
+            ms(cold_t) / ms(cold_d)
+        ),
+    );
+    row(
+        "cold start: new pool to first answer, direct spawn",
+        format!("{:.1} ms", ms(cold_d)),
+        String::new(),
+    );
+
+    // Memory: the template, and a forked process against a direct one.
+    template.ping().unwrap();
+    direct.ping().unwrap();
+    let child = template.pids()[0];
+    if let Some(tpid) = parent_of(child) {
+        let (rss, pss) = rss_pss_kib(tpid);
+        row(
+            "template process memory (one per pool)",
+            format!("RSS {rss} KiB, PSS {pss} KiB"),
+            "smaps_rollup".into(),
+        );
+    }
+    let (crss, cpss) = rss_pss_kib(child);
+    let (drss, dpss) = rss_pss_kib(direct.pids()[0]);
+    row(
+        "idle wal-redo process memory, forked vs direct",
+        format!("RSS {crss} / {drss} KiB, PSS {cpss} / {dpss} KiB"),
+        "forked shares the template's copy-on-write pages".into(),
     );
 }

@@ -548,6 +548,12 @@ struct walredo_config *walredo_config_new(void);
  *   with one library thread (the watchdog) killing a process that misses its
  *   deadline; `off` waits in `poll()`, a system call more per request.
  *   Default: `on`.
+ * - `spawn_mode`: `template` or `direct`: `template` forks each process
+ *   from a template process that has done PostgreSQL's start-up once (one
+ *   per pool, started on first need; the host itself is never forked), so a
+ *   start costs a fraction of an exec whatever the host's size; `direct`
+ *   starts every process afresh (fork and exec of the host), the fallback.
+ *   Default: `template`.
  * - `data_checksums`, `wal_log_hints`: `on` if the cluster that wrote the WAL
  *   had them on, so that redo behaves as it did there. Default: `off`.
  * - `require_landlock`: `on` or `off`: on a kernel without Landlock a

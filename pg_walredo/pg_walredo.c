@@ -74,6 +74,7 @@
 #include "utils/resowner.h"
 
 #include "sandbox.h"
+#include "template.h"
 
 PG_MODULE_MAGIC;
 
@@ -305,6 +306,7 @@ _PG_init(void)
 							   PGC_POSTMASTER,
 							   0,
 							   NULL, NULL, NULL);
+	walredo_template_init();
 	MarkGUCPrefixReserved("pg_walredo");
 
 	/*
@@ -329,6 +331,8 @@ walredo_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 
+	/* Nothing of ours may outlive us, however we die (sandbox.c). */
+	walredo_release_segment();
 	walredo_main();
 }
 

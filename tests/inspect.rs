@@ -79,12 +79,27 @@ fn signal(pid: u32, sig: i32) {
     );
 }
 
-/// The live (not zombie) children of a backend: its wal-redo processes.
+/// The live (not zombie) wal-redo processes of a backend: its children, or,
+/// in template spawn mode (the default), the children of its template.
 fn redo_children(backend: u32) -> Vec<u32> {
-    children_of(backend)
-        .into_iter()
-        .filter(|(_, state)| *state != 'Z')
-        .map(|(pid, _)| pid)
+    let live = |pid: u32| {
+        children_of(pid)
+            .into_iter()
+            .filter(|(_, state)| *state != 'Z')
+            .map(|(pid, _)| pid)
+    };
+    let is_template = |pid: u32| {
+        fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"pg_walredo.template=on"))
+    };
+    live(backend)
+        .flat_map(|pid| {
+            if is_template(pid) {
+                live(pid).collect()
+            } else {
+                vec![pid]
+            }
+        })
         .collect()
 }
 
