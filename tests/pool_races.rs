@@ -248,18 +248,31 @@ fn a_late_watchdog_never_fails_the_next_request() {
     for i in 0..150u32 {
         let slow = fake_tag(SLOW, 19 + i % 3);
         let recs = synthetic_records(&slow, 1);
-        match redoer.redo(&slow, None, &record_refs(&recs)) {
-            Ok(_) => late_ok += 1,
-            Err(Error::Timeout { .. }) => timed_out += 1,
+        let answered = match redoer.redo(&slow, None, &record_refs(&recs)) {
+            Ok(_) => true,
+            Err(Error::Timeout { .. }) => false,
             Err(e) => panic!("slow request {i}: {e}"),
+        };
+        if answered {
+            late_ok += 1;
+        } else {
+            timed_out += 1;
         }
         let fast = fake_tag(NORMAL, i);
         let recs = synthetic_records(&fast, 1);
-        if let Err(e) = redoer.redo(&fast, None, &record_refs(&recs)) {
-            panic!(
-                "the request after slow request {i} failed ({late_ok} answered, \
-                 {timed_out} timed out so far): {e}"
-            );
+        // After a timeout the fast request starts a new process within its
+        // own 20 ms, which a loaded machine can miss: not this test's
+        // subject, so it may try again. After an answer in time it runs on
+        // the same process, which nothing may have killed: at once.
+        let mut restarts = 0;
+        while let Err(e) = redoer.redo(&fast, None, &record_refs(&recs)) {
+            if answered || !matches!(e, Error::Timeout { .. }) || restarts == 20 {
+                panic!(
+                    "the request after slow request {i} failed ({late_ok} answered, \
+                     {timed_out} timed out so far, {restarts} restarts): {e}"
+                );
+            }
+            restarts += 1;
         }
     }
     println!("answers near the deadline: {late_ok} in time, {timed_out} timed out");

@@ -226,6 +226,9 @@ impl Slots {
         drop(idle);
         self.forget_processes(dying.len());
         drop(dying);
+        // The template and the next process's directory too: no process
+        // starts after this (the pool is closed).
+        self.spawner.release();
     }
 
     /// Retire processes idle for longer than `idle_timeout`.

@@ -371,20 +371,35 @@ impl Launcher {
     }
 }
 
-impl Drop for Launcher {
-    fn drop(&mut self) {
+impl Launcher {
+    /// Give up what was made ahead of need (the template process, the next
+    /// scratch directory) and wait for the sweeper: a shut-down pool starts
+    /// nothing more, and leaves nothing behind, even while someone still
+    /// holds it (a callback's clone of the pool, say).
+    pub fn release(&self) {
         // The template first: its scratch directory goes with it.
-        let template = self.template.get_mut().unwrap_or_else(|e| e.into_inner());
-        *template = None;
+        let template = self
+            .template
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        drop(template);
         let spare = self
             .spare_scratch
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(dir) = spare.take() {
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(dir) = spare {
             let _ = fs::remove_dir_all(dir);
         }
-        // Nothing of this launcher's processes left once it is gone.
         crate::process::sweeper::flush();
+    }
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        // Nothing of this launcher's processes left once it is gone.
+        self.release();
     }
 }
 

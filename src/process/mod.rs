@@ -976,6 +976,7 @@ impl Drop for Process {
 /// `PR_SET_PDEATHSIG` is tied to this thread, which lives as long as its
 /// owner (see the module notes).
 pub struct Spawner {
+    launcher: Arc<Launcher>,
     jobs: Option<Sender<Sender<Result<Process>>>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -983,6 +984,7 @@ pub struct Spawner {
 impl Spawner {
     pub fn new(launcher: Arc<Launcher>) -> Result<Spawner> {
         let (jobs, rx) = bounded::<Sender<Result<Process>>>(0);
+        let ours = launcher.clone();
         let thread = threads::spawn_blocking_signals("walredo-spawner".into(), move || {
             for reply in rx {
                 // The requester may have given up; then the process is
@@ -994,9 +996,16 @@ impl Spawner {
         })
         .map_err(|e| Error::SpawnFailed(format!("cannot start the spawner thread: {e}")))?;
         Ok(Spawner {
+            launcher: ours,
             jobs: Some(jobs),
             thread: Some(thread),
         })
+    }
+
+    /// Give up what the launcher made ahead of need (see
+    /// `Launcher::release`); for a pool that has shut down.
+    pub fn release(&self) {
+        self.launcher.release();
     }
 
     /// Start a process on the spawner thread and hand it over.
