@@ -405,7 +405,13 @@ impl Forked {
             revents: 0,
         };
         // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, STATUS_GRACE.as_millis() as i32) };
+        let ready = unsafe { libc::poll(&mut pfd, 1, STATUS_GRACE.as_millis() as i32) };
+        if ready <= 0 {
+            // A template that is stopped (or too slow) says nothing: never
+            // block on it (the pipe is blocking, and a worker waiting here
+            // would hold its slot for ever). Killed, as far as we know.
+            return ExitStatus::from_raw(libc::SIGKILL);
+        }
         let mut status: libc::c_int = 0;
         // SAFETY: reading an int into a live one.
         let n = unsafe { libc::read(fd, (&mut status as *mut libc::c_int).cast(), 4) };
