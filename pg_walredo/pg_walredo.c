@@ -71,6 +71,7 @@
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 
+#include "compat.h"
 #include "sandbox.h"
 
 PG_MODULE_MAGIC;
