@@ -50,12 +50,22 @@ else
 IN_PG := scripts/in-root.sh $(PG_VERSION)
 PG_ROOT_NEEDED := pg-root
 endif
-# PGXS builds a version's extension in its own directory from the one source
-# (a VPATH build: make -f the source's Makefile).
-EXT_MAKE = mkdir -p $(EXT_BUILD) && $(IN_PG) $(MAKE) --no-print-directory -C $(EXT_BUILD) \
-	-f $(CURDIR)/pg_walredo/Makefile PG_CONFIG=$(PG_CONFIG)
-INSPECT_MAKE = mkdir -p $(INSPECT_BUILD) && $(IN_PG) $(MAKE) --no-print-directory -C $(INSPECT_BUILD) \
-	-f $(CURDIR)/walredo_inspect/Makefile PG_CONFIG=$(PG_CONFIG)
+# A version's extensions build in their own directories, from copies of the
+# one source (cp -p keeps times, so make rebuilds only what changed; a VPATH
+# build would find 15's in-tree objects and call them up to date).
+ifeq ($(PG_VERSION),15)
+EXT_MAKE = $(IN_PG) $(MAKE) --no-print-directory -C pg_walredo PG_CONFIG=$(PG_CONFIG)
+INSPECT_MAKE = $(IN_PG) $(MAKE) --no-print-directory -C walredo_inspect PG_CONFIG=$(PG_CONFIG)
+else
+COPY_SOURCES = mkdir -p $(EXT_BUILD) $(INSPECT_BUILD) && \
+	cp -p pg_walredo/Makefile pg_walredo/*.[ch] $(EXT_BUILD)/ && \
+	cp -p walredo_inspect/Makefile walredo_inspect/*.[ch] walredo_inspect/*.sql \
+	  walredo_inspect/*.control $(INSPECT_BUILD)/
+EXT_MAKE = $(COPY_SOURCES) && $(IN_PG) $(MAKE) --no-print-directory -C $(EXT_BUILD) \
+	PG_CONFIG=$(PG_CONFIG)
+INSPECT_MAKE = $(COPY_SOURCES) && $(IN_PG) $(MAKE) --no-print-directory -C $(INSPECT_BUILD) \
+	PG_CONFIG=$(PG_CONFIG) ROOT=$(CURDIR)
+endif
 
 .PHONY: all deps build extension inspect-test check lint header header-check test c-tests \
 	pkgconfig-test demo bench profile install install-lib fuzz-build fuzz-smoke clean \
