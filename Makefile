@@ -156,7 +156,7 @@ VERSION_DEMO_WORKLOAD ?= cli/demo/workload.sql
 check-version: build
 	$(CARGO) build --release -p walredo-testkit --bins
 	WALREDO_PG_VERSION=$(PG_VERSION) CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(IN_PG)" \
-	  $(CARGO) test --release -p walredo $(foreach t,$(VERSION_TESTS),--test $(t)) \
+	  $(CARGO) test --release --no-fail-fast -p walredo $(foreach t,$(VERSION_TESTS),--test $(t)) \
 	  -- --nocapture --test-threads=1
 	WALREDO_PG_VERSION=$(PG_VERSION) C_TESTS_NO_LIB_BUILD=1 $(IN_PG) c_tests/run.sh
 	$(MAKE) --no-print-directory demo WORKLOAD=$(VERSION_DEMO_WORKLOAD) | tee target/demo-pg$(PG_VERSION).log

@@ -327,9 +327,26 @@ fn postgres_program(
         verify: config.verify,
         wal_log_hints: config.wal_log_hints,
         require_landlock: config.require_landlock,
-        extra_settings: config.extra_settings.clone(),
+        extra_settings: version_settings(pg_version)
+            .into_iter()
+            .chain(config.extra_settings.iter().cloned())
+            .collect(),
     };
     Ok((program, pg_version))
+}
+
+/// Server settings a version's wal-redo processes need beyond the common
+/// ones (before `Config::extra_settings`, which can override them).
+fn version_settings(pg_version: u32) -> Vec<String> {
+    let mut settings = Vec::new();
+    if pg_version >= 18 {
+        // 18's asynchronous I/O: plain synchronous reads and writes, as in
+        // 15 to 17. A single-user backend has no I/O workers and executes
+        // "worker" I/O synchronously anyway; io_uring would need system
+        // calls the sandbox does not allow.
+        settings.push("io_method=sync".to_string());
+    }
+    settings
 }
 
 fn on_off(b: bool) -> &'static str {

@@ -569,6 +569,16 @@ impl Segments {
         })
     }
 
+    /// The PostgreSQL major version whose page magic segment `segno`'s first
+    /// page has, if it is present and has a known one.
+    pub fn pg_version(&self, segno: u64) -> Option<u32> {
+        self.files.get(&segno)?.iter().find_map(|p| {
+            let mut head = [0u8; 2];
+            File::open(p).and_then(|f| f.read_exact_at(&mut head, 0)).ok()?;
+            pg_version_of_magic(le_u16(&head, 0))
+        })
+    }
+
     /// The file name of segment `segno` of this timeline.
     pub fn file_name(&self, segno: u64) -> String {
         segment_file_name(self.tli, segno, self.seg_size)
