@@ -108,7 +108,7 @@ done
 pass "(a) compile (shared)"
 if [ "$PG_VERSION" != 15 ]; then
     for t in test_redo test_wal; do
-        run_test shared "$t"
+        run_test shared "$t" ""
     done
     printf '\n=== run.sh: PostgreSQL %s: real-page tests passed\n' "$PG_VERSION"
     exit 0

@@ -115,11 +115,19 @@ mod tests {
         let d = std::env::temp_dir().join(format!("walredo-datadir-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         assert!(pg_version(&d).unwrap_err().contains("PG_VERSION"));
-        for (text, want) in [("15\n", Some(15)), ("17\n", Some(17)), ("18", Some(18)), ("14\n", None), ("x", None)] {
+        for (text, want) in [
+            ("15\n", Some(15)),
+            ("17\n", Some(17)),
+            ("18", Some(18)),
+            ("14\n", None),
+            ("x", None),
+        ] {
             std::fs::write(d.join("PG_VERSION"), text).unwrap();
             match want {
                 Some(v) => assert_eq!(pg_version(&d), Ok(v)),
-                None => assert!(pg_version(&d).unwrap_err().contains("serves PostgreSQL 15, 16, 17 or 18")),
+                None => assert!(pg_version(&d)
+                    .unwrap_err()
+                    .contains("serves PostgreSQL 15, 16, 17 or 18")),
             }
         }
         std::fs::remove_dir_all(&d).unwrap();

@@ -114,7 +114,9 @@ fn main() -> ExitCode {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    let server = server.strip_prefix("postgres (PostgreSQL) ").unwrap_or(&server);
+    let server = server
+        .strip_prefix("postgres (PostgreSQL) ")
+        .unwrap_or(&server);
     println!(
         "demo: PostgreSQL {server} cluster in {}; settings: {}",
         dir.display(),

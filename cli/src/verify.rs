@@ -23,7 +23,9 @@ use walredo::{Error, PAGE_SIZE};
 /// Debian's (and the PostgreSQL project's packages') programs of a version
 /// (pg_controldata); `pg_controldata` on PATH where that is missing.
 fn pg_controldata(pg_version: u32) -> PathBuf {
-    let p = PathBuf::from(format!("/usr/lib/postgresql/{pg_version}/bin/pg_controldata"));
+    let p = PathBuf::from(format!(
+        "/usr/lib/postgresql/{pg_version}/bin/pg_controldata"
+    ));
     if p.is_file() {
         p
     } else {

@@ -574,7 +574,9 @@ impl Segments {
     pub fn pg_version(&self, segno: u64) -> Option<u32> {
         self.files.get(&segno)?.iter().find_map(|p| {
             let mut head = [0u8; 2];
-            File::open(p).and_then(|f| f.read_exact_at(&mut head, 0)).ok()?;
+            File::open(p)
+                .and_then(|f| f.read_exact_at(&mut head, 0))
+                .ok()?;
             pg_version_of_magic(le_u16(&head, 0))
         })
     }
@@ -611,7 +613,8 @@ pub struct WalReader {
     limit_reached: bool,
     done: bool,
     end_reason: Option<String>,
-    /// `xlp_magic` of the first page read: every page must have it.
+    /// `xlp_magic` of the first page read: every page must have it (0 until
+    /// then: any supported version's).
     magic: u16,
 }
 
@@ -678,7 +681,7 @@ impl WalReader {
             limit_reached: false,
             done: false,
             end_reason: None,
-            magic: XLOG_PAGE_MAGIC,
+            magic: 0,
         };
 
         // The first page of the start segment must be a valid long header;
@@ -1118,7 +1121,8 @@ impl WalReader {
     /// Whether a long page header is the start of segment `segno` of this
     /// system.
     fn is_segment_start(&self, head: &[u8], segno: u64) -> bool {
-        le_u16(head, 0) == self.magic
+        let magic = le_u16(head, 0);
+        (magic == self.magic || (self.magic == 0 && pg_version_of_magic(magic).is_some()))
             && le_u16(head, 2) & XLP_LONG_HEADER != 0
             && le_u64(head, 8) == segno * self.segs.seg_size
             && (self.sysid == 0 || le_u64(head, 24) == self.sysid)
@@ -1966,15 +1970,30 @@ mod tests {
         assert_eq!(r.pg_version(), 17);
         r.expect_version(17).unwrap();
         let e = r.expect_version(15).unwrap_err();
-        assert!(matches!(e, WalError::WrongVersion { found: 17, expected: 15, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                WalError::WrongVersion {
+                    found: 17,
+                    expected: 15,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         assert!(e.to_string().contains("PostgreSQL 17 WAL"), "{e}");
         assert_eq!(r.map(|r| r.unwrap().start_lsn).next(), Some(start));
-        b.at(0x102000, 2).copy_from_slice(&XLOG_PAGE_MAGIC.to_le_bytes());
+        b.at(0x102000, 2)
+            .copy_from_slice(&XLOG_PAGE_MAGIC.to_le_bytes());
         b.write(&d.0);
         let mut r = WalReader::open(&d.0, None).unwrap();
         assert!(r.next().unwrap().is_ok());
         assert!(r.next().is_none());
-        assert!(r.end_reason().unwrap().contains("magic"), "{:?}", r.end_reason());
+        assert!(
+            r.end_reason().unwrap().contains("magic"),
+            "{:?}",
+            r.end_reason()
+        );
     }
 
     #[test]

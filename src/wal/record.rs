@@ -954,9 +954,15 @@ mod tests {
         assert_eq!(record_type_name_for(15, 9, 0x10), Some("PRUNE"));
         assert_eq!(record_type_name_for(16, 9, 0x30), Some("FREEZE_PAGE"));
         assert_eq!(record_type_name_for(17, 9, 0x10), Some("PRUNE_ON_ACCESS"));
-        assert_eq!(record_type_name_for(18, 9, 0x30 | 0x80), Some("PRUNE_VACUUM_CLEANUP"));
+        assert_eq!(
+            record_type_name_for(18, 9, 0x30 | 0x80),
+            Some("PRUNE_VACUUM_CLEANUP")
+        );
         assert_eq!(record_type_name_for(17, 0, 0xE0), Some("CHECKPOINT_REDO"));
-        assert_eq!(record_type_name_for(18, 10, 0x00), record_type_name(10, 0x00));
+        assert_eq!(
+            record_type_name_for(18, 10, 0x00),
+            record_type_name(10, 0x00)
+        );
     }
 
     use super::*;
