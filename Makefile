@@ -69,7 +69,7 @@ endif
 
 .PHONY: all deps build extension inspect-test check lint header header-check test c-tests \
 	pkgconfig-test demo bench profile install install-lib fuzz-build fuzz-smoke clean \
-	pg-root check-15 check-versions check-version
+	pg-root check-15 check-version check-demos
 
 all: build
 
@@ -144,7 +144,7 @@ check:
 	  echo "    sudo make check PG_VERSIONS=\"$$(echo $$skipped)\""; \
 	else echo "make check: tested PostgreSQL $(PG_VERSIONS)"; fi
 
-check-15: build lint header-check test c-tests pkgconfig-test
+check-15: build lint header-check test c-tests pkgconfig-test check-demos
 
 # The tests that run PostgreSQL $(PG_VERSION)'s own server and redo, in its
 # root (or on this machine when it is installed here): the Rust tests that
@@ -160,6 +160,11 @@ check-version: build
 	  $(CARGO) test --release --no-fail-fast -p walredo $(foreach t,$(VERSION_TESTS),--test $(t)) \
 	  -- --nocapture --test-threads=1
 	WALREDO_PG_VERSION=$(PG_VERSION) C_TESTS_NO_LIB_BUILD=1 $(IN_PG) c_tests/run.sh
+	$(MAKE) --no-print-directory check-demos
+
+# The demo's oracle (every access method: cli/demo/workload.sql) on
+# $(PG_VERSION), with defaults and with full_page_writes=off wal_compression=lz4.
+check-demos:
 	$(MAKE) --no-print-directory demo WORKLOAD=$(VERSION_DEMO_WORKLOAD) | tee target/demo-pg$(PG_VERSION).log
 	grep -Eq '^verified: [0-9]+ pages, [0-9]+ identical, 0 different$$' target/demo-pg$(PG_VERSION).log
 	$(MAKE) --no-print-directory demo WORKLOAD=$(VERSION_DEMO_WORKLOAD) \
