@@ -2,7 +2,7 @@
 //!
 //!   demo DIR [--workload FILE.sql] [--conf 'k=v k=v'] [--scale N] [--transactions N]
 //!
-//! In DIR: a throw-away PostgreSQL 15 cluster, a clean base copy, the
+//! In DIR: a throw-away PostgreSQL cluster (of WALREDO_PG_VERSION), a clean base copy, the
 //! workload (pgbench initialisation and run, then the SQL file), the WAL it
 //! wrote, PostgreSQL's own archive recovery of that WAL onto a second base
 //! copy, and finally `walredo verify`, whose report is printed with how long

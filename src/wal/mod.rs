@@ -4,7 +4,7 @@
 //! cluster's `pg_wal`) and yields every record as its raw bytes: the complete
 //! `XLogRecord`, header included, reassembled across page and segment
 //! boundaries, with the record's start LSN and its end LSN exactly as
-//! PostgreSQL 15's xlogreader computes `EndRecPtr`.
+//! PostgreSQL's xlogreader computes `EndRecPtr`.
 //!
 //! The reader tells "the WAL ended" (iteration stops, see
 //! [`WalReader::end_reason`]) apart from real problems ([`WalError`]): the end of

@@ -1,4 +1,4 @@
-//! Decoding raw PostgreSQL 15 WAL records (`XLogRecord`), little-endian.
+//! Decoding raw PostgreSQL WAL records (one format from 15 to 18) (`XLogRecord`), little-endian.
 //!
 //! [`decode`] checks a record the way PostgreSQL 15's `ValidXLogRecord` and
 //! `DecodeXLogRecord` (xlogreader.c) do, and returns a zero-copy view of its
