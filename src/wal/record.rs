@@ -955,7 +955,7 @@ mod tests {
         assert_eq!(record_type_name_for(16, 9, 0x30), Some("FREEZE_PAGE"));
         assert_eq!(record_type_name_for(17, 9, 0x10), Some("PRUNE_ON_ACCESS"));
         assert_eq!(
-            record_type_name_for(18, 9, 0x30 | 0x80),
+            record_type_name_for(18, 9, 0x30 | 0x02),
             Some("PRUNE_VACUUM_CLEANUP")
         );
         assert_eq!(record_type_name_for(17, 0, 0xE0), Some("CHECKPOINT_REDO"));
