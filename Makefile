@@ -136,7 +136,8 @@ check:
 	@set -e; skipped=""; for v in $(PG_VERSIONS); do \
 	  if [ "$$v" = 15 ]; then $(MAKE) --no-print-directory check-15; \
 	  elif [ -x /usr/lib/postgresql/$$v/bin/postgres ] || [ "$$(id -u)" = 0 ]; then \
-	    $(MAKE) --no-print-directory check-version PG_VERSION=$$v; \
+	    $(MAKE) --no-print-directory check-version PG_VERSION=$$v \
+	      PG_CONFIG=/usr/lib/postgresql/$$v/bin/pg_config; \
 	  else skipped="$$skipped $$v"; fi; \
 	done; \
 	if [ -n "$$skipped" ]; then \
