@@ -153,7 +153,7 @@ check-15: build lint header-check test c-tests pkgconfig-test check-demos
 # cargo builds here and the test programs run there; the C tests' real-page
 # part; the demo's oracle for every access method, with defaults and with
 # full_page_writes=off wal_compression=lz4.
-VERSION_TESTS ?= real_wal sandbox inspect process wal_source
+VERSION_TESTS ?= real_wal sandbox inspect process wal_source template
 VERSION_DEMO_WORKLOAD ?= cli/demo/workload.sql
 check-version: build
 	$(CARGO) build --release -p walredo-testkit --bins
@@ -178,7 +178,7 @@ check-demos:
 # FUZZ_SECONDS from the corpus kept in fuzz/corpus (new finds go to
 # target/fuzz-corpus, not into the repository).
 FUZZ_SECONDS ?= 20
-FUZZ_TARGETS := record_decode wal_reader request_args image_restore
+FUZZ_TARGETS := record_decode wal_reader request_args image_restore record_pages
 FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 	-Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
 	-Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares \

@@ -26,6 +26,7 @@ if [ "$PG_VERSION" != 15 ]; then
 fi
 FIXTURES="$BUILD/fixtures"
 WAL_FIXTURE="$BUILD/wal-fixture"
+PAGES_FIXTURE="$BUILD/pages-fixture"
 CC="${CC:-gcc}"
 CFLAGS=(-std=gnu99 -Wall -Wextra -Werror -g -I "$ROOT/include" -I "$ROOT/c_tests")
 SAN=(-fsanitize=address,undefined -fno-omit-frame-pointer -g -O1)
@@ -70,21 +71,28 @@ if [ ! -f "$WAL_FIXTURE/expected.bin" ]; then
 fi
 pass "WAL fixture"
 
+stage "pages fixture in $PAGES_FIXTURE"
+if [ ! -f "$PAGES_FIXTURE/waldump.txt" ]; then
+    testkit_bin make-pages-fixture "$PAGES_FIXTURE"
+fi
+pass "pages fixture"
+
 # Every test program, and the arguments it runs with. test_chaos takes the
 # seconds of chaos and the number of soak requests: the full run is on the
 # shared build; the other builds get a short one.
-TESTS=(test_api test_redo test_pool test_chaos test_lifecycle test_host_death test_call test_wal)
+TESTS=(test_api test_redo test_pool test_chaos test_lifecycle test_host_death test_call test_wal test_pages)
 args_for() {
     case "$1" in
         test_api) echo "$EXT" ;;
         test_chaos) echo "$EXT $FIXTURES ${2:-3 5000}" ;;
         test_wal) echo "$EXT $WAL_FIXTURE" ;;
+        test_pages) echo "$PAGES_FIXTURE" ;;
         *) echo "$EXT $FIXTURES" ;;
     esac
 }
 sources_for() {
     case "$1" in
-        test_api | test_wal) echo "c_tests/$1.c" ;;
+        test_api | test_wal | test_pages) echo "c_tests/$1.c" ;;
         *) echo "c_tests/$1.c c_tests/fixture.c c_tests/children.c" ;;
     esac
 }
@@ -107,6 +115,9 @@ done
 "$BUILD/test_pkgconfig.shared"
 pass "(a) compile (shared)"
 if [ "$PG_VERSION" != 15 ]; then
+    # test_pages (visibility-map pages named without a block reference)
+    # is not run here yet: on 17 its workload gives no Heap/INSERT record
+    # that names a visibility-map page, which the test requires.
     for t in test_redo test_wal; do
         run_test shared "$t" ""
     done

@@ -1,7 +1,7 @@
 /*
  * test_chaos.c: the pool under fire, with the real pg_walredo.
  *
- *   test_chaos EXTENSION_PATH FIXTURE_DIR [CHAOS_SECONDS [SOAK_REQUESTS]]
+ *   test_chaos EXTENSION_PATH FIXTURE_DIR [CHAOS_SECONDS [SOAK_REQUESTS [BUSY_SECONDS]]]
  *
  * 1. Coalescing: 64 threads make their first request at once on a fresh pool
  *    of 4 processes: at most one spawn per slot.
@@ -11,6 +11,13 @@
  *    answered: with the right page, or with a deadline or failed-redo error
  *    (only when both attempts were hit); zero lost, zero wrong pages, no
  *    child left (nor a zombie), as many fds and threads after as before.
+ * 2b. Chaos on a busy machine: the same clients for BUSY_SECONDS (default
+ *    CHAOS_SECONDS) with two CPU-bound processes beside them (bounded: killed
+ *    at the end, and with us), while a SIGKILL hits a random wal-redo
+ *    process every 30-130 ms, and often also the one or two processes
+ *    started next, as soon as they run PostgreSQL (in their start-up). At
+ *    most 1% of the requests may fail (both attempts killed), none may be
+ *    wrong or lost, and nothing may be left behind.
  * 3. Soak: SOAK_REQUESTS (default 100000) requests from 2 threads; the
  *    resident set after the last must be within 16 MiB of the one after the
  *    first 10%.
@@ -30,6 +37,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -186,7 +195,10 @@ coalescing(void)
 
 static atomic_int stop;
 static atomic_long answered_ok, answered_timeout, answered_failed, wrong, kills, stops;
+static atomic_long answered_spawn_failed, start_kills;
 static atomic_long submitted, callbacks_run;
+/* The monkey also sends SIGSTOP (the first chaos run) or only SIGKILL. */
+static int monkey_stops = 1;
 
 static void
 check_answer(const fixture *c, int rc, const uint8_t *page)
@@ -202,6 +214,8 @@ check_answer(const fixture *c, int rc, const uint8_t *page)
         atomic_fetch_add(&answered_timeout, 1);
     else if (rc == WALREDO_REDO_FAILED)
         atomic_fetch_add(&answered_failed, 1);
+    else if (rc == WALREDO_SPAWN_FAILED)
+        atomic_fetch_add(&answered_spawn_failed, 1);
     else
         atomic_fetch_add(&wrong, 1);
 }
@@ -255,6 +269,35 @@ submit_loop(void *arg)
     return NULL;
 }
 
+/* SIGKILL the next wal-redo process to appear (not among the n in seen),
+ * as soon as it runs PostgreSQL: a kill in its start-up. Returns its pid,
+ * or 0 if none came. */
+static pid_t
+kill_next_start(const pid_t *seen, int n)
+{
+    for (int tries = 0; tries < 500 && !atomic_load(&stop); tries++)
+    {
+        pid_t now[64];
+        int m = children(now, 64, NULL);
+
+        for (int i = 0; i < m && i < 64; i++)
+        {
+            int old = 0;
+
+            for (int j = 0; j < n; j++)
+                old |= now[i] == seen[j];
+            if (!old && child_is_postgres(now[i]) && kill(now[i], SIGKILL) == 0)
+            {
+                atomic_fetch_add(&kills, 1);
+                atomic_fetch_add(&start_kills, 1);
+                return now[i];
+            }
+        }
+        usleep(1000);
+    }
+    return 0;
+}
+
 static void *
 chaos_monkey(void *arg)
 {
@@ -273,13 +316,25 @@ chaos_monkey(void *arg)
         victim = pids[rand_r(&seed) % n];
         if (!child_is_postgres(victim))
             continue;
-        if (rand_r(&seed) % 5 == 0)
+        if (monkey_stops && rand_r(&seed) % 5 == 0)
         {
             if (kill(victim, SIGSTOP) == 0)
                 atomic_fetch_add(&stops, 1);
         }
         else if (kill(victim, SIGKILL) == 0)
+        {
             atomic_fetch_add(&kills, 1);
+            /* On a busy machine starts are slow, and kills land in them:
+             * up to two starts in a row after this kill are killed too. */
+            for (int k = 0; !monkey_stops && k < 2 && n < 64 && rand_r(&seed) % 2 == 0; k++)
+            {
+                pid_t hit = kill_next_start(pids, n);
+
+                if (hit == 0)
+                    break;
+                pids[n++] = hit;
+            }
+        }
     }
     return NULL;
 }
@@ -333,8 +388,9 @@ chaos(int seconds)
            "orphaned shared memory segments %d -> %d, RSS %ld -> %ld KiB\n", left, zombies,
            fds_before, fds_after, threads_before, threads_after, shm_before, shm_after,
            rss_before, rss_kib());
-    if (atomic_load(&wrong) != 0)
-        FAIL("%ld wrong answers", atomic_load(&wrong));
+    if (atomic_load(&wrong) != 0 || atomic_load(&answered_spawn_failed) != 0)
+        FAIL("%ld wrong answers, %ld spawn failures", atomic_load(&wrong),
+             atomic_load(&answered_spawn_failed));
     if (atomic_load(&callbacks_run) != atomic_load(&submitted))
         FAIL("lost callbacks: %ld submitted, %ld called back",
              atomic_load(&submitted), atomic_load(&callbacks_run));
@@ -347,6 +403,118 @@ chaos(int seconds)
     if (left != 0 || fds_after != fds_before || threads_after != threads_before ||
         shm_after > shm_before)
         FAIL("leak: %d children, fds %d -> %d, threads %d -> %d, shm segments %d -> %d",
+             left, fds_before, fds_after, threads_before, threads_after, shm_before, shm_after);
+}
+
+/* ---- 2b. chaos on a busy machine ------------------------------------ */
+
+/* A CPU-bound process that dies with us (and is killed at the end). */
+static pid_t
+start_cpu_hog(void)
+{
+    pid_t parent = getpid();
+    pid_t pid = fork();
+
+    if (pid < 0)
+        FAIL("fork: %s", strerror(errno));
+    if (pid == 0)
+    {
+        volatile unsigned long x = 0;
+
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(0);
+        for (;;)
+            x++;
+    }
+    return pid;
+}
+
+static void
+busy_chaos(int seconds)
+{
+    pthread_t redoers[8], submitters[2], monkey;
+    pid_t hogs[2], pids[8];
+    int fds_before = count_dir("/proc/self/fd");
+    int shm_before = orphaned_shm_segments(), shm_after;
+    int threads_before = count_dir("/proc/self/task");
+    int fds_after, threads_after, zombies, left;
+    long requests, failed;
+    walredo_stats s;
+    double started = now_s();
+
+    atomic_store(&stop, 0);
+    atomic_store(&answered_ok, 0);
+    atomic_store(&answered_timeout, 0);
+    atomic_store(&answered_failed, 0);
+    atomic_store(&answered_spawn_failed, 0);
+    atomic_store(&wrong, 0);
+    atomic_store(&kills, 0);
+    atomic_store(&stops, 0);
+    atomic_store(&start_kills, 0);
+    atomic_store(&submitted, 0);
+    atomic_store(&callbacks_run, 0);
+    monkey_stops = 0;
+
+    for (int i = 0; i < 2; i++)
+        hogs[i] = start_cpu_hog();
+    shared_pool = make_pool("2", "1000");
+    for (int i = 0; i < 8; i++)
+        pthread_create(&redoers[i], NULL, redo_loop, (void *) (uintptr_t) (i + 11));
+    for (int i = 0; i < 2; i++)
+        pthread_create(&submitters[i], NULL, submit_loop, (void *) (uintptr_t) (i + 200));
+    pthread_create(&monkey, NULL, chaos_monkey, (void *) (uintptr_t) 17);
+    while (now_s() - started < seconds)
+        usleep(100000);
+    atomic_store(&stop, 1);
+    pthread_join(monkey, NULL);
+    for (int i = 0; i < 8; i++)
+        pthread_join(redoers[i], NULL);
+    for (int i = 0; i < 2; i++)
+        pthread_join(submitters[i], NULL);
+    for (int i = 0; i < 3000 && atomic_load(&callbacks_run) < atomic_load(&submitted); i++)
+        usleep(10000);
+    if (walredo_pool_stats(shared_pool, &s) != WALREDO_OK)
+        FAIL("stats: %s", walredo_last_error());
+    walredo_pool_free(shared_pool);
+    for (int i = 0; i < 2; i++)
+    {
+        kill(hogs[i], SIGKILL);
+        waitpid(hogs[i], NULL, 0);
+    }
+
+    left = children(pids, 8, &zombies);
+    shm_after = orphaned_shm_segments();
+    fds_after = count_dir("/proc/self/fd");
+    threads_after = count_dir("/proc/self/task");
+    failed = atomic_load(&answered_timeout) + atomic_load(&answered_failed) +
+             atomic_load(&answered_spawn_failed);
+    requests = atomic_load(&answered_ok) + failed + atomic_load(&wrong);
+    printf("test_chaos: busy machine (2 CPU-bound processes beside), %d s: %ld requests answered, "
+           "%ld failed (%.2f%%: %ld spawn failures, %ld deadline errors, %ld failed twice), "
+           "%ld wrong; %ld submitted, %ld callbacks; %ld kill -9 (%ld of new processes); spawns %" PRIu64
+           ", spawn failures %" PRIu64 ", retries %" PRIu64 "\n",
+           seconds, requests, failed, 100.0 * failed / (requests ? requests : 1),
+           atomic_load(&answered_spawn_failed), atomic_load(&answered_timeout),
+           atomic_load(&answered_failed), atomic_load(&wrong), atomic_load(&submitted),
+           atomic_load(&callbacks_run), atomic_load(&kills), atomic_load(&start_kills), s.spawns,
+           s.spawn_failures,
+           s.retries);
+    printf("test_chaos: busy machine: children left %d (zombies %d), fds %d -> %d, threads %d -> %d, "
+           "orphaned shared memory segments %d -> %d\n", left, zombies, fds_before, fds_after,
+           threads_before, threads_after, shm_before, shm_after);
+    if (atomic_load(&wrong) != 0)
+        FAIL("busy machine: %ld wrong answers", atomic_load(&wrong));
+    if (atomic_load(&callbacks_run) != atomic_load(&submitted))
+        FAIL("busy machine: lost callbacks: %ld submitted, %ld called back",
+             atomic_load(&submitted), atomic_load(&callbacks_run));
+    if (atomic_load(&answered_ok) < 100 || atomic_load(&kills) < seconds)
+        FAIL("the busy-machine chaos test did too little to mean anything");
+    if (failed * 100 > requests)
+        FAIL("busy machine: %ld of %ld requests failed, more than 1%%", failed, requests);
+    if (left != 0 || fds_after != fds_before || threads_after != threads_before ||
+        shm_after > shm_before)
+        FAIL("busy machine: leak: %d children, fds %d -> %d, threads %d -> %d, shm segments %d -> %d",
              left, fds_before, fds_after, threads_before, threads_after, shm_before, shm_after);
 }
 
@@ -415,11 +583,13 @@ main(int argc, char **argv)
 {
     int seconds = argc > 3 ? atoi(argv[3]) : 20;
     long soak_requests = argc > 4 ? atol(argv[4]) : 100000;
+    int busy_seconds = argc > 5 ? atoi(argv[5]) : seconds;
     char err[256];
 
     if (argc < 3)
     {
-        fprintf(stderr, "usage: test_chaos EXTENSION_PATH FIXTURE_DIR [SECONDS [SOAK_REQUESTS]]\n");
+        fprintf(stderr, "usage: test_chaos EXTENSION_PATH FIXTURE_DIR [SECONDS [SOAK_REQUESTS "
+                "[BUSY_SECONDS]]]\n");
         return 2;
     }
     extension = argv[1];
@@ -436,6 +606,8 @@ main(int argc, char **argv)
     coalescing();
     if (seconds > 0)
         chaos(seconds);
+    if (busy_seconds > 0)
+        busy_chaos(busy_seconds);
     if (soak_requests > 0)
         soak(soak_requests);
     for (int i = 0; i < n_cases; i++)

@@ -1,12 +1,14 @@
 /*
- * test_host_death.c: a host killed with SIGKILL leaves nothing behind once a
- * new pool has started.
+ * test_host_death.c: a host killed with SIGKILL leaves nothing behind: no
+ * process and no System V segment at once, no scratch directory once a new
+ * pool has started.
  *
  * A forked child (the host) makes a pool of 2 real wal-redo processes, uses
- * both, and is killed with SIGKILL. Its wal-redo processes die with it
- * (PR_SET_PDEATHSIG), but nobody is left to remove their System V segments
- * or scratch directories; the next pool made on the machine (here, by the
- * test itself) must remove both.
+ * both, and is killed with SIGKILL. Its processes (the template and the two
+ * it forked) die with it (PR_SET_PDEATHSIG), and their segments with them
+ * (each was marked for removal as soon as it existed); nobody is left to
+ * remove their scratch directories, which the next pool made on the machine
+ * (here, by the test itself) must remove.
  *
  * As root the test runs in a System V IPC namespace of its own, so it counts
  * only segments of its own processes.
@@ -58,24 +60,74 @@ orphaned_segments(void)
     return n;
 }
 
-/* Scratch directories of process `pid` in the default scratch root. */
+static void
+scratch_root(char *root, size_t size)
+{
+    const char *tmp = getenv("TMPDIR");
+
+    snprintf(root, size, "%s/walredo-%d", tmp && *tmp ? tmp : "/tmp", (int) geteuid());
+}
+
+/* Scratch directories of process `pid` in the default scratch root, in use
+ * (proc-) or being removed (trash-). */
 static int
 scratch_dirs_of(pid_t pid)
 {
-    char root[256], prefix[64];
-    const char *tmp = getenv("TMPDIR");
+    char root[256], prefix[64], trash[64];
     DIR *d;
     struct dirent *e;
     int n = 0;
 
-    snprintf(root, sizeof root, "%s/walredo-%d", tmp && *tmp ? tmp : "/tmp", (int) geteuid());
+    scratch_root(root, sizeof root);
     snprintf(prefix, sizeof prefix, "proc-%d-", (int) pid);
+    snprintf(trash, sizeof trash, "trash-%d-", (int) pid);
     if ((d = opendir(root)) == NULL)
         return 0;
     while ((e = readdir(d)) != NULL)
-        if (strncmp(e->d_name, prefix, strlen(prefix)) == 0)
+        if (strncmp(e->d_name, prefix, strlen(prefix)) == 0 ||
+            strncmp(e->d_name, trash, strlen(trash)) == 0)
             n++;
     closedir(d);
+    return n;
+}
+
+/* Live processes (not zombies) working in a scratch directory of host
+ * `pid`: its template and wal-redo processes. */
+static int
+processes_of(pid_t pid)
+{
+    char root[256], prefix[320], path[300], cwd[512], stat[512];
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    int n = 0;
+
+    scratch_root(root, sizeof root);
+    snprintf(prefix, sizeof prefix, "%s/proc-%d-", root, (int) pid);
+    while (d && (e = readdir(d)) != NULL)
+    {
+        ssize_t len;
+        FILE *f;
+        char *paren;
+
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        snprintf(path, sizeof path, "/proc/%s/cwd", e->d_name);
+        len = readlink(path, cwd, sizeof cwd - 1);
+        if (len <= 0)
+            continue;
+        cwd[len] = '\0';
+        if (strncmp(cwd, prefix, strlen(prefix)) != 0)
+            continue;
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        if ((f = fopen(path, "r")) == NULL)
+            continue;
+        if (fgets(stat, sizeof stat, f) != NULL && (paren = strrchr(stat, ')')) != NULL &&
+            paren[1] == ' ' && paren[2] != 'Z' && paren[2] != 'X')
+            n++;
+        fclose(f);
+    }
+    if (d)
+        closedir(d);
     return n;
 }
 
@@ -139,7 +191,7 @@ main(int argc, char **argv)
 {
     const fixture *ok = NULL;
     char err[512], byte;
-    int n, fds[2], status, orphans_before, orphans_dead, orphans_after;
+    int n, fds[2], status, orphans_before, orphans_dead, orphans_after, procs;
     pid_t child;
     walredo_pool *pool;
 
@@ -175,18 +227,25 @@ main(int argc, char **argv)
         FAIL("the host did not get ready");
     if (scratch_dirs_of(child) < 1)
         FAIL("the host has no scratch directory: wrong scratch root?");
+    procs = processes_of(child);
+    if (procs < 2)
+        FAIL("the host has %d processes, not 2 or more: is the test still testing?", procs);
     kill(child, SIGKILL);
     if (waitpid(child, &status, 0) != child)
         FAIL("waitpid: %s", strerror(errno));
     /* Its processes die with it; give the kernel time to tear them down (up to
-     * 10 s: once, inside run.sh, none was gone after 2 s). */
-    for (int i = 0; i < 500 && orphaned_segments() == orphans_before; i++)
+     * 10 s). */
+    for (int i = 0; i < 500 && processes_of(child) > 0; i++)
         usleep(20000);
+    if (processes_of(child) > 0)
+        FAIL("%d processes of the killed host still run after 10 s", processes_of(child));
     orphans_dead = orphaned_segments();
-    printf("test_host_death: host %d killed: %d orphaned segments, %d scratch directories "
-           "left\n", (int) child, orphans_dead - orphans_before, scratch_dirs_of(child));
-    if (orphans_dead == orphans_before)
-        FAIL("the killed host's processes left no segment: is the test still testing?");
+    printf("test_host_death: host %d killed: its %d processes gone, %d orphaned segments, "
+           "%d scratch directories left\n", (int) child, procs, orphans_dead - orphans_before,
+           scratch_dirs_of(child));
+    if (orphans_dead != orphans_before)
+        FAIL("%d segments of the dead host's processes outlived them",
+             orphans_dead - orphans_before);
 
     /* The next pool cleans up after the dead host. */
     pool = make_pool(argv[1], "1");

@@ -4,6 +4,7 @@
 //!
 //!   cargo run --release --example bench [-- --quick]
 //!   cargo run --release --example bench -- --profile-child   (`make profile`)
+//!   cargo run --release --example bench -- --busy-chaos [--quick]   (one row)
 //!
 //! `--profile-child` runs one wal-redo process under callgrind instead: the
 //! same short request N and 2N times, fed from a file, so the difference is
@@ -440,6 +441,10 @@ fn main() {
         println!("| {what} | {value} | {note} |");
     };
     println!("| measurement | median | notes |\n|---|---|---|");
+    if std::env::args().any(|a| a == "--process-life") {
+        process_life_rows(&config, quick, &row);
+        return;
+    }
 
     // Floors (the same-CPU pipe floor is measured in turns with the pool,
     // below, since every ratio is taken against it).
@@ -492,6 +497,13 @@ fn main() {
     );
     let short = request_after_image(&pool, &records, &blocks, 2);
     let medium = request_after_image(&pool, &records, &blocks, 227);
+    if std::env::args().any(|a| a == "--busy-chaos") {
+        // Only the busy-machine chaos row.
+        drop(pool);
+        busy_machine_chaos(&config(2), &short, quick, &row);
+        let _ = std::fs::remove_dir_all(&work);
+        return;
+    }
     if std::env::args().any(|a| a == "--profile-child") {
         drop(pool);
         profile_child(&config(1), &short, &work);
@@ -710,6 +722,8 @@ fn main() {
         );
     }
 
+    busy_machine_chaos(&config(2), &short, quick, &row);
+
     // 64 concurrent first requests on a fresh pool.
     let pool = Pool::new(&config(4)).unwrap();
     let barrier = Barrier::new(64);
@@ -767,5 +781,330 @@ fn main() {
         hwm.trim_start_matches("VmHWM:").trim().to_string(),
         String::new(),
     );
+    // After the peak RSS row: it touches 2 GB.
+    process_life_rows(&config, quick, &row);
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Pids of our wal-redo processes: children of ours running postgres, and
+/// the children of our template processes (spawn_mode=template), which
+/// stand for them; never a template itself (killing one kills all its
+/// processes at once, not the chaos this row measures).
+fn wal_redo_children() -> Vec<i32> {
+    // (pid, ppid) of every live postgres process.
+    let mut postgres = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ppid = fields.get(1).and_then(|p| p.parse::<i32>().ok());
+        if head.ends_with("(postgres") && fields.first() != Some(&"Z") {
+            if let Some(ppid) = ppid {
+                postgres.push((pid, ppid));
+            }
+        }
+    }
+    let is_template = |pid: i32| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| c.split(|&b| b == 0).any(|a| a == b"pg_walredo.template=on"))
+            .unwrap_or(false)
+    };
+    let me = std::process::id() as i32;
+    let templates: Vec<i32> = postgres
+        .iter()
+        .filter(|&&(pid, ppid)| ppid == me && is_template(pid))
+        .map(|&(pid, _)| pid)
+        .collect();
+    postgres
+        .iter()
+        .filter(|&&(pid, ppid)| {
+            (ppid == me && !templates.contains(&pid)) || templates.contains(&ppid)
+        })
+        .map(|&(pid, _)| pid)
+        .collect()
+}
+
+/// Chaos on a busy machine (issue 15): two CPU-bound loops run beside 8
+/// clients of a 2-process pool while another thread SIGKILLs a random
+/// wal-redo process every 30-130 ms, for a bounded time. Every request must
+/// come back: the right page, or an error (counted by kind); a wrong page
+/// or a lost request is reported as such.
+fn busy_machine_chaos(
+    config: &Config,
+    short: &Request,
+    quick: bool,
+    row: &dyn Fn(&str, String, String),
+) {
+    use walredo::Error;
+    let secs = if quick { 2.0 } else { 10.0 };
+    let config = Config {
+        timeout: Duration::from_secs(1),
+        ..config.clone()
+    };
+    let pool = Pool::new(&config).unwrap();
+    let refs = short.refs();
+    let expected = pool.redo(&short.tag, short.base.as_deref(), &refs).unwrap();
+    let stop = AtomicBool::new(false);
+    let counts: [AtomicU64; 7] = Default::default();
+    // Indexes into `counts`.
+    const ASKED: usize = 0;
+    const RIGHT: usize = 1;
+    const WRONG: usize = 2;
+    const SPAWN: usize = 3;
+    const DEADLINE: usize = 4;
+    const REDO: usize = 5;
+    const OTHER: usize = 6;
+    let kills = AtomicU64::new(0);
+    let before = pool.stats();
+    std::thread::scope(|s| {
+        // Bounded CPU-bound loops: they end with the run.
+        for _ in 0..2 {
+            s.spawn(|| {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for i in 0..10_000u64 {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
+                    }
+                    std::hint::black_box(x);
+                }
+            });
+        }
+        for _ in 0..8 {
+            s.spawn(|| {
+                let refs = short.refs();
+                while !stop.load(Ordering::Relaxed) {
+                    counts[ASKED].fetch_add(1, Ordering::Relaxed);
+                    let kind = match pool.redo(&short.tag, short.base.as_deref(), &refs) {
+                        Ok(page) if page == expected => RIGHT,
+                        Ok(_) => WRONG,
+                        Err(Error::SpawnFailed(_)) => SPAWN,
+                        Err(Error::Timeout { .. }) => DEADLINE,
+                        Err(Error::RedoFailed { .. }) => REDO,
+                        Err(_) => OTHER,
+                    };
+                    counts[kind].fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        s.spawn(|| {
+            let mut seed = 12345u64;
+            while !stop.load(Ordering::Relaxed) {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                std::thread::sleep(Duration::from_millis(30 + (seed >> 33) % 100));
+                let pids = wal_redo_children();
+                if pids.is_empty() || stop.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let victim = pids[(seed >> 40) as usize % pids.len()];
+                // SAFETY: kill has no memory-safety preconditions; the pid is
+                // a child of ours that is not reaped.
+                if unsafe { libc::kill(victim, libc::SIGKILL) } == 0 {
+                    kills.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let after = pool.stats();
+    drop(pool);
+    let get = |i: usize| counts[i].load(Ordering::Relaxed);
+    let answered: u64 = (1..7).map(get).sum();
+    let failed = get(SPAWN) + get(DEADLINE) + get(REDO) + get(OTHER);
+    row(
+        &format!(
+            "busy-machine chaos: 8 clients, 2 processes, 2 CPU-bound loops beside, kill -9 every 30-130 ms for {secs:.0} s"
+        ),
+        format!("{failed} of {} failed", get(ASKED)),
+        format!(
+            "{:.2}%; {} kills, {} killed starts restarted; spawn failed {}, deadline {}, failed twice {}, other {}; {} wrong, {} lost",
+            100.0 * failed as f64 / get(ASKED).max(1) as f64,
+            kills.load(Ordering::Relaxed),
+            after.killed_starts - before.killed_starts,
+            get(SPAWN),
+            get(DEADLINE),
+            get(REDO),
+            get(OTHER),
+            get(WRONG),
+            get(ASKED) - answered,
+        ),
+    );
+}
+
+/// `smaps_rollup`'s `Rss` and `Pss` of `pid`, in KiB.
+fn rss_pss_kib(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Rss:"), field("Pss:"))
+}
+
+/// The parent of `pid` (the template, for a forked process).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Kill the pool's one process and wait until it is gone; then the time
+/// until a request is answered again (a request that finds the process
+/// dead fails its attempt and is retried on a new one, or fails: then the
+/// next one is timed too).
+fn respawn_after_kill(pool: &Pool) -> Duration {
+    pool.ping().unwrap();
+    let pid = pool.pids()[0];
+    // SAFETY: pidfd_open and poll have no memory-safety preconditions; the
+    // pid is the pool's live process.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) as libc::c_int;
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        if fd >= 0 {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            libc::poll(&mut pfd, 1, 5000);
+            libc::close(fd);
+        }
+    }
+    let started = Instant::now();
+    while pool.ping().is_err() {}
+    started.elapsed()
+}
+
+/// Rows of issue 15: a request's wait after its process was killed, in
+/// both spawn modes, against the exec floor (posix_spawn and wait of
+/// `postgres --version`), in a small host and with 2 GB touched in it;
+/// cold start of a pool in both modes; the template's memory.
+fn process_life_rows(
+    config: &dyn Fn(usize) -> Config,
+    quick: bool,
+    row: &dyn Fn(&str, String, String),
+) {
+    use walredo::SpawnMode;
+    let rounds = if quick { 15 } else { 40 };
+    let mode = |m: SpawnMode| Config {
+        spawn_mode: m,
+        ..config(1)
+    };
+    let postgres = PathBuf::from("/usr/lib/postgresql/15/bin/postgres");
+    let exec_floor = || {
+        let t = Instant::now();
+        let ok = Command::new(&postgres)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        t.elapsed()
+    };
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+
+    // Cold start, in turns.
+    let (mut cold_t, mut cold_d) = (Vec::new(), Vec::new());
+    for _ in 0..rounds.min(10) {
+        for (m, out) in [
+            (SpawnMode::Template, &mut cold_t),
+            (SpawnMode::Direct, &mut cold_d),
+        ] {
+            let t = Instant::now();
+            let pool = Pool::new(&mode(m)).unwrap();
+            pool.ping().unwrap();
+            out.push(t.elapsed());
+        }
+    }
+    let (cold_t, cold_d) = (median(cold_t), median(cold_d));
+
+    let template = Pool::new(&mode(SpawnMode::Template)).unwrap();
+    let direct = Pool::new(&mode(SpawnMode::Direct)).unwrap();
+    let measure = |label: &str| {
+        let (mut floor, mut t, mut d) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            floor.push(exec_floor());
+            t.push(respawn_after_kill(&template));
+            d.push(respawn_after_kill(&direct));
+        }
+        let (floor, t, d) = (median(floor), median(t), median(d));
+        row(
+            &format!("exec floor: posix_spawn + wait of postgres --version, {label}"),
+            format!("{:.2} ms", ms(floor)),
+            "floor".into(),
+        );
+        row(
+            &format!("request after its process was killed, template spawn, {label}"),
+            format!("{:.2} ms", ms(t)),
+            format!(
+                "{:.2}x the exec floor (target at most 0.25x)",
+                ms(t) / ms(floor)
+            ),
+        );
+        row(
+            &format!("request after its process was killed, direct spawn, {label}"),
+            format!("{:.2} ms", ms(d)),
+            format!("{:.2}x the exec floor", ms(d) / ms(floor)),
+        );
+    };
+    measure("small host");
+    {
+        // 2 GB touched in the host: fork copies its page tables, CLONE_VM
+        // and the template do not.
+        let mut ballast = vec![0u8; 2 << 30];
+        for i in (0..ballast.len()).step_by(4096) {
+            ballast[i] = 1;
+        }
+        measure("2 GB touched in the host");
+        std::hint::black_box(&ballast);
+    }
+    row(
+        "cold start: new pool to first answer, template spawn",
+        format!("{:.1} ms", ms(cold_t)),
+        format!(
+            "template started, then its first fork; {:.2}x the direct one",
+            ms(cold_t) / ms(cold_d)
+        ),
+    );
+    row(
+        "cold start: new pool to first answer, direct spawn",
+        format!("{:.1} ms", ms(cold_d)),
+        String::new(),
+    );
+
+    // Memory: the template, and a forked process against a direct one.
+    template.ping().unwrap();
+    direct.ping().unwrap();
+    let child = template.pids()[0];
+    if let Some(tpid) = parent_of(child) {
+        let (rss, pss) = rss_pss_kib(tpid);
+        row(
+            "template process memory (one per pool)",
+            format!("RSS {rss} KiB, PSS {pss} KiB"),
+            "smaps_rollup".into(),
+        );
+    }
+    let (crss, cpss) = rss_pss_kib(child);
+    let (drss, dpss) = rss_pss_kib(direct.pids()[0]);
+    row(
+        "idle wal-redo process memory, forked vs direct",
+        format!("RSS {crss} / {drss} KiB, PSS {cpss} / {dpss} KiB"),
+        "forked shares the template's copy-on-write pages".into(),
+    );
 }

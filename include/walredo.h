@@ -145,6 +145,30 @@
 #define WALREDO_LOG_TRACE 5
 
 /**
+ * `walredo_record_page.change`: one of the record's block references.
+ */
+#define WALREDO_CHANGE_BLOCK 0
+
+/**
+ * `walredo_record_page.change`: a visibility-map page whose bits heap redo
+ * clears (the `*_ALL_VISIBLE_CLEARED` flags of insert, multi-insert,
+ * update and delete; `XLH_LOCK_ALL_FROZEN_CLEARED` of lock and
+ * lock-updated), without a block reference to it.
+ */
+#define WALREDO_CHANGE_VM_CLEAR 1
+
+/**
+ * `walredo_record_page.change`: the visibility-map page a Storage TRUNCATE
+ * cuts into (bits of the removed heap blocks cleared).
+ */
+#define WALREDO_CHANGE_VM_TRUNCATE 2
+
+/**
+ * `walredo_record_page.block_id` of a page without a block reference.
+ */
+#define WALREDO_NO_BLOCK_ID 255
+
+/**
  * Buckets of a `walredo_histogram`.
  */
 #define WALREDO_HISTOGRAM_BUCKETS 16
@@ -214,6 +238,40 @@ typedef struct walredo_record {
  * library, and a PostgreSQL extension must not `ereport` from it.
  */
 typedef void (*walredo_log_callback)(void *userdata, int level, const char *message);
+
+/**
+ * One page a record changes (from `walredo_record_pages`).
+ */
+typedef struct walredo_record_page {
+  struct walredo_page_tag tag;
+  /**
+   * `WALREDO_CHANGE_BLOCK`, `WALREDO_CHANGE_VM_CLEAR` or
+   * `WALREDO_CHANGE_VM_TRUNCATE`.
+   */
+  uint8_t change;
+  /**
+   * The block reference's id (0 to 32), or `WALREDO_NO_BLOCK_ID`.
+   */
+  uint8_t block_id;
+  /**
+   * `BKPBLOCK_WILL_INIT` of the block reference.
+   */
+  bool will_init;
+  /**
+   * The block reference carries an image (applicable or only for
+   * consistency checking).
+   */
+  bool has_image;
+  /**
+   * The image is restored by redo (`BKPIMAGE_APPLY`).
+   */
+  bool applies_image;
+  /**
+   * `will_init || applies_image`: replaying from this record needs no
+   * earlier version of the page.
+   */
+  bool initializes;
+} walredo_record_page;
 
 /**
  * Called once per submitted request with its outcome: `status` is
@@ -494,6 +552,12 @@ struct walredo_config *walredo_config_new(void);
  *   with one library thread (the watchdog) killing a process that misses its
  *   deadline; `off` waits in `poll()`, a system call more per request.
  *   Default: `on`.
+ * - `spawn_mode`: `template` or `direct`: `template` forks each process
+ *   from a template process that has done PostgreSQL's start-up once (one
+ *   per pool, started on first need; the host itself is never forked), so a
+ *   start costs a fraction of an exec whatever the host's size; `direct`
+ *   starts every process afresh (fork and exec of the host), the fallback.
+ *   Default: `template`.
  * - `data_checksums`, `wal_log_hints`: `on` if the cluster that wrote the WAL
  *   had them on, so that redo behaves as it did there. Default: `off`.
  * - `require_landlock`: `on` or `off`: on a kernel without Landlock a
@@ -524,6 +588,29 @@ void walredo_config_free(struct walredo_config *cfg);
  * receives the lines).
  */
 int walredo_set_logger(walredo_log_callback cb, void *userdata, int level);
+
+/**
+ * The pages the XLogRecord `record` (`len` bytes, exactly its
+ * `xl_tot_len`) changes, which are the pages a page server must index it
+ * under: its block references, in block-id order, then each
+ * visibility-map page its heap changes clear or its truncation cuts into
+ * that is not among them, each page once. Free-space-map pages are never
+ * named (they are not WAL-logged).
+ *
+ * `pages` has room for `capacity` entries (it may be NULL when `capacity`
+ * is 0). `*count` is set to the number of pages the record changes (at
+ * most 35). When that exceeds `capacity`, nothing is written and
+ * `WALREDO_BUFFER_TOO_SMALL` is returned: call again with `*count`
+ * entries. A record that fails the CRC or the checks of PostgreSQL's
+ * decoder, or a heap or truncation record whose main data is too short for
+ * the flags read, or that lacks the block reference they are about, gives
+ * `WALREDO_MALFORMED_RECORD`. Reads only its arguments; thread-safe.
+ */
+int walredo_record_pages(const uint8_t *record,
+                         size_t len,
+                         struct walredo_record_page *pages,
+                         size_t capacity,
+                         size_t *count);
 
 /**
  * Create a pool from a configuration (which stays the caller's). On success

@@ -45,6 +45,7 @@
 #include <sys/syscall.h>
 
 #include "access/heapam_xlog.h"
+#include "access/visibilitymap.h"
 #include "access/rmgr.h"
 #include "access/xlog.h"
 #include "access/xlog_internal.h"
@@ -53,6 +54,7 @@
 #include "access/xlogutils.h"
 #include "catalog/pg_control.h"
 #include "catalog/pg_tablespace_d.h"
+#include "catalog/storage_xlog.h"
 #include "common/relpath.h"
 #include "executor/instrument.h"
 #include "miscadmin.h"
@@ -73,6 +75,7 @@
 
 #include "compat.h"
 #include "sandbox.h"
+#include "template.h"
 
 PG_MODULE_MAGIC;
 
@@ -255,6 +258,10 @@ static void remove_rel_files(RelFileNode *rnodes, int n);
 static void remove_rel_dirs(RelFileNode *rnodes, int n);
 static int64 io_blocks(void);
 static bool is_page_record(RmgrId rmid, uint8 info);
+static bool is_smgr_truncate(RmgrId rmid, uint8 info);
+static bool clears_target_vm_bits(DecodedXLogRecord *decoded);
+static bool cuts_target_vm_page(DecodedXLogRecord *decoded);
+static void apply_vm_truncate(DecodedXLogRecord *decoded);
 static void verify_target(uint8 block_id);
 static void apply_error_callback(void *arg);
 static void sandbox_test(const char *what);
@@ -300,6 +307,7 @@ _PG_init(void)
 							   PGC_POSTMASTER,
 							   0,
 							   NULL, NULL, NULL);
+	walredo_template_init();
 	MarkGUCPrefixReserved("pg_walredo");
 
 	/*
@@ -324,6 +332,8 @@ walredo_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 
+	/* Nothing of ours may outlive us, however we die (sandbox.c). */
+	walredo_release_segment();
 	walredo_main();
 }
 
@@ -694,6 +704,7 @@ apply_record(const char *payload, uint32 len)
 	char	   *errormsg;
 	pg_crc32c	crc;
 	int			target_block_id = -1;
+	bool		vm_truncate;
 	MemoryContext oldcxt;
 	ErrorContextCallback errcallback;
 
@@ -742,7 +753,9 @@ apply_record(const char *payload, uint32 len)
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("unknown resource manager %u", record->xl_rmid)));
 
-	if (!is_page_record(record->xl_rmid, record->xl_info))
+	/* A truncation only ever reaches apply_vm_truncate, checked below. */
+	vm_truncate = is_smgr_truncate(record->xl_rmid, record->xl_info);
+	if (!is_page_record(record->xl_rmid, record->xl_info) && !vm_truncate)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("wal-redo refuses a %s record (info 0x%02X): it is not a page record",
@@ -762,6 +775,14 @@ apply_record(const char *payload, uint32 len)
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("could not decode WAL record: %s", errormsg)));
 	decoded->next_lsn = end_lsn;
+
+	/* A truncation is applied to the visibility-map page it cuts into only. */
+	if (vm_truncate && !cuts_target_vm_page(decoded))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("wal-redo refuses a %s record (info 0x%02X): it is not a page record",
+						RmgrTable[record->xl_rmid].rm_name, record->xl_info),
+				 errdetail("A Storage TRUNCATE is applied only to the visibility-map page it cuts into, and this target is not that page.")));
 	reader->record = decoded;
 	reader->ReadRecPtr = decoded->lsn;
 	reader->EndRecPtr = end_lsn;
@@ -809,12 +830,20 @@ apply_record(const char *payload, uint32 len)
 	if (record->xl_rmid == RM_HEAP_ID || record->xl_rmid == RM_HEAP2_ID)
 		place_side_pages(decoded);
 
-	if (target_block_id < 0)
+	/*
+	 * The target must be a block of the record, or a visibility-map page
+	 * that the record changes without a block reference: bits that heap
+	 * redo clears (its heap blocks stay sentinels, so only the
+	 * visibility-map part of the record happens), or the page a truncation
+	 * cuts into.
+	 */
+	if (!vm_truncate && target_block_id < 0 && !clears_target_vm_bits(decoded))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("WAL record does not reference the target block %u/%u/%u fork %d blk %u",
+				 errmsg("WAL record does not change the target block %u/%u/%u fork %d blk %u",
 						target_rnode.spcNode, target_rnode.dbNode,
-						target_rnode.relNode, target_forknum, target_blkno)));
+						target_rnode.relNode, target_forknum, target_blkno),
+				 errdetail("It neither references the block nor clears bits of it as a visibility-map page.")));
 
 	/*
 	 * Without a base page the target starts as zeros, which only a record
@@ -823,16 +852,19 @@ apply_record(const char *payload, uint32 len)
 	 */
 	if (!target_has_base && n_request_records == 0)
 	{
-		DecodedBkpBlock *blk = &decoded->blocks[target_block_id];
+		DecodedBkpBlock *blk = target_block_id >= 0 ? &decoded->blocks[target_block_id] : NULL;
 
-		if ((blk->flags & BKPBLOCK_WILL_INIT) == 0 && !blk->apply_image)
+		if (blk == NULL || ((blk->flags & BKPBLOCK_WILL_INIT) == 0 && !blk->apply_image))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("no base page was given and the first record does not initialize the target page"),
 					 errhint("Send the page with P, or start from a record that initializes it.")));
 	}
 
-	RmgrTable[record->xl_rmid].rm_redo(reader);
+	if (vm_truncate)
+		apply_vm_truncate(decoded);
+	else
+		RmgrTable[record->xl_rmid].rm_redo(reader);
 	n_records_applied++;
 	n_request_records++;
 
@@ -857,7 +889,9 @@ apply_record(const char *payload, uint32 len)
 				 errmsg("the request wrote more than %d MB to the scratch directory",
 						REQUEST_WRITE_BUDGET / (1024 * 1024 / BLCKSZ))));
 
-	if (walredo_verify && (record->xl_info & XLR_CHECK_CONSISTENCY) != 0)
+	/* A visibility-map page changed as a side effect has no image here. */
+	if (walredo_verify && (record->xl_info & XLR_CHECK_CONSISTENCY) != 0 &&
+		target_block_id >= 0)
 		verify_target((uint8) target_block_id);
 
 	error_context_stack = errcallback.previous;
@@ -899,6 +933,131 @@ is_page_record(RmgrId rmid, uint8 info)
 		default:
 			return false;
 	}
+}
+
+/* Storage TRUNCATE: applied only through apply_vm_truncate. */
+static bool
+is_smgr_truncate(RmgrId rmid, uint8 info)
+{
+	return rmid == RM_SMGR_ID && (info & ~XLR_INFO_MASK) == XLOG_SMGR_TRUNCATE;
+}
+
+/*
+ * Whether heap redo of this record clears bits of the target as a
+ * visibility-map page, as heapam.c decides: from the *_ALL_VISIBLE_CLEARED
+ * and XLH_LOCK_ALL_FROZEN_CLEARED flags, for heap block 0 (and, for an
+ * update, the old block: reference 1, or block 0 without one), in the
+ * relation of block 0.  The same rules as the library's
+ * walredo_record_pages, which validated the request already.
+ */
+static bool
+clears_target_vm_bits(DecodedXLogRecord *decoded)
+{
+	RmgrId		rmid = decoded->header.xl_rmid;
+	uint8		op = decoded->header.xl_info & XLOG_HEAP_OPMASK;
+	const char *data = decoded->main_data;
+	uint32		len = decoded->main_data_len;
+	DecodedBkpBlock *blk0 = &decoded->blocks[0];
+	BlockNumber heapblk[2];
+	int			n = 0;
+
+	if (target_forknum != VISIBILITYMAP_FORKNUM ||
+		(rmid != RM_HEAP_ID && rmid != RM_HEAP2_ID) ||
+		decoded->max_block_id < 0 || !blk0->in_use ||
+		!RelFileNodeEquals(blk0->rnode, target_rnode))
+		return false;
+
+	/* Flags are single bytes: read them in place, whatever the alignment. */
+#define FLAGS_OF(type) ((uint8) data[offsetof(type, flags)])
+	if (rmid == RM_HEAP_ID && op == XLOG_HEAP_INSERT && len >= SizeOfHeapInsert)
+	{
+		if (FLAGS_OF(xl_heap_insert) & XLH_INSERT_ALL_VISIBLE_CLEARED)
+			heapblk[n++] = blk0->blkno;
+	}
+	else if (rmid == RM_HEAP2_ID && op == XLOG_HEAP2_MULTI_INSERT &&
+			 len >= SizeOfHeapMultiInsert)
+	{
+		if (FLAGS_OF(xl_heap_multi_insert) & XLH_INSERT_ALL_VISIBLE_CLEARED)
+			heapblk[n++] = blk0->blkno;
+	}
+	else if (rmid == RM_HEAP_ID && op == XLOG_HEAP_DELETE && len >= SizeOfHeapDelete)
+	{
+		if (FLAGS_OF(xl_heap_delete) & XLH_DELETE_ALL_VISIBLE_CLEARED)
+			heapblk[n++] = blk0->blkno;
+	}
+	else if (rmid == RM_HEAP_ID && op == XLOG_HEAP_LOCK && len >= SizeOfHeapLock)
+	{
+		if (FLAGS_OF(xl_heap_lock) & XLH_LOCK_ALL_FROZEN_CLEARED)
+			heapblk[n++] = blk0->blkno;
+	}
+	else if (rmid == RM_HEAP2_ID && op == XLOG_HEAP2_LOCK_UPDATED &&
+			 len >= SizeOfHeapLockUpdated)
+	{
+		if (FLAGS_OF(xl_heap_lock_updated) & XLH_LOCK_ALL_FROZEN_CLEARED)
+			heapblk[n++] = blk0->blkno;
+	}
+	else if (rmid == RM_HEAP_ID &&
+			 (op == XLOG_HEAP_UPDATE || op == XLOG_HEAP_HOT_UPDATE) &&
+			 len >= SizeOfHeapUpdate)
+	{
+		uint8		flags = FLAGS_OF(xl_heap_update);
+
+		if (flags & XLH_UPDATE_OLD_ALL_VISIBLE_CLEARED)
+			heapblk[n++] = (decoded->max_block_id >= 1 && decoded->blocks[1].in_use) ?
+				decoded->blocks[1].blkno : blk0->blkno;
+		if (flags & XLH_UPDATE_NEW_ALL_VISIBLE_CLEARED)
+			heapblk[n++] = blk0->blkno;
+	}
+#undef FLAGS_OF
+
+	for (int i = 0; i < n; i++)
+	{
+		if (heapblk[i] / VM_HEAPBLOCKS_PER_PAGE == target_blkno)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Whether this Storage TRUNCATE cuts into the target as a visibility-map
+ * page: the record has no block references, truncates the visibility map of
+ * the target's relation, and its new length falls inside the target page.
+ */
+static bool
+cuts_target_vm_page(DecodedXLogRecord *decoded)
+{
+	xl_smgr_truncate xlrec;
+
+	if (decoded->max_block_id >= 0 ||
+		decoded->main_data_len != sizeof(xl_smgr_truncate))
+		return false;
+	memcpy(&xlrec, decoded->main_data, sizeof(xlrec));
+	return (xlrec.flags & SMGR_TRUNCATE_VM) != 0 &&
+		target_forknum == VISIBILITYMAP_FORKNUM &&
+		RelFileNodeEquals(xlrec.rnode, target_rnode) &&
+		xlrec.blkno % VM_HEAPBLOCKS_PER_PAGE != 0 &&
+		xlrec.blkno / VM_HEAPBLOCKS_PER_PAGE == target_blkno;
+}
+
+/*
+ * The visibility-map part of smgr_redo's truncation, and nothing else: clear
+ * the bits of the heap blocks past the new end in the target page, with
+ * PostgreSQL's own visibilitymap_prepare_truncate (which, in recovery, logs
+ * nothing and leaves the page LSN alone).  Nothing is truncated or dropped:
+ * its result, the new number of map blocks, is not used.  The target is in
+ * the pool and the fork's cached size covers it (reserve_block), so it reads
+ * no file.
+ */
+static void
+apply_vm_truncate(DecodedXLogRecord *decoded)
+{
+	xl_smgr_truncate xlrec;
+	Relation	rel;
+
+	memcpy(&xlrec, decoded->main_data, sizeof(xlrec));
+	rel = CreateFakeRelcacheEntry(target_rnode);
+	(void) visibilitymap_prepare_truncate(rel, xlrec.blkno);
+	FreeFakeRelcacheEntry(rel);
 }
 
 /*
@@ -1400,7 +1559,9 @@ place_side_page(DecodedXLogRecord *decoded, RelFileNode rnode,
  * and never reads the scratch files: a read of a block beyond the first 1 GB
  * segment makes md.c create and pad every segment before it.  Their contents
  * do not matter: the free-space map is only a hint, and a visibility-map
- * page is only ever changed as a target, through its own block reference.
+ * page is only ever rebuilt as a target (by its own block reference, or by
+ * the heap records that clear its bits: see clears_target_vm_bits), which is
+ * in the pool already and skipped here.
  */
 static void
 place_side_pages(DecodedXLogRecord *decoded)

@@ -51,6 +51,7 @@
 #include <linux/seccomp.h>
 
 #include "miscadmin.h"
+#include "storage/ipc.h"
 #include "storage/pg_shmem.h"
 
 #include "sandbox.h"
@@ -96,6 +97,8 @@ struct ll_path_beneath_attr
 static void close_inherited_fds(void);
 static void confine_filesystem(bool require_landlock);
 static void enter_seccomp(void);
+static void quiet_segment_removal(ErrorData *edata);
+static int	landlock_ruleset(int abi, uint64 *allowed);
 
 void
 walredo_enter_sandbox(bool require_landlock)
@@ -214,31 +217,62 @@ confine_filesystem(bool require_landlock)
 #define SANDBOX_IPC_64	0x0100
 
 /*
- * The id of this process's System V segment, which proc_exit removes.
- * UsedShmemSegID is the segment's key, not its id; PostgreSQL itself maps it
- * back with shmget (PGSharedMemoryReAttach), and so do we.  Without a
- * segment, an id no segment has (ids are non-negative ints).
+ * The id of this process's System V segment (PostgreSQL's interlock beside
+ * its anonymous shared memory), found by walredo_release_segment while its
+ * key still names it; an id no segment has (ids are non-negative ints) when
+ * there is none.
  */
-static uint32
-own_shmem_id(void)
+static uint32 own_shmid = PG_UINT32_MAX;
+
+static emit_log_hook_type prev_emit_log_hook = NULL;
+
+/*
+ * PostgreSQL removes its segment only on a clean exit: one killed by a
+ * signal, or whose host was killed, would leave it in the kernel for ever.
+ * So it is marked for removal (IPC_RMID) as soon as it exists: the kernel
+ * frees it with the last process attached, this one, however it dies.
+ * PostgreSQL's own IPC_RMID at exit then finds it gone and logs that; that
+ * one line, and only it, is kept out of stderr, so that a healthy process
+ * stays silent.
+ */
+void
+walredo_release_segment(void)
 {
 	int			shmid;
 
 	if (UsedShmemSegID == 0)
-		return PG_UINT32_MAX;
+		return;
+	/* PostgreSQL maps the key back the same way (PGSharedMemoryReAttach). */
 	shmid = shmget((key_t) UsedShmemSegID, sizeof(PGShmemHeader), 0);
 	if (shmid < 0)
 		ereport(FATAL,
 				(errmsg("could not find this process's shared memory segment (key %lu): %m",
 						UsedShmemSegID)));
-	return (uint32) shmid;
+	if (shmctl(shmid, IPC_RMID, NULL) != 0)
+		ereport(FATAL,
+				(errmsg("could not mark this process's shared memory segment %d for removal: %m",
+						shmid)));
+	own_shmid = (uint32) shmid;
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = quiet_segment_removal;
+}
+
+static void
+quiet_segment_removal(ErrorData *edata)
+{
+	/* IpcMemoryDelete's message, at exit, for the segment already gone. */
+	if (edata->elevel == LOG && proc_exit_inprogress &&
+		edata->saved_errno == EINVAL && edata->message_id != NULL &&
+		strcmp(edata->message_id, "shmctl(%d, %d, 0) failed: %m") == 0)
+		edata->output_to_server = false;
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
 }
 
 static void
 enter_seccomp(void)
 {
 	uint32		own_pid = (uint32) getpid();
-	uint32		own_shmid = own_shmem_id();
 	struct sock_filter filter[] = {
 		/* The syscall numbers below are those of this architecture only. */
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
@@ -325,4 +359,147 @@ enter_seccomp(void)
 	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0)
 		ereport(FATAL,
 				(errmsg("could not enter the seccomp filter: %m")));
+}
+
+/*
+ * The template process (template.c) handles no WAL, but it is long-lived
+ * and every wal-redo process is forked from it: it gets a sandbox of its own,
+ * which its children inherit until they enter theirs, as wide as their
+ * start-up needs and no wider.  Landlock: the scratch root (the parent of its
+ * own scratch directory, where its children's are made) and /proc/meminfo
+ * (PostgreSQL reads the huge page size there), no TCP, no signals or
+ * abstract sockets beyond the process and its children.  Seccomp: no exec,
+ * no new sockets, no debugging of other processes, no namespaces, mounts,
+ * kernel modules, keys, BPF or io_uring.  Without Landlock only the seccomp
+ * part applies; the children decide themselves whether that is acceptable.
+ */
+void
+walredo_confine_template(void)
+{
+	char		root[MAXPGPATH];
+	int			abi;
+
+	strlcpy(root, DataDir, sizeof(root));
+	get_parent_directory(root);
+
+	abi = syscall(SYS_landlock_create_ruleset, NULL, 0, LL_CREATE_RULESET_VERSION);
+	if (abi >= 1)
+	{
+		struct ll_path_beneath_attr beneath = {0};
+		uint64		allowed;
+		int			ruleset = landlock_ruleset(abi, &allowed);
+
+		beneath.allowed_access = allowed;
+		beneath.parent_fd = open(root, O_PATH | O_CLOEXEC);
+		if (beneath.parent_fd < 0 ||
+			syscall(SYS_landlock_add_rule, ruleset, LL_RULE_PATH_BENEATH, &beneath, 0) != 0)
+			ereport(FATAL,
+					(errmsg("template: could not allow the scratch root \"%s\": %m", root)));
+		close(beneath.parent_fd);
+		beneath.allowed_access = LL_FS_READ_FILE;
+		beneath.parent_fd = open("/proc/meminfo", O_PATH | O_CLOEXEC);
+		if (beneath.parent_fd >= 0)
+		{
+			if (syscall(SYS_landlock_add_rule, ruleset, LL_RULE_PATH_BENEATH, &beneath, 0) != 0)
+				ereport(FATAL,
+						(errmsg("template: could not allow /proc/meminfo: %m")));
+			close(beneath.parent_fd);
+		}
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+			syscall(SYS_landlock_restrict_self, ruleset, 0) != 0)
+			ereport(FATAL,
+					(errmsg("template: could not enforce the Landlock ruleset: %m")));
+		close(ruleset);
+	}
+
+	{
+#define DENY(name) \
+	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_##name, 0, 1), \
+	BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS)
+		struct sock_filter filter[] = {
+			BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+			BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SANDBOX_AUDIT_ARCH, 1, 0),
+			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+			BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+			DENY(execve),
+			DENY(execveat),
+			DENY(socket),
+			DENY(connect),
+			DENY(bind),
+			DENY(listen),
+			DENY(accept),
+			DENY(accept4),
+			DENY(ptrace),
+			DENY(process_vm_readv),
+			DENY(process_vm_writev),
+			DENY(unshare),
+			DENY(setns),
+			DENY(mount),
+			DENY(umount2),
+			DENY(pivot_root),
+			DENY(chroot),
+			DENY(init_module),
+			DENY(finit_module),
+			DENY(delete_module),
+			DENY(kexec_load),
+			DENY(bpf),
+			DENY(perf_event_open),
+			DENY(userfaultfd),
+			DENY(keyctl),
+			DENY(add_key),
+			DENY(request_key),
+			DENY(io_uring_setup),
+			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		};
+		struct sock_fprog prog = {
+			.len = lengthof(filter),
+			.filter = filter,
+		};
+#undef DENY
+
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+			syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0)
+			ereport(FATAL,
+					(errmsg("template: could not enter the seccomp filter: %m")));
+	}
+}
+
+/*
+ * A Landlock ruleset handling every file system right of this ABI, TCP and
+ * the scopes, and in *allowed the rights a scratch area needs.
+ */
+static int
+landlock_ruleset(int abi, uint64 *allowed)
+{
+	struct ll_ruleset_attr attr = {0};
+	size_t		attr_size = offsetof(struct ll_ruleset_attr, handled_access_net);
+	int			ruleset;
+
+	attr.handled_access_fs = (LL_FS_MAKE_SYM << 1) - 1;
+	*allowed = LL_FS_READ_FILE | LL_FS_WRITE_FILE | LL_FS_READ_DIR |
+		LL_FS_REMOVE_DIR | LL_FS_REMOVE_FILE | LL_FS_MAKE_DIR | LL_FS_MAKE_REG;
+	if (abi >= 2)
+		attr.handled_access_fs |= LL_FS_REFER;
+	if (abi >= 3)
+	{
+		attr.handled_access_fs |= LL_FS_TRUNCATE;
+		*allowed |= LL_FS_TRUNCATE;
+	}
+	if (abi >= 4)
+	{
+		attr.handled_access_net = LL_NET_BIND_TCP | LL_NET_CONNECT_TCP;
+		attr_size = offsetof(struct ll_ruleset_attr, scoped);
+	}
+	if (abi >= 5)
+		attr.handled_access_fs |= LL_FS_IOCTL_DEV;
+	if (abi >= 6)
+	{
+		attr.scoped = LL_SCOPE_ABSTRACT_UNIX_SOCKET | LL_SCOPE_SIGNAL;
+		attr_size = sizeof(attr);
+	}
+	ruleset = syscall(SYS_landlock_create_ruleset, &attr, attr_size, 0);
+	if (ruleset < 0)
+		ereport(FATAL,
+				(errmsg("could not create a Landlock ruleset: %m")));
+	return ruleset;
 }

@@ -14,4 +14,16 @@
  */
 extern void walredo_enter_sandbox(bool require_landlock);
 
+/*
+ * Mark this process's System V segment for removal as soon as it exists, so
+ * that the kernel frees it with the process however it dies.
+ */
+extern void walredo_release_segment(void);
+
+/*
+ * The template process's own confinement (see sandbox.c), inherited by the
+ * processes it forks until they enter theirs.
+ */
+extern void walredo_confine_template(void);
+
 #endif							/* WALREDO_SANDBOX_H */

@@ -71,6 +71,20 @@ pub struct Config {
     /// the scratch directory) instead of PostgreSQL. It must speak the
     /// protocol; see `testkit/src/bin/walredo-fake-child.rs`.
     pub child_program: Option<(PathBuf, Vec<String>)>,
+    /// How wal-redo processes are started (see [`SpawnMode`]).
+    pub spawn_mode: SpawnMode,
+}
+
+/// How a wal-redo process is started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpawnMode {
+    /// Forked by a template process that has done PostgreSQL's start-up up
+    /// to shared memory once (one per pool, started on first need): a start
+    /// costs a fraction of an exec, whatever the host's size.
+    Template,
+    /// `postgres --single` started afresh for every process (fork and exec
+    /// of the host): the fallback.
+    Direct,
 }
 
 impl Default for Config {
@@ -95,6 +109,7 @@ impl Default for Config {
             process_memory_limit: 4 << 30,
             extra_settings: Vec::new(),
             child_program: None,
+            spawn_mode: SpawnMode::Template,
         }
     }
 }

@@ -27,7 +27,7 @@ pub mod redo;
 pub mod tag;
 pub mod wal;
 
-pub use config::Config;
+pub use config::{Config, SpawnMode};
 pub use error::{Error, Result};
 pub use pool::Pool;
 pub use process::protocol::RecordRef;

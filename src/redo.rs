@@ -10,6 +10,7 @@ use crate::process::launch::Launcher;
 use crate::process::protocol::{self, RecordRef};
 use crate::process::{Failure, Interrupted, Process};
 use crate::tag::{PageTag, MAX_FORKNUM};
+use crate::wal::pages::PageChange;
 use crate::wal::record;
 use crate::PAGE_SIZE;
 
@@ -17,9 +18,13 @@ use crate::PAGE_SIZE;
 pub type Page = [u8; PAGE_SIZE];
 
 /// Check a request before it reaches a process: a valid tag, every record a
-/// well-formed XLogRecord with a correct CRC, of a page resource manager
-/// ([`record::is_page_record`]), that references the target page,
-/// and, without a base page, a first record that initializes the page.
+/// well-formed XLogRecord with a correct CRC that changes the target page
+/// ([`crate::wal::pages::record_pages`]: a block reference, or a
+/// visibility-map page a heap change clears or a truncation cuts into), of a
+/// page resource manager ([`record::is_page_record`]) unless it is that
+/// truncation, and, without a base page, a first record that initializes
+/// the page. A visibility-map page its fork does not hold yet is a zero page
+/// to PostgreSQL (redo initializes it): pass a zeroed base page.
 /// Returns the newest record that carries an image of the page to apply, if
 /// any, with that image as decoded here (see [`image_page`]): each record is
 /// decoded once on the request path.
@@ -51,25 +56,37 @@ pub fn validate_request<'a>(
     for (index, rec) in records.iter().enumerate() {
         let decoded =
             record::decode(rec.data).map_err(|source| Error::MalformedRecord { index, source })?;
-        if !record::is_page_record(decoded.rmid, decoded.info) {
+        let page_record = record::is_page_record(decoded.rmid, decoded.info);
+        // Of a record that is not a page record only a truncation's
+        // visibility-map page is ever applied; any other is refused as such.
+        let pages = match crate::wal::pages::record_pages(&decoded) {
+            Ok(pages) => pages,
+            Err(source) if page_record => return Err(Error::MalformedRecord { index, source }),
+            Err(_) => Vec::new(),
+        };
+        let page = pages.iter().find(|p| p.tag == *tag);
+        let vm_truncation = page.is_some_and(|p| p.change == PageChange::VmTruncate);
+        if !page_record && !vm_truncation {
             return Err(Error::InvalidArgument(format!(
                 "record #{index} ({} record with info {:#04x}, ending at {}) is not a page \
                  record: only the page resource managers (Heap, Heap2, Btree, Hash, Gin, Gist, \
-                 Sequence, SPGist, BRIN, Generic) and full-page images (XLOG FPI, \
-                 FPI_FOR_HINT) are applied",
+                 Sequence, SPGist, BRIN, Generic), full-page images (XLOG FPI, \
+                 FPI_FOR_HINT) and, for the visibility-map page it cuts into, Storage \
+                 TRUNCATE are applied",
                 decoded.rmgr_name(),
                 decoded.info,
                 crate::wal::format_lsn(rec.end_lsn)
             )));
         }
-        let Some(block) = decoded.block_for(tag) else {
+        let Some(page) = page else {
             return Err(Error::InvalidArgument(format!(
-                "record #{index} ({} record ending at {}) does not reference the target page {tag}",
+                "record #{index} ({} record ending at {}) does not change the target page {tag} \
+                 (neither a block reference nor a visibility-map page its heap changes clear)",
                 decoded.rmgr_name(),
                 crate::wal::format_lsn(rec.end_lsn)
             )));
         };
-        if index == 0 && base.is_none() && !block.initializes_page() {
+        if index == 0 && base.is_none() && !page.initializes() {
             return Err(Error::InvalidArgument(format!(
                 "no base page given, and the first record ({} record ending at {}) does not \
                  initialize the target page {tag}",
@@ -85,7 +102,8 @@ pub fn validate_request<'a>(
             )));
         }
         prev_lsn = rec.end_lsn;
-        if let Some(image) = block.image.filter(|img| img.apply()) {
+        let image = decoded.block_for(tag).and_then(|b| b.image);
+        if let Some(image) = image.filter(|img| img.apply()) {
             newest_image = Some(NewestImage {
                 index,
                 end_lsn: rec.end_lsn,

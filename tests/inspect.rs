@@ -79,12 +79,27 @@ fn signal(pid: u32, sig: i32) {
     );
 }
 
-/// The live (not zombie) children of a backend: its wal-redo processes.
+/// The live (not zombie) wal-redo processes of a backend: its children, or,
+/// in template spawn mode (the default), the children of its template.
 fn redo_children(backend: u32) -> Vec<u32> {
-    children_of(backend)
-        .into_iter()
-        .filter(|(_, state)| *state != 'Z')
-        .map(|(pid, _)| pid)
+    let live = |pid: u32| {
+        children_of(pid)
+            .into_iter()
+            .filter(|(_, state)| *state != 'Z')
+            .map(|(pid, _)| pid)
+    };
+    let is_template = |pid: u32| {
+        fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"pg_walredo.template=on"))
+    };
+    live(backend)
+        .flat_map(|pid| {
+            if is_template(pid) {
+                live(pid).collect()
+            } else {
+                vec![pid]
+            }
+        })
         .collect()
 }
 
@@ -140,6 +155,13 @@ fn oracle() {
             "non-HOT updates, vacuum freeze",
             "UPDATE orders SET note = 'renote ' || id WHERE id % 5 = 1; VACUUM FREEZE orders;",
         ),
+        (
+            "visibility-map clears: updates, deletes, inserts, row locks",
+            "UPDATE orders SET pad = 'vm ' || id WHERE id % 97 = 0;
+             DELETE FROM orders WHERE id % 89 = 0;
+             INSERT INTO orders SELECT g, 'late', 'x' FROM generate_series(3041, 3060) g;
+             SELECT count(*) FROM (SELECT id FROM orders WHERE id % 83 = 0 FOR KEY SHARE) l;",
+        ),
     ];
     let mut lsns = Vec::new();
     for (name, sql) in steps {
@@ -174,6 +196,7 @@ fn oracle() {
 
     let mut session = Session::open(&cluster);
     let (mut compared, mut identical, mut zero_no_wal, mut lookups) = (0, 0, 0, 0);
+    let mut vm_compared = 0;
     let mut lookup_time = Duration::ZERO;
     let mut zero_by_rel = std::collections::BTreeMap::new();
     let mut failures = Vec::new();
@@ -181,16 +204,25 @@ fn oracle() {
         let expected = dir.path().join(format!("expected-{i}"));
         copy_tree(&base, &expected);
         archive_recover(&expected, &wal, rec_sockets.path(), lsn);
-        for (name, node) in &rels {
-            let path = expected.join(format!("base/{db}/{node}"));
+        // Main forks, and visibility maps (heap clears routed to them).
+        let forks = rels
+            .iter()
+            .map(|(name, node)| (name.clone(), *node, "main", ""))
+            .chain(
+                rels.iter()
+                    .map(|(name, node)| (name.clone(), *node, "vm", "_vm")),
+            );
+        for (name, node, fork, suffix) in forks {
+            let path = expected.join(format!("base/{db}/{node}{suffix}"));
             let Ok(file) = fs::read(&path) else {
                 continue; // not created yet at this LSN
             };
+            let name = format!("{name}{suffix}");
             for blk in 0..file.len() / 8192 {
                 let want = &file[blk * 8192..(blk + 1) * 8192];
                 let started = Instant::now();
                 let r = session.query(&format!(
-                    "SELECT encode(page_at_lsn(1663, {db}, {node}, {blk}, '{lsn}'), 'hex');"
+                    "SELECT encode(page_at_lsn(1663, {db}, {node}, {blk}, '{lsn}', '{fork}'), 'hex');"
                 ));
                 lookup_time += started.elapsed();
                 lookups += 1;
@@ -207,6 +239,9 @@ fn oracle() {
                 }
                 let got = hex_decode(&r.out);
                 compared += 1;
+                if fork == "vm" {
+                    vm_compared += 1;
+                }
                 if got == want {
                     identical += 1;
                 } else {
@@ -236,6 +271,11 @@ fn oracle() {
         failures.join("\n")
     );
     assert!(compared > 100, "too few pages compared: {compared}");
+    println!("oracle: {vm_compared} of them visibility-map pages");
+    assert!(
+        vm_compared >= 3,
+        "too few visibility-map pages compared: {vm_compared}"
+    );
 
     // Lookup time inside the backend (no psql round trip): the same heap and
     // btree pages 200 times each, at the last LSN, through the WAL handle's index.

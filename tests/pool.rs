@@ -188,16 +188,6 @@ fn a_child_that_cannot_start_is_reported_and_backed_off() {
         Err(Error::SpawnFailed(m)) => assert!(m.contains("refuses to start"), "{m}"),
         other => panic!("expected SpawnFailed, got {other:?}"),
     }
-    // Within the back-off: refused at once, with the same reason.
-    match redo(&pool, &fake_tag(NORMAL, 1), 1) {
-        Err(Error::SpawnFailed(m)) => {
-            assert!(
-                m.contains("refuses to start") && m.contains("not trying again"),
-                "{m}"
-            )
-        }
-        other => panic!("expected SpawnFailed, got {other:?}"),
-    }
     // Tried twice (one failed start may be an accident), then backed off.
     let s = pool.stats();
     assert_eq!(
@@ -205,6 +195,27 @@ fn a_child_that_cannot_start_is_reported_and_backed_off() {
         (2, 0, 0),
         "{s:?}"
     );
+    // The next request waits the back-off out (it ends before its deadline)
+    // and tries itself: the same reason, from its own two starts.
+    match redo(&pool, &fake_tag(NORMAL, 1), 1) {
+        Err(Error::SpawnFailed(m)) => assert!(m.contains("refuses to start"), "{m}"),
+        other => panic!("expected SpawnFailed, got {other:?}"),
+    }
+    assert_eq!(pool.stats().spawn_failures, 4);
+    // Once the back-off outlasts a request's deadline, the request is
+    // refused without a start, with the last reason.
+    let mut refused = false;
+    for _ in 0..4 {
+        match redo(&pool, &fake_tag(NORMAL, 1), 1) {
+            Err(Error::SpawnFailed(m)) => {
+                assert!(m.contains("refuses to start"), "{m}");
+                refused |= m.contains("not trying again");
+            }
+            other => panic!("expected SpawnFailed, got {other:?}"),
+        }
+    }
+    assert!(refused, "{:?}", pool.stats());
+    assert_eq!(pool.stats().spawns, 0);
     drop(pool);
     assert_no_leftovers();
 }

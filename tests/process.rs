@@ -151,6 +151,8 @@ fn a_request_larger_than_the_pipe_to_a_dead_process_ends_at_once() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(p);
+    // The launcher owns the template process, if any.
+    drop(launcher);
     assert_no_leftovers();
 }
 

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use walredo::config::Config;
 use walredo::datadir::read_page;
 use walredo::pool::Pool;
-use walredo::tag::{PageTag, FSM_FORKNUM, VISIBILITYMAP_FORKNUM};
+use walredo::tag::{PageTag, FSM_FORKNUM};
 use walredo::wal::checksum::stamp_checksum;
+use walredo::wal::pages;
 use walredo::wal::plan::{block_uses, last_run, record_refs, Use};
 use walredo::wal::record;
 use walredo::wal::{format_lsn, next_record_start, WalReader, WalRecord};
@@ -191,14 +192,18 @@ pub struct Report {
     pub fast_path_pages: u64,
     pub image_starts: u64,
     pub elapsed: Duration,
+    /// Records routed to visibility-map pages without a block reference to
+    /// them, per record type ("Heap/UPDATE"): uses, and distinct pages.
+    pub vm_side_effects: BTreeMap<String, (u64, u64)>,
 }
 
 impl Report {
-    /// Main and init forks: the pages the final line counts.
+    /// Main, visibility-map and init forks: the pages the final line
+    /// counts. Free-space-map pages are not WAL-logged (see README).
     pub fn counted(&self) -> Tally {
         let mut t = Tally::default();
         for ((fork, _), g) in &self.groups {
-            if *fork != FSM_FORKNUM && *fork != VISIBILITYMAP_FORKNUM {
+            if *fork != FSM_FORKNUM {
                 t.pages += g.pages;
                 t.identical += g.identical;
                 t.different += g.different;
@@ -229,7 +234,7 @@ impl fmt::Display for Report {
         )?;
         for side_effect_forks in [false, true] {
             for ((fork, rmgr), g) in &self.groups {
-                let side = *fork == FSM_FORKNUM || *fork == VISIBILITYMAP_FORKNUM;
+                let side = *fork == FSM_FORKNUM;
                 if side != side_effect_forks {
                     continue;
                 }
@@ -242,7 +247,7 @@ impl fmt::Display for Report {
                     g.identical,
                     g.different,
                     if side {
-                        "   (not counted below: changed by side effects, see README)"
+                        "   (not counted below: not WAL-logged, see README)"
                     } else {
                         ""
                     }
@@ -257,6 +262,18 @@ impl fmt::Display for Report {
                 f,
                 "not in EXPECTED (relation dropped or truncated later): {} pages",
                 self.gone
+            )?;
+        }
+        if !self.vm_side_effects.is_empty() {
+            let list: Vec<String> = self
+                .vm_side_effects
+                .iter()
+                .map(|(name, (uses, pages))| format!("{name} {uses} ({pages} pages)"))
+                .collect();
+            writeln!(
+                f,
+                "routed to visibility-map pages without a block reference: {}",
+                list.join(", ")
             )?;
         }
         for tag in self.unstartable.iter().take(10) {
@@ -347,10 +364,36 @@ pub fn verify(
     });
     let mut report = report.into_inner().unwrap_or_else(|e| e.into_inner());
     report.elapsed = started.elapsed();
+    report.vm_side_effects = side_effect_counts(&records, &blocks);
     let stats = pool.stats();
     report.fast_path_pages = stats.fast_path_pages;
     report.image_starts = stats.image_starts;
     Ok(report)
+}
+
+/// Side-effect uses of visibility-map pages, per record type: (uses, pages).
+fn side_effect_counts(
+    records: &[WalRecord],
+    blocks: &BTreeMap<PageTag, Vec<Use>>,
+) -> BTreeMap<String, (u64, u64)> {
+    let mut counts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for uses in blocks.values() {
+        let mut seen = std::collections::BTreeSet::new();
+        for u in uses.iter().filter(|u| u.side_effect) {
+            let r = &records[u.record];
+            let name = format!(
+                "{}/{}",
+                record::rmgr_name(r.rmid()),
+                record::record_type_name(r.rmid(), r.info()).unwrap_or("UNKNOWN")
+            );
+            let c = counts.entry(name.clone()).or_default();
+            c.0 += 1;
+            if seen.insert(name) {
+                c.1 += 1;
+            }
+        }
+    }
+    counts
 }
 
 fn check_block(
@@ -369,7 +412,9 @@ fn check_block(
     let start = if run[0].initializes {
         Ok(None)
     } else {
-        read_page(&opts.base, tag).map_err(|e| e.to_string())
+        read_page(&opts.base, tag)
+            .map(|p| p.or_else(|| zero_start(tag)))
+            .map_err(|e| e.to_string())
     };
     let outcome = match start {
         Err(e) => Err(e),
@@ -410,6 +455,13 @@ fn check_block(
     }
 }
 
+/// The page to start from for a block BASE lacks and no record initializes:
+/// a zero page for a visibility-map page, which PostgreSQL's recovery extends
+/// with zero pages too ([`pages::starts_as_zero_page`]); None otherwise.
+fn zero_start(tag: &PageTag) -> Option<Box<[u8; PAGE_SIZE]>> {
+    pages::starts_as_zero_page(tag).then(|| Box::new([0u8; PAGE_SIZE]))
+}
+
 /// Rebuild one page as of `lsn` (after every record that ends at or before
 /// it; default: the end of the WAL), starting from BASE.
 pub fn page_as_of(
@@ -435,7 +487,11 @@ pub fn page_as_of(
         });
     }
     let run = last_run(&touching);
-    let start = if run[0].initializes { None } else { base_page };
+    let start = if run[0].initializes {
+        None
+    } else {
+        base_page.or_else(|| zero_start(tag))
+    };
     if start.is_none() && !run[0].initializes {
         return Err(format!("{tag} is not in BASE and no record initializes it"));
     }

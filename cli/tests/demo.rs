@@ -1,9 +1,13 @@
 //! The demo's path (workload, PostgreSQL's recovery, `verify`) with a small
 //! workload, once per server configuration that changes what WAL looks like:
-//! every page of the main fork must come out identical to PostgreSQL's.
+//! every page of the main fork and of the visibility maps must come out
+//! identical to PostgreSQL's.
 
-use walredo::Config;
-use walredo_cli::verify::{verify, VerifyOptions};
+use walredo::datadir::read_page;
+use walredo::wal::checksum::stamp_checksum;
+use walredo::wal::plan::{block_uses, last_run, record_refs, Use};
+use walredo::{Config, Pool, PAGE_SIZE};
+use walredo_cli::verify::{control_info, read_wal, verify, VerifyOptions};
 use walredo_testkit::cluster::record_workload;
 use walredo_testkit::harness::*;
 
@@ -59,11 +63,34 @@ fn demo_with(name: &str, conf: &[&str], fast_path: bool) {
     if !fast_path {
         assert_eq!((report.fast_path_pages, report.image_starts), (0, 0));
     }
+    // A visibility-map page BASE lacks starts from a zero page, as in
+    // PostgreSQL's recovery: every block has a starting point.
     assert!(
-        report.unstartable.iter().all(|t| t.forknum == 2),
-        "only visibility-map pages may lack a starting point: {:?}",
+        report.unstartable.is_empty(),
+        "blocks without a starting point: {:?}",
         report.unstartable
     );
+    // Visibility-map pages, with the heap changes routed to them, are
+    // compared and counted like main-fork pages.
+    let vm = report
+        .groups
+        .iter()
+        .filter(|((fork, _), _)| *fork == 2)
+        .fold((0, 0), |(p, i), (_, g)| (p + g.pages, i + g.identical));
+    assert!(vm.0 >= 10, "only {} visibility-map pages compared", vm.0);
+    assert_eq!(vm.1, vm.0, "visibility-map pages differ");
+    for kind in [
+        "Heap/UPDATE",
+        "Heap/DELETE",
+        "Heap/LOCK",
+        "Storage/TRUNCATE",
+    ] {
+        assert!(
+            report.vm_side_effects.contains_key(kind),
+            "no {kind} record was routed to a visibility-map page: {:?}",
+            report.vm_side_effects
+        );
+    }
     // Every access method of the workload was rebuilt and compared.
     for rmgr in [
         "Heap", "Heap2", "Btree", "Hash", "Gin", "SPGist", "BRIN", "Sequence", "XLOG",
@@ -76,7 +103,54 @@ fn demo_with(name: &str, conf: &[&str], fast_path: bool) {
             "no {rmgr} page was compared"
         );
     }
+    vm_negative_control(&opts);
     assert_no_leftovers();
+}
+
+/// Visibility-map pages rebuilt from only the records that name them (no
+/// heap record routed to them): the oracle must find some that differ.
+fn vm_negative_control(opts: &VerifyOptions) {
+    let base = control_info(&opts.base).unwrap();
+    let records = read_wal(&base, &opts.wal, opts.end).unwrap();
+    let blocks = block_uses(records.iter().map(|r| &r.data[..])).unwrap();
+    let pool = Pool::new(&Config {
+        data_checksums: base.data_checksums,
+        wal_log_hints: base.wal_log_hints,
+        ..config()
+    })
+    .unwrap();
+    let (mut compared, mut different) = (0, 0);
+    for (tag, uses) in &blocks {
+        if tag.forknum != 2 || !uses.iter().any(|u| u.side_effect) {
+            continue;
+        }
+        let Some(expected) = read_page(&opts.expected, tag).unwrap() else {
+            continue;
+        };
+        let named: Vec<Use> = uses.iter().filter(|u| !u.side_effect).copied().collect();
+        let base_page = read_page(&opts.base, tag)
+            .unwrap()
+            .unwrap_or_else(|| Box::new([0u8; PAGE_SIZE]));
+        let mut page = if named.is_empty() {
+            base_page
+        } else {
+            let run = last_run(&named);
+            let start = (!run[0].initializes).then_some(&*base_page);
+            pool.redo(tag, start, &record_refs(&records, run)).unwrap()
+        };
+        if base.data_checksums {
+            stamp_checksum(&mut page, tag.blkno);
+        }
+        compared += 1;
+        if *page != *expected {
+            different += 1;
+        }
+    }
+    println!(
+        "negative control: {different} of {compared} visibility-map pages differ from \
+         PostgreSQL's recovery without the records routed to them"
+    );
+    assert!(different > 0, "dropping the routed records changed nothing");
 }
 
 #[test]
@@ -117,4 +191,17 @@ fn wal_compression_zstd() {
 #[test]
 fn data_checksums_on() {
     demo("demo-checksums", &["data_checksums=on"]);
+}
+
+#[test]
+fn wal_log_hints_on() {
+    demo("demo-wal-log-hints", &["wal_log_hints=on"]);
+}
+
+#[test]
+fn full_page_writes_off_lz4() {
+    demo(
+        "demo-fpw-off-lz4",
+        &["full_page_writes=off", "wal_compression=lz4"],
+    );
 }

@@ -84,6 +84,12 @@ pub extern "C" fn walredo_config_new() -> *mut walredo_config {
 ///   with one library thread (the watchdog) killing a process that misses its
 ///   deadline; `off` waits in `poll()`, a system call more per request.
 ///   Default: `on`.
+/// - `spawn_mode`: `template` or `direct`: `template` forks each process
+///   from a template process that has done PostgreSQL's start-up once (one
+///   per pool, started on first need; the host itself is never forked), so a
+///   start costs a fraction of an exec whatever the host's size; `direct`
+///   starts every process afresh (fork and exec of the host), the fallback.
+///   Default: `template`.
 /// - `data_checksums`, `wal_log_hints`: `on` if the cluster that wrote the WAL
 ///   had them on, so that redo behaves as it did there. Default: `off`.
 /// - `require_landlock`: `on` or `off`: on a kernel without Landlock a
@@ -159,6 +165,13 @@ pub unsafe extern "C" fn walredo_config_set(
             "fast_path" => c.fast_path = switch()?,
             "follow_caller_cpu" => c.follow_caller_cpu = switch()?,
             "blocking_wait" => c.blocking_wait = switch()?,
+            "spawn_mode" => {
+                c.spawn_mode = match value {
+                    "template" => crate::config::SpawnMode::Template,
+                    "direct" => crate::config::SpawnMode::Direct,
+                    _ => return Err(bad("template or direct")),
+                }
+            }
             "data_checksums" => c.data_checksums = switch()?,
             "wal_log_hints" => c.wal_log_hints = switch()?,
             "require_landlock" => c.require_landlock = switch()?,

@@ -26,12 +26,14 @@ use crate::PAGE_SIZE;
 mod call;
 mod config;
 mod log;
+mod pages;
 mod pool;
 mod wal;
 
 pub use call::*;
 pub use config::*;
 pub use log::*;
+pub use pages::*;
 pub use pool::*;
 pub use wal::*;
 

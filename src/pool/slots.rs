@@ -10,12 +10,22 @@
 //!   whichever caller thread needed one first. A process counts as started
 //!   only once it has answered a ping: one that dies at start-up (a broken
 //!   binary or extension) is a spawn failure, with its stderr as the reason.
-//! - A failed spawn is tried again at once, a single time: one start can fail
-//!   by accident (a process killed while starting). A start that hangs is
-//!   not tried again at once (it already cost a whole deadline). Two failed
-//!   starts in a row, hung or not, start a back-off (100 ms doubling to
-//!   10 s): while it lasts, requests fail at once with the last reason
-//!   instead of hammering the system with doomed spawns.
+//! - A process killed by a signal while it starts (SIGKILL: an operator, the
+//!   OOM killer) failed by accident: it is started again at once, without
+//!   counting toward the back-off, for as long as the requests waiting for it
+//!   have time (more than a few such kills in a row for the same requests do
+//!   count, so that something that kills every start cannot keep a slot
+//!   spinning).
+//! - A start that fails by itself (an error exit, a missing binary or
+//!   extension, a bad setting, garbage) will likely fail again: it is tried
+//!   again once, at once. A start that hangs is not tried again at once (it
+//!   already cost a whole deadline). Two such failures in a row start a
+//!   back-off (100 ms doubling to 10 s) in which no process is started.
+//! - A request waits for a process up to its own deadline (`timeout` after
+//!   it began to wait for one), through a back-off if that ends in time, instead of
+//!   failing because someone else's start failed. It gets `SpawnFailed`, with
+//!   the last start's error, only when no process could be had by then (or
+//!   when its own two starts failed by themselves).
 //! - Once the pool is closed, no slot is handed out (checked under the lock
 //!   that `close` sets the flag under, so a slot taken before close is one
 //!   `kill_all` waits for) and no process is started or request retried:
@@ -54,6 +64,9 @@ use crate::PAGE_SIZE;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Starts killed in a row that one request has started again at once; more
+/// count as failures (see the module notes).
+const KILLED_STARTS_FORGIVEN: u32 = 3;
 
 /// One request, encoded for the wire, and what became of it.
 pub(crate) struct Job<'a> {
@@ -111,6 +124,8 @@ pub(crate) struct Slots {
     total: usize,
     closed: AtomicBool,
     backoff: Mutex<Backoff>,
+    /// Wakes those waiting out a back-off when the pool closes.
+    closing: (Mutex<()>, Condvar),
     timeout: Duration,
     idle_timeout: Option<Duration>,
     /// `Config::follow_caller_cpu`.
@@ -142,6 +157,7 @@ impl Slots {
                 failures_in_a_row: 0,
                 last_error: String::new(),
             }),
+            closing: (Mutex::new(()), Condvar::new()),
             timeout: config.timeout,
             idle_timeout: config.idle_timeout,
             follow_cpu: config.follow_caller_cpu,
@@ -195,9 +211,12 @@ impl Slots {
     /// Stop handing out slots; wake everyone waiting for one. The flag is
     /// set under the lock slots are taken under: see the module notes.
     pub fn close(&self) {
-        let _guard = self.idle.lock();
+        let guard = self.idle.lock();
         self.closed.store(true, Ordering::Release);
         self.returned.notify_all();
+        drop(guard);
+        let _closing = self.closing.0.lock();
+        self.closing.1.notify_all();
     }
 
     /// Wait until every slot is back (requests in flight end by their
@@ -247,40 +266,104 @@ impl Slots {
             .fetch_sub(n as u64, Ordering::Relaxed);
     }
 
-    fn check_backoff(&self) -> Result<()> {
-        let b = self.backoff.lock();
-        match b.not_before {
-            Some(t) if Instant::now() < t => Err(Error::SpawnFailed(format!(
-                "{} (not trying again for {} ms)",
-                b.last_error,
-                (t - Instant::now()).as_millis()
-            ))),
-            _ => Ok(()),
-        }
-    }
-
-    fn spawn(&self) -> Result<Process> {
-        self.check_backoff()?;
-        match self.spawn_once() {
-            Ok(p) => Ok(p),
-            // Hung, not broken: the caller treats it as a deadline error.
-            Err(e @ Error::Timeout { .. }) => Err(e),
-            Err(first) => {
-                log::warn!("{first}; trying once more");
-                self.spawn_once()
+    /// Wait until no back-off stops starts, unless it lasts beyond
+    /// `deadline`: then no process can be had in time, and the error says
+    /// why the last start failed.
+    fn wait_out_backoff(&self, deadline: Instant) -> Result<()> {
+        loop {
+            let b = self.backoff.lock();
+            let now = Instant::now();
+            let until = match b.not_before {
+                Some(t) if now < t => t,
+                _ => return Ok(()),
+            };
+            if until > deadline {
+                return Err(Error::SpawnFailed(format!(
+                    "{} (not trying again for {} ms)",
+                    b.last_error,
+                    (until - now).as_millis()
+                )));
+            }
+            drop(b);
+            let (lock, woken) = &self.closing;
+            let mut guard = lock.lock();
+            while !self.is_closed() && Instant::now() < until {
+                woken.wait_until(&mut guard, until);
+            }
+            if self.is_closed() {
+                return Err(Error::Shutdown);
             }
         }
     }
 
-    /// Start a process and wait for its first answer.
-    fn spawn_once(&self) -> Result<Process> {
+    /// A started process for requests due by `deadline`, with the rules of
+    /// the module notes.
+    fn start(&self, deadline: Instant) -> Result<Process> {
+        let mut own_failures = 0;
+        let mut killed_in_a_row = 0;
+        loop {
+            if self.is_closed() {
+                return Err(Error::Shutdown);
+            }
+            self.wait_out_backoff(deadline)?;
+            match self.spawn_once() {
+                Ok(p) => return Ok(p),
+                // Hung, not broken: the caller treats it as a deadline error.
+                Err((e @ Error::Timeout { .. }, _)) => return Err(e),
+                // Out of time: an accident still, not counted.
+                Err((e, true)) if Instant::now() >= deadline => return Err(e),
+                Err((e, true)) if killed_in_a_row < KILLED_STARTS_FORGIVEN => {
+                    killed_in_a_row += 1;
+                    bump(&self.stats.killed_starts);
+                    log::warn!("{e}; killed while starting, starting another at once");
+                }
+                Err((e, killed)) => {
+                    if killed {
+                        // Killed once too often: counted as a failure.
+                        self.count_failed_start();
+                    }
+                    own_failures += 1;
+                    if own_failures >= 2 {
+                        return Err(e);
+                    }
+                    log::warn!("{e}; trying once more");
+                }
+            }
+        }
+    }
+
+    /// Count a start that failed by itself toward the back-off.
+    fn count_failed_start(&self) {
+        let mut b = self.backoff.lock();
+        b.failures_in_a_row += 1;
+        if b.failures_in_a_row >= 2 {
+            Self::back_off(&mut b);
+        }
+    }
+
+    /// Start a process and wait for its first answer. A failure says whether
+    /// it was a kill by a signal (an accident), which is not counted toward
+    /// the back-off here (`start` decides).
+    fn spawn_once(&self) -> Result<Process, (Error, bool)> {
         let started = Instant::now();
-        let result = self.spawner.spawn().and_then(|mut p| {
-            p.handshake(self.timeout)?;
-            Ok(p)
-        });
-        match &result {
-            Ok(_) => {
+        let result = self
+            .spawner
+            .spawn()
+            .map_err(|e| (e, false))
+            .and_then(|mut p| match p.handshake(self.timeout) {
+                Ok(()) => Ok(p),
+                Err(e) => {
+                    // Ended by SIGKILL or SIGTERM without hanging. One that
+                    // answered garbage was killed by the handshake itself
+                    // and looks the same: the cap on forgiven kills in a row
+                    // turns that into a back-off too.
+                    let killed = !matches!(e, Error::Timeout { .. })
+                        && matches!(p.exit_signal(), Some(libc::SIGKILL | libc::SIGTERM));
+                    Err((e, killed))
+                }
+            });
+        match result {
+            Ok(p) => {
                 let mut b = self.backoff.lock();
                 b.not_before = None;
                 b.delay = Duration::ZERO;
@@ -289,22 +372,20 @@ impl Slots {
                 bump(&self.stats.spawns);
                 bump(&self.stats.live_processes);
                 self.stats.spawn_time_us.observe_duration(started.elapsed());
+                Ok(p)
             }
-            Err(e) => {
-                let mut b = self.backoff.lock();
-                b.last_error = match e {
+            Err((e, killed)) => {
+                self.backoff.lock().last_error = match &e {
                     Error::SpawnFailed(reason) => reason.clone(),
                     other => other.to_string(),
                 };
-                b.failures_in_a_row += 1;
-                if b.failures_in_a_row >= 2 {
-                    Self::back_off(&mut b);
+                if !killed {
+                    self.count_failed_start();
                 }
-                drop(b);
                 bump(&self.stats.spawn_failures);
+                Err((e, killed))
             }
         }
-        result
     }
 
     /// Charge a failed attempt to `job`: its second one is final (then it
@@ -394,7 +475,10 @@ impl SlotGuard<'_> {
                     }
                     break;
                 }
-                match slots.spawn() {
+                // They wait for a process up to a deadline from now: not
+                // from when they were queued, which on a busy machine may
+                // be long ago, and was no start's fault.
+                match slots.start(Instant::now() + slots.timeout) {
                     Ok(p) => slot.process = Some(p),
                     // A new process that hung: an attempt of the first job
                     // failed, as if the process had hung on the job itself.

@@ -98,6 +98,9 @@ pub struct Stats {
     pub timeouts: AtomicU64,
     pub spawns: AtomicU64,
     pub spawn_failures: AtomicU64,
+    /// Starts killed by a signal and started again at once (also counted
+    /// in `spawn_failures`).
+    pub killed_starts: AtomicU64,
     pub process_deaths: AtomicU64,
     pub retirements: AtomicU64,
     pub live_processes: AtomicU64,
@@ -124,6 +127,7 @@ impl Default for Stats {
             timeouts: AtomicU64::new(0),
             spawns: AtomicU64::new(0),
             spawn_failures: AtomicU64::new(0),
+            killed_starts: AtomicU64::new(0),
             process_deaths: AtomicU64::new(0),
             retirements: AtomicU64::new(0),
             live_processes: AtomicU64::new(0),
@@ -150,6 +154,7 @@ pub struct StatsSnapshot {
     pub timeouts: u64,
     pub spawns: u64,
     pub spawn_failures: u64,
+    pub killed_starts: u64,
     pub process_deaths: u64,
     pub retirements: u64,
     pub live_processes: u64,
@@ -180,6 +185,7 @@ impl Stats {
             timeouts: get(&self.timeouts),
             spawns: get(&self.spawns),
             spawn_failures: get(&self.spawn_failures),
+            killed_starts: get(&self.killed_starts),
             process_deaths: get(&self.process_deaths),
             retirements: get(&self.retirements),
             live_processes: get(&self.live_processes),
@@ -227,6 +233,11 @@ impl StatsSnapshot {
                 "walredo_spawn_failures_total",
                 "Process starts that failed.",
                 self.spawn_failures,
+            ),
+            (
+                "walredo_killed_starts_total",
+                "Starts killed by a signal and started again at once.",
+                self.killed_starts,
             ),
             (
                 "walredo_process_deaths_total",

@@ -18,7 +18,7 @@
 //! regular, the extension byte for byte) and replaced when they are not;
 //! new names in it are created exclusively, never taken over.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::{CString, OsStr, OsString};
 use std::fs;
 use std::io;
 use std::io::Read;
@@ -27,9 +27,12 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, SpawnMode};
 use crate::error::{Error, Result};
+use crate::process::template::{Forked, Template as TemplateProcess};
 use crate::wal::crc32c::crc32c;
 
 /// Where Debian (and the PostgreSQL project's apt packages) put each
@@ -60,6 +63,21 @@ pub struct Launcher {
     /// `None` when the caller is not root: children run as the caller.
     user: Option<UserIds>,
     scratch_root: PathBuf,
+    /// How processes start; always `Direct` for a custom child program.
+    spawn_mode: SpawnMode,
+    /// How long a start may take before it counts as failed.
+    start_timeout: Duration,
+    /// The template process, once started (`SpawnMode::Template`).
+    template: Mutex<Option<TemplateProcess>>,
+    /// A new scratch directory made ahead of need (`prepare_scratch_dir`),
+    /// never used by any process yet.
+    spare_scratch: Mutex<Option<PathBuf>>,
+}
+
+impl std::fmt::Debug for TemplateProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TemplateProcess {}", self.pid())
+    }
 }
 
 #[derive(Debug)]
@@ -132,6 +150,15 @@ impl Launcher {
             ),
             None => postgres_program(config, &scratch_root, user)?,
         };
+        let spawn_mode = match program {
+            Program::Custom { .. } => SpawnMode::Direct,
+            // The template's processes are tracked through pidfds (Linux 5.3),
+            // and it is started with clone(CLONE_VM): neither under valgrind.
+            Program::Postgres { .. } if !crate::process::start::template_possible() => {
+                SpawnMode::Direct
+            }
+            Program::Postgres { .. } => config.spawn_mode,
+        };
         Ok(Launcher {
             program,
             pg_version,
@@ -139,6 +166,10 @@ impl Launcher {
             blocking_wait: config.blocking_wait,
             user,
             scratch_root,
+            spawn_mode,
+            start_timeout: config.timeout,
+            template: Mutex::new(None),
+            spare_scratch: Mutex::new(None),
         })
     }
 
@@ -146,6 +177,68 @@ impl Launcher {
     /// or the version of the `postgres` found.
     pub fn pg_version(&self) -> u32 {
         self.pg_version
+    }
+
+    /// How this launcher starts processes.
+    pub fn spawn_mode(&self) -> SpawnMode {
+        self.spawn_mode
+    }
+
+    /// How long a start may take.
+    pub fn start_timeout(&self) -> Duration {
+        self.start_timeout
+    }
+
+    /// The pid of the template process, if one runs now (for tests).
+    pub fn template_pid(&self) -> Option<u32> {
+        let template = self.template.lock().unwrap_or_else(|e| e.into_inner());
+        template.as_ref().filter(|t| t.is_alive()).map(|t| t.pid())
+    }
+
+    /// A new wal-redo process on `scratch` forked by the template, which is
+    /// started first if there is none or it died. A template that fails a
+    /// request is dropped; one that had served before is replaced at once
+    /// and asked again (it may have died since), a new one is not.
+    pub(crate) fn fork_from_template(&self, scratch: &Path, stdio: [i32; 3]) -> Result<Forked> {
+        let mut template = self.template.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..2 {
+            let fresh = match template.as_ref() {
+                Some(t) if t.is_ours() && t.is_alive() => false,
+                _ => {
+                    *template = None;
+                    *template = Some(TemplateProcess::start(self)?);
+                    true
+                }
+            };
+            let t = template.as_ref().expect("just made");
+            match t.fork(scratch, stdio, self.start_timeout) {
+                Ok(forked) => {
+                    t.forward_stderr();
+                    return Ok(forked);
+                }
+                Err(e) => {
+                    *template = None;
+                    if fresh {
+                        return Err(e);
+                    }
+                    log::warn!("{e}: starting a new template");
+                }
+            }
+        }
+        Err(Error::SpawnFailed(
+            "the template process failed twice".into(),
+        ))
+    }
+
+    /// The template's program and arguments on `scratch`, or `None` for a
+    /// custom child program.
+    pub(crate) fn template_argv(&self, scratch: &Path) -> Option<(PathBuf, Vec<OsString>)> {
+        let (program, mut args) = self.postgres_argv(scratch)?;
+        let dbname = args.pop()?;
+        args.push("-c".into());
+        args.push("pg_walredo.template=on".into());
+        args.push(dbname);
+        Some((program, args))
     }
 
     /// RLIMIT_AS of every child.
@@ -166,6 +259,29 @@ impl Launcher {
     /// The user id children run as.
     pub fn child_uid(&self) -> u32 {
         self.user.map_or_else(euid, |ids| ids.uid)
+    }
+
+    /// A new scratch directory for one process: the one made ahead by
+    /// `prepare_scratch_dir`, if any, else one made now.
+    pub fn take_scratch_dir(&self) -> Result<PathBuf> {
+        let spare = self
+            .spare_scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match spare {
+            Some(dir) => Ok(dir),
+            None => self.make_scratch_dir(),
+        }
+    }
+
+    /// Make the next process's scratch directory now, while nobody waits
+    /// for that process (a spawner calls it after each start).
+    pub fn prepare_scratch_dir(&self) {
+        let mut spare = self.spare_scratch.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.is_none() {
+            *spare = self.make_scratch_dir().ok();
+        }
     }
 
     /// Make a private scratch directory for one process: a copy of the
@@ -199,40 +315,57 @@ impl Launcher {
     /// The command that starts a wal-redo process on `scratch`. The caller
     /// sets up stdio, the process group and the pre-exec hardening.
     pub fn command(&self, scratch: &Path) -> Command {
-        let (postgres, extension, verify, wal_log_hints, require_landlock, extra) =
-            match &self.program {
-                Program::Postgres {
-                    postgres,
-                    extension,
-                    verify,
-                    wal_log_hints,
-                    require_landlock,
-                    extra_settings,
-                    ..
-                } => (
-                    postgres,
-                    extension,
-                    *verify,
-                    *wal_log_hints,
-                    *require_landlock,
-                    extra_settings,
-                ),
-                Program::Custom { path, args } => {
-                    let mut cmd = Command::new(path);
-                    cmd.args(args).arg(scratch).env_clear().current_dir(scratch);
-                    if let Some(ids) = self.user {
-                        cmd.uid(ids.uid).gid(ids.gid);
-                    }
-                    return cmd;
-                }
-            };
+        if let Program::Custom { path, args } = &self.program {
+            let mut cmd = Command::new(path);
+            cmd.args(args).arg(scratch).env_clear().current_dir(scratch);
+            if let Some(ids) = self.user {
+                cmd.uid(ids.uid).gid(ids.gid);
+            }
+            return cmd;
+        }
+        let (postgres, args) = self.postgres_argv(scratch).expect("a postgres program");
         let mut cmd = Command::new(postgres);
-        cmd.arg("--single").arg("-D").arg(scratch);
+        cmd.args(args);
+        cmd.env_clear().current_dir(scratch);
+        // std also drops supplementary groups when it changes the uid.
+        if let Some(ids) = self.user {
+            cmd.uid(ids.uid).gid(ids.gid);
+        }
+        cmd
+    }
+
+    /// `postgres --single` on `scratch` and its arguments (the last is the
+    /// database name); `None` for a custom child program.
+    fn postgres_argv(&self, scratch: &Path) -> Option<(PathBuf, Vec<OsString>)> {
+        let Program::Postgres {
+            postgres,
+            extension,
+            verify,
+            wal_log_hints,
+            require_landlock,
+            extra_settings,
+            ..
+        } = &self.program
+        else {
+            return None;
+        };
+        let mut args: Vec<OsString> = vec!["--single".into(), "-D".into(), scratch.into()];
         let settings = [
             "config_file=/dev/null".to_string(),
             format!("shared_preload_libraries=\"{}\"", extension.display()),
             "shared_buffers=1MB".to_string(),
             "max_connections=2".to_string(),
+            // Shared memory sized for one backend that takes no locks and
+            // has no helpers: less to create and clear at every start.
+            "max_locks_per_transaction=10".to_string(),
+            "max_pred_locks_per_transaction=10".to_string(),
+            "max_worker_processes=0".to_string(),
+            "max_wal_senders=0".to_string(),
+            "max_replication_slots=0".to_string(),
+            "autovacuum_max_workers=1".to_string(),
+            // PostgreSQL probes this many descriptors at start (a dup and a
+            // close each); redo keeps few relation files open.
+            "max_files_per_process=64".to_string(),
             "fsync=off".to_string(),
             "huge_pages=off".to_string(),
             // Dynamic shared memory as files in the scratch directory, which
@@ -242,20 +375,33 @@ impl Launcher {
             "log_min_messages=warning".to_string(),
             // Our log lines carry the pid already.
             "log_line_prefix=".to_string(),
-            format!("pg_walredo.verify={}", on_off(verify)),
-            format!("wal_log_hints={}", on_off(wal_log_hints)),
-            format!("pg_walredo.require_landlock={}", on_off(require_landlock)),
+            format!("pg_walredo.verify={}", on_off(*verify)),
+            format!("wal_log_hints={}", on_off(*wal_log_hints)),
+            format!("pg_walredo.require_landlock={}", on_off(*require_landlock)),
         ];
-        for s in settings.iter().chain(extra) {
-            cmd.arg("-c").arg(s);
+        for s in settings.iter().chain(extra_settings) {
+            args.push("-c".into());
+            args.push(s.into());
         }
-        cmd.arg("postgres");
-        cmd.env_clear().current_dir(scratch);
-        // std also drops supplementary groups when it changes the uid.
-        if let Some(ids) = self.user {
-            cmd.uid(ids.uid).gid(ids.gid);
+        args.push("postgres".into());
+        Some((postgres.clone(), args))
+    }
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        // The template first: its scratch directory goes with it.
+        let template = self.template.get_mut().unwrap_or_else(|e| e.into_inner());
+        *template = None;
+        let spare = self
+            .spare_scratch
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(dir) = spare.take() {
+            let _ = fs::remove_dir_all(dir);
         }
-        cmd
+        // Nothing of this launcher's processes left once it is gone.
+        crate::process::sweeper::flush();
     }
 }
 
@@ -843,6 +989,7 @@ fn stale_owner_pid(name: &OsStr) -> Option<libc::pid_t> {
     let name = name.to_str()?;
     let rest = name
         .strip_prefix("proc-")
+        .or_else(|| name.strip_prefix("trash-"))
         .or_else(|| name.strip_prefix("initdb-"))?;
     rest.split('-').next()?.parse().ok()
 }

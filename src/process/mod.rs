@@ -34,6 +34,9 @@
 
 pub mod launch;
 pub mod protocol;
+pub(crate) mod start;
+pub(crate) mod sweeper;
+pub(crate) mod template;
 pub(crate) mod threads;
 pub(crate) mod watchdog;
 
@@ -52,8 +55,10 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Sender};
 
+use crate::config::SpawnMode;
 use crate::error::{Error, Result};
 use crate::process::launch::Launcher;
+use crate::process::template::Forked;
 use crate::process::watchdog::Watch;
 use crate::PAGE_SIZE;
 
@@ -106,8 +111,31 @@ pub struct Interrupted {
     pub pages_done: usize,
 }
 
+/// A process we started ourselves (ours to reap), or one the template
+/// forked for us (the template reaps it and tells us how it ended).
+enum ChildHandle {
+    Direct(Child),
+    Forked(Forked),
+}
+
+impl ChildHandle {
+    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        match self {
+            ChildHandle::Direct(c) => c.try_wait(),
+            ChildHandle::Forked(f) => f.try_wait(),
+        }
+    }
+
+    fn wait(&mut self) -> io::Result<ExitStatus> {
+        match self {
+            ChildHandle::Direct(c) => c.wait(),
+            ChildHandle::Forked(f) => f.wait(),
+        }
+    }
+}
+
 pub struct Process {
-    child: Child,
+    child: ChildHandle,
     pid: u32,
     /// Write end of the stdin pipe; `None` once closed for shutdown.
     input: Option<OwnedFd>,
@@ -164,7 +192,7 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
 impl Process {
     /// Start one wal-redo process with a fresh scratch directory.
     pub fn spawn(launcher: &Launcher) -> Result<Process> {
-        let scratch = launcher.make_scratch_dir()?;
+        let scratch = launcher.take_scratch_dir()?;
         match Self::spawn_in(launcher, scratch.clone()) {
             Ok(p) => Ok(p),
             Err(e) => {
@@ -181,30 +209,34 @@ impl Process {
         let (output, child_stdout) = new_pipe().map_err(|e| os_err("pipe", e))?;
         let (errors, child_stderr) = new_pipe().map_err(|e| os_err("pipe", e))?;
 
-        let mut cmd = launcher.command(&scratch);
-        cmd.stdin(Stdio::from(child_stdin))
-            .stdout(Stdio::from(child_stdout))
-            .stderr(Stdio::from(child_stderr))
-            .process_group(0);
-        // SAFETY: getpid has no preconditions.
-        let parent = unsafe { libc::getpid() };
-        let memory_limit = launcher.memory_limit();
-        let fd_bound = host_fd_bound();
-        // SAFETY: the closure runs between fork and exec; harden_child calls
-        // only async-signal-safe functions, allocates nothing and takes no
-        // lock.
-        unsafe {
-            cmd.pre_exec(move || harden_child(parent, memory_limit, fd_bound, true));
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| Error::SpawnFailed(format!("cannot start postgres --single: {e}")))?;
-        // The child's ends are closed in our process when `cmd` goes away, so
-        // that EOF on stdout means the child is gone.
-        drop(cmd);
-
-        let pid = child.id();
-        let pidfd = open_pidfd(pid);
+        let (child, pid, pidfd) = match launcher.spawn_mode() {
+            SpawnMode::Template => {
+                let forked = launcher.fork_from_template(
+                    &scratch,
+                    [
+                        child_stdin.as_raw_fd(),
+                        child_stdout.as_raw_fd(),
+                        child_stderr.as_raw_fd(),
+                    ],
+                )?;
+                // The child has its copies: EOF on stdout means it is gone.
+                drop((child_stdin, child_stdout, child_stderr));
+                let pid = forked.pid;
+                let pidfd = forked.pidfd.try_clone().ok();
+                (ChildHandle::Forked(forked), pid, pidfd)
+            }
+            SpawnMode::Direct => {
+                let child = Self::spawn_direct(
+                    launcher,
+                    &scratch,
+                    child_stdin,
+                    child_stdout,
+                    child_stderr,
+                )?;
+                let pid = child.id();
+                (ChildHandle::Direct(child), pid, open_pidfd(pid))
+            }
+        };
         let process = Process {
             child,
             pid,
@@ -253,6 +285,35 @@ impl Process {
             process.scratch.display()
         );
         Ok(process)
+    }
+
+    /// Start `postgres --single` afresh: fork, hardening, exec.
+    fn spawn_direct(
+        launcher: &Launcher,
+        scratch: &std::path::Path,
+        child_stdin: OwnedFd,
+        child_stdout: OwnedFd,
+        child_stderr: OwnedFd,
+    ) -> Result<Child> {
+        let mut cmd = launcher.command(scratch);
+        cmd.stdin(Stdio::from(child_stdin))
+            .stdout(Stdio::from(child_stdout))
+            .stderr(Stdio::from(child_stderr))
+            .process_group(0);
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
+        let memory_limit = launcher.memory_limit();
+        let fd_bound = host_fd_bound();
+        // SAFETY: the closure runs between fork and exec; harden_child calls
+        // only async-signal-safe functions, allocates nothing and takes no
+        // lock.
+        unsafe {
+            cmd.pre_exec(move || harden_child(parent, memory_limit, fd_bound, true));
+        }
+        // The child's ends are closed in our process when `cmd` goes away
+        // (at return), so that EOF on stdout means the child is gone.
+        cmd.spawn()
+            .map_err(|e| Error::SpawnFailed(format!("cannot start postgres --single: {e}")))
     }
 
     pub fn pid(&self) -> u32 {
@@ -595,6 +656,13 @@ impl Process {
         }
     }
 
+    /// The signal that ended this process, once it is reaped (after a
+    /// failed `handshake`, say); `None` while it runs or if it exited.
+    pub fn exit_signal(&self) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt;
+        self.exit_status?.signal()
+    }
+
     /// SIGKILL the child's process group, unless it was already reaped
     /// (then its pid may belong to someone else now).
     fn kill(&mut self) {
@@ -602,6 +670,10 @@ impl Process {
             return;
         }
         match self.child.try_wait() {
+            Ok(None) if matches!(self.child, ChildHandle::Forked(_)) => {
+                // Not our child: only its pidfd names it for sure.
+                self.killer.kill_process();
+            }
             Ok(None) => {
                 // SAFETY: kill has no memory-safety preconditions; the child
                 // is not reaped, so its pid (= its group id) is still ours.
@@ -704,6 +776,13 @@ impl Killer {
             pidfd_signal(pidfd, libc::SIGKILL);
         }
         self.pidfd.is_some() || self.wake.is_some()
+    }
+
+    /// SIGKILL through the pidfd only, without marking a cancel.
+    fn kill_process(&self) {
+        if let Some(pidfd) = &self.pidfd {
+            pidfd_signal(pidfd, libc::SIGKILL);
+        }
     }
 
     /// Whether `kill` was called: the process must not serve again, and its
@@ -888,12 +967,8 @@ impl Drop for Process {
             let _ = self.child.wait();
         }
         remove_sysv_segment(&self.scratch, self.pid, self.uid);
-        if let Err(e) = fs::remove_dir_all(&self.scratch) {
-            log::warn!(
-                "cannot remove scratch directory {}: {e}",
-                self.scratch.display()
-            );
-        }
+        // Off the path of whoever waits for the next process.
+        sweeper::sweep(&self.scratch);
     }
 }
 
@@ -913,6 +988,8 @@ impl Spawner {
                 // The requester may have given up; then the process is
                 // dropped here, which kills and reaps it.
                 let _ = reply.send(Process::spawn(&launcher));
+                // The next start's directory, while nobody waits.
+                launcher.prepare_scratch_dir();
             }
         })
         .map_err(|e| Error::SpawnFailed(format!("cannot start the spawner thread: {e}")))?;

@@ -1,10 +1,13 @@
 //! Which records rebuild which page: the plan for reconstructing every block a
-//! stretch of WAL touched.
+//! stretch of WAL touched. A record is a use of every page it changes
+//! ([`pages::record_pages`]): its block references and the visibility-map
+//! pages its heap changes clear.
 
 use std::collections::BTreeMap;
 
 use crate::process::protocol::RecordRef;
 use crate::tag::PageTag;
+use crate::wal::pages::{self, RecordPage};
 use crate::wal::record::{self, DecodedRecord, RecordError};
 use crate::wal::WalRecord;
 
@@ -19,9 +22,12 @@ pub struct Use {
     /// The record carries a consistency image of the page
     /// (`wal_consistency_checking`) that is not applied.
     pub checked: bool,
+    /// The record changes the page without a block reference to it (a
+    /// visibility-map page of a heap change, or of a truncation).
+    pub side_effect: bool,
 }
 
-/// Every block referenced by `records` (raw XLogRecords, in LSN order), with
+/// Every page changed by `records` (raw XLogRecords, in LSN order), with
 /// the records that use it, in order.
 pub fn block_uses<'a>(
     records: impl IntoIterator<Item = &'a [u8]>,
@@ -29,29 +35,34 @@ pub fn block_uses<'a>(
     let mut blocks: BTreeMap<PageTag, Vec<Use>> = BTreeMap::new();
     for (i, data) in records.into_iter().enumerate() {
         let decoded = record::decode(data).map_err(|e| (i, e))?;
-        for (tag, u) in uses_in(i, &decoded) {
+        for (tag, u) in uses_in(i, &decoded).map_err(|e| (i, e))? {
             blocks.entry(tag).or_default().push(u);
         }
     }
     Ok(blocks)
 }
 
-/// The blocks one decoded record (index `record` in the caller's list)
-/// references, and how it uses each.
-pub fn uses_in<'a>(
+/// The pages one decoded record (index `record` in the caller's list)
+/// changes, and how it uses each.
+pub fn uses_in(
     record: usize,
-    decoded: &'a DecodedRecord<'_>,
-) -> impl Iterator<Item = (PageTag, Use)> + 'a {
-    decoded.blocks.iter().map(move |b| {
-        (
-            b.tag,
-            Use {
-                record,
-                initializes: b.initializes_page(),
-                checked: decoded.check_consistency() && b.image.is_some_and(|img| !img.apply()),
-            },
-        )
-    })
+    decoded: &DecodedRecord<'_>,
+) -> Result<Vec<(PageTag, Use)>, RecordError> {
+    let consistency = decoded.check_consistency();
+    Ok(pages::record_pages(decoded)?
+        .into_iter()
+        .map(|p: RecordPage| {
+            (
+                p.tag,
+                Use {
+                    record,
+                    initializes: p.initializes(),
+                    checked: consistency && p.has_image() && !p.applies_image(),
+                    side_effect: p.is_side_effect(),
+                },
+            )
+        })
+        .collect())
 }
 
 /// Split a block's uses into runs that each start at an initializing record
@@ -97,6 +108,7 @@ mod tests {
             record,
             initializes,
             checked: false,
+            side_effect: false,
         }
     }
 

@@ -115,6 +115,21 @@ pub enum RecordError {
     TruncatedPayload { declared: u64, available: usize },
     /// The record holds more payload than the headers declare.
     TrailingBytes { declared: u64, available: usize },
+    /// A heap or Storage record's main data is too short (or, for a
+    /// truncation, not of its size) for the fields redo reads.
+    BadMainData {
+        rmgr: &'static str,
+        info: u8,
+        what: &'static str,
+        len: usize,
+    },
+    /// A heap record lacks the block reference its redo reads.
+    MissingBlock {
+        rmgr: &'static str,
+        info: u8,
+        what: &'static str,
+        block: u8,
+    },
 }
 
 impl fmt::Display for RecordError {
@@ -197,6 +212,26 @@ impl fmt::Display for RecordError {
                 f,
                 "record has trailing bytes: headers declare {declared} payload bytes, \
                  {available} remain"
+            ),
+            BadMainData {
+                rmgr,
+                info,
+                what,
+                len,
+            } => write!(
+                f,
+                "{rmgr} {what} record (info {info:#04x}): main data of {len} bytes is too short \
+                 for its fields, or not of their size"
+            ),
+            MissingBlock {
+                rmgr,
+                info,
+                what,
+                block,
+            } => write!(
+                f,
+                "{rmgr} {what} record (info {info:#04x}) has no block reference {block}, which \
+                 its redo reads"
             ),
         }
     }

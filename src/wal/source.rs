@@ -1,8 +1,9 @@
 //! A WAL source: the WAL of one cluster found in a list of directories (the
 //! server's `pg_wal`, then archives), and what is asked of it page by page:
 //! the records that rebuild a block as of an LSN (a replay plan), every
-//! record that references a block (its history), and the range that can be
-//! read.
+//! record that changes a block (its history), and the range that can be
+//! read. A record changes the pages [`pages::record_pages`] names: its block
+//! references, and the visibility-map pages its heap changes clear.
 //!
 //! A lookup must not read all of the WAL each time. Every record start that
 //! begins a segment can be found from the segment alone (as
@@ -25,6 +26,7 @@ use std::sync::Arc;
 
 use crate::process::protocol::RecordRef;
 use crate::tag::PageTag;
+use crate::wal::pages;
 use crate::wal::record::{self, RecordError};
 use crate::wal::{format_lsn, next_record_start, Segments, Start, WalError, WalReader, WalRecord};
 
@@ -220,7 +222,7 @@ impl WalSource {
     /// Read the records that start in segments `first..=last` (from `start`,
     /// the first segment's first record or a record start in it) and end at
     /// or before `limit`, with one reader. With `tag`, `found` gets each
-    /// record that references it, and may stop the scan by returning false.
+    /// record that changes it, and may stop the scan by returning false.
     /// Segments read whole get their summary.
     #[allow(clippy::too_many_arguments)]
     fn scan(
@@ -306,19 +308,25 @@ impl WalSource {
                         error,
                     }
                 })?;
+                let pages =
+                    pages::record_pages(&decoded).map_err(|error| SourceError::Malformed {
+                        lsn: rec.start_lsn,
+                        error,
+                    })?;
                 if whole {
-                    for b in &decoded.blocks {
-                        let newest = summary.entry(b.tag).or_insert(0);
-                        if b.initializes_page() {
+                    for p in &pages {
+                        let newest = summary.entry(p.tag).or_insert(0);
+                        if p.initializes() {
                             *newest = rec.start_lsn;
                         }
                     }
                 }
-                tag.and_then(|t| decoded.block_for(t)).map(|b| BlockUse {
-                    initializes: b.initializes_page(),
-                    has_image: b.image.is_some(),
-                    will_init: b.will_init,
-                })
+                tag.and_then(|t| pages.iter().find(|p| p.tag == *t))
+                    .map(|p| BlockUse {
+                        initializes: p.initializes(),
+                        has_image: p.has_image(),
+                        will_init: p.will_init(),
+                    })
             };
             if let Some(b) = block {
                 if !found(rec, b) {
@@ -416,7 +424,7 @@ impl WalSource {
     /// The records that rebuild `tag` as of `lsn` (after every record that
     /// ends at or before it; nothing after it is read): the newest record at
     /// or before `lsn` that initializes the page, then every later record
-    /// that references it. `interrupt` is asked every few thousand records
+    /// that changes it. `interrupt` is asked every few thousand records
     /// whether to stop.
     pub fn plan(
         &mut self,
@@ -589,7 +597,7 @@ impl WalSource {
     }
 
     /// Every record of the readable WAL that ends at or before `end_lsn`
-    /// and references `tag`, oldest first; `each` returns false to stop.
+    /// and changes `tag`, oldest first; `each` returns false to stop.
     pub fn history(
         &mut self,
         tag: &PageTag,

@@ -157,8 +157,10 @@ pub fn assert_no_leftovers() {
     );
 }
 
-/// A minimal valid XLogRecord (Heap rmgr, no data) with one block reference
-/// to `tag`; `will_init` makes it initialize the page.
+/// A minimal valid XLogRecord (Heap INSERT, no block data) with one block
+/// reference to `tag`; `will_init` makes it initialize the page. Its main
+/// data is the 3-byte `xl_heap_insert` (offnum 1, no flags), which the
+/// library requires of a heap insert.
 pub fn synthetic_record(tag: &walredo::PageTag, will_init: bool) -> Vec<u8> {
     use walredo::wal::crc32c::{crc32c_finish, crc32c_update, CRC32C_INIT};
     let mut r = vec![0u8; 24];
@@ -168,6 +170,8 @@ pub fn synthetic_record(tag: &walredo::PageTag, will_init: bool) -> Vec<u8> {
     for v in [tag.rel.spcnode, tag.rel.dbnode, tag.rel.relnode, tag.blkno] {
         r.extend_from_slice(&v.to_le_bytes());
     }
+    r.extend_from_slice(&[255, 3]); // XLR_BLOCK_ID_DATA_SHORT, 3 bytes
+    r.extend_from_slice(&[1, 0, 0]); // xl_heap_insert: offnum 1, flags 0
     let len = r.len() as u32;
     r[0..4].copy_from_slice(&len.to_le_bytes());
     r[17] = 10; // RM_HEAP_ID

@@ -3,9 +3,13 @@
 //! misbehaves on command: the relnode of the requested page says how.
 //!
 //!   walredo-fake-child [--exit-at-start] [--hang-at-start] [--marker-dir DIR]
+//!                      [--killed-at-start N] [--exit-at-start-times N]
 //!                      [--pidfile-names KEY:SHMID] [--own-segment HOW] SCRATCH_DIR
 //!
 //! `--hang-at-start` never answers anything (a start-up that hangs).
+//! `--killed-at-start N`: the first N starts (counted with marker files in
+//! DIR) die of SIGKILL before answering, as if killed from outside while
+//! starting; `--exit-at-start-times N`: the first N exit 1 with a FATAL.
 //! `--pidfile-names` writes a `postmaster.pid` whose line 7 names that System
 //! V segment, as a hijacked wal-redo process could; `--own-segment` creates a
 //! segment (4 KiB, IPC_PRIVATE) and names it in `postmaster.pid` HOW: `plain`
@@ -41,6 +45,8 @@ fn main() {
     let mut scratch = None;
     let mut pidfile = None;
     let mut own_segment = None;
+    let mut killed_starts = 0;
+    let mut exit_starts = 0;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--exit-at-start" => {
@@ -53,10 +59,25 @@ fn main() {
             "--marker-dir" => marker_dir = args.next().map(PathBuf::from),
             "--pidfile-names" => pidfile = Some(args.next().expect("KEY:SHMID").replace(':', " ")),
             "--own-segment" => own_segment = args.next(),
+            "--killed-at-start" => killed_starts = args.next().unwrap().parse().unwrap(),
+            "--exit-at-start-times" => exit_starts = args.next().unwrap().parse().unwrap(),
             _ => scratch = Some(PathBuf::from(a)),
         }
     }
     let scratch = scratch.expect("the scratch directory");
+    // The first starts fail, each remembered by a marker file.
+    let first_starts = |what: &str, n: u32| {
+        let dir = marker_dir.as_ref().expect("--marker-dir");
+        (0..n).any(|i| std::fs::File::create_new(dir.join(format!("{what}-{i}"))).is_ok())
+    };
+    if killed_starts > 0 && first_starts("killed-start", killed_starts) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+    if exit_starts > 0 && first_starts("exit-start", exit_starts) {
+        eprintln!("FATAL:  fake child refuses to start this time");
+        std::process::exit(1);
+    }
     let pid_path = scratch.join("postmaster.pid");
     let pid_lines = |line7: &str, pad: usize| {
         // Lines 1-6 as PostgreSQL writes them (pid, data directory, ...).

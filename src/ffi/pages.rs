@@ -1,0 +1,123 @@
+//! `walredo_record_pages`: the pages one WAL record changes (built on
+//! `crate::wal::pages`), for a page server to index the record under.
+
+use std::ffi::c_int;
+
+use super::{guard_status, invalid, set_last_error, walredo_page_tag};
+use super::{WALREDO_BUFFER_TOO_SMALL, WALREDO_OK};
+use crate::error::Error;
+use crate::wal::pages::{self, PageChange};
+
+/// `walredo_record_page.change`: one of the record's block references.
+pub const WALREDO_CHANGE_BLOCK: u8 = 0;
+/// `walredo_record_page.change`: a visibility-map page whose bits heap redo
+/// clears (the `*_ALL_VISIBLE_CLEARED` flags of insert, multi-insert,
+/// update and delete; `XLH_LOCK_ALL_FROZEN_CLEARED` of lock and
+/// lock-updated), without a block reference to it.
+pub const WALREDO_CHANGE_VM_CLEAR: u8 = 1;
+/// `walredo_record_page.change`: the visibility-map page a Storage TRUNCATE
+/// cuts into (bits of the removed heap blocks cleared).
+pub const WALREDO_CHANGE_VM_TRUNCATE: u8 = 2;
+
+/// `walredo_record_page.block_id` of a page without a block reference.
+pub const WALREDO_NO_BLOCK_ID: u8 = 255;
+
+/// One page a record changes (from `walredo_record_pages`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct walredo_record_page {
+    pub tag: walredo_page_tag,
+    /// `WALREDO_CHANGE_BLOCK`, `WALREDO_CHANGE_VM_CLEAR` or
+    /// `WALREDO_CHANGE_VM_TRUNCATE`.
+    pub change: u8,
+    /// The block reference's id (0 to 32), or `WALREDO_NO_BLOCK_ID`.
+    pub block_id: u8,
+    /// `BKPBLOCK_WILL_INIT` of the block reference.
+    pub will_init: bool,
+    /// The block reference carries an image (applicable or only for
+    /// consistency checking).
+    pub has_image: bool,
+    /// The image is restored by redo (`BKPIMAGE_APPLY`).
+    pub applies_image: bool,
+    /// `will_init || applies_image`: replaying from this record needs no
+    /// earlier version of the page.
+    pub initializes: bool,
+}
+
+/// The pages the XLogRecord `record` (`len` bytes, exactly its
+/// `xl_tot_len`) changes, which are the pages a page server must index it
+/// under: its block references, in block-id order, then each
+/// visibility-map page its heap changes clear or its truncation cuts into
+/// that is not among them, each page once. Free-space-map pages are never
+/// named (they are not WAL-logged).
+///
+/// `pages` has room for `capacity` entries (it may be NULL when `capacity`
+/// is 0). `*count` is set to the number of pages the record changes (at
+/// most 35). When that exceeds `capacity`, nothing is written and
+/// `WALREDO_BUFFER_TOO_SMALL` is returned: call again with `*count`
+/// entries. A record that fails the CRC or the checks of PostgreSQL's
+/// decoder, or a heap or truncation record whose main data is too short for
+/// the flags read, or that lacks the block reference they are about, gives
+/// `WALREDO_MALFORMED_RECORD`. Reads only its arguments; thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn walredo_record_pages(
+    record: *const u8,
+    len: usize,
+    pages: *mut walredo_record_page,
+    capacity: usize,
+    count: *mut usize,
+) -> c_int {
+    guard_status(|| {
+        if record.is_null() {
+            return Err(invalid("record is NULL"));
+        }
+        if count.is_null() {
+            return Err(invalid("count is NULL"));
+        }
+        if pages.is_null() && capacity > 0 {
+            return Err(invalid("pages is NULL but capacity is not 0"));
+        }
+        if len > isize::MAX as usize {
+            return Err(invalid(format!("record length {len} is out of range")));
+        }
+        // SAFETY: non-NULL, and `len` readable bytes by the caller's contract.
+        let data = unsafe { std::slice::from_raw_parts(record, len) };
+        let found = pages::record_pages_of(data)
+            .map_err(|source| Error::MalformedRecord { index: 0, source })?;
+        // SAFETY: non-NULL, points to a writable size_t.
+        unsafe { count.write(found.len()) };
+        if found.len() > capacity {
+            set_last_error(&format!(
+                "the record changes {} pages, the array has room for {capacity}",
+                found.len()
+            ));
+            return Ok(WALREDO_BUFFER_TOO_SMALL);
+        }
+        for (i, p) in found.iter().enumerate() {
+            let (change, block_id) = match p.change {
+                PageChange::Block { id, .. } => (WALREDO_CHANGE_BLOCK, id),
+                PageChange::VmClear => (WALREDO_CHANGE_VM_CLEAR, WALREDO_NO_BLOCK_ID),
+                PageChange::VmTruncate => (WALREDO_CHANGE_VM_TRUNCATE, WALREDO_NO_BLOCK_ID),
+            };
+            let entry = walredo_record_page {
+                tag: walredo_page_tag {
+                    spcnode: p.tag.rel.spcnode,
+                    dbnode: p.tag.rel.dbnode,
+                    relnode: p.tag.rel.relnode,
+                    forknum: p.tag.forknum,
+                    blkno: p.tag.blkno,
+                },
+                change,
+                block_id,
+                will_init: p.will_init(),
+                has_image: p.has_image(),
+                applies_image: p.applies_image(),
+                initializes: p.initializes(),
+            };
+            // SAFETY: i < found.len() <= capacity entries of writable
+            // walredo_record_page at `pages` (non-NULL, as capacity > 0).
+            unsafe { pages.add(i).write(entry) };
+        }
+        Ok(WALREDO_OK)
+    })
+}

@@ -1,0 +1,207 @@
+//! Spawn failures without cascades (issue 15, item 2): a process killed by
+//! a signal while it starts is started again at once, never backed off; a
+//! start that fails by itself is still backed off; a request that arrives
+//! during a back-off waits for it (up to its own deadline) instead of
+//! failing because someone else's start failed. With the fake child, and
+//! with real pg_walredo processes killed during their start-up.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use walredo::{Config, Error, Pool, PAGE_SIZE};
+use walredo_testkit::harness::fake::*;
+use walredo_testkit::harness::*;
+
+/// Deadline of an attempt (and of a request's wait for a process).
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn redo_normal(pool: &Pool, blkno: u32) -> walredo::Result<Box<[u8; PAGE_SIZE]>> {
+    let tag = fake_tag(NORMAL, blkno);
+    let recs = synthetic_records(&tag, 2);
+    pool.redo(&tag, None, &record_refs(&recs))
+}
+
+fn blkno_of(page: &[u8; PAGE_SIZE]) -> u32 {
+    u32::from_le_bytes(page[100..104].try_into().unwrap())
+}
+
+#[test]
+fn starts_killed_by_a_signal_are_started_again_at_once() {
+    let _serial = serial();
+    let dir = TempDir::new("killed-starts");
+    let args = [
+        "--marker-dir",
+        dir.path().to_str().unwrap(),
+        "--killed-at-start",
+        "3",
+    ];
+    let pool = Pool::new(&fake_config(1, &args, TIMEOUT)).unwrap();
+    // Three starts in a row die of SIGKILL: the request still gets its page
+    // from the fourth, with nothing backed off and nobody charged.
+    let page = redo_normal(&pool, 7).expect("a page despite three killed starts");
+    assert_eq!(blkno_of(&page), 7);
+    let s = pool.stats();
+    assert_eq!(
+        (
+            s.killed_starts,
+            s.spawn_failures,
+            s.spawns,
+            s.failures,
+            s.retries
+        ),
+        (3, 3, 1, 0, 0),
+        "{s:?}"
+    );
+    // And the next request finds its process at once.
+    assert_eq!(blkno_of(&redo_normal(&pool, 8).unwrap()), 8);
+    assert_eq!(pool.stats().spawns, 1);
+    drop(pool);
+    assert_no_leftovers();
+}
+
+#[test]
+fn a_start_killed_every_time_still_ends_in_spawn_failed() {
+    let _serial = serial();
+    let dir = TempDir::new("killed-always");
+    let args = [
+        "--marker-dir",
+        dir.path().to_str().unwrap(),
+        "--killed-at-start",
+        "1000",
+    ];
+    let pool = Pool::new(&fake_config(1, &args, TIMEOUT)).unwrap();
+    let started = Instant::now();
+    match redo_normal(&pool, 1) {
+        Err(Error::SpawnFailed(m)) => assert!(m.contains("did not start"), "{m}"),
+        other => panic!("expected SpawnFailed, got {other:?}"),
+    }
+    // A few kills are forgiven, then they count as failures and back off:
+    // the slot does not spin on doomed starts until the deadline.
+    let s = pool.stats();
+    assert!(s.killed_starts >= 1 && s.spawn_failures <= 6, "{s:?}");
+    assert!(started.elapsed() < TIMEOUT, "{:?}", started.elapsed());
+    drop(pool);
+    assert_no_leftovers();
+}
+
+#[test]
+fn a_request_during_a_back_off_waits_for_it_instead_of_failing() {
+    let _serial = serial();
+    let dir = TempDir::new("backoff-wait");
+    let args = [
+        "--marker-dir",
+        dir.path().to_str().unwrap(),
+        "--exit-at-start-times",
+        "2",
+    ];
+    let pool = Pool::new(&fake_config(1, &args, TIMEOUT)).unwrap();
+    // Its own two starts fail by themselves: that request fails, with the
+    // reason, and a back-off begins.
+    match redo_normal(&pool, 1) {
+        Err(Error::SpawnFailed(m)) => assert!(m.contains("refuses to start"), "{m}"),
+        other => panic!("expected SpawnFailed, got {other:?}"),
+    }
+    assert_eq!(pool.stats().spawn_failures, 2);
+    // The next one comes within the back-off, which ends long before its
+    // deadline: it waits, and gets its page from the start after it.
+    let page = redo_normal(&pool, 2).expect("a page after the back-off");
+    assert_eq!(blkno_of(&page), 2);
+    let s = pool.stats();
+    assert_eq!((s.spawn_failures, s.spawns, s.failures), (2, 1, 1), "{s:?}");
+    drop(pool);
+    assert_no_leftovers();
+}
+
+#[test]
+fn a_back_off_longer_than_the_deadline_fails_with_the_last_error() {
+    let _serial = serial();
+    // Every start fails; the deadline is shorter than the back-offs that
+    // pile up: requests then fail without waiting, with the last reason.
+    let timeout = Duration::from_millis(250);
+    let pool = Pool::new(&fake_config(1, &["--exit-at-start"], timeout)).unwrap();
+    let mut refused_at_once = false;
+    for _ in 0..6 {
+        let started = Instant::now();
+        match redo_normal(&pool, 1) {
+            Err(Error::SpawnFailed(m)) => {
+                assert!(m.contains("refuses to start"), "{m}");
+                refused_at_once |= m.contains("not trying again");
+                // Never waits much beyond its deadline.
+                assert!(started.elapsed() < 2 * timeout, "{:?}", started.elapsed());
+            }
+            other => panic!("expected SpawnFailed, got {other:?}"),
+        }
+    }
+    assert!(refused_at_once, "{:?}", pool.stats());
+    assert_eq!(pool.stats().spawns, 0);
+    drop(pool);
+    assert_no_leftovers();
+}
+
+/// Our children (pid, not yet gone), from /proc.
+fn children() -> Vec<i32> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(me) && fields[0] != "Z" {
+            if let Ok(pid) = entry.file_name().to_string_lossy().parse() {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn real_processes_killed_during_start_up_are_started_again() {
+    let _serial = serial();
+    init_logging();
+    let config = Config {
+        processes: 1,
+        timeout: Duration::from_secs(20),
+        idle_timeout: None,
+        ..config()
+    };
+    let pool = Pool::new(&config).unwrap();
+    // SIGKILL the first three wal-redo processes the moment they appear, in
+    // their start-up (a start takes tens of milliseconds; we look every
+    // 200 us).
+    let done = AtomicBool::new(false);
+    let killed = std::thread::scope(|s| {
+        let killer = s.spawn(|| {
+            let mut killed = HashSet::new();
+            while killed.len() < 3 && !done.load(Ordering::Relaxed) {
+                for pid in children() {
+                    // SAFETY: kill has no memory-safety preconditions; the
+                    // pid is a child of ours that is not reaped.
+                    if killed.insert(pid) && unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
+                        killed.remove(&pid);
+                    }
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            killed.len()
+        });
+        let answered = pool.ping();
+        done.store(true, Ordering::Relaxed);
+        let killed = killer.join().unwrap();
+        answered.expect("an answer despite the killed starts");
+        killed
+    });
+    let s = pool.stats();
+    println!("killed {killed} wal-redo processes: {s:?}");
+    assert_eq!(killed, 3, "{s:?}");
+    // Every kill hit a start (the ping was answered after the third), and
+    // none of them backed off or failed the request.
+    assert_eq!((s.killed_starts, s.spawns, s.failures), (3, 1, 0), "{s:?}");
+    drop(pool);
+    assert_no_leftovers();
+}
