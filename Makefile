@@ -1,7 +1,9 @@
-# walredo: a library of PostgreSQL 15 wal-redo processes, with a C ABI.
+# walredo: a library of PostgreSQL wal-redo processes (15 to 18), with a C ABI.
 #
 #   make              build the library, the walredo command and the extension
+#   make PG_VERSION=N the same for PostgreSQL N (15, 16, 17, 18; default 15)
 #   make check        build everything and run every test (Rust, C, ASan, valgrind)
+#                     on 15, then the version tests on 17 and 18 (PG_VERSIONS)
 #   make demo         rebuild every page a real workload touched; compare with PostgreSQL
 #   make header       regenerate include/walredo.h (pinned cbindgen)
 #   make fuzz-smoke   run every fuzz target briefly (FUZZ_SECONDS=20)
@@ -17,7 +19,13 @@
 # header/ (cbindgen, for make header).
 
 SHELL := /bin/bash
-PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+# The PostgreSQL major version to build for (and demo, and test). 15 builds
+# the extensions in their source directories; another version builds them in
+# target/pgN/, with that version's PGXS: on this machine when its
+# /usr/lib/postgresql/N is installed (the PostgreSQL project's packages),
+# else inside the root scripts/pg-root.sh makes (17, 18; see "Versions").
+PG_VERSION ?= 15
+PG_CONFIG ?= /usr/lib/postgresql/$(PG_VERSION)/bin/pg_config
 CARGO ?= cargo
 PREFIX ?= /usr/local
 LIBDIR ?= $(PREFIX)/lib
@@ -27,8 +35,41 @@ PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 export PG_CONFIG
 
+ifeq ($(PG_VERSION),15)
+EXT_BUILD := pg_walredo
+INSPECT_BUILD := walredo_inspect
+else
+EXT_BUILD := target/pg$(PG_VERSION)/pg_walredo
+INSPECT_BUILD := target/pg$(PG_VERSION)/walredo_inspect
+endif
+# How to run a command with PostgreSQL $(PG_VERSION): here, or in its root.
+ifneq ($(wildcard /usr/lib/postgresql/$(PG_VERSION)/bin/postgres),)
+IN_PG :=
+PG_ROOT_NEEDED :=
+else
+IN_PG := scripts/in-root.sh $(PG_VERSION)
+PG_ROOT_NEEDED := pg-root
+endif
+# A version's extensions build in their own directories, from copies of the
+# one source (cp -p keeps times, so make rebuilds only what changed; a VPATH
+# build would find 15's in-tree objects and call them up to date).
+ifeq ($(PG_VERSION),15)
+EXT_MAKE = $(IN_PG) $(MAKE) --no-print-directory -C pg_walredo PG_CONFIG=$(PG_CONFIG)
+INSPECT_MAKE = $(IN_PG) $(MAKE) --no-print-directory -C walredo_inspect PG_CONFIG=$(PG_CONFIG)
+else
+COPY_SOURCES = mkdir -p $(EXT_BUILD) $(INSPECT_BUILD) && \
+	cp -p pg_walredo/Makefile pg_walredo/*.[ch] $(EXT_BUILD)/ && \
+	cp -p walredo_inspect/Makefile walredo_inspect/*.[ch] walredo_inspect/*.sql \
+	  walredo_inspect/*.control $(INSPECT_BUILD)/
+EXT_MAKE = $(COPY_SOURCES) && $(IN_PG) $(MAKE) --no-print-directory -C $(EXT_BUILD) \
+	PG_CONFIG=$(PG_CONFIG)
+INSPECT_MAKE = $(COPY_SOURCES) && $(IN_PG) $(MAKE) --no-print-directory -C $(INSPECT_BUILD) \
+	PG_CONFIG=$(PG_CONFIG) ROOT=$(CURDIR)
+endif
+
 .PHONY: all deps build extension inspect-test check lint header header-check test c-tests \
-	pkgconfig-test demo bench profile install install-lib fuzz-build fuzz-smoke clean
+	pkgconfig-test demo bench profile install install-lib fuzz-build fuzz-smoke clean \
+	pg-root check-15 check-version check-demos
 
 all: build
 
@@ -40,10 +81,14 @@ deps:
 # library, so it comes after cargo.
 build: deps extension
 	$(CARGO) build --release -p walredo -p walredo-cli
-	$(MAKE) -C walredo_inspect PG_CONFIG=$(PG_CONFIG)
+	$(INSPECT_MAKE)
 
-extension: deps
-	$(MAKE) -C pg_walredo PG_CONFIG=$(PG_CONFIG)
+extension: deps $(PG_ROOT_NEEDED)
+	$(EXT_MAKE)
+
+# The root PostgreSQL $(PG_VERSION) runs in, made on first need.
+pg-root:
+	@scripts/pg-root.sh $(PG_VERSION) >/dev/null
 
 lint:
 	$(CARGO) fmt --all --check
@@ -82,7 +127,50 @@ pkgconfig-test: build
 inspect-test: build
 	$(CARGO) test --release -p walredo --test inspect -- --nocapture --test-threads=1
 
-check: build lint header-check test c-tests pkgconfig-test
+# Every version that can be had: 15 on this machine, 17 and 18 in their
+# roots (made on first need; making and entering them needs root
+# privileges), or on this machine where /usr/lib/postgresql/N is installed.
+# PG_VERSIONS="15 17" narrows.
+PG_VERSIONS ?= 15 17 18
+check:
+	@set -e; skipped=""; for v in $(PG_VERSIONS); do \
+	  if [ "$$v" = 15 ]; then $(MAKE) --no-print-directory check-15; \
+	  elif [ -x /usr/lib/postgresql/$$v/bin/postgres ] || [ "$$(id -u)" = 0 ]; then \
+	    $(MAKE) --no-print-directory check-version PG_VERSION=$$v \
+	      PG_CONFIG=/usr/lib/postgresql/$$v/bin/pg_config; \
+	  else skipped="$$skipped $$v"; fi; \
+	done; \
+	if [ -n "$$skipped" ]; then \
+	  echo "make check: skipped PostgreSQL$$skipped: their roots need root privileges; test them with:"; \
+	  echo "    sudo make check PG_VERSIONS=\"$$(echo $$skipped)\""; \
+	else echo "make check: tested PostgreSQL $(PG_VERSIONS)"; fi
+
+check-15: build lint header-check test c-tests pkgconfig-test check-demos
+
+# The tests that run PostgreSQL $(PG_VERSION)'s own server and redo, in its
+# root (or on this machine when it is installed here): the Rust tests that
+# start real servers (VERSION_TESTS), run through cargo's runner so that
+# cargo builds here and the test programs run there; the C tests' real-page
+# part; the demo's oracle for every access method, with defaults and with
+# full_page_writes=off wal_compression=lz4.
+VERSION_TESTS ?= real_wal sandbox inspect process wal_source template
+VERSION_DEMO_WORKLOAD ?= cli/demo/workload.sql
+check-version: build
+	$(CARGO) build --release -p walredo-testkit --bins
+	WALREDO_PG_VERSION=$(PG_VERSION) CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(IN_PG)" \
+	  $(CARGO) test --release --no-fail-fast -p walredo $(foreach t,$(VERSION_TESTS),--test $(t)) \
+	  -- --nocapture --test-threads=1
+	WALREDO_PG_VERSION=$(PG_VERSION) C_TESTS_NO_LIB_BUILD=1 $(IN_PG) c_tests/run.sh
+	$(MAKE) --no-print-directory check-demos
+
+# The demo's oracle (every access method: cli/demo/workload.sql) on
+# $(PG_VERSION), with defaults and with full_page_writes=off wal_compression=lz4.
+check-demos:
+	$(MAKE) --no-print-directory demo WORKLOAD=$(VERSION_DEMO_WORKLOAD) | tee target/demo-pg$(PG_VERSION).log
+	grep -Eq '^verified: [0-9]+ pages, [0-9]+ identical, 0 different$$' target/demo-pg$(PG_VERSION).log
+	$(MAKE) --no-print-directory demo WORKLOAD=$(VERSION_DEMO_WORKLOAD) \
+	  DEMO_CONF='full_page_writes=off wal_compression=lz4' | tee target/demo-pg$(PG_VERSION)-lz4.log
+	grep -Eq '^verified: [0-9]+ pages, [0-9]+ identical, 0 different$$' target/demo-pg$(PG_VERSION)-lz4.log
 
 # Fuzz targets (fuzz/, cargo-fuzz layout) built with libFuzzer's coverage
 # instrumentation on the stable toolchain; `cargo fuzz run TARGET` works too
@@ -112,7 +200,7 @@ fuzz-smoke: fuzz-build
 # adds server settings (see cli/demo/demo.sh).
 demo: build
 	$(CARGO) build --release -p walredo-cli --example demo
-	WORKLOAD="$(WORKLOAD)" DEMO_CONF="$(DEMO_CONF)" cli/demo/demo.sh
+	WALREDO_PG_VERSION=$(PG_VERSION) WORKLOAD="$(WORKLOAD)" DEMO_CONF="$(DEMO_CONF)" $(IN_PG) cli/demo/demo.sh
 
 # Medians and ratios measured in one run (see BENCHMARKS.md); BENCH_ARGS=--quick
 # for a shorter one.
@@ -136,10 +224,10 @@ install-lib: build
 install: install-lib
 	install -d $(DESTDIR)$(BINDIR)
 	install -m 755 target/release/walredo $(DESTDIR)$(BINDIR)/walredo
-	$(MAKE) -C pg_walredo PG_CONFIG=$(PG_CONFIG) install
-	$(MAKE) -C walredo_inspect PG_CONFIG=$(PG_CONFIG) install
+	$(EXT_MAKE) install
+	$(INSPECT_MAKE) install
 
 clean:
 	$(CARGO) clean
-	$(MAKE) -C pg_walredo PG_CONFIG=$(PG_CONFIG) clean
-	$(MAKE) -C walredo_inspect PG_CONFIG=$(PG_CONFIG) clean
+	$(MAKE) -C pg_walredo PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config clean
+	$(MAKE) -C walredo_inspect PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config clean

@@ -9,12 +9,21 @@
 # (generated with testkit's make-fixtures when case-000.bin is missing).
 # C_TESTS_NO_LIB_BUILD=1 skips `cargo build` and uses the libraries already in
 # target/release (e.g. while someone else's edit of src/ does not compile).
+# WALREDO_PG_VERSION=N (not 15; `make check` runs it so inside version N's
+# root, with C_TESTS_NO_LIB_BUILD=1 and the testkit's programs built): the
+# real-page part only, test_redo and test_wal on the shared build, against
+# fixtures made with that version's server and its pg_walredo.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="$ROOT/target/c_tests"
 REL="$ROOT/target/release"
 EXT="$ROOT/pg_walredo/pg_walredo.so"
+PG_VERSION="${WALREDO_PG_VERSION:-15}"
+if [ "$PG_VERSION" != 15 ]; then
+    BUILD="$ROOT/target/c_tests/pg$PG_VERSION"
+    EXT="$ROOT/target/pg$PG_VERSION/pg_walredo/pg_walredo.so"
+fi
 FIXTURES="$BUILD/fixtures"
 WAL_FIXTURE="$BUILD/wal-fixture"
 PAGES_FIXTURE="$BUILD/pages-fixture"
@@ -42,21 +51,29 @@ done
 pass "library"
 
 stage "fixtures in $FIXTURES"
+# Without cargo (inside a version's root), the testkit's programs built before.
+testkit_bin() {
+    if [ "${C_TESTS_NO_LIB_BUILD:-0}" = 1 ] && [ -x "$REL/$1" ]; then
+        "$REL/$1" "${@:2}"
+    else
+        cargo run --release --quiet -p walredo-testkit --bin "$1" -- "${@:2}"
+    fi
+}
 if [ ! -f "$FIXTURES/case-000.bin" ]; then
-    cargo run --release --quiet -p walredo-testkit --bin make-fixtures -- "$FIXTURES"
+    testkit_bin make-fixtures "$FIXTURES"
 fi
 [ -f "$FIXTURES/case-000.bin" ] || { echo "run.sh: no fixtures in $FIXTURES" >&2; exit 1; }
 pass "fixtures ($(ls "$FIXTURES" | grep -c '^case-[0-9]*\.bin$') cases)"
 
 stage "WAL fixture in $WAL_FIXTURE"
 if [ ! -f "$WAL_FIXTURE/expected.bin" ]; then
-    cargo run --release --quiet -p walredo-testkit --bin make-wal-fixture -- "$WAL_FIXTURE"
+    testkit_bin make-wal-fixture "$WAL_FIXTURE"
 fi
 pass "WAL fixture"
 
 stage "pages fixture in $PAGES_FIXTURE"
 if [ ! -f "$PAGES_FIXTURE/waldump.txt" ]; then
-    cargo run --release --quiet -p walredo-testkit --bin make-pages-fixture -- "$PAGES_FIXTURE"
+    testkit_bin make-pages-fixture "$PAGES_FIXTURE"
 fi
 pass "pages fixture"
 
@@ -97,6 +114,16 @@ for t in "${TESTS[@]}" test_pkgconfig; do
 done
 "$BUILD/test_pkgconfig.shared"
 pass "(a) compile (shared)"
+if [ "$PG_VERSION" != 15 ]; then
+    # test_pages (visibility-map pages named without a block reference)
+    # is not run here yet: on 17 its workload gives no Heap/INSERT record
+    # that names a visibility-map page, which the test requires.
+    for t in test_redo test_wal; do
+        run_test shared "$t" ""
+    done
+    printf '\n=== run.sh: PostgreSQL %s: real-page tests passed\n' "$PG_VERSION"
+    exit 0
+fi
 for t in "${TESTS[@]}"; do
     run_test shared "$t" "${CHAOS_SECONDS:-20} ${SOAK_REQUESTS:-100000}"
 done

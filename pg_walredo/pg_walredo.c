@@ -73,6 +73,7 @@
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 
+#include "compat.h"
 #include "sandbox.h"
 #include "template.h"
 

@@ -9,6 +9,12 @@ pub struct Config {
     /// Directory holding PostgreSQL 15's `postgres` and `initdb`. Default: the
     /// `--bindir` of a PostgreSQL 15 `pg_config`.
     pub pg_bindir: Option<PathBuf>,
+    /// The PostgreSQL major version the pool serves: 15, 16, 17 or 18. Its
+    /// processes run that version's `postgres` and `pg_walredo.so`, and WAL
+    /// of another version is refused. Default: the version of `pg_bindir`'s
+    /// `postgres` (without `pg_bindir`: the first of Debian's
+    /// `/usr/lib/postgresql/{15,16,17,18}` present, else `pg_config` on PATH).
+    pub pg_version: Option<u32>,
     /// The `pg_walredo.so` to load. Default: `pg_walredo.so` in the
     /// `--pkglibdir` of that `pg_config` (where `make install` puts it).
     pub extension_path: Option<PathBuf>,
@@ -85,6 +91,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             pg_bindir: None,
+            pg_version: None,
             extension_path: None,
             run_as_user: "postgres".to_string(),
             scratch_dir: None,

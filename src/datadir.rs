@@ -1,4 +1,5 @@
-//! Pages of a PostgreSQL 15 data directory, found by their tags.
+//! Pages of a PostgreSQL data directory (15 to 18), found by their tags, and
+//! the major version of the server that wrote it.
 
 use std::fs::File;
 use std::io;
@@ -35,18 +36,45 @@ pub fn relation_path(datadir: &Path, rel: &RelFileNode, forknum: u8, segno: u32)
     dir.join(name)
 }
 
-/// `pg_tblspc/<spc>/PG_15_<catversion>`; the version directory is looked up.
+/// The PostgreSQL major version of a data directory: its `PG_VERSION` file,
+/// which must name a version this library serves.
+pub fn pg_version(datadir: &Path) -> Result<u32, String> {
+    let path = datadir.join("PG_VERSION");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "cannot read {}: {e}: is {} a PostgreSQL data directory?",
+            path.display(),
+            datadir.display()
+        )
+    })?;
+    let v = text.trim();
+    match v.parse::<u32>() {
+        Ok(n) if crate::wal::xlog_page_magic(n).is_some() => Ok(n),
+        _ => Err(format!(
+            "{} says PostgreSQL {v:?}: walredo serves PostgreSQL {}",
+            path.display(),
+            crate::wal::supported_versions()
+        )),
+    }
+}
+
+/// `pg_tblspc/<spc>/PG_<major>_<catversion>`; the version directory is
+/// looked up (the data directory's own version's first).
 fn tablespace_dir(datadir: &Path, spc: u32) -> PathBuf {
     let link = datadir.join("pg_tblspc").join(spc.to_string());
+    let prefix = match pg_version(datadir) {
+        Ok(v) => format!("PG_{v}_"),
+        Err(_) => "PG_".to_string(),
+    };
     let version_dir = std::fs::read_dir(&link).ok().and_then(|entries| {
         entries
             .flatten()
             .map(|e| e.file_name())
-            .find(|n| n.to_string_lossy().starts_with("PG_15_"))
+            .find(|n| n.to_string_lossy().starts_with(&prefix))
     });
     match version_dir {
         Some(v) => link.join(v),
-        None => link.join("PG_15_unknown"),
+        None => link.join(format!("{prefix}unknown")),
     }
 }
 
@@ -81,6 +109,29 @@ pub fn read_page(datadir: &Path, tag: &PageTag) -> io::Result<Option<Box<[u8; PA
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions() {
+        let d = std::env::temp_dir().join(format!("walredo-datadir-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        assert!(pg_version(&d).unwrap_err().contains("PG_VERSION"));
+        for (text, want) in [
+            ("15\n", Some(15)),
+            ("17\n", Some(17)),
+            ("18", Some(18)),
+            ("14\n", None),
+            ("x", None),
+        ] {
+            std::fs::write(d.join("PG_VERSION"), text).unwrap();
+            match want {
+                Some(v) => assert_eq!(pg_version(&d), Ok(v)),
+                None => assert!(pg_version(&d)
+                    .unwrap_err()
+                    .contains("serves PostgreSQL 15, 16, 17 or 18")),
+            }
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 
     #[test]
     fn paths() {

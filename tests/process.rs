@@ -32,7 +32,11 @@ fn missing_pieces_say_what_to_install() {
     };
     match Redoer::new(&no_pg) {
         Err(Error::SpawnFailed(m)) => {
-            assert!(m.contains("apt-get install -y postgresql-15"), "{m}")
+            let package = format!(
+                "apt-get install -y postgresql-{}",
+                walredo_testkit::install::pg_version()
+            );
+            assert!(m.contains(&package), "{m}")
         }
         other => panic!("expected SpawnFailed, got {:?}", other.err()),
     }
@@ -43,7 +47,11 @@ fn missing_pieces_say_what_to_install() {
     match Redoer::new(&no_ext) {
         Err(Error::SpawnFailed(m)) => {
             assert!(m.contains("make -C pg_walredo install"), "{m}");
-            assert!(m.contains("postgresql-server-dev-15"), "{m}");
+            let package = format!(
+                "postgresql-server-dev-{}",
+                walredo_testkit::install::pg_version()
+            );
+            assert!(m.contains(&package), "{m}");
         }
         other => panic!("expected SpawnFailed, got {:?}", other.err()),
     }
@@ -197,5 +205,59 @@ fn children_inherit_no_fd_no_environment_and_get_their_own_group() {
     unsafe { libc::close(fd) };
     let _ = std::fs::remove_file(&marker);
     std::env::remove_var("WALREDO_TEST_SECRET");
+    assert_no_leftovers();
+}
+
+/// The version a pool serves: `pg_version` outside 15..18 is refused; a
+/// supported version that is not installed says which package to install;
+/// a `pg_bindir` of another version is refused, naming what it is; and the
+/// version found is the one asked for.
+#[test]
+fn the_version_asked_for_is_the_version_served() {
+    let _serial = serial();
+    init_logging();
+    let here = walredo_testkit::install::pg_version();
+    match Launcher::new(&Config {
+        pg_version: Some(14),
+        ..config()
+    }) {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains("15, 16, 17 or 18"), "{m}"),
+        r => panic!("expected InvalidArgument, got {r:?}"),
+    }
+    // A supported version this machine (or root) does not have.
+    let other = [15, 16, 17, 18]
+        .into_iter()
+        .find(|v| !PathBuf::from(format!("/usr/lib/postgresql/{v}/bin/postgres")).exists())
+        .expect("a supported version that is not installed here");
+    match Launcher::new(&Config {
+        pg_version: Some(other),
+        pg_bindir: None,
+        ..config()
+    }) {
+        Err(Error::SpawnFailed(m)) => {
+            assert!(
+                m.contains(&format!("apt-get install -y postgresql-{other}")),
+                "{m}"
+            )
+        }
+        r => panic!("expected SpawnFailed, got {r:?}"),
+    }
+    match Launcher::new(&Config {
+        pg_version: Some(other),
+        ..config()
+    }) {
+        Err(Error::SpawnFailed(m)) => {
+            assert!(m.contains(&format!("is not PostgreSQL {other}")), "{m}");
+            assert!(m.contains(&format!("(PostgreSQL) {here}.")), "{m}");
+        }
+        r => panic!("expected SpawnFailed, got {r:?}"),
+    }
+    let launcher = Launcher::new(&Config {
+        pg_version: None,
+        ..config()
+    })
+    .unwrap();
+    assert_eq!(launcher.pg_version(), here);
+    drop(launcher);
     assert_no_leftovers();
 }

@@ -430,7 +430,12 @@ fn wal_sources_against_postgresql() {
         let (rmgr, ty, xid, _) = dump
             .get(&r.start_lsn)
             .unwrap_or_else(|| panic!("pg_waldump lacks {}", format_lsn(r.start_lsn)));
-        let mine = record::record_type_name(r.rmid(), r.info()).unwrap_or("UNKNOWN");
+        let mine = record::record_type_name_for(
+            walredo_testkit::install::pg_version(),
+            r.rmid(),
+            r.info(),
+        )
+        .unwrap_or("UNKNOWN");
         assert_eq!(
             (record::rmgr_name(r.rmid()), mine, r.xid()),
             (rmgr.as_str(), ty.as_str(), *xid),

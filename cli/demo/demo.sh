@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make demo: write real WAL with a throw-away PostgreSQL 15 cluster, let
+# make demo: write real WAL with a throw-away PostgreSQL cluster (15 to 18), let
 # PostgreSQL replay it, rebuild every page with walredo and compare; then, in
 # SQL, a row before a bad UPDATE through walredo_inspect.
 #
@@ -11,7 +11,8 @@
 set -euo pipefail
 # The workspace root: cli/demo/ is two levels below it.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-BIN=/usr/lib/postgresql/15/bin
+# WALREDO_PG_VERSION (make demo PG_VERSION=N sets it) picks the server.
+BIN=/usr/lib/postgresql/${WALREDO_PG_VERSION:-15}/bin
 
 DIR="$(mktemp -d "${TMPDIR:-/tmp}/walredo-demo.XXXXXX")"
 chmod 755 "$DIR"

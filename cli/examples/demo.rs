@@ -2,7 +2,7 @@
 //!
 //!   demo DIR [--workload FILE.sql] [--conf 'k=v k=v'] [--scale N] [--transactions N]
 //!
-//! In DIR: a throw-away PostgreSQL 15 cluster, a clean base copy, the
+//! In DIR: a throw-away PostgreSQL cluster (of WALREDO_PG_VERSION), a clean base copy, the
 //! workload (pgbench initialisation and run, then the SQL file), the WAL it
 //! wrote, PostgreSQL's own archive recovery of that WAL onto a second base
 //! copy, and finally `walredo verify`, whose report is printed with how long
@@ -108,8 +108,17 @@ fn main() -> ExitCode {
         }
     }
     let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    // The server's own words ("postgres (PostgreSQL) 17.6 (Debian 17.6-0+deb13u1)").
+    let server = std::process::Command::new(walredo_testkit::cluster::bindir().join("postgres"))
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let server = server
+        .strip_prefix("postgres (PostgreSQL) ")
+        .unwrap_or(&server);
     println!(
-        "demo: PostgreSQL 15 cluster in {}; settings: {}",
+        "demo: PostgreSQL {server} cluster in {}; settings: {}",
         dir.display(),
         if conf.is_empty() { "defaults" } else { &conf }
     );
@@ -141,8 +150,8 @@ fn main() -> ExitCode {
         .and_then(|p| Some(p.parent()?.parent()?.join("walredo")))
         .filter(|p| p.is_file())
         .unwrap_or_else(|| PathBuf::from("target/release/walredo"));
-    // The workspace's pg_walredo (cli/ is one level below the workspace root).
-    let extension = walredo_testkit::install::workspace_root().join("pg_walredo/pg_walredo.so");
+    // The workspace's pg_walredo for the version the demo runs.
+    let extension = walredo_testkit::install::built_dir("pg_walredo").join("pg_walredo.so");
     let extension = extension.to_str().unwrap();
     let target = format_lsn(rec.target_lsn);
     let cmd_args = [

@@ -1,4 +1,4 @@
-//! `walredo`: rebuild PostgreSQL 15 pages from WAL with PostgreSQL's own redo.
+//! `walredo`: rebuild PostgreSQL pages (15 to 18) from WAL with PostgreSQL's own redo.
 //!
 //!   walredo verify --base DIR --wal DIR --expected DIR [--processes N]
 //!   walredo page --base DIR --wal DIR --rel SPC/DB/REL [--fork F] --block N
@@ -17,10 +17,11 @@ use walredo_cli::verify::{page_as_of, verify, VerifyOptions};
 #[derive(Parser)]
 #[command(
     version,
-    about = "Rebuild PostgreSQL 15 pages from WAL with PostgreSQL's own redo routines"
+    about = "Rebuild PostgreSQL pages (15 to 18) from WAL with PostgreSQL's own redo routines"
 )]
 struct Cli {
-    /// The pg_walredo.so to load (default: PostgreSQL 15's library directory).
+    /// The pg_walredo.so to load (default: the library directory of the
+    /// base data directory's PostgreSQL version).
     #[arg(long, global = true)]
     extension: Option<PathBuf>,
     #[command(subcommand)]
@@ -33,7 +34,7 @@ enum Command {
     /// it with EXPECTED, the cluster PostgreSQL's recovery of that WAL made.
     /// Exits non-zero when a page differs.
     Verify {
-        /// Data directory of a cleanly stopped PostgreSQL 15 cluster.
+        /// Data directory of a cleanly stopped PostgreSQL cluster (its PG_VERSION picks the server).
         #[arg(long)]
         base: PathBuf,
         /// Directory of WAL segments written after BASE was taken.
@@ -52,7 +53,7 @@ enum Command {
     /// Show one page as it was at an LSN (default: at the end of the WAL):
     /// e.g. a row as it was before a bad UPDATE.
     Page {
-        /// Data directory of a cleanly stopped PostgreSQL 15 cluster.
+        /// Data directory of a cleanly stopped PostgreSQL cluster (its PG_VERSION picks the server).
         #[arg(long)]
         base: PathBuf,
         /// Directory of WAL segments written after BASE was taken.

@@ -21,8 +21,18 @@ use walredo::wal::record;
 use walredo::wal::{format_lsn, next_record_start, WalReader, WalRecord};
 use walredo::{Error, PAGE_SIZE};
 
-/// Debian's PostgreSQL 15 programs (pg_controldata).
-const PG_BINDIR: &str = "/usr/lib/postgresql/15/bin";
+/// Debian's (and the PostgreSQL project's packages') programs of a version
+/// (pg_controldata); `pg_controldata` on PATH where that is missing.
+fn pg_controldata(pg_version: u32) -> PathBuf {
+    let p = PathBuf::from(format!(
+        "/usr/lib/postgresql/{pg_version}/bin/pg_controldata"
+    ));
+    if p.is_file() {
+        p
+    } else {
+        PathBuf::from("pg_controldata")
+    }
+}
 
 /// What a data directory's `pg_control` says that matters here.
 #[derive(Clone, Debug)]
@@ -33,19 +43,39 @@ pub struct ControlInfo {
     pub redo_lsn: u64,
     pub data_checksums: bool,
     pub wal_log_hints: bool,
+    /// The major version (PG_VERSION) of the server that wrote it.
+    pub pg_version: u32,
 }
 
-/// Read `dir`'s control file (with PostgreSQL 15's `pg_controldata`).
+impl ControlInfo {
+    /// `config` for this data directory's version: its own `pg_version`
+    /// must agree, if set.
+    pub fn config_for(&self, config: &Config) -> Result<Config, String> {
+        match config.pg_version {
+            Some(v) if v != self.pg_version => Err(format!(
+                "the data directory is PostgreSQL {}, but pg_version {v} was asked for",
+                self.pg_version
+            )),
+            _ => Ok(Config {
+                pg_version: Some(self.pg_version),
+                ..config.clone()
+            }),
+        }
+    }
+}
+
+/// Read `dir`'s control file (with its version's `pg_controldata`).
 pub fn control_info(dir: &Path) -> Result<ControlInfo, String> {
     if !dir.join("global/pg_control").is_file() {
         return Err(format!(
             "{} is not a PostgreSQL data directory (no global/pg_control): give the data \
-             directory of a cleanly stopped PostgreSQL 15 cluster",
+             directory of a cleanly stopped PostgreSQL cluster",
             dir.display()
         ));
     }
+    let pg_version = walredo::datadir::pg_version(dir)?;
     // Reading pg_control needs no privileges beyond reading the file.
-    let out = std::process::Command::new(Path::new(PG_BINDIR).join("pg_controldata"))
+    let out = std::process::Command::new(pg_controldata(pg_version))
         .arg("-D")
         .arg(dir)
         .env("LC_ALL", "C")
@@ -78,6 +108,7 @@ pub fn control_info(dir: &Path) -> Result<ControlInfo, String> {
             .ok_or("bad REDO location")?,
         data_checksums: field("Data page checksum version")? != "0",
         wal_log_hints: field("wal_log_hints setting")? == "on",
+        pg_version,
     })
 }
 
@@ -95,6 +126,9 @@ pub fn read_wal(
             format_lsn(base.redo_lsn)
         )
     })?;
+    reader
+        .expect_version(base.pg_version)
+        .map_err(|e| format!("{e} (BASE is PostgreSQL {})", base.pg_version))?;
     if reader.system_id() != base.system_id {
         return Err(format!(
             "the WAL in {} belongs to database system {}, BASE to {}: they are from different \
@@ -286,7 +320,13 @@ pub fn verify(
             base.state
         ));
     }
-    control_info(&opts.expected)?;
+    let expected = control_info(&opts.expected)?;
+    if expected.pg_version != base.pg_version {
+        return Err(format!(
+            "BASE is PostgreSQL {}, EXPECTED PostgreSQL {}: they must be of one version",
+            base.pg_version, expected.pg_version
+        ));
+    }
     let records = read_wal(&base, &opts.wal, opts.end)?;
     let blocks = block_uses(records.iter().map(|r| &r.data[..]))
         .map_err(|(i, e)| format!("WAL record at {}: {e}", format_lsn(records[i].start_lsn)))?;
@@ -296,7 +336,7 @@ pub fn verify(
         data_checksums: base.data_checksums,
         wal_log_hints: base.wal_log_hints,
         queue_depth: 4 * opts.processes,
-        ..opts.config.clone()
+        ..base.config_for(&opts.config)?
     };
     let pool = Pool::new(&config).map_err(|e| e.to_string())?;
     let started = Instant::now();
@@ -459,7 +499,7 @@ pub fn page_as_of(
         processes: 1,
         data_checksums: base.data_checksums,
         wal_log_hints: base.wal_log_hints,
-        ..config.clone()
+        ..base.config_for(config)?
     };
     let pool = Pool::new(&config).map_err(|e| e.to_string())?;
     let mut page = pool

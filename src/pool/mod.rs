@@ -396,6 +396,12 @@ impl Pool {
         self.shared.slots.pids()
     }
 
+    /// The PostgreSQL major version this pool serves (`Config::pg_version`,
+    /// or the version of the `postgres` found).
+    pub fn pg_version(&self) -> u32 {
+        self.shared.slots.pg_version
+    }
+
     pub fn stats(&self) -> StatsSnapshot {
         self.shared.slots.stats.snapshot()
     }

@@ -131,6 +131,8 @@ pub(crate) struct Slots {
     /// `Config::follow_caller_cpu`.
     follow_cpu: bool,
     pub stats: Stats,
+    /// The PostgreSQL major version the processes run.
+    pub pg_version: u32,
 }
 
 impl Slots {
@@ -141,7 +143,9 @@ impl Slots {
             ));
         }
         let launcher = Arc::new(Launcher::new(config)?);
+        let pg_version = launcher.pg_version();
         Ok(Slots {
+            pg_version,
             spawner: Spawner::new(launcher)?,
             idle: Mutex::new((0..config.processes).map(|_| Slot::default()).collect()),
             returned: Condvar::new(),

@@ -35,9 +35,14 @@ use crate::error::{Error, Result};
 use crate::process::template::{Forked, Template as TemplateProcess};
 use crate::wal::crc32c::crc32c;
 
-/// Where Debian puts PostgreSQL 15; tried before `pg_config` on `PATH`.
-const DEBIAN_PG15_CONFIG: &str = "/usr/lib/postgresql/15/bin/pg_config";
-const INSTALL_PG15: &str = "apt-get install -y postgresql-15";
+/// Where Debian (and the PostgreSQL project's apt packages) put each
+/// version's `pg_config`; tried before `pg_config` on `PATH`.
+fn debian_pg_config(pg_version: u32) -> PathBuf {
+    PathBuf::from(format!("/usr/lib/postgresql/{pg_version}/bin/pg_config"))
+}
+fn install_hint(pg_version: Option<u32>) -> String {
+    format!("apt-get install -y postgresql-{}", pg_version.unwrap_or(15))
+}
 const EXTENSION_FILE: &str = "pg_walredo.so";
 
 /// A user id and group id to run children as.
@@ -51,6 +56,8 @@ pub struct UserIds {
 #[derive(Debug)]
 pub struct Launcher {
     program: Program,
+    /// The PostgreSQL major version the processes run (0 for `child_program`).
+    pg_version: u32,
     memory_limit: u64,
     blocking_wait: bool,
     /// `None` when the caller is not root: children run as the caller.
@@ -133,11 +140,14 @@ impl Launcher {
         check_scratch_root(&scratch_root)?;
         remove_stale_scratch_dirs(&scratch_root, user.map_or_else(euid, |ids| ids.uid));
 
-        let program = match &config.child_program {
-            Some((path, args)) => Program::Custom {
-                path: path.clone(),
-                args: args.clone(),
-            },
+        let (program, pg_version) = match &config.child_program {
+            Some((path, args)) => (
+                Program::Custom {
+                    path: path.clone(),
+                    args: args.clone(),
+                },
+                config.pg_version.unwrap_or(0),
+            ),
             None => postgres_program(config, &scratch_root, user)?,
         };
         let spawn_mode = match program {
@@ -151,6 +161,7 @@ impl Launcher {
         };
         Ok(Launcher {
             program,
+            pg_version,
             memory_limit: config.process_memory_limit,
             blocking_wait: config.blocking_wait,
             user,
@@ -160,6 +171,12 @@ impl Launcher {
             template: Mutex::new(None),
             spare_scratch: Mutex::new(None),
         })
+    }
+
+    /// The PostgreSQL major version the processes run: `Config::pg_version`,
+    /// or the version of the `postgres` found.
+    pub fn pg_version(&self) -> u32 {
+        self.pg_version
     }
 
     /// How this launcher starts processes.
@@ -403,27 +420,42 @@ impl Drop for Launcher {
     }
 }
 
-/// PostgreSQL 15, the extension and the scratch template, found and checked.
+/// PostgreSQL (of `Config::pg_version`, or any supported version), the
+/// extension and the scratch template, found and checked; and the version.
 fn postgres_program(
     config: &Config,
     scratch_root: &Path,
     user: Option<UserIds>,
-) -> Result<Program> {
-    let pg_config = find_pg_config();
+) -> Result<(Program, u32)> {
+    let want = config.pg_version;
+    if let Some(v) = want {
+        if crate::wal::xlog_page_magic(v).is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "pg_version {v} is not supported: walredo serves PostgreSQL {}",
+                crate::wal::supported_versions()
+            )));
+        }
+    }
+    let pg_config = find_pg_config(want, config.pg_bindir.as_deref());
     let bindir = match &config.pg_bindir {
         Some(dir) => dir.clone(),
         None => {
             let cfg = pg_config.as_ref().ok_or_else(|| {
+                let which = want.map_or_else(
+                    || format!("PostgreSQL {}", crate::wal::supported_versions()),
+                    |v| format!("PostgreSQL {v}"),
+                );
                 spawn_error(format!(
-                    "PostgreSQL 15 not found (no {DEBIAN_PG15_CONFIG}, no PostgreSQL 15 \
-                     pg_config on PATH): install it with `{INSTALL_PG15}`, or set pg_bindir"
+                    "{which} not found (no /usr/lib/postgresql/N/bin/pg_config, no such \
+                     pg_config on PATH): install it with `{}`, or set pg_bindir",
+                    install_hint(want)
                 ))
             })?;
             PathBuf::from(pg_config_value(cfg, "--bindir")?)
         }
     };
     let postgres = bindir.join("postgres");
-    check_postgres_15(&postgres)?;
+    let pg_version = check_postgres_version(&postgres, want)?;
 
     let extension_src = match &config.extension_path {
         Some(p) => p.clone(),
@@ -436,22 +468,46 @@ fn postgres_program(
         return Err(spawn_error(format!(
             "the pg_walredo extension is not at {}: build and install it with \
              `make -C pg_walredo install` (needs `apt-get install -y \
-             postgresql-server-dev-15`), or set extension_path",
+             postgresql-server-dev-{pg_version}`), or set extension_path",
             extension_src.display()
         )));
     }
 
     let extension = install_extension_copy(&extension_src, scratch_root)?;
-    let template = ensure_template(&bindir, scratch_root, user, config.data_checksums)?;
-    Ok(Program::Postgres {
+    let template = ensure_template(
+        &bindir,
+        scratch_root,
+        user,
+        config.data_checksums,
+        pg_version,
+    )?;
+    let program = Program::Postgres {
         postgres,
         extension,
         template,
         verify: config.verify,
         wal_log_hints: config.wal_log_hints,
         require_landlock: config.require_landlock,
-        extra_settings: config.extra_settings.clone(),
-    })
+        extra_settings: version_settings(pg_version)
+            .into_iter()
+            .chain(config.extra_settings.iter().cloned())
+            .collect(),
+    };
+    Ok((program, pg_version))
+}
+
+/// Server settings a version's wal-redo processes need beyond the common
+/// ones (before `Config::extra_settings`, which can override them).
+fn version_settings(pg_version: u32) -> Vec<String> {
+    let mut settings = Vec::new();
+    if pg_version >= 18 {
+        // 18's asynchronous I/O: plain synchronous reads and writes, as in
+        // 15 to 17. A single-user backend has no I/O workers and executes
+        // "worker" I/O synchronously anyway; io_uring would need system
+        // calls the sandbox does not allow.
+        settings.push("io_method=sync".to_string());
+    }
+    settings
 }
 
 fn on_off(b: bool) -> &'static str {
@@ -462,17 +518,36 @@ fn on_off(b: bool) -> &'static str {
     }
 }
 
-/// A PostgreSQL 15 `pg_config`: Debian's, else one on `PATH` that says 15.
-fn find_pg_config() -> Option<PathBuf> {
-    let candidates = [
-        PathBuf::from(DEBIAN_PG15_CONFIG),
-        PathBuf::from("pg_config"),
-    ];
+/// A `pg_config` of version `want` (any supported one if `None`): the one
+/// in `bindir` if given, else Debian's (15 first, then 16, 17, 18), else one
+/// on `PATH`.
+fn find_pg_config(want: Option<u32>, bindir: Option<&Path>) -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = match bindir {
+        Some(dir) => vec![dir.join("pg_config")],
+        None => crate::wal::PG_VERSIONS
+            .iter()
+            .map(|(v, _)| *v)
+            .filter(|v| want.is_none_or(|w| w == *v))
+            .map(debian_pg_config)
+            .collect(),
+    };
+    if bindir.is_none() {
+        candidates.push(PathBuf::from("pg_config"));
+    }
     candidates.into_iter().find(|c| {
         pg_config_value(c, "--version")
-            .map(|v| v.starts_with("PostgreSQL 15."))
-            .unwrap_or(false)
+            .ok()
+            .and_then(|v| major_version(v.strip_prefix("PostgreSQL ")?))
+            .is_some_and(|v| {
+                crate::wal::xlog_page_magic(v).is_some() && want.is_none_or(|w| w == v)
+            })
     })
+}
+
+/// The major version in "17.6", "18.1 (Debian 18.1-1)", "18beta1".
+fn major_version(version: &str) -> Option<u32> {
+    let digits: String = version.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
 }
 
 fn pg_config_value(pg_config: &Path, flag: &str) -> Result<String> {
@@ -492,27 +567,34 @@ fn pg_config_value(pg_config: &Path, flag: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn check_postgres_15(postgres: &Path) -> Result<()> {
+/// The major version of `postgres`, which must be a supported one (and
+/// `want`, if given).
+fn check_postgres_version(postgres: &Path, want: Option<u32>) -> Result<u32> {
     let out = Command::new(postgres)
         .arg("--version")
         .stdin(Stdio::null())
         .output()
         .map_err(|e| {
             spawn_error(format!(
-                "cannot run {}: {e}: install PostgreSQL 15 with `{INSTALL_PG15}`, or set pg_bindir",
-                postgres.display()
+                "cannot run {}: {e}: install PostgreSQL with `{}`, or set pg_bindir",
+                postgres.display(),
+                install_hint(want)
             ))
         })?;
     let version = String::from_utf8_lossy(&out.stdout);
-    if !version.contains("(PostgreSQL) 15.") {
-        return Err(spawn_error(format!(
-            "{} is not PostgreSQL 15 (it says {:?}): install it with `{INSTALL_PG15}`, or set \
-             pg_bindir",
+    let found = version
+        .split_once("(PostgreSQL) ")
+        .and_then(|(_, v)| major_version(v));
+    match found {
+        Some(v) if want.is_none_or(|w| w == v) && crate::wal::xlog_page_magic(v).is_some() => Ok(v),
+        _ => Err(spawn_error(format!(
+            "{} is not PostgreSQL {} (it says {:?}): install it with `{}`, or set pg_bindir",
             postgres.display(),
-            version.trim()
-        )));
+            want.map_or_else(crate::wal::supported_versions, |v| v.to_string()),
+            version.trim(),
+            install_hint(want)
+        ))),
     }
-    Ok(())
 }
 
 /// The ids of `user` when the caller is root (children must not run as root),
@@ -804,8 +886,12 @@ fn ensure_template(
     root: &Path,
     user: Option<UserIds>,
     data_checksums: bool,
+    pg_version: u32,
 ) -> Result<Template> {
-    let name = format!("template-pg15-checksums-{}", on_off(data_checksums));
+    let name = format!(
+        "template-pg{pg_version}-checksums-{}",
+        on_off(data_checksums)
+    );
     let template = root.join(&name);
     match read_template(&template) {
         Ok(Some(t)) => return Ok(t),
@@ -817,7 +903,7 @@ fn ensure_template(
     }
 
     let work = new_dir(root, "initdb-", 0o700)?;
-    let made = run_initdb(bindir, root, &work, &name, user, data_checksums);
+    let made = run_initdb(bindir, root, &work, &name, user, data_checksums, pg_version);
     let _ = fs::remove_dir_all(&work);
     made?;
     match read_template(&template) {
@@ -840,6 +926,7 @@ fn run_initdb(
     name: &str,
     user: Option<UserIds>,
     data_checksums: bool,
+    pg_version: u32,
 ) -> Result<()> {
     if let Some(ids) = user {
         chown_tree(work, ids)?;
@@ -860,6 +947,9 @@ fn run_initdb(
         .stdin(Stdio::null());
     if data_checksums {
         cmd.arg("--data-checksums");
+    } else if pg_version >= 18 {
+        // 18's initdb turns checksums on unless told not to.
+        cmd.arg("--no-data-checksums");
     }
     if let Some(ids) = user {
         cmd.uid(ids.uid).gid(ids.gid);

@@ -1,10 +1,10 @@
-//! Reading PostgreSQL 15 WAL segment files, in one directory or several.
+//! Reading PostgreSQL WAL (15 to 18) segment files, in one directory or several.
 //!
 //! [`WalReader`] walks the segments of one timeline in a directory (normally a
 //! cluster's `pg_wal`) and yields every record as its raw bytes: the complete
 //! `XLogRecord`, header included, reassembled across page and segment
 //! boundaries, with the record's start LSN and its end LSN exactly as
-//! PostgreSQL 15's xlogreader computes `EndRecPtr`.
+//! PostgreSQL's xlogreader computes `EndRecPtr`.
 //!
 //! The reader tells "the WAL ended" (iteration stops, see
 //! [`WalReader::end_reason`]) apart from real problems ([`WalError`]): the end of
@@ -36,6 +36,34 @@ use crate::wal::crc32c::{crc32c_finish, crc32c_update, CRC32C_INIT};
 pub const XLOG_BLCKSZ: u64 = 8192;
 /// `xlp_magic` of PostgreSQL 15 WAL pages.
 pub const XLOG_PAGE_MAGIC: u16 = 0xD110;
+
+/// The PostgreSQL major versions whose WAL this library reads and redoes,
+/// with each one's `XLOG_PAGE_MAGIC` (access/xlog_internal.h). Every major
+/// release changes the magic; the record format itself (record, block and
+/// image headers, resource manager ids) is the same from 15 to 18.
+pub const PG_VERSIONS: [(u32, u16); 4] = [(15, 0xD110), (16, 0xD113), (17, 0xD116), (18, 0xD118)];
+
+/// `xlp_magic` of WAL pages written by PostgreSQL `pg_version`.
+pub fn xlog_page_magic(pg_version: u32) -> Option<u16> {
+    PG_VERSIONS
+        .iter()
+        .find(|(v, _)| *v == pg_version)
+        .map(|(_, m)| *m)
+}
+
+/// The PostgreSQL major version that writes WAL pages with this magic.
+pub fn pg_version_of_magic(magic: u16) -> Option<u32> {
+    PG_VERSIONS
+        .iter()
+        .find(|(_, m)| *m == magic)
+        .map(|(v, _)| *v)
+}
+
+/// "15, 16, 17 or 18", for messages.
+pub fn supported_versions() -> String {
+    let v: Vec<String> = PG_VERSIONS.iter().map(|(v, _)| v.to_string()).collect();
+    format!("{} or {}", v[..v.len() - 1].join(", "), v[v.len() - 1])
+}
 /// Size of a short page header (MAXALIGN(sizeof(XLogPageHeaderData))).
 pub const SIZE_OF_XLOG_SHORT_PHD: u64 = 24;
 /// Size of a long page header (MAXALIGN(sizeof(XLogLongPageHeaderData))).
@@ -162,8 +190,14 @@ pub enum WalError {
     /// Reading a segment file failed.
     Io { file: PathBuf, source: io::Error },
     /// A long page header disagrees with the files (segment or block size),
-    /// or the first segment is not PostgreSQL 15 WAL at all.
+    /// or the first segment is not PostgreSQL WAL at all.
     BadHeader { file: PathBuf, detail: String },
+    /// The WAL is of another PostgreSQL major version than the one asked for.
+    WrongVersion {
+        file: PathBuf,
+        found: u32,
+        expected: u32,
+    },
     /// A segment belongs to another database cluster.
     SystemIdMismatch {
         file: PathBuf,
@@ -175,6 +209,15 @@ pub enum WalError {
 impl fmt::Display for WalError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            WalError::WrongVersion {
+                file,
+                found,
+                expected,
+            } => write!(
+                f,
+                "{} is PostgreSQL {found} WAL, but PostgreSQL {expected} is asked for: redo it with a pool of pg_version {found} (PostgreSQL {found}'s binaries and its pg_walredo)",
+                file.display()
+            ),
             WalError::ReadDir { dir, source } => write!(
                 f,
                 "cannot read WAL directory {}: {source}; check that the path exists and is readable",
@@ -244,7 +287,7 @@ impl fmt::Display for WalError {
             }
             WalError::BadHeader { file, detail } => write!(
                 f,
-                "WAL segment {}: {detail}; this reader needs PostgreSQL 15 WAL with 8 KiB pages",
+                "WAL segment {}: {detail}; this reader needs PostgreSQL 15 to 18 WAL with 8 KiB pages",
                 file.display()
             ),
             WalError::SystemIdMismatch {
@@ -521,9 +564,21 @@ impl Segments {
                 File::open(p)
                     .and_then(|f| f.read_exact_at(&mut head, 0))
                     .is_ok()
-                    && le_u16(&head, 0) == XLOG_PAGE_MAGIC
+                    && pg_version_of_magic(le_u16(&head, 0)).is_some()
                     && le_u64(&head, 8) == segno * self.seg_size
             })
+        })
+    }
+
+    /// The PostgreSQL major version whose page magic segment `segno`'s first
+    /// page has, if it is present and has a known one.
+    pub fn pg_version(&self, segno: u64) -> Option<u32> {
+        self.files.get(&segno)?.iter().find_map(|p| {
+            let mut head = [0u8; 2];
+            File::open(p)
+                .and_then(|f| f.read_exact_at(&mut head, 0))
+                .ok()?;
+            pg_version_of_magic(le_u16(&head, 0))
         })
     }
 
@@ -559,6 +614,9 @@ pub struct WalReader {
     limit_reached: bool,
     done: bool,
     end_reason: Option<String>,
+    /// `xlp_magic` of the first page read: every page must have it (0 until
+    /// then: any supported version's).
+    magic: u16,
 }
 
 impl fmt::Debug for WalReader {
@@ -624,6 +682,7 @@ impl WalReader {
             limit_reached: false,
             done: false,
             end_reason: None,
+            magic: 0,
         };
 
         // The first page of the start segment must be a valid long header;
@@ -637,14 +696,21 @@ impl WalReader {
         let info = le_u16(b, 2);
         let pageaddr = le_u64(b, 8);
         let sysid = le_u64(b, 24);
-        if magic != XLOG_PAGE_MAGIC {
+        if pg_version_of_magic(magic).is_none() {
+            let known: Vec<String> = PG_VERSIONS
+                .iter()
+                .map(|(v, m)| format!("0x{m:04X} (PostgreSQL {v})"))
+                .collect();
             return Err(WalError::BadHeader {
                 file,
                 detail: format!(
-                    "first page has magic 0x{magic:04X}, expected 0x{XLOG_PAGE_MAGIC:04X} (PostgreSQL 15); it is not PostgreSQL 15 WAL, or an unused preallocated file"
+                    "first page has magic 0x{magic:04X}, expected one of {}; it is not the WAL of PostgreSQL {}, or an unused preallocated file",
+                    known.join(", "),
+                    supported_versions()
                 ),
             });
         }
+        reader.magic = magic;
         if info & XLP_LONG_HEADER == 0 || pageaddr != seg_start {
             return Err(WalError::BadHeader {
                 file,
@@ -722,6 +788,26 @@ impl WalReader {
     /// Database system identifier from the first segment's long header.
     pub fn system_id(&self) -> u64 {
         self.sysid
+    }
+
+    /// The PostgreSQL major version that wrote this WAL (from its page magic).
+    pub fn pg_version(&self) -> u32 {
+        pg_version_of_magic(self.magic).expect("checked when the reader was opened")
+    }
+
+    /// Refuse WAL of another major version than `pg_version`, before any of
+    /// its records reaches a process of that version.
+    pub fn expect_version(&self, pg_version: u32) -> Result<(), WalError> {
+        let found = self.pg_version();
+        if found == pg_version {
+            return Ok(());
+        }
+        let segno = self.next_lsn / self.segs.seg_size;
+        Err(WalError::WrongVersion {
+            file: self.segs.dirs[0].join(self.segs.file_name(segno)),
+            found,
+            expected: pg_version,
+        })
     }
 
     /// The first directory looked in.
@@ -955,7 +1041,7 @@ impl WalReader {
         let pageaddr = le_u64(b, 8);
         let rem_len = le_u32(b, 16);
         let at = || format!("segment {}, offset {off}", self.segs.file_name(segno));
-        if magic != XLOG_PAGE_MAGIC {
+        if magic != self.magic {
             return Ok(Page::Invalid(format!(
                 "invalid magic number {magic:04X} in {}",
                 at()
@@ -1036,7 +1122,8 @@ impl WalReader {
     /// Whether a long page header is the start of segment `segno` of this
     /// system.
     fn is_segment_start(&self, head: &[u8], segno: u64) -> bool {
-        le_u16(head, 0) == XLOG_PAGE_MAGIC
+        let magic = le_u16(head, 0);
+        (magic == self.magic || (self.magic == 0 && pg_version_of_magic(magic).is_some()))
             && le_u16(head, 2) & XLP_LONG_HEADER != 0
             && le_u64(head, 8) == segno * self.segs.seg_size
             && (self.sysid == 0 || le_u64(head, 24) == self.sysid)
@@ -1868,6 +1955,46 @@ mod tests {
         b.write(&d.0);
         let e = WalReader::open(&d.0, None).unwrap_err();
         assert!(e.to_string().contains("magic 0xD10D"), "{e}");
+
+        // PostgreSQL 17 WAL: read as such (every page has 17's magic), and
+        // refused where 15 is asked for; a page of 15 in it is invalid.
+        let d = TempDir::new("errs6");
+        let mut b = Builder::new(1, 1);
+        let (start, _) = b.small(34);
+        b.small(9000);
+        for page in (0..b.buf.len() as u64).step_by(XLOG_BLCKSZ as usize) {
+            b.at(0x100000 + page, 2)
+                .copy_from_slice(&xlog_page_magic(17).unwrap().to_le_bytes());
+        }
+        b.write(&d.0);
+        let r = WalReader::open(&d.0, None).unwrap();
+        assert_eq!(r.pg_version(), 17);
+        r.expect_version(17).unwrap();
+        let e = r.expect_version(15).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                WalError::WrongVersion {
+                    found: 17,
+                    expected: 15,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("PostgreSQL 17 WAL"), "{e}");
+        assert_eq!(r.map(|r| r.unwrap().start_lsn).next(), Some(start));
+        b.at(0x102000, 2)
+            .copy_from_slice(&XLOG_PAGE_MAGIC.to_le_bytes());
+        b.write(&d.0);
+        let mut r = WalReader::open(&d.0, None).unwrap();
+        assert!(r.next().unwrap().is_ok());
+        assert!(r.next().is_none());
+        assert!(
+            r.end_reason().unwrap().contains("magic"),
+            "{:?}",
+            r.end_reason()
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Decoding raw PostgreSQL 15 WAL records (`XLogRecord`), little-endian.
+//! Decoding raw PostgreSQL WAL records (one format from 15 to 18) (`XLogRecord`), little-endian.
 //!
 //! [`decode`] checks a record the way PostgreSQL 15's `ValidXLogRecord` and
 //! `DecodeXLogRecord` (xlogreader.c) do, and returns a zero-copy view of its
@@ -389,6 +389,24 @@ pub fn rmgr_name(rmid: u8) -> &'static str {
         128..=255 => "custom",
         _ => "unknown",
     }
+}
+
+/// `record_type_name` for WAL of PostgreSQL `pg_version`: the names 17
+/// gave to Heap2's prune records (0x10 to 0x30 were PRUNE, VACUUM and
+/// FREEZE_PAGE up to 16) and XLOG's CHECKPOINT_REDO (new in 17). Nothing else
+/// differs from 15 to 18 (the ids and the other names are the same).
+pub fn record_type_name_for(pg_version: u32, rmid: u8, info: u8) -> Option<&'static str> {
+    let op = info & XLR_RMGR_INFO_MASK;
+    if pg_version >= 17 {
+        match (rmid, op) {
+            (0, 0xE0) => return Some("CHECKPOINT_REDO"),
+            (9, 0x10) => return Some("PRUNE_ON_ACCESS"),
+            (9, 0x20) => return Some("PRUNE_VACUUM_SCAN"),
+            (9, 0x30) => return Some("PRUNE_VACUUM_CLEANUP"),
+            _ => {}
+        }
+    }
+    record_type_name(rmid, info)
 }
 
 /// The record type as pg_waldump names it (the first word of its `desc:`,
@@ -966,6 +984,22 @@ fn read_image_header(r: &mut Reader<'_>, block: u8) -> Result<(u16, u16, u16, u8
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn record_type_names_follow_the_version() {
+        assert_eq!(record_type_name_for(15, 9, 0x10), Some("PRUNE"));
+        assert_eq!(record_type_name_for(16, 9, 0x30), Some("FREEZE_PAGE"));
+        assert_eq!(record_type_name_for(17, 9, 0x10), Some("PRUNE_ON_ACCESS"));
+        assert_eq!(
+            record_type_name_for(18, 9, 0x30 | 0x02),
+            Some("PRUNE_VACUUM_CLEANUP")
+        );
+        assert_eq!(record_type_name_for(17, 0, 0xE0), Some("CHECKPOINT_REDO"));
+        assert_eq!(
+            record_type_name_for(18, 10, 0x00),
+            record_type_name(10, 0x00)
+        );
+    }
+
     use super::*;
     use crate::tag::{FSM_FORKNUM, INIT_FORKNUM, MAIN_FORKNUM, VISIBILITYMAP_FORKNUM};
 

@@ -153,6 +153,8 @@ pub struct WalSource {
     timeline: Option<u32>,
     /// Learnt from the first segment read; other systems' files are passed over.
     system_id: Option<u64>,
+    /// The PostgreSQL major version, learnt with the system identifier.
+    pg_version: Option<u32>,
     /// Segment number -> start of the first record that starts in it.
     first_starts: BTreeMap<u64, u64>,
     /// Segments read whole: block -> start of the newest record starting in
@@ -162,6 +164,12 @@ pub struct WalSource {
 }
 
 impl WalSource {
+    /// The PostgreSQL major version of its WAL (from the page magic), once a
+    /// segment was read.
+    pub fn pg_version(&self) -> Option<u32> {
+        self.pg_version
+    }
+
     /// A source over `dirs`, in order; `timeline` None: the highest found.
     /// Reads nothing yet.
     pub fn new(dirs: Vec<PathBuf>, timeline: Option<u32>) -> WalSource {
@@ -169,6 +177,7 @@ impl WalSource {
             dirs,
             timeline,
             system_id: None,
+            pg_version: None,
             first_starts: BTreeMap::new(),
             summaries: BTreeMap::new(),
             records_read: 0,
@@ -243,6 +252,7 @@ impl WalSource {
             Err(e) => return Err(e.into()),
         };
         self.system_id = Some(reader.system_id());
+        self.pg_version = Some(reader.pg_version());
         reader.set_limit(limit);
         let mut summary: HashMap<PageTag, u64> = HashMap::new();
         let mut first_of_segment = whole;
@@ -617,6 +627,7 @@ impl WalSource {
             if interrupt() {
                 return Err(SourceError::Cancelled);
             }
+            let pg_version = self.pg_version.or(segs.pg_version(s)).unwrap_or(15);
             let scanned = self.scan(
                 &segs,
                 Start::Segment(s),
@@ -635,7 +646,8 @@ impl WalSource {
                         has_image: b.has_image,
                         will_init: b.will_init,
                         rmgr: record::rmgr_name(rmid),
-                        record_type: record::record_type_name(rmid, info).unwrap_or("UNKNOWN"),
+                        record_type: record::record_type_name_for(pg_version, rmid, info)
+                            .unwrap_or("UNKNOWN"),
                     })
                 },
             )?;

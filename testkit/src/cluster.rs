@@ -1,4 +1,5 @@
-//! Throw-away PostgreSQL 15 clusters for tests, fixtures and demos: initdb,
+//! Throw-away PostgreSQL clusters (of [`crate::install::pg_version`]) for
+//! tests, fixtures and demos: initdb,
 //! start, SQL through psql, stop, and archive recovery of kept WAL onto a base
 //! copy (the oracle of docs/verification.md). PostgreSQL refuses to run as
 //! root, so when the caller is root every program runs as the unprivileged
@@ -15,8 +16,10 @@ use std::time::{Duration, Instant};
 
 use walredo::process::launch::{unprivileged_user, UserIds};
 
-/// Debian's PostgreSQL 15 programs.
-pub const BINDIR: &str = "/usr/lib/postgresql/15/bin";
+/// Debian's programs of the PostgreSQL version the tests run.
+pub fn bindir() -> PathBuf {
+    crate::install::pg_lib().join("bin")
+}
 
 /// The user PostgreSQL programs run as, when the caller is root.
 pub fn user() -> Option<UserIds> {
@@ -25,7 +28,7 @@ pub fn user() -> Option<UserIds> {
 
 /// Run a PostgreSQL program as the unprivileged user; panics on failure.
 pub fn run(program: &str, args: &[&str]) -> Output {
-    run_in(Path::new(BINDIR), program, args)
+    run_in(&bindir(), program, args)
 }
 
 /// `run` for the programs of another installation.
@@ -44,7 +47,7 @@ pub fn run_in(bindir: &Path, program: &str, args: &[&str]) -> Output {
 }
 
 pub fn command(program: &str, args: &[&str]) -> Command {
-    command_in(Path::new(BINDIR), program, args)
+    command_in(&bindir(), program, args)
 }
 
 /// `command` for the programs of another installation (a private copy, see
@@ -84,7 +87,7 @@ impl Drop for TempDir {
     }
 }
 
-/// A PostgreSQL 15 cluster listening only on a unix socket in its own dir.
+/// A PostgreSQL cluster listening only on a unix socket in its own dir.
 pub struct Cluster {
     /// The installation whose server runs it (Debian's, or a private copy).
     pub bindir: PathBuf,
@@ -97,7 +100,7 @@ pub struct Cluster {
 impl Cluster {
     /// initdb into `dir/data`, with `settings` appended to postgresql.conf.
     pub fn init(dir: &Path, initdb_args: &[&str], settings: &[&str]) -> Cluster {
-        Cluster::init_in(Path::new(BINDIR), dir, initdb_args, settings)
+        Cluster::init_in(&bindir(), dir, initdb_args, settings)
     }
 
     /// `init` with the programs of the installation in `bindir`: its server
@@ -114,6 +117,15 @@ impl Cluster {
             "postgres",
         ];
         args.extend_from_slice(initdb_args);
+        // 18's initdb turns data checksums on by default; the tests (and
+        // their redo configs) assume 15's default, off, unless they ask.
+        if crate::install::pg_version() >= 18
+            && !initdb_args
+                .iter()
+                .any(|a| matches!(*a, "-k" | "--data-checksums" | "--no-data-checksums"))
+        {
+            args.push("--no-data-checksums");
+        }
         run_in(bindir, "initdb", &args);
         let mut conf = String::from("\n# walredo tests\n");
         for s in settings {
@@ -313,7 +325,7 @@ pub fn archive_recover(
     took
 }
 
-/// WAL a real PostgreSQL 15 wrote for a workload, with what recovery made of
+/// WAL a real PostgreSQL wrote for a workload, with what recovery made of
 /// it: everything the oracle of docs/verification.md needs.
 pub struct RecordedWal {
     /// Copy of the cleanly stopped cluster before the workload.

@@ -87,15 +87,15 @@ pub fn init_logging() {
     let _ = env_logger::builder().is_test(true).try_init();
 }
 
+/// This tree's pg_walredo.so for the version the tests run
+/// ([`crate::install::pg_version`]).
 pub fn extension_path() -> PathBuf {
-    let p = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../pg_walredo/pg_walredo.so"
-    ));
+    let p = crate::install::built_dir("pg_walredo").join("pg_walredo.so");
     assert!(
         p.is_file(),
-        "{} is missing: build it with `make -C pg_walredo` (make check does)",
-        p.display()
+        "{} is missing: build it with `make PG_VERSION={}` (make check does)",
+        p.display(),
+        crate::install::pg_version()
     );
     p
 }
@@ -103,6 +103,8 @@ pub fn extension_path() -> PathBuf {
 pub fn config() -> Config {
     Config {
         extension_path: Some(extension_path()),
+        pg_version: Some(crate::install::pg_version()),
+        pg_bindir: Some(crate::cluster::bindir()),
         ..Config::default()
     }
 }

@@ -1,11 +1,12 @@
-//! A private copy of the PostgreSQL 15 installation with this tree's
-//! extensions in it, and interactive psql sessions.
+//! Which PostgreSQL the tests run ([`pg_version`]: `$WALREDO_PG_VERSION`),
+//! where this tree's extensions for it were built, a private copy of its
+//! installation with those extensions in it, and interactive psql sessions.
 //!
-//! PostgreSQL 15 finds extensions only in its own share directory, and finds
+//! PostgreSQL finds extensions only in its own share directory, and finds
 //! that directory relative to its binary. So a test that must `CREATE
 //! EXTENSION walredo_inspect` without writing into the system's directories
-//! runs the server from a copy of `/usr/lib/postgresql/15` and
-//! `/usr/share/postgresql/15` (relative layout kept), into which the
+//! runs the server from a copy of `/usr/lib/postgresql/N` and
+//! `/usr/share/postgresql/N` (relative layout kept), into which the
 //! extensions built in this tree are copied.
 
 use std::fs;
@@ -18,8 +19,46 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::{command, copy_tree, user, Cluster, TempDir};
 
-const PG_LIB: &str = "/usr/lib/postgresql/15";
-const PG_SHARE: &str = "/usr/share/postgresql/15";
+/// The PostgreSQL major version every test, fixture and demo runs against:
+/// `$WALREDO_PG_VERSION` (15 to 18; `make check` sets it for each version,
+/// inside that version's root: scripts/in-root.sh), 15 if unset.
+pub fn pg_version() -> u32 {
+    match std::env::var("WALREDO_PG_VERSION") {
+        Ok(v) => {
+            let n: u32 = v
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("WALREDO_PG_VERSION={v:?}: not a number"));
+            assert!(
+                walredo::wal::xlog_page_magic(n).is_some(),
+                "WALREDO_PG_VERSION={n}: walredo serves PostgreSQL {}",
+                walredo::wal::supported_versions()
+            );
+            n
+        }
+        Err(_) => 15,
+    }
+}
+
+/// Debian's installation directory of that version (binaries, libraries).
+pub fn pg_lib() -> PathBuf {
+    PathBuf::from(format!("/usr/lib/postgresql/{}", pg_version()))
+}
+
+/// Debian's share directory of that version (extensions' control files).
+pub fn pg_share() -> PathBuf {
+    PathBuf::from(format!("/usr/share/postgresql/{}", pg_version()))
+}
+
+/// Where `make` built the extension `name` (pg_walredo, walredo_inspect)
+/// for that version: in its source directory for 15, in
+/// `target/pgN/name/` for the others (`make PG_VERSION=N`).
+pub fn built_dir(name: &str) -> PathBuf {
+    match pg_version() {
+        15 => workspace_root().join(name),
+        v => workspace_root().join(format!("target/pg{v}/{name}")),
+    }
+}
 
 /// The workspace root (testkit/ is one level below it).
 pub fn workspace_root() -> PathBuf {
@@ -51,20 +90,21 @@ impl PrivateInstall {
     }
 
     fn copy_into(root: TempDir) -> PrivateInstall {
-        let lib = root.path().join(PG_LIB.trim_start_matches('/'));
-        let share = root.path().join(PG_SHARE.trim_start_matches('/'));
-        for (from, to) in [(PG_LIB, &lib), (PG_SHARE, &share)] {
+        let (pg_lib, pg_share) = (pg_lib(), pg_share());
+        let lib = root.path().join(pg_lib.strip_prefix("/").unwrap());
+        let share = root.path().join(pg_share.strip_prefix("/").unwrap());
+        for (from, to) in [(&pg_lib, &lib), (&pg_share, &share)] {
             fs::create_dir_all(to.parent().unwrap()).unwrap();
-            copy_tree(Path::new(from), to);
+            copy_tree(from, to);
         }
         let ws = workspace_root();
         let built = [
             (
-                ws.join("pg_walredo/pg_walredo.so"),
+                built_dir("pg_walredo").join("pg_walredo.so"),
                 lib.join("lib/pg_walredo.so"),
             ),
             (
-                ws.join("walredo_inspect/walredo_inspect.so"),
+                built_dir("walredo_inspect").join("walredo_inspect.so"),
                 lib.join("lib/walredo_inspect.so"),
             ),
             (
@@ -91,7 +131,7 @@ impl PrivateInstall {
     pub fn bindir(&self) -> PathBuf {
         self.root
             .path()
-            .join(PG_LIB.trim_start_matches('/'))
+            .join(pg_lib().strip_prefix("/").unwrap())
             .join("bin")
     }
 

@@ -9,7 +9,6 @@
 use std::fs;
 use std::path::PathBuf;
 
-use walredo::Config;
 use walredo_testkit::fixtures::make_fixtures;
 
 fn main() {
@@ -25,12 +24,7 @@ fn main() {
     if let Some(ids) = walredo_testkit::cluster::user() {
         std::os::unix::fs::chown(&work, Some(ids.uid), Some(ids.gid)).unwrap();
     }
-    let config = Config {
-        extension_path: Some(
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../pg_walredo/pg_walredo.so").into(),
-        ),
-        ..Config::default()
-    };
+    let config = walredo_testkit::harness::config();
     let cases = make_fixtures(&work, &config);
     for (i, case) in cases.iter().enumerate() {
         let path = out.join(format!("case-{i:03}.bin"));
