@@ -11,7 +11,7 @@
 # target/release (e.g. while someone else's edit of src/ does not compile).
 # WALREDO_PG_VERSION=N (not 15; `make check` runs it so inside version N's
 # root, with C_TESTS_NO_LIB_BUILD=1 and the testkit's programs built): the
-# real-page part only, test_redo and test_wal on the shared build, against
+# real-page part only, test_redo, test_wal and test_pages on the shared build, against
 # fixtures made with that version's server and its pg_walredo.
 set -euo pipefail
 
@@ -115,10 +115,7 @@ done
 "$BUILD/test_pkgconfig.shared"
 pass "(a) compile (shared)"
 if [ "$PG_VERSION" != 15 ]; then
-    # test_pages (visibility-map pages named without a block reference)
-    # is not run here yet: on 17 its workload gives no Heap/INSERT record
-    # that names a visibility-map page, which the test requires.
-    for t in test_redo test_wal; do
+    for t in test_redo test_wal test_pages; do
         run_test shared "$t" ""
     done
     printf '\n=== run.sh: PostgreSQL %s: real-page tests passed\n' "$PG_VERSION"
