@@ -67,6 +67,11 @@ pub struct Config {
     pub child_program: Option<(PathBuf, Vec<String>)>,
     /// How wal-redo processes are started (see [`SpawnMode`]).
     pub spawn_mode: SpawnMode,
+    /// Keep one fresh process started ahead (a spare, never used by anyone),
+    /// so that a slot that lost its process gets a ready one at once. Started
+    /// only after the pool's first start, dropped after `idle_timeout`
+    /// without a start. Costs one idle process's memory.
+    pub spare_process: bool,
 }
 
 /// How a wal-redo process is started.
@@ -103,6 +108,7 @@ impl Default for Config {
             extra_settings: Vec::new(),
             child_program: None,
             spawn_mode: SpawnMode::Template,
+            spare_process: true,
         }
     }
 }

@@ -49,11 +49,11 @@ use std::path::PathBuf;
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{bounded, Sender};
+use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 
 use crate::config::SpawnMode;
 use crate::error::{Error, Result};
@@ -318,6 +318,27 @@ impl Process {
 
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// Whether the process still runs, without waiting: a pidfd poll (or
+    /// `waitpid(WNOHANG)` for one we started ourselves). A process found
+    /// gone is not waited for again.
+    pub fn is_alive(&mut self) -> bool {
+        if self.exited {
+            return false;
+        }
+        match self.child.try_wait() {
+            Ok(None) => true,
+            Ok(Some(status)) => {
+                self.exit_status = Some(status);
+                self.exited = true;
+                false
+            }
+            Err(_) => {
+                self.exited = true;
+                false
+            }
+        }
     }
 
     /// What kills this process from another thread (see [`Killer`]).
@@ -975,27 +996,78 @@ impl Drop for Process {
 /// A thread that starts processes on behalf of others, so that their
 /// `PR_SET_PDEATHSIG` is tied to this thread, which lives as long as its
 /// owner (see the module notes).
+///
+/// It also keeps one spare (`Config::spare_process`): a fresh process,
+/// started ahead and never used by anyone, handed over at once to the next
+/// job, after which the next spare is started while nobody waits. A spare is
+/// checked alive before it is handed over (a dead one is dropped and a fresh
+/// process started instead, which is no failed start); the first is started
+/// only after the first start that succeeded (a pool that never served
+/// starts nothing), and it is dropped (killed, reaped, its directory removed)
+/// when `idle_timeout` passes without a job, and with the spawner. The
+/// spare's start-up runs while it waits, so the handshake that follows the
+/// hand-over finds it ready.
 pub struct Spawner {
     jobs: Option<Sender<Sender<Result<Process>>>>,
     thread: Option<JoinHandle<()>>,
+    /// The spare's pid, 0 when there is none (for tests).
+    spare_pid: Arc<AtomicU32>,
 }
 
 impl Spawner {
     pub fn new(launcher: Arc<Launcher>) -> Result<Spawner> {
         let (jobs, rx) = bounded::<Sender<Result<Process>>>(0);
+        let spare_pid = Arc::new(AtomicU32::new(0));
+        let shown_pid = Arc::clone(&spare_pid);
         let thread = threads::spawn_blocking_signals("walredo-spawner".into(), move || {
-            for reply in rx {
+            let mut spare: Option<Process> = None;
+            loop {
+                let job = match (&spare, launcher.idle_timeout()) {
+                    (Some(_), Some(idle)) => rx.recv_timeout(idle),
+                    _ => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                };
+                let reply = match job {
+                    Ok(reply) => reply,
+                    Err(RecvTimeoutError::Timeout) => {
+                        // Idle: an idle pool keeps no process alive for this.
+                        shown_pid.store(0, Ordering::Relaxed);
+                        spare = None;
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                };
+                shown_pid.store(0, Ordering::Relaxed);
+                // A dead spare is dropped here (reaped, its directory
+                // removed) and a fresh process started: nobody is charged.
+                let ready = spare.take().and_then(|mut p| p.is_alive().then_some(p));
+                let process = match ready {
+                    Some(p) => Ok(p),
+                    None => Process::spawn(&launcher),
+                };
+                let started = process.is_ok();
                 // The requester may have given up; then the process is
                 // dropped here, which kills and reaps it.
-                let _ = reply.send(Process::spawn(&launcher));
+                let _ = reply.send(process);
                 // The next start's directory, while nobody waits.
                 launcher.prepare_scratch_dir();
+                if started && launcher.spare_process() {
+                    // A failed start of the spare is not reported: the next
+                    // job starts its own process and gets that error.
+                    spare = Process::spawn(&launcher).ok();
+                    if let Some(p) = &spare {
+                        shown_pid.store(p.pid(), Ordering::Relaxed);
+                    }
+                    launcher.prepare_scratch_dir();
+                }
             }
+            shown_pid.store(0, Ordering::Relaxed);
+            // `spare` is dropped here, on this thread: killed and reaped.
         })
         .map_err(|e| Error::SpawnFailed(format!("cannot start the spawner thread: {e}")))?;
         Ok(Spawner {
             jobs: Some(jobs),
             thread: Some(thread),
+            spare_pid,
         })
     }
 
@@ -1009,6 +1081,11 @@ impl Spawner {
             .send(reply)
             .map_err(|_| gone())?;
         answer.recv().map_err(|_| gone())?
+    }
+
+    /// The pid of the spare process waiting now, if any (for tests).
+    pub fn spare_pid(&self) -> Option<u32> {
+        Some(self.spare_pid.load(Ordering::Relaxed)).filter(|&p| p != 0)
     }
 }
 
