@@ -159,11 +159,15 @@ fn a_dead_spare_is_replaced_without_a_failed_request() {
 /// process starts in its template's and writes its own pid file there.
 fn scratch_of(pid: u32) -> std::path::PathBuf {
     let mut dir = std::path::PathBuf::new();
-    wait_until("the process runs in its own directory", Duration::from_secs(10), || {
-        dir = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
-        std::fs::read_to_string(dir.join("postmaster.pid"))
-            .is_ok_and(|f| f.lines().next() == Some(format!("-{pid}").as_str()))
-    });
+    wait_until(
+        "the process runs in its own directory",
+        Duration::from_secs(10),
+        || {
+            dir = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+            std::fs::read_to_string(dir.join("postmaster.pid"))
+                .is_ok_and(|f| f.lines().next() == Some(format!("-{pid}").as_str()))
+        },
+    );
     dir
 }
 

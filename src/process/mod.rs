@@ -1021,13 +1021,28 @@ impl Spawner {
         let shown_pid = Arc::clone(&spare_pid);
         let thread = threads::spawn_blocking_signals("walredo-spawner".into(), move || {
             let mut spare: Option<Process> = None;
+            // A spare is due (after a start that succeeded), to be started
+            // once no job came for `SPARE_SETTLE`.
+            let mut spare_due = false;
             loop {
                 let job = match (&spare, launcher.idle_timeout()) {
+                    _ if spare_due => rx.recv_timeout(SPARE_SETTLE),
                     (Some(_), Some(idle)) => rx.recv_timeout(idle),
                     _ => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
                 };
                 let reply = match job {
                     Ok(reply) => reply,
+                    Err(RecvTimeoutError::Timeout) if spare_due => {
+                        spare_due = false;
+                        // A failed start of the spare is not reported: the
+                        // next job starts its own process and gets that error.
+                        spare = Process::spawn(&launcher).ok();
+                        if let Some(p) = &spare {
+                            shown_pid.store(p.pid(), Ordering::Relaxed);
+                        }
+                        launcher.prepare_scratch_dir();
+                        continue;
+                    }
                     Err(RecvTimeoutError::Timeout) => {
                         // Idle: an idle pool keeps no process alive for this.
                         shown_pid.store(0, Ordering::Relaxed);
@@ -1044,21 +1059,12 @@ impl Spawner {
                     Some(p) => Ok(p),
                     None => Process::spawn(&launcher),
                 };
-                let started = process.is_ok();
+                spare_due = process.is_ok() && launcher.spare_process();
                 // The requester may have given up; then the process is
                 // dropped here, which kills and reaps it.
                 let _ = reply.send(process);
                 // The next start's directory, while nobody waits.
                 launcher.prepare_scratch_dir();
-                if started && launcher.spare_process() {
-                    // A failed start of the spare is not reported: the next
-                    // job starts its own process and gets that error.
-                    spare = Process::spawn(&launcher).ok();
-                    if let Some(p) = &spare {
-                        shown_pid.store(p.pid(), Ordering::Relaxed);
-                    }
-                    launcher.prepare_scratch_dir();
-                }
             }
             shown_pid.store(0, Ordering::Relaxed);
             // `spare` is dropped here, on this thread: killed and reaped.
@@ -1098,6 +1104,13 @@ impl Drop for Spawner {
         }
     }
 }
+
+/// How long the spawner waits after a hand-over before it starts the next
+/// spare: the process just handed over is doing its handshake and first
+/// request then, and on a small machine the spare's start-up (a fork in the
+/// template, then about a millisecond of PostgreSQL's start-up) would take
+/// the CPU from it. A job that comes meanwhile gets a fresh process.
+const SPARE_SETTLE: Duration = Duration::from_millis(5);
 
 /// Longest `postmaster.pid` read; PostgreSQL's is a few hundred bytes.
 const PID_FILE_MAX: u64 = 4096;
