@@ -999,7 +999,8 @@ impl Drop for Process {
 ///
 /// It also keeps one spare (`Config::spare_process`): a fresh process,
 /// started ahead and never used by anyone, handed over at once to the next
-/// job, after which the next spare is started while nobody waits. A spare is
+/// job, after which the next spare is started once no job has come for
+/// `SPARE_SETTLE`. A spare is
 /// checked alive before it is handed over (a dead one is dropped and a fresh
 /// process started instead, which is no failed start); the first is started
 /// only after the first start that succeeded (a pool that never served
