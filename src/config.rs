@@ -70,7 +70,9 @@ pub struct Config {
     /// Keep one fresh process started ahead (a spare, never used by anyone),
     /// so that a slot that lost its process gets a ready one at once. Started
     /// only after the pool's first start, dropped after `idle_timeout`
-    /// without a start. Costs one idle process's memory.
+    /// without a start. Costs one idle process's memory. Default: off (for
+    /// now: until `Pool::shutdown` drops the spare too, it lives on until
+    /// the pool is dropped).
     pub spare_process: bool,
 }
 
@@ -108,7 +110,9 @@ impl Default for Config {
             extra_settings: Vec::new(),
             child_program: None,
             spawn_mode: SpawnMode::Template,
-            spare_process: true,
+            // Off until the pool's shutdown drops the spare too (see
+            // `Spawner::close`).
+            spare_process: false,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The spare process (`Config::spare_process`, on by default): the pool's
+//! The spare process (`Config::spare_process`): the pool's
 //! spawner keeps one fresh process started ahead, hands it over to the slot
 //! that lost its process, checks it alive first (a dead spare is replaced
 //! without a failed request), and keeps nothing alive once the pool is idle
@@ -93,6 +93,7 @@ fn after_a_kill_the_replacement_is_the_spare() {
     init_logging();
     let pool = Pool::new(&Config {
         processes: 1,
+        spare_process: true,
         ..config()
     })
     .unwrap();
@@ -129,6 +130,7 @@ fn a_dead_spare_is_replaced_without_a_failed_request() {
     init_logging();
     let pool = Pool::new(&Config {
         processes: 1,
+        spare_process: true,
         ..config()
     })
     .unwrap();
@@ -186,6 +188,7 @@ fn the_spare_is_dropped_after_idle_timeout_and_with_the_spawner() {
     let launcher = Arc::new(
         Launcher::new(&Config {
             idle_timeout: Some(idle),
+            spare_process: true,
             ..config()
         })
         .unwrap(),
@@ -238,6 +241,41 @@ fn the_spare_can_be_turned_off() {
     assert_eq!(spawner.spare_pid(), None);
     assert_eq!(wal_redo_processes(), vec![a.pid()]);
     drop((spawner, a));
+    drop(launcher);
+    assert_no_leftovers();
+}
+
+/// `Spawner::close` (for a pool's shutdown): the spare is killed and reaped
+/// before it returns, and none is started afterwards; starts still work.
+#[test]
+fn close_drops_the_spare_and_starts_no_more() {
+    let _serial = serial();
+    init_logging();
+    let launcher = Arc::new(
+        Launcher::new(&Config {
+            spare_process: true,
+            ..config()
+        })
+        .unwrap(),
+    );
+    let spawner = Spawner::new(Arc::clone(&launcher)).unwrap();
+    let mut a = spawner.spawn().unwrap();
+    a.handshake(Duration::from_secs(10)).unwrap();
+    let spare = wait_for_spare(&spawner);
+    spawner.close();
+    assert_eq!(spawner.spare_pid(), None);
+    assert!(!alive(spare), "the spare outlived close");
+    let mut b = spawner.spawn().unwrap();
+    b.handshake(Duration::from_secs(10)).unwrap();
+    assert_ne!(b.pid(), spare);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(spawner.spare_pid(), None, "a spare after close");
+    assert_eq!(wal_redo_processes(), {
+        let mut v = vec![a.pid(), b.pid()];
+        v.sort_unstable();
+        v
+    });
+    drop((spawner, a, b));
     drop(launcher);
     assert_no_leftovers();
 }

@@ -1009,7 +1009,7 @@ impl Drop for Process {
 /// spare's start-up runs while it waits, so the handshake that follows the
 /// hand-over finds it ready.
 pub struct Spawner {
-    jobs: Option<Sender<Sender<Result<Process>>>>,
+    jobs: Option<Sender<Job>>,
     thread: Option<JoinHandle<()>>,
     /// The spare's pid, 0 when there is none (for tests).
     spare_pid: Arc<AtomicU32>,
@@ -1017,7 +1017,7 @@ pub struct Spawner {
 
 impl Spawner {
     pub fn new(launcher: Arc<Launcher>) -> Result<Spawner> {
-        let (jobs, rx) = bounded::<Sender<Result<Process>>>(0);
+        let (jobs, rx) = bounded::<Job>(0);
         let spare_pid = Arc::new(AtomicU32::new(0));
         let shown_pid = Arc::clone(&spare_pid);
         let thread = threads::spawn_blocking_signals("walredo-spawner".into(), move || {
@@ -1025,6 +1025,8 @@ impl Spawner {
             // A spare is due (after a start that succeeded), to be started
             // once no job came for `SPARE_SETTLE`.
             let mut spare_due = false;
+            // After `close`: no spare any more.
+            let mut closed = false;
             loop {
                 let job = match (&spare, launcher.idle_timeout()) {
                     _ if spare_due => rx.recv_timeout(SPARE_SETTLE),
@@ -1032,7 +1034,15 @@ impl Spawner {
                     _ => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
                 };
                 let reply = match job {
-                    Ok(reply) => reply,
+                    Ok(Job::Start(reply)) => reply,
+                    Ok(Job::Sync) => continue,
+                    Ok(Job::Close) => {
+                        closed = true;
+                        spare_due = false;
+                        shown_pid.store(0, Ordering::Relaxed);
+                        spare = None;
+                        continue;
+                    }
                     Err(RecvTimeoutError::Timeout) if spare_due => {
                         spare_due = false;
                         // A failed start of the spare is not reported: the
@@ -1060,7 +1070,7 @@ impl Spawner {
                     Some(p) => Ok(p),
                     None => Process::spawn(&launcher),
                 };
-                spare_due = process.is_ok() && launcher.spare_process();
+                spare_due = process.is_ok() && launcher.spare_process() && !closed;
                 // The requester may have given up; then the process is
                 // dropped here, which kills and reaps it.
                 let _ = reply.send(process);
@@ -1085,9 +1095,21 @@ impl Spawner {
         self.jobs
             .as_ref()
             .ok_or_else(gone)?
-            .send(reply)
+            .send(Job::Start(reply))
             .map_err(|_| gone())?;
         answer.recv().map_err(|_| gone())?
+    }
+
+    /// Kill and reap the spare, if any, and start no more (for a pool that
+    /// shuts down: nothing of it may outlive its shutdown). Starts asked for
+    /// afterwards are still served. Returns once the spare is gone.
+    pub fn close(&self) {
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send(Job::Close);
+            // The thread takes one job at a time: once it takes the next,
+            // the spare is gone.
+            let _ = jobs.send(Job::Sync);
+        }
     }
 
     /// The pid of the spare process waiting now, if any (for tests).
@@ -1104,6 +1126,16 @@ impl Drop for Spawner {
             let _ = t.join();
         }
     }
+}
+
+/// What the spawner thread is asked to do.
+enum Job {
+    /// Hand over a process (the spare, or a new one) on this channel.
+    Start(Sender<Result<Process>>),
+    /// Drop the spare and keep none from now on.
+    Close,
+    /// Nothing: taken only once the jobs before it are done.
+    Sync,
 }
 
 /// How long the spawner waits after a hand-over before it starts the next
