@@ -73,6 +73,13 @@ pub struct Config {
     pub child_program: Option<(PathBuf, Vec<String>)>,
     /// How wal-redo processes are started (see [`SpawnMode`]).
     pub spawn_mode: SpawnMode,
+    /// Keep one fresh process started ahead (a spare, never used by anyone),
+    /// so that a slot that lost its process gets a ready one at once. Started
+    /// only after the pool's first start, dropped after `idle_timeout`
+    /// without a start. Costs one idle process's memory. Default: off (for
+    /// now: until `Pool::shutdown` drops the spare too, it lives on until
+    /// the pool is dropped).
+    pub spare_process: bool,
 }
 
 /// How a wal-redo process is started.
@@ -110,6 +117,9 @@ impl Default for Config {
             extra_settings: Vec::new(),
             child_program: None,
             spawn_mode: SpawnMode::Template,
+            // Off until the pool's shutdown drops the spare too (see
+            // `Spawner::close`).
+            spare_process: false,
         }
     }
 }

@@ -90,6 +90,11 @@ pub extern "C" fn walredo_config_new() -> *mut walredo_config {
 ///   start costs a fraction of an exec whatever the host's size; `direct`
 ///   starts every process afresh (fork and exec of the host), the fallback.
 ///   Default: `template`.
+/// - `spare_process`: `on` or `off`: keep one fresh process started ahead,
+///   so a process that died (or retired) is replaced at once; started after
+///   the pool's first start, dropped after `idle_timeout_ms` without a start.
+///   It costs one idle process's memory. Until `walredo_pool_shutdown` drops
+///   it too, it lives on until `walredo_pool_free`. Default: `off`.
 /// - `data_checksums`, `wal_log_hints`: `on` if the cluster that wrote the WAL
 ///   had them on, so that redo behaves as it did there. Default: `off`.
 /// - `require_landlock`: `on` or `off`: on a kernel without Landlock a
@@ -172,6 +177,7 @@ pub unsafe extern "C" fn walredo_config_set(
                     _ => return Err(bad("template or direct")),
                 }
             }
+            "spare_process" => c.spare_process = switch()?,
             "data_checksums" => c.data_checksums = switch()?,
             "wal_log_hints" => c.wal_log_hints = switch()?,
             "require_landlock" => c.require_landlock = switch()?,

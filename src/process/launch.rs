@@ -72,6 +72,10 @@ pub struct Launcher {
     /// A new scratch directory made ahead of need (`prepare_scratch_dir`),
     /// never used by any process yet.
     spare_scratch: Mutex<Option<PathBuf>>,
+    /// `Config::spare_process`: the spawner keeps a process started ahead.
+    spare_process: bool,
+    /// `Config::idle_timeout`: how long that spare waits for a start.
+    idle_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for TemplateProcess {
@@ -170,6 +174,8 @@ impl Launcher {
             start_timeout: config.timeout,
             template: Mutex::new(None),
             spare_scratch: Mutex::new(None),
+            spare_process: config.spare_process,
+            idle_timeout: config.idle_timeout,
         })
     }
 
@@ -177,6 +183,16 @@ impl Launcher {
     /// or the version of the `postgres` found.
     pub fn pg_version(&self) -> u32 {
         self.pg_version
+    }
+
+    /// Whether the spawner keeps a spare process (`Config::spare_process`).
+    pub fn spare_process(&self) -> bool {
+        self.spare_process
+    }
+
+    /// How long a spare may wait for a start (`Config::idle_timeout`).
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout
     }
 
     /// How this launcher starts processes.

@@ -49,11 +49,11 @@ use std::path::PathBuf;
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{bounded, Sender};
+use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 
 use crate::config::SpawnMode;
 use crate::error::{Error, Result};
@@ -318,6 +318,27 @@ impl Process {
 
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// Whether the process still runs, without waiting: a pidfd poll (or
+    /// `waitpid(WNOHANG)` for one we started ourselves). A process found
+    /// gone is not waited for again.
+    pub fn is_alive(&mut self) -> bool {
+        if self.exited {
+            return false;
+        }
+        match self.child.try_wait() {
+            Ok(None) => true,
+            Ok(Some(status)) => {
+                self.exit_status = Some(status);
+                self.exited = true;
+                false
+            }
+            Err(_) => {
+                self.exited = true;
+                false
+            }
+        }
     }
 
     /// What kills this process from another thread (see [`Killer`]).
@@ -975,36 +996,105 @@ impl Drop for Process {
 /// A thread that starts processes on behalf of others, so that their
 /// `PR_SET_PDEATHSIG` is tied to this thread, which lives as long as its
 /// owner (see the module notes).
+///
+/// It also keeps one spare (`Config::spare_process`): a fresh process,
+/// started ahead and never used by anyone, handed over at once to the next
+/// job, after which the next spare is started once no job has come for
+/// `SPARE_SETTLE`. A spare is
+/// checked alive before it is handed over (a dead one is dropped and a fresh
+/// process started instead, which is no failed start); the first is started
+/// only after the first start that succeeded (a pool that never served
+/// starts nothing), and it is dropped (killed, reaped, its directory removed)
+/// when `idle_timeout` passes without a job, and with the spawner. The
+/// spare's start-up runs while it waits, so the handshake that follows the
+/// hand-over finds it ready.
 pub struct Spawner {
     launcher: Arc<Launcher>,
-    jobs: Option<Sender<Sender<Result<Process>>>>,
+    jobs: Option<Sender<Job>>,
     thread: Option<JoinHandle<()>>,
+    /// The spare's pid, 0 when there is none (for tests).
+    spare_pid: Arc<AtomicU32>,
 }
 
 impl Spawner {
     pub fn new(launcher: Arc<Launcher>) -> Result<Spawner> {
-        let (jobs, rx) = bounded::<Sender<Result<Process>>>(0);
+        let (jobs, rx) = bounded::<Job>(0);
         let ours = launcher.clone();
+        let spare_pid = Arc::new(AtomicU32::new(0));
+        let shown_pid = Arc::clone(&spare_pid);
         let thread = threads::spawn_blocking_signals("walredo-spawner".into(), move || {
-            for reply in rx {
+            let mut spare: Option<Process> = None;
+            // A spare is due (after a start that succeeded), to be started
+            // once no job came for `SPARE_SETTLE`.
+            let mut spare_due = false;
+            // After `close`: no spare any more.
+            let mut closed = false;
+            loop {
+                let job = match (&spare, launcher.idle_timeout()) {
+                    _ if spare_due => rx.recv_timeout(SPARE_SETTLE),
+                    (Some(_), Some(idle)) => rx.recv_timeout(idle),
+                    _ => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                };
+                let reply = match job {
+                    Ok(Job::Start(reply)) => reply,
+                    Ok(Job::Sync) => continue,
+                    Ok(Job::Close) => {
+                        closed = true;
+                        spare_due = false;
+                        shown_pid.store(0, Ordering::Relaxed);
+                        spare = None;
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Timeout) if spare_due => {
+                        spare_due = false;
+                        // A failed start of the spare is not reported: the
+                        // next job starts its own process and gets that error.
+                        spare = Process::spawn(&launcher).ok();
+                        if let Some(p) = &spare {
+                            shown_pid.store(p.pid(), Ordering::Relaxed);
+                        }
+                        launcher.prepare_scratch_dir();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Timeout) => {
+                        // Idle: an idle pool keeps no process alive for this.
+                        shown_pid.store(0, Ordering::Relaxed);
+                        spare = None;
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                };
+                shown_pid.store(0, Ordering::Relaxed);
+                // A dead spare is dropped here (reaped, its directory
+                // removed) and a fresh process started: nobody is charged.
+                let ready = spare.take().and_then(|mut p| p.is_alive().then_some(p));
+                let process = match ready {
+                    Some(p) => Ok(p),
+                    None => Process::spawn(&launcher),
+                };
+                spare_due = process.is_ok() && launcher.spare_process() && !closed;
                 // The requester may have given up; then the process is
                 // dropped here, which kills and reaps it.
-                let _ = reply.send(Process::spawn(&launcher));
+                let _ = reply.send(process);
                 // The next start's directory, while nobody waits.
                 launcher.prepare_scratch_dir();
             }
+            shown_pid.store(0, Ordering::Relaxed);
+            // `spare` is dropped here, on this thread: killed and reaped.
         })
         .map_err(|e| Error::SpawnFailed(format!("cannot start the spawner thread: {e}")))?;
         Ok(Spawner {
             launcher: ours,
             jobs: Some(jobs),
             thread: Some(thread),
+            spare_pid,
         })
     }
 
     /// Give up what the launcher made ahead of need (see
     /// `Launcher::release`); for a pool that has shut down.
     pub fn release(&self) {
+        self.close();
         self.launcher.release();
     }
 
@@ -1015,9 +1105,26 @@ impl Spawner {
         self.jobs
             .as_ref()
             .ok_or_else(gone)?
-            .send(reply)
+            .send(Job::Start(reply))
             .map_err(|_| gone())?;
         answer.recv().map_err(|_| gone())?
+    }
+
+    /// Kill and reap the spare, if any, and start no more (for a pool that
+    /// shuts down: nothing of it may outlive its shutdown). Starts asked for
+    /// afterwards are still served. Returns once the spare is gone.
+    pub fn close(&self) {
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send(Job::Close);
+            // The thread takes one job at a time: once it takes the next,
+            // the spare is gone.
+            let _ = jobs.send(Job::Sync);
+        }
+    }
+
+    /// The pid of the spare process waiting now, if any (for tests).
+    pub fn spare_pid(&self) -> Option<u32> {
+        Some(self.spare_pid.load(Ordering::Relaxed)).filter(|&p| p != 0)
     }
 }
 
@@ -1030,6 +1137,23 @@ impl Drop for Spawner {
         }
     }
 }
+
+/// What the spawner thread is asked to do.
+enum Job {
+    /// Hand over a process (the spare, or a new one) on this channel.
+    Start(Sender<Result<Process>>),
+    /// Drop the spare and keep none from now on.
+    Close,
+    /// Nothing: taken only once the jobs before it are done.
+    Sync,
+}
+
+/// How long the spawner waits after a hand-over before it starts the next
+/// spare: the process just handed over is doing its handshake and first
+/// request then, and on a small machine the spare's start-up (a fork in the
+/// template, then about a millisecond of PostgreSQL's start-up) would take
+/// the CPU from it. A job that comes meanwhile gets a fresh process.
+const SPARE_SETTLE: Duration = Duration::from_millis(5);
 
 /// Longest `postmaster.pid` read; PostgreSQL's is a few hundred bytes.
 const PID_FILE_MAX: u64 = 4096;

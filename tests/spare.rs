@@ -1,0 +1,281 @@
+//! The spare process (`Config::spare_process`): the pool's
+//! spawner keeps one fresh process started ahead, hands it over to the slot
+//! that lost its process, checks it alive first (a dead spare is replaced
+//! without a failed request), and keeps nothing alive once the pool is idle
+//! for `idle_timeout` or gone. Real PostgreSQL processes throughout.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use walredo::process::launch::Launcher;
+use walredo::process::Spawner;
+use walredo::{Config, Pool};
+use walredo_testkit::harness::*;
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie is gone for our purposes.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().chars().next())
+        })
+        .flatten()
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}
+
+/// Live processes whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut out: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| parent_of(pid) == Some(parent) && alive(pid))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// The wal-redo processes of this test: the children of the template (the
+/// host's only child in template mode).
+fn wal_redo_processes() -> Vec<u32> {
+    children_of(std::process::id())
+        .into_iter()
+        .flat_map(children_of)
+        .collect()
+}
+
+fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < within, "not within {within:?}: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn kill(pid: u32) {
+    // SAFETY: kill has no memory-safety preconditions; the pid is a live
+    // process of this test (checked by the caller just before).
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    wait_until("the killed process is gone", Duration::from_secs(5), || {
+        !alive(pid)
+    });
+}
+
+/// The spare of a one-process pool: the wal-redo process that is not the
+/// slot's.
+fn spare_of(pool: &Pool) -> u32 {
+    let mut spare = Vec::new();
+    wait_until("a spare is started", Duration::from_secs(10), || {
+        let slot = pool.pids();
+        spare = wal_redo_processes()
+            .into_iter()
+            .filter(|p| !slot.contains(p))
+            .collect();
+        spare.len() == 1
+    });
+    spare[0]
+}
+
+#[test]
+fn after_a_kill_the_replacement_is_the_spare() {
+    let _serial = serial();
+    init_logging();
+    let pool = Pool::new(&Config {
+        processes: 1,
+        spare_process: true,
+        ..config()
+    })
+    .unwrap();
+    // A pool that never served starts nothing.
+    assert!(wal_redo_processes().is_empty());
+    pool.ping().unwrap();
+    let first = pool.pids();
+    assert_eq!(first.len(), 1);
+    let spare = spare_of(&pool);
+    assert!(alive(spare));
+
+    kill(first[0]);
+    pool.ping().unwrap();
+    assert_eq!(
+        pool.pids(),
+        vec![spare],
+        "the replacement is not the spare that ran before the kill"
+    );
+    let stats = pool.stats();
+    assert_eq!(stats.spawns, 2, "{stats:?}");
+    assert_eq!(stats.spawn_failures, 0, "{stats:?}");
+    assert_eq!(stats.failures, 0, "{stats:?}");
+    // And the next spare is another fresh process.
+    let next = spare_of(&pool);
+    assert!(next != spare && next != first[0]);
+    drop(pool);
+    assert!(!alive(next), "the spare outlived its pool");
+    assert_no_leftovers();
+}
+
+#[test]
+fn a_dead_spare_is_replaced_without_a_failed_request() {
+    let _serial = serial();
+    init_logging();
+    let pool = Pool::new(&Config {
+        processes: 1,
+        spare_process: true,
+        ..config()
+    })
+    .unwrap();
+    pool.ping().unwrap();
+    let first = pool.pids()[0];
+    let spare = spare_of(&pool);
+    kill(spare);
+    kill(first);
+    pool.ping().unwrap();
+    let now = pool.pids();
+    assert_eq!(now.len(), 1);
+    assert!(now[0] != spare && now[0] != first, "{now:?}");
+    let stats = pool.stats();
+    assert_eq!(stats.spawns, 2, "{stats:?}");
+    assert_eq!(
+        (stats.spawn_failures, stats.killed_starts, stats.failures),
+        (0, 0, 0),
+        "the dead spare was charged: {stats:?}"
+    );
+    // A new spare follows.
+    let next = spare_of(&pool);
+    assert!(next != now[0]);
+    drop(pool);
+    assert_no_leftovers();
+}
+
+/// The scratch directory of `pid`, once it has gone into it: a forked
+/// process starts in its template's and writes its own pid file there.
+fn scratch_of(pid: u32) -> std::path::PathBuf {
+    let mut dir = std::path::PathBuf::new();
+    wait_until(
+        "the process runs in its own directory",
+        Duration::from_secs(10),
+        || {
+            dir = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+            std::fs::read_to_string(dir.join("postmaster.pid"))
+                .is_ok_and(|f| f.lines().next() == Some(format!("-{pid}").as_str()))
+        },
+    );
+    dir
+}
+
+fn wait_for_spare(spawner: &Spawner) -> u32 {
+    wait_until("a spare is started", Duration::from_secs(10), || {
+        spawner.spare_pid().is_some()
+    });
+    spawner.spare_pid().unwrap()
+}
+
+#[test]
+fn the_spare_is_dropped_after_idle_timeout_and_with_the_spawner() {
+    let _serial = serial();
+    init_logging();
+    let idle = Duration::from_millis(300);
+    let launcher = Arc::new(
+        Launcher::new(&Config {
+            idle_timeout: Some(idle),
+            spare_process: true,
+            ..config()
+        })
+        .unwrap(),
+    );
+    let spawner = Spawner::new(Arc::clone(&launcher)).unwrap();
+    assert_eq!(spawner.spare_pid(), None, "a spare before the first start");
+
+    let mut a = spawner.spawn().unwrap();
+    a.handshake(Duration::from_secs(10)).unwrap();
+    let spare = wait_for_spare(&spawner);
+    assert!(alive(spare));
+    let scratch = scratch_of(spare);
+    // Idle: gone, with its directory, within a few idle_timeouts.
+    wait_until("the idle spare is dropped", idle * 10, || {
+        spawner.spare_pid().is_none() && !alive(spare)
+    });
+    wait_until("the idle spare's directory is removed", idle * 10, || {
+        !scratch.exists()
+    });
+    // It stays gone until the next start, which starts a new one.
+    std::thread::sleep(idle * 2);
+    assert_eq!(spawner.spare_pid(), None);
+    let mut b = spawner.spawn().unwrap();
+    b.handshake(Duration::from_secs(10)).unwrap();
+    let second = wait_for_spare(&spawner);
+    assert!(second != spare && alive(second));
+
+    drop(spawner);
+    assert!(!alive(second), "the spare outlived its spawner");
+    drop((a, b));
+    drop(launcher);
+    assert_no_leftovers();
+}
+
+#[test]
+fn the_spare_can_be_turned_off() {
+    let _serial = serial();
+    init_logging();
+    let launcher = Arc::new(
+        Launcher::new(&Config {
+            spare_process: false,
+            ..config()
+        })
+        .unwrap(),
+    );
+    let spawner = Spawner::new(Arc::clone(&launcher)).unwrap();
+    let mut a = spawner.spawn().unwrap();
+    a.handshake(Duration::from_secs(10)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(spawner.spare_pid(), None);
+    assert_eq!(wal_redo_processes(), vec![a.pid()]);
+    drop((spawner, a));
+    drop(launcher);
+    assert_no_leftovers();
+}
+
+/// `Spawner::close` (for a pool's shutdown): the spare is killed and reaped
+/// before it returns, and none is started afterwards; starts still work.
+#[test]
+fn close_drops_the_spare_and_starts_no_more() {
+    let _serial = serial();
+    init_logging();
+    let launcher = Arc::new(
+        Launcher::new(&Config {
+            spare_process: true,
+            ..config()
+        })
+        .unwrap(),
+    );
+    let spawner = Spawner::new(Arc::clone(&launcher)).unwrap();
+    let mut a = spawner.spawn().unwrap();
+    a.handshake(Duration::from_secs(10)).unwrap();
+    let spare = wait_for_spare(&spawner);
+    spawner.close();
+    assert_eq!(spawner.spare_pid(), None);
+    assert!(!alive(spare), "the spare outlived close");
+    let mut b = spawner.spawn().unwrap();
+    b.handshake(Duration::from_secs(10)).unwrap();
+    assert_ne!(b.pid(), spare);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(spawner.spare_pid(), None, "a spare after close");
+    assert_eq!(wal_redo_processes(), {
+        let mut v = vec![a.pid(), b.pid()];
+        v.sort_unstable();
+        v
+    });
+    drop((spawner, a, b));
+    drop(launcher);
+    assert_no_leftovers();
+}
