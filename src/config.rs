@@ -117,8 +117,8 @@ impl Default for Config {
             extra_settings: Vec::new(),
             child_program: None,
             spawn_mode: SpawnMode::Template,
-            // Off until the pool's shutdown drops the spare too (see
-            // `Spawner::close`).
+            // Off until the tests that count a pool's processes account
+            // for it (a pool's shutdown drops it: `Spawner::release`).
             spare_process: false,
         }
     }
