@@ -1175,7 +1175,9 @@ fn remove_sysv_segment(scratch: &std::path::Path, pid: u32, uid: u32) {
     let Some(pidfile) = read_pid_file(&scratch.join("postmaster.pid")) else {
         return;
     };
-    let Some(line) = pidfile.lines().nth(6) else {
+    let Some(line) = pidfile.lines().nth(6).filter(|l| !l.trim().is_empty()) else {
+        // Killed between creating its segment and naming it there.
+        remove_unnamed_segment(scratch, pid, uid);
         return;
     };
     let mut fields = line.split_whitespace().map(str::parse::<i64>);
@@ -1199,6 +1201,47 @@ fn remove_sysv_segment(scratch: &std::path::Path, pid: u32, uid: u32) {
     }
     // SAFETY: IPC_RMID takes no buffer.
     unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) };
+}
+
+/// Remove the segment of a dead child that died between `shmget` and
+/// writing the segment's key to `postmaster.pid` (a kill during start-up:
+/// rare, but a chaos run of thousands of kills hits it). PostgreSQL takes
+/// the key from the data directory's inode number, counting up past keys
+/// in use, so the first keys from there are probed; only a segment the dead
+/// child (`pid`, as `uid`) created, with nobody attached, is removed.
+fn remove_unnamed_segment(scratch: &std::path::Path, pid: u32, uid: u32) {
+    use std::os::unix::fs::MetadataExt;
+    const KEY_PROBES: libc::key_t = 16;
+    let Ok(meta) = fs::symlink_metadata(scratch) else {
+        return;
+    };
+    let first_key = meta.ino() as libc::key_t;
+    for i in 0..KEY_PROBES {
+        let key = first_key.wrapping_add(i);
+        if key == libc::IPC_PRIVATE {
+            continue;
+        }
+        // SAFETY: shmget with size 0 and no flags only looks a key up.
+        let shmid = unsafe { libc::shmget(key, 0, 0) };
+        if shmid < 0 {
+            continue;
+        }
+        // SAFETY: shmid_ds is plain old data that IPC_STAT fills in.
+        let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid pointer to a shmid_ds for IPC_STAT to fill.
+        if unsafe { libc::shmctl(shmid, libc::IPC_STAT, &mut ds) } != 0 {
+            continue;
+        }
+        if i64::from(ds.shm_cpid) == i64::from(pid)
+            && ds.shm_perm.cuid == uid
+            && ds.shm_perm.uid == uid
+            && ds.shm_nattch == 0
+        {
+            // SAFETY: IPC_RMID takes no buffer.
+            unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) };
+            return;
+        }
+    }
 }
 
 /// Remove the System V segment of a wal-redo process whose host died before
@@ -1301,6 +1344,59 @@ mod tests {
     /// A descriptor the host opened without O_CLOEXEC, numbered above the
     /// child's RLIMIT_NOFILE (1024), through the fallback of old kernels:
     /// not open in the child after exec.
+    /// A child killed after `shmget` but before its key reached
+    /// `postmaster.pid`: the segment is still found (by the directory's
+    /// inode) and removed, and a segment of someone else's is left alone.
+    #[test]
+    fn a_segment_not_yet_named_in_the_pid_file_is_removed() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("walredo-unnamed-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let key = fs::metadata(&dir).unwrap().ino() as libc::key_t;
+        // SAFETY: the child only calls shmget and _exit, both
+        // async-signal-safe.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: see above.
+            unsafe {
+                let ok = libc::shmget(key, 56, libc::IPC_CREAT | libc::IPC_EXCL | 0o600) >= 0;
+                libc::_exit(if ok { 0 } else { 1 });
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert_eq!(status, 0, "the child could not make its segment");
+        // SAFETY: a key lookup.
+        let shmid = unsafe { libc::shmget(key, 0, 0) };
+        assert!(shmid >= 0);
+        // The lock file as PostgreSQL has it before the segment line.
+        fs::write(
+            dir.join("postmaster.pid"),
+            format!("-{pid}\n{}\n0\n\n\n\n", dir.display()),
+        )
+        .unwrap();
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        // Another pid: not its segment.
+        remove_sysv_segment(&dir, pid as u32 + 1, uid);
+        // SAFETY: a key lookup.
+        assert_eq!(
+            unsafe { libc::shmget(key, 0, 0) },
+            shmid,
+            "removed a stranger's"
+        );
+        remove_sysv_segment(&dir, pid as u32, uid);
+        // SAFETY: a key lookup.
+        let left = unsafe { libc::shmget(key, 0, 0) };
+        if left >= 0 {
+            // SAFETY: IPC_RMID takes no buffer; clean up before failing.
+            unsafe { libc::shmctl(left, libc::IPC_RMID, std::ptr::null_mut()) };
+        }
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(left < 0, "the unnamed segment was left behind");
+    }
+
     #[test]
     fn the_fallback_keeps_high_host_descriptors_out_of_the_child() {
         const HIGH: libc::c_int = 1500;
