@@ -25,6 +25,7 @@ use walredo::{Config, PageTag, Pool, RecordRef, PAGE_SIZE};
 use walredo_cli::verify::{verify, VerifyOptions};
 use walredo_testkit::cluster::record_workload;
 use walredo_testkit::fixtures::{Fixture as Request, EXPECT_OK};
+use walredo_testkit::install::{runs_postgres, wal_redo_processes_of};
 
 const WORKLOAD: &str = r#"
 CREATE TABLE narrow (a int, b int);
@@ -786,48 +787,14 @@ fn main() {
     let _ = std::fs::remove_dir_all(&work);
 }
 
-/// Pids of our wal-redo processes: children of ours running postgres, and
-/// the children of our template processes (spawn_mode=template), which
-/// stand for them; never a template itself (killing one kills all its
-/// processes at once, not the chaos this row measures).
+/// Pids of our wal-redo processes that run PostgreSQL already (never a
+/// template: killing one kills all its processes at once, not the chaos
+/// this row measures).
 fn wal_redo_children() -> Vec<i32> {
-    // (pid, ppid) of every live postgres process.
-    let mut postgres = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let Some((head, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ppid = fields.get(1).and_then(|p| p.parse::<i32>().ok());
-        if head.ends_with("(postgres") && fields.first() != Some(&"Z") {
-            if let Some(ppid) = ppid {
-                postgres.push((pid, ppid));
-            }
-        }
-    }
-    let is_template = |pid: i32| {
-        std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|c| c.split(|&b| b == 0).any(|a| a == b"pg_walredo.template=on"))
-            .unwrap_or(false)
-    };
-    let me = std::process::id() as i32;
-    let templates: Vec<i32> = postgres
-        .iter()
-        .filter(|&&(pid, ppid)| ppid == me && is_template(pid))
-        .map(|&(pid, _)| pid)
-        .collect();
-    postgres
-        .iter()
-        .filter(|&&(pid, ppid)| {
-            (ppid == me && !templates.contains(&pid)) || templates.contains(&ppid)
-        })
-        .map(|&(pid, _)| pid)
+    wal_redo_processes_of(std::process::id())
+        .into_iter()
+        .filter(|&pid| runs_postgres(pid))
+        .map(|pid| pid as i32)
         .collect()
 }
 

@@ -79,30 +79,6 @@ fn signal(pid: u32, sig: i32) {
     );
 }
 
-/// The live (not zombie) wal-redo processes of a backend: its children, or,
-/// in template spawn mode (the default), the children of its template.
-fn redo_children(backend: u32) -> Vec<u32> {
-    let live = |pid: u32| {
-        children_of(pid)
-            .into_iter()
-            .filter(|(_, state)| *state != 'Z')
-            .map(|(pid, _)| pid)
-    };
-    let is_template = |pid: u32| {
-        fs::read(format!("/proc/{pid}/cmdline"))
-            .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"pg_walredo.template=on"))
-    };
-    live(backend)
-        .flat_map(|pid| {
-            if is_template(pid) {
-                live(pid).collect()
-            } else {
-                vec![pid]
-            }
-        })
-        .collect()
-}
-
 fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
     a.iter().zip(b).position(|(x, y)| x != y)
 }
@@ -655,7 +631,7 @@ fn backend_lifecycle() {
         "lifecycle: a call with a running process: {:.1} ms (psql round trip included)",
         started.elapsed().as_secs_f64() * 1000.0
     );
-    let kids = redo_children(a.pid);
+    let kids = wal_redo_processes_of(a.pid);
     assert_eq!(kids.len(), 1, "walredo_inspect.processes = 1: {kids:?}");
     let child = kids[0];
     assert_eq!(
@@ -685,7 +661,7 @@ fn backend_lifecycle() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(a.ok(NEEDS_PROCESS), "8192");
     assert_eq!(
-        redo_children(a.pid),
+        wal_redo_processes_of(a.pid),
         vec![child],
         "the child survived its backend's group signal"
     );
@@ -715,7 +691,7 @@ fn backend_lifecycle() {
     wait_until("the stopped process to go", Duration::from_secs(5), || {
         !pid_alive(child)
     });
-    let child = redo_children(a.pid)[0];
+    let child = wal_redo_processes_of(a.pid)[0];
 
     // statement_timeout likewise.
     signal(child, libc::SIGSTOP);
@@ -739,7 +715,7 @@ fn backend_lifecycle() {
     // on a fresh one (a new setting makes a new pool at the next call).
     a.ok("SET walredo_inspect.timeout = '500ms';");
     assert_eq!(a.ok(NEEDS_PROCESS), "8192");
-    let child = redo_children(a.pid)[0];
+    let child = wal_redo_processes_of(a.pid)[0];
     signal(child, libc::SIGSTOP);
     let sent = Instant::now();
     assert_eq!(a.ok(NEEDS_PROCESS), "8192");
@@ -755,7 +731,7 @@ fn backend_lifecycle() {
 
     // pg_terminate_backend while waiting: the backend exits, and with it
     // every process, scratch directory and segment of its pool.
-    let child = redo_children(a.pid)[0];
+    let child = wal_redo_processes_of(a.pid)[0];
     signal(child, libc::SIGSTOP);
     a.send(NEEDS_PROCESS);
     std::thread::sleep(Duration::from_millis(300));
@@ -796,7 +772,7 @@ fn backend_lifecycle() {
     assert_eq!(c.ok(NEEDS_PROCESS), "8192");
     let r = c.query("SELECT page_at_lsn('t', 99, pg_current_wal_flush_lsn());");
     assert!(!r.ok());
-    let (pid, child) = (c.pid, redo_children(c.pid)[0]);
+    let (pid, child) = (c.pid, wal_redo_processes_of(c.pid)[0]);
     c.close();
     wait_until("the backend to exit", Duration::from_secs(10), || {
         !pid_alive(pid)
@@ -814,7 +790,7 @@ fn backend_lifecycle() {
     // the next pool removes its scratch directories.
     let mut c = Session::open(&cluster);
     assert_eq!(c.ok(NEEDS_PROCESS), "8192");
-    let (pid, child) = (c.pid, redo_children(c.pid)[0]);
+    let (pid, child) = (c.pid, wal_redo_processes_of(c.pid)[0]);
     let child_segments = sysv_segments_created_by(child);
     signal(pid, libc::SIGKILL);
     drop(c);

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use walredo::{Config, Error, Pool, PAGE_SIZE};
 use walredo_testkit::harness::fake::*;
 use walredo_testkit::harness::*;
+use walredo_testkit::install::{runs_postgres, wal_redo_processes_of};
 
 /// Deadline of an attempt (and of a request's wait for a process).
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -139,47 +140,12 @@ fn a_back_off_longer_than_the_deadline_fails_with_the_last_error() {
     assert_no_leftovers();
 }
 
-/// Our wal-redo processes (pid, not yet gone), from /proc.
+/// Our wal-redo processes that run PostgreSQL already.
 fn children() -> Vec<i32> {
-    // (pid, ppid) of every live process.
-    let mut procs = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let Some((head, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // Only PostgreSQL: a child not yet past its exec is still the
-        // library's start-up code, which no kill should hit.
-        if let Some(ppid) = fields.get(1).and_then(|p| p.parse::<i32>().ok()) {
-            if fields[0] != "Z" && head.ends_with("(postgres") {
-                procs.push((pid, ppid));
-            }
-        }
-    }
-    // A template process (spawn_mode=template) stands for its children,
-    // the wal-redo processes; killing it would kill them all at once.
-    let is_template = |pid: i32| {
-        std::fs::read(format!("/proc/{pid}/cmdline"))
-            .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"pg_walredo.template=on"))
-    };
-    let me = std::process::id() as i32;
-    let templates: Vec<i32> = procs
-        .iter()
-        .filter(|&&(pid, ppid)| ppid == me && is_template(pid))
-        .map(|&(pid, _)| pid)
-        .collect();
-    procs
-        .iter()
-        .filter(|&&(pid, ppid)| {
-            (ppid == me && !templates.contains(&pid)) || templates.contains(&ppid)
-        })
-        .map(|&(pid, _)| pid)
+    wal_redo_processes_of(std::process::id())
+        .into_iter()
+        .filter(|&pid| runs_postgres(pid))
+        .map(|pid| pid as i32)
         .collect()
 }
 

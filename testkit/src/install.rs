@@ -347,6 +347,37 @@ pub fn children_of(pid: u32) -> Vec<(u32, char)> {
     found
 }
 
+/// The live (not zombie) wal-redo processes of host `host`: its children,
+/// or, in template spawn mode (the default), the children of its template,
+/// which stands for them (killing it would kill them all at once).
+pub fn wal_redo_processes_of(host: u32) -> Vec<u32> {
+    let live = |pid: u32| {
+        children_of(pid)
+            .into_iter()
+            .filter(|(_, state)| *state != 'Z')
+            .map(|(pid, _)| pid)
+    };
+    let is_template = |pid: u32| {
+        fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"pg_walredo.template=on"))
+    };
+    live(host)
+        .flat_map(|pid| {
+            if is_template(pid) {
+                live(pid).collect()
+            } else {
+                vec![pid]
+            }
+        })
+        .collect()
+}
+
+/// Whether `pid` runs PostgreSQL already: a child not yet past its exec is
+/// still the library's start-up code, which a fault test should not hit.
+pub fn runs_postgres(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == "postgres")
+}
+
 /// The scratch root the library uses in a server's backends: `$TMPDIR` is
 /// inherited from the test, the user is the server's.
 pub fn server_scratch_root() -> PathBuf {
