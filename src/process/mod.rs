@@ -1187,20 +1187,27 @@ fn remove_sysv_segment(scratch: &std::path::Path, pid: u32, uid: u32) {
     let Ok(shmid) = libc::c_int::try_from(shmid) else {
         return;
     };
+    remove_childs_segment(shmid, key, pid, uid);
+}
+
+/// Remove segment `shmid` if it still has `key`, the dead child (`pid`,
+/// running as `uid`) created it and still owns it, and nobody is attached;
+/// whether it did.
+fn remove_childs_segment(shmid: libc::c_int, key: i64, pid: u32, uid: u32) -> bool {
     // SAFETY: shmid_ds is plain old data that IPC_STAT fills in.
     let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
     // SAFETY: a valid pointer to a shmid_ds for IPC_STAT to fill.
     if unsafe { libc::shmctl(shmid, libc::IPC_STAT, &mut ds) } != 0 {
-        return; // already gone
+        return false; // already gone
     }
     let made_by_child = i64::from(ds.shm_cpid) == i64::from(pid)
         && ds.shm_perm.cuid == uid
         && ds.shm_perm.uid == uid;
     if !made_by_child || i64::from(ds.shm_perm.__key) != key || ds.shm_nattch != 0 {
-        return; // not the one our process made, or still in use
+        return false; // not the one our process made, or still in use
     }
     // SAFETY: IPC_RMID takes no buffer.
-    unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) };
+    unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) == 0 }
 }
 
 /// Remove the segment of a dead child that died between `shmget` and
@@ -1223,22 +1230,7 @@ fn remove_unnamed_segment(scratch: &std::path::Path, pid: u32, uid: u32) {
         }
         // SAFETY: shmget with size 0 and no flags only looks a key up.
         let shmid = unsafe { libc::shmget(key, 0, 0) };
-        if shmid < 0 {
-            continue;
-        }
-        // SAFETY: shmid_ds is plain old data that IPC_STAT fills in.
-        let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
-        // SAFETY: a valid pointer to a shmid_ds for IPC_STAT to fill.
-        if unsafe { libc::shmctl(shmid, libc::IPC_STAT, &mut ds) } != 0 {
-            continue;
-        }
-        if i64::from(ds.shm_cpid) == i64::from(pid)
-            && ds.shm_perm.cuid == uid
-            && ds.shm_perm.uid == uid
-            && ds.shm_nattch == 0
-        {
-            // SAFETY: IPC_RMID takes no buffer.
-            unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) };
+        if shmid >= 0 && remove_childs_segment(shmid, i64::from(key), pid, uid) {
             return;
         }
     }
