@@ -5,6 +5,7 @@
 //!   cargo run --release --example bench [-- --quick]
 //!   cargo run --release --example bench -- --profile-child   (`make profile`)
 //!   cargo run --release --example bench -- --busy-chaos [--quick]   (one row)
+//!   cargo run --release --example bench -- --callers [--quick]   (many callers on few processes)
 //!
 //! `--profile-child` runs one wal-redo process under callgrind instead: the
 //! same short request N and 2N times, fed from a file, so the difference is
@@ -505,6 +506,12 @@ fn main() {
         let _ = std::fs::remove_dir_all(&work);
         return;
     }
+    if std::env::args().any(|a| a == "--callers") {
+        drop(pool);
+        many_callers(&config, &short, quick, &row);
+        let _ = std::fs::remove_dir_all(&work);
+        return;
+    }
     if std::env::args().any(|a| a == "--profile-child") {
         drop(pool);
         profile_child(&config(1), &short, &work);
@@ -799,6 +806,99 @@ fn wal_redo_children() -> Vec<i32> {
 }
 
 /// Chaos on a busy machine (issue 15): two CPU-bound loops run beside 8
+/// `clients` threads sending `short` back to back through `pool`
+/// for `secs`: requests per second.
+fn throughput(pool: &Pool, short: &Request, clients: usize, secs: f64) -> f64 {
+    let stop = AtomicBool::new(false);
+    let done = AtomicU64::new(0);
+    let barrier = Barrier::new(clients + 1);
+    std::thread::scope(|s| {
+        for _ in 0..clients {
+            s.spawn(|| {
+                let refs = short.refs();
+                barrier.wait();
+                while !stop.load(Ordering::Relaxed) {
+                    pool.redo(&short.tag, short.base.as_deref(), &refs).unwrap();
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        barrier.wait();
+        let t = Instant::now();
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        let rate = done.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        rate
+    })
+}
+
+/// The rows of issue 15's "many callers on few processes": 1 and 2 callers
+/// on 1 process, 1 to 64 on 2, each the median of five slices taken in
+/// turns, with the ratios the issue's targets are stated in.
+fn many_callers(
+    config: &dyn Fn(usize) -> Config,
+    short: &Request,
+    quick: bool,
+    row: &dyn Fn(&str, String, String),
+) {
+    let secs = if quick { 0.2 } else { 0.5 };
+    // `--cell P C`: only C clients on P processes, for 10 s (for `perf`).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--cell") {
+        let (processes, clients) = (args[i + 1].parse().unwrap(), args[i + 2].parse().unwrap());
+        let pool = Pool::new(&config(processes)).unwrap();
+        pool.ping().unwrap();
+        let rate = throughput(&pool, short, clients, 10.0);
+        row(
+            &format!("many callers: {clients} clients, {processes} processes, 10 s"),
+            format!("{rate:.0} req/s"),
+            String::new(),
+        );
+        return;
+    }
+    let cells: [(usize, usize); 6] = [(1, 1), (1, 2), (2, 1), (2, 2), (2, 8), (2, 64)];
+    let pools = [
+        Pool::new(&config(1)).unwrap(),
+        Pool::new(&config(2)).unwrap(),
+    ];
+    for pool in &pools {
+        pool.ping().unwrap();
+    }
+    let mut rates = vec![Vec::new(); cells.len()];
+    for _ in 0..5 {
+        for (i, &(processes, clients)) in cells.iter().enumerate() {
+            rates[i].push(throughput(&pools[processes - 1], short, clients, secs));
+        }
+    }
+    let rates: Vec<f64> = rates
+        .into_iter()
+        .map(|mut r| {
+            r.sort_by(f64::total_cmp);
+            r[2]
+        })
+        .collect();
+    let best = |processes: usize| {
+        cells
+            .iter()
+            .zip(&rates)
+            .filter(|((p, _), _)| *p == processes)
+            .map(|(_, r)| *r)
+            .fold(0.0, f64::max)
+    };
+    for (&(processes, clients), rate) in cells.iter().zip(&rates) {
+        let one = rates[cells.iter().position(|c| *c == (processes, 1)).unwrap()];
+        row(
+            &format!("many callers: {clients} clients, {processes} processes"),
+            format!("{rate:.0} req/s"),
+            format!(
+                "{:.2}x one client, {:.2}x the best of this pool",
+                rate / one,
+                rate / best(processes)
+            ),
+        );
+    }
+}
+
 /// clients of a 2-process pool while another thread SIGKILLs a random
 /// wal-redo process every 30-130 ms, for a bounded time. Every request must
 /// come back: the right page, or an error (counted by kind); a wrong page
