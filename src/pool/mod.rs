@@ -1,16 +1,23 @@
 //! The pool callers use: a bounded request queue (crossbeam-channel) and
 //! worker threads in front of the process slots of [`crate::pool::slots`].
 //!
-//! - `redo` blocks. When the queue is empty and a slot is free, the caller's
-//!   own thread drives that slot's process: no hand-off to a worker, so the
+//! - `redo` blocks. When no more callers are inside `redo` than there are
+//!   processes, nothing is queued and a slot is free, the caller's own
+//!   thread drives that slot's process: no hand-off to a worker, so the
 //!   request costs only the pipe round trip. Otherwise the request joins the
 //!   queue (waiting for room when it is full: back-pressure, never unbounded
-//!   memory) and the caller sleeps until a worker answers it.
+//!   memory) and the caller sleeps until a worker answers it ([`handoff`]).
+//!   With more callers than processes, a caller that drove a process itself
+//!   would move it to its own CPU and back (`follow_caller_cpu`), and leave
+//!   the others to wait one round trip each; a worker writes all queued
+//!   requests to its process at once and stays on its CPU.
 //! - `submit` never blocks: it copies the request into the queue, or refuses
 //!   it with `Busy` when the queue is full; a worker later calls the callback,
 //!   exactly once, with no lock of ours held.
-//! - Workers take a request and whatever else is queued (up to a batch),
-//!   write them all to one process, and read the pages back in order.
+//! - The queue is one lane per worker ([`lanes`]: why, and where workers
+//!   run). Workers take a request and whatever else is queued (up to a
+//!   batch), write them all to one process, and read the pages back in
+//!   order.
 //! - `start` never blocks either: the request is queued like a submit's
 //!   (`Busy` when full), and its outcome goes to a [`Call`] the caller polls
 //!   through a descriptor (see [`call`]); a fast-path page completes it at
@@ -24,8 +31,8 @@
 //! - A worker never waits for the queue it serves: `redo` called on a worker
 //!   thread (from a callback) drives a process itself, waiting for a free
 //!   slot, never for a worker (which may be the caller itself).
-//! - No lock is held across a blocking send. A caller waiting for room in
-//!   the queue also watches `closing`, which `shutdown` disconnects; the gate
+//! - No lock is held across a wait for room in the queue, which
+//!   `shutdown` ends (`Lanes::close`); the gate
 //!   only counts the callers between admission and the queue, and `shutdown`
 //!   stops the workers (who answer what is queued) once that count is 0, so
 //!   nothing can enter the queue after the workers left.
@@ -33,38 +40,44 @@
 //!   waits for the first.
 
 pub mod call;
+mod handoff;
+mod lanes;
 pub(crate) mod slots;
 pub mod stats;
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 pub use crate::pool::call::Call;
 use crate::pool::call::CallState;
+use crate::pool::handoff::{handoff, Reply, Ring};
+use crate::pool::lanes::{Lanes, Next};
 use crate::pool::slots::{Job, Slots};
 use crate::pool::stats::{bump, StatsSnapshot};
 use crate::process::protocol::{self, RecordRef};
-use crate::process::threads::spawn_blocking_signals;
+use crate::process::threads::{pin_current_thread, spawn_blocking_signals};
 use crate::redo::{image_page, validate_request, Page};
 use crate::tag::PageTag;
 
-/// Most requests written to a process in one batch.
-const MAX_BATCH: usize = 16;
+/// Most requests written to a process in one batch: with 64 callers on 2
+/// processes, 32 gave 5-10% more than 16 (fewer switches between a worker
+/// and its process per request).
+const MAX_BATCH: usize = 32;
 
 /// What to do with a result: wake a blocked caller, or call back.
 pub type Callback = Box<dyn FnOnce(Result<&Page, &Error>) + Send>;
 
 enum Completion {
-    Wait(Sender<Result<Box<Page>>>),
+    Wait(Reply),
     Callback(Callback),
     Call(Arc<CallState>),
 }
@@ -97,6 +110,7 @@ enum Plan {
 
 struct Shared {
     slots: Slots,
+    queue: Lanes<Queued>,
 }
 
 thread_local! {
@@ -117,12 +131,11 @@ pub struct Pool {
     shared: Arc<Shared>,
     /// Answer from full-page images in-process (`Config::fast_path`).
     fast_path: bool,
-    queue: Sender<Queued>,
+    processes: usize,
+    /// Callers inside `redo` now.
+    callers: AtomicUsize,
     gate: Mutex<Gate>,
     gate_changed: Condvar,
-    /// Dropping the sender wakes callers waiting for room in the queue.
-    closing_tx: Mutex<Option<Sender<()>>>,
-    closing: Receiver<()>,
     /// Dropping it tells the workers to finish.
     stop: Mutex<Option<Sender<()>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
@@ -139,16 +152,22 @@ impl Pool {
         }
         let shared = Arc::new(Shared {
             slots: Slots::new(config)?,
+            queue: Lanes::new(
+                config.processes,
+                config.queue_depth,
+                config.follow_caller_cpu,
+            ),
         });
-        let (queue, rx) = bounded(config.queue_depth);
         let (stop, stop_rx) = bounded::<()>(0);
-        let (closing_tx, closing) = bounded::<()>(0);
         let mut workers = Vec::new();
-        for i in 0..config.processes {
-            let (shared, rx, stop_rx) = (shared.clone(), rx.clone(), stop_rx.clone());
-            let worker = spawn_blocking_signals(format!("walredo-worker-{i}"), move || {
+        for lane in 0..config.processes {
+            let (shared, stop_rx) = (shared.clone(), stop_rx.clone());
+            let worker = spawn_blocking_signals(format!("walredo-worker-{lane}"), move || {
                 ON_WORKER.with(|w| w.set(true));
-                worker(&shared, &rx, &stop_rx)
+                if let Some(cpu) = shared.queue.worker_cpu(lane) {
+                    pin_current_thread(cpu);
+                }
+                worker(&shared, lane, &stop_rx)
             })
             .map_err(|e| Error::Internal(format!("cannot start a worker thread: {e}")))?;
             workers.push(worker);
@@ -156,11 +175,10 @@ impl Pool {
         Ok(Pool {
             shared,
             fast_path: config.fast_path,
-            queue,
+            processes: config.processes,
+            callers: AtomicUsize::new(0),
             gate: Mutex::new(Gate::default()),
             gate_changed: Condvar::new(),
-            closing_tx: Mutex::new(Some(closing_tx)),
-            closing,
             stop: Mutex::new(Some(stop)),
             workers: Mutex::new(workers),
         })
@@ -169,6 +187,19 @@ impl Pool {
     /// Apply `records` (in LSN order) to `base`, or to nothing when the first
     /// record initializes the page, and return the page for `tag`.
     pub fn redo(
+        &self,
+        tag: &PageTag,
+        base: Option<&Page>,
+        records: &[RecordRef<'_>],
+    ) -> Result<Box<Page>> {
+        self.callers.fetch_add(1, Ordering::Relaxed);
+        let outcome = self.redo_counted(tag, base, records);
+        self.callers.fetch_sub(1, Ordering::Relaxed);
+        outcome
+    }
+
+    /// `redo`, with the caller counted in `callers`.
+    fn redo_counted(
         &self,
         tag: &PageTag,
         base: Option<&Page>,
@@ -186,12 +217,15 @@ impl Pool {
         let base = image.as_deref().or(base);
         let records = &records[from..];
 
-        // The caller's own thread drives a free process, unless others wait;
-        // a worker (in a callback) always does, waiting for a slot if need
-        // be: it must never wait for the queue it serves.
+        // The caller's own thread drives a free process, unless others wait
+        // or more callers than processes are here (module notes); a worker
+        // (in a callback) always does, waiting for a slot if need be: it
+        // must never wait for the queue it serves.
         let slot = if ON_WORKER.with(Cell::get) {
             Some(slots.take().inspect_err(|_| bump(&slots.stats.failures))?)
-        } else if self.queue.is_empty() {
+        } else if self.callers.load(Ordering::Relaxed) <= self.processes
+            && self.shared.queue.is_empty()
+        {
             slots.try_take()
         } else {
             None
@@ -207,21 +241,26 @@ impl Pool {
 
         let mut wire = Vec::new();
         protocol::write_request(&mut wire, tag, base, records);
-        let (tx, rx) = bounded(1);
+        let lane = self.shared.queue.lane_here();
+        let (reply, answer) = handoff(self.shared.queue.bell(lane));
         self.enqueue(
+            lane,
             Queued {
                 tag: *tag,
                 wire,
                 ready: None,
                 started,
-                completion: Completion::Wait(tx),
+                completion: Completion::Wait(reply),
             },
             true,
         )
         .inspect_err(|_| bump(&slots.stats.failures))?;
         // Statistics were counted by the worker: touch nothing of the pool
-        // after this point, a concurrent close may be tearing it down.
-        rx.recv().unwrap_or(Err(Error::Shutdown))
+        // after this point but the spinning permit (a concurrent close may
+        // be tearing the rest down; the pool itself lives while we are in
+        // one of its methods).
+        let spinning = self.shared.queue.may_spin();
+        answer.wait(spinning.is_some())
     }
 
     /// Queue a request without blocking; `callback` later gets the page (valid
@@ -247,6 +286,7 @@ impl Pool {
             }
         };
         self.enqueue(
+            self.shared.queue.lane_here(),
             Queued {
                 tag: *tag,
                 wire,
@@ -284,6 +324,7 @@ impl Pool {
             }
         }
         self.enqueue(
+            self.shared.queue.lane_here(),
             Queued {
                 tag: *tag,
                 wire,
@@ -338,7 +379,7 @@ impl Pool {
         })
     }
 
-    fn enqueue(&self, item: Queued, wait_for_room: bool) -> Result<()> {
+    fn enqueue(&self, lane: usize, item: Queued, wait_for_room: bool) -> Result<()> {
         {
             let mut gate = self.gate.lock();
             if gate.closing {
@@ -346,7 +387,7 @@ impl Pool {
             }
             gate.entering += 1;
         }
-        let sent = self.send(item, wait_for_room);
+        let sent = self.send(lane, item, wait_for_room);
         let mut gate = self.gate.lock();
         gate.entering -= 1;
         if gate.entering == 0 && gate.closing {
@@ -356,25 +397,10 @@ impl Pool {
     }
 
     /// Put an admitted request in the queue; no lock held (module notes).
-    fn send(&self, item: Queued, wait_for_room: bool) -> Result<()> {
-        let stats = &self.shared.slots.stats;
-        stats.queue_depth.fetch_add(1, Ordering::Relaxed);
-        let sent = if wait_for_room {
-            select! {
-                send(self.queue, item) -> sent => sent.map_err(|_| Error::Shutdown),
-                recv(self.closing) -> _ => Err(Error::Shutdown),
-            }
-        } else {
-            self.queue.try_send(item).map_err(|e| match e {
-                TrySendError::Full(_) => {
-                    bump(&stats.busy_rejections);
-                    Error::Busy
-                }
-                TrySendError::Disconnected(_) => Error::Shutdown,
-            })
-        };
-        if sent.is_err() {
-            stats.queue_depth.fetch_sub(1, Ordering::Relaxed);
+    fn send(&self, lane: usize, item: Queued, wait_for_room: bool) -> Result<()> {
+        let sent = self.shared.queue.push(lane, item, wait_for_room);
+        if let Err(Error::Busy) = sent {
+            bump(&self.shared.slots.stats.busy_rejections);
         }
         sent
     }
@@ -403,7 +429,10 @@ impl Pool {
     }
 
     pub fn stats(&self) -> StatsSnapshot {
-        self.shared.slots.stats.snapshot()
+        StatsSnapshot {
+            queue_depth: self.shared.queue.queued() as u64,
+            ..self.shared.slots.stats.snapshot()
+        }
     }
 
     /// Refuse new requests, answer queued ones with `Shutdown`, stop the
@@ -424,7 +453,7 @@ impl Pool {
         self.shared.slots.close();
         // Callers waiting for room give up; then nobody is left between
         // admission and the queue, and the workers can answer what is in it.
-        self.closing_tx.lock().take();
+        self.shared.queue.close();
         {
             let mut gate = self.gate.lock();
             while gate.entering > 0 {
@@ -447,38 +476,28 @@ impl Drop for Pool {
     }
 }
 
-fn worker(shared: &Shared, rx: &Receiver<Queued>, stop: &Receiver<()>) {
+fn worker(shared: &Shared, lane: usize, stop: &Receiver<()>) {
     let slots = &shared.slots;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
-        let first = select! {
-            recv(rx) -> item => match item {
-                Ok(item) => item,
-                Err(_) => return,
-            },
-            recv(stop) -> _ => {
-                // Closing: nothing more can be queued; answer what is left.
-                for item in rx.try_iter() {
-                    slots.stats.queue_depth.fetch_sub(1, Ordering::Relaxed);
-                    complete(slots, item, Err(Error::Shutdown));
-                }
-                return;
-            },
-            default(slots.retire_interval()) => {
+        match shared
+            .queue
+            .next(lane, &mut batch, MAX_BATCH, stop, slots.retire_interval())
+        {
+            Next::Batch => {}
+            Next::Idle => {
                 slots.retire_idle();
                 continue;
-            },
-        };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(item) => batch.push(item),
-                Err(_) => break,
+            }
+            Next::Stop => {
+                // Closing: nothing more can be queued; answer what is left.
+                for item in shared.queue.drain(lane) {
+                    drop(complete(slots, item, Err(Error::Shutdown)));
+                }
+                return;
             }
         }
-        slots
-            .stats
-            .queue_depth
-            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+        let batch = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
 
         // Requests answered from an image need no process, cancelled ones
         // nothing at all.
@@ -486,13 +505,14 @@ fn worker(shared: &Shared, rx: &Receiver<Queued>, stop: &Receiver<()>) {
             .into_iter()
             .partition(|q| q.ready.is_some() || q.completion.cancelled());
         for mut item in ready {
-            match item.ready.take() {
+            let ring = match item.ready.take() {
                 Some(page) => complete(slots, item, Ok(page)),
                 None => {
                     bump(&slots.stats.cancellations);
-                    complete(slots, item, Err(Error::Cancelled));
+                    complete(slots, item, Err(Error::Cancelled))
                 }
-            }
+            };
+            drop(ring);
         }
         if batch.is_empty() {
             continue;
@@ -518,8 +538,20 @@ fn worker(shared: &Shared, rx: &Receiver<Queued>, stop: &Receiver<()>) {
                     .collect()
             }
         };
+        // Blocked callers first, woken all at once (see `handoff`); then
+        // the callbacks, which may take their time.
+        let mut rings = Vec::new();
+        let mut callbacks = Vec::new();
         for (item, outcome) in batch.into_iter().zip(outcomes) {
-            complete(slots, item, outcome);
+            if matches!(item.completion, Completion::Callback(_)) {
+                callbacks.push((item, outcome));
+            } else {
+                rings.extend(complete(slots, item, outcome));
+            }
+        }
+        Ring::ring_all(rings);
+        for (item, outcome) in callbacks {
+            drop(complete(slots, item, outcome));
         }
         slots.retire_idle();
     }
@@ -535,19 +567,22 @@ fn account(slots: &Slots, started: Instant, outcome: Result<&Page, &Error>) {
     }
 }
 
-fn complete(slots: &Slots, item: Queued, outcome: Result<Box<Page>>) {
+/// Answer a queued request; a blocked caller's answer comes with the ring
+/// that wakes it.
+fn complete(slots: &Slots, item: Queued, outcome: Result<Box<Page>>) -> Option<Ring> {
     account(slots, item.started, outcome.as_ref().map(|p| &**p));
     match item.completion {
-        // The caller may have gone (it cannot, but never panic over it).
-        Completion::Wait(tx) => {
-            let _ = tx.send(outcome);
-        }
+        Completion::Wait(reply) => Some(reply.send(outcome)),
         Completion::Callback(cb) => {
             let arg = outcome.as_ref().map(|p| &**p);
             if catch_unwind(AssertUnwindSafe(|| cb(arg))).is_err() {
                 log::error!("a walredo callback panicked; the worker carries on");
             }
+            None
         }
-        Completion::Call(call) => call.complete(outcome),
+        Completion::Call(call) => {
+            call.complete(outcome);
+            None
+        }
     }
 }

@@ -57,6 +57,7 @@ use crate::error::{Error, Result};
 use crate::pool::call::CancelToken;
 use crate::pool::stats::{bump, Stats};
 use crate::process::launch::Launcher;
+use crate::process::threads::current_cpu;
 use crate::process::{Failure, Interrupted, Process, Spawner};
 use crate::redo::{failure_error, Page};
 use crate::tag::PageTag;
@@ -99,8 +100,6 @@ impl<'a> Job<'a> {
 pub(crate) struct Slot {
     process: Option<Process>,
     last_used: Option<Instant>,
-    /// The concatenated wire bytes of a batch: one write per batch.
-    batch: Vec<u8>,
     pages: Vec<u8>,
     /// Encoding buffer for requests driven by the caller's own thread.
     request: Vec<u8>,
@@ -175,11 +174,30 @@ impl Slots {
         if self.is_closed() {
             return None;
         }
-        let slot = idle.pop()?;
+        let slot = self.pick(&mut idle)?;
         Some(SlotGuard {
             slots: self,
             slot: Some(slot),
         })
+    }
+
+    /// The idle slot to hand out: one whose process is pinned to the
+    /// caller's CPU if there is one (a worker placed on a CPU keeps its
+    /// process there, instead of moving it back and forth with another
+    /// worker's), else the last returned.
+    fn pick(&self, idle: &mut Vec<Slot>) -> Option<Slot> {
+        let here = if self.follow_cpu { current_cpu() } else { None };
+        let near = here.and_then(|cpu| {
+            idle.iter().rposition(|s| {
+                s.process
+                    .as_ref()
+                    .is_some_and(|p| p.pinned_cpu() == Some(cpu))
+            })
+        });
+        match near {
+            Some(i) => Some(idle.remove(i)),
+            None => idle.pop(),
+        }
     }
 
     /// A free slot, waiting for one if need be; fails once the pool closes.
@@ -189,7 +207,7 @@ impl Slots {
             if self.is_closed() {
                 return Err(Error::Shutdown);
             }
-            if let Some(slot) = idle.pop() {
+            if let Some(slot) = self.pick(&mut idle) {
                 return Ok(SlotGuard {
                     slots: self,
                     slot: Some(slot),
@@ -518,18 +536,10 @@ impl SlotGuard<'_> {
             if slots.follow_cpu {
                 process.follow_cpu();
             }
-            // One write per batch; a single request is sent from where it is.
-            let request = if let [i] = pending[..] {
-                jobs[i].wire
-            } else {
-                slot.batch.clear();
-                for &i in &pending {
-                    slot.batch.extend_from_slice(jobs[i].wire);
-                }
-                &slot.batch[..]
-            };
+            // One write per batch, each request sent from where it is.
+            let parts: Vec<&[u8]> = pending.iter().map(|&i| jobs[i].wire).collect();
             slot.pages.resize(pending.len() * PAGE_SIZE, 0);
-            let mut result = process.transact(request, &mut slot.pages, slots.timeout);
+            let mut result = process.transact_parts(&parts, &mut slot.pages, slots.timeout);
             slot.last_used = Some(Instant::now());
             for &i in &pending {
                 if let Some(t) = jobs[i].cancel {

@@ -59,6 +59,7 @@ use crate::config::SpawnMode;
 use crate::error::{Error, Result};
 use crate::process::launch::Launcher;
 use crate::process::template::Forked;
+use crate::process::threads::{current_cpu, set_affinity};
 use crate::process::watchdog::Watch;
 use crate::PAGE_SIZE;
 
@@ -280,6 +281,19 @@ impl Process {
                 1 << 20,
             )
         };
+        // A whole batch of requests (MAX_BATCH short ones are about 270 KiB)
+        // and its pages (8 KiB each) fit in the pipes, so `transact` writes
+        // a batch in one call and waits in one blocking read, instead of
+        // taking turns with the process through poll 64 KiB at a time.
+        // Pipe memory is only taken as data is written.
+        for (fd, size) in [
+            (process.input.as_ref().unwrap().as_raw_fd(), 512 << 10),
+            (process.output.as_raw_fd(), 256 << 10),
+        ] {
+            // SAFETY: fcntl on a pipe we own; failure (a user over its pipe
+            // quota) leaves the default size, which works, only slower.
+            unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, size) };
+        }
         log::debug!(
             "started wal-redo process {pid} in {}",
             process.scratch.display()
@@ -353,6 +367,11 @@ impl Process {
         self.killed_late
     }
 
+    /// The CPU `follow_cpu` pinned the process to, if any.
+    pub fn pinned_cpu(&self) -> Option<usize> {
+        self.pinned_cpu
+    }
+
     /// Pin the process to the CPU the calling thread runs on now, so that the
     /// hand-offs of a round trip stay on one CPU: a cross-CPU wake-up costs
     /// ten times a same-CPU one (BENCHMARKS.md). A CPU the caller runs on is
@@ -366,12 +385,10 @@ impl Process {
     /// and its pid be handed out again within those microseconds. Without a
     /// pidfd (Linux before 5.3) nothing is pinned.
     pub fn follow_cpu(&mut self) {
-        // SAFETY: sched_getcpu has no preconditions.
-        let cpu = unsafe { libc::sched_getcpu() };
-        let Ok(cpu) = usize::try_from(cpu) else {
+        let Some(cpu) = current_cpu() else {
             return;
         };
-        if self.pinned_cpu == Some(cpu) || cpu >= libc::CPU_SETSIZE as usize {
+        if self.pinned_cpu == Some(cpu) {
             return;
         }
         let Some(pidfd) = &self.killer.pidfd else {
@@ -381,17 +398,8 @@ impl Process {
         if !pidfd_signal(pidfd, 0) {
             return;
         }
-        // SAFETY: cpu_set_t is plain old data; CPU_SET stays inside it (cpu is
-        // below CPU_SETSIZE); the pid is the child's (checked just above).
-        let ok = unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut set);
-            libc::sched_setaffinity(
-                self.pid as libc::pid_t,
-                std::mem::size_of::<libc::cpu_set_t>(),
-                &set,
-            ) == 0
-        };
+        // The pid is the child's (checked just above).
+        let ok = set_affinity(self.pid as libc::pid_t, cpu).is_ok();
         if ok {
             self.pinned_cpu = Some(cpu);
         }
@@ -447,6 +455,18 @@ impl Process {
         response: &mut [u8],
         timeout: Duration,
     ) -> Result<(), Interrupted> {
+        self.transact_parts(&[request], response, timeout)
+    }
+
+    /// [`Process::transact`] of the concatenation of `parts`, written as
+    /// they are (one `writev`, not a copy into one buffer first).
+    pub fn transact_parts(
+        &mut self,
+        parts: &[&[u8]],
+        response: &mut [u8],
+        timeout: Duration,
+    ) -> Result<(), Interrupted> {
+        let request_len: usize = parts.iter().map(|p| p.len()).sum();
         let mut written = 0;
         let mut read = 0;
         let mut deadline = Instant::now() + timeout;
@@ -458,14 +478,14 @@ impl Process {
         // first poll, which then only waits for the answer (one system call
         // fewer per round trip).
         if let Some(input) = self.input.as_ref() {
-            written = write_some(input.as_raw_fd(), request).map_err(|f| interrupted(f, 0))?;
+            written = write_parts(input.as_raw_fd(), parts, 0).map_err(|f| interrupted(f, 0))?;
         }
         // All of it went: wait in a blocking read, the watchdog keeping the
         // deadline (another system call fewer).
-        if written == request.len() && self.watch.is_some() {
+        if written == request_len && self.watch.is_some() {
             return self.read_blocking(response, timeout);
         }
-        while written < request.len() || read < response.len() {
+        while written < request_len || read < response.len() {
             let now = Instant::now();
             if now >= deadline {
                 return Err(interrupted(Failure::Timeout, read));
@@ -476,7 +496,7 @@ impl Process {
                 return Err(interrupted(Failure::BrokenPipe, read));
             };
             let mut fds = [
-                poll_fd(input, written < request.len(), libc::POLLOUT),
+                poll_fd(input, written < request_len, libc::POLLOUT),
                 poll_fd(self.output.as_raw_fd(), read < response.len(), libc::POLLIN),
                 poll_fd(
                     self.errors.as_ref().map_or(-1, |f| f.as_raw_fd()),
@@ -505,8 +525,7 @@ impl Process {
                 self.read_stderr();
             }
             if fds[0].revents != 0 {
-                written +=
-                    write_some(input, &request[written..]).map_err(|f| interrupted(f, read))?;
+                written += write_parts(input, parts, written).map_err(|f| interrupted(f, read))?;
             }
             if fds[1].revents != 0
                 && self
@@ -960,10 +979,39 @@ fn poll_fd(fd: RawFd, wanted: bool, events: libc::c_short) -> libc::pollfd {
 
 /// Write what the pipe takes now; returns how much that was. Never raises
 /// SIGPIPE: we hold a read end of the pipe (see the module notes).
-fn write_some(fd: RawFd, data: &[u8]) -> Result<usize, Failure> {
+/// One `writev` of the concatenation of `parts` from byte `from` on (at
+/// most 64 parts at a time); 0 when the pipe is full.
+fn write_parts(fd: RawFd, parts: &[&[u8]], from: usize) -> Result<usize, Failure> {
+    const MAX_PARTS: usize = 64;
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; MAX_PARTS];
+    let mut n_iov = 0;
+    let mut skip = from;
+    for part in parts {
+        if skip >= part.len() {
+            skip -= part.len();
+            continue;
+        }
+        if n_iov == MAX_PARTS {
+            break;
+        }
+        let rest = &part[skip..];
+        skip = 0;
+        iov[n_iov] = libc::iovec {
+            iov_base: rest.as_ptr() as *mut libc::c_void,
+            iov_len: rest.len(),
+        };
+        n_iov += 1;
+    }
+    if n_iov == 0 {
+        return Ok(0);
+    }
     loop {
-        // SAFETY: data is a valid readable buffer of its length.
-        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        // SAFETY: the first n_iov entries of iov point into `parts`, which
+        // outlive the call; writev only reads them.
+        let n = unsafe { libc::writev(fd, iov.as_ptr(), n_iov as libc::c_int) };
         if n >= 0 {
             return Ok(n as usize);
         }

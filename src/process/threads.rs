@@ -45,3 +45,56 @@ where
     };
     Builder::new().name(name).spawn(f)
 }
+
+/// The CPU the calling thread runs on now, if the kernel says.
+pub(crate) fn current_cpu() -> Option<usize> {
+    // SAFETY: sched_getcpu has no preconditions.
+    let cpu = unsafe { libc::sched_getcpu() };
+    usize::try_from(cpu).ok()
+}
+
+/// The CPUs the calling thread may run on, in ascending order.
+pub(crate) fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the kernel fills it
+    // for its size.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        set
+    };
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: cpu is below CPU_SETSIZE, the set's size.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
+}
+
+/// Keep the thread or process `pid` (0: the calling thread) on `cpu`, a CPU
+/// below `CPU_SETSIZE`.
+pub(crate) fn set_affinity(pid: libc::pid_t, cpu: usize) -> io::Result<()> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays inside
+    // it (cpu is below CPU_SETSIZE); the set is passed by pointer with its
+    // size.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Keep the calling thread on `cpu`; a failure (a CPU taken away since)
+/// leaves it where the kernel puts it.
+pub(crate) fn pin_current_thread(cpu: usize) {
+    if let Err(e) = set_affinity(0, cpu) {
+        log::debug!("cannot pin a worker to CPU {cpu}: {e}");
+    }
+}

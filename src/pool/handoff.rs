@@ -1,0 +1,259 @@
+//! The answer to a blocked caller of `Pool::redo` whose request went
+//! through the queue: a one-shot hand-off from a worker to the caller, and
+//! the bell the caller sleeps on until it is there.
+//!
+//! Why not a channel or a thread's own park: crossbeam's receive spins and
+//! calls `sched_yield` before it sleeps, on whatever CPU the caller is, and
+//! with 64 callers on 2 CPUs those spinners took a third of the machine
+//! from the workers and processes. A parked thread costs nothing, but
+//! waking each of a batch's callers on its own makes the woken caller
+//! preempt the worker at every wake-up: two context switches per request
+//! on top of the wake-up (BENCHMARKS.md). So callers sleep on their lane's
+//! [`Bell`], one futex word, and a worker rings it once for its whole
+//! batch: one system call and one preemption per batch, and the woken
+//! callers then run one after the other. A caller whose answer is not there
+//! yet goes back to sleep. A caller spins first only where the placement
+//! says that costs nobody anything (a CPU no worker runs on, see
+//! [`super::lanes`]).
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::redo::Page;
+
+/// How long a caller that may spin does so before it sleeps: a few round
+/// trips of a short request, after which its wait is long anyway.
+const SPIN_FOR: Duration = Duration::from_micros(200);
+
+/// A futex word the callers of one lane sleep on.
+#[derive(Default)]
+pub(crate) struct Bell {
+    /// Changes at every ring: a sleeper that saw the old value wakes.
+    word: AtomicU32,
+    /// Callers inside (or about to enter) `futex_wait`: a ring with none
+    /// makes no system call.
+    sleepers: AtomicU32,
+}
+
+impl Bell {
+    /// Wake everyone sleeping on the bell.
+    pub fn ring(&self) {
+        // SeqCst with `sleep_until`: either the sleeper counted itself
+        // before this load (and is woken), or its futex_wait sees the new
+        // word and returns at once.
+        self.word.fetch_add(1, Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            // SAFETY: FUTEX_WAKE on a live, aligned u32 of ours; it reads
+            // nothing else.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    self.word.as_ptr(),
+                    libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                    i32::MAX,
+                );
+            }
+        }
+    }
+
+    /// Sleep until `done()`, rechecked at every ring.
+    fn sleep_until(&self, done: impl Fn() -> bool) {
+        loop {
+            let seen = self.word.load(Ordering::SeqCst);
+            if done() {
+                return;
+            }
+            self.sleepers.fetch_add(1, Ordering::SeqCst);
+            // SAFETY: FUTEX_WAIT on a live, aligned u32 of ours: it sleeps
+            // only while the word still holds `seen`, and returns on a
+            // wake, a signal or at once (EAGAIN); the loop rechecks.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    self.word.as_ptr(),
+                    libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                    seen,
+                    std::ptr::null::<libc::timespec>(),
+                );
+            }
+            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+struct Inner {
+    value: Mutex<Option<Result<Box<Page>>>>,
+    done: AtomicBool,
+}
+
+/// The side that answers; dropped unanswered, it answers `Shutdown`.
+pub(crate) struct Reply {
+    inner: Option<Arc<Inner>>,
+    bell: Arc<Bell>,
+}
+
+/// The side that waits: the calling thread.
+pub(crate) struct Waiter {
+    inner: Arc<Inner>,
+    bell: Arc<Bell>,
+}
+
+/// Who must still be woken for answers given: the bell of a [`Reply`]
+/// sent. Dropped, it rings; [`Ring::ring_all`] rings each bell of many
+/// once.
+#[must_use = "a caller sleeps until its bell rings"]
+pub(crate) struct Ring(Option<Arc<Bell>>);
+
+impl Ring {
+    pub fn ring_all(rings: Vec<Ring>) {
+        let mut rung: Vec<Arc<Bell>> = Vec::new();
+        for mut ring in rings {
+            if let Some(bell) = ring.0.take() {
+                if !rung.iter().any(|b| Arc::ptr_eq(b, &bell)) {
+                    bell.ring();
+                    rung.push(bell);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        if let Some(bell) = self.0.take() {
+            bell.ring();
+        }
+    }
+}
+
+/// A hand-off whose waiter is the current thread, sleeping on `bell`.
+pub(crate) fn handoff(bell: &Arc<Bell>) -> (Reply, Waiter) {
+    let inner = Arc::new(Inner {
+        value: Mutex::new(None),
+        done: AtomicBool::new(false),
+    });
+    (
+        Reply {
+            inner: Some(inner.clone()),
+            bell: bell.clone(),
+        },
+        Waiter {
+            inner,
+            bell: bell.clone(),
+        },
+    )
+}
+
+impl Reply {
+    /// Give the answer; the waiter wakes when the returned ring is rung.
+    pub fn send(mut self, outcome: Result<Box<Page>>) -> Ring {
+        if let Some(inner) = self.inner.take() {
+            deliver(&inner, outcome);
+        }
+        Ring(Some(self.bell.clone()))
+    }
+}
+
+fn deliver(inner: &Inner, outcome: Result<Box<Page>>) {
+    *inner.value.lock() = Some(outcome);
+    inner.done.store(true, Ordering::SeqCst);
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            deliver(&inner, Err(Error::Shutdown));
+            self.bell.ring();
+        }
+    }
+}
+
+impl Waiter {
+    /// Wait until the answer is there: first spinning for up to
+    /// [`SPIN_FOR`] when `spin` (yielding the CPU to anything else that
+    /// wants it), then asleep on the bell.
+    pub fn wait(self, spin: bool) -> Result<Box<Page>> {
+        let done = || self.inner.done.load(Ordering::SeqCst);
+        if spin {
+            let started = Instant::now();
+            let mut spins = 0u32;
+            while !done() && started.elapsed() < SPIN_FOR {
+                if spins < 64 {
+                    std::hint::spin_loop();
+                    spins += 1;
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
+        self.bell.sleep_until(done);
+        self.inner
+            .value
+            .lock()
+            .take()
+            .unwrap_or(Err(Error::Shutdown))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::thread;
+
+    #[test]
+    fn answered_from_another_thread() {
+        for spin in [false, true] {
+            let bell = Arc::new(Bell::default());
+            let (reply, waiter) = handoff(&bell);
+            let t = thread::spawn(move || {
+                thread::sleep(Duration::from_millis(5));
+                drop(reply.send(Err(Error::Busy)));
+            });
+            assert!(matches!(waiter.wait(spin), Err(Error::Busy)));
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn dropped_unanswered_is_shutdown() {
+        let bell = Arc::new(Bell::default());
+        let (reply, waiter) = handoff(&bell);
+        thread::spawn(move || drop(reply)).join().unwrap();
+        assert!(matches!(waiter.wait(false), Err(Error::Shutdown)));
+    }
+
+    #[test]
+    fn one_ring_wakes_a_batch_and_the_others_sleep_on() {
+        let bell = Arc::new(Bell::default());
+        let (replies, waiters): (Vec<Reply>, Vec<Waiter>) = (0..4).map(|_| handoff(&bell)).unzip();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for (i, waiter) in waiters.into_iter().enumerate() {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                let _ = waiter.wait(false);
+                tx.send(i).unwrap();
+            });
+        }
+        thread::sleep(Duration::from_millis(20));
+        let mut replies = replies.into_iter();
+        let rings: Vec<Ring> = replies
+            .by_ref()
+            .take(2)
+            .map(|r| r.send(Err(Error::Busy)))
+            .collect();
+        Ring::ring_all(rings);
+        let mut woken = vec![rx.recv().unwrap(), rx.recv().unwrap()];
+        woken.sort();
+        assert_eq!(woken, [0, 1]);
+        // The two unanswered were woken too, and went back to sleep.
+        assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
+        drop(replies);
+        let mut rest = vec![rx.recv().unwrap(), rx.recv().unwrap()];
+        rest.sort();
+        assert_eq!(rest, [2, 3]);
+    }
+}
