@@ -53,8 +53,10 @@ pub struct Config {
     /// compare against the plain path.
     pub fast_path: bool,
     /// Pin each process to the CPU of the thread driving it (the caller's,
-    /// or a worker's), so a round trip's wake-ups stay on one CPU. Off when
-    /// the host places its processes itself.
+    /// or a worker's), so a round trip's wake-ups stay on one CPU, and each
+    /// worker thread to a CPU of its own, where the callers that queue on
+    /// that CPU are answered (`pool::lanes`). Off when the host places its
+    /// processes and threads itself.
     pub follow_caller_cpu: bool,
     /// Wait for a process's answer in a blocking read, its deadline kept by
     /// a watchdog thread that kills a late process, instead of in `poll`:

@@ -78,8 +78,9 @@ pub extern "C" fn walredo_config_new() -> *mut walredo_config {
 ///   full-page image of the target in-process (no process involved), and
 ///   start others from their newest image. Default: `on`.
 /// - `follow_caller_cpu`: `on` or `off`: pin each process to the CPU of the
-///   thread driving it, so a round trip's wake-ups stay on one CPU. Turn it
-///   off when the host places its processes itself. Default: `on`.
+///   thread driving it, so a round trip's wake-ups stay on one CPU, and each
+///   of the pool's worker threads to a CPU of its own. Turn it off when the
+///   host places its processes and threads itself. Default: `on`.
 /// - `blocking_wait`: `on` or `off`: wait for an answer in a blocking read,
 ///   with one library thread (the watchdog) killing a process that misses its
 ///   deadline; `off` waits in `poll()`, a system call more per request.
