@@ -5,7 +5,7 @@
 //!   cargo run --release --example bench [-- --quick]
 //!   cargo run --release --example bench -- --profile-child   (`make profile`)
 //!   cargo run --release --example bench -- --busy-chaos [--quick]   (one row)
-//!   cargo run --release --example bench -- --callers [--quick]   (many callers on few processes)
+//!   cargo run --release --example bench -- --callers [--quick]   (only the many-callers rows)
 //!
 //! `--profile-child` runs one wal-redo process under callgrind instead: the
 //! same short request N and 2N times, fed from a file, so the difference is
@@ -731,6 +731,7 @@ fn main() {
     }
 
     busy_machine_chaos(&config(2), &short, quick, &row);
+    many_callers(&config, &short, quick, &row);
 
     // 64 concurrent first requests on a fresh pool.
     let pool = Pool::new(&config(4)).unwrap();
