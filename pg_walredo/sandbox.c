@@ -123,9 +123,8 @@ close_inherited_fds(void)
 static void
 confine_filesystem(bool require_landlock)
 {
-	struct ll_ruleset_attr attr = {0};
 	struct ll_path_beneath_attr beneath = {0};
-	size_t		attr_size;
+	uint64		allowed;
 	int			abi;
 	int			ruleset;
 
@@ -144,34 +143,8 @@ confine_filesystem(bool require_landlock)
 		return;
 	}
 
-	attr.handled_access_fs = (LL_FS_MAKE_SYM << 1) - 1;
-	attr_size = offsetof(struct ll_ruleset_attr, handled_access_net);
-	beneath.allowed_access = LL_FS_READ_FILE | LL_FS_WRITE_FILE | LL_FS_READ_DIR |
-		LL_FS_REMOVE_DIR | LL_FS_REMOVE_FILE | LL_FS_MAKE_DIR | LL_FS_MAKE_REG;
-	if (abi >= 2)
-		attr.handled_access_fs |= LL_FS_REFER;
-	if (abi >= 3)
-	{
-		attr.handled_access_fs |= LL_FS_TRUNCATE;
-		beneath.allowed_access |= LL_FS_TRUNCATE;
-	}
-	if (abi >= 4)
-	{
-		attr.handled_access_net = LL_NET_BIND_TCP | LL_NET_CONNECT_TCP;
-		attr_size = offsetof(struct ll_ruleset_attr, scoped);
-	}
-	if (abi >= 5)
-		attr.handled_access_fs |= LL_FS_IOCTL_DEV;
-	if (abi >= 6)
-	{
-		attr.scoped = LL_SCOPE_ABSTRACT_UNIX_SOCKET | LL_SCOPE_SIGNAL;
-		attr_size = sizeof(attr);
-	}
-
-	ruleset = syscall(SYS_landlock_create_ruleset, &attr, attr_size, 0);
-	if (ruleset < 0)
-		ereport(FATAL,
-				(errmsg("could not create a Landlock ruleset: %m")));
+	ruleset = landlock_ruleset(abi, &allowed);
+	beneath.allowed_access = allowed;
 	beneath.parent_fd = open(DataDir, O_PATH | O_CLOEXEC);
 	if (beneath.parent_fd < 0)
 		ereport(FATAL,
