@@ -675,29 +675,7 @@ fn main() {
     const CLIENTS: [usize; 6] = [1, 2, 4, 8, 16, 64];
     for processes in [1, 2, 4] {
         let pool = Pool::new(&config(processes)).unwrap();
-        let measure = |clients: usize| {
-            let stop = AtomicBool::new(false);
-            let done = AtomicU64::new(0);
-            let barrier = Barrier::new(clients + 1);
-            std::thread::scope(|s| {
-                for _ in 0..clients {
-                    s.spawn(|| {
-                        let refs = short.refs();
-                        barrier.wait();
-                        while !stop.load(Ordering::Relaxed) {
-                            pool.redo(&short.tag, short.base.as_deref(), &refs).unwrap();
-                            done.fetch_add(1, Ordering::Relaxed);
-                        }
-                    });
-                }
-                barrier.wait();
-                let t = Instant::now();
-                std::thread::sleep(Duration::from_secs_f64(secs / 3.0));
-                let rate = done.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64();
-                stop.store(true, Ordering::Relaxed);
-                rate
-            })
-        };
+        let measure = |clients: usize| throughput(&pool, &short, clients, secs / 3.0);
         let mut rates = vec![Vec::new(); CLIENTS.len()];
         for _ in 0..3 {
             for (i, clients) in CLIENTS.iter().enumerate() {
