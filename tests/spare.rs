@@ -11,6 +11,7 @@ use walredo::process::launch::Launcher;
 use walredo::process::Spawner;
 use walredo::{Config, Pool};
 use walredo_testkit::harness::*;
+use walredo_testkit::install::{has_answered, serving_processes_of};
 
 fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -104,6 +105,11 @@ fn after_a_kill_the_replacement_is_the_spare() {
     assert_eq!(first.len(), 1);
     let spare = spare_of(&pool);
     assert!(alive(spare));
+    // What tests that see a host's processes only from outside tell them
+    // apart by (testkit `serving_processes_of`): the spare has answered
+    // nothing yet.
+    assert!(has_answered(first[0]) && !has_answered(spare));
+    assert_eq!(serving_processes_of(std::process::id()), first);
 
     kill(first[0]);
     pool.ping().unwrap();
@@ -112,6 +118,7 @@ fn after_a_kill_the_replacement_is_the_spare() {
         vec![spare],
         "the replacement is not the spare that ran before the kill"
     );
+    assert!(has_answered(spare));
     let stats = pool.stats();
     assert_eq!(stats.spawns, 2, "{stats:?}");
     assert_eq!(stats.spawn_failures, 0, "{stats:?}");
