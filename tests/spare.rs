@@ -219,6 +219,28 @@ fn a_stopped_spare_is_replaced_not_handed_over() {
     assert_no_leftovers();
 }
 
+/// `Pool::shutdown` drops the spare (and the template) while the pool
+/// itself still exists: nothing of it is left although nobody has dropped
+/// it yet (a C host may keep a shut-down pool for a long time).
+#[test]
+fn shutdown_drops_the_spare() {
+    let _serial = serial();
+    init_logging();
+    let pool = Pool::new(&Config {
+        processes: 1,
+        ..config()
+    })
+    .unwrap();
+    pool.ping().unwrap();
+    // On by default.
+    let spare = spare_of(&pool);
+    pool.shutdown();
+    assert!(!alive(spare), "the spare outlived the pool's shutdown");
+    assert_eq!(wal_redo_processes(), Vec::<u32>::new());
+    assert_no_leftovers();
+    drop(pool);
+}
+
 /// The scratch directory of `pid`, once it has gone into it: a forked
 /// process starts in its template's and writes its own pid file there.
 fn scratch_of(pid: u32) -> std::path::PathBuf {
