@@ -474,15 +474,14 @@ static int stopped_redo(walredo_pool *pool, stopper *s, uint8_t *out,
                         double *elapsed)
 {
     pthread_t th;
-    pid_t pids[64];
     int n, rc;
     double t0;
 
     check_ok_case(pool, ok_cases[0], "before the timeout");
-    n = list_children(pids, 64, 0);
-    CHECK(n == 1 || n == 2,
-          "a pool of 1 process after one request has %d children (its "
-          "process, and perhaps the spare)",
+    n = children_wait_running(2, 10.0);
+    CHECK(n == 2,
+          "a pool of 1 process after one request has %d processes, not its "
+          "own and the spare",
           n);
     stop_children(s);
 
@@ -599,12 +598,14 @@ static void test_killed_process(const char *extension)
         int i;
 
         check_ok_case(pool, idx, "before SIGKILL");
-        /* The pool's process, and the spare if it has started yet
-         * (spare_process is on by default): both are killed, so the
-         * request after it writes to a dead process whichever served. */
+        /* The pool's process and the spare (spare_process is on by
+         * default): both are killed, so the request after it writes to a
+         * dead process and then needs a fresh one. */
+        CHECK(children_wait_running(2, 10.0) == 2,
+              "round %d: no spare beside the pool's process", round);
         n = list_children(pids, 8, 0);
-        CHECK(n == 1 || n == 2,
-              "round %d: %d children to kill, expected 1 (and a spare)",
+        CHECK(n == 2, "round %d: %d children to kill, expected 2 (the "
+                      "pool's and the spare)",
               round, n);
         for (i = 0; i < n; i++)
             kill(pids[i], SIGKILL);
