@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "children.h"
@@ -140,4 +141,29 @@ child_is_postgres(pid_t pid)
         comm[0] = '\0';
     fclose(fp);
     return strncmp(comm, "postgres", 8) == 0;
+}
+
+static int
+running_postgres(void)
+{
+    pid_t pids[256];
+    int n = children_list(pids, 256, 0, NULL), running = 0;
+
+    for (int i = 0; i < n && i < 256; i++)
+        running += child_is_postgres(pids[i]);
+    return running;
+}
+
+int
+children_wait_running(int n, double seconds)
+{
+    struct timespec tick = {0, 5 * 1000 * 1000};
+    int running = running_postgres();
+
+    for (double waited = 0; running != n && waited < seconds; waited += 0.005)
+    {
+        nanosleep(&tick, NULL);
+        running = running_postgres();
+    }
+    return running;
 }

@@ -29,4 +29,12 @@ char child_state(pid_t pid);
  */
 int child_is_postgres(pid_t pid);
 
+/*
+ * Wait up to `seconds` until `n` of our wal-redo processes run PostgreSQL,
+ * and return how many do then: for a test that must stop or count a pool's
+ * processes together with its spare (spare_process, on by default), which
+ * starts a few milliseconds after the pool's first start.
+ */
+int children_wait_running(int n, double seconds);
+
 #endif

@@ -4,11 +4,16 @@
  * pool has started.
  *
  * A forked child (the host) makes a pool of 2 real wal-redo processes, uses
- * both, and is killed with SIGKILL. Its processes (the template and the two
- * it forked) die with it (PR_SET_PDEATHSIG), and their segments with them
- * (each was marked for removal as soon as it existed); nobody is left to
- * remove their scratch directories, which the next pool made on the machine
- * (here, by the test itself) must remove.
+ * both, and is killed with SIGKILL once its spare (spare_process is on by
+ * default) has started too. Its processes (the template and the three it
+ * forked) die with it (PR_SET_PDEATHSIG), and their segments with them
+ * (each was marked for removal in its start-up); nobody is left to remove
+ * their scratch directories, which the next pool made on the machine (here,
+ * by the test itself) must remove.
+ *
+ * Not covered: a process killed in its start-up between creating its
+ * segment and marking it (PostgreSQL initializes its shared memory in
+ * between) leaves the segment; the host is killed when none is starting.
  *
  * As root the test runs in a System V IPC namespace of its own, so it counts
  * only segments of its own processes.
@@ -38,6 +43,27 @@
     fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
 
 static fixture cases[MAX_CASES];
+
+/* Segments of live processes: marked for removal (their key is then
+ * IPC_PRIVATE, shown as 0) or not yet (a process in its start-up). */
+static void
+live_segments(int *marked, int *unmarked)
+{
+    FILE *f = fopen("/proc/sysvipc/shm", "r");
+    char line[512];
+
+    *marked = *unmarked = 0;
+    while (f && fgets(line, sizeof line, f))
+    {
+        long key, id, perms, size, cpid, lpid, nattch;
+
+        if (sscanf(line, "%ld %ld %lo %ld %ld %ld %ld", &key, &id, &perms, &size, &cpid,
+                   &lpid, &nattch) == 7 && nattch > 0)
+            (*(key == 0 ? marked : unmarked))++;
+    }
+    if (f)
+        fclose(f);
+}
 
 /* Segments nobody is attached to. */
 static int
@@ -195,6 +221,7 @@ main(int argc, char **argv)
     const fixture *ok = NULL;
     char err[512], byte;
     int n, fds[2], status, orphans_before, orphans_dead, orphans_after, procs;
+    int own_ipc, marked = 0, unmarked = 0;
     pid_t child;
     walredo_pool *pool;
 
@@ -204,7 +231,7 @@ main(int argc, char **argv)
         return 2;
     }
     /* Still single-threaded: the host forked below is in it too. */
-    (void) unshare(CLONE_NEWIPC);
+    own_ipc = unshare(CLONE_NEWIPC) == 0;
     n = fixture_load_dir(argv[2], cases, MAX_CASES, err, sizeof err);
     if (n < 0)
         FAIL("fixtures: %s", err);
@@ -230,6 +257,17 @@ main(int argc, char **argv)
         FAIL("the host did not get ready");
     if (scratch_dirs_of(child) < 1)
         FAIL("the host has no scratch directory: wrong scratch root?");
+    /* Its two slots' processes and the spare, started 5 ms after the second
+     * of them, each with its segment marked, and none starting (only in a
+     * namespace of our own are all segments the host's). */
+    for (int i = 0; own_ipc && i < 3000 && (marked != 3 || unmarked != 0); i++)
+    {
+        usleep(20000);
+        live_segments(&marked, &unmarked);
+    }
+    if (own_ipc && (marked != 3 || unmarked != 0))
+        FAIL("after 60 s the host's processes have %d marked segments and %d unmarked, "
+             "not 3 (two slots, the spare) and 0", marked, unmarked);
     procs = processes_of(child);
     if (procs < 2)
         FAIL("the host has %d processes, not 2 or more: is the test still testing?", procs);

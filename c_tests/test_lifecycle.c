@@ -142,8 +142,11 @@ test_redo_from_a_callback(void)
     nested_pool = make_pool("1", "1000");
     if (redo_ok_case(nested_pool) != WALREDO_OK)
         FAIL("warm-up: %s", walredo_last_error());
-    if (stop_processes() != 1)
-        FAIL("expected one wal-redo process to stop");
+    /* Its process and its spare (spare_process is on by default, started a
+     * few ms after the first start): the retry below meets the stopped
+     * spare first, which is replaced. */
+    if (children_wait_running(2, 10.0) != 2 || stop_processes() != 2)
+        FAIL("expected two wal-redo processes to stop (the pool's and its spare)");
     /* The worker takes this one and waits for the stopped process until its
      * deadline; then it is retried on a fresh process, and its callback
      * calls walredo_redo while the second request is queued. */
@@ -193,8 +196,9 @@ test_shutdown_and_free_at_once(void)
 
     if (redo_ok_case(pool) != WALREDO_OK)
         FAIL("warm-up: %s", walredo_last_error());
-    if (stop_processes() != 1)
-        FAIL("expected one wal-redo process to stop");
+    /* The slot used and the spare (the other slot has no process yet). */
+    if (children_wait_running(2, 10.0) != 2 || stop_processes() != 2)
+        FAIL("expected two wal-redo processes to stop (a slot's and the spare)");
     /* This request waits for the stopped process (the slot last used is
      * taken first) until its deadline: shutdown waits for it. */
     if (pthread_create(&redo_thread, NULL, blocked_redo, pool) != 0)

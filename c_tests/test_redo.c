@@ -94,17 +94,6 @@ static void kill_children_quietly(void)
         kill(pids[i], SIGKILL);
 }
 
-static int signal_children(int sig)
-{
-    pid_t pids[256];
-    int i, n = list_children(pids, 256, 0);
-
-    for (i = 0; i < n && i < 256; i++)
-        if (child_is_postgres(pids[i]))
-            kill(pids[i], sig);
-    return n;
-}
-
 /* ---- fixtures ------------------------------------------------------------ */
 
 static void load_cases(const char *dir)
@@ -419,7 +408,39 @@ static void test_threads(walredo_pool *pool, int rounds)
 typedef struct stopper {
     pthread_mutex_t lock;
     int stop;
+    /* Every process it stopped (the pool's, the retry's, spares). */
+    pid_t stopped[256];
+    int n_stopped;
 } stopper;
+
+/* Stop every child of ours that runs PostgreSQL, and remember it. */
+static void stop_children(stopper *s)
+{
+    pid_t pids[256];
+    int i, j, n = list_children(pids, 256, 0);
+
+    for (i = 0; i < n && i < 256; i++) {
+        if (!child_is_postgres(pids[i]) || kill(pids[i], SIGSTOP) != 0)
+            continue;
+        pthread_mutex_lock(&s->lock);
+        for (j = 0; j < s->n_stopped && s->stopped[j] != pids[i]; j++)
+            ;
+        if (j == s->n_stopped && s->n_stopped < 256)
+            s->stopped[s->n_stopped++] = pids[i];
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
+/* How many processes the stopper stopped are still there (zombies too). */
+static int stopped_left(stopper *s, pid_t *first)
+{
+    int i, n = 0;
+
+    for (i = 0; i < s->n_stopped; i++)
+        if (child_state(s->stopped[i]) != 0 && n++ == 0)
+            *first = s->stopped[i];
+    return n;
+}
 
 /*
  * Keep every child of ours stopped for about 3 s. A fresh wal-redo process
@@ -440,31 +461,32 @@ static void *stopper_main(void *arg)
         pthread_mutex_unlock(&s->lock);
         if (quit)
             break;
-        signal_children(SIGSTOP);
+        stop_children(s);
         sleep_ms(1);
     }
     return NULL;
 }
 
-/* One timeout attempt: stop the pool's process and every new one. Returns
- * the status of walredo_redo; *elapsed is how long it took. */
-static int stopped_redo(walredo_pool *pool, uint8_t *out, double *elapsed)
+/* One timeout attempt: stop the pool's process (and its spare, if started
+ * yet: spare_process is on by default) and every new one. Returns the
+ * status of walredo_redo; *elapsed is how long it took. */
+static int stopped_redo(walredo_pool *pool, stopper *s, uint8_t *out,
+                        double *elapsed)
 {
     pthread_t th;
-    stopper s;
-    pid_t pids[64];
     int n, rc;
     double t0;
 
     check_ok_case(pool, ok_cases[0], "before the timeout");
-    n = list_children(pids, 64, 0);
-    CHECK(n == 1, "a pool of 1 process after one request has %d children",
+    n = children_wait_running(2, 10.0);
+    CHECK(n == 2,
+          "a pool of 1 process after one request has %d processes, not its "
+          "own and the spare",
           n);
-    kill(pids[0], SIGSTOP);
+    stop_children(s);
 
-    memset(&s, 0, sizeof s);
-    pthread_mutex_init(&s.lock, NULL);
-    rc = pthread_create(&th, NULL, stopper_main, &s);
+    s->stop = 0;
+    rc = pthread_create(&th, NULL, stopper_main, s);
     CHECK(rc == 0, "pthread_create: %s", strerror(rc));
 
     t0 = now_s();
@@ -472,11 +494,10 @@ static int stopped_redo(walredo_pool *pool, uint8_t *out, double *elapsed)
     rc = redo_case(pool, &cases[ok_cases[0]], out);
     *elapsed = now_s() - t0;
 
-    pthread_mutex_lock(&s.lock);
-    s.stop = 1;
-    pthread_mutex_unlock(&s.lock);
+    pthread_mutex_lock(&s->lock);
+    s->stop = 1;
+    pthread_mutex_unlock(&s->lock);
     pthread_join(th, NULL);
-    pthread_mutex_destroy(&s.lock);
     return rc;
 }
 
@@ -484,15 +505,20 @@ static void test_timeout(const char *extension)
 {
     walredo_pool *pool = make_pool(extension, "1", "300");
     static uint8_t out[WALREDO_PAGE_SIZE];
-    pid_t pids[64];
+    static stopper s;
+    walredo_stats stats;
+    pid_t pids[64], first = 0;
     int n, rc, attempt;
     double elapsed;
+    uint64_t timeouts, retries;
 
+    memset(&s, 0, sizeof s);
+    pthread_mutex_init(&s.lock, NULL);
     /* WALREDO_OK means the stopper lost the race against the retry's fresh
      * process (a race of this test, not a library fault): try again, at
      * most 3 times. Any other status is a failure. */
     for (attempt = 1;; attempt++) {
-        rc = stopped_redo(pool, out, &elapsed);
+        rc = stopped_redo(pool, &s, out, &elapsed);
         if (rc != WALREDO_OK || attempt == 3)
             break;
         fprintf(stderr,
@@ -510,21 +536,44 @@ static void test_timeout(const char *extension)
           "out_page written on WALREDO_TIMEOUT");
     CHECK(strstr(walredo_last_error(), "timed out") != NULL,
           "WALREDO_TIMEOUT message: %s", walredo_last_error());
-    /* The timed-out processes were killed and reaped. */
-    n = list_children(pids, 64, 1);
-    CHECK(n == 0, "%d child process(es) left after WALREDO_TIMEOUT "
+    /* The timed-out processes were killed and reaped: the pool has none,
+     * and of the processes stopped only a spare may be left (the one
+     * started after the retry's process, which nobody has used). */
+    CHECK(walredo_pool_stats(pool, &stats) == WALREDO_OK,
+          "walredo_pool_stats: %s", walredo_last_error());
+    CHECK(stats.live_processes == 0,
+          "%llu live process(es) after WALREDO_TIMEOUT",
+          (unsigned long long)stats.live_processes);
+    n = stopped_left(&s, &first);
+    CHECK(n <= 1, "%d stopped process(es) left after WALREDO_TIMEOUT "
                   "(first pid %d, state %c)",
-          n, n > 0 ? (int)pids[0] : 0, n > 0 ? child_state(pids[0]) : '-');
+          n, (int)first, n > 0 ? child_state(first) : '-');
     printf("test_redo: WALREDO_TIMEOUT after %.2f s (both attempts "
-           "stopped)\n",
-           elapsed);
+           "stopped; %d processes stopped in all)\n",
+           elapsed, s.n_stopped);
 
     check_ok_case(pool, ok_cases[0], "after the timeout");
     if (n_ok > 1)
         check_ok_case(pool, ok_cases[n_ok - 1], "after the timeout");
+    /* A stopped spare is not handed over: it is replaced (killed, reaped),
+     * so the requests after the timeout meet no stopped process. */
+    timeouts = stats.timeouts;
+    retries = stats.retries;
+    CHECK(walredo_pool_stats(pool, &stats) == WALREDO_OK,
+          "walredo_pool_stats: %s", walredo_last_error());
+    CHECK(stats.timeouts == timeouts && stats.retries == retries,
+          "the requests after the timeout met a stopped process: %llu "
+          "more timeouts, %llu more retries",
+          (unsigned long long)(stats.timeouts - timeouts),
+          (unsigned long long)(stats.retries - retries));
+    n = stopped_left(&s, &first);
+    CHECK(n == 0, "%d stopped process(es) left after the timeout and two "
+                  "answers (first pid %d, state %c)",
+          n, (int)first, n > 0 ? child_state(first) : '-');
     printf("test_redo: after the timeout a fresh process answers "
-           "correctly\n");
+           "correctly; no stopped process is left\n");
     walredo_pool_free(pool);
+    pthread_mutex_destroy(&s.lock);
     n = list_children(pids, 64, 1);
     CHECK(n == 0, "%d child process(es) left after walredo_pool_free", n);
 }
@@ -546,23 +595,32 @@ static void test_killed_process(const char *extension)
         size_t idx = ok_cases[(size_t)round % n_ok];
         pid_t pids[8];
         double t0;
+        int i;
 
         check_ok_case(pool, idx, "before SIGKILL");
+        /* The pool's process and the spare (spare_process is on by
+         * default): both are killed, so the request after it writes to a
+         * dead process and then needs a fresh one. */
+        CHECK(children_wait_running(2, 10.0) == 2,
+              "round %d: no spare beside the pool's process", round);
         n = list_children(pids, 8, 0);
-        CHECK(n == 1, "round %d: %d children to kill, expected 1", round, n);
-        kill(pids[0], SIGKILL);
-        if (round > 0) {
+        CHECK(n == 2, "round %d: %d children to kill, expected 2 (the "
+                      "pool's and the spare)",
+              round, n);
+        for (i = 0; i < n; i++)
+            kill(pids[i], SIGKILL);
+        for (i = 0; round > 0 && i < n; i++) {
             /* Wait until it is a zombie (not reaped: the library reaps),
              * or gone (its template reaped it): its end of the socket is
              * then closed for sure, so the library's next write gets EPIPE,
              * the SIGPIPE case. */
             t0 = now_s();
-            while (child_state(pids[0]) != 'Z' && child_state(pids[0]) != 0 &&
+            while (child_state(pids[i]) != 'Z' && child_state(pids[i]) != 0 &&
                    now_s() - t0 < 5.0)
                 sleep_ms(1);
-            CHECK(child_state(pids[0]) == 'Z' || child_state(pids[0]) == 0,
+            CHECK(child_state(pids[i]) == 'Z' || child_state(pids[i]) == 0,
                   "killed process %d is not dead (state %c)",
-                  (int)pids[0], child_state(pids[0]));
+                  (int)pids[i], child_state(pids[i]));
         }
         /* Round 0 right away; then on a process known to be dead. */
         check_ok_case(pool, idx, "right after SIGKILL");

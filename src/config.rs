@@ -78,9 +78,8 @@ pub struct Config {
     /// Keep one fresh process started ahead (a spare, never used by anyone),
     /// so that a slot that lost its process gets a ready one at once. Started
     /// only after the pool's first start, dropped after `idle_timeout`
-    /// without a start. Costs one idle process's memory. Default: off (for
-    /// now: until `Pool::shutdown` drops the spare too, it lives on until
-    /// the pool is dropped).
+    /// without a start, and with the pool's shutdown. Costs one idle
+    /// process's memory. Default: on.
     pub spare_process: bool,
 }
 
@@ -119,9 +118,8 @@ impl Default for Config {
             extra_settings: Vec::new(),
             child_program: None,
             spawn_mode: SpawnMode::Template,
-            // Off until the tests that count a pool's processes account
-            // for it (a pool's shutdown drops it: `Spawner::release`).
-            spare_process: false,
+            // A respawn after a kill at a fraction of a start (issue 15).
+            spare_process: true,
         }
     }
 }

@@ -631,8 +631,12 @@ fn backend_lifecycle() {
         "lifecycle: a call with a running process: {:.1} ms (psql round trip included)",
         started.elapsed().as_secs_f64() * 1000.0
     );
-    let kids = wal_redo_processes_of(a.pid);
+    // One process serves (walredo_inspect.processes = 1); beside it at most
+    // the spare, started ahead and never used yet.
+    let kids = serving_processes_of(a.pid);
     assert_eq!(kids.len(), 1, "walredo_inspect.processes = 1: {kids:?}");
+    let all = wal_redo_processes_of(a.pid);
+    assert!(all.len() <= 2, "more than a process and a spare: {all:?}");
     let child = kids[0];
     assert_eq!(
         uid_of(child),
@@ -661,7 +665,7 @@ fn backend_lifecycle() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(a.ok(NEEDS_PROCESS), "8192");
     assert_eq!(
-        wal_redo_processes_of(a.pid),
+        serving_processes_of(a.pid),
         vec![child],
         "the child survived its backend's group signal"
     );
@@ -691,7 +695,7 @@ fn backend_lifecycle() {
     wait_until("the stopped process to go", Duration::from_secs(5), || {
         !pid_alive(child)
     });
-    let child = wal_redo_processes_of(a.pid)[0];
+    let child = serving_processes_of(a.pid)[0];
 
     // statement_timeout likewise.
     signal(child, libc::SIGSTOP);
@@ -715,7 +719,7 @@ fn backend_lifecycle() {
     // on a fresh one (a new setting makes a new pool at the next call).
     a.ok("SET walredo_inspect.timeout = '500ms';");
     assert_eq!(a.ok(NEEDS_PROCESS), "8192");
-    let child = wal_redo_processes_of(a.pid)[0];
+    let child = serving_processes_of(a.pid)[0];
     signal(child, libc::SIGSTOP);
     let sent = Instant::now();
     assert_eq!(a.ok(NEEDS_PROCESS), "8192");
@@ -730,9 +734,11 @@ fn backend_lifecycle() {
     });
 
     // pg_terminate_backend while waiting: the backend exits, and with it
-    // every process, scratch directory and segment of its pool.
-    let child = wal_redo_processes_of(a.pid)[0];
+    // every process (the spare too), scratch directory and segment of its
+    // pool.
+    let child = serving_processes_of(a.pid)[0];
     signal(child, libc::SIGSTOP);
+    let kids = wal_redo_processes_of(a.pid);
     a.send(NEEDS_PROCESS);
     std::thread::sleep(Duration::from_millis(300));
     let sent = Instant::now();
@@ -753,10 +759,12 @@ fn backend_lifecycle() {
         "lifecycle: pg_terminate_backend: backend gone after {:.1} ms",
         sent.elapsed().as_secs_f64() * 1000.0
     );
-    assert!(
-        !pid_alive(child),
-        "wal-redo process {child} outlived its backend"
-    );
+    for child in kids {
+        assert!(
+            !pid_alive(child),
+            "wal-redo process {child} outlived its backend"
+        );
+    }
     assert!(
         scratch_dirs_of(&scratch_root, pid).is_empty(),
         "scratch dirs of {pid} left"
@@ -772,15 +780,17 @@ fn backend_lifecycle() {
     assert_eq!(c.ok(NEEDS_PROCESS), "8192");
     let r = c.query("SELECT page_at_lsn('t', 99, pg_current_wal_flush_lsn());");
     assert!(!r.ok());
-    let (pid, child) = (c.pid, wal_redo_processes_of(c.pid)[0]);
+    let (pid, kids) = (c.pid, wal_redo_processes_of(c.pid));
     c.close();
     wait_until("the backend to exit", Duration::from_secs(10), || {
         !pid_alive(pid)
     });
-    assert!(
-        !pid_alive(child),
-        "wal-redo process {child} outlived its backend"
-    );
+    for child in kids {
+        assert!(
+            !pid_alive(child),
+            "wal-redo process {child} outlived its backend"
+        );
+    }
     assert!(
         scratch_dirs_of(&scratch_root, pid).is_empty(),
         "scratch dirs of {pid} left"
@@ -790,15 +800,18 @@ fn backend_lifecycle() {
     // the next pool removes its scratch directories.
     let mut c = Session::open(&cluster);
     assert_eq!(c.ok(NEEDS_PROCESS), "8192");
-    let (pid, child) = (c.pid, wal_redo_processes_of(c.pid)[0]);
-    let child_segments = sysv_segments_created_by(child);
+    let (pid, kids) = (c.pid, wal_redo_processes_of(c.pid));
+    let child_segments: Vec<i32> = kids
+        .iter()
+        .flat_map(|&child| sysv_segments_created_by(child))
+        .collect();
     signal(pid, libc::SIGKILL);
     drop(c);
     drop(b);
     wait_until(
-        "the crashed backend's process to die",
+        "the crashed backend's processes to die",
         Duration::from_secs(5),
-        || !pid_alive(child),
+        || kids.iter().all(|&child| !pid_alive(child)),
     );
     // The postmaster restarts after the crash.
     wait_until(
@@ -819,7 +832,7 @@ fn backend_lifecycle() {
     assert_eq!(d.ok(NEEDS_PROCESS), "8192");
     println!(
         "lifecycle: crashed backend {pid}: {left_by_crash} scratch dirs left by the crash, \
-         removed by the next backend's pool; its process had {} System V segments",
+         removed by the next backend's pool; its processes had {} System V segments",
         child_segments.len()
     );
     assert!(
@@ -831,11 +844,11 @@ fn backend_lifecycle() {
         .filter(|&id| sysv_segment_exists(id))
         .collect();
     if left.is_empty() {
-        println!("lifecycle: crashed backend: no System V segment of its process left");
+        println!("lifecycle: crashed backend: no System V segment of its processes left");
     } else {
         // The library does not remove dead hosts' segments yet (see the report);
         // remove them so the leak check judges the rest.
-        println!("lifecycle: NOTE crashed backend: its process's System V segments {left:?} left behind (removed by the test)");
+        println!("lifecycle: NOTE crashed backend: its processes' System V segments {left:?} left behind (removed by the test)");
         for id in left {
             remove_sysv_segment(id);
         }

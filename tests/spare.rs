@@ -1,7 +1,7 @@
 //! The spare process (`Config::spare_process`): the pool's
 //! spawner keeps one fresh process started ahead, hands it over to the slot
-//! that lost its process, checks it alive first (a dead spare is replaced
-//! without a failed request), and keeps nothing alive once the pool is idle
+//! that lost its process, checks it first (a dead or stopped spare is
+//! replaced without a failed request), and keeps nothing alive once the pool is idle
 //! for `idle_timeout` or gone. Real PostgreSQL processes throughout.
 
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use walredo::process::launch::Launcher;
 use walredo::process::Spawner;
 use walredo::{Config, Pool};
 use walredo_testkit::harness::*;
+use walredo_testkit::install::{has_answered, serving_processes_of};
 
 fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -104,6 +105,11 @@ fn after_a_kill_the_replacement_is_the_spare() {
     assert_eq!(first.len(), 1);
     let spare = spare_of(&pool);
     assert!(alive(spare));
+    // What tests that see a host's processes only from outside tell them
+    // apart by (testkit `serving_processes_of`): the spare has answered
+    // nothing yet.
+    assert!(has_answered(first[0]) && !has_answered(spare));
+    assert_eq!(serving_processes_of(std::process::id()), first);
 
     kill(first[0]);
     pool.ping().unwrap();
@@ -112,6 +118,7 @@ fn after_a_kill_the_replacement_is_the_spare() {
         vec![spare],
         "the replacement is not the spare that ran before the kill"
     );
+    assert!(has_answered(spare));
     let stats = pool.stats();
     assert_eq!(stats.spawns, 2, "{stats:?}");
     assert_eq!(stats.spawn_failures, 0, "{stats:?}");
@@ -155,6 +162,83 @@ fn a_dead_spare_is_replaced_without_a_failed_request() {
     assert!(next != now[0]);
     drop(pool);
     assert_no_leftovers();
+}
+
+fn state_of(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// A stopped spare (SIGSTOP) is alive to a liveness check, but would fail
+/// its slot's handshake by the pool's deadline: at its hand-over it fails a
+/// short ping instead, is killed and reaped, and a fresh process serves.
+#[test]
+fn a_stopped_spare_is_replaced_not_handed_over() {
+    let _serial = serial();
+    init_logging();
+    let pool = Pool::new(&Config {
+        processes: 1,
+        spare_process: true,
+        // Without the check, the request fails by this deadline.
+        timeout: Duration::from_secs(3),
+        ..config()
+    })
+    .unwrap();
+    pool.ping().unwrap();
+    let first = pool.pids()[0];
+    let spare = spare_of(&pool);
+    // SAFETY: kill has no memory-safety preconditions; the pid is the
+    // spare, alive (found just above) and not reaped: only the pool's
+    // spawner hands it over or drops it, and it does neither meanwhile.
+    unsafe { libc::kill(spare as libc::pid_t, libc::SIGSTOP) };
+    wait_until("the spare is stopped", Duration::from_secs(5), || {
+        state_of(spare) == Some('T')
+    });
+    kill(first);
+    pool.ping()
+        .expect("an answer from a fresh process, not the stopped spare");
+    let now = pool.pids();
+    assert_eq!(now.len(), 1);
+    assert!(now[0] != spare && now[0] != first, "{now:?}");
+    wait_until("the stopped spare is gone", Duration::from_secs(5), || {
+        !alive(spare)
+    });
+    let stats = pool.stats();
+    assert_eq!(stats.spawns, 2, "{stats:?}");
+    assert_eq!(
+        (stats.spawn_failures, stats.killed_starts, stats.failures),
+        (0, 0, 0),
+        "the stopped spare was charged: {stats:?}"
+    );
+    // A new spare follows, and it serves when the next kill comes.
+    let next = spare_of(&pool);
+    kill(now[0]);
+    pool.ping().unwrap();
+    assert_eq!(pool.pids(), vec![next]);
+    drop(pool);
+    assert_no_leftovers();
+}
+
+/// `Pool::shutdown` drops the spare (and the template) while the pool
+/// itself still exists: nothing of it is left although nobody has dropped
+/// it yet (a C host may keep a shut-down pool for a long time).
+#[test]
+fn shutdown_drops_the_spare() {
+    let _serial = serial();
+    init_logging();
+    let pool = Pool::new(&Config {
+        processes: 1,
+        ..config()
+    })
+    .unwrap();
+    pool.ping().unwrap();
+    // On by default.
+    let spare = spare_of(&pool);
+    pool.shutdown();
+    assert!(!alive(spare), "the spare outlived the pool's shutdown");
+    assert_eq!(wal_redo_processes(), Vec::<u32>::new());
+    assert_no_leftovers();
+    drop(pool);
 }
 
 /// The scratch directory of `pid`, once it has gone into it: a forked

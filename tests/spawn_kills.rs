@@ -17,6 +17,19 @@ use walredo_testkit::install::{runs_postgres, wal_redo_processes_of};
 /// Deadline of an attempt (and of a request's wait for a process).
 const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A fake-child pool whose first starts fail as scripted, without a spare:
+/// the fake child counts its starts with marker files, whoever makes them,
+/// and a spare started in a pause between two of the slot's starts (more
+/// than 5 ms, on a loaded machine) would take one of the scripted failures
+/// and change the counts these tests check.
+fn scripted_starts(args: &[&str]) -> Pool {
+    Pool::new(&Config {
+        spare_process: false,
+        ..fake_config(1, args, TIMEOUT)
+    })
+    .unwrap()
+}
+
 fn redo_normal(pool: &Pool, blkno: u32) -> walredo::Result<Box<[u8; PAGE_SIZE]>> {
     let tag = fake_tag(NORMAL, blkno);
     let recs = synthetic_records(&tag, 2);
@@ -37,7 +50,7 @@ fn starts_killed_by_a_signal_are_started_again_at_once() {
         "--killed-at-start",
         "3",
     ];
-    let pool = Pool::new(&fake_config(1, &args, TIMEOUT)).unwrap();
+    let pool = scripted_starts(&args);
     // Three starts in a row die of SIGKILL: the request still gets its page
     // from the fourth, with nothing backed off and nobody charged.
     let page = redo_normal(&pool, 7).expect("a page despite three killed starts");
@@ -96,7 +109,7 @@ fn a_request_during_a_back_off_waits_for_it_instead_of_failing() {
         "--exit-at-start-times",
         "2",
     ];
-    let pool = Pool::new(&fake_config(1, &args, TIMEOUT)).unwrap();
+    let pool = scripted_starts(&args);
     // Its own two starts fail by themselves: that request fails, with the
     // reason, and a back-off begins.
     match redo_normal(&pool, 1) {
@@ -157,12 +170,16 @@ fn real_processes_killed_during_start_up_are_started_again() {
     // a killer that looks every 200 us then often finds the process only
     // once its start is over, so the exact counts below would not hold.
     // (Measured in template mode: every kill that hit a start was counted
-    // as a killed start; the misses were kills after the start.)
+    // as a killed start; the misses were kills after the start.) No spare:
+    // the killer takes the first three processes it sees, and a spare
+    // started between two of the slot's starts would be one of them, not a
+    // start.
     let config = Config {
         processes: 1,
         timeout: Duration::from_secs(20),
         idle_timeout: None,
         spawn_mode: walredo::SpawnMode::Direct,
+        spare_process: false,
         ..config()
     };
     let pool = Pool::new(&config).unwrap();

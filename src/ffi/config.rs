@@ -94,8 +94,8 @@ pub extern "C" fn walredo_config_new() -> *mut walredo_config {
 /// - `spare_process`: `on` or `off`: keep one fresh process started ahead,
 ///   so a process that died (or retired) is replaced at once; started after
 ///   the pool's first start, dropped after `idle_timeout_ms` without a start.
-///   It costs one idle process's memory. Until `walredo_pool_shutdown` drops
-///   it too, it lives on until `walredo_pool_free`. Default: `off`.
+///   It costs one idle process's memory; `walredo_pool_shutdown` drops it.
+///   Default: `on`.
 /// - `data_checksums`, `wal_log_hints`: `on` if the cluster that wrote the WAL
 ///   had them on, so that redo behaves as it did there. Default: `off`.
 /// - `require_landlock`: `on` or `off`: on a kernel without Landlock a

@@ -1049,8 +1049,9 @@ impl Drop for Process {
 /// started ahead and never used by anyone, handed over at once to the next
 /// job, after which the next spare is started once no job has come for
 /// `SPARE_SETTLE`. A spare is
-/// checked alive before it is handed over (a dead one is dropped and a fresh
-/// process started instead, which is no failed start); the first is started
+/// checked before it is handed over: alive, and it answers a ping within
+/// `SPARE_PING` (a dead, stopped or hung one is dropped and a fresh process
+/// started instead, which is no failed start); the first is started
 /// only after the first start that succeeded (a pool that never served
 /// starts nothing), and it is dropped (killed, reaped, its directory removed)
 /// when `idle_timeout` passes without a job, and with the spawner. The
@@ -1113,9 +1114,12 @@ impl Spawner {
                     Err(RecvTimeoutError::Disconnected) => break,
                 };
                 shown_pid.store(0, Ordering::Relaxed);
-                // A dead spare is dropped here (reaped, its directory
-                // removed) and a fresh process started: nobody is charged.
-                let ready = spare.take().and_then(|mut p| p.is_alive().then_some(p));
+                // A spare that is dead or does not answer is dropped here
+                // (killed, reaped, its directory removed) and a fresh
+                // process started: nobody is charged.
+                let ready = spare
+                    .take()
+                    .and_then(|mut p| ready_to_hand_over(&mut p).then_some(p));
                 let process = match ready {
                     Some(p) => Ok(p),
                     None => Process::spawn(&launcher),
@@ -1194,6 +1198,32 @@ enum Job {
     Close,
     /// Nothing: taken only once the jobs before it are done.
     Sync,
+}
+
+/// How long a spare may take to answer the ping at its hand-over. One that
+/// waited is ready and answers in microseconds; one started moments ago
+/// answers once its start-up is done (a few milliseconds, more on a loaded
+/// machine). One that was stopped (SIGSTOP) or hangs never does: it would
+/// pass a liveness check, and then fail its slot's handshake by the pool's
+/// deadline.
+const SPARE_PING: Duration = Duration::from_millis(100);
+
+/// Whether a spare can be handed over: alive, and it answers a ping within
+/// `SPARE_PING`. One that cannot is killed and reaped (by the handshake).
+fn ready_to_hand_over(spare: &mut Process) -> bool {
+    if !spare.is_alive() {
+        return false;
+    }
+    match spare.handshake(SPARE_PING) {
+        Ok(()) => true,
+        Err(e) => {
+            log::warn!(
+                "the spare process {} is not handed over ({e}); starting another",
+                spare.pid()
+            );
+            false
+        }
+    }
 }
 
 /// How long the spawner waits after a hand-over before it starts the next
