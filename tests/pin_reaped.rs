@@ -49,6 +49,8 @@ fn stranger_with_pid(pid: u32) -> Option<Child> {
 
 #[test]
 fn a_reaped_childs_recycled_pid_is_never_pinned() {
+    // Only the segments this test makes count (assert_no_leftovers).
+    isolate_ipc();
     init_logging();
     // SAFETY: setting a signal disposition; this test binary runs only this.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };

@@ -218,6 +218,8 @@ fn parse_summary(stderr: &str) -> (u64, u64, u64) {
 
 #[test]
 fn real_wal_matches_postgres() {
+    // Only the segments this test makes count (assert_no_leftovers).
+    isolate_ipc();
     init_logging();
     let tmp = TempDir::new("realwal");
     let wal = write_workload(tmp.path());
