@@ -26,7 +26,7 @@ use walredo::{Config, PageTag, Pool, RecordRef, PAGE_SIZE};
 use walredo_cli::verify::{verify, VerifyOptions};
 use walredo_testkit::cluster::record_workload;
 use walredo_testkit::fixtures::{Fixture as Request, EXPECT_OK};
-use walredo_testkit::install::{runs_postgres, wal_redo_processes_of};
+use walredo_testkit::install::{parent_of, runs_postgres, wal_redo_processes_of};
 
 const WORKLOAD: &str = r#"
 CREATE TABLE narrow (a int, b int);
@@ -999,16 +999,6 @@ fn rss_pss_kib(pid: u32) -> (u64, u64) {
 }
 
 /// The parent of `pid` (the template, for a forked process).
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 /// Kill the pool's one process and wait until it is gone; then the time
 /// until a request is answered again (a request that finds the process
 /// dead fails its attempt and is retried on a new one, or fails: then the

@@ -11,49 +11,22 @@ use walredo::process::launch::Launcher;
 use walredo::process::Spawner;
 use walredo::{Config, Pool};
 use walredo_testkit::harness::*;
-use walredo_testkit::install::{has_answered, serving_processes_of};
+use walredo_testkit::install::{
+    has_answered, is_alive, serving_processes_of, state_of, wal_redo_processes_of,
+};
 
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-fn alive(pid: u32) -> bool {
-    // A zombie is gone for our purposes.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, r)| r.trim_start().chars().next())
-        })
-        .flatten()
-        .is_some_and(|state| state != 'Z' && state != 'X')
-}
-
-/// Live processes whose parent is `parent`.
-fn children_of(parent: u32) -> Vec<u32> {
-    let mut out: Vec<u32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| parent_of(pid) == Some(parent) && alive(pid))
-        .collect();
-    out.sort_unstable();
-    out
-}
-
-/// The wal-redo processes of this test: the children of the template (the
-/// host's only child in template mode).
+/// The live wal-redo processes of this test, in pid order.
 fn wal_redo_processes() -> Vec<u32> {
-    children_of(std::process::id())
-        .into_iter()
-        .flat_map(children_of)
-        .collect()
+    let mut pids = wal_redo_processes_of(std::process::id());
+    pids.sort_unstable();
+    pids
+}
+
+/// A launcher for `config` and a spawner on it, as a pool makes them.
+fn spawner_for(config: Config) -> (Arc<Launcher>, Spawner) {
+    let launcher = Arc::new(Launcher::new(&config).unwrap());
+    let spawner = Spawner::new(Arc::clone(&launcher)).unwrap();
+    (launcher, spawner)
 }
 
 fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
@@ -69,7 +42,7 @@ fn kill(pid: u32) {
     // process of this test (checked by the caller just before).
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
     wait_until("the killed process is gone", Duration::from_secs(5), || {
-        !alive(pid)
+        !is_alive(pid)
     });
 }
 
@@ -104,7 +77,7 @@ fn after_a_kill_the_replacement_is_the_spare() {
     let first = pool.pids();
     assert_eq!(first.len(), 1);
     let spare = spare_of(&pool);
-    assert!(alive(spare));
+    assert!(is_alive(spare));
     // What tests that see a host's processes only from outside tell them
     // apart by (testkit `serving_processes_of`): the spare has answered
     // nothing yet.
@@ -127,7 +100,7 @@ fn after_a_kill_the_replacement_is_the_spare() {
     let next = spare_of(&pool);
     assert!(next != spare && next != first[0]);
     drop(pool);
-    assert!(!alive(next), "the spare outlived its pool");
+    assert!(!is_alive(next), "the spare outlived its pool");
     assert_no_leftovers();
 }
 
@@ -164,11 +137,6 @@ fn a_dead_spare_is_replaced_without_a_failed_request() {
     assert_no_leftovers();
 }
 
-fn state_of(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
 /// A stopped spare (SIGSTOP) is alive to a liveness check, but would fail
 /// its slot's handshake by the pool's deadline: at its hand-over it fails a
 /// short ping instead, is killed and reaped, and a fresh process serves.
@@ -201,7 +169,7 @@ fn a_stopped_spare_is_replaced_not_handed_over() {
     assert_eq!(now.len(), 1);
     assert!(now[0] != spare && now[0] != first, "{now:?}");
     wait_until("the stopped spare is gone", Duration::from_secs(5), || {
-        !alive(spare)
+        !is_alive(spare)
     });
     let stats = pool.stats();
     assert_eq!(stats.spawns, 2, "{stats:?}");
@@ -235,7 +203,7 @@ fn shutdown_drops_the_spare() {
     // On by default.
     let spare = spare_of(&pool);
     pool.shutdown();
-    assert!(!alive(spare), "the spare outlived the pool's shutdown");
+    assert!(!is_alive(spare), "the spare outlived the pool's shutdown");
     assert_eq!(wal_redo_processes(), Vec::<u32>::new());
     assert_no_leftovers();
     drop(pool);
@@ -269,25 +237,21 @@ fn the_spare_is_dropped_after_idle_timeout_and_with_the_spawner() {
     let _serial = serial();
     init_logging();
     let idle = Duration::from_millis(300);
-    let launcher = Arc::new(
-        Launcher::new(&Config {
-            idle_timeout: Some(idle),
-            spare_process: true,
-            ..config()
-        })
-        .unwrap(),
-    );
-    let spawner = Spawner::new(Arc::clone(&launcher)).unwrap();
+    let (launcher, spawner) = spawner_for(Config {
+        idle_timeout: Some(idle),
+        spare_process: true,
+        ..config()
+    });
     assert_eq!(spawner.spare_pid(), None, "a spare before the first start");
 
     let mut a = spawner.spawn().unwrap();
     a.handshake(Duration::from_secs(10)).unwrap();
     let spare = wait_for_spare(&spawner);
-    assert!(alive(spare));
+    assert!(is_alive(spare));
     let scratch = scratch_of(spare);
     // Idle: gone, with its directory, within a few idle_timeouts.
     wait_until("the idle spare is dropped", idle * 10, || {
-        spawner.spare_pid().is_none() && !alive(spare)
+        spawner.spare_pid().is_none() && !is_alive(spare)
     });
     wait_until("the idle spare's directory is removed", idle * 10, || {
         !scratch.exists()
@@ -298,10 +262,10 @@ fn the_spare_is_dropped_after_idle_timeout_and_with_the_spawner() {
     let mut b = spawner.spawn().unwrap();
     b.handshake(Duration::from_secs(10)).unwrap();
     let second = wait_for_spare(&spawner);
-    assert!(second != spare && alive(second));
+    assert!(second != spare && is_alive(second));
 
     drop(spawner);
-    assert!(!alive(second), "the spare outlived its spawner");
+    assert!(!is_alive(second), "the spare outlived its spawner");
     drop((a, b));
     drop(launcher);
     assert_no_leftovers();
@@ -311,14 +275,10 @@ fn the_spare_is_dropped_after_idle_timeout_and_with_the_spawner() {
 fn the_spare_can_be_turned_off() {
     let _serial = serial();
     init_logging();
-    let launcher = Arc::new(
-        Launcher::new(&Config {
-            spare_process: false,
-            ..config()
-        })
-        .unwrap(),
-    );
-    let spawner = Spawner::new(Arc::clone(&launcher)).unwrap();
+    let (launcher, spawner) = spawner_for(Config {
+        spare_process: false,
+        ..config()
+    });
     let mut a = spawner.spawn().unwrap();
     a.handshake(Duration::from_secs(10)).unwrap();
     std::thread::sleep(Duration::from_millis(200));
@@ -335,20 +295,16 @@ fn the_spare_can_be_turned_off() {
 fn close_drops_the_spare_and_starts_no_more() {
     let _serial = serial();
     init_logging();
-    let launcher = Arc::new(
-        Launcher::new(&Config {
-            spare_process: true,
-            ..config()
-        })
-        .unwrap(),
-    );
-    let spawner = Spawner::new(Arc::clone(&launcher)).unwrap();
+    let (launcher, spawner) = spawner_for(Config {
+        spare_process: true,
+        ..config()
+    });
     let mut a = spawner.spawn().unwrap();
     a.handshake(Duration::from_secs(10)).unwrap();
     let spare = wait_for_spare(&spawner);
     spawner.close();
     assert_eq!(spawner.spare_pid(), None);
-    assert!(!alive(spare), "the spare outlived close");
+    assert!(!is_alive(spare), "the spare outlived close");
     let mut b = spawner.spawn().unwrap();
     b.handshake(Duration::from_secs(10)).unwrap();
     assert_ne!(b.pid(), spare);

@@ -14,32 +14,11 @@ use walredo::process::launch::Launcher;
 use walredo::process::Process;
 use walredo::{Config, Pool, SpawnMode};
 use walredo_testkit::harness::*;
-
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-fn alive(pid: u32) -> bool {
-    // A zombie is gone for our purposes: it holds no memory, segment or file.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, r)| r.trim_start().chars().next())
-        })
-        .flatten()
-        .is_some_and(|state| state != 'Z' && state != 'X')
-}
+use walredo_testkit::install::{is_alive, parent_of};
 
 fn wait_gone(pid: u32, within: Duration) -> bool {
     let start = Instant::now();
-    while alive(pid) {
+    while is_alive(pid) {
         if start.elapsed() > within {
             return false;
         }
@@ -148,7 +127,7 @@ fn processes_are_forked_by_the_template_and_share_no_memory() {
     assert_eq!(stderr, "", "a healthy process said something");
     drop(b);
     drop(launcher);
-    assert!(!alive(template), "the template outlived its launcher");
+    assert!(!is_alive(template), "the template outlived its launcher");
     assert_no_leftovers();
 }
 
@@ -221,7 +200,7 @@ fn processes_of(root: &Path, pid: u32) -> Vec<u32> {
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&p| {
-            alive(p)
+            is_alive(p)
                 && std::fs::read_link(format!("/proc/{p}/cwd"))
                     .is_ok_and(|c| c.to_string_lossy().starts_with(&prefix))
         })

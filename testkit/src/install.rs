@@ -327,24 +327,41 @@ impl Drop for Session {
     }
 }
 
+/// The state letter and the parent of process `pid`, from /proc/PID/stat
+/// (`pid (comm) state ppid ...`; comm may hold spaces, so split after ')').
+fn stat_of(pid: u32) -> Option<(char, u32)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.next()?.parse().ok()?))
+}
+
+/// The state letter of process `pid` (`R`, `S`, `T`, `Z`...).
+pub fn state_of(pid: u32) -> Option<char> {
+    stat_of(pid).map(|(state, _)| state)
+}
+
+pub fn parent_of(pid: u32) -> Option<u32> {
+    stat_of(pid).map(|(_, parent)| parent)
+}
+
+/// Whether `pid` exists and is not a zombie: a zombie holds no memory,
+/// segment or file, so it is gone for a test's purposes.
+pub fn is_alive(pid: u32) -> bool {
+    state_of(pid).is_some_and(|state| state != 'Z' && state != 'X')
+}
+
 /// Children of process `pid`, from /proc (pid, state letter).
 pub fn children_of(pid: u32) -> Vec<(u32, char)> {
-    let mut found = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
-            if let Ok(child) = entry.file_name().to_string_lossy().parse() {
-                found.push((child, f[0].chars().next().unwrap_or('?')));
-            }
-        }
-    }
-    found
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|child| match stat_of(child) {
+            Some((state, parent)) if parent == pid => Some((child, state)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The live (not zombie) wal-redo processes of host `host`: its children,
