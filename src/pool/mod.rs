@@ -64,7 +64,9 @@ use crate::pool::lanes::{Lanes, Next};
 use crate::pool::slots::{Job, Slots};
 use crate::pool::stats::{bump, StatsSnapshot};
 use crate::process::protocol::{self, RecordRef};
-use crate::process::threads::{pin_current_thread, spawn_blocking_signals};
+use crate::process::threads::{
+    make_current_thread_batch, pin_current_thread, spawn_blocking_signals,
+};
 use crate::redo::{image_page, validate_request, Page};
 use crate::tag::PageTag;
 
@@ -167,6 +169,7 @@ impl Pool {
                 if let Some(cpu) = shared.queue.worker_cpu(lane) {
                     pin_current_thread(cpu);
                 }
+                make_current_thread_batch();
                 worker(&shared, lane, &stop_rx)
             })
             .map_err(|e| Error::Internal(format!("cannot start a worker thread: {e}")))?;
