@@ -267,7 +267,8 @@ impl Pool {
     }
 
     /// Queue a request without blocking; `callback` later gets the page (valid
-    /// only during the call) or the error, exactly once, on a worker thread.
+    /// only during the call) or the error, exactly once, on a worker thread
+    /// (a `SCHED_BATCH` one: see `make_current_thread_batch`).
     /// Invalid input, a full queue (`Busy`) and a closed pool are reported
     /// here instead, and the callback is then never called.
     pub fn submit(
