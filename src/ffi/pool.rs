@@ -282,7 +282,9 @@ impl CallbackTarget {
 /// library except `walredo_pool_free` and `walredo_pool_shutdown` on the
 /// same pool; a `walredo_redo` it makes drives a process on that worker
 /// thread itself (waiting for a free one), never queued behind other
-/// requests, so callbacks cannot starve the queue. A PostgreSQL extension
+/// requests, so callbacks cannot starve the queue. Worker threads run as
+/// `SCHED_BATCH` (never preempting on wake-up), pinned to a CPU when
+/// `follow_caller_cpu` is on. A PostgreSQL extension
 /// must not `ereport` from it. On any other
 /// status (`WALREDO_BUSY` when the queue is full, invalid input, shut down),
 /// `cb` is never called.

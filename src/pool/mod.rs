@@ -64,7 +64,9 @@ use crate::pool::lanes::{Lanes, Next};
 use crate::pool::slots::{Job, Slots};
 use crate::pool::stats::{bump, StatsSnapshot};
 use crate::process::protocol::{self, RecordRef};
-use crate::process::threads::{pin_current_thread, spawn_blocking_signals};
+use crate::process::threads::{
+    make_current_thread_batch, pin_current_thread, spawn_blocking_signals,
+};
 use crate::redo::{image_page, validate_request, Page};
 use crate::tag::PageTag;
 
@@ -167,6 +169,7 @@ impl Pool {
                 if let Some(cpu) = shared.queue.worker_cpu(lane) {
                     pin_current_thread(cpu);
                 }
+                make_current_thread_batch();
                 worker(&shared, lane, &stop_rx)
             })
             .map_err(|e| Error::Internal(format!("cannot start a worker thread: {e}")))?;
@@ -264,7 +267,8 @@ impl Pool {
     }
 
     /// Queue a request without blocking; `callback` later gets the page (valid
-    /// only during the call) or the error, exactly once, on a worker thread.
+    /// only during the call) or the error, exactly once, on a worker thread
+    /// (a `SCHED_BATCH` one: see `make_current_thread_batch`).
     /// Invalid input, a full queue (`Busy`) and a closed pool are reported
     /// here instead, and the callback is then never called.
     pub fn submit(

@@ -98,3 +98,40 @@ pub(crate) fn pin_current_thread(cpu: usize) {
         log::debug!("cannot pin a worker to CPU {cpu}: {e}");
     }
 }
+
+/// Make the calling thread `SCHED_BATCH`: same share of the CPU, but its
+/// wake-ups never preempt the thread running. A worker sleeps in `read`
+/// while its process writes a batch's pages one `write` each; a normal
+/// thread, woken by the first page, preempted the process at every page
+/// (two context switches per request: 2.35 per request at 64 callers on
+/// 2 processes, 1.25 as a batch thread, which reads the pages once the
+/// process waits for more work). Unprivileged: it changes no priority.
+pub(crate) fn make_current_thread_batch() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler on the calling thread (0) with a param
+    // struct passed by pointer; SCHED_BATCH takes priority 0.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+        log::debug!(
+            "cannot make a worker SCHED_BATCH: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_thread_is_batch_and_the_others_are_not() {
+        // SAFETY: sched_getscheduler of the calling thread has no
+        // preconditions.
+        let policy = || unsafe { libc::sched_getscheduler(0) };
+        let batch = std::thread::spawn(move || {
+            make_current_thread_batch();
+            policy()
+        });
+        assert_eq!(batch.join().unwrap(), libc::SCHED_BATCH);
+        assert_eq!(policy(), libc::SCHED_OTHER);
+    }
+}
