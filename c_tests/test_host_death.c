@@ -11,9 +11,12 @@
  * their scratch directories, which the next pool made on the machine (here,
  * by the test itself) must remove.
  *
- * Not covered: a process killed in its start-up between creating its
+ * Not covered here: a process killed in its start-up between creating its
  * segment and marking it (PostgreSQL initializes its shared memory in
- * between) leaves the segment; the host is killed when none is starting.
+ * between) leaves the segment until the next pool on the same scratch root
+ * removes it with the dead host's directories (found by the directory's
+ * inode, also before postmaster.pid names it: unit tests in
+ * src/process/mod.rs); the host is killed when none is starting.
  *
  * As root the test runs in a System V IPC namespace of its own, so it counts
  * only segments of its own processes.

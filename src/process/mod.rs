@@ -1324,6 +1324,8 @@ fn remove_unnamed_segment(scratch: &std::path::Path, pid: u32, uid: u32) {
 /// that pid as the children's user (`uid`) and nobody is attached to it
 /// (`remove_sysv_segment`), and its key is one PostgreSQL derives from this
 /// very directory (its inode number, counted up past keys already taken).
+/// A child killed with its host before it named its segment there (the
+/// lock file is written first) is found by those keys alone.
 ///
 /// The host died a moment ago, perhaps: its child, killed with it
 /// (`PR_SET_PDEATHSIG`), may still be exiting. Such a child (its working
@@ -1361,6 +1363,9 @@ pub(crate) fn remove_dead_childs_segment(scratch: &std::path::Path, uid: u32) ->
         .nth(6)
         .and_then(|l| l.split_whitespace().next()?.parse::<i64>().ok())
     else {
+        // Killed with its host between creating its segment and naming it
+        // here: found by the directory's inode, if the dead pid made it.
+        remove_sysv_segment(scratch, pid as u32, uid);
         return true;
     };
     let Ok(meta) = fs::symlink_metadata(scratch) else {
@@ -1410,17 +1415,15 @@ fn read_pid_file(path: &std::path::Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
-    /// A descriptor the host opened without O_CLOEXEC, numbered above the
-    /// child's RLIMIT_NOFILE (1024), through the fallback of old kernels:
-    /// not open in the child after exec.
-    /// A child killed after `shmget` but before its key reached
-    /// `postmaster.pid`: the segment is still found (by the directory's
-    /// inode) and removed, and a segment of someone else's is left alone.
-    #[test]
-    fn a_segment_not_yet_named_in_the_pid_file_is_removed() {
+    /// A scratch directory whose process (dead now) made a System V
+    /// segment with PostgreSQL's key but was killed before it named the
+    /// segment in `postmaster.pid`: the directory, the segment's id and the
+    /// dead pid.
+    fn unnamed_segment_of_a_dead_child(name: &str) -> (PathBuf, libc::c_int, libc::pid_t) {
         use std::os::unix::fs::MetadataExt;
-        let dir = std::env::temp_dir().join(format!("walredo-unnamed-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("walredo-{name}-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let key = fs::metadata(&dir).unwrap().ino() as libc::key_t;
         // SAFETY: the child only calls shmget and _exit, both
@@ -1440,33 +1443,82 @@ mod tests {
         // SAFETY: a key lookup.
         let shmid = unsafe { libc::shmget(key, 0, 0) };
         assert!(shmid >= 0);
-        // The lock file as PostgreSQL has it before the segment line.
+        (dir, shmid, pid)
+    }
+
+    /// The lock file as PostgreSQL has it before the segment line, naming
+    /// `pid` (negated, as a single-user backend writes it).
+    fn write_unnamed_pid_file(dir: &Path, pid: libc::pid_t) {
         fs::write(
             dir.join("postmaster.pid"),
             format!("-{pid}\n{}\n0\n\n\n\n", dir.display()),
         )
         .unwrap();
+    }
+
+    /// Whether segment `shmid` still exists (removed here if so, and the
+    /// directory with it, before the caller's assertion).
+    fn still_there_then_clean(dir: &Path, shmid: libc::c_int) -> bool {
+        // SAFETY: shmid_ds is plain old data; IPC_STAT fills it in.
+        let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid pointer to a shmid_ds for IPC_STAT.
+        let there = unsafe { libc::shmctl(shmid, libc::IPC_STAT, &mut ds) } == 0;
+        if there {
+            // SAFETY: IPC_RMID takes no buffer.
+            unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) };
+        }
+        let _ = fs::remove_dir_all(dir);
+        there
+    }
+
+    /// A child killed after `shmget` but before its key reached
+    /// `postmaster.pid`: its host still finds the segment (by the
+    /// directory's inode) and removes it, and leaves someone else's alone.
+    #[test]
+    fn a_segment_not_yet_named_in_the_pid_file_is_removed() {
+        let (dir, shmid, pid) = unnamed_segment_of_a_dead_child("unnamed");
+        write_unnamed_pid_file(&dir, pid);
         // SAFETY: geteuid has no preconditions.
         let uid = unsafe { libc::geteuid() };
         // Another pid: not its segment.
         remove_sysv_segment(&dir, pid as u32 + 1, uid);
-        // SAFETY: a key lookup.
-        assert_eq!(
-            unsafe { libc::shmget(key, 0, 0) },
-            shmid,
-            "removed a stranger's"
-        );
+        // SAFETY: shmid_ds is plain old data; IPC_STAT fills it in.
+        let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid pointer to a shmid_ds for IPC_STAT.
+        let kept = unsafe { libc::shmctl(shmid, libc::IPC_STAT, &mut ds) } == 0;
         remove_sysv_segment(&dir, pid as u32, uid);
-        // SAFETY: a key lookup.
-        let left = unsafe { libc::shmget(key, 0, 0) };
-        if left >= 0 {
-            // SAFETY: IPC_RMID takes no buffer; clean up before failing.
-            unsafe { libc::shmctl(left, libc::IPC_RMID, std::ptr::null_mut()) };
-        }
-        fs::remove_dir_all(&dir).unwrap();
-        assert!(left < 0, "the unnamed segment was left behind");
+        let left = still_there_then_clean(&dir, shmid);
+        assert!(kept, "removed a stranger's");
+        assert!(!left, "the unnamed segment was left behind");
     }
 
+    /// The same child, killed together with its host: the next pool's
+    /// clean-up of the dead host's scratch directory removes the segment
+    /// (before, it needed the key in `postmaster.pid`), but not when the
+    /// lock file names a pid that did not make it.
+    #[test]
+    fn a_dead_hosts_unnamed_segment_is_removed_by_the_next_pool() {
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        let (dir, shmid, pid) = unnamed_segment_of_a_dead_child("dead-host-unnamed");
+        write_unnamed_pid_file(&dir, pid + 1);
+        assert!(remove_dead_childs_segment(&dir, uid));
+        assert!(
+            still_there_then_clean(&dir, shmid),
+            "removed a segment the named pid did not make"
+        );
+        let (dir, shmid, pid) = unnamed_segment_of_a_dead_child("dead-host-unnamed");
+        write_unnamed_pid_file(&dir, pid);
+        assert!(remove_dead_childs_segment(&dir, uid));
+        assert!(
+            !still_there_then_clean(&dir, shmid),
+            "the dead host's unnamed segment was left behind"
+        );
+    }
+
+    /// A descriptor the host opened without O_CLOEXEC, numbered above the
+    /// child's RLIMIT_NOFILE (1024), through the fallback of old kernels:
+    /// not open in the child after exec.
     #[test]
     fn the_fallback_keeps_high_host_descriptors_out_of_the_child() {
         const HIGH: libc::c_int = 1500;
