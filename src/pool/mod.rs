@@ -195,10 +195,18 @@ impl Pool {
         base: Option<&Page>,
         records: &[RecordRef<'_>],
     ) -> Result<Box<Page>> {
+        /// Counts the caller out again, also when the request panics (the
+        /// C ABI catches panics: the pool lives on, and would otherwise
+        /// queue more than it needs to for ever).
+        struct Inside<'a>(&'a AtomicUsize);
+        impl Drop for Inside<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
         self.callers.fetch_add(1, Ordering::Relaxed);
-        let outcome = self.redo_counted(tag, base, records);
-        self.callers.fetch_sub(1, Ordering::Relaxed);
-        outcome
+        let _inside = Inside(&self.callers);
+        self.redo_counted(tag, base, records)
     }
 
     /// `redo`, with the caller counted in `callers`.

@@ -997,7 +997,9 @@ fn run_initdb(
 }
 
 /// Scratch directories of host processes that died without cleaning up, and
-/// the System V segments of their wal-redo processes (run as `child_uid`).
+/// the System V segments of their wal-redo processes (run as `child_uid`);
+/// also what such a host left half made (a staged template, an extension
+/// copy before its rename).
 fn remove_stale_scratch_dirs(root: &Path, child_uid: u32) {
     let Ok(entries) = fs::read_dir(root) else {
         return;
@@ -1011,16 +1013,65 @@ fn remove_stale_scratch_dirs(root: &Path, child_uid: u32) {
         let alive = unsafe { libc::kill(pid, 0) } == 0
             || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
         if !alive && crate::process::remove_dead_childs_segment(&entry.path(), child_uid) {
-            let _ = fs::remove_dir_all(entry.path());
+            remove_path(&entry.path());
         }
     }
 }
 
+/// The host pid in the name of something a host makes in the scratch root
+/// for itself (`unique_suffix`: `<pid>-<n>` after the prefix): its
+/// processes' directories, their trash, initdb runs, and the `.tmp-` names
+/// of a template or extension copy before they are renamed into place.
 fn stale_owner_pid(name: &OsStr) -> Option<libc::pid_t> {
     let name = name.to_str()?;
     let rest = name
         .strip_prefix("proc-")
         .or_else(|| name.strip_prefix("trash-"))
-        .or_else(|| name.strip_prefix("initdb-"))?;
+        .or_else(|| name.strip_prefix("initdb-"))
+        .or_else(|| name.split_once(".tmp-").map(|(_, rest)| rest))?;
     rest.split('-').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_are_read_from_every_name_a_host_makes() {
+        let owner = |n: &str| stale_owner_pid(OsStr::new(n));
+        assert_eq!(owner("proc-123-4"), Some(123));
+        assert_eq!(owner("trash-123-4"), Some(123));
+        assert_eq!(owner("initdb-123-4"), Some(123));
+        assert_eq!(owner("template-pg15-checksums-off.tmp-123-4"), Some(123));
+        assert_eq!(owner("pg_walredo.tmp-123-4"), Some(123));
+        // Shared by every host: never anybody's to remove.
+        assert_eq!(owner("template-pg15-checksums-off"), None);
+        assert_eq!(owner("pg_walredo-0df90bfb-174472.so"), None);
+    }
+
+    /// A host killed while it staged a template or copied the extension
+    /// leaves both half made: the next pool removes them, and leaves a live
+    /// host's alone.
+    #[test]
+    fn a_dead_hosts_half_made_files_are_removed() {
+        let root = std::env::temp_dir().join(format!("walredo-stale-{}", std::process::id()));
+        fs::create_dir_all(&root).unwrap();
+        // A pid that is dead: a child of ours, reaped.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let live = std::process::id();
+        let staged = |pid: u32| root.join(format!("template-pg15-checksums-off.tmp-{pid}-0"));
+        let copy = |pid: u32| root.join(format!("pg_walredo.tmp-{pid}-1"));
+        for pid in [dead, live] {
+            fs::create_dir_all(staged(pid).join("global")).unwrap();
+            fs::write(copy(pid), b"half a copy").unwrap();
+        }
+        remove_stale_scratch_dirs(&root, euid());
+        let dead_left = staged(dead).exists() || copy(dead).exists();
+        let live_kept = staged(live).exists() && copy(live).exists();
+        fs::remove_dir_all(&root).unwrap();
+        assert!(!dead_left, "the dead host's half-made files were left");
+        assert!(live_kept, "a live host's files were removed");
+    }
 }
