@@ -12,9 +12,9 @@
 //! [`Bell`], one futex word, and a worker rings it once for its whole
 //! batch: one system call and one preemption per batch, and the woken
 //! callers then run one after the other. Each caller sleeps on a bit of
-//! the word, and a ring wakes only the bits it answered. A caller spins first only where the placement
-//! says that costs nobody anything (a CPU no worker runs on, see
-//! [`super::lanes`]).
+//! the word, and a ring wakes only the bits it answered. A caller spins
+//! first only where the placement says that costs nobody anything (a CPU
+//! no worker runs on, see [`super::lanes`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
