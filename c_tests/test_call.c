@@ -37,6 +37,7 @@
 
 #include "children.h"
 #include "fixture.h"
+#include "pools.h"
 
 #define MAX_CASES 256
 #define HANG_DETECTOR_SECONDS 120
@@ -84,21 +85,9 @@ sleep_ms(int ms)
 static walredo_pool *
 make_pool(const char *processes, const char *fast_path)
 {
-    walredo_config *cfg = walredo_config_new();
-    walredo_pool *pool;
-
     /* timeout_ms stays at its default, 10 s. */
-    if (cfg == NULL ||
-        walredo_config_set(cfg, "extension_path", extension) != WALREDO_OK ||
-        walredo_config_set(cfg, "processes", processes) != WALREDO_OK ||
-        walredo_config_set(cfg, "fast_path", fast_path) != WALREDO_OK ||
-        walredo_config_set(cfg, "idle_timeout_ms", "0") != WALREDO_OK ||
-        walredo_config_set(cfg, "log_level", "off") != WALREDO_OK)
-        FAIL("config: %s", walredo_last_error());
-    if (walredo_pool_new(cfg, &pool) != WALREDO_OK)
-        FAIL("pool_new: %s", walredo_last_error());
-    walredo_config_free(cfg);
-    return pool;
+    return make_test_pool(extension, "processes", processes, "fast_path", fast_path,
+                          "idle_timeout_ms", "0", "log_level", "off", NULL);
 }
 
 static walredo_call *

@@ -46,6 +46,7 @@
 
 #include "children.h"
 #include "fixture.h"
+#include "pools.h"
 
 #define MAX_CASES 256
 
@@ -86,21 +87,9 @@ under_valgrind(void)
 static walredo_pool *
 make_pool(const char *processes, const char *timeout_ms)
 {
-    walredo_config *cfg = walredo_config_new();
-    walredo_pool *pool = NULL;
-
-    if (cfg == NULL ||
-        walredo_config_set(cfg, "extension_path", extension) != WALREDO_OK ||
-        walredo_config_set(cfg, "processes", processes) != WALREDO_OK ||
-        walredo_config_set(cfg, "timeout_ms", timeout_ms) != WALREDO_OK ||
-        walredo_config_set(cfg, "log_level", "off") != WALREDO_OK ||
-        (under_valgrind() &&
-         walredo_config_set(cfg, "follow_caller_cpu", "off") != WALREDO_OK))
-        FAIL("config: %s", walredo_last_error());
-    if (walredo_pool_new(cfg, &pool) != WALREDO_OK)
-        FAIL("pool_new: %s", walredo_last_error());
-    walredo_config_free(cfg);
-    return pool;
+    return make_test_pool(extension, "processes", processes, "timeout_ms", timeout_ms,
+                          "log_level", "off", "follow_caller_cpu",
+                          under_valgrind() ? "off" : "on", NULL);
 }
 
 /* Pids of our children, zombies included; *zombies counts those. */

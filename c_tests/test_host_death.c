@@ -38,6 +38,7 @@
 #include <walredo.h>
 
 #include "fixture.h"
+#include "pools.h"
 
 #define MAX_CASES 256
 
@@ -163,19 +164,8 @@ processes_of(pid_t pid)
 static walredo_pool *
 make_pool(const char *extension, const char *processes)
 {
-    walredo_config *cfg = walredo_config_new();
-    walredo_pool *pool;
-
-    if (cfg == NULL ||
-        walredo_config_set(cfg, "extension_path", extension) != WALREDO_OK ||
-        walredo_config_set(cfg, "processes", processes) != WALREDO_OK ||
-        walredo_config_set(cfg, "fast_path", "off") != WALREDO_OK ||
-        walredo_config_set(cfg, "log_level", "off") != WALREDO_OK)
-        FAIL("config: %s", walredo_last_error());
-    if (walredo_pool_new(cfg, &pool) != WALREDO_OK)
-        FAIL("pool_new: %s", walredo_last_error());
-    walredo_config_free(cfg);
-    return pool;
+    return make_test_pool(extension, "processes", processes, "fast_path", "off",
+                          "log_level", "off", NULL);
 }
 
 static void

@@ -29,6 +29,7 @@
 
 #include "children.h"
 #include "fixture.h"
+#include "pools.h"
 
 #define MAX_CASES 256
 /* Generous: only a deadlock takes this long. */
@@ -65,22 +66,11 @@ sleep_ms(int ms)
 static walredo_pool *
 make_pool(const char *processes, const char *timeout_ms)
 {
-    walredo_config *cfg = walredo_config_new();
-    walredo_pool *pool;
-
-    if (cfg == NULL ||
-        walredo_config_set(cfg, "extension_path", extension) != WALREDO_OK ||
-        walredo_config_set(cfg, "processes", processes) != WALREDO_OK ||
-        walredo_config_set(cfg, "timeout_ms", timeout_ms) != WALREDO_OK ||
-        /* Every request goes to a process, none is answered from an image. */
-        walredo_config_set(cfg, "fast_path", "off") != WALREDO_OK ||
-        walredo_config_set(cfg, "idle_timeout_ms", "0") != WALREDO_OK ||
-        walredo_config_set(cfg, "log_level", "off") != WALREDO_OK)
-        FAIL("config: %s", walredo_last_error());
-    if (walredo_pool_new(cfg, &pool) != WALREDO_OK)
-        FAIL("pool_new: %s", walredo_last_error());
-    walredo_config_free(cfg);
-    return pool;
+    /* fast_path off: every request goes to a process, none is answered
+     * from an image. */
+    return make_test_pool(extension, "processes", processes, "timeout_ms", timeout_ms,
+                          "fast_path", "off", "idle_timeout_ms", "0", "log_level", "off",
+                          NULL);
 }
 
 static int

@@ -854,6 +854,43 @@ fn open_pidfd(pid: u32) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// A wal-redo child's resource limits, set between fork and exec (only
+/// getrlimit and setrlimit: async-signal-safe): a PANIC in redo calls
+/// abort(), so no core files (in the scratch directory, or wherever
+/// core_pattern points); a bounded address space; a bounded number of
+/// open files (PostgreSQL needs a few dozen). Never above the limits the
+/// host already has: lowering a hard limit is always allowed, raising it
+/// is not.
+///
+/// # Safety
+/// Only in a child about to exec: the limits are the whole process's.
+pub(crate) unsafe fn set_child_limits(memory_limit: u64) {
+    for (resource, limit) in [
+        (libc::RLIMIT_CORE, 0),
+        (libc::RLIMIT_AS, memory_limit),
+        (libc::RLIMIT_NOFILE, 1024),
+    ] {
+        let mut current = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: a valid rlimit pointer for getrlimit to fill.
+        if unsafe { libc::getrlimit(resource, &mut current) } != 0 {
+            continue;
+        }
+        let limit = limit.min(current.rlim_max);
+        let rlim = libc::rlimit {
+            rlim_cur: limit,
+            rlim_max: limit,
+        };
+        // The kernel always allows lowering a limit; only an emulated
+        // host (valgrind refuses these in a forked child) says no, and
+        // then the child starts without.
+        // SAFETY: a valid rlimit pointer.
+        unsafe { libc::setrlimit(resource, &rlim) };
+    }
+}
+
 /// Send `signal` (0: only check that the process exists) to the process
 /// behind `pidfd`; whether it was delivered. Never by pid: a pidfd cannot
 /// name a process that took a reaped child's pid.
@@ -936,34 +973,7 @@ fn harden_child(
                 libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
             }
         }
-        // Resource limits: a PANIC in redo calls abort(), so no core
-        // files (in the scratch directory, or wherever core_pattern
-        // points); a bounded address space; a bounded number of
-        // open files (PostgreSQL needs a few dozen).
-        // Never above the limits the host already has: lowering a
-        // hard limit is always allowed, raising it is not.
-        for (resource, limit) in [
-            (libc::RLIMIT_CORE, 0),
-            (libc::RLIMIT_AS, memory_limit),
-            (libc::RLIMIT_NOFILE, 1024),
-        ] {
-            let mut current = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            if libc::getrlimit(resource, &mut current) != 0 {
-                continue;
-            }
-            let limit = limit.min(current.rlim_max);
-            let rlim = libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: limit,
-            };
-            // The kernel always allows lowering a limit; only an
-            // emulated host (valgrind refuses these in a forked
-            // child) says no, and then the child starts without.
-            libc::setrlimit(resource, &rlim);
-        }
+        set_child_limits(memory_limit);
     }
     Ok(())
 }

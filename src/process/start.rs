@@ -392,25 +392,7 @@ fn child_steps(a: &ChildArgs) -> Result<(), (Step, i32)> {
                 libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
             }
         }
-        for (resource, limit) in [
-            (libc::RLIMIT_CORE, 0),
-            (libc::RLIMIT_AS, a.memory_limit),
-            (libc::RLIMIT_NOFILE, 1024),
-        ] {
-            let mut current = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            if libc::getrlimit(resource, &mut current) != 0 {
-                continue;
-            }
-            let limit = limit.min(current.rlim_max);
-            let rlim = libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: limit,
-            };
-            libc::setrlimit(resource, &rlim);
-        }
+        super::set_child_limits(a.memory_limit);
         check(Step::Directory, libc::chdir(a.cwd) == 0)?;
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
