@@ -908,6 +908,8 @@ fn busy_machine_chaos(
     const REDO: usize = 5;
     const OTHER: usize = 6;
     let kills = AtomicU64::new(0);
+    // Every request's wait, from each client (microseconds).
+    let waits = parking_lot::Mutex::new(Vec::<u64>::new());
     let before = pool.stats();
     std::thread::scope(|s| {
         // Bounded CPU-bound loops: they end with the run.
@@ -925,9 +927,13 @@ fn busy_machine_chaos(
         for _ in 0..8 {
             s.spawn(|| {
                 let refs = short.refs();
+                let mut mine = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     counts[ASKED].fetch_add(1, Ordering::Relaxed);
-                    let kind = match pool.redo(&short.tag, short.base.as_deref(), &refs) {
+                    let asked = Instant::now();
+                    let outcome = pool.redo(&short.tag, short.base.as_deref(), &refs);
+                    mine.push(asked.elapsed().as_micros() as u64);
+                    let kind = match outcome {
                         Ok(page) if page == expected => RIGHT,
                         Ok(_) => WRONG,
                         Err(Error::SpawnFailed(_)) => SPAWN,
@@ -937,6 +943,7 @@ fn busy_machine_chaos(
                     };
                     counts[kind].fetch_add(1, Ordering::Relaxed);
                 }
+                waits.lock().extend(mine);
             });
         }
         s.spawn(|| {
@@ -966,13 +973,21 @@ fn busy_machine_chaos(
     let get = |i: usize| counts[i].load(Ordering::Relaxed);
     let answered: u64 = (1..7).map(get).sum();
     let failed = get(SPAWN) + get(DEADLINE) + get(REDO) + get(OTHER);
+    let mut waits = waits.into_inner();
+    waits.sort_unstable();
+    let at = |q: f64| {
+        waits
+            .get(((waits.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
     row(
         &format!(
             "busy-machine chaos: 8 clients, 2 processes, 2 CPU-bound loops beside, kill -9 every 30-130 ms for {secs:.0} s"
         ),
         format!("{failed} of {} failed", get(ASKED)),
         format!(
-            "{:.2}%; {} kills, {} killed starts restarted; spawn failed {}, deadline {}, failed twice {}, other {}; {} wrong, {} lost",
+            "{:.2}%; {} kills, {} killed starts restarted; spawn failed {}, deadline {}, failed twice {}, other {}; {} wrong, {} lost; wait p50 {} us, p99 {} us, p99.9 {} us",
             100.0 * failed as f64 / get(ASKED).max(1) as f64,
             kills.load(Ordering::Relaxed),
             after.killed_starts - before.killed_starts,
@@ -982,6 +997,9 @@ fn busy_machine_chaos(
             get(OTHER),
             get(WRONG),
             get(ASKED) - answered,
+            at(0.5),
+            at(0.99),
+            at(0.999),
         ),
     );
 }
