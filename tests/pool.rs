@@ -388,3 +388,49 @@ fn metrics_text_counts_what_happened() {
     drop(pool);
     assert_no_leftovers();
 }
+
+/// The scheduling policy of each of this process's threads, by name
+/// (field 41 of /proc/self/task/TID/stat, counted after the name).
+fn thread_policies() -> Vec<(String, i32)> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter_map(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1.to_string();
+            // Fields 3.. follow the name; the policy is field 41.
+            let policy = rest.split_whitespace().nth(41 - 3)?.parse().ok()?;
+            Some((name, policy))
+        })
+        .collect()
+}
+
+/// Workers are SCHED_BATCH (a worker woken by its process's first page
+/// must not preempt it: BENCHMARKS.md), and nothing else is: not the
+/// spawner or watchdog, not the host's threads.
+#[test]
+fn workers_are_batch_threads_and_nobody_else_is() {
+    let _serial = serial();
+    init_logging();
+    let pool = Pool::new(&fake_config(2, &[], Duration::from_secs(5))).unwrap();
+    let tag = fake_tag(NORMAL, 1);
+    redo(&pool, &tag, 1).unwrap();
+    let threads = thread_policies();
+    println!("threads and policies: {threads:?}");
+    let workers: Vec<_> = threads
+        .iter()
+        .filter(|(n, _)| n.starts_with("walredo-worker"))
+        .collect();
+    assert_eq!(workers.len(), 2, "{threads:?}");
+    for (name, policy) in &threads {
+        let want = if name.starts_with("walredo-worker") {
+            libc::SCHED_BATCH
+        } else {
+            libc::SCHED_OTHER
+        };
+        assert_eq!(*policy, want, "thread {name}: {threads:?}");
+    }
+    drop(pool);
+    assert_no_leftovers();
+}
