@@ -57,9 +57,8 @@ fn pid_alive(pid: u32) -> bool {
 
 /// Field `n` (1-based, after the command name) of /proc/<pid>/stat.
 fn stat_field(pid: u32, n: usize) -> Option<String> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(n - 1).map(str::to_string)
+    let (_, fields) = read_stat(Path::new(&format!("/proc/{pid}/stat")))?;
+    fields.get(n - 1).cloned()
 }
 
 fn uid_of(pid: u32) -> Option<u32> {

@@ -390,18 +390,14 @@ fn metrics_text_counts_what_happened() {
 }
 
 /// The scheduling policy of each of this process's threads, by name
-/// (field 41 of /proc/self/task/TID/stat, counted after the name).
+/// (field 41 of /proc/self/task/TID/stat).
 fn thread_policies() -> Vec<(String, i32)> {
     std::fs::read_dir("/proc/self/task")
         .unwrap()
         .flatten()
         .filter_map(|t| {
-            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
-            let (head, rest) = stat.rsplit_once(')')?;
-            let name = head.split_once('(')?.1.to_string();
-            // Fields 3.. follow the name; the policy is field 41.
-            let policy = rest.split_whitespace().nth(41 - 3)?.parse().ok()?;
-            Some((name, policy))
+            let (name, fields) = walredo_testkit::install::read_stat(&t.path().join("stat"))?;
+            Some((name, fields.get(41 - 3)?.parse().ok()?))
         })
         .collect()
 }

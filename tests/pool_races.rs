@@ -36,18 +36,11 @@ fn submit_then(
 }
 
 /// Live (not zombie) child processes of this test process.
-fn live_children() -> Vec<String> {
-    let me = std::process::id();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            let (_, rest) = stat.rsplit_once(')')?;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ppid: u32 = f.get(1)?.parse().ok()?;
-            (ppid == me && f[0] != "Z").then(|| e.file_name().to_string_lossy().into_owned())
-        })
+fn live_children() -> Vec<u32> {
+    walredo_testkit::install::children_of(std::process::id())
+        .into_iter()
+        .filter(|&(_, state)| state != 'Z')
+        .map(|(pid, _)| pid)
         .collect()
 }
 

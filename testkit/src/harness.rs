@@ -114,24 +114,10 @@ pub fn config() -> Config {
 /// test's processes is left (see `serial`).
 pub fn assert_no_leftovers() {
     let me = std::process::id();
-    let mut children = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...: comm may contain spaces, so split after ')'.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(me) {
-            children.push(format!(
-                "{} ({})",
-                entry.file_name().to_string_lossy(),
-                fields[0]
-            ));
-        }
-    }
+    let children: Vec<String> = crate::install::children_of(me)
+        .into_iter()
+        .map(|(pid, state)| format!("{pid} ({state})"))
+        .collect();
     assert!(
         children.is_empty(),
         "child processes left behind: {children:?}"

@@ -327,13 +327,22 @@ impl Drop for Session {
     }
 }
 
-/// The state letter and the parent of process `pid`, from /proc/PID/stat
-/// (`pid (comm) state ppid ...`; comm may hold spaces, so split after ')').
+/// The command name and the fields after it of a /proc stat file
+/// (`/proc/PID/stat`, `/proc/PID/task/TID/stat`): `pid (comm) state ppid
+/// ...`, where comm may hold spaces and parentheses, so the fields start
+/// after the last ')'. Field *n* of proc(5) is `fields[n - 3]`.
+pub fn read_stat(path: &std::path::Path) -> Option<(String, Vec<String>)> {
+    let stat = fs::read_to_string(path).ok()?;
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1.to_string();
+    Some((name, rest.split_whitespace().map(str::to_string).collect()))
+}
+
+/// The state letter and the parent of process `pid`, from /proc/PID/stat.
 fn stat_of(pid: u32) -> Option<(char, u32)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    Some((state, fields.next()?.parse().ok()?))
+    let (_, fields) = read_stat(std::path::Path::new(&format!("/proc/{pid}/stat")))?;
+    let state = fields.first()?.chars().next()?;
+    Some((state, fields.get(1)?.parse().ok()?))
 }
 
 /// The state letter of process `pid` (`R`, `S`, `T`, `Z`...).
