@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use crate::config::{Config, SpawnMode};
 use crate::error::{Error, Result};
+use crate::process::safe_fs::Dir;
 use crate::process::template::{Forked, Template as TemplateProcess};
 use crate::wal::crc32c::crc32c;
 
@@ -302,28 +303,30 @@ impl Launcher {
 
     /// Make a private scratch directory for one process: a copy of the
     /// template, owned by the child's user, mode 0700 (PostgreSQL checks it).
-    /// Always a new directory, never one that was there already.
+    /// Always a new directory, never one that was there already. Built while
+    /// only we can enter it, through descriptors, and handed to the child's
+    /// user last (`safe_fs`): that user can change nothing we then follow.
     pub fn make_scratch_dir(&self) -> Result<PathBuf> {
         let dir = new_dir(&self.scratch_root, "proc-", 0o700)?;
         let result = (|| {
+            let owner = self.user;
+            let top = Dir::open(&dir)?;
             for sub in ["global", "pg_notify", "pg_dynshmem"] {
-                new_dir_at(&dir.join(sub), 0o700)?;
+                top.make_dir(sub, 0o700, owner)?;
             }
             if let Program::Postgres { template, .. } = &self.program {
-                for (name, bytes) in &template.files {
-                    write_new(&dir.join(name), bytes, 0o600)?;
+                for (path, bytes) in &template.files {
+                    let (dir, name) = top.parent_of(path)?;
+                    dir.write_new(name, bytes, 0o600, owner)?;
                 }
                 // Present and empty, so the process starts without a log line.
-                write_new(&dir.join("postgresql.auto.conf"), b"", 0o600)?;
+                top.write_new("postgresql.auto.conf", b"", 0o600, owner)?;
             }
-            if let Some(ids) = self.user {
-                chown_tree(&dir, ids)?;
-            }
-            Ok(())
+            top.set_owner_and_mode(owner, 0o700)
         })();
         if let Err(e) = result {
             let _ = fs::remove_dir_all(&dir);
-            return Err(e);
+            return Err(io_error("cannot make the scratch directory", &dir, e));
         }
         Ok(dir)
     }
@@ -733,17 +736,6 @@ fn check_scratch_root(root: &Path) -> Result<()> {
         .map_err(|e| io_error("cannot set permissions of", root, e))
 }
 
-/// Create `dir`, which must not exist yet, with `mode`.
-fn new_dir_at(dir: &Path, mode: u32) -> Result<()> {
-    fs::DirBuilder::new()
-        .mode(mode)
-        .create(dir)
-        .map_err(|e| io_error("cannot create directory", dir, e))?;
-    // The umask may have narrowed the mode.
-    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
-        .map_err(|e| io_error("cannot set permissions of", dir, e))
-}
-
 /// A new directory `<prefix><pid>-<n>` in `root`. A name already taken (left
 /// by an earlier host process that had our pid) is skipped, never reused.
 fn new_dir(root: &Path, prefix: &str, mode: u32) -> Result<PathBuf> {
@@ -830,21 +822,6 @@ fn remove_path(path: &Path) {
     };
 }
 
-fn chown_tree(path: &Path, ids: UserIds) -> Result<()> {
-    std::os::unix::fs::lchown(path, Some(ids.uid), Some(ids.gid))
-        .map_err(|e| io_error("cannot chown", path, e))?;
-    // Never into what a symbolic link points to.
-    let is_dir = fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
-    if is_dir {
-        let entries = fs::read_dir(path).map_err(|e| io_error("cannot read", path, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| io_error("cannot read", path, e))?;
-            chown_tree(&entry.path(), ids)?;
-        }
-    }
-    Ok(())
-}
-
 /// Copy the extension into the scratch root, named by its checksum, so the
 /// child's user can read it wherever the original lives (e.g. under /root).
 /// A file already there under that name is used only if it is ours and the
@@ -918,7 +895,9 @@ fn ensure_template(
         }
     }
 
-    let work = new_dir(root, "initdb-", 0o700)?;
+    // 0711: initdb, run as the children's user, passes through to its
+    // directory in it.
+    let work = new_dir(root, "initdb-", 0o711)?;
     let made = run_initdb(bindir, root, &work, &name, user, data_checksums, pg_version);
     let _ = fs::remove_dir_all(&work);
     made?;
@@ -934,7 +913,10 @@ fn ensure_template(
     }
 }
 
-/// initdb in `work`, then the template's files staged and renamed into place.
+/// initdb in `work` (made for it, ours), then the template's files staged
+/// and renamed into place. initdb runs as the children's user in `data`, a
+/// directory of theirs in `work`: what it wrote is read through descriptors,
+/// never following a link (`safe_fs`), and only if it is that user's own.
 fn run_initdb(
     bindir: &Path,
     root: &Path,
@@ -944,9 +926,10 @@ fn run_initdb(
     data_checksums: bool,
     pg_version: u32,
 ) -> Result<()> {
-    if let Some(ids) = user {
-        chown_tree(work, ids)?;
-    }
+    let work_dir = Dir::open(work).map_err(|e| io_error("cannot open", work, e))?;
+    work_dir
+        .make_dir("data", 0o700, user)
+        .map_err(|e| io_error("cannot make a directory in", work, e))?;
     let data = work.join("data");
     let mut cmd = Command::new(bindir.join("initdb"));
     cmd.arg("-D")
@@ -980,15 +963,32 @@ fn run_initdb(
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
+    let initdb_uid = user.map_or_else(euid, |ids| ids.uid);
+    let read = |path: &str| -> io::Result<Vec<u8>> {
+        let (dir, name) = work_dir.open_dir("data")?.parent_of(path)?;
+        dir.read_file_of(name, initdb_uid, TEMPLATE_FILE_MAX)
+    };
+    let mut files = Vec::new();
+    for f in TEMPLATE_FILES {
+        let bytes = read(f).map_err(|e| {
+            spawn_error(format!(
+                "cannot take {f} from initdb's output in {}: {e}",
+                data.display()
+            ))
+        })?;
+        files.push((f, bytes));
+    }
     let staged = new_dir(root, &format!("{name}.tmp-"), 0o700)?;
     let result = (|| {
-        new_dir_at(&staged.join("global"), 0o700)?;
-        for f in TEMPLATE_FILES {
-            let bytes = fs::read(data.join(f)).map_err(|e| io_error("cannot read", &data, e))?;
-            write_new(&staged.join(f), &bytes, 0o600)?;
+        let dir = Dir::open(&staged)?;
+        dir.make_dir("global", 0o700, None)?;
+        for (path, bytes) in &files {
+            let (parent, name) = dir.parent_of(path)?;
+            parent.write_new(name, bytes, 0o600, None)?;
         }
         Ok(())
-    })();
+    })()
+    .map_err(|e| io_error("cannot write the template in", &staged, e));
     // Another launcher may have won the race; either template is good.
     if result.is_err() || fs::rename(&staged, root.join(name)).is_err() {
         let _ = fs::remove_dir_all(&staged);

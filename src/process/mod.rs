@@ -34,6 +34,7 @@
 
 pub mod launch;
 pub mod protocol;
+pub(crate) mod safe_fs;
 pub(crate) mod start;
 pub(crate) mod sweeper;
 pub(crate) mod template;
