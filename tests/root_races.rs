@@ -160,3 +160,106 @@ fn the_childrens_user_cannot_make_root_chown_a_file_while_scratch_directories_ar
     // over when it is complete.
     assert_eq!(failed, 0, "makes failed under the swapper");
 }
+
+/// A copy of PostgreSQL's bindir whose `initdb` runs the real one and then,
+/// still as the children's user, replaces `NAME` in the new data directory
+/// by a symbolic link to `secret`, or to the file of that name in it: what a process of that user could do
+/// the moment initdb is done, here without a race.
+fn bindir_with_swapping_initdb(name: &str, secret: &Path) -> TempDir {
+    let bin = TempDir::new(&format!("bin-{}", name.replace('/', "-")), 0o755);
+    let real = walredo_testkit::cluster::bindir();
+    for program in ["postgres", "pg_config"] {
+        std::os::unix::fs::symlink(real.join(program), bin.0.join(program)).unwrap();
+    }
+    // `global` becomes a link to the directory, `PG_VERSION` to the file.
+    let target = if secret.join(name).exists() {
+        secret.join(name)
+    } else {
+        secret.to_path_buf()
+    };
+    let script = format!(
+        "#!/bin/sh\n\
+         {initdb} \"$@\" || exit $?\n\
+         data=\"$2\"\n\
+         mv \"$data/{name}\" \"$data/{name}.real\" && ln -s {target} \"$data/{name}\"\n",
+        initdb = real.join("initdb").display(),
+        target = target.display(),
+    );
+    let initdb = bin.0.join("initdb");
+    fs::write(&initdb, script).unwrap();
+    fs::set_permissions(&initdb, fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// Regular files under `dir` whose content holds `marker`.
+fn files_containing(dir: &Path, marker: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(m) = fs::symlink_metadata(e.path()) else {
+            continue;
+        };
+        if m.is_dir() {
+            found.extend(files_containing(&e.path(), marker));
+        } else if m.is_file() {
+            let bytes = fs::read(e.path()).unwrap_or_default();
+            if bytes.windows(marker.len()).any(|w| w == marker) {
+                found.push(e.path());
+            }
+        }
+    }
+    found
+}
+
+/// Item 2 of issue 22: after initdb (run as the children's user) the host
+/// read `PG_VERSION` and `global/pg_control` with path-following reads, so a
+/// link put there copied a root-only file into the template and from there
+/// into every scratch directory, which that user can read.
+fn root_only_files_never_reach_the_template(name: &str) {
+    let _serial = serial();
+    init_logging();
+    if !root_only() {
+        return;
+    }
+    let marker = format!("walredo-races-secret-{}", std::process::id());
+    // Root's alone: a directory nobody else can enter, files named as the
+    // ones taken from initdb's output.
+    let secret = TempDir::new("secret", 0o700);
+    for file in ["pg_control", "PG_VERSION"] {
+        let mut bytes = marker.clone().into_bytes();
+        bytes.resize(if file == "pg_control" { 8192 } else { 64 }, b'.');
+        fs::write(secret.0.join(file), bytes).unwrap();
+        fs::set_permissions(secret.0.join(file), fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let bin = bindir_with_swapping_initdb(name, &secret.0);
+    let root = TempDir::new("initdb", 0o711);
+    let config = Config {
+        pg_bindir: Some(bin.0.clone()),
+        ..with_root(&root.0)
+    };
+    let outcome = Launcher::new(&config);
+    if let Ok(launcher) = &outcome {
+        let _ = launcher.make_scratch_dir();
+    }
+    let leaked = files_containing(&root.0, marker.as_bytes());
+    assert!(
+        leaked.is_empty(),
+        "a root-only file was copied to {leaked:?} through a link to {name} in initdb's output"
+    );
+    match outcome {
+        Err(walredo::Error::SpawnFailed(m)) => {
+            eprintln!("refused as it should be: {m}");
+            assert!(m.contains("is a symbolic link"), "{m}");
+        }
+        other => panic!("initdb's output with a link was accepted: {other:?}"),
+    }
+}
+
+#[test]
+fn a_link_for_global_in_initdbs_output_is_refused() {
+    root_only_files_never_reach_the_template("global");
+}
+
+#[test]
+fn a_link_for_pg_version_in_initdbs_output_is_refused() {
+    root_only_files_never_reach_the_template("PG_VERSION");
+}

@@ -66,7 +66,8 @@ impl Dir {
         let c = c_name(name)?;
         // SAFETY: the descriptor is open, c is NUL-terminated; both outlive
         // the call.
-        let fd = cvt(unsafe { libc::openat(self.file.as_raw_fd(), c.as_ptr(), DIR_FLAGS) })?;
+        let fd = cvt(unsafe { libc::openat(self.file.as_raw_fd(), c.as_ptr(), DIR_FLAGS) })
+            .map_err(|e| self.name_link(name, e))?;
         Ok(Dir {
             // SAFETY: fd is a new descriptor that nothing else owns.
             file: unsafe { File::from_raw_fd(fd) },
@@ -139,13 +140,8 @@ impl Dir {
         // O_NONBLOCK: a FIFO does not block the open (and is refused below).
         let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
         // SAFETY: as in open_dir.
-        let fd = match cvt(unsafe { libc::openat(self.file.as_raw_fd(), c.as_ptr(), flags) }) {
-            Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                return Err(refuse("is a symbolic link".into()))
-            }
-            Err(e) => return Err(e),
-        };
+        let fd = cvt(unsafe { libc::openat(self.file.as_raw_fd(), c.as_ptr(), flags) })
+            .map_err(|e| self.name_link(name, e))?;
         // SAFETY: fd is a new descriptor that nothing else owns.
         let file = unsafe { File::from_raw_fd(fd) };
         let meta = file.metadata()?;
@@ -173,6 +169,41 @@ impl Dir {
             return Err(refuse("is larger than expected".into()));
         }
         Ok(bytes)
+    }
+}
+
+impl Dir {
+    /// `e`, said plainly when it is O_NOFOLLOW's refusal of a link (ELOOP,
+    /// or ENOTDIR with O_DIRECTORY).
+    fn name_link(&self, name: &str, e: io::Error) -> io::Error {
+        if !matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) {
+            return e;
+        }
+        let Ok(c) = c_name(name) else {
+            return e;
+        };
+        // SAFETY: stat is plain old data that fstatat fills in.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: the descriptor is open, c is NUL-terminated and st is
+        // valid for writing; all outlive the call.
+        let rc = unsafe {
+            libc::fstatat(
+                self.file.as_raw_fd(),
+                c.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        let why = match st.st_mode & libc::S_IFMT {
+            _ if rc != 0 => return e,
+            libc::S_IFLNK => "is a symbolic link",
+            libc::S_IFDIR => return e,
+            _ => "is not a directory",
+        };
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} {why}", self.path.join(name).display()),
+        )
     }
 }
 
