@@ -18,7 +18,7 @@
 //! regular, the extension byte for byte) and replaced when they are not;
 //! new names in it are created exclusively, never taken over.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
 use std::io::Read;
@@ -46,12 +46,9 @@ fn install_hint(pg_version: Option<u32>) -> String {
 }
 const EXTENSION_FILE: &str = "pg_walredo.so";
 
-/// A user id and group id to run children as.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UserIds {
-    pub uid: u32,
-    pub gid: u32,
-}
+pub use crate::process::account::{
+    ensure_system_account, unprivileged_user, UserIds, CHILD_ACCOUNT,
+};
 
 /// The resolved, ready-to-use start-up environment of wal-redo processes.
 #[derive(Debug)]
@@ -614,52 +611,6 @@ fn check_postgres_version(postgres: &Path, want: Option<u32>) -> Result<u32> {
             install_hint(want)
         ))),
     }
-}
-
-/// The ids of `user` when the caller is root (children must not run as root),
-/// `None` otherwise.
-pub fn unprivileged_user(user: &str) -> Result<Option<UserIds>> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Ok(None);
-    }
-    let ids = lookup_user(user)?;
-    if ids.uid == 0 {
-        return Err(Error::InvalidArgument(format!(
-            "run_as_user {user:?} is root; PostgreSQL refuses to run as root"
-        )));
-    }
-    Ok(Some(ids))
-}
-
-fn lookup_user(user: &str) -> Result<UserIds> {
-    let name = CString::new(user)
-        .map_err(|_| Error::InvalidArgument(format!("run_as_user {user:?} contains a NUL byte")))?;
-    let mut buf = vec![0 as libc::c_char; 16384];
-    // SAFETY: passwd is plain old data; getpwnam_r fills it in.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call, and buf's length is passed.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            name.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        return Err(spawn_error(format!(
-            "user {user:?} does not exist; wal-redo processes cannot run as root: create it \
-             (`apt-get install -y postgresql-15` does, or `useradd --system {user}`), or set \
-             run_as_user"
-        )));
-    }
-    Ok(UserIds {
-        uid: pwd.pw_uid,
-        gid: pwd.pw_gid,
-    })
 }
 
 /// The current effective user id.

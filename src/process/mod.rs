@@ -32,6 +32,7 @@
 //!   reaped it first (ECHILD) there is nothing to wait for. Its scratch
 //!   directory is removed afterwards.
 
+pub(crate) mod account;
 pub mod launch;
 pub mod protocol;
 pub(crate) mod safe_fs;
