@@ -429,14 +429,10 @@ pub fn runs_postgres(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == "postgres")
 }
 
-/// The scratch root the library uses in a server's backends: `$TMPDIR` is
-/// inherited from the test, the user is the server's.
-pub fn server_scratch_root() -> PathBuf {
-    // SAFETY: geteuid cannot fail.
-    let uid = user()
-        .map(|u| u.uid)
-        .unwrap_or_else(|| unsafe { libc::geteuid() });
-    std::env::temp_dir().join(format!("walredo-{uid}"))
+/// The scratch root walredo_inspect uses in a server's backends by default:
+/// `pgsql_tmp_walredo` in the server's data directory.
+pub fn server_scratch_root(data: &Path) -> PathBuf {
+    data.join("pgsql_tmp_walredo")
 }
 
 /// Scratch directories of host `pid` in `root`.
