@@ -17,7 +17,7 @@ use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use crate::cluster::{command, copy_tree, user, Cluster, TempDir};
+use crate::cluster::{command, copy_tree, Cluster, TempDir};
 
 /// The PostgreSQL major version every test, fixture and demo runs against:
 /// `$WALREDO_PG_VERSION` (15 to 18; `make check` sets it for each version,
