@@ -663,13 +663,28 @@ fn check_scratch_root(root: &Path) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(io_error("cannot create directory", root, e)),
     }
-    let meta = fs::symlink_metadata(root).map_err(|e| io_error("cannot look at", root, e))?;
-    let why = if meta.file_type().is_symlink() {
-        Some("is a symbolic link".to_string())
-    } else if !meta.is_dir() {
-        Some("is not a directory".to_string())
-    } else {
-        foreign_writer(&meta)
+    // Looked at and changed through one descriptor, never through a link.
+    let dir = match Dir::open(root) {
+        Ok(dir) => Ok(dir),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
+            let meta =
+                fs::symlink_metadata(root).map_err(|e| io_error("cannot look at", root, e))?;
+            Err(if meta.file_type().is_symlink() {
+                "is a symbolic link".to_string()
+            } else {
+                "is not a directory".to_string()
+            })
+        }
+        Err(e) => return Err(io_error("cannot open", root, e)),
+    };
+    let why = match &dir {
+        Ok(dir) => {
+            let meta = dir
+                .metadata()
+                .map_err(|e| io_error("cannot look at", root, e))?;
+            foreign_writer(&meta)
+        }
+        Err(why) => Some(why.clone()),
     };
     if let Some(why) = why {
         return Err(spawn_error(format!(
@@ -683,7 +698,8 @@ fn check_scratch_root(root: &Path) -> Result<()> {
     }
     // Ours: the children's user needs only to pass through it (to its own
     // directory and the extension's copy). The umask may have narrowed it.
-    fs::set_permissions(root, fs::Permissions::from_mode(0o711))
+    let dir = dir.map_err(spawn_error)?;
+    dir.set_owner_and_mode(None, 0o711)
         .map_err(|e| io_error("cannot set permissions of", root, e))
 }
 

@@ -89,6 +89,11 @@ impl Dir {
         Ok((dir, name))
     }
 
+    /// What this directory is (its owner, mode), through its descriptor.
+    pub fn metadata(&self) -> io::Result<std::fs::Metadata> {
+        self.file.metadata()
+    }
+
     /// Make the new subdirectory `name` (it must not exist) with `mode`,
     /// owned by `owner` when given; the umask does not narrow the mode.
     pub fn make_dir(&self, name: &str, mode: u32, owner: Option<UserIds>) -> io::Result<Dir> {
