@@ -747,10 +747,11 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 /// bytes. `Ok(None)` when it does not exist; `Err` says what is wrong.
 fn read_ours(path: &Path, max: u64) -> std::result::Result<Option<Vec<u8>>, String> {
     // O_NOFOLLOW: the file itself, never what a link points to; O_NONBLOCK:
-    // a FIFO does not block the open (and is refused below).
+    // a FIFO does not block the open (and is refused below); O_NOCTTY: a
+    // terminal never becomes ours.
     let file = match fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
     {
         Ok(f) => f,

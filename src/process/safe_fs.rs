@@ -142,8 +142,10 @@ impl Dir {
                 format!("{} {why}", self.path.join(name).display()),
             )
         };
-        // O_NONBLOCK: a FIFO does not block the open (and is refused below).
-        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+        // O_NONBLOCK: a FIFO does not block the open (and is refused below);
+        // O_NOCTTY: a terminal never becomes ours.
+        let flags =
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
         // SAFETY: as in open_dir.
         let fd = cvt(unsafe { libc::openat(self.file.as_raw_fd(), c.as_ptr(), flags) })
             .map_err(|e| self.name_link(name, e))?;
