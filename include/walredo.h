@@ -194,6 +194,12 @@ typedef struct walredo_plan walredo_plan;
 /**
  * A pool of wal-redo processes. Thread-safe: any number of threads may call
  * `walredo_redo` and `walredo_submit` on one pool at the same time.
+ *
+ * The handle's own memory (a few dozen bytes) is never given back: a call
+ * stopped at its entry while `walredo_pool_free` runs reads it afterwards,
+ * and no count a call could take at its entry can close that window (the
+ * thread may stop before its first instruction). `free` takes the pool out,
+ * and every call that comes later finds it gone (`WALREDO_SHUTDOWN`).
  */
 typedef struct walredo_pool walredo_pool;
 
@@ -639,15 +645,25 @@ int walredo_pool_new(const struct walredo_config *cfg, struct walredo_pool **out
  * latest); then the workers are joined and every process killed and reaped.
  * Blocks until that is done, also when another thread's shutdown or free is
  * already doing it. NULL is allowed. Thread-safe: may be called while other
- * threads use the pool (and free it: the call must have begun before
- * `walredo_pool_free` did). The pool must still be freed.
+ * threads use the pool or free it (see `walredo_pool_free`). The pool must
+ * still be freed.
  */
 void walredo_pool_shutdown(const struct walredo_pool *pool);
 
 /**
  * Free a pool: shut it down as `walredo_pool_shutdown` does (threads
  * blocked in `walredo_redo` on it return `WALREDO_SHUTDOWN`), then release
- * it. NULL is allowed. No call on the pool may start once this has begun.
+ * it. NULL is allowed.
+ *
+ * Calls on the pool may race with this: a call that began before it (even
+ * one that has not yet done anything, stopped at its entry) or that begins
+ * while it runs either works as usual or returns `WALREDO_SHUTDOWN`, and
+ * never reads freed memory. To make that true, the handle itself (a few
+ * dozen bytes per pool ever made) stays allocated until the process exits;
+ * the pool's threads, processes, buffers and descriptors go here, its last
+ * bytes when the last call still running on it returns. A call on a freed
+ * pool, and a second free of it, therefore return `WALREDO_SHUTDOWN` and do
+ * nothing; do not count on that, a freed pool is a bug of its caller.
  */
 void walredo_pool_free(struct walredo_pool *pool);
 
