@@ -38,6 +38,8 @@
 //!   nothing can enter the queue after the workers left.
 //! - Every `shutdown` returns only once the pool is closed: a second one
 //!   waits for the first.
+//! - A shutdown on a worker thread (the last `Arc<Pool>` dropped in a
+//!   callback) joins every worker but that one, which ends by itself.
 
 pub mod call;
 mod handoff;
@@ -473,8 +475,15 @@ impl Pool {
             }
         }
         self.stop.lock().take();
+        // The last reference dropped in a callback closes the pool on a
+        // worker: that worker is not joined (it cannot join itself) but let
+        // go; it has given its slot back, and ends by itself once the
+        // callback returns (it sees the stop), holding only `shared`.
+        let me = std::thread::current().id();
         for w in self.workers.lock().drain(..) {
-            let _ = w.join();
+            if w.thread().id() != me {
+                let _ = w.join();
+            }
         }
         self.shared.slots.kill_all();
         self.gate.lock().closed = true;
