@@ -235,8 +235,12 @@ pub(super) unsafe fn pool_arg(pool: *const walredo_pool) -> Result<(Arc<Pool>, b
 /// and nobody is queued, the calling thread drives it itself; otherwise the
 /// request waits in the pool's queue (and, when the queue is full, for room
 /// in it). Every record is validated (lengths, CRC-32C, block references)
-/// before anything reaches a process. A request whose process fails is
-/// retried once on a fresh process. Thread-safe; no callback.
+/// before anything reaches a process. The request has its page or an error
+/// by its deadline (`timeout_ms` from this call: queueing and retries
+/// included). A request whose process crashed on it is retried once on a
+/// fresh process; one whose process hung (`attempt_timeout_ms`) or was
+/// killed from outside (SIGKILL, the OOM killer) is retried while its
+/// deadline allows. Thread-safe; no callback.
 ///
 /// Returns `WALREDO_OK` or a `WALREDO_*` error code; then
 /// `walredo_last_error()` says why.

@@ -63,7 +63,7 @@ pub use crate::pool::call::Call;
 use crate::pool::call::CallState;
 use crate::pool::handoff::{handoff, Reply, Ring};
 use crate::pool::lanes::{Lanes, Next};
-use crate::pool::slots::{Job, Slots};
+use crate::pool::slots::{Job, SlotGuard, Slots};
 use crate::pool::stats::{bump, StatsSnapshot};
 use crate::process::protocol::{self, RecordRef};
 use crate::process::threads::{
@@ -234,8 +234,15 @@ impl Pool {
         // or more callers than processes are here (module notes); a worker
         // (in a callback) always does, waiting for a slot if need be: it
         // must never wait for the queue it serves.
+        let deadline = slots.deadline_from(started);
         let slot = if ON_WORKER.with(Cell::get) {
-            Some(slots.take().inspect_err(|_| bump(&slots.stats.failures))?)
+            match slots.take_until(deadline) {
+                Ok(Some(slot)) => Some(slot),
+                outcome => {
+                    bump(&slots.stats.failures);
+                    return Err(outcome.err().unwrap_or(slots.deadline_error(String::new())));
+                }
+            }
         } else if self.callers.load(Ordering::Relaxed) <= self.processes
             && self.shared.queue.is_empty()
         {
@@ -244,7 +251,7 @@ impl Pool {
             None
         };
         if let Some(mut slot) = slot {
-            let outcome = slot.run_one(*tag, |wire| {
+            let outcome = slot.run_one(*tag, deadline, |wire| {
                 protocol::write_request(wire, tag, base, records)
             });
             drop(slot);
@@ -268,12 +275,16 @@ impl Pool {
             true,
         )
         .inspect_err(|_| bump(&slots.stats.failures))?;
-        // Statistics were counted by the worker: touch nothing of the pool
-        // after this point but the spinning permit (a concurrent close may
-        // be tearing the rest down; the pool itself lives while we are in
-        // one of its methods).
+        // Statistics were counted by the worker (also for a request whose
+        // deadline passes here: the worker answers it with its timeout, never
+        // sends it): touch nothing of the pool after this point but the
+        // spinning permit (a concurrent close may be tearing the rest down;
+        // the pool itself lives while we are in one of its methods).
+        let too_late = slots.deadline_error(String::new());
         let spinning = self.shared.queue.may_spin();
-        answer.wait(spinning.is_some())
+        answer
+            .wait(spinning.is_some(), deadline)
+            .unwrap_or(Err(too_late))
     }
 
     /// Queue a request without blocking; `callback` later gets the page (valid
@@ -427,7 +438,8 @@ impl Pool {
             return Err(Error::Shutdown);
         }
         let mut slot = slots.take()?;
-        slot.run_one(PageTag::default(), protocol::write_ping)
+        let deadline = slots.deadline_from(Instant::now());
+        slot.run_one(PageTag::default(), deadline, protocol::write_ping)
             .map(|_| ())
     }
 
@@ -522,7 +534,7 @@ fn worker(shared: &Shared, lane: usize, stop: &Receiver<()>) {
 
         // Requests answered from an image need no process, cancelled ones
         // nothing at all.
-        let (ready, batch): (Vec<Queued>, Vec<Queued>) = batch
+        let (ready, mut batch): (Vec<Queued>, Vec<Queued>) = batch
             .into_iter()
             .partition(|q| q.ready.is_some() || q.completion.cancelled());
         for mut item in ready {
@@ -535,10 +547,10 @@ fn worker(shared: &Shared, lane: usize, stop: &Receiver<()>) {
             };
             drop(ring);
         }
-        if batch.is_empty() {
+        let Some(slot) = take_in_time(slots, &mut batch) else {
             continue;
-        }
-        let outcomes: Vec<Result<Box<Page>>> = match slots.take() {
+        };
+        let outcomes: Vec<Result<Box<Page>>> = match slot {
             Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
             Ok(mut slot) => {
                 let mut jobs: Vec<Job> = batch
@@ -548,7 +560,7 @@ fn worker(shared: &Shared, lane: usize, stop: &Receiver<()>) {
                             Completion::Call(c) => Some(&c.cancel),
                             _ => None,
                         },
-                        ..Job::new(q.tag, &q.wire)
+                        ..Job::new(q.tag, &q.wire, slots.deadline_from(q.started))
                     })
                     .collect();
                 slot.execute(&mut jobs);
@@ -575,6 +587,33 @@ fn worker(shared: &Shared, lane: usize, stop: &Receiver<()>) {
             drop(complete(slots, item, outcome));
         }
         slots.retire_idle();
+    }
+}
+
+/// A slot for `batch`; while waiting for one, the requests whose deadline
+/// passes are answered with their timeout (and leave the batch). `None`
+/// when none is left.
+fn take_in_time<'a>(slots: &'a Slots, batch: &mut Vec<Queued>) -> Option<Result<SlotGuard<'a>>> {
+    loop {
+        let earliest = batch.iter().map(|q| slots.deadline_from(q.started)).min()?;
+        match slots.take_until(earliest) {
+            Ok(Some(slot)) => return Some(Ok(slot)),
+            Err(e) => return Some(Err(e)),
+            Ok(None) => {
+                let now = Instant::now();
+                let (late, rest): (Vec<Queued>, Vec<Queued>) = std::mem::take(batch)
+                    .into_iter()
+                    .partition(|q| slots.deadline_from(q.started) <= now);
+                *batch = rest;
+                for item in late {
+                    drop(complete(
+                        slots,
+                        item,
+                        Err(slots.deadline_error(String::new())),
+                    ));
+                }
+            }
+        }
     }
 }
 

@@ -13,31 +13,42 @@
 //! - A process killed by a signal while it starts (SIGKILL: an operator, the
 //!   OOM killer) failed by accident: it is started again at once, without
 //!   counting toward the back-off, for as long as the requests waiting for it
-//!   have time (more than a few such kills in a row for the same requests do
-//!   count, so that something that kills every start cannot keep a slot
-//!   spinning).
+//!   have time (every fourth such kill in a row counts toward the back-off,
+//!   so that something that kills every start cannot keep a slot spinning,
+//!   but never as the requests' own failure).
 //! - A start that fails by itself (an error exit, a missing binary or
 //!   extension, a bad setting, garbage) will likely fail again: it is tried
 //!   again once, at once. A start that hangs is not tried again at once (it
 //!   already cost a whole deadline). Two such failures in a row start a
 //!   back-off (100 ms doubling to 10 s) in which no process is started.
-//! - A request waits for a process up to its own deadline (`timeout` after
-//!   it began to wait for one), through a back-off if that ends in time, instead of
-//!   failing because someone else's start failed. It gets `SpawnFailed`, with
-//!   the last start's error, only when no process could be had by then (or
-//!   when its own two starts failed by themselves).
+//! - A request's deadline (`Config::timeout` after it arrived) is its whole
+//!   life: queueing, waiting for a slot and for a process, every attempt and
+//!   retry. Past it, it gets `Timeout` (and is never sent again); an attempt
+//!   is cut at the earliest deadline of its batch (the others are re-sent,
+//!   nobody charged). Hang detection is separate: an attempt that gets no
+//!   page for `Config::attempt_timeout()` is killed.
+//! - A request waits for a process up to its deadline, through a back-off if
+//!   that ends in time, instead of failing because someone else's start
+//!   failed. It gets `SpawnFailed`, with the last start's error, only when no
+//!   process could be had by then (or when its own two starts failed by
+//!   themselves).
 //! - Once the pool is closed, no slot is handed out (checked under the lock
 //!   that `close` sets the flag under, so a slot taken before close is one
 //!   `kill_all` waits for) and no process is started or request retried:
 //!   what is left of a batch is answered with `Shutdown`, so closing waits
 //!   at most for the attempts in flight, each bounded by its deadline.
-//! - When a process fails (EOF, broken pipe, short read, deadline) it is taken
+//! - When a process fails (EOF, broken pipe, short read, hang) it is taken
 //!   out of its slot, killed and reaped, and its stderr kept for the error.
-//!   The request it was working on is retried once on a fresh process: the
-//!   failure may have been the process's (killed by an operator, out of
-//!   memory), not the request's. A second failure is the request's and is
-//!   returned with PostgreSQL's message. Requests pipelined behind it are
-//!   re-sent without being charged an attempt: they are never lost.
+//!   What happens to the request it was working on depends on how:
+//!   - a crash on it (an exit of its own, SIGABRT, SIGSEGV, a PANIC, a
+//!     garbage answer) is charged: it is retried once on a fresh process (the
+//!     process may have been at fault), and a second crash is the request's,
+//!     returned with PostgreSQL's message;
+//!   - a kill from outside (the process ended by a SIGKILL or SIGTERM we did
+//!     not send: an operator, the OOM killer) or a hang is not the request's
+//!     fault: it is retried for as long as its deadline allows;
+//!   - requests pipelined behind it are re-sent without being charged: they
+//!     are never lost.
 //! - A call's request that is cancelled is never sent again (dropped
 //!   before any send or spawn, never retried). One cancelled while a
 //!   process works on it has that process killed (`crate::pool::call`);
@@ -73,18 +84,25 @@ const KILLED_STARTS_FORGIVEN: u32 = 3;
 pub(crate) struct Job<'a> {
     pub tag: PageTag,
     pub wire: &'a [u8],
-    pub attempts: u8,
+    /// When it must have its answer (`Config::timeout` after it arrived).
+    pub deadline: Instant,
+    /// Attempts its own process crashed on (see the module notes).
+    pub crashes: u8,
+    /// Why its last attempt failed, for the error at its deadline.
+    pub last_failure: Option<Error>,
     pub outcome: Option<Result<Box<Page>>>,
     /// A call's request can be cancelled (see `crate::pool::call`).
     pub cancel: Option<&'a CancelToken>,
 }
 
 impl<'a> Job<'a> {
-    pub fn new(tag: PageTag, wire: &'a [u8]) -> Job<'a> {
+    pub fn new(tag: PageTag, wire: &'a [u8], deadline: Instant) -> Job<'a> {
         Job {
             tag,
             wire,
-            attempts: 0,
+            deadline,
+            crashes: 0,
+            last_failure: None,
             outcome: None,
             cancel: None,
         }
@@ -125,7 +143,10 @@ pub(crate) struct Slots {
     backoff: Mutex<Backoff>,
     /// Wakes those waiting out a back-off when the pool closes.
     closing: (Mutex<()>, Condvar),
+    /// A request's whole life (`Config::timeout`).
     timeout: Duration,
+    /// Hang detection per attempt (`Config::attempt_timeout()`).
+    attempt_timeout: Duration,
     idle_timeout: Option<Duration>,
     /// `Config::follow_caller_cpu`.
     follow_cpu: bool,
@@ -158,10 +179,16 @@ impl Slots {
             }),
             closing: (Mutex::new(()), Condvar::new()),
             timeout: config.timeout,
+            attempt_timeout: config.attempt_timeout(),
             idle_timeout: config.idle_timeout,
             follow_cpu: config.follow_caller_cpu,
             stats: Stats::default(),
         })
+    }
+
+    /// The deadline of a request that arrived at `arrived`.
+    pub fn deadline_from(&self, arrived: Instant) -> Instant {
+        arrived + self.timeout
     }
 
     pub fn is_closed(&self) -> bool {
@@ -214,6 +241,33 @@ impl Slots {
                 });
             }
             self.returned.wait(&mut idle);
+        }
+    }
+
+    /// [`Slots::take`], waiting no later than `deadline`: `None` then.
+    pub fn take_until(&self, deadline: Instant) -> Result<Option<SlotGuard<'_>>> {
+        let mut idle = self.idle.lock();
+        loop {
+            if self.is_closed() {
+                return Err(Error::Shutdown);
+            }
+            if let Some(slot) = self.pick(&mut idle) {
+                return Ok(Some(SlotGuard {
+                    slots: self,
+                    slot: Some(slot),
+                }));
+            }
+            if self.returned.wait_until(&mut idle, deadline).timed_out() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The error of a request whose deadline passed.
+    pub fn deadline_error(&self, stderr: String) -> Error {
+        Error::Timeout {
+            after_ms: self.timeout.as_millis() as u64,
+            stderr,
         }
     }
 
@@ -338,11 +392,15 @@ impl Slots {
                     bump(&self.stats.killed_starts);
                     log::warn!("{e}; killed while starting, starting another at once");
                 }
-                Err((e, killed)) => {
-                    if killed {
-                        // Killed once too often: counted as a failure.
-                        self.count_failed_start();
-                    }
+                Err((e, true)) => {
+                    // Killed once too often: counted toward the back-off
+                    // (something may kill every start), but not as the
+                    // requests' own failure: they wait while time allows.
+                    self.count_failed_start();
+                    killed_in_a_row = 0;
+                    log::warn!("{e}; killed while starting again");
+                }
+                Err((e, false)) => {
                     own_failures += 1;
                     if own_failures >= 2 {
                         return Err(e);
@@ -371,7 +429,7 @@ impl Slots {
             .spawner
             .spawn()
             .map_err(|e| (e, false))
-            .and_then(|mut p| match p.handshake(self.timeout) {
+            .and_then(|mut p| match p.handshake(self.attempt_timeout) {
                 Ok(()) => Ok(p),
                 Err(e) => {
                     // Ended by SIGKILL or SIGTERM without hanging. One that
@@ -409,20 +467,43 @@ impl Slots {
         }
     }
 
-    /// Charge a failed attempt to `job`: its second one is final (then it
-    /// gets `err`); a cancelled job is not retried either.
-    fn failed_attempt(&self, job: &mut Job<'_>, err: Error) {
-        job.attempts += 1;
+    /// A failed attempt of `job`. One its own process crashed on
+    /// (`crashed`) is charged: the second is final (then it gets `err`).
+    /// Others (a process killed from outside, a hang) are retried while
+    /// its deadline allows (`execute` ends it then). A cancelled job is not
+    /// retried either.
+    fn failed_attempt(&self, job: &mut Job<'_>, err: Error, crashed: bool) {
         if job.is_cancelled() {
             job.outcome = Some(Err(Error::Cancelled));
             return;
         }
-        if job.attempts >= 2 {
-            job.outcome = Some(Err(err));
+        if crashed {
+            job.crashes += 1;
+            if job.crashes >= 2 {
+                job.outcome = Some(Err(err));
+                return;
+            }
+        }
+        job.last_failure = Some(err);
+        if Instant::now() >= job.deadline {
+            job.outcome = Some(Err(self.past_deadline(job)));
             return;
         }
         bump(&self.stats.retries);
-        log::warn!("retrying {} on a fresh process after: {err}", job.tag);
+        log::warn!(
+            "retrying {} on a fresh process after: {}",
+            job.tag,
+            job.last_failure.as_ref().expect("just set")
+        );
+    }
+
+    /// What a job gets when its deadline passed before its answer came.
+    fn past_deadline(&self, job: &mut Job<'_>) -> Error {
+        self.deadline_error(match job.last_failure.take() {
+            Some(Error::Timeout { stderr, .. }) => stderr,
+            Some(other) => format!("last attempt: {other}"),
+            None => String::new(),
+        })
     }
 
     fn back_off(b: &mut Backoff) {
@@ -452,12 +533,13 @@ impl SlotGuard<'_> {
     pub fn run_one(
         &mut self,
         tag: PageTag,
+        deadline: Instant,
         encode: impl FnOnce(&mut Vec<u8>),
     ) -> Result<Box<Page>> {
         let mut wire = std::mem::take(&mut self.slot().request);
         wire.clear();
         encode(&mut wire);
-        let mut job = [Job::new(tag, &wire)];
+        let mut job = [Job::new(tag, &wire, deadline)];
         self.execute(&mut job);
         let [job] = job;
         let outcome = job.outcome.expect("every job gets an outcome");
@@ -473,14 +555,20 @@ impl SlotGuard<'_> {
         let slot = self.slot.as_mut().expect("slot present until drop");
         let mut pending = std::mem::take(&mut slot.pending);
         loop {
-            // What is left to send: not answered, not cancelled.
+            // What is left to send: not answered, not cancelled, not past
+            // its deadline.
             pending.clear();
+            let now = Instant::now();
             for (i, job) in jobs.iter_mut().enumerate() {
                 if job.outcome.is_some() {
                     continue;
                 }
                 if job.is_cancelled() {
                     job.outcome = Some(Err(Error::Cancelled));
+                    continue;
+                }
+                if now >= job.deadline {
+                    job.outcome = Some(Err(slots.past_deadline(job)));
                     continue;
                 }
                 pending.push(i);
@@ -496,16 +584,18 @@ impl SlotGuard<'_> {
                     }
                     break;
                 }
-                // They wait for a process up to a deadline from now: not
-                // from when they were queued, which on a busy machine may
-                // be long ago, and was no start's fault.
-                match slots.start(Instant::now() + slots.timeout) {
+                // They wait for a process while the last of them has time;
+                // those whose deadline passes meanwhile get their timeout
+                // above.
+                let latest = pending.iter().map(|&i| jobs[i].deadline).max();
+                match slots.start(latest.expect("pending is not empty")) {
                     Ok(p) => slot.process = Some(p),
                     // A new process that hung: an attempt of the first job
-                    // failed, as if the process had hung on the job itself.
+                    // failed, as if the process had hung on the job itself
+                    // (not a crash: tried again while its deadline allows).
                     Err(e @ Error::Timeout { .. }) => {
                         bump(&slots.stats.timeouts);
-                        slots.failed_attempt(&mut jobs[first], e);
+                        slots.failed_attempt(&mut jobs[first], e, false);
                         continue;
                     }
                     Err(e) => {
@@ -539,7 +629,15 @@ impl SlotGuard<'_> {
             // One write per batch, each request sent from where it is.
             let parts: Vec<&[u8]> = pending.iter().map(|&i| jobs[i].wire).collect();
             slot.pages.resize(pending.len() * PAGE_SIZE, 0);
-            let mut result = process.transact_parts(&parts, &mut slot.pages, slots.timeout);
+            // Hang detection, but never past the earliest deadline of the
+            // batch (a process killed for it charges nobody: the others are
+            // re-sent).
+            let earliest = pending.iter().map(|&i| jobs[i].deadline).min();
+            let left = earliest.map_or(Duration::ZERO, |d| d - now.min(d));
+            let attempt = slots
+                .attempt_timeout
+                .min(left.max(Duration::from_millis(1)));
+            let mut result = process.transact_parts(&parts, &mut slot.pages, attempt);
             slot.last_used = Some(Instant::now());
             for &i in &pending {
                 if let Some(t) = jobs[i].cancel {
@@ -595,13 +693,14 @@ impl SlotGuard<'_> {
             if matches!(failure, Failure::Timeout) {
                 bump(&slots.stats.timeouts);
             }
-            let err = failure_error(failure, &mut dead, slots.timeout);
+            let crashed = crashed(&failure, &mut dead);
+            let err = failure_error(failure, &mut dead, attempt);
             // Killed and reaped here; its scratch directory goes with it.
             drop(dead);
-            // The job the process failed on is charged; those behind it are
-            // re-sent as they are.
+            // The job the process failed on has an attempt failed; those
+            // behind it are re-sent as they are.
             if let Some(&failed) = pending.get(done) {
-                slots.failed_attempt(&mut jobs[failed], err);
+                slots.failed_attempt(&mut jobs[failed], err, crashed);
             }
         }
         let cancelled = jobs
@@ -628,6 +727,30 @@ impl Drop for SlotGuard<'_> {
             } else {
                 self.slots.returned.notify_one();
             }
+        }
+    }
+}
+
+/// How long a process whose pipes closed may take to be gone by itself: it
+/// closes them in its exit, a moment before it can be reaped.
+const EXIT_GRACE: Duration = Duration::from_millis(100);
+
+/// Whether a failure is a crash of the process on its request (charged: see
+/// the module notes), not a hang or a kill from outside. A process whose
+/// pipes closed is given a moment to end by itself, so that its own end is
+/// seen, not the SIGKILL `failure_error` sends: ended by SIGKILL (or
+/// SIGTERM) that we did not send, it was killed from outside (an operator,
+/// the OOM killer).
+fn crashed(failure: &Failure, process: &mut Process) -> bool {
+    match failure {
+        Failure::Timeout | Failure::Stopped => false,
+        Failure::Garbage => true,
+        Failure::Eof | Failure::BrokenPipe | Failure::Io(_) => {
+            let until = Instant::now() + EXIT_GRACE;
+            while process.is_alive() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            !matches!(process.exit_signal(), Some(libc::SIGKILL | libc::SIGTERM))
         }
     }
 }
