@@ -73,12 +73,11 @@ use crate::process::{Failure, Interrupted, Process, Spawner};
 use crate::redo::{failure_error, Page};
 use crate::tag::PageTag;
 use crate::PAGE_SIZE;
+use starts::Backoff;
+use verdict::{crashed, page_is_sane};
 
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// Starts killed in a row that one request has started again at once; more
-/// count as failures (see the module notes).
-const KILLED_STARTS_FORGIVEN: u32 = 3;
+mod starts;
+mod verdict;
 
 /// One request, encoded for the wire, and what became of it.
 pub(crate) struct Job<'a> {
@@ -125,15 +124,6 @@ pub(crate) struct Slot {
     pending: Vec<usize>,
 }
 
-struct Backoff {
-    not_before: Option<Instant>,
-    delay: Duration,
-    /// Starts that failed since the last one that worked.
-    failures_in_a_row: u32,
-    /// Why the last start failed, without the "cannot start" prefix.
-    last_error: String,
-}
-
 pub(crate) struct Slots {
     spawner: Spawner,
     idle: Mutex<Vec<Slot>>,
@@ -171,12 +161,7 @@ impl Slots {
             returned: Condvar::new(),
             total: config.processes,
             closed: AtomicBool::new(false),
-            backoff: Mutex::new(Backoff {
-                not_before: None,
-                delay: Duration::ZERO,
-                failures_in_a_row: 0,
-                last_error: String::new(),
-            }),
+            backoff: Mutex::new(Backoff::new()),
             closing: (Mutex::new(()), Condvar::new()),
             timeout: config.timeout,
             attempt_timeout: config.attempt_timeout(),
@@ -341,132 +326,6 @@ impl Slots {
             .fetch_sub(n as u64, Ordering::Relaxed);
     }
 
-    /// Wait until no back-off stops starts, unless it lasts beyond
-    /// `deadline`: then no process can be had in time, and the error says
-    /// why the last start failed.
-    fn wait_out_backoff(&self, deadline: Instant) -> Result<()> {
-        loop {
-            let b = self.backoff.lock();
-            let now = Instant::now();
-            let until = match b.not_before {
-                Some(t) if now < t => t,
-                _ => return Ok(()),
-            };
-            if until > deadline {
-                return Err(Error::SpawnFailed(format!(
-                    "{} (not trying again for {} ms)",
-                    b.last_error,
-                    (until - now).as_millis()
-                )));
-            }
-            drop(b);
-            let (lock, woken) = &self.closing;
-            let mut guard = lock.lock();
-            while !self.is_closed() && Instant::now() < until {
-                woken.wait_until(&mut guard, until);
-            }
-            if self.is_closed() {
-                return Err(Error::Shutdown);
-            }
-        }
-    }
-
-    /// A started process for requests due by `deadline`, with the rules of
-    /// the module notes.
-    fn start(&self, deadline: Instant) -> Result<Process> {
-        let mut own_failures = 0;
-        let mut killed_in_a_row = 0;
-        loop {
-            if self.is_closed() {
-                return Err(Error::Shutdown);
-            }
-            self.wait_out_backoff(deadline)?;
-            match self.spawn_once() {
-                Ok(p) => return Ok(p),
-                // Hung, not broken: the caller treats it as a deadline error.
-                Err((e @ Error::Timeout { .. }, _)) => return Err(e),
-                // Out of time: an accident still, not counted.
-                Err((e, true)) if Instant::now() >= deadline => return Err(e),
-                Err((e, true)) if killed_in_a_row < KILLED_STARTS_FORGIVEN => {
-                    killed_in_a_row += 1;
-                    bump(&self.stats.killed_starts);
-                    log::warn!("{e}; killed while starting, starting another at once");
-                }
-                Err((e, true)) => {
-                    // Killed once too often: counted toward the back-off
-                    // (something may kill every start), but not as the
-                    // requests' own failure: they wait while time allows.
-                    self.count_failed_start();
-                    killed_in_a_row = 0;
-                    log::warn!("{e}; killed while starting again");
-                }
-                Err((e, false)) => {
-                    own_failures += 1;
-                    if own_failures >= 2 {
-                        return Err(e);
-                    }
-                    log::warn!("{e}; trying once more");
-                }
-            }
-        }
-    }
-
-    /// Count a start that failed by itself toward the back-off.
-    fn count_failed_start(&self) {
-        let mut b = self.backoff.lock();
-        b.failures_in_a_row += 1;
-        if b.failures_in_a_row >= 2 {
-            Self::back_off(&mut b);
-        }
-    }
-
-    /// Start a process and wait for its first answer. A failure says whether
-    /// it was a kill by a signal (an accident), which is not counted toward
-    /// the back-off here (`start` decides).
-    fn spawn_once(&self) -> Result<Process, (Error, bool)> {
-        let started = Instant::now();
-        let result = self
-            .spawner
-            .spawn()
-            .map_err(|e| (e, false))
-            .and_then(|mut p| match p.handshake(self.attempt_timeout) {
-                Ok(()) => Ok(p),
-                Err(e) => {
-                    // Ended by SIGKILL or SIGTERM without hanging. One that
-                    // answered garbage was killed by the handshake itself
-                    // and looks the same: the cap on forgiven kills in a row
-                    // turns that into a back-off too.
-                    let killed = !matches!(e, Error::Timeout { .. })
-                        && matches!(p.exit_signal(), Some(libc::SIGKILL | libc::SIGTERM));
-                    Err((e, killed))
-                }
-            });
-        match result {
-            Ok(p) => {
-                let mut b = self.backoff.lock();
-                b.not_before = None;
-                b.delay = Duration::ZERO;
-                b.failures_in_a_row = 0;
-                drop(b);
-                bump(&self.stats.spawns);
-                bump(&self.stats.live_processes);
-                self.stats.spawn_time_us.observe_duration(started.elapsed());
-                Ok(p)
-            }
-            Err((e, killed)) => {
-                self.backoff.lock().last_error = match &e {
-                    Error::SpawnFailed(reason) => reason.clone(),
-                    other => other.to_string(),
-                };
-                if !killed {
-                    self.count_failed_start();
-                }
-                bump(&self.stats.spawn_failures);
-                Err((e, killed))
-            }
-        }
-    }
-
     /// A failed attempt of `job`. One its own process crashed on
     /// (`crashed`) is charged: the second is final (then it gets `err`).
     /// Others (a process killed from outside, a hang) are retried while
@@ -504,16 +363,6 @@ impl Slots {
             Some(other) => format!("last attempt: {other}"),
             None => String::new(),
         })
-    }
-
-    fn back_off(b: &mut Backoff) {
-        b.delay = (b.delay * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
-        b.not_before = Some(Instant::now() + b.delay);
-        log::warn!(
-            "{}; not starting processes for {} ms",
-            b.last_error,
-            b.delay.as_millis()
-        );
     }
 }
 
@@ -633,7 +482,9 @@ impl SlotGuard<'_> {
             // batch (a process killed for it charges nobody: the others are
             // re-sent).
             let earliest = pending.iter().map(|&i| jobs[i].deadline).min();
-            let left = earliest.map_or(Duration::ZERO, |d| d - now.min(d));
+            let left = earliest.map_or(Duration::ZERO, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
             let attempt = slots
                 .attempt_timeout
                 .min(left.max(Duration::from_millis(1)));
@@ -728,68 +579,5 @@ impl Drop for SlotGuard<'_> {
                 self.slots.returned.notify_one();
             }
         }
-    }
-}
-
-/// How long a process whose pipes closed may take to be gone by itself: it
-/// closes them in its exit, a moment before it can be reaped.
-const EXIT_GRACE: Duration = Duration::from_millis(100);
-
-/// Whether a failure is a crash of the process on its request (charged: see
-/// the module notes), not a hang or a kill from outside. A process whose
-/// pipes closed is given a moment to end by itself, so that its own end is
-/// seen, not the SIGKILL `failure_error` sends: ended by SIGKILL (or
-/// SIGTERM) that we did not send, it was killed from outside (an operator,
-/// the OOM killer).
-fn crashed(failure: &Failure, process: &mut Process) -> bool {
-    match failure {
-        Failure::Timeout | Failure::Stopped => false,
-        Failure::Garbage => true,
-        Failure::Eof | Failure::BrokenPipe | Failure::Io(_) => {
-            let until = Instant::now() + EXIT_GRACE;
-            while process.is_alive() && Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            !matches!(process.exit_signal(), Some(libc::SIGKILL | libc::SIGTERM))
-        }
-    }
-}
-
-/// What PostgreSQL checks of every page it reads (`PageIsVerified`): a new,
-/// all-zero page, or a header whose offsets are in order within the page,
-/// with known flag bits and the 8 KiB layout-4 size/version word.
-pub(crate) fn page_is_sane(page: &[u8]) -> bool {
-    let u16_at = |off: usize| u16::from_le_bytes([page[off], page[off + 1]]);
-    let (flags, lower, upper, special) = (u16_at(10), u16_at(12), u16_at(14), u16_at(16));
-    let size_version = u16_at(18);
-    let header_ok = flags & !0x0007 == 0
-        && size_version == PAGE_SIZE as u16 | 4
-        && lower >= 24
-        && lower <= upper
-        && upper <= special
-        && special as usize <= PAGE_SIZE
-        && special % 8 == 0;
-    // A comparison with a zero page is a memcmp, many times faster than
-    // looking at the bytes one by one (a ping answers with a zero page).
-    static ZERO: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
-    header_ok || page == &ZERO[..]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sane_pages() {
-        let mut page = [0u8; PAGE_SIZE];
-        assert!(page_is_sane(&page), "a new page");
-        page[12..14].copy_from_slice(&24u16.to_le_bytes());
-        page[14..16].copy_from_slice(&8192u16.to_le_bytes());
-        page[16..18].copy_from_slice(&8192u16.to_le_bytes());
-        page[18..20].copy_from_slice(&(8192u16 | 4).to_le_bytes());
-        assert!(page_is_sane(&page), "an empty initialized page");
-        page[16..18].copy_from_slice(&8176u16.to_le_bytes());
-        assert!(!page_is_sane(&page), "upper above special");
-        assert!(!page_is_sane(&[0xAB; PAGE_SIZE]), "garbage");
     }
 }
