@@ -188,8 +188,9 @@ fn hung_start_ups_back_off() {
     // of its deadline) and start the back-off; the first or second request
     // waits it out (it ends before its deadline) and tries once; the
     // back-off then outlasts every deadline. No request waits past its
-    // deadline.
-    assert_eq!(s.spawn_failures, 3, "{s:?} {results:?}");
+    // deadline. (A start the deadline cut short is a fourth failed start,
+    // which does not count toward the back-off.)
+    assert!((3..=4).contains(&s.spawn_failures), "{s:?} {results:?}");
     assert!(
         results[..2]
             .iter()

@@ -76,7 +76,11 @@ impl Slots {
                 return Err(Error::Shutdown);
             }
             self.wait_out_backoff(deadline)?;
-            match self.spawn_once() {
+            // A start that hangs is detected like a hung attempt, and never
+            // outlasts the requests' deadline.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let patience = self.attempt_timeout.min(left.max(Duration::from_millis(1)));
+            match self.spawn_once(patience) {
                 Ok(p) => return Ok(p),
                 // Hung, not broken: the caller treats it as a deadline error.
                 Err((e @ Error::Timeout { .. }, _)) => return Err(e),
@@ -118,13 +122,13 @@ impl Slots {
     /// Start a process and wait for its first answer. A failure says whether
     /// it was a kill by a signal (an accident), which is not counted toward
     /// the back-off here (`start` decides).
-    fn spawn_once(&self) -> Result<Process, (Error, bool)> {
+    fn spawn_once(&self, patience: Duration) -> Result<Process, (Error, bool)> {
         let started = Instant::now();
         let result = self
             .spawner
             .spawn()
             .map_err(|e| (e, false))
-            .and_then(|mut p| match p.handshake(self.attempt_timeout) {
+            .and_then(|mut p| match p.handshake(patience) {
                 Ok(()) => Ok(p),
                 Err(e) => {
                     // Ended by SIGKILL or SIGTERM without hanging. One that
@@ -153,7 +157,11 @@ impl Slots {
                     Error::SpawnFailed(reason) => reason.clone(),
                     other => other.to_string(),
                 };
-                if !killed {
+                // A handshake cut short by the requests' deadline did not
+                // hang: it says nothing about the next start.
+                let cut_short =
+                    matches!(e, Error::Timeout { .. }) && patience < self.attempt_timeout;
+                if !killed && !cut_short {
                     self.count_failed_start();
                 }
                 bump(&self.stats.spawn_failures);
