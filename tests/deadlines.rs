@@ -144,3 +144,43 @@ fn a_request_that_crashes_its_process_twice_fails() {
     drop(pool);
     assert_no_leftovers();
 }
+
+/// Submitted requests too: a hung one and those pipelined or queued behind
+/// it on a one-process pool get their callbacks by about their deadline.
+#[test]
+fn submitted_requests_behind_a_hung_one_are_answered_by_their_deadlines() {
+    let _serial = serial();
+    init_logging();
+    let deadline = Duration::from_secs(2);
+    let pool = Pool::new(&fake_config(1, &[], deadline)).unwrap();
+    redo(&pool, &fake_tag(NORMAL, 0)).unwrap(); // the process is up
+    let (tx, rx) = mpsc::channel();
+    for (i, relnode) in [HANG, NORMAL, NORMAL, NORMAL].into_iter().enumerate() {
+        let t = fake_tag(relnode, i as u32);
+        let recs = synthetic_records(&t, 1);
+        let (tx, started) = (tx.clone(), Instant::now());
+        pool.submit(
+            &t,
+            None,
+            &record_refs(&recs),
+            Box::new(move |outcome| {
+                let outcome = outcome.map(|_| ()).map_err(|e| e.to_string());
+                tx.send((i, outcome, started.elapsed())).unwrap();
+            }),
+        )
+        .unwrap();
+    }
+    for _ in 0..4 {
+        let (i, outcome, took) = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        println!("submitted request {i}: {outcome:?} after {took:?}");
+        if i == 0 {
+            assert!(outcome.unwrap_err().contains("timed out"));
+        }
+        assert!(
+            took < bound(deadline),
+            "submitted request {i} answered after {took:?}, deadline {deadline:?}"
+        );
+    }
+    drop(pool);
+    assert_no_leftovers();
+}

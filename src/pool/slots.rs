@@ -48,7 +48,10 @@
 //!     not send: an operator, the OOM killer) or a hang is not the request's
 //!     fault: it is retried for as long as its deadline allows;
 //!   - requests pipelined behind it are re-sent without being charged: they
-//!     are never lost.
+//!     are never lost. A request sent again goes behind those that failed
+//!     less often, so a request that hangs every process holds the others
+//!     up once; but the batch is answered as a whole, when its last request
+//!     is done (by that one's deadline at the latest).
 //! - A call's request that is cancelled is never sent again (dropped
 //!   before any send or spawn, never retried). One cancelled while a
 //!   process works on it has that process killed (`crate::pool::call`);
@@ -87,6 +90,10 @@ pub(crate) struct Job<'a> {
     pub deadline: Instant,
     /// Attempts its own process crashed on (see the module notes).
     pub crashes: u8,
+    /// Attempts that failed on it, whatever the cause: it is sent behind
+    /// the requests that failed less often, which a hang of its does not
+    /// hold up again.
+    pub failures: u32,
     /// Why its last attempt failed, for the error at its deadline.
     pub last_failure: Option<Error>,
     pub outcome: Option<Result<Box<Page>>>,
@@ -101,6 +108,7 @@ impl<'a> Job<'a> {
             wire,
             deadline,
             crashes: 0,
+            failures: 0,
             last_failure: None,
             outcome: None,
             cancel: None,
@@ -332,6 +340,7 @@ impl Slots {
     /// its deadline allows (`execute` ends it then). A cancelled job is not
     /// retried either.
     fn failed_attempt(&self, job: &mut Job<'_>, err: Error, crashed: bool) {
+        job.failures += 1;
         if job.is_cancelled() {
             job.outcome = Some(Err(Error::Cancelled));
             return;
@@ -422,6 +431,7 @@ impl SlotGuard<'_> {
                 }
                 pending.push(i);
             }
+            pending.sort_by_key(|&i| jobs[i].failures);
             let Some(&first) = pending.first() else {
                 break;
             };
