@@ -11,8 +11,9 @@ use crate::process::Process;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// Starts killed in a row that one request has started again at once; more
-/// count as failures (see the module notes).
+/// Starts killed in a row that are started again at once; the next one
+/// counts toward the back-off (never as the requests' own failure: see the
+/// module notes).
 const KILLED_STARTS_FORGIVEN: u32 = 3;
 
 pub(super) struct Backoff {
