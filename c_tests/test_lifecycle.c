@@ -8,6 +8,11 @@
  *  2. walredo_pool_shutdown and walredo_pool_free at once: free must wait for
  *     the shutdown in progress (no use after free: run under ASan and
  *     valgrind), and when it returns no process of the pool may be alive.
+ *  3. Calls racing walredo_pool_free: threads call walredo_pool_stats and
+ *     walredo_pool_metrics_text on a pool while it is freed. A call that has
+ *     begun (one stopped at its entry while free runs) must never read freed
+ *     memory: it returns WALREDO_OK or WALREDO_SHUTDOWN (ASan and valgrind
+ *     see any read of the freed handle).
  *
  * A stopped (SIGSTOP) wal-redo process makes a request last until its
  * deadline, so each race happens in a known order. A deadlock is caught by
@@ -17,6 +22,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -213,6 +219,70 @@ test_shutdown_and_free_at_once(void)
            walredo_status_name(atomic_load(&blocked_status)));
 }
 
+/* ---- 3. calls racing walredo_pool_free ---------------------------------- */
+
+#define RACERS 4
+
+static atomic_int racers_ready;
+
+/* Calls stats and metrics until it has seen WALREDO_SHUTDOWN many times:
+ * some of its calls began before the free, some during, some after. */
+static void *
+race_free(void *arg)
+{
+    walredo_pool *pool = arg;
+    int after_shutdown = 0;
+    size_t needed;
+
+    atomic_fetch_add(&racers_ready, 1);
+    for (long i = 0; after_shutdown < 200; i++)
+    {
+        walredo_stats stats;
+        int rc = (i % 2 == 0)
+            ? walredo_pool_stats(pool, &stats)
+            : walredo_pool_metrics_text(pool, NULL, 0, &needed);
+
+        if (rc == WALREDO_SHUTDOWN)
+            after_shutdown++;
+        else if (i % 2 == 0 && rc != WALREDO_OK)
+            FAIL("walredo_pool_stats during free: %s", walredo_status_name(rc));
+        else if (i % 2 == 1 && rc != WALREDO_BUFFER_TOO_SMALL)
+            FAIL("walredo_pool_metrics_text during free: %s", walredo_status_name(rc));
+        else if (i % 2 == 0 && (stats.requests > 1000000 || stats.live_processes > 1000))
+            FAIL("stats read during free are garbage: requests %llu, live processes %llu",
+                 (unsigned long long) stats.requests,
+                 (unsigned long long) stats.live_processes);
+    }
+    return NULL;
+}
+
+static void
+test_calls_racing_free(void)
+{
+    int rounds = getenv("WALREDO_TEST_UNDER_VALGRIND") != NULL ? 5 : 40;
+
+    for (int round = 0; round < rounds; round++)
+    {
+        walredo_pool *pool = make_pool("1", "1000");
+        pthread_t racers[RACERS];
+
+        atomic_store(&racers_ready, 0);
+        for (int i = 0; i < RACERS; i++)
+            if (pthread_create(&racers[i], NULL, race_free, pool) != 0)
+                FAIL("pthread_create");
+        while (atomic_load(&racers_ready) < RACERS)
+            sched_yield();
+        /* Let them get going: calls are in flight when free runs. */
+        sleep_ms(round % 3);
+        walredo_pool_free(pool);
+        for (int i = 0; i < RACERS; i++)
+            pthread_join(racers[i], NULL);
+    }
+    printf("test_lifecycle: calls racing walredo_pool_free (%d rounds, %d threads): "
+           "each got OK or WALREDO_SHUTDOWN, nothing read freed memory: OK\n",
+           rounds, RACERS);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -238,6 +308,7 @@ main(int argc, char **argv)
 
     test_redo_from_a_callback();
     test_shutdown_and_free_at_once();
+    test_calls_racing_free();
 
     for (int i = 0; i < n; i++)
         fixture_free(&cases[i]);

@@ -204,7 +204,8 @@ static void check_parser(const fixture *good)
 /* ---- running cases ------------------------------------------------------- */
 
 static walredo_pool *make_pool(const char *extension, const char *processes,
-                               const char *timeout_ms)
+                               const char *timeout_ms,
+                               const char *attempt_timeout_ms)
 {
     walredo_config *cfg = walredo_config_new();
     walredo_pool *pool = NULL;
@@ -215,7 +216,10 @@ static walredo_pool *make_pool(const char *extension, const char *processes,
         walredo_config_set(cfg, "processes", processes) != WALREDO_OK ||
         walredo_config_set(cfg, "log_level", log_level) != WALREDO_OK ||
         (timeout_ms != NULL &&
-         walredo_config_set(cfg, "timeout_ms", timeout_ms) != WALREDO_OK))
+         walredo_config_set(cfg, "timeout_ms", timeout_ms) != WALREDO_OK) ||
+        (attempt_timeout_ms != NULL &&
+         walredo_config_set(cfg, "attempt_timeout_ms", attempt_timeout_ms) !=
+             WALREDO_OK))
         FAIL("walredo_config_set: %s", walredo_last_error());
     rc = walredo_pool_new(cfg, &pool);
     CHECK(rc == WALREDO_OK && pool != NULL, "walredo_pool_new: %s: %s",
@@ -503,7 +507,9 @@ static int stopped_redo(walredo_pool *pool, stopper *s, uint8_t *out,
 
 static void test_timeout(const char *extension)
 {
-    walredo_pool *pool = make_pool(extension, "1", "300");
+    /* Two attempts of 150 ms in a deadline of 300 ms: each further attempt
+     * is one more fresh process for the stopper to catch in time. */
+    walredo_pool *pool = make_pool(extension, "1", "300", "150");
     static uint8_t out[WALREDO_PAGE_SIZE];
     static stopper s;
     walredo_stats stats;
@@ -585,7 +591,7 @@ static void test_timeout(const char *extension)
 
 static void test_killed_process(const char *extension)
 {
-    walredo_pool *pool = make_pool(extension, "1", NULL);
+    walredo_pool *pool = make_pool(extension, "1", NULL, NULL);
     struct sigaction sa;
     int round, n;
 
@@ -660,7 +666,7 @@ int main(int argc, char **argv)
            n_cases, argv[2], n_ok);
     check_parser(&cases[0]);
 
-    pool = make_pool(argv[1], "2", NULL);
+    pool = make_pool(argv[1], "2", NULL, NULL);
     test_all_cases(pool);
     test_threads(pool, rounds);
     walredo_pool_free(pool);

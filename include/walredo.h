@@ -75,14 +75,16 @@
 #define WALREDO_MALFORMED_RECORD 2
 
 /**
- * PostgreSQL's redo failed, twice (the request is retried once on a fresh
- * process). The message carries PostgreSQL's own words.
+ * PostgreSQL's redo failed: the request's process crashed on it twice (it
+ * is retried once on a fresh process). The message carries PostgreSQL's
+ * own words.
  */
 #define WALREDO_REDO_FAILED 3
 
 /**
- * No answer by the deadline (`timeout_ms`), twice; the processes were
- * killed and will be replaced.
+ * No answer by the request's deadline (`timeout_ms` from the call, queueing
+ * and retries included). Processes that hung on it were killed and will be
+ * replaced.
  */
 #define WALREDO_TIMEOUT 4
 
@@ -194,6 +196,12 @@ typedef struct walredo_plan walredo_plan;
 /**
  * A pool of wal-redo processes. Thread-safe: any number of threads may call
  * `walredo_redo` and `walredo_submit` on one pool at the same time.
+ *
+ * The handle's own memory (a few dozen bytes) is never given back: a call
+ * stopped at its entry while `walredo_pool_free` runs reads it afterwards,
+ * and no count a call could take at its entry can close that window (the
+ * thread may stop before its first instruction). `free` takes the pool out,
+ * and every call that comes later finds it gone (`WALREDO_SHUTDOWN`).
  */
 typedef struct walredo_pool walredo_pool;
 
@@ -520,9 +528,16 @@ struct walredo_config *walredo_config_new(void);
  *   `pg_walredo.so` in that version's `--pkglibdir`.
  * - `processes`: wal-redo processes in the pool, 1 to 1024. Default: the
  *   number of CPUs this process may run on.
- * - `timeout_ms`: deadline of one attempt of a request, 1 to 86400000: a
- *   process that sends no page for this long is killed (and the request
- *   retried once). Default: 10000.
+ * - `timeout_ms`: a request's deadline, 1 to 86400000, counted from the
+ *   call: its queueing, its wait for a process, every attempt and retry
+ *   included; by then it has its page or an error (`WALREDO_TIMEOUT` when
+ *   time ran out). Default: 10000.
+ * - `attempt_timeout_ms`: hang detection, 0 to 86400000: a process that
+ *   sends no page for this long (in a pipelined batch: each page this long
+ *   after the previous one) is killed and its request retried while its
+ *   deadline allows. A request that legitimately needs longer than this per
+ *   page never gets it: raise it for such requests. 0 (the default): a
+ *   quarter of `timeout_ms`; never more than `timeout_ms`.
  * - `idle_timeout_ms`: a process unused this long is retired, 0 to
  *   86400000 (0: never). Default: 60000.
  * - `queue_depth`: requests that may wait for a process, 1 to 1000000;
@@ -642,15 +657,25 @@ int walredo_pool_new(const struct walredo_config *cfg, struct walredo_pool **out
  * latest); then the workers are joined and every process killed and reaped.
  * Blocks until that is done, also when another thread's shutdown or free is
  * already doing it. NULL is allowed. Thread-safe: may be called while other
- * threads use the pool (and free it: the call must have begun before
- * `walredo_pool_free` did). The pool must still be freed.
+ * threads use the pool or free it (see `walredo_pool_free`). The pool must
+ * still be freed.
  */
 void walredo_pool_shutdown(const struct walredo_pool *pool);
 
 /**
  * Free a pool: shut it down as `walredo_pool_shutdown` does (threads
  * blocked in `walredo_redo` on it return `WALREDO_SHUTDOWN`), then release
- * it. NULL is allowed. No call on the pool may start once this has begun.
+ * it. NULL is allowed.
+ *
+ * Calls on the pool may race with this: a call that began before it (even
+ * one that has not yet done anything, stopped at its entry) or that begins
+ * while it runs either works as usual or returns `WALREDO_SHUTDOWN`, and
+ * never reads freed memory. To make that true, the handle itself (a few
+ * dozen bytes per pool ever made) stays allocated until the process exits;
+ * the pool's threads, processes, buffers and descriptors go here, its last
+ * bytes when the last call still running on it returns. A call on a freed
+ * pool, and a second free of it, therefore return `WALREDO_SHUTDOWN` and do
+ * nothing; do not count on that, a freed pool is a bug of its caller.
  */
 void walredo_pool_free(struct walredo_pool *pool);
 
@@ -673,8 +698,12 @@ void walredo_pool_free(struct walredo_pool *pool);
  * and nobody is queued, the calling thread drives it itself; otherwise the
  * request waits in the pool's queue (and, when the queue is full, for room
  * in it). Every record is validated (lengths, CRC-32C, block references)
- * before anything reaches a process. A request whose process fails is
- * retried once on a fresh process. Thread-safe; no callback.
+ * before anything reaches a process. The request has its page or an error
+ * by its deadline (`timeout_ms` from this call: queueing and retries
+ * included). A request whose process crashed on it is retried once on a
+ * fresh process; one whose process hung (`attempt_timeout_ms`) or was
+ * killed from outside (SIGKILL, the OOM killer) is retried while its
+ * deadline allows. Thread-safe; no callback.
  *
  * Returns `WALREDO_OK` or a `WALREDO_*` error code; then
  * `walredo_last_error()` says why.

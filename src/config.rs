@@ -33,10 +33,16 @@ pub struct Config {
     /// Requests that may wait in a pool's queue; beyond that `redo` blocks
     /// and `submit` is refused as busy.
     pub queue_depth: usize,
-    /// Deadline of one attempt: a process that sends no page for this long
-    /// is killed (in a pipelined batch, each page is due this long after the
-    /// previous one).
+    /// A request's deadline, counted from its arrival: queueing, waiting for
+    /// a process and every attempt and retry included. A pool request gets
+    /// its page or an error by then (a `Redoer`, which does not retry, uses
+    /// it per request).
     pub timeout: Duration,
+    /// Hang detection: a process that sends no page for this long (in a
+    /// pipelined batch, each page is due this long after the previous one)
+    /// is killed, and its request retried while its deadline allows.
+    /// `None`: a quarter of `timeout` (see [`Config::attempt_timeout`]).
+    pub attempt_timeout: Option<Duration>,
     /// Run processes with `pg_walredo.verify`: every record that carries a
     /// consistency image (WAL written with `wal_consistency_checking`) is
     /// checked after redo; a mismatch fails the request.
@@ -97,6 +103,19 @@ pub enum SpawnMode {
     Direct,
 }
 
+impl Config {
+    /// How long one attempt may go without a page: `attempt_timeout`, by
+    /// default a quarter of the deadline (a hung process then costs a
+    /// request a quarter of its time, and a SIGSTOPped one holds its slot
+    /// that long), never more than the deadline.
+    pub fn attempt_timeout(&self) -> Duration {
+        self.attempt_timeout
+            .unwrap_or(self.timeout / 4)
+            .min(self.timeout)
+            .max(Duration::from_millis(1))
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -109,6 +128,7 @@ impl Default for Config {
             idle_timeout: Some(Duration::from_secs(60)),
             queue_depth: 1024,
             timeout: Duration::from_secs(10),
+            attempt_timeout: None,
             verify: false,
             data_checksums: false,
             wal_log_hints: false,

@@ -184,12 +184,21 @@ fn hung_start_ups_back_off() {
         "{} start attempts for 6 requests: {results:?}",
         s.spawn_failures
     );
-    // The first request's two starts hang and start the back-off; the
-    // second waits it out (it ends before the request's deadline) and tries
-    // once; the back-off then outlasts every deadline.
-    assert_eq!(s.spawn_failures, 3, "{s:?} {results:?}");
+    // The first request's two starts hang (each detected after a quarter
+    // of its deadline) and start the back-off; the first or second request
+    // waits it out (it ends before its deadline) and tries once; the
+    // back-off then outlasts every deadline. No request waits past its
+    // deadline. (A start the deadline cut short is a fourth failed start,
+    // which does not count toward the back-off.)
+    assert!((3..=4).contains(&s.spawn_failures), "{s:?} {results:?}");
     assert!(
-        results[1..].iter().all(|m| m.contains("not trying again")),
+        results[..2]
+            .iter()
+            .all(|m| m.contains("timed out after 100 ms") || m.contains("not trying again")),
+        "{results:?}"
+    );
+    assert!(
+        results[2..].iter().all(|m| m.contains("not trying again")),
         "{results:?}"
     );
     drop(pool);
@@ -270,5 +279,66 @@ fn a_late_watchdog_never_fails_the_next_request() {
     }
     println!("answers near the deadline: {late_ok} in time, {timed_out} timed out");
     drop(redoer);
+    assert_no_leftovers();
+}
+
+/// Threads of this process whose name starts with `prefix`.
+fn threads_named(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| name.starts_with(prefix))
+        .collect()
+}
+
+/// Issue 22 item 11: the last `Arc<Pool>` dropped inside a submit callback
+/// runs `Pool::drop` on a worker thread. It must not join itself (a panic,
+/// caught, that left the processes to field drops): the pool closes as
+/// anywhere else, its processes are killed and reaped before the drop
+/// returns, and every worker thread ends.
+#[test]
+fn the_last_pool_dropped_in_a_callback_closes_it() {
+    let _serial = serial();
+    init_logging();
+    let pool = Arc::new(Pool::new(&fake_config(2, &[], TIMEOUT)).unwrap());
+    // Both slots get a process (and a spare may start too).
+    std::thread::scope(|s| {
+        for i in 0..2 {
+            let pool = &pool;
+            s.spawn(move || redo(pool, fake_tag(SLOW, 50 + i)).unwrap());
+        }
+    });
+    assert!(!live_children().is_empty());
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<Vec<u32>>();
+    let last = pool.clone();
+    submit_then(&pool, fake_tag(NORMAL, 1), move |outcome| {
+        assert!(outcome.is_ok());
+        // The test's own reference is gone: this is the last one.
+        go_rx.recv().unwrap();
+        drop(last);
+        let _ = done_tx.send(live_children());
+    })
+    .unwrap();
+    drop(pool);
+    go_tx.send(()).unwrap();
+    let alive = done_rx
+        .recv_timeout(HANG_DETECTOR)
+        .expect("the callback that dropped the pool never finished (a panic in Pool::drop?)");
+    assert!(
+        alive.is_empty(),
+        "processes alive when the drop in the callback returned: {alive:?}"
+    );
+    let since = std::time::Instant::now();
+    while !threads_named("walredo-worker").is_empty() {
+        assert!(
+            since.elapsed() < HANG_DETECTOR,
+            "worker threads never ended: {:?}",
+            threads_named("walredo-worker")
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_no_leftovers();
 }

@@ -90,11 +90,22 @@ fn a_start_killed_every_time_still_ends_in_spawn_failed() {
         Err(Error::SpawnFailed(m)) => assert!(m.contains("did not start"), "{m}"),
         other => panic!("expected SpawnFailed, got {other:?}"),
     }
-    // A few kills are forgiven, then they count as failures and back off:
-    // the slot does not spin on doomed starts until the deadline.
+    // Kills are not the request's fault: it waits while its deadline
+    // allows. But every fourth kill in a row counts toward the back-off
+    // (doubling from 100 ms), so the slot does not spin on doomed starts:
+    // in 5 s, some 7 back-offs, 4 starts each at most.
     let s = pool.stats();
-    assert!(s.killed_starts >= 1 && s.spawn_failures <= 6, "{s:?}");
-    assert!(started.elapsed() < TIMEOUT, "{:?}", started.elapsed());
+    println!(
+        "{} starts killed in {:?}",
+        s.spawn_failures,
+        started.elapsed()
+    );
+    assert!(s.killed_starts >= 1 && s.spawn_failures <= 4 * 8, "{s:?}");
+    assert!(
+        started.elapsed() <= TIMEOUT * 3 / 2,
+        "{:?}",
+        started.elapsed()
+    );
     drop(pool);
     assert_no_leftovers();
 }

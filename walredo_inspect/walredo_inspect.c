@@ -49,9 +49,10 @@ _PG_init(void)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("walredo_inspect.timeout",
-							"Deadline of one redo attempt.",
-							"A wal-redo process that sends no page for this long is killed "
-							"and the request retried once.",
+							"Deadline of one page's redo, retries included.",
+							"A wal-redo process that sends no page for a quarter of it is "
+							"taken for hung, killed, and the request retried while the "
+							"deadline allows.",
 							&inspect_timeout_ms,
 							10000, 1, 86400000,
 							PGC_USERSET,

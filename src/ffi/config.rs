@@ -52,9 +52,16 @@ pub extern "C" fn walredo_config_new() -> *mut walredo_config {
 ///   `pg_walredo.so` in that version's `--pkglibdir`.
 /// - `processes`: wal-redo processes in the pool, 1 to 1024. Default: the
 ///   number of CPUs this process may run on.
-/// - `timeout_ms`: deadline of one attempt of a request, 1 to 86400000: a
-///   process that sends no page for this long is killed (and the request
-///   retried once). Default: 10000.
+/// - `timeout_ms`: a request's deadline, 1 to 86400000, counted from the
+///   call: its queueing, its wait for a process, every attempt and retry
+///   included; by then it has its page or an error (`WALREDO_TIMEOUT` when
+///   time ran out). Default: 10000.
+/// - `attempt_timeout_ms`: hang detection, 0 to 86400000: a process that
+///   sends no page for this long (in a pipelined batch: each page this long
+///   after the previous one) is killed and its request retried while its
+///   deadline allows. A request that legitimately needs longer than this per
+///   page never gets it: raise it for such requests. 0 (the default): a
+///   quarter of `timeout_ms`; never more than `timeout_ms`.
 /// - `idle_timeout_ms`: a process unused this long is retired, 0 to
 ///   86400000 (0: never). Default: 60000.
 /// - `queue_depth`: requests that may wait for a process, 1 to 1000000;
@@ -150,6 +157,12 @@ pub unsafe extern "C" fn walredo_config_set(
             "extension_path" => c.extension_path = Some(path()?),
             "processes" => c.processes = number(1, 1024)? as usize,
             "timeout_ms" => c.timeout = Duration::from_millis(number(1, 86_400_000)?),
+            "attempt_timeout_ms" => {
+                c.attempt_timeout = match number(0, 86_400_000)? {
+                    0 => None,
+                    ms => Some(Duration::from_millis(ms)),
+                }
+            }
             "idle_timeout_ms" => {
                 c.idle_timeout = match number(0, 86_400_000)? {
                     0 => None,

@@ -55,11 +55,13 @@ pub const WALREDO_INVALID_ARGUMENT: c_int = 1;
 /// A record is not a valid PostgreSQL 15 XLogRecord (bad length, CRC, block
 /// headers). Refused before it reached any process.
 pub const WALREDO_MALFORMED_RECORD: c_int = 2;
-/// PostgreSQL's redo failed, twice (the request is retried once on a fresh
-/// process). The message carries PostgreSQL's own words.
+/// PostgreSQL's redo failed: the request's process crashed on it twice (it
+/// is retried once on a fresh process). The message carries PostgreSQL's
+/// own words.
 pub const WALREDO_REDO_FAILED: c_int = 3;
-/// No answer by the deadline (`timeout_ms`), twice; the processes were
-/// killed and will be replaced.
+/// No answer by the request's deadline (`timeout_ms` from the call, queueing
+/// and retries included). Processes that hung on it were killed and will be
+/// replaced.
 pub const WALREDO_TIMEOUT: c_int = 4;
 /// A wal-redo process could not be started: PostgreSQL 15, the pg_walredo
 /// extension or the unprivileged user is missing. The message says what to

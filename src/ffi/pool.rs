@@ -4,6 +4,8 @@ use std::ffi::{c_char, c_int, c_void};
 use std::ptr;
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+
 use super::{guard, guard_status, invalid, set_last_error, status_of};
 use super::{walredo_config, walredo_page_tag, walredo_record};
 use super::{WALREDO_BUFFER_TOO_SMALL, WALREDO_OK};
@@ -20,10 +22,21 @@ const MAX_RECORD_LEN: usize = 1024 * 1024 * 1024 - 1;
 
 /// A pool of wal-redo processes. Thread-safe: any number of threads may call
 /// `walredo_redo` and `walredo_submit` on one pool at the same time.
+///
+/// The handle's own memory (a few dozen bytes) is never given back: a call
+/// stopped at its entry while `walredo_pool_free` runs reads it afterwards,
+/// and no count a call could take at its entry can close that window (the
+/// thread may stop before its first instruction). `free` takes the pool out,
+/// and every call that comes later finds it gone (`WALREDO_SHUTDOWN`).
 pub struct walredo_pool {
-    pool: Arc<Pool>,
+    /// The pool, until `walredo_pool_free` takes it out.
+    pool: Mutex<Option<Arc<Pool>>>,
     debug_panic: bool,
 }
+
+/// Handles of freed pools: kept reachable (never deallocated, see
+/// `walredo_pool`), so that leak checkers see memory still in use, not lost.
+static FREED_HANDLES: Mutex<Vec<&'static walredo_pool>> = Mutex::new(Vec::new());
 
 /// Create a pool from a configuration (which stays the caller's). On success
 /// `*out` is the pool, to be freed with `walredo_pool_free`; on failure
@@ -52,7 +65,7 @@ pub unsafe extern "C" fn walredo_pool_new(
         super::log::init_default(cfg.log_level);
         let pool = Arc::new(Pool::new(&cfg.config)?);
         let handle = Box::into_raw(Box::new(walredo_pool {
-            pool,
+            pool: Mutex::new(Some(pool)),
             debug_panic: cfg.debug_panic,
         }));
         // SAFETY: as above.
@@ -67,17 +80,21 @@ pub unsafe extern "C" fn walredo_pool_new(
 /// latest); then the workers are joined and every process killed and reaped.
 /// Blocks until that is done, also when another thread's shutdown or free is
 /// already doing it. NULL is allowed. Thread-safe: may be called while other
-/// threads use the pool (and free it: the call must have begun before
-/// `walredo_pool_free` did). The pool must still be freed.
+/// threads use the pool or free it (see `walredo_pool_free`). The pool must
+/// still be freed.
 #[no_mangle]
 pub unsafe extern "C" fn walredo_pool_shutdown(pool: *const walredo_pool) {
     guard(|| {
-        // SAFETY: NULL or a live pool from walredo_pool_new.
-        if let Some(p) = unsafe { pool.as_ref() } {
-            // Our own reference: a concurrent walredo_pool_free may release
-            // the handle's while this runs (it waits for us, then lets go).
-            let pool = p.pool.clone();
-            pool.shutdown();
+        // SAFETY: NULL or a handle from walredo_pool_new, whose memory is
+        // never deallocated (see walredo_pool).
+        if let Some(handle) = unsafe { pool.as_ref() } {
+            // Our own reference: a concurrent walredo_pool_free may take the
+            // handle's while this runs (it waits for us, then lets go). A
+            // freed pool was shut down before it was taken out.
+            let pool = handle.pool.lock().clone();
+            if let Some(pool) = pool {
+                pool.shutdown();
+            }
         }
         Ok(())
     });
@@ -85,17 +102,35 @@ pub unsafe extern "C" fn walredo_pool_shutdown(pool: *const walredo_pool) {
 
 /// Free a pool: shut it down as `walredo_pool_shutdown` does (threads
 /// blocked in `walredo_redo` on it return `WALREDO_SHUTDOWN`), then release
-/// it. NULL is allowed. No call on the pool may start once this has begun.
+/// it. NULL is allowed.
+///
+/// Calls on the pool may race with this: a call that began before it (even
+/// one that has not yet done anything, stopped at its entry) or that begins
+/// while it runs either works as usual or returns `WALREDO_SHUTDOWN`, and
+/// never reads freed memory. To make that true, the handle itself (a few
+/// dozen bytes per pool ever made) stays allocated until the process exits;
+/// the pool's threads, processes, buffers and descriptors go here, its last
+/// bytes when the last call still running on it returns. A call on a freed
+/// pool, and a second free of it, therefore return `WALREDO_SHUTDOWN` and do
+/// nothing; do not count on that, a freed pool is a bug of its caller.
 #[no_mangle]
 pub unsafe extern "C" fn walredo_pool_free(pool: *mut walredo_pool) {
     guard(|| {
-        if !pool.is_null() {
-            // SAFETY: a pointer from walredo_pool_new, freed once; no call on
-            // it starts from now on (the caller's contract).
-            let handle = unsafe { Box::from_raw(pool) };
-            // Now, not when the last caller still blocked in walredo_redo lets
-            // go of its reference: they get WALREDO_SHUTDOWN.
-            handle.pool.shutdown();
+        // SAFETY: NULL or a handle from walredo_pool_new, whose memory is
+        // never deallocated (see walredo_pool): `'static` is true.
+        let Some(handle): Option<&'static walredo_pool> = (unsafe { pool.as_ref() }) else {
+            return Ok(());
+        };
+        // Shut down before the pool is taken out: a concurrent shutdown
+        // either shares this one (and waits for it) or finds it done. Now,
+        // not when the last caller still blocked in walredo_redo lets go of
+        // its reference: they get WALREDO_SHUTDOWN.
+        let pool = handle.pool.lock().clone();
+        if let Some(pool) = pool {
+            pool.shutdown();
+        }
+        if handle.pool.lock().take().is_some() {
+            FREED_HANDLES.lock().push(handle);
         }
         Ok(())
     });
@@ -169,14 +204,17 @@ pub(super) unsafe fn request_args<'a>(
     Ok((tag, base, refs))
 }
 
-/// The pool behind a handle, shared so that it outlives a concurrent free.
+/// The pool behind a handle, shared so that it outlives a concurrent free;
+/// `Shutdown` once the pool was freed.
 ///
 /// # Safety
-/// `pool` is NULL or a live pool from `walredo_pool_new`.
+/// `pool` is NULL or a handle from `walredo_pool_new` (never deallocated).
 pub(super) unsafe fn pool_arg(pool: *const walredo_pool) -> Result<(Arc<Pool>, bool), Error> {
-    // SAFETY: NULL or a live pool (the caller's contract).
+    // SAFETY: NULL or a handle whose memory is never deallocated (see
+    // walredo_pool).
     let handle = unsafe { pool.as_ref() }.ok_or_else(|| invalid("pool is NULL"))?;
-    Ok((handle.pool.clone(), handle.debug_panic))
+    let pool = handle.pool.lock().clone().ok_or(Error::Shutdown)?;
+    Ok((pool, handle.debug_panic))
 }
 
 /// Reconstruct one page: apply `records` (in LSN order) to `base_page`, or,
@@ -197,8 +235,12 @@ pub(super) unsafe fn pool_arg(pool: *const walredo_pool) -> Result<(Arc<Pool>, b
 /// and nobody is queued, the calling thread drives it itself; otherwise the
 /// request waits in the pool's queue (and, when the queue is full, for room
 /// in it). Every record is validated (lengths, CRC-32C, block references)
-/// before anything reaches a process. A request whose process fails is
-/// retried once on a fresh process. Thread-safe; no callback.
+/// before anything reaches a process. The request has its page or an error
+/// by its deadline (`timeout_ms` from this call: queueing and retries
+/// included). A request whose process crashed on it is retried once on a
+/// fresh process; one whose process hung (`attempt_timeout_ms`) or was
+/// killed from outside (SIGKILL, the OOM killer) is retried while its
+/// deadline allows. Thread-safe; no callback.
 ///
 /// Returns `WALREDO_OK` or a `WALREDO_*` error code; then
 /// `walredo_last_error()` says why.

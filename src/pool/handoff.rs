@@ -81,17 +81,22 @@ impl Bell {
         }
     }
 
-    /// Sleep on `bit` until `done()`, rechecked at every ring.
-    fn sleep_until(&self, bit: u32, done: impl Fn() -> bool) {
+    /// Sleep on `bit` until `done()`, rechecked at every ring, or until
+    /// `deadline` has passed.
+    fn sleep_until(&self, bit: u32, done: impl Fn() -> bool, deadline: Instant) {
         loop {
             let seen = self.word.load(Ordering::SeqCst);
             if done() {
                 return;
             }
+            let Some(at) = monotonic_timespec(deadline) else {
+                return;
+            };
             self.sleepers.fetch_add(1, Ordering::SeqCst);
             // SAFETY: FUTEX_WAIT_BITSET on a live, aligned u32 of ours: it
-            // sleeps only while the word still holds `seen` (no timeout),
-            // and returns on a wake of `bit`, a signal or at once (EAGAIN);
+            // sleeps only while the word still holds `seen`, until `at` (an
+            // absolute CLOCK_MONOTONIC time, a live timespec), and returns
+            // on a wake of `bit`, a signal, the timeout or at once (EAGAIN);
             // the loop rechecks.
             unsafe {
                 libc::syscall(
@@ -99,7 +104,7 @@ impl Bell {
                     self.word.as_ptr(),
                     libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG,
                     seen,
-                    std::ptr::null::<libc::timespec>(),
+                    &at as *const libc::timespec,
                     std::ptr::null::<u32>(),
                     bit,
                 );
@@ -109,6 +114,30 @@ impl Bell {
             self.wakeups.fetch_add(1, Ordering::SeqCst);
         }
     }
+}
+
+/// `deadline` as an absolute `CLOCK_MONOTONIC` time (the clock of
+/// `Instant` on Linux, whose value Rust does not expose); `None` once it
+/// has passed.
+fn monotonic_timespec(deadline: Instant) -> Option<libc::timespec> {
+    let left = deadline.checked_duration_since(Instant::now())?;
+    if left.is_zero() {
+        return None;
+    }
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes a timespec we own; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let nanos = now.tv_nsec as u64 + u64::from(left.subsec_nanos());
+    Some(libc::timespec {
+        tv_sec: now
+            .tv_sec
+            .saturating_add(left.as_secs().min(i64::MAX as u64 / 2) as libc::time_t)
+            .saturating_add((nanos / 1_000_000_000) as libc::time_t),
+        tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
+    })
 }
 
 struct Inner {
@@ -209,8 +238,9 @@ impl Drop for Reply {
 impl Waiter {
     /// Wait until the answer is there: first spinning for up to
     /// [`SPIN_FOR`] when `spin` (yielding the CPU to anything else that
-    /// wants it), then asleep on the bell.
-    pub fn wait(self, spin: bool) -> Result<Box<Page>> {
+    /// wants it), then asleep on the bell. `None` when `deadline` passed
+    /// first (the answer, if one still comes, goes nowhere).
+    pub fn wait(self, spin: bool, deadline: Instant) -> Option<Result<Box<Page>>> {
         let done = || self.inner.done.load(Ordering::SeqCst);
         if spin {
             let started = Instant::now();
@@ -224,12 +254,17 @@ impl Waiter {
                 }
             }
         }
-        self.bell.sleep_until(self.bit, done);
-        self.inner
-            .value
-            .lock()
-            .take()
-            .unwrap_or(Err(Error::Shutdown))
+        self.bell.sleep_until(self.bit, done, deadline);
+        if !done() {
+            return None;
+        }
+        Some(
+            self.inner
+                .value
+                .lock()
+                .take()
+                .unwrap_or(Err(Error::Shutdown)),
+        )
     }
 }
 
@@ -237,6 +272,21 @@ impl Waiter {
 mod tests {
     use super::*;
     use std::thread;
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
+
+    #[test]
+    fn a_wait_ends_at_its_deadline() {
+        let bell = Arc::new(Bell::default());
+        let (_reply, waiter) = handoff(&bell);
+        let started = Instant::now();
+        assert!(waiter
+            .wait(false, started + Duration::from_millis(20))
+            .is_none());
+        assert!(started.elapsed() >= Duration::from_millis(20));
+    }
 
     #[test]
     fn answered_from_another_thread() {
@@ -247,7 +297,10 @@ mod tests {
                 thread::sleep(Duration::from_millis(5));
                 drop(reply.send(Err(Error::Busy)));
             });
-            assert!(matches!(waiter.wait(spin), Err(Error::Busy)));
+            assert!(matches!(
+                waiter.wait(spin, far()).unwrap(),
+                Err(Error::Busy)
+            ));
             t.join().unwrap();
         }
     }
@@ -257,7 +310,10 @@ mod tests {
         let bell = Arc::new(Bell::default());
         let (reply, waiter) = handoff(&bell);
         thread::spawn(move || drop(reply)).join().unwrap();
-        assert!(matches!(waiter.wait(false), Err(Error::Shutdown)));
+        assert!(matches!(
+            waiter.wait(false, far()).unwrap(),
+            Err(Error::Shutdown)
+        ));
     }
 
     #[test]
@@ -268,7 +324,7 @@ mod tests {
         for (i, waiter) in waiters.into_iter().enumerate() {
             let tx = tx.clone();
             thread::spawn(move || {
-                let _ = waiter.wait(false);
+                let _ = waiter.wait(false, far()).unwrap();
                 tx.send(i).unwrap();
             });
         }

@@ -38,30 +38,32 @@
 //!   nothing can enter the queue after the workers left.
 //! - Every `shutdown` returns only once the pool is closed: a second one
 //!   waits for the first.
+//! - A shutdown on a worker thread (the last `Arc<Pool>` dropped in a
+//!   callback) joins every worker but that one, which ends by itself.
 
 pub mod call;
 mod handoff;
 mod lanes;
 pub(crate) mod slots;
 pub mod stats;
+mod worker;
 
 use std::cell::Cell;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Sender};
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 pub use crate::pool::call::Call;
 use crate::pool::call::CallState;
-use crate::pool::handoff::{handoff, Reply, Ring};
-use crate::pool::lanes::{Lanes, Next};
-use crate::pool::slots::{Job, Slots};
+use crate::pool::handoff::{handoff, Reply};
+use crate::pool::lanes::Lanes;
+use crate::pool::slots::Slots;
 use crate::pool::stats::{bump, StatsSnapshot};
 use crate::process::protocol::{self, RecordRef};
 use crate::process::threads::{
@@ -170,7 +172,7 @@ impl Pool {
                     pin_current_thread(cpu);
                 }
                 make_current_thread_batch();
-                worker(&shared, lane, &stop_rx)
+                worker::worker(&shared, lane, &stop_rx)
             })
             .map_err(|e| Error::Internal(format!("cannot start a worker thread: {e}")))?;
             workers.push(worker);
@@ -232,8 +234,15 @@ impl Pool {
         // or more callers than processes are here (module notes); a worker
         // (in a callback) always does, waiting for a slot if need be: it
         // must never wait for the queue it serves.
+        let deadline = slots.deadline_from(started);
         let slot = if ON_WORKER.with(Cell::get) {
-            Some(slots.take().inspect_err(|_| bump(&slots.stats.failures))?)
+            match slots.take_until(deadline) {
+                Ok(Some(slot)) => Some(slot),
+                outcome => {
+                    bump(&slots.stats.failures);
+                    return Err(outcome.err().unwrap_or(slots.deadline_error(String::new())));
+                }
+            }
         } else if self.callers.load(Ordering::Relaxed) <= self.processes
             && self.shared.queue.is_empty()
         {
@@ -242,7 +251,7 @@ impl Pool {
             None
         };
         if let Some(mut slot) = slot {
-            let outcome = slot.run_one(*tag, |wire| {
+            let outcome = slot.run_one(*tag, deadline, |wire| {
                 protocol::write_request(wire, tag, base, records)
             });
             drop(slot);
@@ -266,12 +275,16 @@ impl Pool {
             true,
         )
         .inspect_err(|_| bump(&slots.stats.failures))?;
-        // Statistics were counted by the worker: touch nothing of the pool
-        // after this point but the spinning permit (a concurrent close may
-        // be tearing the rest down; the pool itself lives while we are in
-        // one of its methods).
+        // Statistics were counted by the worker (also for a request whose
+        // deadline passes here: the worker answers it with its timeout, never
+        // sends it): touch nothing of the pool after this point but the
+        // spinning permit (a concurrent close may be tearing the rest down;
+        // the pool itself lives while we are in one of its methods).
+        let too_late = slots.deadline_error(String::new());
         let spinning = self.shared.queue.may_spin();
-        answer.wait(spinning.is_some())
+        answer
+            .wait(spinning.is_some(), deadline)
+            .unwrap_or(Err(too_late))
     }
 
     /// Queue a request without blocking; `callback` later gets the page (valid
@@ -425,7 +438,8 @@ impl Pool {
             return Err(Error::Shutdown);
         }
         let mut slot = slots.take()?;
-        slot.run_one(PageTag::default(), protocol::write_ping)
+        let deadline = slots.deadline_from(Instant::now());
+        slot.run_one(PageTag::default(), deadline, protocol::write_ping)
             .map(|_| ())
     }
 
@@ -473,8 +487,15 @@ impl Pool {
             }
         }
         self.stop.lock().take();
+        // The last reference dropped in a callback closes the pool on a
+        // worker: that worker is not joined (it cannot join itself) but let
+        // go; it has given its slot back, and ends by itself once the
+        // callback returns (it sees the stop), holding only `shared`.
+        let me = std::thread::current().id();
         for w in self.workers.lock().drain(..) {
-            let _ = w.join();
+            if w.thread().id() != me {
+                let _ = w.join();
+            }
         }
         self.shared.slots.kill_all();
         self.gate.lock().closed = true;
@@ -488,87 +509,6 @@ impl Drop for Pool {
     }
 }
 
-fn worker(shared: &Shared, lane: usize, stop: &Receiver<()>) {
-    let slots = &shared.slots;
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    loop {
-        match shared
-            .queue
-            .next(lane, &mut batch, MAX_BATCH, stop, slots.retire_interval())
-        {
-            Next::Batch => {}
-            Next::Idle => {
-                slots.retire_idle();
-                continue;
-            }
-            Next::Stop => {
-                // Closing: nothing more can be queued; answer what is left.
-                for item in shared.queue.drain(lane) {
-                    drop(complete(slots, item, Err(Error::Shutdown)));
-                }
-                return;
-            }
-        }
-        let batch = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
-
-        // Requests answered from an image need no process, cancelled ones
-        // nothing at all.
-        let (ready, batch): (Vec<Queued>, Vec<Queued>) = batch
-            .into_iter()
-            .partition(|q| q.ready.is_some() || q.completion.cancelled());
-        for mut item in ready {
-            let ring = match item.ready.take() {
-                Some(page) => complete(slots, item, Ok(page)),
-                None => {
-                    bump(&slots.stats.cancellations);
-                    complete(slots, item, Err(Error::Cancelled))
-                }
-            };
-            drop(ring);
-        }
-        if batch.is_empty() {
-            continue;
-        }
-        let outcomes: Vec<Result<Box<Page>>> = match slots.take() {
-            Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
-            Ok(mut slot) => {
-                let mut jobs: Vec<Job> = batch
-                    .iter()
-                    .map(|q| Job {
-                        cancel: match &q.completion {
-                            Completion::Call(c) => Some(&c.cancel),
-                            _ => None,
-                        },
-                        ..Job::new(q.tag, &q.wire)
-                    })
-                    .collect();
-                slot.execute(&mut jobs);
-                // The slot goes back before any callback runs.
-                drop(slot);
-                jobs.into_iter()
-                    .map(|j| j.outcome.expect("every job gets an outcome"))
-                    .collect()
-            }
-        };
-        // Blocked callers first, woken all at once (see `handoff`); then
-        // the callbacks, which may take their time.
-        let mut rings = Vec::new();
-        let mut callbacks = Vec::new();
-        for (item, outcome) in batch.into_iter().zip(outcomes) {
-            if matches!(item.completion, Completion::Callback(_)) {
-                callbacks.push((item, outcome));
-            } else {
-                rings.extend(complete(slots, item, outcome));
-            }
-        }
-        Ring::ring_all(rings);
-        for (item, outcome) in callbacks {
-            drop(complete(slots, item, outcome));
-        }
-        slots.retire_idle();
-    }
-}
-
 /// Count a finished request.
 fn account(slots: &Slots, started: Instant, outcome: Result<&Page, &Error>) {
     match outcome {
@@ -576,25 +516,5 @@ fn account(slots: &Slots, started: Instant, outcome: Result<&Page, &Error>) {
         // Counted as cancellations where they are dropped.
         Err(Error::Cancelled) => {}
         Err(_) => bump(&slots.stats.failures),
-    }
-}
-
-/// Answer a queued request; a blocked caller's answer comes with the ring
-/// that wakes it.
-fn complete(slots: &Slots, item: Queued, outcome: Result<Box<Page>>) -> Option<Ring> {
-    account(slots, item.started, outcome.as_ref().map(|p| &**p));
-    match item.completion {
-        Completion::Wait(reply) => Some(reply.send(outcome)),
-        Completion::Callback(cb) => {
-            let arg = outcome.as_ref().map(|p| &**p);
-            if catch_unwind(AssertUnwindSafe(|| cb(arg))).is_err() {
-                log::error!("a walredo callback panicked; the worker carries on");
-            }
-            None
-        }
-        Completion::Call(call) => {
-            call.complete(outcome);
-            None
-        }
     }
 }

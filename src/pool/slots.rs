@@ -13,31 +13,45 @@
 //! - A process killed by a signal while it starts (SIGKILL: an operator, the
 //!   OOM killer) failed by accident: it is started again at once, without
 //!   counting toward the back-off, for as long as the requests waiting for it
-//!   have time (more than a few such kills in a row for the same requests do
-//!   count, so that something that kills every start cannot keep a slot
-//!   spinning).
+//!   have time (every fourth such kill in a row counts toward the back-off,
+//!   so that something that kills every start cannot keep a slot spinning,
+//!   but never as the requests' own failure).
 //! - A start that fails by itself (an error exit, a missing binary or
 //!   extension, a bad setting, garbage) will likely fail again: it is tried
 //!   again once, at once. A start that hangs is not tried again at once (it
 //!   already cost a whole deadline). Two such failures in a row start a
 //!   back-off (100 ms doubling to 10 s) in which no process is started.
-//! - A request waits for a process up to its own deadline (`timeout` after
-//!   it began to wait for one), through a back-off if that ends in time, instead of
-//!   failing because someone else's start failed. It gets `SpawnFailed`, with
-//!   the last start's error, only when no process could be had by then (or
-//!   when its own two starts failed by themselves).
+//! - A request's deadline (`Config::timeout` after it arrived) is its whole
+//!   life: queueing, waiting for a slot and for a process, every attempt and
+//!   retry. Past it, it gets `Timeout` (and is never sent again); an attempt
+//!   is cut at the earliest deadline of its batch (the others are re-sent,
+//!   nobody charged). Hang detection is separate: an attempt that gets no
+//!   page for `Config::attempt_timeout()` is killed.
+//! - A request waits for a process up to its deadline, through a back-off if
+//!   that ends in time, instead of failing because someone else's start
+//!   failed. It gets `SpawnFailed`, with the last start's error, only when no
+//!   process could be had by then (or when its own two starts failed by
+//!   themselves).
 //! - Once the pool is closed, no slot is handed out (checked under the lock
 //!   that `close` sets the flag under, so a slot taken before close is one
 //!   `kill_all` waits for) and no process is started or request retried:
 //!   what is left of a batch is answered with `Shutdown`, so closing waits
 //!   at most for the attempts in flight, each bounded by its deadline.
-//! - When a process fails (EOF, broken pipe, short read, deadline) it is taken
+//! - When a process fails (EOF, broken pipe, short read, hang) it is taken
 //!   out of its slot, killed and reaped, and its stderr kept for the error.
-//!   The request it was working on is retried once on a fresh process: the
-//!   failure may have been the process's (killed by an operator, out of
-//!   memory), not the request's. A second failure is the request's and is
-//!   returned with PostgreSQL's message. Requests pipelined behind it are
-//!   re-sent without being charged an attempt: they are never lost.
+//!   What happens to the request it was working on depends on how:
+//!   - a crash on it (an exit of its own, SIGABRT, SIGSEGV, a PANIC, a
+//!     garbage answer) is charged: it is retried once on a fresh process (the
+//!     process may have been at fault), and a second crash is the request's,
+//!     returned with PostgreSQL's message;
+//!   - a kill from outside (the process ended by a SIGKILL or SIGTERM we did
+//!     not send: an operator, the OOM killer) or a hang is not the request's
+//!     fault: it is retried for as long as its deadline allows;
+//!   - requests pipelined behind it are re-sent without being charged: they
+//!     are never lost. A request sent again goes behind those that failed
+//!     less often, so a request that hangs every process holds the others
+//!     up once; but the batch is answered as a whole, when its last request
+//!     is done (by that one's deadline at the latest).
 //! - A call's request that is cancelled is never sent again (dropped
 //!   before any send or spawn, never retried). One cancelled while a
 //!   process works on it has that process killed (`crate::pool::call`);
@@ -62,29 +76,40 @@ use crate::process::{Failure, Interrupted, Process, Spawner};
 use crate::redo::{failure_error, Page};
 use crate::tag::PageTag;
 use crate::PAGE_SIZE;
+use starts::Backoff;
+use verdict::{crashed, page_is_sane};
 
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// Starts killed in a row that one request has started again at once; more
-/// count as failures (see the module notes).
-const KILLED_STARTS_FORGIVEN: u32 = 3;
+mod starts;
+mod verdict;
 
 /// One request, encoded for the wire, and what became of it.
 pub(crate) struct Job<'a> {
     pub tag: PageTag,
     pub wire: &'a [u8],
-    pub attempts: u8,
+    /// When it must have its answer (`Config::timeout` after it arrived).
+    pub deadline: Instant,
+    /// Attempts its own process crashed on (see the module notes).
+    pub crashes: u8,
+    /// Attempts that failed on it, whatever the cause: it is sent behind
+    /// the requests that failed less often, which a hang of its does not
+    /// hold up again.
+    pub failures: u32,
+    /// Why its last attempt failed, for the error at its deadline.
+    pub last_failure: Option<Error>,
     pub outcome: Option<Result<Box<Page>>>,
     /// A call's request can be cancelled (see `crate::pool::call`).
     pub cancel: Option<&'a CancelToken>,
 }
 
 impl<'a> Job<'a> {
-    pub fn new(tag: PageTag, wire: &'a [u8]) -> Job<'a> {
+    pub fn new(tag: PageTag, wire: &'a [u8], deadline: Instant) -> Job<'a> {
         Job {
             tag,
             wire,
-            attempts: 0,
+            deadline,
+            crashes: 0,
+            failures: 0,
+            last_failure: None,
             outcome: None,
             cancel: None,
         }
@@ -107,15 +132,6 @@ pub(crate) struct Slot {
     pending: Vec<usize>,
 }
 
-struct Backoff {
-    not_before: Option<Instant>,
-    delay: Duration,
-    /// Starts that failed since the last one that worked.
-    failures_in_a_row: u32,
-    /// Why the last start failed, without the "cannot start" prefix.
-    last_error: String,
-}
-
 pub(crate) struct Slots {
     spawner: Spawner,
     idle: Mutex<Vec<Slot>>,
@@ -125,7 +141,10 @@ pub(crate) struct Slots {
     backoff: Mutex<Backoff>,
     /// Wakes those waiting out a back-off when the pool closes.
     closing: (Mutex<()>, Condvar),
+    /// A request's whole life (`Config::timeout`).
     timeout: Duration,
+    /// Hang detection per attempt (`Config::attempt_timeout()`).
+    attempt_timeout: Duration,
     idle_timeout: Option<Duration>,
     /// `Config::follow_caller_cpu`.
     follow_cpu: bool,
@@ -150,18 +169,19 @@ impl Slots {
             returned: Condvar::new(),
             total: config.processes,
             closed: AtomicBool::new(false),
-            backoff: Mutex::new(Backoff {
-                not_before: None,
-                delay: Duration::ZERO,
-                failures_in_a_row: 0,
-                last_error: String::new(),
-            }),
+            backoff: Mutex::new(Backoff::new()),
             closing: (Mutex::new(()), Condvar::new()),
             timeout: config.timeout,
+            attempt_timeout: config.attempt_timeout(),
             idle_timeout: config.idle_timeout,
             follow_cpu: config.follow_caller_cpu,
             stats: Stats::default(),
         })
+    }
+
+    /// The deadline of a request that arrived at `arrived`.
+    pub fn deadline_from(&self, arrived: Instant) -> Instant {
+        arrived + self.timeout
     }
 
     pub fn is_closed(&self) -> bool {
@@ -214,6 +234,33 @@ impl Slots {
                 });
             }
             self.returned.wait(&mut idle);
+        }
+    }
+
+    /// [`Slots::take`], waiting no later than `deadline`: `None` then.
+    pub fn take_until(&self, deadline: Instant) -> Result<Option<SlotGuard<'_>>> {
+        let mut idle = self.idle.lock();
+        loop {
+            if self.is_closed() {
+                return Err(Error::Shutdown);
+            }
+            if let Some(slot) = self.pick(&mut idle) {
+                return Ok(Some(SlotGuard {
+                    slots: self,
+                    slot: Some(slot),
+                }));
+            }
+            if self.returned.wait_until(&mut idle, deadline).timed_out() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The error of a request whose deadline passed.
+    pub fn deadline_error(&self, stderr: String) -> Error {
+        Error::Timeout {
+            after_ms: self.timeout.as_millis() as u64,
+            stderr,
         }
     }
 
@@ -287,152 +334,44 @@ impl Slots {
             .fetch_sub(n as u64, Ordering::Relaxed);
     }
 
-    /// Wait until no back-off stops starts, unless it lasts beyond
-    /// `deadline`: then no process can be had in time, and the error says
-    /// why the last start failed.
-    fn wait_out_backoff(&self, deadline: Instant) -> Result<()> {
-        loop {
-            let b = self.backoff.lock();
-            let now = Instant::now();
-            let until = match b.not_before {
-                Some(t) if now < t => t,
-                _ => return Ok(()),
-            };
-            if until > deadline {
-                return Err(Error::SpawnFailed(format!(
-                    "{} (not trying again for {} ms)",
-                    b.last_error,
-                    (until - now).as_millis()
-                )));
-            }
-            drop(b);
-            let (lock, woken) = &self.closing;
-            let mut guard = lock.lock();
-            while !self.is_closed() && Instant::now() < until {
-                woken.wait_until(&mut guard, until);
-            }
-            if self.is_closed() {
-                return Err(Error::Shutdown);
-            }
-        }
-    }
-
-    /// A started process for requests due by `deadline`, with the rules of
-    /// the module notes.
-    fn start(&self, deadline: Instant) -> Result<Process> {
-        let mut own_failures = 0;
-        let mut killed_in_a_row = 0;
-        loop {
-            if self.is_closed() {
-                return Err(Error::Shutdown);
-            }
-            self.wait_out_backoff(deadline)?;
-            match self.spawn_once() {
-                Ok(p) => return Ok(p),
-                // Hung, not broken: the caller treats it as a deadline error.
-                Err((e @ Error::Timeout { .. }, _)) => return Err(e),
-                // Out of time: an accident still, not counted.
-                Err((e, true)) if Instant::now() >= deadline => return Err(e),
-                Err((e, true)) if killed_in_a_row < KILLED_STARTS_FORGIVEN => {
-                    killed_in_a_row += 1;
-                    bump(&self.stats.killed_starts);
-                    log::warn!("{e}; killed while starting, starting another at once");
-                }
-                Err((e, killed)) => {
-                    if killed {
-                        // Killed once too often: counted as a failure.
-                        self.count_failed_start();
-                    }
-                    own_failures += 1;
-                    if own_failures >= 2 {
-                        return Err(e);
-                    }
-                    log::warn!("{e}; trying once more");
-                }
-            }
-        }
-    }
-
-    /// Count a start that failed by itself toward the back-off.
-    fn count_failed_start(&self) {
-        let mut b = self.backoff.lock();
-        b.failures_in_a_row += 1;
-        if b.failures_in_a_row >= 2 {
-            Self::back_off(&mut b);
-        }
-    }
-
-    /// Start a process and wait for its first answer. A failure says whether
-    /// it was a kill by a signal (an accident), which is not counted toward
-    /// the back-off here (`start` decides).
-    fn spawn_once(&self) -> Result<Process, (Error, bool)> {
-        let started = Instant::now();
-        let result = self
-            .spawner
-            .spawn()
-            .map_err(|e| (e, false))
-            .and_then(|mut p| match p.handshake(self.timeout) {
-                Ok(()) => Ok(p),
-                Err(e) => {
-                    // Ended by SIGKILL or SIGTERM without hanging. One that
-                    // answered garbage was killed by the handshake itself
-                    // and looks the same: the cap on forgiven kills in a row
-                    // turns that into a back-off too.
-                    let killed = !matches!(e, Error::Timeout { .. })
-                        && matches!(p.exit_signal(), Some(libc::SIGKILL | libc::SIGTERM));
-                    Err((e, killed))
-                }
-            });
-        match result {
-            Ok(p) => {
-                let mut b = self.backoff.lock();
-                b.not_before = None;
-                b.delay = Duration::ZERO;
-                b.failures_in_a_row = 0;
-                drop(b);
-                bump(&self.stats.spawns);
-                bump(&self.stats.live_processes);
-                self.stats.spawn_time_us.observe_duration(started.elapsed());
-                Ok(p)
-            }
-            Err((e, killed)) => {
-                self.backoff.lock().last_error = match &e {
-                    Error::SpawnFailed(reason) => reason.clone(),
-                    other => other.to_string(),
-                };
-                if !killed {
-                    self.count_failed_start();
-                }
-                bump(&self.stats.spawn_failures);
-                Err((e, killed))
-            }
-        }
-    }
-
-    /// Charge a failed attempt to `job`: its second one is final (then it
-    /// gets `err`); a cancelled job is not retried either.
-    fn failed_attempt(&self, job: &mut Job<'_>, err: Error) {
-        job.attempts += 1;
+    /// A failed attempt of `job`. One its own process crashed on
+    /// (`crashed`) is charged: the second is final (then it gets `err`).
+    /// Others (a process killed from outside, a hang) are retried while
+    /// its deadline allows (`execute` ends it then). A cancelled job is not
+    /// retried either.
+    fn failed_attempt(&self, job: &mut Job<'_>, err: Error, crashed: bool) {
+        job.failures += 1;
         if job.is_cancelled() {
             job.outcome = Some(Err(Error::Cancelled));
             return;
         }
-        if job.attempts >= 2 {
-            job.outcome = Some(Err(err));
+        if crashed {
+            job.crashes += 1;
+            if job.crashes >= 2 {
+                job.outcome = Some(Err(err));
+                return;
+            }
+        }
+        job.last_failure = Some(err);
+        if Instant::now() >= job.deadline {
+            job.outcome = Some(Err(self.past_deadline(job)));
             return;
         }
         bump(&self.stats.retries);
-        log::warn!("retrying {} on a fresh process after: {err}", job.tag);
+        log::warn!(
+            "retrying {} on a fresh process after: {}",
+            job.tag,
+            job.last_failure.as_ref().expect("just set")
+        );
     }
 
-    fn back_off(b: &mut Backoff) {
-        b.delay = (b.delay * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
-        b.not_before = Some(Instant::now() + b.delay);
-        log::warn!(
-            "{}; not starting processes for {} ms",
-            b.last_error,
-            b.delay.as_millis()
-        );
+    /// What a job gets when its deadline passed before its answer came.
+    fn past_deadline(&self, job: &mut Job<'_>) -> Error {
+        self.deadline_error(match job.last_failure.take() {
+            Some(Error::Timeout { stderr, .. }) => stderr,
+            Some(other) => format!("last attempt: {other}"),
+            None => String::new(),
+        })
     }
 }
 
@@ -452,12 +391,13 @@ impl SlotGuard<'_> {
     pub fn run_one(
         &mut self,
         tag: PageTag,
+        deadline: Instant,
         encode: impl FnOnce(&mut Vec<u8>),
     ) -> Result<Box<Page>> {
         let mut wire = std::mem::take(&mut self.slot().request);
         wire.clear();
         encode(&mut wire);
-        let mut job = [Job::new(tag, &wire)];
+        let mut job = [Job::new(tag, &wire, deadline)];
         self.execute(&mut job);
         let [job] = job;
         let outcome = job.outcome.expect("every job gets an outcome");
@@ -473,8 +413,10 @@ impl SlotGuard<'_> {
         let slot = self.slot.as_mut().expect("slot present until drop");
         let mut pending = std::mem::take(&mut slot.pending);
         loop {
-            // What is left to send: not answered, not cancelled.
+            // What is left to send: not answered, not cancelled, not past
+            // its deadline.
             pending.clear();
+            let now = Instant::now();
             for (i, job) in jobs.iter_mut().enumerate() {
                 if job.outcome.is_some() {
                     continue;
@@ -483,8 +425,13 @@ impl SlotGuard<'_> {
                     job.outcome = Some(Err(Error::Cancelled));
                     continue;
                 }
+                if now >= job.deadline {
+                    job.outcome = Some(Err(slots.past_deadline(job)));
+                    continue;
+                }
                 pending.push(i);
             }
+            pending.sort_by_key(|&i| jobs[i].failures);
             let Some(&first) = pending.first() else {
                 break;
             };
@@ -496,16 +443,18 @@ impl SlotGuard<'_> {
                     }
                     break;
                 }
-                // They wait for a process up to a deadline from now: not
-                // from when they were queued, which on a busy machine may
-                // be long ago, and was no start's fault.
-                match slots.start(Instant::now() + slots.timeout) {
+                // They wait for a process while the last of them has time;
+                // those whose deadline passes meanwhile get their timeout
+                // above.
+                let latest = pending.iter().map(|&i| jobs[i].deadline).max();
+                match slots.start(latest.expect("pending is not empty")) {
                     Ok(p) => slot.process = Some(p),
                     // A new process that hung: an attempt of the first job
-                    // failed, as if the process had hung on the job itself.
+                    // failed, as if the process had hung on the job itself
+                    // (not a crash: tried again while its deadline allows).
                     Err(e @ Error::Timeout { .. }) => {
                         bump(&slots.stats.timeouts);
-                        slots.failed_attempt(&mut jobs[first], e);
+                        slots.failed_attempt(&mut jobs[first], e, false);
                         continue;
                     }
                     Err(e) => {
@@ -539,7 +488,17 @@ impl SlotGuard<'_> {
             // One write per batch, each request sent from where it is.
             let parts: Vec<&[u8]> = pending.iter().map(|&i| jobs[i].wire).collect();
             slot.pages.resize(pending.len() * PAGE_SIZE, 0);
-            let mut result = process.transact_parts(&parts, &mut slot.pages, slots.timeout);
+            // Hang detection, but never past the earliest deadline of the
+            // batch (a process killed for it charges nobody: the others are
+            // re-sent).
+            let earliest = pending.iter().map(|&i| jobs[i].deadline).min();
+            let left = earliest.map_or(Duration::ZERO, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            let attempt = slots
+                .attempt_timeout
+                .min(left.max(Duration::from_millis(1)));
+            let mut result = process.transact_parts(&parts, &mut slot.pages, attempt);
             slot.last_used = Some(Instant::now());
             for &i in &pending {
                 if let Some(t) = jobs[i].cancel {
@@ -595,13 +554,14 @@ impl SlotGuard<'_> {
             if matches!(failure, Failure::Timeout) {
                 bump(&slots.stats.timeouts);
             }
-            let err = failure_error(failure, &mut dead, slots.timeout);
+            let crashed = crashed(&failure, &mut dead);
+            let err = failure_error(failure, &mut dead, attempt);
             // Killed and reaped here; its scratch directory goes with it.
             drop(dead);
-            // The job the process failed on is charged; those behind it are
-            // re-sent as they are.
+            // The job the process failed on has an attempt failed; those
+            // behind it are re-sent as they are.
             if let Some(&failed) = pending.get(done) {
-                slots.failed_attempt(&mut jobs[failed], err);
+                slots.failed_attempt(&mut jobs[failed], err, crashed);
             }
         }
         let cancelled = jobs
@@ -629,44 +589,5 @@ impl Drop for SlotGuard<'_> {
                 self.slots.returned.notify_one();
             }
         }
-    }
-}
-
-/// What PostgreSQL checks of every page it reads (`PageIsVerified`): a new,
-/// all-zero page, or a header whose offsets are in order within the page,
-/// with known flag bits and the 8 KiB layout-4 size/version word.
-pub(crate) fn page_is_sane(page: &[u8]) -> bool {
-    let u16_at = |off: usize| u16::from_le_bytes([page[off], page[off + 1]]);
-    let (flags, lower, upper, special) = (u16_at(10), u16_at(12), u16_at(14), u16_at(16));
-    let size_version = u16_at(18);
-    let header_ok = flags & !0x0007 == 0
-        && size_version == PAGE_SIZE as u16 | 4
-        && lower >= 24
-        && lower <= upper
-        && upper <= special
-        && special as usize <= PAGE_SIZE
-        && special % 8 == 0;
-    // A comparison with a zero page is a memcmp, many times faster than
-    // looking at the bytes one by one (a ping answers with a zero page).
-    static ZERO: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
-    header_ok || page == &ZERO[..]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sane_pages() {
-        let mut page = [0u8; PAGE_SIZE];
-        assert!(page_is_sane(&page), "a new page");
-        page[12..14].copy_from_slice(&24u16.to_le_bytes());
-        page[14..16].copy_from_slice(&8192u16.to_le_bytes());
-        page[16..18].copy_from_slice(&8192u16.to_le_bytes());
-        page[18..20].copy_from_slice(&(8192u16 | 4).to_le_bytes());
-        assert!(page_is_sane(&page), "an empty initialized page");
-        page[16..18].copy_from_slice(&8176u16.to_le_bytes());
-        assert!(!page_is_sane(&page), "upper above special");
-        assert!(!page_is_sane(&[0xAB; PAGE_SIZE]), "garbage");
     }
 }

@@ -212,6 +212,8 @@ pub mod fake {
     pub const CHATTY: u32 = 6;
     pub const CRASH_ONCE: u32 = 7;
     pub const SLOW: u32 = 8;
+    pub const KILLED_THRICE: u32 = 9;
+    pub const ABORT: u32 = 10;
 }
 
 /// A pool of `processes` fake children (started with `args`), each attempt

@@ -19,7 +19,9 @@
 //! relnode 1 normal; 2 crash (FATAL on stderr, exit 1); 3 hang forever;
 //! 4 short answer then exit; 5 garbage page; 6 chatter on stderr, then
 //! normal; 7 crash once per block (a marker file in DIR remembers), then
-//! normal; 8 sleep `blkno` ms, then normal.
+//! normal; 8 sleep `blkno` ms, then normal; 9 killed by SIGKILL (as by an
+//! operator or the OOM killer) the first three times per block (marker files
+//! in DIR), then normal; 10 abort() (a crash by SIGABRT) every time.
 //!
 //! A normal answer is an empty but valid page whose LSN is the last record's
 //! end LSN and which holds, at byte 100, the block number and the number of
@@ -38,6 +40,8 @@ const GARBAGE: u32 = 5;
 const CHATTY: u32 = 6;
 const CRASH_ONCE: u32 = 7;
 const SLOW: u32 = 8;
+const KILLED_THRICE: u32 = 9;
+const ABORT: u32 = 10;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -183,6 +187,18 @@ fn answer(
             }
             write_page(out, &valid_page(blkno, records, lsn));
         }
+        KILLED_THRICE => {
+            let dir = marker_dir.as_ref().expect("--marker-dir for killed-thrice");
+            let first = (0..3).any(|i| {
+                std::fs::File::create_new(dir.join(format!("killed-{blkno}-{i}"))).is_ok()
+            });
+            if first {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            }
+            write_page(out, &valid_page(blkno, records, lsn));
+        }
+        ABORT => std::process::abort(),
         SLOW => {
             std::thread::sleep(Duration::from_millis(u64::from(blkno)));
             write_page(out, &valid_page(blkno, records, lsn));
