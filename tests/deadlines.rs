@@ -98,7 +98,7 @@ fn requests_queued_behind_a_hung_one_keep_their_deadlines() {
 fn a_request_whose_processes_are_killed_from_outside_is_retried() {
     let _serial = serial();
     init_logging();
-    let dir = TempDir::new("killed-thrice");
+    let dir = TempDir::for_children("killed-thrice");
     let pool = Pool::new(&fake_config(
         1,
         &["--marker-dir", dir.path().to_str().unwrap()],
