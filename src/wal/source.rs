@@ -14,7 +14,9 @@
 //! distance back). Each segment read whole leaves a summary (the blocks its
 //! records reference, and the newest record initializing each), so later
 //! lookups skip the segments that do not touch their block and start inside
-//! the one that initializes it. The segments are listed again on every
+//! the one that initializes it, when that record ends at or before their LSN
+//! (a record may end in a later segment, after the LSN asked for: then the
+//! whole segment is read, as a first lookup would). The segments are listed again on every
 //! lookup, so the source follows the server as it writes, recycles and
 //! archives them.
 
@@ -116,6 +118,13 @@ pub struct HistoryEntry {
     pub record_type: &'static str,
 }
 
+/// Where a record starts and ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span {
+    start: u64,
+    end: u64,
+}
+
 /// How one record uses the block asked about.
 #[derive(Clone, Copy, Debug)]
 struct BlockUse {
@@ -157,9 +166,9 @@ pub struct WalSource {
     pg_version: Option<u32>,
     /// Segment number -> start of the first record that starts in it.
     first_starts: BTreeMap<u64, u64>,
-    /// Segments read whole: block -> start of the newest record starting in
-    /// the segment that initializes it (0: none does).
-    summaries: BTreeMap<u64, HashMap<PageTag, u64>>,
+    /// Segments read whole: block -> the newest record starting in the
+    /// segment that initializes it (None: none does).
+    summaries: BTreeMap<u64, HashMap<PageTag, Option<Span>>>,
     records_read: u64,
 }
 
@@ -191,7 +200,7 @@ impl WalSource {
 
     /// Bytes the index holds (the segment summaries), approximately.
     pub fn index_bytes(&self) -> usize {
-        let entry = std::mem::size_of::<(PageTag, u64)>() + 1;
+        let entry = std::mem::size_of::<(PageTag, Option<Span>)>() + 1;
         self.summaries
             .values()
             .map(|m| m.capacity() * entry + 64)
@@ -254,7 +263,7 @@ impl WalSource {
         self.system_id = Some(reader.system_id());
         self.pg_version = Some(reader.pg_version());
         reader.set_limit(limit);
-        let mut summary: HashMap<PageTag, u64> = HashMap::new();
+        let mut summary: HashMap<PageTag, Option<Span>> = HashMap::new();
         let mut first_of_segment = whole;
         let mut last_end = 0;
         let mut n: u64 = 0;
@@ -315,9 +324,12 @@ impl WalSource {
                     })?;
                 if whole {
                     for p in &pages {
-                        let newest = summary.entry(p.tag).or_insert(0);
+                        let newest = summary.entry(p.tag).or_insert(None);
                         if p.initializes() {
-                            *newest = rec.start_lsn;
+                            *newest = Some(Span {
+                                start: rec.start_lsn,
+                                end: rec.end_lsn,
+                            });
                         }
                     }
                 }
@@ -487,7 +499,9 @@ impl WalSource {
                 if let Some(summary) = self.summaries.get(&s) {
                     match summary.get(tag) {
                         None => continue,
-                        Some(&init) if init != 0 => start = Start::Lsn(init),
+                        // Its newest starting point, if it is complete at
+                        // `lsn`; else every record of the segment that is.
+                        Some(Some(init)) if init.end <= lsn => start = Start::Lsn(init.start),
                         Some(_) => {}
                     }
                 }
@@ -578,8 +592,9 @@ impl WalSource {
         let later = self
             .summaries
             .range(lsn / seg_size..)
-            .filter_map(|(_, m)| m.get(tag).copied().filter(|&init| init > lsn))
-            .next();
+            .filter_map(|(_, m)| m.get(tag).copied().flatten())
+            .map(|init| init.start)
+            .find(|&start| start > lsn);
         let from = match later {
             Some(init) => format!(
                 "; the page can be rebuilt as of the end of the record at {} or later",

