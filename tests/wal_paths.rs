@@ -276,3 +276,156 @@ fn record_across_a_segment_boundary() {
     drop(pool);
     assert_no_leftovers();
 }
+
+/// (start, end) of every record from `from` to `end`.
+fn records(wal: &Path, from: u64, end: u64) -> Vec<(u64, u64)> {
+    WalReader::open(wal, Some(from))
+        .unwrap()
+        .map(Result::unwrap)
+        .take_while(|r| r.end_lsn <= end)
+        .map(|r| (r.start_lsn, r.end_lsn))
+        .collect()
+}
+
+/// Items 7 and 8 of issue 22. After `pg_switch_wal()` the flush LSN is the
+/// start of a segment: a plan, a history and the bounds at it must work
+/// whether the next file is absent, a recycled segment or zero-filled (the
+/// end of WAL as PostgreSQL finds it). A record damaged below the end the
+/// caller gives is corruption, not the end of WAL: the history and a plan
+/// past it fail naming its LSN, a plan before it still works.
+#[test]
+fn segment_boundary_and_damage() {
+    let _serial = serial();
+    init_logging();
+    let tmp = TempDir::new("walpaths-boundary");
+    let dir = tmp.path();
+    let mut c = Cluster::init(dir, &["--wal-segsize=1"], SETTINGS);
+    c.start();
+    c.psql(
+        "CREATE TABLE x (id int, v text) WITH (autovacuum_enabled = off);
+         CREATE TABLE y (id int, v text) WITH (autovacuum_enabled = off);
+         INSERT INTO x SELECT g, repeat('a', 100) FROM generate_series(1, 20) g;
+         SELECT pg_switch_wal();
+         CHECKPOINT;
+         UPDATE x SET v = 'first' WHERE id = 1;",
+    );
+    let between = insert_lsn(&c);
+    c.psql(
+        "INSERT INTO y SELECT g, repeat('b', 100) FROM generate_series(1, 50) g;
+         UPDATE x SET v = 'second' WHERE id = 2;",
+    );
+    c.psql("SELECT pg_switch_wal();");
+    let end = lsn(&c, "SELECT pg_current_wal_flush_lsn();");
+    assert_eq!(end % SEG, 0, "pg_switch_wal: flush LSN {}", format_lsn(end));
+    let tag = PageTag {
+        rel: RelFileNode {
+            spcnode: 1663,
+            dbnode: c
+                .psql("SELECT oid FROM pg_database WHERE datname = 'postgres';")
+                .parse()
+                .unwrap(),
+            relnode: c.psql("SELECT pg_relation_filenode('x');").parse().unwrap(),
+        },
+        forknum: MAIN_FORKNUM,
+        blkno: 0,
+    };
+    c.stop();
+    let wal = c.data.join("pg_wal");
+    let from = WalReader::open(&wal, None).unwrap().next_lsn();
+    let uses = uses_of(&wal, from, end, &tag);
+    assert!(uses.len() >= 3, "{uses:?}");
+    let next = end / SEG;
+
+    // 7. The flush LSN at a segment boundary, the next file in four states.
+    let old = fs::read(segment_path(&wal, 1, from / SEG)).unwrap();
+    for (name, next_file) in [
+        ("next segment absent", None),
+        ("next segment recycled", Some(old.clone())),
+        ("next segment zero-filled", Some(vec![0u8; SEG as usize])),
+        (
+            "next segment as the server left it",
+            fs::read(segment_path(&wal, 1, next)).ok(),
+        ),
+    ] {
+        let d = dir.join(name.replace(' ', "-"));
+        copy_wal(&wal, &d);
+        let p = segment_path(&d, 1, next);
+        let _ = fs::remove_file(&p);
+        if let Some(bytes) = next_file {
+            fs::write(&p, bytes).unwrap();
+        }
+        let mut src = WalSource::new(vec![d.clone()], None);
+        let got = plan_of(&mut src, &tag, end);
+        assert_eq!(
+            got.as_ref().ok(),
+            reference_plan(&uses, end).as_ref(),
+            "{name}: plan at the flush LSN {}: {got:?}",
+            format_lsn(end)
+        );
+        let (_, newest) = src
+            .bounds(end)
+            .unwrap_or_else(|e| panic!("{name}: bounds: {e}"));
+        assert_eq!(newest, end, "{name}: bounds");
+        let h = history_of(&mut src, &tag, end).unwrap_or_else(|e| panic!("{name}: history: {e}"));
+        assert_eq!(
+            h,
+            uses.iter().map(|u| u.0).collect::<Vec<_>>(),
+            "{name}: history"
+        );
+        let n = cold_and_warm(
+            std::slice::from_ref(&d),
+            &tag,
+            &uses,
+            &[end - 8, end, end - SEG / 2],
+            end,
+        );
+        println!(
+            "boundary: {name}: {n} plans, the history and the bounds at {} right",
+            format_lsn(end)
+        );
+    }
+
+    // 8. A record between x's two updates, damaged (one data byte flipped).
+    let recs = records(&wal, from, end);
+    let y_recs: Vec<(u64, u64)> = recs
+        .iter()
+        .copied()
+        .filter(|r| r.0 >= between && r.1 <= uses.last().unwrap().0)
+        .filter(|r| r.0 % 8192 + 64 < 8192)
+        .collect();
+    let (bad, _) = y_recs[y_recs.len() / 2];
+    let d = dir.join("damaged");
+    copy_wal(&wal, &d);
+    let p = segment_path(&d, 1, bad / SEG);
+    let mut bytes = fs::read(&p).unwrap();
+    bytes[(bad % SEG) as usize + 40] ^= 0x55;
+    fs::write(&p, bytes).unwrap();
+    // As in the issue, the damaged segment is the newest one.
+    for s in bad / SEG + 1..bad / SEG + 64 {
+        let _ = fs::remove_file(segment_path(&d, 1, s));
+    }
+    let named = |e: &SourceError| {
+        assert!(
+            matches!(e, SourceError::Corrupt { .. }) && e.to_string().contains(&format_lsn(bad)),
+            "expected damage at {} named, got {e:?}: {e}",
+            format_lsn(bad)
+        );
+        println!("damaged: {e}");
+    };
+    let last = *uses.last().unwrap();
+    let mut src = WalSource::new(vec![d.clone()], None);
+    named(&history_of(&mut src, &tag, end).expect_err("a history through damaged WAL"));
+    for l in [last.1, end] {
+        let e = WalSource::new(vec![d.clone()], None)
+            .plan(&tag, l, &mut || false)
+            .expect_err("a plan past damaged WAL");
+        named(&e);
+    }
+    // Before the damage, the plan is still there.
+    let before = uses[uses.len() - 2].1;
+    assert_eq!(
+        plan_of(&mut src, &tag, before).ok(),
+        reference_plan(&uses, before)
+    );
+    assert_no_leftovers();
+}

@@ -395,8 +395,12 @@ struct PageHeader {
 /// Outcome of looking at the page header at some LSN.
 enum Page {
     Valid(PageHeader),
-    /// The page is not valid WAL at this position: the WAL ends here.
+    /// The page is not valid WAL at this position: the WAL ends here, on
+    /// something no writer leaves (damage, below a flushed position).
     Invalid(String),
+    /// The page was never written for this position (zeros, or a recycled
+    /// segment's older page): the WAL ends here as it normally does.
+    Unwritten(String),
     /// The segment holding the page is absent (and nothing follows it).
     Missing(String),
 }
@@ -614,6 +618,7 @@ pub struct WalReader {
     limit_reached: bool,
     done: bool,
     end_reason: Option<String>,
+    end_damaged: bool,
     /// `xlp_magic` of the first page read: every page must have it (0 until
     /// then: any supported version's).
     magic: u16,
@@ -682,6 +687,7 @@ impl WalReader {
             limit_reached: false,
             done: false,
             end_reason: None,
+            end_damaged: false,
             magic: 0,
         };
 
@@ -725,7 +731,7 @@ impl WalReader {
             reader.sysid = sysid;
         }
         // Checks segment and block size, and the system identifier.
-        if let Page::Invalid(why) = reader.page(seg_start)? {
+        if let Page::Invalid(why) | Page::Unwritten(why) = reader.page(seg_start)? {
             return Err(WalError::BadHeader { file, detail: why });
         }
 
@@ -767,7 +773,7 @@ impl WalReader {
                             }
                             break page + h.size;
                         }
-                        Page::Invalid(_) | Page::Missing(_) => break page,
+                        Page::Invalid(_) | Page::Unwritten(_) | Page::Missing(_) => break page,
                     }
                 };
             }
@@ -840,6 +846,15 @@ impl WalReader {
         self.end_reason.as_deref()
     }
 
+    /// Whether the WAL ended on something no writer leaves (a bad CRC,
+    /// length, prev-link or page header), rather than on WAL never written
+    /// (zeros, a recycled segment's older pages, a missing segment), which
+    /// is how the WAL ends after its newest record. Below a position known
+    /// to be flushed, such an end is damage.
+    pub fn end_is_damage(&self) -> bool {
+        self.end_damaged
+    }
+
     /// The next record; `Ok(None)` at the end of the WAL. After the end or an
     /// error, always `Ok(None)`.
     pub fn next_record(&mut self) -> Result<Option<WalRecord>, WalError> {
@@ -858,6 +873,12 @@ impl WalReader {
         Ok(None)
     }
 
+    /// The end of what can be read, on WAL that no writer leaves.
+    fn damaged(&mut self, reason: String) -> Result<Option<WalRecord>, WalError> {
+        self.end_damaged = true;
+        self.end(reason)
+    }
+
     fn stop_at_limit(&mut self) -> Result<Option<WalRecord>, WalError> {
         self.limit_reached = true;
         let reason = format!("reached the limit {}", format_lsn(self.limit));
@@ -872,19 +893,20 @@ impl WalReader {
         let page_lsn = start - start % XLOG_BLCKSZ;
         let hdr = match self.page(page_lsn)? {
             Page::Valid(h) => h,
-            Page::Invalid(why) | Page::Missing(why) => return self.end(why),
+            Page::Unwritten(why) | Page::Missing(why) => return self.end(why),
+            Page::Invalid(why) => return self.damaged(why),
         };
         let off = start % XLOG_BLCKSZ;
         if off == 0 {
             start += hdr.size;
         } else if off < hdr.size {
-            return self.end(format!(
+            return self.damaged(format!(
                 "record start {} points into a page header",
                 format_lsn(start)
             ));
         }
         if start - page_lsn == hdr.size && hdr.info & XLP_FIRST_IS_CONTRECORD != 0 {
-            return self.end(format!("contrecord is requested by {}", format_lsn(start)));
+            return self.damaged(format!("contrecord is requested by {}", format_lsn(start)));
         }
 
         let page_avail = (XLOG_BLCKSZ - start % XLOG_BLCKSZ) as usize;
@@ -897,7 +919,7 @@ impl WalReader {
             ));
         }
         if (tot_len as usize) < SIZE_OF_XLOG_RECORD || tot_len > MAX_RECORD_LEN {
-            return self.end(format!(
+            return self.damaged(format!(
                 "invalid record length at {}: {tot_len}",
                 format_lsn(start)
             ));
@@ -922,8 +944,14 @@ impl WalReader {
                 }
                 let h = match self.page(page)? {
                     Page::Valid(h) => h,
-                    Page::Invalid(why) | Page::Missing(why) => {
+                    Page::Unwritten(why) | Page::Missing(why) => {
                         return self.end(format!(
+                            "record at {} is incomplete: {why}",
+                            format_lsn(start)
+                        ))
+                    }
+                    Page::Invalid(why) => {
+                        return self.damaged(format!(
                             "record at {} is incomplete: {why}",
                             format_lsn(start)
                         ))
@@ -931,14 +959,14 @@ impl WalReader {
                 };
                 let remaining = tot - data.len();
                 if h.info & XLP_FIRST_IS_CONTRECORD == 0 {
-                    return self.end(format!(
+                    return self.damaged(format!(
                         "there is no contrecord flag at {} (record at {})",
                         format_lsn(page),
                         format_lsn(start)
                     ));
                 }
                 if h.rem_len as usize != remaining {
-                    return self.end(format!(
+                    return self.damaged(format!(
                         "invalid contrecord length {} (expected {remaining}) at {}",
                         h.rem_len,
                         format_lsn(page)
@@ -956,7 +984,7 @@ impl WalReader {
         let xl_prev = le_u64(&data, 8);
         if let Some(prev) = self.prev_lsn {
             if xl_prev != prev {
-                return self.end(format!(
+                return self.damaged(format!(
                     "record with incorrect prev-link {} at {} (expected {})",
                     format_lsn(xl_prev),
                     format_lsn(start),
@@ -969,7 +997,7 @@ impl WalReader {
             &data[..20],
         ));
         if crc != le_u32(&data, 20) {
-            return self.end(format!(
+            return self.damaged(format!(
                 "incorrect resource manager data checksum in record at {}",
                 format_lsn(start)
             ));
@@ -1019,10 +1047,10 @@ impl WalReader {
         loop {
             self.fill(page_lsn)?;
             match self.check_page(page_lsn)? {
-                Page::Invalid(why) => {
+                page @ (Page::Invalid(_) | Page::Unwritten(_)) => {
                     let next = self.cur.as_ref().map_or(0, |c| c.1 + 1);
                     if !self.open_segment(segno, next, true)? {
-                        return Ok(Page::Invalid(why));
+                        return Ok(page);
                     }
                 }
                 page => return Ok(page),
@@ -1041,6 +1069,12 @@ impl WalReader {
         let pageaddr = le_u64(b, 8);
         let rem_len = le_u32(b, 16);
         let at = || format!("segment {}, offset {off}", self.segs.file_name(segno));
+        if magic == 0 {
+            return Ok(Page::Unwritten(format!(
+                "invalid magic number 0000 in {}",
+                at()
+            )));
+        }
         if magic != self.magic {
             return Ok(Page::Invalid(format!(
                 "invalid magic number {magic:04X} in {}",
@@ -1054,7 +1088,7 @@ impl WalReader {
             )));
         }
         if pageaddr != page_lsn {
-            return Ok(Page::Invalid(format!(
+            return Ok(Page::Unwritten(format!(
                 "unexpected pageaddr {} in {} (recycled segment)",
                 format_lsn(pageaddr),
                 at()

@@ -30,7 +30,10 @@ use crate::process::protocol::RecordRef;
 use crate::tag::PageTag;
 use crate::wal::pages;
 use crate::wal::record::{self, RecordError};
-use crate::wal::{format_lsn, next_record_start, Segments, Start, WalError, WalReader, WalRecord};
+use crate::wal::{
+    format_lsn, next_record_start, Segments, Start, WalError, WalReader, WalRecord,
+    SIZE_OF_XLOG_LONG_PHD,
+};
 
 /// How often (in records) a scan asks the caller whether to stop.
 const INTERRUPT_EVERY: u64 = 4096;
@@ -47,6 +50,9 @@ pub enum SourceError {
     Wal(WalError),
     /// A record with a valid CRC that is not a valid record.
     Malformed { lsn: u64, error: RecordError },
+    /// The WAL cannot be read at `lsn`, below the end the caller gave (a
+    /// position it knows to be flushed): the WAL is damaged there.
+    Corrupt { lsn: u64, end: u64, why: String },
 }
 
 impl fmt::Display for SourceError {
@@ -60,6 +66,13 @@ impl fmt::Display for SourceError {
             SourceError::Malformed { lsn, error } => {
                 write!(f, "WAL record at {}: {error}", format_lsn(*lsn))
             }
+            SourceError::Corrupt { lsn, end, why } => write!(
+                f,
+                "the WAL is damaged at {}, before {} (a position given as flushed): {why}; \
+                 restore its segment from an archive",
+                format_lsn(*lsn),
+                format_lsn(*end)
+            ),
         }
     }
 }
@@ -139,8 +152,9 @@ enum ScanEnd {
     NextSegment,
     /// The next record would end after the limit.
     Limit,
-    /// The WAL ended (or stopped being readable) at `at`.
-    EndOfWal { at: u64, why: String },
+    /// The WAL ended (or stopped being readable) at `at`; `damaged`: on
+    /// something no writer leaves (see [`WalReader::end_is_damage`]).
+    EndOfWal { at: u64, why: String, damaged: bool },
     /// The callback asked to stop.
     Stopped,
     /// The first segment could not be opened (recycled, removed, foreign).
@@ -279,6 +293,7 @@ impl WalSource {
                     ScanEnd::EndOfWal {
                         at: reader.next_lsn(),
                         why: reader.end_reason().unwrap_or("end of WAL").to_string(),
+                        damaged: reader.end_is_damage(),
                     }
                 };
                 return Ok(Scanned { end, last_end });
@@ -401,7 +416,7 @@ impl WalSource {
                     .join(", ")
             ))
         };
-        let Some((low, top)) = Self::run_below(&segs, end_lsn / seg_size) else {
+        let Some((low, top)) = Self::run_below(&segs, last_segment(end_lsn, seg_size)) else {
             return Err(none(&self.dirs));
         };
         let Some((low, oldest)) = self.oldest_start(&segs, low, top, end_lsn)? else {
@@ -446,7 +461,7 @@ impl WalSource {
     ) -> Result<Plan, SourceError> {
         let segs = self.list()?;
         let seg_size = segs.segment_size();
-        let s_lsn = lsn / seg_size;
+        let s_lsn = last_segment(lsn, seg_size);
         let further = "an archive directory holding older segments, or a larger wal_keep_size, \
                        would reach further";
         let run = Self::run_below(&segs, s_lsn);
@@ -518,8 +533,15 @@ impl WalSource {
                 })?;
             match scanned.end {
                 ScanEnd::NextSegment | ScanEnd::Limit | ScanEnd::Stopped => {}
-                ScanEnd::EndOfWal { at, why } => {
+                ScanEnd::EndOfWal { at, why, damaged } => {
                     if next_record_start(at, seg_size) < lsn {
+                        if damaged {
+                            return Err(SourceError::Corrupt {
+                                lsn: at,
+                                end: lsn,
+                                why,
+                            });
+                        }
                         if per_segment.iter().all(Vec::is_empty) && s == top {
                             return Err(after_newest(
                                 self,
@@ -622,7 +644,7 @@ impl WalSource {
     ) -> Result<(), SourceError> {
         let segs = self.list()?;
         let seg_size = segs.segment_size();
-        let Some((mut low, top)) = Self::run_below(&segs, end_lsn / seg_size) else {
+        let Some((mut low, top)) = Self::run_below(&segs, last_segment(end_lsn, seg_size)) else {
             return Ok(());
         };
         let skip = |me: &Self, s: u64| {
@@ -671,7 +693,14 @@ impl WalSource {
                 ScanEnd::NextSegment => {}
                 // The newest WAL: nothing more to read.
                 ScanEnd::Limit => return Ok(()),
-                ScanEnd::EndOfWal { at, why } => {
+                ScanEnd::EndOfWal { at, why, damaged } => {
+                    if damaged {
+                        return Err(SourceError::Corrupt {
+                            lsn: at,
+                            end: end_lsn,
+                            why,
+                        });
+                    }
                     if later_wal_exists(&segs, at / seg_size, top) {
                         return Err(SourceError::NotFound(format!(
                             "the WAL cannot be read past {} ({why}), although later segments hold \
@@ -699,6 +728,14 @@ impl WalSource {
         }
         Ok(())
     }
+}
+
+/// The newest segment in which a record that ends at or before `lsn` can
+/// start: at a segment's start, or inside its long page header, no record
+/// of that segment has ended yet (after `pg_switch_wal()` the flush LSN is
+/// there, and the next file may be absent, recycled or zero-filled).
+fn last_segment(lsn: u64, seg_size: u64) -> u64 {
+    lsn.saturating_sub(SIZE_OF_XLOG_LONG_PHD + 1) / seg_size
 }
 
 /// Whether a segment after `segno`, up to `top`, begins with its own long
