@@ -96,13 +96,23 @@ fn history_of(src: &mut WalSource, tag: &PageTag, end: u64) -> Result<Vec<u64>, 
     Ok(h)
 }
 
-/// A copy of the segment files of `from` (and `.history` files) in `to`.
+/// A copy of the segment files of `from` (and `.history` files) in `to`,
+/// owned by the user PostgreSQL runs as (its recovery reads them).
 fn copy_wal(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
+    let ids = walredo_testkit::cluster::user();
+    let own = |p: &Path| {
+        if let Some(ids) = &ids {
+            std::os::unix::fs::chown(p, Some(ids.uid), Some(ids.gid)).unwrap();
+        }
+    };
+    own(to);
     for e in fs::read_dir(from).unwrap().flatten() {
         let p = e.path();
         if p.is_file() {
-            fs::copy(&p, to.join(e.file_name())).unwrap();
+            let dest = to.join(e.file_name());
+            fs::copy(&p, &dest).unwrap();
+            own(&dest);
         }
     }
 }
@@ -427,5 +437,255 @@ fn segment_boundary_and_damage() {
         plan_of(&mut src, &tag, before).ok(),
         reference_plan(&uses, before)
     );
+    assert_no_leftovers();
+}
+
+fn wait_for_replay(standby: &Cluster, lsn: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while standby.psql(&format!(
+        "SELECT pg_last_wal_replay_lsn() >= '{}';",
+        format_lsn(lsn)
+    )) != "t"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby did not replay {}",
+            format_lsn(lsn)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Start LSNs of the records pg_waldump prints for timeline `tli` from
+/// `start` to `end` that reference `tag` (main fork).
+fn waldump_uses(dir: &Path, tli: u32, start: u64, end: u64, tag: &PageTag) -> Vec<u64> {
+    let out = command(
+        "pg_waldump",
+        &[
+            "--path",
+            dir.to_str().unwrap(),
+            "--timeline",
+            &tli.to_string(),
+            "--start",
+            &format_lsn(start),
+            "--end",
+            &format_lsn(end),
+        ],
+    )
+    .output()
+    .unwrap();
+    let rel = format!(
+        "rel {}/{}/{} blk {}",
+        tag.rel.spcnode, tag.rel.dbnode, tag.rel.relnode, tag.blkno
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().count() > 10,
+        "pg_waldump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .filter(|l| {
+            l.match_indices(&rel)
+                .any(|(i, m)| !l[i + m.len()..].starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .map(|l| parse_lsn(l.split("lsn: ").nth(1).unwrap().split(',').next().unwrap()).unwrap())
+        .collect()
+}
+
+/// Item 6 of issue 22: the WAL of a promoted standby, timeline 1 up to the
+/// switch and timeline 2 after it, next to the old primary's timeline 1
+/// segments written after the switch (which are not on timeline 2's
+/// history and must not be read). Pages at LSNs before and after the switch
+/// equal PostgreSQL's archive recovery of the base backup to them (which
+/// follows the same history file), from a fresh and a warm source; the
+/// history of a block across the switch is pg_waldump's, timeline by
+/// timeline; plans at every record end around the switch, cold and warm,
+/// agree.
+#[test]
+fn timeline_switch_of_a_promoted_standby() {
+    let _serial = serial();
+    init_logging();
+    let tmp = TempDir::new("walpaths-tli");
+    let stmp = TempDir::new("walpaths-tli-standby");
+    let dir = tmp.path();
+    let mut p = Cluster::init(dir, &["--wal-segsize=1"], SETTINGS);
+    p.start();
+    p.psql(
+        "CREATE TABLE x (id int, v text) WITH (autovacuum_enabled = off);
+         INSERT INTO x SELECT g, repeat('a', 200) FROM generate_series(1, 100) g;
+         CHECKPOINT;",
+    );
+    let mut s = Cluster::init(stmp.path(), &["--wal-segsize=1"], SETTINGS);
+    fs::remove_dir_all(&s.data).unwrap();
+    run(
+        "pg_basebackup",
+        &[
+            "-D",
+            s.data.to_str().unwrap(),
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "-h",
+            p.socket_dir.to_str().unwrap(),
+            "-U",
+            "postgres",
+        ],
+    );
+    let base = dir.join("base");
+    copy_tree(&s.data, &base);
+    fs::remove_file(base.join("standby.signal")).unwrap();
+    s.start();
+    p.psql(
+        "UPDATE x SET v = 'one' WHERE id % 3 = 0;
+         SELECT pg_switch_wal();
+         UPDATE x SET v = 'two' WHERE id % 5 = 0;
+         CHECKPOINT;
+         UPDATE x SET v = 'three' WHERE id % 7 = 0;",
+    );
+    let on_tli1 = insert_lsn(&p);
+    // Timeline 1's segments before the switch's: only they hold `on_tli1`.
+    p.psql(
+        "SELECT pg_switch_wal();
+         UPDATE x SET v = 'four' WHERE id % 11 = 0;
+         SELECT pg_switch_wal();
+         UPDATE x SET v = 'four and a half' WHERE id % 2 = 1;",
+    );
+    wait_for_replay(&s, lsn(&p, "SELECT pg_current_wal_flush_lsn();"));
+    s.psql("SELECT pg_promote();");
+    s.psql(
+        "UPDATE x SET v = 'five' WHERE id % 13 = 0;
+         CHECKPOINT;
+         UPDATE x SET v = 'six' WHERE id % 2 = 0;
+         SELECT pg_switch_wal();
+         UPDATE x SET v = 'seven' WHERE id % 17 = 0;",
+    );
+    let on_tli2 = insert_lsn(&s);
+    s.psql("UPDATE x SET v = 'eight' WHERE id % 19 = 0;");
+    let end = lsn(&s, "SELECT pg_current_wal_flush_lsn();");
+    // The old primary goes on writing timeline 1 past the switch.
+    p.psql(
+        "UPDATE x SET v = 'diverged' WHERE id % 4 = 0;
+         SELECT pg_switch_wal();
+         UPDATE x SET v = 'diverged again' WHERE id % 6 = 0;",
+    );
+    let db: u32 = s
+        .psql("SELECT oid FROM pg_database WHERE datname = 'postgres';")
+        .parse()
+        .unwrap();
+    let relnode: u32 = s.psql("SELECT pg_relation_filenode('x');").parse().unwrap();
+    p.stop();
+    s.stop();
+    let history = fs::read_to_string(s.data.join("pg_wal/00000002.history")).unwrap();
+    let switch = parse_lsn(history.split_whitespace().nth(1).unwrap()).unwrap();
+    println!(
+        "timeline: switch to timeline 2 at {}; LSNs {} (timeline 1) and {} (timeline 2); end {}",
+        format_lsn(switch),
+        format_lsn(on_tli1),
+        format_lsn(on_tli2),
+        format_lsn(end)
+    );
+    assert!(on_tli1 / SEG + 1 < switch / SEG && switch / SEG < on_tli2 / SEG);
+    // One directory as an archive would hold it: both servers' segments,
+    // the standby's where both have one; and the two pg_wal directories.
+    let merged = dir.join("merged");
+    copy_wal(&p.data.join("pg_wal"), &merged);
+    copy_wal(&s.data.join("pg_wal"), &merged);
+    let diverged = segment_path(&merged, 1, on_tli2 / SEG);
+    assert!(
+        diverged.is_file(),
+        "the old primary's timeline 1 WAL past the switch"
+    );
+    let both = vec![s.data.join("pg_wal"), p.data.join("pg_wal")];
+
+    let pool = Pool::new(&walredo::Config {
+        processes: 1,
+        ..config()
+    })
+    .unwrap();
+    let mut warm = WalSource::new(vec![merged.clone()], None);
+    let tag0 = PageTag {
+        rel: RelFileNode {
+            spcnode: 1663,
+            dbnode: db,
+            relnode,
+        },
+        forknum: MAIN_FORKNUM,
+        blkno: 0,
+    };
+    history_of(&mut warm, &tag0, end).unwrap();
+    let mut compared = 0;
+    for target in [on_tli1, on_tli2] {
+        let expected = dir.join(format!("expected-{target:x}"));
+        copy_tree(&base, &expected);
+        archive_recover(&expected, &merged, dir, &format_lsn(target));
+        let file = fs::read(expected.join(format!("base/{db}/{relnode}"))).unwrap();
+        for blkno in 0..(file.len() / 8192) as u32 {
+            let want = &file[blkno as usize * 8192..][..8192];
+            let tag = PageTag { blkno, ..tag0 };
+            for (what, src) in [
+                ("warm", &mut warm),
+                ("fresh", &mut WalSource::new(vec![merged.clone()], None)),
+                ("pg_wal of both", &mut WalSource::new(both.clone(), None)),
+            ] {
+                let plan = src.plan(&tag, target, &mut || false).unwrap_or_else(|e| {
+                    panic!("{what}: blk {blkno} at {}: {e}", format_lsn(target))
+                });
+                let page = pool.redo(&tag, None, &plan.record_refs()).unwrap();
+                assert!(
+                    page[..] == want[..],
+                    "{what}: blk {blkno} at {} differs from PostgreSQL's recovery",
+                    format_lsn(target)
+                );
+                compared += 1;
+            }
+        }
+    }
+    println!("timeline: {compared} pages equal PostgreSQL's recovery across the switch");
+
+    // The history across the switch is pg_waldump's, timeline by timeline.
+    let oldest = WalSource::new(vec![merged.clone()], None)
+        .bounds(end)
+        .unwrap()
+        .0;
+    let switch_seg = switch / SEG * SEG;
+    let mut want = waldump_uses(&merged, 1, oldest, switch_seg, &tag0);
+    want.extend(waldump_uses(
+        &s.data.join("pg_wal"),
+        2,
+        switch_seg,
+        end,
+        &tag0,
+    ));
+    for dirs in [vec![merged.clone()], both.clone()] {
+        let got = history_of(&mut WalSource::new(dirs.clone(), None), &tag0, end).unwrap();
+        assert_eq!(got, want, "history of block 0 in {dirs:?}");
+    }
+    assert!(want.iter().any(|&l| l < switch) && want.iter().any(|&l| l > switch));
+    println!(
+        "timeline: block 0's history of {} records is pg_waldump's",
+        want.len()
+    );
+
+    // Plans at every record end around the switch, cold and warm.
+    let mut ends: Vec<u64> = Vec::new();
+    let mut reader = WalReader::open_segments(
+        std::sync::Arc::new(
+            walredo::wal::Segments::list(std::slice::from_ref(&merged), None, None).unwrap(),
+        ),
+        walredo::wal::Start::Segment(switch / SEG - 1),
+        None,
+    )
+    .unwrap();
+    reader.set_limit(end);
+    while let Some(r) = reader.next_record().unwrap() {
+        ends.push(r.end_lsn);
+    }
+    let uses = uses_of(&merged, oldest, end, &tag0);
+    let n = cold_and_warm(std::slice::from_ref(&merged), &tag0, &uses, &ends, end);
+    println!("timeline: plans at {n} record ends around the switch agree, cold and warm");
+    drop(pool);
     assert_no_leftovers();
 }

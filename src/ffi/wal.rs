@@ -126,6 +126,10 @@ unsafe fn source<'a>(wal: *mut walredo_wal) -> Result<&'a walredo_wal, Error> {
 /// recycled while it is read is noticed (its page headers no longer match)
 /// and looked for in the next directory, else the lookup fails with a
 /// message naming it. `timeline` 0: the highest timeline found (then kept).
+/// The timeline's history file (`NNNNNNNN.history`, in any of the
+/// directories) is followed as PostgreSQL's recovery follows it: WAL before
+/// a switch is read from the segments of the timeline current then, and an
+/// older timeline's segments past its switch point are never read.
 /// Cheap: checks that the directories exist, reads no WAL yet. On success
 /// `*out` is the source, freed with `walredo_wal_free`; on failure `*out` is
 /// NULL. Errors: `WALREDO_INVALID_ARGUMENT` (NULL, no directory, not a

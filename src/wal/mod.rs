@@ -20,6 +20,7 @@ pub mod pages;
 pub mod plan;
 pub mod record;
 pub mod source;
+pub mod timeline;
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -31,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::wal::crc32c::{crc32c_finish, crc32c_update, CRC32C_INIT};
+use crate::wal::timeline::History;
 
 /// WAL page size (XLOG_BLCKSZ).
 pub const XLOG_BLCKSZ: u64 = 8192;
@@ -204,6 +206,8 @@ pub enum WalError {
         expected: u64,
         found: u64,
     },
+    /// A timeline history file cannot be parsed.
+    BadHistory { file: PathBuf, detail: String },
 }
 
 impl fmt::Display for WalError {
@@ -288,6 +292,11 @@ impl fmt::Display for WalError {
             WalError::BadHeader { file, detail } => write!(
                 f,
                 "WAL segment {}: {detail}; this reader needs PostgreSQL 15 to 18 WAL with 8 KiB pages",
+                file.display()
+            ),
+            WalError::BadHistory { file, detail } => write!(
+                f,
+                "timeline history file {}: {detail}; restore it from the archive",
                 file.display()
             ),
             WalError::SystemIdMismatch {
@@ -418,24 +427,28 @@ pub enum Start {
     Lsn(u64),
 }
 
-/// The segment files of one timeline, looked up in a list of directories
-/// (the server's `pg_wal`, then archives): for each segment, every directory
-/// that has a file of its name, in the order of the list. Listing reads no
-/// WAL; which file of a segment is read is decided when it is opened (the
-/// first one whose long page header is that segment's).
+/// The segment files of one target timeline and its ancestors (see
+/// [`timeline`]: each segment from the timeline current at its end), looked
+/// up in a list of directories (the server's `pg_wal`, then archives): for
+/// each segment, every directory that has a file of its name, in the order
+/// of the list. Listing reads no WAL; which file of a segment is read is
+/// decided when it is opened (the first one whose long page header is that
+/// segment's).
 #[derive(Clone, Debug)]
 pub struct Segments {
     dirs: Vec<PathBuf>,
     tli: u32,
+    history: History,
     seg_size: u64,
     files: BTreeMap<u64, Vec<PathBuf>>,
 }
 
 impl Segments {
-    /// List `dirs`. The timeline is `timeline`, or the highest one present
-    /// (with `start_lsn`: the highest one having the segment that holds it);
-    /// other timelines and other files (`*.history`, `*.partial`,
-    /// `archive_status/`) are ignored. The segment size is the size of the
+    /// List `dirs`. The target timeline is `timeline`, or the highest one
+    /// present (with `start_lsn`: the highest one whose history has the
+    /// segment that holds it); its history file is followed, and other
+    /// timelines' files and other files (`*.partial`, `archive_status/`) are
+    /// ignored. The segment size is the size of the
     /// lowest segment file of that timeline with a valid size.
     pub fn list(
         dirs: &[PathBuf],
@@ -508,23 +521,38 @@ impl Segments {
         let segno_of = |f: &(u32, u32, u32, usize, PathBuf)| -> Option<u64> {
             (u64::from(f.2) < per).then(|| u64::from(f.1) * per + u64::from(f.2))
         };
-        let tli = match (timeline, start_lsn) {
-            (Some(t), _) => t,
-            (None, None) => size_tli,
-            (None, Some(lsn)) => files
-                .iter()
-                .filter(|f| segno_of(f) == Some(lsn / seg_size))
-                .map(|f| f.0)
-                .max()
-                .ok_or_else(|| WalError::StartNotFound {
+        let history = match (timeline, start_lsn) {
+            (Some(t), _) => History::read(dirs, t)?,
+            (None, None) => History::read(dirs, size_tli)?,
+            (None, Some(lsn)) => {
+                let segno = lsn / seg_size;
+                let mut tlis: Vec<u32> = files.iter().map(|f| f.0).collect();
+                tlis.dedup();
+                let mut found = None;
+                for &t in tlis.iter().rev() {
+                    let h = History::read(dirs, t)?;
+                    let want = h.timeline_of_segment(segno, seg_size);
+                    if files
+                        .iter()
+                        .any(|f| f.0 == want && segno_of(f) == Some(segno))
+                    {
+                        found = Some(h);
+                        break;
+                    }
+                }
+                found.ok_or_else(|| WalError::StartNotFound {
                     lsn,
                     dirs: dirs.to_vec(),
-                })?,
+                })?
+            }
         };
+        let tli = history.target();
         let mut by_segno: BTreeMap<u64, Vec<PathBuf>> = BTreeMap::new();
-        for f in files.iter().filter(|f| f.0 == tli) {
+        for f in &files {
             if let Some(segno) = segno_of(f) {
-                by_segno.entry(segno).or_default().push(f.4.clone());
+                if f.0 == history.timeline_of_segment(segno, seg_size) {
+                    by_segno.entry(segno).or_default().push(f.4.clone());
+                }
             }
         }
         if by_segno.is_empty() {
@@ -533,6 +561,7 @@ impl Segments {
         Ok(Segments {
             dirs: dirs.to_vec(),
             tli,
+            history,
             seg_size,
             files: by_segno,
         })
@@ -586,9 +615,10 @@ impl Segments {
         })
     }
 
-    /// The file name of segment `segno` of this timeline.
+    /// The file name of segment `segno`: of the timeline current at its end.
     pub fn file_name(&self, segno: u64) -> String {
-        segment_file_name(self.tli, segno, self.seg_size)
+        let tli = self.history.timeline_of_segment(segno, self.seg_size);
+        segment_file_name(tli, segno, self.seg_size)
     }
 }
 
@@ -1910,7 +1940,10 @@ mod tests {
         b2.small(48);
         b2.small(48);
         b2.write(&d.0);
-        fs::write(d.0.join("00000002.history"), "1\t0/200000\tno reason\n").unwrap();
+        // Timeline 2 left timeline 1 at the start of segment 1: timeline 1's
+        // file of it is not on timeline 2's history (tests/wal_paths.rs
+        // follows a real switch).
+        fs::write(d.0.join("00000002.history"), "1\t0/100000\tno reason\n").unwrap();
         fs::write(d.0.join("000000010000000000000003.partial"), b"x").unwrap();
         fs::create_dir(d.0.join("archive_status")).unwrap();
         let (recs, err, r) = read_all(&d.0, None);
