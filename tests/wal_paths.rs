@@ -49,8 +49,14 @@ fn pad_to_segment_end(c: &Cluster, gap: u64) {
         if left <= gap + 600 {
             return;
         }
-        // Record and page headers take their share.
-        let n = (left - gap - 300).saturating_sub(left / 8192 * 24).max(1);
+        // Far from it, leave room for records others write meanwhile (a
+        // catalog page's first prune after a checkpoint logs its image);
+        // near it, halve the distance.
+        let n = if left > gap + 20_000 {
+            left - gap - 20_000 - left / 8192 * 24
+        } else {
+            (left - gap) / 2
+        };
         c.psql(&format!(
             "SELECT pg_logical_emit_message(false, 'pad', repeat('p', {n}));"
         ));
