@@ -526,23 +526,17 @@ impl Segments {
             (None, None) => History::read(dirs, size_tli)?,
             (None, Some(lsn)) => {
                 let segno = lsn / seg_size;
-                let mut tlis: Vec<u32> = files.iter().map(|f| f.0).collect();
-                tlis.dedup();
-                let mut found = None;
-                for &t in tlis.iter().rev() {
-                    let h = History::read(dirs, t)?;
-                    let want = h.timeline_of_segment(segno, seg_size);
-                    if files
+                let has = |tli: u32| {
+                    files
                         .iter()
-                        .any(|f| f.0 == want && segno_of(f) == Some(segno))
-                    {
-                        found = Some(h);
-                        break;
+                        .any(|f| f.0 == tli && segno_of(f) == Some(segno))
+                };
+                let tlis = files.iter().map(|f| f.0).rev();
+                History::newest_reaching(dirs, tlis, segno, seg_size, has)?.ok_or_else(|| {
+                    WalError::StartNotFound {
+                        lsn,
+                        dirs: dirs.to_vec(),
                     }
-                }
-                found.ok_or_else(|| WalError::StartNotFound {
-                    lsn,
-                    dirs: dirs.to_vec(),
                 })?
             }
         };

@@ -56,6 +56,30 @@ impl History {
         Ok(History::alone(target))
     }
 
+    /// The history of the newest of `timelines` (newest first, repeats
+    /// allowed) under which segment `segno` is one whose file exists
+    /// (`has_file(tli)`), if any.
+    pub fn newest_reaching(
+        dirs: &[PathBuf],
+        timelines: impl Iterator<Item = u32>,
+        segno: u64,
+        seg_size: u64,
+        has_file: impl Fn(u32) -> bool,
+    ) -> Result<Option<History>, WalError> {
+        let mut last = None;
+        for tli in timelines {
+            if last == Some(tli) {
+                continue;
+            }
+            last = Some(tli);
+            let h = History::read(dirs, tli)?;
+            if has_file(h.timeline_of_segment(segno, seg_size)) {
+                return Ok(Some(h));
+            }
+        }
+        Ok(None)
+    }
+
     /// Parse a history file's text (as `readTimeLineHistory` does: blank
     /// lines and `#` comments are skipped; timelines must increase).
     pub fn parse(text: &str, target: u32, file: &Path) -> Result<History, WalError> {
