@@ -982,6 +982,13 @@ impl WalReader {
                     }
                 };
                 let remaining = tot - data.len();
+                if h.info & XLP_FIRST_IS_OVERWRITE_CONTRECORD != 0 {
+                    // The record was abandoned at a crash and new WAL
+                    // written over its rest: the WAL goes on at this page
+                    // (as xlogreader restarts there).
+                    self.next_lsn = page;
+                    return self.read_record();
+                }
                 if h.info & XLP_FIRST_IS_CONTRECORD == 0 {
                     return self.damaged(format!(
                         "there is no contrecord flag at {} (record at {})",
@@ -1829,7 +1836,30 @@ mod tests {
             vec![(0x100028, 0x100050, 34), (0x100050, 0x100078, 34)]
         );
         assert!(r.end_reason().unwrap().contains("checksum"));
+        assert!(r.end_is_damage());
         assert_eq!(r.next_lsn(), 0x100078);
+    }
+
+    #[test]
+    fn overwritten_contrecord_is_skipped() {
+        // A record abandoned at a crash past its first page; the next page
+        // flagged XLP_FIRST_IS_OVERWRITE_CONTRECORD goes on with new WAL
+        // whose prev-link is the record before it (PostgreSQL 15+).
+        let d = TempDir::new("overwrite");
+        let mut b = Builder::new(1, 1);
+        let (a, _) = b.small(34);
+        b.small(9000);
+        let page = 0x102000;
+        b.at(page, XLOG_BLCKSZ as usize).fill(0);
+        (b.pos, b.prev) = (page, a);
+        let (c, c_end) = b.small(40);
+        b.at(page + 2, 2)
+            .copy_from_slice(&XLP_FIRST_IS_OVERWRITE_CONTRECORD.to_le_bytes());
+        b.write(&d.0);
+        let (recs, err, r) = read_all(&d.0, None);
+        assert!(err.is_none());
+        assert_eq!(spans(&recs), vec![(a, 0x100050, 34), (c, c_end, 40)]);
+        assert!(!r.end_is_damage(), "{:?}", r.end_reason());
     }
 
     #[test]
