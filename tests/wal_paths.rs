@@ -437,6 +437,21 @@ fn segment_boundary_and_damage() {
             .expect_err("a plan past damaged WAL");
         named(&e);
     }
+    // A page of zeros there (WAL lost, or an end past what was flushed):
+    // not the end of the history either.
+    let z = dir.join("zeroed");
+    copy_wal(&d, &z);
+    let p = segment_path(&z, 1, bad / SEG);
+    let mut bytes = fs::read(&p).unwrap();
+    let page = (bad % SEG / 8192 * 8192) as usize;
+    bytes[page..page + 8192].fill(0);
+    fs::write(&p, bytes).unwrap();
+    match history_of(&mut WalSource::new(vec![z.clone()], None), &tag, end) {
+        Err(SourceError::NotFound(m)) if m.contains("pass an LSN the server has flushed") => {
+            println!("zeroed: {m}")
+        }
+        other => panic!("a history through a zeroed page: {other:?}"),
+    }
     // Before the damage, the plan is still there.
     let before = uses[uses.len() - 2].1;
     assert_eq!(

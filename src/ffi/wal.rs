@@ -309,9 +309,10 @@ pub unsafe extern "C" fn walredo_plan_free(plan: *mut walredo_plan) {
 /// `each` returning nonzero stops the walk, and the call returns
 /// `WALREDO_OK`. The first history of a source reads all of the readable
 /// WAL; later ones only the segments that reference their block. `end_lsn`
-/// must be flushed: WAL below it that cannot be read is damage
-/// (`WALREDO_MALFORMED_RECORD`, naming its LSN), not the end of the WAL;
-/// WAL never written (zeros, a recycled segment) ends the walk. Errors as
+/// must be flushed (UINT64_MAX: to the end of the WAL, wherever it is): WAL
+/// below it that cannot be read is damage (`WALREDO_MALFORMED_RECORD`,
+/// naming its LSN), WAL never written there (zeros, a recycled segment)
+/// `WALREDO_NOT_FOUND`; neither ends the walk silently. Errors as
 /// `walredo_wal_plan`'s (a readable WAL that no record of the block is in
 /// is not an error: `each` is never called).
 #[no_mangle]

@@ -708,6 +708,15 @@ impl WalSource {
                             format_lsn(at)
                         )));
                     }
+                    // WAL never written, below a position given as flushed.
+                    if end_lsn != u64::MAX && next_record_start(at, seg_size) < end_lsn {
+                        return Err(SourceError::NotFound(format!(
+                            "the WAL ends at {} ({why}), before {}: pass an LSN the server has \
+                             flushed (u64::MAX: to the end of the WAL)",
+                            format_lsn(at),
+                            format_lsn(end_lsn)
+                        )));
+                    }
                     return Ok(());
                 }
                 // The oldest segment cannot be read (being removed): the
