@@ -153,7 +153,7 @@ check-15: build lint header-check test c-tests pkgconfig-test check-demos
 # cargo builds here and the test programs run there; the C tests' real-page
 # part; the demo's oracle for every access method, with defaults and with
 # full_page_writes=off wal_compression=lz4.
-VERSION_TESTS ?= real_wal sandbox inspect process wal_source template
+VERSION_TESTS ?= real_wal sandbox inspect inspect_wal process wal_source wal_paths template
 VERSION_DEMO_WORKLOAD ?= cli/demo/workload.sql
 check-version: build
 	$(CARGO) build --release -p walredo-testkit --bins

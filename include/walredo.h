@@ -69,8 +69,10 @@
 #define WALREDO_INVALID_ARGUMENT 1
 
 /**
- * A record is not a valid PostgreSQL 15 XLogRecord (bad length, CRC, block
- * headers). Refused before it reached any process.
+ * A record is not a valid PostgreSQL XLogRecord (bad length, CRC, block
+ * headers): one given to a redo call (refused before it reached any
+ * process), or one of a WAL source's files below the LSN the caller gave as
+ * flushed (damaged WAL; the message names its LSN and what failed).
  */
 #define WALREDO_MALFORMED_RECORD 2
 
@@ -766,6 +768,10 @@ int walredo_pool_metrics_text(const struct walredo_pool *pool,
  * recycled while it is read is noticed (its page headers no longer match)
  * and looked for in the next directory, else the lookup fails with a
  * message naming it. `timeline` 0: the highest timeline found (then kept).
+ * The timeline's history file (`NNNNNNNN.history`, in any of the
+ * directories) is followed as PostgreSQL's recovery follows it: WAL before
+ * a switch is read from the segments of the timeline current then, and an
+ * older timeline's segments past its switch point are never read.
  * Cheap: checks that the directories exist, reads no WAL yet. On success
  * `*out` is the source, freed with `walredo_wal_free`; on failure `*out` is
  * NULL. Errors: `WALREDO_INVALID_ARGUMENT` (NULL, no directory, not a
@@ -800,7 +806,11 @@ void walredo_wal_free(struct walredo_wal *wal);
  * `WALREDO_CANCELLED`: `interrupt` (may be NULL) returned nonzero.
  * `WALREDO_INVALID_ARGUMENT`: NULL arguments, a fork above 3, directories
  * that cannot be read. `WALREDO_MALFORMED_RECORD`: a record with a valid
- * CRC that does not decode.
+ * CRC that does not decode, or WAL that cannot be read below `lsn` for
+ * another reason than never having been written (a bad CRC, length,
+ * prev-link or page header: damage, since `lsn` is flushed). An `lsn` at the
+ * start of a segment (the flush LSN after `pg_switch_wal()`) needs nothing
+ * of that segment, which may be absent, recycled or zero-filled.
  */
 int walredo_wal_plan(struct walredo_wal *wal,
                      const struct walredo_page_tag *tag,
@@ -833,7 +843,11 @@ void walredo_plan_free(struct walredo_plan *plan);
  * calling thread; the entry and its strings are valid during the call).
  * `each` returning nonzero stops the walk, and the call returns
  * `WALREDO_OK`. The first history of a source reads all of the readable
- * WAL; later ones only the segments that reference their block. Errors as
+ * WAL; later ones only the segments that reference their block. `end_lsn`
+ * must be flushed (UINT64_MAX: to the end of the WAL, wherever it is): WAL
+ * below it that cannot be read is damage (`WALREDO_MALFORMED_RECORD`,
+ * naming its LSN), WAL never written there (zeros, a recycled segment)
+ * `WALREDO_NOT_FOUND`; neither ends the walk silently. Errors as
  * `walredo_wal_plan`'s (a readable WAL that no record of the block is in
  * is not an error: `each` is never called).
  */

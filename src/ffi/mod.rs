@@ -52,8 +52,10 @@ pub const WALREDO_OK: c_int = 0;
 /// that does not reference the target page, no base page and a first record
 /// that does not initialize the page).
 pub const WALREDO_INVALID_ARGUMENT: c_int = 1;
-/// A record is not a valid PostgreSQL 15 XLogRecord (bad length, CRC, block
-/// headers). Refused before it reached any process.
+/// A record is not a valid PostgreSQL XLogRecord (bad length, CRC, block
+/// headers): one given to a redo call (refused before it reached any
+/// process), or one of a WAL source's files below the LSN the caller gave as
+/// flushed (damaged WAL; the message names its LSN and what failed).
 pub const WALREDO_MALFORMED_RECORD: c_int = 2;
 /// PostgreSQL's redo failed: the request's process crashed on it twice (it
 /// is retried once on a fresh process). The message carries PostgreSQL's

@@ -67,7 +67,7 @@ fn source_status(e: SourceError) -> Result<c_int, Error> {
     let status = match &e {
         SourceError::NotFound(_) => WALREDO_NOT_FOUND,
         SourceError::Cancelled => WALREDO_CANCELLED,
-        SourceError::Malformed { .. } => WALREDO_MALFORMED_RECORD,
+        SourceError::Malformed { .. } | SourceError::Corrupt { .. } => WALREDO_MALFORMED_RECORD,
         // The directories given cannot be used.
         SourceError::Wal(
             WalError::ReadDir { .. } | WalError::Io { .. } | WalError::SystemIdMismatch { .. },
@@ -126,6 +126,10 @@ unsafe fn source<'a>(wal: *mut walredo_wal) -> Result<&'a walredo_wal, Error> {
 /// recycled while it is read is noticed (its page headers no longer match)
 /// and looked for in the next directory, else the lookup fails with a
 /// message naming it. `timeline` 0: the highest timeline found (then kept).
+/// The timeline's history file (`NNNNNNNN.history`, in any of the
+/// directories) is followed as PostgreSQL's recovery follows it: WAL before
+/// a switch is read from the segments of the timeline current then, and an
+/// older timeline's segments past its switch point are never read.
 /// Cheap: checks that the directories exist, reads no WAL yet. On success
 /// `*out` is the source, freed with `walredo_wal_free`; on failure `*out` is
 /// NULL. Errors: `WALREDO_INVALID_ARGUMENT` (NULL, no directory, not a
@@ -214,7 +218,11 @@ pub unsafe extern "C" fn walredo_wal_free(wal: *mut walredo_wal) {
 /// `WALREDO_CANCELLED`: `interrupt` (may be NULL) returned nonzero.
 /// `WALREDO_INVALID_ARGUMENT`: NULL arguments, a fork above 3, directories
 /// that cannot be read. `WALREDO_MALFORMED_RECORD`: a record with a valid
-/// CRC that does not decode.
+/// CRC that does not decode, or WAL that cannot be read below `lsn` for
+/// another reason than never having been written (a bad CRC, length,
+/// prev-link or page header: damage, since `lsn` is flushed). An `lsn` at the
+/// start of a segment (the flush LSN after `pg_switch_wal()`) needs nothing
+/// of that segment, which may be absent, recycled or zero-filled.
 #[no_mangle]
 pub unsafe extern "C" fn walredo_wal_plan(
     wal: *mut walredo_wal,
@@ -300,7 +308,11 @@ pub unsafe extern "C" fn walredo_plan_free(plan: *mut walredo_plan) {
 /// calling thread; the entry and its strings are valid during the call).
 /// `each` returning nonzero stops the walk, and the call returns
 /// `WALREDO_OK`. The first history of a source reads all of the readable
-/// WAL; later ones only the segments that reference their block. Errors as
+/// WAL; later ones only the segments that reference their block. `end_lsn`
+/// must be flushed (UINT64_MAX: to the end of the WAL, wherever it is): WAL
+/// below it that cannot be read is damage (`WALREDO_MALFORMED_RECORD`,
+/// naming its LSN), WAL never written there (zeros, a recycled segment)
+/// `WALREDO_NOT_FOUND`; neither ends the walk silently. Errors as
 /// `walredo_wal_plan`'s (a readable WAL that no record of the block is in
 /// is not an error: `each` is never called).
 #[no_mangle]

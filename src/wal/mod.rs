@@ -20,6 +20,7 @@ pub mod pages;
 pub mod plan;
 pub mod record;
 pub mod source;
+pub mod timeline;
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -31,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::wal::crc32c::{crc32c_finish, crc32c_update, CRC32C_INIT};
+use crate::wal::timeline::History;
 
 /// WAL page size (XLOG_BLCKSZ).
 pub const XLOG_BLCKSZ: u64 = 8192;
@@ -204,6 +206,8 @@ pub enum WalError {
         expected: u64,
         found: u64,
     },
+    /// A timeline history file cannot be parsed.
+    BadHistory { file: PathBuf, detail: String },
 }
 
 impl fmt::Display for WalError {
@@ -288,6 +292,11 @@ impl fmt::Display for WalError {
             WalError::BadHeader { file, detail } => write!(
                 f,
                 "WAL segment {}: {detail}; this reader needs PostgreSQL 15 to 18 WAL with 8 KiB pages",
+                file.display()
+            ),
+            WalError::BadHistory { file, detail } => write!(
+                f,
+                "timeline history file {}: {detail}; restore it from the archive",
                 file.display()
             ),
             WalError::SystemIdMismatch {
@@ -395,8 +404,12 @@ struct PageHeader {
 /// Outcome of looking at the page header at some LSN.
 enum Page {
     Valid(PageHeader),
-    /// The page is not valid WAL at this position: the WAL ends here.
+    /// The page is not valid WAL at this position: the WAL ends here, on
+    /// something no writer leaves (damage, below a flushed position).
     Invalid(String),
+    /// The page was never written for this position (zeros, or a recycled
+    /// segment's older page): the WAL ends here as it normally does.
+    Unwritten(String),
     /// The segment holding the page is absent (and nothing follows it).
     Missing(String),
 }
@@ -414,24 +427,28 @@ pub enum Start {
     Lsn(u64),
 }
 
-/// The segment files of one timeline, looked up in a list of directories
-/// (the server's `pg_wal`, then archives): for each segment, every directory
-/// that has a file of its name, in the order of the list. Listing reads no
-/// WAL; which file of a segment is read is decided when it is opened (the
-/// first one whose long page header is that segment's).
+/// The segment files of one target timeline and its ancestors (see
+/// [`timeline`]: each segment from the timeline current at its end), looked
+/// up in a list of directories (the server's `pg_wal`, then archives): for
+/// each segment, every directory that has a file of its name, in the order
+/// of the list. Listing reads no WAL; which file of a segment is read is
+/// decided when it is opened (the first one whose long page header is that
+/// segment's).
 #[derive(Clone, Debug)]
 pub struct Segments {
     dirs: Vec<PathBuf>,
     tli: u32,
+    history: History,
     seg_size: u64,
     files: BTreeMap<u64, Vec<PathBuf>>,
 }
 
 impl Segments {
-    /// List `dirs`. The timeline is `timeline`, or the highest one present
-    /// (with `start_lsn`: the highest one having the segment that holds it);
-    /// other timelines and other files (`*.history`, `*.partial`,
-    /// `archive_status/`) are ignored. The segment size is the size of the
+    /// List `dirs`. The target timeline is `timeline`, or the highest one
+    /// present (with `start_lsn`: the highest one whose history has the
+    /// segment that holds it); its history file is followed, and other
+    /// timelines' files and other files (`*.partial`, `archive_status/`) are
+    /// ignored. The segment size is the size of the
     /// lowest segment file of that timeline with a valid size.
     pub fn list(
         dirs: &[PathBuf],
@@ -504,23 +521,32 @@ impl Segments {
         let segno_of = |f: &(u32, u32, u32, usize, PathBuf)| -> Option<u64> {
             (u64::from(f.2) < per).then(|| u64::from(f.1) * per + u64::from(f.2))
         };
-        let tli = match (timeline, start_lsn) {
-            (Some(t), _) => t,
-            (None, None) => size_tli,
-            (None, Some(lsn)) => files
-                .iter()
-                .filter(|f| segno_of(f) == Some(lsn / seg_size))
-                .map(|f| f.0)
-                .max()
-                .ok_or_else(|| WalError::StartNotFound {
-                    lsn,
-                    dirs: dirs.to_vec(),
-                })?,
+        let history = match (timeline, start_lsn) {
+            (Some(t), _) => History::read(dirs, t)?,
+            (None, None) => History::read(dirs, size_tli)?,
+            (None, Some(lsn)) => {
+                let segno = lsn / seg_size;
+                let has = |tli: u32| {
+                    files
+                        .iter()
+                        .any(|f| f.0 == tli && segno_of(f) == Some(segno))
+                };
+                let tlis = files.iter().map(|f| f.0).rev();
+                History::newest_reaching(dirs, tlis, segno, seg_size, has)?.ok_or_else(|| {
+                    WalError::StartNotFound {
+                        lsn,
+                        dirs: dirs.to_vec(),
+                    }
+                })?
+            }
         };
+        let tli = history.target();
         let mut by_segno: BTreeMap<u64, Vec<PathBuf>> = BTreeMap::new();
-        for f in files.iter().filter(|f| f.0 == tli) {
+        for f in &files {
             if let Some(segno) = segno_of(f) {
-                by_segno.entry(segno).or_default().push(f.4.clone());
+                if f.0 == history.timeline_of_segment(segno, seg_size) {
+                    by_segno.entry(segno).or_default().push(f.4.clone());
+                }
             }
         }
         if by_segno.is_empty() {
@@ -529,6 +555,7 @@ impl Segments {
         Ok(Segments {
             dirs: dirs.to_vec(),
             tli,
+            history,
             seg_size,
             files: by_segno,
         })
@@ -582,9 +609,10 @@ impl Segments {
         })
     }
 
-    /// The file name of segment `segno` of this timeline.
+    /// The file name of segment `segno`: of the timeline current at its end.
     pub fn file_name(&self, segno: u64) -> String {
-        segment_file_name(self.tli, segno, self.seg_size)
+        let tli = self.history.timeline_of_segment(segno, self.seg_size);
+        segment_file_name(tli, segno, self.seg_size)
     }
 }
 
@@ -614,6 +642,7 @@ pub struct WalReader {
     limit_reached: bool,
     done: bool,
     end_reason: Option<String>,
+    end_damaged: bool,
     /// `xlp_magic` of the first page read: every page must have it (0 until
     /// then: any supported version's).
     magic: u16,
@@ -682,6 +711,7 @@ impl WalReader {
             limit_reached: false,
             done: false,
             end_reason: None,
+            end_damaged: false,
             magic: 0,
         };
 
@@ -725,7 +755,7 @@ impl WalReader {
             reader.sysid = sysid;
         }
         // Checks segment and block size, and the system identifier.
-        if let Page::Invalid(why) = reader.page(seg_start)? {
+        if let Page::Invalid(why) | Page::Unwritten(why) = reader.page(seg_start)? {
             return Err(WalError::BadHeader { file, detail: why });
         }
 
@@ -767,7 +797,7 @@ impl WalReader {
                             }
                             break page + h.size;
                         }
-                        Page::Invalid(_) | Page::Missing(_) => break page,
+                        Page::Invalid(_) | Page::Unwritten(_) | Page::Missing(_) => break page,
                     }
                 };
             }
@@ -840,6 +870,15 @@ impl WalReader {
         self.end_reason.as_deref()
     }
 
+    /// Whether the WAL ended on something no writer leaves (a bad CRC,
+    /// length, prev-link or page header), rather than on WAL never written
+    /// (zeros, a recycled segment's older pages, a missing segment), which
+    /// is how the WAL ends after its newest record. Below a position known
+    /// to be flushed, such an end is damage.
+    pub fn end_is_damage(&self) -> bool {
+        self.end_damaged
+    }
+
     /// The next record; `Ok(None)` at the end of the WAL. After the end or an
     /// error, always `Ok(None)`.
     pub fn next_record(&mut self) -> Result<Option<WalRecord>, WalError> {
@@ -858,6 +897,12 @@ impl WalReader {
         Ok(None)
     }
 
+    /// The end of what can be read, on WAL that no writer leaves.
+    fn damaged(&mut self, reason: String) -> Result<Option<WalRecord>, WalError> {
+        self.end_damaged = true;
+        self.end(reason)
+    }
+
     fn stop_at_limit(&mut self) -> Result<Option<WalRecord>, WalError> {
         self.limit_reached = true;
         let reason = format!("reached the limit {}", format_lsn(self.limit));
@@ -872,19 +917,20 @@ impl WalReader {
         let page_lsn = start - start % XLOG_BLCKSZ;
         let hdr = match self.page(page_lsn)? {
             Page::Valid(h) => h,
-            Page::Invalid(why) | Page::Missing(why) => return self.end(why),
+            Page::Unwritten(why) | Page::Missing(why) => return self.end(why),
+            Page::Invalid(why) => return self.damaged(why),
         };
         let off = start % XLOG_BLCKSZ;
         if off == 0 {
             start += hdr.size;
         } else if off < hdr.size {
-            return self.end(format!(
+            return self.damaged(format!(
                 "record start {} points into a page header",
                 format_lsn(start)
             ));
         }
         if start - page_lsn == hdr.size && hdr.info & XLP_FIRST_IS_CONTRECORD != 0 {
-            return self.end(format!("contrecord is requested by {}", format_lsn(start)));
+            return self.damaged(format!("contrecord is requested by {}", format_lsn(start)));
         }
 
         let page_avail = (XLOG_BLCKSZ - start % XLOG_BLCKSZ) as usize;
@@ -897,7 +943,7 @@ impl WalReader {
             ));
         }
         if (tot_len as usize) < SIZE_OF_XLOG_RECORD || tot_len > MAX_RECORD_LEN {
-            return self.end(format!(
+            return self.damaged(format!(
                 "invalid record length at {}: {tot_len}",
                 format_lsn(start)
             ));
@@ -922,23 +968,36 @@ impl WalReader {
                 }
                 let h = match self.page(page)? {
                     Page::Valid(h) => h,
-                    Page::Invalid(why) | Page::Missing(why) => {
+                    Page::Unwritten(why) | Page::Missing(why) => {
                         return self.end(format!(
+                            "record at {} is incomplete: {why}",
+                            format_lsn(start)
+                        ))
+                    }
+                    Page::Invalid(why) => {
+                        return self.damaged(format!(
                             "record at {} is incomplete: {why}",
                             format_lsn(start)
                         ))
                     }
                 };
                 let remaining = tot - data.len();
+                if h.info & XLP_FIRST_IS_OVERWRITE_CONTRECORD != 0 {
+                    // The record was abandoned at a crash and new WAL
+                    // written over its rest: the WAL goes on at this page
+                    // (as xlogreader restarts there).
+                    self.next_lsn = page;
+                    return self.read_record();
+                }
                 if h.info & XLP_FIRST_IS_CONTRECORD == 0 {
-                    return self.end(format!(
+                    return self.damaged(format!(
                         "there is no contrecord flag at {} (record at {})",
                         format_lsn(page),
                         format_lsn(start)
                     ));
                 }
                 if h.rem_len as usize != remaining {
-                    return self.end(format!(
+                    return self.damaged(format!(
                         "invalid contrecord length {} (expected {remaining}) at {}",
                         h.rem_len,
                         format_lsn(page)
@@ -956,7 +1015,7 @@ impl WalReader {
         let xl_prev = le_u64(&data, 8);
         if let Some(prev) = self.prev_lsn {
             if xl_prev != prev {
-                return self.end(format!(
+                return self.damaged(format!(
                     "record with incorrect prev-link {} at {} (expected {})",
                     format_lsn(xl_prev),
                     format_lsn(start),
@@ -969,7 +1028,7 @@ impl WalReader {
             &data[..20],
         ));
         if crc != le_u32(&data, 20) {
-            return self.end(format!(
+            return self.damaged(format!(
                 "incorrect resource manager data checksum in record at {}",
                 format_lsn(start)
             ));
@@ -1019,10 +1078,10 @@ impl WalReader {
         loop {
             self.fill(page_lsn)?;
             match self.check_page(page_lsn)? {
-                Page::Invalid(why) => {
+                page @ (Page::Invalid(_) | Page::Unwritten(_)) => {
                     let next = self.cur.as_ref().map_or(0, |c| c.1 + 1);
                     if !self.open_segment(segno, next, true)? {
-                        return Ok(Page::Invalid(why));
+                        return Ok(page);
                     }
                 }
                 page => return Ok(page),
@@ -1041,6 +1100,12 @@ impl WalReader {
         let pageaddr = le_u64(b, 8);
         let rem_len = le_u32(b, 16);
         let at = || format!("segment {}, offset {off}", self.segs.file_name(segno));
+        if magic == 0 {
+            return Ok(Page::Unwritten(format!(
+                "invalid magic number 0000 in {}",
+                at()
+            )));
+        }
         if magic != self.magic {
             return Ok(Page::Invalid(format!(
                 "invalid magic number {magic:04X} in {}",
@@ -1054,7 +1119,7 @@ impl WalReader {
             )));
         }
         if pageaddr != page_lsn {
-            return Ok(Page::Invalid(format!(
+            return Ok(Page::Unwritten(format!(
                 "unexpected pageaddr {} in {} (recycled segment)",
                 format_lsn(pageaddr),
                 at()
@@ -1771,7 +1836,30 @@ mod tests {
             vec![(0x100028, 0x100050, 34), (0x100050, 0x100078, 34)]
         );
         assert!(r.end_reason().unwrap().contains("checksum"));
+        assert!(r.end_is_damage());
         assert_eq!(r.next_lsn(), 0x100078);
+    }
+
+    #[test]
+    fn overwritten_contrecord_is_skipped() {
+        // A record abandoned at a crash past its first page; the next page
+        // flagged XLP_FIRST_IS_OVERWRITE_CONTRECORD goes on with new WAL
+        // whose prev-link is the record before it (PostgreSQL 15+).
+        let d = TempDir::new("overwrite");
+        let mut b = Builder::new(1, 1);
+        let (a, _) = b.small(34);
+        b.small(9000);
+        let page = 0x102000;
+        b.at(page, XLOG_BLCKSZ as usize).fill(0);
+        (b.pos, b.prev) = (page, a);
+        let (c, c_end) = b.small(40);
+        b.at(page + 2, 2)
+            .copy_from_slice(&XLP_FIRST_IS_OVERWRITE_CONTRECORD.to_le_bytes());
+        b.write(&d.0);
+        let (recs, err, r) = read_all(&d.0, None);
+        assert!(err.is_none());
+        assert_eq!(spans(&recs), vec![(a, 0x100050, 34), (c, c_end, 40)]);
+        assert!(!r.end_is_damage(), "{:?}", r.end_reason());
     }
 
     #[test]
@@ -1876,7 +1964,10 @@ mod tests {
         b2.small(48);
         b2.small(48);
         b2.write(&d.0);
-        fs::write(d.0.join("00000002.history"), "1\t0/200000\tno reason\n").unwrap();
+        // Timeline 2 left timeline 1 at the start of segment 1: timeline 1's
+        // file of it is not on timeline 2's history (tests/wal_paths.rs
+        // follows a real switch).
+        fs::write(d.0.join("00000002.history"), "1\t0/100000\tno reason\n").unwrap();
         fs::write(d.0.join("000000010000000000000003.partial"), b"x").unwrap();
         fs::create_dir(d.0.join("archive_status")).unwrap();
         let (recs, err, r) = read_all(&d.0, None);

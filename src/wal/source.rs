@@ -14,7 +14,9 @@
 //! distance back). Each segment read whole leaves a summary (the blocks its
 //! records reference, and the newest record initializing each), so later
 //! lookups skip the segments that do not touch their block and start inside
-//! the one that initializes it. The segments are listed again on every
+//! the one that initializes it, when that record ends at or before their LSN
+//! (a record may end in a later segment, after the LSN asked for: then the
+//! whole segment is read, as a first lookup would). The segments are listed again on every
 //! lookup, so the source follows the server as it writes, recycles and
 //! archives them.
 
@@ -28,7 +30,10 @@ use crate::process::protocol::RecordRef;
 use crate::tag::PageTag;
 use crate::wal::pages;
 use crate::wal::record::{self, RecordError};
-use crate::wal::{format_lsn, next_record_start, Segments, Start, WalError, WalReader, WalRecord};
+use crate::wal::{
+    format_lsn, next_record_start, Segments, Start, WalError, WalReader, WalRecord,
+    SIZE_OF_XLOG_LONG_PHD,
+};
 
 /// How often (in records) a scan asks the caller whether to stop.
 const INTERRUPT_EVERY: u64 = 4096;
@@ -45,6 +50,9 @@ pub enum SourceError {
     Wal(WalError),
     /// A record with a valid CRC that is not a valid record.
     Malformed { lsn: u64, error: RecordError },
+    /// The WAL cannot be read at `lsn`, below the end the caller gave (a
+    /// position it knows to be flushed): the WAL is damaged there.
+    Corrupt { lsn: u64, end: u64, why: String },
 }
 
 impl fmt::Display for SourceError {
@@ -58,6 +66,13 @@ impl fmt::Display for SourceError {
             SourceError::Malformed { lsn, error } => {
                 write!(f, "WAL record at {}: {error}", format_lsn(*lsn))
             }
+            SourceError::Corrupt { lsn, end, why } => write!(
+                f,
+                "the WAL is damaged at {}, before {} (a position given as flushed): {why}; \
+                 restore its segment from an archive",
+                format_lsn(*lsn),
+                format_lsn(*end)
+            ),
         }
     }
 }
@@ -116,6 +131,13 @@ pub struct HistoryEntry {
     pub record_type: &'static str,
 }
 
+/// Where a record starts and ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span {
+    start: u64,
+    end: u64,
+}
+
 /// How one record uses the block asked about.
 #[derive(Clone, Copy, Debug)]
 struct BlockUse {
@@ -130,8 +152,9 @@ enum ScanEnd {
     NextSegment,
     /// The next record would end after the limit.
     Limit,
-    /// The WAL ended (or stopped being readable) at `at`.
-    EndOfWal { at: u64, why: String },
+    /// The WAL ended (or stopped being readable) at `at`; `damaged`: on
+    /// something no writer leaves (see [`WalReader::end_is_damage`]).
+    EndOfWal { at: u64, why: String, damaged: bool },
     /// The callback asked to stop.
     Stopped,
     /// The first segment could not be opened (recycled, removed, foreign).
@@ -157,9 +180,9 @@ pub struct WalSource {
     pg_version: Option<u32>,
     /// Segment number -> start of the first record that starts in it.
     first_starts: BTreeMap<u64, u64>,
-    /// Segments read whole: block -> start of the newest record starting in
-    /// the segment that initializes it (0: none does).
-    summaries: BTreeMap<u64, HashMap<PageTag, u64>>,
+    /// Segments read whole: block -> the newest record starting in the
+    /// segment that initializes it (None: none does).
+    summaries: BTreeMap<u64, HashMap<PageTag, Option<Span>>>,
     records_read: u64,
 }
 
@@ -191,7 +214,7 @@ impl WalSource {
 
     /// Bytes the index holds (the segment summaries), approximately.
     pub fn index_bytes(&self) -> usize {
-        let entry = std::mem::size_of::<(PageTag, u64)>() + 1;
+        let entry = std::mem::size_of::<(PageTag, Option<Span>)>() + 1;
         self.summaries
             .values()
             .map(|m| m.capacity() * entry + 64)
@@ -254,7 +277,7 @@ impl WalSource {
         self.system_id = Some(reader.system_id());
         self.pg_version = Some(reader.pg_version());
         reader.set_limit(limit);
-        let mut summary: HashMap<PageTag, u64> = HashMap::new();
+        let mut summary: HashMap<PageTag, Option<Span>> = HashMap::new();
         let mut first_of_segment = whole;
         let mut last_end = 0;
         let mut n: u64 = 0;
@@ -270,6 +293,7 @@ impl WalSource {
                     ScanEnd::EndOfWal {
                         at: reader.next_lsn(),
                         why: reader.end_reason().unwrap_or("end of WAL").to_string(),
+                        damaged: reader.end_is_damage(),
                     }
                 };
                 return Ok(Scanned { end, last_end });
@@ -315,9 +339,12 @@ impl WalSource {
                     })?;
                 if whole {
                     for p in &pages {
-                        let newest = summary.entry(p.tag).or_insert(0);
+                        let newest = summary.entry(p.tag).or_insert(None);
                         if p.initializes() {
-                            *newest = rec.start_lsn;
+                            *newest = Some(Span {
+                                start: rec.start_lsn,
+                                end: rec.end_lsn,
+                            });
                         }
                     }
                 }
@@ -389,7 +416,7 @@ impl WalSource {
                     .join(", ")
             ))
         };
-        let Some((low, top)) = Self::run_below(&segs, end_lsn / seg_size) else {
+        let Some((low, top)) = Self::run_below(&segs, last_segment(end_lsn, seg_size)) else {
             return Err(none(&self.dirs));
         };
         let Some((low, oldest)) = self.oldest_start(&segs, low, top, end_lsn)? else {
@@ -434,7 +461,7 @@ impl WalSource {
     ) -> Result<Plan, SourceError> {
         let segs = self.list()?;
         let seg_size = segs.segment_size();
-        let s_lsn = lsn / seg_size;
+        let s_lsn = last_segment(lsn, seg_size);
         let further = "an archive directory holding older segments, or a larger wal_keep_size, \
                        would reach further";
         let run = Self::run_below(&segs, s_lsn);
@@ -487,7 +514,9 @@ impl WalSource {
                 if let Some(summary) = self.summaries.get(&s) {
                     match summary.get(tag) {
                         None => continue,
-                        Some(&init) if init != 0 => start = Start::Lsn(init),
+                        // Its newest starting point, if it is complete at
+                        // `lsn`; else every record of the segment that is.
+                        Some(Some(init)) if init.end <= lsn => start = Start::Lsn(init.start),
                         Some(_) => {}
                     }
                 }
@@ -504,8 +533,15 @@ impl WalSource {
                 })?;
             match scanned.end {
                 ScanEnd::NextSegment | ScanEnd::Limit | ScanEnd::Stopped => {}
-                ScanEnd::EndOfWal { at, why } => {
+                ScanEnd::EndOfWal { at, why, damaged } => {
                     if next_record_start(at, seg_size) < lsn {
+                        if damaged {
+                            return Err(SourceError::Corrupt {
+                                lsn: at,
+                                end: lsn,
+                                why,
+                            });
+                        }
                         if per_segment.iter().all(Vec::is_empty) && s == top {
                             return Err(after_newest(
                                 self,
@@ -578,8 +614,9 @@ impl WalSource {
         let later = self
             .summaries
             .range(lsn / seg_size..)
-            .filter_map(|(_, m)| m.get(tag).copied().filter(|&init| init > lsn))
-            .next();
+            .filter_map(|(_, m)| m.get(tag).copied().flatten())
+            .map(|init| init.start)
+            .find(|&start| start > lsn);
         let from = match later {
             Some(init) => format!(
                 "; the page can be rebuilt as of the end of the record at {} or later",
@@ -607,7 +644,7 @@ impl WalSource {
     ) -> Result<(), SourceError> {
         let segs = self.list()?;
         let seg_size = segs.segment_size();
-        let Some((mut low, top)) = Self::run_below(&segs, end_lsn / seg_size) else {
+        let Some((mut low, top)) = Self::run_below(&segs, last_segment(end_lsn, seg_size)) else {
             return Ok(());
         };
         let skip = |me: &Self, s: u64| {
@@ -656,12 +693,28 @@ impl WalSource {
                 ScanEnd::NextSegment => {}
                 // The newest WAL: nothing more to read.
                 ScanEnd::Limit => return Ok(()),
-                ScanEnd::EndOfWal { at, why } => {
+                ScanEnd::EndOfWal { at, why, damaged } => {
+                    if damaged {
+                        return Err(SourceError::Corrupt {
+                            lsn: at,
+                            end: end_lsn,
+                            why,
+                        });
+                    }
                     if later_wal_exists(&segs, at / seg_size, top) {
                         return Err(SourceError::NotFound(format!(
                             "the WAL cannot be read past {} ({why}), although later segments hold \
                              WAL: a segment changed while it was read, or is damaged",
                             format_lsn(at)
+                        )));
+                    }
+                    // WAL never written, below a position given as flushed.
+                    if end_lsn != u64::MAX && next_record_start(at, seg_size) < end_lsn {
+                        return Err(SourceError::NotFound(format!(
+                            "the WAL ends at {} ({why}), before {}: pass an LSN the server has \
+                             flushed (u64::MAX: to the end of the WAL)",
+                            format_lsn(at),
+                            format_lsn(end_lsn)
                         )));
                     }
                     return Ok(());
@@ -684,6 +737,14 @@ impl WalSource {
         }
         Ok(())
     }
+}
+
+/// The newest segment in which a record that ends at or before `lsn` can
+/// start: at a segment's start, or inside its long page header, no record
+/// of that segment has ended yet (after `pg_switch_wal()` the flush LSN is
+/// there, and the next file may be absent, recycled or zero-filled).
+fn last_segment(lsn: u64, seg_size: u64) -> u64 {
+    lsn.saturating_sub(SIZE_OF_XLOG_LONG_PHD + 1) / seg_size
 }
 
 /// Whether a segment after `segno`, up to `top`, begins with its own long
