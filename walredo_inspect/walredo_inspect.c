@@ -101,6 +101,14 @@ inspect_library_error(int status, const char *context)
 					 errhint("Set walredo_inspect.archive_dir to a directory of archived WAL "
 							 "segments, or raise wal_keep_size to keep more WAL in pg_wal.")));
 			pg_unreachable();
+		case WALREDO_NO_SUCH_BLOCK:
+			/* The block's absence at that LSN, as a missing file would be. */
+			code = ERRCODE_UNDEFINED_FILE;
+			break;
+		case WALREDO_NOT_IN_WAL:
+			/* No archive would help: no hint about one. */
+			code = ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
+			break;
 		case WALREDO_REDO_FAILED:
 		case WALREDO_TIMEOUT:
 			code = ERRCODE_EXTERNAL_ROUTINE_EXCEPTION;

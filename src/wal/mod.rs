@@ -16,6 +16,7 @@
 pub mod checksum;
 pub mod crc32c;
 pub mod image;
+pub mod lifetime;
 pub mod pages;
 pub mod plan;
 pub mod record;

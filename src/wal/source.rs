@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use crate::process::protocol::RecordRef;
 use crate::tag::PageTag;
+use crate::wal::lifetime::{self, Removal};
 use crate::wal::pages;
 use crate::wal::record::{self, RecordError};
 use crate::wal::{format_lsn, next_record_start, Segments, Start, WalError, WalReader, WalRecord};
@@ -45,12 +46,20 @@ pub enum SourceError {
     Wal(WalError),
     /// A record with a valid CRC that is not a valid record.
     Malformed { lsn: u64, error: RecordError },
+    /// The block did not exist at the LSN: a record before it removed the
+    /// block (truncation, drop) and none made it again.
+    NoSuchBlock(String),
+    /// The WAL never held the page: its content comes from files copied
+    /// outside WAL, or its fork is not WAL-logged.
+    NotInWal(String),
 }
 
 impl fmt::Display for SourceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SourceError::NotFound(m) => f.write_str(m),
+            SourceError::NotFound(m) | SourceError::NoSuchBlock(m) | SourceError::NotInWal(m) => {
+                f.write_str(m)
+            }
             SourceError::Cancelled => {
                 f.write_str("cancelled: the interrupt callback asked to stop")
             }
@@ -122,6 +131,8 @@ struct BlockUse {
     initializes: bool,
     has_image: bool,
     will_init: bool,
+    /// The record removes the block (it does not exist after it).
+    removal: Option<Removal>,
 }
 
 /// How a scan ended.
@@ -160,6 +171,9 @@ pub struct WalSource {
     /// Segments read whole: block -> start of the newest record starting in
     /// the segment that initializes it (0: none does).
     summaries: BTreeMap<u64, HashMap<PageTag, u64>>,
+    /// Segments read whole: what their records remove (rare), which the
+    /// summaries, keyed by block, cannot hold.
+    removals: BTreeMap<u64, Vec<Removal>>,
     records_read: u64,
 }
 
@@ -180,6 +194,7 @@ impl WalSource {
             pg_version: None,
             first_starts: BTreeMap::new(),
             summaries: BTreeMap::new(),
+            removals: BTreeMap::new(),
             records_read: 0,
         }
     }
@@ -205,6 +220,7 @@ impl WalSource {
         // What is gone from every directory cannot be read again.
         self.summaries.retain(|s, _| segs.contains(*s));
         self.first_starts.retain(|s, _| segs.contains(*s));
+        self.removals.retain(|s, _| segs.contains(*s));
         Ok(Arc::new(segs))
     }
 
@@ -255,6 +271,7 @@ impl WalSource {
         self.pg_version = Some(reader.pg_version());
         reader.set_limit(limit);
         let mut summary: HashMap<PageTag, u64> = HashMap::new();
+        let mut removed: Vec<Removal> = Vec::new();
         let mut first_of_segment = whole;
         let mut last_end = 0;
         let mut n: u64 = 0;
@@ -280,8 +297,10 @@ impl WalSource {
                 // Everything that starts in `cur` was read.
                 if whole {
                     self.summaries.insert(cur, std::mem::take(&mut summary));
+                    self.removals.insert(cur, std::mem::take(&mut removed));
                     for empty in cur + 1..seg {
                         self.summaries.insert(empty, HashMap::new());
+                        self.removals.insert(empty, Vec::new());
                     }
                 }
                 whole = true;
@@ -308,12 +327,14 @@ impl WalSource {
                         error,
                     }
                 })?;
-                let pages =
-                    pages::record_pages(&decoded).map_err(|error| SourceError::Malformed {
-                        lsn: rec.start_lsn,
-                        error,
-                    })?;
+                let malformed = |error| SourceError::Malformed {
+                    lsn: rec.start_lsn,
+                    error,
+                };
+                let pages = pages::record_pages(&decoded).map_err(malformed)?;
+                let removals = lifetime::removals(&decoded).map_err(malformed)?;
                 if whole {
+                    removed.extend_from_slice(&removals);
                     for p in &pages {
                         let newest = summary.entry(p.tag).or_insert(0);
                         if p.initializes() {
@@ -321,12 +342,23 @@ impl WalSource {
                         }
                     }
                 }
-                tag.and_then(|t| pages.iter().find(|p| p.tag == *t))
-                    .map(|p| BlockUse {
-                        initializes: p.initializes(),
-                        has_image: p.has_image(),
-                        will_init: p.will_init(),
-                    })
+                tag.and_then(|t| {
+                    let removal = removals.iter().find(|r| r.covers(t)).copied();
+                    match pages.iter().find(|p| p.tag == *t) {
+                        Some(p) => Some(BlockUse {
+                            initializes: p.initializes(),
+                            has_image: p.has_image(),
+                            will_init: p.will_init(),
+                            removal: None,
+                        }),
+                        None => removal.map(|r| BlockUse {
+                            initializes: false,
+                            has_image: false,
+                            will_init: false,
+                            removal: Some(r),
+                        }),
+                    }
+                })
             };
             if let Some(b) = block {
                 if !found(rec, b) {
@@ -478,6 +510,7 @@ impl WalSource {
         let mut per_segment: Vec<Vec<WalRecord>> = Vec::new();
         let mut found = false;
         let mut oldest_use: Option<u64> = None;
+        let mut removed_by: Option<Removal> = None;
         for s in (low_readable..=top).rev() {
             if interrupt() {
                 return Err(SourceError::Cancelled);
@@ -486,9 +519,9 @@ impl WalSource {
             if s < s_lsn {
                 if let Some(summary) = self.summaries.get(&s) {
                     match summary.get(tag) {
-                        None => continue,
+                        None if !self.removes_in(s, tag) => continue,
                         Some(&init) if init != 0 => start = Start::Lsn(init),
-                        Some(_) => {}
+                        _ => {}
                     }
                 }
             }
@@ -496,8 +529,11 @@ impl WalSource {
             let mut last_init: Option<usize> = None;
             let scanned =
                 self.scan(&segs, start, s, lsn, Some(tag), interrupt, &mut |rec, b| {
-                    if b.initializes {
+                    // A removal starts the page's life over, as an
+                    // initializing record does: nothing before it counts.
+                    if b.initializes || b.removal.is_some() {
                         last_init = Some(recs.len());
+                        removed_by = b.removal;
                     }
                     recs.push(rec);
                     true
@@ -549,12 +585,22 @@ impl WalSource {
             let range = self.range_text(lsn);
             return Err(self.no_start(tag, lsn, seg_size, oldest_use, &range, further));
         }
-        let records = per_segment.into_iter().rev().flatten().collect();
+        let records: Vec<WalRecord> = per_segment.into_iter().rev().flatten().collect();
+        if let Some(removal) = removed_by {
+            return Err(lifetime::after_removal(tag, lsn, removal, &records));
+        }
         Ok(Plan {
             tag: *tag,
             lsn,
             records,
         })
+    }
+
+    /// Whether a record of segment `s` (read whole) removes `tag`.
+    fn removes_in(&self, s: u64, tag: &PageTag) -> bool {
+        self.removals
+            .get(&s)
+            .is_some_and(|v| v.iter().any(|r| r.covers(tag)))
     }
 
     /// The NOT_FOUND of a block without a starting point at or before `lsn`.
@@ -611,7 +657,9 @@ impl WalSource {
             return Ok(());
         };
         let skip = |me: &Self, s: u64| {
-            s < top && me.summaries.get(&s).is_some_and(|m| !m.contains_key(tag))
+            s < top
+                && me.summaries.get(&s).is_some_and(|m| !m.contains_key(tag))
+                && !me.removes_in(s, tag)
         };
         let mut s = low;
         while s <= top {
