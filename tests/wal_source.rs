@@ -341,8 +341,12 @@ fn wal_sources_against_postgresql() {
         for tag in &tags {
             let plan = match src.plan(tag, *lsn, &mut || false) {
                 // A catalog's map page last logged whole by initdb, before
-                // the readable WAL: only a base page would start it.
-                Err(SourceError::NotFound(_)) if tag.forknum == VISIBILITYMAP_FORKNUM => {
+                // the readable WAL, or copied with its database by initdb
+                // (CREATE DATABASE ... FILE_COPY): only a base page would
+                // start it.
+                Err(SourceError::NotFound(_) | SourceError::NotInWal(_))
+                    if tag.forknum == VISIBILITYMAP_FORKNUM =>
+                {
                     vm_no_start += 1;
                     continue;
                 }

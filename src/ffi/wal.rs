@@ -70,6 +70,13 @@ fn source_status(e: SourceError) -> Result<c_int, Error> {
         SourceError::NotInWal(_) => WALREDO_NOT_IN_WAL,
         SourceError::Cancelled => WALREDO_CANCELLED,
         SourceError::Malformed { .. } => WALREDO_MALFORMED_RECORD,
+        // A file gone between two looks: WAL no longer there, not a bad
+        // argument.
+        SourceError::Wal(WalError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            WALREDO_NOT_FOUND
+        }
         // The directories given cannot be used.
         SourceError::Wal(
             WalError::ReadDir { .. } | WalError::Io { .. } | WalError::SystemIdMismatch { .. },

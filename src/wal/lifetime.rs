@@ -157,7 +157,9 @@ pub fn after_removal(
             format_lsn(lsn)
         )),
         (None, true) => SourceError::NotInWal(format!(
-            "{tag} as of {} is in files that {by}; no record up to that LSN initializes the page",
+            "no record from {} up to {} references {tag}: {by}; the page is as that copy left \
+             it, or did not exist",
+            format_lsn(first.start_lsn),
             format_lsn(lsn)
         )),
         (Some(next), _) => SourceError::NotInWal(format!(
@@ -167,6 +169,19 @@ pub fn after_removal(
             format_lsn(next.start_lsn)
         )),
     }
+}
+
+/// The answer for a free-space-map page that no record at or before `lsn`
+/// initializes: the map is not WAL-logged (only hint-bit full-page images,
+/// with data checksums or wal_log_hints, ever name its pages), so no archive
+/// holds it either.
+pub fn fsm_not_logged(tag: &PageTag, lsn: u64) -> SourceError {
+    SourceError::NotInWal(format!(
+        "{tag}: the free-space map is not WAL-logged (its pages appear in WAL only as \
+         full-page images for hint bits, with data checksums or wal_log_hints), and no such \
+         image of this page is in the readable WAL at or before {}",
+        format_lsn(lsn)
+    ))
 }
 
 /// What a decoded record removes (empty for most records). Main data too

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::process::protocol::RecordRef;
-use crate::tag::PageTag;
+use crate::tag::{PageTag, FSM_FORKNUM};
 use crate::wal::lifetime::{self, Removal};
 use crate::wal::pages;
 use crate::wal::record::{self, RecordError};
@@ -582,6 +582,9 @@ impl WalSource {
             per_segment.push(recs);
         }
         if !found {
+            if tag.forknum == FSM_FORKNUM {
+                return Err(lifetime::fsm_not_logged(tag, lsn));
+            }
             let range = self.range_text(lsn);
             return Err(self.no_start(tag, lsn, seg_size, oldest_use, &range, further));
         }
@@ -661,6 +664,9 @@ impl WalSource {
                 && me.summaries.get(&s).is_some_and(|m| !m.contains_key(tag))
                 && !me.removes_in(s, tag)
         };
+        // Removals before the block's first record are not part of its
+        // history (a database copied long before the block was made).
+        let mut used = false;
         let mut s = low;
         while s <= top {
             if skip(self, s) {
@@ -684,6 +690,11 @@ impl WalSource {
                 Some(tag),
                 interrupt,
                 &mut |rec, b| {
+                    if b.removal.is_none() {
+                        used = true;
+                    } else if !used {
+                        return true;
+                    }
                     let (rmid, info) = (rec.rmid(), rec.info());
                     each(&HistoryEntry {
                         start_lsn: rec.start_lsn,
