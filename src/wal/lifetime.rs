@@ -156,6 +156,8 @@ pub fn after_removal(
             "{tag} did not exist at {}: {by}, and no record up to that LSN made the block again",
             format_lsn(lsn)
         )),
+        // Not WAL-logged at all: that, rather than the copy, is the reason.
+        (None, true) if tag.forknum == FSM_FORKNUM => fsm_not_logged(tag, lsn),
         (None, true) => SourceError::NotInWal(format!(
             "no record from {} up to {} references {tag}: {by}; the page is as that copy left \
              it, or did not exist",
