@@ -82,7 +82,8 @@
 
 /**
  * No answer by the deadline (`timeout_ms`), twice; the processes were
- * killed and will be replaced.
+ * killed and will be replaced. Also a deadline too short to start a
+ * process (nothing is wrong with the installation then).
  */
 #define WALREDO_TIMEOUT 4
 

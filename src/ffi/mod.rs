@@ -59,7 +59,8 @@ pub const WALREDO_MALFORMED_RECORD: c_int = 2;
 /// process). The message carries PostgreSQL's own words.
 pub const WALREDO_REDO_FAILED: c_int = 3;
 /// No answer by the deadline (`timeout_ms`), twice; the processes were
-/// killed and will be replaced.
+/// killed and will be replaced. Also a deadline too short to start a
+/// process (nothing is wrong with the installation then).
 pub const WALREDO_TIMEOUT: c_int = 4;
 /// A wal-redo process could not be started: PostgreSQL 15, the pg_walredo
 /// extension or the unprivileged user is missing. The message says what to
