@@ -139,8 +139,9 @@
 
 /**
  * The WAL never held what the page needs, so no archive would help: a fork
- * that is not WAL-logged (the free-space map), or a database made by copying
- * files (CREATE DATABASE ... STRATEGY FILE_COPY). The message says which.
+ * that is not WAL-logged (the free-space map), or a page changed by records
+ * that do not initialize it since its database was made by copying files
+ * (CREATE DATABASE ... STRATEGY FILE_COPY). The message says which.
  */
 #define WALREDO_NOT_IN_WAL 14
 
@@ -783,8 +784,9 @@ void walredo_wal_free(struct walredo_wal *wal);
  * `WALREDO_NO_SUCH_BLOCK`: the block did not exist at `lsn` (truncated or
  * dropped by a record at or before it, and not made again since); the
  * message names that record. `WALREDO_NOT_IN_WAL`: the page's content at
- * `lsn` is not in any WAL (copied by CREATE DATABASE ... STRATEGY
- * FILE_COPY, or a free-space-map page).
+ * `lsn` is not in any WAL (a free-space-map page, or one that records change
+ * without initializing it since CREATE DATABASE ... STRATEGY FILE_COPY copied
+ * its database).
  * `WALREDO_CANCELLED`: `interrupt` (may be NULL) returned nonzero.
  * `WALREDO_INVALID_ARGUMENT`: NULL arguments, a fork above 3, directories
  * that cannot be read. `WALREDO_MALFORMED_RECORD`: a record with a valid

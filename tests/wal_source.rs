@@ -590,12 +590,9 @@ fn wal_sources_against_postgresql() {
         forknum: MAIN_FORKNUM,
         blkno: 7,
     };
-    // NOT_IN_WAL when initdb's WAL (its CREATE DATABASE ... FILE_COPY of
-    // this database) is still readable: no record since that copy.
-    let m = match src.plan(&never, final_lsn, &mut || false) {
-        Err(SourceError::NotFound(m) | SourceError::NotInWal(m)) => m,
-        other => panic!("{:?}", other.map(|p| plan_lsns(&p))),
-    };
+    // "no record of the readable WAL", or, while initdb's WAL is readable,
+    // no record since its CREATE DATABASE ... FILE_COPY of this database.
+    let m = not_found(src.plan(&never, final_lsn, &mut || false));
     assert!(m.contains("no record") && m.contains("references"), "{m}");
     println!("never written: {m}");
     let cut = rec.dir.join("cut-pg_wal");

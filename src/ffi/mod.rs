@@ -86,8 +86,9 @@ pub const WALREDO_NOT_FOUND: c_int = 12;
 /// record up to the LSN made the block again. The message names the record.
 pub const WALREDO_NO_SUCH_BLOCK: c_int = 13;
 /// The WAL never held what the page needs, so no archive would help: a fork
-/// that is not WAL-logged (the free-space map), or a database made by copying
-/// files (CREATE DATABASE ... STRATEGY FILE_COPY). The message says which.
+/// that is not WAL-logged (the free-space map), or a page changed by records
+/// that do not initialize it since its database was made by copying files
+/// (CREATE DATABASE ... STRATEGY FILE_COPY). The message says which.
 pub const WALREDO_NOT_IN_WAL: c_int = 14;
 
 /// Which page: PostgreSQL's RelFileNode, fork number (0 main, 1 free-space

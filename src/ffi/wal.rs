@@ -223,8 +223,9 @@ pub unsafe extern "C" fn walredo_wal_free(wal: *mut walredo_wal) {
 /// `WALREDO_NO_SUCH_BLOCK`: the block did not exist at `lsn` (truncated or
 /// dropped by a record at or before it, and not made again since); the
 /// message names that record. `WALREDO_NOT_IN_WAL`: the page's content at
-/// `lsn` is not in any WAL (copied by CREATE DATABASE ... STRATEGY
-/// FILE_COPY, or a free-space-map page).
+/// `lsn` is not in any WAL (a free-space-map page, or one that records change
+/// without initializing it since CREATE DATABASE ... STRATEGY FILE_COPY copied
+/// its database).
 /// `WALREDO_CANCELLED`: `interrupt` (may be NULL) returned nonzero.
 /// `WALREDO_INVALID_ARGUMENT`: NULL arguments, a fork above 3, directories
 /// that cannot be read. `WALREDO_MALFORMED_RECORD`: a record with a valid

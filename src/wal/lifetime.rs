@@ -158,7 +158,9 @@ pub fn after_removal(
         )),
         // Not WAL-logged at all: that, rather than the copy, is the reason.
         (None, true) if tag.forknum == FSM_FORKNUM => fsm_not_logged(tag, lsn),
-        (None, true) => SourceError::NotInWal(format!(
+        // No record of the block since the copy: as for any block no record
+        // references (it may not have existed), with the copy named.
+        (None, true) => SourceError::NotFound(format!(
             "no record from {} up to {} references {tag}: {by}; the page is as that copy left \
              it, or did not exist",
             format_lsn(first.start_lsn),
