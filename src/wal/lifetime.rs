@@ -398,6 +398,93 @@ mod tests {
         assert_eq!(FSM_SLOTS_PER_PAGE, 4069);
     }
 
+    fn decoded(rmid: u8, info: u8, main_data: &[u8]) -> DecodedRecord<'_> {
+        DecodedRecord {
+            tot_len: 0,
+            xid: 0,
+            prev: 0,
+            info,
+            rmid,
+            crc: 0,
+            blocks: Vec::new(),
+            main_data,
+            origin: None,
+            toplevel_xid: None,
+        }
+    }
+
+    fn words(w: &[u32]) -> Vec<u8> {
+        w.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn commits_aborts_and_databases_are_parsed() {
+        // xact_time, xinfo (dbinfo, subxacts, relfilenodes), dbinfo, 2
+        // subxacts, 2 relation files.
+        let mut commit = vec![0u8; 8];
+        commit.extend(words(&[0b111, 5, 1663, 2, 700, 701, 2]));
+        commit.extend(words(&[1663, 5, 16384, 1663, 5, 16390]));
+        for info in [XLOG_XACT_COMMIT, XLOG_XACT_ABORT, XLOG_XACT_COMMIT_PREPARED] {
+            let r = removals(&decoded(RM_XACT_ID, info | XLOG_XACT_HAS_INFO, &commit)).unwrap();
+            assert_eq!(r.len(), 2);
+            assert!(matches!(r[1], Removal::Drop { rel } if rel.relnode == 16390));
+            // Without XLOG_XACT_HAS_INFO there is no xinfo: nothing dropped.
+            assert!(removals(&decoded(RM_XACT_ID, info, &commit))
+                .unwrap()
+                .is_empty());
+        }
+        // A count larger than the data: refused, not read past.
+        let mut huge = vec![0u8; 8];
+        huge.extend(words(&[0b100, 0x7fff_ffff, 1663]));
+        assert!(matches!(
+            removals(&decoded(RM_XACT_ID, XLOG_XACT_HAS_INFO, &huge)),
+            Err(RecordError::BadMainData { .. })
+        ));
+        assert!(removals(&decoded(RM_XACT_ID, XLOG_XACT_HAS_INFO, &[0; 9])).is_err());
+        // DROP DATABASE 16400 in two tablespaces.
+        let drop = words(&[16400, 2, 1663, 16500]);
+        let r = removals(&decoded(RM_DBASE_ID, XLOG_DBASE_DROP, &drop)).unwrap();
+        assert_eq!(
+            r,
+            vec![
+                Removal::DropDatabase {
+                    spcnode: 1663,
+                    dbnode: 16400
+                },
+                Removal::DropDatabase {
+                    spcnode: 16500,
+                    dbnode: 16400
+                }
+            ]
+        );
+        assert!(removals(&decoded(RM_DBASE_ID, XLOG_DBASE_DROP, &drop[..12])).is_err());
+        // Storage TRUNCATE to 5 heap blocks, every fork.
+        let t = words(&[5, 1663, 5, 16384, 7]);
+        let r = removals(&decoded(2, 0x20, &t)).unwrap();
+        let from: Vec<(u8, u32)> = r
+            .iter()
+            .map(|r| match r {
+                Removal::Truncate { forknum, from, .. } => (*forknum, *from),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(
+            from,
+            [
+                (MAIN_FORKNUM, 5),
+                (VISIBILITYMAP_FORKNUM, 1),
+                (FSM_FORKNUM, 3)
+            ]
+        );
+        // CREATE DATABASE ... FILE_COPY replaces; WAL_LOG (0x10) does not.
+        let copy = words(&[16401, 1663, 1, 1663]);
+        let r = removals(&decoded(RM_DBASE_ID, XLOG_DBASE_CREATE_FILE_COPY, &copy)).unwrap();
+        assert!(r[0].replaced_outside_wal());
+        assert!(removals(&decoded(RM_DBASE_ID, 0x10, &copy[..8]))
+            .unwrap()
+            .is_empty());
+    }
+
     #[test]
     fn removals_cover_their_blocks() {
         let rel = RelFileNode {
