@@ -123,9 +123,9 @@ pkgconfig-test: build
 
 # walredo_inspect inside real backends of throw-away clusters, each run from
 # a private copy of the PostgreSQL installation with the extension in it
-# (tests/inspect.rs; `make test`, and so `make check`, runs it with the rest).
+# (tests/inspect*.rs; `make test`, and so `make check`, runs it with the rest).
 inspect-test: build
-	$(CARGO) test --release -p walredo --test inspect -- --nocapture --test-threads=1
+	$(CARGO) test --release -p walredo --test inspect --test inspect_lifetime --test inspect_errors -- --nocapture --test-threads=1
 
 # Every version that can be had: 15 on this machine, 17 and 18 in their
 # roots (made on first need; making and entering them needs root
@@ -153,7 +153,7 @@ check-15: build lint header-check test c-tests pkgconfig-test check-demos
 # cargo builds here and the test programs run there; the C tests' real-page
 # part; the demo's oracle for every access method, with defaults and with
 # full_page_writes=off wal_compression=lz4.
-VERSION_TESTS ?= real_wal sandbox inspect inspect_wal process wal_source wal_paths template
+VERSION_TESTS ?= real_wal sandbox inspect inspect_wal inspect_lifetime inspect_errors process wal_source wal_paths template
 VERSION_DEMO_WORKLOAD ?= cli/demo/workload.sql
 check-version: build
 	$(CARGO) build --release -p walredo-testkit --bins

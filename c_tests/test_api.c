@@ -53,6 +53,9 @@ static const char *const status_names[] = {
 #ifdef WALREDO_NOT_FOUND
     "WALREDO_IN_PROGRESS", "WALREDO_CANCELLED", "WALREDO_NOT_FOUND",
 #endif
+#ifdef WALREDO_NO_SUCH_BLOCK
+    "WALREDO_NO_SUCH_BLOCK", "WALREDO_NOT_IN_WAL",
+#endif
 };
 #define N_STATUS ((int)(sizeof status_names / sizeof status_names[0]))
 
@@ -85,6 +88,11 @@ static void test_names_and_version(void)
     CHECK(WALREDO_IN_PROGRESS == 10 && WALREDO_CANCELLED == 11 &&
           WALREDO_NOT_FOUND == 12, "IN_PROGRESS, CANCELLED, NOT_FOUND are %d, %d, %d",
           WALREDO_IN_PROGRESS, WALREDO_CANCELLED, WALREDO_NOT_FOUND);
+#endif
+#ifdef WALREDO_NO_SUCH_BLOCK
+    CHECK(WALREDO_NO_SUCH_BLOCK == 13 && WALREDO_NOT_IN_WAL == 14,
+          "NO_SUCH_BLOCK, NOT_IN_WAL are %d, %d", WALREDO_NO_SUCH_BLOCK,
+          WALREDO_NOT_IN_WAL);
 #endif
     for (i = 0; i < N_STATUS; i++) {
         const char *name = walredo_status_name(i);

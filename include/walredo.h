@@ -86,7 +86,8 @@
 /**
  * No answer by the request's deadline (`timeout_ms` from the call, queueing
  * and retries included). Processes that hung on it were killed and will be
- * replaced.
+ * replaced. Also a deadline too short to start a process (nothing is
+ * wrong with the installation then).
  */
 #define WALREDO_TIMEOUT 4
 
@@ -132,6 +133,21 @@
  * outside the readable WAL); the message says what would reach further.
  */
 #define WALREDO_NOT_FOUND 12
+
+/**
+ * The block did not exist at the LSN asked for: a record at or before it
+ * truncated its fork, dropped its relation or its database, and no later
+ * record up to the LSN made the block again. The message names the record.
+ */
+#define WALREDO_NO_SUCH_BLOCK 13
+
+/**
+ * The WAL never held what the page needs, so no archive would help: a fork
+ * that is not WAL-logged (the free-space map), or a page changed by records
+ * that do not initialize it since its database was made by copying files
+ * (CREATE DATABASE ... STRATEGY FILE_COPY). The message says which.
+ */
+#define WALREDO_NOT_IN_WAL 14
 
 /**
  * Log levels of `walredo_set_logger` and of the callback.
@@ -803,6 +819,12 @@ void walredo_wal_free(struct walredo_wal *wal);
  * known, and that an archive directory or a larger wal_keep_size would reach
  * further), a block no record references, or an lsn before the oldest or
  * after the newest readable record (the message gives the readable range).
+ * `WALREDO_NO_SUCH_BLOCK`: the block did not exist at `lsn` (truncated or
+ * dropped by a record at or before it, and not made again since); the
+ * message names that record. `WALREDO_NOT_IN_WAL`: the page's content at
+ * `lsn` is not in any WAL (a free-space-map page, or one that records change
+ * without initializing it since CREATE DATABASE ... STRATEGY FILE_COPY copied
+ * its database).
  * `WALREDO_CANCELLED`: `interrupt` (may be NULL) returned nonzero.
  * `WALREDO_INVALID_ARGUMENT`: NULL arguments, a fork above 3, directories
  * that cannot be read. `WALREDO_MALFORMED_RECORD`: a record with a valid

@@ -145,7 +145,19 @@ fn rebuild_all(wal: &Wal, blocks: &[(&PageTag, &Vec<Use>)]) -> (Tally, String) {
     let mut t = Tally::default();
     for (tag, refs) in blocks {
         let mut last_page = None;
+        let mut removed = false;
         for seg in runs(refs) {
+            // A truncation or drop: the block is gone after it (a removal
+            // followed by records that do not initialize it cannot be
+            // rebuilt).
+            removed = seg[0].removal.is_some();
+            if removed {
+                last_page = None;
+                if seg.len() > 1 {
+                    t.unstartable += 1;
+                }
+                continue;
+            }
             let base = if seg[0].initializes {
                 None
             } else {
@@ -174,8 +186,18 @@ fn rebuild_all(wal: &Wal, blocks: &[(&PageTag, &Vec<Use>)]) -> (Tally, String) {
             }
         }
 
-        let Some(page) = last_page else { continue };
         let fork = tag.forknum as usize;
+        let Some(page) = last_page else {
+            if removed {
+                match read_page(&wal.expected, tag).unwrap() {
+                    None => t.gone[fork] += 1,
+                    Some(_) => t
+                        .different
+                        .push(format!("{tag}: removed by the WAL, but recovery has it")),
+                }
+            }
+            continue;
+        };
         match read_page(&wal.expected, tag).unwrap() {
             None => t.gone[fork] += 1,
             Some(expected) => {

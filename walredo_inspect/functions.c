@@ -11,6 +11,7 @@
 #include "access/relation.h"
 #include "access/xlog.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_database.h"
 #include "catalog/pg_tablespace_d.h"
 #include "common/relpath.h"
 #include "fmgr.h"
@@ -24,6 +25,7 @@
 #include "utils/lsyscache.h"
 #include "utils/pg_lsn.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 
 PG_FUNCTION_INFO_V1(page_at_lsn_rel);
 PG_FUNCTION_INFO_V1(page_at_lsn_node);
@@ -36,10 +38,11 @@ fork_argument(text *fork)
 	return forkname_to_number(text_to_cstring(fork));
 }
 
+/* 0 to MaxBlockNumber (0xFFFFFFFE); InvalidBlockNumber is no block. */
 static BlockNumber
 block_argument(int64 blkno)
 {
-	if (blkno < 0 || blkno >= MaxBlockNumber)
+	if (blkno < 0 || blkno > MaxBlockNumber)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid block number %lld", (long long) blkno)));
@@ -67,12 +70,16 @@ lsn_argument(XLogRecPtr lsn)
 
 /*
  * The tag of an existing block of a relation that has WAL.  Temporary and
- * unlogged relations have none; a missing fork or a block past the end is an
- * error here (the relation-file form of page_at_lsn reaches blocks and files
- * that are gone).
+ * unlogged relations have none (but an unlogged relation's init fork, which
+ * is WAL-logged); a missing fork or a block past the end is an error here
+ * (the relation-file form of page_at_lsn reaches blocks and files that are
+ * gone).  *rewritten: the relation's file is not its first (its relfilenode
+ * differs from its OID, after VACUUM FULL, CLUSTER, TRUNCATE or a rewriting
+ * ALTER TABLE), so older pages live in an earlier file.
  */
 static void
-relation_tag(Oid relid, ForkNumber forknum, BlockNumber blkno, walredo_page_tag *tag)
+relation_tag(Oid relid, ForkNumber forknum, BlockNumber blkno, walredo_page_tag *tag,
+			 bool *rewritten)
 {
 	Relation	rel = relation_open(relid, AccessShareLock);
 	BlockNumber nblocks;
@@ -88,12 +95,12 @@ relation_tag(Oid relid, ForkNumber forknum, BlockNumber blkno, walredo_page_tag 
 				 errmsg("cannot inspect temporary relation \"%s\"",
 						RelationGetRelationName(rel)),
 				 errdetail("Temporary relations are not WAL-logged.")));
-	if (rel->rd_rel->relpersistence == RELPERSISTENCE_UNLOGGED)
+	if (rel->rd_rel->relpersistence == RELPERSISTENCE_UNLOGGED && forknum != INIT_FORKNUM)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("cannot inspect unlogged relation \"%s\"",
 						RelationGetRelationName(rel)),
-				 errdetail("Unlogged relations are not WAL-logged.")));
+				 errdetail("Unlogged relations are not WAL-logged, but for their init fork.")));
 	if (!smgrexists(RelationGetSmgr(rel), forknum))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -116,12 +123,14 @@ relation_tag(Oid relid, ForkNumber forknum, BlockNumber blkno, walredo_page_tag 
 	tag->relnode = rel->rd_node.relNode;
 	tag->forknum = (uint8) forknum;
 	tag->blkno = blkno;
+	if (rewritten)
+		*rewritten = tag->relnode != relid;
 	relation_close(rel, AccessShareLock);
 }
 
 /* The page of tag as of lsn, as a bytea that pageinspect reads directly. */
 static bytea *
-page_at(const walredo_page_tag *tag, XLogRecPtr lsn)
+page_at(const walredo_page_tag *tag, XLogRecPtr lsn, const char *not_found_hint)
 {
 	bytea	   *result = (bytea *) palloc(BLCKSZ + VARHDRSZ);
 	Page		page = (Page) VARDATA(result);
@@ -129,7 +138,7 @@ page_at(const walredo_page_tag *tag, XLogRecPtr lsn)
 	SET_VARSIZE(result, BLCKSZ + VARHDRSZ);
 	PG_TRY();
 	{
-		walredo_plan *plan = inspect_plan(tag, lsn);
+		walredo_plan *plan = inspect_plan(tag, lsn, not_found_hint);
 
 		inspect_redo(tag, plan, (uint8 *) page);
 	}
@@ -154,16 +163,52 @@ page_at_lsn_rel(PG_FUNCTION_ARGS)
 	XLogRecPtr	lsn = lsn_argument(PG_GETARG_LSN(2));
 	ForkNumber	forknum = fork_argument(PG_GETARG_TEXT_PP(3));
 	walredo_page_tag tag;
+	bool		rewritten;
+	char	   *hint = NULL;
 
-	relation_tag(relid, forknum, blkno, &tag);
-	PG_RETURN_BYTEA_P(page_at(&tag, lsn));
+	relation_tag(relid, forknum, blkno, &tag, &rewritten);
+	if (rewritten)
+		hint = psprintf("Relation \"%s\" has been in file %u since it was rewritten (VACUUM FULL, "
+						"CLUSTER, TRUNCATE, a rewriting ALTER TABLE); for an LSN before that, "
+						"name its earlier file: page_at_lsn(spcnode, dbnode, relnode, blkno, "
+						"lsn, fork).",
+						get_rel_name(relid), tag.relnode);
+	PG_RETURN_BYTEA_P(page_at(&tag, lsn, hint));
+}
+
+/*
+ * The tablespace of spcnode 0 in the node form, as in pg_class.reltablespace:
+ * the default tablespace of database dbnode.  dbnode 0 is the shared
+ * catalogs' (pg_global); a database that does not exist (dropped) has none
+ * to go by.
+ */
+static Oid
+default_tablespace(Oid dbnode)
+{
+	HeapTuple	tuple;
+	Oid			spcnode;
+
+	if (!OidIsValid(dbnode))
+		return GLOBALTABLESPACE_OID;
+	if (dbnode == MyDatabaseId)
+		return MyDatabaseTableSpace;
+	tuple = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dbnode));
+	if (!HeapTupleIsValid(tuple))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_DATABASE),
+				 errmsg("database %u does not exist, so spcnode 0 names no tablespace", dbnode),
+				 errhint("Give the tablespace's OID as spcnode (pg_default is %u).",
+						 DEFAULTTABLESPACE_OID)));
+	spcnode = ((Form_pg_database) GETSTRUCT(tuple))->dattablespace;
+	ReleaseSysCache(tuple);
+	return spcnode;
 }
 
 /*
  * page_at_lsn(spcnode oid, dbnode oid, relnode oid, blkno bigint, lsn pg_lsn,
  * fork text): a relation file by its node, also one rewritten, truncated or
- * dropped since.  spcnode 0 is the database's default tablespace, as in
- * pg_class.reltablespace.
+ * dropped since.  spcnode 0 is database dbnode's default tablespace, as in
+ * pg_class.reltablespace (default_tablespace).
  */
 Datum
 page_at_lsn_node(PG_FUNCTION_ARGS)
@@ -180,12 +225,12 @@ page_at_lsn_node(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid relation file node 0")));
-	tag.spcnode = OidIsValid(spcnode) ? spcnode : MyDatabaseTableSpace;
+	tag.spcnode = OidIsValid(spcnode) ? spcnode : default_tablespace(dbnode);
 	tag.dbnode = dbnode;
 	tag.relnode = relnode;
 	tag.forknum = (uint8) forknum;
 	tag.blkno = blkno;
-	PG_RETURN_BYTEA_P(page_at(&tag, lsn));
+	PG_RETURN_BYTEA_P(page_at(&tag, lsn, NULL));
 }
 
 /*
@@ -202,7 +247,7 @@ page_history(PG_FUNCTION_ARGS)
 	walredo_page_tag tag;
 	InspectHistory history = {0};
 
-	relation_tag(relid, forknum, blkno, &tag);
+	relation_tag(relid, forknum, blkno, &tag, NULL);
 	InitMaterializedSRF(fcinfo, 0);
 	inspect_history(&tag, inspect_flush_limit(), &history);
 

@@ -112,7 +112,7 @@ get_wal(void)
  * an error (it may have only handled a barrier or a config reload).
  */
 walredo_plan *
-inspect_plan(const walredo_page_tag *tag, XLogRecPtr lsn)
+inspect_plan(const walredo_page_tag *tag, XLogRecPtr lsn, const char *not_found_hint)
 {
 	walredo_wal *w = get_wal();
 	int			rc;
@@ -132,9 +132,10 @@ inspect_plan(const walredo_page_tag *tag, XLogRecPtr lsn)
 			break;
 		CHECK_FOR_INTERRUPTS();
 	}
-	inspect_library_error(rc, psprintf("could not rebuild block %u of relation %u/%u/%u as of %X/%X",
-									   tag->blkno, tag->spcnode, tag->dbnode, tag->relnode,
-									   LSN_FORMAT_ARGS(lsn)));
+	inspect_library_error_hint(rc, psprintf("could not rebuild block %u of relation %u/%u/%u as of %X/%X",
+											tag->blkno, tag->spcnode, tag->dbnode, tag->relnode,
+											LSN_FORMAT_ARGS(lsn)),
+							   not_found_hint);
 }
 
 /*

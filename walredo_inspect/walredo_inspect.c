@@ -100,6 +100,12 @@ inspect_interrupt_pending(void *userdata)
 void
 inspect_library_error(int status, const char *context)
 {
+	inspect_library_error_hint(status, context, NULL);
+}
+
+void
+inspect_library_error_hint(int status, const char *context, const char *not_found_hint)
+{
 	/* Copy first: the message lasts only until the next failing call. */
 	char	   *message = pstrdup(walredo_last_error());
 	int			code;
@@ -116,8 +122,24 @@ inspect_library_error(int status, const char *context)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("%s: %s", context, message),
+					 not_found_hint ? errhint("%s", not_found_hint) :
 					 errhint("Set walredo_inspect.archive_dir to a directory of archived WAL "
 							 "segments, or raise wal_keep_size to keep more WAL in pg_wal.")));
+			pg_unreachable();
+		case WALREDO_NO_SUCH_BLOCK:
+			/* The block's absence at that LSN, as a missing file would be. */
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_FILE),
+					 errmsg("%s: %s", context, message),
+					 errdetail("The walredo library returned %s.", walredo_status_name(status))));
+			pg_unreachable();
+		case WALREDO_NOT_IN_WAL:
+			/* No archive would help: no hint about one. */
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("%s: %s", context, message),
+					 errdetail("The walredo library returned %s.", walredo_status_name(status)),
+					 not_found_hint ? errhint("%s", not_found_hint) : 0));
 			pg_unreachable();
 		case WALREDO_REDO_FAILED:
 		case WALREDO_TIMEOUT:

@@ -41,6 +41,14 @@ extern char *inspect_scratch_dir;
  */
 extern void inspect_library_error(int status, const char *context) pg_attribute_noreturn();
 
+/*
+ * The same, with not_found_hint (if not NULL) as the hint of a page the WAL
+ * cannot rebuild (WALREDO_NOT_FOUND, WALREDO_NOT_IN_WAL) in place of the
+ * default one (an archive directory, wal_keep_size).
+ */
+extern void inspect_library_error_hint(int status, const char *context,
+									   const char *not_found_hint) pg_attribute_noreturn();
+
 /* Whether a pending interrupt can be acted on now: library callbacks stop. */
 extern int	inspect_interrupt_pending(void *userdata);
 
@@ -52,7 +60,8 @@ extern void inspect_register_exit(void);
 
 /* wal.c */
 extern XLogRecPtr inspect_flush_limit(void);
-extern walredo_plan *inspect_plan(const walredo_page_tag *tag, XLogRecPtr lsn);
+extern walredo_plan *inspect_plan(const walredo_page_tag *tag, XLogRecPtr lsn,
+								  const char *not_found_hint);
 
 typedef struct InspectHistoryEntry
 {

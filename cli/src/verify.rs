@@ -16,7 +16,7 @@ use walredo::pool::Pool;
 use walredo::tag::{PageTag, FSM_FORKNUM};
 use walredo::wal::checksum::stamp_checksum;
 use walredo::wal::pages;
-use walredo::wal::plan::{block_uses, last_run, record_refs, Use};
+use walredo::wal::plan::{block_uses, last_run, record_refs, removed_by, Use};
 use walredo::wal::record;
 use walredo::wal::{format_lsn, next_record_start, WalReader, WalRecord};
 use walredo::{Error, PAGE_SIZE};
@@ -406,6 +406,21 @@ fn check_block(
     report: &Mutex<Report>,
 ) {
     let run = last_run(uses);
+    if run[0].removal.is_some() {
+        // Removed by the WAL (and not made again with an initializing
+        // record): EXPECTED must not have it.
+        let mut r = report.lock().unwrap();
+        match (run.len(), read_page(&opts.expected, tag)) {
+            (1, Ok(None)) => r.gone += 1,
+            (1, Ok(Some(_))) => r.failures.push((
+                *tag,
+                "the WAL removed this block, but EXPECTED has it".to_string(),
+            )),
+            (1, Err(e)) => r.failures.push((*tag, e.to_string())),
+            _ => r.unstartable.push(*tag),
+        }
+        return;
+    }
     let rmgr = record::decode(&records[run[run.len() - 1].record].data)
         .map(|r| r.rmgr_name())
         .unwrap_or("unknown");
@@ -487,6 +502,10 @@ pub fn page_as_of(
         });
     }
     let run = last_run(&touching);
+    let as_of = lsn.unwrap_or_else(|| records.last().map_or(0, |r| r.end_lsn));
+    if let Some(e) = removed_by(tag, as_of, &records, run) {
+        return Err(e.to_string());
+    }
     let start = if run[0].initializes {
         None
     } else {

@@ -63,7 +63,8 @@ pub const WALREDO_MALFORMED_RECORD: c_int = 2;
 pub const WALREDO_REDO_FAILED: c_int = 3;
 /// No answer by the request's deadline (`timeout_ms` from the call, queueing
 /// and retries included). Processes that hung on it were killed and will be
-/// replaced.
+/// replaced. Also a deadline too short to start a process (nothing is
+/// wrong with the installation then).
 pub const WALREDO_TIMEOUT: c_int = 4;
 /// A wal-redo process could not be started: PostgreSQL 15, the pg_walredo
 /// extension or the unprivileged user is missing. The message says what to
@@ -84,6 +85,15 @@ pub const WALREDO_CANCELLED: c_int = 11;
 /// The readable WAL cannot answer (no starting point for the page, or an LSN
 /// outside the readable WAL); the message says what would reach further.
 pub const WALREDO_NOT_FOUND: c_int = 12;
+/// The block did not exist at the LSN asked for: a record at or before it
+/// truncated its fork, dropped its relation or its database, and no later
+/// record up to the LSN made the block again. The message names the record.
+pub const WALREDO_NO_SUCH_BLOCK: c_int = 13;
+/// The WAL never held what the page needs, so no archive would help: a fork
+/// that is not WAL-logged (the free-space map), or a page changed by records
+/// that do not initialize it since its database was made by copying files
+/// (CREATE DATABASE ... STRATEGY FILE_COPY). The message says which.
+pub const WALREDO_NOT_IN_WAL: c_int = 14;
 
 /// Which page: PostgreSQL's RelFileNode, fork number (0 main, 1 free-space
 /// map, 2 visibility map, 3 init) and block number.
@@ -195,6 +205,8 @@ pub extern "C" fn walredo_status_name(status: c_int) -> *const c_char {
         WALREDO_IN_PROGRESS => c"WALREDO_IN_PROGRESS",
         WALREDO_CANCELLED => c"WALREDO_CANCELLED",
         WALREDO_NOT_FOUND => c"WALREDO_NOT_FOUND",
+        WALREDO_NO_SUCH_BLOCK => c"WALREDO_NO_SUCH_BLOCK",
+        WALREDO_NOT_IN_WAL => c"WALREDO_NOT_IN_WAL",
         _ => c"WALREDO_UNKNOWN_STATUS",
     };
     name.as_ptr()

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 
 use super::{guard, guard_status, invalid, set_last_error, walredo_page_tag, walredo_record};
 use super::{WALREDO_CANCELLED, WALREDO_INVALID_ARGUMENT, WALREDO_MALFORMED_RECORD};
-use super::{WALREDO_NOT_FOUND, WALREDO_OK};
+use super::{WALREDO_NOT_FOUND, WALREDO_NOT_IN_WAL, WALREDO_NO_SUCH_BLOCK, WALREDO_OK};
 use crate::error::Error;
 use crate::tag::{PageTag, RelFileNode, MAX_FORKNUM};
 use crate::wal::source::{Plan, SourceError, WalSource};
@@ -66,8 +66,17 @@ pub type walredo_history_fn = Option<
 fn source_status(e: SourceError) -> Result<c_int, Error> {
     let status = match &e {
         SourceError::NotFound(_) => WALREDO_NOT_FOUND,
+        SourceError::NoSuchBlock(_) => WALREDO_NO_SUCH_BLOCK,
+        SourceError::NotInWal(_) => WALREDO_NOT_IN_WAL,
         SourceError::Cancelled => WALREDO_CANCELLED,
         SourceError::Malformed { .. } | SourceError::Corrupt { .. } => WALREDO_MALFORMED_RECORD,
+        // A file gone between two looks: WAL no longer there, not a bad
+        // argument.
+        SourceError::Wal(WalError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            WALREDO_NOT_FOUND
+        }
         // The directories given cannot be used.
         SourceError::Wal(
             WalError::ReadDir { .. } | WalError::Io { .. } | WalError::SystemIdMismatch { .. },
@@ -215,6 +224,12 @@ pub unsafe extern "C" fn walredo_wal_free(wal: *mut walredo_wal) {
 /// known, and that an archive directory or a larger wal_keep_size would reach
 /// further), a block no record references, or an lsn before the oldest or
 /// after the newest readable record (the message gives the readable range).
+/// `WALREDO_NO_SUCH_BLOCK`: the block did not exist at `lsn` (truncated or
+/// dropped by a record at or before it, and not made again since); the
+/// message names that record. `WALREDO_NOT_IN_WAL`: the page's content at
+/// `lsn` is not in any WAL (a free-space-map page, or one that records change
+/// without initializing it since CREATE DATABASE ... STRATEGY FILE_COPY copied
+/// its database).
 /// `WALREDO_CANCELLED`: `interrupt` (may be NULL) returned nonzero.
 /// `WALREDO_INVALID_ARGUMENT`: NULL arguments, a fork above 3, directories
 /// that cannot be read. `WALREDO_MALFORMED_RECORD`: a record with a valid

@@ -57,6 +57,16 @@ fn spawn_error(msg: impl Into<String>) -> Error {
     Error::SpawnFailed(msg.into())
 }
 
+/// A start that the deadline (`timeout`, which covers starting a process
+/// too) ended: a timeout, as for a process that hangs, not a failure to
+/// start (nothing is wrong with the installation).
+fn start_timeout(timeout: Duration) -> Error {
+    Error::Timeout {
+        after_ms: timeout.as_millis().try_into().unwrap_or(u64::MAX),
+        stderr: String::new(),
+    }
+}
+
 fn os_error(what: &str) -> Error {
     spawn_error(format!("{what}: {}", io::Error::last_os_error()))
 }
@@ -121,6 +131,9 @@ impl Template {
             timeout: launcher.start_timeout(),
         };
         let started = start::start(&spec).map_err(|e| {
+            if e.kind() == io::ErrorKind::TimedOut {
+                return start_timeout(spec.timeout);
+            }
             spawn_error(format!(
                 "cannot start the template process {}: {e}",
                 program.display()
@@ -163,9 +176,12 @@ impl Template {
     pub fn fork(&self, scratch: &Path, stdio: [RawFd; 3], timeout: Duration) -> Result<Forked> {
         self.send(scratch, stdio)
             .map_err(|e| self.failed(&format!("cannot ask the template for a process: {e}")))?;
-        let (pid, fds) = self
-            .receive(timeout)
-            .map_err(|e| self.failed(&format!("no process from the template: {e}")))?;
+        let (pid, fds) = self.receive(timeout).map_err(|e| {
+            if e.kind() == io::ErrorKind::TimedOut {
+                return start_timeout(timeout);
+            }
+            self.failed(&format!("no process from the template: {e}"))
+        })?;
         if pid <= 0 {
             return Err(spawn_error(format!(
                 "the template could not fork a process: {}",

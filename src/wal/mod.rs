@@ -16,6 +16,7 @@
 pub mod checksum;
 pub mod crc32c;
 pub mod image;
+pub mod lifetime;
 pub mod pages;
 pub mod plan;
 pub mod record;
@@ -455,8 +456,8 @@ impl Segments {
         timeline: Option<u32>,
         start_lsn: Option<u64>,
     ) -> Result<Segments, WalError> {
-        // (tli, hi, lo, directory index, path)
-        let mut files: Vec<(u32, u32, u32, usize, PathBuf)> = Vec::new();
+        // (tli, hi, lo, directory index, path, size)
+        let mut files: Vec<(u32, u32, u32, usize, PathBuf, u64)> = Vec::new();
         for (d, dir) in dirs.iter().enumerate() {
             let entries = fs::read_dir(dir).map_err(|source| WalError::ReadDir {
                 dir: dir.clone(),
@@ -473,9 +474,11 @@ impl Segments {
                 };
                 let path = entry.path();
                 // Follow symlinks; skip anything that is not a regular file,
-                // and files removed since the listing.
+                // and files removed since the listing. The size is taken
+                // now: a second look could find the file gone (a checkpoint
+                // removing the oldest segments).
                 match fs::metadata(&path) {
-                    Ok(m) if m.is_file() => files.push((tli, hi, lo, d, path)),
+                    Ok(m) if m.is_file() => files.push((tli, hi, lo, d, path, m.len())),
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(source) => return Err(WalError::Io { file: path, source }),
@@ -499,7 +502,7 @@ impl Segments {
         let mut first_bad = None;
         let mut seg_size = None;
         for f in files.iter().filter(|f| f.0 == size_tli) {
-            let size = file_len(&f.4)?;
+            let size = f.5;
             if valid(&size) {
                 seg_size = Some(size);
                 break;
@@ -518,7 +521,7 @@ impl Segments {
             (None, None) => return Err(no_segments()),
         };
         let per = segs_per_xlogid(seg_size);
-        let segno_of = |f: &(u32, u32, u32, usize, PathBuf)| -> Option<u64> {
+        let segno_of = |f: &(u32, u32, u32, usize, PathBuf, u64)| -> Option<u64> {
             (u64::from(f.2) < per).then(|| u64::from(f.1) * per + u64::from(f.2))
         };
         let history = match (timeline, start_lsn) {
@@ -1296,15 +1299,6 @@ impl WalReader {
         self.chunk_lsn = page_lsn;
         Ok(())
     }
-}
-
-fn file_len(path: &Path) -> Result<u64, WalError> {
-    fs::metadata(path)
-        .map(|m| m.len())
-        .map_err(|source| WalError::Io {
-            file: path.to_path_buf(),
-            source,
-        })
 }
 
 impl Iterator for WalReader {

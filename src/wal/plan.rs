@@ -1,12 +1,15 @@
 //! Which records rebuild which page: the plan for reconstructing every block a
 //! stretch of WAL touched. A record is a use of every page it changes
 //! ([`pages::record_pages`]): its block references and the visibility-map
-//! pages its heap changes clear.
+//! pages its heap changes clear. A record that removes a block
+//! ([`lifetime::removals`]: a truncation, a drop) is a use of it too: the
+//! block's life starts over there, as at an initializing record.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::process::protocol::RecordRef;
-use crate::tag::PageTag;
+use crate::tag::{PageTag, RelFileNode};
+use crate::wal::lifetime::{self, Removal};
 use crate::wal::pages::{self, RecordPage};
 use crate::wal::record::{self, DecodedRecord, RecordError};
 use crate::wal::WalRecord;
@@ -25,6 +28,9 @@ pub struct Use {
     /// The record changes the page without a block reference to it (a
     /// visibility-map page of a heap change, or of a truncation).
     pub side_effect: bool,
+    /// The record removes the block: it does not exist after it (until a
+    /// later record initializes it). Never sent to redo.
+    pub removal: Option<Removal>,
 }
 
 /// Every page changed by `records` (raw XLogRecords, in LSN order), with
@@ -33,10 +39,48 @@ pub fn block_uses<'a>(
     records: impl IntoIterator<Item = &'a [u8]>,
 ) -> Result<BTreeMap<PageTag, Vec<Use>>, (usize, RecordError)> {
     let mut blocks: BTreeMap<PageTag, Vec<Use>> = BTreeMap::new();
+    // Removals by relation, and by database (few: looked up per block).
+    let mut by_rel: HashMap<RelFileNode, Vec<(usize, Removal)>> = HashMap::new();
+    let mut by_db: HashMap<(u32, u32), Vec<(usize, Removal)>> = HashMap::new();
     for (i, data) in records.into_iter().enumerate() {
         let decoded = record::decode(data).map_err(|e| (i, e))?;
         for (tag, u) in uses_in(i, &decoded).map_err(|e| (i, e))? {
             blocks.entry(tag).or_default().push(u);
+        }
+        for r in lifetime::removals(&decoded).map_err(|e| (i, e))? {
+            match r {
+                Removal::Truncate { rel, .. } | Removal::Drop { rel } => {
+                    by_rel.entry(rel).or_default().push((i, r))
+                }
+                Removal::DropDatabase { spcnode, dbnode }
+                | Removal::CopyDatabase {
+                    spcnode, dbnode, ..
+                } => by_db.entry((spcnode, dbnode)).or_default().push((i, r)),
+            }
+        }
+    }
+    // A block's removals after its first use (before it, they change nothing
+    // that is asked about).
+    for (tag, uses) in blocks.iter_mut() {
+        let rel = by_rel.get(&tag.rel).into_iter().flatten();
+        let db = by_db
+            .get(&(tag.rel.spcnode, tag.rel.dbnode))
+            .into_iter()
+            .flatten();
+        let mut removals: Vec<Use> = rel
+            .chain(db)
+            .filter(|(i, r)| r.covers(tag) && *i > uses[0].record)
+            .map(|&(record, r)| Use {
+                record,
+                initializes: false,
+                checked: false,
+                side_effect: false,
+                removal: Some(r),
+            })
+            .collect();
+        if !removals.is_empty() {
+            uses.append(&mut removals);
+            uses.sort_by_key(|u| u.record);
         }
     }
     Ok(blocks)
@@ -59,20 +103,28 @@ pub fn uses_in(
                     initializes: p.initializes(),
                     checked: consistency && p.has_image() && !p.applies_image(),
                     side_effect: p.is_side_effect(),
+                    removal: None,
                 },
             )
         })
         .collect())
 }
 
+/// Whether the block's life starts over at this use: an initializing
+/// record, or one that removes the block.
+fn starts_over(u: &Use) -> bool {
+    u.initializes || u.removal.is_some()
+}
+
 /// Split a block's uses into runs that each start at an initializing record
-/// (the first run may instead start from a base page). Replaying every run
-/// applies every record exactly once; the last run gives the final page.
+/// or a removal (the first run may instead start from a base page).
+/// Replaying every run applies every record exactly once; the last run gives
+/// the final page (see [`removed_by`] for a run that starts with a removal).
 pub fn runs(uses: &[Use]) -> Vec<&[Use]> {
     let mut runs = Vec::new();
     let mut start = 0;
     for i in 1..uses.len() {
-        if uses[i].initializes {
+        if starts_over(&uses[i]) {
             runs.push(&uses[start..i]);
             start = i;
         }
@@ -85,13 +137,30 @@ pub fn runs(uses: &[Use]) -> Vec<&[Use]> {
 
 /// The shortest run that ends with the block's final page.
 pub fn last_run(uses: &[Use]) -> &[Use] {
-    let start = uses.iter().rposition(|u| u.initializes).unwrap_or(0);
+    let start = uses.iter().rposition(starts_over).unwrap_or(0);
     &uses[start..]
 }
 
-/// The records of `uses`, ready to send.
+/// When `run` starts with a removal, the error that answers for the page
+/// after it as of `lsn` (the block did not exist, or is not in WAL): the
+/// same rule and words as a WAL source's plan ([`lifetime::after_removal`]).
+/// None otherwise.
+pub fn removed_by(
+    tag: &PageTag,
+    lsn: u64,
+    records: &[WalRecord],
+    run: &[Use],
+) -> Option<crate::wal::source::SourceError> {
+    let removal = run.first()?.removal?;
+    let recs: Vec<WalRecord> = run.iter().map(|u| records[u.record].clone()).collect();
+    Some(lifetime::after_removal(tag, lsn, removal, &recs))
+}
+
+/// The records of `uses`, ready to send (removals, which no redo applies,
+/// left out).
 pub fn record_refs<'a>(records: &'a [WalRecord], uses: &[Use]) -> Vec<RecordRef<'a>> {
     uses.iter()
+        .filter(|u| u.removal.is_none())
         .map(|u| RecordRef {
             end_lsn: records[u.record].end_lsn,
             data: &records[u.record].data,
@@ -109,6 +178,7 @@ mod tests {
             initializes,
             checked: false,
             side_effect: false,
+            removal: None,
         }
     }
 

@@ -27,7 +27,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::process::protocol::RecordRef;
-use crate::tag::PageTag;
+use crate::tag::{PageTag, FSM_FORKNUM};
+use crate::wal::lifetime::{self, Removal};
 use crate::wal::pages;
 use crate::wal::record::{self, RecordError};
 use crate::wal::{
@@ -53,12 +54,20 @@ pub enum SourceError {
     /// The WAL cannot be read at `lsn`, below the end the caller gave (a
     /// position it knows to be flushed): the WAL is damaged there.
     Corrupt { lsn: u64, end: u64, why: String },
+    /// The block did not exist at the LSN: a record before it removed the
+    /// block (truncation, drop) and none made it again.
+    NoSuchBlock(String),
+    /// The WAL never held the page: its content comes from files copied
+    /// outside WAL, or its fork is not WAL-logged.
+    NotInWal(String),
 }
 
 impl fmt::Display for SourceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SourceError::NotFound(m) => f.write_str(m),
+            SourceError::NotFound(m) | SourceError::NoSuchBlock(m) | SourceError::NotInWal(m) => {
+                f.write_str(m)
+            }
             SourceError::Cancelled => {
                 f.write_str("cancelled: the interrupt callback asked to stop")
             }
@@ -144,6 +153,8 @@ struct BlockUse {
     initializes: bool,
     has_image: bool,
     will_init: bool,
+    /// The record removes the block (it does not exist after it).
+    removal: Option<Removal>,
 }
 
 /// How a scan ended.
@@ -183,6 +194,9 @@ pub struct WalSource {
     /// Segments read whole: block -> the newest record starting in the
     /// segment that initializes it (None: none does).
     summaries: BTreeMap<u64, HashMap<PageTag, Option<Span>>>,
+    /// Segments read whole: what their records remove (rare), which the
+    /// summaries, keyed by block, cannot hold.
+    removals: BTreeMap<u64, Vec<Removal>>,
     records_read: u64,
 }
 
@@ -203,6 +217,7 @@ impl WalSource {
             pg_version: None,
             first_starts: BTreeMap::new(),
             summaries: BTreeMap::new(),
+            removals: BTreeMap::new(),
             records_read: 0,
         }
     }
@@ -228,6 +243,7 @@ impl WalSource {
         // What is gone from every directory cannot be read again.
         self.summaries.retain(|s, _| segs.contains(*s));
         self.first_starts.retain(|s, _| segs.contains(*s));
+        self.removals.retain(|s, _| segs.contains(*s));
         Ok(Arc::new(segs))
     }
 
@@ -278,6 +294,7 @@ impl WalSource {
         self.pg_version = Some(reader.pg_version());
         reader.set_limit(limit);
         let mut summary: HashMap<PageTag, Option<Span>> = HashMap::new();
+        let mut removed: Vec<Removal> = Vec::new();
         let mut first_of_segment = whole;
         let mut last_end = 0;
         let mut n: u64 = 0;
@@ -304,8 +321,10 @@ impl WalSource {
                 // Everything that starts in `cur` was read.
                 if whole {
                     self.summaries.insert(cur, std::mem::take(&mut summary));
+                    self.removals.insert(cur, std::mem::take(&mut removed));
                     for empty in cur + 1..seg {
                         self.summaries.insert(empty, HashMap::new());
+                        self.removals.insert(empty, Vec::new());
                     }
                 }
                 whole = true;
@@ -332,12 +351,14 @@ impl WalSource {
                         error,
                     }
                 })?;
-                let pages =
-                    pages::record_pages(&decoded).map_err(|error| SourceError::Malformed {
-                        lsn: rec.start_lsn,
-                        error,
-                    })?;
+                let malformed = |error| SourceError::Malformed {
+                    lsn: rec.start_lsn,
+                    error,
+                };
+                let pages = pages::record_pages(&decoded).map_err(malformed)?;
+                let removals = lifetime::removals(&decoded).map_err(malformed)?;
                 if whole {
+                    removed.extend_from_slice(&removals);
                     for p in &pages {
                         let newest = summary.entry(p.tag).or_insert(None);
                         if p.initializes() {
@@ -348,12 +369,23 @@ impl WalSource {
                         }
                     }
                 }
-                tag.and_then(|t| pages.iter().find(|p| p.tag == *t))
-                    .map(|p| BlockUse {
-                        initializes: p.initializes(),
-                        has_image: p.has_image(),
-                        will_init: p.will_init(),
-                    })
+                tag.and_then(|t| {
+                    let removal = removals.iter().find(|r| r.covers(t)).copied();
+                    match pages.iter().find(|p| p.tag == *t) {
+                        Some(p) => Some(BlockUse {
+                            initializes: p.initializes(),
+                            has_image: p.has_image(),
+                            will_init: p.will_init(),
+                            removal: None,
+                        }),
+                        None => removal.map(|r| BlockUse {
+                            initializes: false,
+                            has_image: false,
+                            will_init: false,
+                            removal: Some(r),
+                        }),
+                    }
+                })
             };
             if let Some(b) = block {
                 if !found(rec, b) {
@@ -505,6 +537,7 @@ impl WalSource {
         let mut per_segment: Vec<Vec<WalRecord>> = Vec::new();
         let mut found = false;
         let mut oldest_use: Option<u64> = None;
+        let mut removed_by: Option<Removal> = None;
         for s in (low_readable..=top).rev() {
             if interrupt() {
                 return Err(SourceError::Cancelled);
@@ -513,11 +546,11 @@ impl WalSource {
             if s < s_lsn {
                 if let Some(summary) = self.summaries.get(&s) {
                     match summary.get(tag) {
-                        None => continue,
+                        None if !self.removes_in(s, tag) => continue,
                         // Its newest starting point, if it is complete at
                         // `lsn`; else every record of the segment that is.
                         Some(Some(init)) if init.end <= lsn => start = Start::Lsn(init.start),
-                        Some(_) => {}
+                        _ => {}
                     }
                 }
             }
@@ -525,8 +558,11 @@ impl WalSource {
             let mut last_init: Option<usize> = None;
             let scanned =
                 self.scan(&segs, start, s, lsn, Some(tag), interrupt, &mut |rec, b| {
-                    if b.initializes {
+                    // A removal starts the page's life over, as an
+                    // initializing record does: nothing before it counts.
+                    if b.initializes || b.removal.is_some() {
                         last_init = Some(recs.len());
+                        removed_by = b.removal;
                     }
                     recs.push(rec);
                     true
@@ -582,15 +618,28 @@ impl WalSource {
             per_segment.push(recs);
         }
         if !found {
+            if tag.forknum == FSM_FORKNUM {
+                return Err(lifetime::fsm_not_logged(tag, lsn));
+            }
             let range = self.range_text(lsn);
             return Err(self.no_start(tag, lsn, seg_size, oldest_use, &range, further));
         }
-        let records = per_segment.into_iter().rev().flatten().collect();
+        let records: Vec<WalRecord> = per_segment.into_iter().rev().flatten().collect();
+        if let Some(removal) = removed_by {
+            return Err(lifetime::after_removal(tag, lsn, removal, &records));
+        }
         Ok(Plan {
             tag: *tag,
             lsn,
             records,
         })
+    }
+
+    /// Whether a record of segment `s` (read whole) removes `tag`.
+    fn removes_in(&self, s: u64, tag: &PageTag) -> bool {
+        self.removals
+            .get(&s)
+            .is_some_and(|v| v.iter().any(|r| r.covers(tag)))
     }
 
     /// The NOT_FOUND of a block without a starting point at or before `lsn`.
@@ -648,8 +697,13 @@ impl WalSource {
             return Ok(());
         };
         let skip = |me: &Self, s: u64| {
-            s < top && me.summaries.get(&s).is_some_and(|m| !m.contains_key(tag))
+            s < top
+                && me.summaries.get(&s).is_some_and(|m| !m.contains_key(tag))
+                && !me.removes_in(s, tag)
         };
+        // Removals before the block's first record are not part of its
+        // history (a database copied long before the block was made).
+        let mut used = false;
         let mut s = low;
         while s <= top {
             if skip(self, s) {
@@ -673,6 +727,11 @@ impl WalSource {
                 Some(tag),
                 interrupt,
                 &mut |rec, b| {
+                    if b.removal.is_none() {
+                        used = true;
+                    } else if !used {
+                        return true;
+                    }
                     let (rmid, info) = (rec.rmid(), rec.info());
                     each(&HistoryEntry {
                         start_lsn: rec.start_lsn,
