@@ -80,7 +80,7 @@ pass "pages fixture"
 # Every test program, and the arguments it runs with. test_chaos takes the
 # seconds of chaos and the number of soak requests: the full run is on the
 # shared build; the other builds get a short one.
-TESTS=(test_api test_redo test_pool test_chaos test_lifecycle test_host_death test_call test_wal test_pages)
+TESTS=(test_api test_redo test_pool test_chaos test_lifecycle test_host_death test_call test_wal test_pages test_pid1)
 args_for() {
     case "$1" in
         test_api) echo "$EXT" ;;
