@@ -90,11 +90,7 @@ others(char *out, size_t outlen)
     return n;
 }
 
-/*
- * Our template process: a live child of ours with pg_walredo.template=on (its
- * own forked processes have that command line too, but not us as parent
- * while it lives), or 0.
- */
+/* Our template process (its name is walredo-tmpl), or 0. */
 static pid_t
 template_pid(void)
 {
@@ -104,22 +100,21 @@ template_pid(void)
 
     while (d != NULL && (e = readdir(d)) != NULL)
     {
-        char path[300], buf[8192];
+        char path[300], comm[64] = "";
         FILE *fp;
-        size_t len;
+        pid_t pid = (pid_t) atoi(e->d_name);
 
-        if (atoi(e->d_name) <= 1)
+        if (pid <= 1)
             continue;
-        snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
+        snprintf(path, sizeof path, "/proc/%d/comm", (int) pid);
         fp = fopen(path, "r");
         if (fp == NULL)
             continue;
-        len = fread(buf, 1, sizeof buf, fp);
+        if (fgets(comm, sizeof comm, fp) == NULL)
+            comm[0] = '\0';
         fclose(fp);
-        for (size_t i = 0; i < len; i += strlen(buf + i) + 1)
-            if (strncmp(buf + i, "pg_walredo.template=on", len - i) == 0 &&
-                child_state(atoi(e->d_name)) != 'Z' && parent_of(atoi(e->d_name)) == getpid())
-                found = (pid_t) atoi(e->d_name);
+        if (strncmp(comm, "walredo-tmpl", 12) == 0 && child_state(pid) != 'Z')
+            found = pid;
     }
     if (d != NULL)
         closedir(d);

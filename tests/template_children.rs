@@ -9,17 +9,13 @@ use std::time::{Duration, Instant};
 
 use walredo::{Config, Pool};
 use walredo_testkit::harness::*;
-use walredo_testkit::install::{children_of, is_alive, state_of};
+use walredo_testkit::install::{children_of, is_alive, is_template, state_of};
 
-/// Our live template processes (children with `pg_walredo.template=on`).
+/// Our live template processes.
 fn templates() -> Vec<u32> {
     children_of(std::process::id())
         .into_iter()
-        .filter(|&(pid, state)| {
-            state != 'Z'
-                && std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"pg_walredo.template=on"))
-        })
+        .filter(|&(pid, state)| state != 'Z' && is_template(pid))
         .map(|(pid, _)| pid)
         .collect()
 }

@@ -34,6 +34,7 @@
 
 pub mod launch;
 pub mod protocol;
+pub(crate) mod reaper;
 pub(crate) mod start;
 pub(crate) mod sweeper;
 pub(crate) mod template;
@@ -205,28 +206,29 @@ impl Process {
 
     fn spawn_in(launcher: &Launcher, scratch: PathBuf) -> Result<Process> {
         let os_err = |what: &str, e: io::Error| Error::SpawnFailed(format!("{what}: {e}"));
-        let (input_reader, input) = new_pipe().map_err(|e| os_err("pipe", e))?;
-        let child_stdin = input_reader.try_clone().map_err(|e| os_err("dup", e))?;
-        let (output, child_stdout) = new_pipe().map_err(|e| os_err("pipe", e))?;
-        let (errors, child_stderr) = new_pipe().map_err(|e| os_err("pipe", e))?;
-
-        let (child, pid, pidfd) = match launcher.spawn_mode() {
+        let (child, pid, pidfd, input, input_reader, output, errors) = match launcher.spawn_mode() {
             SpawnMode::Template => {
-                let forked = launcher.fork_from_template(
-                    &scratch,
-                    [
-                        child_stdin.as_raw_fd(),
-                        child_stdout.as_raw_fd(),
-                        child_stderr.as_raw_fd(),
-                    ],
-                )?;
-                // The child has its copies: EOF on stdout means it is gone.
-                drop((child_stdin, child_stdout, child_stderr));
+                // The template makes the pipes: the child's ends are never
+                // ours, so no fork of the host can hold them (see
+                // `template`).
+                let (forked, pipes) = launcher.fork_from_template(&scratch)?;
                 let pid = forked.pid;
                 let pidfd = forked.pidfd.try_clone().ok();
-                (ChildHandle::Forked(forked), pid, pidfd)
+                (
+                    ChildHandle::Forked(forked),
+                    pid,
+                    pidfd,
+                    pipes.stdin,
+                    pipes.stdin_reader,
+                    pipes.stdout,
+                    pipes.stderr,
+                )
             }
             SpawnMode::Direct => {
+                let (input_reader, input) = new_pipe().map_err(|e| os_err("pipe", e))?;
+                let child_stdin = input_reader.try_clone().map_err(|e| os_err("dup", e))?;
+                let (output, child_stdout) = new_pipe().map_err(|e| os_err("pipe", e))?;
+                let (errors, child_stderr) = new_pipe().map_err(|e| os_err("pipe", e))?;
                 let child = Self::spawn_direct(
                     launcher,
                     &scratch,
@@ -235,7 +237,15 @@ impl Process {
                     child_stderr,
                 )?;
                 let pid = child.id();
-                (ChildHandle::Direct(child), pid, open_pidfd(pid))
+                (
+                    ChildHandle::Direct(child),
+                    pid,
+                    open_pidfd(pid),
+                    input,
+                    input_reader,
+                    output,
+                    errors,
+                )
             }
         };
         let process = Process {
