@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use walredo::{Config, Pool};
+use walredo::{Config, Pool, SpawnMode};
 use walredo_testkit::harness::*;
 use walredo_testkit::install::{children_of, is_alive, is_template, state_of};
 
@@ -111,6 +111,15 @@ fn forking_thread(stop: &AtomicBool, every: Duration, life: Duration) -> usize {
 
 #[test]
 fn forks_of_the_host_hide_neither_a_start_nor_a_death() {
+    forks_of_the_host_hide_nothing(SpawnMode::Template);
+}
+
+#[test]
+fn forks_of_the_host_hide_neither_a_direct_start_nor_a_death() {
+    forks_of_the_host_hide_nothing(SpawnMode::Direct);
+}
+
+fn forks_of_the_host_hide_nothing(spawn_mode: SpawnMode) {
     let _serial = serial();
     init_logging();
     // One attempt's deadline; the host's copies live longer, so a start or
@@ -121,6 +130,7 @@ fn forks_of_the_host_hide_neither_a_start_nor_a_death() {
         processes: 1,
         spare_process: false,
         timeout,
+        spawn_mode,
         ..config()
     })
     .unwrap();
@@ -154,8 +164,8 @@ fn forks_of_the_host_hide_neither_a_start_nor_a_death() {
     assert!(made > 0);
     assert!(
         failures.is_empty(),
-        "{} of {rounds} pings after a kill failed or took a whole deadline ({timeout:?}) \
-         while the host forked {made} copies:\n{}",
+        "{spawn_mode:?}: {} of {rounds} pings after a kill failed or took a whole deadline \
+         ({timeout:?}) while the host forked {made} copies:\n{}",
         failures.len(),
         failures.join("\n")
     );

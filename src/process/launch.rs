@@ -246,6 +246,18 @@ impl Launcher {
         ))
     }
 
+    /// The program and arguments of a wal-redo process started directly on
+    /// `scratch`: the custom child program (with `scratch` last) or
+    /// `postgres --single`.
+    pub(crate) fn direct_argv(&self, scratch: &Path) -> (PathBuf, Vec<OsString>) {
+        if let Program::Custom { path, args } = &self.program {
+            let mut args: Vec<OsString> = args.iter().map(OsString::from).collect();
+            args.push(scratch.into());
+            return (path.clone(), args);
+        }
+        self.postgres_argv(scratch).expect("a postgres program")
+    }
+
     /// The template's program and arguments on `scratch`, or `None` for a
     /// custom child program.
     pub(crate) fn template_argv(&self, scratch: &Path) -> Option<(PathBuf, Vec<OsString>)> {

@@ -139,6 +139,9 @@ impl ChildHandle {
 pub struct Process {
     child: ChildHandle,
     pid: u32,
+    /// The child's ends of its pipes were in the host (a direct start):
+    /// its death is watched through its pidfd, not only as EOF.
+    ends_were_ours: bool,
     /// Write end of the stdin pipe; `None` once closed for shutdown.
     input: Option<OwnedFd>,
     /// Our copy of the read end of the stdin pipe, never read: see the
@@ -229,28 +232,26 @@ impl Process {
                 let child_stdin = input_reader.try_clone().map_err(|e| os_err("dup", e))?;
                 let (output, child_stdout) = new_pipe().map_err(|e| os_err("pipe", e))?;
                 let (errors, child_stderr) = new_pipe().map_err(|e| os_err("pipe", e))?;
-                let child = Self::spawn_direct(
+                let (child, pid, pidfd) = Self::spawn_direct(
                     launcher,
                     &scratch,
                     child_stdin,
                     child_stdout,
                     child_stderr,
                 )?;
-                let pid = child.id();
-                (
-                    ChildHandle::Direct(child),
-                    pid,
-                    open_pidfd(pid),
-                    input,
-                    input_reader,
-                    output,
-                    errors,
-                )
+                (child, pid, pidfd, input, input_reader, output, errors)
             }
         };
+        // The child's ends of its pipes were ours for a while (a direct
+        // start): a fork of the host made meanwhile by another thread may
+        // hold them, and the child's death would not show as EOF on its
+        // stdout until that copy exits. Its pidfd says so instead, in the
+        // poll loop; no blocking read, which only EOF could end.
+        let ends_were_ours = matches!(launcher.spawn_mode(), SpawnMode::Direct);
         let process = Process {
             child,
             pid,
+            ends_were_ours,
             input: Some(input),
             _input_reader: input_reader,
             output,
@@ -265,7 +266,7 @@ impl Process {
             // The watchdog gets its own copy of the child's one pidfd.
             watch: pidfd
                 .as_ref()
-                .filter(|_| launcher.blocking_wait())
+                .filter(|_| launcher.blocking_wait() && !ends_were_ours)
                 .and_then(|fd| fd.try_clone().ok())
                 .and_then(Watch::new),
             killer: Arc::new(Killer {
@@ -311,14 +312,42 @@ impl Process {
         Ok(process)
     }
 
-    /// Start `postgres --single` afresh: fork, hardening, exec.
+    /// Start the program afresh: `start::start` (`CLONE_VM`, no copy of the
+    /// host; it waits for the exec without a pipe that a fork of the host
+    /// could hold), or under valgrind, which allows no `CLONE_VM`, std's
+    /// fork and exec. Our child, its pid and a pidfd of it.
     fn spawn_direct(
         launcher: &Launcher,
         scratch: &std::path::Path,
         child_stdin: OwnedFd,
         child_stdout: OwnedFd,
         child_stderr: OwnedFd,
-    ) -> Result<Child> {
+    ) -> Result<(ChildHandle, u32, Option<OwnedFd>)> {
+        let failed =
+            |e: io::Error| Error::SpawnFailed(format!("cannot start postgres --single: {e}"));
+        if !start::host_is_emulated() {
+            let (program, args) = launcher.direct_argv(scratch);
+            let started = start::start(&start::Spec {
+                program: &program,
+                args: &args,
+                cwd: scratch,
+                stdio: [
+                    child_stdin.as_raw_fd(),
+                    child_stdout.as_raw_fd(),
+                    child_stderr.as_raw_fd(),
+                ],
+                user: launcher.user(),
+                memory_limit: launcher.memory_limit(),
+                timeout: launcher.start_timeout(),
+            })
+            .map_err(failed)?;
+            // Our copies of the child's ends go at return: EOF on stdout
+            // means the child is gone (unless a fork of the host holds one:
+            // see `ends_were_ours`).
+            let pid = started.pid as u32;
+            let pidfd = started.pidfd.try_clone().ok();
+            return Ok((ChildHandle::Forked(Forked::ours(started)), pid, pidfd));
+        }
         let mut cmd = launcher.command(scratch);
         cmd.stdin(Stdio::from(child_stdin))
             .stdout(Stdio::from(child_stdout))
@@ -336,8 +365,9 @@ impl Process {
         }
         // The child's ends are closed in our process when `cmd` goes away
         // (at return), so that EOF on stdout means the child is gone.
-        cmd.spawn()
-            .map_err(|e| Error::SpawnFailed(format!("cannot start postgres --single: {e}")))
+        let child = cmd.spawn().map_err(failed)?;
+        let pid = child.id();
+        Ok((ChildHandle::Direct(child), pid, open_pidfd(pid)))
     }
 
     pub fn pid(&self) -> u32 {
@@ -518,6 +548,12 @@ impl Process {
                     true,
                     libc::POLLIN,
                 ),
+                // Its death, where EOF may not say it (`ends_were_ours`).
+                poll_fd(
+                    self.killer.pidfd.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                    self.ends_were_ours,
+                    libc::POLLIN,
+                ),
             ];
             // SAFETY: fds is a valid array of pollfd for its length.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
@@ -530,6 +566,10 @@ impl Process {
             }
             if fds[3].revents != 0 {
                 return Err(interrupted(Failure::Stopped, read));
+            }
+            // Dead, and nothing left to read: all it wrote came before.
+            if fds[4].revents != 0 && fds[1].revents == 0 {
+                return Err(interrupted(Failure::Eof, read));
             }
             if fds[2].revents != 0 {
                 self.read_stderr();
@@ -720,13 +760,12 @@ impl Process {
             return;
         }
         match self.child.try_wait() {
-            Ok(None) if matches!(self.child, ChildHandle::Forked(_)) => {
-                // Not our child: only its pidfd names it for sure.
-                self.killer.kill_process();
-            }
             Ok(None) => {
-                // SAFETY: kill has no memory-safety preconditions; the child
-                // is not reaped, so its pid (= its group id) is still ours.
+                // Through its pidfd, and its group (whatever it started
+                // too), once it has made it: not reaped, its pid (= its
+                // group id) is still its own.
+                self.killer.kill_process();
+                // SAFETY: kill has no memory-safety preconditions.
                 unsafe { libc::kill(-(self.pid as libc::pid_t), libc::SIGKILL) };
             }
             Ok(Some(status)) => {
@@ -738,21 +777,32 @@ impl Process {
         }
     }
 
+    /// Read stderr until EOF or `deadline`; or, once the process is dead,
+    /// until nothing is left in it: a fork of the host (another thread's)
+    /// may hold the write end of a directly started process's stderr, and
+    /// then EOF comes only once that copy exits.
     fn drain_stderr(&mut self, deadline: Instant) {
         while let Some(fd) = self.errors.as_ref().map(|f| f.as_raw_fd()) {
             let now = Instant::now();
             if now >= deadline {
                 return;
             }
-            let mut pfd = [poll_fd(fd, true, libc::POLLIN)];
+            let pidfd = self.killer.pidfd.as_ref().map_or(-1, |f| f.as_raw_fd());
+            let mut pfd = [
+                poll_fd(fd, true, libc::POLLIN),
+                poll_fd(pidfd, true, libc::POLLIN),
+            ];
             let ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
-            // SAFETY: pfd is a valid array of one pollfd.
-            let n = unsafe { libc::poll(pfd.as_mut_ptr(), 1, ms) };
+            // SAFETY: pfd is a valid array of two pollfds.
+            let n = unsafe { libc::poll(pfd.as_mut_ptr(), 2, ms) };
             if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
                 return;
             }
-            if n > 0 {
+            if pfd[0].revents != 0 {
                 self.read_stderr();
+            } else if pfd[1].revents != 0 {
+                // Dead, and all it wrote has been read.
+                return;
             }
         }
     }

@@ -407,6 +407,16 @@ fn exited(pidfd: &OwnedFd, wait: Duration) -> bool {
 }
 
 impl Forked {
+    /// A process the host started itself (`start::start`): ours to reap
+    /// through its pidfd as well.
+    pub fn ours(started: start::Started) -> Forked {
+        Forked {
+            pid: started.pid as u32,
+            pidfd: started.pidfd,
+            status: None,
+        }
+    }
+
     /// Its status if it has exited (and reaped it then), without waiting.
     /// ECHILD (the host reaped it behind our back) is an error, as for
     /// `std::process::Child`.
