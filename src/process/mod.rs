@@ -7,23 +7,33 @@
 //!   the host, whatever the host's signal disposition is (it fills the pipe;
 //!   the death shows as EOF on stdout). A pipe, not a socketpair with
 //!   `MSG_NOSIGNAL`: a socket costs about 1.5 us more per round trip.
+//! - EOF says the child died only if no other process holds the write end
+//!   of its stdout, and a fork of the host made by another thread (no exec)
+//!   holds every descriptor the host had then: a template-forked child's
+//!   ends never exist in the host (the template makes its pipes); a directly
+//!   started child's do, during its start, so its death is also watched
+//!   through its pidfd (`ends_were_ours`: the `poll` loop, never a blocking
+//!   read, and the stderr drain).
 //! - A request is written (non-blocking) before any wait. When all of it
 //!   went, the answer is awaited in a blocking read of stdout, whose deadline
 //!   the watchdog thread (`crate::process::watchdog`) keeps by killing a late process:
 //!   a system call less than `poll` then `read`. Otherwise (a batch larger
-//!   than the pipe, or `blocking_wait` off, or no pidfd) one `poll` loop
+//!   than the pipe, `blocking_wait` off, no pidfd, or a direct start) one
+//!   `poll` loop
 //!   writes and reads at once, so pipelined requests cannot deadlock, and
 //!   ends every wait at the deadline itself.
 //! - stderr is read in that loop, or right after a blocking read (no thread
 //!   per child): each line goes to the `log` crate with the child's pid, and
 //!   the last lines are kept for the error a failed request returns. A
 //!   healthy process writes nothing there.
-//! - The child gets its own process group, a cleared environment, no file
-//!   descriptor of ours but its three pipes, and `PR_SET_PDEATHSIG` so it dies
-//!   with the host. That signal fires when the *thread* that forked the child
-//!   exits, not the process: a pool therefore starts its children from its own
-//!   [`Spawner`] thread, which lives exactly as long as the pool, never from a
-//!   caller's thread that may exit any time.
+//! - The child is the host's own, also when the template forked it
+//!   (`CLONE_PARENT`): reaped here, through its pidfd. It gets its own
+//!   process group, a cleared environment, no file descriptor of ours but
+//!   its three pipes, and `PR_SET_PDEATHSIG` so it dies with the host. That
+//!   signal fires when the *thread* that started the child (or the template)
+//!   exits, not the process: a pool therefore starts its children from its
+//!   own [`Spawner`] thread, which lives exactly as long as the pool, never
+//!   from a caller's thread that may exit any time.
 //! - Another thread may end a process's work at any time through its
 //!   [`Killer`] (a cancelled request): a kill through the pidfd, and a
 //!   wake-up of the `poll` loop for where there is no pidfd.
@@ -113,8 +123,9 @@ pub struct Interrupted {
     pub pages_done: usize,
 }
 
-/// A process we started ourselves (ours to reap), or one the template
-/// forked for us (the template reaps it and tells us how it ended).
+/// Our child: started by std's fork and exec (under valgrind only), or
+/// known by a pidfd and reaped through it (forked by the template, or
+/// started by `start::start`).
 enum ChildHandle {
     Direct(Child),
     Forked(Forked),

@@ -48,7 +48,8 @@ pub(crate) struct Template {
     scratch: PathBuf,
 }
 
-/// A wal-redo process forked by the template: our child.
+/// A wal-redo process of ours known by its pidfd: forked by the template
+/// (as our child), or started directly by `start::start` (`Forked::ours`).
 pub(crate) struct Forked {
     pub pid: u32,
     pub pidfd: OwnedFd,
