@@ -124,8 +124,8 @@ fn forks_of_the_host_hide_nothing(spawn_mode: SpawnMode) {
     init_logging();
     // One attempt's deadline; the host's copies live longer, so a start or
     // death that is only seen once they exit costs a whole deadline.
-    let timeout = Duration::from_secs(2);
-    let life = Duration::from_secs(3);
+    let timeout = Duration::from_secs(4);
+    let life = Duration::from_secs(6);
     let pool = Pool::new(&Config {
         processes: 1,
         spare_process: false,
@@ -139,7 +139,7 @@ fn forks_of_the_host_hide_nothing(spawn_mode: SpawnMode) {
     let rounds = 30;
     let mut failures = Vec::new();
     let made = std::thread::scope(|s| {
-        let forker = s.spawn(|| forking_thread(&stop, Duration::from_millis(10), life));
+        let forker = s.spawn(|| forking_thread(&stop, Duration::from_millis(15), life));
         for round in 0..rounds {
             // Every other round the template goes too: the next start is a
             // template's start (clone and exec) as well as a fork from it.
