@@ -221,6 +221,8 @@ install-lib: build
 	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
 	    walredo.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/walredo.pc
 
+# `deps` (through build) also creates the walredo account that a root host's
+# wal-redo processes run as (scripts/ensure-deps.sh).
 install: install-lib
 	install -d $(DESTDIR)$(BINDIR)
 	install -m 755 target/release/walredo $(DESTDIR)$(BINDIR)/walredo

@@ -534,7 +534,10 @@ struct walredo_config *walredo_config_new(void);
  * - `process_memory_limit_mb`: address-space limit of each process, 64 to
  *   1048576 MiB (it also bounds the largest request). Default: 4096.
  * - `run_as_user`: when the host runs as root, processes run as this user
- *   (PostgreSQL refuses root). Default: `postgres`.
+ *   (PostgreSQL refuses root). Default: `walredo`, an account of their own,
+ *   created on first need when missing (`make install` creates it); never
+ *   the account of a PostgreSQL server, whose files a hijacked process
+ *   could reach where the sandbox has no Landlock.
  * - `scratch_dir`: where per-process scratch directories are made. Default:
  *   `$TMPDIR/walredo-<uid>`.
  * - `log_level`: `off`, `error`, `warn`, `info`, `debug` or `trace`: what the

@@ -35,8 +35,25 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 
-# As root, wal-redo processes (and the test clusters) run as this user.
+# As root, the test clusters run as postgres (the postgresql-15 package
+# creates it), and wal-redo processes as an account of their own, never the
+# server's: walredo, a system account with no login shell and no home (the
+# library makes the same one on first need; `make install` runs this).
 if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
     echo "ensure-deps: user postgres is missing; the postgresql-15 package creates it" >&2
     exit 1
+fi
+walredo_account="useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin walredo"
+if ! id walredo >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "ensure-deps: creating the system account walredo for wal-redo processes" >&2
+        $walredo_account
+    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        echo "ensure-deps: creating the system account walredo with sudo" >&2
+        sudo $walredo_account
+    else
+        # Only a root host needs it: its wal-redo processes run as walredo.
+        echo "ensure-deps: no account walredo (a root host runs its wal-redo processes as it); create it with:" >&2
+        echo "    sudo $walredo_account" >&2
+    fi
 fi

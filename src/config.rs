@@ -19,7 +19,9 @@ pub struct Config {
     /// `--pkglibdir` of that `pg_config` (where `make install` puts it).
     pub extension_path: Option<PathBuf>,
     /// When the caller runs as root, processes run as this user (PostgreSQL
-    /// refuses to run as root). Ignored otherwise.
+    /// refuses to run as root). Ignored otherwise. Default: `walredo`, an
+    /// account of their own (created on first need when missing), never the
+    /// machine's PostgreSQL server's.
     pub run_as_user: String,
     /// Where the template and per-process scratch directories live. Default:
     /// `$TMPDIR/walredo-<uid>`.
@@ -101,7 +103,7 @@ impl Default for Config {
             pg_bindir: None,
             pg_version: None,
             extension_path: None,
-            run_as_user: "postgres".to_string(),
+            run_as_user: crate::process::launch::CHILD_ACCOUNT.to_string(),
             scratch_dir: None,
             processes: std::thread::available_parallelism().map_or(1, |n| n.get()),
             idle_timeout: Some(Duration::from_secs(60)),

@@ -890,7 +890,7 @@ fn removing_another_shared_memory_segment_is_killed_by_sigsys() {
     // SAFETY: plain System V calls on a segment made here.
     let id = unsafe { libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600) };
     assert!(id >= 0);
-    if let Some(ids) = walredo_testkit::cluster::user() {
+    if let Some(ids) = walredo::process::launch::unprivileged_user(&config().run_as_user).unwrap() {
         // SAFETY: shmid_ds is plain old data that IPC_STAT fills in.
         let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
         assert_eq!(unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) }, 0);

@@ -16,8 +16,13 @@
 //! - `backend_lifecycle`: cancel, statement_timeout, the redo deadline,
 //!   pg_terminate_backend and a crashed backend while a call waits on a
 //!   stopped wal-redo process; nothing of a backend's is left after it.
+//! - `scratch_dir`: the scratch root is the data directory's
+//!   `pgsql_tmp_walredo` (a squatted `$TMPDIR/walredo-<uid>` changes
+//!   nothing, pg_basebackup leaves it out) or the superuser-only
+//!   `walredo_inspect.scratch_dir`.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -610,7 +615,7 @@ fn backend_lifecycle() {
          INSERT INTO t VALUES (1, 'one');
          INSERT INTO t VALUES (2, 'two');",
     );
-    let scratch_root = server_scratch_root();
+    let scratch_root = server_scratch_root(&cluster.data);
     let server_uid = walredo_testkit::cluster::user()
         .map(|u| u.uid)
         // SAFETY: geteuid cannot fail.
@@ -853,6 +858,157 @@ fn backend_lifecycle() {
         }
     }
     d.close();
+    cluster.stop();
+    assert_no_leftovers();
+}
+
+/// Issue 22, item 4: the scratch root was `$TMPDIR/walredo-<server uid>`, so
+/// anyone who made that directory first disabled `page_at_lsn`. Now it is
+/// `pgsql_tmp_walredo` in the data directory, or the superuser-only
+/// `walredo_inspect.scratch_dir`.
+#[test]
+fn scratch_dir() {
+    let _serial = serial();
+    let install = PrivateInstall::new("scratch");
+    let dir = TempDir::new("inspect-scratch");
+    let server_uid = walredo_testkit::cluster::user()
+        .map(|u| u.uid)
+        // SAFETY: geteuid cannot fail.
+        .unwrap_or_else(|| unsafe { libc::geteuid() });
+    // The server's $TMPDIR, world-writable like /tmp, where another user
+    // took the old default name first (as non-root: made writable by all,
+    // which the library refuses as well).
+    let tmp = dir.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)).unwrap();
+    let squatted = tmp.join(format!("walredo-{server_uid}"));
+    fs::create_dir(&squatted).unwrap();
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::chown(&squatted, Some(65534), Some(65534)).unwrap();
+    } else {
+        fs::set_permissions(&squatted, fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let mut cluster = install.cluster(dir.path(), &[], SETTINGS);
+    let saved = std::env::var_os("TMPDIR");
+    std::env::set_var("TMPDIR", &tmp);
+    cluster.start();
+    match saved {
+        Some(v) => std::env::set_var("TMPDIR", v),
+        None => std::env::remove_var("TMPDIR"),
+    }
+    cluster.psql(
+        "CREATE EXTENSION walredo_inspect;
+         CREATE TABLE t (id int, v text);
+         INSERT INTO t VALUES (1, 'one');
+         INSERT INTO t VALUES (2, 'two');",
+    );
+
+    // The squatter changes nothing: the default is the server's own.
+    let mut s = Session::open(&cluster);
+    let r = s.query(NEEDS_PROCESS);
+    assert!(
+        r.ok(),
+        "page_at_lsn with {} taken: {}",
+        squatted.display(),
+        r.err
+    );
+    let default_root = server_scratch_root(&cluster.data);
+    let meta = fs::symlink_metadata(&default_root).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), server_uid);
+    assert!(
+        !scratch_dirs_of(&default_root, s.pid).is_empty(),
+        "no scratch directory in {}",
+        default_root.display()
+    );
+    assert_eq!(fs::read_dir(&squatted).unwrap().count(), 0);
+    println!("scratch: served from {}", default_root.display());
+
+    // The setting moves it, for a superuser; a new pool takes it at once.
+    let custom = dir.path().join("custom-scratch");
+    s.ok(&format!(
+        "SET walredo_inspect.scratch_dir = '{}';",
+        custom.display()
+    ));
+    assert_eq!(s.ok(NEEDS_PROCESS), "8192");
+    assert!(
+        !scratch_dirs_of(&custom, s.pid).is_empty(),
+        "no scratch directory in {}",
+        custom.display()
+    );
+    assert!(
+        scratch_dirs_of(&default_root, s.pid).is_empty(),
+        "the old pool's directories stayed"
+    );
+    // Pointed at a directory that is not the server's alone: refused, and
+    // the error names the setting.
+    s.ok(&format!(
+        "SET walredo_inspect.scratch_dir = '{}';",
+        squatted.display()
+    ));
+    let r = s.query(NEEDS_PROCESS);
+    assert!(!r.ok(), "a squatted scratch_dir was accepted");
+    assert!(r.err.contains("scratch_dir"), "{}", r.err);
+    println!("scratch: {}", r.err.trim().replace('\n', "\n  "));
+    let r = s.query("SET walredo_inspect.scratch_dir = 'relative/dir';");
+    assert!(!r.ok() && r.err.contains("absolute path"), "{}", r.err);
+    s.ok("RESET walredo_inspect.scratch_dir;");
+    assert_eq!(s.ok(NEEDS_PROCESS), "8192");
+
+    // Superuser-only: a role that may call the functions may not move it.
+    s.ok("CREATE ROLE peon LOGIN; GRANT pg_read_server_files TO peon;");
+    let mut p = Session::open_db(&cluster, "postgres", "peon");
+    assert_eq!(p.ok(NEEDS_PROCESS), "8192");
+    let r = p.query(&format!(
+        "SET walredo_inspect.scratch_dir = '{}';",
+        custom.display()
+    ));
+    assert!(
+        !r.ok() && r.err.contains("permission denied to set parameter"),
+        "{}",
+        r.err
+    );
+    p.close();
+    // Set before the module is loaded (a placeholder anyone may set): the
+    // value is dropped when it loads, never used.
+    let peons = dir.path().join("peons-scratch");
+    let mut p = Session::open_db(&cluster, "postgres", "peon");
+    p.ok(&format!(
+        "SET walredo_inspect.scratch_dir = '{}';",
+        peons.display()
+    ));
+    assert_eq!(p.ok(NEEDS_PROCESS), "8192");
+    assert!(!peons.exists(), "a non-superuser's scratch_dir was used");
+    assert!(!scratch_dirs_of(&default_root, p.pid).is_empty());
+
+    // pg_basebackup leaves it out (as every name starting with pgsql_tmp),
+    // even while processes work in it.
+    let backup = dir.path().join("backup");
+    let socket = cluster.socket_dir.display().to_string();
+    let target = backup.display().to_string();
+    walredo_testkit::cluster::run_in(
+        &cluster.bindir,
+        "pg_basebackup",
+        &[
+            "-h",
+            &socket,
+            "-U",
+            "postgres",
+            "-D",
+            &target,
+            "-X",
+            "none",
+            "--no-sync",
+        ],
+    );
+    assert!(backup.join("PG_VERSION").exists(), "no backup made");
+    assert!(
+        !backup.join("pgsql_tmp_walredo").exists(),
+        "pg_basebackup copied the scratch root"
+    );
+    p.close();
+    s.close();
     cluster.stop();
     assert_no_leftovers();
 }

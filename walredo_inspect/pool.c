@@ -25,6 +25,7 @@
 static walredo_pool *pool = NULL;
 static int	pool_processes = 0;
 static int	pool_timeout_ms = 0;
+static char pool_scratch_dir[MAXPGPATH];
 static bool exit_registered = false;
 
 /* The call being waited for, if any: cancelled on ERROR and at exit. */
@@ -89,15 +90,27 @@ inspect_get_pool(void)
 	char		bindir[MAXPGPATH];
 	char		extension[MAXPGPATH];
 	char		number[32];
+	char		scratch_dir[MAXPGPATH];
 	int			rc;
 
 	/* Threads in the postmaster would break every backend it forks. */
 	if (IsPostmasterEnvironment && !IsUnderPostmaster)
 		elog(ERROR, "walredo_inspect cannot run in the postmaster");
 
+	/*
+	 * The scratch root: walredo_inspect.scratch_dir, or one in the data
+	 * directory (the server's alone; pg_basebackup and pg_rewind skip names
+	 * that start with pgsql_tmp).
+	 */
+	if (inspect_scratch_dir != NULL && inspect_scratch_dir[0] != '\0')
+		strlcpy(scratch_dir, inspect_scratch_dir, sizeof(scratch_dir));
+	else
+		snprintf(scratch_dir, sizeof(scratch_dir), "%s/%s", DataDir, INSPECT_SCRATCH_DEFAULT);
+
 	/* A changed setting takes effect with a new pool, between calls. */
 	if (pool != NULL &&
-		(pool_processes != inspect_processes || pool_timeout_ms != inspect_timeout_ms))
+		(pool_processes != inspect_processes || pool_timeout_ms != inspect_timeout_ms ||
+		 strcmp(pool_scratch_dir, scratch_dir) != 0))
 	{
 		walredo_pool *p = pool;
 
@@ -123,6 +136,7 @@ inspect_get_pool(void)
 	config_set(cfg, "timeout_ms", number);
 	config_set(cfg, "pg_bindir", bindir);
 	config_set(cfg, "extension_path", extension);
+	config_set(cfg, "scratch_dir", scratch_dir);
 	/* Redo must behave as it did on this cluster. */
 	config_set(cfg, "data_checksums", DataChecksumsEnabled() ? "on" : "off");
 	config_set(cfg, "wal_log_hints", wal_log_hints ? "on" : "off");
@@ -136,6 +150,7 @@ inspect_get_pool(void)
 	}
 	pool_processes = inspect_processes;
 	pool_timeout_ms = inspect_timeout_ms;
+	strlcpy(pool_scratch_dir, scratch_dir, sizeof(pool_scratch_dir));
 	return pool;
 }
 

@@ -17,18 +17,19 @@ PG_MODULE_MAGIC;
 int			inspect_processes = 1;
 int			inspect_timeout_ms = 10000;
 char	   *inspect_archive_dir = NULL;
+char	   *inspect_scratch_dir = NULL;
 
 void		_PG_init(void);
 
 /* Only absolute paths: a backend's working directory is the data directory. */
 static bool
-check_archive_dir(char **newval, void **extra, GucSource source)
+check_absolute_path(char **newval, void **extra, GucSource source)
 {
 	if (*newval == NULL || (*newval)[0] == '\0')
 		return true;
 	if (!is_absolute_path(*newval))
 	{
-		GUC_check_errdetail("walredo_inspect.archive_dir must be an absolute path.");
+		GUC_check_errdetail("It must be an absolute path.");
 		return false;
 	}
 	return true;
@@ -64,7 +65,23 @@ _PG_init(void)
 							   "",
 							   PGC_SUSET,
 							   0,
-							   check_archive_dir, NULL, NULL);
+							   check_absolute_path, NULL, NULL);
+
+	/*
+	 * What the wal-redo processes load and start from lives there, so only a
+	 * superuser may point it elsewhere; the default is the server's own
+	 * (pool.c), never a shared temporary directory where anyone could take
+	 * the name first.
+	 */
+	DefineCustomStringVariable("walredo_inspect.scratch_dir",
+							   "Directory of the wal-redo processes' scratch directories.",
+							   "Empty: pgsql_tmp_walredo in the data directory. It must belong "
+							   "to the server's user and be writable by nobody else.",
+							   &inspect_scratch_dir,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   check_absolute_path, NULL, NULL);
 
 	MarkGUCPrefixReserved("walredo_inspect");
 }

@@ -30,6 +30,10 @@
 extern int	inspect_processes;
 extern int	inspect_timeout_ms;
 extern char *inspect_archive_dir;
+extern char *inspect_scratch_dir;
+
+/* The scratch root in the data directory when walredo_inspect.scratch_dir is empty. */
+#define INSPECT_SCRATCH_DEFAULT "pgsql_tmp_walredo"
 
 /*
  * ereport(ERROR) for a failed library call: the library's own message, an

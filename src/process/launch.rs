@@ -18,7 +18,7 @@
 //! regular, the extension byte for byte) and replaced when they are not;
 //! new names in it are created exclusively, never taken over.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
 use std::io::Read;
@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use crate::config::{Config, SpawnMode};
 use crate::error::{Error, Result};
+use crate::process::safe_fs::Dir;
 use crate::process::template::{Forked, Pipes, Template as TemplateProcess};
 use crate::wal::crc32c::crc32c;
 
@@ -45,12 +46,9 @@ fn install_hint(pg_version: Option<u32>) -> String {
 }
 const EXTENSION_FILE: &str = "pg_walredo.so";
 
-/// A user id and group id to run children as.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UserIds {
-    pub uid: u32,
-    pub gid: u32,
-}
+pub use crate::process::account::{
+    ensure_system_account, unprivileged_user, UserIds, CHILD_ACCOUNT,
+};
 
 /// The resolved, ready-to-use start-up environment of wal-redo processes.
 #[derive(Debug)]
@@ -314,28 +312,30 @@ impl Launcher {
 
     /// Make a private scratch directory for one process: a copy of the
     /// template, owned by the child's user, mode 0700 (PostgreSQL checks it).
-    /// Always a new directory, never one that was there already.
+    /// Always a new directory, never one that was there already. Built while
+    /// only we can enter it, through descriptors, and handed to the child's
+    /// user last (`safe_fs`): that user can change nothing we then follow.
     pub fn make_scratch_dir(&self) -> Result<PathBuf> {
         let dir = new_dir(&self.scratch_root, "proc-", 0o700)?;
         let result = (|| {
+            let owner = self.user;
+            let top = Dir::open(&dir)?;
             for sub in ["global", "pg_notify", "pg_dynshmem"] {
-                new_dir_at(&dir.join(sub), 0o700)?;
+                top.make_dir(sub, 0o700, owner)?;
             }
             if let Program::Postgres { template, .. } = &self.program {
-                for (name, bytes) in &template.files {
-                    write_new(&dir.join(name), bytes, 0o600)?;
+                for (path, bytes) in &template.files {
+                    let (dir, name) = top.parent_of(path)?;
+                    dir.write_new(name, bytes, 0o600, owner)?;
                 }
                 // Present and empty, so the process starts without a log line.
-                write_new(&dir.join("postgresql.auto.conf"), b"", 0o600)?;
+                top.write_new("postgresql.auto.conf", b"", 0o600, owner)?;
             }
-            if let Some(ids) = self.user {
-                chown_tree(&dir, ids)?;
-            }
-            Ok(())
+            top.set_owner_and_mode(owner, 0o700)
         })();
         if let Err(e) = result {
             let _ = fs::remove_dir_all(&dir);
-            return Err(e);
+            return Err(io_error("cannot make the scratch directory", &dir, e));
         }
         Ok(dir)
     }
@@ -625,52 +625,6 @@ fn check_postgres_version(postgres: &Path, want: Option<u32>) -> Result<u32> {
     }
 }
 
-/// The ids of `user` when the caller is root (children must not run as root),
-/// `None` otherwise.
-pub fn unprivileged_user(user: &str) -> Result<Option<UserIds>> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Ok(None);
-    }
-    let ids = lookup_user(user)?;
-    if ids.uid == 0 {
-        return Err(Error::InvalidArgument(format!(
-            "run_as_user {user:?} is root; PostgreSQL refuses to run as root"
-        )));
-    }
-    Ok(Some(ids))
-}
-
-fn lookup_user(user: &str) -> Result<UserIds> {
-    let name = CString::new(user)
-        .map_err(|_| Error::InvalidArgument(format!("run_as_user {user:?} contains a NUL byte")))?;
-    let mut buf = vec![0 as libc::c_char; 16384];
-    // SAFETY: passwd is plain old data; getpwnam_r fills it in.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call, and buf's length is passed.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            name.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        return Err(spawn_error(format!(
-            "user {user:?} does not exist; wal-redo processes cannot run as root: create it \
-             (`apt-get install -y postgresql-15` does, or `useradd --system {user}`), or set \
-             run_as_user"
-        )));
-    }
-    Ok(UserIds {
-        uid: pwd.pw_uid,
-        gid: pwd.pw_gid,
-    })
-}
-
 /// The current effective user id.
 fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -721,13 +675,28 @@ fn check_scratch_root(root: &Path) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(io_error("cannot create directory", root, e)),
     }
-    let meta = fs::symlink_metadata(root).map_err(|e| io_error("cannot look at", root, e))?;
-    let why = if meta.file_type().is_symlink() {
-        Some("is a symbolic link".to_string())
-    } else if !meta.is_dir() {
-        Some("is not a directory".to_string())
-    } else {
-        foreign_writer(&meta)
+    // Looked at and changed through one descriptor, never through a link.
+    let dir = match Dir::open(root) {
+        Ok(dir) => Ok(dir),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
+            let meta =
+                fs::symlink_metadata(root).map_err(|e| io_error("cannot look at", root, e))?;
+            Err(if meta.file_type().is_symlink() {
+                "is a symbolic link".to_string()
+            } else {
+                "is not a directory".to_string()
+            })
+        }
+        Err(e) => return Err(io_error("cannot open", root, e)),
+    };
+    let why = match &dir {
+        Ok(dir) => {
+            let meta = dir
+                .metadata()
+                .map_err(|e| io_error("cannot look at", root, e))?;
+            foreign_writer(&meta)
+        }
+        Err(why) => Some(why.clone()),
     };
     if let Some(why) = why {
         return Err(spawn_error(format!(
@@ -741,19 +710,9 @@ fn check_scratch_root(root: &Path) -> Result<()> {
     }
     // Ours: the children's user needs only to pass through it (to its own
     // directory and the extension's copy). The umask may have narrowed it.
-    fs::set_permissions(root, fs::Permissions::from_mode(0o711))
+    let dir = dir.map_err(spawn_error)?;
+    dir.set_owner_and_mode(None, 0o711)
         .map_err(|e| io_error("cannot set permissions of", root, e))
-}
-
-/// Create `dir`, which must not exist yet, with `mode`.
-fn new_dir_at(dir: &Path, mode: u32) -> Result<()> {
-    fs::DirBuilder::new()
-        .mode(mode)
-        .create(dir)
-        .map_err(|e| io_error("cannot create directory", dir, e))?;
-    // The umask may have narrowed the mode.
-    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
-        .map_err(|e| io_error("cannot set permissions of", dir, e))
 }
 
 /// A new directory `<prefix><pid>-<n>` in `root`. A name already taken (left
@@ -800,10 +759,11 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 /// bytes. `Ok(None)` when it does not exist; `Err` says what is wrong.
 fn read_ours(path: &Path, max: u64) -> std::result::Result<Option<Vec<u8>>, String> {
     // O_NOFOLLOW: the file itself, never what a link points to; O_NONBLOCK:
-    // a FIFO does not block the open (and is refused below).
+    // a FIFO does not block the open (and is refused below); O_NOCTTY: a
+    // terminal never becomes ours.
     let file = match fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
     {
         Ok(f) => f,
@@ -840,21 +800,6 @@ fn remove_path(path: &Path) {
         Ok(_) => fs::remove_file(path),
         Err(_) => Ok(()),
     };
-}
-
-fn chown_tree(path: &Path, ids: UserIds) -> Result<()> {
-    std::os::unix::fs::lchown(path, Some(ids.uid), Some(ids.gid))
-        .map_err(|e| io_error("cannot chown", path, e))?;
-    // Never into what a symbolic link points to.
-    let is_dir = fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
-    if is_dir {
-        let entries = fs::read_dir(path).map_err(|e| io_error("cannot read", path, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| io_error("cannot read", path, e))?;
-            chown_tree(&entry.path(), ids)?;
-        }
-    }
-    Ok(())
 }
 
 /// Copy the extension into the scratch root, named by its checksum, so the
@@ -930,7 +875,9 @@ fn ensure_template(
         }
     }
 
-    let work = new_dir(root, "initdb-", 0o700)?;
+    // 0711: initdb, run as the children's user, passes through to its
+    // directory in it.
+    let work = new_dir(root, "initdb-", 0o711)?;
     let made = run_initdb(bindir, root, &work, &name, user, data_checksums, pg_version);
     let _ = fs::remove_dir_all(&work);
     made?;
@@ -946,7 +893,10 @@ fn ensure_template(
     }
 }
 
-/// initdb in `work`, then the template's files staged and renamed into place.
+/// initdb in `work` (made for it, ours), then the template's files staged
+/// and renamed into place. initdb runs as the children's user in `data`, a
+/// directory of theirs in `work`: what it wrote is read through descriptors,
+/// never following a link (`safe_fs`), and only if it is that user's own.
 fn run_initdb(
     bindir: &Path,
     root: &Path,
@@ -956,9 +906,10 @@ fn run_initdb(
     data_checksums: bool,
     pg_version: u32,
 ) -> Result<()> {
-    if let Some(ids) = user {
-        chown_tree(work, ids)?;
-    }
+    let work_dir = Dir::open(work).map_err(|e| io_error("cannot open", work, e))?;
+    work_dir
+        .make_dir("data", 0o700, user)
+        .map_err(|e| io_error("cannot make a directory in", work, e))?;
     let data = work.join("data");
     let mut cmd = Command::new(bindir.join("initdb"));
     cmd.arg("-D")
@@ -992,15 +943,32 @@ fn run_initdb(
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
+    let initdb_uid = user.map_or_else(euid, |ids| ids.uid);
+    let read = |path: &str| -> io::Result<Vec<u8>> {
+        let (dir, name) = work_dir.open_dir("data")?.parent_of(path)?;
+        dir.read_file_of(name, initdb_uid, TEMPLATE_FILE_MAX)
+    };
+    let mut files = Vec::new();
+    for f in TEMPLATE_FILES {
+        let bytes = read(f).map_err(|e| {
+            spawn_error(format!(
+                "cannot take {f} from initdb's output in {}: {e}",
+                data.display()
+            ))
+        })?;
+        files.push((f, bytes));
+    }
     let staged = new_dir(root, &format!("{name}.tmp-"), 0o700)?;
     let result = (|| {
-        new_dir_at(&staged.join("global"), 0o700)?;
-        for f in TEMPLATE_FILES {
-            let bytes = fs::read(data.join(f)).map_err(|e| io_error("cannot read", &data, e))?;
-            write_new(&staged.join(f), &bytes, 0o600)?;
+        let dir = Dir::open(&staged)?;
+        dir.make_dir("global", 0o700, None)?;
+        for (path, bytes) in &files {
+            let (parent, name) = dir.parent_of(path)?;
+            parent.write_new(name, bytes, 0o600, None)?;
         }
         Ok(())
-    })();
+    })()
+    .map_err(|e| io_error("cannot write the template in", &staged, e));
     // Another launcher may have won the race; either template is good.
     if result.is_err() || fs::rename(&staged, root.join(name)).is_err() {
         let _ = fs::remove_dir_all(&staged);

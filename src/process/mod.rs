@@ -42,9 +42,11 @@
 //!   reaped it first (ECHILD) there is nothing to wait for. Its scratch
 //!   directory is removed afterwards.
 
+pub(crate) mod account;
 pub mod launch;
 pub mod protocol;
 pub(crate) mod reaper;
+pub(crate) mod safe_fs;
 pub(crate) mod start;
 pub(crate) mod sweeper;
 pub(crate) mod template;
@@ -1473,13 +1475,13 @@ fn still_runs_in(pid: libc::pid_t, dir: &std::path::Path) -> bool {
 
 /// The content of a regular file at `path`, not a link to one (O_NOFOLLOW),
 /// of at most `PID_FILE_MAX` bytes; `None` for anything else. O_NONBLOCK: a
-/// FIFO must not block the open.
+/// FIFO must not block the open; O_NOCTTY: a terminal never becomes ours.
 fn read_pid_file(path: &std::path::Path) -> Option<String> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let file = fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
         .ok()?;
     if !file.metadata().ok()?.is_file() {

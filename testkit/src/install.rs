@@ -17,7 +17,7 @@ use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use crate::cluster::{command, copy_tree, user, Cluster, TempDir};
+use crate::cluster::{command, copy_tree, Cluster, TempDir};
 
 /// The PostgreSQL major version every test, fixture and demo runs against:
 /// `$WALREDO_PG_VERSION` (15 to 18; `make check` sets it for each version,
@@ -422,14 +422,10 @@ pub fn runs_postgres(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == "postgres")
 }
 
-/// The scratch root the library uses in a server's backends: `$TMPDIR` is
-/// inherited from the test, the user is the server's.
-pub fn server_scratch_root() -> PathBuf {
-    // SAFETY: geteuid cannot fail.
-    let uid = user()
-        .map(|u| u.uid)
-        .unwrap_or_else(|| unsafe { libc::geteuid() });
-    std::env::temp_dir().join(format!("walredo-{uid}"))
+/// The scratch root walredo_inspect uses in a server's backends by default:
+/// `pgsql_tmp_walredo` in the server's data directory.
+pub fn server_scratch_root(data: &Path) -> PathBuf {
+    data.join("pgsql_tmp_walredo")
 }
 
 /// Scratch directories of host `pid` in `root`.

@@ -1,9 +1,9 @@
 //! Test tooling of walredo, for its tests, benchmarks and demos only:
 //! throw-away PostgreSQL 15 clusters (run as an unprivileged user when the
 //! caller is root), real WAL recorded from workloads, redo fixtures cut from
-//! it, private installation copies that load this tree's extensions, and
-//! `walredo-fake-child`, a fault-injecting stand-in for a wal-redo
-//! process.
+//! it, private installation copies that load this tree's extensions,
+//! `walredo-fake-child`, a fault-injecting stand-in for a wal-redo process,
+//! and `walredo-swapper`, an attacker of the scratch directories.
 
 pub mod cluster;
 pub mod fixtures;
@@ -15,18 +15,28 @@ use std::path::PathBuf;
 /// The `walredo-fake-child` program, built beside the running test or
 /// benchmark (`cargo build -p walredo-testkit --bins`; `make` builds it).
 pub fn fake_child() -> PathBuf {
+    testkit_program("walredo-fake-child")
+}
+
+/// The `walredo-swapper` program (an attacker of the scratch directories'
+/// hand-over: testkit/src/bin/walredo-swapper.rs), built like `fake_child`.
+pub fn swapper() -> PathBuf {
+    testkit_program("walredo-swapper")
+}
+
+fn testkit_program(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the running executable");
     // target/<profile>/deps/<test>, or target/<profile>/examples/<example>.
     let profile_dir = exe
         .parent()
         .and_then(|d| d.parent())
         .expect("a test executable in target/<profile>/deps");
-    let child = profile_dir.join("walredo-fake-child");
+    let program = profile_dir.join(name);
     assert!(
-        child.is_file(),
+        program.is_file(),
         "{} is missing: build it with `cargo build --release -p walredo-testkit --bins` \
          (make check does)",
-        child.display()
+        program.display()
     );
-    child
+    program
 }

@@ -1,0 +1,211 @@
+//! A root host's wal-redo processes run as an account of their own
+//! (`walredo`), never as the machine's PostgreSQL server (`postgres`): where
+//! the sandbox has no Landlock, a hijacked process would otherwise reach that
+//! server's files and memory. The account is made on first need, with no
+//! login shell and no home; `run_as_user` still picks another. Root-only (as
+//! anyone else, the processes run as the caller).
+
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use walredo::process::launch::{ensure_system_account, unprivileged_user, UserIds};
+use walredo::{Config, Error, Redoer};
+use walredo_testkit::harness::*;
+
+fn root_only() -> bool {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root (the processes run as the caller otherwise)");
+        return false;
+    }
+    true
+}
+
+/// `Uid:`, `Gid:` and `Groups:` of `/proc/<pid>/status`.
+fn credentials(pid: u32) -> (String, String, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    (field("Uid:"), field("Gid:"), field("Groups:"))
+}
+
+/// The passwd line of `name`, split at its colons.
+fn passwd(name: &str) -> Vec<String> {
+    let out = Command::new("getent")
+        .args(["passwd", name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "no account {name}");
+    let line = String::from_utf8(out.stdout).unwrap();
+    line.trim_end().split(':').map(str::to_string).collect()
+}
+
+/// Nobody can log in as `name`, and it has no home of its own to write in.
+fn assert_system_account(name: &str, ids: UserIds) {
+    let fields = passwd(name);
+    assert!(
+        fields[6].ends_with("/nologin") || fields[6].ends_with("/false"),
+        "{name} has a login shell: {fields:?}"
+    );
+    match std::fs::metadata(&fields[5]) {
+        Err(_) => {}
+        Ok(m) => assert_ne!(m.uid(), ids.uid, "{name} owns its home {}", fields[5]),
+    }
+    assert!(ids.uid < 1000, "{name} is not a system account: {fields:?}");
+}
+
+/// Issue 22, item 3: by default the processes ran as `postgres`.
+#[test]
+fn a_root_hosts_processes_run_as_an_account_of_their_own() {
+    let _serial = serial();
+    init_logging();
+    if !root_only() {
+        return;
+    }
+    let mut r = Redoer::new(&config()).unwrap();
+    r.ping().unwrap();
+    let pid = r.pid().unwrap();
+    let (uid, gid, groups) = credentials(pid);
+    let walredo = unprivileged_user("walredo").unwrap().unwrap();
+    let postgres = unprivileged_user("postgres").unwrap().unwrap();
+    eprintln!("process {pid}: Uid {uid}, Gid {gid}, Groups {groups:?}");
+    let all = |id: u32| format!("{id} {id} {id} {id}");
+    assert_ne!(uid, all(postgres.uid), "the processes run as postgres");
+    assert_eq!(uid, all(walredo.uid), "real, effective, saved and fs uid");
+    assert_eq!(gid, all(walredo.gid));
+    assert_eq!(groups, "", "no supplementary groups");
+    assert_system_account("walredo", walredo);
+    drop(r);
+
+    // `run_as_user` still chooses.
+    let as_postgres = Config {
+        run_as_user: "postgres".into(),
+        ..config()
+    };
+    let mut r = Redoer::new(&as_postgres).unwrap();
+    r.ping().unwrap();
+    assert_eq!(credentials(r.pid().unwrap()).0, all(postgres.uid));
+    drop(r);
+    assert_no_leftovers();
+}
+
+/// What a hijacked process could reach without Landlock, as its account:
+/// nothing of a PostgreSQL server running as `postgres` (its data directory,
+/// its memory). A shell with the processes' credentials stands in for it.
+#[test]
+fn the_processes_account_cannot_reach_a_servers_files_or_memory() {
+    let _serial = serial();
+    init_logging();
+    if !root_only() {
+        return;
+    }
+    let dir = TempDir::new("account");
+    let mut cluster = Cluster::init(dir.path(), &[], &[]);
+    cluster.start();
+    let pidfile = std::fs::read_to_string(cluster.data.join("postmaster.pid")).unwrap();
+    let postmaster = pidfile.lines().next().unwrap().trim().to_string();
+    let ids = walredo::process::launch::Launcher::new(&config())
+        .unwrap()
+        .user()
+        .unwrap();
+    let probe = |what: &str, script: &str| -> bool {
+        let out = Command::new("/bin/sh")
+            .args(["-c", script])
+            .uid(ids.uid)
+            .gid(ids.gid)
+            .env_clear()
+            .current_dir("/")
+            .output()
+            .unwrap();
+        eprintln!(
+            "{what}: {}",
+            if out.status.success() {
+                "REACHED"
+            } else {
+                "refused"
+            }
+        );
+        out.status.success()
+    };
+    let data = cluster.data.display().to_string();
+    let reached = [
+        probe(
+            "write into the data directory",
+            &format!(": > {data}/probe"),
+        ),
+        probe(
+            "read pg_control",
+            &format!("cat {data}/global/pg_control >/dev/null"),
+        ),
+        probe(
+            "open the postmaster's memory for writing",
+            &format!("exec 3<>/proc/{postmaster}/mem"),
+        ),
+        probe(
+            "create a file in postgres's home",
+            ": > /var/lib/postgresql/walredo-probe",
+        ),
+    ];
+    let _ = std::fs::remove_file(cluster.data.join("probe"));
+    let _ = std::fs::remove_file("/var/lib/postgresql/walredo-probe");
+    cluster.stop();
+    assert_eq!(
+        reached, [false; 4],
+        "the processes' account reached the server"
+    );
+}
+
+/// The account is made where it is missing: a system account, its own
+/// group, no login shell, no home. A name of the test's own, removed after.
+#[test]
+fn a_missing_account_is_created_as_a_system_account() {
+    let _serial = serial();
+    if !root_only() {
+        return;
+    }
+    let name = format!("wrtest{}", std::process::id());
+    assert!(unprivileged_user(&name).is_err(), "{name} exists already");
+    /// Removes the account it names on drop, whatever the checks found.
+    struct Made<'a>(&'a str);
+    impl Drop for Made<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("/usr/sbin/userdel").arg(self.0).status();
+        }
+    }
+    ensure_system_account(&name).unwrap();
+    let made = Made(&name);
+    let ids = unprivileged_user(&name).unwrap().unwrap();
+    eprintln!("created {:?}", passwd(&name));
+    assert_system_account(&name, ids);
+    // Made once: asking again is a no-op.
+    ensure_system_account(&name).unwrap();
+    assert_eq!(unprivileged_user(&name).unwrap(), Some(ids));
+    drop(made);
+    assert!(passwd_absent(&name), "{name} was not removed");
+
+    // Another missing name is not created: the error says how.
+    let other = format!("wrmissing{}", std::process::id());
+    match unprivileged_user(&other) {
+        Err(Error::SpawnFailed(m)) => {
+            assert!(m.contains("useradd --system"), "{m}");
+            assert!(m.contains("run_as_user"), "{m}");
+        }
+        found => panic!("{other}: {found:?}"),
+    }
+    assert!(passwd_absent(&other), "{other} was created");
+}
+
+fn passwd_absent(name: &str) -> bool {
+    !Command::new("getent")
+        .args(["passwd", name])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
