@@ -327,8 +327,9 @@ impl Process {
 
     /// Start the program afresh: `start::start` (`CLONE_VM`, no copy of the
     /// host; it waits for the exec without a pipe that a fork of the host
-    /// could hold), or under valgrind, which allows no `CLONE_VM`, std's
-    /// fork and exec. Our child, its pid and a pidfd of it.
+    /// could hold); or under valgrind, which allows no `CLONE_VM`, or
+    /// before Linux 5.4 (no `waitid` on a pidfd), std's fork and exec. Our
+    /// child, its pid and a pidfd of it.
     fn spawn_direct(
         launcher: &Launcher,
         scratch: &std::path::Path,
@@ -338,7 +339,7 @@ impl Process {
     ) -> Result<(ChildHandle, u32, Option<OwnedFd>)> {
         let failed =
             |e: io::Error| Error::SpawnFailed(format!("cannot start postgres --single: {e}"));
-        if !start::host_is_emulated() {
+        if start::pidfds_usable() {
             let (program, args) = launcher.direct_argv(scratch);
             let started = start::start(&start::Spec {
                 program: &program,

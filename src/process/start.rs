@@ -114,11 +114,28 @@ pub(crate) fn host_is_emulated() -> bool {
     })
 }
 
-/// Whether a template can work here: pidfds exist (for processes that are
-/// not the host's children) and the host is not emulated.
+/// Whether processes can be started and reaped through pidfds here
+/// (`start`, templates): the host is not emulated, pidfds exist (Linux
+/// 5.3) and `waitid` takes one (`P_PIDFD`, Linux 5.4; asked of a pidfd of
+/// the host itself, which is nobody's child of ours: ECHILD, not EINVAL).
+pub(crate) fn pidfds_usable() -> bool {
+    static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *USABLE.get_or_init(|| {
+        if host_is_emulated() {
+            return false;
+        }
+        // SAFETY: getpid has no preconditions.
+        let Some(own) = crate::process::open_pidfd(unsafe { libc::getpid() } as u32) else {
+            return false;
+        };
+        reap_pidfd(&own, false);
+        io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD)
+    })
+}
+
+/// Whether a template can work here (see `pidfds_usable`).
 pub(crate) fn template_possible() -> bool {
-    // SAFETY: getpid has no preconditions.
-    !host_is_emulated() && crate::process::open_pidfd(unsafe { libc::getpid() } as u32).is_some()
+    pidfds_usable()
 }
 
 /// Start `spec.program` and wait until it has exec'd (or failed to).
