@@ -34,7 +34,7 @@ fn check_page(page: &[u8; PAGE_SIZE], tag: &PageTag, n: usize) {
 }
 
 fn marker_dir(name: &str) -> TempDir {
-    TempDir::new(name)
+    TempDir::for_children(name)
 }
 
 #[test]

@@ -43,7 +43,7 @@ fn blkno_of(page: &[u8; PAGE_SIZE]) -> u32 {
 #[test]
 fn starts_killed_by_a_signal_are_started_again_at_once() {
     let _serial = serial();
-    let dir = TempDir::new("killed-starts");
+    let dir = TempDir::for_children("killed-starts");
     let args = [
         "--marker-dir",
         dir.path().to_str().unwrap(),
@@ -77,7 +77,7 @@ fn starts_killed_by_a_signal_are_started_again_at_once() {
 #[test]
 fn a_start_killed_every_time_still_ends_in_spawn_failed() {
     let _serial = serial();
-    let dir = TempDir::new("killed-always");
+    let dir = TempDir::for_children("killed-always");
     let args = [
         "--marker-dir",
         dir.path().to_str().unwrap(),
@@ -102,7 +102,7 @@ fn a_start_killed_every_time_still_ends_in_spawn_failed() {
 #[test]
 fn a_request_during_a_back_off_waits_for_it_instead_of_failing() {
     let _serial = serial();
-    let dir = TempDir::new("backoff-wait");
+    let dir = TempDir::for_children("backoff-wait");
     let args = [
         "--marker-dir",
         dir.path().to_str().unwrap(),

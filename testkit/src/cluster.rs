@@ -76,6 +76,18 @@ impl TempDir {
         TempDir(dir)
     }
 
+    /// A directory the library's wal-redo processes (or fake children)
+    /// may write in: owned by their account when the caller is root (the
+    /// fake child's marker files).
+    pub fn for_children(name: &str) -> TempDir {
+        let dir = TempDir::new(name);
+        let account = walredo::process::launch::CHILD_ACCOUNT;
+        if let Some(ids) = unprivileged_user(account).expect("the children's account") {
+            std::os::unix::fs::chown(&dir.0, Some(ids.uid), Some(ids.gid)).unwrap();
+        }
+        dir
+    }
+
     pub fn path(&self) -> &Path {
         &self.0
     }
