@@ -32,49 +32,25 @@ read_proc_stat(const char *pid, char *state, int *ppid)
            sscanf(close_paren + 1, " %c %d", state, ppid) == 2;
 }
 
-/* Whether a process is a template process (pg_walredo.template=on). */
+/*
+ * Whether a process is a template process: pg_walredo/template.c names
+ * itself walredo-tmpl (the processes it forks, our children too, are
+ * postgres).
+ */
 static int
 is_template(const char *pid)
 {
-    char path[300], buf[8192];
+    char path[300], comm[64] = "";
     FILE *fp;
-    size_t len;
 
-    snprintf(path, sizeof path, "/proc/%s/cmdline", pid);
+    snprintf(path, sizeof path, "/proc/%s/comm", pid);
     fp = fopen(path, "r");
     if (fp == NULL)
         return 0;
-    len = fread(buf, 1, sizeof buf, fp);
+    if (fgets(comm, sizeof comm, fp) == NULL)
+        comm[0] = '\0';
     fclose(fp);
-    for (size_t i = 0; i < len; i += strlen(buf + i) + 1)
-        if (strncmp(buf + i, "pg_walredo.template=on", len - i) == 0)
-            return 1;
-    return 0;
-}
-
-/* Our live template processes, whose children are our wal-redo processes. */
-static int
-templates_of(pid_t self, pid_t *out, int max)
-{
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    int n = 0;
-
-    while (d != NULL && (e = readdir(d)) != NULL)
-    {
-        char state;
-        int ppid;
-
-        if (e->d_name[0] < '0' || e->d_name[0] > '9' ||
-            !read_proc_stat(e->d_name, &state, &ppid) || ppid != self || state == 'Z' ||
-            !is_template(e->d_name))
-            continue;
-        if (n < max)
-            out[n++] = (pid_t) atoi(e->d_name);
-    }
-    if (d != NULL)
-        closedir(d);
-    return n;
+    return strncmp(comm, "walredo-tmpl", 12) == 0;
 }
 
 int
@@ -83,8 +59,7 @@ children_list(pid_t *out, int max, int with_zombies, int *zombies)
     DIR *d = opendir("/proc");
     struct dirent *e;
     pid_t self = getpid();
-    pid_t templates[16];
-    int n = 0, n_templates = templates_of(self, templates, 16);
+    int n = 0;
 
     if (zombies != NULL)
         *zombies = 0;
@@ -93,17 +68,11 @@ children_list(pid_t *out, int max, int with_zombies, int *zombies)
     while ((e = readdir(d)) != NULL)
     {
         char state;
-        int ppid, ours = 0;
+        int ppid;
 
         if (e->d_name[0] < '0' || e->d_name[0] > '9' ||
-            !read_proc_stat(e->d_name, &state, &ppid))
-            continue;
-        for (int i = 0; i < n_templates; i++)
-            if (ppid == templates[i])
-                ours = 1;
-        if (ppid == self && !(state != 'Z' && is_template(e->d_name)))
-            ours = 1;
-        if (!ours)
+            !read_proc_stat(e->d_name, &state, &ppid) || ppid != self ||
+            (state != 'Z' && is_template(e->d_name)))
             continue;
         if (state == 'Z' && zombies != NULL)
             (*zombies)++;

@@ -8,9 +8,9 @@
 #include <sys/types.h>
 
 /*
- * Pids of our wal-redo processes: our children (ppid == getpid()), except
- * that a template process (spawn_mode=template) stands for its own children,
- * up to max stored in out. Zombies
+ * Pids of our wal-redo processes: our children (ppid == getpid()) but a live
+ * template process (spawn_mode=template; the processes it forks are our
+ * children too), up to max stored in out. Zombies
  * are listed only when with_zombies is set; *zombies (when not NULL) counts
  * the zombies seen either way. Returns how many were found (may exceed max),
  * or -1 if /proc cannot be read.

@@ -80,7 +80,7 @@ pass "pages fixture"
 # Every test program, and the arguments it runs with. test_chaos takes the
 # seconds of chaos and the number of soak requests: the full run is on the
 # shared build; the other builds get a short one.
-TESTS=(test_api test_redo test_pool test_chaos test_storm test_lifecycle test_host_death test_call test_wal test_pages)
+TESTS=(test_api test_redo test_pool test_chaos test_storm test_lifecycle test_host_death test_call test_wal test_pages test_pid1)
 # test_storm takes its seconds and the most requests that may fail, per
 # mille: 0.1% is asserted on the full native run only (20 s, where it saw 0
 # failures in 100,000 requests on a busy 2-core machine); the short and the

@@ -27,7 +27,10 @@
  * first need) with the pg_walredo extension, as the user `run_as_user` when
  * the host runs as root, each in a private scratch directory. They die with
  * the pool (killed and reaped by walredo_pool_free) and with the host
- * process (PR_SET_PDEATHSIG).
+ * process (PR_SET_PDEATHSIG). Each is the host's child, also those the
+ * template forks, and the library reaps each itself (waitid on a pidfd; no
+ * SIGCHLD handler, and never another child of the host's): a host that is
+ * PID 1 of its PID namespace is left no zombie of the pool's.
  *
  * Sandbox: WAL is untrusted input, so each process starts with a cleared
  * environment, its own process group, no descriptor of the host's, no core
@@ -593,7 +596,8 @@ struct walredo_config *walredo_config_new(void);
  *   from a template process that has done PostgreSQL's start-up once (one
  *   per pool, started on first need; the host itself is never forked), so a
  *   start costs a fraction of an exec whatever the host's size; `direct`
- *   starts every process afresh (fork and exec of the host), the fallback.
+ *   starts every process afresh (clone and exec, never a fork of the
+ *   host), the fallback.
  *   Default: `template`.
  * - `spare_process`: `on` or `off`: keep one fresh process started ahead,
  *   so a process that died (or retired) is replaced at once; started after

@@ -8,25 +8,31 @@
  * read pg_control and loaded this library, and before any shared memory
  * exists.  It then serves its host on stdin, a SOCK_SEQPACKET socket: each
  * message is the absolute path of a new, empty scratch directory (made by
- * the host from the scratch template) with three descriptors (SCM_RIGHTS)
- * for the new process's stdin, stdout and stderr.  The template forks; the
- * child takes the descriptors and the directory, and returns from the hook,
- * so PostgreSQL's start-up goes on in the child as in a process started from
- * scratch: its own shared memory and semaphores (created after the fork,
- * never shared with the template or a sibling), its own postmaster.pid, and
- * then walredo_main with its sandbox.  The answer is the child's pid (or
- * minus an errno) with two descriptors: a pidfd of the child, opened before
- * the template can have reaped it (so it names that child and no other), and
- * the read end of a pipe on which the template writes the child's wait
- * status when it reaps it, then closes it.
+ * the host from the scratch template).  The template makes the new
+ * process's three pipes and forks; the child takes its ends of them and the
+ * directory, and returns from the hook, so PostgreSQL's start-up goes on in
+ * the child as in a process started from scratch: its own shared memory and
+ * semaphores (created after the fork, never shared with the template or a
+ * sibling), its own postmaster.pid, and then walredo_main with its sandbox.
+ * The answer is the child's pid (or minus an errno) with five descriptors
+ * (SCM_RIGHTS): a pidfd of the child, the write and read ends of its stdin,
+ * and the read ends of its stdout and stderr.
+ *
+ * The child is the host's, not the template's (CLONE_PARENT): the host
+ * reaps it and learns how it ended, as for a process it started itself, and
+ * the child neither dies with the template nor is left an orphan when the
+ * template dies first (with a host that is PID 1 of its namespace, an
+ * orphan would be the host's zombie, never reaped).  Its ends of the pipes
+ * never exist in the host: a fork made by another thread of the host (no
+ * exec) cannot hold them, and so cannot hide the child's death (EOF on its
+ * stdout) from the host.
  *
  * What differs per child is set again in it: its pid (MyProcPid), start time
  * and random seed (InitProcessGlobals), the data directory and its lock file,
- * its process group, death with its parent (the template, which dies with
- * the host), and no descriptor but its three: the template's socket and the
- * status pipes of its siblings are closed.  The template itself handles no
- * WAL and never creates shared memory; it exits when its host closes the
- * socket.
+ * its process group, death with its parent (the host's thread that started
+ * the template), and no descriptor but its three: the template's socket is
+ * closed.  The template itself handles no WAL, never creates shared memory
+ * and has no children to reap; it exits when its host closes the socket.
  *
  *-------------------------------------------------------------------------
  */
@@ -36,11 +42,10 @@
 #include <poll.h>
 #include <signal.h>
 #include <unistd.h>
+#include <sched.h>
 #include <sys/prctl.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 
 #include "miscadmin.h"
 #include "postmaster/postmaster.h"
@@ -57,26 +62,22 @@ static bool walredo_template = false;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 
-/* A child not reaped yet, and where its wait status goes. */
-typedef struct TemplateChild
-{
-	pid_t		pid;
-	int			status_fd;
-} TemplateChild;
+#ifndef CLONE_PIDFD
+#define CLONE_PIDFD 0x00001000
+#endif
 
 /* Set in a new child, whose fork_child returns into PostgreSQL's start-up. */
 static bool is_child = false;
 
-static TemplateChild *children = NULL;
-static int	n_children = 0;
-static int	max_children = 0;
+/* The host: the parent of the template and of every child. */
+static pid_t host_pid = 0;
 
 static void template_request_hook(void);
 static void template_serve(void);
-static void reap_children(void);
 static bool fork_child(int ctl);
-static void become_child(const char *scratch, const int *fds, pid_t template_pid);
-static void reply(int ctl, int32 pid, int pidfd, int status_fd);
+static pid_t clone_for_host(int *pidfd);
+static void become_child(const char *scratch, const int *fds);
+static void reply(int ctl, int32 pid, const int *fds, int nfds);
 
 void
 walredo_template_init(void)
@@ -110,19 +111,9 @@ template_request_hook(void)
 static void
 template_serve(void)
 {
-	sigset_t	chld;
-	int			sfd;
-	struct pollfd fds[2];
-
-	/* The host may have ignored SIGCHLD: then nothing could be reaped. */
-	pqsignal(SIGCHLD, SIG_DFL);
-	sigemptyset(&chld);
-	sigaddset(&chld, SIGCHLD);
-	sigprocmask(SIG_BLOCK, &chld, NULL);
-	sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
-	if (sfd < 0)
-		ereport(FATAL,
-				(errmsg("template: could not create a signalfd: %m")));
+	host_pid = getppid();
+	/* Told from its children, which are the host's too, by its name. */
+	(void) prctl(PR_SET_NAME, "walredo-tmpl");
 
 	/*
 	 * Confined before it takes its first request (sandbox.c), unless
@@ -132,76 +123,25 @@ template_serve(void)
 	if (strcmp(GetConfigOption("pg_walredo.sandbox", false, false), "on") == 0)
 		walredo_confine_template();
 
-	max_children = 64;
-	children = MemoryContextAlloc(TopMemoryContext, max_children * sizeof(TemplateChild));
-
 	for (;;)
 	{
-		fds[0].fd = STDIN_FILENO;
-		fds[0].events = POLLIN;
-		fds[0].revents = 0;
-		fds[1].fd = sfd;
-		fds[1].events = POLLIN;
-		fds[1].revents = 0;
-		if (poll(fds, 2, -1) < 0)
+		struct pollfd pfd = {.fd = STDIN_FILENO,.events = POLLIN};
+
+		if (poll(&pfd, 1, -1) < 0)
 		{
 			if (errno == EINTR)
 				continue;
 			ereport(FATAL,
 					(errmsg("template: poll failed: %m")));
 		}
-		if (fds[1].revents != 0)
-		{
-			struct signalfd_siginfo si;
-
-			while (read(sfd, &si, sizeof(si)) == sizeof(si))
-				;
-			reap_children();
-		}
-		if (fds[0].revents != 0)
-		{
-			if (!fork_child(STDIN_FILENO))
-				break;
-			if (is_child)
-			{
-				/* The new child: on with PostgreSQL's start-up. */
-				close(sfd);
-				return;
-			}
-		}
-	}
-
-	/*
-	 * The host is gone or closed us.  Our children die with us
-	 * (PR_SET_PDEATHSIG); our lock file goes with proc_exit.
-	 */
-	proc_exit(0);
-}
-
-/* Reap every child that has exited, and pass its status on. */
-static void
-reap_children(void)
-{
-	pid_t		pid;
-	int			status;
-
-	while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
-	{
-		for (int i = 0; i < n_children; i++)
-		{
-			if (children[i].pid != pid)
-				continue;
-			/*
-			 * A host that stopped listening: EPIPE (SIGPIPE is blocked),
-			 * and nobody to tell.
-			 */
-			if (write(children[i].status_fd, &status, sizeof(status)) != sizeof(status))
-				errno = 0;
-			close(children[i].status_fd);
-			children[i] = children[--n_children];
+		if (!fork_child(STDIN_FILENO))
 			break;
-		}
+		if (is_child)
+			return;				/* on with PostgreSQL's start-up */
 	}
+
+	/* The host is gone or closed us.  Our lock file goes with proc_exit. */
+	proc_exit(0);
 }
 
 /*
@@ -215,103 +155,117 @@ fork_child(int ctl)
 	char		path[MAXPGPATH];
 	union
 	{
-		char		buf[CMSG_SPACE(3 * sizeof(int))];
+		char		buf[CMSG_SPACE(4 * sizeof(int))];
 		struct cmsghdr align;
 	}			control;
 	struct iovec iov = {.iov_base = path,.iov_len = sizeof(path) - 1};
 	struct msghdr msg = {0};
 	struct cmsghdr *cmsg;
-	int			fds[3] = {-1, -1, -1};
-	int			nfds = 0;
-	int			status_pipe[2];
+	int			pipes[3][2];	/* stdin, stdout, stderr */
+	int			made = 0;
+	int			child_fds[3];
+	int			host_fds[5];
 	ssize_t		n;
 	pid_t		pid;
-	pid_t		template_pid = getpid();
-	int			pidfd;
+	int			pidfd = -1;
 
 	msg.msg_iov = &iov;
 	msg.msg_iovlen = 1;
 	msg.msg_control = control.buf;
 	msg.msg_controllen = sizeof(control.buf);
 	n = recvmsg(ctl, &msg, MSG_CMSG_CLOEXEC);
-	if (n < 0 && errno == EINTR)
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
 		return true;
 	if (n <= 0)
 		return false;
 	path[n] = '\0';
+	/* Nothing but the path is expected: close whatever came with it. */
 	for (cmsg = CMSG_FIRSTHDR(&msg); cmsg != NULL; cmsg = CMSG_NXTHDR(&msg, cmsg))
 	{
 		if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS)
 			continue;
 		for (int i = 0; (char *) ((int *) CMSG_DATA(cmsg) + i) < (char *) cmsg + cmsg->cmsg_len; i++)
-		{
-			int			fd = ((int *) CMSG_DATA(cmsg))[i];
-
-			if (nfds < 3)
-				fds[nfds++] = fd;
-			else
-				close(fd);
-		}
+			close(((int *) CMSG_DATA(cmsg))[i]);
 	}
-	if (nfds != 3 || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || path[0] != '/')
+	if ((msg.msg_flags & MSG_TRUNC) || path[0] != '/')
 	{
-		for (int i = 0; i < nfds; i++)
-			close(fds[i]);
-		reply(ctl, -EINVAL, -1, -1);
+		reply(ctl, -EINVAL, NULL, 0);
 		return true;
 	}
 
-	if (n_children == max_children)
+	for (; made < 3; made++)
 	{
-		max_children *= 2;
-		children = repalloc(children, max_children * sizeof(TemplateChild));
+		if (pipe2(pipes[made], O_CLOEXEC) != 0)
+			break;
 	}
-	if (pipe2(status_pipe, O_CLOEXEC) != 0)
+	if (made < 3)
 	{
 		int			err = errno;
 
-		for (int i = 0; i < 3; i++)
-			close(fds[i]);
-		reply(ctl, -err, -1, -1);
+		for (int i = 0; i < made; i++)
+		{
+			close(pipes[i][0]);
+			close(pipes[i][1]);
+		}
+		reply(ctl, -err, NULL, 0);
 		return true;
 	}
+	child_fds[0] = pipes[0][0];
+	child_fds[1] = pipes[1][1];
+	child_fds[2] = pipes[2][1];
 
-	pid = fork();
+	pid = clone_for_host(&pidfd);
 	if (pid == 0)
 	{
-		become_child(path, fds, template_pid);
+		become_child(path, child_fds);
 		return true;
 	}
-	for (int i = 0; i < 3; i++)
-		close(fds[i]);
+	host_fds[0] = pidfd;
+	host_fds[1] = pipes[0][1];	/* stdin, to write */
+	host_fds[2] = pipes[0][0];	/* stdin, the host's never-read copy */
+	host_fds[3] = pipes[1][0];	/* stdout */
+	host_fds[4] = pipes[2][0];	/* stderr */
 	if (pid < 0)
-	{
-		int			err = errno;
-
-		close(status_pipe[0]);
-		close(status_pipe[1]);
-		reply(ctl, -err, -1, -1);
-		return true;
-	}
-
-	/* Not reaped before this: the pidfd names this child, nobody else. */
-	pidfd = syscall(SYS_pidfd_open, pid, 0);
-	children[n_children].pid = pid;
-	children[n_children].status_fd = status_pipe[1];
-	n_children++;
-	reply(ctl, pid, pidfd, status_pipe[0]);
+		reply(ctl, -errno, NULL, 0);
+	else
+		reply(ctl, pid, host_fds, 5);
+	/* The host and the child have theirs: none stays here. */
 	if (pidfd >= 0)
 		close(pidfd);
-	close(status_pipe[0]);
+	for (int i = 0; i < 3; i++)
+	{
+		close(pipes[i][0]);
+		close(pipes[i][1]);
+	}
 	return true;
 }
 
+/*
+ * fork(), except that the child is the host's (CLONE_PARENT), not ours, and
+ * *pidfd gets a pidfd of it (CLONE_PIDFD: it names this child even if the
+ * host reaps it at once).  The raw system call, as glibc has no wrapper
+ * with flags: the template is single-threaded, so nothing that glibc's
+ * fork() resets in the child (locks held by other threads, atfork
+ * handlers, of which this process registers none) needs resetting.
+ */
+static pid_t
+clone_for_host(int *pidfd)
+{
+	/*
+	 * x86_64 and aarch64 (the architectures the sandbox knows) both take
+	 * the flags, the new stack (0: a copy of ours, as fork), and then where
+	 * CLONE_PIDFD puts the pidfd.
+	 */
+	return (pid_t) syscall(SYS_clone, (unsigned long) (CLONE_PARENT | CLONE_PIDFD),
+						   (void *) NULL, pidfd, (void *) NULL, (void *) NULL);
+}
+
 static void
-reply(int ctl, int32 pid, int pidfd, int status_fd)
+reply(int ctl, int32 pid, const int *fds, int nfds)
 {
 	union
 	{
-		char		buf[CMSG_SPACE(2 * sizeof(int))];
+		char		buf[CMSG_SPACE(5 * sizeof(int))];
 		struct cmsghdr align;
 	}			control;
 	struct iovec iov = {.iov_base = &pid,.iov_len = sizeof(pid)};
@@ -319,25 +273,18 @@ reply(int ctl, int32 pid, int pidfd, int status_fd)
 
 	msg.msg_iov = &iov;
 	msg.msg_iovlen = 1;
-	if (pidfd >= 0 && status_fd >= 0)
+	if (nfds > 0)
 	{
 		struct cmsghdr *cmsg;
-		int			out[2] = {pidfd, status_fd};
 
 		memset(control.buf, 0, sizeof(control.buf));
 		msg.msg_control = control.buf;
-		msg.msg_controllen = sizeof(control.buf);
+		msg.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
 		cmsg = CMSG_FIRSTHDR(&msg);
 		cmsg->cmsg_level = SOL_SOCKET;
 		cmsg->cmsg_type = SCM_RIGHTS;
-		cmsg->cmsg_len = CMSG_LEN(sizeof(out));
-		memcpy(CMSG_DATA(cmsg), out, sizeof(out));
-	}
-	else if (pid > 0)
-	{
-		/* No pidfd: the host cannot tell this child from a stranger. */
-		kill(pid, SIGKILL);
-		pid = -ENOSYS;
+		cmsg->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+		memcpy(CMSG_DATA(cmsg), fds, nfds * sizeof(int));
 	}
 	/* The host may be gone: EPIPE then, never SIGPIPE. */
 	(void) sendmsg(ctl, &msg, MSG_NOSIGNAL);
@@ -348,18 +295,22 @@ reply(int ctl, int32 pid, int pidfd, int status_fd)
  * sibling, before PostgreSQL's start-up goes on.
  */
 static void
-become_child(const char *scratch, const int *fds, pid_t template_pid)
+become_child(const char *scratch, const int *fds)
 {
 	is_child = true;
 	MyProcPid = getpid();
 
-	/* Die with the template, which dies with the host. */
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != template_pid)
+	/*
+	 * Die with the host's thread that started the template (our parent, as
+	 * the template's), as a process the host starts itself does.
+	 */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != host_pid)
 		_exit(1);
-	/* Its own group, as a directly started process has. */
+	/* Its own group and name, as a directly started process has. */
 	(void) setpgid(0, 0);
+	(void) prctl(PR_SET_NAME, "postgres");
 
-	/* Its pipes as stdio; nothing else of the template's or a sibling's. */
+	/* Its pipes as stdio; nothing else of the template's. */
 	for (int i = 0; i < 3; i++)
 	{
 		if (dup2(fds[i], i) != i)
@@ -372,7 +323,6 @@ become_child(const char *scratch, const int *fds, pid_t template_pid)
 		for (int fd = 3; fd < max && fd < 65536; fd++)
 			close(fd);
 	}
-	n_children = 0;
 
 	/* Its own start time and random seed. */
 	InitProcessGlobals();

@@ -1,7 +1,8 @@
 //! Process life in template mode (the default): processes are forked by a
 //! template process, never by the host; each has its own shared memory,
 //! pid file and System V segment (marked for removal as soon as it
-//! exists); a dead template is replaced; and a host killed with SIGKILL
+//! exists); a dead template is replaced, and its processes (the host's
+//! children) live on; and a host killed with SIGKILL
 //! mid-run leaves no process, segment or (once a new pool has started)
 //! scratch directory.
 
@@ -14,7 +15,7 @@ use walredo::process::launch::Launcher;
 use walredo::process::Process;
 use walredo::{Config, Pool, SpawnMode};
 use walredo_testkit::harness::*;
-use walredo_testkit::install::{is_alive, parent_of};
+use walredo_testkit::install::{is_alive, is_template, parent_of};
 
 fn wait_gone(pid: u32, within: Duration) -> bool {
     let start = Instant::now();
@@ -72,14 +73,18 @@ fn processes_are_forked_by_the_template_and_share_no_memory() {
     let template = launcher.template_pid().expect("a template runs");
     let me = std::process::id();
 
-    // The host started only the template; the template forked both.
+    // The host started only the template; the template forked both, as
+    // the host's children (CLONE_PARENT: the host reaps them).
     assert_eq!(
         parent_of(template),
         Some(me),
         "the template is the host's child"
     );
-    assert_eq!(parent_of(a.pid()), Some(template));
-    assert_eq!(parent_of(b.pid()), Some(template));
+    assert!(is_template(template));
+    for p in [&a, &b] {
+        assert_eq!(parent_of(p.pid()), Some(me));
+        assert!(!is_template(p.pid()));
+    }
 
     // Each its own shared memory (created after the fork), none in the template.
     let (ma, mb) = (shared_memory_inodes(a.pid()), shared_memory_inodes(b.pid()));
@@ -132,7 +137,7 @@ fn processes_are_forked_by_the_template_and_share_no_memory() {
 }
 
 #[test]
-fn a_dead_template_is_replaced_and_takes_its_children_with_it() {
+fn a_dead_template_is_replaced_and_its_processes_live_on() {
     let _serial = serial();
     init_logging();
     let launcher = Launcher::new(&config()).unwrap();
@@ -142,14 +147,16 @@ fn a_dead_template_is_replaced_and_takes_its_children_with_it() {
     // SAFETY: signalling the template, our own child.
     unsafe { libc::kill(template as i32, libc::SIGKILL) };
     assert!(
-        wait_gone(a.pid(), Duration::from_secs(5)),
-        "a process outlived its template"
+        wait_gone(template, Duration::from_secs(5)),
+        "the killed template lives on"
     );
+    // Its process is ours, not its: it serves on.
+    a.handshake(Duration::from_secs(10)).unwrap();
     let mut b = Process::spawn(&launcher).unwrap();
     b.handshake(Duration::from_secs(10)).unwrap();
     let second = launcher.template_pid().unwrap();
     assert_ne!(second, template);
-    assert_eq!(parent_of(b.pid()), Some(second));
+    assert_eq!(parent_of(b.pid()), Some(std::process::id()));
     drop((a, b));
     drop(launcher);
     assert_no_leftovers();

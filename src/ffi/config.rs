@@ -99,7 +99,8 @@ pub extern "C" fn walredo_config_new() -> *mut walredo_config {
 ///   from a template process that has done PostgreSQL's start-up once (one
 ///   per pool, started on first need; the host itself is never forked), so a
 ///   start costs a fraction of an exec whatever the host's size; `direct`
-///   starts every process afresh (fork and exec of the host), the fallback.
+///   starts every process afresh (clone and exec, never a fork of the
+///   host), the fallback.
 ///   Default: `template`.
 /// - `spare_process`: `on` or `off`: keep one fresh process started ahead,
 ///   so a process that died (or retired) is replaced at once; started after

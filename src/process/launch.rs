@@ -33,7 +33,7 @@ use std::time::Duration;
 use crate::config::{Config, SpawnMode};
 use crate::error::{Error, Result};
 use crate::process::safe_fs::Dir;
-use crate::process::template::{Forked, Template as TemplateProcess};
+use crate::process::template::{Forked, Pipes, Template as TemplateProcess};
 use crate::wal::crc32c::crc32c;
 
 /// Where Debian (and the PostgreSQL project's apt packages) put each
@@ -213,7 +213,7 @@ impl Launcher {
     /// started first if there is none or it died. A template that fails a
     /// request is dropped; one that had served before is replaced at once
     /// and asked again (it may have died since), a new one is not.
-    pub(crate) fn fork_from_template(&self, scratch: &Path, stdio: [i32; 3]) -> Result<Forked> {
+    pub(crate) fn fork_from_template(&self, scratch: &Path) -> Result<(Forked, Pipes)> {
         let mut template = self.template.lock().unwrap_or_else(|e| e.into_inner());
         for _ in 0..2 {
             let fresh = match template.as_ref() {
@@ -225,7 +225,7 @@ impl Launcher {
                 }
             };
             let t = template.as_ref().expect("just made");
-            match t.fork(scratch, stdio, self.start_timeout) {
+            match t.fork(scratch, self.start_timeout) {
                 Ok(forked) => {
                     t.forward_stderr();
                     return Ok(forked);
@@ -242,6 +242,18 @@ impl Launcher {
         Err(Error::SpawnFailed(
             "the template process failed twice".into(),
         ))
+    }
+
+    /// The program and arguments of a wal-redo process started directly on
+    /// `scratch`: the custom child program (with `scratch` last) or
+    /// `postgres --single`.
+    pub(crate) fn direct_argv(&self, scratch: &Path) -> (PathBuf, Vec<OsString>) {
+        if let Program::Custom { path, args } = &self.program {
+            let mut args: Vec<OsString> = args.iter().map(OsString::from).collect();
+            args.push(scratch.into());
+            return (path.clone(), args);
+        }
+        self.postgres_argv(scratch).expect("a postgres program")
     }
 
     /// The template's program and arguments on `scratch`, or `None` for a

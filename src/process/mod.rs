@@ -7,23 +7,33 @@
 //!   the host, whatever the host's signal disposition is (it fills the pipe;
 //!   the death shows as EOF on stdout). A pipe, not a socketpair with
 //!   `MSG_NOSIGNAL`: a socket costs about 1.5 us more per round trip.
+//! - EOF says the child died only if no other process holds the write end
+//!   of its stdout, and a fork of the host made by another thread (no exec)
+//!   holds every descriptor the host had then: a template-forked child's
+//!   ends never exist in the host (the template makes its pipes); a directly
+//!   started child's do, during its start, so its death is also watched
+//!   through its pidfd (`ends_were_ours`: the `poll` loop, never a blocking
+//!   read, and the stderr drain).
 //! - A request is written (non-blocking) before any wait. When all of it
 //!   went, the answer is awaited in a blocking read of stdout, whose deadline
 //!   the watchdog thread (`crate::process::watchdog`) keeps by killing a late process:
 //!   a system call less than `poll` then `read`. Otherwise (a batch larger
-//!   than the pipe, or `blocking_wait` off, or no pidfd) one `poll` loop
+//!   than the pipe, `blocking_wait` off, no pidfd, or a direct start) one
+//!   `poll` loop
 //!   writes and reads at once, so pipelined requests cannot deadlock, and
 //!   ends every wait at the deadline itself.
 //! - stderr is read in that loop, or right after a blocking read (no thread
 //!   per child): each line goes to the `log` crate with the child's pid, and
 //!   the last lines are kept for the error a failed request returns. A
 //!   healthy process writes nothing there.
-//! - The child gets its own process group, a cleared environment, no file
-//!   descriptor of ours but its three pipes, and `PR_SET_PDEATHSIG` so it dies
-//!   with the host. That signal fires when the *thread* that forked the child
-//!   exits, not the process: a pool therefore starts its children from its own
-//!   [`Spawner`] thread, which lives exactly as long as the pool, never from a
-//!   caller's thread that may exit any time.
+//! - The child is the host's own, also when the template forked it
+//!   (`CLONE_PARENT`): reaped here, through its pidfd. It gets its own
+//!   process group, a cleared environment, no file descriptor of ours but
+//!   its three pipes, and `PR_SET_PDEATHSIG` so it dies with the host. That
+//!   signal fires when the *thread* that started the child (or the template)
+//!   exits, not the process: a pool therefore starts its children from its
+//!   own [`Spawner`] thread, which lives exactly as long as the pool, never
+//!   from a caller's thread that may exit any time.
 //! - Another thread may end a process's work at any time through its
 //!   [`Killer`] (a cancelled request): a kill through the pidfd, and a
 //!   wake-up of the `poll` loop for where there is no pidfd.
@@ -35,6 +45,7 @@
 pub(crate) mod account;
 pub mod launch;
 pub mod protocol;
+pub(crate) mod reaper;
 pub(crate) mod safe_fs;
 pub(crate) mod start;
 pub(crate) mod sweeper;
@@ -114,8 +125,9 @@ pub struct Interrupted {
     pub pages_done: usize,
 }
 
-/// A process we started ourselves (ours to reap), or one the template
-/// forked for us (the template reaps it and tells us how it ended).
+/// Our child: started by std's fork and exec (under valgrind only), or
+/// known by a pidfd and reaped through it (forked by the template, or
+/// started by `start::start`).
 enum ChildHandle {
     Direct(Child),
     Forked(Forked),
@@ -140,6 +152,9 @@ impl ChildHandle {
 pub struct Process {
     child: ChildHandle,
     pid: u32,
+    /// The child's ends of its pipes were in the host (a direct start):
+    /// its death is watched through its pidfd, not only as EOF.
+    ends_were_ours: bool,
     /// Write end of the stdin pipe; `None` once closed for shutdown.
     input: Option<OwnedFd>,
     /// Our copy of the read end of the stdin pipe, never read: see the
@@ -207,42 +222,49 @@ impl Process {
 
     fn spawn_in(launcher: &Launcher, scratch: PathBuf) -> Result<Process> {
         let os_err = |what: &str, e: io::Error| Error::SpawnFailed(format!("{what}: {e}"));
-        let (input_reader, input) = new_pipe().map_err(|e| os_err("pipe", e))?;
-        let child_stdin = input_reader.try_clone().map_err(|e| os_err("dup", e))?;
-        let (output, child_stdout) = new_pipe().map_err(|e| os_err("pipe", e))?;
-        let (errors, child_stderr) = new_pipe().map_err(|e| os_err("pipe", e))?;
-
-        let (child, pid, pidfd) = match launcher.spawn_mode() {
+        let (child, pid, pidfd, input, input_reader, output, errors) = match launcher.spawn_mode() {
             SpawnMode::Template => {
-                let forked = launcher.fork_from_template(
-                    &scratch,
-                    [
-                        child_stdin.as_raw_fd(),
-                        child_stdout.as_raw_fd(),
-                        child_stderr.as_raw_fd(),
-                    ],
-                )?;
-                // The child has its copies: EOF on stdout means it is gone.
-                drop((child_stdin, child_stdout, child_stderr));
+                // The template makes the pipes: the child's ends are never
+                // ours, so no fork of the host can hold them (see
+                // `template`).
+                let (forked, pipes) = launcher.fork_from_template(&scratch)?;
                 let pid = forked.pid;
                 let pidfd = forked.pidfd.try_clone().ok();
-                (ChildHandle::Forked(forked), pid, pidfd)
+                (
+                    ChildHandle::Forked(forked),
+                    pid,
+                    pidfd,
+                    pipes.stdin,
+                    pipes.stdin_reader,
+                    pipes.stdout,
+                    pipes.stderr,
+                )
             }
             SpawnMode::Direct => {
-                let child = Self::spawn_direct(
+                let (input_reader, input) = new_pipe().map_err(|e| os_err("pipe", e))?;
+                let child_stdin = input_reader.try_clone().map_err(|e| os_err("dup", e))?;
+                let (output, child_stdout) = new_pipe().map_err(|e| os_err("pipe", e))?;
+                let (errors, child_stderr) = new_pipe().map_err(|e| os_err("pipe", e))?;
+                let (child, pid, pidfd) = Self::spawn_direct(
                     launcher,
                     &scratch,
                     child_stdin,
                     child_stdout,
                     child_stderr,
                 )?;
-                let pid = child.id();
-                (ChildHandle::Direct(child), pid, open_pidfd(pid))
+                (child, pid, pidfd, input, input_reader, output, errors)
             }
         };
+        // The child's ends of its pipes were ours for a while (a direct
+        // start): a fork of the host made meanwhile by another thread may
+        // hold them, and the child's death would not show as EOF on its
+        // stdout until that copy exits. Its pidfd says so instead, in the
+        // poll loop; no blocking read, which only EOF could end.
+        let ends_were_ours = matches!(launcher.spawn_mode(), SpawnMode::Direct);
         let process = Process {
             child,
             pid,
+            ends_were_ours,
             input: Some(input),
             _input_reader: input_reader,
             output,
@@ -257,7 +279,7 @@ impl Process {
             // The watchdog gets its own copy of the child's one pidfd.
             watch: pidfd
                 .as_ref()
-                .filter(|_| launcher.blocking_wait())
+                .filter(|_| launcher.blocking_wait() && !ends_were_ours)
                 .and_then(|fd| fd.try_clone().ok())
                 .and_then(Watch::new),
             killer: Arc::new(Killer {
@@ -303,14 +325,43 @@ impl Process {
         Ok(process)
     }
 
-    /// Start `postgres --single` afresh: fork, hardening, exec.
+    /// Start the program afresh: `start::start` (`CLONE_VM`, no copy of the
+    /// host; it waits for the exec without a pipe that a fork of the host
+    /// could hold); or under valgrind, which allows no `CLONE_VM`, or
+    /// before Linux 5.4 (no `waitid` on a pidfd), std's fork and exec. Our
+    /// child, its pid and a pidfd of it.
     fn spawn_direct(
         launcher: &Launcher,
         scratch: &std::path::Path,
         child_stdin: OwnedFd,
         child_stdout: OwnedFd,
         child_stderr: OwnedFd,
-    ) -> Result<Child> {
+    ) -> Result<(ChildHandle, u32, Option<OwnedFd>)> {
+        let failed =
+            |e: io::Error| Error::SpawnFailed(format!("cannot start postgres --single: {e}"));
+        if start::pidfds_usable() {
+            let (program, args) = launcher.direct_argv(scratch);
+            let started = start::start(&start::Spec {
+                program: &program,
+                args: &args,
+                cwd: scratch,
+                stdio: [
+                    child_stdin.as_raw_fd(),
+                    child_stdout.as_raw_fd(),
+                    child_stderr.as_raw_fd(),
+                ],
+                user: launcher.user(),
+                memory_limit: launcher.memory_limit(),
+                timeout: launcher.start_timeout(),
+            })
+            .map_err(failed)?;
+            // Our copies of the child's ends go at return: EOF on stdout
+            // means the child is gone (unless a fork of the host holds one:
+            // see `ends_were_ours`).
+            let pid = started.pid as u32;
+            let pidfd = started.pidfd.try_clone().ok();
+            return Ok((ChildHandle::Forked(Forked::ours(started)), pid, pidfd));
+        }
         let mut cmd = launcher.command(scratch);
         cmd.stdin(Stdio::from(child_stdin))
             .stdout(Stdio::from(child_stdout))
@@ -328,8 +379,9 @@ impl Process {
         }
         // The child's ends are closed in our process when `cmd` goes away
         // (at return), so that EOF on stdout means the child is gone.
-        cmd.spawn()
-            .map_err(|e| Error::SpawnFailed(format!("cannot start postgres --single: {e}")))
+        let child = cmd.spawn().map_err(failed)?;
+        let pid = child.id();
+        Ok((ChildHandle::Direct(child), pid, open_pidfd(pid)))
     }
 
     pub fn pid(&self) -> u32 {
@@ -510,6 +562,12 @@ impl Process {
                     true,
                     libc::POLLIN,
                 ),
+                // Its death, where EOF may not say it (`ends_were_ours`).
+                poll_fd(
+                    self.killer.pidfd.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                    self.ends_were_ours,
+                    libc::POLLIN,
+                ),
             ];
             // SAFETY: fds is a valid array of pollfd for its length.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
@@ -522,6 +580,10 @@ impl Process {
             }
             if fds[3].revents != 0 {
                 return Err(interrupted(Failure::Stopped, read));
+            }
+            // Dead, and nothing left to read: all it wrote came before.
+            if fds[4].revents != 0 && fds[1].revents == 0 {
+                return Err(interrupted(Failure::Eof, read));
             }
             if fds[2].revents != 0 {
                 self.read_stderr();
@@ -712,13 +774,12 @@ impl Process {
             return;
         }
         match self.child.try_wait() {
-            Ok(None) if matches!(self.child, ChildHandle::Forked(_)) => {
-                // Not our child: only its pidfd names it for sure.
-                self.killer.kill_process();
-            }
             Ok(None) => {
-                // SAFETY: kill has no memory-safety preconditions; the child
-                // is not reaped, so its pid (= its group id) is still ours.
+                // Through its pidfd, and its group (whatever it started
+                // too), once it has made it: not reaped, its pid (= its
+                // group id) is still its own.
+                self.killer.kill_process();
+                // SAFETY: kill has no memory-safety preconditions.
                 unsafe { libc::kill(-(self.pid as libc::pid_t), libc::SIGKILL) };
             }
             Ok(Some(status)) => {
@@ -730,21 +791,32 @@ impl Process {
         }
     }
 
+    /// Read stderr until EOF or `deadline`; or, once the process is dead,
+    /// until nothing is left in it: a fork of the host (another thread's)
+    /// may hold the write end of a directly started process's stderr, and
+    /// then EOF comes only once that copy exits.
     fn drain_stderr(&mut self, deadline: Instant) {
         while let Some(fd) = self.errors.as_ref().map(|f| f.as_raw_fd()) {
             let now = Instant::now();
             if now >= deadline {
                 return;
             }
-            let mut pfd = [poll_fd(fd, true, libc::POLLIN)];
+            let pidfd = self.killer.pidfd.as_ref().map_or(-1, |f| f.as_raw_fd());
+            let mut pfd = [
+                poll_fd(fd, true, libc::POLLIN),
+                poll_fd(pidfd, true, libc::POLLIN),
+            ];
             let ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
-            // SAFETY: pfd is a valid array of one pollfd.
-            let n = unsafe { libc::poll(pfd.as_mut_ptr(), 1, ms) };
+            // SAFETY: pfd is a valid array of two pollfds.
+            let n = unsafe { libc::poll(pfd.as_mut_ptr(), 2, ms) };
             if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
                 return;
             }
-            if n > 0 {
+            if pfd[0].revents != 0 {
                 self.read_stderr();
+            } else if pfd[1].revents != 0 {
+                // Dead, and all it wrote has been read.
+                return;
             }
         }
     }

@@ -7,9 +7,17 @@
 //! execs instead, so it must only touch its own stack and the start-up data
 //! built for it, and make raw system calls (glibc's `setuid` family, for
 //! one, would signal the host's threads). Unlike `vfork`, the starting thread
-//! is not suspended: it waits on a close-on-exec pipe for the exec, with a
-//! deadline, so a child stopped before its exec cannot stall it; such a child
-//! is killed (through its pidfd) and reaped, and only then is its stack freed.
+//! is not suspended: it waits for the exec with a deadline, so a child
+//! stopped before its exec cannot stall it; such a child is killed (through
+//! its pidfd) and reaped, and only then is its stack freed.
+//!
+//! The wait uses no descriptor: `CLONE_CHILD_CLEARTID` makes the kernel
+//! zero a word of ours and wake a futex on it when the child leaves our
+//! memory (its exec, or its exit), and a step that fails writes which one
+//! and its errno into our memory first. A close-on-exec pipe's EOF would
+//! do the same, but another thread of the host that forks (no exec) while
+//! the pipe exists copies its write end, and then EOF comes only once that
+//! copy exits: a start would fail as too slow.
 //!
 //! Before exec the child: takes its three stdio descriptors; gets its own
 //! process group; drops to the children's user; dies with the thread that
@@ -22,6 +30,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::process::launch::UserIds;
@@ -55,7 +64,10 @@ struct ChildArgs {
     envp: *const *const libc::c_char,
     cwd: *const libc::c_char,
     stdio: [libc::c_int; 3],
-    report: libc::c_int,
+    /// Which step failed (a `Step`) and its errno, written by the child
+    /// before it exits; 0 while none did.
+    failed_step: AtomicI32,
+    failed_errno: AtomicI32,
     user: Option<UserIds>,
     parent: libc::pid_t,
     memory_limit: u64,
@@ -102,11 +114,28 @@ pub(crate) fn host_is_emulated() -> bool {
     })
 }
 
-/// Whether a template can work here: pidfds exist (for processes that are
-/// not the host's children) and the host is not emulated.
+/// Whether processes can be started and reaped through pidfds here
+/// (`start`, templates): the host is not emulated, pidfds exist (Linux
+/// 5.3) and `waitid` takes one (`P_PIDFD`, Linux 5.4; asked of a pidfd of
+/// the host itself, which is nobody's child of ours: ECHILD, not EINVAL).
+pub(crate) fn pidfds_usable() -> bool {
+    static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *USABLE.get_or_init(|| {
+        if host_is_emulated() {
+            return false;
+        }
+        // SAFETY: getpid has no preconditions.
+        let Some(own) = crate::process::open_pidfd(unsafe { libc::getpid() } as u32) else {
+            return false;
+        };
+        reap_pidfd(&own, false);
+        io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD)
+    })
+}
+
+/// Whether a template can work here (see `pidfds_usable`).
 pub(crate) fn template_possible() -> bool {
-    // SAFETY: getpid has no preconditions.
-    !host_is_emulated() && crate::process::open_pidfd(unsafe { libc::getpid() } as u32).is_some()
+    pidfds_usable()
 }
 
 /// Start `spec.program` and wait until it has exec'd (or failed to).
@@ -141,8 +170,6 @@ pub(crate) fn start(spec: &Spec<'_>) -> io::Result<Started> {
         // SAFETY: a new descriptor nobody else owns.
         stdio.push(unsafe { OwnedFd::from_raw_fd(copy) });
     }
-    let (report_r, report_w) = report_pipe()?;
-
     let child_args = ChildArgs {
         path: path.as_ptr(),
         argv: argv.as_ptr(),
@@ -153,7 +180,8 @@ pub(crate) fn start(spec: &Spec<'_>) -> io::Result<Started> {
             stdio[1].as_raw_fd(),
             stdio[2].as_raw_fd(),
         ],
-        report: report_w.as_raw_fd(),
+        failed_step: AtomicI32::new(0),
+        failed_errno: AtomicI32::new(0),
         user: spec.user,
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
@@ -163,6 +191,9 @@ pub(crate) fn start(spec: &Spec<'_>) -> io::Result<Started> {
     // The stack grows down: its top, aligned to 16 bytes.
     let top = (stack.as_mut_ptr() as usize + STACK_SIZE) & !15;
     let mut pidfd: libc::c_int = -1;
+    // Non-zero while the child uses our memory: the kernel zeroes it (and
+    // wakes a futex on it) at the child's exec or exit.
+    let in_our_memory = AtomicU32::new(1);
 
     // Every signal blocked around the clone, so that none of the host's
     // handlers can run in the child (which shares the host's memory)
@@ -177,15 +208,18 @@ pub(crate) fn start(spec: &Spec<'_>) -> io::Result<Started> {
         old
     };
     // SAFETY: child_main only reads child_args (alive until the child has
-    // exec'd or is reaped, below) and runs on its own stack; CLONE_PIDFD
-    // writes the pidfd into `pidfd`.
+    // left our memory, below) and runs on its own stack; CLONE_PIDFD writes
+    // the pidfd into `pidfd`; CLONE_CHILD_CLEARTID zeroes `in_our_memory`
+    // (alive until then too).
     let pid = unsafe {
         libc::clone(
             child_main,
             top as *mut libc::c_void,
-            libc::CLONE_VM | libc::CLONE_PIDFD | libc::SIGCHLD,
+            libc::CLONE_VM | libc::CLONE_PIDFD | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD,
             &child_args as *const ChildArgs as *mut libc::c_void,
             &mut pidfd as *mut libc::c_int,
+            std::ptr::null_mut::<libc::c_void>(),
+            in_our_memory.as_ptr(),
         )
     };
     let clone_error = io::Error::last_os_error();
@@ -201,93 +235,113 @@ pub(crate) fn start(spec: &Spec<'_>) -> io::Result<Started> {
     }
     // SAFETY: CLONE_PIDFD made a new descriptor nobody else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    drop(report_w);
 
-    let outcome = wait_for_exec(&report_r, spec.timeout);
+    let outcome = if wait_until_gone(&in_our_memory, Some(spec.timeout)) {
+        match child_args.failed_step.load(Ordering::SeqCst) {
+            // It exec'd (or died before it could say why; its first answer
+            // will tell).
+            0 => Ok(()),
+            step => {
+                let e =
+                    io::Error::from_raw_os_error(child_args.failed_errno.load(Ordering::SeqCst));
+                Err(io::Error::new(
+                    e.kind(),
+                    format!("the new process failed {}: {e}", step_name(step)),
+                ))
+            }
+        }
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the new process did not exec within {:?} (stopped?)",
+                spec.timeout
+            ),
+        ))
+    };
     if outcome.is_err() {
         // Dead or stopped before its exec: kill it (a stopped process dies
-        // of SIGKILL too) and reap it; only then may its stack go.
+        // of SIGKILL too), wait until it has left our memory, reap it.
         crate::process::pidfd_signal(&pidfd, libc::SIGKILL);
-        reap(pid);
+        wait_until_gone(&in_our_memory, None);
+        reap_pidfd(&pidfd, true);
     }
-    // The child has exec'd or is reaped: its stack and arguments may go.
+    // The child has exec'd or exited: its stack and arguments may go.
     drop(stack);
     let _ = &child_args;
     outcome.map(|()| Started { pid, pidfd })
 }
 
-/// Wait until the report pipe reaches EOF (the exec closed it) or says
-/// which step failed.
-fn wait_for_exec(report: &OwnedFd, timeout: Duration) -> io::Result<()> {
-    let deadline = Instant::now() + timeout;
+/// Wait until the kernel has zeroed `word` (`CLONE_CHILD_CLEARTID`: the
+/// child has exec'd or exited), at most `timeout` (`None`: as long as it
+/// takes). Whether it was zeroed.
+fn wait_until_gone(word: &AtomicU32, timeout: Option<Duration>) -> bool {
+    let deadline = timeout.map(|t| Instant::now() + t);
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("the new process did not exec within {timeout:?} (stopped?)"),
-            ));
+        let value = word.load(Ordering::SeqCst);
+        if value == 0 {
+            return true;
         }
-        let mut pfd = libc::pollfd {
-            fd: report.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
+        let left = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return false;
+                }
+                Some(libc::timespec {
+                    tv_sec: left.as_secs() as libc::time_t,
+                    tv_nsec: left.subsec_nanos() as libc::c_long,
+                })
+            }
+            None => None,
         };
-        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
+        // SAFETY: a futex wait on a live word of ours (returns at once if
+        // it no longer holds `value`), with a valid timeout or none.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT,
+                value,
+                left.as_ref()
+                    .map_or(std::ptr::null(), |t| t as *const libc::timespec),
+            )
+        };
+    }
+}
+
+/// Reap our child behind `pidfd` (`waitid(P_PIDFD)`: never another
+/// process, even once this one's pid is reused), waiting for it to exit if
+/// `block`. Its wait status; `None` if it has not exited (not `block`) or
+/// is not ours to reap any more (ECHILD: reaped already, by the reaper or by
+/// a host that ignores SIGCHLD).
+pub(crate) fn reap_pidfd(pidfd: &OwnedFd, block: bool) -> Option<libc::c_int> {
+    /// `P_PIDFD` from linux/wait.h (Linux 5.4).
+    const P_PIDFD: libc::idtype_t = 3;
+    let options = libc::WEXITED | if block { 0 } else { libc::WNOHANG };
+    loop {
+        // SAFETY: siginfo_t is plain old data, filled by waitid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid pointer to a siginfo_t; the pidfd is open.
+        let rc =
+            unsafe { libc::waitid(P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, options) };
+        if rc < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                 continue;
             }
-            return Err(e);
+            return None;
         }
-        if n == 0 {
-            continue;
+        // SAFETY: waitid filled in a child's state (si_pid 0: none yet).
+        let (pid, code, value) = unsafe { (info.si_pid(), info.si_code, info.si_status()) };
+        if pid == 0 {
+            return None;
         }
-        let mut buf = [0i32; 2];
-        // SAFETY: reading into a live buffer of its size.
-        let got = unsafe { libc::read(report.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
-        if got < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-            continue;
-        }
-        if got == 8 {
-            let e = io::Error::from_raw_os_error(buf[1]);
-            return Err(io::Error::new(
-                e.kind(),
-                format!("the new process failed {}: {e}", step_name(buf[0])),
-            ));
-        }
-        // EOF: it exec'd (or died before it could say why; its first
-        // answer will tell).
-        return Ok(());
-    }
-}
-
-fn report_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: fds is a valid array of two ints for pipe2 to fill.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both are new descriptors nobody else owns.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// Reap our child `pid`; ECHILD (the host reaped it) ends the wait too.
-pub(crate) fn reap(pid: libc::pid_t) -> Option<libc::c_int> {
-    let mut status = 0;
-    loop {
-        // SAFETY: a valid pointer to an int for the status.
-        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if rc == pid {
-            return Some(status);
-        }
-        if rc < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-            continue;
-        }
-        return None;
+        // As a wait status (see waitpid(2)).
+        return Some(match code {
+            libc::CLD_EXITED => (value & 0xff) << 8,
+            libc::CLD_DUMPED => (value & 0x7f) | 0x80,
+            _ => value & 0x7f,
+        });
     }
 }
 
@@ -303,13 +357,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         Ok(()) => (Step::Exec, 0),
         Err(failed) => failed,
     };
-    let report = [step as i32, errno];
-    // SAFETY: writing 8 bytes of a live array to our report pipe, then
-    // exiting the child without running anything of the host's.
-    unsafe {
-        libc::write(a.report, report.as_ptr().cast(), 8);
-        libc::syscall(libc::SYS_exit_group, 127);
-    }
+    // Read by the parent once we are gone from its memory (the exit below).
+    a.failed_errno.store(errno, Ordering::SeqCst);
+    a.failed_step.store(step as i32, Ordering::SeqCst);
+    // SAFETY: exiting the child without running anything of the host's.
+    unsafe { libc::syscall(libc::SYS_exit_group, 127) };
     127
 }
 

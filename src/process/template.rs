@@ -6,17 +6,22 @@
 //! template itself is started by `crate::process::start` (`CLONE_VM`).
 //!
 //! The host asks over a `SOCK_SEQPACKET` socket (the template's stdin): the
-//! new scratch directory's path, with the child's stdin, stdout and stderr
-//! (SCM_RIGHTS). The answer is the child's pid with a pidfd of it and the
-//! read end of a pipe that gets its wait status: the child is the
-//! template's, not ours, so the pidfd kills it and says when it is gone,
-//! and the template, which reaps it, says how it ended.
+//! new scratch directory's path. The answer is the child's pid with a pidfd
+//! of it and the host's ends of the child's pipes, which the template made:
+//! the child's own ends never exist in the host, so a fork of the host made
+//! by another thread (no exec) cannot hold them and hide the child's death
+//! (EOF on its stdout). The child is the host's own (`CLONE_PARENT`, see
+//! pg_walredo/template.c): the host reaps it and learns how it ended, and it
+//! neither dies with the template nor becomes an orphan when the template
+//! dies first.
 //!
 //! Life: started lazily by the first process a launcher starts (on the
 //! pool's spawner thread, so its `PR_SET_PDEATHSIG` is tied to the pool's
-//! life like a directly started process's); its children die with it
-//! (theirs is tied to it), and it is replaced, when it has died, at the next
-//! start. Dropping it kills and reaps it and removes its scratch directory.
+//! life like a directly started process's, and so is its children's, whose
+//! parent is that thread too), and replaced, when it has died, at the next
+//! start. A template that dies meanwhile is reaped at once by the reaper
+//! thread (`crate::process::reaper`), not left a zombie until then.
+//! Dropping it kills and reaps it and removes its scratch directory.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -28,10 +33,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::process::launch::Launcher;
+use crate::process::reaper;
 use crate::process::start::{self, Spec};
-
-/// How long a gone child's status is waited for from its template.
-const STATUS_GRACE: Duration = Duration::from_secs(1);
 
 pub(crate) struct Template {
     /// The host process that started it: a forked copy of the host has the
@@ -45,12 +48,23 @@ pub(crate) struct Template {
     scratch: PathBuf,
 }
 
-/// A wal-redo process forked by the template.
+/// A wal-redo process of ours known by its pidfd: forked by the template
+/// (as our child), or started directly by `start::start` (`Forked::ours`).
 pub(crate) struct Forked {
     pub pid: u32,
     pub pidfd: OwnedFd,
-    /// Gets its wait status (an int) from the template, then EOF.
-    status: OwnedFd,
+    /// How it ended, once reaped.
+    status: Option<ExitStatus>,
+}
+
+/// Our ends of a forked process's pipes, made by the template.
+pub(crate) struct Pipes {
+    /// Its stdin, to write; and a copy of its read end that we never read
+    /// (see `crate::process`: no SIGPIPE).
+    pub stdin: OwnedFd,
+    pub stdin_reader: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
 }
 
 fn spawn_error(msg: impl Into<String>) -> Error {
@@ -144,6 +158,8 @@ impl Template {
             started.pid,
             scratch.display()
         );
+        // Reaped as soon as it dies, even while nobody asks it for anything.
+        reaper::reap_when_dead(&started.pidfd);
         Ok(Template {
             // SAFETY: getpid has no preconditions.
             owner: unsafe { libc::getpid() },
@@ -170,11 +186,11 @@ impl Template {
         self.owner == unsafe { libc::getpid() }
     }
 
-    /// Fork a wal-redo process on `scratch` (a new scratch directory) with
-    /// these stdin, stdout and stderr. An error means the template is
-    /// unusable (dead, hung or confused): drop it.
-    pub fn fork(&self, scratch: &Path, stdio: [RawFd; 3], timeout: Duration) -> Result<Forked> {
-        self.send(scratch, stdio)
+    /// Fork a wal-redo process on `scratch` (a new scratch directory). An
+    /// error means the template is unusable (dead, hung or confused): drop
+    /// it.
+    pub fn fork(&self, scratch: &Path, timeout: Duration) -> Result<(Forked, Pipes)> {
+        self.send(scratch)
             .map_err(|e| self.failed(&format!("cannot ask the template for a process: {e}")))?;
         let (pid, fds) = self.receive(timeout).map_err(|e| {
             if e.kind() == io::ErrorKind::TimedOut {
@@ -188,47 +204,42 @@ impl Template {
                 io::Error::from_raw_os_error(-pid)
             )));
         }
-        let mut fds = fds.into_iter();
-        match (fds.next(), fds.next()) {
-            (Some(pidfd), Some(status)) => Ok(Forked {
+        let Ok([pidfd, stdin, stdin_reader, stdout, stderr]) = <[OwnedFd; 5]>::try_from(fds) else {
+            return Err(self.failed("the template's answer has not the five descriptors"));
+        };
+        Ok((
+            Forked {
                 pid: pid as u32,
                 pidfd,
-                status,
-            }),
-            _ => Err(self.failed("the template's answer has no descriptors")),
-        }
+                status: None,
+            },
+            Pipes {
+                stdin,
+                stdin_reader,
+                stdout,
+                stderr,
+            },
+        ))
     }
 
-    fn send(&self, scratch: &Path, stdio: [RawFd; 3]) -> io::Result<()> {
+    fn send(&self, scratch: &Path) -> io::Result<()> {
         let path = scratch.as_os_str().as_bytes();
-        let mut iov = libc::iovec {
-            iov_base: path.as_ptr() as *mut libc::c_void,
-            iov_len: path.len(),
-        };
-        let mut buf = [0u64; 8];
-        // SAFETY: msghdr is plain old data; CMSG_* stay within `buf`, which
-        // is large enough for three descriptors (CMSG_SPACE(12) = 32).
-        unsafe {
-            let space = libc::CMSG_SPACE(std::mem::size_of::<[RawFd; 3]>() as u32) as usize;
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = buf.as_mut_ptr().cast();
-            msg.msg_controllen = space;
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<[RawFd; 3]>() as u32) as usize;
-            std::ptr::copy_nonoverlapping(stdio.as_ptr(), libc::CMSG_DATA(cmsg).cast::<RawFd>(), 3);
-            loop {
-                let n = libc::sendmsg(self.control.as_raw_fd(), &msg, libc::MSG_NOSIGNAL);
-                if n >= 0 {
-                    return Ok(());
-                }
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
+        loop {
+            // SAFETY: sending the bytes of a live slice.
+            let n = unsafe {
+                libc::send(
+                    self.control.as_raw_fd(),
+                    path.as_ptr().cast(),
+                    path.len(),
+                    libc::MSG_NOSIGNAL,
+                )
+            };
+            if n >= 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
             }
         }
     }
@@ -240,14 +251,18 @@ impl Template {
             if left.is_zero() {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time"));
             }
-            let mut pfd = libc::pollfd {
-                fd: self.control.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
+            // Its pidfd too: a fork of the host (another thread's, no exec)
+            // may hold the template's end of the socket, and then its death
+            // would not show as EOF here.
+            let mut pfds =
+                [self.control.as_raw_fd(), self.pidfd.as_raw_fd()].map(|fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
             let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-            // SAFETY: one valid pollfd.
-            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+            // SAFETY: a valid array of two pollfds.
+            let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms) };
             if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                 continue;
             }
@@ -256,6 +271,12 @@ impl Template {
             }
             if n == 0 {
                 continue;
+            }
+            if pfds[0].revents == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the template exited",
+                ));
             }
             let mut pid: i32 = 0;
             let mut iov = libc::iovec {
@@ -272,7 +293,11 @@ impl Template {
                 msg.msg_iovlen = 1;
                 msg.msg_control = buf.as_mut_ptr().cast();
                 msg.msg_controllen = std::mem::size_of_val(&buf);
-                let got = libc::recvmsg(self.control.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
+                let got = libc::recvmsg(
+                    self.control.as_raw_fd(),
+                    &mut msg,
+                    libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT,
+                );
                 if got > 0 {
                     let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
                     while !cmsg.is_null() {
@@ -292,7 +317,10 @@ impl Template {
             };
             if got < 0 {
                 let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                ) {
                     continue;
                 }
                 return Err(e);
@@ -362,7 +390,8 @@ impl Drop for Template {
             return;
         }
         crate::process::pidfd_signal(&self.pidfd, libc::SIGKILL);
-        start::reap(self.pid);
+        // The reaper may have reaped it already: then ECHILD at once.
+        start::reap_pidfd(&self.pidfd, true);
         if let Err(e) = std::fs::remove_dir_all(&self.scratch) {
             log::warn!(
                 "cannot remove the template's scratch directory {}: {e}",
@@ -372,8 +401,7 @@ impl Drop for Template {
     }
 }
 
-/// Whether the process behind `pidfd` has exited, waiting up to `wait`
-/// (`None`: as long as it takes).
+/// Whether the process behind `pidfd` has exited, waiting up to `wait`.
 fn exited(pidfd: &OwnedFd, wait: Duration) -> bool {
     let deadline = Instant::now() + wait;
     loop {
@@ -396,45 +424,41 @@ fn exited(pidfd: &OwnedFd, wait: Duration) -> bool {
 }
 
 impl Forked {
-    /// Its status if it has exited, without waiting for it to.
+    /// A process the host started itself (`start::start`): ours to reap
+    /// through its pidfd as well.
+    pub fn ours(started: start::Started) -> Forked {
+        Forked {
+            pid: started.pid as u32,
+            pidfd: started.pidfd,
+            status: None,
+        }
+    }
+
+    /// Its status if it has exited (and reaped it then), without waiting.
+    /// ECHILD (the host reaped it behind our back) is an error, as for
+    /// `std::process::Child`.
     pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        if self.status.is_some() {
+            return Ok(self.status);
+        }
         if !exited(&self.pidfd, Duration::ZERO) {
             return Ok(None);
         }
-        Ok(Some(self.status()))
+        self.wait().map(Some)
     }
 
-    /// Wait until it has exited; its status.
+    /// Wait until it has exited, reap it; its status.
     pub fn wait(&mut self) -> io::Result<ExitStatus> {
-        while !exited(&self.pidfd, Duration::from_secs(3600)) {}
-        Ok(self.status())
-    }
-
-    /// How it ended, as its template reports once it has reaped it. When
-    /// the template died first (and the child with it), nobody can say:
-    /// killed, as far as we know.
-    fn status(&mut self) -> ExitStatus {
-        let fd = self.status.as_raw_fd();
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let ready = unsafe { libc::poll(&mut pfd, 1, STATUS_GRACE.as_millis() as i32) };
-        if ready <= 0 {
-            // A template that is stopped (or too slow) says nothing: never
-            // block on it (the pipe is blocking, and a worker waiting here
-            // would hold its slot for ever). Killed, as far as we know.
-            return ExitStatus::from_raw(libc::SIGKILL);
+        if let Some(status) = self.status {
+            return Ok(status);
         }
-        let mut status: libc::c_int = 0;
-        // SAFETY: reading an int into a live one.
-        let n = unsafe { libc::read(fd, (&mut status as *mut libc::c_int).cast(), 4) };
-        if n == 4 {
-            ExitStatus::from_raw(status)
-        } else {
-            ExitStatus::from_raw(libc::SIGKILL)
+        match start::reap_pidfd(&self.pidfd, true) {
+            Some(raw) => {
+                let status = ExitStatus::from_raw(raw);
+                self.status = Some(status);
+                Ok(status)
+            }
+            None => Err(io::Error::from_raw_os_error(libc::ECHILD)),
         }
     }
 }

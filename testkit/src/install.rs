@@ -373,28 +373,21 @@ pub fn children_of(pid: u32) -> Vec<(u32, char)> {
         .collect()
 }
 
-/// The live (not zombie) wal-redo processes of host `host`: its children,
-/// or, in template spawn mode (the default), the children of its template,
-/// which stands for them (killing it would kill them all at once).
+/// Whether `pid` is a template process (pg_walredo/template.c names itself
+/// `walredo-tmpl`; the processes it forks, the host's children too, are
+/// `postgres`).
+pub fn is_template(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == "walredo-tmpl")
+}
+
+/// The live (not zombie) wal-redo processes of host `host`: its children
+/// but its template process (template spawn mode, the default), whose
+/// processes are the host's children too.
 pub fn wal_redo_processes_of(host: u32) -> Vec<u32> {
-    let live = |pid: u32| {
-        children_of(pid)
-            .into_iter()
-            .filter(|(_, state)| *state != 'Z')
-            .map(|(pid, _)| pid)
-    };
-    let is_template = |pid: u32| {
-        fs::read(format!("/proc/{pid}/cmdline"))
-            .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"pg_walredo.template=on"))
-    };
-    live(host)
-        .flat_map(|pid| {
-            if is_template(pid) {
-                live(pid).collect()
-            } else {
-                vec![pid]
-            }
-        })
+    children_of(host)
+        .into_iter()
+        .filter(|&(pid, state)| state != 'Z' && !is_template(pid))
+        .map(|(pid, _)| pid)
         .collect()
 }
 
