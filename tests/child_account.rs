@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use walredo::process::launch::{ensure_system_account, unprivileged_user, Launcher, UserIds};
 use walredo::process::Process;
-use walredo::{Config, Error, Redoer};
+use walredo::{Config, Error, Redoer, SpawnMode};
 use walredo_testkit::harness::*;
 
 fn root_only() -> bool {
@@ -211,9 +211,25 @@ fn the_processes_account_cannot_open_a_siblings_or_the_templates_memory() {
     );
     drop((a, b));
     drop(launcher);
+    // A process started without a template (`SpawnMode::Direct`) too.
+    let direct = Launcher::new(&Config {
+        require_landlock: false,
+        spawn_mode: SpawnMode::Direct,
+        ..config()
+    })
+    .unwrap();
+    let mut c = Process::spawn(&direct).unwrap();
+    c.handshake(Duration::from_secs(10)).unwrap();
+    let started_directly = probe_as(
+        ids,
+        "open a directly started process's memory for writing",
+        &format!("exec 3<>/proc/{}/mem", c.pid()),
+    );
+    drop(c);
+    drop(direct);
     assert_eq!(
-        (reached, newer),
-        ([false; 4], false),
+        (reached, newer, started_directly),
+        ([false; 4], false, false),
         "the processes' account reached another process's memory"
     );
     assert_no_leftovers();
