@@ -322,6 +322,10 @@ _PG_init(void)
 		return;
 	}
 
+	/* Before the template forks and before any WAL (sandbox.c). */
+	if (walredo_sandbox)
+		walredo_make_undumpable();
+
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = walredo_shmem_startup;
 }

@@ -32,6 +32,9 @@
  * every later process loads.  So the process refuses to serve unless
  * pg_walredo.require_landlock = off accepts that weaker sandbox.
  *
+ * Before all of that, as the extension loads and before any WAL, the process
+ * makes itself non-dumpable (walredo_make_undumpable).
+ *
  * pg_walredo.sandbox = off turns all of this off, for debugging only.
  *
  *-------------------------------------------------------------------------
@@ -332,6 +335,30 @@ enter_seccomp(void)
 	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0)
 		ereport(FATAL,
 				(errmsg("could not enter the seccomp filter: %m")));
+}
+
+/*
+ * Every wal-redo process and the template run as one account.  Without
+ * Landlock nothing else would keep a hijacked process from opening
+ * /proc/<pid>/mem of its siblings or of the template (and from its
+ * environ, fd, cwd, maps) and taking them over: those need ptrace access,
+ * which the same uid has unless the target is non-dumpable (then only
+ * CAP_SYS_PTRACE has it, so a root host still sees everything).  It also
+ * means no core dumps, which would hold tenants' pages.
+ *
+ * Inherited across fork (the template's children), but reset by execve and
+ * by credential changes: called in _PG_init, after the last of those (the
+ * host changed the account before the exec; PostgreSQL changes nothing),
+ * before the template forks or any WAL is read.  The moments between exec
+ * and here remain: the process handles nothing yet, but a hijacked process
+ * could open its memory then and keep the descriptor.
+ */
+void
+walredo_make_undumpable(void)
+{
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+		ereport(FATAL,
+				(errmsg("could not make the process non-dumpable: %m")));
 }
 
 /*

@@ -26,4 +26,10 @@ extern void walredo_release_segment(void);
  */
 extern void walredo_confine_template(void);
 
+/*
+ * No other process of the same account may open this one's memory (see
+ * sandbox.c): called as the extension loads, before any WAL.
+ */
+extern void walredo_make_undumpable(void);
+
 #endif							/* WALREDO_SANDBOX_H */

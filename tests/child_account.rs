@@ -9,8 +9,11 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use walredo::process::launch::{ensure_system_account, unprivileged_user, UserIds};
-use walredo::{Config, Error, Redoer};
+use std::time::Duration;
+
+use walredo::process::launch::{ensure_system_account, unprivileged_user, Launcher, UserIds};
+use walredo::process::Process;
+use walredo::{Config, Error, Redoer, SpawnMode};
 use walredo_testkit::harness::*;
 
 fn root_only() -> bool {
@@ -114,25 +117,7 @@ fn the_processes_account_cannot_reach_a_servers_files_or_memory() {
         .unwrap()
         .user()
         .unwrap();
-    let probe = |what: &str, script: &str| -> bool {
-        let out = Command::new("/bin/sh")
-            .args(["-c", script])
-            .uid(ids.uid)
-            .gid(ids.gid)
-            .env_clear()
-            .current_dir("/")
-            .output()
-            .unwrap();
-        eprintln!(
-            "{what}: {}",
-            if out.status.success() {
-                "REACHED"
-            } else {
-                "refused"
-            }
-        );
-        out.status.success()
-    };
+    let probe = |what: &str, script: &str| probe_as(ids, what, script);
     let data = cluster.data.display().to_string();
     let reached = [
         probe(
@@ -159,6 +144,117 @@ fn the_processes_account_cannot_reach_a_servers_files_or_memory() {
         reached, [false; 4],
         "the processes' account reached the server"
     );
+}
+
+/// Issue 22, item 3 (follow-up): without Landlock, the processes' account
+/// could open `/proc/<pid>/mem` of every other wal-redo process and of the
+/// template (same account) and so take them over. Each makes itself
+/// non-dumpable before it handles any WAL: the same uid no longer has the
+/// ptrace access those files need. The sandbox as without Landlock
+/// (`require_landlock` off), which is where this matters.
+#[test]
+fn the_processes_account_cannot_open_a_siblings_or_the_templates_memory() {
+    let _serial = serial();
+    init_logging();
+    if !root_only() {
+        return;
+    }
+    let launcher = Launcher::new(&Config {
+        require_landlock: false,
+        ..config()
+    })
+    .unwrap();
+    let ids = launcher.user().unwrap();
+    let mut a = Process::spawn(&launcher).unwrap();
+    a.handshake(Duration::from_secs(10)).unwrap();
+    let template = launcher.template_pid().expect("a template runs");
+    let pid = a.pid();
+    // Same account: without the fix, nothing else stands in the way.
+    assert_eq!(credentials(pid).0, credentials(template).0);
+    let reached = [
+        probe_as(
+            ids,
+            "open a wal-redo process's memory for writing",
+            &format!("exec 3<>/proc/{pid}/mem"),
+        ),
+        probe_as(
+            ids,
+            "read a wal-redo process's environment",
+            &format!("cat /proc/{pid}/environ >/dev/null"),
+        ),
+        probe_as(
+            ids,
+            "open the template's memory for writing",
+            &format!("exec 3<>/proc/{template}/mem"),
+        ),
+        probe_as(
+            ids,
+            "read the template's environment",
+            &format!("cat /proc/{template}/environ >/dev/null"),
+        ),
+    ];
+    // What stays readable to the account: the process's state.
+    assert!(probe_as(
+        ids,
+        "read a wal-redo process's status",
+        &format!("cat /proc/{pid}/status >/dev/null"),
+    ));
+    // It still serves, and the template still forks: a newer child is as
+    // closed as the first.
+    a.handshake(Duration::from_secs(10)).unwrap();
+    let mut b = Process::spawn(&launcher).unwrap();
+    b.handshake(Duration::from_secs(10)).unwrap();
+    let newer = probe_as(
+        ids,
+        "open a newer sibling's memory for writing",
+        &format!("exec 3<>/proc/{}/mem", b.pid()),
+    );
+    drop((a, b));
+    drop(launcher);
+    // A process started without a template (`SpawnMode::Direct`) too.
+    let direct = Launcher::new(&Config {
+        require_landlock: false,
+        spawn_mode: SpawnMode::Direct,
+        ..config()
+    })
+    .unwrap();
+    let mut c = Process::spawn(&direct).unwrap();
+    c.handshake(Duration::from_secs(10)).unwrap();
+    let started_directly = probe_as(
+        ids,
+        "open a directly started process's memory for writing",
+        &format!("exec 3<>/proc/{}/mem", c.pid()),
+    );
+    drop(c);
+    drop(direct);
+    assert_eq!(
+        (reached, newer, started_directly),
+        ([false; 4], false, false),
+        "the processes' account reached another process's memory"
+    );
+    assert_no_leftovers();
+}
+
+/// Whether a shell with the processes' credentials (standing in for a
+/// hijacked process) succeeds at `script`.
+fn probe_as(ids: UserIds, what: &str, script: &str) -> bool {
+    let out = Command::new("/bin/sh")
+        .args(["-c", script])
+        .uid(ids.uid)
+        .gid(ids.gid)
+        .env_clear()
+        .current_dir("/")
+        .output()
+        .unwrap();
+    eprintln!(
+        "{what}: {}",
+        if out.status.success() {
+            "REACHED"
+        } else {
+            "refused"
+        }
+    );
+    out.status.success()
 }
 
 /// The account is made where it is missing: a system account, its own

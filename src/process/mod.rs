@@ -1436,7 +1436,7 @@ pub(crate) fn remove_dead_childs_segment(scratch: &std::path::Path, uid: u32) ->
         return true;
     };
     let waited = Instant::now();
-    while still_runs_in(pid, scratch) {
+    while still_runs_in(pid, scratch, uid) {
         if waited.elapsed() > EXIT_WAIT {
             return false;
         }
@@ -1466,12 +1466,27 @@ pub(crate) fn remove_dead_childs_segment(scratch: &std::path::Path, uid: u32) ->
 /// Whether process `pid` exists and works in `dir` (a wal-redo process runs
 /// in its scratch directory); a pid that is gone, or now someone else's,
 /// does not.
-fn still_runs_in(pid: libc::pid_t, dir: &std::path::Path) -> bool {
+///
+/// A wal-redo process is non-dumpable (pg_walredo's sandbox.c): a host that
+/// is not root, and so runs its processes as itself (`uid`), may not read
+/// their working directory. Such a process of that account may be the one
+/// that worked in `dir`, so it counts as still running (the directory stays
+/// for a later clean-up); a process of another account is not ours.
+fn still_runs_in(pid: libc::pid_t, dir: &std::path::Path, uid: u32) -> bool {
     match fs::read_link(format!("/proc/{pid}/cwd")) {
         Ok(cwd) => cwd == dir,
-        // Gone, or not ours to look at: then not one of our children.
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => real_uid_of(pid) == Some(uid),
+        // Gone: not one of our children any more.
         Err(_) => false,
     }
+}
+
+/// The real uid of process `pid` (`/proc/<pid>/status` stays readable when
+/// the process is not dumpable).
+fn real_uid_of(pid: libc::pid_t) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let uids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    uids.split_whitespace().next()?.parse().ok()
 }
 
 /// The content of a regular file at `path`, not a link to one (O_NOFOLLOW),
@@ -1636,5 +1651,70 @@ mod tests {
             status.success(),
             "fd {HIGH} leaked into the child: {status}"
         );
+    }
+
+    /// A host that is not root cannot read a non-dumpable process's working
+    /// directory (EACCES): one of its own account still counts as running
+    /// (its scratch directory must stay), one of another account does not.
+    /// The host is a thread that dropped to `nobody` (a raw setresuid
+    /// changes only the calling thread); the process is `sleep` as `nobody`
+    /// from a copy it may execute but not read, which makes it non-dumpable
+    /// as pg_walredo's prctl does. Root only.
+    #[test]
+    fn a_non_dumpable_child_hidden_from_a_host_that_is_not_root_still_runs() {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::CommandExt;
+        const NOBODY: u32 = 65534;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("walredo-undumpable-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let sleep = dir.join("sleep");
+        fs::copy("/bin/sleep", &sleep).unwrap();
+        fs::set_permissions(&sleep, fs::Permissions::from_mode(0o711)).unwrap();
+        let mut child = std::process::Command::new(&sleep)
+            .arg("60")
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .current_dir(&dir)
+            .spawn()
+            .unwrap();
+        let pid = child.id() as libc::pid_t;
+        // Wait for the exec (the working directory then names the copy's).
+        let exe = dir.join("sleep");
+        while fs::read_link(format!("/proc/{pid}/exe")).ok().as_deref() != Some(exe.as_path()) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (dir2, own) = (dir.clone(), std::process::id() as libc::pid_t);
+        let seen = std::thread::spawn(move || {
+            // SAFETY: setresuid on this thread only (the raw system call);
+            // the thread ends right after.
+            let r = unsafe { libc::syscall(libc::SYS_setresuid, NOBODY, NOBODY, NOBODY) };
+            assert_eq!(r, 0);
+            let hidden = fs::read_link(format!("/proc/{pid}/cwd")).map_err(|e| e.kind());
+            (
+                hidden,
+                still_runs_in(pid, &dir2, NOBODY),
+                still_runs_in(pid, &dir2, NOBODY + 1),
+                still_runs_in(own, &dir2, NOBODY),
+            )
+        })
+        .join()
+        .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(
+            seen.0,
+            Err(std::io::ErrorKind::PermissionDenied),
+            "the process is dumpable"
+        );
+        assert!(seen.1, "a live child of the host's account counted as gone");
+        assert!(!seen.2, "another account's process counted as ours");
+        assert!(!seen.3, "root's process counted as the host's");
     }
 }
