@@ -27,7 +27,7 @@
 use std::fmt;
 
 use crate::tag::{PageTag, RelFileNode, FSM_FORKNUM, MAIN_FORKNUM, VISIBILITYMAP_FORKNUM};
-use crate::wal::pages::{self, VM_HEAPBLOCKS_PER_PAGE};
+use crate::wal::pages::{self, SMGR_TRUNCATE_VM, VM_HEAPBLOCKS_PER_PAGE};
 use crate::wal::record::{self, DecodedRecord, RecordError, XLR_RMGR_INFO_MASK};
 use crate::wal::source::SourceError;
 use crate::wal::{format_lsn, WalRecord};
@@ -49,7 +49,6 @@ const XLOG_DBASE_CREATE_FILE_COPY: u8 = 0x00;
 const XLOG_DBASE_DROP: u8 = 0x20;
 
 const SMGR_TRUNCATE_HEAP: u32 = 0x0001;
-const SMGR_TRUNCATE_VM: u32 = 0x0002;
 const SMGR_TRUNCATE_FSM: u32 = 0x0004;
 
 /// Leaf slots of a free-space-map page (`SlotsPerFSMPage` for 8 KiB pages:

@@ -67,7 +67,8 @@ const XLH_UPDATE_OLD_ALL_VISIBLE_CLEARED: u8 = 1 << 0;
 const XLH_UPDATE_NEW_ALL_VISIBLE_CLEARED: u8 = 1 << 1;
 const XLH_DELETE_ALL_VISIBLE_CLEARED: u8 = 1 << 0;
 const XLH_LOCK_ALL_FROZEN_CLEARED: u8 = 0x01;
-const SMGR_TRUNCATE_VM: u32 = 0x0002;
+/// `xl_smgr_truncate.flags`: the visibility map is truncated too.
+pub(crate) const SMGR_TRUNCATE_VM: u32 = 0x0002;
 /// `sizeof(xl_smgr_truncate)`: blkno, RelFileNode, int flags.
 const SIZE_OF_SMGR_TRUNCATE: usize = 20;
 
