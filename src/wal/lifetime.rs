@@ -131,17 +131,18 @@ impl fmt::Display for Removal {
 }
 
 /// The answer for `tag` as of `lsn` when the newest record at or before `lsn`
-/// that starts its life over is `records[0]`, which removes it (`removal`),
-/// followed by the rest of `records`: the block did not exist (nothing made
-/// it again), or its content is not in WAL. The one rule for every user of a
-/// plan.
-pub fn after_removal(
+/// that starts its life over is the first of `records`, which removes it
+/// (`removal`), followed by the rest of the block's records: the block did
+/// not exist (nothing made it again), or its content is not in WAL. The one
+/// rule for every user of a plan; only the first two records are looked at.
+pub fn after_removal<'a>(
     tag: &PageTag,
     lsn: u64,
     removal: Removal,
-    records: &[WalRecord],
+    records: impl IntoIterator<Item = &'a WalRecord>,
 ) -> SourceError {
-    let Some(first) = records.first() else {
+    let mut records = records.into_iter();
+    let Some(first) = records.next() else {
         return SourceError::NoSuchBlock(format!("{tag} did not exist at {}", format_lsn(lsn)));
     };
     let by = format!(
@@ -150,7 +151,7 @@ pub fn after_removal(
         record::rmgr_name(first.rmid()),
         record::record_type_name(first.rmid(), first.info()).unwrap_or("UNKNOWN")
     );
-    match (records.get(1), removal.replaced_outside_wal()) {
+    match (records.next(), removal.replaced_outside_wal()) {
         (None, false) => SourceError::NoSuchBlock(format!(
             "{tag} did not exist at {}: {by}, and no record up to that LSN made the block again",
             format_lsn(lsn)

@@ -152,8 +152,8 @@ pub fn removed_by(
     run: &[Use],
 ) -> Option<crate::wal::source::SourceError> {
     let removal = run.first()?.removal?;
-    let recs: Vec<WalRecord> = run.iter().map(|u| records[u.record].clone()).collect();
-    Some(lifetime::after_removal(tag, lsn, removal, &recs))
+    let recs = run.iter().map(|u| &records[u.record]);
+    Some(lifetime::after_removal(tag, lsn, removal, recs))
 }
 
 /// The records of `uses`, ready to send (removals, which no redo applies,
