@@ -29,21 +29,6 @@ use std::time::{Duration, Instant};
 use walredo_testkit::harness::*;
 use walredo_testkit::install::*;
 
-const SETTINGS: &[&str] = &[
-    "autovacuum = off",
-    "fsync = off",
-    "wal_keep_size = 1GB",
-    "max_wal_size = 1GB",
-    "checkpoint_timeout = 1h",
-];
-
-fn hex_decode(s: &str) -> Vec<u8> {
-    let s = s.trim().trim_start_matches("\\x");
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
-        .collect()
-}
-
 fn parse_lsn(s: &str) -> u64 {
     walredo::wal::parse_lsn(s.trim()).unwrap_or_else(|| panic!("not an LSN: {s:?}"))
 }
@@ -93,7 +78,7 @@ fn oracle() {
     let install = PrivateInstall::new("oracle");
     let dir = TempDir::new("inspect-oracle");
     let rec_sockets = TempDir::new("inspect-oracle-rec");
-    let mut cluster = install.cluster(dir.path(), &["--data-checksums"], SETTINGS);
+    let mut cluster = install.cluster(dir.path(), &["--data-checksums"], WAL_KEEPING_SETTINGS);
     // A clean shutdown checkpoint, then the base copy recovery starts from.
     cluster.start();
     cluster.stop();
@@ -324,7 +309,7 @@ fn readme_story() {
     let _serial = serial();
     let install = PrivateInstall::new("story");
     let dir = TempDir::new("inspect-story");
-    let mut cluster = install.cluster(dir.path(), &[], SETTINGS);
+    let mut cluster = install.cluster(dir.path(), &[], WAL_KEEPING_SETTINGS);
     cluster.start();
     cluster.psql(
         "CREATE EXTENSION walredo_inspect; CREATE EXTENSION pageinspect;
@@ -607,7 +592,7 @@ fn backend_lifecycle() {
     let _serial = serial();
     let install = PrivateInstall::new("lifecycle");
     let dir = TempDir::new("inspect-lifecycle");
-    let mut cluster = install.cluster(dir.path(), &[], SETTINGS);
+    let mut cluster = install.cluster(dir.path(), &[], WAL_KEEPING_SETTINGS);
     cluster.start();
     cluster.psql(
         "CREATE EXTENSION walredo_inspect;
@@ -894,7 +879,7 @@ fn scratch_dir() {
     } else {
         fs::set_permissions(&squatted, fs::Permissions::from_mode(0o777)).unwrap();
     }
-    let mut cluster = install.cluster(dir.path(), &[], SETTINGS);
+    let mut cluster = install.cluster(dir.path(), &[], WAL_KEEPING_SETTINGS);
     let saved = std::env::var_os("TMPDIR");
     std::env::set_var("TMPDIR", &tmp);
     cluster.start();

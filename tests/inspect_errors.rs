@@ -5,14 +5,6 @@
 use walredo_testkit::harness::*;
 use walredo_testkit::install::*;
 
-const SETTINGS: &[&str] = &[
-    "autovacuum = off",
-    "fsync = off",
-    "wal_keep_size = 1GB",
-    "max_wal_size = 1GB",
-    "checkpoint_timeout = 1h",
-];
-
 fn err(s: &mut Session, sql: &str, want: &[&str], not: &[&str]) -> String {
     let r = s.query(sql);
     assert!(!r.ok(), "{sql} should fail, gave {}", r.out);
@@ -35,7 +27,7 @@ fn errors_say_what_happened() {
     let _serial = serial();
     let install = PrivateInstall::new("errors2");
     let dir = TempDir::new("inspect-errors2");
-    let mut cluster = install.cluster(dir.path(), &[], SETTINGS);
+    let mut cluster = install.cluster(dir.path(), &[], WAL_KEEPING_SETTINGS);
     cluster.start();
     cluster.psql(
         "CREATE EXTENSION walredo_inspect;
@@ -149,7 +141,7 @@ fn read_server_files_policy() {
     let _serial = serial();
     let install = PrivateInstall::new("policy");
     let dir = TempDir::new("inspect-policy");
-    let mut cluster = install.cluster(dir.path(), &[], SETTINGS);
+    let mut cluster = install.cluster(dir.path(), &[], WAL_KEEPING_SETTINGS);
     cluster.start();
     cluster.psql(
         "CREATE EXTENSION walredo_inspect; CREATE DATABASE other;

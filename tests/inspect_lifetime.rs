@@ -11,21 +11,6 @@ use std::fs;
 use walredo_testkit::harness::*;
 use walredo_testkit::install::*;
 
-const SETTINGS: &[&str] = &[
-    "autovacuum = off",
-    "fsync = off",
-    "wal_keep_size = 1GB",
-    "max_wal_size = 1GB",
-    "checkpoint_timeout = 1h",
-];
-
-fn hex_decode(s: &str) -> Vec<u8> {
-    let s = s.trim().trim_start_matches("\\x");
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
-        .collect()
-}
-
 /// A relation file the test follows: (name, database oid, relfilenode, fork).
 #[derive(Clone)]
 struct RelFile {
@@ -56,7 +41,7 @@ fn truncated_and_dropped_blocks() {
     let install = PrivateInstall::new("lifetime");
     let dir = TempDir::new("inspect-lifetime");
     let rec_sockets = TempDir::new("inspect-lifetime-rec");
-    let mut cluster = install.cluster(dir.path(), &["--data-checksums"], SETTINGS);
+    let mut cluster = install.cluster(dir.path(), &["--data-checksums"], WAL_KEEPING_SETTINGS);
     cluster.start();
     cluster.stop();
     let base = dir.path().join("base");

@@ -17,14 +17,6 @@ use walredo_testkit::install::*;
 
 const SEG: u64 = 1024 * 1024;
 
-const SETTINGS: &[&str] = &[
-    "autovacuum = off",
-    "fsync = off",
-    "wal_keep_size = 1GB",
-    "max_wal_size = 1GB",
-    "checkpoint_timeout = 1h",
-];
-
 fn lsn(s: &str) -> u64 {
     parse_lsn(s.trim()).unwrap_or_else(|| panic!("not an LSN: {s:?}"))
 }
@@ -37,36 +29,12 @@ fn locked(s: &mut Session, at: u64) -> String {
     s.ok(&LOCKED.replace("{at}", &format_lsn(at)))
 }
 
-/// Emit logical messages until the insert position is `gap` to `gap + 600`
-/// bytes before the end of its segment.
-fn pad_to_segment_end(c: &Cluster, gap: u64) {
-    loop {
-        let at = lsn(&c.psql("SELECT pg_current_wal_insert_lsn();"));
-        let left = SEG - at % SEG;
-        assert!(left >= gap, "padding overshot: {left} bytes left");
-        if left <= gap + 600 {
-            return;
-        }
-        // Far from it, leave room for records others write meanwhile (a
-        // catalog page's first prune after a checkpoint logs its image);
-        // near it, halve the distance.
-        let n = if left > gap + 20_000 {
-            left - gap - 20_000 - left / 8192 * 24
-        } else {
-            (left - gap) / 2
-        };
-        c.psql(&format!(
-            "SELECT pg_logical_emit_message(false, 'pad', repeat('p', {n}));"
-        ));
-    }
-}
-
 #[test]
 fn spans_boundaries_and_damage() {
     let _serial = serial();
     let install = PrivateInstall::new("inspect-wal");
     let dir = TempDir::new("inspect-wal");
-    let mut c = install.cluster(dir.path(), &["--wal-segsize=1"], SETTINGS);
+    let mut c = install.cluster(dir.path(), &["--wal-segsize=1"], WAL_KEEPING_SETTINGS);
     c.start();
     // Issue 22 item 5, as reported: 7 rows of 1,000 bytes in one segment;
     // three FOR UPDATE (a LOCK with an image, two plain) in the next; a
@@ -83,7 +51,7 @@ fn spans_boundaries_and_damage() {
         c.psql(&format!("SELECT id FROM x WHERE id = {id} FOR UPDATE;"));
     }
     c.psql("CHECKPOINT;");
-    pad_to_segment_end(&c, 2500);
+    pad_to_segment_end(&c, SEG, 2500);
     let before = lsn(&c.psql("SELECT pg_current_wal_insert_lsn();"));
     assert_eq!(
         before / SEG,
@@ -219,13 +187,6 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn hex_decode(s: &str) -> Vec<u8> {
-    let s = s.trim().trim_start_matches("\\x");
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
-        .collect()
-}
-
 /// Item 6: a standby made with pg_basebackup -R, promoted with pg_promote();
 /// its pg_wal still holds timeline 1's segments. page_at_lsn at an LSN two
 /// segments before the switch equals PostgreSQL's archive recovery of the
@@ -237,7 +198,7 @@ fn promoted_standby() {
     let install = PrivateInstall::new("inspect-tli");
     let dir = TempDir::new("inspect-tli");
     let sdir = TempDir::new("inspect-tli-standby");
-    let mut p = install.cluster(dir.path(), &["--wal-segsize=1"], SETTINGS);
+    let mut p = install.cluster(dir.path(), &["--wal-segsize=1"], WAL_KEEPING_SETTINGS);
     p.start();
     p.psql(
         "CREATE EXTENSION walredo_inspect;
@@ -245,7 +206,7 @@ fn promoted_standby() {
          INSERT INTO x SELECT g, repeat('a', 200) FROM generate_series(1, 100) g;
          CHECKPOINT;",
     );
-    let mut s = install.cluster(sdir.path(), &["--wal-segsize=1"], SETTINGS);
+    let mut s = install.cluster(sdir.path(), &["--wal-segsize=1"], WAL_KEEPING_SETTINGS);
     fs::remove_dir_all(&s.data).unwrap();
     run_in(
         &install.bindir(),

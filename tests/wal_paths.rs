@@ -23,44 +23,12 @@ use walredo_testkit::harness::*;
 
 const SEG: u64 = 1024 * 1024;
 
-const SETTINGS: &[&str] = &[
-    "autovacuum = off",
-    "fsync = off",
-    "max_wal_size = 1GB",
-    "checkpoint_timeout = 1h",
-    "wal_keep_size = 1GB",
-];
-
 fn lsn(c: &Cluster, sql: &str) -> u64 {
     parse_lsn(&c.psql(sql)).unwrap()
 }
 
 fn insert_lsn(c: &Cluster) -> u64 {
     lsn(c, "SELECT pg_current_wal_insert_lsn();")
-}
-
-/// Emit logical messages until the insert position is `gap` to `gap + 600`
-/// bytes before the end of its segment.
-fn pad_to_segment_end(c: &Cluster, gap: u64) {
-    loop {
-        let at = insert_lsn(c);
-        let left = SEG - at % SEG;
-        assert!(left >= gap, "padding overshot: {left} bytes left");
-        if left <= gap + 600 {
-            return;
-        }
-        // Far from it, leave room for records others write meanwhile (a
-        // catalog page's first prune after a checkpoint logs its image);
-        // near it, halve the distance.
-        let n = if left > gap + 20_000 {
-            left - gap - 20_000 - left / 8192 * 24
-        } else {
-            (left - gap) / 2
-        };
-        c.psql(&format!(
-            "SELECT pg_logical_emit_message(false, 'pad', repeat('p', {n}));"
-        ));
-    }
 }
 
 /// (start, end, initializes) of every record from `from` on that changes `tag`.
@@ -183,7 +151,7 @@ fn record_across_a_segment_boundary() {
     init_logging();
     let tmp = TempDir::new("walpaths-span");
     let dir = tmp.path();
-    let mut c = Cluster::init(dir, &["--wal-segsize=1"], SETTINGS);
+    let mut c = Cluster::init(dir, &["--wal-segsize=1"], WAL_KEEPING_SETTINGS);
     c.start();
     c.stop();
     let base = dir.join("base");
@@ -202,7 +170,7 @@ fn record_across_a_segment_boundary() {
         c.psql(&format!("SELECT id FROM x WHERE id = {id} FOR UPDATE;"));
     }
     c.psql("CHECKPOINT;");
-    pad_to_segment_end(&c, 2500);
+    pad_to_segment_end(&c, SEG, 2500);
     let lock_start = insert_lsn(&c);
     c.psql("SELECT id FROM x WHERE id = 4 FOR UPDATE;");
     c.psql("SELECT pg_logical_emit_message(false, 'after', 'x'); CHECKPOINT;");
@@ -315,7 +283,7 @@ fn segment_boundary_and_damage() {
     init_logging();
     let tmp = TempDir::new("walpaths-boundary");
     let dir = tmp.path();
-    let mut c = Cluster::init(dir, &["--wal-segsize=1"], SETTINGS);
+    let mut c = Cluster::init(dir, &["--wal-segsize=1"], WAL_KEEPING_SETTINGS);
     c.start();
     c.psql(
         "CREATE TABLE x (id int, v text) WITH (autovacuum_enabled = off);
@@ -530,14 +498,14 @@ fn timeline_switch_of_a_promoted_standby() {
     let tmp = TempDir::new("walpaths-tli");
     let stmp = TempDir::new("walpaths-tli-standby");
     let dir = tmp.path();
-    let mut p = Cluster::init(dir, &["--wal-segsize=1"], SETTINGS);
+    let mut p = Cluster::init(dir, &["--wal-segsize=1"], WAL_KEEPING_SETTINGS);
     p.start();
     p.psql(
         "CREATE TABLE x (id int, v text) WITH (autovacuum_enabled = off);
          INSERT INTO x SELECT g, repeat('a', 200) FROM generate_series(1, 100) g;
          CHECKPOINT;",
     );
-    let mut s = Cluster::init(stmp.path(), &["--wal-segsize=1"], SETTINGS);
+    let mut s = Cluster::init(stmp.path(), &["--wal-segsize=1"], WAL_KEEPING_SETTINGS);
     fs::remove_dir_all(&s.data).unwrap();
     run(
         "pg_basebackup",

@@ -392,3 +392,38 @@ pub fn record_workload(
         recovery_time,
     }
 }
+
+/// Settings of a test cluster whose WAL a test reads back: nothing runs on
+/// its own (autovacuum), nothing is recycled or checkpointed away meanwhile.
+pub const WAL_KEEPING_SETTINGS: &[&str] = &[
+    "autovacuum = off",
+    "fsync = off",
+    "wal_keep_size = 1GB",
+    "max_wal_size = 1GB",
+    "checkpoint_timeout = 1h",
+];
+
+/// Emit logical messages until `c`'s insert position is `gap` to `gap + 600`
+/// bytes before the end of its WAL segment (segments of `seg_size` bytes).
+pub fn pad_to_segment_end(c: &Cluster, seg_size: u64, gap: u64) {
+    loop {
+        let at = c.psql("SELECT pg_current_wal_insert_lsn();");
+        let at = walredo::wal::parse_lsn(at.trim()).unwrap_or_else(|| panic!("not an LSN: {at:?}"));
+        let left = seg_size - at % seg_size;
+        assert!(left >= gap, "padding overshot: {left} bytes left");
+        if left <= gap + 600 {
+            return;
+        }
+        // Far from it, leave room for records others write meanwhile (a
+        // catalog page's first prune after a checkpoint logs its image);
+        // near it, halve the distance.
+        let n = if left > gap + 20_000 {
+            left - gap - 20_000 - left / 8192 * 24
+        } else {
+            (left - gap) / 2
+        };
+        c.psql(&format!(
+            "SELECT pg_logical_emit_message(false, 'pad', repeat('p', {n}));"
+        ));
+    }
+}

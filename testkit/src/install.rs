@@ -440,3 +440,11 @@ pub fn scratch_dirs_of(root: &Path, pid: u32) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// A bytea as psql prints it (`\x` and hex digits), as bytes.
+pub fn hex_decode(s: &str) -> Vec<u8> {
+    let s = s.trim().trim_start_matches("\\x");
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
+}
