@@ -21,6 +21,7 @@ pub mod config;
 pub mod datadir;
 pub mod error;
 pub mod ffi;
+pub mod pg;
 pub mod pool;
 pub mod process;
 pub mod redo;
@@ -29,10 +30,8 @@ pub mod wal;
 
 pub use config::{Config, SpawnMode};
 pub use error::{Error, Result};
+pub use pg::page::{Page, PAGE_SIZE};
+pub use pg::record::RecordRef;
 pub use pool::Pool;
-pub use process::protocol::RecordRef;
-pub use redo::{Page, Redoer};
+pub use redo::Redoer;
 pub use tag::{PageTag, RelFileNode};
-
-/// Size of a PostgreSQL page (BLCKSZ); the only size this library supports.
-pub const PAGE_SIZE: usize = 8192;

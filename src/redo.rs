@@ -14,8 +14,7 @@ use crate::wal::pages::PageChange;
 use crate::wal::record;
 use crate::PAGE_SIZE;
 
-/// A page, as returned by redo.
-pub type Page = [u8; PAGE_SIZE];
+pub use crate::pg::page::Page;
 
 /// Check a request before it reaches a process: a valid tag, every record a
 /// well-formed XLogRecord with a correct CRC that changes the target page

@@ -10,10 +10,10 @@ use super::{guard, guard_status, invalid, set_last_error, status_of};
 use super::{walredo_config, walredo_page_tag, walredo_record};
 use super::{WALREDO_BUFFER_TOO_SMALL, WALREDO_OK};
 use crate::error::Error;
+use crate::pg::page::Page;
+use crate::pg::record::RecordRef;
 use crate::pool::stats::{HistogramSnapshot, HISTOGRAM_BUCKETS};
 use crate::pool::Pool;
-use crate::process::protocol::RecordRef;
-use crate::redo::Page;
 use crate::tag::{PageTag, RelFileNode};
 use crate::PAGE_SIZE;
 

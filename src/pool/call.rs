@@ -22,8 +22,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
+use crate::pg::page::Page;
 use crate::process::Killer;
-use crate::redo::Page;
 
 /// Where a cancellable request is.
 enum Stage {

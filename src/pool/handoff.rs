@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::redo::Page;
+use crate::pg::page::Page;
 
 /// How long a caller that may spin does so before it sleeps: a few round
 /// trips of a short request, after which its wait is long anyway.

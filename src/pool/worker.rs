@@ -9,11 +9,11 @@ use crossbeam_channel::Receiver;
 
 use super::{account, Completion, Queued, Shared, MAX_BATCH};
 use crate::error::{Error, Result};
+use crate::pg::page::Page;
 use crate::pool::handoff::Ring;
 use crate::pool::lanes::Next;
 use crate::pool::slots::{Job, SlotGuard, Slots};
 use crate::pool::stats::bump;
-use crate::redo::Page;
 
 pub(super) fn worker(shared: &Shared, lane: usize, stop: &Receiver<()>) {
     let slots = &shared.slots;

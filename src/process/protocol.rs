@@ -5,8 +5,9 @@
 //! and the payload, then the payload. A page tag is 17 big-endian bytes:
 //! forknum (u8), spcnode, dbnode, relnode, blkno (u32 each).
 
+use crate::pg::page::PAGE_SIZE;
+pub use crate::pg::record::RecordRef;
 use crate::tag::{PageTag, RelFileNode};
-use crate::PAGE_SIZE;
 
 pub const TAG_BEGIN_REDO: u8 = b'B';
 pub const TAG_PUSH_PAGE: u8 = b'P';
@@ -16,13 +17,6 @@ pub const TAG_PING: u8 = b'H';
 
 /// Bytes of a serialized page tag.
 pub const PAGE_TAG_LEN: usize = 17;
-
-/// One record to apply: its raw XLogRecord bytes and the LSN of its end.
-#[derive(Clone, Copy, Debug)]
-pub struct RecordRef<'a> {
-    pub end_lsn: u64,
-    pub data: &'a [u8],
-}
 
 fn put_header(buf: &mut Vec<u8>, tag: u8, payload_len: usize) {
     // The length counts its own four bytes. Callers bound payloads far below

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::process::protocol::RecordRef;
+use crate::pg::record::RecordRef;
 use crate::tag::{PageTag, RelFileNode};
 use crate::wal::lifetime::{self, Removal};
 use crate::wal::pages::{self, RecordPage};

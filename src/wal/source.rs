@@ -26,7 +26,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::process::protocol::RecordRef;
+use crate::pg::record::RecordRef;
 use crate::tag::{PageTag, FSM_FORKNUM};
 use crate::wal::lifetime::{self, Removal};
 use crate::wal::pages;
