@@ -1,18 +1,25 @@
 # walredo: a library of PostgreSQL wal-redo processes (15 to 18), with a C ABI.
 #
-#   make              build the library, the walredo command and the extension
+#   make              build the library, the walredo command and the extensions
 #   make PG_VERSION=N the same for PostgreSQL N (15, 16, 17, 18; default 15)
+#   make install      install header, libraries, walredo.pc, the walredo command
+#                     (PREFIX=/usr/local) and the extensions (pg_walredo,
+#                     walredo_inspect) into PostgreSQL PG_VERSION's directories
+#   make demo         rebuild every page a real workload touched; compare with PostgreSQL
 #   make check        build everything and run every test (Rust, C, ASan, valgrind)
 #                     on 15, then the version tests on 17 and 18 (PG_VERSIONS)
-#   make demo         rebuild every page a real workload touched; compare with PostgreSQL
+#   make deps         install what building and testing need (Debian 12; root or sudo)
 #   make header       regenerate include/walredo.h (pinned cbindgen)
 #   make fuzz-smoke   run every fuzz target briefly (FUZZ_SECONDS=20)
 #   make bench        benchmark table (BENCHMARKS.md)
 #   make profile      pg_walredo's request loop under callgrind
-#   make install      install header, libraries, walredo.pc, the walredo command
-#                     (PREFIX=/usr/local) and the extensions (pg_walredo,
-#                     walredo_inspect) into PostgreSQL 15's directories
 #   make inspect-test walredo_inspect's tests against throw-away clusters
+#   make clean        remove every build (every version's extensions too)
+#
+# Only `make demo`, `make check` and `make deps` install system packages (or
+# make a version's root); every other target stops with the command to run
+# when something is missing (scripts/ensure-deps.sh --check). docs/testing.md
+# says what `make check` runs.
 #
 # The cargo workspace: the library (src/), cli/ (the walredo command, the
 # demo), testkit/ (test clusters, fixtures, a fake child; tests only),
@@ -42,13 +49,13 @@ else
 EXT_BUILD := target/pg$(PG_VERSION)/pg_walredo
 INSPECT_BUILD := target/pg$(PG_VERSION)/walredo_inspect
 endif
-# How to run a command with PostgreSQL $(PG_VERSION): here, or in its root.
-ifneq ($(wildcard /usr/lib/postgresql/$(PG_VERSION)/bin/postgres),)
-IN_PG :=
-PG_ROOT_NEEDED :=
+# How to run a command with PostgreSQL $(PG_VERSION): here (15, and any
+# version installed here), or in its root (17 and 18 when not installed here;
+# scripts/pg-root.sh --suite names the versions that have one).
+ifeq ($(wildcard /usr/lib/postgresql/$(PG_VERSION)/bin/postgres)$(filter 15,$(PG_VERSION)),)
+IN_PG := $(if $(shell scripts/pg-root.sh --suite $(PG_VERSION) 2>/dev/null),scripts/in-root.sh $(PG_VERSION))
 else
-IN_PG := scripts/in-root.sh $(PG_VERSION)
-PG_ROOT_NEEDED := pg-root
+IN_PG :=
 endif
 # A version's extensions build in their own directories, from copies of the
 # one source (cp -p keeps times, so make rebuilds only what changed; a VPATH
@@ -67,28 +74,34 @@ INSPECT_MAKE = $(COPY_SOURCES) && $(IN_PG) $(MAKE) --no-print-directory -C $(INS
 	PG_CONFIG=$(PG_CONFIG) ROOT=$(CURDIR)
 endif
 
-.PHONY: all deps build extension inspect-test check lint header header-check test c-tests \
-	pkgconfig-test demo bench profile install install-lib fuzz-build fuzz-smoke clean \
-	pg-root check-15 check-version check-demos
+.PHONY: all deps need-deps build extension inspect-test check lint header header-check test \
+	c-tests pkgconfig-test demo bench profile install install-lib fuzz-build fuzz-smoke clean \
+	check-15 check-version check-demos
 
 all: build
 
+# One target at a time: the tests share the machine's CPUs, clusters and
+# ports, and `check` and `demo` install before they build.
+.NOTPARALLEL:
+
+# Install what is missing for PostgreSQL $(PG_VERSION): packages (apt-get),
+# the walredo account, the version's root. Only demo and check run it.
 deps:
-	@scripts/ensure-deps.sh
+	@scripts/ensure-deps.sh $(PG_VERSION)
+
+# Install nothing: stop with the one command to run when something is missing.
+need-deps:
+	@scripts/ensure-deps.sh --check $(PG_VERSION)
 
 # Everything `make install` installs: the libraries (and the header, checked
 # in), the walredo command, the extensions. walredo_inspect links the static
 # library, so it comes after cargo.
-build: deps extension
+build: need-deps extension
 	$(CARGO) build --release -p walredo -p walredo-cli
 	$(INSPECT_MAKE)
 
-extension: deps $(PG_ROOT_NEEDED)
+extension: need-deps
 	$(EXT_MAKE)
-
-# The root PostgreSQL $(PG_VERSION) runs in, made on first need.
-pg-root:
-	@scripts/pg-root.sh $(PG_VERSION) >/dev/null
 
 lint:
 	$(CARGO) fmt --all --check
@@ -130,20 +143,27 @@ inspect-test: build
 # Every version that can be had: 15 on this machine, 17 and 18 in their
 # roots (made on first need; making and entering them needs root
 # privileges), or on this machine where /usr/lib/postgresql/N is installed.
-# PG_VERSIONS="15 17" narrows.
+# PG_VERSIONS="15 17" narrows. Each version is tested by a make of its own
+# (check-pgN), since PG_VERSION decides where everything builds.
 PG_VERSIONS ?= 15 17 18
-check:
-	@set -e; skipped=""; for v in $(PG_VERSIONS); do \
-	  if [ "$$v" = 15 ]; then $(MAKE) --no-print-directory check-15; \
-	  elif [ -x /usr/lib/postgresql/$$v/bin/postgres ] || [ "$$(id -u)" = 0 ]; then \
-	    $(MAKE) --no-print-directory check-version PG_VERSION=$$v \
-	      PG_CONFIG=/usr/lib/postgresql/$$v/bin/pg_config; \
-	  else skipped="$$skipped $$v"; fi; \
-	done; \
-	if [ -n "$$skipped" ]; then \
-	  echo "make check: skipped PostgreSQL$$skipped: their roots need root privileges; test them with:"; \
-	  echo "    sudo make check PG_VERSIONS=\"$$(echo $$skipped)\""; \
-	else echo "make check: tested PostgreSQL $(PG_VERSIONS)"; fi
+CAN_MAKE_ROOTS := $(filter 0,$(shell id -u))
+CHECKED_VERSIONS := $(foreach v,$(PG_VERSIONS),$(if $(filter 15,$(v))$(CAN_MAKE_ROOTS)$(wildcard \
+	/usr/lib/postgresql/$(v)/bin/postgres),$(v)))
+SKIPPED_VERSIONS := $(filter-out $(CHECKED_VERSIONS),$(PG_VERSIONS))
+
+check: $(addprefix check-pg,$(CHECKED_VERSIONS))
+ifneq ($(SKIPPED_VERSIONS),)
+	@echo "make check: skipped PostgreSQL $(SKIPPED_VERSIONS): their roots need root privileges; test them with:"
+	@echo "    sudo make check PG_VERSIONS=\"$(SKIPPED_VERSIONS)\""
+else
+	@echo "make check: tested PostgreSQL $(PG_VERSIONS)"
+endif
+
+check-pg15:
+	$(MAKE) --no-print-directory deps check-15 PG_VERSION=15
+check-pg%:
+	$(MAKE) --no-print-directory deps check-version PG_VERSION=$* \
+	  PG_CONFIG=/usr/lib/postgresql/$*/bin/pg_config
 
 check-15: build lint header-check test c-tests pkgconfig-test check-demos
 
@@ -185,7 +205,9 @@ FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 	--cfg fuzzing -Cdebug-assertions -Coverflow-checks
 FUZZ_BIN := fuzz/target/x86_64-unknown-linux-gnu/release
 
-fuzz-build: deps
+fuzz-build: need-deps
+	@command -v g++ >/dev/null || { echo "make: the fuzz targets need g++ (libFuzzer); install it with:" >&2; \
+	  echo "    sudo apt-get install -y g++" >&2; exit 1; }
 	cd fuzz && RUSTFLAGS="$(FUZZ_RUSTFLAGS)" $(CARGO) build --release --target x86_64-unknown-linux-gnu
 
 fuzz-smoke: fuzz-build
@@ -198,7 +220,7 @@ fuzz-smoke: fuzz-build
 
 # WORKLOAD=file.sql replaces the SQL part of the workload; DEMO_CONF='k=v ...'
 # adds server settings (see cli/demo/demo.sh).
-demo: build
+demo: deps build
 	$(CARGO) build --release -p walredo-cli --example demo
 	WALREDO_PG_VERSION=$(PG_VERSION) WORKLOAD="$(WORKLOAD)" DEMO_CONF="$(DEMO_CONF)" $(IN_PG) cli/demo/demo.sh
 
@@ -221,15 +243,18 @@ install-lib: build
 	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
 	    walredo.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/walredo.pc
 
-# `deps` (through build) also creates the walredo account that a root host's
-# wal-redo processes run as (scripts/ensure-deps.sh).
+# The walredo account a root host's wal-redo processes run as is made by the
+# library on first need (and by `make deps`), not here.
 install: install-lib
 	install -d $(DESTDIR)$(BINDIR)
 	install -m 755 target/release/walredo $(DESTDIR)$(BINDIR)/walredo
 	$(EXT_MAKE) install
 	$(INSPECT_MAKE) install
 
+# Every version's build: cargo's and the extensions of versions other than 15
+# (target/pgN/) in target/, 15's extensions in their source directories
+# (PGXS's own clean needs a pg_config; these are the files it removes).
 clean:
-	$(CARGO) clean
-	$(MAKE) -C pg_walredo PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config clean
-	$(MAKE) -C walredo_inspect PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config clean
+	rm -rf target fuzz/target
+	rm -f pg_walredo/*.o pg_walredo/*.so pg_walredo/*.bc \
+	  walredo_inspect/*.o walredo_inspect/*.so walredo_inspect/*.bc
