@@ -1,11 +1,14 @@
 /*
- * walredo.h: reconstruct PostgreSQL 15 pages from WAL records with
- * PostgreSQL's own redo routines.
+ * walredo.h: reconstruct PostgreSQL pages (15 to 18) from WAL records with
+ * PostgreSQL's own redo routines. The design, and these rules at length:
+ * docs/c-api.md of the walredo repository.
  *
- * Ownership: every object the library returns (walredo_config, walredo_pool)
- * is freed by its own *_free function, which accepts NULL. Strings the
- * library returns are owned by the library: never free them. Every buffer
- * the caller passes stays the caller's and is only used during the call.
+ * Ownership: every object the library returns (walredo_config, walredo_pool,
+ * walredo_wal, walredo_plan) is freed by its own *_free function, which
+ * accepts NULL; a walredo_call by walredo_call_finish or walredo_call_cancel.
+ * Strings the library returns are owned by the library: never free them.
+ * Every buffer the caller passes stays the caller's and is only used during
+ * the call.
  *
  * Errors: functions return WALREDO_OK (0) or a WALREDO_* status code;
  * walredo_last_error() then holds a readable message for this thread. A
@@ -23,9 +26,10 @@
  * should create pools only in a backend, never in the postmaster (which
  * forbids threads).
  *
- * Processes: a pool runs `processes` PostgreSQL 15 processes (started on
- * first need) with the pg_walredo extension, as the user `run_as_user` when
- * the host runs as root, each in a private scratch directory. They die with
+ * Processes: a pool runs `processes` processes of its PostgreSQL version
+ * (`pg_version`; started on first need) with the pg_walredo extension, as
+ * the user `run_as_user` when the host runs as root, each in a private
+ * scratch directory. They die with
  * the pool (killed and reaped by walredo_pool_free) and with the host
  * process (PR_SET_PDEATHSIG). Each is the host's child, also those the
  * template forks, and the library reaps each itself (waitid on a pidfd; no

@@ -1,13 +1,14 @@
 //! What a user can configure. Everything has a default that works on a Debian
-//! machine with `postgresql-15` installed and `pg_walredo` built.
+//! machine with a PostgreSQL package (15 to 18) installed and `pg_walredo`
+//! installed into it (`make install`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Directory holding PostgreSQL 15's `postgres` and `initdb`. Default: the
-    /// `--bindir` of a PostgreSQL 15 `pg_config`.
+    /// Directory holding PostgreSQL's `postgres` and `initdb`. Default: the
+    /// `--bindir` of the `pg_config` of `pg_version`.
     pub pg_bindir: Option<PathBuf>,
     /// The PostgreSQL major version the pool serves: 15, 16, 17 or 18. Its
     /// processes run that version's `postgres` and `pg_walredo.so`, and WAL

@@ -1,5 +1,6 @@
-//! walredo: turn PostgreSQL 15 WAL records back into pages, using PostgreSQL's own
-//! redo routines running in `pg_walredo` processes.
+//! walredo: turn PostgreSQL WAL records (15 to 18) back into pages, using
+//! PostgreSQL's own redo routines running in `pg_walredo` processes. The
+//! design, and a request's path through these modules: docs/architecture.md.
 //!
 //! Everything here runs inside the host (a C program, a PostgreSQL backend, a
 //! Rust service); tooling around it (the `walredo` command, the demo, test
