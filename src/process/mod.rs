@@ -42,11 +42,9 @@
 //!   reaped it first (ECHILD) there is nothing to wait for. Its scratch
 //!   directory is removed afterwards.
 
-pub(crate) mod account;
 pub mod launch;
 pub mod protocol;
 pub(crate) mod reaper;
-pub(crate) mod safe_fs;
 pub(crate) mod start;
 pub(crate) mod sweeper;
 pub(crate) mod template;
