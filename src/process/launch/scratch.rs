@@ -244,7 +244,7 @@ pub(super) fn remove_stale_scratch_dirs(root: &Path, child_uid: u32) {
         // SAFETY: kill with signal 0 only checks that the pid exists.
         let alive = unsafe { libc::kill(pid, 0) } == 0
             || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
-        if !alive && crate::process::remove_dead_childs_segment(&entry.path(), child_uid) {
+        if !alive && crate::process::sysv::remove_dead_childs_segment(&entry.path(), child_uid) {
             remove_path(&entry.path());
         }
     }
