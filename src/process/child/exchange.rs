@@ -28,7 +28,7 @@ pub enum Failure {
     /// It answered with something that cannot be a page: the stream can no
     /// longer be trusted.
     Garbage,
-    /// The wait was ended by [`Killer::kill`] (a cancelled request).
+    /// The wait was ended by `Killer::kill` (a cancelled request).
     Stopped,
     Io(io::Error),
 }
