@@ -20,10 +20,8 @@
 //! copy exits: a start would fail as too slow.
 //!
 //! Before exec the child: takes its three stdio descriptors; gets its own
-//! process group; drops to the children's user; dies with the thread that
-//! started it (`PR_SET_PDEATHSIG`, set after the user switch, which clears
-//! it); lowers its resource limits; marks every other descriptor
-//! close-on-exec; resets every signal to its default action and unblocks all.
+//! process group; drops to the children's user; enters its directory; then
+//! the hardening every child gets (`crate::process::harden`).
 
 use std::ffi::{CString, OsString};
 use std::io;
@@ -33,6 +31,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::process::harden::{errno, Hardening, Refused};
 use crate::process::launch::UserIds;
 
 /// The child's stack; what the steps below need is a few hundred bytes.
@@ -69,8 +68,7 @@ struct ChildArgs {
     failed_step: AtomicI32,
     failed_errno: AtomicI32,
     user: Option<UserIds>,
-    parent: libc::pid_t,
-    memory_limit: u64,
+    hardening: Hardening,
 }
 
 /// Which step failed, reported to the parent with the errno.
@@ -125,7 +123,7 @@ pub(crate) fn pidfds_usable() -> bool {
             return false;
         }
         // SAFETY: getpid has no preconditions.
-        let Some(own) = crate::process::open_pidfd(unsafe { libc::getpid() } as u32) else {
+        let Some(own) = crate::process::killer::open_pidfd(unsafe { libc::getpid() } as u32) else {
             return false;
         };
         reap_pidfd(&own, false);
@@ -183,9 +181,7 @@ pub(crate) fn start(spec: &Spec<'_>) -> io::Result<Started> {
         failed_step: AtomicI32::new(0),
         failed_errno: AtomicI32::new(0),
         user: spec.user,
-        // SAFETY: getpid has no preconditions.
-        parent: unsafe { libc::getpid() },
-        memory_limit: spec.memory_limit,
+        hardening: Hardening::new(spec.memory_limit),
     };
     let mut stack = vec![0u8; STACK_SIZE];
     // The stack grows down: its top, aligned to 16 bytes.
@@ -262,7 +258,7 @@ pub(crate) fn start(spec: &Spec<'_>) -> io::Result<Started> {
     if outcome.is_err() {
         // Dead or stopped before its exec: kill it (a stopped process dies
         // of SIGKILL too), wait until it has left our memory, reap it.
-        crate::process::pidfd_signal(&pidfd, libc::SIGKILL);
+        crate::process::killer::pidfd_signal(&pidfd, libc::SIGKILL);
         wait_until_gone(&in_our_memory, None);
         reap_pidfd(&pidfd, true);
     }
@@ -365,11 +361,6 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     127
 }
 
-fn errno() -> i32 {
-    // SAFETY: errno of this thread (see child_main).
-    unsafe { *libc::__errno_location() }
-}
-
 fn check(step: Step, ok: bool) -> Result<(), (Step, i32)> {
     if ok {
         Ok(())
@@ -383,17 +374,6 @@ fn child_steps(a: &ChildArgs) -> Result<(), (Step, i32)> {
     // lock, no allocation, no thread-wide state of glibc's), with valid
     // arguments; see child_main.
     unsafe {
-        // Signals first: while every signal is still blocked, no handler
-        // of the host's may remain (the table is the child's own copy).
-        for sig in 1..=libc::SIGRTMAX() {
-            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-                continue;
-            }
-            let mut dfl: libc::sigaction = std::mem::zeroed();
-            dfl.sa_sigaction = libc::SIG_DFL;
-            // glibc's own signals (SIGCANCEL, SIGSETXID) are refused: fine.
-            libc::sigaction(sig, &dfl, std::ptr::null_mut());
-        }
         for (i, &fd) in a.stdio.iter().enumerate() {
             check(
                 Step::Stdio,
@@ -415,49 +395,16 @@ fn child_steps(a: &ChildArgs) -> Result<(), (Step, i32)> {
                 libc::syscall(libc::SYS_setresuid, ids.uid, ids.uid, ids.uid) == 0,
             )?;
         }
-        // After the user switch, which clears it.
-        check(
-            Step::DeathSignal,
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) == 0,
-        )?;
-        if libc::getppid() != a.parent {
-            return Err((Step::ParentGone, libc::ESRCH));
-        }
-        // Before RLIMIT_NOFILE is lowered: nothing of the host's beyond it.
-        let marked = libc::syscall(
-            libc::SYS_close_range,
-            3 as libc::c_uint,
-            libc::c_uint::MAX,
-            super::CLOSE_RANGE_CLOEXEC,
-        ) == 0;
-        if !marked {
-            let mut lim = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            let bound = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-                lim.rlim_cur.min(1 << 20) as libc::c_int
-            } else {
-                65536
-            };
-            for fd in 3..bound {
-                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-            }
-        }
-        super::set_child_limits(a.memory_limit);
         check(Step::Directory, libc::chdir(a.cwd) == 0)?;
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        check(
-            Step::Signals,
-            libc::syscall(
-                libc::SYS_rt_sigprocmask,
-                libc::SIG_SETMASK,
-                &none as *const libc::sigset_t,
-                std::ptr::null_mut::<libc::sigset_t>(),
-                8usize,
-            ) == 0,
-        )?;
+        // After the user switch, which clears the parent-death signal.
+        a.hardening.apply().map_err(|(refused, errno)| {
+            let step = match refused {
+                Refused::DeathSignal => Step::DeathSignal,
+                Refused::ParentGone => Step::ParentGone,
+                Refused::Signals => Step::Signals,
+            };
+            (step, errno)
+        })?;
         libc::execve(a.path, a.argv, a.envp);
         Err((Step::Exec, errno()))
     }

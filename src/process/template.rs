@@ -60,7 +60,7 @@ pub(crate) struct Forked {
 /// Our ends of a forked process's pipes, made by the template.
 pub(crate) struct Pipes {
     /// Its stdin, to write; and a copy of its read end that we never read
-    /// (see `crate::process`: no SIGPIPE).
+    /// (see `crate::process::child`: no SIGPIPE).
     pub stdin: OwnedFd,
     pub stdin_reader: OwnedFd,
     pub stdout: OwnedFd,
@@ -389,7 +389,7 @@ impl Drop for Template {
             // The host we were forked from still uses it.
             return;
         }
-        crate::process::pidfd_signal(&self.pidfd, libc::SIGKILL);
+        crate::process::killer::pidfd_signal(&self.pidfd, libc::SIGKILL);
         // The reaper may have reaped it already: then ECHILD at once.
         start::reap_pidfd(&self.pidfd, true);
         if let Err(e) = std::fs::remove_dir_all(&self.scratch) {

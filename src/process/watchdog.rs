@@ -111,7 +111,7 @@ impl Watchdog {
                             .is_ok()
                         {
                             // Open while registered.
-                            crate::process::pidfd_signal(&e.pidfd, libc::SIGKILL);
+                            crate::process::killer::pidfd_signal(&e.pidfd, libc::SIGKILL);
                         }
                     }
                     d => next = next.min(d),

@@ -17,7 +17,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::process::launch::UserIds;
+use super::account::UserIds;
 
 /// An open directory, reached without following a symbolic link at its
 /// last component (the components before it are the caller's to trust).
