@@ -1,6 +1,8 @@
-/* fixture.c: strict loader of WRFIXT01 fixture files; see fixture.h. */
+/* fixture.c: strict loader of WRFIXT01 fixture files, and the opening the
+ * tests that use them share; see fixture.h. */
 #define _GNU_SOURCE
 #include "fixture.h"
+#include "check.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -290,4 +292,27 @@ int fixture_load_dir(const char *dir, fixture *cases, int max,
         }
     }
     return n;
+}
+
+int fixture_load_args(int argc, char **argv, fixture *cases, int max)
+{
+    char err[512];
+    int n;
+
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s EXTENSION_PATH FIXTURE_DIR\n", argv[0]);
+        exit(2);
+    }
+    n = fixture_load_dir(argv[2], cases, max, err, sizeof err);
+    if (n < 0)
+        FAIL("fixtures: %s", err);
+    return n;
+}
+
+const fixture *fixture_first_ok(const fixture *cases, int n, size_t min_records)
+{
+    for (int i = 0; i < n; i++)
+        if (cases[i].expect_status == WALREDO_OK && cases[i].n_records >= min_records)
+            return &cases[i];
+    FAIL("no fixture that succeeds with %zu or more records", min_records);
 }

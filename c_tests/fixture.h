@@ -54,4 +54,16 @@ int fixture_load_dir(const char *dir, fixture *cases, int max,
 /* Free what fixture_load allocated; *f is then empty. NULL is allowed. */
 void fixture_free(fixture *f);
 
+/*
+ * The opening of a test run as PROGRAM EXTENSION_PATH FIXTURE_DIR: the usage
+ * (exit 2) unless argc is 3, then FIXTURE_DIR's fixtures into cases[0..max)
+ * as fixture_load_dir, or the test ends (exit 1) with the message. Returns
+ * how many were loaded.
+ */
+int fixture_load_args(int argc, char **argv, fixture *cases, int max);
+
+/* The first of cases[0..n) that succeeds with at least min_records records;
+ * the test ends (exit 1) when there is none. */
+const fixture *fixture_first_ok(const fixture *cases, int n, size_t min_records);
+
 #endif

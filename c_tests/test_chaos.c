@@ -37,16 +37,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <walredo.h>
 
+#include "check.h"
 #include "children.h"
 #include "fixture.h"
 #include "pools.h"
+#include "workload.h"
 
 #define MAX_CASES 256
 
@@ -55,19 +55,6 @@ static int n_cases;        /* every fixture */
 static int ok_cases[MAX_CASES];
 static int n_ok;           /* indexes of the ones expected to succeed */
 static const char *extension;
-
-#define FAIL(...) do { \
-    fprintf(stderr, "test_chaos: FAILED at %s:%d: ", __FILE__, __LINE__); \
-    fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
-
-static double
-now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /*
  * Under valgrind (run.sh sets WALREDO_TEST_UNDER_VALGRIND) every thread runs
@@ -387,7 +374,6 @@ chaos_monkey(void *arg)
 static void
 chaos(int seconds)
 {
-    pthread_t redoers[8], submitters[2], monkey;
     int fds_before = count_dir("/proc/self/fd");
     int shm_before = orphaned_shm_segments(), shm_after;
     int threads_before = settled_threads();
@@ -395,25 +381,10 @@ chaos(int seconds)
     long rss_before = rss_kib();
     pid_t pids[8];
     walredo_stats s;
-    double started = now_s();
 
     shared_pool = make_pool("2", "1000");
-    for (int i = 0; i < 8; i++)
-        pthread_create(&redoers[i], NULL, redo_loop, (void *) (uintptr_t) (i + 1));
-    for (int i = 0; i < 2; i++)
-        pthread_create(&submitters[i], NULL, submit_loop, (void *) (uintptr_t) (i + 100));
-    pthread_create(&monkey, NULL, chaos_monkey, (void *) (uintptr_t) 7);
-    while (now_s() - started < seconds)
-        usleep(100000);
-    atomic_store(&stop, 1);
-    pthread_join(monkey, NULL);
-    for (int i = 0; i < 8; i++)
-        pthread_join(redoers[i], NULL);
-    for (int i = 0; i < 2; i++)
-        pthread_join(submitters[i], NULL);
-    /* Every submitted request gets its callback. */
-    for (int i = 0; i < 3000 && atomic_load(&callbacks_run) < atomic_load(&submitted); i++)
-        usleep(10000);
+    workload_run(&(workload) {redo_loop, submit_loop, chaos_monkey, 1, 100, 7, &stop,
+                              &submitted, &callbacks_run}, seconds);
     if (walredo_pool_stats(shared_pool, &s) != WALREDO_OK)
         FAIL("stats: %s", walredo_last_error());
     walredo_pool_free(shared_pool);
@@ -453,35 +424,9 @@ chaos(int seconds)
 
 /* ---- 2b. chaos on a busy machine ------------------------------------ */
 
-/* A CPU-bound process that dies with us (and is killed at the end). */
-static pid_t
-start_cpu_hog(void)
-{
-    pid_t parent = getpid();
-    pid_t pid = fork();
-
-    if (pid < 0)
-        FAIL("fork: %s", strerror(errno));
-    if (pid == 0)
-    {
-        volatile unsigned long x = 0;
-
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(0);
-        /* Never true: it only makes the loop's result used (newer gcc
-         * warns about a volatile that is only written). */
-        for (;;)
-            if (++x == 0)
-                _exit(1);
-    }
-    return pid;
-}
-
 static void
 busy_chaos(int seconds)
 {
-    pthread_t redoers[8], submitters[2], monkey;
     pid_t hogs[2], pids[8];
     int fds_before = count_dir("/proc/self/fd");
     int shm_before = orphaned_shm_segments(), shm_after;
@@ -489,7 +434,6 @@ busy_chaos(int seconds)
     int fds_after, threads_after, zombies, left;
     long requests, failed;
     walredo_stats s;
-    double started = now_s();
 
     atomic_store(&stop, 0);
     atomic_store(&answered_ok, 0);
@@ -507,29 +451,13 @@ busy_chaos(int seconds)
     for (int i = 0; i < 2; i++)
         hogs[i] = start_cpu_hog();
     shared_pool = make_pool("2", "1000");
-    for (int i = 0; i < 8; i++)
-        pthread_create(&redoers[i], NULL, redo_loop, (void *) (uintptr_t) (i + 11));
-    for (int i = 0; i < 2; i++)
-        pthread_create(&submitters[i], NULL, submit_loop, (void *) (uintptr_t) (i + 200));
-    pthread_create(&monkey, NULL, chaos_monkey, (void *) (uintptr_t) 17);
-    while (now_s() - started < seconds)
-        usleep(100000);
-    atomic_store(&stop, 1);
-    pthread_join(monkey, NULL);
-    for (int i = 0; i < 8; i++)
-        pthread_join(redoers[i], NULL);
-    for (int i = 0; i < 2; i++)
-        pthread_join(submitters[i], NULL);
-    for (int i = 0; i < 3000 && atomic_load(&callbacks_run) < atomic_load(&submitted); i++)
-        usleep(10000);
+    workload_run(&(workload) {redo_loop, submit_loop, chaos_monkey, 11, 200, 17, &stop,
+                              &submitted, &callbacks_run}, seconds);
     if (walredo_pool_stats(shared_pool, &s) != WALREDO_OK)
         FAIL("stats: %s", walredo_last_error());
     walredo_pool_free(shared_pool);
     for (int i = 0; i < 2; i++)
-    {
-        kill(hogs[i], SIGKILL);
-        waitpid(hogs[i], NULL, 0);
-    }
+        stop_cpu_hog(hogs[i]);
 
     left = children(pids, 8, &zombies);
     shm_after = orphaned_shm_segments();

@@ -28,28 +28,11 @@
 #define MIN_CASES 10
 #define THREADS 4
 
-static int checks;
-
 static void kill_children_quietly(void);
 
 /* On failure, leave no (possibly stopped) child behind. */
-#define FAIL(...)                                                            \
-    do {                                                                     \
-        fprintf(stderr, "test_redo: FAILED at %s:%d: ", __FILE__, __LINE__); \
-        fprintf(stderr, __VA_ARGS__);                                        \
-        fprintf(stderr, "\n");                                               \
-        kill_children_quietly();                                             \
-        exit(1);                                                             \
-    } while (0)
-
-#define CHECK(cond, ...)                                                     \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "test_redo: check failed: %s\n  ", #cond);       \
-            FAIL(__VA_ARGS__);                                               \
-        }                                                                    \
-        checks++;                                                            \
-    } while (0)
+#define CHECK_CLEANUP() kill_children_quietly()
+#include "check.h"
 
 static fixture *cases;
 static size_t n_cases;
