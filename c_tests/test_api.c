@@ -233,6 +233,18 @@ static void test_config(void)
     checks++;
 }
 
+/* walredo_pool_new(cfg) fails to start a process and leaves its out-pointer
+ * NULL; returns the library's message. */
+static const char *pool_new_spawn_failed(walredo_config *cfg)
+{
+    static char dummy;
+    walredo_pool *p = (walredo_pool *)&dummy;
+
+    CHECK_STATUS(walredo_pool_new(cfg, &p), WALREDO_SPAWN_FAILED);
+    CHECK(p == NULL, "failed walredo_pool_new left p = %p", (void *)p);
+    return walredo_last_error();
+}
+
 static void test_pool_new_errors(const char *extension)
 {
     walredo_config *cfg;
@@ -254,10 +266,7 @@ static void test_pool_new_errors(const char *extension)
                  WALREDO_OK);
     CHECK_STATUS(walredo_config_set(cfg, "pg_bindir", ""),
                  WALREDO_INVALID_ARGUMENT);
-    p = (walredo_pool *)&dummy;
-    CHECK_STATUS(walredo_pool_new(cfg, &p), WALREDO_SPAWN_FAILED);
-    CHECK(p == NULL, "failed walredo_pool_new left p = %p", (void *)p);
-    err = walredo_last_error();
+    err = pool_new_spawn_failed(cfg);
     CHECK(strstr(err, "apt-get install") != NULL,
           "missing PostgreSQL message does not say what to install: %s",
           err);
@@ -272,10 +281,7 @@ static void test_pool_new_errors(const char *extension)
     CHECK_STATUS(
         walredo_config_set(cfg, "extension_path", "/nonexistent.so"),
         WALREDO_OK);
-    p = (walredo_pool *)&dummy;
-    CHECK_STATUS(walredo_pool_new(cfg, &p), WALREDO_SPAWN_FAILED);
-    CHECK(p == NULL, "failed walredo_pool_new left p = %p", (void *)p);
-    err = walredo_last_error();
+    err = pool_new_spawn_failed(cfg);
     CHECK(strstr(err, "make -C pg_walredo install") != NULL,
           "missing extension message does not say how to install it: %s",
           err);

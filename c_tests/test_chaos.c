@@ -229,8 +229,10 @@ did_too_little(int seconds)
 }
 
 static void
-check_answer(const fixture *c, int rc, const uint8_t *page)
+check_answer(const fixture *c, int rc, const uint8_t *page, const char *message, double started)
 {
+    (void) message;
+    (void) started;
     if (rc == WALREDO_OK)
     {
         if (memcmp(page, c->expected, WALREDO_PAGE_SIZE) != 0)
@@ -246,55 +248,6 @@ check_answer(const fixture *c, int rc, const uint8_t *page)
         atomic_fetch_add(&answered_spawn_failed, 1);
     else
         atomic_fetch_add(&wrong, 1);
-}
-
-static void *
-redo_loop(void *arg)
-{
-    unsigned seed = (unsigned) (uintptr_t) arg;
-    uint8_t page[WALREDO_PAGE_SIZE];
-
-    while (!atomic_load(&stop))
-    {
-        const fixture *c = &cases[ok_cases[rand_r(&seed) % n_ok]];
-        int rc = walredo_redo(shared_pool, &c->tag, c->base_page, c->records,
-                              c->n_records, page);
-
-        check_answer(c, rc, page);
-    }
-    return NULL;
-}
-
-static void
-on_done(void *userdata, int status, const uint8_t *page, const char *message)
-{
-    (void) message;
-    check_answer((const fixture *) userdata, status, page);
-    atomic_fetch_add(&callbacks_run, 1);
-}
-
-static void *
-submit_loop(void *arg)
-{
-    unsigned seed = (unsigned) (uintptr_t) arg;
-
-    while (!atomic_load(&stop))
-    {
-        const fixture *c = &cases[ok_cases[rand_r(&seed) % n_ok]];
-        int rc = walredo_submit(shared_pool, &c->tag, c->base_page, c->records,
-                                c->n_records, on_done, (void *) c);
-
-        if (rc == WALREDO_OK)
-            atomic_fetch_add(&submitted, 1);
-        else if (rc == WALREDO_BUSY)
-            usleep(1000);
-        else
-            FAIL("submit: %s %s", walredo_status_name(rc), walredo_last_error());
-        /* Keep the queue from filling up with our requests alone. */
-        while (atomic_load(&submitted) - atomic_load(&callbacks_run) > 64 && !atomic_load(&stop))
-            usleep(200);
-    }
-    return NULL;
 }
 
 /* SIGKILL the next wal-redo process to appear (not among the n in seen),
@@ -371,6 +324,23 @@ chaos_monkey(void *arg)
     return NULL;
 }
 
+/* The clients and the monkey on a pool of 2 processes with a 1 s deadline
+ * for `seconds` (seeds: see workload.h); the pool's counters at the end. */
+static walredo_stats
+chaos_phase(int seconds, unsigned redo_seed, unsigned submit_seed, unsigned monkey_seed)
+{
+    walredo_stats s;
+
+    shared_pool = make_pool("2", "1000");
+    workload_run(&(workload) {shared_pool, cases, ok_cases, n_ok, check_answer, chaos_monkey,
+                              redo_seed, submit_seed, monkey_seed, &stop, &submitted,
+                              &callbacks_run}, seconds);
+    if (walredo_pool_stats(shared_pool, &s) != WALREDO_OK)
+        FAIL("stats: %s", walredo_last_error());
+    walredo_pool_free(shared_pool);
+    return s;
+}
+
 static void
 chaos(int seconds)
 {
@@ -382,12 +352,7 @@ chaos(int seconds)
     pid_t pids[8];
     walredo_stats s;
 
-    shared_pool = make_pool("2", "1000");
-    workload_run(&(workload) {redo_loop, submit_loop, chaos_monkey, 1, 100, 7, &stop,
-                              &submitted, &callbacks_run}, seconds);
-    if (walredo_pool_stats(shared_pool, &s) != WALREDO_OK)
-        FAIL("stats: %s", walredo_last_error());
-    walredo_pool_free(shared_pool);
+    s = chaos_phase(seconds, 1, 100, 7);
 
     left = children(pids, 8, &zombies);
     shm_after = orphaned_shm_segments();
@@ -450,12 +415,7 @@ busy_chaos(int seconds)
 
     for (int i = 0; i < 2; i++)
         hogs[i] = start_cpu_hog();
-    shared_pool = make_pool("2", "1000");
-    workload_run(&(workload) {redo_loop, submit_loop, chaos_monkey, 11, 200, 17, &stop,
-                              &submitted, &callbacks_run}, seconds);
-    if (walredo_pool_stats(shared_pool, &s) != WALREDO_OK)
-        FAIL("stats: %s", walredo_last_error());
-    walredo_pool_free(shared_pool);
+    s = chaos_phase(seconds, 11, 200, 17);
     for (int i = 0; i < 2; i++)
         stop_cpu_hog(hogs[i]);
 
@@ -560,7 +520,6 @@ main(int argc, char **argv)
     int seconds = argc > 3 ? atoi(argv[3]) : 20;
     long soak_requests = argc > 4 ? atol(argv[4]) : 100000;
     int busy_seconds = argc > 5 ? atoi(argv[5]) : seconds;
-    char err[256];
 
     if (argc < 3)
     {
@@ -571,13 +530,8 @@ main(int argc, char **argv)
     extension = argv[1];
     /* Still single-threaded: children made from now on are in it too. */
     (void) unshare(CLONE_NEWIPC);
-    if ((n_cases = fixture_load_dir(argv[2], cases, MAX_CASES, err, sizeof(err))) < 0)
-        FAIL("%s", err);
-    for (int i = 0; i < n_cases; i++)
-        if (cases[i].expect_status == WALREDO_OK)
-            ok_cases[n_ok++] = i;
-    if (n_ok < 10)
-        FAIL("only %d usable fixtures in %s", n_ok, argv[2]);
+    n_cases = fixture_load_or_fail(argv[2], cases, MAX_CASES);
+    n_ok = fixture_ok_indexes(cases, n_cases, ok_cases, 10);
 
     coalescing();
     if (seconds > 0)

@@ -54,10 +54,12 @@ static atomic_long failed_by_status[16];
 static atomic_long longest_failure_ms;
 
 static void
-check_answer(const fixture *c, int rc, const uint8_t *page, double started)
+check_answer(const fixture *c, int rc, const uint8_t *page, const char *message, double started)
 {
     double took = now_s() - started;
 
+    if (rc != WALREDO_OK && rc != WALREDO_TIMEOUT)
+        fprintf(stderr, "test_storm: %s: %s\n", walredo_status_name(rc), message);
     if (rc == WALREDO_OK)
     {
         if (memcmp(page, c->expected, WALREDO_PAGE_SIZE) != 0)
@@ -84,75 +86,6 @@ check_answer(const fixture *c, int rc, const uint8_t *page, double started)
 
     while (ms > seen && !atomic_compare_exchange_weak(&longest_failure_ms, &seen, ms))
         ;
-}
-
-static void *
-redo_loop(void *arg)
-{
-    unsigned seed = (unsigned) (uintptr_t) arg;
-    uint8_t page[WALREDO_PAGE_SIZE];
-
-    while (!atomic_load(&stop))
-    {
-        const fixture *c = &cases[ok_cases[rand_r(&seed) % n_ok]];
-        double started = now_s();
-        int rc = walredo_redo(pool, &c->tag, c->base_page, c->records, c->n_records, page);
-
-        if (rc != WALREDO_OK && rc != WALREDO_TIMEOUT)
-            fprintf(stderr, "test_storm: %s: %s\n", walredo_status_name(rc),
-                    walredo_last_error());
-        check_answer(c, rc, page, started);
-    }
-    return NULL;
-}
-
-typedef struct submitted_request {
-    const fixture *c;
-    double started;
-} submitted_request;
-
-static void
-on_done(void *userdata, int status, const uint8_t *page, const char *message)
-{
-    submitted_request *r = userdata;
-
-    if (status != WALREDO_OK && status != WALREDO_TIMEOUT)
-        fprintf(stderr, "test_storm: submitted: %s: %s\n", walredo_status_name(status), message);
-    check_answer(r->c, status, page, r->started);
-    free(r);
-    atomic_fetch_add(&callbacks_run, 1);
-}
-
-static void *
-submit_loop(void *arg)
-{
-    unsigned seed = (unsigned) (uintptr_t) arg;
-
-    while (!atomic_load(&stop))
-    {
-        submitted_request *r = malloc(sizeof *r);
-        int rc;
-
-        if (r == NULL)
-            FAIL("out of memory");
-        r->c = &cases[ok_cases[rand_r(&seed) % n_ok]];
-        r->started = now_s();
-        rc = walredo_submit(pool, &r->c->tag, r->c->base_page, r->c->records,
-                            r->c->n_records, on_done, r);
-        if (rc == WALREDO_OK)
-            atomic_fetch_add(&submitted, 1);
-        else
-        {
-            free(r);
-            if (rc == WALREDO_BUSY)
-                usleep(1000);
-            else
-                FAIL("submit: %s %s", walredo_status_name(rc), walredo_last_error());
-        }
-        while (atomic_load(&submitted) - atomic_load(&callbacks_run) > 64 && !atomic_load(&stop))
-            usleep(200);
-    }
-    return NULL;
 }
 
 static void *
@@ -193,7 +126,6 @@ main(int argc, char **argv)
     pid_t hogs[2], left_pids[8];
     int n, left, zombies;
     long requests;
-    char err[256];
     walredo_stats s;
 
     if (argc < 3)
@@ -202,13 +134,8 @@ main(int argc, char **argv)
                 "[MAX_FAILED_PERMILLE [TIMEOUT_MS]]]\n");
         return 2;
     }
-    if ((n = fixture_load_dir(argv[2], cases, MAX_CASES, err, sizeof(err))) < 0)
-        FAIL("%s", err);
-    for (int i = 0; i < n; i++)
-        if (cases[i].expect_status == WALREDO_OK)
-            ok_cases[n_ok++] = i;
-    if (n_ok < 10)
-        FAIL("only %d usable fixtures in %s", n_ok, argv[2]);
+    n = fixture_load_or_fail(argv[2], cases, MAX_CASES);
+    n_ok = fixture_ok_indexes(cases, n, ok_cases, 10);
 
     for (int i = 0; i < 2; i++)
         hogs[i] = start_cpu_hog();
@@ -221,8 +148,8 @@ main(int argc, char **argv)
         timeout_ms = "10000";
     pool = make_test_pool(argv[1], "log_level", "off", "timeout_ms", timeout_ms,
                           "follow_caller_cpu", under_valgrind ? "off" : "on", NULL);
-    workload_run(&(workload) {redo_loop, submit_loop, monkey, 1, 100, 7, &stop, &submitted,
-                              &callbacks_run}, seconds);
+    workload_run(&(workload) {pool, cases, ok_cases, n_ok, check_answer, monkey, 1, 100, 7,
+                              &stop, &submitted, &callbacks_run}, seconds);
     if (walredo_pool_stats(pool, &s) != WALREDO_OK)
         FAIL("stats: %s", walredo_last_error());
     walredo_pool_free(pool);

@@ -24,17 +24,107 @@ now_s(void)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* A loop's workload and its rand_r seed. */
+typedef struct loop_arg {
+    const workload *w;
+    unsigned seed;
+} loop_arg;
+
+static const fixture *
+random_case(const workload *w, unsigned *seed)
+{
+    return &w->cases[w->ok_cases[rand_r(seed) % w->n_ok]];
+}
+
+static void *
+redo_loop(void *arg)
+{
+    const workload *w = ((loop_arg *) arg)->w;
+    unsigned seed = ((loop_arg *) arg)->seed;
+    uint8_t page[WALREDO_PAGE_SIZE];
+
+    while (!atomic_load(w->stop))
+    {
+        const fixture *c = random_case(w, &seed);
+        double started = now_s();
+        int rc = walredo_redo(w->pool, &c->tag, c->base_page, c->records, c->n_records, page);
+
+        w->answer(c, rc, page, walredo_last_error(), started);
+    }
+    return NULL;
+}
+
+typedef struct submitted_request {
+    const workload *w;
+    const fixture *c;
+    double started;
+} submitted_request;
+
+static void
+on_done(void *userdata, int status, const uint8_t *page, const char *message)
+{
+    submitted_request *r = userdata;
+
+    const workload *w = r->w;
+
+    w->answer(r->c, status, page, message, r->started);
+    free(r);
+    atomic_fetch_add(w->callbacks_run, 1);
+}
+
+static void *
+submit_loop(void *arg)
+{
+    const workload *w = ((loop_arg *) arg)->w;
+    unsigned seed = ((loop_arg *) arg)->seed;
+
+    while (!atomic_load(w->stop))
+    {
+        submitted_request *r = malloc(sizeof *r);
+        int rc;
+
+        if (r == NULL)
+            FAIL("out of memory");
+        r->w = w;
+        r->c = random_case(w, &seed);
+        r->started = now_s();
+        rc = walredo_submit(w->pool, &r->c->tag, r->c->base_page, r->c->records,
+                            r->c->n_records, on_done, r);
+        if (rc == WALREDO_OK)
+            atomic_fetch_add(w->submitted, 1);
+        else
+        {
+            free(r);
+            if (rc == WALREDO_BUSY)
+                usleep(1000);
+            else
+                FAIL("submit: %s %s", walredo_status_name(rc), walredo_last_error());
+        }
+        /* Keep the queue from filling up with our requests alone. */
+        while (atomic_load(w->submitted) - atomic_load(w->callbacks_run) > 64 &&
+               !atomic_load(w->stop))
+            usleep(200);
+    }
+    return NULL;
+}
+
 void
 workload_run(const workload *w, int seconds)
 {
     pthread_t redoers[REDOERS], submitters[SUBMITTERS], monkey;
+    loop_arg redo_args[REDOERS], submit_args[SUBMITTERS];
     double started = now_s();
 
     for (int i = 0; i < REDOERS; i++)
-        pthread_create(&redoers[i], NULL, w->redo_loop, (void *) (uintptr_t) (w->redo_seed + i));
+    {
+        redo_args[i] = (loop_arg) {w, w->redo_seed + i};
+        pthread_create(&redoers[i], NULL, redo_loop, &redo_args[i]);
+    }
     for (int i = 0; i < SUBMITTERS; i++)
-        pthread_create(&submitters[i], NULL, w->submit_loop,
-                       (void *) (uintptr_t) (w->submit_seed + i));
+    {
+        submit_args[i] = (loop_arg) {w, w->submit_seed + i};
+        pthread_create(&submitters[i], NULL, submit_loop, &submit_args[i]);
+    }
     pthread_create(&monkey, NULL, w->monkey, (void *) (uintptr_t) w->monkey_seed);
     while (now_s() - started < seconds)
         usleep(100000);

@@ -1,23 +1,35 @@
 /*
  * workload.h: the load test_chaos and test_storm put on a pool: 8 threads
- * that call walredo_redo, 2 that call walredo_submit and a monkey thread
- * that hits the pool's wal-redo processes, for some seconds; and CPU-bound
- * processes beside them (a busy machine).
+ * that call walredo_redo and 2 that call walredo_submit with random cases of
+ * the fixtures that succeed, and the test's monkey thread that hits the
+ * pool's wal-redo processes, for some seconds; and CPU-bound processes
+ * beside them (a busy machine).
  */
 #ifndef WALREDO_C_TESTS_WORKLOAD_H
 #define WALREDO_C_TESTS_WORKLOAD_H
 
 #include <stdatomic.h>
+#include <stdint.h>
 #include <sys/types.h>
 
-/* The test's own loops and counters; each thread gets its seed as its
- * argument ((void *) (uintptr_t) seed). */
+#include "fixture.h"
+
 typedef struct workload {
-    void *(*redo_loop)(void *);   /* 8 threads: seeds redo_seed, redo_seed + 1, ... */
-    void *(*submit_loop)(void *); /* 2 threads: seeds submit_seed, submit_seed + 1 */
-    void *(*monkey)(void *);      /* 1 thread: seed monkey_seed */
+    walredo_pool *pool;
+    /* Each request is cases[ok_cases[random % n_ok]]. */
+    const fixture *cases;
+    const int *ok_cases;
+    int n_ok;
+    /* The test's judgement of one answer: status, page, the library's
+     * message, and when the request was made (now_s()). Called on the
+     * calling thread (walredo_redo) or in the callback (walredo_submit). */
+    void (*answer)(const fixture *c, int status, const uint8_t *page, const char *message,
+                   double started);
+    void *(*monkey)(void *); /* its argument: (void *) (uintptr_t) monkey_seed */
+    /* rand_r seeds: the redo threads get redo_seed + 0..7, the submitters
+     * submit_seed + 0..1. */
     unsigned redo_seed, submit_seed, monkey_seed;
-    atomic_int *stop;             /* set when the time is up: the loops return */
+    atomic_int *stop;        /* set when the time is up: the loops return */
     atomic_long *submitted, *callbacks_run;
 } workload;
 
