@@ -113,8 +113,22 @@ workload_run(const workload *w, int seconds)
 {
     pthread_t redoers[REDOERS], submitters[SUBMITTERS], monkey;
     loop_arg redo_args[REDOERS], submit_args[SUBMITTERS];
-    double started = now_s();
+    const fixture *first = &w->cases[w->ok_cases[0]];
+    uint8_t page[WALREDO_PAGE_SIZE];
+    double started;
 
+    /*
+     * The monkeys tell the pool's template process (spawn_mode=template)
+     * from its wal-redo processes by the name it takes once PostgreSQL has
+     * started in it (pg_walredo/template.c); until then it looks like one,
+     * and a fresh template killed fails its requests at once (as a spawn
+     * failure). So the load starts once the pool has answered a request:
+     * its template, if any, is up and named.
+     */
+    if (walredo_redo(w->pool, &first->tag, first->base_page, first->records, first->n_records,
+                     page) != WALREDO_OK)
+        FAIL("the pool's first request: %s", walredo_last_error());
+    started = now_s();
     for (int i = 0; i < REDOERS; i++)
     {
         redo_args[i] = (loop_arg) {w, w->redo_seed + i};

@@ -33,8 +33,9 @@ typedef struct workload {
     atomic_long *submitted, *callbacks_run;
 } workload;
 
-/* Run the threads for `seconds`, stop and join them, then wait (up to 30 s)
- * until every submitted request has had its callback. */
+/* Once the pool has answered one request (see workload.c), run the threads
+ * for `seconds`, stop and join them, then wait (up to 30 s) until every
+ * submitted request has had its callback. */
 void workload_run(const workload *w, int seconds);
 
 /* CLOCK_MONOTONIC in seconds. */
