@@ -38,6 +38,7 @@
 
 #include "check.h"
 #include "children.h"
+#include "clock.h"
 #include "fixture.h"
 #include "pools.h"
 
@@ -51,24 +52,6 @@ static fixture cases[MAX_CASES];
 static int n_cases;
 static const fixture *ok; /* needs a process, succeeds */
 static const char *extension;
-
-static double
-now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static void
-sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long) (ms % 1000) * 1000000L};
-
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
 
 static walredo_pool *
 make_pool(const char *processes, const char *fast_path)

@@ -36,6 +36,7 @@
 
 #include "check.h"
 #include "children.h"
+#include "clock.h"
 #include "fixture.h"
 #include "pools.h"
 
@@ -46,15 +47,6 @@
 static fixture cases[MAX_CASES];
 static const fixture *ok; /* a case that needs a process and succeeds */
 static const char *extension;
-
-static void
-sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long) (ms % 1000) * 1000000L};
-
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
 
 static walredo_pool *
 make_pool(const char *processes, const char *timeout_ms)

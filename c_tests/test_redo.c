@@ -23,6 +23,7 @@
 #include <walredo.h>
 
 #include "children.h"
+#include "clock.h"
 #include "fixture.h"
 
 #define MIN_CASES 10
@@ -39,22 +40,6 @@ static size_t n_cases;
 static size_t *ok_cases; /* indexes of the cases that expect WALREDO_OK */
 static size_t n_ok;
 static const char *log_level = "off";
-
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
 
 /* ---- child processes, from /proc ---------------------------------------- */
 

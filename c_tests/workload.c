@@ -15,15 +15,6 @@
 #define REDOERS 8
 #define SUBMITTERS 2
 
-double
-now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* A loop's workload and its rand_r seed. */
 typedef struct loop_arg {
     const workload *w;

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "clock.h"
 #include "fixture.h"
 
 typedef struct workload {
@@ -37,9 +38,6 @@ typedef struct workload {
  * for `seconds`, stop and join them, then wait (up to 30 s) until every
  * submitted request has had its callback. */
 void workload_run(const workload *w, int seconds);
-
-/* CLOCK_MONOTONIC in seconds. */
-double now_s(void);
 
 /* A CPU-bound process that dies with us; stop_cpu_hog kills and reaps it. */
 pid_t start_cpu_hog(void);
