@@ -140,6 +140,13 @@ pkgconfig-test: build
 inspect-test: build
 	$(CARGO) test --release -p walredo --test inspect --test inspect_lifetime --test inspect_errors -- --nocapture --test-threads=1
 
+# walredo_inspect's pg_regress tests (walredo_inspect/sql, expected): its
+# errors, grants and NULL handling, against a throw-away server of
+# PostgreSQL $(PG_VERSION) (in its root for 17 and 18).
+.PHONY: inspect-regress
+inspect-regress: build
+	$(IN_PG) env PG_VERSION=$(PG_VERSION) walredo_inspect/run-regress.sh
+
 # Every version that can be had: 15 on this machine, 17 and 18 in their
 # roots (made on first need; making and entering them needs root
 # privileges), or on this machine where /usr/lib/postgresql/N is installed.
@@ -166,6 +173,7 @@ check-pg%:
 	  PG_CONFIG=/usr/lib/postgresql/$*/bin/pg_config
 
 check-15: build lint header-check test c-tests pkgconfig-test check-demos
+check-15 check-version: inspect-regress
 
 # The tests that run PostgreSQL $(PG_VERSION)'s own server and redo, in its
 # root (or on this machine when it is installed here): the Rust tests that

@@ -32,13 +32,10 @@ read_proc_stat(const char *pid, char *state, int *ppid)
            sscanf(close_paren + 1, " %c %d", state, ppid) == 2;
 }
 
-/*
- * Whether a process is a template process: pg_walredo/template.c names
- * itself walredo-tmpl (the processes it forks, our children too, are
- * postgres).
- */
+/* Whether a process's name (/proc/PID/comm) starts with prefix; 0 if it is
+ * gone. */
 static int
-is_template(const char *pid)
+comm_starts_with(const char *pid, const char *prefix)
 {
     char path[300], comm[64] = "";
     FILE *fp;
@@ -50,7 +47,18 @@ is_template(const char *pid)
     if (fgets(comm, sizeof comm, fp) == NULL)
         comm[0] = '\0';
     fclose(fp);
-    return strncmp(comm, "walredo-tmpl", 12) == 0;
+    return strncmp(comm, prefix, strlen(prefix)) == 0;
+}
+
+/*
+ * Whether a process is a template process: pg_walredo/template.c names
+ * itself walredo-tmpl (the processes it forks, our children too, are
+ * postgres).
+ */
+static int
+is_template(const char *pid)
+{
+    return comm_starts_with(pid, "walredo-tmpl");
 }
 
 int
@@ -99,17 +107,10 @@ child_state(pid_t pid)
 int
 child_is_postgres(pid_t pid)
 {
-    char path[64], comm[64] = "";
-    FILE *fp;
+    char name[32];
 
-    snprintf(path, sizeof path, "/proc/%d/comm", (int) pid);
-    fp = fopen(path, "r");
-    if (fp == NULL)
-        return 0;
-    if (fgets(comm, sizeof comm, fp) == NULL)
-        comm[0] = '\0';
-    fclose(fp);
-    return strncmp(comm, "postgres", 8) == 0;
+    snprintf(name, sizeof name, "%d", (int) pid);
+    return comm_starts_with(name, "postgres");
 }
 
 static int

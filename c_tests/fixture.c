@@ -1,6 +1,8 @@
-/* fixture.c: strict loader of WRFIXT01 fixture files; see fixture.h. */
+/* fixture.c: strict loader of WRFIXT01 fixture files, and the opening the
+ * tests that use them share; see fixture.h. */
 #define _GNU_SOURCE
 #include "fixture.h"
+#include "check.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -290,4 +292,43 @@ int fixture_load_dir(const char *dir, fixture *cases, int max,
         }
     }
     return n;
+}
+
+int fixture_load_or_fail(const char *dir, fixture *cases, int max)
+{
+    char err[512];
+    int n = fixture_load_dir(dir, cases, max, err, sizeof err);
+
+    if (n < 0)
+        FAIL("fixtures: %s", err);
+    return n;
+}
+
+int fixture_load_args(int argc, char **argv, fixture *cases, int max)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s EXTENSION_PATH FIXTURE_DIR\n", argv[0]);
+        exit(2);
+    }
+    return fixture_load_or_fail(argv[2], cases, max);
+}
+
+int fixture_ok_indexes(const fixture *cases, int n, int *ok, int min)
+{
+    int n_ok = 0;
+
+    for (int i = 0; i < n; i++)
+        if (cases[i].expect_status == WALREDO_OK)
+            ok[n_ok++] = i;
+    if (n_ok < min)
+        FAIL("only %d usable fixtures (of %d)", n_ok, n);
+    return n_ok;
+}
+
+const fixture *fixture_first_ok(const fixture *cases, int n, size_t min_records)
+{
+    for (int i = 0; i < n; i++)
+        if (cases[i].expect_status == WALREDO_OK && cases[i].n_records >= min_records)
+            return &cases[i];
+    FAIL("no fixture that succeeds with %zu or more records", min_records);
 }

@@ -54,4 +54,21 @@ int fixture_load_dir(const char *dir, fixture *cases, int max,
 /* Free what fixture_load allocated; *f is then empty. NULL is allowed. */
 void fixture_free(fixture *f);
 
+/* fixture_load_dir, or the test ends (exit 1) with the message. */
+int fixture_load_or_fail(const char *dir, fixture *cases, int max);
+
+/*
+ * The opening of a test run as PROGRAM EXTENSION_PATH FIXTURE_DIR: the usage
+ * (exit 2) unless argc is 3, then fixture_load_or_fail(FIXTURE_DIR).
+ */
+int fixture_load_args(int argc, char **argv, fixture *cases, int max);
+
+/* The indexes of the cases of cases[0..n) that succeed, into ok[0..n); the
+ * test ends (exit 1) when there are fewer than min. Returns how many. */
+int fixture_ok_indexes(const fixture *cases, int n, int *ok, int min);
+
+/* The first of cases[0..n) that succeeds with at least min_records records;
+ * the test ends (exit 1) when there is none. */
+const fixture *fixture_first_ok(const fixture *cases, int n, size_t min_records);
+
 #endif

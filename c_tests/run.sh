@@ -105,7 +105,7 @@ args_for() {
 sources_for() {
     case "$1" in
         test_api | test_wal | test_pages) echo "c_tests/$1.c" ;;
-        *) echo "c_tests/$1.c c_tests/fixture.c c_tests/children.c c_tests/pools.c" ;;
+        *) echo "c_tests/$1.c c_tests/fixture.c c_tests/children.c c_tests/pools.c c_tests/workload.c" ;;
     esac
 }
 # run VARIANT TEST [CHAOS_ARGS] [wrapper...]

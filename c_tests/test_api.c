@@ -15,27 +15,7 @@
 
 #include <walredo.h>
 
-static int checks;
-
-#define CHECK(cond, ...)                                                     \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "test_api: FAILED at %s:%d: %s\n  ", __FILE__,   \
-                    __LINE__, #cond);                                        \
-            fprintf(stderr, __VA_ARGS__);                                    \
-            fprintf(stderr, "\n  last error: %s\n", walredo_last_error());   \
-            exit(1);                                                         \
-        }                                                                    \
-        checks++;                                                            \
-    } while (0)
-
-/* Check that a call returned `want`, naming both codes on failure. */
-#define CHECK_STATUS(call, want)                                             \
-    do {                                                                     \
-        int got_ = (call);                                                   \
-        CHECK(got_ == (want), "%s returned %s (%d), expected %s", #call,     \
-              walredo_status_name(got_), got_, walredo_status_name(want));   \
-    } while (0)
+#include "check.h"
 
 /* Every status code the header defines, in order (0..7, plus the codes a
  * newer header adds after them). */
@@ -253,6 +233,18 @@ static void test_config(void)
     checks++;
 }
 
+/* walredo_pool_new(cfg) fails to start a process and leaves its out-pointer
+ * NULL; returns the library's message. */
+static const char *pool_new_spawn_failed(walredo_config *cfg)
+{
+    static char dummy;
+    walredo_pool *p = (walredo_pool *)&dummy;
+
+    CHECK_STATUS(walredo_pool_new(cfg, &p), WALREDO_SPAWN_FAILED);
+    CHECK(p == NULL, "failed walredo_pool_new left p = %p", (void *)p);
+    return walredo_last_error();
+}
+
 static void test_pool_new_errors(const char *extension)
 {
     walredo_config *cfg;
@@ -274,10 +266,7 @@ static void test_pool_new_errors(const char *extension)
                  WALREDO_OK);
     CHECK_STATUS(walredo_config_set(cfg, "pg_bindir", ""),
                  WALREDO_INVALID_ARGUMENT);
-    p = (walredo_pool *)&dummy;
-    CHECK_STATUS(walredo_pool_new(cfg, &p), WALREDO_SPAWN_FAILED);
-    CHECK(p == NULL, "failed walredo_pool_new left p = %p", (void *)p);
-    err = walredo_last_error();
+    err = pool_new_spawn_failed(cfg);
     CHECK(strstr(err, "apt-get install") != NULL,
           "missing PostgreSQL message does not say what to install: %s",
           err);
@@ -292,10 +281,7 @@ static void test_pool_new_errors(const char *extension)
     CHECK_STATUS(
         walredo_config_set(cfg, "extension_path", "/nonexistent.so"),
         WALREDO_OK);
-    p = (walredo_pool *)&dummy;
-    CHECK_STATUS(walredo_pool_new(cfg, &p), WALREDO_SPAWN_FAILED);
-    CHECK(p == NULL, "failed walredo_pool_new left p = %p", (void *)p);
-    err = walredo_last_error();
+    err = pool_new_spawn_failed(cfg);
     CHECK(strstr(err, "make -C pg_walredo install") != NULL,
           "missing extension message does not say how to install it: %s",
           err);

@@ -23,6 +23,7 @@
  *
  *   test_call EXTENSION_PATH FIXTURE_DIR
  */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -35,7 +36,9 @@
 
 #include <walredo.h>
 
+#include "check.h"
 #include "children.h"
+#include "clock.h"
 #include "fixture.h"
 #include "pools.h"
 
@@ -45,42 +48,10 @@
  * takes this long. */
 #define CANCEL_TO_PAGE_LIMIT_MS 3000
 
-#define FAIL(...) do { \
-    fprintf(stderr, "test_call: FAILED at %s:%d: ", __FILE__, __LINE__); \
-    fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
-
 static fixture cases[MAX_CASES];
 static int n_cases;
 static const fixture *ok; /* needs a process, succeeds */
 static const char *extension;
-
-static void
-on_alarm(int sig)
-{
-    static const char msg[] = "test_call: FAILED: deadlock (no progress for 120 s)\n";
-
-    (void) sig;
-    (void) write(2, msg, sizeof msg - 1);
-    _exit(1);
-}
-
-static double
-now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static void
-sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long) (ms % 1000) * 1000000L};
-
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
 
 static walredo_pool *
 make_pool(const char *processes, const char *fast_path)
@@ -437,24 +408,10 @@ test_bad_arguments(void)
 int
 main(int argc, char **argv)
 {
-    char err[512];
-
-    if (argc != 3)
-    {
-        fprintf(stderr, "usage: %s EXTENSION_PATH FIXTURE_DIR\n", argv[0]);
-        return 2;
-    }
+    n_cases = fixture_load_args(argc, argv, cases, MAX_CASES);
     extension = argv[1];
-    n_cases = fixture_load_dir(argv[2], cases, MAX_CASES, err, sizeof err);
-    if (n_cases < 0)
-        FAIL("fixtures: %s", err);
-    for (int i = 0; i < n_cases && ok == NULL; i++)
-        if (cases[i].expect_status == WALREDO_OK && cases[i].n_records > 1)
-            ok = &cases[i];
-    if (ok == NULL)
-        FAIL("no fixture that succeeds with more than one record");
-    signal(SIGALRM, on_alarm);
-    alarm(HANG_DETECTOR_SECONDS);
+    ok = fixture_first_ok(cases, n_cases, 2);
+    fail_if_hung_after(HANG_DETECTOR_SECONDS);
 
     test_start_poll_finish();
     test_many_calls();

@@ -37,16 +37,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <walredo.h>
 
+#include "check.h"
 #include "children.h"
 #include "fixture.h"
 #include "pools.h"
+#include "workload.h"
 
 #define MAX_CASES 256
 
@@ -55,19 +55,6 @@ static int n_cases;        /* every fixture */
 static int ok_cases[MAX_CASES];
 static int n_ok;           /* indexes of the ones expected to succeed */
 static const char *extension;
-
-#define FAIL(...) do { \
-    fprintf(stderr, "test_chaos: FAILED at %s:%d: ", __FILE__, __LINE__); \
-    fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
-
-static double
-now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /*
  * Under valgrind (run.sh sets WALREDO_TEST_UNDER_VALGRIND) every thread runs
@@ -242,8 +229,10 @@ did_too_little(int seconds)
 }
 
 static void
-check_answer(const fixture *c, int rc, const uint8_t *page)
+check_answer(const fixture *c, int rc, const uint8_t *page, const char *message, double started)
 {
+    (void) message;
+    (void) started;
     if (rc == WALREDO_OK)
     {
         if (memcmp(page, c->expected, WALREDO_PAGE_SIZE) != 0)
@@ -259,55 +248,6 @@ check_answer(const fixture *c, int rc, const uint8_t *page)
         atomic_fetch_add(&answered_spawn_failed, 1);
     else
         atomic_fetch_add(&wrong, 1);
-}
-
-static void *
-redo_loop(void *arg)
-{
-    unsigned seed = (unsigned) (uintptr_t) arg;
-    uint8_t page[WALREDO_PAGE_SIZE];
-
-    while (!atomic_load(&stop))
-    {
-        const fixture *c = &cases[ok_cases[rand_r(&seed) % n_ok]];
-        int rc = walredo_redo(shared_pool, &c->tag, c->base_page, c->records,
-                              c->n_records, page);
-
-        check_answer(c, rc, page);
-    }
-    return NULL;
-}
-
-static void
-on_done(void *userdata, int status, const uint8_t *page, const char *message)
-{
-    (void) message;
-    check_answer((const fixture *) userdata, status, page);
-    atomic_fetch_add(&callbacks_run, 1);
-}
-
-static void *
-submit_loop(void *arg)
-{
-    unsigned seed = (unsigned) (uintptr_t) arg;
-
-    while (!atomic_load(&stop))
-    {
-        const fixture *c = &cases[ok_cases[rand_r(&seed) % n_ok]];
-        int rc = walredo_submit(shared_pool, &c->tag, c->base_page, c->records,
-                                c->n_records, on_done, (void *) c);
-
-        if (rc == WALREDO_OK)
-            atomic_fetch_add(&submitted, 1);
-        else if (rc == WALREDO_BUSY)
-            usleep(1000);
-        else
-            FAIL("submit: %s %s", walredo_status_name(rc), walredo_last_error());
-        /* Keep the queue from filling up with our requests alone. */
-        while (atomic_load(&submitted) - atomic_load(&callbacks_run) > 64 && !atomic_load(&stop))
-            usleep(200);
-    }
-    return NULL;
 }
 
 /* SIGKILL the next wal-redo process to appear (not among the n in seen),
@@ -384,10 +324,26 @@ chaos_monkey(void *arg)
     return NULL;
 }
 
+/* The clients and the monkey on a pool of 2 processes with a 1 s deadline
+ * for `seconds` (seeds: see workload.h); the pool's counters at the end. */
+static walredo_stats
+chaos_phase(int seconds, unsigned redo_seed, unsigned submit_seed, unsigned monkey_seed)
+{
+    walredo_stats s;
+
+    shared_pool = make_pool("2", "1000");
+    workload_run(&(workload) {shared_pool, cases, ok_cases, n_ok, check_answer, chaos_monkey,
+                              redo_seed, submit_seed, monkey_seed, &stop, &submitted,
+                              &callbacks_run}, seconds);
+    if (walredo_pool_stats(shared_pool, &s) != WALREDO_OK)
+        FAIL("stats: %s", walredo_last_error());
+    walredo_pool_free(shared_pool);
+    return s;
+}
+
 static void
 chaos(int seconds)
 {
-    pthread_t redoers[8], submitters[2], monkey;
     int fds_before = count_dir("/proc/self/fd");
     int shm_before = orphaned_shm_segments(), shm_after;
     int threads_before = settled_threads();
@@ -395,28 +351,8 @@ chaos(int seconds)
     long rss_before = rss_kib();
     pid_t pids[8];
     walredo_stats s;
-    double started = now_s();
 
-    shared_pool = make_pool("2", "1000");
-    for (int i = 0; i < 8; i++)
-        pthread_create(&redoers[i], NULL, redo_loop, (void *) (uintptr_t) (i + 1));
-    for (int i = 0; i < 2; i++)
-        pthread_create(&submitters[i], NULL, submit_loop, (void *) (uintptr_t) (i + 100));
-    pthread_create(&monkey, NULL, chaos_monkey, (void *) (uintptr_t) 7);
-    while (now_s() - started < seconds)
-        usleep(100000);
-    atomic_store(&stop, 1);
-    pthread_join(monkey, NULL);
-    for (int i = 0; i < 8; i++)
-        pthread_join(redoers[i], NULL);
-    for (int i = 0; i < 2; i++)
-        pthread_join(submitters[i], NULL);
-    /* Every submitted request gets its callback. */
-    for (int i = 0; i < 3000 && atomic_load(&callbacks_run) < atomic_load(&submitted); i++)
-        usleep(10000);
-    if (walredo_pool_stats(shared_pool, &s) != WALREDO_OK)
-        FAIL("stats: %s", walredo_last_error());
-    walredo_pool_free(shared_pool);
+    s = chaos_phase(seconds, 1, 100, 7);
 
     left = children(pids, 8, &zombies);
     shm_after = orphaned_shm_segments();
@@ -453,35 +389,9 @@ chaos(int seconds)
 
 /* ---- 2b. chaos on a busy machine ------------------------------------ */
 
-/* A CPU-bound process that dies with us (and is killed at the end). */
-static pid_t
-start_cpu_hog(void)
-{
-    pid_t parent = getpid();
-    pid_t pid = fork();
-
-    if (pid < 0)
-        FAIL("fork: %s", strerror(errno));
-    if (pid == 0)
-    {
-        volatile unsigned long x = 0;
-
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(0);
-        /* Never true: it only makes the loop's result used (newer gcc
-         * warns about a volatile that is only written). */
-        for (;;)
-            if (++x == 0)
-                _exit(1);
-    }
-    return pid;
-}
-
 static void
 busy_chaos(int seconds)
 {
-    pthread_t redoers[8], submitters[2], monkey;
     pid_t hogs[2], pids[8];
     int fds_before = count_dir("/proc/self/fd");
     int shm_before = orphaned_shm_segments(), shm_after;
@@ -489,7 +399,6 @@ busy_chaos(int seconds)
     int fds_after, threads_after, zombies, left;
     long requests, failed;
     walredo_stats s;
-    double started = now_s();
 
     atomic_store(&stop, 0);
     atomic_store(&answered_ok, 0);
@@ -506,30 +415,9 @@ busy_chaos(int seconds)
 
     for (int i = 0; i < 2; i++)
         hogs[i] = start_cpu_hog();
-    shared_pool = make_pool("2", "1000");
-    for (int i = 0; i < 8; i++)
-        pthread_create(&redoers[i], NULL, redo_loop, (void *) (uintptr_t) (i + 11));
+    s = chaos_phase(seconds, 11, 200, 17);
     for (int i = 0; i < 2; i++)
-        pthread_create(&submitters[i], NULL, submit_loop, (void *) (uintptr_t) (i + 200));
-    pthread_create(&monkey, NULL, chaos_monkey, (void *) (uintptr_t) 17);
-    while (now_s() - started < seconds)
-        usleep(100000);
-    atomic_store(&stop, 1);
-    pthread_join(monkey, NULL);
-    for (int i = 0; i < 8; i++)
-        pthread_join(redoers[i], NULL);
-    for (int i = 0; i < 2; i++)
-        pthread_join(submitters[i], NULL);
-    for (int i = 0; i < 3000 && atomic_load(&callbacks_run) < atomic_load(&submitted); i++)
-        usleep(10000);
-    if (walredo_pool_stats(shared_pool, &s) != WALREDO_OK)
-        FAIL("stats: %s", walredo_last_error());
-    walredo_pool_free(shared_pool);
-    for (int i = 0; i < 2; i++)
-    {
-        kill(hogs[i], SIGKILL);
-        waitpid(hogs[i], NULL, 0);
-    }
+        stop_cpu_hog(hogs[i]);
 
     left = children(pids, 8, &zombies);
     shm_after = orphaned_shm_segments();
@@ -632,7 +520,6 @@ main(int argc, char **argv)
     int seconds = argc > 3 ? atoi(argv[3]) : 20;
     long soak_requests = argc > 4 ? atol(argv[4]) : 100000;
     int busy_seconds = argc > 5 ? atoi(argv[5]) : seconds;
-    char err[256];
 
     if (argc < 3)
     {
@@ -643,13 +530,8 @@ main(int argc, char **argv)
     extension = argv[1];
     /* Still single-threaded: children made from now on are in it too. */
     (void) unshare(CLONE_NEWIPC);
-    if ((n_cases = fixture_load_dir(argv[2], cases, MAX_CASES, err, sizeof(err))) < 0)
-        FAIL("%s", err);
-    for (int i = 0; i < n_cases; i++)
-        if (cases[i].expect_status == WALREDO_OK)
-            ok_cases[n_ok++] = i;
-    if (n_ok < 10)
-        FAIL("only %d usable fixtures in %s", n_ok, argv[2]);
+    n_cases = fixture_load_or_fail(argv[2], cases, MAX_CASES);
+    n_ok = fixture_ok_indexes(cases, n_cases, ok_cases, 10);
 
     coalescing();
     if (seconds > 0)

@@ -37,14 +37,11 @@
 
 #include <walredo.h>
 
+#include "check.h"
 #include "fixture.h"
 #include "pools.h"
 
 #define MAX_CASES 256
-
-#define FAIL(...) do { \
-    fprintf(stderr, "test_host_death: FAILED at %s:%d: ", __FILE__, __LINE__); \
-    fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
 
 static fixture cases[MAX_CASES];
 
@@ -211,28 +208,17 @@ host(const char *extension, const fixture *ok, int ready_fd)
 int
 main(int argc, char **argv)
 {
-    const fixture *ok = NULL;
-    char err[512], byte;
+    const fixture *ok;
+    char byte;
     int n, fds[2], status, orphans_before, orphans_dead, orphans_after, procs;
     int own_ipc, marked = 0, unmarked = 0;
     pid_t child;
     walredo_pool *pool;
 
-    if (argc != 3)
-    {
-        fprintf(stderr, "usage: %s EXTENSION_PATH FIXTURE_DIR\n", argv[0]);
-        return 2;
-    }
+    n = fixture_load_args(argc, argv, cases, MAX_CASES);
+    ok = fixture_first_ok(cases, n, 1);
     /* Still single-threaded: the host forked below is in it too. */
     own_ipc = unshare(CLONE_NEWIPC) == 0;
-    n = fixture_load_dir(argv[2], cases, MAX_CASES, err, sizeof err);
-    if (n < 0)
-        FAIL("fixtures: %s", err);
-    for (int i = 0; i < n && ok == NULL; i++)
-        if (cases[i].expect_status == WALREDO_OK)
-            ok = &cases[i];
-    if (ok == NULL)
-        FAIL("no fixture that succeeds");
 
     orphans_before = orphaned_segments();
     if (pipe(fds) != 0)

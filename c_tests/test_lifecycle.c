@@ -20,6 +20,7 @@
  *
  *   test_lifecycle EXTENSION_PATH FIXTURE_DIR
  */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -33,7 +34,9 @@
 
 #include <walredo.h>
 
+#include "check.h"
 #include "children.h"
+#include "clock.h"
 #include "fixture.h"
 #include "pools.h"
 
@@ -41,33 +44,9 @@
 /* Generous: only a deadlock takes this long. */
 #define HANG_DETECTOR_SECONDS 120
 
-#define FAIL(...) do { \
-    fprintf(stderr, "test_lifecycle: FAILED at %s:%d: ", __FILE__, __LINE__); \
-    fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
-
 static fixture cases[MAX_CASES];
 static const fixture *ok; /* a case that needs a process and succeeds */
 static const char *extension;
-
-static void
-on_alarm(int sig)
-{
-    static const char msg[] = "test_lifecycle: FAILED: deadlock (no progress for "
-        "120 s)\n";
-
-    (void) sig;
-    (void) write(2, msg, sizeof msg - 1);
-    _exit(1);
-}
-
-static void
-sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long) (ms % 1000) * 1000000L};
-
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
 
 static walredo_pool *
 make_pool(const char *processes, const char *timeout_ms)
@@ -286,25 +265,11 @@ test_calls_racing_free(void)
 int
 main(int argc, char **argv)
 {
-    char err[512];
-    int n;
+    int n = fixture_load_args(argc, argv, cases, MAX_CASES);
 
-    if (argc != 3)
-    {
-        fprintf(stderr, "usage: %s EXTENSION_PATH FIXTURE_DIR\n", argv[0]);
-        return 2;
-    }
     extension = argv[1];
-    n = fixture_load_dir(argv[2], cases, MAX_CASES, err, sizeof err);
-    if (n < 0)
-        FAIL("fixtures: %s", err);
-    for (int i = 0; i < n && ok == NULL; i++)
-        if (cases[i].expect_status == WALREDO_OK && cases[i].n_records > 1)
-            ok = &cases[i];
-    if (ok == NULL)
-        FAIL("no fixture that succeeds with more than one record");
-    signal(SIGALRM, on_alarm);
-    alarm(HANG_DETECTOR_SECONDS);
+    ok = fixture_first_ok(cases, n, 2);
+    fail_if_hung_after(HANG_DETECTOR_SECONDS);
 
     test_redo_from_a_callback();
     test_shutdown_and_free_at_once();

@@ -25,16 +25,13 @@
 
 #include <walredo.h>
 
+#include "check.h"
 #include "children.h"
 #include "fixture.h"
 #include "pools.h"
 
 #define MAX_CASES 256
 #define INNER_ENV "WALREDO_TEST_PID1_INNER"
-
-#define FAIL(...) do { \
-    fprintf(stderr, "test_pid1: FAILED at %s:%d: ", __FILE__, __LINE__); \
-    fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
 
 static fixture cases[MAX_CASES];
 
@@ -135,8 +132,8 @@ requests(walredo_pool *pool, const fixture *ok, int n)
 int
 main(int argc, char **argv)
 {
-    char err[256], left[4096];
-    const fixture *ok = NULL;
+    char left[4096];
+    const fixture *ok;
     walredo_pool *pool;
     pid_t victims[16];
     int n_cases, n;
@@ -159,14 +156,8 @@ main(int argc, char **argv)
         FAIL("cannot run unshare: %m");
     }
 
-    n_cases = fixture_load_dir(argv[2], cases, MAX_CASES, err, sizeof err);
-    if (n_cases <= 0)
-        FAIL("fixtures: %s", err);
-    for (int i = 0; i < n_cases && ok == NULL; i++)
-        if (cases[i].expect_status == WALREDO_OK)
-            ok = &cases[i];
-    if (ok == NULL)
-        FAIL("no fixture that succeeds");
+    n_cases = fixture_load_args(argc, argv, cases, MAX_CASES);
+    ok = fixture_first_ok(cases, n_cases, 1);
 
     pool = make_test_pool(argv[1], "processes", "2", NULL);
     requests(pool, ok, 20);

@@ -5,6 +5,7 @@
  *
  *   test_pool EXTENSION_PATH FIXTURE_DIR
  */
+#define _GNU_SOURCE
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -14,13 +15,10 @@
 
 #include <walredo.h>
 
+#include "check.h"
 #include "fixture.h"
 
 #define MAX_CASES 256
-
-#define FAIL(...) do { \
-    fprintf(stderr, "test_pool: FAILED at %s:%d: ", __FILE__, __LINE__); \
-    fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
 
 static fixture cases[MAX_CASES];
 static int n_cases;

@@ -23,55 +23,23 @@
 #include <walredo.h>
 
 #include "children.h"
+#include "clock.h"
 #include "fixture.h"
 
 #define MIN_CASES 10
 #define THREADS 4
 
-static int checks;
-
 static void kill_children_quietly(void);
 
 /* On failure, leave no (possibly stopped) child behind. */
-#define FAIL(...)                                                            \
-    do {                                                                     \
-        fprintf(stderr, "test_redo: FAILED at %s:%d: ", __FILE__, __LINE__); \
-        fprintf(stderr, __VA_ARGS__);                                        \
-        fprintf(stderr, "\n");                                               \
-        kill_children_quietly();                                             \
-        exit(1);                                                             \
-    } while (0)
-
-#define CHECK(cond, ...)                                                     \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "test_redo: check failed: %s\n  ", #cond);       \
-            FAIL(__VA_ARGS__);                                               \
-        }                                                                    \
-        checks++;                                                            \
-    } while (0)
+#define CHECK_CLEANUP() kill_children_quietly()
+#include "check.h"
 
 static fixture *cases;
 static size_t n_cases;
 static size_t *ok_cases; /* indexes of the cases that expect WALREDO_OK */
 static size_t n_ok;
 static const char *log_level = "off";
-
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
 
 /* ---- child processes, from /proc ---------------------------------------- */
 

@@ -20,31 +20,26 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <walredo.h>
 
+#include "check.h"
 #include "children.h"
 #include "fixture.h"
 #include "pools.h"
+#include "workload.h"
 
 #define MAX_CASES 256
 /* The requests' deadline: the default timeout_ms unless given. */
 static double deadline_s = 10.0;
-
-#define FAIL(...) do { \
-    fprintf(stderr, "test_storm: FAILED at %s:%d: ", __FILE__, __LINE__); \
-    fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
 
 static fixture cases[MAX_CASES];
 static int ok_cases[MAX_CASES];
@@ -58,20 +53,13 @@ static atomic_long failed_by_status[16];
 /* The longest a failed request took, in ms (for the report). */
 static atomic_long longest_failure_ms;
 
-static double
-now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static void
-check_answer(const fixture *c, int rc, const uint8_t *page, double started)
+check_answer(const fixture *c, int rc, const uint8_t *page, const char *message, double started)
 {
     double took = now_s() - started;
 
+    if (rc != WALREDO_OK && rc != WALREDO_TIMEOUT)
+        fprintf(stderr, "test_storm: %s: %s\n", walredo_status_name(rc), message);
     if (rc == WALREDO_OK)
     {
         if (memcmp(page, c->expected, WALREDO_PAGE_SIZE) != 0)
@@ -98,75 +86,6 @@ check_answer(const fixture *c, int rc, const uint8_t *page, double started)
 
     while (ms > seen && !atomic_compare_exchange_weak(&longest_failure_ms, &seen, ms))
         ;
-}
-
-static void *
-redo_loop(void *arg)
-{
-    unsigned seed = (unsigned) (uintptr_t) arg;
-    uint8_t page[WALREDO_PAGE_SIZE];
-
-    while (!atomic_load(&stop))
-    {
-        const fixture *c = &cases[ok_cases[rand_r(&seed) % n_ok]];
-        double started = now_s();
-        int rc = walredo_redo(pool, &c->tag, c->base_page, c->records, c->n_records, page);
-
-        if (rc != WALREDO_OK && rc != WALREDO_TIMEOUT)
-            fprintf(stderr, "test_storm: %s: %s\n", walredo_status_name(rc),
-                    walredo_last_error());
-        check_answer(c, rc, page, started);
-    }
-    return NULL;
-}
-
-typedef struct submitted_request {
-    const fixture *c;
-    double started;
-} submitted_request;
-
-static void
-on_done(void *userdata, int status, const uint8_t *page, const char *message)
-{
-    submitted_request *r = userdata;
-
-    if (status != WALREDO_OK && status != WALREDO_TIMEOUT)
-        fprintf(stderr, "test_storm: submitted: %s: %s\n", walredo_status_name(status), message);
-    check_answer(r->c, status, page, r->started);
-    free(r);
-    atomic_fetch_add(&callbacks_run, 1);
-}
-
-static void *
-submit_loop(void *arg)
-{
-    unsigned seed = (unsigned) (uintptr_t) arg;
-
-    while (!atomic_load(&stop))
-    {
-        submitted_request *r = malloc(sizeof *r);
-        int rc;
-
-        if (r == NULL)
-            FAIL("out of memory");
-        r->c = &cases[ok_cases[rand_r(&seed) % n_ok]];
-        r->started = now_s();
-        rc = walredo_submit(pool, &r->c->tag, r->c->base_page, r->c->records,
-                            r->c->n_records, on_done, r);
-        if (rc == WALREDO_OK)
-            atomic_fetch_add(&submitted, 1);
-        else
-        {
-            free(r);
-            if (rc == WALREDO_BUSY)
-                usleep(1000);
-            else
-                FAIL("submit: %s %s", walredo_status_name(rc), walredo_last_error());
-        }
-        while (atomic_load(&submitted) - atomic_load(&callbacks_run) > 64 && !atomic_load(&stop))
-            usleep(200);
-    }
-    return NULL;
 }
 
 static void *
@@ -197,29 +116,6 @@ monkey(void *arg)
     return NULL;
 }
 
-/* A CPU-bound process that dies with us (and is killed at the end). */
-static pid_t
-start_cpu_hog(void)
-{
-    pid_t parent = getpid();
-    pid_t pid = fork();
-
-    if (pid < 0)
-        FAIL("fork: %s", strerror(errno));
-    if (pid == 0)
-    {
-        volatile unsigned long x = 0;
-
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(0);
-        for (;;)
-            if (++x == 0)
-                _exit(1);
-    }
-    return pid;
-}
-
 int
 main(int argc, char **argv)
 {
@@ -227,12 +123,9 @@ main(int argc, char **argv)
     int max_permille = argc > 4 ? atoi(argv[4]) : -1;
     const char *timeout_ms = argc > 5 ? argv[5] : NULL;
     int under_valgrind = getenv("WALREDO_TEST_UNDER_VALGRIND") != NULL;
-    pthread_t redoers[8], submitters[2], monkey_thread;
     pid_t hogs[2], left_pids[8];
     int n, left, zombies;
     long requests;
-    double started;
-    char err[256];
     walredo_stats s;
 
     if (argc < 3)
@@ -241,13 +134,8 @@ main(int argc, char **argv)
                 "[MAX_FAILED_PERMILLE [TIMEOUT_MS]]]\n");
         return 2;
     }
-    if ((n = fixture_load_dir(argv[2], cases, MAX_CASES, err, sizeof(err))) < 0)
-        FAIL("%s", err);
-    for (int i = 0; i < n; i++)
-        if (cases[i].expect_status == WALREDO_OK)
-            ok_cases[n_ok++] = i;
-    if (n_ok < 10)
-        FAIL("only %d usable fixtures in %s", n_ok, argv[2]);
+    n = fixture_load_or_fail(argv[2], cases, MAX_CASES);
+    n_ok = fixture_ok_indexes(cases, n, ok_cases, 10);
 
     for (int i = 0; i < 2; i++)
         hogs[i] = start_cpu_hog();
@@ -260,31 +148,13 @@ main(int argc, char **argv)
         timeout_ms = "10000";
     pool = make_test_pool(argv[1], "log_level", "off", "timeout_ms", timeout_ms,
                           "follow_caller_cpu", under_valgrind ? "off" : "on", NULL);
-    started = now_s();
-    for (int i = 0; i < 8; i++)
-        pthread_create(&redoers[i], NULL, redo_loop, (void *) (uintptr_t) (i + 1));
-    for (int i = 0; i < 2; i++)
-        pthread_create(&submitters[i], NULL, submit_loop, (void *) (uintptr_t) (i + 100));
-    pthread_create(&monkey_thread, NULL, monkey, (void *) (uintptr_t) 7);
-    while (now_s() - started < seconds)
-        usleep(100000);
-    atomic_store(&stop, 1);
-    pthread_join(monkey_thread, NULL);
-    for (int i = 0; i < 8; i++)
-        pthread_join(redoers[i], NULL);
-    for (int i = 0; i < 2; i++)
-        pthread_join(submitters[i], NULL);
-    /* Every submitted request gets its callback, by its deadline. */
-    for (int i = 0; i < 3000 && atomic_load(&callbacks_run) < atomic_load(&submitted); i++)
-        usleep(10000);
+    workload_run(&(workload) {pool, cases, ok_cases, n_ok, check_answer, monkey, 1, 100, 7,
+                              &stop, &submitted, &callbacks_run}, seconds);
     if (walredo_pool_stats(pool, &s) != WALREDO_OK)
         FAIL("stats: %s", walredo_last_error());
     walredo_pool_free(pool);
     for (int i = 0; i < 2; i++)
-    {
-        kill(hogs[i], SIGKILL);
-        waitpid(hogs[i], NULL, 0);
-    }
+        stop_cpu_hog(hogs[i]);
     left = children_list(left_pids, 8, 1, &zombies);
 
     requests = atomic_load(&answered_ok) + atomic_load(&failed) + atomic_load(&wrong);

@@ -13,26 +13,7 @@
 
 #include <walredo.h>
 
-static int checks;
-
-#define CHECK(cond, ...)                                                     \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "test_wal: FAILED at %s:%d: %s\n  ", __FILE__,   \
-                    __LINE__, #cond);                                        \
-            fprintf(stderr, __VA_ARGS__);                                    \
-            fprintf(stderr, "\n  last error: %s\n", walredo_last_error());   \
-            exit(1);                                                         \
-        }                                                                    \
-        checks++;                                                            \
-    } while (0)
-
-#define CHECK_STATUS(call, want)                                             \
-    do {                                                                     \
-        int got_ = (call);                                                   \
-        CHECK(got_ == (want), "%s returned %s (%d), expected %s", #call,     \
-              walredo_status_name(got_), got_, walredo_status_name(want));   \
-    } while (0)
+#include "check.h"
 
 typedef struct expected_page {
     walredo_page_tag tag;
