@@ -91,8 +91,7 @@ fn settle() {
 
 #[test]
 fn a_call_answers_through_its_descriptor() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_pool_config(2)).unwrap();
     let mut slow = start(&pool, fake_tag(SLOW, 300)).unwrap();
     assert!(!readable(slow.fd(), Duration::ZERO), "done before it ran");
@@ -106,8 +105,6 @@ fn a_call_answers_through_its_descriptor() {
     assert_eq!(block_of(&finish(slow).unwrap()), 300);
     let s = pool.stats();
     assert_eq!((s.failures, s.retries, s.cancellations), (0, 0, 0), "{s:?}");
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// A process stuck on a call's request (the fake child hangs as a stopped
@@ -115,8 +112,7 @@ fn a_call_answers_through_its_descriptor() {
 /// same one-process pool is answered at once, not after the 10 s deadline.
 #[test]
 fn cancel_of_a_hung_request_frees_the_slot_at_once() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_pool_config(1)).unwrap();
     let call = start(&pool, fake_tag(HANG, 1)).unwrap();
     settle();
@@ -142,16 +138,13 @@ fn cancel_of_a_hung_request_frees_the_slot_at_once() {
         (1, 1, 2),
         "{s:?}"
     );
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// A cancelled request still in the queue never reaches a process: this
 /// one would crash its process, and nothing crashes.
 #[test]
 fn a_cancelled_queued_request_is_never_sent() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_pool_config(1)).unwrap();
     let (tx, rx) = mpsc::channel();
     submit(&pool, fake_tag(SLOW, 300), &tx);
@@ -169,8 +162,6 @@ fn a_cancelled_queued_request_is_never_sent() {
         "{s:?}"
     );
     assert_eq!((s.cancellations, s.cancel_kills), (1, 0), "{s:?}");
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// One batch: [NORMAL 1, HANG (the call), NORMAL 3]. The process answers
@@ -178,8 +169,7 @@ fn a_cancelled_queued_request_is_never_sent() {
 /// page and the third is re-sent on a fresh process, uncharged.
 #[test]
 fn a_request_pipelined_behind_a_cancelled_one_is_re_sent() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_pool_config(1)).unwrap();
     let (tx, rx) = mpsc::channel();
     submit(&pool, fake_tag(SLOW, 200), &tx);
@@ -205,8 +195,6 @@ fn a_request_pipelined_behind_a_cancelled_one_is_re_sent() {
         "{s:?}"
     );
     assert_eq!((s.cancellations, s.cancel_kills), (1, 1), "{s:?}");
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// One batch: [SLOW 600, the call (NORMAL), NORMAL 3]. The cancel comes
@@ -214,8 +202,7 @@ fn a_request_pipelined_behind_a_cancelled_one_is_re_sent() {
 /// it: it is re-sent, uncharged, and so is the one behind.
 #[test]
 fn a_request_pipelined_before_a_cancelled_one_is_re_sent() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_pool_config(1)).unwrap();
     let (tx, rx) = mpsc::channel();
     submit(&pool, fake_tag(SLOW, 200), &tx);
@@ -236,8 +223,6 @@ fn a_request_pipelined_before_a_cancelled_one_is_re_sent() {
         "{s:?}"
     );
     assert_eq!((s.cancellations, s.cancel_kills), (1, 1), "{s:?}");
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// Cancel right after start, many times, racing the worker at every stage
@@ -246,8 +231,7 @@ fn a_request_pipelined_before_a_cancelled_one_is_re_sent() {
 /// cancel is replaced and reaped.
 #[test]
 fn cancels_racing_completion_leave_the_pool_whole() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_pool_config(2)).unwrap();
     for i in 0..300 {
         let call = start(&pool, fake_tag(NORMAL, i)).unwrap();
@@ -275,8 +259,6 @@ fn cancels_racing_completion_leave_the_pool_whole() {
         "{s:?}"
     );
     assert_eq!(s.spawns, s.cancel_kills + s.live_processes, "{s:?}");
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// Calls outlive their pool: one queued when the pool shuts down gets
@@ -284,8 +266,7 @@ fn cancels_racing_completion_leave_the_pool_whole() {
 /// after the pool is gone is harmless; a call on a closed pool is refused.
 #[test]
 fn calls_outlive_their_pool() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_pool_config(1)).unwrap();
     let running = start(&pool, fake_tag(SLOW, 300)).unwrap();
     settle();
@@ -300,13 +281,11 @@ fn calls_outlive_their_pool() {
     assert_eq!(block_of(&finish(running).unwrap()), 300);
     assert_eq!(finish(queued).unwrap_err(), Error::Shutdown);
     assert!(!abandoned.cancel());
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_full_queue_refuses_a_call() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let mut config = fake_pool_config(1);
     config.queue_depth = 1;
     let pool = Pool::new(&config).unwrap();
@@ -319,6 +298,4 @@ fn a_full_queue_refuses_a_call() {
     ));
     assert_eq!(block_of(&finish(busy).unwrap()), 300);
     assert_eq!(block_of(&finish(queued).unwrap()), 1);
-    drop(pool);
-    assert_no_leftovers();
 }

@@ -39,8 +39,7 @@ fn marker_dir(name: &str) -> TempDir {
 
 #[test]
 fn concurrent_first_requests_spawn_once_per_slot() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Arc::new(Pool::new(&fake_config(4, &[], TIMEOUT)).unwrap());
     let barrier = Arc::new(Barrier::new(64));
     let threads: Vec<_> = (0..64)
@@ -65,13 +64,11 @@ fn concurrent_first_requests_spawn_once_per_slot() {
     assert!(s.spawns >= 1 && s.spawns <= 4, "{s:?}");
     assert_eq!(s.live_processes, s.spawns);
     assert_eq!((s.requests, s.failures), (64, 0));
-    drop(pool);
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_request_that_crashes_twice_fails_with_the_message() {
-    let _serial = serial();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_config(1, &[], TIMEOUT)).unwrap();
     match redo(&pool, &fake_tag(CRASH, 7), 2) {
         Err(Error::RedoFailed { message, stderr }) => {
@@ -95,13 +92,11 @@ fn a_request_that_crashes_twice_fails_with_the_message() {
         &fake_tag(NORMAL, 1),
         1,
     );
-    drop(pool);
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_crash_once_is_retried_on_a_fresh_process() {
-    let _serial = serial();
+    let _test = isolated_test();
     let dir = marker_dir("crash-once");
     let pool = Pool::new(&fake_config(
         1,
@@ -117,13 +112,11 @@ fn a_crash_once_is_retried_on_a_fresh_process() {
         (1, 1, 0, 2),
         "{s:?}"
     );
-    drop(pool);
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_hung_process_times_out_and_is_replaced() {
-    let _serial = serial();
+    let _test = isolated_test();
     let mut config = fake_config(1, &[], TIMEOUT);
     // Hang detection at 100 ms, within a deadline of 200 ms: a second
     // attempt if its process starts in time, none after the deadline.
@@ -148,13 +141,11 @@ fn a_hung_process_times_out_and_is_replaced() {
         &fake_tag(NORMAL, 2),
         1,
     );
-    drop(pool);
-    assert_no_leftovers();
 }
 
 #[test]
 fn short_and_garbage_answers_are_failures_never_pages() {
-    let _serial = serial();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_config(1, &[], TIMEOUT)).unwrap();
     match redo(&pool, &fake_tag(SHORT, 1), 1) {
         Err(Error::RedoFailed { message, .. }) => assert!(message.contains("EOF"), "{message}"),
@@ -167,26 +158,22 @@ fn short_and_garbage_answers_are_failures_never_pages() {
         other => panic!("expected RedoFailed, got {other:?}"),
     }
     assert_eq!(pool.stats().process_deaths, 4);
-    drop(pool);
-    assert_no_leftovers();
 }
 
 #[test]
 fn stderr_chatter_does_not_block_answers() {
-    let _serial = serial();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_config(1, &[], TIMEOUT)).unwrap();
     for i in 0..200 {
         let t = fake_tag(CHATTY, i);
         check_page(&redo(&pool, &t, 1).unwrap(), &t, 1);
     }
     assert_eq!(pool.stats().spawns, 1);
-    drop(pool);
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_child_that_cannot_start_is_reported_and_backed_off() {
-    let _serial = serial();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_config(1, &["--exit-at-start"], TIMEOUT)).unwrap();
     match redo(&pool, &fake_tag(NORMAL, 1), 1) {
         Err(Error::SpawnFailed(m)) => assert!(m.contains("refuses to start"), "{m}"),
@@ -220,8 +207,6 @@ fn a_child_that_cannot_start_is_reported_and_backed_off() {
     }
     assert!(refused, "{:?}", pool.stats());
     assert_eq!(pool.stats().spawns, 0);
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// Collects callback outcomes: (blkno, Ok(records) or Err(error text)).
@@ -253,7 +238,7 @@ fn wait_for(outcomes: &Outcomes, n: usize) {
 
 #[test]
 fn requests_pipelined_behind_a_failure_are_not_lost() {
-    let _serial = serial();
+    let _test = isolated_test();
     let dir = marker_dir("pipelined");
     let pool = Pool::new(&fake_config(
         1,
@@ -284,13 +269,11 @@ fn requests_pipelined_behind_a_failure_are_not_lost() {
     );
     let s = pool.stats();
     assert_eq!((s.retries, s.failures, s.requests), (2, 0, 40), "{s:?}");
-    drop(pool);
-    assert_no_leftovers();
 }
 
 #[test]
 fn idle_processes_retire() {
-    let _serial = serial();
+    let _test = isolated_test();
     let mut config = fake_config(2, &[], TIMEOUT);
     config.idle_timeout = Some(Duration::from_millis(100));
     let pool = Pool::new(&config).unwrap();
@@ -308,13 +291,11 @@ fn idle_processes_retire() {
     // A retired slot starts a new process on demand.
     redo(&pool, &fake_tag(NORMAL, 2), 1).unwrap();
     assert_eq!(pool.stats().spawns, 2);
-    drop(pool);
-    assert_no_leftovers();
 }
 
 #[test]
 fn shutdown_answers_queued_requests_and_refuses_new_ones() {
-    let _serial = serial();
+    let _test = isolated_test();
     let mut config = fake_config(1, &[], TIMEOUT);
     config.timeout = Duration::from_secs(5);
     let pool = Pool::new(&config).unwrap();
@@ -341,13 +322,11 @@ fn shutdown_answers_queued_requests_and_refuses_new_ones() {
         Err(Error::Shutdown)
     ));
     assert_eq!(pool.stats().live_processes, 0);
-    drop(pool);
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_full_queue_refuses_submissions_as_busy() {
-    let _serial = serial();
+    let _test = isolated_test();
     let mut config = fake_config(1, &[], TIMEOUT);
     config.queue_depth = 2;
     config.timeout = Duration::from_secs(5);
@@ -370,13 +349,11 @@ fn a_full_queue_refuses_submissions_as_busy() {
     wait_for(&outcomes, 3);
     let s = pool.stats();
     assert_eq!((s.busy_rejections, s.queue_depth), (1, 0), "{s:?}");
-    drop(pool);
-    assert_no_leftovers();
 }
 
 #[test]
 fn metrics_text_counts_what_happened() {
-    let _serial = serial();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_config(1, &[], TIMEOUT)).unwrap();
     for i in 0..5 {
         redo(&pool, &fake_tag(NORMAL, i), 2).unwrap();
@@ -389,8 +366,6 @@ fn metrics_text_counts_what_happened() {
         text.contains("walredo_records_per_request_sum 10\n"),
         "{text}"
     );
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// The scheduling policy of each of this process's threads, by name
@@ -411,8 +386,7 @@ fn thread_policies() -> Vec<(String, i32)> {
 /// spawner or watchdog, not the host's threads.
 #[test]
 fn workers_are_batch_threads_and_nobody_else_is() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_config(2, &[], Duration::from_secs(5))).unwrap();
     let tag = fake_tag(NORMAL, 1);
     redo(&pool, &tag, 1).unwrap();
@@ -431,6 +405,4 @@ fn workers_are_batch_threads_and_nobody_else_is() {
         };
         assert_eq!(*policy, want, "thread {name}: {threads:?}");
     }
-    drop(pool);
-    assert_no_leftovers();
 }

@@ -49,8 +49,7 @@ fn live_children() -> Vec<u32> {
 /// must not wait for the queue its own worker serves.
 #[test]
 fn a_callback_may_call_redo_while_requests_are_queued() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Arc::new(Pool::new(&fake_config(1, &[], TIMEOUT)).unwrap());
     let (tx, rx) = mpsc::channel::<(&str, Result<(), String>)>();
     let (inner_pool, inner_tx) = (pool.clone(), tx.clone());
@@ -76,8 +75,6 @@ fn a_callback_may_call_redo_while_requests_are_queued() {
     got.sort();
     assert_eq!(got, [("nested", Ok(())), ("queued", Ok(()))]);
     pool.shutdown();
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// Review item 2: with the queue full, a caller blocked waiting for room,
@@ -85,8 +82,7 @@ fn a_callback_may_call_redo_while_requests_are_queued() {
 /// wait for ever, and the callback's submit is refused as shut down.
 #[test]
 fn a_callback_may_submit_while_the_pool_shuts_down() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let mut config = fake_config(1, &[], TIMEOUT);
     config.queue_depth = 1;
     let pool = Arc::new(Pool::new(&config).unwrap());
@@ -124,8 +120,6 @@ fn a_callback_may_submit_while_the_pool_shuts_down() {
         ("callback's submit", Err(Error::Shutdown.to_string()))
     );
     assert_eq!(got[2], ("shutdown", Ok(())));
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// Review item 6: a batch of requests whose process hangs, when the pool
@@ -133,8 +127,7 @@ fn a_callback_may_submit_while_the_pool_shuts_down() {
 /// respawned or retried after close.
 #[test]
 fn shutdown_does_not_retry_a_hanging_batch() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let mut config = fake_config(1, &[], TIMEOUT);
     config.timeout = Duration::from_millis(300);
     let pool = Pool::new(&config).unwrap();
@@ -162,8 +155,6 @@ fn shutdown_does_not_retry_a_hanging_batch() {
     assert_eq!(got.len(), 16, "{got:?}");
     assert!(got.iter().all(|m| m.contains("shut down")), "{got:?}");
     assert_eq!((s.spawns, s.timeouts), (1, 1), "{s:?}");
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// Review item 6, second half: a start-up that hangs counts towards the
@@ -171,8 +162,7 @@ fn shutdown_does_not_retry_a_hanging_batch() {
 /// deadlines.
 #[test]
 fn hung_start_ups_back_off() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let mut config = fake_config(1, &["--hang-at-start"], TIMEOUT);
     config.timeout = Duration::from_millis(100);
     let pool = Pool::new(&config).unwrap();
@@ -201,8 +191,6 @@ fn hung_start_ups_back_off() {
         results[2..].iter().all(|m| m.contains("not trying again")),
         "{results:?}"
     );
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// Review item 7: a request admitted just before shutdown (it is still
@@ -210,8 +198,7 @@ fn hung_start_ups_back_off() {
 /// after shutdown returned.
 #[test]
 fn no_process_starts_after_shutdown() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let t = fake_tag(NORMAL, 1);
     let recs = Arc::new(synthetic_records(&t, 200_000));
     for round in 0..10 {
@@ -233,7 +220,6 @@ fn no_process_starts_after_shutdown() {
         );
         drop(pool);
     }
-    assert_no_leftovers();
 }
 
 /// Review item 5: the watchdog must never kill a process that answered in
@@ -241,8 +227,7 @@ fn no_process_starts_after_shutdown() {
 /// each is followed by a fast request on the same `Redoer`, which must work.
 #[test]
 fn a_late_watchdog_never_fails_the_next_request() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let mut config = fake_config(1, &[], TIMEOUT);
     config.timeout = Duration::from_millis(20);
     let mut redoer = Redoer::new(&config).unwrap();
@@ -278,8 +263,6 @@ fn a_late_watchdog_never_fails_the_next_request() {
         }
     }
     println!("answers near the deadline: {late_ok} in time, {timed_out} timed out");
-    drop(redoer);
-    assert_no_leftovers();
 }
 
 /// Threads of this process whose name starts with `prefix`.
@@ -300,8 +283,7 @@ fn threads_named(prefix: &str) -> Vec<String> {
 /// returns, and every worker thread ends.
 #[test]
 fn the_last_pool_dropped_in_a_callback_closes_it() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Arc::new(Pool::new(&fake_config(2, &[], TIMEOUT)).unwrap());
     // Both slots get a process (and a spare may start too).
     std::thread::scope(|s| {
@@ -340,5 +322,4 @@ fn the_last_pool_dropped_in_a_callback_closes_it() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_no_leftovers();
 }

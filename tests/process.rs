@@ -11,8 +11,7 @@ use walredo_testkit::harness::*;
 
 #[test]
 fn ping_then_clean_shutdown_leaves_nothing_behind() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let mut r = Redoer::new(&config()).unwrap();
     r.ping().unwrap();
     r.ping().unwrap();
@@ -20,8 +19,6 @@ fn ping_then_clean_shutdown_leaves_nothing_behind() {
     // A healthy process says nothing on stderr, even on its way out.
     assert_eq!(r.shutdown(), "");
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
-    drop(r);
-    assert_no_leftovers();
 }
 
 #[test]
@@ -59,8 +56,7 @@ fn missing_pieces_say_what_to_install() {
 
 #[test]
 fn a_stopped_process_times_out_and_is_replaced() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // Both ways of waiting: a blocking read under the watchdog, and poll.
     for blocking_wait in [true, false] {
         stopped_process_times_out(blocking_wait);
@@ -103,8 +99,7 @@ fn stopped_process_times_out(blocking_wait: bool) {
 
 #[test]
 fn a_killed_process_fails_its_request_and_the_next_one_works() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let mut r = Redoer::new(&config()).unwrap();
     r.ping().unwrap();
     let pid = r.pid().unwrap();
@@ -117,14 +112,11 @@ fn a_killed_process_fails_its_request_and_the_next_one_works() {
         other => panic!("expected RedoFailed, got {other:?}"),
     }
     r.ping().unwrap();
-    drop(r);
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_request_larger_than_the_pipe_to_a_dead_process_ends_at_once() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let launcher = Launcher::new(&config()).unwrap();
     let mut p = Process::spawn(&launcher).unwrap();
     p.handshake(Duration::from_secs(10)).unwrap();
@@ -152,14 +144,11 @@ fn a_request_larger_than_the_pipe_to_a_dead_process_ends_at_once() {
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(p);
     // The launcher owns the template process, if any.
-    drop(launcher);
-    assert_no_leftovers();
 }
 
 #[test]
 fn children_inherit_no_fd_no_environment_and_get_their_own_group() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // A descriptor the "host" opened without O_CLOEXEC.
     let marker = std::env::temp_dir().join(format!("walredo-leak-{}", std::process::id()));
     std::fs::write(&marker, b"x").unwrap();
@@ -205,7 +194,6 @@ fn children_inherit_no_fd_no_environment_and_get_their_own_group() {
     unsafe { libc::close(fd) };
     let _ = std::fs::remove_file(&marker);
     std::env::remove_var("WALREDO_TEST_SECRET");
-    assert_no_leftovers();
 }
 
 /// The version a pool serves: `pg_version` outside 15..18 is refused; a
@@ -214,8 +202,7 @@ fn children_inherit_no_fd_no_environment_and_get_their_own_group() {
 /// version found is the one asked for.
 #[test]
 fn the_version_asked_for_is_the_version_served() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let here = walredo_testkit::install::pg_version();
     match Launcher::new(&Config {
         pg_version: Some(14),
@@ -258,6 +245,4 @@ fn the_version_asked_for_is_the_version_served() {
     })
     .unwrap();
     assert_eq!(launcher.pg_version(), here);
-    drop(launcher);
-    assert_no_leftovers();
 }

@@ -16,19 +16,6 @@ use walredo::process::launch::Launcher;
 use walredo::Config;
 use walredo_testkit::harness::*;
 
-fn euid() -> u32 {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() }
-}
-
-fn root_only() -> bool {
-    if euid() != 0 {
-        eprintln!("skipped: needs root (the children run as the caller otherwise)");
-        return false;
-    }
-    true
-}
-
 /// A directory under /tmp, removed on drop.
 struct TempDir(PathBuf);
 
@@ -115,11 +102,9 @@ fn changed_owners(canary: &Path) -> Vec<String> {
 /// made root chown whatever the link pointed to.
 #[test]
 fn the_childrens_user_cannot_make_root_chown_a_file_while_scratch_directories_are_made() {
-    let _serial = serial();
-    init_logging();
-    if !root_only() {
+    let Some(_test) = isolated_root_test("the children run as the caller otherwise") else {
         return;
-    }
+    };
     const MAKES: usize = 1000;
     let root = TempDir::new("chown", 0o711);
     let launcher = Launcher::new(&with_root(&root.0)).unwrap();
@@ -215,11 +200,9 @@ fn files_containing(dir: &Path, marker: &[u8]) -> Vec<PathBuf> {
 /// link put there copied a root-only file into the template and from there
 /// into every scratch directory, which that user can read.
 fn root_only_files_never_reach_the_template(name: &str) {
-    let _serial = serial();
-    init_logging();
-    if !root_only() {
+    let Some(_test) = isolated_root_test("the children run as the caller otherwise") else {
         return;
-    }
+    };
     let marker = format!("walredo-races-secret-{}", std::process::id());
     // Root's alone: a directory nobody else can enter, files named as the
     // ones taken from initdb's output.

@@ -63,8 +63,7 @@ fn spare_of(pool: &Pool) -> u32 {
 
 #[test]
 fn after_a_kill_the_replacement_is_the_spare() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Pool::new(&Config {
         processes: 1,
         spare_process: true,
@@ -101,13 +100,11 @@ fn after_a_kill_the_replacement_is_the_spare() {
     assert!(next != spare && next != first[0]);
     drop(pool);
     assert!(!is_alive(next), "the spare outlived its pool");
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_dead_spare_is_replaced_without_a_failed_request() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Pool::new(&Config {
         processes: 1,
         spare_process: true,
@@ -133,8 +130,6 @@ fn a_dead_spare_is_replaced_without_a_failed_request() {
     // A new spare follows.
     let next = spare_of(&pool);
     assert!(next != now[0]);
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// A stopped spare (SIGSTOP) is alive to a liveness check, but would fail
@@ -142,8 +137,7 @@ fn a_dead_spare_is_replaced_without_a_failed_request() {
 /// short ping instead, is killed and reaped, and a fresh process serves.
 #[test]
 fn a_stopped_spare_is_replaced_not_handed_over() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Pool::new(&Config {
         processes: 1,
         spare_process: true,
@@ -183,8 +177,6 @@ fn a_stopped_spare_is_replaced_not_handed_over() {
     kill(now[0]);
     pool.ping().unwrap();
     assert_eq!(pool.pids(), vec![next]);
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// `Pool::shutdown` drops the spare (and the template) while the pool
@@ -192,8 +184,7 @@ fn a_stopped_spare_is_replaced_not_handed_over() {
 /// it yet (a C host may keep a shut-down pool for a long time).
 #[test]
 fn shutdown_drops_the_spare() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Pool::new(&Config {
         processes: 1,
         ..config()
@@ -234,10 +225,9 @@ fn wait_for_spare(spawner: &Spawner) -> u32 {
 
 #[test]
 fn the_spare_is_dropped_after_idle_timeout_and_with_the_spawner() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let idle = Duration::from_millis(300);
-    let (launcher, spawner) = spawner_for(Config {
+    let (_launcher, spawner) = spawner_for(Config {
         idle_timeout: Some(idle),
         spare_process: true,
         ..config()
@@ -266,16 +256,12 @@ fn the_spare_is_dropped_after_idle_timeout_and_with_the_spawner() {
 
     drop(spawner);
     assert!(!is_alive(second), "the spare outlived its spawner");
-    drop((a, b));
-    drop(launcher);
-    assert_no_leftovers();
 }
 
 #[test]
 fn the_spare_can_be_turned_off() {
-    let _serial = serial();
-    init_logging();
-    let (launcher, spawner) = spawner_for(Config {
+    let _test = isolated_test();
+    let (_launcher, spawner) = spawner_for(Config {
         spare_process: false,
         ..config()
     });
@@ -284,18 +270,14 @@ fn the_spare_can_be_turned_off() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(spawner.spare_pid(), None);
     assert_eq!(wal_redo_processes(), vec![a.pid()]);
-    drop((spawner, a));
-    drop(launcher);
-    assert_no_leftovers();
 }
 
 /// `Spawner::close` (for a pool's shutdown): the spare is killed and reaped
 /// before it returns, and none is started afterwards; starts still work.
 #[test]
 fn close_drops_the_spare_and_starts_no_more() {
-    let _serial = serial();
-    init_logging();
-    let (launcher, spawner) = spawner_for(Config {
+    let _test = isolated_test();
+    let (_launcher, spawner) = spawner_for(Config {
         spare_process: true,
         ..config()
     });
@@ -315,7 +297,4 @@ fn close_drops_the_spare_and_starts_no_more() {
         v.sort_unstable();
         v
     });
-    drop((spawner, a, b));
-    drop(launcher);
-    assert_no_leftovers();
 }

@@ -42,7 +42,7 @@ fn blkno_of(page: &[u8; PAGE_SIZE]) -> u32 {
 
 #[test]
 fn starts_killed_by_a_signal_are_started_again_at_once() {
-    let _serial = serial();
+    let _test = isolated_test();
     let dir = TempDir::for_children("killed-starts");
     let args = [
         "--marker-dir",
@@ -70,13 +70,11 @@ fn starts_killed_by_a_signal_are_started_again_at_once() {
     // And the next request finds its process at once.
     assert_eq!(blkno_of(&redo_normal(&pool, 8).unwrap()), 8);
     assert_eq!(pool.stats().spawns, 1);
-    drop(pool);
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_start_killed_every_time_still_ends_in_spawn_failed() {
-    let _serial = serial();
+    let _test = isolated_test();
     let dir = TempDir::for_children("killed-always");
     let args = [
         "--marker-dir",
@@ -106,13 +104,11 @@ fn a_start_killed_every_time_still_ends_in_spawn_failed() {
         "{:?}",
         started.elapsed()
     );
-    drop(pool);
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_request_during_a_back_off_waits_for_it_instead_of_failing() {
-    let _serial = serial();
+    let _test = isolated_test();
     let dir = TempDir::for_children("backoff-wait");
     let args = [
         "--marker-dir",
@@ -134,13 +130,11 @@ fn a_request_during_a_back_off_waits_for_it_instead_of_failing() {
     assert_eq!(blkno_of(&page), 2);
     let s = pool.stats();
     assert_eq!((s.spawn_failures, s.spawns, s.failures), (2, 1, 1), "{s:?}");
-    drop(pool);
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_back_off_longer_than_the_deadline_fails_with_the_last_error() {
-    let _serial = serial();
+    let _test = isolated_test();
     // Every start fails; the deadline is shorter than the back-offs that
     // pile up: requests then fail without waiting, with the last reason.
     let timeout = Duration::from_millis(250);
@@ -160,8 +154,6 @@ fn a_back_off_longer_than_the_deadline_fails_with_the_last_error() {
     }
     assert!(refused_at_once, "{:?}", pool.stats());
     assert_eq!(pool.stats().spawns, 0);
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// Our wal-redo processes that run PostgreSQL already.
@@ -175,8 +167,7 @@ fn children() -> Vec<i32> {
 
 #[test]
 fn real_processes_killed_during_start_up_are_started_again() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // Direct starts (tens of milliseconds): a forked start takes 2 ms, and
     // a killer that looks every 200 us then often finds the process only
     // once its start is over, so the exact counts below would not hold.
@@ -225,6 +216,4 @@ fn real_processes_killed_during_start_up_are_started_again() {
     // Every kill hit a start (the ping was answered after the third), and
     // none of them backed off or failed the request.
     assert_eq!((s.killed_starts, s.spawns, s.failures), (3, 1, 0), "{s:?}");
-    drop(pool);
-    assert_no_leftovers();
 }

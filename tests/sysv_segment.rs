@@ -36,8 +36,7 @@ fn run_fake_child(args: &[&str]) -> u32 {
 
 #[test]
 fn a_segment_the_child_did_not_create_survives_its_reaping() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // Ours, unattached, named by the child as if it were its own. (Not 56
     // bytes: other tests count those as PostgreSQL's leftovers.)
     // SAFETY: shmget has no memory-safety preconditions.
@@ -47,13 +46,11 @@ fn a_segment_the_child_did_not_create_survives_its_reaping() {
     let survived = sysv_segment_exists(shmid);
     remove_sysv_segment(shmid);
     assert!(survived, "the host removed a segment the child only named");
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_segment_the_child_created_is_removed_only_through_a_plain_bounded_pid_file() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // Control: the fake child's own segment, named as PostgreSQL does, goes.
     let pid = run_fake_child(&["--own-segment", "plain"]);
     let left = sysv_segments_created_by(pid);
@@ -68,13 +65,11 @@ fn a_segment_the_child_created_is_removed_only_through_a_plain_bounded_pid_file(
         left.iter().for_each(|&id| remove_sysv_segment(id));
         assert_eq!(left.len(), 1, "{how}: the pid file was read: {left:?}");
     }
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_killed_postgres_still_has_its_own_segment_removed() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let mut r = Redoer::new(&config()).unwrap();
     r.ping().unwrap();
     let pid = r.pid().unwrap();
@@ -88,6 +83,4 @@ fn a_killed_postgres_still_has_its_own_segment_removed() {
         !sysv_segment_exists(segments[0]),
         "the killed process's segment was left behind"
     );
-    drop(r);
-    assert_no_leftovers();
 }

@@ -34,8 +34,7 @@ fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn a_template_killed_while_the_pool_is_idle_is_reaped_and_its_processes_live_on() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Pool::new(&Config {
         processes: 1,
         spare_process: false,
@@ -69,8 +68,6 @@ fn a_template_killed_while_the_pool_is_idle_is_reaped_and_its_processes_live_on(
     }
     assert_eq!(pool.pids(), serving, "the idle process was lost");
     pool.ping().unwrap();
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// A thread that forks the host without exec every `every`, each copy
@@ -120,8 +117,7 @@ fn forks_of_the_host_hide_neither_a_direct_start_nor_a_death() {
 }
 
 fn forks_of_the_host_hide_nothing(spawn_mode: SpawnMode) {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // One attempt's deadline; the host's copies live longer, so a start or
     // death that is only seen once they exit costs a whole deadline.
     let timeout = Duration::from_secs(4);
@@ -169,6 +165,4 @@ fn forks_of_the_host_hide_nothing(spawn_mode: SpawnMode) {
         failures.len(),
         failures.join("\n")
     );
-    drop(pool);
-    assert_no_leftovers();
 }

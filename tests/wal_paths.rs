@@ -147,8 +147,7 @@ fn cold_and_warm(
 /// record equals PostgreSQL's recovery to its start.
 #[test]
 fn record_across_a_segment_boundary() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let tmp = TempDir::new("walpaths-span");
     let dir = tmp.path();
     let mut c = Cluster::init(dir, &["--wal-segsize=1"], WAL_KEEPING_SETTINGS);
@@ -257,8 +256,6 @@ fn record_across_a_segment_boundary() {
             format_lsn(target)
         );
     }
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// (start, end) of every record from `from` to `end`.
@@ -279,8 +276,7 @@ fn records(wal: &Path, from: u64, end: u64) -> Vec<(u64, u64)> {
 /// past it fail naming its LSN, a plan before it still works.
 #[test]
 fn segment_boundary_and_damage() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let tmp = TempDir::new("walpaths-boundary");
     let dir = tmp.path();
     let mut c = Cluster::init(dir, &["--wal-segsize=1"], WAL_KEEPING_SETTINGS);
@@ -426,7 +422,6 @@ fn segment_boundary_and_damage() {
         plan_of(&mut src, &tag, before).ok(),
         reference_plan(&uses, before)
     );
-    assert_no_leftovers();
 }
 
 fn wait_for_replay(standby: &Cluster, lsn: u64) {
@@ -493,8 +488,7 @@ fn waldump_uses(dir: &Path, tli: u32, start: u64, end: u64, tag: &PageTag) -> Ve
 /// agree.
 #[test]
 fn timeline_switch_of_a_promoted_standby() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let tmp = TempDir::new("walpaths-tli");
     let stmp = TempDir::new("walpaths-tli-standby");
     let dir = tmp.path();
@@ -675,6 +669,4 @@ fn timeline_switch_of_a_promoted_standby() {
     let uses = uses_of(&merged, oldest, end, &tag0);
     let n = cold_and_warm(std::slice::from_ref(&merged), &tag0, &uses, &ends, end);
     println!("timeline: plans at {n} record ends around the switch agree, cold and warm");
-    drop(pool);
-    assert_no_leftovers();
 }

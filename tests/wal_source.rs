@@ -302,8 +302,7 @@ fn copy_segments(from: &Path, to: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn wal_sources_against_postgresql() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let rec = record("walsrc");
     let (final_lsn, _) = *rec.oracles.last().unwrap();
     let all = records_until(&rec.wal, rec.start_lsn, final_lsn);
@@ -638,8 +637,6 @@ fn wal_sources_against_postgresql() {
     ));
     // The base is not needed by plans; keep it for inspection on failure.
     let _ = &rec.base;
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// Times of plans and histories on about 1 GB of pg_wal written by pgbench
@@ -648,7 +645,7 @@ fn wal_sources_against_postgresql() {
 #[test]
 #[ignore]
 fn bench_plan_and_history_on_1gb_of_wal() {
-    let _serial = serial();
+    let _test = isolated_test();
     let tmp = TempDir::new("walsrc-bench");
     let settings = [
         "autovacuum = off",
@@ -806,6 +803,4 @@ fn bench_plan_and_history_on_1gb_of_wal() {
         &mut fresh,
         &mut plan(tag(accounts, 4), mid),
     );
-    drop(c);
-    assert_no_leftovers();
 }

@@ -83,6 +83,42 @@ pub fn leaked_segments() -> Vec<Segment> {
         .collect()
 }
 
+/// The start of a test that starts processes: [`serial`] (one test at a
+/// time, System V segments of its own), logging on, and, when the returned
+/// guard is dropped at the end of the test, [`assert_no_leftovers`]. Take it
+/// first (`let _test = isolated_test();`): locals are dropped in reverse
+/// order, so the pools, processes and directories the test made afterwards
+/// are gone by then. A test that already fails (panics) is not checked again.
+pub fn isolated_test() -> IsolatedTest {
+    let serial = serial();
+    init_logging();
+    IsolatedTest { _serial: serial }
+}
+
+/// Returned by [`isolated_test`]: checks for leftovers when dropped.
+pub struct IsolatedTest {
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Drop for IsolatedTest {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert_no_leftovers();
+        }
+    }
+}
+
+/// As root only: [`isolated_test`], or None for any other user, after a
+/// note that the test is skipped and `why` it needs root.
+pub fn isolated_root_test(why: &str) -> Option<IsolatedTest> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root ({why})");
+        return None;
+    }
+    Some(isolated_test())
+}
+
 pub fn init_logging() {
     let _ = env_logger::builder().is_test(true).try_init();
 }
