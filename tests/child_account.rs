@@ -60,9 +60,7 @@ fn a_root_hosts_processes_run_as_an_account_of_their_own() {
     let Some(_test) = isolated_root_test("the processes run as the caller otherwise") else {
         return;
     };
-    let mut r = Redoer::new(&config()).unwrap();
-    r.ping().unwrap();
-    let pid = r.pid().unwrap();
+    let (r, pid) = started_redoer(&config());
     let (uid, gid, groups) = credentials(pid);
     let walredo = unprivileged_user("walredo").unwrap().unwrap();
     let postgres = unprivileged_user("postgres").unwrap().unwrap();
@@ -148,8 +146,7 @@ fn the_processes_account_cannot_open_a_siblings_or_the_templates_memory() {
     })
     .unwrap();
     let ids = launcher.user().unwrap();
-    let mut a = Process::spawn(&launcher).unwrap();
-    a.handshake(Duration::from_secs(10)).unwrap();
+    let mut a = ready_process(&launcher);
     let template = launcher.template_pid().expect("a template runs");
     let pid = a.pid();
     // Same account: without the fix, nothing else stands in the way.
@@ -185,8 +182,7 @@ fn the_processes_account_cannot_open_a_siblings_or_the_templates_memory() {
     // It still serves, and the template still forks: a newer child is as
     // closed as the first.
     a.handshake(Duration::from_secs(10)).unwrap();
-    let mut b = Process::spawn(&launcher).unwrap();
-    b.handshake(Duration::from_secs(10)).unwrap();
+    let b = ready_process(&launcher);
     let newer = probe_as(
         ids,
         "open a newer sibling's memory for writing",

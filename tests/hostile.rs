@@ -839,9 +839,7 @@ fn ping_is_killed_by_sigsys(setting: String) {
 fn signalling_another_process_is_killed_by_sigsys() {
     let _test = isolated_test();
     // A sibling of the same user: the most tempting target.
-    let mut sibling = Redoer::new(&config()).unwrap();
-    sibling.ping().unwrap();
-    let pid = sibling.pid().unwrap();
+    let (mut sibling, pid) = started_redoer(&config());
     ping_is_killed_by_sigsys(format!("pg_walredo.test_on_ping=tgkill:{pid}"));
     sibling.ping().unwrap();
     assert_eq!(sibling.pid(), Some(pid), "the sibling lives on");

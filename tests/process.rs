@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use walredo::process::launch::Launcher;
-use walredo::process::{Failure, Interrupted, Process};
+use walredo::process::{Failure, Interrupted};
 use walredo::{Config, Error, Redoer};
 use walredo_testkit::harness::*;
 
@@ -100,9 +100,7 @@ fn stopped_process_times_out(blocking_wait: bool) {
 #[test]
 fn a_killed_process_fails_its_request_and_the_next_one_works() {
     let _test = isolated_test();
-    let mut r = Redoer::new(&config()).unwrap();
-    r.ping().unwrap();
-    let pid = r.pid().unwrap();
+    let (mut r, pid) = started_redoer(&config());
     // SAFETY: sending a signal to our own child.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     // The write goes into the pipe (we hold a read end of it, so it can
@@ -118,8 +116,7 @@ fn a_killed_process_fails_its_request_and_the_next_one_works() {
 fn a_request_larger_than_the_pipe_to_a_dead_process_ends_at_once() {
     let _test = isolated_test();
     let launcher = Launcher::new(&config()).unwrap();
-    let mut p = Process::spawn(&launcher).unwrap();
-    p.handshake(Duration::from_secs(10)).unwrap();
+    let mut p = ready_process(&launcher);
     // SAFETY: sending a signal to our own child.
     unsafe { libc::kill(p.pid() as i32, libc::SIGKILL) };
     // 1 MiB of pings: the pipe fills and is never drained, yet the wait
@@ -158,9 +155,7 @@ fn children_inherit_no_fd_no_environment_and_get_their_own_group() {
     assert!(fd >= 0);
     std::env::set_var("WALREDO_TEST_SECRET", "must-not-leak");
 
-    let mut r = Redoer::new(&config()).unwrap();
-    r.ping().unwrap();
-    let pid = r.pid().unwrap();
+    let (r, pid) = started_redoer(&config());
     let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
     for entry in std::fs::read_dir(proc_dir.join("fd")).unwrap().flatten() {
         let target = std::fs::read_link(entry.path()).unwrap_or_default();

@@ -22,9 +22,7 @@ fn status_field(pid: u32, name: &str) -> String {
 #[test]
 fn the_filter_is_active_and_only_stdio_is_open() {
     let _test = isolated_test();
-    let mut r = Redoer::new(&config()).unwrap();
-    r.ping().unwrap();
-    let pid = r.pid().unwrap();
+    let (r, pid) = started_redoer(&config());
     assert_eq!(status_field(pid, "Seccomp"), "2", "seccomp filter mode");
     assert_eq!(status_field(pid, "NoNewPrivs"), "1");
     let mut fds: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/fd"))

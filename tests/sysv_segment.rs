@@ -4,11 +4,8 @@
 //! untrusted child, so only a segment that child created, as its own user, is
 //! ever removed, and the file is read only as a bounded regular file.
 
-use std::time::Duration;
-
 use walredo::process::launch::Launcher;
-use walredo::process::Process;
-use walredo::{Config, Redoer};
+use walredo::Config;
 use walredo_testkit::harness::*;
 
 fn fake_launcher(args: &[&str]) -> Launcher {
@@ -27,8 +24,7 @@ fn fake_launcher(args: &[&str]) -> Launcher {
 /// Returns its pid.
 fn run_fake_child(args: &[&str]) -> u32 {
     let launcher = fake_launcher(args);
-    let mut p = Process::spawn(&launcher).unwrap();
-    p.handshake(Duration::from_secs(10)).unwrap();
+    let p = ready_process(&launcher);
     let pid = p.pid();
     drop(p);
     pid
@@ -70,9 +66,7 @@ fn a_segment_the_child_created_is_removed_only_through_a_plain_bounded_pid_file(
 #[test]
 fn a_killed_postgres_still_has_its_own_segment_removed() {
     let _test = isolated_test();
-    let mut r = Redoer::new(&config()).unwrap();
-    r.ping().unwrap();
-    let pid = r.pid().unwrap();
+    let (mut r, pid) = started_redoer(&config());
     let segments = sysv_segments_created_by(pid);
     assert_eq!(segments.len(), 1, "PostgreSQL's interlock segment");
     // SAFETY: sending a signal to our own child.

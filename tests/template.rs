@@ -12,7 +12,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use walredo::process::launch::Launcher;
-use walredo::process::Process;
 use walredo::{Config, Pool, SpawnMode};
 use walredo_testkit::harness::*;
 use walredo_testkit::install::{is_alive, is_template, parent_of};
@@ -65,10 +64,8 @@ fn processes_are_forked_by_the_template_and_share_no_memory() {
     let _test = isolated_test();
     let launcher = Launcher::new(&config()).unwrap();
     assert_eq!(launcher.spawn_mode(), SpawnMode::Template);
-    let mut a = Process::spawn(&launcher).unwrap();
-    a.handshake(Duration::from_secs(10)).unwrap();
-    let mut b = Process::spawn(&launcher).unwrap();
-    b.handshake(Duration::from_secs(10)).unwrap();
+    let a = ready_process(&launcher);
+    let b = ready_process(&launcher);
     let template = launcher.template_pid().expect("a template runs");
     let me = std::process::id();
 
@@ -138,8 +135,7 @@ fn processes_are_forked_by_the_template_and_share_no_memory() {
 fn a_dead_template_is_replaced_and_its_processes_live_on() {
     let _test = isolated_test();
     let launcher = Launcher::new(&config()).unwrap();
-    let mut a = Process::spawn(&launcher).unwrap();
-    a.handshake(Duration::from_secs(10)).unwrap();
+    let mut a = ready_process(&launcher);
     let template = launcher.template_pid().unwrap();
     // SAFETY: signalling the template, our own child.
     unsafe { libc::kill(template as i32, libc::SIGKILL) };
@@ -149,8 +145,7 @@ fn a_dead_template_is_replaced_and_its_processes_live_on() {
     );
     // Its process is ours, not its: it serves on.
     a.handshake(Duration::from_secs(10)).unwrap();
-    let mut b = Process::spawn(&launcher).unwrap();
-    b.handshake(Duration::from_secs(10)).unwrap();
+    let b = ready_process(&launcher);
     let second = launcher.template_pid().unwrap();
     assert_ne!(second, template);
     assert_eq!(parent_of(b.pid()), Some(std::process::id()));
@@ -164,8 +159,7 @@ fn direct_mode_starts_processes_from_the_host() {
         ..config()
     })
     .unwrap();
-    let mut a = Process::spawn(&launcher).unwrap();
-    a.handshake(Duration::from_secs(10)).unwrap();
+    let a = ready_process(&launcher);
     assert_eq!(parent_of(a.pid()), Some(std::process::id()));
     assert_eq!(launcher.template_pid(), None);
     let segs = segments_of(a.pid());
@@ -301,14 +295,12 @@ fn a_stopped_template_is_replaced() {
         ..config()
     })
     .unwrap();
-    let mut a = Process::spawn(&launcher).unwrap();
-    a.handshake(Duration::from_secs(10)).unwrap();
+    let _a = ready_process(&launcher);
     let template = launcher.template_pid().unwrap();
     // SAFETY: signalling the template, our own child.
     unsafe { libc::kill(template as i32, libc::SIGSTOP) };
     let started = Instant::now();
-    let mut b = Process::spawn(&launcher).unwrap();
-    b.handshake(Duration::from_secs(10)).unwrap();
+    let _b = ready_process(&launcher);
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",

@@ -145,6 +145,24 @@ pub fn config() -> Config {
     }
 }
 
+/// A `Redoer` on `config` whose process has started and answered a ping,
+/// and that process's pid.
+pub fn started_redoer(config: &Config) -> (walredo::Redoer, u32) {
+    let mut redoer = walredo::Redoer::new(config).unwrap();
+    redoer.ping().unwrap();
+    let pid = redoer.pid().unwrap();
+    (redoer, pid)
+}
+
+/// A process started by `launcher` that has answered its handshake.
+pub fn ready_process(launcher: &walredo::process::launch::Launcher) -> walredo::process::Process {
+    let mut process = walredo::process::Process::spawn(launcher).unwrap();
+    process
+        .handshake(std::time::Duration::from_secs(10))
+        .unwrap();
+    process
+}
+
 /// No wal-redo process of ours is alive (or a zombie), no scratch directory
 /// of ours is left in the scratch root, and no System V segment of the
 /// test's processes is left (see `serial`).
