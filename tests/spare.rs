@@ -64,12 +64,7 @@ fn spare_of(pool: &Pool) -> u32 {
 #[test]
 fn after_a_kill_the_replacement_is_the_spare() {
     let _test = isolated_test();
-    let pool = Pool::new(&Config {
-        processes: 1,
-        spare_process: true,
-        ..config()
-    })
-    .unwrap();
+    let pool = one_process_pool(true);
     // A pool that never served starts nothing.
     assert!(wal_redo_processes().is_empty());
     pool.ping().unwrap();
@@ -105,12 +100,7 @@ fn after_a_kill_the_replacement_is_the_spare() {
 #[test]
 fn a_dead_spare_is_replaced_without_a_failed_request() {
     let _test = isolated_test();
-    let pool = Pool::new(&Config {
-        processes: 1,
-        spare_process: true,
-        ..config()
-    })
-    .unwrap();
+    let pool = one_process_pool(true);
     pool.ping().unwrap();
     let first = pool.pids()[0];
     let spare = spare_of(&pool);

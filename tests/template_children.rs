@@ -35,12 +35,7 @@ fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
 #[test]
 fn a_template_killed_while_the_pool_is_idle_is_reaped_and_its_processes_live_on() {
     let _test = isolated_test();
-    let pool = Pool::new(&Config {
-        processes: 1,
-        spare_process: false,
-        ..config()
-    })
-    .unwrap();
+    let pool = one_process_pool(false);
     pool.ping().unwrap();
     let template = match templates()[..] {
         [t] => t,

@@ -145,6 +145,17 @@ pub fn config() -> Config {
     }
 }
 
+/// A pool of one wal-redo process on this tree's extension ([`config`]),
+/// with a spare process or without; nothing is started before it serves.
+pub fn one_process_pool(spare_process: bool) -> walredo::Pool {
+    walredo::Pool::new(&Config {
+        processes: 1,
+        spare_process,
+        ..config()
+    })
+    .unwrap()
+}
+
 /// A `Redoer` on `config` whose process has started and answered a ping,
 /// and that process's pid.
 pub fn started_redoer(config: &Config) -> (walredo::Redoer, u32) {
