@@ -89,6 +89,13 @@ fn settle() {
     std::thread::sleep(Duration::from_millis(150));
 }
 
+/// A call for `t`, started and sent by the pool's only worker.
+fn start_and_settle(pool: &Pool, t: PageTag) -> Call {
+    let call = start(pool, t).unwrap();
+    settle();
+    call
+}
+
 #[test]
 fn a_call_answers_through_its_descriptor() {
     let _test = isolated_test();
@@ -114,8 +121,7 @@ fn a_call_answers_through_its_descriptor() {
 fn cancel_of_a_hung_request_frees_the_slot_at_once() {
     let _test = isolated_test();
     let pool = Pool::new(&fake_pool_config(1)).unwrap();
-    let call = start(&pool, fake_tag(HANG, 1)).unwrap();
-    settle();
+    let call = start_and_settle(&pool, fake_tag(HANG, 1));
     let cancelled = Instant::now();
     assert!(call.cancel(), "no process was killed for the cancel");
     let cancel_took = cancelled.elapsed();
@@ -164,30 +170,31 @@ fn a_cancelled_queued_request_is_never_sent() {
     assert_eq!((s.cancellations, s.cancel_kills), (1, 0), "{s:?}");
 }
 
-/// One batch: [NORMAL 1, HANG (the call), NORMAL 3]. The process answers
-/// the first and hangs on the call; the cancel kills it; the first keeps its
-/// page and the third is re-sent on a fresh process, uncharged.
-#[test]
-fn a_request_pipelined_behind_a_cancelled_one_is_re_sent() {
-    let _test = isolated_test();
+/// One batch on a one-process pool: [`first`, the call (`call`), NORMAL 3],
+/// sent while the process works on a SLOW 200 before it. The call is
+/// cancelled 150 ms after SLOW 200 is answered; the cancel must kill the
+/// process and charge nobody. The outcomes of `first` and NORMAL 3, each
+/// awaited for up to `wait`, sorted.
+fn cancel_in_a_batch(
+    first: PageTag,
+    call: PageTag,
+    wait: Duration,
+) -> Vec<(u32, Result<u32, String>)> {
     let pool = Pool::new(&fake_pool_config(1)).unwrap();
     let (tx, rx) = mpsc::channel();
     submit(&pool, fake_tag(SLOW, 200), &tx);
     settle();
-    submit(&pool, fake_tag(NORMAL, 1), &tx);
-    let hung = start(&pool, fake_tag(HANG, 2)).unwrap();
+    submit(&pool, first, &tx);
+    let call = start(&pool, call).unwrap();
     submit(&pool, fake_tag(NORMAL, 3), &tx);
     assert_eq!(rx.recv_timeout(TIMEOUT).unwrap(), (200, Ok(200)));
-    settle(); // the process answered the first, and hangs on the call
+    settle(); // the process is on `first` or the call
     let cancelled = Instant::now();
-    assert!(hung.cancel());
+    assert!(call.cancel());
     // Outcomes are handed out once the batch is over.
-    let mut got: Vec<_> = (0..2)
-        .map(|_| rx.recv_timeout(HANG_DETECTOR).unwrap())
-        .collect();
+    let mut got: Vec<_> = (0..2).map(|_| rx.recv_timeout(wait).unwrap()).collect();
     println!("cancel to the pages around it: {:?}", cancelled.elapsed());
     got.sort();
-    assert_eq!(got, [(1, Ok(1)), (3, Ok(3))]);
     let s = pool.stats();
     assert_eq!(
         (s.failures, s.retries, s.process_deaths),
@@ -195,6 +202,17 @@ fn a_request_pipelined_behind_a_cancelled_one_is_re_sent() {
         "{s:?}"
     );
     assert_eq!((s.cancellations, s.cancel_kills), (1, 1), "{s:?}");
+    got
+}
+
+/// One batch: [NORMAL 1, HANG (the call), NORMAL 3]. The process answers
+/// the first and hangs on the call; the cancel kills it; the first keeps its
+/// page and the third is re-sent on a fresh process, uncharged.
+#[test]
+fn a_request_pipelined_behind_a_cancelled_one_is_re_sent() {
+    let _test = isolated_test();
+    let got = cancel_in_a_batch(fake_tag(NORMAL, 1), fake_tag(HANG, 2), HANG_DETECTOR);
+    assert_eq!(got, [(1, Ok(1)), (3, Ok(3))]);
 }
 
 /// One batch: [SLOW 600, the call (NORMAL), NORMAL 3]. The cancel comes
@@ -203,26 +221,8 @@ fn a_request_pipelined_behind_a_cancelled_one_is_re_sent() {
 #[test]
 fn a_request_pipelined_before_a_cancelled_one_is_re_sent() {
     let _test = isolated_test();
-    let pool = Pool::new(&fake_pool_config(1)).unwrap();
-    let (tx, rx) = mpsc::channel();
-    submit(&pool, fake_tag(SLOW, 200), &tx);
-    settle();
-    submit(&pool, fake_tag(SLOW, 600), &tx);
-    let call = start(&pool, fake_tag(NORMAL, 2)).unwrap();
-    submit(&pool, fake_tag(NORMAL, 3), &tx);
-    assert_eq!(rx.recv_timeout(TIMEOUT).unwrap(), (200, Ok(200)));
-    settle(); // the process works on SLOW 600
-    assert!(call.cancel());
-    let mut got: Vec<_> = (0..2).map(|_| rx.recv_timeout(TIMEOUT).unwrap()).collect();
-    got.sort();
+    let got = cancel_in_a_batch(fake_tag(SLOW, 600), fake_tag(NORMAL, 2), TIMEOUT);
     assert_eq!(got, [(3, Ok(3)), (600, Ok(600))]);
-    let s = pool.stats();
-    assert_eq!(
-        (s.failures, s.retries, s.process_deaths),
-        (0, 0, 0),
-        "{s:?}"
-    );
-    assert_eq!((s.cancellations, s.cancel_kills), (1, 1), "{s:?}");
 }
 
 /// Cancel right after start, many times, racing the worker at every stage
@@ -268,8 +268,7 @@ fn cancels_racing_completion_leave_the_pool_whole() {
 fn calls_outlive_their_pool() {
     let _test = isolated_test();
     let pool = Pool::new(&fake_pool_config(1)).unwrap();
-    let running = start(&pool, fake_tag(SLOW, 300)).unwrap();
-    settle();
+    let running = start_and_settle(&pool, fake_tag(SLOW, 300));
     let queued = start(&pool, fake_tag(NORMAL, 1)).unwrap();
     let abandoned = start(&pool, fake_tag(NORMAL, 2)).unwrap();
     pool.shutdown();
@@ -289,8 +288,7 @@ fn a_full_queue_refuses_a_call() {
     let mut config = fake_pool_config(1);
     config.queue_depth = 1;
     let pool = Pool::new(&config).unwrap();
-    let busy = start(&pool, fake_tag(SLOW, 300)).unwrap();
-    settle();
+    let busy = start_and_settle(&pool, fake_tag(SLOW, 300));
     let queued = start(&pool, fake_tag(NORMAL, 1)).unwrap();
     assert!(matches!(
         start(&pool, fake_tag(NORMAL, 2)),
