@@ -91,13 +91,8 @@ fn requests_queued_behind_a_hung_one_keep_their_deadlines() {
 #[test]
 fn a_request_whose_processes_are_killed_from_outside_is_retried() {
     let _test = isolated_test();
-    let dir = TempDir::for_children("killed-thrice");
-    let pool = Pool::new(&fake_config(
-        1,
-        &["--marker-dir", dir.path().to_str().unwrap()],
-        Duration::from_secs(10),
-    ))
-    .unwrap();
+    let (_markers, config) = marker_fake_config("killed-thrice", &[], Duration::from_secs(10));
+    let pool = Pool::new(&config).unwrap();
     let t = fake_tag(KILLED_THRICE, 4);
     let outcome = redo(&pool, &t);
     let s = pool.stats();

@@ -33,10 +33,6 @@ fn check_page(page: &[u8; PAGE_SIZE], tag: &PageTag, n: usize) {
     );
 }
 
-fn marker_dir(name: &str) -> TempDir {
-    TempDir::for_children(name)
-}
-
 #[test]
 fn concurrent_first_requests_spawn_once_per_slot() {
     let _test = isolated_test();
@@ -97,13 +93,8 @@ fn a_request_that_crashes_twice_fails_with_the_message() {
 #[test]
 fn a_crash_once_is_retried_on_a_fresh_process() {
     let _test = isolated_test();
-    let dir = marker_dir("crash-once");
-    let pool = Pool::new(&fake_config(
-        1,
-        &["--marker-dir", dir.path().to_str().unwrap()],
-        TIMEOUT,
-    ))
-    .unwrap();
+    let (_markers, config) = marker_fake_config("crash-once", &[], TIMEOUT);
+    let pool = Pool::new(&config).unwrap();
     let t = fake_tag(CRASH_ONCE, 3);
     check_page(&redo(&pool, &t, 4).unwrap(), &t, 4);
     let s = pool.stats();
@@ -239,13 +230,8 @@ fn wait_for(outcomes: &Outcomes, n: usize) {
 #[test]
 fn requests_pipelined_behind_a_failure_are_not_lost() {
     let _test = isolated_test();
-    let dir = marker_dir("pipelined");
-    let pool = Pool::new(&fake_config(
-        1,
-        &["--marker-dir", dir.path().to_str().unwrap()],
-        TIMEOUT,
-    ))
-    .unwrap();
+    let (_markers, config) = marker_fake_config("pipelined", &[], TIMEOUT);
+    let pool = Pool::new(&config).unwrap();
     let outcomes: Outcomes = Arc::default();
     for i in 0..40u32 {
         let relnode = if i == 10 || i == 25 {

@@ -22,10 +22,10 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// and a spare started in a pause between two of the slot's starts (more
 /// than 5 ms, on a loaded machine) would take one of the scripted failures
 /// and change the counts these tests check.
-fn scripted_starts(args: &[&str]) -> Pool {
+fn scripted_starts(config: Config) -> Pool {
     Pool::new(&Config {
         spare_process: false,
-        ..fake_config(1, args, TIMEOUT)
+        ..config
     })
     .unwrap()
 }
@@ -43,14 +43,9 @@ fn blkno_of(page: &[u8; PAGE_SIZE]) -> u32 {
 #[test]
 fn starts_killed_by_a_signal_are_started_again_at_once() {
     let _test = isolated_test();
-    let dir = TempDir::for_children("killed-starts");
-    let args = [
-        "--marker-dir",
-        dir.path().to_str().unwrap(),
-        "--killed-at-start",
-        "3",
-    ];
-    let pool = scripted_starts(&args);
+    let (_markers, config) =
+        marker_fake_config("killed-starts", &["--killed-at-start", "3"], TIMEOUT);
+    let pool = scripted_starts(config);
     // Three starts in a row die of SIGKILL: the request still gets its page
     // from the fourth, with nothing backed off and nobody charged.
     let page = redo_normal(&pool, 7).expect("a page despite three killed starts");
@@ -75,14 +70,9 @@ fn starts_killed_by_a_signal_are_started_again_at_once() {
 #[test]
 fn a_start_killed_every_time_still_ends_in_spawn_failed() {
     let _test = isolated_test();
-    let dir = TempDir::for_children("killed-always");
-    let args = [
-        "--marker-dir",
-        dir.path().to_str().unwrap(),
-        "--killed-at-start",
-        "1000",
-    ];
-    let pool = Pool::new(&fake_config(1, &args, TIMEOUT)).unwrap();
+    let (_markers, config) =
+        marker_fake_config("killed-always", &["--killed-at-start", "1000"], TIMEOUT);
+    let pool = Pool::new(&config).unwrap();
     let started = Instant::now();
     match redo_normal(&pool, 1) {
         Err(Error::SpawnFailed(m)) => assert!(m.contains("did not start"), "{m}"),
@@ -109,14 +99,9 @@ fn a_start_killed_every_time_still_ends_in_spawn_failed() {
 #[test]
 fn a_request_during_a_back_off_waits_for_it_instead_of_failing() {
     let _test = isolated_test();
-    let dir = TempDir::for_children("backoff-wait");
-    let args = [
-        "--marker-dir",
-        dir.path().to_str().unwrap(),
-        "--exit-at-start-times",
-        "2",
-    ];
-    let pool = scripted_starts(&args);
+    let (_markers, config) =
+        marker_fake_config("backoff-wait", &["--exit-at-start-times", "2"], TIMEOUT);
+    let pool = scripted_starts(config);
     // Its own two starts fail by themselves: that request fails, with the
     // reason, and a back-off begins.
     match redo_normal(&pool, 1) {

@@ -296,6 +296,22 @@ pub fn fake_config(processes: usize, args: &[&str], timeout: std::time::Duration
     }
 }
 
+/// [`fake_config`] for one process whose fake child keeps its counts (of
+/// starts, of crashes and kills per request) as marker files in a fresh
+/// directory `name` its user may write: started with `--marker-dir DIR`
+/// and then `args`. Keep the directory until the pool is dropped.
+pub fn marker_fake_config(
+    name: &str,
+    args: &[&str],
+    timeout: std::time::Duration,
+) -> (TempDir, Config) {
+    let dir = TempDir::for_children(name);
+    let mut all = vec!["--marker-dir", dir.path().to_str().unwrap()];
+    all.extend_from_slice(args);
+    let config = fake_config(1, &all, timeout);
+    (dir, config)
+}
+
 /// Block `blkno` of relation `relnode` (which tells the fake child what to do).
 pub fn fake_tag(relnode: u32, blkno: u32) -> walredo::PageTag {
     walredo::PageTag {
