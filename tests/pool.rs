@@ -108,10 +108,9 @@ fn a_crash_once_is_retried_on_a_fresh_process() {
 #[test]
 fn a_hung_process_times_out_and_is_replaced() {
     let _test = isolated_test();
-    let mut config = fake_config(1, &[], TIMEOUT);
     // Hang detection at 100 ms, within a deadline of 200 ms: a second
     // attempt if its process starts in time, none after the deadline.
-    config.timeout = Duration::from_millis(200);
+    let mut config = fake_config(1, &[], Duration::from_millis(200));
     config.attempt_timeout = Some(Duration::from_millis(100));
     let pool = Pool::new(&config).unwrap();
     let started = Instant::now();
@@ -282,8 +281,7 @@ fn idle_processes_retire() {
 #[test]
 fn shutdown_answers_queued_requests_and_refuses_new_ones() {
     let _test = isolated_test();
-    let mut config = fake_config(1, &[], TIMEOUT);
-    config.timeout = Duration::from_secs(5);
+    let config = fake_config(1, &[], Duration::from_secs(5));
     let pool = Pool::new(&config).unwrap();
     let outcomes: Outcomes = Arc::default();
     submit(&pool, fake_tag(SLOW, 300), 1, &outcomes).unwrap();

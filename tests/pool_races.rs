@@ -128,8 +128,7 @@ fn a_callback_may_submit_while_the_pool_shuts_down() {
 #[test]
 fn shutdown_does_not_retry_a_hanging_batch() {
     let _test = isolated_test();
-    let mut config = fake_config(1, &[], TIMEOUT);
-    config.timeout = Duration::from_millis(300);
+    let config = fake_config(1, &[], Duration::from_millis(300));
     let pool = Pool::new(&config).unwrap();
     let outcomes: Arc<Mutex<Vec<String>>> = Arc::default();
     for i in 0..16 {
@@ -163,8 +162,7 @@ fn shutdown_does_not_retry_a_hanging_batch() {
 #[test]
 fn hung_start_ups_back_off() {
     let _test = isolated_test();
-    let mut config = fake_config(1, &["--hang-at-start"], TIMEOUT);
-    config.timeout = Duration::from_millis(100);
+    let config = fake_config(1, &["--hang-at-start"], Duration::from_millis(100));
     let pool = Pool::new(&config).unwrap();
     let results: Vec<String> = (0..6)
         .map(|i| redo(&pool, fake_tag(NORMAL, i)).unwrap_err().to_string())
@@ -228,8 +226,7 @@ fn no_process_starts_after_shutdown() {
 #[test]
 fn a_late_watchdog_never_fails_the_next_request() {
     let _test = isolated_test();
-    let mut config = fake_config(1, &[], TIMEOUT);
-    config.timeout = Duration::from_millis(20);
+    let config = fake_config(1, &[], Duration::from_millis(20));
     let mut redoer = Redoer::new(&config).unwrap();
     let (mut late_ok, mut timed_out) = (0, 0);
     for i in 0..150u32 {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use walredo::{Config, Error, Pool, PAGE_SIZE};
 use walredo_testkit::harness::fake::*;
 use walredo_testkit::harness::*;
-use walredo_testkit::install::{runs_postgres, wal_redo_processes_of};
+use walredo_testkit::install::postgres_processes_of;
 
 /// Deadline of an attempt (and of a request's wait for a process).
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -22,12 +22,15 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// and a spare started in a pause between two of the slot's starts (more
 /// than 5 ms, on a loaded machine) would take one of the scripted failures
 /// and change the counts these tests check.
-fn scripted_starts(config: Config) -> Pool {
-    Pool::new(&Config {
+/// The marker directory (`name`) goes with the returned TempDir.
+fn scripted_starts(name: &str, args: &[&str]) -> (TempDir, Pool) {
+    let (markers, config) = marker_fake_config(name, args, TIMEOUT);
+    let pool = Pool::new(&Config {
         spare_process: false,
         ..config
     })
-    .unwrap()
+    .unwrap();
+    (markers, pool)
 }
 
 fn redo_normal(pool: &Pool, blkno: u32) -> walredo::Result<Box<[u8; PAGE_SIZE]>> {
@@ -43,9 +46,7 @@ fn blkno_of(page: &[u8; PAGE_SIZE]) -> u32 {
 #[test]
 fn starts_killed_by_a_signal_are_started_again_at_once() {
     let _test = isolated_test();
-    let (_markers, config) =
-        marker_fake_config("killed-starts", &["--killed-at-start", "3"], TIMEOUT);
-    let pool = scripted_starts(config);
+    let (_markers, pool) = scripted_starts("killed-starts", &["--killed-at-start", "3"]);
     // Three starts in a row die of SIGKILL: the request still gets its page
     // from the fourth, with nothing backed off and nobody charged.
     let page = redo_normal(&pool, 7).expect("a page despite three killed starts");
@@ -99,9 +100,7 @@ fn a_start_killed_every_time_still_ends_in_spawn_failed() {
 #[test]
 fn a_request_during_a_back_off_waits_for_it_instead_of_failing() {
     let _test = isolated_test();
-    let (_markers, config) =
-        marker_fake_config("backoff-wait", &["--exit-at-start-times", "2"], TIMEOUT);
-    let pool = scripted_starts(config);
+    let (_markers, pool) = scripted_starts("backoff-wait", &["--exit-at-start-times", "2"]);
     // Its own two starts fail by themselves: that request fails, with the
     // reason, and a back-off begins.
     match redo_normal(&pool, 1) {
@@ -141,15 +140,6 @@ fn a_back_off_longer_than_the_deadline_fails_with_the_last_error() {
     assert_eq!(pool.stats().spawns, 0);
 }
 
-/// Our wal-redo processes that run PostgreSQL already.
-fn children() -> Vec<i32> {
-    wal_redo_processes_of(std::process::id())
-        .into_iter()
-        .filter(|&pid| runs_postgres(pid))
-        .map(|pid| pid as i32)
-        .collect()
-}
-
 #[test]
 fn real_processes_killed_during_start_up_are_started_again() {
     let _test = isolated_test();
@@ -178,7 +168,8 @@ fn real_processes_killed_during_start_up_are_started_again() {
         let killer = s.spawn(|| {
             let mut killed = HashSet::new();
             while killed.len() < 3 && !done.load(Ordering::Relaxed) {
-                for pid in children() {
+                for pid in postgres_processes_of(std::process::id()) {
+                    let pid = pid as i32;
                     // SAFETY: kill has no memory-safety preconditions; the
                     // pid is a child of ours that is not reaped.
                     if killed.insert(pid) && unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
