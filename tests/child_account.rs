@@ -54,7 +54,8 @@ fn assert_system_account(name: &str, ids: UserIds) {
     assert!(ids.uid < 1000, "{name} is not a system account: {fields:?}");
 }
 
-/// Issue 22, item 3: by default the processes ran as `postgres`.
+/// A root host's wal-redo processes run as an account of their own, not as
+/// `postgres` (whose files and servers they could otherwise reach).
 #[test]
 fn a_root_hosts_processes_run_as_an_account_of_their_own() {
     let Some(_test) = isolated_root_test("the processes run as the caller otherwise") else {
@@ -129,12 +130,11 @@ fn the_processes_account_cannot_reach_a_servers_files_or_memory() {
     );
 }
 
-/// Issue 22, item 3 (follow-up): without Landlock, the processes' account
-/// could open `/proc/<pid>/mem` of every other wal-redo process and of the
-/// template (same account) and so take them over. Each makes itself
-/// non-dumpable before it handles any WAL: the same uid no longer has the
-/// ptrace access those files need. The sandbox as without Landlock
-/// (`require_landlock` off), which is where this matters.
+/// Without Landlock, the processes' account could open `/proc/<pid>/mem` of
+/// every other wal-redo process and of the template (same account) and so take
+/// them over. Each makes itself non-dumpable before it handles any WAL: the
+/// same uid no longer has the ptrace access those files need. The sandbox as
+/// without Landlock (`require_landlock` off), which is where this matters.
 #[test]
 fn the_processes_account_cannot_open_a_siblings_or_the_templates_memory() {
     let Some(_test) = isolated_root_test("the processes run as the caller otherwise") else {

@@ -400,7 +400,7 @@ fn growth(peer: &Peer, baseline: Usage, what: &str) -> Usage {
 }
 
 // ---------------------------------------------------------------------------
-// Item 10: every block reference is checked, not only the target's.
+// Every block reference is checked, not only the target's.
 
 #[test]
 fn a_block_reference_with_an_invalid_fork_is_refused() {
@@ -455,7 +455,7 @@ fn a_block_reference_to_invalid_block_number_is_refused() {
 }
 
 // ---------------------------------------------------------------------------
-// Item 11: the scratch directory stays small, also for legitimate WAL.
+// The scratch directory stays small, also for legitimate WAL.
 
 #[test]
 fn an_insert_far_into_a_heap_leaves_the_scratch_directory_small() {
@@ -657,7 +657,7 @@ fn files_cannot_grow_beyond_the_size_limit() {
 }
 
 // ---------------------------------------------------------------------------
-// Item 12: an empty target that the record does not initialize.
+// An empty target that the record does not initialize fails the request.
 
 #[test]
 fn an_empty_page_that_no_record_initializes_fails_the_request() {
@@ -695,7 +695,7 @@ fn an_empty_page_that_no_record_initializes_fails_the_request() {
 }
 
 // ---------------------------------------------------------------------------
-// Item 13: no Landlock, no service (unless the weaker sandbox is accepted).
+// No Landlock, no service (unless the weaker sandbox is accepted).
 
 /// A wrapper that makes landlock_create_ruleset fail with ENOSYS, as on a
 /// kernel without Landlock, then runs its arguments.
@@ -822,7 +822,7 @@ fn without_landlock_the_process_refuses_to_serve_unless_told_to() {
 }
 
 // ---------------------------------------------------------------------------
-// Item 14: system calls restricted by their arguments.
+// System calls restricted by their arguments (seccomp) kill the process.
 
 fn ping_is_killed_by_sigsys(setting: String) {
     let mut r = Redoer::new(&config_with(std::slice::from_ref(&setting))).unwrap();
@@ -914,7 +914,7 @@ fn fatal_and_panic_exits_still_work_under_the_filter() {
 }
 
 // ---------------------------------------------------------------------------
-// Item 15: only page resource managers run.
+// Only records of page resource managers run.
 
 #[test]
 fn records_of_other_resource_managers_are_refused() {
@@ -966,7 +966,7 @@ fn records_of_other_resource_managers_are_refused() {
 }
 
 // ---------------------------------------------------------------------------
-// Item 16: message lengths and the input buffer.
+// Message lengths and the input buffer: impossible ones are refused.
 
 #[test]
 fn impossible_message_lengths_are_refused_before_their_payload() {

@@ -33,6 +33,12 @@ fn check_page(page: &[u8; PAGE_SIZE], tag: &PageTag, n: usize) {
     );
 }
 
+/// `n` records for `tag` redone on `pool`: the page must be the fake
+/// child's answer for them.
+fn assert_redone(pool: &Pool, tag: &PageTag, n: usize) {
+    check_page(&redo(pool, tag, n).unwrap(), tag, n);
+}
+
 #[test]
 fn concurrent_first_requests_spawn_once_per_slot() {
     let _test = isolated_test();
@@ -83,11 +89,7 @@ fn a_request_that_crashes_twice_fails_with_the_message() {
         "{s:?}"
     );
     // The pool carries on.
-    check_page(
-        &redo(&pool, &fake_tag(NORMAL, 1), 1).unwrap(),
-        &fake_tag(NORMAL, 1),
-        1,
-    );
+    assert_redone(&pool, &fake_tag(NORMAL, 1), 1);
 }
 
 #[test]
@@ -96,7 +98,7 @@ fn a_crash_once_is_retried_on_a_fresh_process() {
     let (_markers, config) = marker_fake_config("crash-once", &[], TIMEOUT);
     let pool = Pool::new(&config).unwrap();
     let t = fake_tag(CRASH_ONCE, 3);
-    check_page(&redo(&pool, &t, 4).unwrap(), &t, 4);
+    assert_redone(&pool, &t, 4);
     let s = pool.stats();
     assert_eq!(
         (s.retries, s.process_deaths, s.failures, s.spawns),
@@ -126,11 +128,7 @@ fn a_hung_process_times_out_and_is_replaced() {
         (s.timeouts - 1, s.timeouts),
         "{s:?}"
     );
-    check_page(
-        &redo(&pool, &fake_tag(NORMAL, 2), 1).unwrap(),
-        &fake_tag(NORMAL, 2),
-        1,
-    );
+    assert_redone(&pool, &fake_tag(NORMAL, 2), 1);
 }
 
 #[test]
@@ -156,7 +154,7 @@ fn stderr_chatter_does_not_block_answers() {
     let pool = Pool::new(&fake_config(1, &[], TIMEOUT)).unwrap();
     for i in 0..200 {
         let t = fake_tag(CHATTY, i);
-        check_page(&redo(&pool, &t, 1).unwrap(), &t, 1);
+        assert_redone(&pool, &t, 1);
     }
     assert_eq!(pool.stats().spawns, 1);
 }
@@ -325,11 +323,7 @@ fn a_full_queue_refuses_submissions_as_busy() {
         Err(Error::Busy)
     ));
     // A blocking caller waits for room instead.
-    check_page(
-        &redo(&pool, &fake_tag(NORMAL, 4), 1).unwrap(),
-        &fake_tag(NORMAL, 4),
-        1,
-    );
+    assert_redone(&pool, &fake_tag(NORMAL, 4), 1);
     wait_for(&outcomes, 3);
     let s = pool.stats();
     assert_eq!((s.busy_rejections, s.queue_depth), (1, 0), "{s:?}");

@@ -44,9 +44,23 @@ fn live_children() -> Vec<u32> {
         .collect()
 }
 
-/// Review item 1: a callback that calls `redo` on its own pool, while another
-/// request waits in the queue, with one process (one worker). The nested call
-/// must not wait for the queue its own worker serves.
+/// `n` answers from `rx`, sorted; each must come within HANG_DETECTOR, or
+/// the test fails as a deadlock.
+fn sorted_answers<T: Ord + std::fmt::Debug>(rx: &mpsc::Receiver<T>, n: usize) -> Vec<T> {
+    let mut got = Vec::new();
+    for _ in 0..n {
+        let answer = rx
+            .recv_timeout(HANG_DETECTOR)
+            .unwrap_or_else(|_| panic!("deadlock: answers so far {got:?}"));
+        got.push(answer);
+    }
+    got.sort();
+    got
+}
+
+/// A callback that calls `redo` on its own pool, while another request waits in
+/// the queue, with one process (one worker). The nested call must not wait for
+/// the queue its own worker serves.
 #[test]
 fn a_callback_may_call_redo_while_requests_are_queued() {
     let _test = isolated_test();
@@ -65,21 +79,14 @@ fn a_callback_may_call_redo_while_requests_are_queued() {
         let _ = second_tx.send(("queued", outcome.map(|_| ()).map_err(|e| e.to_string())));
     })
     .unwrap();
-    let mut got = Vec::new();
-    for _ in 0..2 {
-        let answer = rx
-            .recv_timeout(HANG_DETECTOR)
-            .unwrap_or_else(|_| panic!("deadlock: answers so far {got:?}"));
-        got.push(answer);
-    }
-    got.sort();
+    let got = sorted_answers(&rx, 2);
     assert_eq!(got, [("nested", Ok(())), ("queued", Ok(()))]);
     pool.shutdown();
 }
 
-/// Review item 2: with the queue full, a caller blocked waiting for room,
-/// and `shutdown` waiting to close, a callback calls `submit`: nothing may
-/// wait for ever, and the callback's submit is refused as shut down.
+/// With the queue full, a caller blocked waiting for room, and `shutdown`
+/// waiting to close, a callback calls `submit`: nothing may wait for ever, and
+/// the callback's submit is refused as shut down.
 #[test]
 fn a_callback_may_submit_while_the_pool_shuts_down() {
     let _test = isolated_test();
@@ -106,14 +113,7 @@ fn a_callback_may_submit_while_the_pool_shuts_down() {
         closing_pool.shutdown();
         let _ = closing_tx.send(("shutdown", Ok(())));
     });
-    let mut got = Vec::new();
-    for _ in 0..3 {
-        let answer = rx
-            .recv_timeout(HANG_DETECTOR)
-            .unwrap_or_else(|_| panic!("deadlock: answers so far {got:?}"));
-        got.push(answer);
-    }
-    got.sort();
+    let got = sorted_answers(&rx, 3);
     assert_eq!(got[0].0, "blocked redo");
     assert_eq!(
         got[1],
@@ -122,9 +122,9 @@ fn a_callback_may_submit_while_the_pool_shuts_down() {
     assert_eq!(got[2], ("shutdown", Ok(())));
 }
 
-/// Review item 6: a batch of requests whose process hangs, when the pool
-/// shuts down: the attempt in flight ends by its deadline, and nothing is
-/// respawned or retried after close.
+/// A batch of requests whose process hangs, when the pool shuts down: the
+/// attempt in flight ends by its deadline, and nothing is respawned or retried
+/// after close.
 #[test]
 fn shutdown_does_not_retry_a_hanging_batch() {
     let _test = isolated_test();
@@ -156,9 +156,8 @@ fn shutdown_does_not_retry_a_hanging_batch() {
     assert_eq!((s.spawns, s.timeouts), (1, 1), "{s:?}");
 }
 
-/// Review item 6, second half: a start-up that hangs counts towards the
-/// back-off like any failed start, instead of costing every request two
-/// deadlines.
+/// A start-up that hangs counts towards the back-off like any failed start,
+/// instead of costing every request two deadlines.
 #[test]
 fn hung_start_ups_back_off() {
     let _test = isolated_test();
@@ -191,9 +190,9 @@ fn hung_start_ups_back_off() {
     );
 }
 
-/// Review item 7: a request admitted just before shutdown (it is still
-/// being validated and sent: 200,000 records, some 50 ms) must not start a process
-/// after shutdown returned.
+/// A request admitted just before shutdown (it is still being validated and
+/// sent: 200,000 records, some 50 ms) must not start a process after shutdown
+/// returned.
 #[test]
 fn no_process_starts_after_shutdown() {
     let _test = isolated_test();
@@ -220,9 +219,9 @@ fn no_process_starts_after_shutdown() {
     }
 }
 
-/// Review item 5: the watchdog must never kill a process that answered in
-/// time, nor fail the next request on it. Answers arrive around the deadline;
-/// each is followed by a fast request on the same `Redoer`, which must work.
+/// The watchdog must never kill a process that answered in time, nor fail the
+/// next request on it. Answers arrive around the deadline; each is followed by
+/// a fast request on the same `Redoer`, which must work.
 #[test]
 fn a_late_watchdog_never_fails_the_next_request() {
     let _test = isolated_test();
@@ -273,11 +272,10 @@ fn threads_named(prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// Issue 22 item 11: the last `Arc<Pool>` dropped inside a submit callback
-/// runs `Pool::drop` on a worker thread. It must not join itself (a panic,
-/// caught, that left the processes to field drops): the pool closes as
-/// anywhere else, its processes are killed and reaped before the drop
-/// returns, and every worker thread ends.
+/// The last `Arc<Pool>` dropped inside a submit callback runs `Pool::drop` on a
+/// worker thread. It must not join itself (a panic, caught, that left the
+/// processes to field drops): the pool closes as anywhere else, its processes
+/// are killed and reaped before the drop returns, and every worker thread ends.
 #[test]
 fn the_last_pool_dropped_in_a_callback_closes_it() {
     let _test = isolated_test();

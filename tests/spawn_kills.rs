@@ -1,9 +1,9 @@
-//! Spawn failures without cascades (issue 15, item 2): a process killed by
-//! a signal while it starts is started again at once, never backed off; a
-//! start that fails by itself is still backed off; a request that arrives
-//! during a back-off waits for it (up to its own deadline) instead of
-//! failing because someone else's start failed. With the fake child, and
-//! with real pg_walredo processes killed during their start-up.
+//! Spawn failures without cascades: a process killed by a signal while it
+//! starts is started again at once, never backed off; a start that fails by
+//! itself is still backed off; a request that arrives during a back-off waits
+//! for it (up to its own deadline) instead of failing because someone else's
+//! start failed. With the fake child, and with real pg_walredo processes killed
+//! during their start-up.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -141,10 +141,10 @@ fn cold_and_warm(
     lsns.len()
 }
 
-/// Item 5 of issue 22 and its neighbours: a record with a full-page image
-/// of the block that starts in one segment and ends in the next, plans at
-/// every LSN around it, cold and warm; the page at an LSN inside that
-/// record equals PostgreSQL's recovery to its start.
+/// A record with a full-page image of the block that starts in one segment
+/// and ends in the next, plans at every LSN around it, cold and warm; the
+/// page at an LSN inside that record equals PostgreSQL's recovery to its
+/// start.
 #[test]
 fn record_across_a_segment_boundary() {
     let _test = isolated_test();
@@ -268,8 +268,8 @@ fn records(wal: &Path, from: u64, end: u64) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// Items 7 and 8 of issue 22. After `pg_switch_wal()` the flush LSN is the
-/// start of a segment: a plan, a history and the bounds at it must work
+/// After `pg_switch_wal()` the flush LSN is the start of a segment: a
+/// plan, a history and the bounds at it must work
 /// whether the next file is absent, a recycled segment or zero-filled (the
 /// end of WAL as PostgreSQL finds it). A record damaged below the end the
 /// caller gives is corruption, not the end of WAL: the history and a plan
@@ -477,15 +477,14 @@ fn waldump_uses(dir: &Path, tli: u32, start: u64, end: u64, tag: &PageTag) -> Ve
         .collect()
 }
 
-/// Item 6 of issue 22: the WAL of a promoted standby, timeline 1 up to the
-/// switch and timeline 2 after it, next to the old primary's timeline 1
-/// segments written after the switch (which are not on timeline 2's
-/// history and must not be read). Pages at LSNs before and after the switch
-/// equal PostgreSQL's archive recovery of the base backup to them (which
-/// follows the same history file), from a fresh and a warm source; the
-/// history of a block across the switch is pg_waldump's, timeline by
-/// timeline; plans at every record end around the switch, cold and warm,
-/// agree.
+/// The WAL of a promoted standby, timeline 1 up to the switch and timeline 2
+/// after it, next to the old primary's timeline 1 segments written after the
+/// switch (which are not on timeline 2's history and must not be read). Pages
+/// at LSNs before and after the switch equal PostgreSQL's archive recovery of
+/// the base backup to them (which follows the same history file), from a fresh
+/// and a warm source; the history of a block across the switch is pg_waldump's,
+/// timeline by timeline; plans at every record end around the switch, cold and
+/// warm, agree.
 #[test]
 fn timeline_switch_of_a_promoted_standby() {
     let _test = isolated_test();
