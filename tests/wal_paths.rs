@@ -14,11 +14,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use walredo::datadir::read_page;
-use walredo::tag::MAIN_FORKNUM;
 use walredo::wal::pages;
 use walredo::wal::source::{SourceError, WalSource};
 use walredo::wal::{format_lsn, parse_lsn, WalReader};
-use walredo::{PageTag, Pool, RelFileNode};
+use walredo::{PageTag, Pool};
 use walredo_testkit::harness::*;
 
 const SEG: u64 = 1024 * 1024;
@@ -174,18 +173,7 @@ fn record_across_a_segment_boundary() {
     c.psql("SELECT id FROM x WHERE id = 4 FOR UPDATE;");
     c.psql("SELECT pg_logical_emit_message(false, 'after', 'x'); CHECKPOINT;");
     let end = lsn(&c, "SELECT pg_current_wal_flush_lsn();");
-    let tag = PageTag {
-        rel: RelFileNode {
-            spcnode: 1663,
-            dbnode: c
-                .psql("SELECT oid FROM pg_database WHERE datname = 'postgres';")
-                .parse()
-                .unwrap(),
-            relnode: c.psql("SELECT pg_relation_filenode('x');").parse().unwrap(),
-        },
-        forknum: MAIN_FORKNUM,
-        blkno: 0,
-    };
+    let tag = c.main_tag("x", 0);
     c.stop();
     let wal = c.data.join("pg_wal");
     let from = WalReader::open(&wal, None).unwrap().next_lsn();
@@ -297,18 +285,7 @@ fn segment_boundary_and_damage() {
     c.psql("SELECT pg_switch_wal();");
     let end = lsn(&c, "SELECT pg_current_wal_flush_lsn();");
     assert_eq!(end % SEG, 0, "pg_switch_wal: flush LSN {}", format_lsn(end));
-    let tag = PageTag {
-        rel: RelFileNode {
-            spcnode: 1663,
-            dbnode: c
-                .psql("SELECT oid FROM pg_database WHERE datname = 'postgres';")
-                .parse()
-                .unwrap(),
-            relnode: c.psql("SELECT pg_relation_filenode('x');").parse().unwrap(),
-        },
-        forknum: MAIN_FORKNUM,
-        blkno: 0,
-    };
+    let tag = c.main_tag("x", 0);
     c.stop();
     let wal = c.data.join("pg_wal");
     let from = WalReader::open(&wal, None).unwrap().next_lsn();
@@ -443,21 +420,7 @@ fn wait_for_replay(standby: &Cluster, lsn: u64) {
 /// Start LSNs of the records pg_waldump prints for timeline `tli` from
 /// `start` to `end` that reference `tag` (main fork).
 fn waldump_uses(dir: &Path, tli: u32, start: u64, end: u64, tag: &PageTag) -> Vec<u64> {
-    let out = command(
-        "pg_waldump",
-        &[
-            "--path",
-            dir.to_str().unwrap(),
-            "--timeline",
-            &tli.to_string(),
-            "--start",
-            &format_lsn(start),
-            "--end",
-            &format_lsn(end),
-        ],
-    )
-    .output()
-    .unwrap();
+    let out = waldump(dir, start, end, &["--timeline", &tli.to_string()]);
     let rel = format!(
         "rel {}/{}/{} blk {}",
         tag.rel.spcnode, tag.rel.dbnode, tag.rel.relnode, tag.blkno
@@ -500,22 +463,7 @@ fn timeline_switch_of_a_promoted_standby() {
     );
     let mut s = Cluster::init(stmp.path(), &["--wal-segsize=1"], WAL_KEEPING_SETTINGS);
     fs::remove_dir_all(&s.data).unwrap();
-    run(
-        "pg_basebackup",
-        &[
-            "-D",
-            s.data.to_str().unwrap(),
-            "-R",
-            "-X",
-            "stream",
-            "-c",
-            "fast",
-            "-h",
-            p.socket_dir.to_str().unwrap(),
-            "-U",
-            "postgres",
-        ],
-    );
+    p.base_backup_to(&s.data);
     let base = dir.join("base");
     copy_tree(&s.data, &base);
     fs::remove_file(base.join("standby.signal")).unwrap();
@@ -553,11 +501,7 @@ fn timeline_switch_of_a_promoted_standby() {
          SELECT pg_switch_wal();
          UPDATE x SET v = 'diverged again' WHERE id % 6 = 0;",
     );
-    let db: u32 = s
-        .psql("SELECT oid FROM pg_database WHERE datname = 'postgres';")
-        .parse()
-        .unwrap();
-    let relnode: u32 = s.psql("SELECT pg_relation_filenode('x');").parse().unwrap();
+    let tag0 = s.main_tag("x", 0);
     p.stop();
     s.stop();
     let history = fs::read_to_string(s.data.join("pg_wal/00000002.history")).unwrap();
@@ -588,22 +532,15 @@ fn timeline_switch_of_a_promoted_standby() {
     })
     .unwrap();
     let mut warm = WalSource::new(vec![merged.clone()], None);
-    let tag0 = PageTag {
-        rel: RelFileNode {
-            spcnode: 1663,
-            dbnode: db,
-            relnode,
-        },
-        forknum: MAIN_FORKNUM,
-        blkno: 0,
-    };
     history_of(&mut warm, &tag0, end).unwrap();
     let mut compared = 0;
     for target in [on_tli1, on_tli2] {
         let expected = dir.join(format!("expected-{target:x}"));
         copy_tree(&base, &expected);
         archive_recover(&expected, &merged, dir, &format_lsn(target));
-        let file = fs::read(expected.join(format!("base/{db}/{relnode}"))).unwrap();
+        let file =
+            fs::read(expected.join(format!("base/{}/{}", tag0.rel.dbnode, tag0.rel.relnode)))
+                .unwrap();
         for blkno in 0..(file.len() / 8192) as u32 {
             let want = &file[blkno as usize * 8192..][..8192];
             let tag = PageTag { blkno, ..tag0 };

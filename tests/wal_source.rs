@@ -91,14 +91,7 @@ fn record(name: &str) -> Recorded {
     // lone: initialized, then several segments of other WAL, then changed
     // again without a checkpoint in between (so without a full-page image).
     c.psql("CREATE TABLE lone (a int); INSERT INTO lone VALUES (1);");
-    let lone_rel: u32 = c
-        .psql("SELECT pg_relation_filenode('lone');")
-        .parse()
-        .unwrap();
-    let db: u32 = c
-        .psql("SELECT oid FROM pg_database WHERE datname = 'postgres';")
-        .parse()
-        .unwrap();
+    let lone = c.main_tag("lone", 0);
     c.psql(
         "CREATE TABLE filler (a int, b text);
          INSERT INTO filler SELECT g, repeat('f', 200) FROM generate_series(1, 20000) g;",
@@ -117,15 +110,6 @@ fn record(name: &str) -> Recorded {
         archive_recover(&expected, &wal, &dir, &format_lsn(*lsn));
         oracles.push((*lsn, expected));
     }
-    let lone = PageTag {
-        rel: RelFileNode {
-            spcnode: 1663,
-            dbnode: db,
-            relnode: lone_rel,
-        },
-        forknum: MAIN_FORKNUM,
-        blkno: 0,
-    };
     let mut src = WalSource::new(vec![wal.clone()], None);
     let mut lone_hist = Vec::new();
     src.history(&lone, u64::MAX, &mut || false, &mut |e| {
@@ -199,19 +183,7 @@ fn not_found(r: Result<walredo::wal::source::Plan, SourceError>) -> String {
 type Dump = BTreeMap<u64, (String, String, u32, Vec<(PageTag, bool)>)>;
 
 fn pg_waldump(wal: &Path, start: u64, end: u64) -> Dump {
-    let out = command(
-        "pg_waldump",
-        &[
-            "--path",
-            wal.to_str().unwrap(),
-            "--start",
-            &format_lsn(start),
-            "--end",
-            &format_lsn(end),
-        ],
-    )
-    .output()
-    .unwrap();
+    let out = waldump(wal, start, end, &[]);
     let text = String::from_utf8_lossy(&out.stdout);
     let mut dump = Dump::new();
     for line in text.lines().filter(|l| l.starts_with("rmgr: ")) {
@@ -664,22 +636,7 @@ fn bench_plan_and_history_on_1gb_of_wal() {
         c.pgbench(&["-n", "-c", "2", "-j", "2", "-T", "15"]);
     }
     let end = lsn_of(&c);
-    let rel = |name: &str| -> RelFileNode {
-        let r: u32 = c
-            .psql(&format!("SELECT pg_relation_filenode('{name}');"))
-            .parse()
-            .unwrap();
-        let db: u32 = c
-            .psql("SELECT oid FROM pg_database WHERE datname = 'postgres';")
-            .parse()
-            .unwrap();
-        RelFileNode {
-            spcnode: 1663,
-            dbnode: db,
-            relnode: r,
-        }
-    };
-    let (branches, accounts) = (rel("pgbench_branches"), rel("pgbench_accounts"));
+    let (branches, accounts) = (c.rel("pgbench_branches"), c.rel("pgbench_accounts"));
     let n_accounts: u32 = c
         .psql("SELECT pg_relation_size('pgbench_accounts') / 8192;")
         .parse()
