@@ -140,6 +140,14 @@ fn cold_and_warm(
     lsns.len()
 }
 
+/// A running cluster in `dir` with 1 MiB WAL segments (so that a little
+/// SQL crosses segment boundaries) that keeps its WAL.
+fn small_segment_cluster(dir: &Path) -> Cluster {
+    let mut c = Cluster::init(dir, &["--wal-segsize=1"], WAL_KEEPING_SETTINGS);
+    c.start();
+    c
+}
+
 /// A record with a full-page image of the block that starts in one segment
 /// and ends in the next, plans at every LSN around it, cold and warm; the
 /// page at an LSN inside that record equals PostgreSQL's recovery to its
@@ -149,8 +157,7 @@ fn record_across_a_segment_boundary() {
     let _test = isolated_test();
     let tmp = TempDir::new("walpaths-span");
     let dir = tmp.path();
-    let mut c = Cluster::init(dir, &["--wal-segsize=1"], WAL_KEEPING_SETTINGS);
-    c.start();
+    let mut c = small_segment_cluster(dir);
     c.stop();
     let base = dir.join("base");
     copy_tree(&c.data, &base);
@@ -267,8 +274,7 @@ fn segment_boundary_and_damage() {
     let _test = isolated_test();
     let tmp = TempDir::new("walpaths-boundary");
     let dir = tmp.path();
-    let mut c = Cluster::init(dir, &["--wal-segsize=1"], WAL_KEEPING_SETTINGS);
-    c.start();
+    let mut c = small_segment_cluster(dir);
     c.psql(
         "CREATE TABLE x (id int, v text) WITH (autovacuum_enabled = off);
          CREATE TABLE y (id int, v text) WITH (autovacuum_enabled = off);
@@ -454,8 +460,7 @@ fn timeline_switch_of_a_promoted_standby() {
     let tmp = TempDir::new("walpaths-tli");
     let stmp = TempDir::new("walpaths-tli-standby");
     let dir = tmp.path();
-    let mut p = Cluster::init(dir, &["--wal-segsize=1"], WAL_KEEPING_SETTINGS);
-    p.start();
+    let mut p = small_segment_cluster(dir);
     p.psql(
         "CREATE TABLE x (id int, v text) WITH (autovacuum_enabled = off);
          INSERT INTO x SELECT g, repeat('a', 200) FROM generate_series(1, 100) g;

@@ -719,45 +719,27 @@ fn bench_plan_and_history_on_1gb_of_wal() {
             &mut plan(tag(accounts, b), mid),
         );
     }
-    time(
-        "plan: a block never written (first time)",
-        &mut src,
-        &mut plan(tag(accounts, n_accounts + 1000), end),
-    );
-    time(
-        "plan: a block never written (again)",
-        &mut src,
-        &mut plan(tag(accounts, n_accounts + 1000), end),
-    );
-    time(
-        "history: pgbench_accounts blk 1 (first)",
-        &mut src,
-        &mut hist(tag(accounts, 1), end),
-    );
-    time(
-        "history: pgbench_accounts blk 2 (later)",
-        &mut src,
-        &mut hist(tag(accounts, 2), end),
-    );
-    time(
-        "history: pgbench_branches blk 0 (later)",
-        &mut src,
-        &mut hist(tag(branches, 0), end),
-    );
-    time(
-        "plan: pgbench_accounts blk 3 at the end (after histories)",
-        &mut src,
-        &mut plan(tag(accounts, 3), end),
-    );
+    // In this order: (what, a history rather than a plan, the block, as of,
+    // on a fresh source rather than the one used so far).
+    let never_written = tag(accounts, n_accounts + 1000);
+    #[rustfmt::skip]
+    let lookups = [
+        ("plan: a block never written (first time)", false, never_written, end, false),
+        ("plan: a block never written (again)", false, never_written, end, false),
+        ("history: pgbench_accounts blk 1 (first)", true, tag(accounts, 1), end, false),
+        ("history: pgbench_accounts blk 2 (later)", true, tag(accounts, 2), end, false),
+        ("history: pgbench_branches blk 0 (later)", true, tag(branches, 0), end, false),
+        ("plan: pgbench_accounts blk 3 at the end (after histories)", false, tag(accounts, 3), end, false),
+        ("fresh source, history: pgbench_accounts blk 9 (first)", true, tag(accounts, 9), end, true),
+        ("fresh source, plan: pgbench_accounts blk 4 in the middle", false, tag(accounts, 4), mid, true),
+    ];
     let mut fresh = WalSource::new(vec![wal.clone()], None);
-    time(
-        "fresh source, history: pgbench_accounts blk 9 (first)",
-        &mut fresh,
-        &mut hist(tag(accounts, 9), end),
-    );
-    time(
-        "fresh source, plan: pgbench_accounts blk 4 in the middle",
-        &mut fresh,
-        &mut plan(tag(accounts, 4), mid),
-    );
+    for (what, history, t, lsn, on_fresh) in lookups {
+        let src = if on_fresh { &mut fresh } else { &mut src };
+        if history {
+            time(what, src, &mut hist(t, lsn));
+        } else {
+            time(what, src, &mut plan(t, lsn));
+        }
+    }
 }
