@@ -61,6 +61,18 @@ fn spare_of(pool: &Pool) -> u32 {
     spare[0]
 }
 
+/// After the `which` spare was replaced: two starts in all (`spawns`), and
+/// no failed start, killed start or failed request charged for it.
+fn assert_replaced_uncharged(pool: &Pool, which: &str) {
+    let stats = pool.stats();
+    assert_eq!(stats.spawns, 2, "{stats:?}");
+    assert_eq!(
+        (stats.spawn_failures, stats.killed_starts, stats.failures),
+        (0, 0, 0),
+        "the {which} spare was charged: {stats:?}"
+    );
+}
+
 #[test]
 fn after_a_kill_the_replacement_is_the_spare() {
     let _test = isolated_test();
@@ -110,13 +122,7 @@ fn a_dead_spare_is_replaced_without_a_failed_request() {
     let now = pool.pids();
     assert_eq!(now.len(), 1);
     assert!(now[0] != spare && now[0] != first, "{now:?}");
-    let stats = pool.stats();
-    assert_eq!(stats.spawns, 2, "{stats:?}");
-    assert_eq!(
-        (stats.spawn_failures, stats.killed_starts, stats.failures),
-        (0, 0, 0),
-        "the dead spare was charged: {stats:?}"
-    );
+    assert_replaced_uncharged(&pool, "dead");
     // A new spare follows.
     let next = spare_of(&pool);
     assert!(next != now[0]);
@@ -155,13 +161,7 @@ fn a_stopped_spare_is_replaced_not_handed_over() {
     wait_until("the stopped spare is gone", Duration::from_secs(5), || {
         !is_alive(spare)
     });
-    let stats = pool.stats();
-    assert_eq!(stats.spawns, 2, "{stats:?}");
-    assert_eq!(
-        (stats.spawn_failures, stats.killed_starts, stats.failures),
-        (0, 0, 0),
-        "the stopped spare was charged: {stats:?}"
-    );
+    assert_replaced_uncharged(&pool, "stopped");
     // A new spare follows, and it serves when the next kill comes.
     let next = spare_of(&pool);
     kill(now[0]);

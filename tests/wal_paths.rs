@@ -17,7 +17,7 @@ use walredo::datadir::read_page;
 use walredo::wal::pages;
 use walredo::wal::source::{SourceError, WalSource};
 use walredo::wal::{format_lsn, parse_lsn, WalReader};
-use walredo::{PageTag, Pool};
+use walredo::PageTag;
 use walredo_testkit::harness::*;
 
 const SEG: u64 = 1024 * 1024;
@@ -223,11 +223,7 @@ fn record_across_a_segment_boundary() {
     println!("span: {n} LSNs, cold and warm plans equal a plain scan's");
 
     // The page inside the spanning record is PostgreSQL's as of its start.
-    let pool = Pool::new(&walredo::Config {
-        processes: 1,
-        ..config()
-    })
-    .unwrap();
+    let pool = one_process_pool(true);
     let mut warm = WalSource::new(vec![wal.clone()], None);
     history_of(&mut warm, &tag, end).unwrap();
     for (target, at) in [(lock.0, boundary + 300), (lock.1, lock.1)] {
@@ -531,11 +527,7 @@ fn timeline_switch_of_a_promoted_standby() {
     );
     let both = vec![s.data.join("pg_wal"), p.data.join("pg_wal")];
 
-    let pool = Pool::new(&walredo::Config {
-        processes: 1,
-        ..config()
-    })
-    .unwrap();
+    let pool = one_process_pool(true);
     let mut warm = WalSource::new(vec![merged.clone()], None);
     history_of(&mut warm, &tag0, end).unwrap();
     let mut compared = 0;

@@ -324,26 +324,17 @@ fn wal_sources_against_postgresql() {
                 other => other.unwrap_or_else(|e| panic!("{tag} at {}: {e}", format_lsn(*lsn))),
             };
             if tag.forknum == VISIBILITYMAP_FORKNUM {
-                vm_routed += plan
-                    .records
-                    .iter()
-                    .filter(|r| {
-                        let d = record::decode(&r.data).unwrap();
-                        d.block_for(tag).is_none()
-                    })
-                    .count();
-                // 17.12 and 18 name the page in the heap record that clears
-                // it (a block reference on the vm fork): Heap, or Heap2
-                // but VISIBLE (info 0x40), which always did.
-                vm_named_all += plan
-                    .records
-                    .iter()
-                    .filter(|r| {
-                        let d = record::decode(&r.data).unwrap();
-                        d.block_for(tag).is_some()
-                            && (d.rmid == 10 || (d.rmid == 9 && d.info & 0x70 != 0x40))
-                    })
-                    .count();
+                for r in &plan.records {
+                    let d = record::decode(&r.data).unwrap();
+                    if d.block_for(tag).is_none() {
+                        vm_routed += 1;
+                    } else if d.rmid == 10 || (d.rmid == 9 && d.info & 0x70 != 0x40) {
+                        // 17.12 and 18 name the page in the heap record that
+                        // clears it (a block reference on the vm fork): Heap,
+                        // or Heap2 but VISIBLE (info 0x40), which always did.
+                        vm_named_all += 1;
+                    }
+                }
             }
             assert!(plan.records.iter().all(|r| r.end_lsn <= *lsn));
             let page = pool
