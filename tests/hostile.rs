@@ -399,6 +399,30 @@ fn growth(peer: &Peer, baseline: Usage, what: &str) -> Usage {
     g
 }
 
+/// A fresh wal-redo process and what its scratch directory holds at first.
+fn measured_peer() -> (Peer, Usage) {
+    let peer = Peer::start();
+    let baseline = usage(&peer.scratch());
+    (peer, baseline)
+}
+
+/// Since `baseline`, the scratch directory grew by no relation segment
+/// beyond the first and by less than 1 MiB.
+fn assert_scratch_small(peer: &Peer, baseline: Usage, what: &str) {
+    let g = growth(peer, baseline, what);
+    assert_eq!(g.segments, 0, "no relation segment beyond the first");
+    assert!(g.apparent < 1 << 20, "{g:?}");
+}
+
+/// Push `target` as a heap page with `free` bytes free, apply one heap
+/// insert (offset 1, `flags`) at LSN, get the page.
+fn one_insert_request(target: &PageTag, free: u16, flags: u8) -> Vec<u8> {
+    let mut req = push(target, &heap_page(free));
+    req.extend(apply(LSN, &heap_insert(target, 1, flags, false)));
+    req.extend(get(target));
+    req
+}
+
 // ---------------------------------------------------------------------------
 // Every block reference is checked, not only the target's.
 
@@ -463,40 +487,27 @@ fn an_insert_far_into_a_heap_leaves_the_scratch_directory_small() {
     // A nearly full page: after the insert, redo records its free space in
     // the free-space map, whose page for block 50,000,000 is far into it.
     let target = main_tag(REL, 50_000_000);
-    let mut peer = Peer::start();
-    let baseline = usage(&peer.scratch());
-    let mut req = push(&target, &heap_page(1000));
-    req.extend(apply(LSN, &heap_insert(&target, 1, 0, false)));
-    req.extend(get(&target));
+    let (mut peer, baseline) = measured_peer();
+    let req = one_insert_request(&target, 1000, 0);
     let page = peer.page(&req).unwrap();
     assert_eq!(line_pointers(&page), 1, "the tuple was inserted");
     assert_eq!(page_lsn(&page), LSN);
-    let g = growth(&peer, baseline, "insert at heap block 50,000,000");
-    assert_eq!(g.segments, 0, "no relation segment beyond the first");
-    assert!(g.apparent < 1 << 20, "{g:?}");
+    assert_scratch_small(&peer, baseline, "insert at heap block 50,000,000");
 }
 
 #[test]
 fn clearing_all_visible_far_into_a_heap_writes_no_visibility_map() {
     let _test = isolated_test();
     let target = main_tag(REL, 100_000_000);
-    let mut peer = Peer::start();
-    let baseline = usage(&peer.scratch());
-    let mut req = push(&target, &heap_page(4000));
-    req.extend(apply(
-        LSN,
-        &heap_insert(&target, 1, XLH_INSERT_ALL_VISIBLE_CLEARED, false),
-    ));
-    req.extend(get(&target));
+    let (mut peer, baseline) = measured_peer();
+    let req = one_insert_request(&target, 4000, XLH_INSERT_ALL_VISIBLE_CLEARED);
     let page = peer.page(&req).unwrap();
     assert_eq!(line_pointers(&page), 1);
-    let g = growth(
+    assert_scratch_small(
         &peer,
         baseline,
         "all-visible cleared at heap block 100,000,000",
     );
-    assert_eq!(g.segments, 0);
-    assert!(g.apparent < 1 << 20, "{g:?}");
 }
 
 #[test]
@@ -506,8 +517,7 @@ fn many_non_target_blocks_leave_no_segments_behind() {
     // the same relation, spread over ten 1 GB segments: more sentinels than
     // the 128-buffer pool holds.
     let target = main_tag(REL, 0);
-    let mut peer = Peer::start();
-    let baseline = usage(&peer.scratch());
+    let (mut peer, baseline) = measured_peer();
     let mut req = push(&target, &heap_page(4000));
     let mut last = 0;
     for i in 0..400u32 {
@@ -521,9 +531,7 @@ fn many_non_target_blocks_leave_no_segments_behind() {
     req.extend(get(&target));
     let page = peer.page(&req).unwrap();
     assert_eq!(page[..], with_lsn(&marked_page(399u32 as u8), last)[..]);
-    let g = growth(&peer, baseline, "400 records, 400 other blocks");
-    assert_eq!(g.segments, 0);
-    assert!(g.apparent < 1 << 20, "{g:?}");
+    assert_scratch_small(&peer, baseline, "400 records, 400 other blocks");
 }
 
 #[test]
@@ -531,8 +539,7 @@ fn many_relations_leave_a_bounded_number_of_files() {
     let _test = isolated_test();
     // Requests on ever new relations, each touching the heap, its
     // free-space map and its visibility map.
-    let mut peer = Peer::start();
-    let baseline = usage(&peer.scratch());
+    let (mut peer, baseline) = measured_peer();
     let rss_start = peer.status_kb("RssAnon");
     let mut rss_at_1000 = 0;
     let mut most = 0;
@@ -542,12 +549,7 @@ fn many_relations_leave_a_bounded_number_of_files() {
             ..REL
         };
         let target = main_tag(rel, 7);
-        let mut req = push(&target, &heap_page(1000));
-        req.extend(apply(
-            LSN,
-            &heap_insert(&target, 1, XLH_INSERT_ALL_VISIBLE_CLEARED, false),
-        ));
-        req.extend(get(&target));
+        let req = one_insert_request(&target, 1000, XLH_INSERT_ALL_VISIBLE_CLEARED);
         let page = peer.page(&req).unwrap();
         assert_eq!(line_pointers(&page), 1);
         if i == 999 {
@@ -578,8 +580,7 @@ fn many_databases_and_tablespaces_leave_a_bounded_number_of_directories() {
     let _test = isolated_test();
     // Every request in another database, every other one in another
     // tablespace too: redo makes the directories those need.
-    let mut peer = Peer::start();
-    let baseline = usage(&peer.scratch());
+    let (mut peer, baseline) = measured_peer();
     let mut most = 0;
     for i in 0..1000u32 {
         let rel = RelFileNode {
@@ -588,9 +589,7 @@ fn many_databases_and_tablespaces_leave_a_bounded_number_of_directories() {
             relnode: 16384,
         };
         let target = main_tag(rel, 0);
-        let mut req = push(&target, &heap_page(1000));
-        req.extend(apply(LSN, &heap_insert(&target, 1, 0, false)));
-        req.extend(get(&target));
+        let req = one_insert_request(&target, 1000, 0);
         assert_eq!(line_pointers(&peer.page(&req).unwrap()), 1);
         if i % 100 == 99 {
             most = most.max(usage(&peer.scratch()).dirs - baseline.dirs);
@@ -613,8 +612,7 @@ fn what_redo_writes_is_removed_and_too_much_is_refused() {
         forknum: 3,
         ..main_tag(REL, 0)
     };
-    let mut peer = Peer::start();
-    let baseline = usage(&peer.scratch());
+    let (mut peer, baseline) = measured_peer();
     let mut req = begin(&init);
     req.extend(apply(LSN, &fpi(&[(init, marked_page(7))])));
     req.extend(get(&init));
