@@ -5,7 +5,7 @@
 //! for `idle_timeout` or gone. Real PostgreSQL processes throughout.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use walredo::process::launch::Launcher;
 use walredo::process::Spawner;
@@ -22,19 +22,18 @@ fn wal_redo_processes() -> Vec<u32> {
     pids
 }
 
+/// A process from `spawner` that has answered its handshake.
+fn ready_from(spawner: &Spawner) -> walredo::process::Process {
+    let mut process = spawner.spawn().unwrap();
+    process.handshake(Duration::from_secs(10)).unwrap();
+    process
+}
+
 /// A launcher for `config` and a spawner on it, as a pool makes them.
 fn spawner_for(config: Config) -> (Arc<Launcher>, Spawner) {
     let launcher = Arc::new(Launcher::new(&config).unwrap());
     let spawner = Spawner::new(Arc::clone(&launcher)).unwrap();
     (launcher, spawner)
-}
-
-fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < within, "not within {within:?}: {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 fn kill(pid: u32) {
@@ -224,8 +223,7 @@ fn the_spare_is_dropped_after_idle_timeout_and_with_the_spawner() {
     });
     assert_eq!(spawner.spare_pid(), None, "a spare before the first start");
 
-    let mut a = spawner.spawn().unwrap();
-    a.handshake(Duration::from_secs(10)).unwrap();
+    let _a = ready_from(&spawner);
     let spare = wait_for_spare(&spawner);
     assert!(is_alive(spare));
     let scratch = scratch_of(spare);
@@ -239,8 +237,7 @@ fn the_spare_is_dropped_after_idle_timeout_and_with_the_spawner() {
     // It stays gone until the next start, which starts a new one.
     std::thread::sleep(idle * 2);
     assert_eq!(spawner.spare_pid(), None);
-    let mut b = spawner.spawn().unwrap();
-    b.handshake(Duration::from_secs(10)).unwrap();
+    let _b = ready_from(&spawner);
     let second = wait_for_spare(&spawner);
     assert!(second != spare && is_alive(second));
 
@@ -255,8 +252,7 @@ fn the_spare_can_be_turned_off() {
         spare_process: false,
         ..config()
     });
-    let mut a = spawner.spawn().unwrap();
-    a.handshake(Duration::from_secs(10)).unwrap();
+    let a = ready_from(&spawner);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(spawner.spare_pid(), None);
     assert_eq!(wal_redo_processes(), vec![a.pid()]);
@@ -271,14 +267,12 @@ fn close_drops_the_spare_and_starts_no_more() {
         spare_process: true,
         ..config()
     });
-    let mut a = spawner.spawn().unwrap();
-    a.handshake(Duration::from_secs(10)).unwrap();
+    let a = ready_from(&spawner);
     let spare = wait_for_spare(&spawner);
     spawner.close();
     assert_eq!(spawner.spare_pid(), None);
     assert!(!is_alive(spare), "the spare outlived close");
-    let mut b = spawner.spawn().unwrap();
-    b.handshake(Duration::from_secs(10)).unwrap();
+    let b = ready_from(&spawner);
     assert_ne!(b.pid(), spare);
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(spawner.spare_pid(), None, "a spare after close");

@@ -404,19 +404,13 @@ fn segment_boundary_and_damage() {
 }
 
 fn wait_for_replay(standby: &Cluster, lsn: u64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while standby.psql(&format!(
-        "SELECT pg_last_wal_replay_lsn() >= '{}';",
-        format_lsn(lsn)
-    )) != "t"
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the standby did not replay {}",
-            format_lsn(lsn)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let lsn = format_lsn(lsn);
+    let replayed = format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}';");
+    wait_until(
+        &format!("the standby replays {lsn}"),
+        std::time::Duration::from_secs(60),
+        || standby.psql(&replayed) == "t",
+    );
 }
 
 /// Start LSNs of the records pg_waldump prints for timeline `tli` from

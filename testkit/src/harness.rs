@@ -156,6 +156,16 @@ pub fn one_process_pool(spare_process: bool) -> walredo::Pool {
     .unwrap()
 }
 
+/// Poll `done` every 10 ms until it holds; fail the test, naming `what`,
+/// if it does not within `within`.
+pub fn wait_until(what: &str, within: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < within, "not within {within:?}: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// A `Redoer` on `config` whose process has started and answered a ping,
 /// and that process's pid.
 pub fn started_redoer(config: &Config) -> (walredo::Redoer, u32) {
