@@ -140,12 +140,13 @@ fn cold_and_warm(
     lsns.len()
 }
 
-/// A running cluster in `dir` with 1 MiB WAL segments (so that a little
-/// SQL crosses segment boundaries) that keeps its WAL.
-fn small_segment_cluster(dir: &Path) -> Cluster {
-    let mut c = Cluster::init(dir, &["--wal-segsize=1"], WAL_KEEPING_SETTINGS);
+/// A running cluster in a fresh directory `name` with 1 MiB WAL segments
+/// (so that a little SQL crosses segment boundaries) that keeps its WAL.
+fn small_segment_cluster(name: &str) -> (TempDir, Cluster) {
+    let tmp = TempDir::new(name);
+    let mut c = Cluster::init(tmp.path(), &["--wal-segsize=1"], WAL_KEEPING_SETTINGS);
     c.start();
-    c
+    (tmp, c)
 }
 
 /// A record with a full-page image of the block that starts in one segment
@@ -155,9 +156,8 @@ fn small_segment_cluster(dir: &Path) -> Cluster {
 #[test]
 fn record_across_a_segment_boundary() {
     let _test = isolated_test();
-    let tmp = TempDir::new("walpaths-span");
+    let (tmp, mut c) = small_segment_cluster("walpaths-span");
     let dir = tmp.path();
-    let mut c = small_segment_cluster(dir);
     c.stop();
     let base = dir.join("base");
     copy_tree(&c.data, &base);
@@ -268,9 +268,8 @@ fn records(wal: &Path, from: u64, end: u64) -> Vec<(u64, u64)> {
 #[test]
 fn segment_boundary_and_damage() {
     let _test = isolated_test();
-    let tmp = TempDir::new("walpaths-boundary");
+    let (tmp, mut c) = small_segment_cluster("walpaths-boundary");
     let dir = tmp.path();
-    let mut c = small_segment_cluster(dir);
     c.psql(
         "CREATE TABLE x (id int, v text) WITH (autovacuum_enabled = off);
          CREATE TABLE y (id int, v text) WITH (autovacuum_enabled = off);
@@ -447,10 +446,9 @@ fn waldump_uses(dir: &Path, tli: u32, start: u64, end: u64, tag: &PageTag) -> Ve
 #[test]
 fn timeline_switch_of_a_promoted_standby() {
     let _test = isolated_test();
-    let tmp = TempDir::new("walpaths-tli");
+    let (tmp, mut p) = small_segment_cluster("walpaths-tli");
     let stmp = TempDir::new("walpaths-tli-standby");
     let dir = tmp.path();
-    let mut p = small_segment_cluster(dir);
     p.psql(
         "CREATE TABLE x (id int, v text) WITH (autovacuum_enabled = off);
          INSERT INTO x SELECT g, repeat('a', 200) FROM generate_series(1, 100) g;

@@ -694,21 +694,20 @@ fn bench_plan_and_history_on_1gb_of_wal() {
         &mut src,
         &mut plan(tag(branches, 0), end),
     );
-    for i in 0..5 {
-        let b = (i * 7919 + 13) % n_accounts;
-        time(
-            &format!("plan: pgbench_accounts blk {b} at the end"),
-            &mut src,
-            &mut plan(tag(accounts, b), end),
-        );
-    }
-    for i in 0..3 {
-        let b = (i * 104_729 + 5) % n_accounts;
-        time(
-            &format!("plan: pgbench_accounts blk {b} in the middle"),
-            &mut src,
-            &mut plan(tag(accounts, b), mid),
-        );
+    // Blocks spread over the table: (how many, stride, offset, as of, the
+    // LSN named).
+    for (n, stride, offset, lsn, when) in [
+        (5, 7919, 13, end, "at the end"),
+        (3, 104_729, 5, mid, "in the middle"),
+    ] {
+        for i in 0..n {
+            let b = (i * stride + offset) % n_accounts;
+            time(
+                &format!("plan: pgbench_accounts blk {b} {when}"),
+                &mut src,
+                &mut plan(tag(accounts, b), lsn),
+            );
+        }
     }
     // In this order: (what, a history rather than a plan, the block, as of,
     // on a fresh source rather than the one used so far).
