@@ -72,16 +72,12 @@ fn concurrent_first_requests_spawn_once_per_slot() {
 fn a_request_that_crashes_twice_fails_with_the_message() {
     let _test = isolated_test();
     let pool = Pool::new(&fake_config(1, &[], TIMEOUT)).unwrap();
-    match redo(&pool, &fake_tag(CRASH, 7), 2) {
-        Err(Error::RedoFailed { message, stderr }) => {
-            assert!(
-                message.contains("FATAL:  fake crash on block 7"),
-                "{message}"
-            );
-            assert!(stderr.contains("fake crash"), "{stderr}");
-        }
-        other => panic!("expected RedoFailed, got {other:?}"),
-    }
+    let (message, stderr) = redo_failure(redo(&pool, &fake_tag(CRASH, 7), 2));
+    assert!(
+        message.contains("FATAL:  fake crash on block 7"),
+        "{message}"
+    );
+    assert!(stderr.contains("fake crash"), "{stderr}");
     let s = pool.stats();
     assert_eq!(
         (s.retries, s.process_deaths, s.failures),
@@ -135,16 +131,10 @@ fn a_hung_process_times_out_and_is_replaced() {
 fn short_and_garbage_answers_are_failures_never_pages() {
     let _test = isolated_test();
     let pool = Pool::new(&fake_config(1, &[], TIMEOUT)).unwrap();
-    match redo(&pool, &fake_tag(SHORT, 1), 1) {
-        Err(Error::RedoFailed { message, .. }) => assert!(message.contains("EOF"), "{message}"),
-        other => panic!("expected RedoFailed, got {other:?}"),
-    }
-    match redo(&pool, &fake_tag(GARBAGE, 1), 1) {
-        Err(Error::RedoFailed { message, .. }) => {
-            assert!(message.contains("not a page"), "{message}")
-        }
-        other => panic!("expected RedoFailed, got {other:?}"),
-    }
+    let (message, _) = redo_failure(redo(&pool, &fake_tag(SHORT, 1), 1));
+    assert!(message.contains("EOF"), "{message}");
+    let (message, _) = redo_failure(redo(&pool, &fake_tag(GARBAGE, 1), 1));
+    assert!(message.contains("not a page"), "{message}");
     assert_eq!(pool.stats().process_deaths, 4);
 }
 
@@ -163,10 +153,8 @@ fn stderr_chatter_does_not_block_answers() {
 fn a_child_that_cannot_start_is_reported_and_backed_off() {
     let _test = isolated_test();
     let pool = Pool::new(&fake_config(1, &["--exit-at-start"], TIMEOUT)).unwrap();
-    match redo(&pool, &fake_tag(NORMAL, 1), 1) {
-        Err(Error::SpawnFailed(m)) => assert!(m.contains("refuses to start"), "{m}"),
-        other => panic!("expected SpawnFailed, got {other:?}"),
-    }
+    let m = spawn_failure(redo(&pool, &fake_tag(NORMAL, 1), 1));
+    assert!(m.contains("refuses to start"), "{m}");
     // Tried twice (one failed start may be an accident), then backed off.
     let s = pool.stats();
     assert_eq!(
@@ -176,22 +164,16 @@ fn a_child_that_cannot_start_is_reported_and_backed_off() {
     );
     // The next request waits the back-off out (it ends before its deadline)
     // and tries itself: the same reason, from its own two starts.
-    match redo(&pool, &fake_tag(NORMAL, 1), 1) {
-        Err(Error::SpawnFailed(m)) => assert!(m.contains("refuses to start"), "{m}"),
-        other => panic!("expected SpawnFailed, got {other:?}"),
-    }
+    let m = spawn_failure(redo(&pool, &fake_tag(NORMAL, 1), 1));
+    assert!(m.contains("refuses to start"), "{m}");
     assert_eq!(pool.stats().spawn_failures, 4);
     // Once the back-off outlasts a request's deadline, the request is
     // refused without a start, with the last reason.
     let mut refused = false;
     for _ in 0..4 {
-        match redo(&pool, &fake_tag(NORMAL, 1), 1) {
-            Err(Error::SpawnFailed(m)) => {
-                assert!(m.contains("refuses to start"), "{m}");
-                refused |= m.contains("not trying again");
-            }
-            other => panic!("expected SpawnFailed, got {other:?}"),
-        }
+        let m = spawn_failure(redo(&pool, &fake_tag(NORMAL, 1), 1));
+        assert!(m.contains("refuses to start"), "{m}");
+        refused |= m.contains("not trying again");
     }
     assert!(refused, "{:?}", pool.stats());
     assert_eq!(pool.stats().spawns, 0);

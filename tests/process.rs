@@ -27,31 +27,23 @@ fn missing_pieces_say_what_to_install() {
         pg_bindir: Some(PathBuf::from("/nonexistent/bin")),
         ..config()
     };
-    match Redoer::new(&no_pg) {
-        Err(Error::SpawnFailed(m)) => {
-            let package = format!(
-                "apt-get install -y postgresql-{}",
-                walredo_testkit::install::pg_version()
-            );
-            assert!(m.contains(&package), "{m}")
-        }
-        other => panic!("expected SpawnFailed, got {:?}", other.err()),
-    }
+    let m = spawn_failure(Redoer::new(&no_pg));
+    let package = format!(
+        "apt-get install -y postgresql-{}",
+        walredo_testkit::install::pg_version()
+    );
+    assert!(m.contains(&package), "{m}");
     let no_ext = Config {
         extension_path: Some(PathBuf::from("/nonexistent/pg_walredo.so")),
         ..config()
     };
-    match Redoer::new(&no_ext) {
-        Err(Error::SpawnFailed(m)) => {
-            assert!(m.contains("make -C pg_walredo install"), "{m}");
-            let package = format!(
-                "postgresql-server-dev-{}",
-                walredo_testkit::install::pg_version()
-            );
-            assert!(m.contains(&package), "{m}");
-        }
-        other => panic!("expected SpawnFailed, got {:?}", other.err()),
-    }
+    let m = spawn_failure(Redoer::new(&no_ext));
+    assert!(m.contains("make -C pg_walredo install"), "{m}");
+    let package = format!(
+        "postgresql-server-dev-{}",
+        walredo_testkit::install::pg_version()
+    );
+    assert!(m.contains(&package), "{m}");
 }
 
 #[test]
@@ -105,10 +97,8 @@ fn a_killed_process_fails_its_request_and_the_next_one_works() {
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     // The write goes into the pipe (we hold a read end of it, so it can
     // never raise SIGPIPE here); the death shows as EOF on stdout.
-    match r.ping() {
-        Err(Error::RedoFailed { message, .. }) => assert!(message.contains("EOF"), "{message}"),
-        other => panic!("expected RedoFailed, got {other:?}"),
-    }
+    let (message, _) = redo_failure(r.ping());
+    assert!(message.contains("EOF"), "{message}");
     r.ping().unwrap();
 }
 

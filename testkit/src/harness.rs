@@ -166,6 +166,25 @@ pub fn wait_until(what: &str, within: std::time::Duration, mut done: impl FnMut(
     }
 }
 
+/// The message of the `SpawnFailed` error `result` must be.
+pub fn spawn_failure<T>(result: walredo::Result<T>) -> String {
+    match result {
+        Err(walredo::Error::SpawnFailed(m)) => m,
+        Err(other) => panic!("expected SpawnFailed, got {other:?}"),
+        Ok(_) => panic!("expected SpawnFailed, got a success"),
+    }
+}
+
+/// The message and the process's stderr of the `RedoFailed` error `result`
+/// must be.
+pub fn redo_failure<T>(result: walredo::Result<T>) -> (String, String) {
+    match result {
+        Err(walredo::Error::RedoFailed { message, stderr }) => (message, stderr),
+        Err(other) => panic!("expected RedoFailed, got {other:?}"),
+        Ok(_) => panic!("expected RedoFailed, got a success"),
+    }
+}
+
 /// A `Redoer` on `config` whose process has started and answered a ping,
 /// and that process's pid.
 pub fn started_redoer(config: &Config) -> (walredo::Redoer, u32) {
