@@ -454,13 +454,13 @@ fn timeline_switch_of_a_promoted_standby() {
          INSERT INTO x SELECT g, repeat('a', 200) FROM generate_series(1, 100) g;
          CHECKPOINT;",
     );
-    let mut s = Cluster::init(stmp.path(), &["--wal-segsize=1"], WAL_KEEPING_SETTINGS);
-    fs::remove_dir_all(&s.data).unwrap();
-    p.base_backup_to(&s.data);
     let base = dir.join("base");
-    copy_tree(&s.data, &base);
-    fs::remove_file(base.join("standby.signal")).unwrap();
-    s.start();
+    let mut s = p.start_standby(
+        stmp.path(),
+        &["--wal-segsize=1"],
+        WAL_KEEPING_SETTINGS,
+        &base,
+    );
     p.psql(
         "UPDATE x SET v = 'one' WHERE id % 3 = 0;
          SELECT pg_switch_wal();

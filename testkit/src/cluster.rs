@@ -224,6 +224,27 @@ impl Cluster {
         }
     }
 
+    /// A standby of this running cluster, made in `dir` and started: initdb
+    /// with the same programs, its data directory then replaced by a base
+    /// backup (see `base_backup_to`). Before it starts, that backup is also
+    /// copied to `base` as a plain data directory (no `standby.signal`): what
+    /// an archive recovery of the WAL to come starts from.
+    pub fn start_standby(
+        &self,
+        dir: &Path,
+        initdb_args: &[&str],
+        settings: &[&str],
+        base: &Path,
+    ) -> Cluster {
+        let mut standby = Cluster::init_in(&self.bindir, dir, initdb_args, settings);
+        fs::remove_dir_all(&standby.data).unwrap();
+        self.base_backup_to(&standby.data);
+        copy_tree(&standby.data, base);
+        fs::remove_file(base.join("standby.signal")).unwrap();
+        standby.start();
+        standby
+    }
+
     /// Make `data` a standby of this running cluster: pg_basebackup with
     /// its WAL streamed and a fast checkpoint, `-R` writing the standby
     /// settings.
