@@ -1,8 +1,10 @@
-//! What every test of walredo starts from: one test at a time
-//! (`serial`), a leak check that judges only the test's own processes
-//! (`assert_no_leftovers`), the configuration that loads the extension built
-//! in this tree, and hand-made records; with the clusters of
-//! [`crate::cluster`] re-exported.
+//! What every test of walredo starts from: one test at a time with a leak
+//! check that judges only the test's own processes (`isolated_test`, a
+//! guard built on `serial` and `assert_no_leftovers`), the configuration
+//! that loads the extension built in this tree, pools, processes and fake
+//! children set up as the tests use them, the errors they expect
+//! (`spawn_failure`, `redo_failure`), `wait_until`, and hand-made records;
+//! with the clusters of [`crate::cluster`] re-exported.
 
 use std::fs;
 use std::path::PathBuf;
