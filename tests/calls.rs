@@ -111,7 +111,7 @@ fn a_call_answers_through_its_descriptor() {
     }
     assert_eq!(block_of(&finish(slow).unwrap()), 300);
     let s = pool.stats();
-    assert_eq!((s.failures, s.retries, s.cancellations), (0, 0, 0), "{s:?}");
+    assert_stats!(s, failures: 0, retries: 0, cancellations: 0);
 }
 
 /// A process stuck on a call's request (the fake child hangs as a stopped
@@ -139,11 +139,7 @@ fn cancel_of_a_hung_request_frees_the_slot_at_once() {
         (0, 0, 0, 0),
         "the cancel was charged to someone: {s:?}"
     );
-    assert_eq!(
-        (s.cancellations, s.cancel_kills, s.spawns),
-        (1, 1, 2),
-        "{s:?}"
-    );
+    assert_stats!(s, cancellations: 1, cancel_kills: 1, spawns: 2);
 }
 
 /// A cancelled request still in the queue never reaches a process: this
@@ -162,12 +158,8 @@ fn a_cancelled_queued_request_is_never_sent() {
     got.sort();
     assert_eq!(got, [(2, Ok(2)), (300, Ok(300))]);
     let s = pool.stats();
-    assert_eq!(
-        (s.process_deaths, s.retries, s.failures, s.spawns),
-        (0, 0, 0, 1),
-        "{s:?}"
-    );
-    assert_eq!((s.cancellations, s.cancel_kills), (1, 0), "{s:?}");
+    assert_stats!(s, process_deaths: 0, retries: 0, failures: 0, spawns: 1);
+    assert_stats!(s, cancellations: 1, cancel_kills: 0);
 }
 
 /// One batch on a one-process pool: [`first`, the call (`call`), NORMAL 3],
@@ -196,12 +188,8 @@ fn cancel_in_a_batch(
     println!("cancel to the pages around it: {:?}", cancelled.elapsed());
     got.sort();
     let s = pool.stats();
-    assert_eq!(
-        (s.failures, s.retries, s.process_deaths),
-        (0, 0, 0),
-        "{s:?}"
-    );
-    assert_eq!((s.cancellations, s.cancel_kills), (1, 1), "{s:?}");
+    assert_stats!(s, failures: 0, retries: 0, process_deaths: 0);
+    assert_stats!(s, cancellations: 1, cancel_kills: 1);
     got
 }
 
@@ -253,11 +241,7 @@ fn cancels_racing_completion_leave_the_pool_whole() {
         "300 cancels: {} requests dropped or stopped, {} processes killed",
         s.cancellations, s.cancel_kills
     );
-    assert_eq!(
-        (s.failures, s.retries, s.process_deaths, s.timeouts),
-        (0, 0, 0, 0),
-        "{s:?}"
-    );
+    assert_stats!(s, failures: 0, retries: 0, process_deaths: 0, timeouts: 0);
     assert_eq!(s.spawns, s.cancel_kills + s.live_processes, "{s:?}");
 }
 

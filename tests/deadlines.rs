@@ -102,7 +102,7 @@ fn a_request_whose_processes_are_killed_from_outside_is_retried() {
     );
     let page = outcome.expect("a request killed from outside is retried");
     assert_eq!(u32::from_le_bytes(page[100..104].try_into().unwrap()), 4);
-    assert_eq!((s.retries, s.failures), (3, 0), "{s:?}");
+    assert_stats!(s, retries: 3, failures: 0);
 }
 
 /// A process that crashes on the request (SIGABRT) keeps the one-retry
@@ -125,7 +125,7 @@ fn a_request_that_crashes_its_process_twice_fails() {
         }
         other => panic!("expected a failed redo, got {other:?}"),
     }
-    assert_eq!((s.retries, s.process_deaths), (1, 2), "{s:?}");
+    assert_stats!(s, retries: 1, process_deaths: 2);
 }
 
 /// Submitted requests too: a hung one and those pipelined or queued behind

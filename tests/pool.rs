@@ -79,11 +79,7 @@ fn a_request_that_crashes_twice_fails_with_the_message() {
     );
     assert!(stderr.contains("fake crash"), "{stderr}");
     let s = pool.stats();
-    assert_eq!(
-        (s.retries, s.process_deaths, s.failures),
-        (1, 2, 1),
-        "{s:?}"
-    );
+    assert_stats!(s, retries: 1, process_deaths: 2, failures: 1);
     // The pool carries on.
     assert_redone(&pool, &fake_tag(NORMAL, 1), 1);
 }
@@ -96,11 +92,7 @@ fn a_crash_once_is_retried_on_a_fresh_process() {
     let t = fake_tag(CRASH_ONCE, 3);
     assert_redone(&pool, &t, 4);
     let s = pool.stats();
-    assert_eq!(
-        (s.retries, s.process_deaths, s.failures, s.spawns),
-        (1, 1, 0, 2),
-        "{s:?}"
-    );
+    assert_stats!(s, retries: 1, process_deaths: 1, failures: 0, spawns: 2);
 }
 
 #[test]
@@ -119,11 +111,7 @@ fn a_hung_process_times_out_and_is_replaced() {
     assert!(started.elapsed() < Duration::from_secs(5));
     let s = pool.stats();
     assert!((1..=2).contains(&s.timeouts), "{s:?}");
-    assert_eq!(
-        (s.retries, s.process_deaths),
-        (s.timeouts - 1, s.timeouts),
-        "{s:?}"
-    );
+    assert_stats!(s, retries: s.timeouts - 1, process_deaths: s.timeouts);
     assert_redone(&pool, &fake_tag(NORMAL, 2), 1);
 }
 
@@ -157,11 +145,7 @@ fn a_child_that_cannot_start_is_reported_and_backed_off() {
     assert!(m.contains("refuses to start"), "{m}");
     // Tried twice (one failed start may be an accident), then backed off.
     let s = pool.stats();
-    assert_eq!(
-        (s.spawn_failures, s.spawns, s.live_processes),
-        (2, 0, 0),
-        "{s:?}"
-    );
+    assert_stats!(s, spawn_failures: 2, spawns: 0, live_processes: 0);
     // The next request waits the back-off out (it ends before its deadline)
     // and tries itself: the same reason, from its own two starts.
     let m = spawn_failure(redo(&pool, &fake_tag(NORMAL, 1), 1));
@@ -233,7 +217,7 @@ fn requests_pipelined_behind_a_failure_are_not_lost() {
         "each callback exactly once"
     );
     let s = pool.stats();
-    assert_eq!((s.retries, s.failures, s.requests), (2, 0, 40), "{s:?}");
+    assert_stats!(s, retries: 2, failures: 0, requests: 40);
 }
 
 #[test]
@@ -308,7 +292,7 @@ fn a_full_queue_refuses_submissions_as_busy() {
     assert_redone(&pool, &fake_tag(NORMAL, 4), 1);
     wait_for(&outcomes, 3);
     let s = pool.stats();
-    assert_eq!((s.busy_rejections, s.queue_depth), (1, 0), "{s:?}");
+    assert_stats!(s, busy_rejections: 1, queue_depth: 0);
 }
 
 #[test]

@@ -153,7 +153,7 @@ fn shutdown_does_not_retry_a_hanging_batch() {
     );
     assert_eq!(got.len(), 16, "{got:?}");
     assert!(got.iter().all(|m| m.contains("shut down")), "{got:?}");
-    assert_eq!((s.spawns, s.timeouts), (1, 1), "{s:?}");
+    assert_stats!(s, spawns: 1, timeouts: 1);
 }
 
 /// A start-up that hangs counts towards the back-off like any failed start,

@@ -22,6 +22,14 @@ fn wal_redo_processes() -> Vec<u32> {
     pids
 }
 
+/// `spawner_for` this tree's extension, with a spare process or without.
+fn spawner_with_spare(spare_process: bool) -> (Arc<Launcher>, Spawner) {
+    spawner_for(Config {
+        spare_process,
+        ..config()
+    })
+}
+
 /// A process from `spawner` that has answered its handshake.
 fn ready_from(spawner: &Spawner) -> walredo::process::Process {
     let mut process = spawner.spawn().unwrap();
@@ -248,10 +256,7 @@ fn the_spare_is_dropped_after_idle_timeout_and_with_the_spawner() {
 #[test]
 fn the_spare_can_be_turned_off() {
     let _test = isolated_test();
-    let (_launcher, spawner) = spawner_for(Config {
-        spare_process: false,
-        ..config()
-    });
+    let (_launcher, spawner) = spawner_with_spare(false);
     let a = ready_from(&spawner);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(spawner.spare_pid(), None);
@@ -263,10 +268,7 @@ fn the_spare_can_be_turned_off() {
 #[test]
 fn close_drops_the_spare_and_starts_no_more() {
     let _test = isolated_test();
-    let (_launcher, spawner) = spawner_for(Config {
-        spare_process: true,
-        ..config()
-    });
+    let (_launcher, spawner) = spawner_with_spare(true);
     let a = ready_from(&spawner);
     let spare = wait_for_spare(&spawner);
     spawner.close();

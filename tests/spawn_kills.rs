@@ -52,17 +52,7 @@ fn starts_killed_by_a_signal_are_started_again_at_once() {
     let page = redo_normal(&pool, 7).expect("a page despite three killed starts");
     assert_eq!(blkno_of(&page), 7);
     let s = pool.stats();
-    assert_eq!(
-        (
-            s.killed_starts,
-            s.spawn_failures,
-            s.spawns,
-            s.failures,
-            s.retries
-        ),
-        (3, 3, 1, 0, 0),
-        "{s:?}"
-    );
+    assert_stats!(s, killed_starts: 3, spawn_failures: 3, spawns: 1, failures: 0, retries: 0);
     // And the next request finds its process at once.
     assert_eq!(blkno_of(&redo_normal(&pool, 8).unwrap()), 8);
     assert_eq!(pool.stats().spawns, 1);
@@ -109,7 +99,7 @@ fn a_request_during_a_back_off_waits_for_it_instead_of_failing() {
     let page = redo_normal(&pool, 2).expect("a page after the back-off");
     assert_eq!(blkno_of(&page), 2);
     let s = pool.stats();
-    assert_eq!((s.spawn_failures, s.spawns, s.failures), (2, 1, 1), "{s:?}");
+    assert_stats!(s, spawn_failures: 2, spawns: 1, failures: 1);
 }
 
 #[test]
@@ -183,5 +173,5 @@ fn real_processes_killed_during_start_up_are_started_again() {
     assert_eq!(killed, 3, "{s:?}");
     // Every kill hit a start (the ping was answered after the third), and
     // none of them backed off or failed the request.
-    assert_eq!((s.killed_starts, s.spawns, s.failures), (3, 1, 0), "{s:?}");
+    assert_stats!(s, killed_starts: 3, spawns: 1, failures: 0);
 }

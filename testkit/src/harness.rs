@@ -168,6 +168,23 @@ pub fn wait_until(what: &str, within: std::time::Duration, mut done: impl FnMut(
     }
 }
 
+/// Assert fields of a pool's `Stats` (or anything with those fields and
+/// `Debug`), each named beside the value it must have:
+/// `assert_stats!(s, retries: 1, failures: 0)`. A failure shows them all.
+#[macro_export]
+macro_rules! assert_stats {
+    ($stats:expr, $($field:ident: $want:expr),+ $(,)?) => {{
+        let stats = &$stats;
+        assert_eq!(
+            ($(stats.$field,)+),
+            ($($want,)+),
+            "{} of {stats:?}",
+            stringify!($($field),+)
+        );
+    }};
+}
+pub use crate::assert_stats;
+
 /// The message of the `SpawnFailed` error `result` must be.
 pub fn spawn_failure<T>(result: walredo::Result<T>) -> String {
     match result {
