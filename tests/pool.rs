@@ -334,6 +334,19 @@ fn workers_are_batch_threads_and_nobody_else_is() {
     let pool = Pool::new(&fake_config(2, &[], Duration::from_secs(5))).unwrap();
     let tag = fake_tag(NORMAL, 1);
     redo(&pool, &tag, 1).unwrap();
+    // Each worker sets its policy when it first runs: on a loaded machine
+    // the idle one may not have run yet.
+    wait_until(
+        "both workers are SCHED_BATCH",
+        Duration::from_secs(5),
+        || {
+            thread_policies()
+                .iter()
+                .filter(|(n, p)| n.starts_with("walredo-worker") && *p == libc::SCHED_BATCH)
+                .count()
+                == 2
+        },
+    );
     let threads = thread_policies();
     println!("threads and policies: {threads:?}");
     let workers: Vec<_> = threads
