@@ -24,8 +24,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 
 #[test]
 fn page_shows_a_row_as_it_was_before_an_update_and_errors_are_clear() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let tmp = TempDir::new("cli");
     let found = Mutex::new((String::new(), String::new()));
     let rec = record_workload(tmp.path(), &[], &["wal_keep_size = 1GB"], &|c| {
@@ -164,5 +163,4 @@ fn page_shows_a_row_as_it_was_before_an_update_and_errors_are_clear() {
         ],
         "SPC/DB/REL",
     );
-    assert_no_leftovers();
 }

@@ -15,8 +15,7 @@ const SQL: &str = include_str!("../demo/workload.sql");
 
 /// `fast_path`: whether full-page images are applied in-process.
 fn demo_with(name: &str, conf: &[&str], fast_path: bool) {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let tmp = TempDir::new(name);
     let mut initdb_args = Vec::new();
     let mut settings = vec!["wal_keep_size = 4GB", "max_wal_size = 4GB", "fsync = off"];
@@ -100,7 +99,6 @@ fn demo_with(name: &str, conf: &[&str], fast_path: bool) {
         );
     }
     vm_negative_control(&opts);
-    assert_no_leftovers();
 }
 
 /// Visibility-map pages rebuilt from only the records that name them (no
