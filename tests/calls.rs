@@ -89,10 +89,16 @@ fn settle() {
     std::thread::sleep(Duration::from_millis(150));
 }
 
+/// A call for `t`, started and sent by the pool's only worker.
+fn start_and_settle(pool: &Pool, t: PageTag) -> Call {
+    let call = start(pool, t).unwrap();
+    settle();
+    call
+}
+
 #[test]
 fn a_call_answers_through_its_descriptor() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_pool_config(2)).unwrap();
     let mut slow = start(&pool, fake_tag(SLOW, 300)).unwrap();
     assert!(!readable(slow.fd(), Duration::ZERO), "done before it ran");
@@ -105,9 +111,7 @@ fn a_call_answers_through_its_descriptor() {
     }
     assert_eq!(block_of(&finish(slow).unwrap()), 300);
     let s = pool.stats();
-    assert_eq!((s.failures, s.retries, s.cancellations), (0, 0, 0), "{s:?}");
-    drop(pool);
-    assert_no_leftovers();
+    assert_stats!(s, failures: 0, retries: 0, cancellations: 0);
 }
 
 /// A process stuck on a call's request (the fake child hangs as a stopped
@@ -115,11 +119,9 @@ fn a_call_answers_through_its_descriptor() {
 /// same one-process pool is answered at once, not after the 10 s deadline.
 #[test]
 fn cancel_of_a_hung_request_frees_the_slot_at_once() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_pool_config(1)).unwrap();
-    let call = start(&pool, fake_tag(HANG, 1)).unwrap();
-    settle();
+    let call = start_and_settle(&pool, fake_tag(HANG, 1));
     let cancelled = Instant::now();
     assert!(call.cancel(), "no process was killed for the cancel");
     let cancel_took = cancelled.elapsed();
@@ -137,21 +139,14 @@ fn cancel_of_a_hung_request_frees_the_slot_at_once() {
         (0, 0, 0, 0),
         "the cancel was charged to someone: {s:?}"
     );
-    assert_eq!(
-        (s.cancellations, s.cancel_kills, s.spawns),
-        (1, 1, 2),
-        "{s:?}"
-    );
-    drop(pool);
-    assert_no_leftovers();
+    assert_stats!(s, cancellations: 1, cancel_kills: 1, spawns: 2);
 }
 
 /// A cancelled request still in the queue never reaches a process: this
 /// one would crash its process, and nothing crashes.
 #[test]
 fn a_cancelled_queued_request_is_never_sent() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_pool_config(1)).unwrap();
     let (tx, rx) = mpsc::channel();
     submit(&pool, fake_tag(SLOW, 300), &tx);
@@ -163,14 +158,39 @@ fn a_cancelled_queued_request_is_never_sent() {
     got.sort();
     assert_eq!(got, [(2, Ok(2)), (300, Ok(300))]);
     let s = pool.stats();
-    assert_eq!(
-        (s.process_deaths, s.retries, s.failures, s.spawns),
-        (0, 0, 0, 1),
-        "{s:?}"
-    );
-    assert_eq!((s.cancellations, s.cancel_kills), (1, 0), "{s:?}");
-    drop(pool);
-    assert_no_leftovers();
+    assert_stats!(s, process_deaths: 0, retries: 0, failures: 0, spawns: 1);
+    assert_stats!(s, cancellations: 1, cancel_kills: 0);
+}
+
+/// One batch on a one-process pool: [`first`, the call (`call`), NORMAL 3],
+/// sent while the process works on a SLOW 200 before it. The call is
+/// cancelled 150 ms after SLOW 200 is answered; the cancel must kill the
+/// process and charge nobody. The outcomes of `first` and NORMAL 3, each
+/// awaited for up to `wait`, sorted.
+fn cancel_in_a_batch(
+    first: PageTag,
+    call: PageTag,
+    wait: Duration,
+) -> Vec<(u32, Result<u32, String>)> {
+    let pool = Pool::new(&fake_pool_config(1)).unwrap();
+    let (tx, rx) = mpsc::channel();
+    submit(&pool, fake_tag(SLOW, 200), &tx);
+    settle();
+    submit(&pool, first, &tx);
+    let call = start(&pool, call).unwrap();
+    submit(&pool, fake_tag(NORMAL, 3), &tx);
+    assert_eq!(rx.recv_timeout(TIMEOUT).unwrap(), (200, Ok(200)));
+    settle(); // the process is on `first` or the call
+    let cancelled = Instant::now();
+    assert!(call.cancel());
+    // Outcomes are handed out once the batch is over.
+    let mut got: Vec<_> = (0..2).map(|_| rx.recv_timeout(wait).unwrap()).collect();
+    println!("cancel to the pages around it: {:?}", cancelled.elapsed());
+    got.sort();
+    let s = pool.stats();
+    assert_stats!(s, failures: 0, retries: 0, process_deaths: 0);
+    assert_stats!(s, cancellations: 1, cancel_kills: 1);
+    got
 }
 
 /// One batch: [NORMAL 1, HANG (the call), NORMAL 3]. The process answers
@@ -178,35 +198,9 @@ fn a_cancelled_queued_request_is_never_sent() {
 /// page and the third is re-sent on a fresh process, uncharged.
 #[test]
 fn a_request_pipelined_behind_a_cancelled_one_is_re_sent() {
-    let _serial = serial();
-    init_logging();
-    let pool = Pool::new(&fake_pool_config(1)).unwrap();
-    let (tx, rx) = mpsc::channel();
-    submit(&pool, fake_tag(SLOW, 200), &tx);
-    settle();
-    submit(&pool, fake_tag(NORMAL, 1), &tx);
-    let hung = start(&pool, fake_tag(HANG, 2)).unwrap();
-    submit(&pool, fake_tag(NORMAL, 3), &tx);
-    assert_eq!(rx.recv_timeout(TIMEOUT).unwrap(), (200, Ok(200)));
-    settle(); // the process answered the first, and hangs on the call
-    let cancelled = Instant::now();
-    assert!(hung.cancel());
-    // Outcomes are handed out once the batch is over.
-    let mut got: Vec<_> = (0..2)
-        .map(|_| rx.recv_timeout(HANG_DETECTOR).unwrap())
-        .collect();
-    println!("cancel to the pages around it: {:?}", cancelled.elapsed());
-    got.sort();
+    let _test = isolated_test();
+    let got = cancel_in_a_batch(fake_tag(NORMAL, 1), fake_tag(HANG, 2), HANG_DETECTOR);
     assert_eq!(got, [(1, Ok(1)), (3, Ok(3))]);
-    let s = pool.stats();
-    assert_eq!(
-        (s.failures, s.retries, s.process_deaths),
-        (0, 0, 0),
-        "{s:?}"
-    );
-    assert_eq!((s.cancellations, s.cancel_kills), (1, 1), "{s:?}");
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// One batch: [SLOW 600, the call (NORMAL), NORMAL 3]. The cancel comes
@@ -214,30 +208,9 @@ fn a_request_pipelined_behind_a_cancelled_one_is_re_sent() {
 /// it: it is re-sent, uncharged, and so is the one behind.
 #[test]
 fn a_request_pipelined_before_a_cancelled_one_is_re_sent() {
-    let _serial = serial();
-    init_logging();
-    let pool = Pool::new(&fake_pool_config(1)).unwrap();
-    let (tx, rx) = mpsc::channel();
-    submit(&pool, fake_tag(SLOW, 200), &tx);
-    settle();
-    submit(&pool, fake_tag(SLOW, 600), &tx);
-    let call = start(&pool, fake_tag(NORMAL, 2)).unwrap();
-    submit(&pool, fake_tag(NORMAL, 3), &tx);
-    assert_eq!(rx.recv_timeout(TIMEOUT).unwrap(), (200, Ok(200)));
-    settle(); // the process works on SLOW 600
-    assert!(call.cancel());
-    let mut got: Vec<_> = (0..2).map(|_| rx.recv_timeout(TIMEOUT).unwrap()).collect();
-    got.sort();
+    let _test = isolated_test();
+    let got = cancel_in_a_batch(fake_tag(SLOW, 600), fake_tag(NORMAL, 2), TIMEOUT);
     assert_eq!(got, [(3, Ok(3)), (600, Ok(600))]);
-    let s = pool.stats();
-    assert_eq!(
-        (s.failures, s.retries, s.process_deaths),
-        (0, 0, 0),
-        "{s:?}"
-    );
-    assert_eq!((s.cancellations, s.cancel_kills), (1, 1), "{s:?}");
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// Cancel right after start, many times, racing the worker at every stage
@@ -246,8 +219,7 @@ fn a_request_pipelined_before_a_cancelled_one_is_re_sent() {
 /// cancel is replaced and reaped.
 #[test]
 fn cancels_racing_completion_leave_the_pool_whole() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_pool_config(2)).unwrap();
     for i in 0..300 {
         let call = start(&pool, fake_tag(NORMAL, i)).unwrap();
@@ -269,14 +241,8 @@ fn cancels_racing_completion_leave_the_pool_whole() {
         "300 cancels: {} requests dropped or stopped, {} processes killed",
         s.cancellations, s.cancel_kills
     );
-    assert_eq!(
-        (s.failures, s.retries, s.process_deaths, s.timeouts),
-        (0, 0, 0, 0),
-        "{s:?}"
-    );
+    assert_stats!(s, failures: 0, retries: 0, process_deaths: 0, timeouts: 0);
     assert_eq!(s.spawns, s.cancel_kills + s.live_processes, "{s:?}");
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// Calls outlive their pool: one queued when the pool shuts down gets
@@ -284,11 +250,9 @@ fn cancels_racing_completion_leave_the_pool_whole() {
 /// after the pool is gone is harmless; a call on a closed pool is refused.
 #[test]
 fn calls_outlive_their_pool() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_pool_config(1)).unwrap();
-    let running = start(&pool, fake_tag(SLOW, 300)).unwrap();
-    settle();
+    let running = start_and_settle(&pool, fake_tag(SLOW, 300));
     let queued = start(&pool, fake_tag(NORMAL, 1)).unwrap();
     let abandoned = start(&pool, fake_tag(NORMAL, 2)).unwrap();
     pool.shutdown();
@@ -300,18 +264,15 @@ fn calls_outlive_their_pool() {
     assert_eq!(block_of(&finish(running).unwrap()), 300);
     assert_eq!(finish(queued).unwrap_err(), Error::Shutdown);
     assert!(!abandoned.cancel());
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_full_queue_refuses_a_call() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let mut config = fake_pool_config(1);
     config.queue_depth = 1;
     let pool = Pool::new(&config).unwrap();
-    let busy = start(&pool, fake_tag(SLOW, 300)).unwrap();
-    settle();
+    let busy = start_and_settle(&pool, fake_tag(SLOW, 300));
     let queued = start(&pool, fake_tag(NORMAL, 1)).unwrap();
     assert!(matches!(
         start(&pool, fake_tag(NORMAL, 2)),
@@ -319,6 +280,4 @@ fn a_full_queue_refuses_a_call() {
     ));
     assert_eq!(block_of(&finish(busy).unwrap()), 300);
     assert_eq!(block_of(&finish(queued).unwrap()), 1);
-    drop(pool);
-    assert_no_leftovers();
 }

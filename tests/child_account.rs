@@ -16,15 +16,6 @@ use walredo::process::Process;
 use walredo::{Config, Error, Redoer, SpawnMode};
 use walredo_testkit::harness::*;
 
-fn root_only() -> bool {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root (the processes run as the caller otherwise)");
-        return false;
-    }
-    true
-}
-
 /// `Uid:`, `Gid:` and `Groups:` of `/proc/<pid>/status`.
 fn credentials(pid: u32) -> (String, String, String) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -63,17 +54,14 @@ fn assert_system_account(name: &str, ids: UserIds) {
     assert!(ids.uid < 1000, "{name} is not a system account: {fields:?}");
 }
 
-/// Issue 22, item 3: by default the processes ran as `postgres`.
+/// A root host's wal-redo processes run as an account of their own, not as
+/// `postgres` (whose files and servers they could otherwise reach).
 #[test]
 fn a_root_hosts_processes_run_as_an_account_of_their_own() {
-    let _serial = serial();
-    init_logging();
-    if !root_only() {
+    let Some(_test) = isolated_root_test("the processes run as the caller otherwise") else {
         return;
-    }
-    let mut r = Redoer::new(&config()).unwrap();
-    r.ping().unwrap();
-    let pid = r.pid().unwrap();
+    };
+    let (r, pid) = started_redoer(&config());
     let (uid, gid, groups) = credentials(pid);
     let walredo = unprivileged_user("walredo").unwrap().unwrap();
     let postgres = unprivileged_user("postgres").unwrap().unwrap();
@@ -94,8 +82,6 @@ fn a_root_hosts_processes_run_as_an_account_of_their_own() {
     let mut r = Redoer::new(&as_postgres).unwrap();
     r.ping().unwrap();
     assert_eq!(credentials(r.pid().unwrap()).0, all(postgres.uid));
-    drop(r);
-    assert_no_leftovers();
 }
 
 /// What a hijacked process could reach without Landlock, as its account:
@@ -103,11 +89,9 @@ fn a_root_hosts_processes_run_as_an_account_of_their_own() {
 /// its memory). A shell with the processes' credentials stands in for it.
 #[test]
 fn the_processes_account_cannot_reach_a_servers_files_or_memory() {
-    let _serial = serial();
-    init_logging();
-    if !root_only() {
+    let Some(_test) = isolated_root_test("the processes run as the caller otherwise") else {
         return;
-    }
+    };
     let dir = TempDir::new("account");
     let mut cluster = Cluster::init(dir.path(), &[], &[]);
     cluster.start();
@@ -146,27 +130,23 @@ fn the_processes_account_cannot_reach_a_servers_files_or_memory() {
     );
 }
 
-/// Issue 22, item 3 (follow-up): without Landlock, the processes' account
-/// could open `/proc/<pid>/mem` of every other wal-redo process and of the
-/// template (same account) and so take them over. Each makes itself
-/// non-dumpable before it handles any WAL: the same uid no longer has the
-/// ptrace access those files need. The sandbox as without Landlock
-/// (`require_landlock` off), which is where this matters.
+/// Without Landlock, the processes' account could open `/proc/<pid>/mem` of
+/// every other wal-redo process and of the template (same account) and so take
+/// them over. Each makes itself non-dumpable before it handles any WAL: the
+/// same uid no longer has the ptrace access those files need. The sandbox as
+/// without Landlock (`require_landlock` off), which is where this matters.
 #[test]
 fn the_processes_account_cannot_open_a_siblings_or_the_templates_memory() {
-    let _serial = serial();
-    init_logging();
-    if !root_only() {
+    let Some(_test) = isolated_root_test("the processes run as the caller otherwise") else {
         return;
-    }
+    };
     let launcher = Launcher::new(&Config {
         require_landlock: false,
         ..config()
     })
     .unwrap();
     let ids = launcher.user().unwrap();
-    let mut a = Process::spawn(&launcher).unwrap();
-    a.handshake(Duration::from_secs(10)).unwrap();
+    let mut a = ready_process(&launcher);
     let template = launcher.template_pid().expect("a template runs");
     let pid = a.pid();
     // Same account: without the fix, nothing else stands in the way.
@@ -202,8 +182,7 @@ fn the_processes_account_cannot_open_a_siblings_or_the_templates_memory() {
     // It still serves, and the template still forks: a newer child is as
     // closed as the first.
     a.handshake(Duration::from_secs(10)).unwrap();
-    let mut b = Process::spawn(&launcher).unwrap();
-    b.handshake(Duration::from_secs(10)).unwrap();
+    let b = ready_process(&launcher);
     let newer = probe_as(
         ids,
         "open a newer sibling's memory for writing",
@@ -232,7 +211,6 @@ fn the_processes_account_cannot_open_a_siblings_or_the_templates_memory() {
         ([false; 4], false, false),
         "the processes' account reached another process's memory"
     );
-    assert_no_leftovers();
 }
 
 /// Whether a shell with the processes' credentials (standing in for a
@@ -261,10 +239,9 @@ fn probe_as(ids: UserIds, what: &str, script: &str) -> bool {
 /// group, no login shell, no home. A name of the test's own, removed after.
 #[test]
 fn a_missing_account_is_created_as_a_system_account() {
-    let _serial = serial();
-    if !root_only() {
+    let Some(_test) = isolated_root_test("the processes run as the caller otherwise") else {
         return;
-    }
+    };
     let name = format!("wrtest{}", std::process::id());
     assert!(unprivileged_user(&name).is_err(), "{name} exists already");
     /// Removes the account it names on drop, whatever the checks found.

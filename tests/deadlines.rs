@@ -32,8 +32,7 @@ fn bound(deadline: Duration) -> Duration {
 /// attempts of a deadline each.
 #[test]
 fn a_hung_request_fails_by_its_deadline() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let deadline = Duration::from_secs(2);
     let pool = Pool::new(&fake_config(1, &[], deadline)).unwrap();
     let started = Instant::now();
@@ -45,8 +44,6 @@ fn a_hung_request_fails_by_its_deadline() {
         took < bound(deadline),
         "failed after {took:?}, deadline {deadline:?}"
     );
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// Requests queued behind a hung one on a one-process pool are answered by
@@ -54,8 +51,7 @@ fn a_hung_request_fails_by_its_deadline() {
 /// attempts.
 #[test]
 fn requests_queued_behind_a_hung_one_keep_their_deadlines() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let deadline = Duration::from_secs(2);
     let pool = std::sync::Arc::new(Pool::new(&fake_config(1, &[], deadline)).unwrap());
     redo(&pool, &fake_tag(NORMAL, 0)).unwrap(); // the process is up
@@ -87,8 +83,6 @@ fn requests_queued_behind_a_hung_one_keep_their_deadlines() {
     }
     assert!(matches!(hung.join().unwrap(), Err(Error::Timeout { .. })));
     pool.shutdown();
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// A process SIGKILLed under a request three times (from outside, as far
@@ -96,15 +90,9 @@ fn requests_queued_behind_a_hung_one_keep_their_deadlines() {
 /// allows, and gets its page.
 #[test]
 fn a_request_whose_processes_are_killed_from_outside_is_retried() {
-    let _serial = serial();
-    init_logging();
-    let dir = TempDir::for_children("killed-thrice");
-    let pool = Pool::new(&fake_config(
-        1,
-        &["--marker-dir", dir.path().to_str().unwrap()],
-        Duration::from_secs(10),
-    ))
-    .unwrap();
+    let _test = isolated_test();
+    let (_markers, config) = marker_fake_config("killed-thrice", &[], Duration::from_secs(10));
+    let pool = Pool::new(&config).unwrap();
     let t = fake_tag(KILLED_THRICE, 4);
     let outcome = redo(&pool, &t);
     let s = pool.stats();
@@ -114,17 +102,14 @@ fn a_request_whose_processes_are_killed_from_outside_is_retried() {
     );
     let page = outcome.expect("a request killed from outside is retried");
     assert_eq!(u32::from_le_bytes(page[100..104].try_into().unwrap()), 4);
-    assert_eq!((s.retries, s.failures), (3, 0), "{s:?}");
-    drop(pool);
-    assert_no_leftovers();
+    assert_stats!(s, retries: 3, failures: 0);
 }
 
 /// A process that crashes on the request (SIGABRT) keeps the one-retry
 /// rule: the second crash fails it, long before its deadline.
 #[test]
 fn a_request_that_crashes_its_process_twice_fails() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_config(1, &[], Duration::from_secs(30))).unwrap();
     let started = Instant::now();
     let outcome = redo(&pool, &fake_tag(ABORT, 1));
@@ -140,17 +125,14 @@ fn a_request_that_crashes_its_process_twice_fails() {
         }
         other => panic!("expected a failed redo, got {other:?}"),
     }
-    assert_eq!((s.retries, s.process_deaths), (1, 2), "{s:?}");
-    drop(pool);
-    assert_no_leftovers();
+    assert_stats!(s, retries: 1, process_deaths: 2);
 }
 
 /// Submitted requests too: a hung one and those pipelined or queued behind
 /// it on a one-process pool get their callbacks by about their deadline.
 #[test]
 fn submitted_requests_behind_a_hung_one_are_answered_by_their_deadlines() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let deadline = Duration::from_secs(2);
     let pool = Pool::new(&fake_config(1, &[], deadline)).unwrap();
     redo(&pool, &fake_tag(NORMAL, 0)).unwrap(); // the process is up
@@ -181,6 +163,4 @@ fn submitted_requests_behind_a_hung_one_are_answered_by_their_deadlines() {
             "submitted request {i} answered after {took:?}, deadline {deadline:?}"
         );
     }
-    drop(pool);
-    assert_no_leftovers();
 }

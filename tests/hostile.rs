@@ -399,13 +399,36 @@ fn growth(peer: &Peer, baseline: Usage, what: &str) -> Usage {
     g
 }
 
+/// A fresh wal-redo process and what its scratch directory holds at first.
+fn measured_peer() -> (Peer, Usage) {
+    let peer = Peer::start();
+    let baseline = usage(&peer.scratch());
+    (peer, baseline)
+}
+
+/// Since `baseline`, the scratch directory grew by no relation segment
+/// beyond the first and by less than 1 MiB.
+fn assert_scratch_small(peer: &Peer, baseline: Usage, what: &str) {
+    let g = growth(peer, baseline, what);
+    assert_eq!(g.segments, 0, "no relation segment beyond the first");
+    assert!(g.apparent < 1 << 20, "{g:?}");
+}
+
+/// Push `target` as a heap page with `free` bytes free, apply one heap
+/// insert (offset 1, `flags`) at LSN, get the page.
+fn one_insert_request(target: &PageTag, free: u16, flags: u8) -> Vec<u8> {
+    let mut req = push(target, &heap_page(free));
+    req.extend(apply(LSN, &heap_insert(target, 1, flags, false)));
+    req.extend(get(target));
+    req
+}
+
 // ---------------------------------------------------------------------------
-// Item 10: every block reference is checked, not only the target's.
+// Every block reference is checked, not only the target's.
 
 #[test]
 fn a_block_reference_with_an_invalid_fork_is_refused() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let target = main_tag(REL, 0);
     let bad = PageTag {
         forknum: 4,
@@ -417,14 +440,11 @@ fn a_block_reference_with_an_invalid_fork_is_refused() {
     req.extend(apply(LSN, &rec));
     req.extend(get(&target));
     peer.refuses("fork 4 in block 1", &req, "invalid fork number 4");
-    drop(peer);
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_block_reference_to_invalid_block_number_is_refused() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let target = main_tag(REL, 0);
     let bad = main_tag(REL, u32::MAX);
     let rec = fpi(&[(target, marked_page(1)), (bad, marked_page(2))]);
@@ -456,71 +476,48 @@ fn a_block_reference_to_invalid_block_number_is_refused() {
         Err(e) => panic!("the library let the record through: {e:?}"),
     }
     assert_eq!(redoer.pid(), None, "no process was needed to refuse it");
-    drop(redoer);
-    assert_no_leftovers();
 }
 
 // ---------------------------------------------------------------------------
-// Item 11: the scratch directory stays small, also for legitimate WAL.
+// The scratch directory stays small, also for legitimate WAL.
 
 #[test]
 fn an_insert_far_into_a_heap_leaves_the_scratch_directory_small() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // A nearly full page: after the insert, redo records its free space in
     // the free-space map, whose page for block 50,000,000 is far into it.
     let target = main_tag(REL, 50_000_000);
-    let mut peer = Peer::start();
-    let baseline = usage(&peer.scratch());
-    let mut req = push(&target, &heap_page(1000));
-    req.extend(apply(LSN, &heap_insert(&target, 1, 0, false)));
-    req.extend(get(&target));
+    let (mut peer, baseline) = measured_peer();
+    let req = one_insert_request(&target, 1000, 0);
     let page = peer.page(&req).unwrap();
     assert_eq!(line_pointers(&page), 1, "the tuple was inserted");
     assert_eq!(page_lsn(&page), LSN);
-    let g = growth(&peer, baseline, "insert at heap block 50,000,000");
-    assert_eq!(g.segments, 0, "no relation segment beyond the first");
-    assert!(g.apparent < 1 << 20, "{g:?}");
-    drop(peer);
-    assert_no_leftovers();
+    assert_scratch_small(&peer, baseline, "insert at heap block 50,000,000");
 }
 
 #[test]
 fn clearing_all_visible_far_into_a_heap_writes_no_visibility_map() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let target = main_tag(REL, 100_000_000);
-    let mut peer = Peer::start();
-    let baseline = usage(&peer.scratch());
-    let mut req = push(&target, &heap_page(4000));
-    req.extend(apply(
-        LSN,
-        &heap_insert(&target, 1, XLH_INSERT_ALL_VISIBLE_CLEARED, false),
-    ));
-    req.extend(get(&target));
+    let (mut peer, baseline) = measured_peer();
+    let req = one_insert_request(&target, 4000, XLH_INSERT_ALL_VISIBLE_CLEARED);
     let page = peer.page(&req).unwrap();
     assert_eq!(line_pointers(&page), 1);
-    let g = growth(
+    assert_scratch_small(
         &peer,
         baseline,
         "all-visible cleared at heap block 100,000,000",
     );
-    assert_eq!(g.segments, 0);
-    assert!(g.apparent < 1 << 20, "{g:?}");
-    drop(peer);
-    assert_no_leftovers();
 }
 
 #[test]
 fn many_non_target_blocks_leave_no_segments_behind() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // 400 records, each with an image of the target and of another block of
     // the same relation, spread over ten 1 GB segments: more sentinels than
     // the 128-buffer pool holds.
     let target = main_tag(REL, 0);
-    let mut peer = Peer::start();
-    let baseline = usage(&peer.scratch());
+    let (mut peer, baseline) = measured_peer();
     let mut req = push(&target, &heap_page(4000));
     let mut last = 0;
     for i in 0..400u32 {
@@ -534,21 +531,15 @@ fn many_non_target_blocks_leave_no_segments_behind() {
     req.extend(get(&target));
     let page = peer.page(&req).unwrap();
     assert_eq!(page[..], with_lsn(&marked_page(399u32 as u8), last)[..]);
-    let g = growth(&peer, baseline, "400 records, 400 other blocks");
-    assert_eq!(g.segments, 0);
-    assert!(g.apparent < 1 << 20, "{g:?}");
-    drop(peer);
-    assert_no_leftovers();
+    assert_scratch_small(&peer, baseline, "400 records, 400 other blocks");
 }
 
 #[test]
 fn many_relations_leave_a_bounded_number_of_files() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // Requests on ever new relations, each touching the heap, its
     // free-space map and its visibility map.
-    let mut peer = Peer::start();
-    let baseline = usage(&peer.scratch());
+    let (mut peer, baseline) = measured_peer();
     let rss_start = peer.status_kb("RssAnon");
     let mut rss_at_1000 = 0;
     let mut most = 0;
@@ -558,12 +549,7 @@ fn many_relations_leave_a_bounded_number_of_files() {
             ..REL
         };
         let target = main_tag(rel, 7);
-        let mut req = push(&target, &heap_page(1000));
-        req.extend(apply(
-            LSN,
-            &heap_insert(&target, 1, XLH_INSERT_ALL_VISIBLE_CLEARED, false),
-        ));
-        req.extend(get(&target));
+        let req = one_insert_request(&target, 1000, XLH_INSERT_ALL_VISIBLE_CLEARED);
         let page = peer.page(&req).unwrap();
         assert_eq!(line_pointers(&page), 1);
         if i == 999 {
@@ -587,18 +573,14 @@ fn many_relations_leave_a_bounded_number_of_files() {
         "memory grows with relations: {rss_at_1000} kB -> {rss_end} kB"
     );
     assert_eq!(g.segments, 0);
-    drop(peer);
-    assert_no_leftovers();
 }
 
 #[test]
 fn many_databases_and_tablespaces_leave_a_bounded_number_of_directories() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // Every request in another database, every other one in another
     // tablespace too: redo makes the directories those need.
-    let mut peer = Peer::start();
-    let baseline = usage(&peer.scratch());
+    let (mut peer, baseline) = measured_peer();
     let mut most = 0;
     for i in 0..1000u32 {
         let rel = RelFileNode {
@@ -607,9 +589,7 @@ fn many_databases_and_tablespaces_leave_a_bounded_number_of_directories() {
             relnode: 16384,
         };
         let target = main_tag(rel, 0);
-        let mut req = push(&target, &heap_page(1000));
-        req.extend(apply(LSN, &heap_insert(&target, 1, 0, false)));
-        req.extend(get(&target));
+        let req = one_insert_request(&target, 1000, 0);
         assert_eq!(line_pointers(&peer.page(&req).unwrap()), 1);
         if i % 100 == 99 {
             most = most.max(usage(&peer.scratch()).dirs - baseline.dirs);
@@ -621,22 +601,18 @@ fn many_databases_and_tablespaces_leave_a_bounded_number_of_directories() {
         most <= 600,
         "directories accumulate: {most} after 1000 databases"
     );
-    drop(peer);
-    assert_no_leftovers();
 }
 
 #[test]
 fn what_redo_writes_is_removed_and_too_much_is_refused() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // An image of an init fork (an unlogged relation's): PostgreSQL writes
     // it to storage at once, so this request does write a scratch file.
     let init = PageTag {
         forknum: 3,
         ..main_tag(REL, 0)
     };
-    let mut peer = Peer::start();
-    let baseline = usage(&peer.scratch());
+    let (mut peer, baseline) = measured_peer();
     let mut req = begin(&init);
     req.extend(apply(LSN, &fpi(&[(init, marked_page(7))])));
     req.extend(get(&init));
@@ -658,14 +634,11 @@ fn what_redo_writes_is_removed_and_too_much_is_refused() {
     }
     req.extend(get(&init));
     peer.refuses("2100 init-fork images", &req, "wrote more than 16 MB");
-    drop(peer);
-    assert_no_leftovers();
 }
 
 #[test]
 fn files_cannot_grow_beyond_the_size_limit() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // The probe writes one byte at the limit in a file of the scratch
     // directory: that must fail with EFBIG (not kill the process with
     // SIGXFSZ, not succeed).
@@ -679,17 +652,14 @@ fn files_cannot_grow_beyond_the_size_limit() {
         .to_string();
     println!("{line}");
     assert!(!line.contains("unlimited"), "{line}");
-    drop(r);
-    assert_no_leftovers();
 }
 
 // ---------------------------------------------------------------------------
-// Item 12: an empty target that the record does not initialize.
+// An empty target that the record does not initialize fails the request.
 
 #[test]
 fn an_empty_page_that_no_record_initializes_fails_the_request() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let target = main_tag(REL, 3);
     let insert = heap_insert(&target, 1, 0, false);
 
@@ -720,12 +690,10 @@ fn an_empty_page_that_no_record_initializes_fails_the_request() {
     req.extend(apply(LSN, &heap_insert(&target, 1, 0, true)));
     req.extend(get(&target));
     assert_eq!(line_pointers(&peer.page(&req).unwrap()), 1);
-    drop(peer);
-    assert_no_leftovers();
 }
 
 // ---------------------------------------------------------------------------
-// Item 13: no Landlock, no service (unless the weaker sandbox is accepted).
+// No Landlock, no service (unless the weaker sandbox is accepted).
 
 /// A wrapper that makes landlock_create_ruleset fail with ENOSYS, as on a
 /// kernel without Landlock, then runs its arguments.
@@ -825,8 +793,7 @@ fn run_wrapped(wrapper: &Path, config: &Config) -> (Option<i32>, usize, String) 
 
 #[test]
 fn without_landlock_the_process_refuses_to_serve_unless_told_to() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let wrapper = no_landlock_wrapper();
     let (code, pages, stderr) = run_wrapped(&wrapper, &config_with(&[]));
     println!("no Landlock, defaults: exit {code:?}, {pages} pages, stderr: {stderr}");
@@ -850,11 +817,10 @@ fn without_landlock_the_process_refuses_to_serve_unless_told_to() {
         stderr.contains("WARNING:") && stderr.contains("Landlock"),
         "{stderr}"
     );
-    assert_no_leftovers();
 }
 
 // ---------------------------------------------------------------------------
-// Item 14: system calls restricted by their arguments.
+// System calls restricted by their arguments (seccomp) kill the process.
 
 fn ping_is_killed_by_sigsys(setting: String) {
     let mut r = Redoer::new(&config_with(std::slice::from_ref(&setting))).unwrap();
@@ -869,23 +835,17 @@ fn ping_is_killed_by_sigsys(setting: String) {
 
 #[test]
 fn signalling_another_process_is_killed_by_sigsys() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // A sibling of the same user: the most tempting target.
-    let mut sibling = Redoer::new(&config()).unwrap();
-    sibling.ping().unwrap();
-    let pid = sibling.pid().unwrap();
+    let (mut sibling, pid) = started_redoer(&config());
     ping_is_killed_by_sigsys(format!("pg_walredo.test_on_ping=tgkill:{pid}"));
     sibling.ping().unwrap();
     assert_eq!(sibling.pid(), Some(pid), "the sibling lives on");
-    drop(sibling);
-    assert_no_leftovers();
 }
 
 #[test]
 fn removing_another_shared_memory_segment_is_killed_by_sigsys() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // A segment owned by the processes' user, as a sibling's would be.
     // SAFETY: plain System V calls on a segment made here.
     let id = unsafe { libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600) };
@@ -904,15 +864,12 @@ fn removing_another_shared_memory_segment_is_killed_by_sigsys() {
     let still_there = unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) } == 0;
     unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
     assert!(still_there, "the segment was removed");
-    assert_no_leftovers();
 }
 
 #[test]
 fn executable_memory_is_killed_by_sigsys() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     ping_is_killed_by_sigsys("pg_walredo.test_on_ping=mmap-exec".into());
-    assert_no_leftovers();
 }
 
 /// The System V segment id in a running process's postmaster.pid.
@@ -924,8 +881,7 @@ fn shmid_of(scratch: &Path) -> i32 {
 
 #[test]
 fn fatal_and_panic_exits_still_work_under_the_filter() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // FATAL: proc_exit runs, detaches and removes its own segment.
     let mut peer = Peer::start();
     let shmid = shmid_of(&peer.scratch());
@@ -953,17 +909,14 @@ fn fatal_and_panic_exits_still_work_under_the_filter() {
     let e = peer.page(&req).unwrap_err();
     println!("PANIC: {e}");
     assert!(e.contains("PANIC:") && e.contains("SIGABRT"), "{e}");
-    drop(peer);
-    assert_no_leftovers();
 }
 
 // ---------------------------------------------------------------------------
-// Item 15: only page resource managers run.
+// Only records of page resource managers run.
 
 #[test]
 fn records_of_other_resource_managers_are_refused() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let target = main_tag(REL, 0);
     // Each with a block reference to the target, as a forger would add.
     let drop_db = {
@@ -1008,16 +961,14 @@ fn records_of_other_resource_managers_are_refused() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_no_leftovers();
 }
 
 // ---------------------------------------------------------------------------
-// Item 16: message lengths and the input buffer.
+// Message lengths and the input buffer: impossible ones are refused.
 
 #[test]
 fn impossible_message_lengths_are_refused_before_their_payload() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // Lengths that no valid message has, sent without a payload: the
     // process must refuse them at once, not wait for (or allocate) it.
     let mut too_long = vec![b'A'];
@@ -1037,13 +988,11 @@ fn impossible_message_lengths_are_refused_before_their_payload() {
         peer.refuses(what, &bytes, expected);
         drop(peer);
     }
-    assert_no_leftovers();
 }
 
 #[test]
 fn the_input_buffer_shrinks_after_a_large_message() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let target = main_tag(REL, 0);
     let mut peer = Peer::start();
     let mut req = push(&target, &heap_page(4000));
@@ -1069,6 +1018,4 @@ fn the_input_buffer_shrinks_after_a_large_message() {
         "the process keeps {} MiB after one large message",
         (after - rss_before) / 1024
     );
-    drop(peer);
-    assert_no_leftovers();
 }

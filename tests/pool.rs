@@ -33,14 +33,15 @@ fn check_page(page: &[u8; PAGE_SIZE], tag: &PageTag, n: usize) {
     );
 }
 
-fn marker_dir(name: &str) -> TempDir {
-    TempDir::for_children(name)
+/// `n` records for `tag` redone on `pool`: the page must be the fake
+/// child's answer for them.
+fn assert_redone(pool: &Pool, tag: &PageTag, n: usize) {
+    check_page(&redo(pool, tag, n).unwrap(), tag, n);
 }
 
 #[test]
 fn concurrent_first_requests_spawn_once_per_slot() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Arc::new(Pool::new(&fake_config(4, &[], TIMEOUT)).unwrap());
     let barrier = Arc::new(Barrier::new(64));
     let threads: Vec<_> = (0..64)
@@ -65,69 +66,41 @@ fn concurrent_first_requests_spawn_once_per_slot() {
     assert!(s.spawns >= 1 && s.spawns <= 4, "{s:?}");
     assert_eq!(s.live_processes, s.spawns);
     assert_eq!((s.requests, s.failures), (64, 0));
-    drop(pool);
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_request_that_crashes_twice_fails_with_the_message() {
-    let _serial = serial();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_config(1, &[], TIMEOUT)).unwrap();
-    match redo(&pool, &fake_tag(CRASH, 7), 2) {
-        Err(Error::RedoFailed { message, stderr }) => {
-            assert!(
-                message.contains("FATAL:  fake crash on block 7"),
-                "{message}"
-            );
-            assert!(stderr.contains("fake crash"), "{stderr}");
-        }
-        other => panic!("expected RedoFailed, got {other:?}"),
-    }
+    let (message, stderr) = redo_failure(redo(&pool, &fake_tag(CRASH, 7), 2));
+    assert!(
+        message.contains("FATAL:  fake crash on block 7"),
+        "{message}"
+    );
+    assert!(stderr.contains("fake crash"), "{stderr}");
     let s = pool.stats();
-    assert_eq!(
-        (s.retries, s.process_deaths, s.failures),
-        (1, 2, 1),
-        "{s:?}"
-    );
+    assert_stats!(s, retries: 1, process_deaths: 2, failures: 1);
     // The pool carries on.
-    check_page(
-        &redo(&pool, &fake_tag(NORMAL, 1), 1).unwrap(),
-        &fake_tag(NORMAL, 1),
-        1,
-    );
-    drop(pool);
-    assert_no_leftovers();
+    assert_redone(&pool, &fake_tag(NORMAL, 1), 1);
 }
 
 #[test]
 fn a_crash_once_is_retried_on_a_fresh_process() {
-    let _serial = serial();
-    let dir = marker_dir("crash-once");
-    let pool = Pool::new(&fake_config(
-        1,
-        &["--marker-dir", dir.path().to_str().unwrap()],
-        TIMEOUT,
-    ))
-    .unwrap();
+    let _test = isolated_test();
+    let (_markers, config) = marker_fake_config("crash-once", &[], TIMEOUT);
+    let pool = Pool::new(&config).unwrap();
     let t = fake_tag(CRASH_ONCE, 3);
-    check_page(&redo(&pool, &t, 4).unwrap(), &t, 4);
+    assert_redone(&pool, &t, 4);
     let s = pool.stats();
-    assert_eq!(
-        (s.retries, s.process_deaths, s.failures, s.spawns),
-        (1, 1, 0, 2),
-        "{s:?}"
-    );
-    drop(pool);
-    assert_no_leftovers();
+    assert_stats!(s, retries: 1, process_deaths: 1, failures: 0, spawns: 2);
 }
 
 #[test]
 fn a_hung_process_times_out_and_is_replaced() {
-    let _serial = serial();
-    let mut config = fake_config(1, &[], TIMEOUT);
+    let _test = isolated_test();
     // Hang detection at 100 ms, within a deadline of 200 ms: a second
     // attempt if its process starts in time, none after the deadline.
-    config.timeout = Duration::from_millis(200);
+    let mut config = fake_config(1, &[], Duration::from_millis(200));
     config.attempt_timeout = Some(Duration::from_millis(100));
     let pool = Pool::new(&config).unwrap();
     let started = Instant::now();
@@ -138,90 +111,56 @@ fn a_hung_process_times_out_and_is_replaced() {
     assert!(started.elapsed() < Duration::from_secs(5));
     let s = pool.stats();
     assert!((1..=2).contains(&s.timeouts), "{s:?}");
-    assert_eq!(
-        (s.retries, s.process_deaths),
-        (s.timeouts - 1, s.timeouts),
-        "{s:?}"
-    );
-    check_page(
-        &redo(&pool, &fake_tag(NORMAL, 2), 1).unwrap(),
-        &fake_tag(NORMAL, 2),
-        1,
-    );
-    drop(pool);
-    assert_no_leftovers();
+    assert_stats!(s, retries: s.timeouts - 1, process_deaths: s.timeouts);
+    assert_redone(&pool, &fake_tag(NORMAL, 2), 1);
 }
 
 #[test]
 fn short_and_garbage_answers_are_failures_never_pages() {
-    let _serial = serial();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_config(1, &[], TIMEOUT)).unwrap();
-    match redo(&pool, &fake_tag(SHORT, 1), 1) {
-        Err(Error::RedoFailed { message, .. }) => assert!(message.contains("EOF"), "{message}"),
-        other => panic!("expected RedoFailed, got {other:?}"),
-    }
-    match redo(&pool, &fake_tag(GARBAGE, 1), 1) {
-        Err(Error::RedoFailed { message, .. }) => {
-            assert!(message.contains("not a page"), "{message}")
-        }
-        other => panic!("expected RedoFailed, got {other:?}"),
-    }
+    let (message, _) = redo_failure(redo(&pool, &fake_tag(SHORT, 1), 1));
+    assert!(message.contains("EOF"), "{message}");
+    let (message, _) = redo_failure(redo(&pool, &fake_tag(GARBAGE, 1), 1));
+    assert!(message.contains("not a page"), "{message}");
     assert_eq!(pool.stats().process_deaths, 4);
-    drop(pool);
-    assert_no_leftovers();
 }
 
 #[test]
 fn stderr_chatter_does_not_block_answers() {
-    let _serial = serial();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_config(1, &[], TIMEOUT)).unwrap();
     for i in 0..200 {
         let t = fake_tag(CHATTY, i);
-        check_page(&redo(&pool, &t, 1).unwrap(), &t, 1);
+        assert_redone(&pool, &t, 1);
     }
     assert_eq!(pool.stats().spawns, 1);
-    drop(pool);
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_child_that_cannot_start_is_reported_and_backed_off() {
-    let _serial = serial();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_config(1, &["--exit-at-start"], TIMEOUT)).unwrap();
-    match redo(&pool, &fake_tag(NORMAL, 1), 1) {
-        Err(Error::SpawnFailed(m)) => assert!(m.contains("refuses to start"), "{m}"),
-        other => panic!("expected SpawnFailed, got {other:?}"),
-    }
+    let m = spawn_failure(redo(&pool, &fake_tag(NORMAL, 1), 1));
+    assert!(m.contains("refuses to start"), "{m}");
     // Tried twice (one failed start may be an accident), then backed off.
     let s = pool.stats();
-    assert_eq!(
-        (s.spawn_failures, s.spawns, s.live_processes),
-        (2, 0, 0),
-        "{s:?}"
-    );
+    assert_stats!(s, spawn_failures: 2, spawns: 0, live_processes: 0);
     // The next request waits the back-off out (it ends before its deadline)
     // and tries itself: the same reason, from its own two starts.
-    match redo(&pool, &fake_tag(NORMAL, 1), 1) {
-        Err(Error::SpawnFailed(m)) => assert!(m.contains("refuses to start"), "{m}"),
-        other => panic!("expected SpawnFailed, got {other:?}"),
-    }
+    let m = spawn_failure(redo(&pool, &fake_tag(NORMAL, 1), 1));
+    assert!(m.contains("refuses to start"), "{m}");
     assert_eq!(pool.stats().spawn_failures, 4);
     // Once the back-off outlasts a request's deadline, the request is
     // refused without a start, with the last reason.
     let mut refused = false;
     for _ in 0..4 {
-        match redo(&pool, &fake_tag(NORMAL, 1), 1) {
-            Err(Error::SpawnFailed(m)) => {
-                assert!(m.contains("refuses to start"), "{m}");
-                refused |= m.contains("not trying again");
-            }
-            other => panic!("expected SpawnFailed, got {other:?}"),
-        }
+        let m = spawn_failure(redo(&pool, &fake_tag(NORMAL, 1), 1));
+        assert!(m.contains("refuses to start"), "{m}");
+        refused |= m.contains("not trying again");
     }
     assert!(refused, "{:?}", pool.stats());
     assert_eq!(pool.stats().spawns, 0);
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// Collects callback outcomes: (blkno, Ok(records) or Err(error text)).
@@ -253,14 +192,9 @@ fn wait_for(outcomes: &Outcomes, n: usize) {
 
 #[test]
 fn requests_pipelined_behind_a_failure_are_not_lost() {
-    let _serial = serial();
-    let dir = marker_dir("pipelined");
-    let pool = Pool::new(&fake_config(
-        1,
-        &["--marker-dir", dir.path().to_str().unwrap()],
-        TIMEOUT,
-    ))
-    .unwrap();
+    let _test = isolated_test();
+    let (_markers, config) = marker_fake_config("pipelined", &[], TIMEOUT);
+    let pool = Pool::new(&config).unwrap();
     let outcomes: Outcomes = Arc::default();
     for i in 0..40u32 {
         let relnode = if i == 10 || i == 25 {
@@ -283,14 +217,12 @@ fn requests_pipelined_behind_a_failure_are_not_lost() {
         "each callback exactly once"
     );
     let s = pool.stats();
-    assert_eq!((s.retries, s.failures, s.requests), (2, 0, 40), "{s:?}");
-    drop(pool);
-    assert_no_leftovers();
+    assert_stats!(s, retries: 2, failures: 0, requests: 40);
 }
 
 #[test]
 fn idle_processes_retire() {
-    let _serial = serial();
+    let _test = isolated_test();
     let mut config = fake_config(2, &[], TIMEOUT);
     config.idle_timeout = Some(Duration::from_millis(100));
     let pool = Pool::new(&config).unwrap();
@@ -308,15 +240,12 @@ fn idle_processes_retire() {
     // A retired slot starts a new process on demand.
     redo(&pool, &fake_tag(NORMAL, 2), 1).unwrap();
     assert_eq!(pool.stats().spawns, 2);
-    drop(pool);
-    assert_no_leftovers();
 }
 
 #[test]
 fn shutdown_answers_queued_requests_and_refuses_new_ones() {
-    let _serial = serial();
-    let mut config = fake_config(1, &[], TIMEOUT);
-    config.timeout = Duration::from_secs(5);
+    let _test = isolated_test();
+    let config = fake_config(1, &[], Duration::from_secs(5));
     let pool = Pool::new(&config).unwrap();
     let outcomes: Outcomes = Arc::default();
     submit(&pool, fake_tag(SLOW, 300), 1, &outcomes).unwrap();
@@ -341,13 +270,11 @@ fn shutdown_answers_queued_requests_and_refuses_new_ones() {
         Err(Error::Shutdown)
     ));
     assert_eq!(pool.stats().live_processes, 0);
-    drop(pool);
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_full_queue_refuses_submissions_as_busy() {
-    let _serial = serial();
+    let _test = isolated_test();
     let mut config = fake_config(1, &[], TIMEOUT);
     config.queue_depth = 2;
     config.timeout = Duration::from_secs(5);
@@ -362,21 +289,15 @@ fn a_full_queue_refuses_submissions_as_busy() {
         Err(Error::Busy)
     ));
     // A blocking caller waits for room instead.
-    check_page(
-        &redo(&pool, &fake_tag(NORMAL, 4), 1).unwrap(),
-        &fake_tag(NORMAL, 4),
-        1,
-    );
+    assert_redone(&pool, &fake_tag(NORMAL, 4), 1);
     wait_for(&outcomes, 3);
     let s = pool.stats();
-    assert_eq!((s.busy_rejections, s.queue_depth), (1, 0), "{s:?}");
-    drop(pool);
-    assert_no_leftovers();
+    assert_stats!(s, busy_rejections: 1, queue_depth: 0);
 }
 
 #[test]
 fn metrics_text_counts_what_happened() {
-    let _serial = serial();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_config(1, &[], TIMEOUT)).unwrap();
     for i in 0..5 {
         redo(&pool, &fake_tag(NORMAL, i), 2).unwrap();
@@ -389,8 +310,6 @@ fn metrics_text_counts_what_happened() {
         text.contains("walredo_records_per_request_sum 10\n"),
         "{text}"
     );
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// The scheduling policy of each of this process's threads, by name
@@ -411,11 +330,23 @@ fn thread_policies() -> Vec<(String, i32)> {
 /// spawner or watchdog, not the host's threads.
 #[test]
 fn workers_are_batch_threads_and_nobody_else_is() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_config(2, &[], Duration::from_secs(5))).unwrap();
     let tag = fake_tag(NORMAL, 1);
     redo(&pool, &tag, 1).unwrap();
+    // Each worker sets its policy when it first runs: on a loaded machine
+    // the idle one may not have run yet.
+    wait_until(
+        "both workers are SCHED_BATCH",
+        Duration::from_secs(5),
+        || {
+            thread_policies()
+                .iter()
+                .filter(|(n, p)| n.starts_with("walredo-worker") && *p == libc::SCHED_BATCH)
+                .count()
+                == 2
+        },
+    );
     let threads = thread_policies();
     println!("threads and policies: {threads:?}");
     let workers: Vec<_> = threads
@@ -431,6 +362,4 @@ fn workers_are_batch_threads_and_nobody_else_is() {
         };
         assert_eq!(*policy, want, "thread {name}: {threads:?}");
     }
-    drop(pool);
-    assert_no_leftovers();
 }

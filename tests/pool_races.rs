@@ -44,13 +44,26 @@ fn live_children() -> Vec<u32> {
         .collect()
 }
 
-/// Review item 1: a callback that calls `redo` on its own pool, while another
-/// request waits in the queue, with one process (one worker). The nested call
-/// must not wait for the queue its own worker serves.
+/// `n` answers from `rx`, sorted; each must come within HANG_DETECTOR, or
+/// the test fails as a deadlock.
+fn sorted_answers<T: Ord + std::fmt::Debug>(rx: &mpsc::Receiver<T>, n: usize) -> Vec<T> {
+    let mut got = Vec::new();
+    for _ in 0..n {
+        let answer = rx
+            .recv_timeout(HANG_DETECTOR)
+            .unwrap_or_else(|_| panic!("deadlock: answers so far {got:?}"));
+        got.push(answer);
+    }
+    got.sort();
+    got
+}
+
+/// A callback that calls `redo` on its own pool, while another request waits in
+/// the queue, with one process (one worker). The nested call must not wait for
+/// the queue its own worker serves.
 #[test]
 fn a_callback_may_call_redo_while_requests_are_queued() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Arc::new(Pool::new(&fake_config(1, &[], TIMEOUT)).unwrap());
     let (tx, rx) = mpsc::channel::<(&str, Result<(), String>)>();
     let (inner_pool, inner_tx) = (pool.clone(), tx.clone());
@@ -66,27 +79,17 @@ fn a_callback_may_call_redo_while_requests_are_queued() {
         let _ = second_tx.send(("queued", outcome.map(|_| ()).map_err(|e| e.to_string())));
     })
     .unwrap();
-    let mut got = Vec::new();
-    for _ in 0..2 {
-        let answer = rx
-            .recv_timeout(HANG_DETECTOR)
-            .unwrap_or_else(|_| panic!("deadlock: answers so far {got:?}"));
-        got.push(answer);
-    }
-    got.sort();
+    let got = sorted_answers(&rx, 2);
     assert_eq!(got, [("nested", Ok(())), ("queued", Ok(()))]);
     pool.shutdown();
-    drop(pool);
-    assert_no_leftovers();
 }
 
-/// Review item 2: with the queue full, a caller blocked waiting for room,
-/// and `shutdown` waiting to close, a callback calls `submit`: nothing may
-/// wait for ever, and the callback's submit is refused as shut down.
+/// With the queue full, a caller blocked waiting for room, and `shutdown`
+/// waiting to close, a callback calls `submit`: nothing may wait for ever, and
+/// the callback's submit is refused as shut down.
 #[test]
 fn a_callback_may_submit_while_the_pool_shuts_down() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let mut config = fake_config(1, &[], TIMEOUT);
     config.queue_depth = 1;
     let pool = Arc::new(Pool::new(&config).unwrap());
@@ -110,33 +113,22 @@ fn a_callback_may_submit_while_the_pool_shuts_down() {
         closing_pool.shutdown();
         let _ = closing_tx.send(("shutdown", Ok(())));
     });
-    let mut got = Vec::new();
-    for _ in 0..3 {
-        let answer = rx
-            .recv_timeout(HANG_DETECTOR)
-            .unwrap_or_else(|_| panic!("deadlock: answers so far {got:?}"));
-        got.push(answer);
-    }
-    got.sort();
+    let got = sorted_answers(&rx, 3);
     assert_eq!(got[0].0, "blocked redo");
     assert_eq!(
         got[1],
         ("callback's submit", Err(Error::Shutdown.to_string()))
     );
     assert_eq!(got[2], ("shutdown", Ok(())));
-    drop(pool);
-    assert_no_leftovers();
 }
 
-/// Review item 6: a batch of requests whose process hangs, when the pool
-/// shuts down: the attempt in flight ends by its deadline, and nothing is
-/// respawned or retried after close.
+/// A batch of requests whose process hangs, when the pool shuts down: the
+/// attempt in flight ends by its deadline, and nothing is respawned or retried
+/// after close.
 #[test]
 fn shutdown_does_not_retry_a_hanging_batch() {
-    let _serial = serial();
-    init_logging();
-    let mut config = fake_config(1, &[], TIMEOUT);
-    config.timeout = Duration::from_millis(300);
+    let _test = isolated_test();
+    let config = fake_config(1, &[], Duration::from_millis(300));
     let pool = Pool::new(&config).unwrap();
     let outcomes: Arc<Mutex<Vec<String>>> = Arc::default();
     for i in 0..16 {
@@ -161,20 +153,15 @@ fn shutdown_does_not_retry_a_hanging_batch() {
     );
     assert_eq!(got.len(), 16, "{got:?}");
     assert!(got.iter().all(|m| m.contains("shut down")), "{got:?}");
-    assert_eq!((s.spawns, s.timeouts), (1, 1), "{s:?}");
-    drop(pool);
-    assert_no_leftovers();
+    assert_stats!(s, spawns: 1, timeouts: 1);
 }
 
-/// Review item 6, second half: a start-up that hangs counts towards the
-/// back-off like any failed start, instead of costing every request two
-/// deadlines.
+/// A start-up that hangs counts towards the back-off like any failed start,
+/// instead of costing every request two deadlines.
 #[test]
 fn hung_start_ups_back_off() {
-    let _serial = serial();
-    init_logging();
-    let mut config = fake_config(1, &["--hang-at-start"], TIMEOUT);
-    config.timeout = Duration::from_millis(100);
+    let _test = isolated_test();
+    let config = fake_config(1, &["--hang-at-start"], Duration::from_millis(100));
     let pool = Pool::new(&config).unwrap();
     let results: Vec<String> = (0..6)
         .map(|i| redo(&pool, fake_tag(NORMAL, i)).unwrap_err().to_string())
@@ -201,17 +188,14 @@ fn hung_start_ups_back_off() {
         results[2..].iter().all(|m| m.contains("not trying again")),
         "{results:?}"
     );
-    drop(pool);
-    assert_no_leftovers();
 }
 
-/// Review item 7: a request admitted just before shutdown (it is still
-/// being validated and sent: 200,000 records, some 50 ms) must not start a process
-/// after shutdown returned.
+/// A request admitted just before shutdown (it is still being validated and
+/// sent: 200,000 records, some 50 ms) must not start a process after shutdown
+/// returned.
 #[test]
 fn no_process_starts_after_shutdown() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let t = fake_tag(NORMAL, 1);
     let recs = Arc::new(synthetic_records(&t, 200_000));
     for round in 0..10 {
@@ -233,18 +217,15 @@ fn no_process_starts_after_shutdown() {
         );
         drop(pool);
     }
-    assert_no_leftovers();
 }
 
-/// Review item 5: the watchdog must never kill a process that answered in
-/// time, nor fail the next request on it. Answers arrive around the deadline;
-/// each is followed by a fast request on the same `Redoer`, which must work.
+/// The watchdog must never kill a process that answered in time, nor fail the
+/// next request on it. Answers arrive around the deadline; each is followed by
+/// a fast request on the same `Redoer`, which must work.
 #[test]
 fn a_late_watchdog_never_fails_the_next_request() {
-    let _serial = serial();
-    init_logging();
-    let mut config = fake_config(1, &[], TIMEOUT);
-    config.timeout = Duration::from_millis(20);
+    let _test = isolated_test();
+    let config = fake_config(1, &[], Duration::from_millis(20));
     let mut redoer = Redoer::new(&config).unwrap();
     let (mut late_ok, mut timed_out) = (0, 0);
     for i in 0..150u32 {
@@ -278,8 +259,6 @@ fn a_late_watchdog_never_fails_the_next_request() {
         }
     }
     println!("answers near the deadline: {late_ok} in time, {timed_out} timed out");
-    drop(redoer);
-    assert_no_leftovers();
 }
 
 /// Threads of this process whose name starts with `prefix`.
@@ -293,15 +272,13 @@ fn threads_named(prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// Issue 22 item 11: the last `Arc<Pool>` dropped inside a submit callback
-/// runs `Pool::drop` on a worker thread. It must not join itself (a panic,
-/// caught, that left the processes to field drops): the pool closes as
-/// anywhere else, its processes are killed and reaped before the drop
-/// returns, and every worker thread ends.
+/// The last `Arc<Pool>` dropped inside a submit callback runs `Pool::drop` on a
+/// worker thread. It must not join itself (a panic, caught, that left the
+/// processes to field drops): the pool closes as anywhere else, its processes
+/// are killed and reaped before the drop returns, and every worker thread ends.
 #[test]
 fn the_last_pool_dropped_in_a_callback_closes_it() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Arc::new(Pool::new(&fake_config(2, &[], TIMEOUT)).unwrap());
     // Both slots get a process (and a spare may start too).
     std::thread::scope(|s| {
@@ -340,5 +317,4 @@ fn the_last_pool_dropped_in_a_callback_closes_it() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_no_leftovers();
 }

@@ -5,14 +5,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use walredo::process::launch::Launcher;
-use walredo::process::{Failure, Interrupted, Process};
+use walredo::process::{Failure, Interrupted};
 use walredo::{Config, Error, Redoer};
 use walredo_testkit::harness::*;
 
 #[test]
 fn ping_then_clean_shutdown_leaves_nothing_behind() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let mut r = Redoer::new(&config()).unwrap();
     r.ping().unwrap();
     r.ping().unwrap();
@@ -20,8 +19,6 @@ fn ping_then_clean_shutdown_leaves_nothing_behind() {
     // A healthy process says nothing on stderr, even on its way out.
     assert_eq!(r.shutdown(), "");
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
-    drop(r);
-    assert_no_leftovers();
 }
 
 #[test]
@@ -30,37 +27,28 @@ fn missing_pieces_say_what_to_install() {
         pg_bindir: Some(PathBuf::from("/nonexistent/bin")),
         ..config()
     };
-    match Redoer::new(&no_pg) {
-        Err(Error::SpawnFailed(m)) => {
-            let package = format!(
-                "apt-get install -y postgresql-{}",
-                walredo_testkit::install::pg_version()
-            );
-            assert!(m.contains(&package), "{m}")
-        }
-        other => panic!("expected SpawnFailed, got {:?}", other.err()),
-    }
+    let m = spawn_failure(Redoer::new(&no_pg));
+    let package = format!(
+        "apt-get install -y postgresql-{}",
+        walredo_testkit::install::pg_version()
+    );
+    assert!(m.contains(&package), "{m}");
     let no_ext = Config {
         extension_path: Some(PathBuf::from("/nonexistent/pg_walredo.so")),
         ..config()
     };
-    match Redoer::new(&no_ext) {
-        Err(Error::SpawnFailed(m)) => {
-            assert!(m.contains("make -C pg_walredo install"), "{m}");
-            let package = format!(
-                "postgresql-server-dev-{}",
-                walredo_testkit::install::pg_version()
-            );
-            assert!(m.contains(&package), "{m}");
-        }
-        other => panic!("expected SpawnFailed, got {:?}", other.err()),
-    }
+    let m = spawn_failure(Redoer::new(&no_ext));
+    assert!(m.contains("make -C pg_walredo install"), "{m}");
+    let package = format!(
+        "postgresql-server-dev-{}",
+        walredo_testkit::install::pg_version()
+    );
+    assert!(m.contains(&package), "{m}");
 }
 
 #[test]
 fn a_stopped_process_times_out_and_is_replaced() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // Both ways of waiting: a blocking read under the watchdog, and poll.
     for blocking_wait in [true, false] {
         stopped_process_times_out(blocking_wait);
@@ -103,31 +91,22 @@ fn stopped_process_times_out(blocking_wait: bool) {
 
 #[test]
 fn a_killed_process_fails_its_request_and_the_next_one_works() {
-    let _serial = serial();
-    init_logging();
-    let mut r = Redoer::new(&config()).unwrap();
-    r.ping().unwrap();
-    let pid = r.pid().unwrap();
+    let _test = isolated_test();
+    let (mut r, pid) = started_redoer(&config());
     // SAFETY: sending a signal to our own child.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     // The write goes into the pipe (we hold a read end of it, so it can
     // never raise SIGPIPE here); the death shows as EOF on stdout.
-    match r.ping() {
-        Err(Error::RedoFailed { message, .. }) => assert!(message.contains("EOF"), "{message}"),
-        other => panic!("expected RedoFailed, got {other:?}"),
-    }
+    let (message, _) = redo_failure(r.ping());
+    assert!(message.contains("EOF"), "{message}");
     r.ping().unwrap();
-    drop(r);
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_request_larger_than_the_pipe_to_a_dead_process_ends_at_once() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let launcher = Launcher::new(&config()).unwrap();
-    let mut p = Process::spawn(&launcher).unwrap();
-    p.handshake(Duration::from_secs(10)).unwrap();
+    let mut p = ready_process(&launcher);
     // SAFETY: sending a signal to our own child.
     unsafe { libc::kill(p.pid() as i32, libc::SIGKILL) };
     // 1 MiB of pings: the pipe fills and is never drained, yet the wait
@@ -152,14 +131,11 @@ fn a_request_larger_than_the_pipe_to_a_dead_process_ends_at_once() {
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(p);
     // The launcher owns the template process, if any.
-    drop(launcher);
-    assert_no_leftovers();
 }
 
 #[test]
 fn children_inherit_no_fd_no_environment_and_get_their_own_group() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // A descriptor the "host" opened without O_CLOEXEC.
     let marker = std::env::temp_dir().join(format!("walredo-leak-{}", std::process::id()));
     std::fs::write(&marker, b"x").unwrap();
@@ -169,9 +145,7 @@ fn children_inherit_no_fd_no_environment_and_get_their_own_group() {
     assert!(fd >= 0);
     std::env::set_var("WALREDO_TEST_SECRET", "must-not-leak");
 
-    let mut r = Redoer::new(&config()).unwrap();
-    r.ping().unwrap();
-    let pid = r.pid().unwrap();
+    let (r, pid) = started_redoer(&config());
     let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
     for entry in std::fs::read_dir(proc_dir.join("fd")).unwrap().flatten() {
         let target = std::fs::read_link(entry.path()).unwrap_or_default();
@@ -205,7 +179,6 @@ fn children_inherit_no_fd_no_environment_and_get_their_own_group() {
     unsafe { libc::close(fd) };
     let _ = std::fs::remove_file(&marker);
     std::env::remove_var("WALREDO_TEST_SECRET");
-    assert_no_leftovers();
 }
 
 /// The version a pool serves: `pg_version` outside 15..18 is refused; a
@@ -214,8 +187,7 @@ fn children_inherit_no_fd_no_environment_and_get_their_own_group() {
 /// version found is the one asked for.
 #[test]
 fn the_version_asked_for_is_the_version_served() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let here = walredo_testkit::install::pg_version();
     match Launcher::new(&Config {
         pg_version: Some(14),
@@ -258,6 +230,4 @@ fn the_version_asked_for_is_the_version_served() {
     })
     .unwrap();
     assert_eq!(launcher.pg_version(), here);
-    drop(launcher);
-    assert_no_leftovers();
 }

@@ -16,19 +16,6 @@ use walredo::process::launch::Launcher;
 use walredo::Config;
 use walredo_testkit::harness::*;
 
-fn euid() -> u32 {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() }
-}
-
-fn root_only() -> bool {
-    if euid() != 0 {
-        eprintln!("skipped: needs root (the children run as the caller otherwise)");
-        return false;
-    }
-    true
-}
-
 /// A directory under /tmp, removed on drop.
 struct TempDir(PathBuf);
 
@@ -110,16 +97,15 @@ fn changed_owners(canary: &Path) -> Vec<String> {
     changed
 }
 
-/// Item 1 of issue 22: the scratch directory was handed to the children's
-/// user first and then walked by path, so swapping its `global` for a link
-/// made root chown whatever the link pointed to.
+/// Swapping a scratch directory's `global` for a link while it is made
+/// does not make root chown what the link points to (it did when the
+/// directory was handed to the children's user first and walked by path
+/// after).
 #[test]
 fn the_childrens_user_cannot_make_root_chown_a_file_while_scratch_directories_are_made() {
-    let _serial = serial();
-    init_logging();
-    if !root_only() {
+    let Some(_test) = isolated_root_test("the children run as the caller otherwise") else {
         return;
-    }
+    };
     const MAKES: usize = 1000;
     let root = TempDir::new("chown", 0o711);
     let launcher = Launcher::new(&with_root(&root.0)).unwrap();
@@ -210,16 +196,15 @@ fn files_containing(dir: &Path, marker: &[u8]) -> Vec<PathBuf> {
     found
 }
 
-/// Item 2 of issue 22: after initdb (run as the children's user) the host
-/// read `PG_VERSION` and `global/pg_control` with path-following reads, so a
-/// link put there copied a root-only file into the template and from there
-/// into every scratch directory, which that user can read.
+/// A link the children's user puts at `name` after initdb (which runs as
+/// that user) does not copy a root-only file into the template and from
+/// there into every scratch directory, where that user could read it (it
+/// did when the host read `PG_VERSION` and `global/pg_control` following
+/// links).
 fn root_only_files_never_reach_the_template(name: &str) {
-    let _serial = serial();
-    init_logging();
-    if !root_only() {
+    let Some(_test) = isolated_root_test("the children run as the caller otherwise") else {
         return;
-    }
+    };
     let marker = format!("walredo-races-secret-{}", std::process::id());
     // Root's alone: a directory nobody else can enter, files named as the
     // ones taken from initdb's output.

@@ -21,11 +21,8 @@ fn status_field(pid: u32, name: &str) -> String {
 
 #[test]
 fn the_filter_is_active_and_only_stdio_is_open() {
-    let _serial = serial();
-    init_logging();
-    let mut r = Redoer::new(&config()).unwrap();
-    r.ping().unwrap();
-    let pid = r.pid().unwrap();
+    let _test = isolated_test();
+    let (r, pid) = started_redoer(&config());
     assert_eq!(status_field(pid, "Seccomp"), "2", "seccomp filter mode");
     assert_eq!(status_field(pid, "NoNewPrivs"), "1");
     let mut fds: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -56,14 +53,11 @@ fn the_filter_is_active_and_only_stdio_is_open() {
     let mut r = Redoer::new(&off).unwrap();
     r.ping().unwrap();
     assert_eq!(status_field(r.pid().unwrap(), "Seccomp"), "0");
-    drop(r);
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_forbidden_system_call_kills_the_process_and_the_pool_recovers() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let dir = TempDir::new("sandbox-syscall");
     let fixtures = load_fixtures(dir.path());
     let f = fixtures.iter().find(|f| f.expect_status == 0).unwrap();
@@ -84,14 +78,11 @@ fn a_forbidden_system_call_kills_the_process_and_the_pool_recovers() {
     let page = r.redo(&f.tag, f.base.as_deref(), &f.refs()).unwrap();
     assert_eq!(&page[..], &f.expected.as_ref().unwrap()[..]);
     assert_eq!(status_field(r.pid().unwrap(), "Seccomp"), "2");
-    drop(r);
-    assert_no_leftovers();
 }
 
 #[test]
 fn files_outside_the_scratch_directory_cannot_be_opened() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // A file the process's user could read without the sandbox.
     let outside = std::env::temp_dir().join(format!("walredo-outside-{}", std::process::id()));
     std::fs::write(&outside, b"secret").unwrap();
@@ -121,13 +112,11 @@ fn files_outside_the_scratch_directory_cannot_be_opened() {
         other => panic!("the control probe did not open the file: {other:?}"),
     }
     let _ = std::fs::remove_file(&outside);
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_panicking_record_fails_alone() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // Fixtures from real WAL: a dropped record makes PostgreSQL PANIC.
     let dir = TempDir::new("sandbox-fixtures");
     let fixtures = load_fixtures(dir.path());
@@ -162,6 +151,4 @@ fn a_panicking_record_fails_alone() {
             }
         }
     });
-    drop(pool);
-    assert_no_leftovers();
 }

@@ -71,22 +71,12 @@ fn expect_refused(config: &Config, root: &Path, why: &str) {
     }
 }
 
-/// Runs only as root: then another user's directory is writable to us anyway.
-fn root_only() -> bool {
-    if euid() != 0 {
-        eprintln!("skipped: needs root (planting as another user)");
-        return false;
-    }
-    true
-}
-
 #[test]
 fn a_scratch_root_owned_by_another_user_is_refused() {
-    let _serial = serial();
-    init_logging();
-    if !root_only() {
+    // Only as root: then another user's directory is writable to us anyway.
+    let Some(_test) = isolated_root_test("planting as another user") else {
         return;
-    }
+    };
     // A directory named by the caller.
     let planted = Planted::new("foreign");
     fs::create_dir(&planted.0).unwrap();
@@ -126,8 +116,7 @@ fn a_scratch_root_owned_by_another_user_is_refused() {
 
 #[test]
 fn a_scratch_root_others_can_write_is_refused() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     for mode in [0o777, 0o770, 0o1733] {
         let planted = Planted::new("writable");
         fs::create_dir(&planted.0).unwrap();
@@ -141,8 +130,7 @@ fn a_scratch_root_others_can_write_is_refused() {
 
 #[test]
 fn a_symlinked_scratch_root_is_refused() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // Even to a directory of ours: the link decides where files go.
     let target = Planted::ours("link-target");
     let link = Planted::new("link");
@@ -172,8 +160,7 @@ fn foreign_library() -> PathBuf {
 
 #[test]
 fn a_planted_extension_copy_is_replaced_and_the_real_extension_runs() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let real = fs::read(extension_path()).unwrap();
     let foreign = fs::read(foreign_library()).unwrap();
     let name = extension_copy_name(&real);
@@ -231,15 +218,13 @@ fn a_planted_extension_copy_is_replaced_and_the_real_extension_runs() {
         );
         drop(r);
     }
-    assert_no_leftovers();
 }
 
 const TEMPLATE: &str = "template-pg15-checksums-off";
 
 #[test]
 fn a_planted_template_is_regenerated() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // A control file PostgreSQL refuses (bad CRC): a process started from it
     // would fail, so a working ping shows the template was made anew.
     let garbage = vec![0x5a; 8192];
@@ -305,13 +290,11 @@ fn a_planted_template_is_regenerated() {
         }
         drop(r);
     }
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_planted_process_directory_is_never_taken_over() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let root = Planted::ours("proc");
     let launcher = Launcher::new(&with_root(&root.0)).unwrap();
     // The name the next scratch directory would get: `proc-<pid>-<n>`.

@@ -91,8 +91,7 @@ fn set_own_mask(mask: u64) {
 
 #[test]
 fn library_threads_block_every_signal_and_the_host_thread_keeps_its_mask() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // A mask of the host's own, to see that it survives untouched.
     let host_mask = bit(libc::SIGUSR1) | bit(libc::SIGHUP);
     set_own_mask(host_mask);
@@ -122,7 +121,6 @@ fn library_threads_block_every_signal_and_the_host_thread_keeps_its_mask() {
     assert_eq!(own_mask(), host_mask, "the host thread's mask changed");
     drop(pool);
     set_own_mask(0);
-    assert_no_leftovers();
 }
 
 /// The spawner forks from a thread that blocks everything; the fake child
@@ -130,16 +128,13 @@ fn library_threads_block_every_signal_and_the_host_thread_keeps_its_mask() {
 /// through exec: nothing blocked.
 #[test]
 fn children_start_with_no_signal_blocked() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Pool::new(&fake_pool_config(1)).unwrap();
     redo_once(&pool);
     let pids = pool.pids();
     assert_eq!(pids.len(), 1, "{pids:?}");
     let blk = status_mask(&format!("/proc/{}/status", pids[0]), "SigBlk:");
     assert_eq!(blk, 0, "the child starts with signals blocked: {blk:016x}");
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// A real wal-redo process: PostgreSQL's single-user start-up blocks what
@@ -148,8 +143,7 @@ fn children_start_with_no_signal_blocked() {
 /// SIGKILL, the only signal the library sends, always works.
 #[test]
 fn a_wal_redo_process_keeps_synchronous_signals_unblocked() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let config = Config {
         processes: 1,
         idle_timeout: None,
@@ -176,6 +170,4 @@ fn a_wal_redo_process_keeps_synchronous_signals_unblocked() {
     ] {
         assert_eq!(blk & bit(sig), 0, "signal {sig} is blocked: {blk:016x}");
     }
-    drop(pool);
-    assert_no_leftovers();
 }

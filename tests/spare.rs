@@ -5,7 +5,7 @@
 //! for `idle_timeout` or gone. Real PostgreSQL processes throughout.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use walredo::process::launch::Launcher;
 use walredo::process::Spawner;
@@ -22,19 +22,26 @@ fn wal_redo_processes() -> Vec<u32> {
     pids
 }
 
+/// `spawner_for` this tree's extension, with a spare process or without.
+fn spawner_with_spare(spare_process: bool) -> (Arc<Launcher>, Spawner) {
+    spawner_for(Config {
+        spare_process,
+        ..config()
+    })
+}
+
+/// A process from `spawner` that has answered its handshake.
+fn ready_from(spawner: &Spawner) -> walredo::process::Process {
+    let mut process = spawner.spawn().unwrap();
+    process.handshake(Duration::from_secs(10)).unwrap();
+    process
+}
+
 /// A launcher for `config` and a spawner on it, as a pool makes them.
 fn spawner_for(config: Config) -> (Arc<Launcher>, Spawner) {
     let launcher = Arc::new(Launcher::new(&config).unwrap());
     let spawner = Spawner::new(Arc::clone(&launcher)).unwrap();
     (launcher, spawner)
-}
-
-fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < within, "not within {within:?}: {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 fn kill(pid: u32) {
@@ -61,16 +68,22 @@ fn spare_of(pool: &Pool) -> u32 {
     spare[0]
 }
 
+/// After the `which` spare was replaced: two starts in all (`spawns`), and
+/// no failed start, killed start or failed request charged for it.
+fn assert_replaced_uncharged(pool: &Pool, which: &str) {
+    let stats = pool.stats();
+    assert_eq!(stats.spawns, 2, "{stats:?}");
+    assert_eq!(
+        (stats.spawn_failures, stats.killed_starts, stats.failures),
+        (0, 0, 0),
+        "the {which} spare was charged: {stats:?}"
+    );
+}
+
 #[test]
 fn after_a_kill_the_replacement_is_the_spare() {
-    let _serial = serial();
-    init_logging();
-    let pool = Pool::new(&Config {
-        processes: 1,
-        spare_process: true,
-        ..config()
-    })
-    .unwrap();
+    let _test = isolated_test();
+    let pool = one_process_pool(true);
     // A pool that never served starts nothing.
     assert!(wal_redo_processes().is_empty());
     pool.ping().unwrap();
@@ -101,19 +114,12 @@ fn after_a_kill_the_replacement_is_the_spare() {
     assert!(next != spare && next != first[0]);
     drop(pool);
     assert!(!is_alive(next), "the spare outlived its pool");
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_dead_spare_is_replaced_without_a_failed_request() {
-    let _serial = serial();
-    init_logging();
-    let pool = Pool::new(&Config {
-        processes: 1,
-        spare_process: true,
-        ..config()
-    })
-    .unwrap();
+    let _test = isolated_test();
+    let pool = one_process_pool(true);
     pool.ping().unwrap();
     let first = pool.pids()[0];
     let spare = spare_of(&pool);
@@ -123,18 +129,10 @@ fn a_dead_spare_is_replaced_without_a_failed_request() {
     let now = pool.pids();
     assert_eq!(now.len(), 1);
     assert!(now[0] != spare && now[0] != first, "{now:?}");
-    let stats = pool.stats();
-    assert_eq!(stats.spawns, 2, "{stats:?}");
-    assert_eq!(
-        (stats.spawn_failures, stats.killed_starts, stats.failures),
-        (0, 0, 0),
-        "the dead spare was charged: {stats:?}"
-    );
+    assert_replaced_uncharged(&pool, "dead");
     // A new spare follows.
     let next = spare_of(&pool);
     assert!(next != now[0]);
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// A stopped spare (SIGSTOP) is alive to a liveness check, but would fail
@@ -142,8 +140,7 @@ fn a_dead_spare_is_replaced_without_a_failed_request() {
 /// short ping instead, is killed and reaped, and a fresh process serves.
 #[test]
 fn a_stopped_spare_is_replaced_not_handed_over() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Pool::new(&Config {
         processes: 1,
         spare_process: true,
@@ -171,20 +168,12 @@ fn a_stopped_spare_is_replaced_not_handed_over() {
     wait_until("the stopped spare is gone", Duration::from_secs(5), || {
         !is_alive(spare)
     });
-    let stats = pool.stats();
-    assert_eq!(stats.spawns, 2, "{stats:?}");
-    assert_eq!(
-        (stats.spawn_failures, stats.killed_starts, stats.failures),
-        (0, 0, 0),
-        "the stopped spare was charged: {stats:?}"
-    );
+    assert_replaced_uncharged(&pool, "stopped");
     // A new spare follows, and it serves when the next kill comes.
     let next = spare_of(&pool);
     kill(now[0]);
     pool.ping().unwrap();
     assert_eq!(pool.pids(), vec![next]);
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// `Pool::shutdown` drops the spare (and the template) while the pool
@@ -192,8 +181,7 @@ fn a_stopped_spare_is_replaced_not_handed_over() {
 /// it yet (a C host may keep a shut-down pool for a long time).
 #[test]
 fn shutdown_drops_the_spare() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let pool = Pool::new(&Config {
         processes: 1,
         ..config()
@@ -234,18 +222,16 @@ fn wait_for_spare(spawner: &Spawner) -> u32 {
 
 #[test]
 fn the_spare_is_dropped_after_idle_timeout_and_with_the_spawner() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let idle = Duration::from_millis(300);
-    let (launcher, spawner) = spawner_for(Config {
+    let (_launcher, spawner) = spawner_for(Config {
         idle_timeout: Some(idle),
         spare_process: true,
         ..config()
     });
     assert_eq!(spawner.spare_pid(), None, "a spare before the first start");
 
-    let mut a = spawner.spawn().unwrap();
-    a.handshake(Duration::from_secs(10)).unwrap();
+    let _a = ready_from(&spawner);
     let spare = wait_for_spare(&spawner);
     assert!(is_alive(spare));
     let scratch = scratch_of(spare);
@@ -259,54 +245,36 @@ fn the_spare_is_dropped_after_idle_timeout_and_with_the_spawner() {
     // It stays gone until the next start, which starts a new one.
     std::thread::sleep(idle * 2);
     assert_eq!(spawner.spare_pid(), None);
-    let mut b = spawner.spawn().unwrap();
-    b.handshake(Duration::from_secs(10)).unwrap();
+    let _b = ready_from(&spawner);
     let second = wait_for_spare(&spawner);
     assert!(second != spare && is_alive(second));
 
     drop(spawner);
     assert!(!is_alive(second), "the spare outlived its spawner");
-    drop((a, b));
-    drop(launcher);
-    assert_no_leftovers();
 }
 
 #[test]
 fn the_spare_can_be_turned_off() {
-    let _serial = serial();
-    init_logging();
-    let (launcher, spawner) = spawner_for(Config {
-        spare_process: false,
-        ..config()
-    });
-    let mut a = spawner.spawn().unwrap();
-    a.handshake(Duration::from_secs(10)).unwrap();
+    let _test = isolated_test();
+    let (_launcher, spawner) = spawner_with_spare(false);
+    let a = ready_from(&spawner);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(spawner.spare_pid(), None);
     assert_eq!(wal_redo_processes(), vec![a.pid()]);
-    drop((spawner, a));
-    drop(launcher);
-    assert_no_leftovers();
 }
 
 /// `Spawner::close` (for a pool's shutdown): the spare is killed and reaped
 /// before it returns, and none is started afterwards; starts still work.
 #[test]
 fn close_drops_the_spare_and_starts_no_more() {
-    let _serial = serial();
-    init_logging();
-    let (launcher, spawner) = spawner_for(Config {
-        spare_process: true,
-        ..config()
-    });
-    let mut a = spawner.spawn().unwrap();
-    a.handshake(Duration::from_secs(10)).unwrap();
+    let _test = isolated_test();
+    let (_launcher, spawner) = spawner_with_spare(true);
+    let a = ready_from(&spawner);
     let spare = wait_for_spare(&spawner);
     spawner.close();
     assert_eq!(spawner.spare_pid(), None);
     assert!(!is_alive(spare), "the spare outlived close");
-    let mut b = spawner.spawn().unwrap();
-    b.handshake(Duration::from_secs(10)).unwrap();
+    let b = ready_from(&spawner);
     assert_ne!(b.pid(), spare);
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(spawner.spare_pid(), None, "a spare after close");
@@ -315,7 +283,4 @@ fn close_drops_the_spare_and_starts_no_more() {
         v.sort_unstable();
         v
     });
-    drop((spawner, a, b));
-    drop(launcher);
-    assert_no_leftovers();
 }

@@ -1,18 +1,18 @@
-//! Spawn failures without cascades (issue 15, item 2): a process killed by
-//! a signal while it starts is started again at once, never backed off; a
-//! start that fails by itself is still backed off; a request that arrives
-//! during a back-off waits for it (up to its own deadline) instead of
-//! failing because someone else's start failed. With the fake child, and
-//! with real pg_walredo processes killed during their start-up.
+//! Spawn failures without cascades: a process killed by a signal while it
+//! starts is started again at once, never backed off; a start that fails by
+//! itself is still backed off; a request that arrives during a back-off waits
+//! for it (up to its own deadline) instead of failing because someone else's
+//! start failed. With the fake child, and with real pg_walredo processes killed
+//! during their start-up.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use walredo::{Config, Error, Pool, PAGE_SIZE};
+use walredo::{Config, Pool, PAGE_SIZE};
 use walredo_testkit::harness::fake::*;
 use walredo_testkit::harness::*;
-use walredo_testkit::install::{runs_postgres, wal_redo_processes_of};
+use walredo_testkit::install::postgres_processes_of;
 
 /// Deadline of an attempt (and of a request's wait for a process).
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -22,12 +22,15 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// and a spare started in a pause between two of the slot's starts (more
 /// than 5 ms, on a loaded machine) would take one of the scripted failures
 /// and change the counts these tests check.
-fn scripted_starts(args: &[&str]) -> Pool {
-    Pool::new(&Config {
+/// The marker directory (`name`) goes with the returned TempDir.
+fn scripted_starts(name: &str, args: &[&str]) -> (TempDir, Pool) {
+    let (markers, config) = marker_fake_config(name, args, TIMEOUT);
+    let pool = Pool::new(&Config {
         spare_process: false,
-        ..fake_config(1, args, TIMEOUT)
+        ..config
     })
-    .unwrap()
+    .unwrap();
+    (markers, pool)
 }
 
 fn redo_normal(pool: &Pool, blkno: u32) -> walredo::Result<Box<[u8; PAGE_SIZE]>> {
@@ -42,54 +45,28 @@ fn blkno_of(page: &[u8; PAGE_SIZE]) -> u32 {
 
 #[test]
 fn starts_killed_by_a_signal_are_started_again_at_once() {
-    let _serial = serial();
-    let dir = TempDir::for_children("killed-starts");
-    let args = [
-        "--marker-dir",
-        dir.path().to_str().unwrap(),
-        "--killed-at-start",
-        "3",
-    ];
-    let pool = scripted_starts(&args);
+    let _test = isolated_test();
+    let (_markers, pool) = scripted_starts("killed-starts", &["--killed-at-start", "3"]);
     // Three starts in a row die of SIGKILL: the request still gets its page
     // from the fourth, with nothing backed off and nobody charged.
     let page = redo_normal(&pool, 7).expect("a page despite three killed starts");
     assert_eq!(blkno_of(&page), 7);
     let s = pool.stats();
-    assert_eq!(
-        (
-            s.killed_starts,
-            s.spawn_failures,
-            s.spawns,
-            s.failures,
-            s.retries
-        ),
-        (3, 3, 1, 0, 0),
-        "{s:?}"
-    );
+    assert_stats!(s, killed_starts: 3, spawn_failures: 3, spawns: 1, failures: 0, retries: 0);
     // And the next request finds its process at once.
     assert_eq!(blkno_of(&redo_normal(&pool, 8).unwrap()), 8);
     assert_eq!(pool.stats().spawns, 1);
-    drop(pool);
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_start_killed_every_time_still_ends_in_spawn_failed() {
-    let _serial = serial();
-    let dir = TempDir::for_children("killed-always");
-    let args = [
-        "--marker-dir",
-        dir.path().to_str().unwrap(),
-        "--killed-at-start",
-        "1000",
-    ];
-    let pool = Pool::new(&fake_config(1, &args, TIMEOUT)).unwrap();
+    let _test = isolated_test();
+    let (_markers, config) =
+        marker_fake_config("killed-always", &["--killed-at-start", "1000"], TIMEOUT);
+    let pool = Pool::new(&config).unwrap();
     let started = Instant::now();
-    match redo_normal(&pool, 1) {
-        Err(Error::SpawnFailed(m)) => assert!(m.contains("did not start"), "{m}"),
-        other => panic!("expected SpawnFailed, got {other:?}"),
-    }
+    let m = spawn_failure(redo_normal(&pool, 1));
+    assert!(m.contains("did not start"), "{m}");
     // Kills are not the request's fault: it waits while its deadline
     // allows. But every fourth kill in a row counts toward the back-off
     // (doubling from 100 ms), so the slot does not spin on doomed starts:
@@ -106,41 +83,28 @@ fn a_start_killed_every_time_still_ends_in_spawn_failed() {
         "{:?}",
         started.elapsed()
     );
-    drop(pool);
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_request_during_a_back_off_waits_for_it_instead_of_failing() {
-    let _serial = serial();
-    let dir = TempDir::for_children("backoff-wait");
-    let args = [
-        "--marker-dir",
-        dir.path().to_str().unwrap(),
-        "--exit-at-start-times",
-        "2",
-    ];
-    let pool = scripted_starts(&args);
+    let _test = isolated_test();
+    let (_markers, pool) = scripted_starts("backoff-wait", &["--exit-at-start-times", "2"]);
     // Its own two starts fail by themselves: that request fails, with the
     // reason, and a back-off begins.
-    match redo_normal(&pool, 1) {
-        Err(Error::SpawnFailed(m)) => assert!(m.contains("refuses to start"), "{m}"),
-        other => panic!("expected SpawnFailed, got {other:?}"),
-    }
+    let m = spawn_failure(redo_normal(&pool, 1));
+    assert!(m.contains("refuses to start"), "{m}");
     assert_eq!(pool.stats().spawn_failures, 2);
     // The next one comes within the back-off, which ends long before its
     // deadline: it waits, and gets its page from the start after it.
     let page = redo_normal(&pool, 2).expect("a page after the back-off");
     assert_eq!(blkno_of(&page), 2);
     let s = pool.stats();
-    assert_eq!((s.spawn_failures, s.spawns, s.failures), (2, 1, 1), "{s:?}");
-    drop(pool);
-    assert_no_leftovers();
+    assert_stats!(s, spawn_failures: 2, spawns: 1, failures: 1);
 }
 
 #[test]
 fn a_back_off_longer_than_the_deadline_fails_with_the_last_error() {
-    let _serial = serial();
+    let _test = isolated_test();
     // Every start fails; the deadline is shorter than the back-offs that
     // pile up: requests then fail without waiting, with the last reason.
     let timeout = Duration::from_millis(250);
@@ -148,35 +112,19 @@ fn a_back_off_longer_than_the_deadline_fails_with_the_last_error() {
     let mut refused_at_once = false;
     for _ in 0..6 {
         let started = Instant::now();
-        match redo_normal(&pool, 1) {
-            Err(Error::SpawnFailed(m)) => {
-                assert!(m.contains("refuses to start"), "{m}");
-                refused_at_once |= m.contains("not trying again");
-                // Never waits much beyond its deadline.
-                assert!(started.elapsed() < 2 * timeout, "{:?}", started.elapsed());
-            }
-            other => panic!("expected SpawnFailed, got {other:?}"),
-        }
+        let m = spawn_failure(redo_normal(&pool, 1));
+        assert!(m.contains("refuses to start"), "{m}");
+        refused_at_once |= m.contains("not trying again");
+        // Never waits much beyond its deadline.
+        assert!(started.elapsed() < 2 * timeout, "{:?}", started.elapsed());
     }
     assert!(refused_at_once, "{:?}", pool.stats());
     assert_eq!(pool.stats().spawns, 0);
-    drop(pool);
-    assert_no_leftovers();
-}
-
-/// Our wal-redo processes that run PostgreSQL already.
-fn children() -> Vec<i32> {
-    wal_redo_processes_of(std::process::id())
-        .into_iter()
-        .filter(|&pid| runs_postgres(pid))
-        .map(|pid| pid as i32)
-        .collect()
 }
 
 #[test]
 fn real_processes_killed_during_start_up_are_started_again() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // Direct starts (tens of milliseconds): a forked start takes 2 ms, and
     // a killer that looks every 200 us then often finds the process only
     // once its start is over, so the exact counts below would not hold.
@@ -202,7 +150,8 @@ fn real_processes_killed_during_start_up_are_started_again() {
         let killer = s.spawn(|| {
             let mut killed = HashSet::new();
             while killed.len() < 3 && !done.load(Ordering::Relaxed) {
-                for pid in children() {
+                for pid in postgres_processes_of(std::process::id()) {
+                    let pid = pid as i32;
                     // SAFETY: kill has no memory-safety preconditions; the
                     // pid is a child of ours that is not reaped.
                     if killed.insert(pid) && unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
@@ -224,7 +173,5 @@ fn real_processes_killed_during_start_up_are_started_again() {
     assert_eq!(killed, 3, "{s:?}");
     // Every kill hit a start (the ping was answered after the third), and
     // none of them backed off or failed the request.
-    assert_eq!((s.killed_starts, s.spawns, s.failures), (3, 1, 0), "{s:?}");
-    drop(pool);
-    assert_no_leftovers();
+    assert_stats!(s, killed_starts: 3, spawns: 1, failures: 0);
 }

@@ -4,11 +4,8 @@
 //! untrusted child, so only a segment that child created, as its own user, is
 //! ever removed, and the file is read only as a bounded regular file.
 
-use std::time::Duration;
-
 use walredo::process::launch::Launcher;
-use walredo::process::Process;
-use walredo::{Config, Redoer};
+use walredo::Config;
 use walredo_testkit::harness::*;
 
 fn fake_launcher(args: &[&str]) -> Launcher {
@@ -27,8 +24,7 @@ fn fake_launcher(args: &[&str]) -> Launcher {
 /// Returns its pid.
 fn run_fake_child(args: &[&str]) -> u32 {
     let launcher = fake_launcher(args);
-    let mut p = Process::spawn(&launcher).unwrap();
-    p.handshake(Duration::from_secs(10)).unwrap();
+    let p = ready_process(&launcher);
     let pid = p.pid();
     drop(p);
     pid
@@ -36,8 +32,7 @@ fn run_fake_child(args: &[&str]) -> u32 {
 
 #[test]
 fn a_segment_the_child_did_not_create_survives_its_reaping() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // Ours, unattached, named by the child as if it were its own. (Not 56
     // bytes: other tests count those as PostgreSQL's leftovers.)
     // SAFETY: shmget has no memory-safety preconditions.
@@ -47,13 +42,11 @@ fn a_segment_the_child_did_not_create_survives_its_reaping() {
     let survived = sysv_segment_exists(shmid);
     remove_sysv_segment(shmid);
     assert!(survived, "the host removed a segment the child only named");
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_segment_the_child_created_is_removed_only_through_a_plain_bounded_pid_file() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // Control: the fake child's own segment, named as PostgreSQL does, goes.
     let pid = run_fake_child(&["--own-segment", "plain"]);
     let left = sysv_segments_created_by(pid);
@@ -68,16 +61,12 @@ fn a_segment_the_child_created_is_removed_only_through_a_plain_bounded_pid_file(
         left.iter().for_each(|&id| remove_sysv_segment(id));
         assert_eq!(left.len(), 1, "{how}: the pid file was read: {left:?}");
     }
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_killed_postgres_still_has_its_own_segment_removed() {
-    let _serial = serial();
-    init_logging();
-    let mut r = Redoer::new(&config()).unwrap();
-    r.ping().unwrap();
-    let pid = r.pid().unwrap();
+    let _test = isolated_test();
+    let (mut r, pid) = started_redoer(&config());
     let segments = sysv_segments_created_by(pid);
     assert_eq!(segments.len(), 1, "PostgreSQL's interlock segment");
     // SAFETY: sending a signal to our own child.
@@ -88,6 +77,4 @@ fn a_killed_postgres_still_has_its_own_segment_removed() {
         !sysv_segment_exists(segments[0]),
         "the killed process's segment was left behind"
     );
-    drop(r);
-    assert_no_leftovers();
 }

@@ -12,7 +12,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use walredo::process::launch::Launcher;
-use walredo::process::Process;
 use walredo::{Config, Pool, SpawnMode};
 use walredo_testkit::harness::*;
 use walredo_testkit::install::{is_alive, is_template, parent_of};
@@ -62,14 +61,11 @@ fn scratch_of(pid: u32) -> PathBuf {
 
 #[test]
 fn processes_are_forked_by_the_template_and_share_no_memory() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let launcher = Launcher::new(&config()).unwrap();
     assert_eq!(launcher.spawn_mode(), SpawnMode::Template);
-    let mut a = Process::spawn(&launcher).unwrap();
-    a.handshake(Duration::from_secs(10)).unwrap();
-    let mut b = Process::spawn(&launcher).unwrap();
-    b.handshake(Duration::from_secs(10)).unwrap();
+    let a = ready_process(&launcher);
+    let b = ready_process(&launcher);
     let template = launcher.template_pid().expect("a template runs");
     let me = std::process::id();
 
@@ -133,16 +129,13 @@ fn processes_are_forked_by_the_template_and_share_no_memory() {
     drop(b);
     drop(launcher);
     assert!(!is_alive(template), "the template outlived its launcher");
-    assert_no_leftovers();
 }
 
 #[test]
 fn a_dead_template_is_replaced_and_its_processes_live_on() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let launcher = Launcher::new(&config()).unwrap();
-    let mut a = Process::spawn(&launcher).unwrap();
-    a.handshake(Duration::from_secs(10)).unwrap();
+    let mut a = ready_process(&launcher);
     let template = launcher.template_pid().unwrap();
     // SAFETY: signalling the template, our own child.
     unsafe { libc::kill(template as i32, libc::SIGKILL) };
@@ -152,34 +145,25 @@ fn a_dead_template_is_replaced_and_its_processes_live_on() {
     );
     // Its process is ours, not its: it serves on.
     a.handshake(Duration::from_secs(10)).unwrap();
-    let mut b = Process::spawn(&launcher).unwrap();
-    b.handshake(Duration::from_secs(10)).unwrap();
+    let b = ready_process(&launcher);
     let second = launcher.template_pid().unwrap();
     assert_ne!(second, template);
     assert_eq!(parent_of(b.pid()), Some(std::process::id()));
-    drop((a, b));
-    drop(launcher);
-    assert_no_leftovers();
 }
 
 #[test]
 fn direct_mode_starts_processes_from_the_host() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let launcher = Launcher::new(&Config {
         spawn_mode: SpawnMode::Direct,
         ..config()
     })
     .unwrap();
-    let mut a = Process::spawn(&launcher).unwrap();
-    a.handshake(Duration::from_secs(10)).unwrap();
+    let a = ready_process(&launcher);
     assert_eq!(parent_of(a.pid()), Some(std::process::id()));
     assert_eq!(launcher.template_pid(), None);
     let segs = segments_of(a.pid());
     assert!(segs.len() == 1 && segs[0].0 == 0, "{segs:?}");
-    drop(a);
-    drop(launcher);
-    assert_no_leftovers();
 }
 
 const HOST_ENV: &str = "WALREDO_TEST_DEATH_HOST";
@@ -244,8 +228,7 @@ fn death_host() {
 
 #[test]
 fn a_host_killed_mid_run_leaves_nothing() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // SAFETY: geteuid cannot fail.
     let root = std::env::temp_dir().join(format!("walredo-{}", unsafe { libc::geteuid() }));
     let mut host = Command::new(std::env::current_exe().unwrap())
@@ -299,7 +282,6 @@ fn a_host_killed_mid_run_leaves_nothing() {
         dirs.is_empty(),
         "scratch directories of the dead host: {dirs:?}"
     );
-    assert_no_leftovers();
 }
 
 /// A template that stops answering (here: stopped) costs one request's
@@ -307,21 +289,18 @@ fn a_host_killed_mid_run_leaves_nothing() {
 /// on the new one.
 #[test]
 fn a_stopped_template_is_replaced() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let launcher = Launcher::new(&Config {
         timeout: Duration::from_millis(500),
         ..config()
     })
     .unwrap();
-    let mut a = Process::spawn(&launcher).unwrap();
-    a.handshake(Duration::from_secs(10)).unwrap();
+    let _a = ready_process(&launcher);
     let template = launcher.template_pid().unwrap();
     // SAFETY: signalling the template, our own child.
     unsafe { libc::kill(template as i32, libc::SIGSTOP) };
     let started = Instant::now();
-    let mut b = Process::spawn(&launcher).unwrap();
-    b.handshake(Duration::from_secs(10)).unwrap();
+    let _b = ready_process(&launcher);
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
@@ -333,7 +312,4 @@ fn a_stopped_template_is_replaced() {
         wait_gone(template, Duration::from_secs(5)),
         "the stopped template lives on"
     );
-    drop((a, b));
-    drop(launcher);
-    assert_no_leftovers();
 }

@@ -34,14 +34,8 @@ fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn a_template_killed_while_the_pool_is_idle_is_reaped_and_its_processes_live_on() {
-    let _serial = serial();
-    init_logging();
-    let pool = Pool::new(&Config {
-        processes: 1,
-        spare_process: false,
-        ..config()
-    })
-    .unwrap();
+    let _test = isolated_test();
+    let pool = one_process_pool(false);
     pool.ping().unwrap();
     let template = match templates()[..] {
         [t] => t,
@@ -69,8 +63,6 @@ fn a_template_killed_while_the_pool_is_idle_is_reaped_and_its_processes_live_on(
     }
     assert_eq!(pool.pids(), serving, "the idle process was lost");
     pool.ping().unwrap();
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// A thread that forks the host without exec every `every`, each copy
@@ -120,8 +112,7 @@ fn forks_of_the_host_hide_neither_a_direct_start_nor_a_death() {
 }
 
 fn forks_of_the_host_hide_nothing(spawn_mode: SpawnMode) {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     // One attempt's deadline; the host's copies live longer, so a start or
     // death that is only seen once they exit costs a whole deadline.
     let timeout = Duration::from_secs(4);
@@ -169,6 +160,4 @@ fn forks_of_the_host_hide_nothing(spawn_mode: SpawnMode) {
         failures.len(),
         failures.join("\n")
     );
-    drop(pool);
-    assert_no_leftovers();
 }

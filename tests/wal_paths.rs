@@ -14,11 +14,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use walredo::datadir::read_page;
-use walredo::tag::MAIN_FORKNUM;
 use walredo::wal::pages;
 use walredo::wal::source::{SourceError, WalSource};
 use walredo::wal::{format_lsn, parse_lsn, WalReader};
-use walredo::{PageTag, Pool, RelFileNode};
+use walredo::PageTag;
 use walredo_testkit::harness::*;
 
 const SEG: u64 = 1024 * 1024;
@@ -141,18 +140,24 @@ fn cold_and_warm(
     lsns.len()
 }
 
-/// Item 5 of issue 22 and its neighbours: a record with a full-page image
-/// of the block that starts in one segment and ends in the next, plans at
-/// every LSN around it, cold and warm; the page at an LSN inside that
-/// record equals PostgreSQL's recovery to its start.
+/// A running cluster in a fresh directory `name` with 1 MiB WAL segments
+/// (so that a little SQL crosses segment boundaries) that keeps its WAL.
+fn small_segment_cluster(name: &str) -> (TempDir, Cluster) {
+    let tmp = TempDir::new(name);
+    let mut c = Cluster::init(tmp.path(), &["--wal-segsize=1"], WAL_KEEPING_SETTINGS);
+    c.start();
+    (tmp, c)
+}
+
+/// A record with a full-page image of the block that starts in one segment
+/// and ends in the next, plans at every LSN around it, cold and warm; the
+/// page at an LSN inside that record equals PostgreSQL's recovery to its
+/// start.
 #[test]
 fn record_across_a_segment_boundary() {
-    let _serial = serial();
-    init_logging();
-    let tmp = TempDir::new("walpaths-span");
+    let _test = isolated_test();
+    let (tmp, mut c) = small_segment_cluster("walpaths-span");
     let dir = tmp.path();
-    let mut c = Cluster::init(dir, &["--wal-segsize=1"], WAL_KEEPING_SETTINGS);
-    c.start();
     c.stop();
     let base = dir.join("base");
     copy_tree(&c.data, &base);
@@ -175,18 +180,7 @@ fn record_across_a_segment_boundary() {
     c.psql("SELECT id FROM x WHERE id = 4 FOR UPDATE;");
     c.psql("SELECT pg_logical_emit_message(false, 'after', 'x'); CHECKPOINT;");
     let end = lsn(&c, "SELECT pg_current_wal_flush_lsn();");
-    let tag = PageTag {
-        rel: RelFileNode {
-            spcnode: 1663,
-            dbnode: c
-                .psql("SELECT oid FROM pg_database WHERE datname = 'postgres';")
-                .parse()
-                .unwrap(),
-            relnode: c.psql("SELECT pg_relation_filenode('x');").parse().unwrap(),
-        },
-        forknum: MAIN_FORKNUM,
-        blkno: 0,
-    };
+    let tag = c.main_tag("x", 0);
     c.stop();
     let wal = c.data.join("pg_wal");
     let from = WalReader::open(&wal, None).unwrap().next_lsn();
@@ -229,11 +223,7 @@ fn record_across_a_segment_boundary() {
     println!("span: {n} LSNs, cold and warm plans equal a plain scan's");
 
     // The page inside the spanning record is PostgreSQL's as of its start.
-    let pool = Pool::new(&walredo::Config {
-        processes: 1,
-        ..config()
-    })
-    .unwrap();
+    let pool = one_process_pool(true);
     let mut warm = WalSource::new(vec![wal.clone()], None);
     history_of(&mut warm, &tag, end).unwrap();
     for (target, at) in [(lock.0, boundary + 300), (lock.1, lock.1)] {
@@ -257,8 +247,6 @@ fn record_across_a_segment_boundary() {
             format_lsn(target)
         );
     }
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// (start, end) of every record from `from` to `end`.
@@ -271,20 +259,17 @@ fn records(wal: &Path, from: u64, end: u64) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// Items 7 and 8 of issue 22. After `pg_switch_wal()` the flush LSN is the
-/// start of a segment: a plan, a history and the bounds at it must work
+/// After `pg_switch_wal()` the flush LSN is the start of a segment: a
+/// plan, a history and the bounds at it must work
 /// whether the next file is absent, a recycled segment or zero-filled (the
 /// end of WAL as PostgreSQL finds it). A record damaged below the end the
 /// caller gives is corruption, not the end of WAL: the history and a plan
 /// past it fail naming its LSN, a plan before it still works.
 #[test]
 fn segment_boundary_and_damage() {
-    let _serial = serial();
-    init_logging();
-    let tmp = TempDir::new("walpaths-boundary");
+    let _test = isolated_test();
+    let (tmp, mut c) = small_segment_cluster("walpaths-boundary");
     let dir = tmp.path();
-    let mut c = Cluster::init(dir, &["--wal-segsize=1"], WAL_KEEPING_SETTINGS);
-    c.start();
     c.psql(
         "CREATE TABLE x (id int, v text) WITH (autovacuum_enabled = off);
          CREATE TABLE y (id int, v text) WITH (autovacuum_enabled = off);
@@ -301,18 +286,7 @@ fn segment_boundary_and_damage() {
     c.psql("SELECT pg_switch_wal();");
     let end = lsn(&c, "SELECT pg_current_wal_flush_lsn();");
     assert_eq!(end % SEG, 0, "pg_switch_wal: flush LSN {}", format_lsn(end));
-    let tag = PageTag {
-        rel: RelFileNode {
-            spcnode: 1663,
-            dbnode: c
-                .psql("SELECT oid FROM pg_database WHERE datname = 'postgres';")
-                .parse()
-                .unwrap(),
-            relnode: c.psql("SELECT pg_relation_filenode('x');").parse().unwrap(),
-        },
-        forknum: MAIN_FORKNUM,
-        blkno: 0,
-    };
+    let tag = c.main_tag("x", 0);
     c.stop();
     let wal = c.data.join("pg_wal");
     let from = WalReader::open(&wal, None).unwrap().next_lsn();
@@ -426,43 +400,22 @@ fn segment_boundary_and_damage() {
         plan_of(&mut src, &tag, before).ok(),
         reference_plan(&uses, before)
     );
-    assert_no_leftovers();
 }
 
 fn wait_for_replay(standby: &Cluster, lsn: u64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while standby.psql(&format!(
-        "SELECT pg_last_wal_replay_lsn() >= '{}';",
-        format_lsn(lsn)
-    )) != "t"
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the standby did not replay {}",
-            format_lsn(lsn)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let lsn = format_lsn(lsn);
+    let replayed = format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}';");
+    wait_until(
+        &format!("the standby replays {lsn}"),
+        std::time::Duration::from_secs(60),
+        || standby.psql(&replayed) == "t",
+    );
 }
 
 /// Start LSNs of the records pg_waldump prints for timeline `tli` from
 /// `start` to `end` that reference `tag` (main fork).
 fn waldump_uses(dir: &Path, tli: u32, start: u64, end: u64, tag: &PageTag) -> Vec<u64> {
-    let out = command(
-        "pg_waldump",
-        &[
-            "--path",
-            dir.to_str().unwrap(),
-            "--timeline",
-            &tli.to_string(),
-            "--start",
-            &format_lsn(start),
-            "--end",
-            &format_lsn(end),
-        ],
-    )
-    .output()
-    .unwrap();
+    let out = waldump(dir, start, end, &["--timeline", &tli.to_string()]);
     let rel = format!(
         "rel {}/{}/{} blk {}",
         tag.rel.spcnode, tag.rel.dbnode, tag.rel.relnode, tag.blkno
@@ -482,51 +435,32 @@ fn waldump_uses(dir: &Path, tli: u32, start: u64, end: u64, tag: &PageTag) -> Ve
         .collect()
 }
 
-/// Item 6 of issue 22: the WAL of a promoted standby, timeline 1 up to the
-/// switch and timeline 2 after it, next to the old primary's timeline 1
-/// segments written after the switch (which are not on timeline 2's
-/// history and must not be read). Pages at LSNs before and after the switch
-/// equal PostgreSQL's archive recovery of the base backup to them (which
-/// follows the same history file), from a fresh and a warm source; the
-/// history of a block across the switch is pg_waldump's, timeline by
-/// timeline; plans at every record end around the switch, cold and warm,
-/// agree.
+/// The WAL of a promoted standby, timeline 1 up to the switch and timeline 2
+/// after it, next to the old primary's timeline 1 segments written after the
+/// switch (which are not on timeline 2's history and must not be read). Pages
+/// at LSNs before and after the switch equal PostgreSQL's archive recovery of
+/// the base backup to them (which follows the same history file), from a fresh
+/// and a warm source; the history of a block across the switch is pg_waldump's,
+/// timeline by timeline; plans at every record end around the switch, cold and
+/// warm, agree.
 #[test]
 fn timeline_switch_of_a_promoted_standby() {
-    let _serial = serial();
-    init_logging();
-    let tmp = TempDir::new("walpaths-tli");
+    let _test = isolated_test();
+    let (tmp, mut p) = small_segment_cluster("walpaths-tli");
     let stmp = TempDir::new("walpaths-tli-standby");
     let dir = tmp.path();
-    let mut p = Cluster::init(dir, &["--wal-segsize=1"], WAL_KEEPING_SETTINGS);
-    p.start();
     p.psql(
         "CREATE TABLE x (id int, v text) WITH (autovacuum_enabled = off);
          INSERT INTO x SELECT g, repeat('a', 200) FROM generate_series(1, 100) g;
          CHECKPOINT;",
     );
-    let mut s = Cluster::init(stmp.path(), &["--wal-segsize=1"], WAL_KEEPING_SETTINGS);
-    fs::remove_dir_all(&s.data).unwrap();
-    run(
-        "pg_basebackup",
-        &[
-            "-D",
-            s.data.to_str().unwrap(),
-            "-R",
-            "-X",
-            "stream",
-            "-c",
-            "fast",
-            "-h",
-            p.socket_dir.to_str().unwrap(),
-            "-U",
-            "postgres",
-        ],
-    );
     let base = dir.join("base");
-    copy_tree(&s.data, &base);
-    fs::remove_file(base.join("standby.signal")).unwrap();
-    s.start();
+    let mut s = p.start_standby(
+        stmp.path(),
+        &["--wal-segsize=1"],
+        WAL_KEEPING_SETTINGS,
+        &base,
+    );
     p.psql(
         "UPDATE x SET v = 'one' WHERE id % 3 = 0;
          SELECT pg_switch_wal();
@@ -560,11 +494,7 @@ fn timeline_switch_of_a_promoted_standby() {
          SELECT pg_switch_wal();
          UPDATE x SET v = 'diverged again' WHERE id % 6 = 0;",
     );
-    let db: u32 = s
-        .psql("SELECT oid FROM pg_database WHERE datname = 'postgres';")
-        .parse()
-        .unwrap();
-    let relnode: u32 = s.psql("SELECT pg_relation_filenode('x');").parse().unwrap();
+    let tag0 = s.main_tag("x", 0);
     p.stop();
     s.stop();
     let history = fs::read_to_string(s.data.join("pg_wal/00000002.history")).unwrap();
@@ -589,28 +519,17 @@ fn timeline_switch_of_a_promoted_standby() {
     );
     let both = vec![s.data.join("pg_wal"), p.data.join("pg_wal")];
 
-    let pool = Pool::new(&walredo::Config {
-        processes: 1,
-        ..config()
-    })
-    .unwrap();
+    let pool = one_process_pool(true);
     let mut warm = WalSource::new(vec![merged.clone()], None);
-    let tag0 = PageTag {
-        rel: RelFileNode {
-            spcnode: 1663,
-            dbnode: db,
-            relnode,
-        },
-        forknum: MAIN_FORKNUM,
-        blkno: 0,
-    };
     history_of(&mut warm, &tag0, end).unwrap();
     let mut compared = 0;
     for target in [on_tli1, on_tli2] {
         let expected = dir.join(format!("expected-{target:x}"));
         copy_tree(&base, &expected);
         archive_recover(&expected, &merged, dir, &format_lsn(target));
-        let file = fs::read(expected.join(format!("base/{db}/{relnode}"))).unwrap();
+        let file =
+            fs::read(expected.join(format!("base/{}/{}", tag0.rel.dbnode, tag0.rel.relnode)))
+                .unwrap();
         for blkno in 0..(file.len() / 8192) as u32 {
             let want = &file[blkno as usize * 8192..][..8192];
             let tag = PageTag { blkno, ..tag0 };
@@ -675,6 +594,4 @@ fn timeline_switch_of_a_promoted_standby() {
     let uses = uses_of(&merged, oldest, end, &tag0);
     let n = cold_and_warm(std::slice::from_ref(&merged), &tag0, &uses, &ends, end);
     println!("timeline: plans at {n} record ends around the switch agree, cold and warm");
-    drop(pool);
-    assert_no_leftovers();
 }

@@ -91,14 +91,7 @@ fn record(name: &str) -> Recorded {
     // lone: initialized, then several segments of other WAL, then changed
     // again without a checkpoint in between (so without a full-page image).
     c.psql("CREATE TABLE lone (a int); INSERT INTO lone VALUES (1);");
-    let lone_rel: u32 = c
-        .psql("SELECT pg_relation_filenode('lone');")
-        .parse()
-        .unwrap();
-    let db: u32 = c
-        .psql("SELECT oid FROM pg_database WHERE datname = 'postgres';")
-        .parse()
-        .unwrap();
+    let lone = c.main_tag("lone", 0);
     c.psql(
         "CREATE TABLE filler (a int, b text);
          INSERT INTO filler SELECT g, repeat('f', 200) FROM generate_series(1, 20000) g;",
@@ -117,15 +110,6 @@ fn record(name: &str) -> Recorded {
         archive_recover(&expected, &wal, &dir, &format_lsn(*lsn));
         oracles.push((*lsn, expected));
     }
-    let lone = PageTag {
-        rel: RelFileNode {
-            spcnode: 1663,
-            dbnode: db,
-            relnode: lone_rel,
-        },
-        forknum: MAIN_FORKNUM,
-        blkno: 0,
-    };
     let mut src = WalSource::new(vec![wal.clone()], None);
     let mut lone_hist = Vec::new();
     src.history(&lone, u64::MAX, &mut || false, &mut |e| {
@@ -199,19 +183,7 @@ fn not_found(r: Result<walredo::wal::source::Plan, SourceError>) -> String {
 type Dump = BTreeMap<u64, (String, String, u32, Vec<(PageTag, bool)>)>;
 
 fn pg_waldump(wal: &Path, start: u64, end: u64) -> Dump {
-    let out = command(
-        "pg_waldump",
-        &[
-            "--path",
-            wal.to_str().unwrap(),
-            "--start",
-            &format_lsn(start),
-            "--end",
-            &format_lsn(end),
-        ],
-    )
-    .output()
-    .unwrap();
+    let out = waldump(wal, start, end, &[]);
     let text = String::from_utf8_lossy(&out.stdout);
     let mut dump = Dump::new();
     for line in text.lines().filter(|l| l.starts_with("rmgr: ")) {
@@ -302,8 +274,7 @@ fn copy_segments(from: &Path, to: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn wal_sources_against_postgresql() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let rec = record("walsrc");
     let (final_lsn, _) = *rec.oracles.last().unwrap();
     let all = records_until(&rec.wal, rec.start_lsn, final_lsn);
@@ -353,26 +324,17 @@ fn wal_sources_against_postgresql() {
                 other => other.unwrap_or_else(|e| panic!("{tag} at {}: {e}", format_lsn(*lsn))),
             };
             if tag.forknum == VISIBILITYMAP_FORKNUM {
-                vm_routed += plan
-                    .records
-                    .iter()
-                    .filter(|r| {
-                        let d = record::decode(&r.data).unwrap();
-                        d.block_for(tag).is_none()
-                    })
-                    .count();
-                // 17.12 and 18 name the page in the heap record that clears
-                // it (a block reference on the vm fork): Heap, or Heap2
-                // but VISIBLE (info 0x40), which always did.
-                vm_named_all += plan
-                    .records
-                    .iter()
-                    .filter(|r| {
-                        let d = record::decode(&r.data).unwrap();
-                        d.block_for(tag).is_some()
-                            && (d.rmid == 10 || (d.rmid == 9 && d.info & 0x70 != 0x40))
-                    })
-                    .count();
+                for r in &plan.records {
+                    let d = record::decode(&r.data).unwrap();
+                    if d.block_for(tag).is_none() {
+                        vm_routed += 1;
+                    } else if d.rmid == 10 || (d.rmid == 9 && d.info & 0x70 != 0x40) {
+                        // 17.12 and 18 name the page in the heap record that
+                        // clears it (a block reference on the vm fork): Heap,
+                        // or Heap2 but VISIBLE (info 0x40), which always did.
+                        vm_named_all += 1;
+                    }
+                }
             }
             assert!(plan.records.iter().all(|r| r.end_lsn <= *lsn));
             let page = pool
@@ -638,8 +600,6 @@ fn wal_sources_against_postgresql() {
     ));
     // The base is not needed by plans; keep it for inspection on failure.
     let _ = &rec.base;
-    drop(pool);
-    assert_no_leftovers();
 }
 
 /// Times of plans and histories on about 1 GB of pg_wal written by pgbench
@@ -648,7 +608,7 @@ fn wal_sources_against_postgresql() {
 #[test]
 #[ignore]
 fn bench_plan_and_history_on_1gb_of_wal() {
-    let _serial = serial();
+    let _test = isolated_test();
     let tmp = TempDir::new("walsrc-bench");
     let settings = [
         "autovacuum = off",
@@ -667,22 +627,7 @@ fn bench_plan_and_history_on_1gb_of_wal() {
         c.pgbench(&["-n", "-c", "2", "-j", "2", "-T", "15"]);
     }
     let end = lsn_of(&c);
-    let rel = |name: &str| -> RelFileNode {
-        let r: u32 = c
-            .psql(&format!("SELECT pg_relation_filenode('{name}');"))
-            .parse()
-            .unwrap();
-        let db: u32 = c
-            .psql("SELECT oid FROM pg_database WHERE datname = 'postgres';")
-            .parse()
-            .unwrap();
-        RelFileNode {
-            spcnode: 1663,
-            dbnode: db,
-            relnode: r,
-        }
-    };
-    let (branches, accounts) = (rel("pgbench_branches"), rel("pgbench_accounts"));
+    let (branches, accounts) = (c.rel("pgbench_branches"), c.rel("pgbench_accounts"));
     let n_accounts: u32 = c
         .psql("SELECT pg_relation_size('pgbench_accounts') / 8192;")
         .parse()
@@ -749,63 +694,42 @@ fn bench_plan_and_history_on_1gb_of_wal() {
         &mut src,
         &mut plan(tag(branches, 0), end),
     );
-    for i in 0..5 {
-        let b = (i * 7919 + 13) % n_accounts;
-        time(
-            &format!("plan: pgbench_accounts blk {b} at the end"),
-            &mut src,
-            &mut plan(tag(accounts, b), end),
-        );
+    // Blocks spread over the table: (how many, stride, offset, as of, the
+    // LSN named).
+    for (n, stride, offset, lsn, when) in [
+        (5, 7919, 13, end, "at the end"),
+        (3, 104_729, 5, mid, "in the middle"),
+    ] {
+        for i in 0..n {
+            let b = (i * stride + offset) % n_accounts;
+            time(
+                &format!("plan: pgbench_accounts blk {b} {when}"),
+                &mut src,
+                &mut plan(tag(accounts, b), lsn),
+            );
+        }
     }
-    for i in 0..3 {
-        let b = (i * 104_729 + 5) % n_accounts;
-        time(
-            &format!("plan: pgbench_accounts blk {b} in the middle"),
-            &mut src,
-            &mut plan(tag(accounts, b), mid),
-        );
-    }
-    time(
-        "plan: a block never written (first time)",
-        &mut src,
-        &mut plan(tag(accounts, n_accounts + 1000), end),
-    );
-    time(
-        "plan: a block never written (again)",
-        &mut src,
-        &mut plan(tag(accounts, n_accounts + 1000), end),
-    );
-    time(
-        "history: pgbench_accounts blk 1 (first)",
-        &mut src,
-        &mut hist(tag(accounts, 1), end),
-    );
-    time(
-        "history: pgbench_accounts blk 2 (later)",
-        &mut src,
-        &mut hist(tag(accounts, 2), end),
-    );
-    time(
-        "history: pgbench_branches blk 0 (later)",
-        &mut src,
-        &mut hist(tag(branches, 0), end),
-    );
-    time(
-        "plan: pgbench_accounts blk 3 at the end (after histories)",
-        &mut src,
-        &mut plan(tag(accounts, 3), end),
-    );
+    // In this order: (what, a history rather than a plan, the block, as of,
+    // on a fresh source rather than the one used so far).
+    let never_written = tag(accounts, n_accounts + 1000);
+    #[rustfmt::skip]
+    let lookups = [
+        ("plan: a block never written (first time)", false, never_written, end, false),
+        ("plan: a block never written (again)", false, never_written, end, false),
+        ("history: pgbench_accounts blk 1 (first)", true, tag(accounts, 1), end, false),
+        ("history: pgbench_accounts blk 2 (later)", true, tag(accounts, 2), end, false),
+        ("history: pgbench_branches blk 0 (later)", true, tag(branches, 0), end, false),
+        ("plan: pgbench_accounts blk 3 at the end (after histories)", false, tag(accounts, 3), end, false),
+        ("fresh source, history: pgbench_accounts blk 9 (first)", true, tag(accounts, 9), end, true),
+        ("fresh source, plan: pgbench_accounts blk 4 in the middle", false, tag(accounts, 4), mid, true),
+    ];
     let mut fresh = WalSource::new(vec![wal.clone()], None);
-    time(
-        "fresh source, history: pgbench_accounts blk 9 (first)",
-        &mut fresh,
-        &mut hist(tag(accounts, 9), end),
-    );
-    time(
-        "fresh source, plan: pgbench_accounts blk 4 in the middle",
-        &mut fresh,
-        &mut plan(tag(accounts, 4), mid),
-    );
-    drop(c);
-    assert_no_leftovers();
+    for (what, history, t, lsn, on_fresh) in lookups {
+        let src = if on_fresh { &mut fresh } else { &mut src };
+        if history {
+            time(what, src, &mut hist(t, lsn));
+        } else {
+            time(what, src, &mut plan(t, lsn));
+        }
+    }
 }

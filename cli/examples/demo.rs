@@ -154,16 +154,18 @@ fn main() -> ExitCode {
     let extension = walredo_testkit::install::built_dir("pg_walredo").join("pg_walredo.so");
     let extension = extension.to_str().unwrap();
     let target = format_lsn(rec.target_lsn);
+    let (base, wal) = (rec.base.to_str().unwrap(), rec.wal_dir.to_str().unwrap());
+    let expected = rec.expected.to_str().unwrap();
     let cmd_args = [
         "--extension",
         extension,
         "verify",
         "--base",
-        rec.base.to_str().unwrap(),
+        base,
         "--wal",
-        rec.wal_dir.to_str().unwrap(),
+        wal,
         "--expected",
-        rec.expected.to_str().unwrap(),
+        expected,
         "--end",
         &target,
     ];

@@ -24,8 +24,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 
 #[test]
 fn page_shows_a_row_as_it_was_before_an_update_and_errors_are_clear() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let tmp = TempDir::new("cli");
     let found = Mutex::new((String::new(), String::new()));
     let rec = record_workload(tmp.path(), &[], &["wal_keep_size = 1GB"], &|c| {
@@ -45,26 +44,23 @@ fn page_shows_a_row_as_it_was_before_an_update_and_errors_are_clear() {
     let (base, wal) = (rec.base.to_str().unwrap(), rec.wal_dir.to_str().unwrap());
 
     let out_file = tmp.path().join("page.bin");
-    let old = walredo(&[
-        "page",
-        "--base",
-        base,
-        "--wal",
-        wal,
-        "--rel",
-        &rel,
-        "--block",
-        "0",
-        "--lsn",
-        &before,
-        "--out",
-        out_file.to_str().unwrap(),
-    ]);
-    assert!(
-        old.status.success(),
-        "{}",
-        String::from_utf8_lossy(&old.stderr)
-    );
+    let out_path = out_file.to_str().unwrap();
+    // `walredo page` for block 0 of the table, with `extra` arguments; it
+    // must succeed.
+    let page = |extra: &[&str]| {
+        let mut args = vec![
+            "page", "--base", base, "--wal", wal, "--rel", &rel, "--block", "0",
+        ];
+        args.extend_from_slice(extra);
+        let out = walredo(&args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    page(&["--lsn", &before, "--out", out_path]);
     let old_page = std::fs::read(&out_file).unwrap();
     assert_eq!(old_page.len(), 8192);
     assert!(contains(&old_page, "balance ok 7"));
@@ -73,35 +69,11 @@ fn page_shows_a_row_as_it_was_before_an_update_and_errors_are_clear() {
         "the page before the UPDATE"
     );
 
-    let now = walredo(&[
-        "page", "--base", base, "--wal", wal, "--rel", &rel, "--block", "0",
-    ]);
-    assert!(
-        now.status.success(),
-        "{}",
-        String::from_utf8_lossy(&now.stderr)
-    );
+    let now = page(&[]);
     let dump = String::from_utf8_lossy(&now.stdout);
     assert!(dump.starts_with("0000: "), "a hex dump: {dump}");
     assert!(dump.trim_end().ends_with("2000"), "a whole page: {dump}");
-    let now = walredo(&[
-        "page",
-        "--base",
-        base,
-        "--wal",
-        wal,
-        "--rel",
-        &rel,
-        "--block",
-        "0",
-        "--out",
-        out_file.to_str().unwrap(),
-    ]);
-    assert!(
-        now.status.success(),
-        "{}",
-        String::from_utf8_lossy(&now.stderr)
-    );
+    page(&["--out", out_path]);
     let new_page = std::fs::read(&out_file).unwrap();
     assert!(
         contains(&new_page, "OOPS bad update"),
@@ -191,5 +163,4 @@ fn page_shows_a_row_as_it_was_before_an_update_and_errors_are_clear() {
         ],
         "SPC/DB/REL",
     );
-    assert_no_leftovers();
 }

@@ -13,14 +13,9 @@ use walredo_testkit::harness::*;
 
 const SQL: &str = include_str!("../demo/workload.sql");
 
-fn demo(name: &str, conf: &[&str]) {
-    demo_with(name, conf, true)
-}
-
 /// `fast_path`: whether full-page images are applied in-process.
 fn demo_with(name: &str, conf: &[&str], fast_path: bool) {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let tmp = TempDir::new(name);
     let mut initdb_args = Vec::new();
     let mut settings = vec!["wal_keep_size = 4GB", "max_wal_size = 4GB", "fsync = off"];
@@ -104,7 +99,6 @@ fn demo_with(name: &str, conf: &[&str], fast_path: bool) {
         );
     }
     vm_negative_control(&opts);
-    assert_no_leftovers();
 }
 
 /// Visibility-map pages rebuilt from only the records that name them (no
@@ -156,55 +150,28 @@ fn vm_negative_control(opts: &VerifyOptions) {
     assert!(different > 0, "dropping the routed records changed nothing");
 }
 
-#[test]
-fn defaults() {
-    demo("demo-defaults", &[]);
+/// One test per server configuration: `name: directory, [settings],
+/// fast_path` (whether full-page images are applied in-process).
+macro_rules! demo_tests {
+    ($($name:ident: $dir:literal, [$($conf:literal),*], $fast_path:literal;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                demo_with($dir, &[$($conf),*], $fast_path);
+            }
+        )*
+    };
 }
 
-#[test]
-fn defaults_without_the_fast_path() {
-    demo_with("demo-no-fast-path", &[], false);
-}
-
-#[test]
-fn lz4_without_the_fast_path() {
-    demo_with("demo-lz4-no-fast-path", &["wal_compression=lz4"], false);
-}
-
-#[test]
-fn full_page_writes_off() {
-    demo("demo-fpw-off", &["full_page_writes=off"]);
-}
-
-#[test]
-fn wal_compression_pglz() {
-    demo("demo-pglz", &["wal_compression=pglz"]);
-}
-
-#[test]
-fn wal_compression_lz4() {
-    demo("demo-lz4", &["wal_compression=lz4"]);
-}
-
-#[test]
-fn wal_compression_zstd() {
-    demo("demo-zstd", &["wal_compression=zstd"]);
-}
-
-#[test]
-fn data_checksums_on() {
-    demo("demo-checksums", &["data_checksums=on"]);
-}
-
-#[test]
-fn wal_log_hints_on() {
-    demo("demo-wal-log-hints", &["wal_log_hints=on"]);
-}
-
-#[test]
-fn full_page_writes_off_lz4() {
-    demo(
-        "demo-fpw-off-lz4",
-        &["full_page_writes=off", "wal_compression=lz4"],
-    );
+demo_tests! {
+    defaults: "demo-defaults", [], true;
+    defaults_without_the_fast_path: "demo-no-fast-path", [], false;
+    lz4_without_the_fast_path: "demo-lz4-no-fast-path", ["wal_compression=lz4"], false;
+    full_page_writes_off: "demo-fpw-off", ["full_page_writes=off"], true;
+    wal_compression_pglz: "demo-pglz", ["wal_compression=pglz"], true;
+    wal_compression_lz4: "demo-lz4", ["wal_compression=lz4"], true;
+    wal_compression_zstd: "demo-zstd", ["wal_compression=zstd"], true;
+    data_checksums_on: "demo-checksums", ["data_checksums=on"], true;
+    wal_log_hints_on: "demo-wal-log-hints", ["wal_log_hints=on"], true;
+    full_page_writes_off_lz4: "demo-fpw-off-lz4", ["full_page_writes=off", "wal_compression=lz4"], true;
 }

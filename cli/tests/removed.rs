@@ -14,8 +14,7 @@ use walredo_testkit::harness::*;
 
 #[test]
 fn truncated_blocks_did_not_exist() {
-    let _serial = serial();
-    init_logging();
+    let _test = isolated_test();
     let tmp = TempDir::new("removed");
     // (db, tr's node, gone's node, LSN after the truncation, after re-extension)
     let seen = RefCell::new((0u32, 0u32, 0u32, String::new(), String::new()));

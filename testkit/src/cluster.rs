@@ -195,6 +195,79 @@ impl Cluster {
         self.running = false;
     }
 
+    /// The oid of database `postgres`, where `psql` runs.
+    pub fn postgres_db_oid(&self) -> u32 {
+        self.psql("SELECT oid FROM pg_database WHERE datname = 'postgres';")
+            .parse()
+            .unwrap()
+    }
+
+    /// Table `table` of database `postgres` (default tablespace) as the
+    /// WAL names it: by its filenode.
+    pub fn rel(&self, table: &str) -> walredo::RelFileNode {
+        walredo::RelFileNode {
+            spcnode: 1663,
+            dbnode: self.postgres_db_oid(),
+            relnode: self
+                .psql(&format!("SELECT pg_relation_filenode('{table}');"))
+                .parse()
+                .unwrap(),
+        }
+    }
+
+    /// Block `blkno` of the main fork of `table` (see `rel`).
+    pub fn main_tag(&self, table: &str, blkno: u32) -> walredo::PageTag {
+        walredo::PageTag {
+            rel: self.rel(table),
+            forknum: walredo::tag::MAIN_FORKNUM,
+            blkno,
+        }
+    }
+
+    /// A standby of this running cluster, made in `dir` and started: initdb
+    /// with the same programs, its data directory then replaced by a base
+    /// backup (see `base_backup_to`). Before it starts, that backup is also
+    /// copied to `base` as a plain data directory (no `standby.signal`): what
+    /// an archive recovery of the WAL to come starts from.
+    pub fn start_standby(
+        &self,
+        dir: &Path,
+        initdb_args: &[&str],
+        settings: &[&str],
+        base: &Path,
+    ) -> Cluster {
+        let mut standby = Cluster::init_in(&self.bindir, dir, initdb_args, settings);
+        fs::remove_dir_all(&standby.data).unwrap();
+        self.base_backup_to(&standby.data);
+        copy_tree(&standby.data, base);
+        fs::remove_file(base.join("standby.signal")).unwrap();
+        standby.start();
+        standby
+    }
+
+    /// Make `data` a standby of this running cluster: pg_basebackup with
+    /// its WAL streamed and a fast checkpoint, `-R` writing the standby
+    /// settings.
+    pub fn base_backup_to(&self, data: &Path) {
+        run_in(
+            &self.bindir,
+            "pg_basebackup",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "-h",
+                self.socket_dir.to_str().unwrap(),
+                "-U",
+                "postgres",
+            ],
+        );
+    }
+
     /// Run SQL through psql; returns its unaligned, tuples-only output.
     pub fn psql(&self, sql: &str) -> String {
         let script = self.socket_dir.join(format!(
@@ -253,6 +326,25 @@ impl Drop for Cluster {
             .output();
         }
     }
+}
+
+/// pg_waldump's output for the WAL in `wal` from `start` to `end`, with
+/// `more` arguments (its exit status is the caller's to judge).
+pub fn waldump(wal: &Path, start: u64, end: u64, more: &[&str]) -> Output {
+    let (start, end) = (
+        walredo::wal::format_lsn(start),
+        walredo::wal::format_lsn(end),
+    );
+    let mut args = vec![
+        "--path",
+        wal.to_str().unwrap(),
+        "--start",
+        &start,
+        "--end",
+        &end,
+    ];
+    args.extend_from_slice(more);
+    command("pg_waldump", &args).output().unwrap()
 }
 
 /// `pg_controldata` of a data directory, as a map of its lines.

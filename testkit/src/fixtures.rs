@@ -2,9 +2,10 @@
 //! archive recovery produced (or the error it must give): fixtures for the C
 //! tests (written by make-fixtures) and the Rust tests.
 
-use std::path::Path;
+use std::fs;
+use std::path::{Path, PathBuf};
 
-use crate::cluster::record_workload;
+use crate::cluster::{record_workload, user, RecordedWal};
 use walredo::datadir::read_page;
 use walredo::tag::MAIN_FORKNUM;
 use walredo::wal::plan::{block_uses, last_run};
@@ -60,16 +61,7 @@ impl Fixture {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = Vec::new();
         b.extend_from_slice(b"WRFIXT01");
-        let t = &self.tag;
-        for v in [
-            t.rel.spcnode,
-            t.rel.dbnode,
-            t.rel.relnode,
-            u32::from(t.forknum),
-            t.blkno,
-        ] {
-            b.extend_from_slice(&v.to_le_bytes());
-        }
+        put_tag(&mut b, &self.tag);
         b.extend_from_slice(&u32::from(self.base.is_some()).to_le_bytes());
         if let Some(base) = &self.base {
             b.extend_from_slice(&base[..]);
@@ -85,6 +77,67 @@ impl Fixture {
             b.extend_from_slice(&page[..]);
         }
         b
+    }
+}
+
+/// Append `tag` to a fixture file: spcnode, dbnode, relnode, forknum, blkno
+/// (u32 each, little-endian).
+pub fn put_tag(out: &mut Vec<u8>, tag: &PageTag) {
+    for v in [
+        tag.rel.spcnode,
+        tag.rel.dbnode,
+        tag.rel.relnode,
+        u32::from(tag.forknum),
+        tag.blkno,
+    ] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// The opening of the programs that write a C test's fixture
+/// (make-pages-fixture, make-wal-fixture): OUTDIR, their one argument, and
+/// the WAL of `workload` run on a throw-away cluster (`initdb_args`) in a
+/// fresh work directory, which is removed when this is dropped.
+pub struct FixtureRun {
+    /// Where the fixture goes (created).
+    pub out: PathBuf,
+    /// The workload's WAL and what recovery made of it.
+    pub rec: RecordedWal,
+    work: PathBuf,
+}
+
+impl FixtureRun {
+    /// `program` names the caller in its usage message and its work
+    /// directory.
+    pub fn record(program: &str, initdb_args: &[&str], workload: &str) -> FixtureRun {
+        let out = PathBuf::from(
+            std::env::args()
+                .nth(1)
+                .unwrap_or_else(|| panic!("usage: {program} OUTDIR")),
+        );
+        let work = std::env::temp_dir().join(format!("walredo-{program}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&work);
+        fs::create_dir_all(&work).unwrap();
+        if let Some(ids) = user() {
+            std::os::unix::fs::chown(&work, Some(ids.uid), Some(ids.gid)).unwrap();
+        }
+        let settings = [
+            "autovacuum = off",
+            "fsync = off",
+            "wal_keep_size = 1GB",
+            "max_wal_size = 1GB",
+        ];
+        let rec = record_workload(&work, initdb_args, &settings, &|c| {
+            c.psql(workload);
+        });
+        fs::create_dir_all(&out).unwrap();
+        FixtureRun { out, rec, work }
+    }
+}
+
+impl Drop for FixtureRun {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.work);
     }
 }
 

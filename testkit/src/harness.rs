@@ -1,8 +1,10 @@
-//! What every test of walredo starts from: one test at a time
-//! (`serial`), a leak check that judges only the test's own processes
-//! (`assert_no_leftovers`), the configuration that loads the extension built
-//! in this tree, and hand-made records; with the clusters of
-//! [`crate::cluster`] re-exported.
+//! What every test of walredo starts from: one test at a time with a leak
+//! check that judges only the test's own processes (`isolated_test`, a
+//! guard built on `serial` and `assert_no_leftovers`), the configuration
+//! that loads the extension built in this tree, pools, processes and fake
+//! children set up as the tests use them, the errors they expect
+//! (`spawn_failure`, `redo_failure`), `wait_until`, and hand-made records;
+//! with the clusters of [`crate::cluster`] re-exported.
 
 use std::fs;
 use std::path::PathBuf;
@@ -83,6 +85,42 @@ pub fn leaked_segments() -> Vec<Segment> {
         .collect()
 }
 
+/// The start of a test that starts processes: [`serial`] (one test at a
+/// time, System V segments of its own), logging on, and, when the returned
+/// guard is dropped at the end of the test, [`assert_no_leftovers`]. Take it
+/// first (`let _test = isolated_test();`): locals are dropped in reverse
+/// order, so the pools, processes and directories the test made afterwards
+/// are gone by then. A test that already fails (panics) is not checked again.
+pub fn isolated_test() -> IsolatedTest {
+    let serial = serial();
+    init_logging();
+    IsolatedTest { _serial: serial }
+}
+
+/// Returned by [`isolated_test`]: checks for leftovers when dropped.
+pub struct IsolatedTest {
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Drop for IsolatedTest {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert_no_leftovers();
+        }
+    }
+}
+
+/// As root only: [`isolated_test`], or None for any other user, after a
+/// note that the test is skipped and `why` it needs root.
+pub fn isolated_root_test(why: &str) -> Option<IsolatedTest> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root ({why})");
+        return None;
+    }
+    Some(isolated_test())
+}
+
 pub fn init_logging() {
     let _ = env_logger::builder().is_test(true).try_init();
 }
@@ -107,6 +145,81 @@ pub fn config() -> Config {
         pg_bindir: Some(crate::cluster::bindir()),
         ..Config::default()
     }
+}
+
+/// A pool of one wal-redo process on this tree's extension ([`config`]),
+/// with a spare process or without; nothing is started before it serves.
+pub fn one_process_pool(spare_process: bool) -> walredo::Pool {
+    walredo::Pool::new(&Config {
+        processes: 1,
+        spare_process,
+        ..config()
+    })
+    .unwrap()
+}
+
+/// Poll `done` every 10 ms until it holds; fail the test, naming `what`,
+/// if it does not within `within`.
+pub fn wait_until(what: &str, within: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < within, "not within {within:?}: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Assert fields of a pool's `Stats` (or anything with those fields and
+/// `Debug`), each named beside the value it must have:
+/// `assert_stats!(s, retries: 1, failures: 0)`. A failure shows them all.
+#[macro_export]
+macro_rules! assert_stats {
+    ($stats:expr, $($field:ident: $want:expr),+ $(,)?) => {{
+        let stats = &$stats;
+        assert_eq!(
+            ($(stats.$field,)+),
+            ($($want,)+),
+            "{} of {stats:?}",
+            stringify!($($field),+)
+        );
+    }};
+}
+pub use crate::assert_stats;
+
+/// The message of the `SpawnFailed` error `result` must be.
+pub fn spawn_failure<T>(result: walredo::Result<T>) -> String {
+    match result {
+        Err(walredo::Error::SpawnFailed(m)) => m,
+        Err(other) => panic!("expected SpawnFailed, got {other:?}"),
+        Ok(_) => panic!("expected SpawnFailed, got a success"),
+    }
+}
+
+/// The message and the process's stderr of the `RedoFailed` error `result`
+/// must be.
+pub fn redo_failure<T>(result: walredo::Result<T>) -> (String, String) {
+    match result {
+        Err(walredo::Error::RedoFailed { message, stderr }) => (message, stderr),
+        Err(other) => panic!("expected RedoFailed, got {other:?}"),
+        Ok(_) => panic!("expected RedoFailed, got a success"),
+    }
+}
+
+/// A `Redoer` on `config` whose process has started and answered a ping,
+/// and that process's pid.
+pub fn started_redoer(config: &Config) -> (walredo::Redoer, u32) {
+    let mut redoer = walredo::Redoer::new(config).unwrap();
+    redoer.ping().unwrap();
+    let pid = redoer.pid().unwrap();
+    (redoer, pid)
+}
+
+/// A process started by `launcher` that has answered its handshake.
+pub fn ready_process(launcher: &walredo::process::launch::Launcher) -> walredo::process::Process {
+    let mut process = walredo::process::Process::spawn(launcher).unwrap();
+    process
+        .handshake(std::time::Duration::from_secs(10))
+        .unwrap();
+    process
 }
 
 /// No wal-redo process of ours is alive (or a zombie), no scratch directory
@@ -229,6 +342,22 @@ pub fn fake_config(processes: usize, args: &[&str], timeout: std::time::Duration
         idle_timeout: None,
         ..Config::default()
     }
+}
+
+/// [`fake_config`] for one process whose fake child keeps its counts (of
+/// starts, of crashes and kills per request) as marker files in a fresh
+/// directory `name` its user may write: started with `--marker-dir DIR`
+/// and then `args`. Keep the directory until the pool is dropped.
+pub fn marker_fake_config(
+    name: &str,
+    args: &[&str],
+    timeout: std::time::Duration,
+) -> (TempDir, Config) {
+    let dir = TempDir::for_children(name);
+    let mut all = vec!["--marker-dir", dir.path().to_str().unwrap()];
+    all.extend_from_slice(args);
+    let config = fake_config(1, &all, timeout);
+    (dir, config)
 }
 
 /// Block `blkno` of relation `relnode` (which tells the fake child what to do).

@@ -422,6 +422,15 @@ pub fn runs_postgres(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == "postgres")
 }
 
+/// The wal-redo processes of host `host` that run PostgreSQL already (see
+/// `runs_postgres`): the ones a fault test may kill.
+pub fn postgres_processes_of(host: u32) -> Vec<u32> {
+    wal_redo_processes_of(host)
+        .into_iter()
+        .filter(|&pid| runs_postgres(pid))
+        .collect()
+}
+
 /// The scratch root walredo_inspect uses in a server's backends by default:
 /// `pgsql_tmp_walredo` in the server's data directory.
 pub fn server_scratch_root(data: &Path) -> PathBuf {

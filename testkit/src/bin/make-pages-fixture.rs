@@ -11,10 +11,10 @@
 //! for the same range: one line per record, its block references inline).
 
 use std::fs;
-use std::path::PathBuf;
 
 use walredo::wal::{format_lsn, WalReader};
-use walredo_testkit::cluster::{record_workload, run, user};
+use walredo_testkit::cluster::run;
+use walredo_testkit::fixtures::FixtureRun;
 
 const WORKLOAD: &str = "
 CREATE TABLE v (id int PRIMARY KEY, n int, pad text) WITH (fillfactor = 70);
@@ -37,27 +37,8 @@ VACUUM v;
 ";
 
 fn main() {
-    let out = PathBuf::from(
-        std::env::args()
-            .nth(1)
-            .expect("usage: make-pages-fixture OUTDIR"),
-    );
-    let work = std::env::temp_dir().join(format!("walredo-pages-fixture-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&work);
-    fs::create_dir_all(&work).unwrap();
-    if let Some(ids) = user() {
-        std::os::unix::fs::chown(&work, Some(ids.uid), Some(ids.gid)).unwrap();
-    }
-    let settings = [
-        "autovacuum = off",
-        "fsync = off",
-        "wal_keep_size = 1GB",
-        "max_wal_size = 1GB",
-    ];
-    let rec = record_workload(&work, &[], &settings, &|c| {
-        c.psql(WORKLOAD);
-    });
-    fs::create_dir_all(&out).unwrap();
+    let fixture = FixtureRun::record("make-pages-fixture", &[], WORKLOAD);
+    let (out, rec) = (&fixture.out, &fixture.rec);
     let mut bin = Vec::new();
     let mut n = 0;
     let mut last_end = rec.start_lsn;
@@ -92,5 +73,4 @@ fn main() {
         format_lsn(last_end),
         out.display()
     );
-    let _ = fs::remove_dir_all(&work);
 }

@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::PathBuf;
 
 use walredo::datadir::read_page;
 use walredo::tag::MAIN_FORKNUM;
@@ -19,36 +18,20 @@ use walredo::wal::plan::block_uses;
 use walredo::wal::record;
 use walredo::wal::source::WalSource;
 use walredo::wal::WalReader;
-use walredo_testkit::cluster::{record_workload, user};
+use walredo_testkit::fixtures::{put_tag, FixtureRun};
+
+const WORKLOAD: &str = "
+CREATE TABLE t (id int PRIMARY KEY, v text);
+INSERT INTO t SELECT g, repeat('x', 50 + g % 100) FROM generate_series(1, 5000) g;
+CHECKPOINT;
+UPDATE t SET v = v || 'y' WHERE id % 7 = 0;
+DELETE FROM t WHERE id % 11 = 0;
+VACUUM t;
+";
 
 fn main() {
-    let out = PathBuf::from(
-        std::env::args()
-            .nth(1)
-            .expect("usage: make-wal-fixture OUTDIR"),
-    );
-    let work = std::env::temp_dir().join(format!("walredo-wal-fixture-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&work);
-    fs::create_dir_all(&work).unwrap();
-    if let Some(ids) = user() {
-        std::os::unix::fs::chown(&work, Some(ids.uid), Some(ids.gid)).unwrap();
-    }
-    let settings = [
-        "autovacuum = off",
-        "fsync = off",
-        "wal_keep_size = 1GB",
-        "max_wal_size = 1GB",
-    ];
-    let rec = record_workload(&work, &["--wal-segsize=1"], &settings, &|c| {
-        c.psql(
-            "CREATE TABLE t (id int PRIMARY KEY, v text);
-             INSERT INTO t SELECT g, repeat('x', 50 + g % 100) FROM generate_series(1, 5000) g;
-             CHECKPOINT;
-             UPDATE t SET v = v || 'y' WHERE id % 7 = 0;
-             DELETE FROM t WHERE id % 11 = 0;
-             VACUUM t;",
-        );
-    });
+    let fixture = FixtureRun::record("make-wal-fixture", &["--wal-segsize=1"], WORKLOAD);
+    let (out, rec) = (&fixture.out, &fixture.rec);
     let wal = out.join("wal");
     let _ = fs::remove_dir_all(&wal);
     fs::create_dir_all(&wal).unwrap();
@@ -85,15 +68,7 @@ fn main() {
             continue;
         }
         *per_rmgr.entry(rm).or_default() += 1;
-        for v in [
-            tag.rel.spcnode,
-            tag.rel.dbnode,
-            tag.rel.relnode,
-            u32::from(tag.forknum),
-            tag.blkno,
-        ] {
-            bin.extend_from_slice(&v.to_le_bytes());
-        }
+        put_tag(&mut bin, tag);
         bin.extend_from_slice(&rec.target_lsn.to_le_bytes());
         bin.extend_from_slice(&page[..]);
         n += 1;
@@ -105,7 +80,6 @@ fn main() {
     let mut file = n.to_le_bytes().to_vec();
     file.extend_from_slice(&bin);
     fs::write(out.join("expected.bin"), file).unwrap();
-    let _ = fs::remove_dir_all(&work);
     println!(
         "wrote {} with {n} pages as of {}",
         out.display(),
