@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use walredo::datadir::read_page;
+use walredo::pg::record_type::record_type_name_for;
+use walredo::pg::rmgr::rmgr_name;
 use walredo::tag::{MAIN_FORKNUM, VISIBILITYMAP_FORKNUM};
 use walredo::wal::plan::block_uses;
 use walredo::wal::record;
@@ -450,14 +452,10 @@ fn wal_sources_against_postgresql() {
         let (rmgr, ty, xid, _) = dump
             .get(&r.start_lsn)
             .unwrap_or_else(|| panic!("pg_waldump lacks {}", format_lsn(r.start_lsn)));
-        let mine = record::record_type_name_for(
-            walredo_testkit::install::pg_version(),
-            r.rmid(),
-            r.info(),
-        )
-        .unwrap_or("UNKNOWN");
+        let mine = record_type_name_for(walredo_testkit::install::pg_version(), r.rmid(), r.info())
+            .unwrap_or("UNKNOWN");
         assert_eq!(
-            (record::rmgr_name(r.rmid()), mine, r.xid()),
+            (rmgr_name(r.rmid()), mine, r.xid()),
             (rmgr.as_str(), ty.as_str(), *xid),
             "at {}",
             format_lsn(r.start_lsn)

@@ -25,6 +25,12 @@
 //! that lacks the block reference a flag is about, is refused: PostgreSQL's
 //! redo would read past the record.
 
+use crate::pg::record::XLR_RMGR_INFO_MASK;
+use crate::pg::record_type::{
+    XLOG_HEAP2_LOCK_UPDATED, XLOG_HEAP2_MULTI_INSERT, XLOG_HEAP_DELETE, XLOG_HEAP_HOT_UPDATE,
+    XLOG_HEAP_INSERT, XLOG_HEAP_LOCK, XLOG_HEAP_OPMASK, XLOG_HEAP_UPDATE, XLOG_SMGR_TRUNCATE,
+};
+use crate::pg::rmgr::{RM_HEAP2_ID, RM_HEAP_ID, RM_SMGR_ID};
 use crate::tag::{PageTag, RelFileNode, VISIBILITYMAP_FORKNUM};
 use crate::wal::record::{self, DecodedRecord, RecordError};
 use crate::PAGE_SIZE;
@@ -47,20 +53,6 @@ pub fn starts_as_zero_page(tag: &PageTag) -> bool {
 pub fn vm_block(heap_blkno: u32) -> u32 {
     heap_blkno / VM_HEAPBLOCKS_PER_PAGE
 }
-
-const RM_STORAGE_ID: u8 = 2;
-const RM_HEAP2_ID: u8 = 9;
-const RM_HEAP_ID: u8 = 10;
-
-const XLOG_HEAP_OPMASK: u8 = 0x70;
-const XLOG_HEAP_INSERT: u8 = 0x00;
-const XLOG_HEAP_DELETE: u8 = 0x10;
-const XLOG_HEAP_UPDATE: u8 = 0x20;
-const XLOG_HEAP_HOT_UPDATE: u8 = 0x40;
-const XLOG_HEAP_LOCK: u8 = 0x60;
-const XLOG_HEAP2_MULTI_INSERT: u8 = 0x50;
-const XLOG_HEAP2_LOCK_UPDATED: u8 = 0x60;
-const XLOG_SMGR_TRUNCATE: u8 = 0x20;
 
 const XLH_INSERT_ALL_VISIBLE_CLEARED: u8 = 1 << 0;
 const XLH_UPDATE_OLD_ALL_VISIBLE_CLEARED: u8 = 1 << 0;
@@ -297,9 +289,7 @@ fn missing_block(decoded: &DecodedRecord<'_>, id: u8, what: &'static str) -> Rec
 pub fn smgr_truncate(
     decoded: &DecodedRecord<'_>,
 ) -> Result<Option<(RelFileNode, u32, u32)>, RecordError> {
-    if decoded.rmid != RM_STORAGE_ID
-        || decoded.info & record::XLR_RMGR_INFO_MASK != XLOG_SMGR_TRUNCATE
-    {
+    if decoded.rmid != RM_SMGR_ID || decoded.info & XLR_RMGR_INFO_MASK != XLOG_SMGR_TRUNCATE {
         return Ok(None);
     }
     let d = decoded.main_data;
@@ -330,8 +320,10 @@ fn vm_truncated_page(decoded: &DecodedRecord<'_>) -> Result<Option<PageTag>, Rec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pg::record::{
+        set_record_crc, BKPBLOCK_SAME_REL, SIZE_OF_XLOG_RECORD, XLR_BLOCK_ID_DATA_SHORT,
+    };
     use crate::tag::{MAIN_FORKNUM, VISIBILITYMAP_FORKNUM};
-    use crate::wal::crc32c::{crc32c_finish, crc32c_update, CRC32C_INIT};
 
     const REL: RelFileNode = RelFileNode {
         spcnode: 1663,
@@ -345,7 +337,7 @@ mod tests {
         let mut headers = Vec::new();
         for (i, &(id, fork, blkno)) in blocks.iter().enumerate() {
             headers.push(id);
-            headers.push(fork | if i > 0 { record::BKPBLOCK_SAME_REL } else { 0 });
+            headers.push(fork | if i > 0 { BKPBLOCK_SAME_REL } else { 0 });
             headers.extend_from_slice(&0u16.to_le_bytes());
             if i == 0 {
                 for v in [REL.spcnode, REL.dbnode, REL.relnode] {
@@ -355,10 +347,10 @@ mod tests {
             headers.extend_from_slice(&blkno.to_le_bytes());
         }
         if !main.is_empty() {
-            headers.push(record::XLR_BLOCK_ID_DATA_SHORT);
+            headers.push(XLR_BLOCK_ID_DATA_SHORT);
             headers.push(main.len() as u8);
         }
-        let tot = (record::SIZE_OF_XLOG_RECORD + headers.len() + main.len()) as u32;
+        let tot = (SIZE_OF_XLOG_RECORD + headers.len() + main.len()) as u32;
         let mut rec = Vec::new();
         rec.extend_from_slice(&tot.to_le_bytes());
         rec.extend_from_slice(&700u32.to_le_bytes());
@@ -369,11 +361,7 @@ mod tests {
         rec.extend_from_slice(&[0; 4]);
         rec.extend_from_slice(&headers);
         rec.extend_from_slice(main);
-        let crc = crc32c_finish(crc32c_update(
-            crc32c_update(CRC32C_INIT, &rec[record::SIZE_OF_XLOG_RECORD..]),
-            &rec[..20],
-        ));
-        rec[20..24].copy_from_slice(&crc.to_le_bytes());
+        set_record_crc(&mut rec);
         rec
     }
 
@@ -612,7 +600,7 @@ mod tests {
             m.extend_from_slice(&v.to_le_bytes());
         }
         m.extend_from_slice(&flags.to_le_bytes());
-        build(RM_STORAGE_ID, XLOG_SMGR_TRUNCATE, &[], &m)
+        build(RM_SMGR_ID, XLOG_SMGR_TRUNCATE, &[], &m)
     }
 
     #[test]
@@ -632,14 +620,14 @@ mod tests {
         let mut m = truncate(53, 7);
         let short = {
             let d = record::decode(&m).unwrap().main_data.to_vec();
-            build(RM_STORAGE_ID, XLOG_SMGR_TRUNCATE, &[], &d[..19])
+            build(RM_SMGR_ID, XLOG_SMGR_TRUNCATE, &[], &d[..19])
         };
         assert!(matches!(
             record_pages_of(&short),
             Err(RecordError::BadMainData { .. })
         ));
         // Storage CREATE is not a truncation.
-        m = build(RM_STORAGE_ID, 0x10, &[], &[0; 16]);
+        m = build(RM_SMGR_ID, 0x10, &[], &[0; 16]);
         assert!(record_pages_of(&m).unwrap().is_empty());
     }
 

@@ -27,14 +27,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::pg::record::RecordRef;
+use crate::pg::record_type::record_type_name_for;
+use crate::pg::rmgr::rmgr_name;
+use crate::pg::xlog::SIZE_OF_XLOG_LONG_PHD;
 use crate::tag::{PageTag, FSM_FORKNUM};
 use crate::wal::lifetime::{self, Removal};
 use crate::wal::pages;
 use crate::wal::record::{self, RecordError};
-use crate::wal::{
-    format_lsn, next_record_start, Segments, Start, WalError, WalReader, WalRecord,
-    SIZE_OF_XLOG_LONG_PHD,
-};
+use crate::wal::{format_lsn, next_record_start, Segments, Start, WalError, WalReader, WalRecord};
 
 /// How often (in records) a scan asks the caller whether to stop.
 const INTERRUPT_EVERY: u64 = 4096;
@@ -741,8 +741,8 @@ impl WalSource {
                         info,
                         has_image: b.has_image,
                         will_init: b.will_init,
-                        rmgr: record::rmgr_name(rmid),
-                        record_type: record::record_type_name_for(pg_version, rmid, info)
+                        rmgr: rmgr_name(rmid),
+                        record_type: record_type_name_for(pg_version, rmid, info)
                             .unwrap_or("UNKNOWN"),
                     })
                 },
