@@ -161,8 +161,7 @@ fn assemble(b: &RecBuilder, headers: &[u8], payload: &[u8]) -> Vec<u8> {
 fn reseal(buf: &mut [u8]) {
     let len = buf.len() as u32;
     buf[0..4].copy_from_slice(&len.to_le_bytes());
-    let crc = record_crc(buf);
-    buf[20..24].copy_from_slice(&crc.to_le_bytes());
+    set_record_crc(buf);
 }
 
 fn resealed(buf: &[u8]) -> Vec<u8> {
