@@ -15,9 +15,9 @@ use walredo::datadir::read_page;
 use walredo::pg::record_type::record_type_name_for;
 use walredo::pg::rmgr::rmgr_name;
 use walredo::tag::{MAIN_FORKNUM, VISIBILITYMAP_FORKNUM};
-use walredo::wal::plan::block_uses;
 use walredo::wal::record;
 use walredo::wal::source::{HistoryEntry, SourceError, WalSource};
+use walredo::wal::uses::block_uses;
 use walredo::wal::{format_lsn, parse_lsn, WalReader, WalRecord};
 use walredo::{PageTag, Pool, RelFileNode};
 use walredo_testkit::harness::*;
@@ -186,11 +186,11 @@ fn sample_blocks(records: &[WalRecord], n: usize) -> Vec<PageTag> {
     out
 }
 
-fn plan_lsns(p: &walredo::wal::source::Plan) -> Vec<(u64, u64)> {
+fn plan_lsns(p: &walredo::wal::source::ReplayPlan) -> Vec<(u64, u64)> {
     p.records.iter().map(|r| (r.start_lsn, r.end_lsn)).collect()
 }
 
-fn not_found(r: Result<walredo::wal::source::Plan, SourceError>) -> String {
+fn not_found(r: Result<walredo::wal::source::ReplayPlan, SourceError>) -> String {
     match r {
         Err(SourceError::NotFound(m)) => m,
         other => panic!("expected NOT_FOUND, got {:?}", other.map(|p| plan_lsns(&p))),

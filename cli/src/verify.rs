@@ -18,8 +18,8 @@ use walredo::pool::Pool;
 use walredo::tag::{PageTag, FSM_FORKNUM};
 use walredo::wal::checksum::stamp_checksum;
 use walredo::wal::pages;
-use walredo::wal::plan::{block_uses, last_run, record_refs, removed_by, Use};
 use walredo::wal::record;
+use walredo::wal::uses::{block_uses, last_run, record_refs, removed_by, Use};
 use walredo::wal::{format_lsn, next_record_start, WalReader, WalRecord};
 use walredo::{Error, PAGE_SIZE};
 

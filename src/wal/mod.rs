@@ -22,12 +22,12 @@ pub mod image;
 pub mod lifetime;
 pub mod lsn;
 pub mod pages;
-pub mod plan;
 pub mod reader;
 pub mod record;
 pub mod segments;
 pub mod source;
 pub mod timeline;
+pub mod uses;
 
 pub use error::WalError;
 pub use lsn::{format_lsn, next_record_start, parse_lsn};

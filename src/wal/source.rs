@@ -104,13 +104,13 @@ impl From<WalError> for SourceError {
 /// The records that rebuild `tag` as of `lsn`, oldest first: the first one
 /// initializes the page (an applicable full-page image, or will-init).
 #[derive(Clone, Debug)]
-pub struct Plan {
+pub struct ReplayPlan {
     pub tag: PageTag,
     pub lsn: u64,
     pub records: Vec<WalRecord>,
 }
 
-impl Plan {
+impl ReplayPlan {
     /// The records, ready for [`crate::Pool::redo`] with no base page.
     pub fn record_refs(&self) -> Vec<RecordRef<'_>> {
         self.records
@@ -490,7 +490,7 @@ impl WalSource {
         tag: &PageTag,
         lsn: u64,
         interrupt: &mut dyn FnMut() -> bool,
-    ) -> Result<Plan, SourceError> {
+    ) -> Result<ReplayPlan, SourceError> {
         let segs = self.list()?;
         let seg_size = segs.segment_size();
         let s_lsn = last_segment(lsn, seg_size);
@@ -628,7 +628,7 @@ impl WalSource {
         if let Some(removal) = removed_by {
             return Err(lifetime::after_removal(tag, lsn, removal, &records));
         }
-        Ok(Plan {
+        Ok(ReplayPlan {
             tag: *tag,
             lsn,
             records,

@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::cluster::record_workload;
 use walredo::datadir::read_page;
 use walredo::tag::MAIN_FORKNUM;
-use walredo::wal::plan::{block_uses, last_run};
+use walredo::wal::uses::{block_uses, last_run};
 use walredo::wal::WalReader;
 use walredo::{Config, Error, PageTag, RecordRef, Redoer, PAGE_SIZE};
 

@@ -15,9 +15,9 @@ use std::path::PathBuf;
 
 use walredo::datadir::read_page;
 use walredo::tag::MAIN_FORKNUM;
-use walredo::wal::plan::block_uses;
 use walredo::wal::record;
 use walredo::wal::source::WalSource;
+use walredo::wal::uses::block_uses;
 use walredo::wal::WalReader;
 use walredo_testkit::cluster::{record_workload, user};
 
