@@ -174,16 +174,37 @@ fn spans(recs: &[WalRecord]) -> Vec<(u64, u64, usize)> {
         .collect()
 }
 
+/// A read that must end without an error: its records and the reader.
+fn ok(read: (Vec<WalRecord>, Option<WalError>, WalReader)) -> (Vec<WalRecord>, WalReader) {
+    let (recs, err, r) = read;
+    assert!(err.is_none(), "{err:?}");
+    (recs, r)
+}
+
+/// Records that `build` adds from segment 1 of timeline 1, written to a new
+/// scratch directory.
+fn wal(tag: &str, build: impl FnOnce(&mut Builder)) -> (TempDir, Builder) {
+    let d = TempDir::new(tag);
+    let mut b = Builder::new(1, 1);
+    build(&mut b);
+    b.write(&d.0);
+    (d, b)
+}
+
+/// The reader ended the WAL for a reason that says `words`.
+fn assert_end(r: &WalReader, words: &str) {
+    let reason = r.end_reason();
+    assert!(reason.is_some_and(|e| e.contains(words)), "{reason:?}");
+}
+
 #[test]
 fn many_small_records_on_one_page() {
-    let d = TempDir::new("small");
-    let mut b = Builder::new(1, 1);
-    for _ in 0..10 {
-        b.small(34);
-    }
-    b.write(&d.0);
-    let (recs, err, r) = read_all(&d.0, None);
-    assert!(err.is_none());
+    let (d, b) = wal("small", |b| {
+        for _ in 0..10 {
+            b.small(34);
+        }
+    });
+    let (recs, r) = ok(read_all(&d.0, None));
     assert_eq!(r.timeline(), 1);
     assert_eq!(r.segment_size(), SEG);
     assert_eq!(r.system_id(), SYSID);
@@ -198,23 +219,17 @@ fn many_small_records_on_one_page() {
         assert_eq!(rec.rmid(), 10);
     }
     assert_eq!(recs, b.records);
-    assert!(
-        r.end_reason().unwrap().contains("zero record length"),
-        "{:?}",
-        r.end_reason()
-    );
+    assert_end(&r, "zero record length");
     assert_eq!(r.next_lsn(), 0x1001B8);
 }
 
 #[test]
 fn record_spanning_two_pages() {
-    let d = TempDir::new("two");
-    let mut b = Builder::new(1, 1);
-    b.small(8200);
-    b.small(30);
-    b.write(&d.0);
-    let (recs, err, _) = read_all(&d.0, None);
-    assert!(err.is_none());
+    let (d, b) = wal("two", |b| {
+        b.small(8200);
+        b.small(30);
+    });
+    let (recs, _) = ok(read_all(&d.0, None));
     // 8152 bytes on page 0, 48 after page 0x102000's 24-byte header
     assert_eq!(
         spans(&recs),
@@ -253,13 +268,11 @@ fn record_header_split_across_pages() {
 
 #[test]
 fn record_over_three_pages() {
-    let d = TempDir::new("three");
-    let mut b = Builder::new(1, 1);
-    b.small(20000);
-    b.small(24);
-    b.write(&d.0);
-    let (recs, err, _) = read_all(&d.0, None);
-    assert!(err.is_none());
+    let (d, b) = wal("three", |b| {
+        b.small(20000);
+        b.small(24);
+    });
+    let (recs, _) = ok(read_all(&d.0, None));
     // 8152 + 8168 on pages 0 and 1, 3680 after page 0x104000's header
     assert_eq!(
         spans(&recs),
@@ -278,12 +291,10 @@ fn segment_crossing(b: &mut Builder) {
 
 #[test]
 fn record_spanning_segments() {
-    let d = TempDir::new("segcross");
-    let mut b = Builder::new(1, 1);
-    segment_crossing(&mut b);
-    b.write(&d.0);
-    let (recs, err, r) = read_all(&d.0, None);
-    assert!(err.is_none());
+    let (d, b) = wal("segcross", |b| {
+        segment_crossing(b);
+    });
+    let (recs, r) = ok(read_all(&d.0, None));
     assert_eq!(
         spans(&recs),
         vec![
@@ -298,15 +309,13 @@ fn record_spanning_segments() {
 
 #[test]
 fn record_ending_at_page_boundary() {
-    let d = TempDir::new("pgend");
-    let mut b = Builder::new(1, 1);
-    b.small(8152); // fills page 0 exactly
-    b.small(40);
-    b.small(8168 - 40 + 8168); // rest of page 1 plus all of page 2
-    b.small(24);
-    b.write(&d.0);
-    let (recs, err, _) = read_all(&d.0, None);
-    assert!(err.is_none());
+    let (d, b) = wal("pgend", |b| {
+        b.small(8152); // fills page 0 exactly
+        b.small(40);
+        b.small(8168 - 40 + 8168); // rest of page 1 plus all of page 2
+        b.small(24);
+    });
+    let (recs, _) = ok(read_all(&d.0, None));
     assert_eq!(
         spans(&recs),
         vec![
@@ -321,14 +330,12 @@ fn record_ending_at_page_boundary() {
 
 #[test]
 fn xlog_switch() {
-    let d = TempDir::new("switch");
-    let mut b = Builder::new(1, 1);
-    b.small(34);
-    b.record(RM_XLOG_ID, XLOG_SWITCH, 24);
-    b.small(60);
-    b.write(&d.0);
-    let (recs, err, _) = read_all(&d.0, None);
-    assert!(err.is_none());
+    let (d, b) = wal("switch", |b| {
+        b.small(34);
+        b.record(RM_XLOG_ID, XLOG_SWITCH, 24);
+        b.small(60);
+    });
+    let (recs, _) = ok(read_all(&d.0, None));
     assert_eq!(
         spans(&recs),
         vec![
@@ -345,27 +352,23 @@ fn xlog_switch() {
 #[test]
 fn end_by_missing_next_segment() {
     // mid-record
-    let d = TempDir::new("missing");
-    let mut b = Builder::new(1, 1);
-    segment_crossing(&mut b);
-    b.write(&d.0);
+    let (d, _) = wal("missing", |b| {
+        segment_crossing(b);
+    });
     fs::remove_file(seg_path(&d.0, 1, 2)).unwrap();
-    let (recs, err, r) = read_all(&d.0, None);
-    assert!(err.is_none());
+    let (recs, r) = ok(read_all(&d.0, None));
     assert_eq!(spans(&recs), vec![(0x100028, 0x1FFF00, 1_045_232)]);
-    assert!(r.end_reason().unwrap().contains("000000010000000000000002"));
+    assert_end(&r, "000000010000000000000002");
     assert_eq!(r.next_lsn(), 0x1FFF00);
 
     // at a record boundary (after a switch)
-    let d = TempDir::new("missing2");
-    let mut b = Builder::new(1, 1);
-    b.small(34);
-    b.record(RM_XLOG_ID, XLOG_SWITCH, 24);
-    b.small(60);
-    b.write(&d.0);
+    let (d, _) = wal("missing2", |b| {
+        b.small(34);
+        b.record(RM_XLOG_ID, XLOG_SWITCH, 24);
+        b.small(60);
+    });
     fs::remove_file(seg_path(&d.0, 1, 2)).unwrap();
-    let (recs, err, r) = read_all(&d.0, None);
-    assert!(err.is_none());
+    let (recs, r) = ok(read_all(&d.0, None));
     assert_eq!(
         spans(&recs),
         vec![(0x100028, 0x100050, 34), (0x100050, 0x200000, 24)]
@@ -376,73 +379,59 @@ fn end_by_missing_next_segment() {
 #[test]
 fn end_by_recycled_page() {
     // at a record boundary: page 0x102000 carries an old page address
-    let d = TempDir::new("recycled");
-    let mut b = Builder::new(1, 1);
-    b.small(8152);
-    b.small(40);
-    b.at(0x102008, 8).copy_from_slice(&0x2000u64.to_le_bytes());
-    b.write(&d.0);
-    let (recs, err, r) = read_all(&d.0, None);
-    assert!(err.is_none());
+    let (d, _) = wal("recycled", |b| {
+        b.small(8152);
+        b.small(40);
+        b.at(0x102008, 8).copy_from_slice(&0x2000u64.to_le_bytes());
+    });
+    let (recs, r) = ok(read_all(&d.0, None));
     assert_eq!(spans(&recs), vec![(0x100028, 0x102000, 8152)]);
-    assert!(
-        r.end_reason().unwrap().contains("pageaddr"),
-        "{:?}",
-        r.end_reason()
-    );
+    assert_end(&r, "pageaddr");
 
     // mid-record: the next segment is an old recycled file
-    let d = TempDir::new("recycled2");
-    let mut b = Builder::new(1, 1);
-    segment_crossing(&mut b);
-    b.at(0x200008, 8).copy_from_slice(&0x0u64.to_le_bytes());
-    b.write(&d.0);
-    let (recs, err, _) = read_all(&d.0, None);
-    assert!(err.is_none());
+    let (d, _) = wal("recycled2", |b| {
+        segment_crossing(b);
+        b.at(0x200008, 8).copy_from_slice(&0x0u64.to_le_bytes());
+    });
+    let (recs, _) = ok(read_all(&d.0, None));
     assert_eq!(spans(&recs), vec![(0x100028, 0x1FFF00, 1_045_232)]);
 
     // a continuation page without the contrecord flag
-    let d = TempDir::new("nocont");
-    let mut b = Builder::new(1, 1);
-    b.small(34);
-    b.small(8200);
-    b.at(0x102002, 2).copy_from_slice(&0u16.to_le_bytes());
-    b.write(&d.0);
-    let (recs, err, r) = read_all(&d.0, None);
-    assert!(err.is_none());
+    let (d, _) = wal("nocont", |b| {
+        b.small(34);
+        b.small(8200);
+        b.at(0x102002, 2).copy_from_slice(&0u16.to_le_bytes());
+    });
+    let (recs, r) = ok(read_all(&d.0, None));
     assert_eq!(spans(&recs), vec![(0x100028, 0x100050, 34)]);
-    assert!(r.end_reason().unwrap().contains("contrecord"));
+    assert_end(&r, "contrecord");
 
     // a zeroed (never written) page in the middle of a record
-    let d = TempDir::new("zeropage");
-    let mut b = Builder::new(1, 1);
-    b.small(34);
-    b.small(20000);
-    b.at(0x104000, 8192).fill(0);
-    b.write(&d.0);
-    let (recs, err, r) = read_all(&d.0, None);
-    assert!(err.is_none());
+    let (d, _) = wal("zeropage", |b| {
+        b.small(34);
+        b.small(20000);
+        b.at(0x104000, 8192).fill(0);
+    });
+    let (recs, r) = ok(read_all(&d.0, None));
     assert_eq!(spans(&recs), vec![(0x100028, 0x100050, 34)]);
-    assert!(r.end_reason().unwrap().contains("magic"));
+    assert_end(&r, "magic");
 }
 
 #[test]
 fn end_by_bad_crc() {
-    let d = TempDir::new("crc");
-    let mut b = Builder::new(1, 1);
-    b.small(34);
-    b.small(34);
-    b.small(8200);
-    b.small(34);
-    b.at(0x102030, 1)[0] ^= 0x01; // last byte of the 8200-byte record
-    b.write(&d.0);
-    let (recs, err, r) = read_all(&d.0, None);
-    assert!(err.is_none());
+    let (d, _) = wal("crc", |b| {
+        b.small(34);
+        b.small(34);
+        b.small(8200);
+        b.small(34);
+        b.at(0x102030, 1)[0] ^= 0x01; // last byte of the 8200-byte record
+    });
+    let (recs, r) = ok(read_all(&d.0, None));
     assert_eq!(
         spans(&recs),
         vec![(0x100028, 0x100050, 34), (0x100050, 0x100078, 34)]
     );
-    assert!(r.end_reason().unwrap().contains("checksum"));
+    assert_end(&r, "checksum");
     assert!(r.end_is_damage());
     assert_eq!(r.next_lsn(), 0x100078);
 }
@@ -463,20 +452,18 @@ fn overwritten_contrecord_is_skipped() {
     b.at(page + 2, 2)
         .copy_from_slice(&XLP_FIRST_IS_OVERWRITE_CONTRECORD.to_le_bytes());
     b.write(&d.0);
-    let (recs, err, r) = read_all(&d.0, None);
-    assert!(err.is_none());
+    let (recs, r) = ok(read_all(&d.0, None));
     assert_eq!(spans(&recs), vec![(a, 0x100050, 34), (c, c_end, 40)]);
     assert!(!r.end_is_damage(), "{:?}", r.end_reason());
 }
 
 #[test]
 fn gap_is_an_error() {
-    let d = TempDir::new("gap");
-    let mut b = Builder::new(1, 1);
-    segment_crossing(&mut b);
-    b.record(RM_XLOG_ID, XLOG_SWITCH, 24);
-    b.small(100); // in segment 3
-    b.write(&d.0);
+    let (d, _) = wal("gap", |b| {
+        segment_crossing(b);
+        b.record(RM_XLOG_ID, XLOG_SWITCH, 24);
+        b.small(100); // in segment 3
+    });
     fs::remove_file(seg_path(&d.0, 1, 2)).unwrap();
     let (recs, err, _) = read_all(&d.0, None);
     assert_eq!(recs.len(), 1);
@@ -492,31 +479,27 @@ fn gap_is_an_error() {
     let mut f = fs::read(seg_path(&d.0, 1, 3)).unwrap();
     f[8..16].copy_from_slice(&0x100000u64.to_le_bytes());
     fs::write(seg_path(&d.0, 1, 3), f).unwrap();
-    let (recs, err, _) = read_all(&d.0, None);
-    assert!(err.is_none());
+    let (recs, _) = ok(read_all(&d.0, None));
     assert_eq!(recs.len(), 1);
 }
 
 #[test]
 fn start_from_lsn() {
-    let d = TempDir::new("start");
-    let mut b = Builder::new(1, 1);
-    for _ in 0..3 {
-        b.small(34);
-    }
-    // A from 0x1000A0 to 0x1FFF00: 8032 bytes on page 0, then as in segment_crossing
-    assert_eq!(b.small(8032 + 126 * 8168 + 7912), (0x1000A0, 0x1FFF00));
-    assert_eq!(b.small(1000), (0x1FFF00, 0x200310));
-    b.small(50);
-    b.write(&d.0);
-    let (recs, err, _) = read_all(&d.0, Some(0x100050));
-    assert!(err.is_none());
+    let (d, b) = wal("start", |b| {
+        for _ in 0..3 {
+            b.small(34);
+        }
+        // A from 0x1000A0 to 0x1FFF00: 8032 bytes on page 0, then as in segment_crossing
+        assert_eq!(b.small(8032 + 126 * 8168 + 7912), (0x1000A0, 0x1FFF00));
+        assert_eq!(b.small(1000), (0x1FFF00, 0x200310));
+        b.small(50);
+    });
+    let (recs, _) = ok(read_all(&d.0, Some(0x100050)));
     assert_eq!(recs[0].start_lsn, 0x100050);
     assert_eq!(recs[1].start_lsn, 0x100078);
     assert_eq!(recs, b.records[1..]);
     // starting in the second segment
-    let (recs, err, _) = read_all(&d.0, Some(0x200310));
-    assert!(err.is_none());
+    let (recs, _) = ok(read_all(&d.0, Some(0x200310)));
     assert_eq!(recs, b.records[5..]);
 
     // page-start LSN: the header is skipped
@@ -539,25 +522,21 @@ fn start_from_lsn() {
 #[test]
 fn skips_leading_continuation() {
     // continuation shorter than a page
-    let d = TempDir::new("lead");
-    let mut b = Builder::new(1, 1);
-    segment_crossing(&mut b);
-    b.write(&d.0);
+    let (d, _) = wal("lead", |b| {
+        segment_crossing(b);
+    });
     fs::remove_file(seg_path(&d.0, 1, 1)).unwrap();
-    let (recs, err, _) = read_all(&d.0, None);
-    assert!(err.is_none());
+    let (recs, _) = ok(read_all(&d.0, None));
     assert_eq!(spans(&recs), vec![(0x200310, 0x200348, 50)]);
 
     // continuation covering the whole first page of the segment
-    let d = TempDir::new("lead2");
-    let mut b = Builder::new(1, 1);
-    b.small(8152 + 126 * 8168 + 7912);
-    assert_eq!(b.small(256 + 8152 + 100), (0x1FFF00, 0x202080));
-    b.small(24);
-    b.write(&d.0);
+    let (d, _) = wal("lead2", |b| {
+        b.small(8152 + 126 * 8168 + 7912);
+        assert_eq!(b.small(256 + 8152 + 100), (0x1FFF00, 0x202080));
+        b.small(24);
+    });
     fs::remove_file(seg_path(&d.0, 1, 1)).unwrap();
-    let (recs, err, _) = read_all(&d.0, None);
-    assert!(err.is_none());
+    let (recs, _) = ok(read_all(&d.0, None));
     assert_eq!(spans(&recs), vec![(0x202080, 0x202098, 24)]);
 }
 
@@ -577,8 +556,7 @@ fn picks_highest_timeline_and_ignores_other_files() {
     fs::write(d.0.join("00000002.history"), "1\t0/100000\tno reason\n").unwrap();
     fs::write(d.0.join("000000010000000000000003.partial"), b"x").unwrap();
     fs::create_dir(d.0.join("archive_status")).unwrap();
-    let (recs, err, r) = read_all(&d.0, None);
-    assert!(err.is_none());
+    let (recs, r) = ok(read_all(&d.0, None));
     assert_eq!(r.timeline(), 2);
     assert_eq!(
         spans(&recs),
@@ -624,33 +602,30 @@ fn open_errors() {
     );
 
     // long header disagreeing with the file size
-    let d = TempDir::new("errs3");
-    let mut b = Builder::new(1, 1);
-    b.small(34);
-    b.at(0x100020, 4)
-        .copy_from_slice(&(2 * SEG as u32).to_le_bytes());
-    b.write(&d.0);
+    let (d, _) = wal("errs3", |b| {
+        b.small(34);
+        b.at(0x100020, 4)
+            .copy_from_slice(&(2 * SEG as u32).to_le_bytes());
+    });
     let e = WalReader::open(&d.0, None).unwrap_err();
     assert!(matches!(e, WalError::BadHeader { .. }), "{e}");
     assert!(e.to_string().contains("segment size"), "{e}");
 
     // wrong block size
-    let d = TempDir::new("errs4");
-    let mut b = Builder::new(1, 1);
-    b.small(34);
-    b.at(0x100024, 4).copy_from_slice(&16384u32.to_le_bytes());
-    b.write(&d.0);
+    let (d, _) = wal("errs4", |b| {
+        b.small(34);
+        b.at(0x100024, 4).copy_from_slice(&16384u32.to_le_bytes());
+    });
     assert!(matches!(
         WalReader::open(&d.0, None),
         Err(WalError::BadHeader { .. })
     ));
 
     // other PostgreSQL version
-    let d = TempDir::new("errs5");
-    let mut b = Builder::new(1, 1);
-    b.small(34);
-    b.at(0x100000, 2).copy_from_slice(&0xD10Du16.to_le_bytes());
-    b.write(&d.0);
+    let (d, _) = wal("errs5", |b| {
+        b.small(34);
+        b.at(0x100000, 2).copy_from_slice(&0xD10Du16.to_le_bytes());
+    });
     let e = WalReader::open(&d.0, None).unwrap_err();
     assert!(e.to_string().contains("magic 0xD10D"), "{e}");
 
@@ -688,20 +663,15 @@ fn open_errors() {
     let mut r = WalReader::open(&d.0, None).unwrap();
     assert!(r.next().unwrap().is_ok());
     assert!(r.next().is_none());
-    assert!(
-        r.end_reason().unwrap().contains("magic"),
-        "{:?}",
-        r.end_reason()
-    );
+    assert_end(&r, "magic");
 }
 
 #[test]
 fn iterator_stops_after_end() {
-    let d = TempDir::new("iter");
-    let mut b = Builder::new(1, 1);
-    b.small(34);
-    b.small(34);
-    b.write(&d.0);
+    let (d, _) = wal("iter", |b| {
+        b.small(34);
+        b.small(34);
+    });
     let mut r = WalReader::open(&d.0, None).unwrap();
     let recs: Vec<WalRecord> = r.by_ref().map(Result::unwrap).collect();
     assert_eq!(recs.len(), 2);
@@ -744,8 +714,7 @@ fn segments_split_between_directories() {
     for s in [1, 2] {
         fs::rename(seg_path(&wal.0, 1, s), seg_path(&arch.0, 1, s)).unwrap();
     }
-    let (recs, err, _) = read_dirs(&[&wal.0, &arch.0], Start::Oldest, None);
-    assert!(err.is_none(), "{err:?}");
+    let (recs, _) = ok(read_dirs(&[&wal.0, &arch.0], Start::Oldest, None));
     assert_eq!(recs, b.records);
     // Starting in a segment skips the record that continues into it.
     let (recs, _, _) = read_dirs(&[&wal.0, &arch.0], Start::Segment(2), None);
@@ -765,8 +734,7 @@ fn recycled_or_overwritten_file_is_looked_up_in_the_next_directory() {
     let mut f = fs::read(&p2).unwrap();
     f[8..16].copy_from_slice(&(7 * SEG).to_le_bytes());
     fs::write(&p2, &f).unwrap();
-    let (recs, err, _) = read_dirs(&[&wal.0, &arch.0], Start::Oldest, None);
-    assert!(err.is_none(), "{err:?}");
+    let (recs, _) = ok(read_dirs(&[&wal.0, &arch.0], Start::Oldest, None));
     assert_eq!(recs, b.records);
     fs::copy(seg_path(&arch.0, 1, 2), &p2).unwrap();
     // Segment 1 only from its third page on (overwritten while it was
@@ -775,22 +743,15 @@ fn recycled_or_overwritten_file_is_looked_up_in_the_next_directory() {
     let mut f = fs::read(&p1).unwrap();
     f[2 * 8192 + 8..2 * 8192 + 16].copy_from_slice(&0u64.to_le_bytes());
     fs::write(&p1, &f).unwrap();
-    let (recs, err, _) = read_dirs(&[&wal.0, &arch.0], Start::Oldest, None);
-    assert!(err.is_none(), "{err:?}");
+    let (recs, _) = ok(read_dirs(&[&wal.0, &arch.0], Start::Oldest, None));
     assert_eq!(recs, b.records);
     // Without the archive, the WAL ends at the bad page.
-    let (recs, err, r) = read_dirs(&[&wal.0], Start::Oldest, None);
-    assert!(err.is_none());
+    let (recs, r) = ok(read_dirs(&[&wal.0], Start::Oldest, None));
     assert!(recs.len() < b.records.len());
-    assert!(
-        r.end_reason().unwrap().contains("pageaddr"),
-        "{:?}",
-        r.end_reason()
-    );
+    assert_end(&r, "pageaddr");
     // A truncated file in pg_wal: the archive's copy is read.
     fs::write(&p1, &f[..SEG as usize / 2]).unwrap();
-    let (recs, err, _) = read_dirs(&[&wal.0, &arch.0], Start::Oldest, None);
-    assert!(err.is_none(), "{err:?}");
+    let (recs, _) = ok(read_dirs(&[&wal.0, &arch.0], Start::Oldest, None));
     assert_eq!(recs, b.records);
 }
 
@@ -816,15 +777,13 @@ fn removed_after_listing_is_a_clear_error() {
 
 #[test]
 fn limit_stops_before_a_record_ending_after_it() {
-    let d = TempDir::new("limit");
-    let mut b = Builder::new(1, 1);
-    for _ in 0..3 {
-        b.small(34);
-    }
-    b.write(&d.0);
+    let (d, b) = wal("limit", |b| {
+        for _ in 0..3 {
+            b.small(34);
+        }
+    });
     // Limit inside the third record: two are read.
-    let (recs, err, r) = read_dirs(&[&d.0], Start::Oldest, Some(0x100078 + 8));
-    assert!(err.is_none());
+    let (recs, r) = ok(read_dirs(&[&d.0], Start::Oldest, Some(0x100078 + 8)));
     assert_eq!(recs, b.records[..2]);
     assert!(r.reached_limit());
     // Limit exactly at a record end: it is read.
@@ -836,11 +795,10 @@ fn limit_stops_before_a_record_ending_after_it() {
     assert_eq!(recs, b.records);
     assert!(!r.reached_limit());
     // A record crossing pages is not read past the limit.
-    let d = TempDir::new("limit2");
-    let mut b = Builder::new(1, 1);
-    b.small(34);
-    b.small(20000);
-    b.write(&d.0);
+    let (d, b) = wal("limit2", |b| {
+        b.small(34);
+        b.small(20000);
+    });
     let (recs, _, r) = read_dirs(&[&d.0], Start::Oldest, Some(0x102000));
     assert_eq!(recs, b.records[..1]);
     assert!(r.reached_limit());
