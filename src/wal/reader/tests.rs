@@ -191,6 +191,15 @@ fn wal(tag: &str, build: impl FnOnce(&mut Builder)) -> (TempDir, Builder) {
     (d, b)
 }
 
+/// Read all of `d` without an error: `b`'s records, which start and end
+/// where `want` says (start, end, length).
+fn read_back(d: &TempDir, b: &Builder, want: &[(u64, u64, usize)]) -> (Vec<WalRecord>, WalReader) {
+    let (recs, r) = ok(read_all(&d.0, None));
+    assert_eq!(spans(&recs), want);
+    assert_eq!(recs, b.records);
+    (recs, r)
+}
+
 /// The reader ended the WAL for a reason that says `words`.
 fn assert_end(r: &WalReader, words: &str) {
     let reason = r.end_reason();
@@ -229,13 +238,12 @@ fn record_spanning_two_pages() {
         b.small(8200);
         b.small(30);
     });
-    let (recs, _) = ok(read_all(&d.0, None));
     // 8152 bytes on page 0, 48 after page 0x102000's 24-byte header
-    assert_eq!(
-        spans(&recs),
-        vec![(0x100028, 0x102048, 8200), (0x102048, 0x102068, 30)]
+    read_back(
+        &d,
+        &b,
+        &[(0x100028, 0x102048, 8200), (0x102048, 0x102068, 30)],
     );
-    assert_eq!(recs, b.records);
 }
 
 #[test]
@@ -246,23 +254,17 @@ fn record_header_split_across_pages() {
         // 16 bytes on page 0: 40 + 8136 = 8176
         (8136, 0x101FF0, 0x102000 + 24 + 88),
     ] {
-        let d = TempDir::new("hsplit");
-        let mut b = Builder::new(1, 1);
-        b.small(first);
-        b.small(100);
-        b.small(24);
-        b.write(&d.0);
-        let (recs, err, _) = read_all(&d.0, None);
-        assert!(err.is_none());
-        assert_eq!(
-            spans(&recs),
-            vec![
-                (0x100028, split_start, first),
-                (split_start, next_end, 100),
-                (next_end, next_end + 24, 24)
-            ]
-        );
-        assert_eq!(recs, b.records);
+        let (d, b) = wal("hsplit", |b| {
+            b.small(first);
+            b.small(100);
+            b.small(24);
+        });
+        let want = [
+            (0x100028, split_start, first),
+            (split_start, next_end, 100),
+            (next_end, next_end + 24, 24),
+        ];
+        read_back(&d, &b, &want);
     }
 }
 
@@ -272,13 +274,12 @@ fn record_over_three_pages() {
         b.small(20000);
         b.small(24);
     });
-    let (recs, _) = ok(read_all(&d.0, None));
     // 8152 + 8168 on pages 0 and 1, 3680 after page 0x104000's header
-    assert_eq!(
-        spans(&recs),
-        vec![(0x100028, 0x104E78, 20000), (0x104E78, 0x104E90, 24)]
+    read_back(
+        &d,
+        &b,
+        &[(0x100028, 0x104E78, 20000), (0x104E78, 0x104E90, 24)],
     );
-    assert_eq!(recs, b.records);
 }
 
 /// Record A fills segment 1 up to 0x1FFF00; B (1000 bytes) starts with 256
@@ -294,16 +295,15 @@ fn record_spanning_segments() {
     let (d, b) = wal("segcross", |b| {
         segment_crossing(b);
     });
-    let (recs, r) = ok(read_all(&d.0, None));
-    assert_eq!(
-        spans(&recs),
-        vec![
+    let (_, r) = read_back(
+        &d,
+        &b,
+        &[
             (0x100028, 0x1FFF00, 1_045_232),
             (0x1FFF00, 0x200310, 1000),
-            (0x200310, 0x200348, 50)
-        ]
+            (0x200310, 0x200348, 50),
+        ],
     );
-    assert_eq!(recs, b.records);
     assert_eq!(r.next_lsn(), 0x200348);
 }
 
@@ -315,17 +315,16 @@ fn record_ending_at_page_boundary() {
         b.small(8168 - 40 + 8168); // rest of page 1 plus all of page 2
         b.small(24);
     });
-    let (recs, _) = ok(read_all(&d.0, None));
-    assert_eq!(
-        spans(&recs),
-        vec![
+    read_back(
+        &d,
+        &b,
+        &[
             (0x100028, 0x102000, 8152),
             (0x102018, 0x102040, 40),
             (0x102040, 0x106000, 16296),
-            (0x106018, 0x106030, 24)
-        ]
+            (0x106018, 0x106030, 24),
+        ],
     );
-    assert_eq!(recs, b.records);
 }
 
 #[test]
