@@ -62,8 +62,8 @@ pub fn record_type_name_for(pg_version: u32, rmid: u8, info: u8) -> Option<&'sta
 /// where pg_waldump prints `UNKNOWN`.
 pub fn record_type_name(rmid: u8, info: u8) -> Option<&'static str> {
     let op = info & XLR_RMGR_INFO_MASK;
-    // Names by the value of `op` (index op >> 4), "" where none.
-    const HEAP: [&str; 16] = [
+    // Names by the value of `op` (index op >> 4), "" or past the end where none.
+    const HEAP: &[&str] = &[
         "INSERT",
         "DELETE",
         "UPDATE",
@@ -77,11 +77,8 @@ pub fn record_type_name(rmid: u8, info: u8) -> Option<&'static str> {
         "UPDATE+INIT",
         "",
         "HOT_UPDATE+INIT",
-        "",
-        "",
-        "",
     ];
-    const HEAP2: [&str; 16] = [
+    const HEAP2: &[&str] = &[
         "REWRITE",
         "PRUNE",
         "VACUUM",
@@ -96,10 +93,8 @@ pub fn record_type_name(rmid: u8, info: u8) -> Option<&'static str> {
         "",
         "",
         "MULTI_INSERT+INIT",
-        "",
-        "",
     ];
-    const BTREE: [&str; 16] = [
+    const BTREE: &[&str] = &[
         "INSERT_LEAF",
         "INSERT_UPPER",
         "INSERT_META",
@@ -115,9 +110,8 @@ pub fn record_type_name(rmid: u8, info: u8) -> Option<&'static str> {
         "VACUUM",
         "REUSE_PAGE",
         "META_CLEANUP",
-        "",
     ];
-    const HASH: [&str; 16] = [
+    const HASH: &[&str] = &[
         "INIT_META_PAGE",
         "INIT_BITMAP_PAGE",
         "INSERT",
@@ -131,11 +125,8 @@ pub fn record_type_name(rmid: u8, info: u8) -> Option<&'static str> {
         "SPLIT_CLEANUP",
         "UPDATE_META_PAGE",
         "VACUUM_ONE_PAGE",
-        "",
-        "",
-        "",
     ];
-    const GIN: [&str; 16] = [
+    const GIN: &[&str] = &[
         "",
         "CREATE_PTREE",
         "INSERT",
@@ -146,14 +137,8 @@ pub fn record_type_name(rmid: u8, info: u8) -> Option<&'static str> {
         "INSERT_LISTPAGE",
         "DELETE_LISTPAGE",
         "VACUUM_DATA_LEAF_PAGE",
-        "",
-        "",
-        "",
-        "",
-        "",
-        "",
     ];
-    const GIST: [&str; 16] = [
+    const GIST: &[&str] = &[
         "PAGE_UPDATE",
         "DELETE",
         "PAGE_REUSE",
@@ -162,16 +147,8 @@ pub fn record_type_name(rmid: u8, info: u8) -> Option<&'static str> {
         "",
         "PAGE_DELETE",
         "ASSIGN_LSN",
-        "",
-        "",
-        "",
-        "",
-        "",
-        "",
-        "",
-        "",
     ];
-    const SPGIST: [&str; 16] = [
+    const SPGIST: &[&str] = &[
         "",
         "ADD_LEAF",
         "MOVE_LEAFS",
@@ -181,15 +158,8 @@ pub fn record_type_name(rmid: u8, info: u8) -> Option<&'static str> {
         "VACUUM_LEAF",
         "VACUUM_ROOT",
         "VACUUM_REDIRECT",
-        "",
-        "",
-        "",
-        "",
-        "",
-        "",
-        "",
     ];
-    const BRIN: [&str; 16] = [
+    const BRIN: &[&str] = &[
         "CREATE_INDEX",
         "INSERT",
         "UPDATE",
@@ -201,13 +171,8 @@ pub fn record_type_name(rmid: u8, info: u8) -> Option<&'static str> {
         "",
         "INSERT+INIT",
         "UPDATE+INIT",
-        "",
-        "",
-        "",
-        "",
-        "",
     ];
-    const XLOG: [&str; 16] = [
+    const XLOG: &[&str] = &[
         "CHECKPOINT_SHUTDOWN",
         "CHECKPOINT_ONLINE",
         "NOOP",
@@ -222,10 +187,8 @@ pub fn record_type_name(rmid: u8, info: u8) -> Option<&'static str> {
         "FPI",
         "",
         "OVERWRITE_CONTRECORD",
-        "",
-        "",
     ];
-    const XACT: [&str; 8] = [
+    const XACT: &[&str] = &[
         "COMMIT",
         "PREPARE",
         "ABORT",
@@ -233,48 +196,52 @@ pub fn record_type_name(rmid: u8, info: u8) -> Option<&'static str> {
         "ABORT_PREPARED",
         "ASSIGNMENT",
         "INVALIDATION",
-        "",
     ];
-    const STORAGE: [&str; 3] = ["", "CREATE", "TRUNCATE"];
-    const CLOG: [&str; 2] = ["ZEROPAGE", "TRUNCATE"];
-    const DATABASE: [&str; 3] = ["CREATE_FILE_COPY", "CREATE_WAL_LOG", "DROP"];
-    const TABLESPACE: [&str; 2] = ["CREATE", "DROP"];
-    const MULTIXACT: [&str; 4] = ["ZERO_OFF_PAGE", "ZERO_MEM_PAGE", "CREATE_ID", "TRUNCATE_ID"];
-    const RELMAP: [&str; 1] = ["UPDATE"];
-    const STANDBY: [&str; 3] = ["LOCK", "RUNNING_XACTS", "INVALIDATIONS"];
-    const SEQUENCE: [&str; 1] = ["LOG"];
-    const ORIGIN: [&str; 2] = ["SET", "DROP"];
-    const MESSAGE: [&str; 1] = ["MESSAGE"];
+    const STORAGE: &[&str] = &["", "CREATE", "TRUNCATE"];
+    const CLOG: &[&str] = &["ZEROPAGE", "TRUNCATE"];
+    const DATABASE: &[&str] = &["CREATE_FILE_COPY", "CREATE_WAL_LOG", "DROP"];
+    const TABLESPACE: &[&str] = &["CREATE", "DROP"];
+    const MULTIXACT: &[&str] = &["ZERO_OFF_PAGE", "ZERO_MEM_PAGE", "CREATE_ID", "TRUNCATE_ID"];
+    const RELMAP: &[&str] = &["UPDATE"];
+    const STANDBY: &[&str] = &["LOCK", "RUNNING_XACTS", "INVALIDATIONS"];
+    const SEQUENCE: &[&str] = &["LOG"];
+    const ORIGIN: &[&str] = &["SET", "DROP"];
+    const MESSAGE: &[&str] = &["MESSAGE"];
     let i = usize::from(op >> 4);
     let name = match rmid {
-        RM_XLOG_ID => XLOG[i],
+        RM_XLOG_ID => name_at(XLOG, i),
         // Transaction records keep a flag (XLOG_XACT_HAS_INFO) in the top bit.
-        RM_XACT_ID => XACT[i & 7],
-        RM_SMGR_ID => STORAGE.get(i).copied().unwrap_or(""),
-        RM_CLOG_ID => CLOG.get(i).copied().unwrap_or(""),
-        RM_DBASE_ID => DATABASE.get(i).copied().unwrap_or(""),
-        RM_TBLSPC_ID => TABLESPACE.get(i).copied().unwrap_or(""),
-        RM_MULTIXACT_ID => MULTIXACT.get(i).copied().unwrap_or(""),
-        RM_RELMAP_ID => RELMAP.get(i).copied().unwrap_or(""),
-        RM_STANDBY_ID => STANDBY.get(i).copied().unwrap_or(""),
-        RM_HEAP2_ID => HEAP2[i],
-        RM_HEAP_ID => HEAP[i],
-        RM_BTREE_ID => BTREE[i],
-        RM_HASH_ID => HASH[i],
-        RM_GIN_ID => GIN[i],
-        RM_GIST_ID => GIST[i],
-        RM_SEQ_ID => SEQUENCE.get(i).copied().unwrap_or(""),
-        RM_SPGIST_ID => SPGIST[i],
-        RM_BRIN_ID => BRIN[i],
+        RM_XACT_ID => name_at(XACT, i & 7),
+        RM_SMGR_ID => name_at(STORAGE, i),
+        RM_CLOG_ID => name_at(CLOG, i),
+        RM_DBASE_ID => name_at(DATABASE, i),
+        RM_TBLSPC_ID => name_at(TABLESPACE, i),
+        RM_MULTIXACT_ID => name_at(MULTIXACT, i),
+        RM_RELMAP_ID => name_at(RELMAP, i),
+        RM_STANDBY_ID => name_at(STANDBY, i),
+        RM_HEAP2_ID => name_at(HEAP2, i),
+        RM_HEAP_ID => name_at(HEAP, i),
+        RM_BTREE_ID => name_at(BTREE, i),
+        RM_HASH_ID => name_at(HASH, i),
+        RM_GIN_ID => name_at(GIN, i),
+        RM_GIST_ID => name_at(GIST, i),
+        RM_SEQ_ID => name_at(SEQUENCE, i),
+        RM_SPGIST_ID => name_at(SPGIST, i),
+        RM_BRIN_ID => name_at(BRIN, i),
         // CommitTs (whose names are CLOG's) and ReplicationOrigin look at
         // all of xl_info, the WAL machinery's bits included.
-        RM_COMMIT_TS_ID if info & XLR_INFO_MASK == 0 => CLOG.get(i).copied().unwrap_or(""),
-        RM_REPLORIGIN_ID if info & XLR_INFO_MASK == 0 => ORIGIN.get(i).copied().unwrap_or(""),
+        RM_COMMIT_TS_ID if info & XLR_INFO_MASK == 0 => name_at(CLOG, i),
+        RM_REPLORIGIN_ID if info & XLR_INFO_MASK == 0 => name_at(ORIGIN, i),
         RM_GENERIC_ID => "Generic",
-        RM_LOGICALMSG_ID => MESSAGE.get(i).copied().unwrap_or(""),
+        RM_LOGICALMSG_ID => name_at(MESSAGE, i),
         _ => "",
     };
     (!name.is_empty()).then_some(name)
+}
+
+/// Entry `i` of a table of names, "" where it has none.
+fn name_at(table: &[&'static str], i: usize) -> &'static str {
+    table.get(i).copied().unwrap_or("")
 }
 
 #[cfg(test)]
