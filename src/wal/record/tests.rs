@@ -593,6 +593,22 @@ fn image_error(img: TImage) -> RecordError {
     decode(&b.build()).unwrap_err()
 }
 
+/// An image of `len` bytes with these header fields.
+fn image(len: usize, hole_offset: u16, hole_length: u16, info: u8) -> TImage {
+    TImage {
+        data: vec![0; len],
+        hole_offset,
+        hole_length,
+        info,
+    }
+}
+
+/// A record with this image is refused for a reason that says `words`.
+fn assert_image_refused(img: TImage, words: &str) {
+    let err = image_error(img);
+    assert!(err.to_string().contains(words), "{err}");
+}
+
 #[test]
 fn image_errors() {
     // No hole, uncompressed, but not a full page.
@@ -646,58 +662,27 @@ fn image_errors() {
         }
     ));
     // No hole flag but a hole offset.
-    let err = image_error(TImage {
-        data: vec![0; PAGE_SIZE],
-        hole_offset: 5,
-        hole_length: 0,
-        info: 0,
-    });
-    assert!(
-        err.to_string().contains("BKPIMAGE_HAS_HOLE not set"),
-        "{err}"
-    );
+    assert_image_refused(image(PAGE_SIZE, 5, 0, 0), "BKPIMAGE_HAS_HOLE not set");
     // Hole running past the page end.
-    let err = image_error(holed_image(5000, 4000, true));
-    assert!(
-        err.to_string().contains("past the end of the page"),
-        "{err}"
-    );
-    let err = image_error(TImage {
-        data: vec![0; 10],
-        hole_offset: 8000,
-        hole_length: 500,
-        info: BKPIMAGE_HAS_HOLE | BKPIMAGE_COMPRESS_PGLZ,
-    });
-    assert!(
-        err.to_string().contains("past the end of the page"),
-        "{err}"
+    assert_image_refused(holed_image(5000, 4000, true), "past the end of the page");
+    assert_image_refused(
+        image(10, 8000, 500, BKPIMAGE_HAS_HOLE | BKPIMAGE_COMPRESS_PGLZ),
+        "past the end of the page",
     );
     // Compressed with hole but hole length 0.
-    let err = image_error(TImage {
-        data: vec![0; 10],
-        hole_offset: 8,
-        hole_length: 0,
-        info: BKPIMAGE_HAS_HOLE | BKPIMAGE_COMPRESS_ZSTD,
-    });
-    assert!(err.to_string().contains("BKPIMAGE_HAS_HOLE set"), "{err}");
+    assert_image_refused(
+        image(10, 8, 0, BKPIMAGE_HAS_HOLE | BKPIMAGE_COMPRESS_ZSTD),
+        "BKPIMAGE_HAS_HOLE set",
+    );
     // Compressed but a whole page long.
-    let err = image_error(TImage {
-        data: vec![0; PAGE_SIZE],
-        hole_offset: 0,
-        hole_length: 0,
-        info: BKPIMAGE_COMPRESS_LZ4,
-    });
-    assert!(err.to_string().contains("BKPIMAGE_COMPRESSED set"), "{err}");
+    assert_image_refused(
+        image(PAGE_SIZE, 0, 0, BKPIMAGE_COMPRESS_LZ4),
+        "BKPIMAGE_COMPRESSED set",
+    );
     // Two compression methods.
-    let err = image_error(TImage {
-        data: vec![0; 10],
-        hole_offset: 0,
-        hole_length: 0,
-        info: BKPIMAGE_COMPRESS_LZ4 | BKPIMAGE_COMPRESS_PGLZ,
-    });
-    assert!(
-        err.to_string().contains("more than one compression"),
-        "{err}"
+    assert_image_refused(
+        image(10, 0, 0, BKPIMAGE_COMPRESS_LZ4 | BKPIMAGE_COMPRESS_PGLZ),
+        "more than one compression",
     );
 }
 
