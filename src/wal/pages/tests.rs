@@ -189,9 +189,13 @@ fn updates_clear_old_and_new_blocks() {
         XLOG_HEAP_HOT_UPDATE,
         XLOG_HEAP_UPDATE | 0x80,
     ] {
+        // An update of these blocks with main data of 14 bytes, flags at 7.
+        let update = |blocks: &[(u8, u8, u32)], flags| {
+            build(RM_HEAP_ID, info, blocks, &main_with(14, 7, flags))
+        };
         // New block 0 in map page 0, old block 1 in map page 1.
         let blocks = [(0, MAIN_FORKNUM, 5), (1, MAIN_FORKNUM, 40_000)];
-        let r = build(RM_HEAP_ID, info, &blocks, &main_with(14, 7, both));
+        let r = update(&blocks, both);
         assert_eq!(
             pages_of(&r),
             vec![
@@ -201,34 +205,17 @@ fn updates_clear_old_and_new_blocks() {
                 (vm(5), true)
             ]
         );
-        let old = build(
-            RM_HEAP_ID,
-            info,
-            &blocks,
-            &main_with(14, 7, XLH_UPDATE_OLD_ALL_VISIBLE_CLEARED),
-        );
+        let old = update(&blocks, XLH_UPDATE_OLD_ALL_VISIBLE_CLEARED);
         assert_eq!(pages_of(&old)[2..], [(vm(40_000), true)]);
-        let new = build(
-            RM_HEAP_ID,
-            info,
-            &blocks,
-            &main_with(14, 7, XLH_UPDATE_NEW_ALL_VISIBLE_CLEARED),
-        );
+        let new = update(&blocks, XLH_UPDATE_NEW_ALL_VISIBLE_CLEARED);
         assert_eq!(pages_of(&new)[2..], [(vm(5), true)]);
         // Both blocks in one map page: named once.
-        let near = build(
-            RM_HEAP_ID,
-            info,
-            &[(0, MAIN_FORKNUM, 5), (1, MAIN_FORKNUM, 9)],
-            &main_with(14, 7, both),
-        );
+        let near = update(&[(0, MAIN_FORKNUM, 5), (1, MAIN_FORKNUM, 9)], both);
         assert_eq!(pages_of(&near)[2..], [(vm(5), true)]);
         // Same-page update (no block 1): the old block is block 0.
-        let same = build(
-            RM_HEAP_ID,
-            info,
+        let same = update(
             &[(0, MAIN_FORKNUM, 40_000)],
-            &main_with(14, 7, XLH_UPDATE_OLD_ALL_VISIBLE_CLEARED),
+            XLH_UPDATE_OLD_ALL_VISIBLE_CLEARED,
         );
         assert_eq!(
             pages_of(&same),
