@@ -1,20 +1,18 @@
-//! Reading PostgreSQL WAL (15 to 18) segment files, in one directory or several.
+//! Reading PostgreSQL WAL (15 to 18): segment files in one directory or
+//! several, the records in them, and which records rebuild which page. The
+//! formats themselves (page magic, headers, record types) are in
+//! [`crate::pg`].
 //!
-//! [`WalReader`] walks the segments of one timeline in a directory (normally a
-//! cluster's `pg_wal`) and yields every record as its raw bytes: the complete
-//! `XLogRecord`, header included, reassembled across page and segment
-//! boundaries, with the record's start LSN and its end LSN exactly as
-//! PostgreSQL's xlogreader computes `EndRecPtr`.
-//!
-//! The reader tells "the WAL ended" (iteration stops, see
-//! [`WalReader::end_reason`]) apart from real problems ([`WalError`]): the end of
-//! WAL is whatever PostgreSQL's own recovery would take as its end (a zeroed
-//! tail, a recycled page, a torn last record, a missing next segment), while a
-//! hole between present segments, unreadable files or inconsistent headers are
-//! errors.
-//!
-//! The PostgreSQL formats themselves (page magic, headers, record types) are
-//! in [`crate::pg`].
+//! - [`reader`]: [`WalReader`], every record of one timeline, and where the
+//!   WAL ends; [`segments`]: segment file names and [`Segments`]; [`lsn`]: LSN
+//!   text and record starts; [`error`]: [`WalError`]; [`timeline`]: history
+//!   files.
+//! - [`record`]: decoding and checking one record; [`image`]: full-page
+//!   images; [`checksum`]: data page checksums.
+//! - [`pages`]: which pages a record changes; [`lifetime`]: which blocks it
+//!   removes; [`uses`]: block uses and their runs over records in memory;
+//!   [`source`]: [`source::WalSource`], replay plans and histories read from
+//!   directories of WAL.
 
 pub mod checksum;
 pub mod error;

@@ -59,7 +59,7 @@ pub enum Start {
 }
 
 /// The segment files of one target timeline and its ancestors (see
-/// [`timeline`]: each segment from the timeline current at its end), looked
+/// [`timeline`](crate::wal::timeline): each segment from the timeline current at its end), looked
 /// up in a list of directories (the server's `pg_wal`, then archives): for
 /// each segment, every directory that has a file of its name, in the order
 /// of the list. Listing reads no WAL; which file of a segment is read is
