@@ -13,6 +13,11 @@ pub type Page = [u8; PAGE_SIZE];
 /// Offset of `pd_checksum` in the page header.
 pub const PD_CHECKSUM: usize = 8;
 
+/// `pd_checksum` as stored.
+pub fn pd_checksum(page: &[u8]) -> u16 {
+    le_u16(page, PD_CHECKSUM)
+}
+
 /// `pd_upper`: where the page's tuple space begins (0 on a new page).
 pub fn pd_upper(page: &[u8]) -> u16 {
     le_u16(page, 14)

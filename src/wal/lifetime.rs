@@ -26,6 +26,7 @@
 
 use std::fmt;
 
+use crate::pg::bytes::le_u32;
 use crate::pg::record::XLR_RMGR_INFO_MASK;
 use crate::pg::record_type::{
     record_type_name, XLOG_DBASE_CREATE_FILE_COPY, XLOG_DBASE_DROP, XLOG_XACT_ABORT,
@@ -262,7 +263,7 @@ impl Fields<'_, '_> {
                 len: d.len(),
             })?;
         self.at += 4;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        Ok(le_u32(b, 0))
     }
 
     fn skip(&mut self, n: usize) -> Result<(), RecordError> {

@@ -25,6 +25,7 @@
 //! that lacks the block reference a flag is about, is refused: PostgreSQL's
 //! redo would read past the record.
 
+use crate::pg::bytes::le_u32;
 use crate::pg::record::XLR_RMGR_INFO_MASK;
 use crate::pg::record_type::{
     XLOG_HEAP2_LOCK_UPDATED, XLOG_HEAP2_MULTI_INSERT, XLOG_HEAP_DELETE, XLOG_HEAP_HOT_UPDATE,
@@ -296,13 +297,12 @@ pub fn smgr_truncate(
     if d.len() != SIZE_OF_SMGR_TRUNCATE {
         return Err(bad(decoded, "truncate"));
     }
-    let u32_at = |i: usize| u32::from_le_bytes([d[i], d[i + 1], d[i + 2], d[i + 3]]);
     let rel = RelFileNode {
-        spcnode: u32_at(4),
-        dbnode: u32_at(8),
-        relnode: u32_at(12),
+        spcnode: le_u32(d, 4),
+        dbnode: le_u32(d, 8),
+        relnode: le_u32(d, 12),
     };
-    Ok(Some((rel, u32_at(0), u32_at(16))))
+    Ok(Some((rel, le_u32(d, 0), le_u32(d, 16))))
 }
 
 /// The visibility-map page a Storage TRUNCATE cuts into, if any.
