@@ -22,7 +22,7 @@ use crate::PAGE_SIZE;
 
 mod error;
 
-pub use error::RecordError;
+pub use error::{ImageHeader, RecordError};
 
 // Kept for src/redo.rs, which imports them from here.
 pub use crate::pg::record::SIZE_OF_XLOG_RECORD;
@@ -440,13 +440,16 @@ fn read_image_header(r: &mut Reader<'_>, block: u8) -> Result<(u16, u16, u16, u8
     } else {
         0
     };
-    let bad = |reason: &'static str| RecordError::BadImage {
-        block,
-        reason,
+    let header = ImageHeader {
         bimg_len,
         hole_offset,
         hole_length,
         bimg_info,
+    };
+    let bad = |reason: &'static str| RecordError::BadImage {
+        block,
+        reason,
+        header,
     };
     if has_hole && (hole_offset == 0 || hole_length <= 0 || u32::from(bimg_len) == BLCKSZ) {
         return Err(bad(

@@ -39,11 +39,7 @@ pub enum RecordError {
     BadImage {
         block: u8,
         reason: &'static str,
-        bimg_len: u16,
-        hole_offset: u16,
-        /// Signed: an uncompressed image longer than a page gives a negative hole.
-        hole_length: i64,
-        bimg_info: u8,
+        header: ImageHeader,
     },
     /// `BKPBLOCK_SAME_REL` on the first block reference with a relation.
     SameRelWithoutPrevious { block: u8 },
@@ -120,14 +116,12 @@ impl fmt::Display for RecordError {
             BadImage {
                 block,
                 reason,
-                bimg_len,
-                hole_offset,
-                hole_length,
-                bimg_info,
+                header: h,
             } => write!(
                 f,
-                "block {block}: {reason} (block image length {bimg_len}, hole offset \
-                 {hole_offset}, hole length {hole_length}, bimg_info {bimg_info:#04x})"
+                "block {block}: {reason} (block image length {}, hole offset {}, hole length {}, \
+                 bimg_info {:#04x})",
+                h.bimg_len, h.hole_offset, h.hole_length, h.bimg_info
             ),
             SameRelWithoutPrevious { block } => write!(
                 f,
@@ -174,3 +168,14 @@ impl fmt::Display for RecordError {
 }
 
 impl std::error::Error for RecordError {}
+
+/// An `XLogRecordBlockImageHeader` as read (with the hole length, from the
+/// compression header or computed), for [`RecordError::BadImage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageHeader {
+    pub bimg_len: u16,
+    pub hole_offset: u16,
+    /// Signed: an uncompressed image longer than a page gives a negative hole.
+    pub hole_length: i64,
+    pub bimg_info: u8,
+}

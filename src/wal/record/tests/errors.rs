@@ -269,7 +269,7 @@ fn image_errors() {
             err,
             RecordError::BadImage {
                 block: 4,
-                bimg_len: 8000,
+                header: ImageHeader { bimg_len: 8000, .. },
                 ..
             }
         ),
@@ -285,8 +285,11 @@ fn image_errors() {
         err,
         RecordError::BadImage {
             block: 4,
-            hole_offset: 0,
-            hole_length: 100,
+            header: ImageHeader {
+                hole_offset: 0,
+                hole_length: 100,
+                ..
+            },
             ..
         }
     ));
@@ -303,7 +306,10 @@ fn image_errors() {
     assert!(matches!(
         image_error(img),
         RecordError::BadImage {
-            hole_length: -10,
+            header: ImageHeader {
+                hole_length: -10,
+                ..
+            },
             ..
         }
     ));
