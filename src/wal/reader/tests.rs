@@ -296,9 +296,7 @@ fn segment_crossing(b: &mut Builder) {
 
 #[test]
 fn record_spanning_segments() {
-    let (d, b) = wal("segcross", |b| {
-        segment_crossing(b);
-    });
+    let (d, b) = wal("segcross", segment_crossing);
     let (_, r) = read_back(
         &d,
         &b,
@@ -391,9 +389,7 @@ fn start_from_lsn() {
 #[test]
 fn skips_leading_continuation() {
     // continuation shorter than a page
-    let (d, _) = wal("lead", |b| {
-        segment_crossing(b);
-    });
+    let (d, _) = wal("lead", segment_crossing);
     fs::remove_file(seg_path(&d.0, 1, 1)).unwrap();
     let (recs, _) = ok(read_all(&d.0, None));
     assert_eq!(spans(&recs), vec![(0x200310, 0x200348, 50)]);

@@ -16,12 +16,18 @@ fn read_dirs(
     drain(r)
 }
 
-/// Three segments: a record crossing from 1 into 2, a switch in 2, records in 3.
-fn three_segments(b: &mut Builder) {
-    segment_crossing(b);
+/// Three segments: a record crossing from 1 into 2, a switch in 2, records
+/// in 3; written to each of `dirs`.
+fn three_segments_in(dirs: &[&TempDir]) -> Builder {
+    let mut b = Builder::new(1, 1);
+    segment_crossing(&mut b);
     b.record(RM_XLOG_ID, XLOG_SWITCH, 24);
     b.small(100);
     b.small(100);
+    for d in dirs {
+        b.write(&d.0);
+    }
+    b
 }
 
 #[test]
@@ -29,10 +35,7 @@ fn segments_split_between_directories() {
     let all = TempDir::new("split-all");
     let wal = TempDir::new("split-wal");
     let arch = TempDir::new("split-arch");
-    let mut b = Builder::new(1, 1);
-    three_segments(&mut b);
-    b.write(&all.0);
-    b.write(&wal.0);
+    let b = three_segments_in(&[&all, &wal]);
     // The archive has 1 and 2; pg_wal only 3.
     for s in [1, 2] {
         fs::rename(seg_path(&wal.0, 1, s), seg_path(&arch.0, 1, s)).unwrap();
@@ -48,10 +51,7 @@ fn segments_split_between_directories() {
 fn recycled_or_overwritten_file_is_looked_up_in_the_next_directory() {
     let wal = TempDir::new("recyc-wal");
     let arch = TempDir::new("recyc-arch");
-    let mut b = Builder::new(1, 1);
-    three_segments(&mut b);
-    b.write(&wal.0);
-    b.write(&arch.0);
+    let b = three_segments_in(&[&wal, &arch]);
     // Segment 2 in pg_wal: recycled, overwritten from its start...
     let p2 = seg_path(&wal.0, 1, 2);
     let mut f = fs::read(&p2).unwrap();
@@ -81,9 +81,7 @@ fn recycled_or_overwritten_file_is_looked_up_in_the_next_directory() {
 #[test]
 fn removed_after_listing_is_a_clear_error() {
     let wal = TempDir::new("removed");
-    let mut b = Builder::new(1, 1);
-    three_segments(&mut b);
-    b.write(&wal.0);
+    three_segments_in(&[&wal]);
     let segs = Segments::list(std::slice::from_ref(&wal.0), None, None).unwrap();
     let mut r = WalReader::open_segments(Arc::new(segs), Start::Oldest, None).unwrap();
     fs::remove_file(seg_path(&wal.0, 1, 2)).unwrap();

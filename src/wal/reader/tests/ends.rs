@@ -5,9 +5,7 @@ use super::*;
 #[test]
 fn end_by_missing_next_segment() {
     // mid-record
-    let (d, _) = wal("missing", |b| {
-        segment_crossing(b);
-    });
+    let (d, _) = wal("missing", segment_crossing);
     fs::remove_file(seg_path(&d.0, 1, 2)).unwrap();
     let (recs, r) = ok(read_all(&d.0, None));
     assert_eq!(spans(&recs), vec![(0x100028, 0x1FFF00, 1_045_232)]);
