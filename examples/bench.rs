@@ -19,8 +19,8 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use walredo::process::launch::Launcher;
-use walredo::wal::plan::{block_uses, Use};
 use walredo::wal::record;
+use walredo::wal::uses::{block_uses, Use};
 use walredo::wal::{WalReader, WalRecord};
 use walredo::{Config, PageTag, Pool, RecordRef, PAGE_SIZE};
 use walredo_cli::verify::{verify, VerifyOptions};

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use walredo::pg::record::set_record_crc;
 use walredo::process::launch::Launcher;
 use walredo::process::Process;
 use walredo::tag::{PageTag, RelFileNode, MAIN_FORKNUM};
-use walredo::wal::crc32c::{crc32c_finish, crc32c_update, CRC32C_INIT};
 use walredo::{Config, Error, RecordRef, Redoer, PAGE_SIZE};
 use walredo_testkit::harness::*;
 
@@ -163,11 +163,7 @@ fn record(rmid: u8, info: u8, xid: u32, blocks: &[Blk], main: &[u8]) -> Vec<u8> 
     r[4..8].copy_from_slice(&xid.to_le_bytes());
     r[16] = info;
     r[17] = rmid;
-    let crc = crc32c_finish(crc32c_update(
-        crc32c_update(CRC32C_INIT, &r[24..]),
-        &r[..20],
-    ));
-    r[20..24].copy_from_slice(&crc.to_le_bytes());
+    set_record_crc(&mut r);
     r
 }
 

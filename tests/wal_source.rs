@@ -12,10 +12,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use walredo::datadir::read_page;
+use walredo::pg::record_type::record_type_name_for;
+use walredo::pg::rmgr::rmgr_name;
 use walredo::tag::{MAIN_FORKNUM, VISIBILITYMAP_FORKNUM};
-use walredo::wal::plan::block_uses;
 use walredo::wal::record;
 use walredo::wal::source::{HistoryEntry, SourceError, WalSource};
+use walredo::wal::uses::block_uses;
 use walredo::wal::{format_lsn, parse_lsn, WalReader, WalRecord};
 use walredo::{PageTag, Pool, RelFileNode};
 use walredo_testkit::harness::*;
@@ -168,11 +170,11 @@ fn sample_blocks(records: &[WalRecord], n: usize) -> Vec<PageTag> {
     out
 }
 
-fn plan_lsns(p: &walredo::wal::source::Plan) -> Vec<(u64, u64)> {
+fn plan_lsns(p: &walredo::wal::source::ReplayPlan) -> Vec<(u64, u64)> {
     p.records.iter().map(|r| (r.start_lsn, r.end_lsn)).collect()
 }
 
-fn not_found(r: Result<walredo::wal::source::Plan, SourceError>) -> String {
+fn not_found(r: Result<walredo::wal::source::ReplayPlan, SourceError>) -> String {
     match r {
         Err(SourceError::NotFound(m)) => m,
         other => panic!("expected NOT_FOUND, got {:?}", other.map(|p| plan_lsns(&p))),
@@ -412,14 +414,10 @@ fn wal_sources_against_postgresql() {
         let (rmgr, ty, xid, _) = dump
             .get(&r.start_lsn)
             .unwrap_or_else(|| panic!("pg_waldump lacks {}", format_lsn(r.start_lsn)));
-        let mine = record::record_type_name_for(
-            walredo_testkit::install::pg_version(),
-            r.rmid(),
-            r.info(),
-        )
-        .unwrap_or("UNKNOWN");
+        let mine = record_type_name_for(walredo_testkit::install::pg_version(), r.rmid(), r.info())
+            .unwrap_or("UNKNOWN");
         assert_eq!(
-            (record::rmgr_name(r.rmid()), mine, r.xid()),
+            (rmgr_name(r.rmid()), mine, r.xid()),
             (rmgr.as_str(), ty.as_str(), *xid),
             "at {}",
             format_lsn(r.start_lsn)

@@ -12,12 +12,14 @@ use std::time::{Duration, Instant};
 
 use walredo::config::Config;
 use walredo::datadir::read_page;
+use walredo::pg::record_type::record_type_name;
+use walredo::pg::rmgr::rmgr_name;
 use walredo::pool::Pool;
 use walredo::tag::{PageTag, FSM_FORKNUM};
 use walredo::wal::checksum::stamp_checksum;
 use walredo::wal::pages;
-use walredo::wal::plan::{block_uses, last_run, record_refs, removed_by, Use};
 use walredo::wal::record;
+use walredo::wal::uses::{block_uses, last_run, record_refs, removed_by, Use};
 use walredo::wal::{format_lsn, next_record_start, WalReader, WalRecord};
 use walredo::{Error, PAGE_SIZE};
 
@@ -383,8 +385,8 @@ fn side_effect_counts(
             let r = &records[u.record];
             let name = format!(
                 "{}/{}",
-                record::rmgr_name(r.rmid()),
-                record::record_type_name(r.rmid(), r.info()).unwrap_or("UNKNOWN")
+                rmgr_name(r.rmid()),
+                record_type_name(r.rmid(), r.info()).unwrap_or("UNKNOWN")
             );
             let c = counts.entry(name.clone()).or_default();
             c.0 += 1;

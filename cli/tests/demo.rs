@@ -5,7 +5,7 @@
 
 use walredo::datadir::read_page;
 use walredo::wal::checksum::stamp_checksum;
-use walredo::wal::plan::{block_uses, last_run, record_refs, Use};
+use walredo::wal::uses::{block_uses, last_run, record_refs, Use};
 use walredo::{Config, Pool, PAGE_SIZE};
 use walredo_cli::verify::{control_info, read_wal, verify, VerifyOptions};
 use walredo_testkit::cluster::record_workload;

@@ -8,7 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use walredo::ffi::*;
 use walredo::tag::VISIBILITYMAP_FORKNUM;
-use walredo::wal::crc32c::{crc32c_finish, crc32c_update, CRC32C_INIT};
+use walredo::pg::record::set_record_crc;
 use walredo::wal::pages::{record_pages_of, PageChange};
 use walredo::wal::record;
 
@@ -18,11 +18,7 @@ fuzz_target!(|input: &[u8]| {
         // xl_tot_len as the length, so the decoder looks further.
         let len = data.len() as u32;
         data[..4].copy_from_slice(&len.to_le_bytes());
-        let crc = crc32c_finish(crc32c_update(
-            crc32c_update(CRC32C_INIT, &data[24..]),
-            &data[..20],
-        ));
-        data[20..24].copy_from_slice(&crc.to_le_bytes());
+        set_record_crc(&mut data);
     }
     let rust = record_pages_of(&data);
     let mut out = [walredo_record_page {

@@ -13,7 +13,7 @@ use super::{WALREDO_CANCELLED, WALREDO_INVALID_ARGUMENT, WALREDO_MALFORMED_RECOR
 use super::{WALREDO_NOT_FOUND, WALREDO_NOT_IN_WAL, WALREDO_NO_SUCH_BLOCK, WALREDO_OK};
 use crate::error::Error;
 use crate::tag::{PageTag, RelFileNode, MAX_FORKNUM};
-use crate::wal::source::{Plan, SourceError, WalSource};
+use crate::wal::source::{ReplayPlan, SourceError, WalSource};
 use crate::wal::WalError;
 
 /// The WAL of one cluster, found in a list of directories. Thread-safe:
@@ -25,7 +25,7 @@ pub struct walredo_wal {
 /// The records that rebuild a page as of an LSN (from `walredo_wal_plan`).
 pub struct walredo_plan {
     /// Owns the record bytes that `records` point into.
-    _owner: Plan,
+    _owner: ReplayPlan,
     records: Vec<walredo_record>,
 }
 

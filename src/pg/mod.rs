@@ -1,6 +1,12 @@
 //! PostgreSQL's on-disk formats, the numbers and layouts every other module
-//! shares: pages, WAL records and their headers. Nothing here does I/O or
-//! talks to a process; every module may use it.
+//! shares: pages, WAL pages, WAL records and their headers, resource managers
+//! and record types, CRC-32C. Nothing here does I/O or talks to a process;
+//! every module may use it.
 
+pub(crate) mod bytes;
+pub mod crc32c;
 pub mod page;
 pub mod record;
+pub mod record_type;
+pub mod rmgr;
+pub mod xlog;

@@ -7,6 +7,7 @@
 //! the page as 32-bit words with `pd_checksum` zeroed, two rounds of zeros,
 //! the sums XORed together, XORed with the block number, reduced to 1..=65535.
 
+use crate::pg::page::{page_is_new, PD_CHECKSUM};
 use crate::PAGE_SIZE;
 
 const N_SUMS: usize = 32;
@@ -17,8 +18,6 @@ const BASE_OFFSETS: [u32; N_SUMS] = [
     0xE58F764B, 0x187636BC, 0x5D7B3BB1, 0xE73DE7DE, 0x92BEC979, 0xCCA6C0B2, 0x304A0979, 0x85AA43D4,
     0x783125BB, 0x6CA8EAA2, 0xE407EAC6, 0x4B5CFC3E, 0x9FBF8C76, 0x15CA20BE, 0xF2CA9FD3, 0x959BD756,
 ];
-/// Offset of `pd_checksum` in the page header.
-const PD_CHECKSUM: usize = 8;
 
 fn mix(sum: u32, value: u32) -> u32 {
     let tmp = sum ^ value;
@@ -50,8 +49,7 @@ pub fn page_checksum(page: &[u8; PAGE_SIZE], blkno: u32) -> u16 {
 /// Store the checksum in `page`, as PostgreSQL does when it writes a page
 /// (new, all-zero pages get none).
 pub fn stamp_checksum(page: &mut [u8; PAGE_SIZE], blkno: u32) {
-    let pd_upper = u16::from_le_bytes([page[14], page[15]]);
-    if pd_upper == 0 {
+    if page_is_new(page) {
         return;
     }
     let sum = page_checksum(page, blkno);
@@ -61,6 +59,7 @@ pub fn stamp_checksum(page: &mut [u8; PAGE_SIZE], blkno: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pg::page::pd_checksum;
 
     #[test]
     fn checksum_ignores_its_own_field_and_depends_on_the_block() {
@@ -81,10 +80,7 @@ mod tests {
         page[100] ^= 1;
         assert_ne!(page_checksum(&page, 0), a);
         stamp_checksum(&mut page, 3);
-        assert_eq!(
-            u16::from_le_bytes([page[8], page[9]]),
-            page_checksum(&page, 3)
-        );
+        assert_eq!(pd_checksum(&page), page_checksum(&page, 3));
         assert!(page_checksum(&page, 3) >= 1);
     }
 }

@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use crate::pg::page::{page_is_new, set_pd_lsn};
 use crate::wal::record::{BlockImage, Compression};
 use crate::PAGE_SIZE;
 
@@ -71,12 +72,10 @@ fn check_len(what: &str, got: usize, want: usize) -> Result<(), ImageError> {
 /// Stamp the page as redo does after restoring an image: the record's end
 /// LSN, unless the page is new (all-zero header).
 pub fn stamp_lsn(page: &mut [u8; PAGE_SIZE], end_lsn: u64) {
-    let pd_upper = u16::from_le_bytes([page[14], page[15]]);
-    if pd_upper == 0 {
+    if page_is_new(page) {
         return;
     }
-    page[0..4].copy_from_slice(&((end_lsn >> 32) as u32).to_le_bytes());
-    page[4..8].copy_from_slice(&(end_lsn as u32).to_le_bytes());
+    set_pd_lsn(page, end_lsn);
 }
 
 /// PostgreSQL's pglz format (common/pg_lzcompress.c), decompressed into
@@ -135,7 +134,7 @@ pub fn pglz_decompress(src: &[u8], out: &mut [u8]) -> Result<(), ImageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wal::record::{BKPIMAGE_APPLY, BKPIMAGE_COMPRESS_LZ4, BKPIMAGE_COMPRESS_PGLZ};
+    use crate::pg::record::{BKPIMAGE_APPLY, BKPIMAGE_COMPRESS_LZ4, BKPIMAGE_COMPRESS_PGLZ};
 
     #[test]
     fn pglz_literals_and_overlapping_references() {

@@ -26,27 +26,23 @@
 
 use std::fmt;
 
+use crate::pg::bytes::le_u32;
+use crate::pg::record::XLR_RMGR_INFO_MASK;
+use crate::pg::record_type::{
+    record_type_name, XLOG_DBASE_CREATE_FILE_COPY, XLOG_DBASE_DROP, XLOG_XACT_ABORT,
+    XLOG_XACT_ABORT_PREPARED, XLOG_XACT_COMMIT, XLOG_XACT_COMMIT_PREPARED, XLOG_XACT_HAS_INFO,
+    XLOG_XACT_OPMASK,
+};
+use crate::pg::rmgr::{rmgr_name, RM_DBASE_ID, RM_XACT_ID};
 use crate::tag::{PageTag, RelFileNode, FSM_FORKNUM, MAIN_FORKNUM, VISIBILITYMAP_FORKNUM};
 use crate::wal::pages::{self, SMGR_TRUNCATE_VM, VM_HEAPBLOCKS_PER_PAGE};
-use crate::wal::record::{self, DecodedRecord, RecordError, XLR_RMGR_INFO_MASK};
+use crate::wal::record::{DecodedRecord, RecordError};
 use crate::wal::source::SourceError;
 use crate::wal::{format_lsn, WalRecord};
 
-const RM_XACT_ID: u8 = 1;
-const RM_DBASE_ID: u8 = 4;
-
-const XLOG_XACT_OPMASK: u8 = 0x70;
-const XLOG_XACT_HAS_INFO: u8 = 0x80;
-const XLOG_XACT_COMMIT: u8 = 0x00;
-const XLOG_XACT_ABORT: u8 = 0x20;
-const XLOG_XACT_COMMIT_PREPARED: u8 = 0x30;
-const XLOG_XACT_ABORT_PREPARED: u8 = 0x40;
 const XACT_XINFO_HAS_DBINFO: u32 = 1 << 0;
 const XACT_XINFO_HAS_SUBXACTS: u32 = 1 << 1;
 const XACT_XINFO_HAS_RELFILENODES: u32 = 1 << 2;
-
-const XLOG_DBASE_CREATE_FILE_COPY: u8 = 0x00;
-const XLOG_DBASE_DROP: u8 = 0x20;
 
 const SMGR_TRUNCATE_HEAP: u32 = 0x0001;
 const SMGR_TRUNCATE_FSM: u32 = 0x0004;
@@ -148,8 +144,8 @@ pub fn after_removal<'a>(
     let by = format!(
         "the record at {} ({}/{}) {removal}",
         format_lsn(first.start_lsn),
-        record::rmgr_name(first.rmid()),
-        record::record_type_name(first.rmid(), first.info()).unwrap_or("UNKNOWN")
+        rmgr_name(first.rmid()),
+        record_type_name(first.rmid(), first.info()).unwrap_or("UNKNOWN")
     );
     match (records.next(), removal.replaced_outside_wal()) {
         (None, false) => SourceError::NoSuchBlock(format!(
@@ -267,7 +263,7 @@ impl Fields<'_, '_> {
                 len: d.len(),
             })?;
         self.at += 4;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        Ok(le_u32(b, 0))
     }
 
     fn skip(&mut self, n: usize) -> Result<(), RecordError> {

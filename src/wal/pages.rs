@@ -25,6 +25,13 @@
 //! that lacks the block reference a flag is about, is refused: PostgreSQL's
 //! redo would read past the record.
 
+use crate::pg::bytes::le_u32;
+use crate::pg::record::XLR_RMGR_INFO_MASK;
+use crate::pg::record_type::{
+    XLOG_HEAP2_LOCK_UPDATED, XLOG_HEAP2_MULTI_INSERT, XLOG_HEAP_DELETE, XLOG_HEAP_HOT_UPDATE,
+    XLOG_HEAP_INSERT, XLOG_HEAP_LOCK, XLOG_HEAP_OPMASK, XLOG_HEAP_UPDATE, XLOG_SMGR_TRUNCATE,
+};
+use crate::pg::rmgr::{RM_HEAP2_ID, RM_HEAP_ID, RM_SMGR_ID};
 use crate::tag::{PageTag, RelFileNode, VISIBILITYMAP_FORKNUM};
 use crate::wal::record::{self, DecodedRecord, RecordError};
 use crate::PAGE_SIZE;
@@ -47,20 +54,6 @@ pub fn starts_as_zero_page(tag: &PageTag) -> bool {
 pub fn vm_block(heap_blkno: u32) -> u32 {
     heap_blkno / VM_HEAPBLOCKS_PER_PAGE
 }
-
-const RM_STORAGE_ID: u8 = 2;
-const RM_HEAP2_ID: u8 = 9;
-const RM_HEAP_ID: u8 = 10;
-
-const XLOG_HEAP_OPMASK: u8 = 0x70;
-const XLOG_HEAP_INSERT: u8 = 0x00;
-const XLOG_HEAP_DELETE: u8 = 0x10;
-const XLOG_HEAP_UPDATE: u8 = 0x20;
-const XLOG_HEAP_HOT_UPDATE: u8 = 0x40;
-const XLOG_HEAP_LOCK: u8 = 0x60;
-const XLOG_HEAP2_MULTI_INSERT: u8 = 0x50;
-const XLOG_HEAP2_LOCK_UPDATED: u8 = 0x60;
-const XLOG_SMGR_TRUNCATE: u8 = 0x20;
 
 const XLH_INSERT_ALL_VISIBLE_CLEARED: u8 = 1 << 0;
 const XLH_UPDATE_OLD_ALL_VISIBLE_CLEARED: u8 = 1 << 0;
@@ -297,22 +290,19 @@ fn missing_block(decoded: &DecodedRecord<'_>, id: u8, what: &'static str) -> Rec
 pub fn smgr_truncate(
     decoded: &DecodedRecord<'_>,
 ) -> Result<Option<(RelFileNode, u32, u32)>, RecordError> {
-    if decoded.rmid != RM_STORAGE_ID
-        || decoded.info & record::XLR_RMGR_INFO_MASK != XLOG_SMGR_TRUNCATE
-    {
+    if decoded.rmid != RM_SMGR_ID || decoded.info & XLR_RMGR_INFO_MASK != XLOG_SMGR_TRUNCATE {
         return Ok(None);
     }
     let d = decoded.main_data;
     if d.len() != SIZE_OF_SMGR_TRUNCATE {
         return Err(bad(decoded, "truncate"));
     }
-    let u32_at = |i: usize| u32::from_le_bytes([d[i], d[i + 1], d[i + 2], d[i + 3]]);
     let rel = RelFileNode {
-        spcnode: u32_at(4),
-        dbnode: u32_at(8),
-        relnode: u32_at(12),
+        spcnode: le_u32(d, 4),
+        dbnode: le_u32(d, 8),
+        relnode: le_u32(d, 12),
     };
-    Ok(Some((rel, u32_at(0), u32_at(16))))
+    Ok(Some((rel, le_u32(d, 0), le_u32(d, 16))))
 }
 
 /// The visibility-map page a Storage TRUNCATE cuts into, if any.
@@ -326,365 +316,5 @@ fn vm_truncated_page(decoded: &DecodedRecord<'_>) -> Result<Option<PageTag>, Rec
     }
     Ok(Some(vm_tag(rel, nblocks)))
 }
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::tag::{MAIN_FORKNUM, VISIBILITYMAP_FORKNUM};
-    use crate::wal::crc32c::{crc32c_finish, crc32c_update, CRC32C_INIT};
-
-    const REL: RelFileNode = RelFileNode {
-        spcnode: 1663,
-        dbnode: 5,
-        relnode: 16384,
-    };
-
-    /// A record with block references (id, fork, blkno; no data, no image)
-    /// and main data, CRC sealed.
-    fn build(rmid: u8, info: u8, blocks: &[(u8, u8, u32)], main: &[u8]) -> Vec<u8> {
-        let mut headers = Vec::new();
-        for (i, &(id, fork, blkno)) in blocks.iter().enumerate() {
-            headers.push(id);
-            headers.push(fork | if i > 0 { record::BKPBLOCK_SAME_REL } else { 0 });
-            headers.extend_from_slice(&0u16.to_le_bytes());
-            if i == 0 {
-                for v in [REL.spcnode, REL.dbnode, REL.relnode] {
-                    headers.extend_from_slice(&v.to_le_bytes());
-                }
-            }
-            headers.extend_from_slice(&blkno.to_le_bytes());
-        }
-        if !main.is_empty() {
-            headers.push(record::XLR_BLOCK_ID_DATA_SHORT);
-            headers.push(main.len() as u8);
-        }
-        let tot = (record::SIZE_OF_XLOG_RECORD + headers.len() + main.len()) as u32;
-        let mut rec = Vec::new();
-        rec.extend_from_slice(&tot.to_le_bytes());
-        rec.extend_from_slice(&700u32.to_le_bytes());
-        rec.extend_from_slice(&0x0100_0028u64.to_le_bytes());
-        rec.push(info);
-        rec.push(rmid);
-        rec.extend_from_slice(&[0, 0]);
-        rec.extend_from_slice(&[0; 4]);
-        rec.extend_from_slice(&headers);
-        rec.extend_from_slice(main);
-        let crc = crc32c_finish(crc32c_update(
-            crc32c_update(CRC32C_INIT, &rec[record::SIZE_OF_XLOG_RECORD..]),
-            &rec[..20],
-        ));
-        rec[20..24].copy_from_slice(&crc.to_le_bytes());
-        rec
-    }
-
-    fn vm(heap_blkno: u32) -> PageTag {
-        vm_tag(REL, heap_blkno)
-    }
-
-    fn main_blk(blkno: u32) -> PageTag {
-        PageTag {
-            rel: REL,
-            forknum: MAIN_FORKNUM,
-            blkno,
-        }
-    }
-
-    /// The tags and whether each is a side effect.
-    fn pages_of(rec: &[u8]) -> Vec<(PageTag, bool)> {
-        record_pages_of(rec)
-            .unwrap()
-            .iter()
-            .map(|p| (p.tag, p.is_side_effect()))
-            .collect()
-    }
-
-    /// Main data with `flags` at `offset`, `len` bytes.
-    fn main_with(len: usize, offset: usize, flags: u8) -> Vec<u8> {
-        let mut m = vec![0u8; len];
-        m[offset] = flags;
-        m
-    }
-
-    #[test]
-    fn single_block_heap_changes() {
-        // (rmid, info, flags offset, struct size, flag)
-        let cases = [
-            (
-                RM_HEAP_ID,
-                XLOG_HEAP_INSERT,
-                2,
-                3,
-                XLH_INSERT_ALL_VISIBLE_CLEARED,
-            ),
-            (
-                RM_HEAP_ID,
-                XLOG_HEAP_INSERT | 0x80,
-                2,
-                3,
-                XLH_INSERT_ALL_VISIBLE_CLEARED,
-            ),
-            (
-                RM_HEAP_ID,
-                XLOG_HEAP_DELETE,
-                7,
-                8,
-                XLH_DELETE_ALL_VISIBLE_CLEARED,
-            ),
-            (
-                RM_HEAP_ID,
-                XLOG_HEAP_LOCK,
-                7,
-                8,
-                XLH_LOCK_ALL_FROZEN_CLEARED,
-            ),
-            (
-                RM_HEAP2_ID,
-                XLOG_HEAP2_MULTI_INSERT,
-                0,
-                4,
-                XLH_INSERT_ALL_VISIBLE_CLEARED,
-            ),
-            (
-                RM_HEAP2_ID,
-                XLOG_HEAP2_MULTI_INSERT | 0x80,
-                0,
-                4,
-                XLH_INSERT_ALL_VISIBLE_CLEARED,
-            ),
-            (
-                RM_HEAP2_ID,
-                XLOG_HEAP2_LOCK_UPDATED,
-                7,
-                8,
-                XLH_LOCK_ALL_FROZEN_CLEARED,
-            ),
-        ];
-        for (rmid, info, off, size, flag) in cases {
-            let blk = 70_000; // in visibility-map page 2
-            let clear = build(
-                rmid,
-                info,
-                &[(0, MAIN_FORKNUM, blk)],
-                &main_with(size + 4, off, flag),
-            );
-            assert_eq!(
-                pages_of(&clear),
-                vec![(main_blk(blk), false), (vm(blk), true)],
-                "rmid {rmid} info {info:#x}"
-            );
-            assert_eq!(vm(blk).blkno, 2);
-            let p = record_pages_of(&clear).unwrap();
-            assert_eq!(p[1].change, PageChange::VmClear);
-            assert!(!p[1].initializes());
-            // Other flag bits: no visibility-map page.
-            let keep = build(
-                rmid,
-                info,
-                &[(0, MAIN_FORKNUM, blk)],
-                &main_with(size, off, !flag),
-            );
-            assert_eq!(pages_of(&keep), vec![(main_blk(blk), false)]);
-            // Main data one byte short of the struct: refused, flags or not.
-            for f in [flag, 0] {
-                let short = build(
-                    rmid,
-                    info,
-                    &[(0, MAIN_FORKNUM, blk)],
-                    &main_with(size - 1, off.min(size - 2), f),
-                );
-                assert!(
-                    matches!(
-                        record_pages_of(&short),
-                        Err(RecordError::BadMainData { .. })
-                    ),
-                    "rmid {rmid} info {info:#x}"
-                );
-            }
-            // The flag without block 0: refused.
-            let orphan = build(
-                rmid,
-                info,
-                &[(1, MAIN_FORKNUM, blk)],
-                &main_with(size, off, flag),
-            );
-            assert!(matches!(
-                record_pages_of(&orphan),
-                Err(RecordError::MissingBlock { block: 0, .. })
-            ));
-        }
-    }
-
-    #[test]
-    fn updates_clear_old_and_new_blocks() {
-        let both = XLH_UPDATE_OLD_ALL_VISIBLE_CLEARED | XLH_UPDATE_NEW_ALL_VISIBLE_CLEARED;
-        for info in [
-            XLOG_HEAP_UPDATE,
-            XLOG_HEAP_HOT_UPDATE,
-            XLOG_HEAP_UPDATE | 0x80,
-        ] {
-            // New block 0 in map page 0, old block 1 in map page 1.
-            let blocks = [(0, MAIN_FORKNUM, 5), (1, MAIN_FORKNUM, 40_000)];
-            let r = build(RM_HEAP_ID, info, &blocks, &main_with(14, 7, both));
-            assert_eq!(
-                pages_of(&r),
-                vec![
-                    (main_blk(5), false),
-                    (main_blk(40_000), false),
-                    (vm(40_000), true),
-                    (vm(5), true)
-                ]
-            );
-            let old = build(
-                RM_HEAP_ID,
-                info,
-                &blocks,
-                &main_with(14, 7, XLH_UPDATE_OLD_ALL_VISIBLE_CLEARED),
-            );
-            assert_eq!(pages_of(&old)[2..], [(vm(40_000), true)]);
-            let new = build(
-                RM_HEAP_ID,
-                info,
-                &blocks,
-                &main_with(14, 7, XLH_UPDATE_NEW_ALL_VISIBLE_CLEARED),
-            );
-            assert_eq!(pages_of(&new)[2..], [(vm(5), true)]);
-            // Both blocks in one map page: named once.
-            let near = build(
-                RM_HEAP_ID,
-                info,
-                &[(0, MAIN_FORKNUM, 5), (1, MAIN_FORKNUM, 9)],
-                &main_with(14, 7, both),
-            );
-            assert_eq!(pages_of(&near)[2..], [(vm(5), true)]);
-            // Same-page update (no block 1): the old block is block 0.
-            let same = build(
-                RM_HEAP_ID,
-                info,
-                &[(0, MAIN_FORKNUM, 40_000)],
-                &main_with(14, 7, XLH_UPDATE_OLD_ALL_VISIBLE_CLEARED),
-            );
-            assert_eq!(
-                pages_of(&same),
-                vec![(main_blk(40_000), false), (vm(40_000), true)]
-            );
-            let short = build(RM_HEAP_ID, info, &blocks, &main_with(13, 7, both));
-            assert!(matches!(
-                record_pages_of(&short),
-                Err(RecordError::BadMainData { .. })
-            ));
-        }
-    }
-
-    #[test]
-    fn visible_records_name_their_map_page_once() {
-        // Heap2 VISIBLE: block 0 is the map page, block 1 the heap page.
-        let r = build(
-            RM_HEAP2_ID,
-            0x40,
-            &[(0, VISIBILITYMAP_FORKNUM, 0), (1, MAIN_FORKNUM, 7)],
-            &[0; 5],
-        );
-        assert_eq!(pages_of(&r), vec![(vm(7), false), (main_blk(7), false)]);
-    }
-
-    #[test]
-    fn other_records_name_only_their_blocks() {
-        // Prune, vacuum, freeze, btree insert: a set bit 0 means nothing.
-        for (rmid, info) in [
-            (RM_HEAP2_ID, 0x10),
-            (RM_HEAP2_ID, 0x20),
-            (RM_HEAP2_ID, 0x30),
-            (11, 0x00),
-            (RM_HEAP_ID, 0x70),
-        ] {
-            let r = build(rmid, info, &[(0, MAIN_FORKNUM, 3)], &[0xFF; 16]);
-            assert_eq!(pages_of(&r), vec![(main_blk(3), false)]);
-        }
-        // No main data at all, not a heap change: fine.
-        let r = build(11, 0x00, &[(0, MAIN_FORKNUM, 3)], &[]);
-        assert_eq!(pages_of(&r), vec![(main_blk(3), false)]);
-    }
-
-    fn truncate(blkno: u32, flags: u32) -> Vec<u8> {
-        let mut m = Vec::new();
-        m.extend_from_slice(&blkno.to_le_bytes());
-        for v in [REL.spcnode, REL.dbnode, REL.relnode] {
-            m.extend_from_slice(&v.to_le_bytes());
-        }
-        m.extend_from_slice(&flags.to_le_bytes());
-        build(RM_STORAGE_ID, XLOG_SMGR_TRUNCATE, &[], &m)
-    }
-
-    #[test]
-    fn truncations_name_the_map_page_they_cut_into() {
-        let p = record_pages_of(&truncate(53, 7)).unwrap();
-        assert_eq!(p.len(), 1);
-        assert_eq!((p[0].tag, p[0].change), (vm(53), PageChange::VmTruncate));
-        let p = record_pages_of(&truncate(VM_HEAPBLOCKS_PER_PAGE + 1, 2)).unwrap();
-        assert_eq!(p[0].tag.blkno, 1);
-        // On a page boundary, or without the visibility map: no page.
-        assert!(record_pages_of(&truncate(VM_HEAPBLOCKS_PER_PAGE, 7))
-            .unwrap()
-            .is_empty());
-        assert!(record_pages_of(&truncate(0, 7)).unwrap().is_empty());
-        assert!(record_pages_of(&truncate(53, 5)).unwrap().is_empty());
-        // Main data not of the struct's size: refused.
-        let mut m = truncate(53, 7);
-        let short = {
-            let d = record::decode(&m).unwrap().main_data.to_vec();
-            build(RM_STORAGE_ID, XLOG_SMGR_TRUNCATE, &[], &d[..19])
-        };
-        assert!(matches!(
-            record_pages_of(&short),
-            Err(RecordError::BadMainData { .. })
-        ));
-        // Storage CREATE is not a truncation.
-        m = build(RM_STORAGE_ID, 0x10, &[], &[0; 16]);
-        assert!(record_pages_of(&m).unwrap().is_empty());
-    }
-
-    #[test]
-    fn requests_accept_records_for_the_pages_they_change() {
-        use crate::pg::record::RecordRef;
-        use crate::redo::validate_request;
-        let zero = [0u8; PAGE_SIZE];
-        let insert = build(
-            RM_HEAP_ID,
-            XLOG_HEAP_INSERT,
-            &[(0, MAIN_FORKNUM, 9)],
-            &main_with(3, 2, 1),
-        );
-        let plain = build(
-            RM_HEAP_ID,
-            XLOG_HEAP_INSERT,
-            &[(0, MAIN_FORKNUM, 9)],
-            &main_with(3, 2, 0),
-        );
-        let trunc = truncate(53, 7);
-        let one = |data| {
-            [RecordRef {
-                end_lsn: 0x2000,
-                data,
-            }]
-        };
-        assert!(validate_request(&vm(9), Some(&zero), &one(&insert)).is_ok());
-        assert!(validate_request(&vm(9), Some(&zero), &one(&plain)).is_err());
-        // A side effect never initializes: a base page is needed.
-        assert!(validate_request(&vm(9), None, &one(&insert)).is_err());
-        assert!(validate_request(&vm(53), Some(&zero), &one(&trunc)).is_ok());
-        // A truncation is applied to that page only.
-        assert!(validate_request(&main_blk(53), Some(&zero), &one(&trunc)).is_err());
-        assert!(validate_request(&vm(VM_HEAPBLOCKS_PER_PAGE), Some(&zero), &one(&trunc)).is_err());
-        // Short main data is malformed, for any target.
-        let short = build(
-            RM_HEAP_ID,
-            XLOG_HEAP_INSERT,
-            &[(0, MAIN_FORKNUM, 9)],
-            &[0, 0],
-        );
-        assert!(matches!(
-            validate_request(&main_blk(9), Some(&zero), &one(&short)),
-            Err(crate::Error::MalformedRecord { .. })
-        ));
-    }
-}
+mod tests;

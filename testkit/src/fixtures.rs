@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::cluster::{record_workload, user, RecordedWal};
 use walredo::datadir::read_page;
 use walredo::tag::MAIN_FORKNUM;
-use walredo::wal::plan::{block_uses, last_run};
+use walredo::wal::uses::{block_uses, last_run};
 use walredo::wal::WalReader;
 use walredo::{Config, Error, PageTag, RecordRef, Redoer, PAGE_SIZE};
 

@@ -261,7 +261,7 @@ pub fn assert_no_leftovers() {
 /// data is the 3-byte `xl_heap_insert` (offnum 1, no flags), which the
 /// library requires of a heap insert.
 pub fn synthetic_record(tag: &walredo::PageTag, will_init: bool) -> Vec<u8> {
-    use walredo::wal::crc32c::{crc32c_finish, crc32c_update, CRC32C_INIT};
+    use walredo::pg::{record::set_record_crc, rmgr::RM_HEAP_ID};
     let mut r = vec![0u8; 24];
     r.push(0); // block id 0
     r.push(tag.forknum | if will_init { 0x40 } else { 0 });
@@ -273,12 +273,8 @@ pub fn synthetic_record(tag: &walredo::PageTag, will_init: bool) -> Vec<u8> {
     r.extend_from_slice(&[1, 0, 0]); // xl_heap_insert: offnum 1, flags 0
     let len = r.len() as u32;
     r[0..4].copy_from_slice(&len.to_le_bytes());
-    r[17] = 10; // RM_HEAP_ID
-    let crc = crc32c_finish(crc32c_update(
-        crc32c_update(CRC32C_INIT, &r[24..]),
-        &r[..20],
-    ));
-    r[20..24].copy_from_slice(&crc.to_le_bytes());
+    r[17] = RM_HEAP_ID;
+    set_record_crc(&mut r);
     r
 }
 

@@ -14,9 +14,9 @@ use std::fs;
 
 use walredo::datadir::read_page;
 use walredo::tag::MAIN_FORKNUM;
-use walredo::wal::plan::block_uses;
 use walredo::wal::record;
 use walredo::wal::source::WalSource;
+use walredo::wal::uses::block_uses;
 use walredo::wal::WalReader;
 use walredo_testkit::fixtures::{put_tag, FixtureRun};
 

@@ -1,5 +1,6 @@
-//! Which records rebuild which page: the plan for reconstructing every block a
-//! stretch of WAL touched. A record is a use of every page it changes
+//! Block uses: which records of a stretch of WAL held in memory use which
+//! block, and the runs of them that rebuild it (a `source::WalSource` makes
+//! the same choice while it reads, as a `ReplayPlan`). A record is a use of every page it changes
 //! ([`pages::record_pages`]): its block references and the visibility-map
 //! pages its heap changes clear. A record that removes a block
 //! ([`lifetime::removals`]: a truncation, a drop) is a use of it too: the

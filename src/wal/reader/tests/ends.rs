@@ -1,0 +1,135 @@
+//! Where the WAL ends, and the holes that are errors.
+
+use super::*;
+
+#[test]
+fn end_by_missing_next_segment() {
+    // mid-record
+    let (d, _) = wal("missing", segment_crossing);
+    fs::remove_file(seg_path(&d.0, 1, 2)).unwrap();
+    let (recs, r) = ok(read_all(&d.0, None));
+    assert_eq!(spans(&recs), vec![(0x100028, 0x1FFF00, 1_045_232)]);
+    assert_end(&r, "000000010000000000000002");
+    assert_eq!(r.next_lsn(), 0x1FFF00);
+
+    // at a record boundary (after a switch)
+    let (d, _) = wal("missing2", |b| {
+        b.small(34);
+        b.record(RM_XLOG_ID, XLOG_SWITCH, 24);
+        b.small(60);
+    });
+    fs::remove_file(seg_path(&d.0, 1, 2)).unwrap();
+    let (recs, r) = ok(read_all(&d.0, None));
+    assert_eq!(
+        spans(&recs),
+        vec![(0x100028, 0x100050, 34), (0x100050, 0x200000, 24)]
+    );
+    assert_eq!(r.next_lsn(), 0x200000);
+}
+
+#[test]
+fn end_by_recycled_page() {
+    // at a record boundary: page 0x102000 carries an old page address
+    let (d, _) = wal("recycled", |b| {
+        b.small(8152);
+        b.small(40);
+        b.at(0x102008, 8).copy_from_slice(&0x2000u64.to_le_bytes());
+    });
+    let (recs, r) = ok(read_all(&d.0, None));
+    assert_eq!(spans(&recs), vec![(0x100028, 0x102000, 8152)]);
+    assert_end(&r, "pageaddr");
+
+    // mid-record: the next segment is an old recycled file
+    let (d, _) = wal("recycled2", |b| {
+        segment_crossing(b);
+        b.at(0x200008, 8).copy_from_slice(&0x0u64.to_le_bytes());
+    });
+    let (recs, _) = ok(read_all(&d.0, None));
+    assert_eq!(spans(&recs), vec![(0x100028, 0x1FFF00, 1_045_232)]);
+
+    // a continuation page without the contrecord flag
+    let (d, _) = wal("nocont", |b| {
+        b.small(34);
+        b.small(8200);
+        b.at(0x102002, 2).copy_from_slice(&0u16.to_le_bytes());
+    });
+    let (recs, r) = ok(read_all(&d.0, None));
+    assert_eq!(spans(&recs), vec![(0x100028, 0x100050, 34)]);
+    assert_end(&r, "contrecord");
+
+    // a zeroed (never written) page in the middle of a record
+    let (d, _) = wal("zeropage", |b| {
+        b.small(34);
+        b.small(20000);
+        b.at(0x104000, 8192).fill(0);
+    });
+    let (recs, r) = ok(read_all(&d.0, None));
+    assert_eq!(spans(&recs), vec![(0x100028, 0x100050, 34)]);
+    assert_end(&r, "magic");
+}
+
+#[test]
+fn end_by_bad_crc() {
+    let (d, _) = wal("crc", |b| {
+        b.small(34);
+        b.small(34);
+        b.small(8200);
+        b.small(34);
+        b.at(0x102030, 1)[0] ^= 0x01; // last byte of the 8200-byte record
+    });
+    let (recs, r) = ok(read_all(&d.0, None));
+    assert_eq!(
+        spans(&recs),
+        vec![(0x100028, 0x100050, 34), (0x100050, 0x100078, 34)]
+    );
+    assert_end(&r, "checksum");
+    assert!(r.end_is_damage());
+    assert_eq!(r.next_lsn(), 0x100078);
+}
+
+#[test]
+fn overwritten_contrecord_is_skipped() {
+    // A record abandoned at a crash past its first page; the next page
+    // flagged XLP_FIRST_IS_OVERWRITE_CONTRECORD goes on with new WAL
+    // whose prev-link is the record before it (PostgreSQL 15+).
+    let d = TempDir::new("overwrite");
+    let mut b = Builder::new(1, 1);
+    let (a, _) = b.small(34);
+    b.small(9000);
+    let page = 0x102000;
+    b.at(page, XLOG_BLCKSZ as usize).fill(0);
+    (b.pos, b.prev) = (page, a);
+    let (c, c_end) = b.small(40);
+    b.at(page + 2, 2)
+        .copy_from_slice(&XLP_FIRST_IS_OVERWRITE_CONTRECORD.to_le_bytes());
+    b.write(&d.0);
+    let (recs, r) = ok(read_all(&d.0, None));
+    assert_eq!(spans(&recs), vec![(a, 0x100050, 34), (c, c_end, 40)]);
+    assert!(!r.end_is_damage(), "{:?}", r.end_reason());
+}
+
+#[test]
+fn gap_is_an_error() {
+    let (d, _) = wal("gap", |b| {
+        segment_crossing(b);
+        b.record(RM_XLOG_ID, XLOG_SWITCH, 24);
+        b.small(100); // in segment 3
+    });
+    fs::remove_file(seg_path(&d.0, 1, 2)).unwrap();
+    let (recs, err, _) = read_all(&d.0, None);
+    assert_eq!(recs.len(), 1);
+    let e = err.expect("gap error");
+    assert!(matches!(e, WalError::Gap { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("WAL gap: segment 000000010000000000000002 missing"),
+        "{e}"
+    );
+
+    // if segment 3 is only a recycled file, the WAL simply ends
+    let mut f = fs::read(seg_path(&d.0, 1, 3)).unwrap();
+    f[8..16].copy_from_slice(&0x100000u64.to_le_bytes());
+    fs::write(seg_path(&d.0, 1, 3), f).unwrap();
+    let (recs, _) = ok(read_all(&d.0, None));
+    assert_eq!(recs.len(), 1);
+}
