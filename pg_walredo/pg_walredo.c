@@ -73,7 +73,7 @@
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 
-#include "compat.h"
+#include "pg_common/compat.h"
 #include "sandbox.h"
 #include "template.h"
 
@@ -173,7 +173,7 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 /* State of the request in progress (between B/P and G). */
 static bool request_active = false;
-static RelFileNode target_rnode;
+static RelFileLocator target_rlocator;
 static ForkNumber target_forknum;
 static BlockNumber target_blkno;
 static Buffer target_buffer = InvalidBuffer;
@@ -181,7 +181,7 @@ static bool target_has_base = false;	/* P, not B */
 static int	n_request_records = 0;
 
 /* Relations whose buffers must be dropped when the request ends. */
-static RelFileNode touched_rels[MAX_TOUCHED_RELS];
+static RelFileLocator touched_rels[MAX_TOUCHED_RELS];
 static int	n_touched_rels = 0;
 
 /*
@@ -213,7 +213,7 @@ static SidePage side_pages[MAX_SIDE_PAGES];
 static int	next_side_page = 0;
 
 /* Relations whose files were created since they were last removed. */
-static RelFileNode scratch_rels[SCRATCH_RELS_LIMIT + MAX_TOUCHED_RELS];
+static RelFileLocator scratch_rels[SCRATCH_RELS_LIMIT + MAX_TOUCHED_RELS];
 static int	n_scratch_rels = 0;
 
 /* The record being applied, for the error context callback. */
@@ -239,23 +239,23 @@ static void walredo_shmem_startup(void);
 static void walredo_main(void) pg_attribute_noreturn();
 static void limit_scratch(void);
 static bool read_message(char *tag, char **payload, uint32 *payload_len);
-static void parse_page_tag(const char *p, RelFileNode *rnode,
+static void parse_page_tag(const char *p, RelFileLocator *rlocator,
 						   ForkNumber *forknum, BlockNumber *blkno);
 static void begin_request(const char *tagbytes, const char *page);
 static void apply_record(const char *payload, uint32 len);
 static void get_page(const char *tagbytes);
 static void end_request(void);
 static void write_page(const char *page);
-static void remember_rel(RelFileNode rnode);
-static void reserve_block(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno);
-static Buffer place_buffer(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno);
-static Buffer make_sentinel(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno);
+static void remember_rel(RelFileLocator rlocator);
+static void reserve_block(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno);
+static Buffer place_buffer(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno);
+static Buffer make_sentinel(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno);
 static void place_side_pages(DecodedXLogRecord *decoded);
 static void make_room_for_record(DecodedXLogRecord *decoded);
 static void drop_request_buffers(bool all_forks);
 static void drop_all_buffers(void);
-static void remove_rel_files(RelFileNode *rnodes, int n);
-static void remove_rel_dirs(RelFileNode *rnodes, int n);
+static void remove_rel_files(RelFileLocator *rlocators, int n);
+static void remove_rel_dirs(RelFileLocator *rlocators, int n);
 static int64 io_blocks(void);
 static bool is_page_record(RmgrId rmid, uint8 info);
 static bool is_smgr_truncate(RmgrId rmid, uint8 info);
@@ -624,7 +624,7 @@ get_be32(const char *p)
 }
 
 static void
-parse_page_tag(const char *p, RelFileNode *rnode, ForkNumber *forknum,
+parse_page_tag(const char *p, RelFileLocator *rlocator, ForkNumber *forknum,
 			   BlockNumber *blkno)
 {
 	uint8		fork = (uint8) p[0];
@@ -634,9 +634,8 @@ parse_page_tag(const char *p, RelFileNode *rnode, ForkNumber *forknum,
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
 				 errmsg("invalid fork number %u in wal-redo page tag", fork)));
 	*forknum = (ForkNumber) fork;
-	rnode->spcNode = get_be32(p + 1);
-	rnode->dbNode = get_be32(p + 5);
-	rnode->relNode = get_be32(p + 9);
+	*rlocator = make_relfile_locator(get_be32(p + 1), get_be32(p + 5),
+									 get_be32(p + 9));
 	*blkno = get_be32(p + 13);
 	if (*blkno >= MaxBlockNumber)
 		ereport(FATAL,
@@ -657,7 +656,7 @@ begin_request(const char *tagbytes, const char *page)
 	if (request_active)
 		end_request();
 
-	parse_page_tag(tagbytes, &target_rnode, &target_forknum, &target_blkno);
+	parse_page_tag(tagbytes, &target_rlocator, &target_forknum, &target_blkno);
 	request_active = true;
 	target_has_base = (page != NULL);
 	n_request_records = 0;
@@ -669,8 +668,8 @@ begin_request(const char *tagbytes, const char *page)
 	if (n_kept_buffers > NBuffers / 2)
 		drop_all_buffers();
 
-	reserve_block(target_rnode, target_forknum, target_blkno);
-	buf = place_buffer(target_rnode, target_forknum, target_blkno);
+	reserve_block(target_rlocator, target_forknum, target_blkno);
+	buf = place_buffer(target_rlocator, target_forknum, target_blkno);
 	if (page != NULL)
 		memcpy(BufferGetPage(buf), page, BLCKSZ);
 	else
@@ -688,9 +687,9 @@ begin_request(const char *tagbytes, const char *page)
 }
 
 static bool
-is_target(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno)
+is_target(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno)
 {
-	return RelFileNodeEquals(rnode, target_rnode) &&
+	return RelFileLocatorEquals(rlocator, target_rlocator) &&
 		forknum == target_forknum && blkno == target_blkno;
 }
 
@@ -821,14 +820,14 @@ apply_record(const char *payload, uint32 len)
 					 errmsg("invalid block number %u in block reference %d",
 							blk->blkno, block_id)));
 
-		reserve_block(blk->rnode, blk->forknum, blk->blkno);
-		if (is_target(blk->rnode, blk->forknum, blk->blkno))
+		reserve_block(decoded_block_relfile(blk), blk->forknum, blk->blkno);
+		if (is_target(decoded_block_relfile(blk), blk->forknum, blk->blkno))
 		{
 			blk->prefetch_buffer = target_buffer;
 			target_block_id = block_id;
 		}
 		else
-			blk->prefetch_buffer = make_sentinel(blk->rnode, blk->forknum, blk->blkno);
+			blk->prefetch_buffer = make_sentinel(decoded_block_relfile(blk), blk->forknum, blk->blkno);
 	}
 
 	if (record->xl_rmid == RM_HEAP_ID || record->xl_rmid == RM_HEAP2_ID)
@@ -845,8 +844,8 @@ apply_record(const char *payload, uint32 len)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("WAL record does not change the target block %u/%u/%u fork %d blk %u",
-						target_rnode.spcNode, target_rnode.dbNode,
-						target_rnode.relNode, target_forknum, target_blkno),
+						relfile_spc_oid(target_rlocator), relfile_db_oid(target_rlocator),
+						relfile_number(target_rlocator), target_forknum, target_blkno),
 				 errdetail("It neither references the block nor clears bits of it as a visibility-map page.")));
 
 	/*
@@ -968,7 +967,7 @@ clears_target_vm_bits(DecodedXLogRecord *decoded)
 	if (target_forknum != VISIBILITYMAP_FORKNUM ||
 		(rmid != RM_HEAP_ID && rmid != RM_HEAP2_ID) ||
 		decoded->max_block_id < 0 || !blk0->in_use ||
-		!RelFileNodeEquals(blk0->rnode, target_rnode))
+		!RelFileLocatorEquals(decoded_block_relfile(blk0), target_rlocator))
 		return false;
 
 	/* Flags are single bytes: read them in place, whatever the alignment. */
@@ -1038,7 +1037,7 @@ cuts_target_vm_page(DecodedXLogRecord *decoded)
 	memcpy(&xlrec, decoded->main_data, sizeof(xlrec));
 	return (xlrec.flags & SMGR_TRUNCATE_VM) != 0 &&
 		target_forknum == VISIBILITYMAP_FORKNUM &&
-		RelFileNodeEquals(xlrec.rnode, target_rnode) &&
+		RelFileLocatorEquals(smgr_truncate_relfile(&xlrec), target_rlocator) &&
 		xlrec.blkno % VM_HEAPBLOCKS_PER_PAGE != 0 &&
 		xlrec.blkno / VM_HEAPBLOCKS_PER_PAGE == target_blkno;
 }
@@ -1059,7 +1058,7 @@ apply_vm_truncate(DecodedXLogRecord *decoded)
 	Relation	rel;
 
 	memcpy(&xlrec, decoded->main_data, sizeof(xlrec));
-	rel = CreateFakeRelcacheEntry(target_rnode);
+	rel = CreateFakeRelcacheEntry(target_rlocator);
 	(void) visibilitymap_prepare_truncate(rel, xlrec.blkno);
 	FreeFakeRelcacheEntry(rel);
 }
@@ -1098,7 +1097,7 @@ verify_target(uint8 block_id)
 		return;
 	}
 
-	buf = ReadBufferWithoutRelcache(target_rnode, target_forknum, target_blkno,
+	buf = ReadBufferWithoutRelcache(target_rlocator, target_forknum, target_blkno,
 									RBM_NORMAL, NULL, true);
 	LockBuffer(buf, BUFFER_LOCK_SHARE);
 	memcpy(replayed.data, BufferGetPage(buf), BLCKSZ);
@@ -1131,8 +1130,8 @@ verify_target(uint8 block_id)
 		ereport(FATAL,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("inconsistent page found, rel %u/%u/%u, forknum %u, blkno %u",
-						target_rnode.spcNode, target_rnode.dbNode,
-						target_rnode.relNode, target_forknum, target_blkno),
+						relfile_spc_oid(target_rlocator), relfile_db_oid(target_rlocator),
+						relfile_number(target_rlocator), target_forknum, target_blkno),
 				 errdetail("First difference at byte %d after masking.", off)));
 	}
 	n_consistency_checks++;
@@ -1142,20 +1141,21 @@ verify_target(uint8 block_id)
 static void
 get_page(const char *tagbytes)
 {
-	RelFileNode rnode;
+	RelFileLocator rlocator;
 	ForkNumber	forknum;
 	BlockNumber blkno;
 	PGAlignedBlock page;
 	Buffer		buf;
 
-	parse_page_tag(tagbytes, &rnode, &forknum, &blkno);
-	if (!request_active || !is_target(rnode, forknum, blkno))
+	parse_page_tag(tagbytes, &rlocator, &forknum, &blkno);
+	if (!request_active || !is_target(rlocator, forknum, blkno))
 		ereport(FATAL,
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
 				 errmsg("GetPage for %u/%u/%u fork %d blk %u does not match the request in progress",
-						rnode.spcNode, rnode.dbNode, rnode.relNode, forknum, blkno)));
+						relfile_spc_oid(rlocator), relfile_db_oid(rlocator),
+						relfile_number(rlocator), forknum, blkno)));
 
-	buf = ReadBufferWithoutRelcache(rnode, forknum, blkno, RBM_NORMAL, NULL, true);
+	buf = ReadBufferWithoutRelcache(rlocator, forknum, blkno, RBM_NORMAL, NULL, true);
 	LockBuffer(buf, BUFFER_LOCK_SHARE);
 	memcpy(page.data, BufferGetPage(buf), BLCKSZ);
 	UnlockReleaseBuffer(buf);
@@ -1227,7 +1227,7 @@ static void
 drop_request_buffers(bool all_forks)
 {
 	/*
-	 * DropRelFileNodeBuffers takes at most MAX_FORKNUM forks at once (its
+	 * DropRelationBuffers takes at most MAX_FORKNUM forks at once (its
 	 * array has room for the three that smgrtruncate passes).
 	 */
 	static ForkNumber request_forks[] = {MAIN_FORKNUM, INIT_FORKNUM};
@@ -1235,17 +1235,17 @@ drop_request_buffers(bool all_forks)
 	static BlockNumber from_block_zero[MAX_FORKNUM];
 
 	/*
-	 * Not DropRelFileNodesAllBuffers: it asks the file system whether each
+	 * Not DropRelationsAllBuffers: it asks the file system whether each
 	 * fork without a cached size exists.  This one looks only at the buffer
 	 * pool (which is tiny: shared_buffers is 1MB).
 	 */
 	for (int i = 0; i < n_touched_rels; i++)
 	{
-		SMgrRelation smgr = smgropen(touched_rels[i], InvalidBackendId);
+		SMgrRelation smgr = smgropen(touched_rels[i], INVALID_PROC_NUMBER);
 
-		DropRelFileNodeBuffers(smgr, request_forks, lengthof(request_forks), from_block_zero);
+		DropRelationBuffers(smgr, request_forks, lengthof(request_forks), from_block_zero);
 		if (all_forks)
-			DropRelFileNodeBuffers(smgr, side_forks, lengthof(side_forks), from_block_zero);
+			DropRelationBuffers(smgr, side_forks, lengthof(side_forks), from_block_zero);
 	}
 }
 
@@ -1261,9 +1261,9 @@ drop_all_buffers(void)
 		bool		seen = false;
 
 		for (int j = 0; j < i && !seen; j++)
-			seen = (scratch_rels[j].dbNode == scratch_rels[i].dbNode);
+			seen = (relfile_db_oid(scratch_rels[j]) == relfile_db_oid(scratch_rels[i]));
 		if (!seen)
-			DropDatabaseBuffers(scratch_rels[i].dbNode);
+			DropDatabaseBuffers(relfile_db_oid(scratch_rels[i]));
 	}
 	n_kept_buffers = 0;
 }
@@ -1276,15 +1276,15 @@ drop_all_buffers(void)
  * that is needed in a process that is alone with its scratch directory.
  */
 static void
-remove_rel_files(RelFileNode *rnodes, int n)
+remove_rel_files(RelFileLocator *rlocators, int n)
 {
 	for (int i = 0; i < n; i++)
 	{
-		smgrclose(smgropen(rnodes[i], InvalidBackendId));
+		smgrclose(smgropen(rlocators[i], INVALID_PROC_NUMBER));
 
 		for (ForkNumber forknum = 0; forknum <= MAX_FORKNUM; forknum++)
 		{
-			char	   *path = relpathperm(rnodes[i], forknum);
+			char	   *path = relpathperm_palloc(rlocators[i], forknum);
 
 			if (unlink(path) == 0)
 			{
@@ -1317,33 +1317,33 @@ remove_rel_files(RelFileNode *rnodes, int n)
  * directory still in use is simply not empty.
  */
 static void
-remove_rel_dirs(RelFileNode *rnodes, int n)
+remove_rel_dirs(RelFileLocator *rlocators, int n)
 {
 	for (int i = 0; i < n; i++)
 	{
-		RelFileNode rnode = rnodes[i];
+		RelFileLocator rlocator = rlocators[i];
 		bool		seen = false;
 		char	   *path;
 
-		if (rnode.spcNode == GLOBALTABLESPACE_OID)
+		if (relfile_spc_oid(rlocator) == GLOBALTABLESPACE_OID)
 			continue;			/* "global" holds pg_control */
 		for (int j = 0; j < i && !seen; j++)
-			seen = (rnodes[j].spcNode == rnode.spcNode &&
-					rnodes[j].dbNode == rnode.dbNode);
+			seen = (relfile_spc_oid(rlocators[j]) == relfile_spc_oid(rlocator) &&
+					relfile_db_oid(rlocators[j]) == relfile_db_oid(rlocator));
 		if (seen)
 			continue;
 
-		path = GetDatabasePath(rnode.dbNode, rnode.spcNode);
+		path = GetDatabasePath(relfile_db_oid(rlocator), relfile_spc_oid(rlocator));
 		(void) unlinkat(AT_FDCWD, path, AT_REMOVEDIR);
 		pfree(path);
-		if (rnode.spcNode != DEFAULTTABLESPACE_OID)
+		if (relfile_spc_oid(rlocator) != DEFAULTTABLESPACE_OID)
 		{
 			char		dir[MAXPGPATH];
 
 			snprintf(dir, sizeof(dir), "pg_tblspc/%u/%s",
-					 rnode.spcNode, TABLESPACE_VERSION_DIRECTORY);
+					 relfile_spc_oid(rlocator), TABLESPACE_VERSION_DIRECTORY);
 			(void) unlinkat(AT_FDCWD, dir, AT_REMOVEDIR);
-			snprintf(dir, sizeof(dir), "pg_tblspc/%u", rnode.spcNode);
+			snprintf(dir, sizeof(dir), "pg_tblspc/%u", relfile_spc_oid(rlocator));
 			(void) unlinkat(AT_FDCWD, dir, AT_REMOVEDIR);
 		}
 	}
@@ -1378,11 +1378,11 @@ write_page(const char *page)
 }
 
 static void
-remember_rel(RelFileNode rnode)
+remember_rel(RelFileLocator rlocator)
 {
 	for (int i = 0; i < n_touched_rels; i++)
 	{
-		if (RelFileNodeEquals(touched_rels[i], rnode))
+		if (RelFileLocatorEquals(touched_rels[i], rlocator))
 			return;
 	}
 	if (n_touched_rels >= MAX_TOUCHED_RELS)
@@ -1390,7 +1390,7 @@ remember_rel(RelFileNode rnode)
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("a wal-redo request may touch at most %d relations",
 						MAX_TOUCHED_RELS)));
-	touched_rels[n_touched_rels++] = rnode;
+	touched_rels[n_touched_rels++] = rlocator;
 }
 
 /*
@@ -1400,12 +1400,12 @@ remember_rel(RelFileNode rnode)
  * instead of extending the scratch file block by block up to blkno.
  */
 static void
-reserve_block(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno)
+reserve_block(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno)
 {
 	SMgrRelation smgr;
 
-	remember_rel(rnode);
-	smgr = smgropen(rnode, InvalidBackendId);
+	remember_rel(rlocator);
+	smgr = smgropen(rlocator, INVALID_PROC_NUMBER);
 
 	/*
 	 * First use since the relation was opened.  Its free-space map and
@@ -1419,7 +1419,7 @@ reserve_block(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno)
 	{
 		smgr->smgr_cached_nblocks[FSM_FORKNUM] = MaxBlockNumber;
 		smgr->smgr_cached_nblocks[VISIBILITYMAP_FORKNUM] = MaxBlockNumber;
-		scratch_rels[n_scratch_rels++] = rnode;
+		scratch_rels[n_scratch_rels++] = rlocator;
 	}
 
 	/*
@@ -1440,12 +1440,12 @@ reserve_block(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno)
  * not in the pool; counts the buffers the request takes from the free list.
  */
 static Buffer
-place_buffer(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno)
+place_buffer(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno)
 {
 	int64		hits = pgBufferUsage.shared_blks_hit;
 	Buffer		buf;
 
-	buf = ReadBufferWithoutRelcache(rnode, forknum, blkno, RBM_ZERO_AND_LOCK,
+	buf = ReadBufferWithoutRelcache(rlocator, forknum, blkno, RBM_ZERO_AND_LOCK,
 									NULL, true);
 	if (pgBufferUsage.shared_blks_hit == hits)
 	{
@@ -1464,12 +1464,12 @@ place_buffer(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno)
  * the buffer it is given.
  */
 static Buffer
-make_sentinel(RelFileNode rnode, ForkNumber forknum, BlockNumber blkno)
+make_sentinel(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno)
 {
 	Buffer		buf;
 	Page		page;
 
-	buf = place_buffer(rnode, forknum, blkno);
+	buf = place_buffer(rlocator, forknum, blkno);
 	page = BufferGetPage(buf);
 	PageInit(page, BLCKSZ, 0);
 	PageSetLSN(page, SENTINEL_LSN);
@@ -1495,14 +1495,14 @@ fsm_leaf_block(BlockNumber heapblk)
 }
 
 static bool
-is_block_of(DecodedXLogRecord *decoded, RelFileNode rnode, ForkNumber forknum,
+is_block_of(DecodedXLogRecord *decoded, RelFileLocator rlocator, ForkNumber forknum,
 			BlockNumber blkno)
 {
 	for (int block_id = 0; block_id <= decoded->max_block_id; block_id++)
 	{
 		DecodedBkpBlock *blk = &decoded->blocks[block_id];
 
-		if (blk->in_use && RelFileNodeEquals(blk->rnode, rnode) &&
+		if (blk->in_use && RelFileLocatorEquals(decoded_block_relfile(blk), rlocator) &&
 			blk->forknum == forknum && blk->blkno == blkno)
 			return true;
 	}
@@ -1510,15 +1510,15 @@ is_block_of(DecodedXLogRecord *decoded, RelFileNode rnode, ForkNumber forknum,
 }
 
 static void
-place_side_page(DecodedXLogRecord *decoded, RelFileNode rnode,
+place_side_page(DecodedXLogRecord *decoded, RelFileLocator rlocator,
 				ForkNumber forknum, BlockNumber blkno)
 {
 	BufferTag	tag;
 	SidePage   *slot;
 
 	/* The target, or a block of the record: already in the pool. */
-	if (is_target(rnode, forknum, blkno) ||
-		is_block_of(decoded, rnode, forknum, blkno))
+	if (is_target(rlocator, forknum, blkno) ||
+		is_block_of(decoded, rlocator, forknum, blkno))
 		return;
 
 	/*
@@ -1528,19 +1528,19 @@ place_side_page(DecodedXLogRecord *decoded, RelFileNode rnode,
 	 * this process: no other backend, no background writer, no checkpointer.
 	 * A buffer dropped since has another tag, or none.
 	 */
-	INIT_BUFFERTAG(tag, rnode, forknum, blkno);
+	InitBufferTag(&tag, &rlocator, forknum, blkno);
 	slot = NULL;
 	for (int i = 0; i < MAX_SIDE_PAGES && slot == NULL; i++)
 	{
 		if (BufferIsValid(side_pages[i].buffer) &&
-			BUFFERTAGS_EQUAL(side_pages[i].tag, tag))
+			BufferTagsEqual(&side_pages[i].tag, &tag))
 			slot = &side_pages[i];
 	}
 	if (slot != NULL)
 	{
 		BufferDesc *desc = GetBufferDescriptor(slot->buffer - 1);
 
-		if (BUFFERTAGS_EQUAL(desc->tag, tag) &&
+		if (BufferTagsEqual(&desc->tag, &tag) &&
 			(pg_atomic_read_u32(&desc->state) & BM_VALID) != 0)
 			return;
 	}
@@ -1551,7 +1551,7 @@ place_side_page(DecodedXLogRecord *decoded, RelFileNode rnode,
 		slot->tag = tag;
 	}
 	/* Not marked dirty: what redo writes there is never looked at. */
-	slot->buffer = place_buffer(rnode, forknum, blkno);
+	slot->buffer = place_buffer(rlocator, forknum, blkno);
 	UnlockReleaseBuffer(slot->buffer);
 }
 
@@ -1577,9 +1577,9 @@ place_side_pages(DecodedXLogRecord *decoded)
 		if (!blk->in_use)
 			continue;
 		/* Redo takes the heap block number whatever the fork says. */
-		place_side_page(decoded, blk->rnode, VISIBILITYMAP_FORKNUM,
+		place_side_page(decoded, decoded_block_relfile(blk), VISIBILITYMAP_FORKNUM,
 						blk->blkno / VM_HEAPBLOCKS_PER_PAGE);
-		place_side_page(decoded, blk->rnode, FSM_FORKNUM,
+		place_side_page(decoded, decoded_block_relfile(blk), FSM_FORKNUM,
 						fsm_leaf_block(blk->blkno));
 	}
 }
@@ -1606,7 +1606,7 @@ make_room_for_record(DecodedXLogRecord *decoded)
 	if (used + need < NBuffers)
 		return;
 
-	buf = ReadBufferWithoutRelcache(target_rnode, target_forknum, target_blkno,
+	buf = ReadBufferWithoutRelcache(target_rlocator, target_forknum, target_blkno,
 									RBM_NORMAL, NULL, true);
 	LockBuffer(buf, BUFFER_LOCK_SHARE);
 	memcpy(copy.data, BufferGetPage(buf), BLCKSZ);
@@ -1616,7 +1616,7 @@ make_room_for_record(DecodedXLogRecord *decoded)
 	n_request_buffers = 0;
 	request_io_base = io_blocks();
 
-	buf = place_buffer(target_rnode, target_forknum, target_blkno);
+	buf = place_buffer(target_rlocator, target_forknum, target_blkno);
 	memcpy(BufferGetPage(buf), copy.data, BLCKSZ);
 	MarkBufferDirty(buf);
 	target_buffer = buf;
@@ -1631,7 +1631,7 @@ apply_error_callback(void *arg)
 
 	errcontext("wal-redo of %s record (info 0x%02X) ending at %X/%X on block %u/%u/%u fork %d blk %u",
 			   rmname, current_info, LSN_FORMAT_ARGS(current_end_lsn),
-			   target_rnode.spcNode, target_rnode.dbNode, target_rnode.relNode,
+			   relfile_spc_oid(target_rlocator), relfile_db_oid(target_rlocator), relfile_number(target_rlocator),
 			   target_forknum, target_blkno);
 }
 
