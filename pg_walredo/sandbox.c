@@ -503,3 +503,76 @@ landlock_ruleset(int abi, uint64 *allowed)
 				(errmsg("could not create a Landlock ruleset: %m")));
 	return ruleset;
 }
+
+/*
+ * pg_walredo.test_on_ping: misbehave on purpose, to show that the sandbox
+ * stops it.  Each action reports a FATAL "sandbox breach" if what it tries
+ * works; the sandbox's answer is to kill the process (SIGSYS), or to make the
+ * call fail, after which the ping is answered as usual.
+ */
+void
+walredo_sandbox_test(const char *what)
+{
+	if (strcmp(what, "getppid") == 0)
+		(void) syscall(SYS_getppid);	/* not allowed: the filter kills us */
+	else if (strncmp(what, "open:", 5) == 0)
+	{
+		int			fd = open(what + 5, O_RDONLY);
+
+		if (fd >= 0)
+			ereport(FATAL,
+					(errmsg("sandbox breach: opened \"%s\"", what + 5)));
+	}
+	else if (strncmp(what, "tgkill:", 7) == 0)
+	{
+		/* Signal 0 only checks that the signal could be delivered. */
+		pid_t		pid = (pid_t) atoi(what + 7);
+
+		if (syscall(SYS_tgkill, pid, pid, 0) == 0)
+			ereport(FATAL,
+					(errmsg("sandbox breach: could signal process %d", (int) pid)));
+	}
+	else if (strncmp(what, "shmctl:", 7) == 0)
+	{
+		int			shmid = atoi(what + 7);
+
+		if (shmctl(shmid, IPC_RMID, NULL) == 0)
+			ereport(FATAL,
+					(errmsg("sandbox breach: removed shared memory segment %d", shmid)));
+	}
+	else if (strcmp(what, "mmap-exec") == 0)
+	{
+		void	   *p = mmap(NULL, 4096, PROT_READ | PROT_EXEC,
+							 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (p != MAP_FAILED)
+			ereport(FATAL,
+					(errmsg("sandbox breach: mapped executable memory")));
+	}
+	else if (strcmp(what, "fsize") == 0)
+	{
+		/*
+		 * One byte at the file size limit, in a file of the scratch
+		 * directory: must fail with EFBIG (SIGXFSZ being ignored).
+		 * (getrlimit is not among the allowed system calls.)
+		 */
+		int			fd;
+		ssize_t		n;
+		int			save_errno;
+
+		fd = open("pg_walredo_fsize_probe", O_RDWR | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0)
+			ereport(FATAL,
+					(errmsg("could not create the file size probe: %m")));
+		n = pwrite(fd, "x", 1, (off_t) SCRATCH_FILE_LIMIT);
+		save_errno = errno;
+		close(fd);
+		unlink("pg_walredo_fsize_probe");
+		if (n >= 0 || save_errno != EFBIG)
+		{
+			errno = save_errno;
+			ereport(FATAL,
+					(errmsg("sandbox breach: a write at the file size limit did not fail with EFBIG: %m")));
+		}
+	}
+}

@@ -1,0 +1,43 @@
+/*-------------------------------------------------------------------------
+ *
+ * buffers.h
+ *	  The buffer pool of a wal-redo process: the target's buffer, sentinels,
+ *	  side pages, and what bounds the scratch directory (buffers.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef WALREDO_BUFFERS_H
+#define WALREDO_BUFFERS_H
+
+#include "access/xlogreader.h"
+#include "storage/buf.h"
+
+#include "pg_common/compat.h"
+
+/*
+ * A request begins: reset its counters, and drop the side pages kept from
+ * earlier ones if they take half the pool.
+ */
+extern void buffers_begin_request(void);
+
+/*
+ * Put the target in the pool: the base page, or zeros when page is NULL.
+ * Sets target_buffer.
+ */
+extern void place_target(const char *page);
+
+/*
+ * The request ends: drop its buffers, and remove scratch files when they
+ * could pile up.
+ */
+extern void buffers_end_request(void);
+
+/* ERROR when the request wrote more than REQUEST_WRITE_BUDGET blocks. */
+extern void check_write_budget(void);
+
+extern void reserve_block(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno);
+extern Buffer make_sentinel(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno);
+extern void place_side_pages(DecodedXLogRecord *decoded);
+extern void make_room_for_record(DecodedXLogRecord *decoded);
+
+#endif							/* WALREDO_BUFFERS_H */
