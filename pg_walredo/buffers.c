@@ -153,6 +153,18 @@ place_target(const char *page)
 	UnlockReleaseBuffer(buf);
 }
 
+void
+copy_target_page(char *page)
+{
+	Buffer		buf;
+
+	buf = ReadBufferWithoutRelcache(target_rlocator, target_forknum, target_blkno,
+									RBM_NORMAL, NULL, true);
+	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	memcpy(page, BufferGetPage(buf), BLCKSZ);
+	UnlockReleaseBuffer(buf);
+}
+
 /*
  * The request ends: drop the main-fork and init-fork buffers of every
  * relation it touched, without writing them, so nothing leaks into the next
@@ -502,8 +514,9 @@ place_side_page(DecodedXLogRecord *decoded, RelFileLocator rlocator,
 	/*
 	 * Placed before and still there?  Side pages stay in the pool between
 	 * requests (see buffers_end_request), and looking at the buffer's header
-	 * costs far less than asking the buffer manager.  Unlocked, which is exact in
-	 * this process: no other backend, no background writer, no checkpointer.
+	 * costs far less than asking the buffer manager.  Unlocked, which is
+	 * exact in this process: no other backend, no background writer, no
+	 * checkpointer.
 	 * A buffer dropped since has another tag, or none.
 	 */
 	InitBufferTag(&tag, &rlocator, forknum, blkno);
@@ -531,6 +544,57 @@ place_side_page(DecodedXLogRecord *decoded, RelFileLocator rlocator,
 	/* Not marked dirty: what redo writes there is never looked at. */
 	slot->buffer = place_buffer(rlocator, forknum, blkno);
 	UnlockReleaseBuffer(slot->buffer);
+}
+
+/*
+ * Put every block of the record in the pool for redo: the target's buffer
+ * for the target, a sentinel for each other block.  Returns the target's
+ * block id, or -1 when no block reference is the target.
+ */
+int
+place_record_blocks(DecodedXLogRecord *decoded)
+{
+	int			target_block_id = -1;
+
+	for (int block_id = 0; block_id <= decoded->max_block_id; block_id++)
+	{
+		DecodedBkpBlock *blk = &decoded->blocks[block_id];
+
+		if (!blk->in_use)
+			continue;
+
+		/*
+		 * DecodeXLogRecord takes the fork number from four bits of the block
+		 * header and the block number as it comes.  A fork above MAX_FORKNUM
+		 * would index smgr's per-fork arrays out of bounds, and
+		 * InvalidBlockNumber is P_NEW to the buffer manager (and wraps the
+		 * reserved size to 0), so either would make redo touch some other
+		 * block than the one named.  MaxBlockNumber cannot be reserved
+		 * either (its fork size would be InvalidBlockNumber), and no
+		 * relation reaches it.
+		 */
+		if ((int) blk->forknum < 0 || blk->forknum > MAX_FORKNUM)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("invalid fork number %d in block reference %d",
+							(int) blk->forknum, block_id)));
+		if (blk->blkno >= MaxBlockNumber)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("invalid block number %u in block reference %d",
+							blk->blkno, block_id)));
+
+		reserve_block(decoded_block_relfile(blk), blk->forknum, blk->blkno);
+		if (is_target(decoded_block_relfile(blk), blk->forknum, blk->blkno))
+		{
+			blk->prefetch_buffer = target_buffer;
+			target_block_id = block_id;
+		}
+		else
+			blk->prefetch_buffer = make_sentinel(decoded_block_relfile(blk),
+												 blk->forknum, blk->blkno);
+	}
+	return target_block_id;
 }
 
 /*
@@ -584,11 +648,7 @@ make_room_for_record(DecodedXLogRecord *decoded)
 	if (used + need < NBuffers)
 		return;
 
-	buf = ReadBufferWithoutRelcache(target_rlocator, target_forknum, target_blkno,
-									RBM_NORMAL, NULL, true);
-	LockBuffer(buf, BUFFER_LOCK_SHARE);
-	memcpy(copy.data, BufferGetPage(buf), BLCKSZ);
-	UnlockReleaseBuffer(buf);
+	copy_target_page(copy.data);
 
 	drop_all_buffers();
 	n_request_buffers = 0;

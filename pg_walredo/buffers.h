@@ -26,6 +26,9 @@ extern void buffers_begin_request(void);
  */
 extern void place_target(const char *page);
 
+/* Copy the target page as it is now into page (BLCKSZ bytes). */
+extern void copy_target_page(char *page);
+
 /*
  * The request ends: drop its buffers, and remove scratch files when they
  * could pile up.
@@ -37,6 +40,12 @@ extern void check_write_budget(void);
 
 extern void reserve_block(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno);
 extern Buffer make_sentinel(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno);
+
+/*
+ * Put the record's blocks in the pool: the target, sentinels for the others.
+ * Returns the target's block id, or -1.
+ */
+extern int	place_record_blocks(DecodedXLogRecord *decoded);
 extern void place_side_pages(DecodedXLogRecord *decoded);
 extern void make_room_for_record(DecodedXLogRecord *decoded);
 

@@ -332,7 +332,6 @@ get_page(const char *tagbytes)
 	ForkNumber	forknum;
 	BlockNumber blkno;
 	PGAlignedBlock page;
-	Buffer		buf;
 
 	parse_page_tag(tagbytes, &rlocator, &forknum, &blkno);
 	if (!request_active || !is_target(rlocator, forknum, blkno))
@@ -342,10 +341,7 @@ get_page(const char *tagbytes)
 						relfile_spc_oid(rlocator), relfile_db_oid(rlocator),
 						relfile_number(rlocator), forknum, blkno)));
 
-	buf = ReadBufferWithoutRelcache(rlocator, forknum, blkno, RBM_NORMAL, NULL, true);
-	LockBuffer(buf, BUFFER_LOCK_SHARE);
-	memcpy(page.data, BufferGetPage(buf), BLCKSZ);
-	UnlockReleaseBuffer(buf);
+	copy_target_page(page.data);
 
 	end_request();
 	write_page(page.data);

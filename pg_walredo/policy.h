@@ -12,9 +12,26 @@
 #include "access/rmgr.h"
 #include "access/xlogreader.h"
 
-extern bool is_page_record(RmgrId rmid, uint8 info);
-extern bool is_smgr_truncate(RmgrId rmid, uint8 info);
-extern bool clears_target_vm_bits(DecodedXLogRecord *decoded);
-extern bool cuts_target_vm_page(DecodedXLogRecord *decoded);
+/*
+ * Each refuses (ERROR) what the policy does not allow; apply_record (redo.c)
+ * calls them in this order.
+ */
+
+/*
+ * Only records that change nothing but pages; returns whether the record is
+ * a Storage TRUNCATE, which check_truncate_target must then see.
+ */
+extern bool check_page_record(XLogRecord *record);
+
+/* A truncation only where it cuts into the target visibility-map page. */
+extern void check_truncate_target(DecodedXLogRecord *decoded);
+
+/* Only a record that changes the target (target_block_id: -1 if no block). */
+extern void check_changes_target(DecodedXLogRecord *decoded, bool vm_truncate,
+								 int target_block_id);
+
+/* Without a base page, the first record must initialize the target. */
+extern void check_initializes_target(DecodedXLogRecord *decoded,
+									 int target_block_id);
 
 #endif							/* WALREDO_POLICY_H */

@@ -51,9 +51,26 @@ protocol_init(void)
 }
 
 /*
- * Read exactly "len" bytes from stdin into the input buffer, starting at
- * inbuf_len.  Returns false on EOF before the first byte when at_boundary;
- * EOF anywhere else is a protocol error.
+ * After a read or write of a pipe that returned n: whether to try again (a
+ * signal interrupted it).  FATAL on any other failure: "could not <what>".
+ */
+static bool
+must_retry(ssize_t n, const char *what)
+{
+	if (n >= 0)
+		return false;
+	if (errno == EINTR)
+		return true;
+	ereport(FATAL,
+			(errcode_for_socket_access(),
+			 errmsg("could not %s: %m", what)));
+	return false;				/* keep the compiler quiet */
+}
+
+/*
+ * Read from stdin until the input buffer holds "want" bytes past inbuf_pos.
+ * Returns false on EOF before the first byte when at_boundary; EOF anywhere
+ * else is a protocol error.
  */
 static bool
 fill_input(size_t want, bool at_boundary)
@@ -80,14 +97,8 @@ fill_input(size_t want, bool at_boundary)
 		}
 
 		n = read(STDIN_FILENO, inbuf + inbuf_len, inbuf_size - inbuf_len);
-		if (n < 0)
-		{
-			if (errno == EINTR)
-				continue;
-			ereport(FATAL,
-					(errcode_for_socket_access(),
-					 errmsg("could not read from stdin: %m")));
-		}
+		if (must_retry(n, "read from stdin"))
+			continue;
 		if (n == 0)
 		{
 			if (at_boundary && inbuf_len == inbuf_pos)
@@ -213,14 +224,8 @@ write_page(const char *page)
 	{
 		ssize_t		n = write(STDOUT_FILENO, page + done, BLCKSZ - done);
 
-		if (n < 0)
-		{
-			if (errno == EINTR)
-				continue;
-			ereport(FATAL,
-					(errcode_for_socket_access(),
-					 errmsg("could not write page to stdout: %m")));
-		}
+		if (must_retry(n, "write page to stdout"))
+			continue;
 		done += n;
 	}
 }

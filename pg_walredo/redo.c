@@ -47,6 +47,10 @@ static uint64 n_records_applied = 0;
 static uint64 n_consistency_checks = 0;
 static uint64 n_checks_skipped = 0;
 
+static void check_record_integrity(XLogRecord *record, uint32 reclen);
+static DecodedXLogRecord *decode_record(XLogRecord *record, uint32 reclen,
+										XLogRecPtr end_lsn);
+static void check_redo_result(void);
 static void apply_vm_truncate(DecodedXLogRecord *decoded);
 static void verify_target(uint8 block_id);
 static void apply_error_callback(void *arg);
@@ -86,9 +90,7 @@ apply_record(const char *payload, uint32 len)
 	uint32		reclen = len - sizeof(uint64);
 	XLogRecord *record;
 	DecodedXLogRecord *decoded;
-	char	   *errormsg;
-	pg_crc32c	crc;
-	int			target_block_id = -1;
+	int			target_block_id;
 	bool		vm_truncate;
 	MemoryContext oldcxt;
 	ErrorContextCallback errcallback;
@@ -115,6 +117,55 @@ apply_record(const char *payload, uint32 len)
 	errcallback.previous = error_context_stack;
 	error_context_stack = &errcallback;
 
+	check_record_integrity(record, reclen);
+
+	/* A truncation only ever reaches apply_vm_truncate, checked below. */
+	vm_truncate = check_page_record(record);
+
+	decoded = decode_record(record, reclen, end_lsn);
+	if (vm_truncate)
+		check_truncate_target(decoded);
+	reader->record = decoded;
+	reader->ReadRecPtr = decoded->lsn;
+	reader->EndRecPtr = end_lsn;
+
+	make_room_for_record(decoded);
+	target_block_id = place_record_blocks(decoded);
+	if (record->xl_rmid == RM_HEAP_ID || record->xl_rmid == RM_HEAP2_ID)
+		place_side_pages(decoded);
+
+	check_changes_target(decoded, vm_truncate, target_block_id);
+	check_initializes_target(decoded, target_block_id);
+
+	if (vm_truncate)
+		apply_vm_truncate(decoded);
+	else
+		RmgrTable[record->xl_rmid].rm_redo(reader);
+	n_records_applied++;
+	n_request_records++;
+
+	check_redo_result();
+
+	/* A visibility-map page changed as a side effect has no image here. */
+	if (walredo_verify && (record->xl_info & XLR_CHECK_CONSISTENCY) != 0 &&
+		target_block_id >= 0)
+		verify_target((uint8) target_block_id);
+
+	error_context_stack = errcallback.previous;
+	reader->record = NULL;
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(request_context);
+}
+
+/*
+ * The record is what the message says it is: its length, its checksum, a
+ * resource manager this server has.
+ */
+static void
+check_record_integrity(XLogRecord *record, uint32 reclen)
+{
+	pg_crc32c	crc;
+
 	if (record->xl_tot_len != reclen)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
@@ -137,15 +188,14 @@ apply_record(const char *payload, uint32 len)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("unknown resource manager %u", record->xl_rmid)));
+}
 
-	/* A truncation only ever reaches apply_vm_truncate, checked below. */
-	vm_truncate = is_smgr_truncate(record->xl_rmid, record->xl_info);
-	if (!is_page_record(record->xl_rmid, record->xl_info) && !vm_truncate)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("wal-redo refuses a %s record (info 0x%02X): it is not a page record",
-						RmgrTable[record->xl_rmid].rm_name, record->xl_info),
-				 errdetail("Only records of the page resource managers (Heap, Heap2, Btree, Hash, Gin, Gist, Sequence, SPGist, BRIN, Generic) and full-page images (XLOG FPI and FPI_FOR_HINT) are applied.")));
+/* Decode the record, in request_context. */
+static DecodedXLogRecord *
+decode_record(XLogRecord *record, uint32 reclen, XLogRecPtr end_lsn)
+{
+	DecodedXLogRecord *decoded;
+	char	   *errormsg;
 
 	decoded = palloc(DecodeXLogRecordRequiredSpace(reclen));
 
@@ -160,99 +210,16 @@ apply_record(const char *payload, uint32 len)
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("could not decode WAL record: %s", errormsg)));
 	decoded->next_lsn = end_lsn;
+	return decoded;
+}
 
-	/* A truncation is applied to the visibility-map page it cuts into only. */
-	if (vm_truncate && !cuts_target_vm_page(decoded))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("wal-redo refuses a %s record (info 0x%02X): it is not a page record",
-						RmgrTable[record->xl_rmid].rm_name, record->xl_info),
-				 errdetail("A Storage TRUNCATE is applied only to the visibility-map page it cuts into, and this target is not that page.")));
-	reader->record = decoded;
-	reader->ReadRecPtr = decoded->lsn;
-	reader->EndRecPtr = end_lsn;
-
-	make_room_for_record(decoded);
-
-	for (int block_id = 0; block_id <= decoded->max_block_id; block_id++)
-	{
-		DecodedBkpBlock *blk = &decoded->blocks[block_id];
-
-		if (!blk->in_use)
-			continue;
-
-		/*
-		 * DecodeXLogRecord takes the fork number from four bits of the block
-		 * header and the block number as it comes.  A fork above MAX_FORKNUM
-		 * would index smgr's per-fork arrays out of bounds, and
-		 * InvalidBlockNumber is P_NEW to the buffer manager (and wraps the
-		 * reserved size to 0), so either would make redo touch some other
-		 * block than the one named.  MaxBlockNumber cannot be reserved
-		 * either (its fork size would be InvalidBlockNumber), and no
-		 * relation reaches it.
-		 */
-		if ((int) blk->forknum < 0 || blk->forknum > MAX_FORKNUM)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_CORRUPTED),
-					 errmsg("invalid fork number %d in block reference %d",
-							(int) blk->forknum, block_id)));
-		if (blk->blkno >= MaxBlockNumber)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_CORRUPTED),
-					 errmsg("invalid block number %u in block reference %d",
-							blk->blkno, block_id)));
-
-		reserve_block(decoded_block_relfile(blk), blk->forknum, blk->blkno);
-		if (is_target(decoded_block_relfile(blk), blk->forknum, blk->blkno))
-		{
-			blk->prefetch_buffer = target_buffer;
-			target_block_id = block_id;
-		}
-		else
-			blk->prefetch_buffer = make_sentinel(decoded_block_relfile(blk), blk->forknum, blk->blkno);
-	}
-
-	if (record->xl_rmid == RM_HEAP_ID || record->xl_rmid == RM_HEAP2_ID)
-		place_side_pages(decoded);
-
-	/*
-	 * The target must be a block of the record, or a visibility-map page
-	 * that the record changes without a block reference: bits that heap
-	 * redo clears (its heap blocks stay sentinels, so only the
-	 * visibility-map part of the record happens), or the page a truncation
-	 * cuts into.
-	 */
-	if (!vm_truncate && target_block_id < 0 && !clears_target_vm_bits(decoded))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("WAL record does not change the target block %u/%u/%u fork %d blk %u",
-						relfile_spc_oid(target_rlocator), relfile_db_oid(target_rlocator),
-						relfile_number(target_rlocator), target_forknum, target_blkno),
-				 errdetail("It neither references the block nor clears bits of it as a visibility-map page.")));
-
-	/*
-	 * Without a base page the target starts as zeros, which only a record
-	 * that initializes the page (will-init, or an image to apply) can make
-	 * sense of: any other redo routine would find no page and skip it.
-	 */
-	if (!target_has_base && n_request_records == 0)
-	{
-		DecodedBkpBlock *blk = target_block_id >= 0 ? &decoded->blocks[target_block_id] : NULL;
-
-		if (blk == NULL || ((blk->flags & BKPBLOCK_WILL_INIT) == 0 && !blk->apply_image))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("no base page was given and the first record does not initialize the target page"),
-					 errhint("Send the page with P, or start from a record that initializes it.")));
-	}
-
-	if (vm_truncate)
-		apply_vm_truncate(decoded);
-	else
-		RmgrTable[record->xl_rmid].rm_redo(reader);
-	n_records_applied++;
-	n_request_records++;
-
+/*
+ * After redo: the routine found the pages it needed, and wrote no more than
+ * the request may.
+ */
+static void
+check_redo_result(void)
+{
 	/*
 	 * A redo routine that found its page all zeros (a zero base page, or a
 	 * block the request never initialized) skips it, and xlogutils.c only
@@ -268,16 +235,6 @@ apply_record(const char *payload, uint32 len)
 				 errhint("The base page is missing or the records are incomplete.")));
 
 	check_write_budget();
-
-	/* A visibility-map page changed as a side effect has no image here. */
-	if (walredo_verify && (record->xl_info & XLR_CHECK_CONSISTENCY) != 0 &&
-		target_block_id >= 0)
-		verify_target((uint8) target_block_id);
-
-	error_context_stack = errcallback.previous;
-	reader->record = NULL;
-	MemoryContextSwitchTo(oldcxt);
-	MemoryContextReset(request_context);
 }
 
 /*
@@ -313,7 +270,6 @@ verify_target(uint8 block_id)
 	RmgrData	rmgr = RmgrTable[reader->record->header.xl_rmid];
 	PGAlignedBlock replayed;
 	PGAlignedBlock primary;
-	Buffer		buf;
 
 	if (!blk->has_image)
 	{
@@ -335,11 +291,7 @@ verify_target(uint8 block_id)
 		return;
 	}
 
-	buf = ReadBufferWithoutRelcache(target_rlocator, target_forknum, target_blkno,
-									RBM_NORMAL, NULL, true);
-	LockBuffer(buf, BUFFER_LOCK_SHARE);
-	memcpy(replayed.data, BufferGetPage(buf), BLCKSZ);
-	UnlockReleaseBuffer(buf);
+	copy_target_page(replayed.data);
 
 	/* A page already newer than this record cannot be expected to match. */
 	if (PageGetLSN(replayed.data) > reader->EndRecPtr)
@@ -383,7 +335,8 @@ apply_error_callback(void *arg)
 
 	errcontext("wal-redo of %s record (info 0x%02X) ending at %X/%X on block %u/%u/%u fork %d blk %u",
 			   rmname, current_info, LSN_FORMAT_ARGS(current_end_lsn),
-			   relfile_spc_oid(target_rlocator), relfile_db_oid(target_rlocator), relfile_number(target_rlocator),
+			   relfile_spc_oid(target_rlocator), relfile_db_oid(target_rlocator),
+			   relfile_number(target_rlocator),
 			   target_forknum, target_blkno);
 }
 
