@@ -34,7 +34,6 @@
 #include "storage/fsm_internals.h"
 #include "storage/smgr.h"
 #include "storage/sync.h"
-#include "utils/memutils.h"
 
 #include "buffers.h"
 #include "pg_walredo.h"
@@ -111,7 +110,9 @@ static int	next_side_page = 0;
 static RelFileLocator scratch_rels[SCRATCH_RELS_LIMIT + MAX_TOUCHED_RELS];
 static int	n_scratch_rels = 0;
 
+static void reserve_block(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno);
 static Buffer place_buffer(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno);
+static Buffer make_sentinel(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno);
 static void drop_request_buffers(bool all_forks);
 static void drop_all_buffers(void);
 static void remove_rel_files(RelFileLocator *rlocators, int n);
@@ -389,7 +390,7 @@ remember_rel(RelFileLocator rlocator)
  * past blkno makes XLogReadBufferExtended find the buffer we put in the pool
  * instead of extending the scratch file block by block up to blkno.
  */
-void
+static void
 reserve_block(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno)
 {
 	SMgrRelation smgr;
@@ -453,7 +454,7 @@ place_buffer(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno)
  * block.  It has to sit at the block's tag: ReadRecentBuffer checks the tag of
  * the buffer it is given.
  */
-Buffer
+static Buffer
 make_sentinel(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno)
 {
 	Buffer		buf;

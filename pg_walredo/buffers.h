@@ -38,15 +38,19 @@ extern void buffers_end_request(void);
 /* ERROR when the request wrote more than REQUEST_WRITE_BUDGET blocks. */
 extern void check_write_budget(void);
 
-extern void reserve_block(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno);
-extern Buffer make_sentinel(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno);
+/*
+ * Before a record's blocks are placed: make sure the pool has room for them
+ * without evicting anything.
+ */
+extern void make_room_for_record(DecodedXLogRecord *decoded);
 
 /*
  * Put the record's blocks in the pool: the target, sentinels for the others.
  * Returns the target's block id, or -1.
  */
 extern int	place_record_blocks(DecodedXLogRecord *decoded);
+
+/* For heap records: the free-space-map and visibility-map pages redo touches. */
 extern void place_side_pages(DecodedXLogRecord *decoded);
-extern void make_room_for_record(DecodedXLogRecord *decoded);
 
 #endif							/* WALREDO_BUFFERS_H */

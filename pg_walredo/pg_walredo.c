@@ -9,10 +9,10 @@
  *	  postgres --single -D <scratch> -c shared_preload_libraries=pg_walredo ...
  *
  * and, instead of reading SQL from stdin, speaks the wal-redo pipe protocol
- * (tags B, P, A, G and H; protocol.h lists them): it
- * receives a target page, optionally its base image, and WAL records, applies
- * the records with PostgreSQL's own resource manager redo routines, and writes
- * the resulting page to stdout.
+ * (tags B, P, A, G and H; protocol.h lists them): it receives a target page,
+ * optionally its base image, and WAL records, applies the records with
+ * PostgreSQL's own resource manager redo routines, and writes the resulting
+ * page to stdout.
  *
  * How the takeover works: _PG_init installs a shmem_startup_hook.  In
  * single-user mode that hook runs at the end of CreateSharedMemoryAndSemaphores,
@@ -26,7 +26,7 @@
  * finds those blocks already up to date (BLK_DONE) and leaves them alone, so
  * only the target page is changed.  Full-page images of non-target blocks are
  * still restored, into the sentinel buffers, because some redo routines insist
- * on that; the sentinels are rebuilt before every record.
+ * on that; the sentinels are rebuilt before every record (buffers.c).
  *
  * The other files, by concern, are listed in pg_walredo.h.
  *
@@ -42,8 +42,6 @@
 #include <signal.h>
 #include <sys/resource.h>
 
-#include "access/rmgr.h"
-#include "access/xlog.h"
 #include "access/xlogutils.h"
 #include "miscadmin.h"
 #include "storage/bufmgr.h"

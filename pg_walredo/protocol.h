@@ -43,9 +43,10 @@
 #define PAGE_TAG_SIZE		17	/* forknum u8, spc, db, rel, blkno u32 */
 
 /*
- * The longest record PostgreSQL 15's own WAL reader can hold.  Version 15
- * has no XLogRecordMaxSize (that came with 16); what bounds xl_tot_len there
- * is allocate_recordbuf(), which rounds the length up past the next
+ * The longest record accepted, on every version: the longest PostgreSQL
+ * 15's own WAL reader can hold.  Version 15 has no XLogRecordMaxSize (that
+ * came with 16, and is smaller); what bounds xl_tot_len there is
+ * allocate_recordbuf(), which rounds the length up past the next
  * XLOG_BLCKSZ boundary and pallocs that, so it must stay within
  * MaxAllocSize.  An A message carries the end LSN and the record.
  */

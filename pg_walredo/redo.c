@@ -24,7 +24,6 @@
 #include "catalog/storage_xlog.h"
 #include "port/pg_bswap.h"
 #include "port/pg_crc32c.h"
-#include "storage/bufmgr.h"
 #include "storage/bufpage.h"
 #include "utils/memutils.h"
 

@@ -10,7 +10,7 @@
  * 1. Every file descriptor above 2 is closed (PostgreSQL's latch signalfd and
  *    epoll descriptor included: redo never waits on a latch).
  * 2. Landlock confines the file system to the scratch directory (the data
- *    directory): stock PostgreSQL 15 creates relation files there during
+ *    directory): stock PostgreSQL creates relation files there during
  *    redo (smgrcreate, visibility-map and free-space-map extension, evicted
  *    buffers), so file system calls cannot simply be forbidden.  TCP is
  *    denied, and so are signals and abstract sockets beyond the process.
@@ -34,6 +34,9 @@
  *
  * Before all of that, as the extension loads and before any WAL, the process
  * makes itself non-dumpable (walredo_make_undumpable).
+ *
+ * walredo_sandbox_test misbehaves on purpose when the tests ask it to
+ * (pg_walredo.test_on_ping), to show that the sandbox stops each attempt.
  *
  * pg_walredo.sandbox = off turns all of this off, for debugging only.
  *
