@@ -69,7 +69,7 @@ COPY_SOURCES = mkdir -p $(EXT_BUILD) $(INSPECT_BUILD) && \
 	cp -p walredo_inspect/Makefile walredo_inspect/*.[ch] walredo_inspect/*.sql \
 	  walredo_inspect/*.control $(INSPECT_BUILD)/
 EXT_MAKE = $(COPY_SOURCES) && $(IN_PG) $(MAKE) --no-print-directory -C $(EXT_BUILD) \
-	PG_CONFIG=$(PG_CONFIG)
+	PG_CONFIG=$(PG_CONFIG) ROOT=$(CURDIR)
 INSPECT_MAKE = $(COPY_SOURCES) && $(IN_PG) $(MAKE) --no-print-directory -C $(INSPECT_BUILD) \
 	PG_CONFIG=$(PG_CONFIG) ROOT=$(CURDIR)
 endif

@@ -10,7 +10,7 @@
  * 1. Every file descriptor above 2 is closed (PostgreSQL's latch signalfd and
  *    epoll descriptor included: redo never waits on a latch).
  * 2. Landlock confines the file system to the scratch directory (the data
- *    directory): stock PostgreSQL 15 creates relation files there during
+ *    directory): stock PostgreSQL creates relation files there during
  *    redo (smgrcreate, visibility-map and free-space-map extension, evicted
  *    buffers), so file system calls cannot simply be forbidden.  TCP is
  *    denied, and so are signals and abstract sockets beyond the process.
@@ -34,6 +34,9 @@
  *
  * Before all of that, as the extension loads and before any WAL, the process
  * makes itself non-dumpable (walredo_make_undumpable).
+ *
+ * walredo_sandbox_test misbehaves on purpose when the tests ask it to
+ * (pg_walredo.test_on_ping), to show that the sandbox stops each attempt.
  *
  * pg_walredo.sandbox = off turns all of this off, for debugging only.
  *
@@ -100,6 +103,7 @@ struct ll_path_beneath_attr
 static void close_inherited_fds(void);
 static void confine_filesystem(bool require_landlock);
 static void enter_seccomp(void);
+static bool enter_seccomp_filter(struct sock_filter *filter, unsigned short len);
 static void quiet_segment_removal(ErrorData *edata);
 static int	landlock_ruleset(int abi, uint64 *allowed);
 
@@ -174,9 +178,39 @@ confine_filesystem(bool require_landlock)
 #error "pg_walredo's seccomp filter knows x86_64 and aarch64 only"
 #endif
 
-#define ALLOW(name) \
+/*
+ * Pieces of the seccomp filters below, each one or two BPF instructions.
+ * A filter holds the system call number in its accumulator until an
+ * argument is loaded.
+ */
+#define RETURN(action)		BPF_STMT(BPF_RET | BPF_K, (action))
+
+/* The system call name returns action; others go on to the next test. */
+#define SYSCALL_RETURNS(name, action) \
 	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_##name, 0, 1), \
-	BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)
+	RETURN(action)
+#define ALLOW(name)		SYSCALL_RETURNS(name, SECCOMP_RET_ALLOW)
+
+/* The next n instructions test the system call name; others skip them. */
+#define IF_SYSCALL(name, n)	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_##name, 0, (n))
+
+/* Load the low 32 bits of argument n (see ARG_LOW). */
+#define LOAD_ARG(n)			BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LOW(n))
+
+/* Kill the process unless what was loaded equals value. */
+#define KILL_UNLESS_EQUAL(value) \
+	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (value), 1, 0), \
+	RETURN(SECCOMP_RET_KILL_PROCESS)
+
+/*
+ * How every filter starts: kill a process that makes system calls of
+ * another architecture (their numbers differ), then load the number.
+ */
+#define CHECK_ARCH_LOAD_SYSCALL \
+	BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)), \
+	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SANDBOX_AUDIT_ARCH, 1, 0), \
+	RETURN(SECCOMP_RET_KILL_PROCESS), \
+	BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr))
 
 /*
  * Offset of the low 32 bits of a system call argument.  The kernel reads
@@ -245,47 +279,58 @@ quiet_segment_removal(ErrorData *edata)
 		prev_emit_log_hook(edata);
 }
 
+/*
+ * Enter a seccomp filter, after no_new_privs (which seccomp demands of a
+ * process without CAP_SYS_ADMIN).  False on failure, with errno set.
+ */
+static bool
+enter_seccomp_filter(struct sock_filter *filter, unsigned short len)
+{
+	struct sock_fprog prog = {
+		.len = len,
+		.filter = filter,
+	};
+
+	return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+		syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0;
+}
+
 static void
 enter_seccomp(void)
 {
 	uint32		own_pid = (uint32) getpid();
 	struct sock_filter filter[] = {
 		/* The syscall numbers below are those of this architecture only. */
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SANDBOX_AUDIT_ARCH, 1, 0),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		CHECK_ARCH_LOAD_SYSCALL,
 
 		/*
 		 * tgkill(tgid, tid, sig) only within this process: abort() on PANIC
 		 * signals itself.  Any other pid could be a sibling of the same
 		 * user, or the host.
 		 */
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_tgkill, 0, 4),
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LOW(0)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, own_pid, 0, 1),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+		IF_SYSCALL(tgkill, 4),
+		LOAD_ARG(0),
+		KILL_UNLESS_EQUAL(own_pid),
+		RETURN(SECCOMP_RET_ALLOW),
 
 		/*
 		 * shmctl(shmid, cmd, buf) only as proc_exit calls it: IPC_RMID of
 		 * our own segment.  Siblings' segments belong to the same user.
 		 */
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_shmctl, 0, 7),
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LOW(0)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, own_shmid, 0, 4),
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LOW(1)),
+		IF_SYSCALL(shmctl, 8),
+		LOAD_ARG(0),
+		KILL_UNLESS_EQUAL(own_shmid),
+		LOAD_ARG(1),
 		BPF_STMT(BPF_ALU | BPF_AND | BPF_K, ~(uint32) SANDBOX_IPC_64),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, IPC_RMID, 0, 1),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+		KILL_UNLESS_EQUAL(IPC_RMID),
+		RETURN(SECCOMP_RET_ALLOW),
 
 		/* mmap(addr, len, prot, ...), never executable. */
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mmap, 0, 4),
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LOW(2)),
+		IF_SYSCALL(mmap, 4),
+		LOAD_ARG(2),
 		BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, PROT_EXEC, 1, 0),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+		RETURN(SECCOMP_RET_ALLOW),
+		RETURN(SECCOMP_RET_KILL_PROCESS),
 
 		/* The request loop: pipes, and the scratch files of smgr. */
 		ALLOW(read),
@@ -322,17 +367,10 @@ enter_seccomp(void)
 		ALLOW(exit),
 		ALLOW(exit_group),
 
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
-	};
-	struct sock_fprog prog = {
-		.len = lengthof(filter),
-		.filter = filter,
+		RETURN(SECCOMP_RET_KILL_PROCESS),
 	};
 
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-		ereport(FATAL,
-				(errmsg("could not set no_new_privs: %m")));
-	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0)
+	if (!enter_seccomp_filter(filter, lengthof(filter)))
 		ereport(FATAL,
 				(errmsg("could not enter the seccomp filter: %m")));
 }
@@ -413,52 +451,29 @@ walredo_confine_template(void)
 	}
 
 	{
-#define DENY(name) \
-	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_##name, 0, 1), \
-	BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS)
+#define DENY(name) SYSCALL_RETURNS(name, SECCOMP_RET_KILL_PROCESS)
 		struct sock_filter filter[] = {
-			BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-			BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SANDBOX_AUDIT_ARCH, 1, 0),
-			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
-			BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-			DENY(execve),
-			DENY(execveat),
-			DENY(socket),
-			DENY(connect),
-			DENY(bind),
-			DENY(listen),
-			DENY(accept),
+			CHECK_ARCH_LOAD_SYSCALL,
+			/* No exec, no new sockets. */
+			DENY(execve), DENY(execveat),
+			DENY(socket), DENY(connect), DENY(bind), DENY(listen), DENY(accept),
 			DENY(accept4),
-			DENY(ptrace),
-			DENY(process_vm_readv),
-			DENY(process_vm_writev),
-			DENY(unshare),
-			DENY(setns),
-			DENY(mount),
-			DENY(umount2),
-			DENY(pivot_root),
-			DENY(chroot),
-			DENY(init_module),
-			DENY(finit_module),
-			DENY(delete_module),
+			/* No debugging of other processes. */
+			DENY(ptrace), DENY(process_vm_readv), DENY(process_vm_writev),
+			/* No namespaces, mounts, kernel modules. */
+			DENY(unshare), DENY(setns), DENY(mount), DENY(umount2),
+			DENY(pivot_root), DENY(chroot),
+			DENY(init_module), DENY(finit_module), DENY(delete_module),
 			DENY(kexec_load),
-			DENY(bpf),
-			DENY(perf_event_open),
-			DENY(userfaultfd),
-			DENY(keyctl),
-			DENY(add_key),
-			DENY(request_key),
+			/* No BPF, perf events, userfaultfd, keys or io_uring. */
+			DENY(bpf), DENY(perf_event_open), DENY(userfaultfd),
+			DENY(keyctl), DENY(add_key), DENY(request_key),
 			DENY(io_uring_setup),
-			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-		};
-		struct sock_fprog prog = {
-			.len = lengthof(filter),
-			.filter = filter,
+			RETURN(SECCOMP_RET_ALLOW),
 		};
 #undef DENY
 
-		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
-			syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0)
+		if (!enter_seccomp_filter(filter, lengthof(filter)))
 			ereport(FATAL,
 					(errmsg("template: could not enter the seccomp filter: %m")));
 	}
@@ -502,4 +517,77 @@ landlock_ruleset(int abi, uint64 *allowed)
 		ereport(FATAL,
 				(errmsg("could not create a Landlock ruleset: %m")));
 	return ruleset;
+}
+
+/*
+ * pg_walredo.test_on_ping: misbehave on purpose, to show that the sandbox
+ * stops it.  Each action reports a FATAL "sandbox breach" if what it tries
+ * works; the sandbox's answer is to kill the process (SIGSYS), or to make the
+ * call fail, after which the ping is answered as usual.
+ */
+void
+walredo_sandbox_test(const char *what)
+{
+	if (strcmp(what, "getppid") == 0)
+		(void) syscall(SYS_getppid);	/* not allowed: the filter kills us */
+	else if (strncmp(what, "open:", 5) == 0)
+	{
+		int			fd = open(what + 5, O_RDONLY);
+
+		if (fd >= 0)
+			ereport(FATAL,
+					(errmsg("sandbox breach: opened \"%s\"", what + 5)));
+	}
+	else if (strncmp(what, "tgkill:", 7) == 0)
+	{
+		/* Signal 0 only checks that the signal could be delivered. */
+		pid_t		pid = (pid_t) atoi(what + 7);
+
+		if (syscall(SYS_tgkill, pid, pid, 0) == 0)
+			ereport(FATAL,
+					(errmsg("sandbox breach: could signal process %d", (int) pid)));
+	}
+	else if (strncmp(what, "shmctl:", 7) == 0)
+	{
+		int			shmid = atoi(what + 7);
+
+		if (shmctl(shmid, IPC_RMID, NULL) == 0)
+			ereport(FATAL,
+					(errmsg("sandbox breach: removed shared memory segment %d", shmid)));
+	}
+	else if (strcmp(what, "mmap-exec") == 0)
+	{
+		void	   *p = mmap(NULL, 4096, PROT_READ | PROT_EXEC,
+							 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (p != MAP_FAILED)
+			ereport(FATAL,
+					(errmsg("sandbox breach: mapped executable memory")));
+	}
+	else if (strcmp(what, "fsize") == 0)
+	{
+		/*
+		 * One byte at the file size limit, in a file of the scratch
+		 * directory: must fail with EFBIG (SIGXFSZ being ignored).
+		 * (getrlimit is not among the allowed system calls.)
+		 */
+		int			fd;
+		ssize_t		n;
+		int			save_errno;
+
+		fd = open("pg_walredo_fsize_probe", O_RDWR | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0)
+			ereport(FATAL,
+					(errmsg("could not create the file size probe: %m")));
+		n = pwrite(fd, "x", 1, (off_t) SCRATCH_FILE_LIMIT);
+		save_errno = errno;
+		close(fd);
+		unlink("pg_walredo_fsize_probe");
+		if (n >= 0 || save_errno != EFBIG)
+		{
+			errno = save_errno;
+			ereport(FATAL,
+					(errmsg("sandbox breach: a write at the file size limit did not fail with EFBIG: %m")));
+		}
+	}
 }

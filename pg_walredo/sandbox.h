@@ -9,6 +9,14 @@
 #define WALREDO_SANDBOX_H
 
 /*
+ * RLIMIT_FSIZE of the process: no scratch file grows past this.  It is far
+ * below a relation segment (1 GB), so no second segment can ever be created
+ * either: that takes padding the first one to its full size.  Set by
+ * limit_scratch (pg_walredo.c), probed by walredo_sandbox_test.
+ */
+#define SCRATCH_FILE_LIMIT	(64 * 1024 * 1024)
+
+/*
  * Close inherited descriptors, apply Landlock and seccomp.  FATAL on failure,
  * and when Landlock is missing unless require_landlock is false.
  */
@@ -31,5 +39,11 @@ extern void walredo_confine_template(void);
  * sandbox.c): called as the extension loads, before any WAL.
  */
 extern void walredo_make_undumpable(void);
+
+/*
+ * pg_walredo.test_on_ping: misbehave as "what" says, to show that the
+ * sandbox stops it (FATAL if it does not).
+ */
+extern void walredo_sandbox_test(const char *what);
 
 #endif							/* WALREDO_SANDBOX_H */

@@ -118,9 +118,9 @@ relation_tag(Oid relid, ForkNumber forknum, BlockNumber blkno, walredo_page_tag 
 				 errhint("For a block or relation file that is gone since, use "
 						 "page_at_lsn(spcnode, dbnode, relnode, blkno, lsn, fork).")));
 
-	tag->spcnode = rel->rd_node.spcNode;
-	tag->dbnode = rel->rd_node.dbNode;
-	tag->relnode = rel->rd_node.relNode;
+	tag->spcnode = relfile_spc_oid(relation_relfile(rel));
+	tag->dbnode = relfile_db_oid(relation_relfile(rel));
+	tag->relnode = relfile_number(relation_relfile(rel));
 	tag->forknum = (uint8) forknum;
 	tag->blkno = blkno;
 	if (rewritten)

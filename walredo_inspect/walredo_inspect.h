@@ -16,13 +16,8 @@
 
 #include "access/xlogdefs.h"
 #include "storage/block.h"
-#if PG_VERSION_NUM >= 160000
-#include "storage/relfilelocator.h"
-#else
-#include "storage/relfilenode.h"
-#endif
 
-#include "../pg_walredo/compat.h"
+#include "pg_common/compat.h"
 
 #include "walredo.h"
 
