@@ -138,7 +138,7 @@ pkgconfig-test: build
 # a private copy of the PostgreSQL installation with the extension in it
 # (tests/inspect*.rs; `make test`, and so `make check`, runs it with the rest).
 inspect-test: build
-	$(CARGO) test --release -p walredo --test inspect --test inspect_lifetime --test inspect_errors -- --nocapture --test-threads=1
+	$(CARGO) test --release -p walredo --test inspect --test inspect_lifetime -- --nocapture --test-threads=1
 
 # walredo_inspect's pg_regress tests (walredo_inspect/sql, expected): its
 # errors, grants and NULL handling, against a throw-away server of
@@ -181,7 +181,7 @@ check-15 check-version: inspect-regress
 # cargo builds here and the test programs run there; the C tests' real-page
 # part; the demo's oracle for every access method, with defaults and with
 # full_page_writes=off wal_compression=lz4.
-VERSION_TESTS ?= real_wal sandbox inspect inspect_wal inspect_lifetime inspect_errors process wal_source wal_paths template
+VERSION_TESTS ?= real_wal sandbox inspect inspect_wal inspect_lifetime process wal_source wal_paths template
 VERSION_DEMO_WORKLOAD ?= cli/demo/workload.sql
 check-version: build
 	$(CARGO) build --release -p walredo-testkit --bins
