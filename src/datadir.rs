@@ -49,11 +49,11 @@ pub fn pg_version(datadir: &Path) -> Result<u32, String> {
     })?;
     let v = text.trim();
     match v.parse::<u32>() {
-        Ok(n) if crate::wal::xlog_page_magic(n).is_some() => Ok(n),
+        Ok(n) if crate::pg::xlog::xlog_page_magic(n).is_some() => Ok(n),
         _ => Err(format!(
             "{} says PostgreSQL {v:?}: walredo serves PostgreSQL {}",
             path.display(),
-            crate::wal::supported_versions()
+            crate::pg::xlog::supported_versions()
         )),
     }
 }

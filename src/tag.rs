@@ -1,4 +1,4 @@
-//! Names of relations and pages, as PostgreSQL 15 spells them.
+//! Names of relations and pages, as PostgreSQL spells them.
 
 use std::fmt;
 
@@ -10,7 +10,7 @@ pub const INIT_FORKNUM: u8 = 3;
 /// The highest valid fork number.
 pub const MAX_FORKNUM: u8 = INIT_FORKNUM;
 
-/// A relation file: PostgreSQL 15's `RelFileNode`.
+/// A relation file: PostgreSQL's `RelFileNode` (`RelFileLocator` from 16 on).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct RelFileNode {
     pub spcnode: u32,

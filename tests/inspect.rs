@@ -1,4 +1,4 @@
-//! walredo_inspect inside real PostgreSQL 15 backends.
+//! walredo_inspect inside real PostgreSQL backends (15, or WALREDO_PG_VERSION).
 //!
 //! Each test runs a throw-away cluster from a private copy of the
 //! installation with this tree's extensions in it (testkit's

@@ -1,4 +1,4 @@
-//! walredo_inspect in real PostgreSQL 15 backends, for blocks that stop
+//! walredo_inspect in real PostgreSQL backends (15, or WALREDO_PG_VERSION), for blocks that stop
 //! existing: a VACUUM that truncates a table (main fork and visibility map),
 //! a dropped table, a dropped database, a database made by copying files
 //! (CREATE DATABASE ... STRATEGY FILE_COPY). At LSNs before, between and

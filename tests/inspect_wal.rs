@@ -1,4 +1,4 @@
-//! walredo_inspect's WAL path in real PostgreSQL 15 backends (issue 22,
+//! walredo_inspect's WAL path in real PostgreSQL backends (15, or WALREDO_PG_VERSION) (issue 22,
 //! items 5 to 8), each through SQL as a user meets it:
 //!
 //! - `spans_boundaries_and_damage`: a page must not depend on the session's

@@ -146,7 +146,7 @@ type Plant<'a> = Box<dyn Fn(&Path) + 'a>;
 fn extension_copy_name(bytes: &[u8]) -> String {
     format!(
         "pg_walredo-{:08x}-{}.so",
-        walredo::wal::crc32c::crc32c(bytes),
+        walredo::pg::crc32c::crc32c(bytes),
         bytes.len()
     )
 }

@@ -1,5 +1,5 @@
 //! The WAL source at the places where WAL is tricky, against real
-//! PostgreSQL 15 WAL (1 MiB segments): a record that spans a segment
+//! PostgreSQL WAL (1 MiB segments): a record that spans a segment
 //! boundary, an LSN exactly at a segment boundary (after `pg_switch_wal`,
 //! with the next file absent, recycled or zero-filled), a damaged record
 //! below the caller's end, and a timeline switch.

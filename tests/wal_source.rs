@@ -1,4 +1,4 @@
-//! WAL sources against real WAL: a throw-away PostgreSQL 15 cluster with
+//! WAL sources against real WAL: a throw-away PostgreSQL cluster (15, or WALREDO_PG_VERSION) with
 //! 1 MiB segments (so that a small workload spans many) writes WAL; replay
 //! plans redone through a pool must give, at several LSNs, exactly the pages
 //! PostgreSQL's own archive recovery to that LSN made; histories must be

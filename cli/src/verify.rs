@@ -201,7 +201,7 @@ pub struct Report {
 
 impl Report {
     /// Main, visibility-map and init forks: the pages the final line
-    /// counts. Free-space-map pages are not WAL-logged (see README).
+    /// counts. Free-space-map pages are not WAL-logged (docs/cli.md, "Pages that legitimately differ").
     pub fn counted(&self) -> Tally {
         let mut t = Tally::default();
         for ((fork, _), g) in &self.groups {
@@ -249,7 +249,7 @@ impl fmt::Display for Report {
                     g.identical,
                     g.different,
                     if side {
-                        "   (not counted below: not WAL-logged, see README)"
+                        "   (not counted below: not WAL-logged, docs/cli.md)"
                     } else {
                         ""
                     }

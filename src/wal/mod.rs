@@ -31,7 +31,3 @@ pub use error::WalError;
 pub use lsn::{format_lsn, next_record_start, parse_lsn};
 pub use reader::{WalReader, WalRecord};
 pub use segments::{parse_segment_file_name, segment_file_name, Segments, Start};
-
-// Kept for src/process/launch.rs and src/datadir.rs, which import them from here.
-pub use crate::pg::crc32c;
-pub use crate::pg::xlog::{supported_versions, xlog_page_magic, PG_VERSIONS};

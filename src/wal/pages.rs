@@ -3,7 +3,7 @@
 //! PostgreSQL's recovery produces.
 //!
 //! That is the record's block references, plus the visibility-map pages
-//! that heap redo changes without a block reference to them (heapam.c, PostgreSQL 15):
+//! that heap redo changes without a block reference to them (heapam.c, PostgreSQL 15 to 18):
 //! - Heap INSERT, DELETE, UPDATE, HOT_UPDATE and Heap2 MULTI_INSERT clear
 //!   both bits of their heap block(s) when their `*_ALL_VISIBLE_CLEARED`
 //!   flag is set (an update has one flag for its old block, block

@@ -30,9 +30,9 @@ pub fn pg_version() -> u32 {
                 .parse()
                 .unwrap_or_else(|_| panic!("WALREDO_PG_VERSION={v:?}: not a number"));
             assert!(
-                walredo::wal::xlog_page_magic(n).is_some(),
+                walredo::pg::xlog::xlog_page_magic(n).is_some(),
                 "WALREDO_PG_VERSION={n}: walredo serves PostgreSQL {}",
-                walredo::wal::supported_versions()
+                walredo::pg::xlog::supported_versions()
             );
             n
         }

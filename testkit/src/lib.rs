@@ -1,5 +1,6 @@
 //! Test tooling of walredo, for its tests, benchmarks and demos only:
-//! throw-away PostgreSQL 15 clusters (run as an unprivileged user when the
+//! throw-away PostgreSQL clusters (15 unless WALREDO_PG_VERSION says
+//! otherwise; run as an unprivileged user when the
 //! caller is root), real WAL recorded from workloads, redo fixtures cut from
 //! it, private installation copies that load this tree's extensions,
 //! `walredo-fake-child`, a fault-injecting stand-in for a wal-redo process,

@@ -1,8 +1,8 @@
 //! The account a root host's wal-redo processes run as: `walredo` unless
 //! `run_as_user` names another, made on first need when missing. Never the
 //! account of the machine's PostgreSQL server: where the sandbox has no
-//! Landlock, a hijacked process reaches what its account can (see README,
-//! "The sandbox").
+//! Landlock, a hijacked process reaches what its account can
+//! (docs/sandbox.md, "The account").
 
 use std::ffi::CString;
 use std::process::{Command, Stdio};

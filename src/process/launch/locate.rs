@@ -31,10 +31,10 @@ pub(super) fn postgres_program(
 ) -> Result<(Program, u32)> {
     let want = config.pg_version;
     if let Some(v) = want {
-        if crate::wal::xlog_page_magic(v).is_none() {
+        if crate::pg::xlog::xlog_page_magic(v).is_none() {
             return Err(Error::InvalidArgument(format!(
                 "pg_version {v} is not supported: walredo serves PostgreSQL {}",
-                crate::wal::supported_versions()
+                crate::pg::xlog::supported_versions()
             )));
         }
     }
@@ -44,7 +44,7 @@ pub(super) fn postgres_program(
         None => {
             let cfg = pg_config.as_ref().ok_or_else(|| {
                 let which = want.map_or_else(
-                    || format!("PostgreSQL {}", crate::wal::supported_versions()),
+                    || format!("PostgreSQL {}", crate::pg::xlog::supported_versions()),
                     |v| format!("PostgreSQL {v}"),
                 );
                 spawn_error(format!(
@@ -118,7 +118,7 @@ fn version_settings(pg_version: u32) -> Vec<String> {
 fn find_pg_config(want: Option<u32>, bindir: Option<&Path>) -> Option<PathBuf> {
     let mut candidates: Vec<PathBuf> = match bindir {
         Some(dir) => vec![dir.join("pg_config")],
-        None => crate::wal::PG_VERSIONS
+        None => crate::pg::xlog::PG_VERSIONS
             .iter()
             .map(|(v, _)| *v)
             .filter(|v| want.is_none_or(|w| w == *v))
@@ -133,7 +133,7 @@ fn find_pg_config(want: Option<u32>, bindir: Option<&Path>) -> Option<PathBuf> {
             .ok()
             .and_then(|v| major_version(v.strip_prefix("PostgreSQL ")?))
             .is_some_and(|v| {
-                crate::wal::xlog_page_magic(v).is_some() && want.is_none_or(|w| w == v)
+                crate::pg::xlog::xlog_page_magic(v).is_some() && want.is_none_or(|w| w == v)
             })
     })
 }
@@ -180,11 +180,13 @@ fn check_postgres_version(postgres: &Path, want: Option<u32>) -> Result<u32> {
         .split_once("(PostgreSQL) ")
         .and_then(|(_, v)| major_version(v));
     match found {
-        Some(v) if want.is_none_or(|w| w == v) && crate::wal::xlog_page_magic(v).is_some() => Ok(v),
+        Some(v) if want.is_none_or(|w| w == v) && crate::pg::xlog::xlog_page_magic(v).is_some() => {
+            Ok(v)
+        }
         _ => Err(spawn_error(format!(
             "{} is not PostgreSQL {} (it says {:?}): install it with `{}`, or set pg_bindir",
             postgres.display(),
-            want.map_or_else(crate::wal::supported_versions, |v| v.to_string()),
+            want.map_or_else(crate::pg::xlog::supported_versions, |v| v.to_string()),
             version.trim(),
             install_hint(want)
         ))),

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use super::safe_fs::Dir;
 use super::{euid, io_error, spawn_error, unique_suffix};
 use crate::error::Result;
-use crate::wal::crc32c::crc32c;
+use crate::pg::crc32c::crc32c;
 
 /// `uid N (name)`, or `uid N` for an id without a name.
 fn describe_uid(uid: u32) -> String {
