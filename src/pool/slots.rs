@@ -68,12 +68,13 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::pg::page::Page;
 use crate::pool::call::CancelToken;
 use crate::pool::stats::{bump, Stats};
 use crate::process::launch::Launcher;
 use crate::process::threads::current_cpu;
 use crate::process::{Failure, Interrupted, Process, Spawner};
-use crate::redo::{failure_error, Page};
+use crate::request::Request;
 use crate::tag::PageTag;
 use crate::PAGE_SIZE;
 use starts::Backoff;
@@ -82,7 +83,7 @@ use verdict::{crashed, page_is_sane};
 mod starts;
 mod verdict;
 
-/// One request, encoded for the wire, and what became of it.
+/// One request on its way to a process, and what became of it.
 pub(crate) struct Job<'a> {
     pub tag: PageTag,
     pub wire: &'a [u8],
@@ -102,10 +103,10 @@ pub(crate) struct Job<'a> {
 }
 
 impl<'a> Job<'a> {
-    pub fn new(tag: PageTag, wire: &'a [u8], deadline: Instant) -> Job<'a> {
+    pub fn new(request: &'a Request, deadline: Instant) -> Job<'a> {
         Job {
-            tag,
-            wire,
+            tag: request.tag,
+            wire: &request.wire,
             deadline,
             crashes: 0,
             failures: 0,
@@ -126,8 +127,6 @@ pub(crate) struct Slot {
     process: Option<Process>,
     last_used: Option<Instant>,
     pages: Vec<u8>,
-    /// Encoding buffer for requests driven by the caller's own thread.
-    request: Vec<u8>,
     /// Indexes of the jobs of a batch still to send.
     pending: Vec<usize>,
 }
@@ -148,13 +147,15 @@ pub(crate) struct Slots {
     idle_timeout: Option<Duration>,
     /// `Config::follow_caller_cpu`.
     follow_cpu: bool,
-    pub stats: Stats,
+    /// The pool's statistics ([`crate::pool::stats`]): the slots count
+    /// their processes' starts, deaths, retries and retirements.
+    stats: Arc<Stats>,
     /// The PostgreSQL major version the processes run.
     pub pg_version: u32,
 }
 
 impl Slots {
-    pub fn new(config: &Config) -> Result<Slots> {
+    pub fn new(config: &Config, stats: Arc<Stats>) -> Result<Slots> {
         if config.processes == 0 {
             return Err(Error::InvalidArgument(
                 "processes must be at least 1".into(),
@@ -175,7 +176,7 @@ impl Slots {
             attempt_timeout: config.attempt_timeout(),
             idle_timeout: config.idle_timeout,
             follow_cpu: config.follow_caller_cpu,
-            stats: Stats::default(),
+            stats,
         })
     }
 
@@ -382,27 +383,12 @@ pub(crate) struct SlotGuard<'a> {
 }
 
 impl SlotGuard<'_> {
-    fn slot(&mut self) -> &mut Slot {
-        self.slot.as_mut().expect("slot present until drop")
-    }
-
-    /// Encode one request with `encode` (into a buffer the slot keeps from
-    /// request to request) and run it on this slot's process.
-    pub fn run_one(
-        &mut self,
-        tag: PageTag,
-        deadline: Instant,
-        encode: impl FnOnce(&mut Vec<u8>),
-    ) -> Result<Box<Page>> {
-        let mut wire = std::mem::take(&mut self.slot().request);
-        wire.clear();
-        encode(&mut wire);
-        let mut job = [Job::new(tag, &wire, deadline)];
+    /// Run one request on this slot's process.
+    pub fn run_one(&mut self, request: &Request, deadline: Instant) -> Result<Box<Page>> {
+        let mut job = [Job::new(request, deadline)];
         self.execute(&mut job);
         let [job] = job;
-        let outcome = job.outcome.expect("every job gets an outcome");
-        self.slot().request = wire;
-        outcome
+        job.outcome.expect("every job gets an outcome")
     }
 
     /// Run `jobs` on this slot's process, pipelined, with the retry rules of
@@ -555,7 +541,7 @@ impl SlotGuard<'_> {
                 bump(&slots.stats.timeouts);
             }
             let crashed = crashed(&failure, &mut dead);
-            let err = failure_error(failure, &mut dead, attempt);
+            let err = dead.failure_error(failure, attempt);
             // Killed and reaped here; its scratch directory goes with it.
             drop(dead);
             // The job the process failed on has an attempt failed; those
@@ -563,16 +549,6 @@ impl SlotGuard<'_> {
             if let Some(&failed) = pending.get(done) {
                 slots.failed_attempt(&mut jobs[failed], err, crashed);
             }
-        }
-        let cancelled = jobs
-            .iter()
-            .filter(|j| matches!(j.outcome, Some(Err(Error::Cancelled))))
-            .count();
-        if cancelled > 0 {
-            slots
-                .stats
-                .cancellations
-                .fetch_add(cancelled as u64, Ordering::Relaxed);
         }
         slot.pending = pending;
     }

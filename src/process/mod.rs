@@ -44,6 +44,7 @@
 
 pub(crate) mod account;
 pub mod launch;
+mod outcome;
 pub mod protocol;
 pub(crate) mod reaper;
 pub(crate) mod safe_fs;
