@@ -1,5 +1,8 @@
 //! The pool callers use: a bounded request queue (crossbeam-channel) and
 //! worker threads in front of the process slots of [`crate::pool::slots`].
+//! A request is admitted here (counted, checked and encoded once by
+//! [`crate::request`]), then handed as it is to a slot, which sends it to
+//! its process; the pool counts what became of it ([`stats`]).
 //!
 //! - `redo` blocks. When no more callers are inside `redo` than there are
 //!   processes, nothing is queued and a slot is free, the caller's own

@@ -75,7 +75,6 @@ use crate::process::launch::Launcher;
 use crate::process::threads::current_cpu;
 use crate::process::{Failure, Interrupted, Process, Spawner};
 use crate::request::Request;
-use crate::tag::PageTag;
 use crate::PAGE_SIZE;
 use starts::Backoff;
 use verdict::{crashed, page_is_sane};
@@ -85,8 +84,8 @@ mod verdict;
 
 /// One request on its way to a process, and what became of it.
 pub(crate) struct Job<'a> {
-    pub tag: PageTag,
-    pub wire: &'a [u8],
+    /// Sent as it is: its bytes were written once, on admission.
+    pub request: &'a Request,
     /// When it must have its answer (`Config::timeout` after it arrived).
     pub deadline: Instant,
     /// Attempts its own process crashed on (see the module notes).
@@ -105,8 +104,7 @@ pub(crate) struct Job<'a> {
 impl<'a> Job<'a> {
     pub fn new(request: &'a Request, deadline: Instant) -> Job<'a> {
         Job {
-            tag: request.tag,
-            wire: &request.wire,
+            request,
             deadline,
             crashes: 0,
             failures: 0,
@@ -361,7 +359,7 @@ impl Slots {
         bump(&self.stats.retries);
         log::warn!(
             "retrying {} on a fresh process after: {}",
-            job.tag,
+            job.request.tag,
             job.last_failure.as_ref().expect("just set")
         );
     }
@@ -472,7 +470,7 @@ impl SlotGuard<'_> {
                 process.follow_cpu();
             }
             // One write per batch, each request sent from where it is.
-            let parts: Vec<&[u8]> = pending.iter().map(|&i| jobs[i].wire).collect();
+            let parts: Vec<&[u8]> = pending.iter().map(|&i| &jobs[i].request.wire[..]).collect();
             slot.pages.resize(pending.len() * PAGE_SIZE, 0);
             // Hang detection, but never past the earliest deadline of the
             // batch (a process killed for it charges nobody: the others are
