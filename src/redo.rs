@@ -25,6 +25,8 @@ pub struct Redoer {
     launcher: Launcher,
     process: Option<Process>,
     timeout: Duration,
+    /// The last request's wire buffer, reused.
+    wire: Vec<u8>,
 }
 
 impl Redoer {
@@ -33,6 +35,7 @@ impl Redoer {
             launcher: Launcher::new(config)?,
             process: None,
             timeout: config.timeout,
+            wire: Vec::new(),
         })
     }
 
@@ -57,10 +60,12 @@ impl Redoer {
         records: &[RecordRef<'_>],
     ) -> Result<Box<Page>> {
         // No fast path: every request goes to the process.
-        let request = Request::new(tag, base, records, false)?;
+        let wire = std::mem::take(&mut self.wire);
+        let request = Request::new(tag, base, records, false, wire)?;
         let mut page = Box::new([0u8; PAGE_SIZE]);
-        self.round_trip(&request.wire, &mut page[..])?;
-        Ok(page)
+        let sent = self.round_trip(&request.wire, &mut page[..]);
+        self.wire = request.wire;
+        sent.map(|()| page)
     }
 
     /// Ping the process (starting it if needed); it answers with a page.

@@ -28,16 +28,19 @@ pub struct Request {
 }
 
 impl Request {
-    /// Check a request ([`validate_request`]) and encode it. With
-    /// `use_images` (`Config::fast_path`), the newest applicable full-page
-    /// image is restored here: the page itself when its record is the last,
-    /// else the base the later records are sent on.
+    /// Check a request ([`validate_request`]) and encode it into `wire`
+    /// (cleared first: a buffer a caller reuses, so that a request costs no
+    /// allocation). With `use_images` (`Config::fast_path`), the newest
+    /// applicable full-page image is restored here: the page itself when
+    /// its record is the last, else the base the later records are sent on.
     pub fn new(
         tag: &PageTag,
         base: Option<&Page>,
         records: &[RecordRef<'_>],
         use_images: bool,
+        mut wire: Vec<u8>,
     ) -> Result<Request> {
+        wire.clear();
         let newest_image = validate_request(tag, base, records)?;
         let image = match newest_image {
             Some(newest) if use_images => image_page(&newest).map(|page| (newest.index, page)),
@@ -47,7 +50,7 @@ impl Request {
             Some((k, _)) if k + 1 == records.len() => {
                 return Ok(Request {
                     tag: *tag,
-                    wire: Vec::new(),
+                    wire,
                     answer: image.map(|(_, page)| page),
                     from_image: false,
                 });
@@ -55,7 +58,6 @@ impl Request {
             Some((k, page)) => (Some(&**page), &records[k + 1..], true),
             None => (base, records, false),
         };
-        let mut wire = Vec::new();
         protocol::write_request(&mut wire, tag, base, records);
         Ok(Request {
             tag: *tag,
