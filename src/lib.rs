@@ -10,7 +10,8 @@
 //! - [`ffi`]: the C ABI (`include/walredo.h`), one module per C object.
 //! - [`pool`]: [`Pool`], its request queue and workers, the process slots
 //!   (spawn, retry, retirement) and their statistics.
-//! - [`redo`]: request validation, and [`Redoer`], one process on one thread.
+//! - [`request`]: a redo request, checked and encoded for the wire once.
+//! - [`redo`]: [`Redoer`], one process on one thread.
 //! - [`process`]: one wal-redo child: how it is launched, its pipes and the
 //!   wire protocol, deadlines (the watchdog), kill and reap.
 //! - [`wal`]: PostgreSQL's WAL and page formats: segment files, record
@@ -26,6 +27,7 @@ pub mod pg;
 pub mod pool;
 pub mod process;
 pub mod redo;
+pub mod request;
 pub mod tag;
 pub mod wal;
 

@@ -58,5 +58,5 @@ fuzz_target!(|data: &[u8]| {
         pos += len;
     }
     let base = (head[21] & 1 == 1).then(|| Box::new([head[22]; walredo::PAGE_SIZE]));
-    let _ = walredo::redo::validate_request(&tag, base.as_deref(), &records);
+    let _ = walredo::request::validate_request(&tag, base.as_deref(), &records);
 });

@@ -3,14 +3,13 @@
 //! descriptor, finish it, or cancel it.
 
 use std::ffi::c_int;
-use std::ptr;
 
+use super::pointers::{arg, arg_mut, take_handle, HandleOut, PageOut};
 use super::pool::{pool_arg, request_args};
-use super::{guard, guard_status, invalid, set_last_error, status_of};
+use super::{guard, guard_status, set_last_error, status_of};
 use super::{walredo_page_tag, walredo_pool, walredo_record};
 use super::{WALREDO_IN_PROGRESS, WALREDO_OK};
 use crate::pool::Call;
-use crate::PAGE_SIZE;
 
 /// A request started with `walredo_call_start`, to be ended by exactly one
 /// of `walredo_call_finish` (once it is done) or `walredo_call_cancel`. Used
@@ -41,12 +40,8 @@ pub unsafe extern "C" fn walredo_call_start(
     out: *mut *mut walredo_call,
 ) -> c_int {
     guard(|| {
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
-        }
-        // SAFETY: out is non-NULL and points to writable storage for a
-        // pointer (the caller's contract).
-        unsafe { *out = ptr::null_mut() };
+        // SAFETY: NULL or storage for a pointer (the caller's contract).
+        let out = unsafe { HandleOut::new(out) }?;
         // SAFETY: the pointer contract of walredo_redo.
         let (pool, debug_panic) = unsafe { pool_arg(pool) }?;
         // SAFETY: the pointer contract of walredo_redo.
@@ -55,9 +50,7 @@ pub unsafe extern "C" fn walredo_call_start(
             panic!("debug_panic is on");
         }
         let call = pool.start(&tag, base, &refs)?;
-        let handle = Box::into_raw(Box::new(walredo_call { call }));
-        // SAFETY: as above.
-        unsafe { *out = handle };
+        out.set(walredo_call { call });
         Ok(())
     })
 }
@@ -72,7 +65,7 @@ pub unsafe extern "C" fn walredo_call_fd(call: *const walredo_call) -> c_int {
     let mut fd = -1;
     guard(|| {
         // SAFETY: NULL or a live call from walredo_call_start.
-        let call = unsafe { call.as_ref() }.ok_or_else(|| invalid("call is NULL"))?;
+        let call = unsafe { arg(call, "call") }?;
         fd = call.call.fd();
         Ok(())
     });
@@ -90,10 +83,9 @@ pub unsafe extern "C" fn walredo_call_finish(call: *mut walredo_call, out_page: 
     guard_status(|| {
         // SAFETY: NULL or a live call from walredo_call_start, used by this
         // thread only (the caller's contract).
-        let handle = unsafe { call.as_mut() }.ok_or_else(|| invalid("call is NULL"))?;
-        if out_page.is_null() {
-            return Err(invalid("out_page is NULL"));
-        }
+        let handle = unsafe { arg_mut(call, "call") }?;
+        // SAFETY: NULL or room for a page (the caller's contract).
+        let out_page = unsafe { PageOut::new(out_page, "out_page") }?;
         let Some(outcome) = handle.call.try_finish() else {
             set_last_error("the call has no outcome yet: wait for its descriptor");
             return Ok(WALREDO_IN_PROGRESS);
@@ -101,12 +93,10 @@ pub unsafe extern "C" fn walredo_call_finish(call: *mut walredo_call, out_page: 
         // SAFETY: a pointer from walredo_call_start, freed here once: the
         // caller uses it no more after a finish that did not return
         // WALREDO_IN_PROGRESS or WALREDO_INVALID_ARGUMENT.
-        drop(unsafe { Box::from_raw(call) });
+        drop(unsafe { take_handle(call) });
         match outcome {
             Ok(page) => {
-                // SAFETY: out_page has room for WALREDO_PAGE_SIZE bytes (the
-                // caller's contract); `page` is ours, so they cannot overlap.
-                unsafe { ptr::copy_nonoverlapping(page.as_ptr(), out_page, PAGE_SIZE) };
+                out_page.write(&page);
                 Ok(WALREDO_OK)
             }
             Err(e) => {
@@ -130,10 +120,9 @@ pub unsafe extern "C" fn walredo_call_finish(call: *mut walredo_call, out_page: 
 #[no_mangle]
 pub unsafe extern "C" fn walredo_call_cancel(call: *mut walredo_call) {
     guard(|| {
-        if !call.is_null() {
-            // SAFETY: a pointer from walredo_call_start, freed once; the
-            // caller uses it no more (the caller's contract).
-            let handle = unsafe { Box::from_raw(call) };
+        // SAFETY: NULL or a pointer from walredo_call_start, freed once; the
+        // caller uses it no more (the caller's contract).
+        if let Some(handle) = unsafe { take_handle(call) } {
             handle.call.cancel();
         }
         Ok(())

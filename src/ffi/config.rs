@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::ptr;
 use std::time::Duration;
 
-use super::{guard, invalid, str_arg};
+use super::pointers::{arg_mut, free_handle, into_handle, str_arg};
+use super::{guard, invalid};
 use crate::config::Config;
 use crate::error::Error;
 
@@ -27,11 +28,11 @@ pub struct walredo_config {
 pub extern "C" fn walredo_config_new() -> *mut walredo_config {
     let mut out = ptr::null_mut();
     guard(|| {
-        out = Box::into_raw(Box::new(walredo_config {
+        out = into_handle(walredo_config {
             config: Config::default(),
             log_level: log::LevelFilter::Warn,
             debug_panic: false,
-        }));
+        });
         Ok(())
     });
     out
@@ -125,9 +126,10 @@ pub unsafe extern "C" fn walredo_config_set(
     guard(|| {
         // SAFETY: NULL or a configuration from walredo_config_new, not in use
         // by another thread (the caller's contract).
-        let cfg = unsafe { cfg.as_mut() }.ok_or_else(|| invalid("cfg is NULL"))?;
+        let cfg = unsafe { arg_mut(cfg, "cfg") }?;
         // SAFETY: NULL or NUL-terminated strings (the caller's contract).
         let key = unsafe { str_arg(key, "key") }?;
+        // SAFETY: as above.
         let value = unsafe { str_arg(value, "value") }?;
         let bad = |expected: &str| invalid(format!("bad value {value:?} for {key}: {expected}"));
         let number = |min: u64, max: u64| -> Result<u64, Error> {
@@ -210,12 +212,7 @@ pub unsafe extern "C" fn walredo_config_set(
 /// it do not need it any more.
 #[no_mangle]
 pub unsafe extern "C" fn walredo_config_free(cfg: *mut walredo_config) {
-    guard(|| {
-        if !cfg.is_null() {
-            // SAFETY: a pointer from walredo_config_new, freed only once (the
-            // caller's contract).
-            drop(unsafe { Box::from_raw(cfg) });
-        }
-        Ok(())
-    });
+    // SAFETY: NULL or a configuration from walredo_config_new, freed only
+    // once (the caller's contract).
+    unsafe { free_handle(cfg) }
 }

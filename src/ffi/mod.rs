@@ -12,8 +12,9 @@
 //! - nothing starts (no thread, no process) before `walredo_pool_new`.
 //!
 //! Each function states its pointer contract in its documentation, which
-//! becomes the C header: that is its safety section. One module per C
-//! object, as in rustls-ffi.
+//! becomes the C header: that is its safety section. Pointers are converted
+//! by the helpers of `pointers`, each conversion's reasoning written once
+//! there. One module per C object, as in rustls-ffi.
 #![allow(non_camel_case_types, clippy::missing_safety_doc)]
 
 use std::cell::RefCell;
@@ -21,12 +22,14 @@ use std::ffi::{c_char, c_int, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::error::Error;
+use crate::tag::{PageTag, RelFileNode};
 use crate::PAGE_SIZE;
 
 mod call;
 mod config;
 mod log;
 mod pages;
+mod pointers;
 mod pool;
 mod wal;
 
@@ -107,6 +110,32 @@ pub struct walredo_page_tag {
     pub blkno: u32,
 }
 
+impl From<&walredo_page_tag> for PageTag {
+    fn from(t: &walredo_page_tag) -> PageTag {
+        PageTag {
+            rel: RelFileNode {
+                spcnode: t.spcnode,
+                dbnode: t.dbnode,
+                relnode: t.relnode,
+            },
+            forknum: t.forknum,
+            blkno: t.blkno,
+        }
+    }
+}
+
+impl From<&PageTag> for walredo_page_tag {
+    fn from(t: &PageTag) -> walredo_page_tag {
+        walredo_page_tag {
+            spcnode: t.rel.spcnode,
+            dbnode: t.rel.dbnode,
+            relnode: t.rel.relnode,
+            forknum: t.forknum,
+            blkno: t.blkno,
+        }
+    }
+}
+
 /// One WAL record to apply.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -170,20 +199,6 @@ pub(crate) fn guard_status(body: impl FnOnce() -> Result<c_int, Error>) -> c_int
             WALREDO_INTERNAL
         }
     }
-}
-
-/// A C string argument as UTF-8.
-///
-/// # Safety
-/// `s` is NULL or points to a NUL-terminated string.
-pub(crate) unsafe fn str_arg<'a>(s: *const c_char, what: &str) -> Result<&'a str, Error> {
-    if s.is_null() {
-        return Err(invalid(format!("{what} is NULL")));
-    }
-    // SAFETY: non-NULL, and NUL-terminated by the caller's contract.
-    unsafe { CStr::from_ptr(s) }
-        .to_str()
-        .map_err(|_| invalid(format!("{what} is not UTF-8")))
 }
 
 /// The name of a status code, e.g. "WALREDO_TIMEOUT"; any int is allowed

@@ -3,24 +3,11 @@
 
 use std::ffi::c_int;
 
+use super::pointers::{out_arg, out_slice_arg, slice_arg};
 use super::{guard_status, invalid, set_last_error, walredo_page_tag};
 use super::{WALREDO_BUFFER_TOO_SMALL, WALREDO_OK};
 use crate::error::Error;
 use crate::wal::pages::{self, PageChange};
-
-/// `walredo_record_page.change`: one of the record's block references.
-pub const WALREDO_CHANGE_BLOCK: u8 = 0;
-/// `walredo_record_page.change`: a visibility-map page whose bits heap redo
-/// clears (the `*_ALL_VISIBLE_CLEARED` flags of insert, multi-insert,
-/// update and delete; `XLH_LOCK_ALL_FROZEN_CLEARED` of lock and
-/// lock-updated), without a block reference to it.
-pub const WALREDO_CHANGE_VM_CLEAR: u8 = 1;
-/// `walredo_record_page.change`: the visibility-map page a Storage TRUNCATE
-/// cuts into (bits of the removed heap blocks cleared).
-pub const WALREDO_CHANGE_VM_TRUNCATE: u8 = 2;
-
-/// `walredo_record_page.block_id` of a page without a block reference.
-pub const WALREDO_NO_BLOCK_ID: u8 = 255;
 
 /// One page a record changes (from `walredo_record_pages`).
 #[repr(C)]
@@ -43,6 +30,20 @@ pub struct walredo_record_page {
     /// earlier version of the page.
     pub initializes: bool,
 }
+
+/// `walredo_record_page.change`: one of the record's block references.
+pub const WALREDO_CHANGE_BLOCK: u8 = 0;
+/// `walredo_record_page.change`: a visibility-map page whose bits heap redo
+/// clears (the `*_ALL_VISIBLE_CLEARED` flags of insert, multi-insert,
+/// update and delete; `XLH_LOCK_ALL_FROZEN_CLEARED` of lock and
+/// lock-updated), without a block reference to it.
+pub const WALREDO_CHANGE_VM_CLEAR: u8 = 1;
+/// `walredo_record_page.change`: the visibility-map page a Storage TRUNCATE
+/// cuts into (bits of the removed heap blocks cleared).
+pub const WALREDO_CHANGE_VM_TRUNCATE: u8 = 2;
+
+/// `walredo_record_page.block_id` of a page without a block reference.
+pub const WALREDO_NO_BLOCK_ID: u8 = 255;
 
 /// The pages the XLogRecord `record` (`len` bytes, exactly its
 /// `xl_tot_len`) changes, which are the pages a page server must index it
@@ -71,21 +72,15 @@ pub unsafe extern "C" fn walredo_record_pages(
         if record.is_null() {
             return Err(invalid("record is NULL"));
         }
-        if count.is_null() {
-            return Err(invalid("count is NULL"));
-        }
-        if pages.is_null() && capacity > 0 {
-            return Err(invalid("pages is NULL but capacity is not 0"));
-        }
-        if len > isize::MAX as usize {
-            return Err(invalid(format!("record length {len} is out of range")));
-        }
-        // SAFETY: non-NULL, and `len` readable bytes by the caller's contract.
-        let data = unsafe { std::slice::from_raw_parts(record, len) };
+        // SAFETY: NULL or a writable size_t (the caller's contract).
+        let count = unsafe { out_arg(count, "count") }?;
+        // SAFETY: room for `capacity` entries (the caller's contract).
+        let entries = unsafe { out_slice_arg(pages, capacity, "pages", "capacity") }?;
+        // SAFETY: `len` readable bytes (the caller's contract).
+        let data = unsafe { slice_arg(record, len, "record", "len") }?;
         let found = pages::record_pages_of(data)
             .map_err(|source| Error::MalformedRecord { index: 0, source })?;
-        // SAFETY: non-NULL, points to a writable size_t.
-        unsafe { count.write(found.len()) };
+        count.write(found.len());
         if found.len() > capacity {
             set_last_error(&format!(
                 "the record changes {} pages, the array has room for {capacity}",
@@ -93,30 +88,21 @@ pub unsafe extern "C" fn walredo_record_pages(
             ));
             return Ok(WALREDO_BUFFER_TOO_SMALL);
         }
-        for (i, p) in found.iter().enumerate() {
+        for (entry, p) in entries.iter_mut().zip(&found) {
             let (change, block_id) = match p.change {
                 PageChange::Block { id, .. } => (WALREDO_CHANGE_BLOCK, id),
                 PageChange::VmClear => (WALREDO_CHANGE_VM_CLEAR, WALREDO_NO_BLOCK_ID),
                 PageChange::VmTruncate => (WALREDO_CHANGE_VM_TRUNCATE, WALREDO_NO_BLOCK_ID),
             };
-            let entry = walredo_record_page {
-                tag: walredo_page_tag {
-                    spcnode: p.tag.rel.spcnode,
-                    dbnode: p.tag.rel.dbnode,
-                    relnode: p.tag.rel.relnode,
-                    forknum: p.tag.forknum,
-                    blkno: p.tag.blkno,
-                },
+            entry.write(walredo_record_page {
+                tag: walredo_page_tag::from(&p.tag),
                 change,
                 block_id,
                 will_init: p.will_init(),
                 has_image: p.has_image(),
                 applies_image: p.applies_image(),
                 initializes: p.initializes(),
-            };
-            // SAFETY: i < found.len() <= capacity entries of writable
-            // walredo_record_page at `pages` (non-NULL, as capacity > 0).
-            unsafe { pages.add(i).write(entry) };
+            });
         }
         Ok(WALREDO_OK)
     })

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::pointers::{arg, opt_out_arg, out_arg, page_arg, slice_arg, HandleOut, PageOut};
 use super::{guard, guard_status, invalid, set_last_error, status_of};
 use super::{walredo_config, walredo_page_tag, walredo_record};
 use super::{WALREDO_BUFFER_TOO_SMALL, WALREDO_OK};
@@ -14,8 +15,7 @@ use crate::pg::page::Page;
 use crate::pg::record::RecordRef;
 use crate::pool::stats::{HistogramSnapshot, HISTOGRAM_BUCKETS};
 use crate::pool::Pool;
-use crate::tag::{PageTag, RelFileNode};
-use crate::PAGE_SIZE;
+use crate::tag::PageTag;
 
 /// Largest record PostgreSQL 15 can write (and palloc).
 const MAX_RECORD_LEN: usize = 1024 * 1024 * 1024 - 1;
@@ -54,22 +54,16 @@ pub unsafe extern "C" fn walredo_pool_new(
     out: *mut *mut walredo_pool,
 ) -> c_int {
     guard(|| {
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
-        }
-        // SAFETY: out is non-NULL and points to writable storage for a
-        // pointer (the caller's contract).
-        unsafe { *out = ptr::null_mut() };
+        // SAFETY: NULL or storage for a pointer (the caller's contract).
+        let out = unsafe { HandleOut::new(out) }?;
         // SAFETY: NULL or a configuration from walredo_config_new.
-        let cfg = unsafe { cfg.as_ref() }.ok_or_else(|| invalid("cfg is NULL"))?;
+        let cfg = unsafe { arg(cfg, "cfg") }?;
         super::log::init_default(cfg.log_level);
         let pool = Arc::new(Pool::new(&cfg.config)?);
-        let handle = Box::into_raw(Box::new(walredo_pool {
+        out.set(walredo_pool {
             pool: Mutex::new(Some(pool)),
             debug_panic: cfg.debug_panic,
-        }));
-        // SAFETY: as above.
-        unsafe { *out = handle };
+        });
         Ok(())
     })
 }
@@ -148,29 +142,11 @@ pub(super) unsafe fn request_args<'a>(
     n_records: usize,
 ) -> Result<(PageTag, Option<&'a Page>, Vec<RecordRef<'a>>), Error> {
     // SAFETY: NULL or a valid walredo_page_tag.
-    let tag = unsafe { tag.as_ref() }.ok_or_else(|| invalid("tag is NULL"))?;
-    let base: Option<&Page> = if base_page.is_null() {
-        None
-    } else {
-        // SAFETY: non-NULL, WALREDO_PAGE_SIZE readable bytes (the caller's
-        // contract); [u8; N] has alignment 1.
-        Some(unsafe { &*base_page.cast::<Page>() })
-    };
-    let records: &[walredo_record] = if n_records == 0 {
-        &[]
-    } else if records.is_null() {
-        return Err(invalid(format!(
-            "records is NULL but n_records is {n_records}"
-        )));
-    } else if n_records > isize::MAX as usize / std::mem::size_of::<walredo_record>() {
-        return Err(invalid(format!(
-            "n_records {n_records} is impossibly large"
-        )));
-    } else {
-        // SAFETY: non-NULL, n_records valid entries (the caller's contract),
-        // size checked above.
-        unsafe { std::slice::from_raw_parts(records, n_records) }
-    };
+    let tag = unsafe { arg(tag, "tag") }?;
+    // SAFETY: NULL or WALREDO_PAGE_SIZE readable bytes.
+    let base = unsafe { page_arg(base_page) };
+    // SAFETY: n_records valid entries (when not 0).
+    let records = unsafe { slice_arg(records, n_records, "records", "n_records") }?;
     let mut refs = Vec::with_capacity(records.len());
     for (i, r) in records.iter().enumerate() {
         if r.len > MAX_RECORD_LEN {
@@ -179,28 +155,13 @@ pub(super) unsafe fn request_args<'a>(
                 r.len
             )));
         }
-        let data: &[u8] = if r.len == 0 {
-            &[]
-        } else if r.data.is_null() {
-            return Err(invalid(format!("record #{i}: data is NULL, len {}", r.len)));
-        } else {
-            // SAFETY: non-NULL, len readable bytes (the caller's contract).
-            unsafe { std::slice::from_raw_parts(r.data, r.len) }
-        };
         refs.push(RecordRef {
             end_lsn: r.end_lsn,
-            data,
+            // SAFETY: `len` readable bytes (when not 0).
+            data: unsafe { slice_arg(r.data, r.len, format_args!("record #{i}: data"), "len") }?,
         });
     }
-    let tag = PageTag {
-        rel: RelFileNode {
-            spcnode: tag.spcnode,
-            dbnode: tag.dbnode,
-            relnode: tag.relnode,
-        },
-        forknum: tag.forknum,
-        blkno: tag.blkno,
-    };
+    let tag = PageTag::from(tag);
     Ok((tag, base, refs))
 }
 
@@ -212,7 +173,7 @@ pub(super) unsafe fn request_args<'a>(
 pub(super) unsafe fn pool_arg(pool: *const walredo_pool) -> Result<(Arc<Pool>, bool), Error> {
     // SAFETY: NULL or a handle whose memory is never deallocated (see
     // walredo_pool).
-    let handle = unsafe { pool.as_ref() }.ok_or_else(|| invalid("pool is NULL"))?;
+    let handle = unsafe { arg(pool, "pool") }?;
     let pool = handle.pool.lock().clone().ok_or(Error::Shutdown)?;
     Ok((pool, handle.debug_panic))
 }
@@ -256,18 +217,15 @@ pub unsafe extern "C" fn walredo_redo(
     guard(|| {
         // SAFETY: the pointer contract above.
         let (pool, debug_panic) = unsafe { pool_arg(pool) }?;
-        if out_page.is_null() {
-            return Err(invalid("out_page is NULL"));
-        }
+        // SAFETY: the pointer contract above.
+        let out_page = unsafe { PageOut::new(out_page, "out_page") }?;
         // SAFETY: the pointer contract above.
         let (tag, base, refs) = unsafe { request_args(tag, base_page, records, n_records) }?;
         if debug_panic {
             panic!("debug_panic is on");
         }
         let page = pool.redo(&tag, base, &refs)?;
-        // SAFETY: out_page has room for WALREDO_PAGE_SIZE bytes (the caller's
-        // contract); `page` is ours, so they cannot overlap.
-        unsafe { ptr::copy_nonoverlapping(page.as_ptr(), out_page, PAGE_SIZE) };
+        out_page.write(&page);
         Ok(())
     })
 }
@@ -439,9 +397,8 @@ pub unsafe extern "C" fn walredo_pool_stats(
     guard(|| {
         // SAFETY: NULL or a live pool.
         let (pool, _) = unsafe { pool_arg(pool) }?;
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
-        }
+        // SAFETY: NULL or a writable walredo_stats.
+        let out = unsafe { out_arg(out, "out") }?;
         let s = pool.stats();
         let stats = walredo_stats {
             requests: s.requests,
@@ -464,8 +421,7 @@ pub unsafe extern "C" fn walredo_pool_stats(
             cancellations: s.cancellations,
             cancel_kills: s.cancel_kills,
         };
-        // SAFETY: out is non-NULL and points to writable walredo_stats.
-        unsafe { out.write(stats) };
+        out.write(stats);
         Ok(())
     })
 }
@@ -487,9 +443,9 @@ pub unsafe extern "C" fn walredo_pool_metrics_text(
         let (pool, _) = unsafe { pool_arg(pool) }?;
         let text = pool.stats().prometheus_text();
         let required = text.len() + 1;
-        if !needed.is_null() {
-            // SAFETY: non-NULL, points to a writable size_t.
-            unsafe { needed.write(required) };
+        // SAFETY: NULL or a writable size_t.
+        if let Some(needed) = unsafe { opt_out_arg(needed) } {
+            needed.write(required);
         }
         if len < required || buf.is_null() {
             set_last_error(&format!(

@@ -8,11 +8,12 @@ use std::ptr;
 
 use parking_lot::Mutex;
 
+use super::pointers::{arg, free_handle, out_arg, slice_arg, HandleOut};
 use super::{guard, guard_status, invalid, set_last_error, walredo_page_tag, walredo_record};
 use super::{WALREDO_CANCELLED, WALREDO_INVALID_ARGUMENT, WALREDO_MALFORMED_RECORD};
 use super::{WALREDO_NOT_FOUND, WALREDO_NOT_IN_WAL, WALREDO_NO_SUCH_BLOCK, WALREDO_OK};
 use crate::error::Error;
-use crate::tag::{PageTag, RelFileNode, MAX_FORKNUM};
+use crate::tag::{PageTag, MAX_FORKNUM};
 use crate::wal::source::{ReplayPlan, SourceError, WalSource};
 use crate::wal::WalError;
 
@@ -92,22 +93,14 @@ fn source_status(e: SourceError) -> Result<c_int, Error> {
 /// `tag` is NULL or points to a valid `walredo_page_tag`.
 unsafe fn page_tag(tag: *const walredo_page_tag) -> Result<PageTag, Error> {
     // SAFETY: NULL or a valid walredo_page_tag (the caller's contract).
-    let t = unsafe { tag.as_ref() }.ok_or_else(|| invalid("tag is NULL"))?;
+    let t = unsafe { arg(tag, "tag") }?;
     if t.forknum > MAX_FORKNUM {
         return Err(invalid(format!(
             "tag forknum {} is not 0 to {MAX_FORKNUM}",
             t.forknum
         )));
     }
-    Ok(PageTag {
-        rel: RelFileNode {
-            spcnode: t.spcnode,
-            dbnode: t.dbnode,
-            relnode: t.relnode,
-        },
-        forknum: t.forknum,
-        blkno: t.blkno,
-    })
+    Ok(PageTag::from(t))
 }
 
 fn interrupter(interrupt: walredo_interrupt_fn, userdata: *mut c_void) -> impl FnMut() -> bool {
@@ -125,7 +118,7 @@ fn interrupter(interrupt: walredo_interrupt_fn, userdata: *mut c_void) -> impl F
 /// `wal` is NULL or a live source from `walredo_wal_open`.
 unsafe fn source<'a>(wal: *mut walredo_wal) -> Result<&'a walredo_wal, Error> {
     // SAFETY: the caller's contract.
-    unsafe { wal.as_ref() }.ok_or_else(|| invalid("wal is NULL"))
+    unsafe { arg(wal, "wal") }
 }
 
 /// Open a WAL source: segment files looked up in `dirs[0..n_dirs]`, in
@@ -151,25 +144,18 @@ pub unsafe extern "C" fn walredo_wal_open(
     out: *mut *mut walredo_wal,
 ) -> c_int {
     guard(|| {
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
-        }
-        // SAFETY: out is non-NULL and points to writable storage for a
-        // pointer (the caller's contract).
-        unsafe { *out = ptr::null_mut() };
+        // SAFETY: NULL or storage for a pointer (the caller's contract).
+        let out = unsafe { HandleOut::new(out) }?;
         if n_dirs == 0 {
             return Err(invalid(
                 "n_dirs is 0: give at least the server's pg_wal directory",
             ));
         }
-        if dirs.is_null() {
-            return Err(invalid(format!("dirs is NULL but n_dirs is {n_dirs}")));
-        }
         if n_dirs > 1024 {
             return Err(invalid(format!("n_dirs {n_dirs} is more than 1024")));
         }
-        // SAFETY: non-NULL, n_dirs entries (the caller's contract), bounded.
-        let dirs = unsafe { std::slice::from_raw_parts(dirs, n_dirs) };
+        // SAFETY: n_dirs entries (the caller's contract).
+        let dirs = unsafe { slice_arg(dirs, n_dirs, "dirs", "n_dirs") }?;
         let mut paths = Vec::with_capacity(n_dirs);
         for (i, &d) in dirs.iter().enumerate() {
             if d.is_null() {
@@ -187,11 +173,9 @@ pub unsafe extern "C" fn walredo_wal_open(
             paths.push(path);
         }
         let timeline = (timeline != 0).then_some(timeline);
-        let handle = Box::into_raw(Box::new(walredo_wal {
+        out.set(walredo_wal {
             source: Mutex::new(WalSource::new(paths, timeline)),
-        }));
-        // SAFETY: as above.
-        unsafe { *out = handle };
+        });
         Ok(())
     })
 }
@@ -199,14 +183,9 @@ pub unsafe extern "C" fn walredo_wal_open(
 /// Free a WAL source (NULL allowed). Plans made from it stay valid.
 #[no_mangle]
 pub unsafe extern "C" fn walredo_wal_free(wal: *mut walredo_wal) {
-    guard(|| {
-        if !wal.is_null() {
-            // SAFETY: a pointer from walredo_wal_open, freed once, no call on
-            // it running (the caller's contract).
-            drop(unsafe { Box::from_raw(wal) });
-        }
-        Ok(())
-    });
+    // SAFETY: NULL or a pointer from walredo_wal_open, freed once, no call
+    // on it running (the caller's contract).
+    unsafe { free_handle(wal) }
 }
 
 /// The records that rebuild `tag` as of `lsn`: the newest record at or
@@ -248,11 +227,8 @@ pub unsafe extern "C" fn walredo_wal_plan(
     out: *mut *mut walredo_plan,
 ) -> c_int {
     guard_status(|| {
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
-        }
-        // SAFETY: out is non-NULL and writable (the caller's contract).
-        unsafe { *out = ptr::null_mut() };
+        // SAFETY: NULL or storage for a pointer (the caller's contract).
+        let out = unsafe { HandleOut::new(out) }?;
         // SAFETY: the caller's contract.
         let wal = unsafe { source(wal) }?;
         // SAFETY: the caller's contract.
@@ -276,12 +252,10 @@ pub unsafe extern "C" fn walredo_wal_plan(
             .collect();
         // The record bytes live in `plan`, on the heap: moving it into the
         // box keeps the pointers valid.
-        let handle = Box::into_raw(Box::new(walredo_plan {
+        out.set(walredo_plan {
             _owner: plan,
             records,
-        }));
-        // SAFETY: as above.
-        unsafe { *out = handle };
+        });
         Ok(WALREDO_OK)
     })
 }
@@ -308,14 +282,9 @@ pub unsafe extern "C" fn walredo_plan_records(plan: *const walredo_plan) -> *con
 /// Free a plan (NULL allowed).
 #[no_mangle]
 pub unsafe extern "C" fn walredo_plan_free(plan: *mut walredo_plan) {
-    guard(|| {
-        if !plan.is_null() {
-            // SAFETY: a pointer from walredo_wal_plan, freed once (the
-            // caller's contract).
-            drop(unsafe { Box::from_raw(plan) });
-        }
-        Ok(())
-    });
+    // SAFETY: NULL or a pointer from walredo_wal_plan, freed once (the
+    // caller's contract).
+    unsafe { free_handle(plan) }
 }
 
 /// Every record of the readable WAL ending at or before `end_lsn` that
@@ -397,17 +366,15 @@ pub unsafe extern "C" fn walredo_wal_bounds(
     guard_status(|| {
         // SAFETY: the caller's contract.
         let wal = unsafe { source(wal) }?;
-        if oldest_start.is_null() || newest_end.is_null() {
-            return Err(invalid("oldest_start or newest_end is NULL"));
-        }
+        // SAFETY: NULL or a writable uint64_t (the caller's contract).
+        let oldest_start = unsafe { out_arg(oldest_start, "oldest_start") }?;
+        // SAFETY: as above.
+        let newest_end = unsafe { out_arg(newest_end, "newest_end") }?;
         let result = wal.source.lock().bounds(end_lsn);
         match result {
             Ok((a, b)) => {
-                // SAFETY: non-NULL, writable (the caller's contract).
-                unsafe {
-                    *oldest_start = a;
-                    *newest_end = b;
-                }
+                oldest_start.write(a);
+                newest_end.write(b);
                 Ok(WALREDO_OK)
             }
             Err(e) => source_status(e),

@@ -1,5 +1,8 @@
 //! The pool callers use: a bounded request queue (crossbeam-channel) and
 //! worker threads in front of the process slots of [`crate::pool::slots`].
+//! A request is admitted here (counted, checked and encoded once by
+//! [`crate::request`]), then handed as it is to a slot, which sends it to
+//! its process; the pool counts what became of it ([`stats`]).
 //!
 //! - `redo` blocks. When no more callers are inside `redo` than there are
 //!   processes, nothing is queued and a slot is free, the caller's own
@@ -59,17 +62,18 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::pg::page::Page;
+use crate::pg::record::RecordRef;
 pub use crate::pool::call::Call;
 use crate::pool::call::CallState;
 use crate::pool::handoff::{handoff, Reply};
 use crate::pool::lanes::Lanes;
 use crate::pool::slots::Slots;
-use crate::pool::stats::{bump, StatsSnapshot};
-use crate::process::protocol::{self, RecordRef};
+use crate::pool::stats::{bump, Stats, StatsSnapshot};
 use crate::process::threads::{
     make_current_thread_batch, pin_current_thread, spawn_blocking_signals,
 };
-use crate::redo::{image_page, validate_request, Page};
+use crate::request::Request;
 use crate::tag::PageTag;
 
 /// Most requests written to a process in one batch: with 64 callers on 2
@@ -93,26 +97,15 @@ impl Completion {
 }
 
 struct Queued {
-    tag: PageTag,
-    wire: Vec<u8>,
-    /// Already answered in-process (full-page image): no process needed.
-    ready: Option<Box<Page>>,
+    /// Its `answer`, when set, needs no process.
+    request: Request,
     started: Instant,
     completion: Completion,
 }
 
-/// What an admitted request still needs.
-enum Plan {
-    /// Its last record's image is the page.
-    Done(Box<Page>),
-    /// Send `records[from..]` on top of `base` (an image, when `from > 0`).
-    Send {
-        image: Option<Box<Page>>,
-        from: usize,
-    },
-}
-
 struct Shared {
+    /// What the pool counts; the slots count their processes' events in it.
+    stats: Arc<Stats>,
     slots: Slots,
     queue: Lanes<Queued>,
 }
@@ -120,6 +113,10 @@ struct Shared {
 thread_local! {
     /// Set on the pool's worker threads: see the module notes.
     static ON_WORKER: Cell<bool> = const { Cell::new(false) };
+    /// The wire buffer of the last request this thread drove itself, for
+    /// the next one: no allocation (and no malloc arena trimmed and grown
+    /// again) per request on the fast path.
+    static WIRE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 /// Who is between admission and the queue, and how far closing has come.
@@ -154,8 +151,10 @@ impl Pool {
                 "queue_depth must be at least 1".into(),
             ));
         }
+        let stats = Arc::new(Stats::default());
         let shared = Arc::new(Shared {
-            slots: Slots::new(config)?,
+            slots: Slots::new(config, stats.clone())?,
+            stats,
             queue: Lanes::new(
                 config.processes,
                 config.queue_depth,
@@ -219,16 +218,13 @@ impl Pool {
         records: &[RecordRef<'_>],
     ) -> Result<Box<Page>> {
         let started = Instant::now();
-        let slots = &self.shared.slots;
-        let (image, from) = match self.admit(tag, base, records)? {
-            Plan::Done(page) => {
-                account(slots, started, Ok(&page));
-                return Ok(page);
-            }
-            Plan::Send { image, from } => (image, from),
-        };
-        let base = image.as_deref().or(base);
-        let records = &records[from..];
+        let (slots, stats) = (&self.shared.slots, &*self.shared.stats);
+        let mut request = self.admit(tag, base, records, WIRE.take())?;
+        if let Some(page) = request.answer.take() {
+            WIRE.set(request.wire);
+            account(stats, started, Ok(&page));
+            return Ok(page);
+        }
 
         // The caller's own thread drives a free process, unless others wait
         // or more callers than processes are here (module notes); a worker
@@ -239,7 +235,7 @@ impl Pool {
             match slots.take_until(deadline) {
                 Ok(Some(slot)) => Some(slot),
                 outcome => {
-                    bump(&slots.stats.failures);
+                    bump(&stats.failures);
                     return Err(outcome.err().unwrap_or(slots.deadline_error(String::new())));
                 }
             }
@@ -251,30 +247,25 @@ impl Pool {
             None
         };
         if let Some(mut slot) = slot {
-            let outcome = slot.run_one(*tag, deadline, |wire| {
-                protocol::write_request(wire, tag, base, records)
-            });
+            let outcome = slot.run_one(&request, deadline);
             drop(slot);
-            account(slots, started, outcome.as_ref().map(|p| &**p));
+            WIRE.set(request.wire);
+            account(stats, started, outcome.as_ref().map(|p| &**p));
             return outcome;
         }
 
-        let mut wire = Vec::new();
-        protocol::write_request(&mut wire, tag, base, records);
         let lane = self.shared.queue.lane_here();
         let (reply, answer) = handoff(self.shared.queue.bell(lane));
         self.enqueue(
             lane,
             Queued {
-                tag: *tag,
-                wire,
-                ready: None,
+                request,
                 started,
                 completion: Completion::Wait(reply),
             },
             true,
         )
-        .inspect_err(|_| bump(&slots.stats.failures))?;
+        .inspect_err(|_| bump(&stats.failures))?;
         // Statistics were counted by the worker (also for a request whose
         // deadline passes here: the worker answers it with its timeout, never
         // sends it): touch nothing of the pool after this point but the
@@ -300,28 +291,19 @@ impl Pool {
         callback: Callback,
     ) -> Result<()> {
         let started = Instant::now();
-        let mut wire = Vec::new();
-        let ready = match self.admit(tag, base, records)? {
-            // Still answered on a worker thread, as promised.
-            Plan::Done(page) => Some(page),
-            Plan::Send { image, from } => {
-                let base = image.as_deref().or(base);
-                protocol::write_request(&mut wire, tag, base, &records[from..]);
-                None
-            }
-        };
+        // One answered from an image is still answered on a worker thread,
+        // as promised.
+        let request = self.admit(tag, base, records, Vec::new())?;
         self.enqueue(
             self.shared.queue.lane_here(),
             Queued {
-                tag: *tag,
-                wire,
-                ready,
+                request,
                 started,
                 completion: Completion::Callback(callback),
             },
             false,
         )
-        .inspect_err(|_| bump(&self.shared.slots.stats.failures))
+        .inspect_err(|_| bump(&self.shared.stats.failures))
     }
 
     /// Start a request without waiting for it: checked, then queued like a
@@ -336,72 +318,53 @@ impl Pool {
     ) -> Result<Call> {
         let started = Instant::now();
         let call = Call::new()?;
-        let mut wire = Vec::new();
-        match self.admit(tag, base, records)? {
-            Plan::Done(page) => {
-                account(&self.shared.slots, started, Ok(&page));
-                call.state().complete(Ok(page));
-                return Ok(call);
-            }
-            Plan::Send { image, from } => {
-                let base = image.as_deref().or(base);
-                protocol::write_request(&mut wire, tag, base, &records[from..]);
-            }
+        let mut request = self.admit(tag, base, records, Vec::new())?;
+        if let Some(page) = request.answer.take() {
+            account(&self.shared.stats, started, Ok(&page));
+            call.state().complete(Ok(page));
+            return Ok(call);
         }
         self.enqueue(
             self.shared.queue.lane_here(),
             Queued {
-                tag: *tag,
-                wire,
-                ready: None,
+                request,
                 started,
                 completion: Completion::Call(call.state().clone()),
             },
             false,
         )
-        .inspect_err(|_| bump(&self.shared.slots.stats.failures))?;
+        .inspect_err(|_| bump(&self.shared.stats.failures))?;
         Ok(call)
     }
 
-    /// Count a request, check it before it goes anywhere, and take the
-    /// full-page-image fast path where it applies.
-    fn admit(&self, tag: &PageTag, base: Option<&Page>, records: &[RecordRef<'_>]) -> Result<Plan> {
-        let stats = &self.shared.slots.stats;
+    /// Count a request, and check and encode it into `wire`
+    /// ([`Request::new`]) before it goes anywhere; the fast path answers it
+    /// from a full-page image.
+    fn admit(
+        &self,
+        tag: &PageTag,
+        base: Option<&Page>,
+        records: &[RecordRef<'_>],
+        wire: Vec<u8>,
+    ) -> Result<Request> {
+        let stats = &self.shared.stats;
         bump(&stats.requests);
-        let checked = if self.shared.slots.is_closed() {
+        let request = if self.shared.slots.is_closed() {
             Err(Error::Shutdown)
         } else {
-            validate_request(tag, base, records)
+            Request::new(tag, base, records, self.fast_path, wire)
         };
-        if checked.is_err() {
-            bump(&stats.failures);
-        }
-        let newest_image = checked?;
+        let request = request.inspect_err(|_| bump(&stats.failures))?;
         stats.records_per_request.observe(records.len() as u64);
         stats
             .bytes_per_request
             .observe(records.iter().map(|r| r.data.len() as u64).sum());
-        let image = match newest_image {
-            Some(newest) if self.fast_path => image_page(&newest).map(|page| (newest.index, page)),
-            _ => None,
-        };
-        Ok(match image {
-            Some((k, page)) if k + 1 == records.len() => {
-                bump(&stats.fast_path_pages);
-                Plan::Done(page)
-            }
-            Some((k, page)) => {
-                bump(&stats.image_starts);
-                Plan::Send {
-                    image: Some(page),
-                    from: k + 1,
-                }
-            }
-            None => Plan::Send {
-                image: None,
-                from: 0,
-            },
-        })
+        if request.answer.is_some() {
+            bump(&stats.fast_path_pages);
+        } else if request.from_image {
+            bump(&stats.image_starts);
+        }
+        Ok(request)
     }
 
     fn enqueue(&self, lane: usize, item: Queued, wait_for_room: bool) -> Result<()> {
@@ -425,7 +388,7 @@ impl Pool {
     fn send(&self, lane: usize, item: Queued, wait_for_room: bool) -> Result<()> {
         let sent = self.shared.queue.push(lane, item, wait_for_room);
         if let Err(Error::Busy) = sent {
-            bump(&self.shared.slots.stats.busy_rejections);
+            bump(&self.shared.stats.busy_rejections);
         }
         sent
     }
@@ -439,8 +402,7 @@ impl Pool {
         }
         let mut slot = slots.take()?;
         let deadline = slots.deadline_from(Instant::now());
-        slot.run_one(PageTag::default(), deadline, protocol::write_ping)
-            .map(|_| ())
+        slot.run_one(&Request::ping(), deadline).map(|_| ())
     }
 
     /// Pids of the processes running now.
@@ -457,7 +419,7 @@ impl Pool {
     pub fn stats(&self) -> StatsSnapshot {
         StatsSnapshot {
             queue_depth: self.shared.queue.queued() as u64,
-            ..self.shared.slots.stats.snapshot()
+            ..self.shared.stats.snapshot()
         }
     }
 
@@ -510,11 +472,11 @@ impl Drop for Pool {
 }
 
 /// Count a finished request.
-fn account(slots: &Slots, started: Instant, outcome: Result<&Page, &Error>) {
+fn account(stats: &Stats, started: Instant, outcome: Result<&Page, &Error>) {
     match outcome {
-        Ok(_) => slots.stats.redo_time_us.observe_duration(started.elapsed()),
+        Ok(_) => stats.redo_time_us.observe_duration(started.elapsed()),
         // Counted as cancellations where they are dropped.
         Err(Error::Cancelled) => {}
-        Err(_) => bump(&slots.stats.failures),
+        Err(_) => bump(&stats.failures),
     }
 }

@@ -68,13 +68,13 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::pg::page::Page;
 use crate::pool::call::CancelToken;
 use crate::pool::stats::{bump, Stats};
 use crate::process::launch::Launcher;
 use crate::process::threads::current_cpu;
 use crate::process::{Failure, Interrupted, Process, Spawner};
-use crate::redo::{failure_error, Page};
-use crate::tag::PageTag;
+use crate::request::Request;
 use crate::PAGE_SIZE;
 use starts::Backoff;
 use verdict::{crashed, page_is_sane};
@@ -82,10 +82,10 @@ use verdict::{crashed, page_is_sane};
 mod starts;
 mod verdict;
 
-/// One request, encoded for the wire, and what became of it.
+/// One request on its way to a process, and what became of it.
 pub(crate) struct Job<'a> {
-    pub tag: PageTag,
-    pub wire: &'a [u8],
+    /// Sent as it is: its bytes were written once, on admission.
+    pub request: &'a Request,
     /// When it must have its answer (`Config::timeout` after it arrived).
     pub deadline: Instant,
     /// Attempts its own process crashed on (see the module notes).
@@ -102,10 +102,9 @@ pub(crate) struct Job<'a> {
 }
 
 impl<'a> Job<'a> {
-    pub fn new(tag: PageTag, wire: &'a [u8], deadline: Instant) -> Job<'a> {
+    pub fn new(request: &'a Request, deadline: Instant) -> Job<'a> {
         Job {
-            tag,
-            wire,
+            request,
             deadline,
             crashes: 0,
             failures: 0,
@@ -126,8 +125,6 @@ pub(crate) struct Slot {
     process: Option<Process>,
     last_used: Option<Instant>,
     pages: Vec<u8>,
-    /// Encoding buffer for requests driven by the caller's own thread.
-    request: Vec<u8>,
     /// Indexes of the jobs of a batch still to send.
     pending: Vec<usize>,
 }
@@ -148,13 +145,15 @@ pub(crate) struct Slots {
     idle_timeout: Option<Duration>,
     /// `Config::follow_caller_cpu`.
     follow_cpu: bool,
-    pub stats: Stats,
+    /// The pool's statistics ([`crate::pool::stats`]): the slots count
+    /// their processes' starts, deaths, retries and retirements.
+    stats: Arc<Stats>,
     /// The PostgreSQL major version the processes run.
     pub pg_version: u32,
 }
 
 impl Slots {
-    pub fn new(config: &Config) -> Result<Slots> {
+    pub fn new(config: &Config, stats: Arc<Stats>) -> Result<Slots> {
         if config.processes == 0 {
             return Err(Error::InvalidArgument(
                 "processes must be at least 1".into(),
@@ -175,7 +174,7 @@ impl Slots {
             attempt_timeout: config.attempt_timeout(),
             idle_timeout: config.idle_timeout,
             follow_cpu: config.follow_caller_cpu,
-            stats: Stats::default(),
+            stats,
         })
     }
 
@@ -360,7 +359,7 @@ impl Slots {
         bump(&self.stats.retries);
         log::warn!(
             "retrying {} on a fresh process after: {}",
-            job.tag,
+            job.request.tag,
             job.last_failure.as_ref().expect("just set")
         );
     }
@@ -382,27 +381,12 @@ pub(crate) struct SlotGuard<'a> {
 }
 
 impl SlotGuard<'_> {
-    fn slot(&mut self) -> &mut Slot {
-        self.slot.as_mut().expect("slot present until drop")
-    }
-
-    /// Encode one request with `encode` (into a buffer the slot keeps from
-    /// request to request) and run it on this slot's process.
-    pub fn run_one(
-        &mut self,
-        tag: PageTag,
-        deadline: Instant,
-        encode: impl FnOnce(&mut Vec<u8>),
-    ) -> Result<Box<Page>> {
-        let mut wire = std::mem::take(&mut self.slot().request);
-        wire.clear();
-        encode(&mut wire);
-        let mut job = [Job::new(tag, &wire, deadline)];
+    /// Run one request on this slot's process.
+    pub fn run_one(&mut self, request: &Request, deadline: Instant) -> Result<Box<Page>> {
+        let mut job = [Job::new(request, deadline)];
         self.execute(&mut job);
         let [job] = job;
-        let outcome = job.outcome.expect("every job gets an outcome");
-        self.slot().request = wire;
-        outcome
+        job.outcome.expect("every job gets an outcome")
     }
 
     /// Run `jobs` on this slot's process, pipelined, with the retry rules of
@@ -486,7 +470,7 @@ impl SlotGuard<'_> {
                 process.follow_cpu();
             }
             // One write per batch, each request sent from where it is.
-            let parts: Vec<&[u8]> = pending.iter().map(|&i| jobs[i].wire).collect();
+            let parts: Vec<&[u8]> = pending.iter().map(|&i| &jobs[i].request.wire[..]).collect();
             slot.pages.resize(pending.len() * PAGE_SIZE, 0);
             // Hang detection, but never past the earliest deadline of the
             // batch (a process killed for it charges nobody: the others are
@@ -555,7 +539,7 @@ impl SlotGuard<'_> {
                 bump(&slots.stats.timeouts);
             }
             let crashed = crashed(&failure, &mut dead);
-            let err = failure_error(failure, &mut dead, attempt);
+            let err = dead.failure_error(failure, attempt);
             // Killed and reaped here; its scratch directory goes with it.
             drop(dead);
             // The job the process failed on has an attempt failed; those
@@ -563,16 +547,6 @@ impl SlotGuard<'_> {
             if let Some(&failed) = pending.get(done) {
                 slots.failed_attempt(&mut jobs[failed], err, crashed);
             }
-        }
-        let cancelled = jobs
-            .iter()
-            .filter(|j| matches!(j.outcome, Some(Err(Error::Cancelled))))
-            .count();
-        if cancelled > 0 {
-            slots
-                .stats
-                .cancellations
-                .fetch_add(cancelled as u64, Ordering::Relaxed);
         }
         slot.pending = pending;
     }

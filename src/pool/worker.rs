@@ -3,6 +3,7 @@
 //! rules of the module notes of [`super`]).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crossbeam_channel::Receiver;
@@ -13,10 +14,10 @@ use crate::pg::page::Page;
 use crate::pool::handoff::Ring;
 use crate::pool::lanes::Next;
 use crate::pool::slots::{Job, SlotGuard, Slots};
-use crate::pool::stats::bump;
+use crate::pool::stats::{bump, Stats};
 
 pub(super) fn worker(shared: &Shared, lane: usize, stop: &Receiver<()>) {
-    let slots = &shared.slots;
+    let (slots, stats) = (&shared.slots, &*shared.stats);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         match shared
@@ -31,7 +32,7 @@ pub(super) fn worker(shared: &Shared, lane: usize, stop: &Receiver<()>) {
             Next::Stop => {
                 // Closing: nothing more can be queued; answer what is left.
                 for item in shared.queue.drain(lane) {
-                    drop(complete(slots, item, Err(Error::Shutdown)));
+                    drop(complete(stats, item, Err(Error::Shutdown)));
                 }
                 return;
             }
@@ -42,18 +43,18 @@ pub(super) fn worker(shared: &Shared, lane: usize, stop: &Receiver<()>) {
         // nothing at all.
         let (ready, mut batch): (Vec<Queued>, Vec<Queued>) = batch
             .into_iter()
-            .partition(|q| q.ready.is_some() || q.completion.cancelled());
+            .partition(|q| q.request.answer.is_some() || q.completion.cancelled());
         for mut item in ready {
-            let ring = match item.ready.take() {
-                Some(page) => complete(slots, item, Ok(page)),
+            let ring = match item.request.answer.take() {
+                Some(page) => complete(stats, item, Ok(page)),
                 None => {
-                    bump(&slots.stats.cancellations);
-                    complete(slots, item, Err(Error::Cancelled))
+                    bump(&stats.cancellations);
+                    complete(stats, item, Err(Error::Cancelled))
                 }
             };
             drop(ring);
         }
-        let Some(slot) = take_in_time(slots, &mut batch) else {
+        let Some(slot) = take_in_time(slots, stats, &mut batch) else {
             continue;
         };
         let outcomes: Vec<Result<Box<Page>>> = match slot {
@@ -66,7 +67,7 @@ pub(super) fn worker(shared: &Shared, lane: usize, stop: &Receiver<()>) {
                             Completion::Call(c) => Some(&c.cancel),
                             _ => None,
                         },
-                        ..Job::new(q.tag, &q.wire, slots.deadline_from(q.started))
+                        ..Job::new(&q.request, slots.deadline_from(q.started))
                     })
                     .collect();
                 slot.execute(&mut jobs);
@@ -77,6 +78,15 @@ pub(super) fn worker(shared: &Shared, lane: usize, stop: &Receiver<()>) {
                     .collect()
             }
         };
+        let cancelled = outcomes
+            .iter()
+            .filter(|o| matches!(o, Err(Error::Cancelled)))
+            .count();
+        if cancelled > 0 {
+            stats
+                .cancellations
+                .fetch_add(cancelled as u64, Ordering::Relaxed);
+        }
         // Blocked callers first, woken all at once (see `handoff`); then
         // the callbacks, which may take their time.
         let mut rings = Vec::new();
@@ -85,12 +95,12 @@ pub(super) fn worker(shared: &Shared, lane: usize, stop: &Receiver<()>) {
             if matches!(item.completion, Completion::Callback(_)) {
                 callbacks.push((item, outcome));
             } else {
-                rings.extend(complete(slots, item, outcome));
+                rings.extend(complete(stats, item, outcome));
             }
         }
         Ring::ring_all(rings);
         for (item, outcome) in callbacks {
-            drop(complete(slots, item, outcome));
+            drop(complete(stats, item, outcome));
         }
         slots.retire_idle();
     }
@@ -99,7 +109,11 @@ pub(super) fn worker(shared: &Shared, lane: usize, stop: &Receiver<()>) {
 /// A slot for `batch`; while waiting for one, the requests whose deadline
 /// passes are answered with their timeout (and leave the batch). `None`
 /// when none is left.
-fn take_in_time<'a>(slots: &'a Slots, batch: &mut Vec<Queued>) -> Option<Result<SlotGuard<'a>>> {
+fn take_in_time<'a>(
+    slots: &'a Slots,
+    stats: &Stats,
+    batch: &mut Vec<Queued>,
+) -> Option<Result<SlotGuard<'a>>> {
     loop {
         let earliest = batch.iter().map(|q| slots.deadline_from(q.started)).min()?;
         match slots.take_until(earliest) {
@@ -113,7 +127,7 @@ fn take_in_time<'a>(slots: &'a Slots, batch: &mut Vec<Queued>) -> Option<Result<
                 *batch = rest;
                 for item in late {
                     drop(complete(
-                        slots,
+                        stats,
                         item,
                         Err(slots.deadline_error(String::new())),
                     ));
@@ -125,8 +139,8 @@ fn take_in_time<'a>(slots: &'a Slots, batch: &mut Vec<Queued>) -> Option<Result<
 
 /// Answer a queued request; a blocked caller's answer comes with the ring
 /// that wakes it.
-pub(super) fn complete(slots: &Slots, item: Queued, outcome: Result<Box<Page>>) -> Option<Ring> {
-    account(slots, item.started, outcome.as_ref().map(|p| &**p));
+pub(super) fn complete(stats: &Stats, item: Queued, outcome: Result<Box<Page>>) -> Option<Ring> {
+    account(stats, item.started, outcome.as_ref().map(|p| &**p));
     match item.completion {
         Completion::Wait(reply) => Some(reply.send(outcome)),
         Completion::Callback(cb) => {

@@ -8,6 +8,7 @@ mod child;
 mod harden;
 mod killer;
 pub mod launch;
+mod outcome;
 pub mod protocol;
 pub(crate) mod reaper;
 mod spawner;

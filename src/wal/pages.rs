@@ -316,5 +316,6 @@ fn vm_truncated_page(decoded: &DecodedRecord<'_>) -> Result<Option<PageTag>, Rec
     }
     Ok(Some(vm_tag(rel, nblocks)))
 }
+
 #[cfg(test)]
 mod tests;

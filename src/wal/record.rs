@@ -24,10 +24,6 @@ mod error;
 
 pub use error::{ImageHeader, RecordError};
 
-// Kept for src/redo.rs, which imports them from here.
-pub use crate::pg::record::SIZE_OF_XLOG_RECORD;
-pub use crate::pg::rmgr::is_page_record;
-
 const BLCKSZ: u32 = PAGE_SIZE as u32;
 
 /// PostgreSQL's `InvalidBlockNumber`, never the number of a real block.

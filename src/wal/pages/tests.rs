@@ -300,7 +300,7 @@ fn truncations_name_the_map_page_they_cut_into() {
 #[test]
 fn requests_accept_records_for_the_pages_they_change() {
     use crate::pg::record::RecordRef;
-    use crate::redo::validate_request;
+    use crate::request::validate_request;
     let zero = [0u8; PAGE_SIZE];
     let insert = build(
         RM_HEAP_ID,

@@ -1,0 +1,209 @@
+//! A redo request: checked, then encoded for the wire once. The pool queues
+//! it and a slot hands it to a process as it is; a [`crate::Redoer`] sends it
+//! on its own process. Malformed input is refused here, before it costs a
+//! process.
+
+use crate::error::{Error, Result};
+use crate::pg::page::Page;
+use crate::pg::record::{RecordRef, SIZE_OF_XLOG_RECORD};
+use crate::pg::rmgr::is_page_record;
+use crate::process::protocol;
+use crate::tag::{PageTag, MAX_FORKNUM};
+use crate::wal::pages::PageChange;
+use crate::wal::record;
+
+/// A request ready to go: its page tag, and either the page itself (the
+/// newest record's full-page image answers it) or the bytes a process is
+/// sent for it.
+pub struct Request {
+    pub tag: PageTag,
+    /// The messages a process is sent: `B` or `P`, one `A` per record, `G`
+    /// (or a ping's `H`). Empty when `answer` is set.
+    pub wire: Vec<u8>,
+    /// The page, when the image of the request's last record is it: no
+    /// process is needed.
+    pub answer: Option<Box<Page>>,
+    /// Sent from the newest full-page image among its records (only the
+    /// records after it), not from the caller's base page.
+    pub from_image: bool,
+}
+
+impl Request {
+    /// Check a request ([`validate_request`]) and encode it into `wire`
+    /// (cleared first: a buffer a caller reuses, so that a request costs no
+    /// allocation). With `use_images` (`Config::fast_path`), the newest
+    /// applicable full-page image is restored here: the page itself when
+    /// its record is the last, else the base the later records are sent on.
+    pub fn new(
+        tag: &PageTag,
+        base: Option<&Page>,
+        records: &[RecordRef<'_>],
+        use_images: bool,
+        mut wire: Vec<u8>,
+    ) -> Result<Request> {
+        wire.clear();
+        let newest_image = validate_request(tag, base, records)?;
+        let image = match newest_image {
+            Some(newest) if use_images => image_page(&newest).map(|page| (newest.index, page)),
+            _ => None,
+        };
+        let (base, records, from_image) = match &image {
+            Some((k, _)) if k + 1 == records.len() => {
+                return Ok(Request {
+                    tag: *tag,
+                    wire,
+                    answer: image.map(|(_, page)| page),
+                    from_image: false,
+                });
+            }
+            Some((k, page)) => (Some(&**page), &records[k + 1..], true),
+            None => (base, records, false),
+        };
+        protocol::write_request(&mut wire, tag, base, records);
+        Ok(Request {
+            tag: *tag,
+            wire,
+            answer: None,
+            from_image,
+        })
+    }
+
+    /// A ping: a process answers it with a (zeroed) page.
+    pub fn ping() -> Request {
+        let mut wire = Vec::new();
+        protocol::write_ping(&mut wire);
+        Request {
+            tag: PageTag::default(),
+            wire,
+            answer: None,
+            from_image: false,
+        }
+    }
+}
+
+/// Check a request before it reaches a process: a valid tag, every record a
+/// well-formed XLogRecord with a correct CRC that changes the target page
+/// ([`crate::wal::pages::record_pages`]: a block reference, or a
+/// visibility-map page a heap change clears or a truncation cuts into), of a
+/// page resource manager ([`crate::pg::rmgr::is_page_record`]) unless it is that
+/// truncation, and, without a base page, a first record that initializes
+/// the page. A visibility-map page its fork does not hold yet is a zero page
+/// to PostgreSQL (redo initializes it): pass a zeroed base page.
+/// Returns the newest record that carries an image of the page to apply, if
+/// any, with that image as decoded here (see [`image_page`]): each record is
+/// decoded once on the request path.
+pub fn validate_request<'a>(
+    tag: &PageTag,
+    base: Option<&Page>,
+    records: &[RecordRef<'a>],
+) -> Result<Option<NewestImage<'a>>> {
+    if tag.forknum > MAX_FORKNUM {
+        return Err(Error::InvalidArgument(format!(
+            "fork number {} is not one of 0..={MAX_FORKNUM}",
+            tag.forknum
+        )));
+    }
+    if tag.blkno >= record::MAX_BLOCK_NUMBER {
+        return Err(Error::InvalidArgument(format!(
+            "block number {} is not a block a relation can have (InvalidBlockNumber, or \
+             MaxBlockNumber)",
+            tag.blkno
+        )));
+    }
+    if records.is_empty() && base.is_none() {
+        return Err(Error::InvalidArgument(
+            "a request needs a base page or at least one record".into(),
+        ));
+    }
+    let mut prev_lsn = 0;
+    let mut newest_image = None;
+    for (index, rec) in records.iter().enumerate() {
+        let decoded =
+            record::decode(rec.data).map_err(|source| Error::MalformedRecord { index, source })?;
+        let page_record = is_page_record(decoded.rmid, decoded.info);
+        // Of a record that is not a page record only a truncation's
+        // visibility-map page is ever applied; any other is refused as such.
+        let pages = match crate::wal::pages::record_pages(&decoded) {
+            Ok(pages) => pages,
+            Err(source) if page_record => return Err(Error::MalformedRecord { index, source }),
+            Err(_) => Vec::new(),
+        };
+        let page = pages.iter().find(|p| p.tag == *tag);
+        let vm_truncation = page.is_some_and(|p| p.change == PageChange::VmTruncate);
+        if !page_record && !vm_truncation {
+            return Err(Error::InvalidArgument(format!(
+                "record #{index} ({} record with info {:#04x}, ending at {}) is not a page \
+                 record: only the page resource managers (Heap, Heap2, Btree, Hash, Gin, Gist, \
+                 Sequence, SPGist, BRIN, Generic), full-page images (XLOG FPI, \
+                 FPI_FOR_HINT) and, for the visibility-map page it cuts into, Storage \
+                 TRUNCATE are applied",
+                decoded.rmgr_name(),
+                decoded.info,
+                crate::wal::format_lsn(rec.end_lsn)
+            )));
+        }
+        let Some(page) = page else {
+            return Err(Error::InvalidArgument(format!(
+                "record #{index} ({} record ending at {}) does not change the target page {tag} \
+                 (neither a block reference nor a visibility-map page its heap changes clear)",
+                decoded.rmgr_name(),
+                crate::wal::format_lsn(rec.end_lsn)
+            )));
+        };
+        if index == 0 && base.is_none() && !page.initializes() {
+            return Err(Error::InvalidArgument(format!(
+                "no base page given, and the first record ({} record ending at {}) does not \
+                 initialize the target page {tag}",
+                decoded.rmgr_name(),
+                crate::wal::format_lsn(rec.end_lsn)
+            )));
+        }
+        if rec.end_lsn <= prev_lsn || rec.end_lsn < SIZE_OF_XLOG_RECORD as u64 {
+            return Err(Error::InvalidArgument(format!(
+                "record #{index}: end LSN {} does not follow the previous record's {}",
+                crate::wal::format_lsn(rec.end_lsn),
+                crate::wal::format_lsn(prev_lsn)
+            )));
+        }
+        prev_lsn = rec.end_lsn;
+        let image = decoded.block_for(tag).and_then(|b| b.image);
+        if let Some(image) = image.filter(|img| img.apply()) {
+            newest_image = Some(NewestImage {
+                index,
+                end_lsn: rec.end_lsn,
+                image,
+            });
+        }
+    }
+    Ok(newest_image)
+}
+
+/// The newest record of a request that carries an image of its page to
+/// apply, and that image (borrowed from the record).
+#[derive(Clone, Copy, Debug)]
+pub struct NewestImage<'a> {
+    /// Index of the record in the request.
+    pub index: usize,
+    pub end_lsn: u64,
+    pub image: record::BlockImage<'a>,
+}
+
+/// The page after the record of `newest`: its image restored and stamped
+/// with the record's end LSN, exactly as redo leaves it (redo does nothing
+/// more to a restored block). `None` when the image cannot be restored here:
+/// PostgreSQL then decides.
+pub fn image_page(newest: &NewestImage<'_>) -> Option<Box<Page>> {
+    match crate::wal::image::restore(&newest.image) {
+        Ok(mut page) => {
+            crate::wal::image::stamp_lsn(&mut page, newest.end_lsn);
+            Some(page)
+        }
+        Err(e) => {
+            log::warn!(
+                "record ending at {}: {e}; leaving it to PostgreSQL",
+                crate::wal::format_lsn(newest.end_lsn)
+            );
+            None
+        }
+    }
+}
