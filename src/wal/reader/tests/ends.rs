@@ -2,14 +2,38 @@
 
 use super::*;
 
+/// Reads all of `d`'s WAL and checks the records read (start, end, length)
+/// and, when given, words of the reason the WAL ended.
+fn reads_to_end(d: &TempDir, want: &[(u64, u64, usize)], end: Option<&str>) -> WalReader {
+    let (recs, r) = ok(read_all(&d.0, None));
+    assert_eq!(spans(&recs), want);
+    if let Some(words) = end {
+        assert_end(&r, words);
+    }
+    r
+}
+
+/// WAL made by `build`, read to its end as [`reads_to_end`] checks it.
+fn ends_after(
+    tag: &str,
+    build: impl FnOnce(&mut Builder),
+    want: &[(u64, u64, usize)],
+    end: Option<&str>,
+) -> WalReader {
+    let (d, _) = wal(tag, build);
+    reads_to_end(&d, want, end)
+}
+
 #[test]
 fn end_by_missing_next_segment() {
     // mid-record
     let (d, _) = wal("missing", segment_crossing);
     fs::remove_file(seg_path(&d.0, 1, 2)).unwrap();
-    let (recs, r) = ok(read_all(&d.0, None));
-    assert_eq!(spans(&recs), vec![(0x100028, 0x1FFF00, 1_045_232)]);
-    assert_end(&r, "000000010000000000000002");
+    let r = reads_to_end(
+        &d,
+        &[(0x100028, 0x1FFF00, 1_045_232)],
+        Some("000000010000000000000002"),
+    );
     assert_eq!(r.next_lsn(), 0x1FFF00);
 
     // at a record boundary (after a switch)
@@ -19,53 +43,68 @@ fn end_by_missing_next_segment() {
         b.small(60);
     });
     fs::remove_file(seg_path(&d.0, 1, 2)).unwrap();
-    let (recs, r) = ok(read_all(&d.0, None));
-    assert_eq!(
-        spans(&recs),
-        vec![(0x100028, 0x100050, 34), (0x100050, 0x200000, 24)]
-    );
+    let want = [(0x100028, 0x100050, 34), (0x100050, 0x200000, 24)];
+    let r = reads_to_end(&d, &want, None);
     assert_eq!(r.next_lsn(), 0x200000);
 }
 
 #[test]
 fn end_by_recycled_page() {
-    // at a record boundary: page 0x102000 carries an old page address
-    let (d, _) = wal("recycled", |b| {
-        b.small(8152);
-        b.small(40);
-        b.at(0x102008, 8).copy_from_slice(&0x2000u64.to_le_bytes());
-    });
-    let (recs, r) = ok(read_all(&d.0, None));
-    assert_eq!(spans(&recs), vec![(0x100028, 0x102000, 8152)]);
-    assert_end(&r, "pageaddr");
-
-    // mid-record: the next segment is an old recycled file
-    let (d, _) = wal("recycled2", |b| {
-        segment_crossing(b);
-        b.at(0x200008, 8).copy_from_slice(&0x0u64.to_le_bytes());
-    });
-    let (recs, _) = ok(read_all(&d.0, None));
-    assert_eq!(spans(&recs), vec![(0x100028, 0x1FFF00, 1_045_232)]);
-
-    // a continuation page without the contrecord flag
-    let (d, _) = wal("nocont", |b| {
-        b.small(34);
-        b.small(8200);
-        b.at(0x102002, 2).copy_from_slice(&0u16.to_le_bytes());
-    });
-    let (recs, r) = ok(read_all(&d.0, None));
-    assert_eq!(spans(&recs), vec![(0x100028, 0x100050, 34)]);
-    assert_end(&r, "contrecord");
-
-    // a zeroed (never written) page in the middle of a record
-    let (d, _) = wal("zeropage", |b| {
-        b.small(34);
-        b.small(20000);
-        b.at(0x104000, 8192).fill(0);
-    });
-    let (recs, r) = ok(read_all(&d.0, None));
-    assert_eq!(spans(&recs), vec![(0x100028, 0x100050, 34)]);
-    assert_end(&r, "magic");
+    // (name, how the WAL is damaged, the records still read, why it ends)
+    type Case = (
+        &'static str,
+        fn(&mut Builder),
+        (u64, u64, usize),
+        Option<&'static str>,
+    );
+    let cases: [Case; 4] = [
+        // at a record boundary: page 0x102000 carries an old page address
+        (
+            "recycled",
+            |b| {
+                b.small(8152);
+                b.small(40);
+                b.at(0x102008, 8).copy_from_slice(&0x2000u64.to_le_bytes());
+            },
+            (0x100028, 0x102000, 8152),
+            Some("pageaddr"),
+        ),
+        // mid-record: the next segment is an old recycled file
+        (
+            "recycled2",
+            |b| {
+                segment_crossing(b);
+                b.at(0x200008, 8).copy_from_slice(&0x0u64.to_le_bytes());
+            },
+            (0x100028, 0x1FFF00, 1_045_232),
+            None,
+        ),
+        // a continuation page without the contrecord flag
+        (
+            "nocont",
+            |b| {
+                b.small(34);
+                b.small(8200);
+                b.at(0x102002, 2).copy_from_slice(&0u16.to_le_bytes());
+            },
+            (0x100028, 0x100050, 34),
+            Some("contrecord"),
+        ),
+        // a zeroed (never written) page in the middle of a record
+        (
+            "zeropage",
+            |b| {
+                b.small(34);
+                b.small(20000);
+                b.at(0x104000, 8192).fill(0);
+            },
+            (0x100028, 0x100050, 34),
+            Some("magic"),
+        ),
+    ];
+    for (tag, damage, only_record, end) in cases {
+        ends_after(tag, damage, &[only_record], end);
+    }
 }
 
 #[test]
@@ -77,12 +116,8 @@ fn end_by_bad_crc() {
         b.small(34);
         b.at(0x102030, 1)[0] ^= 0x01; // last byte of the 8200-byte record
     });
-    let (recs, r) = ok(read_all(&d.0, None));
-    assert_eq!(
-        spans(&recs),
-        vec![(0x100028, 0x100050, 34), (0x100050, 0x100078, 34)]
-    );
-    assert_end(&r, "checksum");
+    let want = [(0x100028, 0x100050, 34), (0x100050, 0x100078, 34)];
+    let r = reads_to_end(&d, &want, Some("checksum"));
     assert!(r.end_is_damage());
     assert_eq!(r.next_lsn(), 0x100078);
 }
