@@ -207,3 +207,57 @@ pub fn image_page(newest: &NewestImage<'_>) -> Option<Box<Page>> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::page::PAGE_SIZE;
+    use crate::pg::record_type::XLOG_HEAP_INSERT;
+    use crate::pg::rmgr::RM_HEAP_ID;
+    use crate::tag::MAIN_FORKNUM;
+    use crate::wal::pages::tests::{build, main_blk, main_with, truncate, vm};
+    use crate::wal::pages::VM_HEAPBLOCKS_PER_PAGE;
+
+    #[test]
+    fn requests_accept_records_for_the_pages_they_change() {
+        let zero = [0u8; PAGE_SIZE];
+        let insert = build(
+            RM_HEAP_ID,
+            XLOG_HEAP_INSERT,
+            &[(0, MAIN_FORKNUM, 9)],
+            &main_with(3, 2, 1),
+        );
+        let plain = build(
+            RM_HEAP_ID,
+            XLOG_HEAP_INSERT,
+            &[(0, MAIN_FORKNUM, 9)],
+            &main_with(3, 2, 0),
+        );
+        let trunc = truncate(53, 7);
+        let one = |data| {
+            [RecordRef {
+                end_lsn: 0x2000,
+                data,
+            }]
+        };
+        assert!(validate_request(&vm(9), Some(&zero), &one(&insert)).is_ok());
+        assert!(validate_request(&vm(9), Some(&zero), &one(&plain)).is_err());
+        // A side effect never initializes: a base page is needed.
+        assert!(validate_request(&vm(9), None, &one(&insert)).is_err());
+        assert!(validate_request(&vm(53), Some(&zero), &one(&trunc)).is_ok());
+        // A truncation is applied to that page only.
+        assert!(validate_request(&main_blk(53), Some(&zero), &one(&trunc)).is_err());
+        assert!(validate_request(&vm(VM_HEAPBLOCKS_PER_PAGE), Some(&zero), &one(&trunc)).is_err());
+        // Short main data is malformed, for any target.
+        let short = build(
+            RM_HEAP_ID,
+            XLOG_HEAP_INSERT,
+            &[(0, MAIN_FORKNUM, 9)],
+            &[0, 0],
+        );
+        assert!(matches!(
+            validate_request(&main_blk(9), Some(&zero), &one(&short)),
+            Err(crate::Error::MalformedRecord { .. })
+        ));
+    }
+}

@@ -318,4 +318,4 @@ fn vm_truncated_page(decoded: &DecodedRecord<'_>) -> Result<Option<PageTag>, Rec
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

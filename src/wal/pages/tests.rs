@@ -12,7 +12,7 @@ const REL: RelFileNode = RelFileNode {
 
 /// A record with block references (id, fork, blkno; no data, no image)
 /// and main data, CRC sealed.
-fn build(rmid: u8, info: u8, blocks: &[(u8, u8, u32)], main: &[u8]) -> Vec<u8> {
+pub(crate) fn build(rmid: u8, info: u8, blocks: &[(u8, u8, u32)], main: &[u8]) -> Vec<u8> {
     let mut headers = Vec::new();
     for (i, &(id, fork, blkno)) in blocks.iter().enumerate() {
         headers.push(id);
@@ -44,11 +44,11 @@ fn build(rmid: u8, info: u8, blocks: &[(u8, u8, u32)], main: &[u8]) -> Vec<u8> {
     rec
 }
 
-fn vm(heap_blkno: u32) -> PageTag {
+pub(crate) fn vm(heap_blkno: u32) -> PageTag {
     vm_tag(REL, heap_blkno)
 }
 
-fn main_blk(blkno: u32) -> PageTag {
+pub(crate) fn main_blk(blkno: u32) -> PageTag {
     PageTag {
         rel: REL,
         forknum: MAIN_FORKNUM,
@@ -66,7 +66,7 @@ fn pages_of(rec: &[u8]) -> Vec<(PageTag, bool)> {
 }
 
 /// Main data with `flags` at `offset`, `len` bytes.
-fn main_with(len: usize, offset: usize, flags: u8) -> Vec<u8> {
+pub(crate) fn main_with(len: usize, offset: usize, flags: u8) -> Vec<u8> {
     let mut m = vec![0u8; len];
     m[offset] = flags;
     m
@@ -259,7 +259,7 @@ fn other_records_name_only_their_blocks() {
     assert_eq!(pages_of(&r), vec![(main_blk(3), false)]);
 }
 
-fn truncate(blkno: u32, flags: u32) -> Vec<u8> {
+pub(crate) fn truncate(blkno: u32, flags: u32) -> Vec<u8> {
     let mut m = Vec::new();
     m.extend_from_slice(&blkno.to_le_bytes());
     for v in [REL.spcnode, REL.dbnode, REL.relnode] {
@@ -295,49 +295,4 @@ fn truncations_name_the_map_page_they_cut_into() {
     // Storage CREATE is not a truncation.
     m = build(RM_SMGR_ID, 0x10, &[], &[0; 16]);
     assert!(record_pages_of(&m).unwrap().is_empty());
-}
-
-#[test]
-fn requests_accept_records_for_the_pages_they_change() {
-    use crate::pg::record::RecordRef;
-    use crate::request::validate_request;
-    let zero = [0u8; PAGE_SIZE];
-    let insert = build(
-        RM_HEAP_ID,
-        XLOG_HEAP_INSERT,
-        &[(0, MAIN_FORKNUM, 9)],
-        &main_with(3, 2, 1),
-    );
-    let plain = build(
-        RM_HEAP_ID,
-        XLOG_HEAP_INSERT,
-        &[(0, MAIN_FORKNUM, 9)],
-        &main_with(3, 2, 0),
-    );
-    let trunc = truncate(53, 7);
-    let one = |data| {
-        [RecordRef {
-            end_lsn: 0x2000,
-            data,
-        }]
-    };
-    assert!(validate_request(&vm(9), Some(&zero), &one(&insert)).is_ok());
-    assert!(validate_request(&vm(9), Some(&zero), &one(&plain)).is_err());
-    // A side effect never initializes: a base page is needed.
-    assert!(validate_request(&vm(9), None, &one(&insert)).is_err());
-    assert!(validate_request(&vm(53), Some(&zero), &one(&trunc)).is_ok());
-    // A truncation is applied to that page only.
-    assert!(validate_request(&main_blk(53), Some(&zero), &one(&trunc)).is_err());
-    assert!(validate_request(&vm(VM_HEAPBLOCKS_PER_PAGE), Some(&zero), &one(&trunc)).is_err());
-    // Short main data is malformed, for any target.
-    let short = build(
-        RM_HEAP_ID,
-        XLOG_HEAP_INSERT,
-        &[(0, MAIN_FORKNUM, 9)],
-        &[0, 0],
-    );
-    assert!(matches!(
-        validate_request(&main_blk(9), Some(&zero), &one(&short)),
-        Err(crate::Error::MalformedRecord { .. })
-    ));
 }
