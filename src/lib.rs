@@ -14,10 +14,13 @@
 //! - [`redo`]: [`Redoer`], one process on one thread.
 //! - [`process`]: one wal-redo child: how it is launched, its pipes and the
 //!   wire protocol, deadlines (the watchdog), kill and reap.
-//! - [`wal`]: PostgreSQL's WAL and page formats: segment files, record
-//!   decoding and CRC, full-page images, page checksums, and which records
-//!   rebuild which page (replay plans).
-//! - [`datadir`]: pages of a data directory by tag.
+//! - [`wal`]: reading WAL: segment files, record decoding, full-page
+//!   images, page checksums, which records change which page, WAL sources
+//!   and their replay plans.
+//! - [`pg`]: PostgreSQL's formats, no I/O: pages, record headers and the
+//!   record CRC, resource managers and record types, the version table.
+//! - [`datadir`]: pages of a data directory by tag; [`tag`], [`config`],
+//!   [`error`]: page tags, settings, the one error type.
 
 pub mod config;
 pub mod datadir;
