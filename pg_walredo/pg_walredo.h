@@ -12,6 +12,7 @@
  *	  policy.c		which records may be applied, to which pages
  *	  buffers.c		the buffer pool: target, sentinels, side pages, and what
  *					bounds the scratch directory
+ *	  scratch_files.c	removing relation files and directories redo made
  *	  sandbox.c		confinement: Landlock, seccomp, and its own tests
  *	  template.c	the template process that forks wal-redo processes
  *
