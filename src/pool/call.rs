@@ -12,7 +12,7 @@
 //! - Cancelling is deciding, under one lock, between a request not yet on a
 //!   process (it is then never sent: dropped when a worker takes it, never
 //!   retried), and one a process works on (that process is killed through
-//!   its [`Killer`], so the worker sees EOF at once; the failure is the
+//!   its `Killer`, so the worker sees EOF at once; the failure is the
 //!   cancel's: nobody is charged an attempt, the rest of its batch is
 //!   re-sent, and the slot starts a fresh process when one is next needed).
 

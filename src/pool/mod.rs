@@ -1,5 +1,5 @@
 //! The pool callers use: a bounded request queue (crossbeam-channel) and
-//! worker threads in front of the process slots of [`crate::pool::slots`].
+//! worker threads in front of the process slots of `slots`.
 //! A request is admitted here (counted, checked and encoded once by
 //! [`crate::request`]), then handed as it is to a slot, which sends it to
 //! its process; the pool counts what became of it ([`stats`]).
@@ -9,7 +9,7 @@
 //!   thread drives that slot's process: no hand-off to a worker, so the
 //!   request costs only the pipe round trip. Otherwise the request joins the
 //!   queue (waiting for room when it is full: back-pressure, never unbounded
-//!   memory) and the caller sleeps until a worker answers it ([`handoff`]).
+//!   memory) and the caller sleeps until a worker answers it (`handoff`).
 //!   With more callers than processes, a caller that drove a process itself
 //!   would move it to its own CPU and back (`follow_caller_cpu`), and leave
 //!   the others to wait one round trip each; a worker writes all queued
@@ -17,7 +17,7 @@
 //! - `submit` never blocks: it copies the request into the queue, or refuses
 //!   it with `Busy` when the queue is full; a worker later calls the callback,
 //!   exactly once, with no lock of ours held.
-//! - The queue is one lane per worker ([`lanes`]: why, and where workers
+//! - The queue is one lane per worker (`lanes`: why, and where workers
 //!   run). Workers take a request and whatever else is queued (up to a
 //!   batch), write them all to one process, and read the pages back in
 //!   order.
