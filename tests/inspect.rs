@@ -786,7 +786,7 @@ fn backend_lifecycle() {
     assert_no_leftovers();
 }
 
-/// Issue 22, item 4: the scratch root was `$TMPDIR/walredo-<server uid>`, so
+/// A scratch root nobody else can take: it was `$TMPDIR/walredo-<server uid>`, so
 /// anyone who made that directory first disabled `page_at_lsn`. Now it is
 /// `pgsql_tmp_walredo` in the data directory, or the superuser-only
 /// `walredo_inspect.scratch_dir`.

@@ -1,5 +1,5 @@
-//! walredo_inspect's WAL path in real PostgreSQL backends (15, or WALREDO_PG_VERSION) (issue 22,
-//! items 5 to 8), each through SQL as a user meets it:
+//! walredo_inspect's WAL path in real PostgreSQL backends (15, or
+//! WALREDO_PG_VERSION), each through SQL as a user meets it:
 //!
 //! - `spans_boundaries_and_damage`: a page must not depend on the session's
 //!   earlier calls (a record with an image spanning a segment boundary); the
@@ -36,7 +36,7 @@ fn spans_boundaries_and_damage() {
     let dir = TempDir::new("inspect-wal");
     let mut c = install.cluster(dir.path(), &["--wal-segsize=1"], WAL_KEEPING_SETTINGS);
     c.start();
-    // Issue 22 item 5, as reported: 7 rows of 1,000 bytes in one segment;
+    // A page must not depend on the session's earlier calls: 7 rows of 1,000 bytes in one segment;
     // three FOR UPDATE (a LOCK with an image, two plain) in the next; a
     // last LOCK with an image across the end of that segment.
     c.psql(
@@ -120,7 +120,7 @@ fn spans_boundaries_and_damage() {
         format_lsn(boundary)
     );
 
-    // Item 7: the flush LSN right after pg_switch_wal().
+    // The flush LSN right after pg_switch_wal() is readable.
     s.ok("SELECT pg_switch_wal();");
     let flush = lsn(&s.ok("SELECT pg_current_wal_flush_lsn();"));
     assert_eq!(flush % SEG, 0);
@@ -140,7 +140,7 @@ fn spans_boundaries_and_damage() {
     );
     s.close();
 
-    // Item 8: a record damaged below the flush LSN, in the newest segment.
+    // A record damaged below the flush LSN, in the newest segment: an error.
     c.psql("CREATE TABLE y (id int, v text);");
     let y_from = lsn(&c.psql("SELECT pg_current_wal_insert_lsn();"));
     c.psql("INSERT INTO y SELECT g, repeat('b', 100) FROM generate_series(1, 200) g;");
@@ -187,7 +187,7 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Item 6: a standby made with pg_basebackup -R, promoted with pg_promote();
+/// WAL across a timeline switch: a standby made with pg_basebackup -R, promoted with pg_promote();
 /// its pg_wal still holds timeline 1's segments. page_at_lsn at an LSN two
 /// segments before the switch equals PostgreSQL's archive recovery of the
 /// base backup to it; page_history across the switch lists what the old
@@ -206,29 +206,13 @@ fn promoted_standby() {
          INSERT INTO x SELECT g, repeat('a', 200) FROM generate_series(1, 100) g;
          CHECKPOINT;",
     );
-    let mut s = install.cluster(sdir.path(), &["--wal-segsize=1"], WAL_KEEPING_SETTINGS);
-    fs::remove_dir_all(&s.data).unwrap();
-    run_in(
-        &install.bindir(),
-        "pg_basebackup",
-        &[
-            "-D",
-            s.data.to_str().unwrap(),
-            "-R",
-            "-X",
-            "stream",
-            "-c",
-            "fast",
-            "-h",
-            p.socket_dir.to_str().unwrap(),
-            "-U",
-            "postgres",
-        ],
-    );
     let base = dir.path().join("base");
-    copy_tree(&s.data, &base);
-    fs::remove_file(base.join("standby.signal")).unwrap();
-    s.start();
+    let mut s = p.start_standby(
+        sdir.path(),
+        &["--wal-segsize=1"],
+        WAL_KEEPING_SETTINGS,
+        &base,
+    );
     p.psql(
         "UPDATE x SET v = 'one' WHERE id % 3 = 0;
          SELECT pg_switch_wal();
