@@ -42,12 +42,21 @@ PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 export PG_CONFIG
 
+# 15 builds in the source directories; another version's extensions build in
+# their own directories, from copies of the one source (cp -p keeps times, so
+# make rebuilds only what changed; a VPATH build would find 15's in-tree
+# objects and call them up to date).
 ifeq ($(PG_VERSION),15)
 EXT_BUILD := pg_walredo
 INSPECT_BUILD := walredo_inspect
+COPY_SOURCES := true
 else
 EXT_BUILD := target/pg$(PG_VERSION)/pg_walredo
 INSPECT_BUILD := target/pg$(PG_VERSION)/walredo_inspect
+COPY_SOURCES = mkdir -p $(EXT_BUILD) $(INSPECT_BUILD) && \
+	cp -p pg_walredo/Makefile pg_walredo/*.[ch] $(EXT_BUILD)/ && \
+	cp -p walredo_inspect/Makefile walredo_inspect/*.[ch] walredo_inspect/*.sql \
+	  walredo_inspect/*.control $(INSPECT_BUILD)/
 endif
 # How to run a command with PostgreSQL $(PG_VERSION): here (15, and any
 # version installed here), or in its root (17 and 18 when not installed here;
@@ -57,22 +66,11 @@ IN_PG := $(if $(shell scripts/pg-root.sh --suite $(PG_VERSION) 2>/dev/null),scri
 else
 IN_PG :=
 endif
-# A version's extensions build in their own directories, from copies of the
-# one source (cp -p keeps times, so make rebuilds only what changed; a VPATH
-# build would find 15's in-tree objects and call them up to date).
-ifeq ($(PG_VERSION),15)
-EXT_MAKE = $(IN_PG) $(MAKE) --no-print-directory -C pg_walredo PG_CONFIG=$(PG_CONFIG)
-INSPECT_MAKE = $(IN_PG) $(MAKE) --no-print-directory -C walredo_inspect PG_CONFIG=$(PG_CONFIG)
-else
-COPY_SOURCES = mkdir -p $(EXT_BUILD) $(INSPECT_BUILD) && \
-	cp -p pg_walredo/Makefile pg_walredo/*.[ch] $(EXT_BUILD)/ && \
-	cp -p walredo_inspect/Makefile walredo_inspect/*.[ch] walredo_inspect/*.sql \
-	  walredo_inspect/*.control $(INSPECT_BUILD)/
+# ROOT: the repository, for pg_common/ (a copy cannot find it by a relative path).
 EXT_MAKE = $(COPY_SOURCES) && $(IN_PG) $(MAKE) --no-print-directory -C $(EXT_BUILD) \
 	PG_CONFIG=$(PG_CONFIG) ROOT=$(CURDIR)
 INSPECT_MAKE = $(COPY_SOURCES) && $(IN_PG) $(MAKE) --no-print-directory -C $(INSPECT_BUILD) \
 	PG_CONFIG=$(PG_CONFIG) ROOT=$(CURDIR)
-endif
 
 .PHONY: all deps need-deps build extension inspect-test check lint header header-check test \
 	c-tests pkgconfig-test demo bench profile install install-lib fuzz-build fuzz-smoke clean \
