@@ -50,60 +50,70 @@ fn end_by_missing_next_segment() {
 
 #[test]
 fn end_by_recycled_page() {
-    // (name, how the WAL is damaged, the records still read, why it ends)
+    /// What a case does to the WAL once its records are written: the page
+    /// at an LSN gets an old page address, loses its flags, or is zeroed.
+    enum Damage {
+        OldAddress(u64, u64),
+        NoFlags(u64),
+        Zeroed(u64),
+    }
+    use Damage::*;
+    // (name, the records written, the damage, where the first record ends
+    // (the only one read back), why the WAL ends)
     type Case = (
         &'static str,
-        fn(&mut Builder),
-        (u64, u64, usize),
+        &'static [usize],
+        Damage,
+        u64,
         Option<&'static str>,
     );
     let cases: [Case; 4] = [
         // at a record boundary: page 0x102000 carries an old page address
         (
             "recycled",
-            |b| {
-                b.small(8152);
-                b.small(40);
-                b.at(0x102008, 8).copy_from_slice(&0x2000u64.to_le_bytes());
-            },
-            (0x100028, 0x102000, 8152),
+            &[8152, 40],
+            OldAddress(0x102000, 0x2000),
+            0x102000,
             Some("pageaddr"),
         ),
-        // mid-record: the next segment is an old recycled file
+        // mid-record (segment_crossing's records): the next segment is an
+        // old recycled file
         (
             "recycled2",
-            |b| {
-                segment_crossing(b);
-                b.at(0x200008, 8).copy_from_slice(&0x0u64.to_le_bytes());
-            },
-            (0x100028, 0x1FFF00, 1_045_232),
+            &[1_045_232, 1000, 50],
+            OldAddress(0x200000, 0),
+            0x1FFF00,
             None,
         ),
         // a continuation page without the contrecord flag
         (
             "nocont",
-            |b| {
-                b.small(34);
-                b.small(8200);
-                b.at(0x102002, 2).copy_from_slice(&0u16.to_le_bytes());
-            },
-            (0x100028, 0x100050, 34),
+            &[34, 8200],
+            NoFlags(0x102000),
+            0x100050,
             Some("contrecord"),
         ),
         // a zeroed (never written) page in the middle of a record
         (
             "zeropage",
-            |b| {
-                b.small(34);
-                b.small(20000);
-                b.at(0x104000, 8192).fill(0);
-            },
-            (0x100028, 0x100050, 34),
+            &[34, 20000],
+            Zeroed(0x104000),
+            0x100050,
             Some("magic"),
         ),
     ];
-    for (tag, damage, only_record, end) in cases {
-        ends_after(tag, damage, &[only_record], end);
+    for (tag, lengths, damage, first_end, end) in cases {
+        let (d, _) = wal(tag, |b| {
+            for &len in lengths {
+                b.small(len);
+            }
+            match damage {
+                OldAddress(page, addr) => b.at(page + 8, 8).copy_from_slice(&addr.to_le_bytes()),
+                NoFlags(page) => b.at(page + 2, 2).fill(0),
+                Zeroed(page) => b.at(page, XLOG_BLCKSZ as usize).fill(0),
+            }
+        });
+        reads_to_end(&d, &[(0x100028, first_end, lengths[0])], end);
     }
 }
 
