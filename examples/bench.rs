@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
+use walredo::process::futex;
 use walredo::process::launch::Launcher;
 use walredo::wal::record;
 use walredo::wal::uses::{block_uses, Use};
@@ -218,23 +219,13 @@ fn shm_round_trip(parent_cpu: usize, child_cpu: usize, spin: bool, n: usize) -> 
             if spin {
                 std::hint::spin_loop();
             } else {
-                // SAFETY: word is a valid, aligned u32 in shared memory.
-                unsafe {
-                    libc::syscall(
-                        libc::SYS_futex,
-                        word.as_ptr(),
-                        libc::FUTEX_WAIT,
-                        value,
-                        std::ptr::null::<libc::timespec>(),
-                    )
-                };
+                futex::wait(word, value, None);
             }
         }
     }
     fn wake(word: &AtomicU32, spin: bool) {
         if !spin {
-            // SAFETY: word is a valid, aligned u32 in shared memory.
-            unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1) };
+            futex::wake(word, 1);
         }
     }
     // SAFETY: a fresh shared anonymous mapping, zeroed by the kernel, which

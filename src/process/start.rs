@@ -31,6 +31,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::process::futex;
 use crate::process::harden::{errno, Hardening, Refused};
 use crate::process::launch::UserIds;
 
@@ -284,25 +285,11 @@ fn wait_until_gone(word: &AtomicU32, timeout: Option<Duration>) -> bool {
                 if left.is_zero() {
                     return false;
                 }
-                Some(libc::timespec {
-                    tv_sec: left.as_secs() as libc::time_t,
-                    tv_nsec: left.subsec_nanos() as libc::c_long,
-                })
+                Some(left)
             }
             None => None,
         };
-        // SAFETY: a futex wait on a live word of ours (returns at once if
-        // it no longer holds `value`), with a valid timeout or none.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                word.as_ptr(),
-                libc::FUTEX_WAIT,
-                value,
-                left.as_ref()
-                    .map_or(std::ptr::null(), |t| t as *const libc::timespec),
-            )
-        };
+        futex::wait(word, value, left);
     }
 }
 

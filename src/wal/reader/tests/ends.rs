@@ -103,7 +103,7 @@ fn end_by_recycled_page() {
         ),
     ];
     for (tag, lengths, damage, first_end, end) in cases {
-        let (d, _) = wal(tag, |b| {
+        let damaged = |b: &mut Builder| {
             for &len in lengths {
                 b.small(len);
             }
@@ -112,8 +112,8 @@ fn end_by_recycled_page() {
                 NoFlags(page) => b.at(page + 2, 2).fill(0),
                 Zeroed(page) => b.at(page, XLOG_BLCKSZ as usize).fill(0),
             }
-        });
-        reads_to_end(&d, &[(0x100028, first_end, lengths[0])], end);
+        };
+        ends_after(tag, damaged, &[(0x100028, first_end, lengths[0])], end);
     }
 }
 
