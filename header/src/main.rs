@@ -12,10 +12,12 @@ fn main() -> ExitCode {
     let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     let header = root.join("include/walredo.h");
     let config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
-    let bindings = cbindgen::Builder::new()
-        .with_config(config)
-        // Only the C ABI modules: the rest of the crate is not C's business.
-        .with_src(root.join(walredo::ffi::HEADER_SOURCE))
+    let mut builder = cbindgen::Builder::new().with_config(config);
+    // Only the C ABI modules: the rest of the crate is not C's business.
+    for source in walredo::ffi::HEADER_SOURCES {
+        builder = builder.with_src(root.join(source));
+    }
+    let bindings = builder
         .generate()
         .expect("cbindgen could not generate the header");
     let mut generated = Vec::new();

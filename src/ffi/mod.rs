@@ -40,9 +40,10 @@ pub use pages::*;
 pub use pool::*;
 pub use wal::*;
 
-/// The file cbindgen reads to make include/walredo.h (it follows the `mod`
-/// declarations from there).
-pub const HEADER_SOURCE: &str = "src/ffi/mod.rs";
+/// The files cbindgen reads to make include/walredo.h (it follows the `mod`
+/// declarations from there): the C ABI, and the pool's counters, which C
+/// reads as they are (`walredo_stats`).
+pub const HEADER_SOURCES: &[&str] = &["src/ffi/mod.rs", "src/pool/stats.rs"];
 
 /// Size in bytes of a page: every page buffer passed to or from the library.
 pub const WALREDO_PAGE_SIZE: usize = 8192;

@@ -13,7 +13,7 @@ use super::{WALREDO_BUFFER_TOO_SMALL, WALREDO_OK};
 use crate::error::Error;
 use crate::pg::page::Page;
 use crate::pg::record::RecordRef;
-use crate::pool::stats::{HistogramSnapshot, HISTOGRAM_BUCKETS};
+use crate::pool::stats::Counters;
 use crate::pool::Pool;
 use crate::tag::PageTag;
 
@@ -317,111 +317,20 @@ pub unsafe extern "C" fn walredo_submit(
     })
 }
 
-/// Buckets of a `walredo_histogram`.
-pub const WALREDO_HISTOGRAM_BUCKETS: usize = 16;
-const _: () = assert!(WALREDO_HISTOGRAM_BUCKETS == HISTOGRAM_BUCKETS);
-
-/// A histogram: `cumulative[i]` counts observations `<= bounds[i]`; `count`
-/// counts all of them (also those above the last bound) and `sum` adds them
-/// up. Times are in microseconds.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct walredo_histogram {
-    pub count: u64,
-    pub sum: u64,
-    pub bounds: [u64; WALREDO_HISTOGRAM_BUCKETS],
-    pub cumulative: [u64; WALREDO_HISTOGRAM_BUCKETS],
-}
-
-/// Counters of a pool since it was made (gauges: now).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct walredo_stats {
-    /// Requests received by walredo_redo and walredo_submit.
-    pub requests: u64,
-    /// Requests answered with an error (including refused ones).
-    pub failures: u64,
-    /// Requests retried on a fresh process after their process failed.
-    pub retries: u64,
-    /// Attempts that hit their deadline.
-    pub timeouts: u64,
-    /// Processes started.
-    pub spawns: u64,
-    /// Process starts that failed.
-    pub spawn_failures: u64,
-    /// Processes that died or were killed after a failure.
-    pub process_deaths: u64,
-    /// Idle processes retired.
-    pub retirements: u64,
-    /// Gauge: processes running now.
-    pub live_processes: u64,
-    /// Gauge: requests waiting in the queue now.
-    pub queue_depth: u64,
-    /// walredo_submit calls refused with WALREDO_BUSY.
-    pub busy_rejections: u64,
-    /// Time from a request's arrival to its answer, successful ones.
-    pub redo_time_us: walredo_histogram,
-    /// Time to start a process and get its first answer.
-    pub spawn_time_us: walredo_histogram,
-    pub records_per_request: walredo_histogram,
-    pub bytes_per_request: walredo_histogram,
-    /// Requests answered from a full-page image, without a process.
-    pub fast_path_pages: u64,
-    /// Requests sent to a process starting from their newest full-page image.
-    pub image_starts: u64,
-    /// Requests dropped or stopped because their call was cancelled
-    /// (walredo_call_cancel) before they had their answer.
-    pub cancellations: u64,
-    /// Processes killed because the request they worked on was cancelled
-    /// (not counted in process_deaths: nobody's request failed).
-    pub cancel_kills: u64,
-}
-
-impl From<&HistogramSnapshot> for walredo_histogram {
-    fn from(h: &HistogramSnapshot) -> Self {
-        walredo_histogram {
-            count: h.count,
-            sum: h.sum,
-            bounds: h.bounds,
-            cumulative: h.cumulative,
-        }
-    }
-}
-
 /// Fill `*out` with the pool's counters. Thread-safe, cheap, lock-free.
+// `walredo_stats` is the pool's own `Counters` (src/pool/stats.rs), by its C
+// name (cbindgen.toml).
 #[no_mangle]
 pub unsafe extern "C" fn walredo_pool_stats(
     pool: *const walredo_pool,
-    out: *mut walredo_stats,
+    out: *mut Counters,
 ) -> c_int {
     guard(|| {
         // SAFETY: NULL or a live pool.
         let (pool, _) = unsafe { pool_arg(pool) }?;
-        // SAFETY: NULL or a writable walredo_stats.
+        // SAFETY: NULL or a writable walredo_stats (`Counters` in Rust).
         let out = unsafe { out_arg(out, "out") }?;
-        let s = pool.stats();
-        let stats = walredo_stats {
-            requests: s.requests,
-            failures: s.failures,
-            retries: s.retries,
-            timeouts: s.timeouts,
-            spawns: s.spawns,
-            spawn_failures: s.spawn_failures,
-            process_deaths: s.process_deaths,
-            retirements: s.retirements,
-            live_processes: s.live_processes,
-            queue_depth: s.queue_depth,
-            busy_rejections: s.busy_rejections,
-            redo_time_us: (&s.redo_time_us).into(),
-            spawn_time_us: (&s.spawn_time_us).into(),
-            records_per_request: (&s.records_per_request).into(),
-            bytes_per_request: (&s.bytes_per_request).into(),
-            fast_path_pages: s.fast_path_pages,
-            image_starts: s.image_starts,
-            cancellations: s.cancellations,
-            cancel_kills: s.cancel_kills,
-        };
-        out.write(stats);
+        out.write(pool.stats().counters);
         Ok(())
     })
 }

@@ -417,10 +417,9 @@ impl Pool {
     }
 
     pub fn stats(&self) -> StatsSnapshot {
-        StatsSnapshot {
-            queue_depth: self.shared.queue.queued() as u64,
-            ..self.shared.stats.snapshot()
-        }
+        let mut snapshot = self.shared.stats.snapshot();
+        snapshot.counters.queue_depth = self.shared.queue.queued() as u64;
+        snapshot
     }
 
     /// Refuse new requests, answer queued ones with `Shutdown`, stop the

@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Buckets of a histogram: this many upper bounds, plus +Inf.
+/// Buckets of a `walredo_histogram`.
+// Of every `Histogram`: this many upper bounds, plus +Inf (the C ABI's
+// `WALREDO_HISTOGRAM_BUCKETS`).
 pub const HISTOGRAM_BUCKETS: usize = 16;
 
 /// A histogram with fixed upper bounds, updated with relaxed atomics.
@@ -18,14 +20,19 @@ pub struct Histogram {
     sum: AtomicU64,
 }
 
-/// A copy of a histogram at one moment (cumulative counts, as Prometheus).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A histogram: `cumulative[i]` counts observations `<= bounds[i]`; `count`
+/// counts all of them (also those above the last bound) and `sum` adds them
+/// up. Times are in microseconds.
+// A copy of a `Histogram` at one moment, cumulative as Prometheus counts;
+// also the C ABI's `walredo_histogram` (cbindgen.toml renames it): its
+// layout is part of the ABI.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HistogramSnapshot {
-    pub bounds: [u64; HISTOGRAM_BUCKETS],
-    /// `cumulative[i]`: values `<= bounds[i]`.
-    pub cumulative: [u64; HISTOGRAM_BUCKETS],
     pub count: u64,
     pub sum: u64,
+    pub bounds: [u64; HISTOGRAM_BUCKETS],
+    pub cumulative: [u64; HISTOGRAM_BUCKETS],
 }
 
 impl Histogram {
@@ -143,29 +150,68 @@ impl Default for Stats {
     }
 }
 
-/// A copy of all counters at one moment.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct StatsSnapshot {
+/// Counters of a pool since it was made (gauges: now).
+// What `StatsSnapshot` holds besides `killed_starts`; also the C ABI's
+// `walredo_stats` (cbindgen.toml renames it): its layout is part of the ABI.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Requests received by walredo_redo and walredo_submit.
     pub requests: u64,
+    /// Requests answered with an error (including refused ones).
     pub failures: u64,
+    /// Requests retried on a fresh process after their process failed.
     pub retries: u64,
+    /// Attempts that hit their deadline.
     pub timeouts: u64,
+    /// Processes started.
     pub spawns: u64,
+    /// Process starts that failed.
     pub spawn_failures: u64,
-    pub killed_starts: u64,
+    /// Processes that died or were killed after a failure.
     pub process_deaths: u64,
+    /// Idle processes retired.
     pub retirements: u64,
+    /// Gauge: processes running now.
     pub live_processes: u64,
+    /// Gauge: requests waiting in the queue now.
     pub queue_depth: u64,
+    /// walredo_submit calls refused with WALREDO_BUSY.
     pub busy_rejections: u64,
-    pub fast_path_pages: u64,
-    pub image_starts: u64,
-    pub cancellations: u64,
-    pub cancel_kills: u64,
+    /// Time from a request's arrival to its answer, successful ones.
     pub redo_time_us: HistogramSnapshot,
+    /// Time to start a process and get its first answer.
     pub spawn_time_us: HistogramSnapshot,
     pub records_per_request: HistogramSnapshot,
     pub bytes_per_request: HistogramSnapshot,
+    /// Requests answered from a full-page image, without a process.
+    pub fast_path_pages: u64,
+    /// Requests sent to a process starting from their newest full-page image.
+    pub image_starts: u64,
+    /// Requests dropped or stopped because their call was cancelled
+    /// (walredo_call_cancel) before they had their answer.
+    pub cancellations: u64,
+    /// Processes killed because the request they worked on was cancelled
+    /// (not counted in process_deaths: nobody's request failed).
+    pub cancel_kills: u64,
+}
+
+/// A copy of all counters at one moment: the [`Counters`] C sees too (read
+/// through this, `snapshot.requests`), and one more.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub counters: Counters,
+    /// Starts killed by a signal and started again at once (also counted
+    /// in `spawn_failures`).
+    pub killed_starts: u64,
+}
+
+impl std::ops::Deref for StatsSnapshot {
+    type Target = Counters;
+
+    fn deref(&self) -> &Counters {
+        &self.counters
+    }
 }
 
 /// Increment a counter by one.
@@ -176,28 +222,31 @@ pub fn bump(c: &AtomicU64) {
 impl Stats {
     pub fn snapshot(&self) -> StatsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        StatsSnapshot {
+        let counters = Counters {
             requests: get(&self.requests),
             failures: get(&self.failures),
             retries: get(&self.retries),
             timeouts: get(&self.timeouts),
             spawns: get(&self.spawns),
             spawn_failures: get(&self.spawn_failures),
-            killed_starts: get(&self.killed_starts),
             process_deaths: get(&self.process_deaths),
             retirements: get(&self.retirements),
             live_processes: get(&self.live_processes),
             // The queue counts itself: `Pool::stats` fills it in.
             queue_depth: 0,
             busy_rejections: get(&self.busy_rejections),
-            fast_path_pages: get(&self.fast_path_pages),
-            image_starts: get(&self.image_starts),
-            cancellations: get(&self.cancellations),
-            cancel_kills: get(&self.cancel_kills),
             redo_time_us: self.redo_time_us.snapshot(),
             spawn_time_us: self.spawn_time_us.snapshot(),
             records_per_request: self.records_per_request.snapshot(),
             bytes_per_request: self.bytes_per_request.snapshot(),
+            fast_path_pages: get(&self.fast_path_pages),
+            image_starts: get(&self.image_starts),
+            cancellations: get(&self.cancellations),
+            cancel_kills: get(&self.cancel_kills),
+        };
+        StatsSnapshot {
+            counters,
+            killed_starts: get(&self.killed_starts),
         }
     }
 }
