@@ -41,9 +41,14 @@ pub use pool::*;
 pub use wal::*;
 
 /// The files cbindgen reads to make include/walredo.h (it follows the `mod`
-/// declarations from there): the C ABI, and the pool's counters, which C
-/// reads as they are (`walredo_stats`).
-pub const HEADER_SOURCES: &[&str] = &["src/ffi/mod.rs", "src/pool/stats.rs"];
+/// declarations from there): the C ABI, and the structs C reads as Rust
+/// defines them, the pool's counters (`walredo_stats`) and a block history's
+/// entry (`walredo_history_entry`).
+pub const HEADER_SOURCES: &[&str] = &[
+    "src/ffi/mod.rs",
+    "src/pool/stats.rs",
+    "src/wal/source/history.rs",
+];
 
 /// Size in bytes of a page: every page buffer passed to or from the library.
 pub const WALREDO_PAGE_SIZE: usize = 8192;

@@ -14,7 +14,7 @@ use super::{WALREDO_CANCELLED, WALREDO_INVALID_ARGUMENT, WALREDO_MALFORMED_RECOR
 use super::{WALREDO_NOT_FOUND, WALREDO_NOT_IN_WAL, WALREDO_NO_SUCH_BLOCK, WALREDO_OK};
 use crate::error::Error;
 use crate::tag::{PageTag, MAX_FORKNUM};
-use crate::wal::source::{ReplayPlan, SourceError, WalSource};
+use crate::wal::source::{HistoryEntry, ReplayPlan, SourceError, WalSource};
 use crate::wal::WalError;
 
 /// The WAL of one cluster, found in a list of directories. Thread-safe:
@@ -36,30 +36,11 @@ pub struct walredo_plan {
 /// handle the interrupt after the call returned.
 pub type walredo_interrupt_fn = Option<unsafe extern "C" fn(userdata: *mut c_void) -> c_int>;
 
-/// One record of a block's history (for `walredo_wal_history`).
-#[repr(C)]
-pub struct walredo_history_entry {
-    pub start_lsn: u64,
-    pub end_lsn: u64,
-    pub xid: u32,
-    pub rmid: u8,
-    pub info: u8,
-    /// Carries an image of this block (applicable or not).
-    pub has_image: bool,
-    /// BKPBLOCK_WILL_INIT for this block.
-    pub will_init: bool,
-    /// "Heap", "Btree", ... (valid during the callback).
-    pub rmgr: *const c_char,
-    /// pg_waldump's name: "INSERT", "HOT_UPDATE", "INSERT_LEAF", ... (valid
-    /// during the callback; "UNKNOWN" where pg_waldump prints UNKNOWN).
-    pub record_type: *const c_char,
-}
-
 /// Called for each record of a history, oldest first, on the calling thread;
 /// nonzero stops the walk (`walredo_wal_history` then returns `WALREDO_OK`).
 /// Must not longjmp.
 pub type walredo_history_fn = Option<
-    unsafe extern "C" fn(userdata: *mut c_void, entry: *const walredo_history_entry) -> c_int,
+    unsafe extern "C" fn(userdata: *mut c_void, entry: *const HistoryEntry<*const c_char>) -> c_int,
 >;
 
 /// The status of a source error, with its message left for
@@ -328,17 +309,7 @@ pub unsafe extern "C" fn walredo_wal_history(
             end_lsn,
             &mut interrupter(interrupt, interrupt_userdata),
             &mut |e| {
-                let entry = walredo_history_entry {
-                    start_lsn: e.start_lsn,
-                    end_lsn: e.end_lsn,
-                    xid: e.xid,
-                    rmid: e.rmid,
-                    info: e.info,
-                    has_image: e.has_image,
-                    will_init: e.will_init,
-                    rmgr: c_name(e.rmgr),
-                    record_type: c_name(e.record_type),
-                };
+                let entry = e.with_names(&mut c_name);
                 // SAFETY: the caller's function, with its userdata and an
                 // entry valid during the call, as walredo_history_fn says.
                 unsafe { each(each_userdata, &entry) == 0 }

@@ -3,21 +3,44 @@
 
 use super::*;
 
-/// One record of a block's history.
+/// One record of a block's history (for `walredo_wal_history`).
+// The C ABI's `walredo_history_entry` is this with C strings for names
+// (`HistoryEntry<*const c_char>`, cbindgen.toml renames it): its layout is
+// part of the ABI.
+#[repr(C)]
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HistoryEntry {
+pub struct HistoryEntry<Name = &'static str> {
     pub start_lsn: u64,
     pub end_lsn: u64,
     pub xid: u32,
     pub rmid: u8,
     pub info: u8,
-    /// The record carries an image of the block (applicable or not).
+    /// Carries an image of this block (applicable or not).
     pub has_image: bool,
-    /// `BKPBLOCK_WILL_INIT` for the block.
+    /// BKPBLOCK_WILL_INIT for this block.
     pub will_init: bool,
-    /// pg_waldump's names: "Heap", and "INSERT" ("UNKNOWN" where it has none).
-    pub rmgr: &'static str,
-    pub record_type: &'static str,
+    /// "Heap", "Btree", ... (valid during the callback).
+    pub rmgr: Name,
+    /// pg_waldump's name: "INSERT", "HOT_UPDATE", "INSERT_LEAF", ... (valid
+    /// during the callback; "UNKNOWN" where pg_waldump prints UNKNOWN).
+    pub record_type: Name,
+}
+
+impl HistoryEntry {
+    /// The same entry with its names made by `name` (C strings for C).
+    pub fn with_names<N>(&self, mut name: impl FnMut(&'static str) -> N) -> HistoryEntry<N> {
+        HistoryEntry {
+            start_lsn: self.start_lsn,
+            end_lsn: self.end_lsn,
+            xid: self.xid,
+            rmid: self.rmid,
+            info: self.info,
+            has_image: self.has_image,
+            will_init: self.will_init,
+            rmgr: name(self.rmgr),
+            record_type: name(self.record_type),
+        }
+    }
 }
 
 impl WalSource {
