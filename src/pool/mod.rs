@@ -104,8 +104,9 @@ struct Queued {
 }
 
 struct Shared {
-    /// What the pool counts; the slots count their processes' events in it.
-    stats: Arc<Stats>,
+    /// What the pool counts of its requests (the slots count their
+    /// processes' events themselves: `Slots::stats`).
+    stats: Stats,
     slots: Slots,
     queue: Lanes<Queued>,
 }
@@ -151,10 +152,9 @@ impl Pool {
                 "queue_depth must be at least 1".into(),
             ));
         }
-        let stats = Arc::new(Stats::default());
         let shared = Arc::new(Shared {
-            slots: Slots::new(config, stats.clone())?,
-            stats,
+            slots: Slots::new(config)?,
+            stats: Stats::default(),
             queue: Lanes::new(
                 config.processes,
                 config.queue_depth,
@@ -218,7 +218,7 @@ impl Pool {
         records: &[RecordRef<'_>],
     ) -> Result<Box<Page>> {
         let started = Instant::now();
-        let (slots, stats) = (&self.shared.slots, &*self.shared.stats);
+        let (slots, stats) = (&self.shared.slots, &self.shared.stats);
         let mut request = self.admit(tag, base, records, WIRE.take())?;
         if let Some(page) = request.answer.take() {
             WIRE.set(request.wire);
@@ -417,7 +417,7 @@ impl Pool {
     }
 
     pub fn stats(&self) -> StatsSnapshot {
-        let mut snapshot = self.shared.stats.snapshot();
+        let mut snapshot = self.shared.stats.snapshot(&self.shared.slots.stats);
         snapshot.counters.queue_depth = self.shared.queue.queued() as u64;
         snapshot
     }

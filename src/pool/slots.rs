@@ -70,7 +70,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::pg::page::Page;
 use crate::pool::call::CancelToken;
-use crate::pool::stats::{bump, Stats};
+use crate::pool::stats::{bump, ProcessStats};
 use crate::process::launch::Launcher;
 use crate::process::threads::current_cpu;
 use crate::process::{Failure, Interrupted, Process, Spawner};
@@ -145,15 +145,15 @@ pub(crate) struct Slots {
     idle_timeout: Option<Duration>,
     /// `Config::follow_caller_cpu`.
     follow_cpu: bool,
-    /// The pool's statistics ([`crate::pool::stats`]): the slots count
-    /// their processes' starts, deaths, retries and retirements.
-    stats: Arc<Stats>,
+    /// What the slots count of their processes' starts, deaths and
+    /// retirements and of the attempts made on them; the pool reads it.
+    pub stats: ProcessStats,
     /// The PostgreSQL major version the processes run.
     pub pg_version: u32,
 }
 
 impl Slots {
-    pub fn new(config: &Config, stats: Arc<Stats>) -> Result<Slots> {
+    pub fn new(config: &Config) -> Result<Slots> {
         if config.processes == 0 {
             return Err(Error::InvalidArgument(
                 "processes must be at least 1".into(),
@@ -174,7 +174,7 @@ impl Slots {
             attempt_timeout: config.attempt_timeout(),
             idle_timeout: config.idle_timeout,
             follow_cpu: config.follow_caller_cpu,
-            stats,
+            stats: ProcessStats::default(),
         })
     }
 

@@ -97,10 +97,40 @@ const BYTE_BOUNDS: [u64; HISTOGRAM_BUCKETS] = [
     64 << 20,
 ];
 
-/// Everything a pool counts.
+/// What the pool counts of the requests it admits and answers.
 pub struct Stats {
     pub requests: AtomicU64,
     pub failures: AtomicU64,
+    pub busy_rejections: AtomicU64,
+    pub fast_path_pages: AtomicU64,
+    pub image_starts: AtomicU64,
+    /// Requests dropped or stopped because their call was cancelled.
+    pub cancellations: AtomicU64,
+    pub redo_time_us: Histogram,
+    pub records_per_request: Histogram,
+    pub bytes_per_request: Histogram,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            busy_rejections: AtomicU64::new(0),
+            fast_path_pages: AtomicU64::new(0),
+            image_starts: AtomicU64::new(0),
+            cancellations: AtomicU64::new(0),
+            redo_time_us: Histogram::new(TIME_BOUNDS_US),
+            records_per_request: Histogram::new(RECORD_BOUNDS),
+            bytes_per_request: Histogram::new(BYTE_BOUNDS),
+        }
+    }
+}
+
+/// What the process slots count of their processes and of the attempts
+/// made on them: the slots own one, and the pool reads it for its
+/// snapshot ([`Stats::snapshot`]).
+pub struct ProcessStats {
     pub retries: AtomicU64,
     pub timeouts: AtomicU64,
     pub spawns: AtomicU64,
@@ -111,24 +141,14 @@ pub struct Stats {
     pub process_deaths: AtomicU64,
     pub retirements: AtomicU64,
     pub live_processes: AtomicU64,
-    pub busy_rejections: AtomicU64,
-    pub fast_path_pages: AtomicU64,
-    pub image_starts: AtomicU64,
-    /// Requests dropped or stopped because their call was cancelled.
-    pub cancellations: AtomicU64,
     /// Processes killed because the request they worked on was cancelled.
     pub cancel_kills: AtomicU64,
-    pub redo_time_us: Histogram,
     pub spawn_time_us: Histogram,
-    pub records_per_request: Histogram,
-    pub bytes_per_request: Histogram,
 }
 
-impl Default for Stats {
+impl Default for ProcessStats {
     fn default() -> Self {
-        Stats {
-            requests: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
+        ProcessStats {
             retries: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             spawns: AtomicU64::new(0),
@@ -137,15 +157,8 @@ impl Default for Stats {
             process_deaths: AtomicU64::new(0),
             retirements: AtomicU64::new(0),
             live_processes: AtomicU64::new(0),
-            busy_rejections: AtomicU64::new(0),
-            fast_path_pages: AtomicU64::new(0),
-            image_starts: AtomicU64::new(0),
-            cancellations: AtomicU64::new(0),
             cancel_kills: AtomicU64::new(0),
-            redo_time_us: Histogram::new(TIME_BOUNDS_US),
             spawn_time_us: Histogram::new(TIME_BOUNDS_US),
-            records_per_request: Histogram::new(RECORD_BOUNDS),
-            bytes_per_request: Histogram::new(BYTE_BOUNDS),
         }
     }
 }
@@ -220,33 +233,34 @@ pub fn bump(c: &AtomicU64) {
 }
 
 impl Stats {
-    pub fn snapshot(&self) -> StatsSnapshot {
+    /// All counters now: these and the slots' `processes`.
+    pub fn snapshot(&self, processes: &ProcessStats) -> StatsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let counters = Counters {
             requests: get(&self.requests),
             failures: get(&self.failures),
-            retries: get(&self.retries),
-            timeouts: get(&self.timeouts),
-            spawns: get(&self.spawns),
-            spawn_failures: get(&self.spawn_failures),
-            process_deaths: get(&self.process_deaths),
-            retirements: get(&self.retirements),
-            live_processes: get(&self.live_processes),
+            retries: get(&processes.retries),
+            timeouts: get(&processes.timeouts),
+            spawns: get(&processes.spawns),
+            spawn_failures: get(&processes.spawn_failures),
+            process_deaths: get(&processes.process_deaths),
+            retirements: get(&processes.retirements),
+            live_processes: get(&processes.live_processes),
             // The queue counts itself: `Pool::stats` fills it in.
             queue_depth: 0,
             busy_rejections: get(&self.busy_rejections),
             redo_time_us: self.redo_time_us.snapshot(),
-            spawn_time_us: self.spawn_time_us.snapshot(),
+            spawn_time_us: processes.spawn_time_us.snapshot(),
             records_per_request: self.records_per_request.snapshot(),
             bytes_per_request: self.bytes_per_request.snapshot(),
             fast_path_pages: get(&self.fast_path_pages),
             image_starts: get(&self.image_starts),
             cancellations: get(&self.cancellations),
-            cancel_kills: get(&self.cancel_kills),
+            cancel_kills: get(&processes.cancel_kills),
         };
         StatsSnapshot {
             counters,
-            killed_starts: get(&self.killed_starts),
+            killed_starts: get(&processes.killed_starts),
         }
     }
 }
@@ -401,7 +415,7 @@ mod tests {
         let stats = Stats::default();
         bump(&stats.requests);
         stats.redo_time_us.observe(30);
-        let text = stats.snapshot().prometheus_text();
+        let text = stats.snapshot(&ProcessStats::default()).prometheus_text();
         assert!(text.contains("walredo_requests_total 1\n"));
         assert!(text.contains("# TYPE walredo_redo_seconds histogram"));
         assert!(

@@ -17,7 +17,7 @@ use crate::pool::slots::{Job, SlotGuard, Slots};
 use crate::pool::stats::{bump, Stats};
 
 pub(super) fn worker(shared: &Shared, lane: usize, stop: &Receiver<()>) {
-    let (slots, stats) = (&shared.slots, &*shared.stats);
+    let (slots, stats) = (&shared.slots, &shared.stats);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         match shared
