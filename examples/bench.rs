@@ -42,6 +42,17 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// The median of each cell's rates (taken an odd number of times).
+fn median_rates(rates: Vec<Vec<f64>>) -> Vec<f64> {
+    rates
+        .into_iter()
+        .map(|mut r| {
+            r.sort_by(f64::total_cmp);
+            r[r.len() / 2]
+        })
+        .collect()
+}
+
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
@@ -673,13 +684,7 @@ fn main() {
                 rates[i].push(measure(*clients));
             }
         }
-        let rates: Vec<f64> = rates
-            .into_iter()
-            .map(|mut r| {
-                r.sort_by(f64::total_cmp);
-                r[1]
-            })
-            .collect();
+        let rates = median_rates(rates);
         for (clients, rate) in CLIENTS.iter().zip(&rates) {
             let n_eff = (*clients).min(processes).min(cpus) as f64;
             row(
@@ -840,13 +845,7 @@ fn many_callers(
             rates[i].push(throughput(&pools[processes - 1], short, clients, secs));
         }
     }
-    let rates: Vec<f64> = rates
-        .into_iter()
-        .map(|mut r| {
-            r.sort_by(f64::total_cmp);
-            r[2]
-        })
-        .collect();
+    let rates = median_rates(rates);
     let best = |processes: usize| {
         cells
             .iter()
