@@ -36,3 +36,30 @@ pub fn wake(word: &AtomicU32, waiters: i32) {
     // SAFETY: FUTEX_WAKE on a live, aligned u32; it reads nothing else.
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, waiters) };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+    use std::time::Instant;
+
+    #[test]
+    fn wait_ends_on_a_changed_word_a_wake_or_the_timeout() {
+        let word = AtomicU32::new(0);
+        // Not holding the value: at once, timeout or none.
+        wait(&word, 1, None);
+        let started = Instant::now();
+        wait(&word, 0, Some(Duration::from_millis(20)));
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(20));
+                word.store(1, Ordering::SeqCst);
+                wake(&word, 1);
+            });
+            while word.load(Ordering::SeqCst) == 0 {
+                wait(&word, 0, None);
+            }
+        });
+    }
+}
