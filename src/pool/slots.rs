@@ -255,8 +255,17 @@ impl Slots {
         }
     }
 
-    /// The error of a request whose deadline passed.
+    /// The error of a request whose deadline passed: `SpawnFailed` with
+    /// the last start's reason when no process could be started (see
+    /// `starts_refused`) and the request has no process's stderr of its own.
     pub fn deadline_error(&self, stderr: String) -> Error {
+        if stderr.is_empty() {
+            if let Some(reason) = self.starts_refused() {
+                return Error::SpawnFailed(format!(
+                    "{reason} (no process could be started by the request's deadline)"
+                ));
+            }
+        }
         Error::Timeout {
             after_ms: self.timeout.as_millis() as u64,
             stderr,
