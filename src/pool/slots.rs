@@ -31,7 +31,8 @@
 //!   that ends in time, instead of failing because someone else's start
 //!   failed. It gets `SpawnFailed`, with the last start's error, only when no
 //!   process could be had by then (or when its own two starts failed by
-//!   themselves).
+//!   themselves); also when it waited for a slot meanwhile, if no process
+//!   runs and the last start failed by itself (`deadline_error`).
 //! - Once the pool is closed, no slot is handed out (checked under the lock
 //!   that `close` sets the flag under, so a slot taken before close is one
 //!   `kill_all` waits for) and no process is started or request retried:
