@@ -225,23 +225,12 @@ fn verify_replays_with_the_server_named_and_says_which() {
     });
     let (base, wal) = (rec.base.to_str().unwrap(), rec.wal_dir.to_str().unwrap());
     let expected = rec.expected.to_str().unwrap();
-    let verify_args = |extension: &str, more: &[&str]| -> Vec<String> {
-        let mut args: Vec<String> = ["--extension", extension]
-            .iter()
-            .chain(more)
-            .chain(&[
-                "verify",
-                "--base",
-                base,
-                "--wal",
-                wal,
-                "--expected",
-                expected,
-            ])
-            .map(|s| s.to_string())
-            .collect();
-        args.extend(["--processes".to_string(), "1".to_string()]);
-        args
+    // `walredo [flags] --extension SO verify ...` with `env` set.
+    let verify = |env: &[(&str, &str)], extension: &str, flags: &[&str]| {
+        let mut args = flags.to_vec();
+        args.extend(["--extension", extension, "verify", "--base", base]);
+        args.extend(["--wal", wal, "--expected", expected, "--processes", "1"]);
+        walredo_env(env, &args)
     };
     let extension = extension_path();
     let extension = extension.to_str().unwrap();
@@ -253,15 +242,13 @@ fn verify_replays_with_the_server_named_and_says_which() {
 
     // Named by --pg-config, by PG_CONFIG, by --bindir: the report says which
     // server replayed (its version and its postgres), and every page agrees.
-    let named_ways: [(&[(&str, &str)], Vec<&str>); 3] = [
-        (&[], vec!["--pg-config", pg_config]),
-        (&[("PG_CONFIG", pg_config)], vec![]),
-        (&[], vec!["--bindir", bindir.to_str().unwrap()]),
+    let ways = [
+        (None, vec!["--pg-config", pg_config]),
+        (Some(("PG_CONFIG", pg_config)), vec![]),
+        (None, vec!["--bindir", bindir.to_str().unwrap()]),
     ];
-    for (env, flags) in &named_ways {
-        let args = verify_args(extension, flags);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = walredo_env(env, &args);
+    for (env, flags) in &ways {
+        let out = verify(env.as_slice(), extension, flags);
         let report = String::from_utf8_lossy(&out.stdout);
         println!("{env:?} {flags:?}:\n{report}");
         assert!(
@@ -279,17 +266,14 @@ fn verify_replays_with_the_server_named_and_says_which() {
     }
 
     // A flag beats PG_CONFIG; a pg_config that cannot run says so.
-    let args = verify_args(extension, &["--pg-config", pg_config]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = walredo_env(&[("PG_CONFIG", "/nonexistent/pg_config")], &args);
+    let bad_env = [("PG_CONFIG", "/nonexistent/pg_config")];
+    let out = verify(&bad_env, extension, &["--pg-config", pg_config]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let args = verify_args(extension, &[]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = walredo_env(&[("PG_CONFIG", "/nonexistent/pg_config")], &args);
+    let out = verify(&bad_env, extension, &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -301,12 +285,11 @@ fn verify_replays_with_the_server_named_and_says_which() {
     match other_versions_pg_config() {
         None => println!("SKIPPED: no pg_config of a version other than {version} here"),
         Some((other, other_pg_config)) => {
-            let args = verify_args(
+            let out = verify(
+                &[],
                 extension,
                 &["--pg-config", other_pg_config.to_str().unwrap()],
             );
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let out = walredo_env(&[], &args);
             let err = String::from_utf8_lossy(&out.stderr);
             println!("{}: {err}", other_pg_config.display());
             assert_eq!(out.status.code(), Some(2), "{err}");
@@ -326,9 +309,7 @@ fn verify_replays_with_the_server_named_and_says_which() {
         return;
     };
     let started = std::time::Instant::now();
-    let args = verify_args(so.to_str().unwrap(), &[]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = walredo_env(&[], &args);
+    let out = verify(&[], so.to_str().unwrap(), &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     println!("{} in {:?}: {err}", so.display(), started.elapsed());
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -345,9 +326,7 @@ fn verify_replays_with_the_server_named_and_says_which() {
     )
     .unwrap();
     let started = std::time::Instant::now();
-    let args = verify_args(disguised.to_str().unwrap(), &[]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = walredo_env(&[], &args);
+    let out = verify(&[], disguised.to_str().unwrap(), &[]);
     let took = started.elapsed();
     let err = String::from_utf8_lossy(&out.stderr);
     println!("disguised {} in {took:?}: {err}", so.display());
