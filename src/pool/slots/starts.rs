@@ -169,17 +169,19 @@ impl Slots {
                 Ok(p)
             }
             Err((e, killed)) => {
-                let mut b = self.backoff.lock();
-                b.last_error = match &e {
-                    Error::SpawnFailed(reason) => reason.clone(),
-                    other => other.to_string(),
-                };
-                b.last_refused = !killed && matches!(e, Error::SpawnFailed(_));
-                drop(b);
                 // A handshake cut short by the requests' deadline did not
-                // hang: it says nothing about the next start.
+                // hang: it says nothing about the next start, nor about why
+                // the last one failed.
                 let cut_short =
                     matches!(e, Error::Timeout { .. }) && patience < self.attempt_timeout;
+                if !cut_short {
+                    let mut b = self.backoff.lock();
+                    b.last_error = match &e {
+                        Error::SpawnFailed(reason) => reason.clone(),
+                        other => other.to_string(),
+                    };
+                    b.last_refused = !killed && matches!(e, Error::SpawnFailed(_));
+                }
                 if !killed && !cut_short {
                     self.count_failed_start();
                 }
