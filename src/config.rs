@@ -7,8 +7,13 @@ use std::time::Duration;
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Directory holding PostgreSQL's `postgres` and `initdb`. Default: the
-    /// `--bindir` of the `pg_config` of `pg_version`.
+    /// Directory holding PostgreSQL's `postgres` and `initdb` (and its
+    /// `pg_config`, for the default extension): the server the pool runs.
+    /// Default: the `--bindir` of Debian's
+    /// `/usr/lib/postgresql/N/bin/pg_config` of `pg_version`, else of the
+    /// `pg_config` on PATH if it is of that version; so an installed Debian
+    /// server wins over a `pg_config` on PATH. Set it to replay with one
+    /// particular installation (minor releases differ in redo output).
     pub pg_bindir: Option<PathBuf>,
     /// The PostgreSQL major version the pool serves: 15, 16, 17 or 18. Its
     /// processes run that version's `postgres` and `pg_walredo.so`, and WAL
@@ -17,7 +22,9 @@ pub struct Config {
     /// `/usr/lib/postgresql/{15,16,17,18}` present, else `pg_config` on PATH).
     pub pg_version: Option<u32>,
     /// The `pg_walredo.so` to load. Default: `pg_walredo.so` in the
-    /// `--pkglibdir` of that `pg_config` (where `make install` puts it).
+    /// `--pkglibdir` of that `pg_config` (where `make install` puts it). One
+    /// built for another major version than the server's is refused when
+    /// the pool is made (its `PG_MODULE_MAGIC` block says which).
     pub extension_path: Option<PathBuf>,
     /// When the caller runs as root, processes run as this user (PostgreSQL
     /// refuses to run as root). Ignored otherwise. Default: `walredo`, an

@@ -122,6 +122,48 @@ fn a_back_off_longer_than_the_deadline_fails_with_the_last_error() {
     assert_eq!(pool.stats().spawns, 0);
 }
 
+/// A pool whose every start fails by itself (as with an extension the
+/// loader refuses): every request, also those that waited for a slot the
+/// others held while starting, fails by its deadline with the start's
+/// reason (the child's stderr), never with an empty timeout.
+#[test]
+fn requests_waiting_for_a_slot_while_starts_fail_get_the_reason() {
+    let _test = isolated_test();
+    let timeout = Duration::from_millis(300);
+    let pool = Pool::new(&fake_config(1, &["--exit-at-start"], timeout)).unwrap();
+    let started = Instant::now();
+    // Callers in a row, as a busy host sends them: some drive the slot
+    // themselves (through a back-off that ends in time), the others wait
+    // for it in the queue.
+    let outcomes: Vec<(Duration, String)> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..6)
+            .map(|i| {
+                let pool = &pool;
+                s.spawn(move || {
+                    (0..10)
+                        .map(|round| {
+                            std::thread::sleep(Duration::from_millis(7 * i));
+                            let t = Instant::now();
+                            let m = spawn_failure(redo_normal(pool, 10 * i as u32 + round));
+                            (t.elapsed(), m)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect()
+    });
+    println!("{:?} in all: {outcomes:?}", started.elapsed());
+    for (took, m) in &outcomes {
+        assert!(m.contains("refuses to start"), "{m}");
+        assert!(*took < 2 * timeout, "{took:?}: {m}");
+    }
+    assert_eq!(pool.stats().spawns, 0);
+}
+
 #[test]
 fn real_processes_killed_during_start_up_are_started_again() {
     let _test = isolated_test();

@@ -2,7 +2,9 @@
 //!
 //!   demo DIR [--workload FILE.sql] [--conf 'k=v k=v'] [--scale N] [--transactions N]
 //!
-//! In DIR: a throw-away PostgreSQL cluster (of WALREDO_PG_VERSION), a clean base copy, the
+//! In DIR: a throw-away PostgreSQL cluster (of WALREDO_PG_VERSION, run by the server in
+//! WALREDO_PG_BINDIR, default /usr/lib/postgresql/$WALREDO_PG_VERSION/bin: initdb, pg_ctl,
+//! the recovery and the pool all use that one server), a clean base copy, the
 //! workload (pgbench initialisation and run, then the SQL file), the WAL it
 //! wrote, PostgreSQL's own archive recovery of that WAL onto a second base
 //! copy, and finally `walredo verify`, whose report is printed with how long
@@ -66,6 +68,39 @@ fn from_sql(dir: &std::path::Path) -> bool {
     rows == "1|alice|100\n2|bob|50"
 }
 
+/// The one server the demo runs: `$WALREDO_PG_BINDIR`, else Debian's
+/// `/usr/lib/postgresql/$WALREDO_PG_VERSION/bin`. The clusters come from
+/// testkit, which must run that same server: WAL replayed by another minor
+/// release can differ (docs/versions.md).
+fn demo_bindir() -> Result<PathBuf, String> {
+    let bindir = match std::env::var_os("WALREDO_PG_BINDIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(format!(
+            "/usr/lib/postgresql/{}/bin",
+            walredo_testkit::install::pg_version()
+        )),
+    };
+    let same = |a: &std::path::Path, b: &std::path::Path| {
+        a == b
+            || a.canonicalize()
+                .ok()
+                .is_some_and(|a| b.canonicalize().ok() == Some(a))
+    };
+    let clusters = walredo_testkit::cluster::bindir();
+    if !same(&bindir, &clusters) {
+        return Err(format!(
+            "the server is {} (WALREDO_PG_BINDIR), but testkit's clusters would run {}: \
+             one server must write, recover and replay",
+            bindir.display(),
+            clusters.display()
+        ));
+    }
+    if !bindir.join("postgres").is_file() {
+        return Err(format!("no postgres in {}", bindir.display()));
+    }
+    Ok(bindir)
+}
+
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let mut dir = None;
@@ -108,8 +143,15 @@ fn main() -> ExitCode {
         }
     }
     let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let bindir = match demo_bindir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // The server's own words ("postgres (PostgreSQL) 17.6 (Debian 17.6-0+deb13u1)").
-    let server = std::process::Command::new(walredo_testkit::cluster::bindir().join("postgres"))
+    let server = std::process::Command::new(bindir.join("postgres"))
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
@@ -118,8 +160,9 @@ fn main() -> ExitCode {
         .strip_prefix("postgres (PostgreSQL) ")
         .unwrap_or(&server);
     println!(
-        "demo: PostgreSQL {server} cluster in {}; settings: {}",
+        "demo: PostgreSQL {server} cluster in {} (server: {}); settings: {}",
         dir.display(),
+        bindir.display(),
         if conf.is_empty() { "defaults" } else { &conf }
     );
     println!(
@@ -157,6 +200,8 @@ fn main() -> ExitCode {
     let (base, wal) = (rec.base.to_str().unwrap(), rec.wal_dir.to_str().unwrap());
     let expected = rec.expected.to_str().unwrap();
     let cmd_args = [
+        "--bindir",
+        bindir.to_str().unwrap(),
         "--extension",
         extension,
         "verify",

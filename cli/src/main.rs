@@ -1,8 +1,14 @@
 //! `walredo`: rebuild PostgreSQL pages (15 to 18) from WAL with PostgreSQL's own redo.
 //!
-//!   walredo verify --base DIR --wal DIR --expected DIR [--processes N]
-//!   walredo page --base DIR --wal DIR --rel SPC/DB/REL [--fork F] --block N
-//!                [--lsn X/Y] [--out FILE]
+//!   walredo [--bindir DIR | --pg-config PATH] [--extension SO] verify
+//!           --base DIR --wal DIR --expected DIR [--processes N] [--end LSN]
+//!   walredo [--bindir DIR | --pg-config PATH] [--extension SO] page
+//!           --base DIR --wal DIR --rel SPC/DB/REL [--fork F] --block N
+//!           [--lsn X/Y] [--out FILE]
+//!
+//! The server that replays: `--bindir`, else `--pg-config`, else `PG_CONFIG`
+//! in the environment, else Debian's `/usr/lib/postgresql/N/bin` of the data
+//! directory's version N, else the `pg_config` on PATH (`cli/src/server.rs`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use walredo::tag::{PageTag, RelFileNode};
 use walredo::wal::parse_lsn;
 use walredo::Config;
+use walredo_cli::server::named_bindir;
 use walredo_cli::verify::{page_as_of, verify, VerifyOptions};
 
 #[derive(Parser)]
@@ -24,6 +31,15 @@ struct Cli {
     /// base data directory's PostgreSQL version).
     #[arg(long, global = true)]
     extension: Option<PathBuf>,
+    /// The server that replays: a directory with its postgres,
+    /// pg_controldata and pg_config (default: --pg-config's).
+    #[arg(long, global = true, conflicts_with = "pg_config")]
+    bindir: Option<PathBuf>,
+    /// The server that replays, named by its pg_config (default: $PG_CONFIG,
+    /// else /usr/lib/postgresql/N/bin/pg_config for the data directory's
+    /// version N, else pg_config on PATH).
+    #[arg(long, global = true)]
+    pg_config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -106,8 +122,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .try_init();
+    let pg_bindir = match named_bindir(
+        cli.bindir.clone(),
+        cli.pg_config.clone(),
+        std::env::var_os("PG_CONFIG").map(PathBuf::from),
+    ) {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("walredo: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = Config {
         extension_path: cli.extension.clone(),
+        pg_bindir,
         ..Config::default()
     };
     match cli.command {

@@ -15,6 +15,7 @@ use walredo::datadir::read_page;
 use walredo::pg::record_type::record_type_name;
 use walredo::pg::rmgr::rmgr_name;
 use walredo::pool::Pool;
+use walredo::process::launch::Server;
 use walredo::tag::{PageTag, FSM_FORKNUM};
 use walredo::wal::checksum::stamp_checksum;
 use walredo::wal::pages;
@@ -23,18 +24,7 @@ use walredo::wal::uses::{block_uses, last_run, record_refs, removed_by, Use};
 use walredo::wal::{format_lsn, next_record_start, WalReader, WalRecord};
 use walredo::{Error, PAGE_SIZE};
 
-/// Debian's (and the PostgreSQL project's packages') programs of a version
-/// (pg_controldata); `pg_controldata` on PATH where that is missing.
-fn pg_controldata(pg_version: u32) -> PathBuf {
-    let p = PathBuf::from(format!(
-        "/usr/lib/postgresql/{pg_version}/bin/pg_controldata"
-    ));
-    if p.is_file() {
-        p
-    } else {
-        PathBuf::from("pg_controldata")
-    }
-}
+use crate::server::server_for;
 
 /// What a data directory's `pg_control` says that matters here.
 #[derive(Clone, Debug)]
@@ -47,11 +37,14 @@ pub struct ControlInfo {
     pub wal_log_hints: bool,
     /// The major version (PG_VERSION) of the server that wrote it.
     pub pg_version: u32,
+    /// The server of that version that reads and replays it
+    /// ([`server_for`]).
+    pub server: Server,
 }
 
 impl ControlInfo {
-    /// `config` for this data directory's version: its own `pg_version`
-    /// must agree, if set.
+    /// `config` for this data directory's version and server: its own
+    /// `pg_version` must agree, if set.
     pub fn config_for(&self, config: &Config) -> Result<Config, String> {
         match config.pg_version {
             Some(v) if v != self.pg_version => Err(format!(
@@ -60,14 +53,16 @@ impl ControlInfo {
             )),
             _ => Ok(Config {
                 pg_version: Some(self.pg_version),
+                pg_bindir: Some(self.server.bindir.clone()),
                 ..config.clone()
             }),
         }
     }
 }
 
-/// Read `dir`'s control file (with its version's `pg_controldata`).
-pub fn control_info(dir: &Path) -> Result<ControlInfo, String> {
+/// Read `dir`'s control file, with the `pg_controldata` of the server of
+/// its version that `config` names ([`server_for`]).
+pub fn control_info(dir: &Path, config: &Config) -> Result<ControlInfo, String> {
     if !dir.join("global/pg_control").is_file() {
         return Err(format!(
             "{} is not a PostgreSQL data directory (no global/pg_control): give the data \
@@ -76,15 +71,16 @@ pub fn control_info(dir: &Path) -> Result<ControlInfo, String> {
         ));
     }
     let pg_version = walredo::datadir::pg_version(dir)?;
+    let server = server_for(pg_version, config)?;
     // Reading pg_control needs no privileges beyond reading the file.
-    let out = std::process::Command::new(pg_controldata(pg_version))
+    let out = std::process::Command::new(server.bindir.join("pg_controldata"))
         .arg("-D")
         .arg(dir)
         .env("LC_ALL", "C")
         .env_remove("PGDATA")
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|e| format!("cannot run pg_controldata: {e}"))?;
+        .map_err(|e| format!("cannot run {}/pg_controldata: {e}", server.bindir.display()))?;
     if !out.status.success() {
         return Err(format!(
             "pg_controldata {} failed: {}",
@@ -111,6 +107,7 @@ pub fn control_info(dir: &Path) -> Result<ControlInfo, String> {
         data_checksums: field("Data page checksum version")? != "0",
         wal_log_hints: field("wal_log_hints setting")? == "on",
         pg_version,
+        server,
     })
 }
 
@@ -179,6 +176,8 @@ pub struct Tally {
 /// The outcome of [`verify`].
 #[derive(Debug, Default)]
 pub struct Report {
+    /// The server that replayed ("PostgreSQL 15.20 (Debian ...), /usr/lib/.../postgres").
+    pub server: String,
     pub records: usize,
     pub blocks: usize,
     /// Per (fork, resource manager of the block's last record).
@@ -219,6 +218,7 @@ const FORK_NAMES: [&str; 4] = ["main", "fsm", "vm", "init"];
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "replayed by {}", self.server)?;
         writeln!(
             f,
             "{} WAL records touched {} blocks; rebuilt in {:.2} s ({} from a full-page image \
@@ -314,7 +314,7 @@ pub fn verify(
     opts: &VerifyOptions,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Report, String> {
-    let base = control_info(&opts.base)?;
+    let base = control_info(&opts.base, &opts.config)?;
     if !base.cleanly_shut_down {
         return Err(format!(
             "BASE {} was not cleanly shut down (state {:?}): stop its server cleanly first",
@@ -322,7 +322,7 @@ pub fn verify(
             base.state
         ));
     }
-    let expected = control_info(&opts.expected)?;
+    let expected = control_info(&opts.expected, &opts.config)?;
     if expected.pg_version != base.pg_version {
         return Err(format!(
             "BASE is PostgreSQL {}, EXPECTED PostgreSQL {}: they must be of one version",
@@ -341,11 +341,18 @@ pub fn verify(
         ..base.config_for(&opts.config)?
     };
     let pool = Pool::new(&config).map_err(|e| e.to_string())?;
+    // One process started before the work is shared out: a pool that
+    // cannot start any (an extension the loader refuses) ends the run now,
+    // with the reason, instead of failing every page by its deadline.
+    pool.ping()
+        .map_err(|e| format!("{e} (the server: {})", base.server))?;
     let started = Instant::now();
     let work: Vec<(&PageTag, &Vec<Use>)> = blocks.iter().collect();
     let next = AtomicUsize::new(0);
+    let cannot_start: Mutex<Option<Error>> = Mutex::new(None);
     let done = AtomicUsize::new(0);
     let report = Mutex::new(Report {
+        server: base.server.to_string(),
         records: records.len(),
         blocks: blocks.len(),
         ..Report::default()
@@ -359,11 +366,20 @@ pub fn verify(
                 let Some((tag, uses)) = work.get(i) else {
                     break;
                 };
-                check_block(opts, &base, &pool, &records, tag, uses, &report);
+                if let Err(e) = check_block(opts, &base, &pool, &records, tag, uses, &report) {
+                    // No process can be started any more: nothing left
+                    // can be rebuilt, so the others stop too.
+                    next.store(work.len(), Ordering::Relaxed);
+                    cannot_start.lock().unwrap().get_or_insert(e);
+                    break;
+                }
                 progress(done.fetch_add(1, Ordering::Relaxed) + 1, work.len());
             });
         }
     });
+    if let Some(e) = cannot_start.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(format!("{e} (the server: {})", base.server));
+    }
     let mut report = report.into_inner().unwrap_or_else(|e| e.into_inner());
     report.elapsed = started.elapsed();
     report.vm_side_effects = side_effect_counts(&records, &blocks);
@@ -406,7 +422,7 @@ fn check_block(
     tag: &PageTag,
     uses: &[Use],
     report: &Mutex<Report>,
-) {
+) -> Result<(), Error> {
     let run = last_run(uses);
     if run[0].removal.is_some() {
         // Removed by the WAL (and not made again with an initializing
@@ -421,7 +437,7 @@ fn check_block(
             (1, Err(e)) => r.failures.push((*tag, e.to_string())),
             _ => r.unstartable.push(*tag),
         }
-        return;
+        return Ok(());
     }
     let rmgr = record::decode(&records[run[run.len() - 1].record].data)
         .map(|r| r.rmgr_name())
@@ -437,17 +453,19 @@ fn check_block(
         Err(e) => Err(e),
         Ok(None) if !run[0].initializes => {
             report.lock().unwrap().unstartable.push(*tag);
-            return;
+            return Ok(());
         }
-        Ok(page) => pool
-            .redo(tag, page.as_deref(), &record_refs(records, run))
-            .map_err(|e: Error| e.to_string()),
+        Ok(page) => match pool.redo(tag, page.as_deref(), &record_refs(records, run)) {
+            // The pool cannot start a process: the whole run's failure.
+            Err(e @ Error::SpawnFailed(_)) => return Err(e),
+            outcome => outcome.map_err(|e| e.to_string()),
+        },
     };
     let mut page = match outcome {
         Ok(p) => p,
         Err(e) => {
             report.lock().unwrap().failures.push((*tag, e));
-            return;
+            return Ok(());
         }
     };
     if base.data_checksums {
@@ -470,6 +488,7 @@ fn check_block(
             }
         }
     }
+    Ok(())
 }
 
 /// The page to start from for a block BASE lacks and no record initializes:
@@ -488,7 +507,7 @@ pub fn page_as_of(
     lsn: Option<u64>,
     config: &Config,
 ) -> Result<Box<[u8; PAGE_SIZE]>, String> {
-    let base = control_info(base_dir)?;
+    let base = control_info(base_dir, config)?;
     let records = read_wal(&base, wal, None)?;
     let touching: Vec<Use> = block_uses(records.iter().map(|r| &r.data[..]))
         .map_err(|(i, e)| format!("WAL record at {}: {e}", format_lsn(records[i].start_lsn)))?

@@ -164,3 +164,193 @@ fn page_shows_a_row_as_it_was_before_an_update_and_errors_are_clear() {
         "SPC/DB/REL",
     );
 }
+
+/// `walredo` with `env` set (PG_CONFIG) and `args`, without `--extension`.
+fn walredo_env(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_walredo"))
+        .env_remove("PG_CONFIG")
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Another major version's pg_config, if this machine has one (Debian's
+/// /usr/lib/postgresql/N, or a build in scripts/pg-binaries.sh's cache).
+fn other_versions_pg_config() -> Option<(u32, std::path::PathBuf)> {
+    let ours = walredo_testkit::install::pg_version();
+    let cache = std::fs::read_dir("/var/cache/walredo/pg")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin/pg_config"));
+    let debian = (14..=18).map(|v| format!("/usr/lib/postgresql/{v}/bin/pg_config").into());
+    debian.chain(cache).find_map(|p: std::path::PathBuf| {
+        let out = Command::new(&p).arg("--version").output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let major: u32 = text
+            .strip_prefix("PostgreSQL ")?
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()?;
+        (major != ours).then_some((major, p))
+    })
+}
+
+/// This tree's pg_walredo.so built for another version, if one was built.
+fn other_versions_extension() -> Option<(u32, std::path::PathBuf)> {
+    let root = walredo_testkit::install::workspace_root();
+    (14..=18)
+        .filter(|v| *v != walredo_testkit::install::pg_version())
+        .map(|v| match v {
+            15 => (v, root.join("pg_walredo/pg_walredo.so")),
+            v => (
+                v,
+                root.join(format!("target/pg{v}/pg_walredo/pg_walredo.so")),
+            ),
+        })
+        .find(|(_, so)| so.is_file())
+}
+
+#[test]
+fn verify_replays_with_the_server_named_and_says_which() {
+    let _test = isolated_test();
+    let tmp = TempDir::new("cli-server");
+    let rec = record_workload(tmp.path(), &[], &["wal_keep_size = 1GB"], &|c| {
+        c.psql(
+            "CREATE TABLE t (id int PRIMARY KEY, v text);
+             INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 500) g;",
+        );
+    });
+    let (base, wal) = (rec.base.to_str().unwrap(), rec.wal_dir.to_str().unwrap());
+    let expected = rec.expected.to_str().unwrap();
+    // `walredo [flags] --extension SO verify ...` with `env` set.
+    let verify = |env: &[(&str, &str)], extension: &str, flags: &[&str]| {
+        let mut args = flags.to_vec();
+        args.extend(["--extension", extension, "verify", "--base", base]);
+        args.extend(["--wal", wal, "--expected", expected, "--processes", "1"]);
+        walredo_env(env, &args)
+    };
+    let extension = extension_path();
+    let extension = extension.to_str().unwrap();
+    let bindir = walredo_testkit::cluster::bindir();
+    let pg_config = bindir.join("pg_config");
+    let pg_config = pg_config.to_str().unwrap();
+    let postgres = bindir.join("postgres");
+    let version = walredo_testkit::install::pg_version();
+
+    // Named by --pg-config, by PG_CONFIG, by --bindir: the report says which
+    // server replayed (its version and its postgres), and every page agrees.
+    let ways = [
+        (None, vec!["--pg-config", pg_config]),
+        (Some(("PG_CONFIG", pg_config)), vec![]),
+        (None, vec!["--bindir", bindir.to_str().unwrap()]),
+    ];
+    for (env, flags) in &ways {
+        let out = verify(env.as_slice(), extension, flags);
+        let report = String::from_utf8_lossy(&out.stdout);
+        println!("{env:?} {flags:?}:\n{report}");
+        assert!(
+            out.status.success(),
+            "{env:?} {flags:?}: {report}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let first = report.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with(&format!("replayed by PostgreSQL {version}."))
+                && first.ends_with(&format!(", {}", postgres.display())),
+            "{first}"
+        );
+        assert!(report.contains(" 0 different"), "{report}");
+    }
+
+    // A flag beats PG_CONFIG; a pg_config that cannot run says so.
+    let bad_env = [("PG_CONFIG", "/nonexistent/pg_config")];
+    let out = verify(&bad_env, extension, &["--pg-config", pg_config]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = verify(&bad_env, extension, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("PG_CONFIG /nonexistent/pg_config: cannot run it"),
+        "{err}"
+    );
+
+    // A server of another major version than the data directory's is refused.
+    match other_versions_pg_config() {
+        None => println!("SKIPPED: no pg_config of a version other than {version} here"),
+        Some((other, other_pg_config)) => {
+            let out = verify(
+                &[],
+                extension,
+                &["--pg-config", other_pg_config.to_str().unwrap()],
+            );
+            let err = String::from_utf8_lossy(&out.stderr);
+            println!("{}: {err}", other_pg_config.display());
+            assert_eq!(out.status.code(), Some(2), "{err}");
+            assert!(err.contains(&format!("is PostgreSQL {other}.")), "{err}");
+            assert!(
+                err.contains(&format!("but the data directory is PostgreSQL {version}")),
+                "{err}"
+            );
+        }
+    }
+
+    // An extension built for another version fails at once, saying so; one
+    // whose magic block was made to lie fails in the loader, and verify
+    // stops at once with the loader's message instead of trying every page.
+    let Some((other, so)) = other_versions_extension() else {
+        println!("SKIPPED: no pg_walredo.so of a version other than {version} was built here");
+        return;
+    };
+    let started = std::time::Instant::now();
+    let out = verify(&[], so.to_str().unwrap(), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    println!("{} in {:?}: {err}", so.display(), started.elapsed());
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "was built for PostgreSQL {other}, the server is {version}"
+        )),
+        "{err}"
+    );
+    let disguised = tmp.path().join("disguised.so");
+    std::fs::write(
+        &disguised,
+        claiming_version(&std::fs::read(&so).unwrap(), version),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = verify(&[], disguised.to_str().unwrap(), &[]);
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    println!("disguised {} in {took:?}: {err}", so.display());
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let last = err
+        .lines()
+        .rev()
+        .find(|l| !l.starts_with('['))
+        .unwrap_or_default();
+    assert!(last.contains("could not load library"), "{err}");
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+}
+
+/// `so` with its magic block saying it was built for `version`.
+fn claiming_version(so: &[u8], version: u32) -> Vec<u8> {
+    let limits: Vec<u8> = [100i32, 32, 64, 1]
+        .iter()
+        .flat_map(|v| v.to_ne_bytes())
+        .collect();
+    let at = so
+        .windows(limits.len())
+        .position(|w| w == limits.as_slice())
+        .expect("a magic block");
+    let mut out = so.to_vec();
+    out[at - 4..at].copy_from_slice(&(version as i32 * 100).to_ne_bytes());
+    out
+}

@@ -43,6 +43,18 @@ fn demo_with(name: &str, conf: &[&str], fast_path: bool) {
     };
     let report = verify(&opts, &|_, _| {}).unwrap();
     println!("== {name} ({}):\n{report}", conf.join(" "));
+    // The report names the server that replayed: the tests' own.
+    let postgres = walredo_testkit::cluster::bindir().join("postgres");
+    assert!(
+        report.server.starts_with(&format!(
+            "PostgreSQL {}.",
+            walredo_testkit::install::pg_version()
+        )) && report
+            .server
+            .ends_with(&format!(", {}", postgres.display())),
+        "{}",
+        report.server
+    );
     let counted = report.counted();
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     assert_eq!(counted.different, 0);
@@ -104,7 +116,7 @@ fn demo_with(name: &str, conf: &[&str], fast_path: bool) {
 /// Visibility-map pages rebuilt from only the records that name them (no
 /// heap record routed to them): the oracle must find some that differ.
 fn vm_negative_control(opts: &VerifyOptions) {
-    let base = control_info(&opts.base).unwrap();
+    let base = control_info(&opts.base, &opts.config).unwrap();
     let records = read_wal(&base, &opts.wal, opts.end).unwrap();
     let blocks = block_uses(records.iter().map(|r| &r.data[..])).unwrap();
     let pool = Pool::new(&Config {

@@ -43,14 +43,18 @@ pub extern "C" fn walredo_config_new() -> *mut walredo_config {
 /// value (the configuration is then unchanged).
 ///
 /// Keys and values (strings, copied):
-/// - `pg_bindir`: directory of PostgreSQL's `postgres` and `initdb`.
-///   Default: the `--bindir` of the `pg_config` of `pg_version`.
+/// - `pg_bindir`: directory of PostgreSQL's `postgres` and `initdb` (and
+///   its `pg_config`): the server the pool runs. Default: the `--bindir` of
+///   Debian's /usr/lib/postgresql/N/bin/pg_config of `pg_version`, else of
+///   the `pg_config` on PATH if it is of that version (an installed Debian
+///   server wins). Set it to replay with one particular installation.
 /// - `pg_version`: the PostgreSQL major version the pool serves, 15 to 18;
 ///   WAL of another version is refused. Default: the version of
 ///   `pg_bindir`'s `postgres` (without `pg_bindir`: the first of
 ///   /usr/lib/postgresql/15, 16, 17, 18 present, else `pg_config` on PATH).
 /// - `extension_path`: the `pg_walredo.so` to load. Default:
-///   `pg_walredo.so` in that version's `--pkglibdir`.
+///   `pg_walredo.so` in that version's `--pkglibdir`. One built for another
+///   major version than the server's is refused (`WALREDO_SPAWN_FAILED`).
 /// - `processes`: wal-redo processes in the pool, 1 to 1024. Default: the
 ///   number of CPUs this process may run on.
 /// - `timeout_ms`: a request's deadline, 1 to 86400000, counted from the

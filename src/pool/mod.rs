@@ -269,13 +269,14 @@ impl Pool {
         // Statistics were counted by the worker (also for a request whose
         // deadline passes here: the worker answers it with its timeout, never
         // sends it): touch nothing of the pool after this point but the
-        // spinning permit (a concurrent close may be tearing the rest down;
-        // the pool itself lives while we are in one of its methods).
-        let too_late = slots.deadline_error(String::new());
+        // spinning permit and, past the deadline, the state of the starts
+        // for the error (a lock and a counter: a concurrent close may be
+        // tearing the rest down; the pool itself lives while we are in one
+        // of its methods).
         let spinning = self.shared.queue.may_spin();
         answer
             .wait(spinning.is_some(), deadline)
-            .unwrap_or(Err(too_late))
+            .unwrap_or_else(|| Err(slots.deadline_error(String::new())))
     }
 
     /// Queue a request without blocking; `callback` later gets the page (valid

@@ -31,7 +31,8 @@
 //!   that ends in time, instead of failing because someone else's start
 //!   failed. It gets `SpawnFailed`, with the last start's error, only when no
 //!   process could be had by then (or when its own two starts failed by
-//!   themselves).
+//!   themselves); also when it waited for a slot meanwhile, if no process
+//!   runs and the last start failed by itself (`deadline_error`).
 //! - Once the pool is closed, no slot is handed out (checked under the lock
 //!   that `close` sets the flag under, so a slot taken before close is one
 //!   `kill_all` waits for) and no process is started or request retried:
@@ -255,8 +256,17 @@ impl Slots {
         }
     }
 
-    /// The error of a request whose deadline passed.
+    /// The error of a request whose deadline passed: `SpawnFailed` with
+    /// the last start's reason when no process could be started (see
+    /// `starts_refused`) and the request has no process's stderr of its own.
     pub fn deadline_error(&self, stderr: String) -> Error {
+        if stderr.is_empty() {
+            if let Some(reason) = self.starts_refused() {
+                return Error::SpawnFailed(format!(
+                    "{reason} (no process could be started by the request's deadline)"
+                ));
+            }
+        }
         Error::Timeout {
             after_ms: self.timeout.as_millis() as u64,
             stderr,

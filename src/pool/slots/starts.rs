@@ -2,6 +2,7 @@
 //! [`super`] on starts killed from outside, starts that fail by themselves
 //! or hang, and the back-off.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::Slots;
@@ -23,6 +24,9 @@ pub(super) struct Backoff {
     pub failures_in_a_row: u32,
     /// Why the last start failed, without the "cannot start" prefix.
     pub last_error: String,
+    /// The last start failed by itself (`SpawnFailed`: an error exit, a
+    /// library the loader refused), not by a hang or a kill.
+    pub last_refused: bool,
 }
 
 impl Backoff {
@@ -32,6 +36,7 @@ impl Backoff {
             delay: Duration::ZERO,
             failures_in_a_row: 0,
             last_error: String::new(),
+            last_refused: false,
         }
     }
 }
@@ -111,6 +116,16 @@ impl Slots {
         }
     }
 
+    /// Why no process can be had now, if that is so: none runs, and the
+    /// last start failed by itself. A request that ran out of time then
+    /// gets that reason (the child's stderr) as `SpawnFailed`, not an empty
+    /// `Timeout`, whether it waited for a slot or for a back-off.
+    pub(super) fn starts_refused(&self) -> Option<String> {
+        let b = self.backoff.lock();
+        let none_running = self.stats.live_processes.load(Ordering::Relaxed) == 0;
+        (b.failures_in_a_row > 0 && b.last_refused && none_running).then(|| b.last_error.clone())
+    }
+
     /// Count a start that failed by itself toward the back-off.
     pub(super) fn count_failed_start(&self) {
         let mut b = self.backoff.lock();
@@ -154,14 +169,19 @@ impl Slots {
                 Ok(p)
             }
             Err((e, killed)) => {
-                self.backoff.lock().last_error = match &e {
-                    Error::SpawnFailed(reason) => reason.clone(),
-                    other => other.to_string(),
-                };
                 // A handshake cut short by the requests' deadline did not
-                // hang: it says nothing about the next start.
+                // hang: it says nothing about the next start, nor about why
+                // the last one failed.
                 let cut_short =
                     matches!(e, Error::Timeout { .. }) && patience < self.attempt_timeout;
+                if !cut_short {
+                    let mut b = self.backoff.lock();
+                    b.last_error = match &e {
+                        Error::SpawnFailed(reason) => reason.clone(),
+                        other => other.to_string(),
+                    };
+                    b.last_refused = !killed && matches!(e, Error::SpawnFailed(_));
+                }
                 if !killed && !cut_short {
                     self.count_failed_start();
                 }

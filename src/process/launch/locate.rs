@@ -22,13 +22,45 @@ fn install_hint(pg_version: Option<u32>) -> String {
 }
 const EXTENSION_FILE: &str = "pg_walredo.so";
 
-/// PostgreSQL (of `Config::pg_version`, or any supported version), the
-/// extension and the scratch template, found and checked; and the version.
-pub(super) fn postgres_program(
-    config: &Config,
-    scratch_root: &Path,
-    user: Option<UserIds>,
-) -> Result<(Program, u32)> {
+/// The PostgreSQL server a configuration names, found as a pool finds it:
+/// `pg_bindir`, else the `pg_config` of `pg_version` (Debian's
+/// `/usr/lib/postgresql/N/bin/pg_config` first, for 15, 16, 17 and 18 in
+/// turn when `pg_version` is not set; else `pg_config` on `PATH`).
+#[derive(Clone, Debug)]
+pub struct Server {
+    /// Directory of its `postgres`, `initdb` and `pg_controldata`.
+    pub bindir: PathBuf,
+    /// Its `pg_config`, when one was found (the default extension's
+    /// directory is its `--pkglibdir`).
+    pub pg_config: Option<PathBuf>,
+    /// Its major version.
+    pub pg_version: u32,
+    /// What `postgres --version` says of it after "(PostgreSQL) ", e.g.
+    /// "15.20 (Debian 15.20-0+deb12u1)".
+    pub version: String,
+}
+
+impl Server {
+    pub fn postgres(&self) -> PathBuf {
+        self.bindir.join("postgres")
+    }
+}
+
+/// "PostgreSQL 15.20 (Debian 15.20-0+deb12u1), /usr/lib/postgresql/15/bin/postgres".
+impl std::fmt::Display for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PostgreSQL {}, {}",
+            self.version,
+            self.postgres().display()
+        )
+    }
+}
+
+/// The server `config` names (see [`Server`]), its `postgres` run once to
+/// check that it is a supported version (and `pg_version`, if set).
+pub fn find_server(config: &Config) -> Result<Server> {
     let want = config.pg_version;
     if let Some(v) = want {
         if crate::pg::xlog::xlog_page_magic(v).is_none() {
@@ -56,8 +88,25 @@ pub(super) fn postgres_program(
             PathBuf::from(pg_config_value(cfg, "--bindir")?)
         }
     };
-    let postgres = bindir.join("postgres");
-    let pg_version = check_postgres_version(&postgres, want)?;
+    let (pg_version, version) = check_postgres_version(&bindir.join("postgres"), want)?;
+    Ok(Server {
+        bindir,
+        pg_config,
+        pg_version,
+        version,
+    })
+}
+
+/// PostgreSQL (of `Config::pg_version`, or any supported version), the
+/// extension and the scratch template, found and checked; and the version.
+pub(super) fn postgres_program(
+    config: &Config,
+    scratch_root: &Path,
+    user: Option<UserIds>,
+) -> Result<(Program, u32)> {
+    let server = find_server(config)?;
+    let (bindir, pg_config, pg_version) = (&server.bindir, &server.pg_config, server.pg_version);
+    let postgres = server.postgres();
 
     let extension_src = match &config.extension_path {
         Some(p) => p.clone(),
@@ -75,9 +124,11 @@ pub(super) fn postgres_program(
         )));
     }
 
+    check_extension_version(&extension_src, &server)?;
+
     let extension = install_extension_copy(&extension_src, scratch_root)?;
     let template = ensure_template(
-        &bindir,
+        bindir,
         scratch_root,
         user,
         config.data_checksums,
@@ -162,8 +213,8 @@ fn pg_config_value(pg_config: &Path, flag: &str) -> Result<String> {
 }
 
 /// The major version of `postgres`, which must be a supported one (and
-/// `want`, if given).
-fn check_postgres_version(postgres: &Path, want: Option<u32>) -> Result<u32> {
+/// `want`, if given), and its version as it says it ("15.20 (Debian ...)").
+fn check_postgres_version(postgres: &Path, want: Option<u32>) -> Result<(u32, String)> {
     let out = Command::new(postgres)
         .arg("--version")
         .stdin(Stdio::null())
@@ -176,12 +227,15 @@ fn check_postgres_version(postgres: &Path, want: Option<u32>) -> Result<u32> {
             ))
         })?;
     let version = String::from_utf8_lossy(&out.stdout);
-    let found = version
+    let said = version
         .split_once("(PostgreSQL) ")
-        .and_then(|(_, v)| major_version(v));
-    match found {
-        Some(v) if want.is_none_or(|w| w == v) && crate::pg::xlog::xlog_page_magic(v).is_some() => {
-            Ok(v)
+        .map(|(_, v)| v.trim().to_string());
+    let found = said.as_deref().and_then(major_version);
+    match (found, said) {
+        (Some(v), Some(said))
+            if want.is_none_or(|w| w == v) && crate::pg::xlog::xlog_page_magic(v).is_some() =>
+        {
+            Ok((v, said))
         }
         _ => Err(spawn_error(format!(
             "{} is not PostgreSQL {} (it says {:?}): install it with `{}`, or set pg_bindir",
@@ -190,5 +244,78 @@ fn check_postgres_version(postgres: &Path, want: Option<u32>) -> Result<u32> {
             version.trim(),
             install_hint(want)
         ))),
+    }
+}
+
+/// Refuse an extension built for another major version than the server's:
+/// PostgreSQL would load it only to fail (an undefined symbol, or its own
+/// magic-block check) in every process, and say it only on their stderr.
+fn check_extension_version(extension: &Path, server: &Server) -> Result<()> {
+    let bytes = std::fs::read(extension).map_err(|e| io_error("cannot read", extension, e))?;
+    match extension_built_for(&bytes) {
+        Some(built) if built != server.pg_version => Err(spawn_error(format!(
+            "{} was built for PostgreSQL {built}, the server is {} ({}): use a \
+             pg_walredo.so built for {} (`make PG_VERSION={}`), or a PostgreSQL {built} server",
+            extension.display(),
+            server.pg_version,
+            server.postgres().display(),
+            server.pg_version,
+            server.pg_version,
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The major version an extension was built for, from the magic block
+/// PostgreSQL puts in every module (`PG_MODULE_MAGIC`): in 14 to 18 it
+/// starts with its own length, the version (major * 100), FUNC_MAX_ARGS
+/// (100), INDEX_MAX_KEYS (32), NAMEDATALEN (64) and FLOAT8PASSBYVAL (1), as
+/// ints of this machine. `None` when there is no such block (a server built
+/// with other limits): the first start then says what is wrong.
+pub fn extension_built_for(so: &[u8]) -> Option<u32> {
+    let limits: Vec<u8> = [100i32, 32, 64, 1]
+        .iter()
+        .flat_map(|v| v.to_ne_bytes())
+        .collect();
+    let int_at = |i: usize| i32::from_ne_bytes(so[i..i + 4].try_into().expect("4 bytes"));
+    so.windows(limits.len())
+        .enumerate()
+        .skip(8)
+        .filter(|(_, w)| *w == limits.as_slice())
+        .find_map(|(i, _)| {
+            let (len, version) = (int_at(i - 8), int_at(i - 4));
+            let plausible = (24..=256).contains(&len)
+                && version % 100 == 0
+                && (10..100).contains(&(version / 100));
+            plausible.then_some((version / 100) as u32)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::extension_built_for;
+
+    /// Bytes around a magic block of `len` bytes for `version` (major * 100).
+    fn module_with(len: i32, version: i32) -> Vec<u8> {
+        let mut so = vec![0x90u8; 1000];
+        for v in [len, version, 100, 32, 64, 1] {
+            so.extend_from_slice(&v.to_ne_bytes());
+        }
+        so.extend_from_slice(b"PostgreSQL\0");
+        so.extend_from_slice(&[0xc3; 500]);
+        so
+    }
+
+    #[test]
+    fn the_magic_block_names_the_version_an_extension_was_built_for() {
+        // 14 (no abi_extra), 15 to 17, and 18 (with name and version).
+        assert_eq!(extension_built_for(&module_with(24, 1400)), Some(14));
+        assert_eq!(extension_built_for(&module_with(56, 1600)), Some(16));
+        assert_eq!(extension_built_for(&module_with(72, 1800)), Some(18));
+        // Not a magic block: no answer, so no refusal.
+        assert_eq!(extension_built_for(&module_with(56, 1234)), None);
+        assert_eq!(extension_built_for(&module_with(9000, 1500)), None);
+        assert_eq!(extension_built_for(&[0u8; 4096]), None);
+        assert_eq!(extension_built_for(&[]), None);
     }
 }
