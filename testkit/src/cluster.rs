@@ -16,9 +16,18 @@ use std::time::{Duration, Instant};
 
 use walredo::process::launch::{unprivileged_user, UserIds};
 
-/// Debian's programs of the PostgreSQL version the tests run.
+/// The programs (postgres, initdb, pg_ctl, psql, pg_config) of the
+/// PostgreSQL the tests run: `$WALREDO_PG_BINDIR` (the Makefile sets it,
+/// from scripts/pg-bindir.sh), else Debian's `/usr/lib/postgresql/N/bin` of
+/// [`crate::install::pg_version`].
 pub fn bindir() -> PathBuf {
-    crate::install::pg_lib().join("bin")
+    match std::env::var_os("WALREDO_PG_BINDIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(format!(
+            "/usr/lib/postgresql/{}/bin",
+            crate::install::pg_version()
+        )),
+    }
 }
 
 /// The user PostgreSQL programs run as, when the caller is root.
@@ -55,6 +64,15 @@ pub fn command(program: &str, args: &[&str]) -> Command {
 pub fn command_in(bindir: &Path, program: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(bindir.join(program));
     cmd.args(args).env("LC_ALL", "C").env_remove("PGDATA");
+    // A prefix build (scripts/pg-binaries.sh) carries its own libpq, but its
+    // modules' run path is the one of the machine it was built on: a
+    // standby's WAL receiver would load the system's libpq, older than the
+    // connection options its server writes (16's sslcertmode).
+    if let Some(lib) = bindir.parent().map(|prefix| prefix.join("lib")) {
+        if lib.join("libpq.so.5").exists() {
+            cmd.env("LD_LIBRARY_PATH", lib);
+        }
+    }
     if let Some(ids) = user() {
         cmd.uid(ids.uid).gid(ids.gid);
     }
