@@ -125,6 +125,9 @@ impl Launcher {
             Program::Postgres { .. } if !crate::process::start::template_possible() => {
                 SpawnMode::Direct
             }
+            // 14 has no fork point before shared memory (pg_walredo's
+            // template.c).
+            Program::Postgres { .. } if pg_version < 15 => SpawnMode::Direct,
             Program::Postgres { .. } => config.spawn_mode,
         };
         Ok(Launcher {
@@ -321,6 +324,13 @@ impl Launcher {
         let mut cmd = Command::new(postgres);
         cmd.args(args);
         cmd.env_clear().current_dir(scratch);
+        if self.pg_version < 15 {
+            // 14's single-user backend loads no shared_preload_libraries:
+            // the dynamic loader loads pg_walredo instead (its pg_walredo.c).
+            if let Program::Postgres { extension, .. } = &self.program {
+                cmd.env("LD_PRELOAD", extension);
+            }
+        }
         // std also drops supplementary groups when it changes the uid.
         if let Some(ids) = self.user {
             cmd.uid(ids.uid).gid(ids.gid);
