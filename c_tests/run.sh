@@ -9,10 +9,13 @@
 # (generated with testkit's make-fixtures when case-000.bin is missing).
 # C_TESTS_NO_LIB_BUILD=1 skips `cargo build` and uses the libraries already in
 # target/release (e.g. while someone else's edit of src/ does not compile).
-# WALREDO_PG_VERSION=N (not 15; `make check` runs it so inside version N's
-# root, with C_TESTS_NO_LIB_BUILD=1 and the testkit's programs built): the
-# real-page part only, test_redo, test_wal and test_pages on the shared build, against
-# fixtures made with that version's server and its pg_walredo.
+# Every pool names its server: WALREDO_PG_VERSION (15 if unset) and
+# WALREDO_PG_BINDIR (else /usr/lib/postgresql/N/bin), which the Makefile
+# sets (c_tests/pools.c). WALREDO_PG_VERSION=N not 15 (`make check-version`
+# runs it so, with C_TESTS_NO_LIB_BUILD=1 and the testkit's programs built):
+# the real-page part only, test_redo, test_wal and test_pages on the shared
+# build, against fixtures made with that version's server and its
+# pg_walredo.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,6 +27,9 @@ if [ "$PG_VERSION" != 15 ]; then
     BUILD="$ROOT/target/c_tests/pg$PG_VERSION"
     EXT="$ROOT/target/pg$PG_VERSION/pg_walredo/pg_walredo.so"
 fi
+# The server every pool names (c_tests/pools.c), as the Makefile finds it.
+WALREDO_PG_BINDIR="${WALREDO_PG_BINDIR:-$("$ROOT/scripts/pg-bindir.sh" "$PG_VERSION")}"
+export WALREDO_PG_VERSION="$PG_VERSION" WALREDO_PG_BINDIR
 FIXTURES="$BUILD/fixtures"
 WAL_FIXTURE="$BUILD/wal-fixture"
 PAGES_FIXTURE="$BUILD/pages-fixture"
@@ -41,8 +47,8 @@ mkdir -p "$BUILD"
 if [ "${C_TESTS_NO_LIB_BUILD:-0}" = 1 ]; then
     stage "library: using the existing build (C_TESTS_NO_LIB_BUILD=1)"
 else
-    stage "library: make -C pg_walredo && cargo build --release -p walredo"
-    make -s -C pg_walredo >/dev/null
+    stage "library: make extension && cargo build --release -p walredo"
+    make -s -C "$ROOT" extension PG_VERSION="$PG_VERSION" >/dev/null
     cargo build --release --quiet -p walredo
 fi
 for f in "$REL/libwalredo.so" "$REL/libwalredo.a" "$EXT"; do
@@ -50,8 +56,16 @@ for f in "$REL/libwalredo.so" "$REL/libwalredo.a" "$EXT"; do
 done
 pass "library"
 
+# Fixtures hold pages the server wrote: another server (another minor
+# release, another build) makes them again.
+SERVER="$WALREDO_PG_BINDIR: $("$WALREDO_PG_BINDIR/postgres" --version)"
+if [ "$(cat "$BUILD/fixtures-server" 2>/dev/null)" != "$SERVER" ]; then
+    rm -rf "$FIXTURES" "$WAL_FIXTURE" "$PAGES_FIXTURE"
+    echo "$SERVER" > "$BUILD/fixtures-server"
+fi
+
 stage "fixtures in $FIXTURES"
-# Without cargo (inside a version's root), the testkit's programs built before.
+# With C_TESTS_NO_LIB_BUILD=1, the testkit's programs built before.
 testkit_bin() {
     if [ "${C_TESTS_NO_LIB_BUILD:-0}" = 1 ] && [ -x "$REL/$1" ]; then
         "$REL/$1" "${@:2}"
@@ -104,7 +118,8 @@ args_for() {
 }
 sources_for() {
     case "$1" in
-        test_api | test_wal | test_pages) echo "c_tests/$1.c" ;;
+        test_api | test_wal) echo "c_tests/$1.c c_tests/pools.c" ;;
+        test_pages) echo "c_tests/$1.c" ;;
         *) echo "c_tests/$1.c c_tests/fixture.c c_tests/children.c c_tests/pools.c c_tests/workload.c" ;;
     esac
 }

@@ -16,6 +16,7 @@
 #include <walredo.h>
 
 #include "check.h"
+#include "pools.h"
 
 /* Every status code the header defines, in order (0..7, plus the codes a
  * newer header adds after them). */
@@ -45,6 +46,7 @@ static walredo_config *new_config(void)
 
     CHECK(cfg != NULL, "walredo_config_new returned NULL");
     CHECK_STATUS(walredo_config_set(cfg, "log_level", "off"), WALREDO_OK);
+    set_test_server(cfg);
     return cfg;
 }
 
@@ -132,7 +134,7 @@ static void test_config(void)
         { "pg_version", "" },
     },
       good[] = {
-        { "pg_bindir", "/usr/lib/postgresql/15/bin" },
+        { "pg_bindir", "/usr/local/pgsql/bin" },
         { "extension_path", "/tmp/pg_walredo.so" },
         { "pg_version", "15" },
         { "pg_version", "18" },

@@ -106,11 +106,17 @@ static int fork_number(const char *name)
     return -1;
 }
 
-/* The flags pg_waldump prints ("flags 0x%02X"), -1 without. */
+/*
+ * The flags pg_waldump prints, -1 without: "flags 0x%02X" up to 15,
+ * "flags: 0x%02X" from 16.
+ */
 static int desc_flags(const char *desc)
 {
     const char *f = strstr(desc, "flags 0x");
-    return f ? (int)strtol(f + 8, NULL, 16) : -1;
+    if (f != NULL)
+        return (int)strtol(f + 8, NULL, 16);
+    f = strstr(desc, "flags: 0x");
+    return f ? (int)strtol(f + 9, NULL, 16) : -1;
 }
 
 /* Parse one line of pg_waldump's output. */

@@ -17,6 +17,7 @@
 
 #include "check.h"
 #include "fixture.h"
+#include "pools.h"
 
 #define MAX_CASES 256
 
@@ -98,6 +99,7 @@ main(int argc, char **argv)
         walredo_config_set(cfg, "queue_depth", "1000") != WALREDO_OK ||
         walredo_config_set(cfg, "idle_timeout_ms", "0") != WALREDO_OK)
         FAIL("config: %s", walredo_last_error());
+    set_test_server(cfg);
     if (walredo_pool_new(cfg, &pool) != WALREDO_OK)
         FAIL("pool_new: %s", walredo_last_error());
     walredo_config_free(cfg);
@@ -198,8 +200,10 @@ main(int argc, char **argv)
         int accepted = 0, busy = 0, ok = ok_case();
 
         cfg = walredo_config_new();
-        if (walredo_config_set(cfg, "extension_path", argv[1]) != WALREDO_OK ||
-            walredo_config_set(cfg, "processes", "1") != WALREDO_OK ||
+        if (walredo_config_set(cfg, "extension_path", argv[1]) != WALREDO_OK)
+            FAIL("busy pool: %s", walredo_last_error());
+        set_test_server(cfg);
+        if (walredo_config_set(cfg, "processes", "1") != WALREDO_OK ||
             walredo_config_set(cfg, "queue_depth", "1") != WALREDO_OK ||
             walredo_pool_new(cfg, &pool) != WALREDO_OK)
             FAIL("busy pool: %s", walredo_last_error());

@@ -25,6 +25,7 @@
 #include "children.h"
 #include "clock.h"
 #include "fixture.h"
+#include "pools.h"
 
 #define MIN_CASES 10
 #define THREADS 4
@@ -189,6 +190,7 @@ static walredo_pool *make_pool(const char *extension, const char *processes,
          walredo_config_set(cfg, "attempt_timeout_ms", attempt_timeout_ms) !=
              WALREDO_OK))
         FAIL("walredo_config_set: %s", walredo_last_error());
+    set_test_server(cfg);
     rc = walredo_pool_new(cfg, &pool);
     CHECK(rc == WALREDO_OK && pool != NULL, "walredo_pool_new: %s: %s",
           walredo_status_name(rc), walredo_last_error());

@@ -14,6 +14,7 @@
 #include <walredo.h>
 
 #include "check.h"
+#include "pools.h"
 
 typedef struct expected_page {
     walredo_page_tag tag;
@@ -175,6 +176,7 @@ int main(int argc, char **argv)
     walredo_config *cfg = walredo_config_new();
     CHECK_STATUS(walredo_config_set(cfg, "extension_path", argv[1]), WALREDO_OK);
     CHECK_STATUS(walredo_config_set(cfg, "processes", "1"), WALREDO_OK);
+    set_test_server(cfg);
     walredo_pool *pool;
     CHECK_STATUS(walredo_pool_new(cfg, &pool), WALREDO_OK);
     walredo_config_free(cfg);

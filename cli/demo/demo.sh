@@ -11,8 +11,9 @@
 set -euo pipefail
 # The workspace root: cli/demo/ is two levels below it.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-# WALREDO_PG_VERSION (make demo PG_VERSION=N sets it) picks the server.
-BIN=/usr/lib/postgresql/${WALREDO_PG_VERSION:-15}/bin
+# WALREDO_PG_VERSION and WALREDO_PG_BINDIR (make demo PG_VERSION=N sets
+# both: scripts/pg-bindir.sh) pick the server.
+BIN="${WALREDO_PG_BINDIR:-/usr/lib/postgresql/${WALREDO_PG_VERSION:-15}/bin}"
 
 DIR="$(mktemp -d "${TMPDIR:-/tmp}/walredo-demo.XXXXXX")"
 chmod 755 "$DIR"

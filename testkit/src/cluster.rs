@@ -16,9 +16,18 @@ use std::time::{Duration, Instant};
 
 use walredo::process::launch::{unprivileged_user, UserIds};
 
-/// Debian's programs of the PostgreSQL version the tests run.
+/// The programs (postgres, initdb, pg_ctl, psql, pg_config) of the
+/// PostgreSQL the tests run: `$WALREDO_PG_BINDIR` (the Makefile sets it,
+/// from scripts/pg-bindir.sh), else Debian's `/usr/lib/postgresql/N/bin` of
+/// [`crate::install::pg_version`].
 pub fn bindir() -> PathBuf {
-    crate::install::pg_lib().join("bin")
+    match std::env::var_os("WALREDO_PG_BINDIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(format!(
+            "/usr/lib/postgresql/{}/bin",
+            crate::install::pg_version()
+        )),
+    }
 }
 
 /// The user PostgreSQL programs run as, when the caller is root.

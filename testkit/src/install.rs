@@ -1,13 +1,16 @@
-//! Which PostgreSQL the tests run ([`pg_version`]: `$WALREDO_PG_VERSION`),
-//! where this tree's extensions for it were built, a private copy of its
-//! installation with those extensions in it, and interactive psql sessions.
+//! Which PostgreSQL the tests run ([`pg_version`]: `$WALREDO_PG_VERSION`,
+//! its programs in [`crate::cluster::bindir`]), where this tree's extensions
+//! for it were built, a private copy of its installation with those
+//! extensions in it, and interactive psql sessions.
 //!
 //! PostgreSQL finds extensions only in its own share directory, and finds
 //! that directory relative to its binary. So a test that must `CREATE
-//! EXTENSION walredo_inspect` without writing into the system's directories
-//! runs the server from a copy of `/usr/lib/postgresql/N` and
-//! `/usr/share/postgresql/N` (relative layout kept), into which the
-//! extensions built in this tree are copied.
+//! EXTENSION walredo_inspect` without writing into the installation runs the
+//! server from a copy of its bin, lib and share directories (where its
+//! `pg_config` says they are: Debian's `/usr/lib/postgresql/N/{bin,lib}` and
+//! `/usr/share/postgresql/N`, or a prefix's `bin`, `lib` and `share`), each
+//! at its own path under the copy's root, so that the relative layout is
+//! kept; the extensions built in this tree are copied into it.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -20,8 +23,8 @@ use std::time::{Duration, Instant};
 use crate::cluster::{command, copy_tree, Cluster, TempDir};
 
 /// The PostgreSQL major version every test, fixture and demo runs against:
-/// `$WALREDO_PG_VERSION` (15 to 18; `make check` sets it for each version,
-/// inside that version's root: scripts/in-root.sh), 15 if unset.
+/// `$WALREDO_PG_VERSION` (`make` sets it, with `$WALREDO_PG_BINDIR`, for
+/// `PG_VERSION`), 15 if unset.
 pub fn pg_version() -> u32 {
     match std::env::var("WALREDO_PG_VERSION") {
         Ok(v) => {
@@ -40,14 +43,40 @@ pub fn pg_version() -> u32 {
     }
 }
 
-/// Debian's installation directory of that version (binaries, libraries).
-pub fn pg_lib() -> PathBuf {
-    PathBuf::from(format!("/usr/lib/postgresql/{}", pg_version()))
+/// The directories of the installation the tests run (its `pg_config`'s
+/// answers): programs, libraries and extensions' modules, share files.
+pub struct PgDirs {
+    pub bin: PathBuf,
+    pub pkglib: PathBuf,
+    pub share: PathBuf,
 }
 
-/// Debian's share directory of that version (extensions' control files).
-pub fn pg_share() -> PathBuf {
-    PathBuf::from(format!("/usr/share/postgresql/{}", pg_version()))
+/// [`PgDirs`] of [`crate::cluster::bindir`]'s installation.
+pub fn pg_dirs() -> PgDirs {
+    let pg_config = crate::cluster::bindir().join("pg_config");
+    let out = std::process::Command::new(&pg_config)
+        .args(["--bindir", "--pkglibdir", "--sharedir"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", pg_config.display()));
+    assert!(
+        out.status.success(),
+        "{} failed: {}",
+        pg_config.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("pg_config's answers in UTF-8");
+    let dirs: Vec<PathBuf> = text.lines().map(PathBuf::from).collect();
+    assert!(
+        dirs.len() == 3 && dirs.iter().all(|d| d.is_absolute()),
+        "{}: unexpected answers {text:?}",
+        pg_config.display()
+    );
+    PgDirs {
+        bin: dirs[0].clone(),
+        pkglib: dirs[1].clone(),
+        share: dirs[2].clone(),
+    }
 }
 
 /// Where `make` built the extension `name` (pg_walredo, walredo_inspect)
@@ -71,6 +100,7 @@ pub fn workspace_root() -> PathBuf {
 /// A copy of the installation under a temporary directory, removed on drop.
 pub struct PrivateInstall {
     pub root: TempDir,
+    bindir: PathBuf,
 }
 
 impl PrivateInstall {
@@ -90,22 +120,28 @@ impl PrivateInstall {
     }
 
     fn copy_into(root: TempDir) -> PrivateInstall {
-        let (pg_lib, pg_share) = (pg_lib(), pg_share());
-        let lib = root.path().join(pg_lib.strip_prefix("/").unwrap());
-        let share = root.path().join(pg_share.strip_prefix("/").unwrap());
-        for (from, to) in [(&pg_lib, &lib), (&pg_share, &share)] {
+        let dirs = pg_dirs();
+        let under_root = |dir: &Path| root.path().join(dir.strip_prefix("/").unwrap());
+        // Debian's bin and lib are siblings; a prefix's lib may hold more
+        // than the modules (its libpq): copying it whole is what keeps both.
+        for from in [&dirs.bin, &dirs.pkglib, &dirs.share] {
+            let to = under_root(from);
+            if to.exists() {
+                continue;
+            }
             fs::create_dir_all(to.parent().unwrap()).unwrap();
-            copy_tree(from, to);
+            copy_tree(from, &to);
         }
+        let (lib, share) = (under_root(&dirs.pkglib), under_root(&dirs.share));
         let ws = workspace_root();
         let built = [
             (
                 built_dir("pg_walredo").join("pg_walredo.so"),
-                lib.join("lib/pg_walredo.so"),
+                lib.join("pg_walredo.so"),
             ),
             (
                 built_dir("walredo_inspect").join("walredo_inspect.so"),
-                lib.join("lib/walredo_inspect.so"),
+                lib.join("walredo_inspect.so"),
             ),
             (
                 ws.join("walredo_inspect/walredo_inspect.control"),
@@ -125,14 +161,12 @@ impl PrivateInstall {
             let _ = fs::remove_file(&to);
             fs::copy(&from, &to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
         }
-        PrivateInstall { root }
+        let bindir = under_root(&dirs.bin);
+        PrivateInstall { root, bindir }
     }
 
     pub fn bindir(&self) -> PathBuf {
-        self.root
-            .path()
-            .join(pg_lib().strip_prefix("/").unwrap())
-            .join("bin")
+        self.bindir.clone()
     }
 
     /// initdb a cluster in `dir` whose server is this installation's.
