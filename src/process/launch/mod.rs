@@ -225,6 +225,28 @@ impl Launcher {
         self.postgres_argv(scratch).expect("a postgres program")
     }
 
+    /// The environment of a process started directly (`NAME=value` each):
+    /// none, but for PostgreSQL 14's `LD_PRELOAD` ([`Launcher::preload`]).
+    pub(crate) fn direct_env(&self) -> Vec<OsString> {
+        let mut env = Vec::new();
+        if let Some(extension) = self.preload() {
+            let mut e = OsString::from("LD_PRELOAD=");
+            e.push(extension);
+            env.push(e);
+        }
+        env
+    }
+
+    /// The extension a process must be started with in `LD_PRELOAD`: on
+    /// PostgreSQL 14, whose single-user backend loads no
+    /// shared_preload_libraries (pg_walredo.c says how it is loaded then).
+    fn preload(&self) -> Option<&Path> {
+        match &self.program {
+            Program::Postgres { extension, .. } if self.pg_version < 15 => Some(extension),
+            _ => None,
+        }
+    }
+
     /// The template's program and arguments on `scratch`, or `None` for a
     /// custom child program.
     pub(crate) fn template_argv(&self, scratch: &Path) -> Option<(PathBuf, Vec<OsString>)> {
@@ -324,12 +346,8 @@ impl Launcher {
         let mut cmd = Command::new(postgres);
         cmd.args(args);
         cmd.env_clear().current_dir(scratch);
-        if self.pg_version < 15 {
-            // 14's single-user backend loads no shared_preload_libraries:
-            // the dynamic loader loads pg_walredo instead (its pg_walredo.c).
-            if let Program::Postgres { extension, .. } = &self.program {
-                cmd.env("LD_PRELOAD", extension);
-            }
+        if let Some(extension) = self.preload() {
+            cmd.env("LD_PRELOAD", extension);
         }
         // std also drops supplementary groups when it changes the uid.
         if let Some(ids) = self.user {
