@@ -509,7 +509,7 @@ pub fn page_as_of(
     }
     let run = last_run(&touching);
     let as_of = lsn.unwrap_or_else(|| records.last().map_or(0, |r| r.end_lsn));
-    if let Some(e) = removed_by(tag, as_of, &records, run) {
+    if let Some(e) = removed_by(tag, as_of, &records, run, base.pg_version) {
         return Err(e.to_string());
     }
     let start = if run[0].initializes {

@@ -59,7 +59,8 @@ pub const BKPIMAGE_IS_COMPRESSED_14: u8 = 0x02;
 pub const BKPIMAGE_APPLY_14: u8 = 0x04;
 
 /// The record format a PostgreSQL version writes. Record and block headers
-/// are the same from 14 to 18; only the full-page image flags differ.
+/// are the same from 14 to 18; 14's full-page image flags differ, and so do
+/// its Database record types (`XLOG_DBASE_DROP_14`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum RecordFormat {
     /// PostgreSQL 14: `BKPIMAGE_IS_COMPRESSED` (always pglz) 0x02,

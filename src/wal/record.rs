@@ -121,6 +121,8 @@ pub struct DecodedRecord<'a> {
     pub main_data: &'a [u8],
     pub origin: Option<u16>,
     pub toplevel_xid: Option<u32>,
+    /// The format it was decoded as (the version that wrote it).
+    pub format: RecordFormat,
 }
 
 impl<'a> DecodedRecord<'a> {
@@ -438,6 +440,7 @@ fn decode_inner(
         main_data,
         origin,
         toplevel_xid,
+        format,
     })
 }
 

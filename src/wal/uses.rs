@@ -152,17 +152,18 @@ pub fn last_run(uses: &[Use]) -> &[Use] {
 
 /// When `run` starts with a removal, the error that answers for the page
 /// after it as of `lsn` (the block did not exist, or is not in WAL): the
-/// same rule and words as a WAL source's plan ([`lifetime::after_removal`]).
-/// None otherwise.
+/// same rule and words as a WAL source's plan ([`lifetime::after_removal`]),
+/// for records of PostgreSQL `pg_version`. None otherwise.
 pub fn removed_by(
     tag: &PageTag,
     lsn: u64,
     records: &[WalRecord],
     run: &[Use],
+    pg_version: u32,
 ) -> Option<crate::wal::source::SourceError> {
     let removal = run.first()?.removal?;
     let recs = run.iter().map(|u| &records[u.record]);
-    Some(lifetime::after_removal(tag, lsn, removal, recs))
+    Some(lifetime::after_removal(tag, lsn, removal, recs, pg_version))
 }
 
 /// The records of `uses`, ready to send (removals, which no redo applies,
