@@ -91,7 +91,7 @@ pub unsafe extern "C" fn walredo_record_pages_for(
 ) -> c_int {
     if xlog_page_magic(pg_version).is_none() {
         return guard_status(|| {
-            Err(invalid(&format!(
+            Err(invalid(format!(
                 "pg_version {pg_version} is not one of {}",
                 supported_versions()
             )))
