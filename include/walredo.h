@@ -548,10 +548,11 @@ struct walredo_config *walredo_config_new(void);
  *   Debian's /usr/lib/postgresql/N/bin/pg_config of `pg_version`, else of
  *   the `pg_config` on PATH if it is of that version (an installed Debian
  *   server wins). Set it to replay with one particular installation.
- * - `pg_version`: the PostgreSQL major version the pool serves, 15 to 18;
+ * - `pg_version`: the PostgreSQL major version the pool serves, 14 to 18;
  *   WAL of another version is refused. Default: the version of
  *   `pg_bindir`'s `postgres` (without `pg_bindir`: the first of
- *   /usr/lib/postgresql/15, 16, 17, 18 present, else `pg_config` on PATH).
+ *   /usr/lib/postgresql/15, 16, 17, 18, 14 present, else `pg_config` on
+ *   PATH). PostgreSQL 14's processes are always started directly.
  * - `extension_path`: the `pg_walredo.so` to load. Default:
  *   `pg_walredo.so` in that version's `--pkglibdir`. One built for another
  *   major version than the server's is refused (`WALREDO_SPAWN_FAILED`).
@@ -659,12 +660,26 @@ int walredo_set_logger(walredo_log_callback cb, void *userdata, int level);
  * decoder, or a heap or truncation record whose main data is too short for
  * the flags read, or that lacks the block reference they are about, gives
  * `WALREDO_MALFORMED_RECORD`. Reads only its arguments; thread-safe.
+ *
+ * For records of PostgreSQL 15 to 18; `walredo_record_pages_for` names the
+ * version (14's image flags differ).
  */
 int walredo_record_pages(const uint8_t *record,
                          size_t len,
                          struct walredo_record_page *pages,
                          size_t capacity,
                          size_t *count);
+
+/**
+ * `walredo_record_pages` for a record of PostgreSQL `pg_version` (14 to
+ * 18; another is `WALREDO_INVALID_ARGUMENT`).
+ */
+int walredo_record_pages_for(uint32_t pg_version,
+                             const uint8_t *record,
+                             size_t len,
+                             struct walredo_record_page *pages,
+                             size_t capacity,
+                             size_t *count);
 
 /**
  * Create a pool from a configuration (which stays the caller's). On success

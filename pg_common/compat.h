@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * compat.h
- *	  The differences between PostgreSQL 15, 16, 17 and 18 that pg_walredo
- *	  and walredo_inspect meet, in one place, so that their code reads the
- *	  same on every version and builds with each version's PGXS.
+ *	  The differences between PostgreSQL 14, 15, 16, 17 and 18 that
+ *	  pg_walredo and walredo_inspect meet, in one place, so that their code
+ *	  reads the same on every version and builds with each version's PGXS.
  *
  * Both extensions include it as "pg_common/compat.h" (their Makefiles put
  * the repository's root on the include path).
@@ -25,8 +25,8 @@
 #ifndef WALREDO_COMPAT_H
 #define WALREDO_COMPAT_H
 
-#if PG_VERSION_NUM < 150000 || PG_VERSION_NUM >= 190000
-#error "pg_walredo builds for PostgreSQL 15, 16, 17 and 18"
+#if PG_VERSION_NUM < 140000 || PG_VERSION_NUM >= 190000
+#error "pg_walredo builds for PostgreSQL 14, 15, 16, 17 and 18"
 #endif
 
 #if PG_VERSION_NUM >= 160000
@@ -82,6 +82,61 @@ make_relfile_locator(Oid spc_oid, Oid db_oid, Oid rel_number)
 	relfile_number(rlocator) = rel_number;
 	return rlocator;
 }
+
+/*
+ * 15: a decoded record became a DecodedXLogRecord of its own; 14 decodes
+ * into the XLogReaderState, which holds the same fields (blocks,
+ * max_block_id, main_data, main_data_len) and a pointer to the header.
+ * The record's resource manager and info are read through the accessors.
+ * (14's DecodeXLogRecord also has no buffer argument: see redo.c.)
+ */
+#if PG_VERSION_NUM < 150000
+#include "access/xlogreader.h"
+
+typedef XLogReaderState DecodedXLogRecord;
+
+#define decoded_rmid(decoded)	((decoded)->decoded_record->xl_rmid)
+#define decoded_info(decoded)	((decoded)->decoded_record->xl_info)
+#else
+#define decoded_rmid(decoded)	((decoded)->header.xl_rmid)
+#define decoded_info(decoded)	((decoded)->header.xl_info)
+#endif
+
+/*
+ * 15: a decoded block reference names the buffer already holding its page
+ * (prefetch_buffer, which redo tries first).  14 has no such hint; the
+ * buffer is still evaluated (made).
+ */
+#if PG_VERSION_NUM < 150000
+#define set_block_buffer(blk, buffer)	((void) (buffer))
+#else
+#define set_block_buffer(blk, buffer)	((blk)->prefetch_buffer = (buffer))
+#endif
+
+/*
+ * 15: resource managers can be custom (RmgrIdIsValid; RM_MAX_ID is 255);
+ * 14's RmgrTable has the built-in ones only.
+ */
+#if PG_VERSION_NUM < 150000
+#define RmgrIdIsValid(rmid)		((rmid) <= RM_MAX_ID)
+#endif
+
+/*
+ * 15: ReadBufferWithoutRelcache takes whether the relation is permanent.
+ * Every relation redo touches here is.
+ */
+#if PG_VERSION_NUM < 150000
+#define ReadPermanentBufferWithoutRelcache(rlocator, forknum, blkno, mode, strategy) \
+	ReadBufferWithoutRelcache((rlocator), (forknum), (blkno), (mode), (strategy))
+#else
+#define ReadPermanentBufferWithoutRelcache(rlocator, forknum, blkno, mode, strategy) \
+	ReadBufferWithoutRelcache((rlocator), (forknum), (blkno), (mode), (strategy), true)
+#endif
+
+/* 15: EmitWarningsOnPlaceholders became MarkGUCPrefixReserved. */
+#if PG_VERSION_NUM < 150000
+#define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
+#endif
 
 /* 17: backend ids became process numbers (smgropen's second argument). */
 #if PG_VERSION_NUM < 170000

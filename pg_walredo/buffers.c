@@ -158,8 +158,8 @@ copy_target_page(char *page)
 {
 	Buffer		buf;
 
-	buf = ReadBufferWithoutRelcache(target_rlocator, target_forknum, target_blkno,
-									RBM_NORMAL, NULL, true);
+	buf = ReadPermanentBufferWithoutRelcache(target_rlocator, target_forknum,
+											 target_blkno, RBM_NORMAL, NULL);
 	LockBuffer(buf, BUFFER_LOCK_SHARE);
 	memcpy(page, BufferGetPage(buf), BLCKSZ);
 	UnlockReleaseBuffer(buf);
@@ -354,8 +354,8 @@ place_buffer(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno)
 	int64		hits = pgBufferUsage.shared_blks_hit;
 	Buffer		buf;
 
-	buf = ReadBufferWithoutRelcache(rlocator, forknum, blkno, RBM_ZERO_AND_LOCK,
-									NULL, true);
+	buf = ReadPermanentBufferWithoutRelcache(rlocator, forknum, blkno,
+											 RBM_ZERO_AND_LOCK, NULL);
 	if (pgBufferUsage.shared_blks_hit == hits)
 	{
 		if (forknum == FSM_FORKNUM || forknum == VISIBILITYMAP_FORKNUM)
@@ -506,12 +506,12 @@ place_record_blocks(DecodedXLogRecord *decoded)
 		reserve_block(decoded_block_relfile(blk), blk->forknum, blk->blkno);
 		if (is_target(decoded_block_relfile(blk), blk->forknum, blk->blkno))
 		{
-			blk->prefetch_buffer = target_buffer;
+			set_block_buffer(blk, target_buffer);
 			target_block_id = block_id;
 		}
 		else
-			blk->prefetch_buffer = make_sentinel(decoded_block_relfile(blk),
-												 blk->forknum, blk->blkno);
+			set_block_buffer(blk, make_sentinel(decoded_block_relfile(blk),
+												blk->forknum, blk->blkno));
 	}
 	return target_block_id;
 }
@@ -557,7 +557,7 @@ place_side_pages(DecodedXLogRecord *decoded)
 void
 make_room_for_record(DecodedXLogRecord *decoded)
 {
-	RmgrId		rmid = decoded->header.xl_rmid;
+	RmgrId		rmid = decoded_rmid(decoded);
 	int			per_block = (rmid == RM_HEAP_ID || rmid == RM_HEAP2_ID) ? 3 : 1;
 	int			need = (decoded->max_block_id + 1) * per_block + REDO_BUFFER_SLACK;
 	int64		used = n_request_buffers + n_kept_buffers + (io_blocks() - request_io_base);

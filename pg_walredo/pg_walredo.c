@@ -28,6 +28,11 @@
  * still restored, into the sentinel buffers, because some redo routines insist
  * on that; the sentinels are rebuilt before every record (buffers.c).
  *
+ * PostgreSQL 14 differs in how the library gets in: its single-user backend
+ * loads no shared_preload_libraries, so the library starts 14's processes
+ * with this file in LD_PRELOAD, and a constructor installs the same
+ * shmem_startup_hook (see "PostgreSQL 14" below).
+ *
  * The other files, by concern, are listed in pg_walredo.h.
  *
  * Failure model: any ERROR here has no handler and so is promoted to FATAL;
@@ -42,12 +47,15 @@
 #include <signal.h>
 #include <sys/resource.h>
 
+#include "access/xlog.h"
 #include "access/xlogutils.h"
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
 #include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/proc.h"
+#include "storage/smgr.h"
+#include "storage/sync.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
@@ -92,6 +100,10 @@ int			n_request_records = 0;
 
 static void walredo_shmem_startup(void);
 static void walredo_main(void) pg_attribute_noreturn();
+#if PG_VERSION_NUM < 150000
+static void walredo_preload(int argc, char **argv) __attribute__((constructor));
+static void walredo_preloaded_startup(void);
+#endif
 static void limit_scratch(void);
 static void begin_request(const char *tagbytes, const char *page);
 static void get_page(const char *tagbytes);
@@ -172,6 +184,44 @@ walredo_shmem_startup(void)
 	walredo_main();
 }
 
+#if PG_VERSION_NUM < 150000
+/*
+ * PostgreSQL 14: a single-user backend never loads shared_preload_libraries
+ * (from 15 on, PostgresSingleUserMain does), and nothing else it does before
+ * it opens a database loads a library.  So the library starts 14's wal-redo
+ * processes with this file in LD_PRELOAD.  The dynamic loader runs this
+ * constructor before main(), when nothing of PostgreSQL has run: it only
+ * sets the hook.  Loaded any other way (LOAD, a postmaster's
+ * shared_preload_libraries), it does nothing and _PG_init runs as usual.
+ */
+static void
+walredo_preload(int argc, char **argv)
+{
+	if (TopMemoryContext != NULL || argc < 2 || strcmp(argv[1], "--single") != 0)
+		return;
+	/* Nothing this process might run is to get it too. */
+	unsetenv("LD_PRELOAD");
+	shmem_startup_hook = walredo_preloaded_startup;
+}
+
+/*
+ * The shmem_startup_hook of a preloaded 14 backend: load the module as
+ * process_shared_preload_libraries would have (the settings are all read
+ * by now, so _PG_init's GUCs take their values from the command line),
+ * then take over as on 15.
+ */
+static void
+walredo_preloaded_startup(void)
+{
+	shmem_startup_hook = NULL;
+	process_shared_preload_libraries_in_progress = true;
+	_PG_init();
+	process_shared_preload_libraries_in_progress = false;
+	if (shmem_startup_hook != NULL)
+		shmem_startup_hook();
+}
+#endif
+
 /*
  * Finish the start-up the single-user backend would have done, then serve
  * requests until stdin ends.  Never returns.
@@ -181,12 +231,29 @@ walredo_main(void)
 {
 	MemoryContextSwitchTo(TopMemoryContext);
 
+#if PG_VERSION_NUM < 150000
+
+	/*
+	 * 14: the hook runs in BaseInit, which makes shared memory first.  The
+	 * rest of BaseInit, then what PostgresMain does next (InitProcess), and
+	 * of InitPostgres what the buffer manager needs (its exit callback).
+	 */
+	set_max_safe_fds();
+	DebugFileOpen();
+	InitFileAccess();
+	InitSync();
+	smgrinit();
+	InitBufferPoolAccess();
+	InitProcess();
+	InitBufferPoolBackend();
+#else
 	/* What PostgresSingleUserMain does after shared memory exists. */
 	set_max_safe_fds();
 	InitProcess();
 
 	/* What PostgresMain does first. */
 	BaseInit();
+#endif
 	SetProcessingMode(NormalProcessing);
 
 	/*

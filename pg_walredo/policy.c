@@ -89,7 +89,7 @@ check_truncate_target(DecodedXLogRecord *decoded)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("wal-redo refuses a %s record (info 0x%02X): it is not a page record",
-						RmgrTable[decoded->header.xl_rmid].rm_name, decoded->header.xl_info),
+						RmgrTable[decoded_rmid(decoded)].rm_name, decoded_info(decoded)),
 				 errdetail("A Storage TRUNCATE is applied only to the visibility-map page it cuts into, and this target is not that page.")));
 }
 
@@ -188,8 +188,8 @@ is_smgr_truncate(RmgrId rmid, uint8 info)
 static bool
 clears_target_vm_bits(DecodedXLogRecord *decoded)
 {
-	RmgrId		rmid = decoded->header.xl_rmid;
-	uint8		op = decoded->header.xl_info & XLOG_HEAP_OPMASK;
+	RmgrId		rmid = decoded_rmid(decoded);
+	uint8		op = decoded_info(decoded) & XLOG_HEAP_OPMASK;
 	const char *data = decoded->main_data;
 	uint32		len = decoded->main_data_len;
 	DecodedBkpBlock *blk0 = &decoded->blocks[0];

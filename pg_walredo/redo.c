@@ -51,7 +51,7 @@ static DecodedXLogRecord *decode_record(XLogRecord *record, uint32 reclen,
 										XLogRecPtr end_lsn);
 static void check_redo_result(void);
 static void apply_vm_truncate(DecodedXLogRecord *decoded);
-static void verify_target(uint8 block_id);
+static void verify_target(DecodedXLogRecord *decoded, uint8 block_id);
 static void apply_error_callback(void *arg);
 
 void
@@ -73,9 +73,11 @@ redo_init(void)
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory while allocating a WAL reading processor")));
 
+#if PG_VERSION_NUM >= 150000
 	/* Records up to MAX_RECORD_LEN must also fit apply_record's pallocs. */
 	if (!AllocSizeIsValid(DecodeXLogRecordRequiredSpace(MAX_RECORD_LEN)))
 		elog(FATAL, "MAX_RECORD_LEN does not fit a decoded record in one palloc");
+#endif
 }
 
 /*
@@ -124,9 +126,6 @@ apply_record(const char *payload, uint32 len)
 	decoded = decode_record(record, reclen, end_lsn);
 	if (vm_truncate)
 		check_truncate_target(decoded);
-	reader->record = decoded;
-	reader->ReadRecPtr = decoded->lsn;
-	reader->EndRecPtr = end_lsn;
 
 	make_room_for_record(decoded);
 	target_block_id = place_record_blocks(decoded);
@@ -148,10 +147,14 @@ apply_record(const char *payload, uint32 len)
 	/* A visibility-map page changed as a side effect has no image here. */
 	if (walredo_verify && (record->xl_info & XLR_CHECK_CONSISTENCY) != 0 &&
 		target_block_id >= 0)
-		verify_target((uint8) target_block_id);
+		verify_target(decoded, (uint8) target_block_id);
 
 	error_context_stack = errcallback.previous;
+#if PG_VERSION_NUM >= 150000
 	reader->record = NULL;
+#else
+	reader->decoded_record = NULL;
+#endif
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(request_context);
 }
@@ -189,26 +192,49 @@ check_record_integrity(XLogRecord *record, uint32 reclen)
 				 errmsg("unknown resource manager %u", record->xl_rmid)));
 }
 
-/* Decode the record, in request_context. */
+/*
+ * Decode the record and make it the reader's current record, as redo
+ * routines expect it.
+ *
+ * The protocol carries only the end LSN.  Page redo stamps pages with
+ * EndRecPtr and never uses the start, so an approximate start (exact unless
+ * the record crossed a WAL page header) is enough for messages.
+ */
 static DecodedXLogRecord *
 decode_record(XLogRecord *record, uint32 reclen, XLogRecPtr end_lsn)
 {
 	DecodedXLogRecord *decoded;
 	char	   *errormsg;
+	bool		ok;
 
-	decoded = palloc(DecodeXLogRecordRequiredSpace(reclen));
+	reader->ReadRecPtr = end_lsn - MAXALIGN(reclen);
+	reader->EndRecPtr = end_lsn;
+#if PG_VERSION_NUM < 150000
 
 	/*
-	 * The protocol carries only the end LSN.  Page redo stamps pages with
-	 * EndRecPtr and never uses the start, so an approximate start (exact
-	 * unless the record crossed a WAL page header) is enough for messages.
+	 * 14 decodes into the reader itself, keeping its block data and main
+	 * data buffers from one record to the next: they must outlive
+	 * request_context, which is reset after every record.
 	 */
-	if (!DecodeXLogRecord(reader, decoded, record,
-						  end_lsn - MAXALIGN(reclen), &errormsg))
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+
+		ok = DecodeXLogRecord(reader, record, &errormsg);
+		MemoryContextSwitchTo(oldcxt);
+	}
+	decoded = reader;
+#else
+	decoded = palloc(DecodeXLogRecordRequiredSpace(reclen));
+	ok = DecodeXLogRecord(reader, decoded, record, reader->ReadRecPtr, &errormsg);
+#endif
+	if (!ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("could not decode WAL record: %s", errormsg)));
+#if PG_VERSION_NUM >= 150000
 	decoded->next_lsn = end_lsn;
+	reader->record = decoded;
+#endif
 	return decoded;
 }
 
@@ -263,10 +289,10 @@ apply_vm_truncate(DecodedXLogRecord *decoded)
  * wal_consistency_checking does.  A mismatch is FATAL.
  */
 static void
-verify_target(uint8 block_id)
+verify_target(DecodedXLogRecord *decoded, uint8 block_id)
 {
-	DecodedBkpBlock *blk = &reader->record->blocks[block_id];
-	RmgrData	rmgr = RmgrTable[reader->record->header.xl_rmid];
+	DecodedBkpBlock *blk = &decoded->blocks[block_id];
+	RmgrData	rmgr = RmgrTable[decoded_rmid(decoded)];
 	PGAlignedBlock replayed;
 	PGAlignedBlock primary;
 

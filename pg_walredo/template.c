@@ -34,6 +34,13 @@
  * closed.  The template itself handles no WAL, never creates shared memory
  * and has no children to reap; it exits when its host closes the socket.
  *
+ * PostgreSQL 14 has no shmem_request_hook, and no other point where a
+ * loaded module runs after the settings and before shared memory (its
+ * module is loaded by LD_PRELOAD, see pg_walredo.c, and first runs in the
+ * shmem_startup_hook): a fork there would share the template's shared
+ * memory.  The library starts every 14 process directly instead, and
+ * pg_walredo.template = on is refused.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -60,7 +67,9 @@
 /* GUC: be a template process instead of a wal-redo process. */
 static bool walredo_template = false;
 
+#if PG_VERSION_NUM >= 150000
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
+#endif
 
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
@@ -72,7 +81,7 @@ static bool is_child = false;
 /* The host: the parent of the template and of every child. */
 static pid_t host_pid = 0;
 
-static void template_request_hook(void);
+static void template_request_hook(void) pg_attribute_unused();
 static void template_serve(void);
 static bool fork_child(int ctl);
 static pid_t clone_for_host(int *pidfd);
@@ -90,15 +99,26 @@ walredo_template_init(void)
 							 PGC_POSTMASTER,
 							 0,
 							 NULL, NULL, NULL);
+#if PG_VERSION_NUM < 150000
+	if (walredo_template && !IsPostmasterEnvironment)
+		ereport(FATAL,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("pg_walredo.template needs PostgreSQL 15 or later"),
+				 errdetail("PostgreSQL 14 has no shmem_request_hook to fork at; start every process directly.")));
+#else
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = template_request_hook;
+#endif
 }
 
+/* Unused on 14 (see the top of this file). */
 static void
 template_request_hook(void)
 {
+#if PG_VERSION_NUM >= 150000
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
+#endif
 	/* Returns only in a child, which then starts like any wal-redo process. */
 	if (walredo_template && !IsPostmasterEnvironment)
 		template_serve();

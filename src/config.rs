@@ -15,11 +15,13 @@ pub struct Config {
     /// server wins over a `pg_config` on PATH. Set it to replay with one
     /// particular installation (minor releases differ in redo output).
     pub pg_bindir: Option<PathBuf>,
-    /// The PostgreSQL major version the pool serves: 15, 16, 17 or 18. Its
-    /// processes run that version's `postgres` and `pg_walredo.so`, and WAL
-    /// of another version is refused. Default: the version of `pg_bindir`'s
-    /// `postgres` (without `pg_bindir`: the first of Debian's
-    /// `/usr/lib/postgresql/{15,16,17,18}` present, else `pg_config` on PATH).
+    /// The PostgreSQL major version the pool serves: 14, 15, 16, 17 or 18.
+    /// Its processes run that version's `postgres` and `pg_walredo.so`, and
+    /// WAL of another version is refused. Default: the version of
+    /// `pg_bindir`'s `postgres` (without `pg_bindir`: the first of Debian's
+    /// `/usr/lib/postgresql/{15,16,17,18,14}` present, else `pg_config` on
+    /// PATH). PostgreSQL 14's processes are always started directly
+    /// ([`SpawnMode::Direct`]).
     pub pg_version: Option<u32>,
     /// The `pg_walredo.so` to load. Default: `pg_walredo.so` in the
     /// `--pkglibdir` of that `pg_config` (where `make install` puts it). One

@@ -119,7 +119,8 @@ mod tests {
             ("15\n", Some(15)),
             ("17\n", Some(17)),
             ("18", Some(18)),
-            ("14\n", None),
+            ("14\n", Some(14)),
+            ("13", None),
             ("x", None),
         ] {
             std::fs::write(d.join("PG_VERSION"), text).unwrap();
@@ -127,7 +128,7 @@ mod tests {
                 Some(v) => assert_eq!(pg_version(&d), Ok(v)),
                 None => assert!(pg_version(&d)
                     .unwrap_err()
-                    .contains("serves PostgreSQL 15, 16, 17 or 18")),
+                    .contains("serves PostgreSQL 14, 15, 16, 17 or 18")),
             }
         }
         std::fs::remove_dir_all(&d).unwrap();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::error::Result;
 use crate::pg::page::Page;
-use crate::pg::record::RecordRef;
+use crate::pg::record::{RecordFormat, RecordRef};
 use crate::process::launch::Launcher;
 use crate::process::{Interrupted, Process};
 use crate::request::Request;
@@ -61,7 +61,8 @@ impl Redoer {
     ) -> Result<Box<Page>> {
         // No fast path: every request goes to the process.
         let wire = std::mem::take(&mut self.wire);
-        let request = Request::new(tag, base, records, false, wire)?;
+        let format = RecordFormat::of_version(self.launcher.pg_version());
+        let request = Request::new(tag, base, records, format, false, wire)?;
         let mut page = Box::new([0u8; PAGE_SIZE]);
         let sent = self.round_trip(&request.wire, &mut page[..]);
         self.wire = request.wire;

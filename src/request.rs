@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::pg::page::Page;
-use crate::pg::record::{RecordRef, SIZE_OF_XLOG_RECORD};
+use crate::pg::record::{RecordFormat, RecordRef, SIZE_OF_XLOG_RECORD};
 use crate::pg::rmgr::is_page_record;
 use crate::process::protocol;
 use crate::tag::{PageTag, MAX_FORKNUM};
@@ -29,20 +29,21 @@ pub struct Request {
 }
 
 impl Request {
-    /// Check a request ([`validate_request`]) and encode it into `wire`
-    /// (cleared first: a buffer a caller reuses, so that a request costs no
-    /// allocation). With `use_images` (`Config::fast_path`), the newest
+    /// Check a request of records in `format` ([`validate_request`]) and
+    /// encode it into `wire` (cleared first: a buffer a caller reuses, so
+    /// that a request costs no allocation). With `use_images` (`Config::fast_path`), the newest
     /// applicable full-page image is restored here: the page itself when
     /// its record is the last, else the base the later records are sent on.
     pub fn new(
         tag: &PageTag,
         base: Option<&Page>,
         records: &[RecordRef<'_>],
+        format: RecordFormat,
         use_images: bool,
         mut wire: Vec<u8>,
     ) -> Result<Request> {
         wire.clear();
-        let newest_image = validate_request(tag, base, records)?;
+        let newest_image = validate_request_as(tag, base, records, format)?;
         let image = match newest_image {
             Some(newest) if use_images => image_page(&newest).map(|page| (newest.index, page)),
             _ => None,
@@ -97,6 +98,17 @@ pub fn validate_request<'a>(
     base: Option<&Page>,
     records: &[RecordRef<'a>],
 ) -> Result<Option<NewestImage<'a>>> {
+    validate_request_as(tag, base, records, RecordFormat::Pg15)
+}
+
+/// [`validate_request`] of records in `format` (PostgreSQL 14's image flags
+/// differ from 15's).
+pub fn validate_request_as<'a>(
+    tag: &PageTag,
+    base: Option<&Page>,
+    records: &[RecordRef<'a>],
+    format: RecordFormat,
+) -> Result<Option<NewestImage<'a>>> {
     if tag.forknum > MAX_FORKNUM {
         return Err(Error::InvalidArgument(format!(
             "fork number {} is not one of 0..={MAX_FORKNUM}",
@@ -118,8 +130,8 @@ pub fn validate_request<'a>(
     let mut prev_lsn = 0;
     let mut newest_image = None;
     for (index, rec) in records.iter().enumerate() {
-        let decoded =
-            record::decode(rec.data).map_err(|source| Error::MalformedRecord { index, source })?;
+        let decoded = record::decode_as(rec.data, format)
+            .map_err(|source| Error::MalformedRecord { index, source })?;
         let page_record = is_page_record(decoded.rmid, decoded.info);
         // Of a record that is not a page record only a truncation's
         // visibility-map page is ever applied; any other is refused as such.

@@ -11,7 +11,7 @@ use walredo::datadir::read_page;
 use walredo::tag::{FSM_FORKNUM, MAIN_FORKNUM, VISIBILITYMAP_FORKNUM};
 use walredo::wal::pages::starts_as_zero_page;
 use walredo::wal::record;
-use walredo::wal::uses::{block_uses, record_refs, runs, Use};
+use walredo::wal::uses::{block_uses_as, record_refs, runs, Use};
 use walredo::wal::{format_lsn, next_record_start, WalReader, WalRecord};
 use walredo::{Config, Error, PageTag, RecordRef, Redoer, PAGE_SIZE};
 use walredo_testkit::harness::*;
@@ -107,7 +107,7 @@ fn write_workload(tmp: &Path) -> Wal {
         Some(rec.target_lsn),
         "the WAL read must reach the target LSN"
     );
-    let blocks = block_uses(records.iter().map(|r| &r.data[..])).unwrap();
+    let blocks = block_uses_as(records.iter().map(|r| &r.data[..]), record_format()).unwrap();
     Wal {
         base: rec.base,
         expected: rec.expected,
@@ -364,7 +364,9 @@ fn pg_walredo_checks_side_effect_targets(wal: &Wal) {
         wal.blocks.iter().find_map(|(tag, uses)| {
             uses.iter()
                 .filter(|u| u.side_effect)
-                .find(|u| pred(&record::decode(&wal.records[u.record].data).unwrap()))
+                .find(|u| {
+                    pred(&record::decode_as(&wal.records[u.record].data, record_format()).unwrap())
+                })
                 .map(|u| (*tag, &wal.records[u.record]))
         })
     };
@@ -375,7 +377,12 @@ fn pg_walredo_checks_side_effect_targets(wal: &Wal) {
         wal.blocks.iter().find_map(|(tag, uses)| {
             uses.iter()
                 .filter(|_| tag.forknum == VISIBILITYMAP_FORKNUM)
-                .find(|u| record::decode(&wal.records[u.record].data).unwrap().rmid == 10)
+                .find(|u| {
+                    record::decode_as(&wal.records[u.record].data, record_format())
+                        .unwrap()
+                        .rmid
+                        == 10
+                })
                 .map(|u| (*tag, &wal.records[u.record]))
         })
     };
@@ -497,7 +504,7 @@ fn heap_run(wal: &Wal, min: usize) -> (PageTag, Vec<usize>) {
         if tag.forknum != MAIN_FORKNUM {
             continue;
         }
-        let rec0 = record::decode(&wal.records[refs[0].record].data).unwrap();
+        let rec0 = record::decode_as(&wal.records[refs[0].record].data, record_format()).unwrap();
         if rec0.rmid != 10 {
             continue; // not Heap
         }
@@ -510,7 +517,7 @@ fn heap_run(wal: &Wal, min: usize) -> (PageTag, Vec<usize>) {
             }
             run.push(u.record);
         }
-        let img = record::decode(&wal.records[run[0]].data)
+        let img = record::decode_as(&wal.records[run[0]].data, record_format())
             .unwrap()
             .block_for(tag)
             .unwrap()
@@ -532,6 +539,31 @@ fn refs<'a>(wal: &'a Wal, idx: &[usize]) -> Vec<RecordRef<'a>> {
         .collect()
 }
 
+/// The tuple data of item `item` of a heap page, if it is a normal one.
+fn tuple_data(page: &[u8], item: usize) -> Option<(usize, &[u8])> {
+    let pd_lower = u16::from_le_bytes(page[12..14].try_into().unwrap()) as usize;
+    let at = 24 + 4 * item;
+    if at + 4 > pd_lower {
+        return None;
+    }
+    let lp = u32::from_le_bytes(page[at..at + 4].try_into().unwrap());
+    let (off, flags, len) = ((lp & 0x7fff) as usize, (lp >> 15) & 3, (lp >> 17) as usize);
+    let t_hoff = *page.get(off + 22)? as usize;
+    (flags == 1 && len > t_hoff && off + len <= page.len())
+        .then(|| (off + t_hoff, &page[off + t_hoff..off + len]))
+}
+
+/// The offset in `base` of the first data byte of a tuple that `last` still
+/// has, unchanged, at the same item.
+fn surviving_tuple_byte(base: &[u8], last: &[u8]) -> usize {
+    (0..PAGE_SIZE / 4)
+        .find_map(|i| {
+            let (at, data) = tuple_data(base, i)?;
+            (tuple_data(last, i)?.1 == data).then_some(at)
+        })
+        .expect("a tuple the run leaves alone")
+}
+
 fn negative_controls(wal: &Wal) {
     let verify = Config {
         verify: true,
@@ -547,12 +579,10 @@ fn negative_controls(wal: &Wal) {
     let again = redoer.redo(&tag, Some(&at_image), &all[1..]).unwrap();
     assert_eq!(*again, *good);
 
-    // 1. One corrupted byte of tuple data in the base page.
+    // 1. One corrupted byte of tuple data in the base page, of a tuple the
+    // later records leave alone (one they remove takes the byte with it).
     let mut corrupt = at_image.clone();
-    let lp = u32::from_le_bytes(corrupt[24..28].try_into().unwrap());
-    let lp_off = (lp & 0x7fff) as usize;
-    let t_hoff = corrupt[lp_off + 22] as usize;
-    corrupt[lp_off + t_hoff] ^= 0xff;
+    corrupt[surviving_tuple_byte(&at_image[..], &good[..])] ^= 0xff;
     match redoer.redo(&tag, Some(&corrupt), &all[1..]) {
         Err(Error::RedoFailed { message, .. }) => {
             assert!(message.contains("inconsistent page found"), "{message}");

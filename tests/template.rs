@@ -55,6 +55,22 @@ fn segments_of(pid: u32) -> Vec<(i64, u32)> {
         .collect()
 }
 
+/// Whether the version under test has a template. PostgreSQL 14 has none
+/// (no fork point before shared memory: pg_walredo's template.c): there the
+/// template's tests check that its launcher starts processes directly.
+fn has_template() -> bool {
+    if walredo_testkit::install::pg_version() >= 15 {
+        return true;
+    }
+    let launcher = Launcher::new(&config()).unwrap();
+    assert_eq!(launcher.spawn_mode(), SpawnMode::Direct);
+    let a = ready_process(&launcher);
+    assert_eq!(parent_of(a.pid()), Some(std::process::id()));
+    assert_eq!(launcher.template_pid(), None);
+    eprintln!("PostgreSQL 14 has no template: its processes start directly");
+    false
+}
+
 fn scratch_of(pid: u32) -> PathBuf {
     std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap()
 }
@@ -62,6 +78,9 @@ fn scratch_of(pid: u32) -> PathBuf {
 #[test]
 fn processes_are_forked_by_the_template_and_share_no_memory() {
     let _test = isolated_test();
+    if !has_template() {
+        return;
+    }
     let launcher = Launcher::new(&config()).unwrap();
     assert_eq!(launcher.spawn_mode(), SpawnMode::Template);
     let a = ready_process(&launcher);
@@ -134,6 +153,9 @@ fn processes_are_forked_by_the_template_and_share_no_memory() {
 #[test]
 fn a_dead_template_is_replaced_and_its_processes_live_on() {
     let _test = isolated_test();
+    if !has_template() {
+        return;
+    }
     let launcher = Launcher::new(&config()).unwrap();
     let mut a = ready_process(&launcher);
     let template = launcher.template_pid().unwrap();
@@ -290,6 +312,9 @@ fn a_host_killed_mid_run_leaves_nothing() {
 #[test]
 fn a_stopped_template_is_replaced() {
     let _test = isolated_test();
+    if !has_template() {
+        return;
+    }
     let launcher = Launcher::new(&Config {
         timeout: Duration::from_millis(500),
         ..config()
@@ -311,5 +336,24 @@ fn a_stopped_template_is_replaced() {
     assert!(
         wait_gone(template, Duration::from_secs(5)),
         "the stopped template lives on"
+    );
+}
+
+/// On PostgreSQL 14 a process asked to be a template refuses, with why.
+#[test]
+fn fourteen_refuses_to_be_a_template() {
+    let _test = isolated_test();
+    if walredo_testkit::install::pg_version() != 14 {
+        return;
+    }
+    let mut redoer = walredo::Redoer::new(&Config {
+        extra_settings: vec!["pg_walredo.template=on".into()],
+        ..config()
+    })
+    .unwrap();
+    let e = redoer.ping().unwrap_err();
+    assert!(
+        format!("{e:?}").contains("pg_walredo.template needs PostgreSQL 15"),
+        "{e:?}"
     );
 }

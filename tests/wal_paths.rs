@@ -14,9 +14,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use walredo::datadir::read_page;
-use walredo::wal::pages;
 use walredo::wal::source::{SourceError, WalSource};
 use walredo::wal::{format_lsn, parse_lsn, WalReader};
+use walredo::wal::{pages, record};
 use walredo::PageTag;
 use walredo_testkit::harness::*;
 
@@ -38,7 +38,8 @@ fn uses_of(wal: &Path, from: u64, end: u64, tag: &PageTag) -> Vec<(u64, u64, boo
         if r.end_lsn > end {
             break;
         }
-        let pages = pages::record_pages_of(&r.data).unwrap();
+        let pages =
+            pages::record_pages(&record::decode_as(&r.data, record_format()).unwrap()).unwrap();
         if let Some(p) = pages.iter().find(|p| p.tag == *tag) {
             out.push((r.start_lsn, r.end_lsn, p.initializes()));
         }

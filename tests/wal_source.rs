@@ -17,7 +17,7 @@ use walredo::pg::rmgr::rmgr_name;
 use walredo::tag::{MAIN_FORKNUM, VISIBILITYMAP_FORKNUM};
 use walredo::wal::record;
 use walredo::wal::source::{HistoryEntry, SourceError, WalSource};
-use walredo::wal::uses::block_uses;
+use walredo::wal::uses::block_uses_as;
 use walredo::wal::{format_lsn, parse_lsn, WalReader, WalRecord};
 use walredo::{PageTag, Pool, RelFileNode};
 use walredo_testkit::harness::*;
@@ -151,11 +151,11 @@ fn records_until(wal: &Path, start: u64, end: u64) -> Vec<WalRecord> {
 /// Main-fork blocks the records reference, a sample of at most `n` spread
 /// over them (every resource manager's blocks among them).
 fn sample_blocks(records: &[WalRecord], n: usize) -> Vec<PageTag> {
-    let blocks = block_uses(records.iter().map(|r| &r.data[..])).unwrap();
+    let blocks = block_uses_as(records.iter().map(|r| &r.data[..]), record_format()).unwrap();
     let mut by_rmgr: BTreeMap<&str, Vec<PageTag>> = BTreeMap::new();
     for (tag, uses) in &blocks {
         if tag.forknum == MAIN_FORKNUM {
-            let rm = record::decode(&records[uses[0].record].data)
+            let rm = record::decode_as(&records[uses[0].record].data, record_format())
                 .unwrap()
                 .rmgr_name();
             by_rmgr.entry(rm).or_default().push(*tag);
@@ -301,12 +301,13 @@ fn wal_sources_against_postgresql() {
         let mut tags = sample_blocks(&records, 120);
         // Every visibility-map page: its plan carries the heap records that
         // clear its bits (walredo_record_pages), not only its own.
-        let vm_tags: Vec<PageTag> = block_uses(records.iter().map(|r| &r.data[..]))
-            .unwrap()
-            .into_iter()
-            .filter(|(t, _)| t.forknum == VISIBILITYMAP_FORKNUM)
-            .map(|(t, _)| t)
-            .collect();
+        let vm_tags: Vec<PageTag> =
+            block_uses_as(records.iter().map(|r| &r.data[..]), record_format())
+                .unwrap()
+                .into_iter()
+                .filter(|(t, _)| t.forknum == VISIBILITYMAP_FORKNUM)
+                .map(|(t, _)| t)
+                .collect();
         tags.extend(&vm_tags);
         let (mut same, mut gone, mut caught, mut vm_same, mut vm_routed) = (0, 0, 0, 0, 0);
         let started = Instant::now();
@@ -327,7 +328,7 @@ fn wal_sources_against_postgresql() {
             };
             if tag.forknum == VISIBILITYMAP_FORKNUM {
                 for r in &plan.records {
-                    let d = record::decode(&r.data).unwrap();
+                    let d = record::decode_as(&r.data, record_format()).unwrap();
                     if d.block_for(tag).is_none() {
                         vm_routed += 1;
                     } else if d.rmid == 10 || (d.rmid == 9 && d.info & 0x70 != 0x40) {

@@ -16,7 +16,9 @@
 
 #include "access/xlog.h"
 #include "access/xlog_internal.h"
+#if PG_VERSION_NUM >= 150000
 #include "access/xlogrecovery.h"
+#endif
 #include "miscadmin.h"
 
 static walredo_wal *wal = NULL;
@@ -32,8 +34,14 @@ flush_limit(TimeLineID *tli)
 {
 	if (RecoveryInProgress())
 		return GetXLogReplayRecPtr(tli);
+#if PG_VERSION_NUM < 150000
+	/* 14: RecoveryInProgress, false, has set this backend's timeline. */
+	*tli = ThisTimeLineID;
+	return GetFlushRecPtr();
+#else
 	*tli = GetWALInsertionTimeLine();
 	return GetFlushRecPtr(NULL);
+#endif
 }
 
 XLogRecPtr

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use walredo::config::Config;
 use walredo::datadir::read_page;
+use walredo::pg::record::RecordFormat;
 use walredo::pg::record_type::record_type_name;
 use walredo::pg::rmgr::rmgr_name;
 use walredo::pool::Pool;
@@ -20,7 +21,7 @@ use walredo::tag::{PageTag, FSM_FORKNUM};
 use walredo::wal::checksum::stamp_checksum;
 use walredo::wal::pages;
 use walredo::wal::record;
-use walredo::wal::uses::{block_uses, last_run, record_refs, removed_by, Use};
+use walredo::wal::uses::{block_uses_as, last_run, record_refs, removed_by, Use};
 use walredo::wal::{format_lsn, next_record_start, WalReader, WalRecord};
 use walredo::{Error, PAGE_SIZE};
 
@@ -330,7 +331,8 @@ pub fn verify(
         ));
     }
     let records = read_wal(&base, &opts.wal, opts.end)?;
-    let blocks = block_uses(records.iter().map(|r| &r.data[..]))
+    let format = RecordFormat::of_version(base.pg_version);
+    let blocks = block_uses_as(records.iter().map(|r| &r.data[..]), format)
         .map_err(|(i, e)| format!("WAL record at {}: {e}", format_lsn(records[i].start_lsn)))?;
 
     let config = Config {
@@ -439,7 +441,8 @@ fn check_block(
         }
         return Ok(());
     }
-    let rmgr = record::decode(&records[run[run.len() - 1].record].data)
+    let format = RecordFormat::of_version(base.pg_version);
+    let rmgr = record::decode_as(&records[run[run.len() - 1].record].data, format)
         .map(|r| r.rmgr_name())
         .unwrap_or("unknown");
     let start = if run[0].initializes {
@@ -509,7 +512,8 @@ pub fn page_as_of(
 ) -> Result<Box<[u8; PAGE_SIZE]>, String> {
     let base = control_info(base_dir, config)?;
     let records = read_wal(&base, wal, None)?;
-    let touching: Vec<Use> = block_uses(records.iter().map(|r| &r.data[..]))
+    let format = RecordFormat::of_version(base.pg_version);
+    let touching: Vec<Use> = block_uses_as(records.iter().map(|r| &r.data[..]), format)
         .map_err(|(i, e)| format!("WAL record at {}: {e}", format_lsn(records[i].start_lsn)))?
         .remove(tag)
         .unwrap_or_default()
@@ -524,7 +528,7 @@ pub fn page_as_of(
     }
     let run = last_run(&touching);
     let as_of = lsn.unwrap_or_else(|| records.last().map_or(0, |r| r.end_lsn));
-    if let Some(e) = removed_by(tag, as_of, &records, run) {
+    if let Some(e) = removed_by(tag, as_of, &records, run, base.pg_version) {
         return Err(e.to_string());
     }
     let start = if run[0].initializes {

@@ -48,10 +48,11 @@ pub extern "C" fn walredo_config_new() -> *mut walredo_config {
 ///   Debian's /usr/lib/postgresql/N/bin/pg_config of `pg_version`, else of
 ///   the `pg_config` on PATH if it is of that version (an installed Debian
 ///   server wins). Set it to replay with one particular installation.
-/// - `pg_version`: the PostgreSQL major version the pool serves, 15 to 18;
+/// - `pg_version`: the PostgreSQL major version the pool serves, 14 to 18;
 ///   WAL of another version is refused. Default: the version of
 ///   `pg_bindir`'s `postgres` (without `pg_bindir`: the first of
-///   /usr/lib/postgresql/15, 16, 17, 18 present, else `pg_config` on PATH).
+///   /usr/lib/postgresql/15, 16, 17, 18, 14 present, else `pg_config` on
+///   PATH). PostgreSQL 14's processes are always started directly.
 /// - `extension_path`: the `pg_walredo.so` to load. Default:
 ///   `pg_walredo.so` in that version's `--pkglibdir`. One built for another
 ///   major version than the server's is refused (`WALREDO_SPAWN_FAILED`).
@@ -160,7 +161,7 @@ pub unsafe extern "C" fn walredo_config_set(
         let c = &mut cfg.config;
         match key {
             "pg_bindir" => c.pg_bindir = Some(path()?),
-            "pg_version" => c.pg_version = Some(number(15, 18)? as u32),
+            "pg_version" => c.pg_version = Some(number(14, 18)? as u32),
             "extension_path" => c.extension_path = Some(path()?),
             "processes" => c.processes = number(1, 1024)? as usize,
             "timeout_ms" => c.timeout = Duration::from_millis(number(1, 86_400_000)?),

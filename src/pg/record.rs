@@ -44,7 +44,7 @@ pub const BKPBLOCK_HAS_DATA: u8 = 0x20;
 pub const BKPBLOCK_WILL_INIT: u8 = 0x40;
 pub const BKPBLOCK_SAME_REL: u8 = 0x80;
 
-/// `bimg_info` bits.
+/// `bimg_info` bits (from PostgreSQL 15; 14's are below).
 pub const BKPIMAGE_HAS_HOLE: u8 = 0x01;
 pub const BKPIMAGE_APPLY: u8 = 0x02;
 pub const BKPIMAGE_COMPRESS_PGLZ: u8 = 0x04;
@@ -52,6 +52,56 @@ pub const BKPIMAGE_COMPRESS_LZ4: u8 = 0x08;
 pub const BKPIMAGE_COMPRESS_ZSTD: u8 = 0x10;
 pub const BKPIMAGE_COMPRESS_MASK: u8 =
     BKPIMAGE_COMPRESS_PGLZ | BKPIMAGE_COMPRESS_LZ4 | BKPIMAGE_COMPRESS_ZSTD;
+
+/// PostgreSQL 14's `bimg_info` bits other than `BKPIMAGE_HAS_HOLE`: one
+/// compression method (pglz), and apply where 15 has it at 0x02.
+pub const BKPIMAGE_IS_COMPRESSED_14: u8 = 0x02;
+pub const BKPIMAGE_APPLY_14: u8 = 0x04;
+
+/// The record format a PostgreSQL version writes. Record and block headers
+/// are the same from 14 to 18; 14's full-page image flags differ, and so do
+/// its Database record types (`XLOG_DBASE_DROP_14`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecordFormat {
+    /// PostgreSQL 14: `BKPIMAGE_IS_COMPRESSED` (always pglz) 0x02,
+    /// `BKPIMAGE_APPLY` 0x04.
+    Pg14,
+    /// PostgreSQL 15 to 18: `BKPIMAGE_APPLY` 0x02, pglz, lz4 and zstd
+    /// 0x04, 0x08 and 0x10.
+    #[default]
+    Pg15,
+}
+
+impl RecordFormat {
+    /// The format of PostgreSQL `pg_version`'s WAL (15's for any version
+    /// but 14).
+    pub fn of_version(pg_version: u32) -> RecordFormat {
+        if pg_version == 14 {
+            RecordFormat::Pg14
+        } else {
+            RecordFormat::Pg15
+        }
+    }
+
+    /// A record's `bimg_info` in 15's layout, which the decoded images
+    /// carry whatever version wrote them. 14's other bits mean nothing to
+    /// 14 and are dropped.
+    pub fn image_flags(self, bimg_info: u8) -> u8 {
+        match self {
+            RecordFormat::Pg15 => bimg_info,
+            RecordFormat::Pg14 => {
+                let mut flags = bimg_info & BKPIMAGE_HAS_HOLE;
+                if bimg_info & BKPIMAGE_IS_COMPRESSED_14 != 0 {
+                    flags |= BKPIMAGE_COMPRESS_PGLZ;
+                }
+                if bimg_info & BKPIMAGE_APPLY_14 != 0 {
+                    flags |= BKPIMAGE_APPLY;
+                }
+                flags
+            }
+        }
+    }
+}
 
 /// `xl_tot_len` of the record header at the start of `b`.
 pub fn xl_tot_len(b: &[u8]) -> u32 {

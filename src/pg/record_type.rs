@@ -26,6 +26,9 @@ pub const XLOG_SMGR_TRUNCATE: u8 = 0x20;
 /// Database: created by copying another database's files.
 pub const XLOG_DBASE_CREATE_FILE_COPY: u8 = 0x00;
 pub const XLOG_DBASE_DROP: u8 = 0x20;
+/// Database, PostgreSQL 14 (which has no CREATE_WAL_LOG): DROP, and
+/// CREATE, the file copy 15 renamed.
+pub const XLOG_DBASE_DROP_14: u8 = 0x10;
 
 /// Heap and Heap2: the bits of `xl_info` that name the record type.
 pub const XLOG_HEAP_OPMASK: u8 = 0x70;
@@ -41,10 +44,18 @@ pub const XLOG_HEAP2_LOCK_UPDATED: u8 = 0x60;
 
 /// `record_type_name` for WAL of PostgreSQL `pg_version`: the names 17
 /// gave to Heap2's prune records (0x10 to 0x30 were PRUNE, VACUUM and
-/// FREEZE_PAGE up to 16) and XLOG's CHECKPOINT_REDO (new in 17). Nothing else
-/// differs from 15 to 18 (the ids and the other names are the same).
+/// FREEZE_PAGE up to 16) and XLOG's CHECKPOINT_REDO (new in 17), and 14's
+/// Database records (CREATE and DROP at 0x00 and 0x10). Nothing else
+/// differs from 14 to 18 (the ids and the other names are the same).
 pub fn record_type_name_for(pg_version: u32, rmid: u8, info: u8) -> Option<&'static str> {
     let op = info & XLR_RMGR_INFO_MASK;
+    if pg_version == 14 && rmid == RM_DBASE_ID {
+        return match op {
+            XLOG_DBASE_CREATE_FILE_COPY => Some("CREATE"),
+            XLOG_DBASE_DROP_14 => Some("DROP"),
+            _ => None,
+        };
+    }
     if pg_version >= 17 {
         match (rmid, op) {
             (RM_XLOG_ID, 0xE0) => return Some("CHECKPOINT_REDO"),
@@ -262,5 +273,13 @@ mod tests {
             record_type_name_for(18, 10, 0x00),
             record_type_name(10, 0x00)
         );
+        // 14's Database records: CREATE (the copy) and DROP at 0x10.
+        assert_eq!(record_type_name_for(14, RM_DBASE_ID, 0x00), Some("CREATE"));
+        assert_eq!(record_type_name_for(14, RM_DBASE_ID, 0x10), Some("DROP"));
+        assert_eq!(
+            record_type_name_for(15, RM_DBASE_ID, 0x10),
+            Some("CREATE_WAL_LOG")
+        );
+        assert_eq!(record_type_name_for(14, 9, 0x10), Some("PRUNE"));
     }
 }

@@ -11,9 +11,24 @@ pub const XLOG_PAGE_MAGIC: u16 = 0xD110;
 
 /// The PostgreSQL major versions whose WAL this library reads and redoes,
 /// with each one's `XLOG_PAGE_MAGIC` (access/xlog_internal.h). Every major
-/// release changes the magic; the record format itself (record, block and
-/// image headers, resource manager ids) is the same from 15 to 18.
-pub const PG_VERSIONS: [(u32, u16); 4] = [(15, 0xD110), (16, 0xD113), (17, 0xD116), (18, 0xD118)];
+/// release changes the magic; the record format itself (record and block
+/// headers, resource manager ids) is the same from 14 to 18, but for the
+/// image flags of 14 ([`crate::pg::record::RecordFormat`]).
+pub const PG_VERSIONS: [(u32, u16); 5] = [
+    (14, 0xD10D),
+    (15, 0xD110),
+    (16, 0xD113),
+    (17, 0xD116),
+    (18, 0xD118),
+];
+
+/// The supported versions in the order a pool without `pg_version` looks
+/// for an installed server: 15 (Debian 12's) to 18, then 14.
+pub fn preferred_versions() -> impl Iterator<Item = u32> {
+    let (older, newer): (Vec<u32>, Vec<u32>) =
+        PG_VERSIONS.iter().map(|(v, _)| *v).partition(|v| *v < 15);
+    newer.into_iter().chain(older)
+}
 
 /// `xlp_magic` of WAL pages written by PostgreSQL `pg_version`.
 pub fn xlog_page_magic(pg_version: u32) -> Option<u16> {
@@ -31,7 +46,7 @@ pub fn pg_version_of_magic(magic: u16) -> Option<u32> {
         .map(|(v, _)| *v)
 }
 
-/// "15, 16, 17 or 18", for messages.
+/// "14, 15, 16, 17 or 18", for messages.
 pub fn supported_versions() -> String {
     let v: Vec<String> = PG_VERSIONS.iter().map(|(v, _)| v.to_string()).collect();
     format!("{} or {}", v[..v.len() - 1].join(", "), v[v.len() - 1])
@@ -89,4 +104,21 @@ pub fn xlp_seg_size(b: &[u8]) -> u32 {
 /// `xlp_xlog_blcksz` of a long page header.
 pub fn xlp_xlog_blcksz(b: &[u8]) -> u32 {
     le_u32(b, 36)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fourteen_is_served_but_fifteen_stays_the_first_choice() {
+        assert_eq!(xlog_page_magic(14), Some(0xD10D));
+        assert_eq!(pg_version_of_magic(0xD10D), Some(14));
+        assert_eq!(xlog_page_magic(13), None);
+        assert_eq!(supported_versions(), "14, 15, 16, 17 or 18");
+        assert_eq!(
+            preferred_versions().collect::<Vec<_>>(),
+            [15, 16, 17, 18, 14]
+        );
+    }
 }

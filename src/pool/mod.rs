@@ -63,7 +63,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::pg::page::Page;
-use crate::pg::record::RecordRef;
+use crate::pg::record::{RecordFormat, RecordRef};
 pub use crate::pool::call::Call;
 use crate::pool::call::CallState;
 use crate::pool::handoff::{handoff, Reply};
@@ -353,7 +353,8 @@ impl Pool {
         let request = if self.shared.slots.is_closed() {
             Err(Error::Shutdown)
         } else {
-            Request::new(tag, base, records, self.fast_path, wire)
+            let format = RecordFormat::of_version(self.pg_version());
+            Request::new(tag, base, records, format, self.fast_path, wire)
         };
         let request = request.inspect_err(|_| bump(&stats.failures))?;
         stats.records_per_request.observe(records.len() as u64);

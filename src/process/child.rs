@@ -260,9 +260,11 @@ impl Process {
             |e: io::Error| Error::SpawnFailed(format!("cannot start postgres --single: {e}"));
         if start::pidfds_usable() {
             let (program, args) = launcher.direct_argv(scratch);
+            let env = launcher.direct_env();
             let started = start::start(&start::Spec {
                 program: &program,
                 args: &args,
+                env: &env,
                 cwd: scratch,
                 stdio: [
                     child_stdin.as_raw_fd(),

@@ -258,6 +258,7 @@ mod tests {
         let started = start::start(&start::Spec {
             program: std::path::Path::new("/bin/sh"),
             args: &args,
+            env: &[],
             cwd: std::path::Path::new("/"),
             stdio: [null.as_raw_fd(); 3],
             user: None,

@@ -43,6 +43,8 @@ pub(crate) struct Spec<'a> {
     pub program: &'a Path,
     /// argv[1..].
     pub args: &'a [OsString],
+    /// The whole environment, `NAME=value` each (most children get none).
+    pub env: &'a [OsString],
     pub cwd: &'a Path,
     pub stdio: [RawFd; 3],
     pub user: Option<UserIds>,
@@ -153,7 +155,13 @@ pub(crate) fn start(spec: &Spec<'_>) -> io::Result<Started> {
     }
     let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
-    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let env = spec
+        .env
+        .iter()
+        .map(|e| cstring(e.as_bytes()))
+        .collect::<io::Result<Vec<CString>>>()?;
+    let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
     let cwd = cstring(spec.cwd.as_os_str().as_bytes())?;
 
     // Copies of the stdio descriptors above 2, so that taking them in the

@@ -134,6 +134,7 @@ impl Template {
         let spec = Spec {
             program: &program,
             args: &args,
+            env: &[],
             cwd: scratch,
             stdio: [
                 theirs.as_raw_fd(),

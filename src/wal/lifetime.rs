@@ -27,11 +27,11 @@
 use std::fmt;
 
 use crate::pg::bytes::le_u32;
-use crate::pg::record::XLR_RMGR_INFO_MASK;
+use crate::pg::record::{RecordFormat, XLR_RMGR_INFO_MASK};
 use crate::pg::record_type::{
-    record_type_name, XLOG_DBASE_CREATE_FILE_COPY, XLOG_DBASE_DROP, XLOG_XACT_ABORT,
-    XLOG_XACT_ABORT_PREPARED, XLOG_XACT_COMMIT, XLOG_XACT_COMMIT_PREPARED, XLOG_XACT_HAS_INFO,
-    XLOG_XACT_OPMASK,
+    record_type_name_for, XLOG_DBASE_CREATE_FILE_COPY, XLOG_DBASE_DROP, XLOG_DBASE_DROP_14,
+    XLOG_XACT_ABORT, XLOG_XACT_ABORT_PREPARED, XLOG_XACT_COMMIT, XLOG_XACT_COMMIT_PREPARED,
+    XLOG_XACT_HAS_INFO, XLOG_XACT_OPMASK,
 };
 use crate::pg::rmgr::{rmgr_name, RM_DBASE_ID, RM_XACT_ID};
 use crate::tag::{PageTag, RelFileNode, FSM_FORKNUM, MAIN_FORKNUM, VISIBILITYMAP_FORKNUM};
@@ -131,11 +131,13 @@ impl fmt::Display for Removal {
 /// (`removal`), followed by the rest of the block's records: the block did
 /// not exist (nothing made it again), or its content is not in WAL. The one
 /// rule for every user of a plan; only the first two records are looked at.
+/// The records are PostgreSQL `pg_version`'s (their names differ).
 pub fn after_removal<'a>(
     tag: &PageTag,
     lsn: u64,
     removal: Removal,
     records: impl IntoIterator<Item = &'a WalRecord>,
+    pg_version: u32,
 ) -> SourceError {
     let mut records = records.into_iter();
     let Some(first) = records.next() else {
@@ -145,7 +147,7 @@ pub fn after_removal<'a>(
         "the record at {} ({}/{}) {removal}",
         format_lsn(first.start_lsn),
         rmgr_name(first.rmid()),
-        record_type_name(first.rmid(), first.info()).unwrap_or("UNKNOWN")
+        record_type_name_for(pg_version, first.rmid(), first.info()).unwrap_or("UNKNOWN")
     );
     match (records.next(), removal.replaced_outside_wal()) {
         (None, false) => SourceError::NoSuchBlock(format!(
@@ -338,6 +340,11 @@ fn xact_drops(decoded: &DecodedRecord<'_>) -> Result<Vec<Removal>, RecordError> 
 }
 
 fn database_removals(decoded: &DecodedRecord<'_>, info: u8) -> Result<Vec<Removal>, RecordError> {
+    // 14 has its DROP where 15 has CREATE_WAL_LOG; its CREATE is the copy.
+    let drop = match decoded.format {
+        RecordFormat::Pg14 => XLOG_DBASE_DROP_14,
+        RecordFormat::Pg15 => XLOG_DBASE_DROP,
+    };
     match info {
         XLOG_DBASE_CREATE_FILE_COPY => {
             // xl_dbase_create_file_copy_rec: db_id, tablespace_id,
@@ -356,7 +363,7 @@ fn database_removals(decoded: &DecodedRecord<'_>, info: u8) -> Result<Vec<Remova
                 src_dbnode,
             }])
         }
-        XLOG_DBASE_DROP => {
+        _ if info == drop => {
             // xl_dbase_drop_rec: db_id, ntablespaces, tablespace_ids[].
             let mut f = Fields {
                 decoded,
@@ -406,6 +413,7 @@ mod tests {
             main_data,
             origin: None,
             toplevel_xid: None,
+            format: RecordFormat::Pg15,
         }
     }
 
@@ -479,6 +487,19 @@ mod tests {
         assert!(removals(&decoded(RM_DBASE_ID, 0x10, &copy[..8]))
             .unwrap()
             .is_empty());
+        // PostgreSQL 14: DROP is 0x10 (15's WAL_LOG), and 15's DROP (0x20)
+        // means nothing; CREATE (0x00) is the copy, as on 15.
+        let as_14 = |info, data: &[u8]| {
+            let mut d = decoded(RM_DBASE_ID, info, data);
+            d.format = RecordFormat::Pg14;
+            removals(&d).unwrap()
+        };
+        assert_eq!(
+            as_14(XLOG_DBASE_DROP_14, &drop),
+            removals(&decoded(RM_DBASE_ID, XLOG_DBASE_DROP, &drop)).unwrap()
+        );
+        assert!(as_14(XLOG_DBASE_DROP, &drop).is_empty());
+        assert!(as_14(XLOG_DBASE_CREATE_FILE_COPY, &copy)[0].replaced_outside_wal());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Decoding raw PostgreSQL WAL records (one format from 15 to 18) (`XLogRecord`), little-endian.
+//! Decoding raw PostgreSQL WAL records (`XLogRecord`, little-endian): one
+//! format from 14 to 18 but for 14's image flags ([`RecordFormat`]).
 //!
 //! [`decode`] checks a record the way PostgreSQL 15's `ValidXLogRecord` and
 //! `DecodeXLogRecord` (xlogreader.c) do, and returns a zero-copy view of its
@@ -50,6 +51,8 @@ pub struct BlockImage<'a> {
     pub hole_offset: u16,
     /// Length of the hole (0 without one); at most `PAGE_SIZE`.
     pub hole_length: u16,
+    /// The `BKPIMAGE_*` flags, in 15's layout whatever version wrote the
+    /// record ([`RecordFormat::image_flags`]).
     pub bimg_info: u8,
 }
 
@@ -118,6 +121,8 @@ pub struct DecodedRecord<'a> {
     pub main_data: &'a [u8],
     pub origin: Option<u16>,
     pub toplevel_xid: Option<u32>,
+    /// The format it was decoded as (the version that wrote it).
+    pub format: RecordFormat,
 }
 
 impl<'a> DecodedRecord<'a> {
@@ -154,14 +159,29 @@ impl<'a> DecodedRecord<'a> {
     }
 }
 
-/// Decode `buf`, which must hold exactly one record, verifying its CRC.
+/// Decode `buf`, which must hold exactly one record of PostgreSQL 15 to
+/// 18, verifying its CRC.
 pub fn decode(buf: &[u8]) -> Result<DecodedRecord<'_>, RecordError> {
-    decode_inner(buf, true)
+    decode_inner(buf, true, RecordFormat::Pg15)
+}
+
+/// Like [`decode`], for a record in `format` (see [`RecordFormat`]: 14's
+/// image flags are read into 15's layout).
+pub fn decode_as(buf: &[u8], format: RecordFormat) -> Result<DecodedRecord<'_>, RecordError> {
+    decode_inner(buf, true, format)
 }
 
 /// Like [`decode`], without verifying the CRC.
 pub fn decode_unchecked_crc(buf: &[u8]) -> Result<DecodedRecord<'_>, RecordError> {
-    decode_inner(buf, false)
+    decode_inner(buf, false, RecordFormat::Pg15)
+}
+
+/// Like [`decode_as`], without verifying the CRC.
+pub fn decode_unchecked_crc_as(
+    buf: &[u8],
+    format: RecordFormat,
+) -> Result<DecodedRecord<'_>, RecordError> {
+    decode_inner(buf, false, format)
 }
 
 /// Reads little-endian fields from the header area of a record.
@@ -224,7 +244,11 @@ struct BlockHeader {
     image: Option<(u16, u16, u16, u8)>,
 }
 
-fn decode_inner(buf: &[u8], check_crc: bool) -> Result<DecodedRecord<'_>, RecordError> {
+fn decode_inner(
+    buf: &[u8],
+    check_crc: bool,
+    format: RecordFormat,
+) -> Result<DecodedRecord<'_>, RecordError> {
     if buf.len() < SIZE_OF_XLOG_RECORD {
         return Err(RecordError::TooShort { len: buf.len() });
     }
@@ -313,7 +337,7 @@ fn decode_inner(buf: &[u8], check_crc: bool) -> Result<DecodedRecord<'_>, Record
                 datatotal += u64::from(data_len);
 
                 let image = if fork_flags & BKPBLOCK_HAS_IMAGE != 0 {
-                    let img = read_image_header(&mut r, block_id)?;
+                    let img = read_image_header(&mut r, block_id, format)?;
                     datatotal += u64::from(img.0);
                     Some(img)
                 } else {
@@ -416,16 +440,22 @@ fn decode_inner(buf: &[u8], check_crc: bool) -> Result<DecodedRecord<'_>, Record
         main_data,
         origin,
         toplevel_xid,
+        format,
     })
 }
 
 /// Read and validate an `XLogRecordBlockImageHeader` (plus the compressed
 /// hole length, if any). Returns (bimg_len, hole_offset, hole_length, bimg_info).
-fn read_image_header(r: &mut Reader<'_>, block: u8) -> Result<(u16, u16, u16, u8), RecordError> {
+/// The `bimg_info` returned is in 15's layout ([`RecordFormat::image_flags`]).
+fn read_image_header(
+    r: &mut Reader<'_>,
+    block: u8,
+    format: RecordFormat,
+) -> Result<(u16, u16, u16, u8), RecordError> {
     let b = Some(block);
     let bimg_len = r.u16(b, "block image header")?;
     let hole_offset = r.u16(b, "block image header")?;
-    let bimg_info = r.u8(b, "block image header")?;
+    let bimg_info = format.image_flags(r.u8(b, "block image header")?);
     let has_hole = bimg_info & BKPIMAGE_HAS_HOLE != 0;
     let compressed = bimg_info & BKPIMAGE_COMPRESS_MASK != 0;
     // Computed wide: for an uncompressed image, BLCKSZ - bimg_len may be negative.

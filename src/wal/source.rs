@@ -26,7 +26,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::pg::record::RecordRef;
+use crate::pg::record::{RecordFormat, RecordRef};
 use crate::pg::record_type::record_type_name_for;
 use crate::pg::rmgr::rmgr_name;
 use crate::pg::xlog::SIZE_OF_XLOG_LONG_PHD;
@@ -259,6 +259,7 @@ impl WalSource {
         };
         self.system_id = Some(reader.system_id());
         self.pg_version = Some(reader.pg_version());
+        let format = RecordFormat::of_version(reader.pg_version());
         reader.set_limit(limit);
         let mut summary: HashMap<PageTag, Option<Span>> = HashMap::new();
         let mut removed: Vec<Removal> = Vec::new();
@@ -312,12 +313,13 @@ impl WalSource {
             }
             last_end = rec.end_lsn;
             let block = {
-                let decoded = record::decode_unchecked_crc(&rec.data).map_err(|error| {
-                    SourceError::Malformed {
-                        lsn: rec.start_lsn,
-                        error,
-                    }
-                })?;
+                let decoded =
+                    record::decode_unchecked_crc_as(&rec.data, format).map_err(|error| {
+                        SourceError::Malformed {
+                            lsn: rec.start_lsn,
+                            error,
+                        }
+                    })?;
                 let malformed = |error| SourceError::Malformed {
                     lsn: rec.start_lsn,
                     error,

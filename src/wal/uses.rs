@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::pg::record::RecordRef;
+use crate::pg::record::{RecordFormat, RecordRef};
 use crate::tag::{PageTag, RelFileNode};
 use crate::wal::lifetime::{self, Removal};
 use crate::wal::pages::{self, RecordPage};
@@ -34,17 +34,25 @@ pub struct Use {
     pub removal: Option<Removal>,
 }
 
-/// Every page changed by `records` (raw XLogRecords, in LSN order), with
-/// the records that use it, in order.
+/// Every page changed by `records` (raw XLogRecords of PostgreSQL 15 to
+/// 18, in LSN order), with the records that use it, in order.
 pub fn block_uses<'a>(
     records: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<BTreeMap<PageTag, Vec<Use>>, (usize, RecordError)> {
+    block_uses_as(records, RecordFormat::Pg15)
+}
+
+/// Like [`block_uses`], for records in `format` (14's image flags differ).
+pub fn block_uses_as<'a>(
+    records: impl IntoIterator<Item = &'a [u8]>,
+    format: RecordFormat,
 ) -> Result<BTreeMap<PageTag, Vec<Use>>, (usize, RecordError)> {
     let mut blocks: BTreeMap<PageTag, Vec<Use>> = BTreeMap::new();
     // Removals by relation, and by database (few: looked up per block).
     let mut by_rel: HashMap<RelFileNode, Vec<(usize, Removal)>> = HashMap::new();
     let mut by_db: HashMap<(u32, u32), Vec<(usize, Removal)>> = HashMap::new();
     for (i, data) in records.into_iter().enumerate() {
-        let decoded = record::decode(data).map_err(|e| (i, e))?;
+        let decoded = record::decode_as(data, format).map_err(|e| (i, e))?;
         for (tag, u) in uses_in(i, &decoded).map_err(|e| (i, e))? {
             blocks.entry(tag).or_default().push(u);
         }
@@ -144,17 +152,18 @@ pub fn last_run(uses: &[Use]) -> &[Use] {
 
 /// When `run` starts with a removal, the error that answers for the page
 /// after it as of `lsn` (the block did not exist, or is not in WAL): the
-/// same rule and words as a WAL source's plan ([`lifetime::after_removal`]).
-/// None otherwise.
+/// same rule and words as a WAL source's plan ([`lifetime::after_removal`]),
+/// for records of PostgreSQL `pg_version`. None otherwise.
 pub fn removed_by(
     tag: &PageTag,
     lsn: u64,
     records: &[WalRecord],
     run: &[Use],
+    pg_version: u32,
 ) -> Option<crate::wal::source::SourceError> {
     let removal = run.first()?.removal?;
     let recs = run.iter().map(|u| &records[u.record]);
-    Some(lifetime::after_removal(tag, lsn, removal, recs))
+    Some(lifetime::after_removal(tag, lsn, removal, recs, pg_version))
 }
 
 /// The records of `uses`, ready to send (removals, which no redo applies,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::cluster::{record_workload, user, RecordedWal};
 use walredo::datadir::read_page;
 use walredo::tag::MAIN_FORKNUM;
-use walredo::wal::uses::{block_uses, last_run};
+use walredo::wal::uses::{block_uses_as, last_run};
 use walredo::wal::WalReader;
 use walredo::{Config, Error, PageTag, RecordRef, Redoer, PAGE_SIZE};
 
@@ -157,7 +157,11 @@ pub fn make_fixtures(work: &Path, config: &Config) -> Vec<Fixture> {
         .take_while(|r| r.start_lsn < rec.target_lsn)
         .map(|r| (r.start_lsn, r.end_lsn, r.data))
         .collect();
-    let blocks = block_uses(records.iter().map(|r| &r.2[..])).expect("valid records");
+    let blocks = block_uses_as(
+        records.iter().map(|r| &r.2[..]),
+        crate::harness::record_format(),
+    )
+    .expect("valid records");
     let mut redoer = Redoer::new(config).expect("a wal-redo process");
     let mut cases: Vec<Fixture> = Vec::new();
 

@@ -278,6 +278,12 @@ pub fn synthetic_record(tag: &walredo::PageTag, will_init: bool) -> Vec<u8> {
     r
 }
 
+/// The record format of the PostgreSQL version under test: decode its WAL
+/// with it (14's image flags differ from 15's).
+pub fn record_format() -> walredo::pg::record::RecordFormat {
+    walredo::pg::record::RecordFormat::of_version(crate::install::pg_version())
+}
+
 /// Fixtures cut from real WAL of a throw-away cluster made in `dir`.
 pub fn load_fixtures(dir: &std::path::Path) -> Vec<crate::fixtures::Fixture> {
     crate::fixtures::make_fixtures(dir, &config())

@@ -127,6 +127,15 @@ pub(super) fn postgres_program(
     check_extension_version(&extension_src, &server)?;
 
     let extension = install_extension_copy(&extension_src, scratch_root)?;
+    // 14's processes load it through LD_PRELOAD, a list split at spaces and
+    // colons, read in the scratch directory.
+    let path = extension.to_string_lossy();
+    if pg_version < 15 && (!extension.is_absolute() || path.contains([' ', ':'])) {
+        return Err(spawn_error(format!(
+            "PostgreSQL 14's processes load pg_walredo through LD_PRELOAD, which cannot name \
+             {path}: use a scratch_dir whose absolute path has no spaces or colons"
+        )));
+    }
     let template = ensure_template(
         bindir,
         scratch_root,
@@ -164,14 +173,12 @@ fn version_settings(pg_version: u32) -> Vec<String> {
 }
 
 /// A `pg_config` of version `want` (any supported one if `None`): the one
-/// in `bindir` if given, else Debian's (15 first, then 16, 17, 18), else one
-/// on `PATH`.
+/// in `bindir` if given, else Debian's (15 first, then 16, 17, 18, 14),
+/// else one on `PATH`.
 fn find_pg_config(want: Option<u32>, bindir: Option<&Path>) -> Option<PathBuf> {
     let mut candidates: Vec<PathBuf> = match bindir {
         Some(dir) => vec![dir.join("pg_config")],
-        None => crate::pg::xlog::PG_VERSIONS
-            .iter()
-            .map(|(v, _)| *v)
+        None => crate::pg::xlog::preferred_versions()
             .filter(|v| want.is_none_or(|w| w == *v))
             .map(debian_pg_config)
             .collect(),

@@ -126,6 +126,9 @@ impl Launcher {
             Program::Postgres { .. } if !crate::process::start::template_possible() => {
                 SpawnMode::Direct
             }
+            // 14 has no fork point before shared memory (pg_walredo's
+            // template.c).
+            Program::Postgres { .. } if pg_version < 15 => SpawnMode::Direct,
             Program::Postgres { .. } => config.spawn_mode,
         };
         Ok(Launcher {
@@ -221,6 +224,28 @@ impl Launcher {
             return (path.clone(), args);
         }
         self.postgres_argv(scratch).expect("a postgres program")
+    }
+
+    /// The environment of a process started directly (`NAME=value` each):
+    /// none, but for PostgreSQL 14's `LD_PRELOAD` ([`Launcher::preload`]).
+    pub(crate) fn direct_env(&self) -> Vec<OsString> {
+        let mut env = Vec::new();
+        if let Some(extension) = self.preload() {
+            let mut e = OsString::from("LD_PRELOAD=");
+            e.push(extension);
+            env.push(e);
+        }
+        env
+    }
+
+    /// The extension a process must be started with in `LD_PRELOAD`: on
+    /// PostgreSQL 14, whose single-user backend loads no
+    /// shared_preload_libraries (pg_walredo.c says how it is loaded then).
+    fn preload(&self) -> Option<&Path> {
+        match &self.program {
+            Program::Postgres { extension, .. } if self.pg_version < 15 => Some(extension),
+            _ => None,
+        }
     }
 
     /// The template's program and arguments on `scratch`, or `None` for a
@@ -322,6 +347,9 @@ impl Launcher {
         let mut cmd = Command::new(postgres);
         cmd.args(args);
         cmd.env_clear().current_dir(scratch);
+        if let Some(extension) = self.preload() {
+            cmd.env("LD_PRELOAD", extension);
+        }
         // std also drops supplementary groups when it changes the uid.
         if let Some(ids) = self.user {
             cmd.uid(ids.uid).gid(ids.gid);

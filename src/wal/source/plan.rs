@@ -172,7 +172,10 @@ impl WalSource {
         }
         let records: Vec<WalRecord> = per_segment.into_iter().rev().flatten().collect();
         if let Some(removal) = removed_by {
-            return Err(lifetime::after_removal(tag, lsn, removal, &records));
+            let pg_version = self.pg_version.unwrap_or(15);
+            return Err(lifetime::after_removal(
+                tag, lsn, removal, &records, pg_version,
+            ));
         }
         Ok(ReplayPlan {
             tag: *tag,
