@@ -1,4 +1,4 @@
-# walredo: a library of PostgreSQL wal-redo processes (15 to 18), with a C ABI.
+# walredo: a library of PostgreSQL wal-redo processes (14 to 18), with a C ABI.
 #
 #   make              build the library, the walredo command and the extensions
 #   make PG_VERSION=N the same for PostgreSQL N (14 to 18; default 15): the one

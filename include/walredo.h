@@ -1,5 +1,5 @@
 /*
- * walredo.h: reconstruct PostgreSQL pages (15 to 18) from WAL records with
+ * walredo.h: reconstruct PostgreSQL pages (14 to 18) from WAL records with
  * PostgreSQL's own redo routines. The design, and these rules at length:
  * docs/c-api.md of the walredo repository.
  *

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * pg_walredo.c
- *	  Turn a stock PostgreSQL single-user backend (15 to 18) into a wal-redo
+ *	  Turn a stock PostgreSQL single-user backend (14 to 18) into a wal-redo
  *	  process: the module, its settings, and the request loop.
  *
  * The process is started as

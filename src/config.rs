@@ -1,5 +1,5 @@
 //! What a user can configure. Everything has a default that works on a Debian
-//! machine with a PostgreSQL package (15 to 18) installed and `pg_walredo`
+//! machine with a PostgreSQL package (14 to 18) installed and `pg_walredo`
 //! installed into it (`make install`).
 
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! Pages of a PostgreSQL data directory (15 to 18), found by their tags, and
+//! Pages of a PostgreSQL data directory (14 to 18), found by their tags, and
 //! the major version of the server that wrote it.
 
 use std::fs::File;

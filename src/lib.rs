@@ -1,4 +1,4 @@
-//! walredo: turn PostgreSQL WAL records (15 to 18) back into pages, using
+//! walredo: turn PostgreSQL WAL records (14 to 18) back into pages, using
 //! PostgreSQL's own redo routines running in `pg_walredo` processes. The
 //! design, and a request's path through these modules: docs/architecture.md.
 //!

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make demo: write real WAL with a throw-away PostgreSQL cluster (15 to 18), let
+# make demo: write real WAL with a throw-away PostgreSQL cluster (14 to 18), let
 # PostgreSQL replay it, rebuild every page with walredo and compare; then, in
 # SQL, a row before a bad UPDATE through walredo_inspect.
 #

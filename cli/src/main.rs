@@ -1,4 +1,4 @@
-//! `walredo`: rebuild PostgreSQL pages (15 to 18) from WAL with PostgreSQL's own redo.
+//! `walredo`: rebuild PostgreSQL pages (14 to 18) from WAL with PostgreSQL's own redo.
 //!
 //!   walredo [--bindir DIR | --pg-config PATH] [--extension SO] verify
 //!           --base DIR --wal DIR --expected DIR [--processes N] [--end LSN]
@@ -24,7 +24,7 @@ use walredo_cli::verify::{page_as_of, verify, VerifyOptions};
 #[derive(Parser)]
 #[command(
     version,
-    about = "Rebuild PostgreSQL pages (15 to 18) from WAL with PostgreSQL's own redo routines"
+    about = "Rebuild PostgreSQL pages (14 to 18) from WAL with PostgreSQL's own redo routines"
 )]
 struct Cli {
     /// The pg_walredo.so to load (default: the library directory of the

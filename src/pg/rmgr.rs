@@ -1,6 +1,6 @@
 //! PostgreSQL's built-in resource managers (access/rmgrlist.h): their ids,
 //! the names pg_waldump prints, and which of them only change pages. The ids
-//! are the same from PostgreSQL 15 to 18.
+//! are the same from PostgreSQL 14 to 18.
 
 use crate::pg::record::XLR_INFO_MASK;
 use crate::pg::record_type::{XLOG_FPI, XLOG_FPI_FOR_HINT, XLOG_HEAP2_REWRITE, XLOG_HEAP_OPMASK};

@@ -139,7 +139,7 @@ impl fmt::Display for WalError {
             }
             WalError::BadHeader { file, detail } => write!(
                 f,
-                "WAL segment {}: {detail}; this reader needs PostgreSQL 15 to 18 WAL with 8 KiB pages",
+                "WAL segment {}: {detail}; this reader needs PostgreSQL 14 to 18 WAL with 8 KiB pages",
                 file.display()
             ),
             WalError::BadHistory { file, detail } => write!(

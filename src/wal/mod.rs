@@ -1,4 +1,4 @@
-//! Reading PostgreSQL WAL (15 to 18): segment files in one directory or
+//! Reading PostgreSQL WAL (14 to 18): segment files in one directory or
 //! several, the records in them, and which records rebuild which page. The
 //! formats themselves (page magic, headers, record types) are in
 //! [`crate::pg`].

@@ -1,4 +1,4 @@
-//! Reading PostgreSQL WAL (15 to 18) segment files, in one directory or several.
+//! Reading PostgreSQL WAL (14 to 18) segment files, in one directory or several.
 //!
 //! [`WalReader`] walks the segments of one timeline in a directory (normally a
 //! cluster's `pg_wal`) and yields every record as its raw bytes: the complete
