@@ -69,7 +69,7 @@
 
 PG_MODULE_MAGIC;
 
-void		_PG_init(void);
+extern PGDLLEXPORT void _PG_init(void);
 
 /* GUC: compare each applied record with its consistency image. */
 bool		walredo_verify = false;
