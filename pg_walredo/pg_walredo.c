@@ -382,13 +382,6 @@ begin_request(const char *tagbytes, const char *page)
 	place_target(page);
 }
 
-bool
-is_target(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno)
-{
-	return RelFileLocatorEquals(rlocator, target_rlocator) &&
-		forknum == target_forknum && blkno == target_blkno;
-}
-
 /* G: send the target page back and forget everything about the request. */
 static void
 get_page(const char *tagbytes)
