@@ -503,15 +503,16 @@ place_record_blocks(DecodedXLogRecord *decoded)
 					 errmsg("invalid block number %u in block reference %d",
 							blk->blkno, block_id)));
 
-		reserve_block(decoded_block_relfile(blk), blk->forknum, blk->blkno);
+		/* The target was reserved when the request began (place_target). */
 		if (is_target(decoded_block_relfile(blk), blk->forknum, blk->blkno))
 		{
 			set_block_buffer(blk, target_buffer);
 			target_block_id = block_id;
+			continue;
 		}
-		else
-			set_block_buffer(blk, make_sentinel(decoded_block_relfile(blk),
-												blk->forknum, blk->blkno));
+		reserve_block(decoded_block_relfile(blk), blk->forknum, blk->blkno);
+		set_block_buffer(blk, make_sentinel(decoded_block_relfile(blk),
+											blk->forknum, blk->blkno));
 	}
 	return target_block_id;
 }
