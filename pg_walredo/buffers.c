@@ -156,10 +156,19 @@ place_target(const char *page)
 void
 copy_target_page(char *page)
 {
-	Buffer		buf;
+	Buffer		buf = target_buffer;
 
-	buf = ReadPermanentBufferWithoutRelcache(target_rlocator, target_forknum,
-											 target_blkno, RBM_NORMAL, NULL);
+	/*
+	 * The target stays in the buffer place_target gave it (dirty, it is
+	 * never evicted while make_room_for_record keeps the free list from
+	 * running out), and ReadRecentBuffer checks that buffer's tag instead of
+	 * opening the relation and searching the pool.  Should it have moved
+	 * after all, ask the buffer manager.
+	 */
+	if (!BufferIsValid(buf) ||
+		!ReadRecentBuffer(target_rlocator, target_forknum, target_blkno, buf))
+		buf = ReadPermanentBufferWithoutRelcache(target_rlocator, target_forknum,
+												 target_blkno, RBM_NORMAL, NULL);
 	LockBuffer(buf, BUFFER_LOCK_SHARE);
 	memcpy(page, BufferGetPage(buf), BLCKSZ);
 	UnlockReleaseBuffer(buf);
