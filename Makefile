@@ -1,13 +1,16 @@
 # walredo: a library of PostgreSQL wal-redo processes (15 to 18), with a C ABI.
 #
 #   make              build the library, the walredo command and the extensions
-#   make PG_VERSION=N the same for PostgreSQL N (15, 16, 17, 18; default 15)
+#   make PG_VERSION=N the same for PostgreSQL N (14 to 18; default 15): the one
+#                     installed here, else its pinned build (fetched on first
+#                     need; scripts/pg-bindir.sh); PG_CONFIG=... names another
 #   make install      install header, libraries, walredo.pc, the walredo command
 #                     (PREFIX=/usr/local) and the extensions (pg_walredo,
 #                     walredo_inspect) into PostgreSQL PG_VERSION's directories
 #   make demo         rebuild every page a real workload touched; compare with PostgreSQL
 #   make check        build everything and run every test (Rust, C, ASan, valgrind)
-#                     on 15, then the version tests on 17 and 18 (PG_VERSIONS)
+#                     on 15, and the version tests on every other version of
+#                     PG_VERSIONS (14 15 16 17 18)
 #   make deps         install what building and testing need (Debian 12; root or sudo)
 #   make header       regenerate include/walredo.h (pinned cbindgen)
 #   make fuzz-smoke   run every fuzz target briefly (FUZZ_SECONDS=20)
@@ -16,10 +19,11 @@
 #   make inspect-test walredo_inspect's tests against throw-away clusters
 #   make clean        remove every build (every version's extensions too)
 #
-# Only `make demo`, `make check` and `make deps` install system packages (or
-# make a version's root); every other target stops with the command to run
-# when something is missing (scripts/ensure-deps.sh --check). docs/testing.md
-# says what `make check` runs.
+# Only `make demo`, `make check` and `make deps` install system packages;
+# every other target stops with the command to run when something is
+# missing (scripts/ensure-deps.sh --check), but fetches the pinned build of
+# a version not installed here (a download into a cache; no root
+# privileges). docs/testing.md says what `make check` runs.
 #
 # The cargo workspace: the library (src/), cli/ (the walredo command, the
 # demo), testkit/ (test clusters, fixtures, a fake child; tests only),

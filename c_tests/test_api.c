@@ -128,7 +128,7 @@ static void test_config(void)
         { "extension_path", "" },
         { "scratch_dir", "" },
         { "run_as_user", "" },
-        { "pg_version", "14" },
+        { "pg_version", "13" },
         { "pg_version", "19" },
         { "pg_version", "17.2" },
         { "pg_version", "" },
@@ -136,6 +136,7 @@ static void test_config(void)
       good[] = {
         { "pg_bindir", "/usr/local/pgsql/bin" },
         { "extension_path", "/tmp/pg_walredo.so" },
+        { "pg_version", "14" },
         { "pg_version", "15" },
         { "pg_version", "18" },
         { "processes", "1" },

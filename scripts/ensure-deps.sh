@@ -88,7 +88,7 @@ if ! command -v cargo >/dev/null; then
 fi
 
 # A version not installed here (asked again: install mode may just have
-# installed 15): its pinned build (about 10 MB to fetch, 40 MB unpacked,
+# installed 15): its pinned build (about 10 MB to fetch, 35 MB unpacked,
 # once per version; no root privileges), and the libraries of Debian 12 it
 # links (postgresql-15's).
 if ! installed_here; then

@@ -12,7 +12,7 @@
 #
 # The cache is $WALREDO_PG_CACHE, else /var/cache/walredo/pg as root, else
 # ${XDG_CACHE_HOME:-~/.cache}/walredo/pg. About 40 MB per version unpacked;
-# remove a version's directory to fetch it again. scripts/pg-prefix.sh
+# remove a version's directory to fetch it again. scripts/pg-bindir.sh
 # decides when a build is used instead of an installed server.
 set -euo pipefail
 

@@ -5,7 +5,7 @@
 
 use walredo::datadir::read_page;
 use walredo::wal::checksum::stamp_checksum;
-use walredo::wal::uses::{block_uses, last_run, record_refs, Use};
+use walredo::wal::uses::{block_uses_as, last_run, record_refs, Use};
 use walredo::{Config, Pool, PAGE_SIZE};
 use walredo_cli::verify::{control_info, read_wal, verify, VerifyOptions};
 use walredo_testkit::cluster::record_workload;
@@ -106,7 +106,7 @@ fn demo_with(name: &str, conf: &[&str], fast_path: bool) {
 fn vm_negative_control(opts: &VerifyOptions) {
     let base = control_info(&opts.base).unwrap();
     let records = read_wal(&base, &opts.wal, opts.end).unwrap();
-    let blocks = block_uses(records.iter().map(|r| &r.data[..])).unwrap();
+    let blocks = block_uses_as(records.iter().map(|r| &r.data[..]), record_format()).unwrap();
     let pool = Pool::new(&Config {
         data_checksums: base.data_checksums,
         wal_log_hints: base.wal_log_hints,

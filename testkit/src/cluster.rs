@@ -64,6 +64,15 @@ pub fn command(program: &str, args: &[&str]) -> Command {
 pub fn command_in(bindir: &Path, program: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(bindir.join(program));
     cmd.args(args).env("LC_ALL", "C").env_remove("PGDATA");
+    // A prefix build (scripts/pg-binaries.sh) carries its own libpq, but its
+    // modules' run path is the one of the machine it was built on: a
+    // standby's WAL receiver would load the system's libpq, older than the
+    // connection options its server writes (16's sslcertmode).
+    if let Some(lib) = bindir.parent().map(|prefix| prefix.join("lib")) {
+        if lib.join("libpq.so.5").exists() {
+            cmd.env("LD_LIBRARY_PATH", lib);
+        }
+    }
     if let Some(ids) = user() {
         cmd.uid(ids.uid).gid(ids.gid);
     }

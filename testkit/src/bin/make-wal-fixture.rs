@@ -16,9 +16,10 @@ use walredo::datadir::read_page;
 use walredo::tag::MAIN_FORKNUM;
 use walredo::wal::record;
 use walredo::wal::source::WalSource;
-use walredo::wal::uses::block_uses;
+use walredo::wal::uses::block_uses_as;
 use walredo::wal::WalReader;
 use walredo_testkit::fixtures::{put_tag, FixtureRun};
+use walredo_testkit::harness::record_format;
 
 const WORKLOAD: &str = "
 CREATE TABLE t (id int PRIMARY KEY, v text);
@@ -45,13 +46,13 @@ fn main() {
         .map(Result::unwrap)
         .take_while(|r| r.start_lsn < rec.target_lsn)
         .collect();
-    let blocks = block_uses(records.iter().map(|r| &r.data[..])).unwrap();
+    let blocks = block_uses_as(records.iter().map(|r| &r.data[..]), record_format()).unwrap();
     let mut source = WalSource::new(vec![wal.clone()], None);
     let mut bin = Vec::new();
     let mut n = 0u32;
     let mut per_rmgr: BTreeMap<&str, u32> = BTreeMap::new();
     for (tag, uses) in &blocks {
-        let rm = record::decode(&records[uses[uses.len() - 1].record].data)
+        let rm = record::decode_as(&records[uses[uses.len() - 1].record].data, record_format())
             .unwrap()
             .rmgr_name();
         // At most three pages of each resource manager, several records long.
