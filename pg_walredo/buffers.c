@@ -75,8 +75,14 @@
  */
 #define WALREDO_FSM_TREE_DEPTH	((SlotsPerFSMPage >= 1626) ? 3 : 4)
 
-/* Relations whose buffers must be dropped when the request ends. */
+/*
+ * Relations whose buffers must be dropped when the request ends, and their
+ * smgr entries.  Those stay valid until then: nothing a request runs closes
+ * one (only remove_rel_files does, after the drop), and they are looked up
+ * once per request instead of for every block and again for the drop.
+ */
 static RelFileLocator touched_rels[MAX_TOUCHED_RELS];
+static SMgrRelation touched_smgrs[MAX_TOUCHED_RELS];
 static int	n_touched_rels = 0;
 
 /*
@@ -261,7 +267,7 @@ drop_request_buffers(bool all_forks)
 	 */
 	for (int i = 0; i < n_touched_rels; i++)
 	{
-		SMgrRelation smgr = smgropen(touched_rels[i], INVALID_PROC_NUMBER);
+		SMgrRelation smgr = touched_smgrs[i];
 
 		DropRelationBuffers(smgr, request_forks, lengthof(request_forks), from_block_zero);
 		if (all_forks)
@@ -295,20 +301,23 @@ io_blocks(void)
 	return pgBufferUsage.shared_blks_read + pgBufferUsage.shared_blks_written;
 }
 
-static void
-remember_rel(RelFileLocator rlocator)
+/* The relation's smgr entry, the relation remembered as touched. */
+static SMgrRelation
+open_touched_rel(RelFileLocator rlocator)
 {
 	for (int i = 0; i < n_touched_rels; i++)
 	{
 		if (RelFileLocatorEquals(touched_rels[i], rlocator))
-			return;
+			return touched_smgrs[i];
 	}
 	if (n_touched_rels >= MAX_TOUCHED_RELS)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("a wal-redo request may touch at most %d relations",
 						MAX_TOUCHED_RELS)));
-	touched_rels[n_touched_rels++] = rlocator;
+	touched_rels[n_touched_rels] = rlocator;
+	touched_smgrs[n_touched_rels] = smgropen(rlocator, INVALID_PROC_NUMBER);
+	return touched_smgrs[n_touched_rels++];
 }
 
 /*
@@ -320,10 +329,7 @@ remember_rel(RelFileLocator rlocator)
 static void
 reserve_block(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno)
 {
-	SMgrRelation smgr;
-
-	remember_rel(rlocator);
-	smgr = smgropen(rlocator, INVALID_PROC_NUMBER);
+	SMgrRelation smgr = open_touched_rel(rlocator);
 
 	/*
 	 * First use since the relation was opened.  Its free-space map and
