@@ -193,8 +193,6 @@ get_record_space(uint32 reclen)
 	{
 		if (record_space != NULL)
 			pfree(record_space);
-		record_space = NULL;
-		record_space_size = 0;
 		record_space = MemoryContextAllocHuge(TopMemoryContext, need);
 		record_space_size = need;
 	}
