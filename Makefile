@@ -40,7 +40,10 @@ SHELL := /bin/bash
 USER_PG_CONFIG := $(strip $(PG_CONFIG))
 ifneq ($(USER_PG_CONFIG),)
 ifeq ($(origin PG_VERSION),undefined)
-PG_VERSION := $(shell '$(USER_PG_CONFIG)' --version | sed -n 's/^PostgreSQL \([0-9]*\).*/\1/p')
+PG_VERSION := $(shell '$(USER_PG_CONFIG)' --version 2>/dev/null | sed -n 's/^PostgreSQL \([0-9]*\).*/\1/p')
+ifeq ($(PG_VERSION),)
+$(error PG_CONFIG=$(USER_PG_CONFIG) does not say its version: point it at a PostgreSQL's pg_config)
+endif
 endif
 endif
 PG_VERSION ?= 15
@@ -274,5 +277,5 @@ install: install-lib
 # (PGXS's own clean needs a pg_config; these are the files it removes).
 clean:
 	rm -rf target fuzz/target
-	rm -f pg_walredo/*.o pg_walredo/*.so pg_walredo/*.bc \
-	  walredo_inspect/*.o walredo_inspect/*.so walredo_inspect/*.bc
+	rm -f pg_walredo/*.o pg_walredo/*.so pg_walredo/*.bc pg_walredo/.pg_config \
+	  walredo_inspect/*.o walredo_inspect/*.so walredo_inspect/*.bc walredo_inspect/.pg_config

@@ -208,6 +208,16 @@ static void parse_line(char *line, dumped *d)
     }
 }
 
+/* The version whose WAL the fixture holds: WALREDO_PG_VERSION, 15 if unset. */
+static uint32_t pg_version = 15;
+
+/* walredo_record_pages of that version (14's image flags differ). */
+static int record_pages(const rec *r, walredo_record_page *pages, size_t capacity,
+                        size_t *count)
+{
+    return walredo_record_pages_for(pg_version, r->data, r->len, pages, capacity, count);
+}
+
 static int same_tag(const walredo_page_tag *a, const walredo_page_tag *b)
 {
     return a->spcnode == b->spcnode && a->dbnode == b->dbnode && a->relnode == b->relnode &&
@@ -237,6 +247,9 @@ static void check_arguments(const rec *r)
                  WALREDO_MALFORMED_RECORD);
     CHECK(strstr(walredo_last_error(), "CRC") != NULL, "message: %s", walredo_last_error());
     free(bad);
+    /* A version not served. */
+    CHECK_STATUS(walredo_record_pages_for(13, r->data, r->len, pages, MAX_PAGES, &count),
+                 WALREDO_INVALID_ARGUMENT);
 }
 
 int main(int argc, char **argv)
@@ -247,6 +260,8 @@ int main(int argc, char **argv)
     }
     size_t nrecs;
     rec *recs = load_records(argv[1], &nrecs);
+    if (getenv("WALREDO_PG_VERSION") != NULL)
+        pg_version = (uint32_t)atoi(getenv("WALREDO_PG_VERSION"));
 
     char path[4096];
     snprintf(path, sizeof path, "%s/waldump.txt", argv[1]);
@@ -271,7 +286,7 @@ int main(int argc, char **argv)
 
         walredo_record_page got[MAX_PAGES];
         size_t count = 0;
-        CHECK_STATUS(walredo_record_pages(r->data, r->len, got, MAX_PAGES, &count), WALREDO_OK);
+        CHECK_STATUS(record_pages(r, got, MAX_PAGES, &count), WALREDO_OK);
         CHECK((int)count == d.npages, "record at %X/%X (%s %s): %zu pages, pg_waldump gives %d:\n%s",
               (unsigned)(r->lsn >> 32), (unsigned)r->lsn, d.rmgr, d.type, count, d.npages, line);
         for (int k = 0; k < d.npages; k++) {
@@ -299,11 +314,9 @@ int main(int argc, char **argv)
             CHECK(count > 0 && got[0].block_id == 0 && got[0].will_init, "+INIT without will_init");
         if (count > 0 && too_small_checked < 200) {
             size_t need = 0;
-            CHECK_STATUS(walredo_record_pages(r->data, r->len, NULL, 0, &need),
-                         WALREDO_BUFFER_TOO_SMALL);
+            CHECK_STATUS(record_pages(r, NULL, 0, &need), WALREDO_BUFFER_TOO_SMALL);
             CHECK(need == count, "too small: count %zu, want %zu", need, count);
-            CHECK_STATUS(walredo_record_pages(r->data, r->len, got, count - 1, &need),
-                         WALREDO_BUFFER_TOO_SMALL);
+            CHECK_STATUS(record_pages(r, got, count - 1, &need), WALREDO_BUFFER_TOO_SMALL);
             CHECK(need == count, "too small: count %zu, want %zu", need, count);
             too_small_checked++;
         }

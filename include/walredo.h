@@ -656,12 +656,26 @@ int walredo_set_logger(walredo_log_callback cb, void *userdata, int level);
  * decoder, or a heap or truncation record whose main data is too short for
  * the flags read, or that lacks the block reference they are about, gives
  * `WALREDO_MALFORMED_RECORD`. Reads only its arguments; thread-safe.
+ *
+ * For records of PostgreSQL 15 to 18; `walredo_record_pages_for` names the
+ * version (14's image flags differ).
  */
 int walredo_record_pages(const uint8_t *record,
                          size_t len,
                          struct walredo_record_page *pages,
                          size_t capacity,
                          size_t *count);
+
+/**
+ * `walredo_record_pages` for a record of PostgreSQL `pg_version` (14 to
+ * 18; another is `WALREDO_INVALID_ARGUMENT`).
+ */
+int walredo_record_pages_for(uint32_t pg_version,
+                             const uint8_t *record,
+                             size_t len,
+                             struct walredo_record_page *pages,
+                             size_t capacity,
+                             size_t *count);
 
 /**
  * Create a pool from a configuration (which stays the caller's). On success

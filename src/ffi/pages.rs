@@ -7,7 +7,10 @@ use super::pointers::{out_arg, out_slice_arg, slice_arg};
 use super::{guard_status, invalid, set_last_error, walredo_page_tag};
 use super::{WALREDO_BUFFER_TOO_SMALL, WALREDO_OK};
 use crate::error::Error;
+use crate::pg::record::RecordFormat;
+use crate::pg::xlog::{supported_versions, xlog_page_magic};
 use crate::wal::pages::{self, PageChange};
+use crate::wal::record;
 
 /// One page a record changes (from `walredo_record_pages`).
 #[repr(C)]
@@ -60,8 +63,51 @@ pub const WALREDO_NO_BLOCK_ID: u8 = 255;
 /// decoder, or a heap or truncation record whose main data is too short for
 /// the flags read, or that lacks the block reference they are about, gives
 /// `WALREDO_MALFORMED_RECORD`. Reads only its arguments; thread-safe.
+///
+/// For records of PostgreSQL 15 to 18; `walredo_record_pages_for` names the
+/// version (14's image flags differ).
 #[no_mangle]
 pub unsafe extern "C" fn walredo_record_pages(
+    record: *const u8,
+    len: usize,
+    pages: *mut walredo_record_page,
+    capacity: usize,
+    count: *mut usize,
+) -> c_int {
+    // SAFETY: the caller's contract is this function's.
+    unsafe { record_pages(RecordFormat::Pg15, record, len, pages, capacity, count) }
+}
+
+/// `walredo_record_pages` for a record of PostgreSQL `pg_version` (14 to
+/// 18; another is `WALREDO_INVALID_ARGUMENT`).
+#[no_mangle]
+pub unsafe extern "C" fn walredo_record_pages_for(
+    pg_version: u32,
+    record: *const u8,
+    len: usize,
+    pages: *mut walredo_record_page,
+    capacity: usize,
+    count: *mut usize,
+) -> c_int {
+    if xlog_page_magic(pg_version).is_none() {
+        return guard_status(|| {
+            Err(invalid(format!(
+                "pg_version {pg_version} is not one of {}",
+                supported_versions()
+            )))
+        });
+    }
+    let format = RecordFormat::of_version(pg_version);
+    // SAFETY: the caller's contract is this function's.
+    unsafe { record_pages(format, record, len, pages, capacity, count) }
+}
+
+/// Both functions' body, for records in `format`.
+///
+/// # Safety
+/// `walredo_record_pages`'s contract.
+unsafe fn record_pages(
+    format: RecordFormat,
     record: *const u8,
     len: usize,
     pages: *mut walredo_record_page,
@@ -78,7 +124,8 @@ pub unsafe extern "C" fn walredo_record_pages(
         let entries = unsafe { out_slice_arg(pages, capacity, "pages", "capacity") }?;
         // SAFETY: `len` readable bytes (the caller's contract).
         let data = unsafe { slice_arg(record, len, "record", "len") }?;
-        let found = pages::record_pages_of(data)
+        let found = record::decode_as(data, format)
+            .and_then(|decoded| pages::record_pages(&decoded))
             .map_err(|source| Error::MalformedRecord { index: 0, source })?;
         count.write(found.len());
         if found.len() > capacity {
