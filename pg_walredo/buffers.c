@@ -75,8 +75,14 @@
  */
 #define WALREDO_FSM_TREE_DEPTH	((SlotsPerFSMPage >= 1626) ? 3 : 4)
 
-/* Relations whose buffers must be dropped when the request ends. */
+/*
+ * Relations whose buffers must be dropped when the request ends, and their
+ * smgr entries.  Those stay valid until then: nothing a request runs closes
+ * one (only remove_rel_files does, after the drop), and they are looked up
+ * once per request instead of for every block and again for the drop.
+ */
 static RelFileLocator touched_rels[MAX_TOUCHED_RELS];
+static SMgrRelation touched_smgrs[MAX_TOUCHED_RELS];
 static int	n_touched_rels = 0;
 
 /*
@@ -156,10 +162,19 @@ place_target(const char *page)
 void
 copy_target_page(char *page)
 {
-	Buffer		buf;
+	Buffer		buf = target_buffer;
 
-	buf = ReadPermanentBufferWithoutRelcache(target_rlocator, target_forknum,
-											 target_blkno, RBM_NORMAL, NULL);
+	/*
+	 * The target stays in the buffer place_target gave it (dirty, it is
+	 * never evicted while make_room_for_record keeps the free list from
+	 * running out), and ReadRecentBuffer checks that buffer's tag instead of
+	 * opening the relation and searching the pool.  Should it have moved
+	 * after all, ask the buffer manager.
+	 */
+	if (!BufferIsValid(buf) ||
+		!ReadRecentBuffer(target_rlocator, target_forknum, target_blkno, buf))
+		buf = ReadPermanentBufferWithoutRelcache(target_rlocator, target_forknum,
+												 target_blkno, RBM_NORMAL, NULL);
 	LockBuffer(buf, BUFFER_LOCK_SHARE);
 	memcpy(page, BufferGetPage(buf), BLCKSZ);
 	UnlockReleaseBuffer(buf);
@@ -252,7 +267,7 @@ drop_request_buffers(bool all_forks)
 	 */
 	for (int i = 0; i < n_touched_rels; i++)
 	{
-		SMgrRelation smgr = smgropen(touched_rels[i], INVALID_PROC_NUMBER);
+		SMgrRelation smgr = touched_smgrs[i];
 
 		DropRelationBuffers(smgr, request_forks, lengthof(request_forks), from_block_zero);
 		if (all_forks)
@@ -286,20 +301,23 @@ io_blocks(void)
 	return pgBufferUsage.shared_blks_read + pgBufferUsage.shared_blks_written;
 }
 
-static void
-remember_rel(RelFileLocator rlocator)
+/* The relation's smgr entry, the relation remembered as touched. */
+static SMgrRelation
+open_touched_rel(RelFileLocator rlocator)
 {
 	for (int i = 0; i < n_touched_rels; i++)
 	{
 		if (RelFileLocatorEquals(touched_rels[i], rlocator))
-			return;
+			return touched_smgrs[i];
 	}
 	if (n_touched_rels >= MAX_TOUCHED_RELS)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("a wal-redo request may touch at most %d relations",
 						MAX_TOUCHED_RELS)));
-	touched_rels[n_touched_rels++] = rlocator;
+	touched_rels[n_touched_rels] = rlocator;
+	touched_smgrs[n_touched_rels] = smgropen(rlocator, INVALID_PROC_NUMBER);
+	return touched_smgrs[n_touched_rels++];
 }
 
 /*
@@ -311,10 +329,7 @@ remember_rel(RelFileLocator rlocator)
 static void
 reserve_block(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno)
 {
-	SMgrRelation smgr;
-
-	remember_rel(rlocator);
-	smgr = smgropen(rlocator, INVALID_PROC_NUMBER);
+	SMgrRelation smgr = open_touched_rel(rlocator);
 
 	/*
 	 * First use since the relation was opened.  Its free-space map and
@@ -503,15 +518,16 @@ place_record_blocks(DecodedXLogRecord *decoded)
 					 errmsg("invalid block number %u in block reference %d",
 							blk->blkno, block_id)));
 
-		reserve_block(decoded_block_relfile(blk), blk->forknum, blk->blkno);
+		/* The target was reserved when the request began (place_target). */
 		if (is_target(decoded_block_relfile(blk), blk->forknum, blk->blkno))
 		{
 			set_block_buffer(blk, target_buffer);
 			target_block_id = block_id;
+			continue;
 		}
-		else
-			set_block_buffer(blk, make_sentinel(decoded_block_relfile(blk),
-												blk->forknum, blk->blkno));
+		reserve_block(decoded_block_relfile(blk), blk->forknum, blk->blkno);
+		set_block_buffer(blk, make_sentinel(decoded_block_relfile(blk),
+											blk->forknum, blk->blkno));
 	}
 	return target_block_id;
 }

@@ -69,7 +69,7 @@
 
 PG_MODULE_MAGIC;
 
-void		_PG_init(void);
+extern PGDLLEXPORT void _PG_init(void);
 
 /* GUC: compare each applied record with its consistency image. */
 bool		walredo_verify = false;
@@ -380,13 +380,6 @@ begin_request(const char *tagbytes, const char *page)
 	n_request_records = 0;
 	buffers_begin_request();
 	place_target(page);
-}
-
-bool
-is_target(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno)
-{
-	return RelFileLocatorEquals(rlocator, target_rlocator) &&
-		forknum == target_forknum && blkno == target_blkno;
 }
 
 /* G: send the target page back and forget everything about the request. */

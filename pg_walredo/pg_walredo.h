@@ -39,8 +39,13 @@ extern Buffer target_buffer;
 extern bool target_has_base;	/* P, not B */
 extern int	n_request_records;
 
-/* Whether this block is the request's target. */
-extern bool is_target(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno);
+/* Whether this block is the request's target (asked for every block). */
+static inline bool
+is_target(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno)
+{
+	return RelFileLocatorEquals(rlocator, target_rlocator) &&
+		forknum == target_forknum && blkno == target_blkno;
+}
 
 /*
  * Heap blocks per visibility-map page, as in visibilitymap.c (which keeps

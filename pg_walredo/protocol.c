@@ -139,7 +139,9 @@ read_message(char *tag, char **payload, uint32 *payload_len)
 		inbuf_size = INBUF_INITIAL_SIZE;
 	}
 
-	if (!fill_input(MSG_HEADER_SIZE, true))
+	/* Mostly the message is in the buffer already: no call then. */
+	if (inbuf_len - inbuf_pos < MSG_HEADER_SIZE &&
+		!fill_input(MSG_HEADER_SIZE, true))
 		return false;
 
 	*tag = inbuf[inbuf_pos];
@@ -180,7 +182,8 @@ read_message(char *tag, char **payload, uint32 *payload_len)
 	inbuf_pos += MSG_HEADER_SIZE;
 
 	*payload_len = len - 4;
-	fill_input(*payload_len, false);
+	if (inbuf_len - inbuf_pos < *payload_len)
+		fill_input(*payload_len, false);
 	*payload = inbuf + inbuf_pos;
 	inbuf_pos += *payload_len;
 	return true;

@@ -41,14 +41,26 @@ static uint8 current_info = 0;
 static XLogReaderState *reader;
 static MemoryContext request_context;
 
+/*
+ * Room for the record being applied, kept from one record to the next: its
+ * MAXALIGNed copy, then (15 on) its decoded form.  That is two pallocs less
+ * per record, and request_context stays empty unless redo allocates.  Given
+ * back after a record that needed more than RECORD_SPACE_KEEP, as protocol.c
+ * does with its input buffer.
+ */
+#define RECORD_SPACE_KEEP	(1024 * 1024)
+static char *record_space = NULL;
+static Size record_space_size = 0;
+
 /* Verification counters, reported on stderr at exit when verify is on. */
 static uint64 n_records_applied = 0;
 static uint64 n_consistency_checks = 0;
 static uint64 n_checks_skipped = 0;
 
+static char *get_record_space(uint32 reclen);
 static void check_record_integrity(XLogRecord *record, uint32 reclen);
 static DecodedXLogRecord *decode_record(XLogRecord *record, uint32 reclen,
-										XLogRecPtr end_lsn);
+										XLogRecPtr end_lsn, char *space);
 static void check_redo_result(void);
 static void apply_vm_truncate(DecodedXLogRecord *decoded);
 static void verify_target(DecodedXLogRecord *decoded, uint8 block_id);
@@ -74,9 +86,10 @@ redo_init(void)
 				 errmsg("out of memory while allocating a WAL reading processor")));
 
 #if PG_VERSION_NUM >= 150000
-	/* Records up to MAX_RECORD_LEN must also fit apply_record's pallocs. */
-	if (!AllocSizeIsValid(DecodeXLogRecordRequiredSpace(MAX_RECORD_LEN)))
-		elog(FATAL, "MAX_RECORD_LEN does not fit a decoded record in one palloc");
+	/* Records up to MAX_RECORD_LEN must also fit get_record_space. */
+	if (!AllocHugeSizeIsValid(MAXALIGN(MAX_RECORD_LEN) +
+							  DecodeXLogRecordRequiredSpace(MAX_RECORD_LEN)))
+		elog(FATAL, "MAX_RECORD_LEN does not fit a decoded record in one allocation");
 #endif
 }
 
@@ -89,6 +102,7 @@ apply_record(const char *payload, uint32 len)
 {
 	uint64		end_lsn;
 	uint32		reclen = len - sizeof(uint64);
+	char	   *space;
 	XLogRecord *record;
 	DecodedXLogRecord *decoded;
 	int			target_block_id;
@@ -106,8 +120,9 @@ apply_record(const char *payload, uint32 len)
 
 	oldcxt = MemoryContextSwitchTo(request_context);
 
-	/* DecodeXLogRecord wants a MAXALIGNed record; palloc provides that. */
-	record = palloc(reclen);
+	/* DecodeXLogRecord wants a MAXALIGNed record: the space is. */
+	space = get_record_space(reclen);
+	record = (XLogRecord *) space;
 	memcpy(record, payload + sizeof(uint64), reclen);
 
 	current_end_lsn = end_lsn;
@@ -123,7 +138,7 @@ apply_record(const char *payload, uint32 len)
 	/* A truncation only ever reaches apply_vm_truncate, checked below. */
 	vm_truncate = check_page_record(record);
 
-	decoded = decode_record(record, reclen, end_lsn);
+	decoded = decode_record(record, reclen, end_lsn, space + MAXALIGN(reclen));
 	if (vm_truncate)
 		check_truncate_target(decoded);
 
@@ -157,6 +172,31 @@ apply_record(const char *payload, uint32 len)
 #endif
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(request_context);
+	if (record_space_size > RECORD_SPACE_KEEP)
+	{
+		pfree(record_space);
+		record_space = NULL;
+		record_space_size = 0;
+	}
+}
+
+/* At least reclen bytes for the record, then its decoded form. */
+static char *
+get_record_space(uint32 reclen)
+{
+	Size		need = MAXALIGN(reclen);
+
+#if PG_VERSION_NUM >= 150000
+	need += DecodeXLogRecordRequiredSpace(reclen);
+#endif
+	if (record_space_size < need)
+	{
+		if (record_space != NULL)
+			pfree(record_space);
+		record_space = MemoryContextAllocHuge(TopMemoryContext, need);
+		record_space_size = need;
+	}
+	return record_space;
 }
 
 /*
@@ -193,15 +233,15 @@ check_record_integrity(XLogRecord *record, uint32 reclen)
 }
 
 /*
- * Decode the record and make it the reader's current record, as redo
- * routines expect it.
+ * Decode the record (15 on: into space, get_record_space's) and make it
+ * the reader's current record, as redo routines expect it.
  *
  * The protocol carries only the end LSN.  Page redo stamps pages with
  * EndRecPtr and never uses the start, so an approximate start (exact unless
  * the record crossed a WAL page header) is enough for messages.
  */
 static DecodedXLogRecord *
-decode_record(XLogRecord *record, uint32 reclen, XLogRecPtr end_lsn)
+decode_record(XLogRecord *record, uint32 reclen, XLogRecPtr end_lsn, char *space)
 {
 	DecodedXLogRecord *decoded;
 	char	   *errormsg;
@@ -224,7 +264,7 @@ decode_record(XLogRecord *record, uint32 reclen, XLogRecPtr end_lsn)
 	}
 	decoded = reader;
 #else
-	decoded = palloc(DecodeXLogRecordRequiredSpace(reclen));
+	decoded = (DecodedXLogRecord *) space;
 	ok = DecodeXLogRecord(reader, decoded, record, reader->ReadRecPtr, &errormsg);
 #endif
 	if (!ok)
