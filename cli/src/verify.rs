@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::Receiver;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,7 @@ use walredo::tag::{PageTag, FSM_FORKNUM};
 use walredo::wal::checksum::stamp_checksum;
 use walredo::wal::pages;
 use walredo::wal::record;
-use walredo::wal::uses::{block_uses_as, last_run, record_refs, removed_by, Use};
+use walredo::wal::uses::{block_uses_as, last_run, record_refs, removed_by, BlockUses, Use};
 use walredo::wal::{format_lsn, next_record_start, WalReader, WalRecord};
 use walredo::{Error, PAGE_SIZE};
 
@@ -119,6 +120,22 @@ pub fn read_wal(
     wal_dir: &Path,
     end: Option<u64>,
 ) -> Result<Vec<WalRecord>, String> {
+    let mut records = Vec::new();
+    read_wal_with(base, wal_dir, end, |r| {
+        records.push(r);
+        Ok(())
+    })?;
+    Ok(records)
+}
+
+/// [`read_wal`], handing each record to `each` as it is read (and checked:
+/// its CRC, its links) instead of collecting them.
+pub fn read_wal_with(
+    base: &ControlInfo,
+    wal_dir: &Path,
+    end: Option<u64>,
+    mut each: impl FnMut(WalRecord) -> Result<(), String>,
+) -> Result<(), String> {
     let reader = WalReader::open(wal_dir, Some(base.redo_lsn)).map_err(|e| {
         format!(
             "{e} (BASE's checkpoint starts replay at {}: is the WAL directory the one written \
@@ -139,7 +156,7 @@ pub fn read_wal(
         ));
     }
     let seg_size = reader.segment_size();
-    let mut records = Vec::new();
+    let mut last_end = None;
     let mut reached_end = false;
     for r in reader {
         let r = r.map_err(|e| e.to_string())?;
@@ -147,12 +164,11 @@ pub fn read_wal(
             reached_end = true;
             break;
         }
-        records.push(r);
+        last_end = Some(r.end_lsn);
+        each(r)?;
     }
     if let (Some(end), false) = (end, reached_end) {
-        let last = records
-            .last()
-            .map_or(base.redo_lsn, |r| next_record_start(r.end_lsn, seg_size));
+        let last = last_end.map_or(base.redo_lsn, |e| next_record_start(e, seg_size));
         if last < end {
             return Err(format!(
                 "the WAL ends at {}, before the requested end {}: a segment is missing",
@@ -161,7 +177,7 @@ pub fn read_wal(
             ));
         }
     }
-    Ok(records)
+    Ok(())
 }
 
 /// How one group of pages (a fork and a resource manager) compared.
@@ -194,6 +210,8 @@ pub struct Report {
     pub fast_path_pages: u64,
     pub image_starts: u64,
     pub elapsed: Duration,
+    /// Where the time went ([`Breakdown`]).
+    pub breakdown: Breakdown,
     /// Records routed to visibility-map pages without a block reference to
     /// them, per record type ("Heap/UPDATE"): uses, and distinct pages.
     pub vm_side_effects: BTreeMap<String, (u64, u64)>,
@@ -212,6 +230,109 @@ impl Report {
             }
         }
         t
+    }
+}
+
+/// Where `verify`'s time went, phase by phase (wall clock), and what the
+/// rebuild's workers spent waiting on the pool against comparing.
+#[derive(Clone, Debug, Default)]
+pub struct Breakdown {
+    /// Bytes of WAL read (from the first record's start to the last's end).
+    pub wal_bytes: u64,
+    /// Records read.
+    pub records: usize,
+    /// Reading the segments, checking CRCs and links, reassembling records
+    /// (the reader thread's busy time).
+    pub reading: Duration,
+    /// Decoding each record, routing it to its pages and planning each
+    /// page's request (the planner's busy time).
+    pub planning: Duration,
+    /// From the start of reading until every page's plan was ready (wall
+    /// clock: the reading and planning above overlap, on two threads).
+    pub wal_wall: Duration,
+    /// The rebuild through the pool, comparing included (wall clock).
+    pub rebuilding: Duration,
+    /// The whole run (control files and starting the pool included).
+    pub total: Duration,
+    /// Of the workers' time in the rebuild: waiting for the pool's answers,
+    /// and reading BASE/EXPECTED pages and comparing (summed over workers).
+    pub redo_busy: Duration,
+    pub compare_busy: Duration,
+}
+
+impl fmt::Display for Breakdown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = |d: Duration| d.as_secs_f64();
+        let total = secs(self.total).max(1e-9);
+        let share = |d: Duration| 100.0 * secs(d) / total;
+        let per_byte = |d: Duration| secs(d) * 1e9 / self.wal_bytes.max(1) as f64;
+        // The rebuild's wall time, split as its workers' time splits.
+        let worker_time = secs(self.redo_busy + self.compare_busy).max(1e-9);
+        let comparing = self
+            .rebuilding
+            .mul_f64(secs(self.compare_busy) / worker_time);
+        let rebuilding = self.rebuilding.saturating_sub(comparing);
+        let other = self.total.saturating_sub(self.wal_wall + self.rebuilding);
+        writeln!(
+            f,
+            "time: {:.3} s for {:.1} MB of WAL, {} records ({:.0} records/s, {:.0} MB/s)",
+            total,
+            self.wal_bytes as f64 / 1e6,
+            self.records,
+            self.records as f64 / total,
+            self.wal_bytes as f64 / 1e6 / total
+        )?;
+        let row = |f: &mut fmt::Formatter<'_>, what: &str, d: Duration, note: String| {
+            writeln!(
+                f,
+                "  {what:<34} {:>7.3} s {:>4.0}%  {note}",
+                secs(d),
+                share(d)
+            )
+        };
+        row(
+            f,
+            "reading (segments, CRCs, records)",
+            self.reading,
+            format!("{:.2} ns/byte, reader thread", per_byte(self.reading)),
+        )?;
+        row(
+            f,
+            "planning (decode, route, plan)",
+            self.planning,
+            format!("{:.2} ns/byte, beside the reading", per_byte(self.planning)),
+        )?;
+        row(
+            f,
+            "WAL path, until every plan was ready",
+            self.wal_wall,
+            format!("{:.2} ns/byte of wall time", per_byte(self.wal_wall)),
+        )?;
+        row(
+            f,
+            "rebuilding",
+            rebuilding,
+            format!(
+                "{:.3} s of workers' time waiting on the pool",
+                secs(self.redo_busy)
+            ),
+        )?;
+        row(
+            f,
+            "comparing",
+            comparing,
+            format!(
+                "{:.3} s of workers' time reading BASE/EXPECTED pages and comparing",
+                secs(self.compare_busy)
+            ),
+        )?;
+        write!(
+            f,
+            "  {:<34} {:>7.3} s {:>4.0}%  control files; the pool's start when longer than reading",
+            "other",
+            secs(other),
+            share(other)
+        )
     }
 }
 
@@ -288,6 +409,7 @@ impl fmt::Display for Report {
         for (tag, e) in self.failures.iter().take(10) {
             writeln!(f, "FAILED {tag}: {e}")?;
         }
+        writeln!(f, "{}", self.breakdown)?;
         let c = self.counted();
         write!(
             f,
@@ -315,6 +437,7 @@ pub fn verify(
     opts: &VerifyOptions,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Report, String> {
+    let begun = Instant::now();
     let base = control_info(&opts.base, &opts.config)?;
     if !base.cleanly_shut_down {
         return Err(format!(
@@ -330,11 +453,6 @@ pub fn verify(
             base.pg_version, expected.pg_version
         ));
     }
-    let records = read_wal(&base, &opts.wal, opts.end)?;
-    let format = RecordFormat::of_version(base.pg_version);
-    let blocks = block_uses_as(records.iter().map(|r| &r.data[..]), format)
-        .map_err(|(i, e)| format!("WAL record at {}: {e}", format_lsn(records[i].start_lsn)))?;
-
     let config = Config {
         processes: opts.processes,
         data_checksums: base.data_checksums,
@@ -342,17 +460,52 @@ pub fn verify(
         queue_depth: 4 * opts.processes,
         ..base.config_for(&opts.config)?
     };
-    let pool = Pool::new(&config).map_err(|e| e.to_string())?;
-    // One process started before the work is shared out: a pool that
-    // cannot start any (an extension the loader refuses) ends the run now,
-    // with the reason, instead of failing every page by its deadline.
-    pool.ping()
-        .map_err(|e| format!("{e} (the server: {})", base.server))?;
+    // Three things at once: a thread reads the WAL (CRCs, reassembly) and
+    // hands records over in batches through a bounded channel; this thread
+    // decodes each once and routes it to its pages; another starts the
+    // pool. The rebuild needs every page's last record, so it starts when
+    // the reading ends.
+    let wal_started = Instant::now();
+    let (wal, pool) = std::thread::scope(|s| {
+        let pool = s.spawn(|| start_pool(&config, &base));
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<WalRecord>>(BATCHES_IN_FLIGHT);
+        let base = &base;
+        let reader = s.spawn(move || {
+            let started = Instant::now();
+            let mut waited = Duration::ZERO;
+            let mut batch = Vec::with_capacity(BATCH);
+            let mut result = read_wal_with(base, &opts.wal, opts.end, |r| {
+                batch.push(r);
+                if batch.len() == BATCH {
+                    let sent = Instant::now();
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    tx.send(full)
+                        .map_err(|_| "the planner stopped".to_string())?;
+                    waited += sent.elapsed();
+                }
+                Ok(())
+            });
+            if result.is_ok() && !batch.is_empty() && tx.send(batch).is_err() {
+                result = Err("the planner stopped".to_string());
+            }
+            (result, started.elapsed().saturating_sub(waited))
+        });
+        let planned = plan(rx, RecordFormat::of_version(base.pg_version));
+        let (read, reading) = reader.join().expect("the WAL reader panicked");
+        let pool = pool.join().expect("starting the pool panicked");
+        // A reading error (the WAL itself) before a decoding one, as when
+        // the whole range was read first.
+        (read.and(planned).map(|p| (p, reading)), pool)
+    });
+    let ((records, blocks, planning), reading) = wal?;
+    let wal_wall = wal_started.elapsed();
+    let pool = pool?;
     let started = Instant::now();
     let work: Vec<(&PageTag, &Vec<Use>)> = blocks.iter().collect();
     let next = AtomicUsize::new(0);
     let cannot_start: Mutex<Option<Error>> = Mutex::new(None);
     let done = AtomicUsize::new(0);
+    let busy = Busy::default();
     let report = Mutex::new(Report {
         server: base.server.to_string(),
         records: records.len(),
@@ -368,7 +521,8 @@ pub fn verify(
                 let Some((tag, uses)) = work.get(i) else {
                     break;
                 };
-                if let Err(e) = check_block(opts, &base, &pool, &records, tag, uses, &report) {
+                if let Err(e) = check_block(opts, &base, &pool, &records, tag, uses, &report, &busy)
+                {
                     // No process can be started any more: nothing left
                     // can be rebuilt, so the others stop too.
                     next.store(work.len(), Ordering::Relaxed);
@@ -384,11 +538,81 @@ pub fn verify(
     }
     let mut report = report.into_inner().unwrap_or_else(|e| e.into_inner());
     report.elapsed = started.elapsed();
+    report.breakdown = Breakdown {
+        wal_bytes: match (records.first(), records.last()) {
+            (Some(first), Some(last)) => last.end_lsn - first.start_lsn,
+            _ => 0,
+        },
+        records: records.len(),
+        reading,
+        planning,
+        wal_wall,
+        rebuilding: report.elapsed,
+        total: begun.elapsed(),
+        redo_busy: Duration::from_nanos(busy.redo_ns.load(Ordering::Relaxed)),
+        compare_busy: Duration::from_nanos(
+            busy.all_ns
+                .load(Ordering::Relaxed)
+                .saturating_sub(busy.redo_ns.load(Ordering::Relaxed)),
+        ),
+    };
     report.vm_side_effects = side_effect_counts(&records, &blocks);
     let stats = pool.stats();
     report.fast_path_pages = stats.fast_path_pages;
     report.image_starts = stats.image_starts;
     Ok(report)
+}
+
+/// Records per batch from the WAL reader to the planner, and batches in
+/// flight: at most 64 x 256 records (a few MB) wait between the two.
+const BATCH: usize = 256;
+const BATCHES_IN_FLIGHT: usize = 64;
+
+/// What the planner made of the WAL: every record (kept: the requests
+/// borrow them), every page with its uses, and the time it was busy.
+type Planned = (Vec<WalRecord>, BTreeMap<PageTag, Vec<Use>>, Duration);
+
+/// Decode each record of `batches` once (its CRC was checked by the reader)
+/// and route it to its pages. After an error the rest is only drained, so
+/// that the reader's own error, earlier in the WAL's order or not, is seen.
+fn plan(batches: Receiver<Vec<WalRecord>>, format: RecordFormat) -> Result<Planned, String> {
+    let mut busy = Duration::ZERO;
+    let mut records = Vec::new();
+    let mut uses = BlockUses::default();
+    let mut failed = None;
+    for batch in batches {
+        if failed.is_some() {
+            continue;
+        }
+        let started = Instant::now();
+        for r in batch {
+            let i = records.len();
+            let routed = record::decode_unchecked_crc_as(&r.data, format)
+                .and_then(|decoded| uses.add(i, &decoded));
+            if let Err(e) = routed {
+                failed = Some(format!("WAL record at {}: {e}", format_lsn(r.start_lsn)));
+                break;
+            }
+            records.push(r);
+        }
+        busy += started.elapsed();
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let started = Instant::now();
+    let blocks = uses.finish();
+    Ok((records, blocks, busy + started.elapsed()))
+}
+
+/// Start the pool, and one process in it before the work is shared out: a
+/// pool that cannot start any (an extension the loader refuses) ends the
+/// run now, with the reason, instead of failing every page by its deadline.
+fn start_pool(config: &Config, base: &ControlInfo) -> Result<Pool, String> {
+    let pool = Pool::new(config).map_err(|e| e.to_string())?;
+    pool.ping()
+        .map_err(|e| format!("{e} (the server: {})", base.server))?;
+    Ok(pool)
 }
 
 /// Side-effect uses of visibility-map pages, per record type: (uses, pages).
@@ -416,6 +640,19 @@ fn side_effect_counts(
     counts
 }
 
+/// The rebuild workers' time, in nanoseconds summed over workers: all of
+/// it, and waiting for the pool.
+#[derive(Default)]
+struct Busy {
+    all_ns: AtomicU64,
+    redo_ns: AtomicU64,
+}
+
+fn add_ns(counter: &AtomicU64, since: Instant) {
+    counter.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+}
+
+#[allow(clippy::too_many_arguments)]
 fn check_block(
     opts: &VerifyOptions,
     base: &ControlInfo,
@@ -424,6 +661,24 @@ fn check_block(
     tag: &PageTag,
     uses: &[Use],
     report: &Mutex<Report>,
+    busy: &Busy,
+) -> Result<(), Error> {
+    let started = Instant::now();
+    let result = check_block_timed(opts, base, pool, records, tag, uses, report, busy);
+    add_ns(&busy.all_ns, started);
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_block_timed(
+    opts: &VerifyOptions,
+    base: &ControlInfo,
+    pool: &Pool,
+    records: &[WalRecord],
+    tag: &PageTag,
+    uses: &[Use],
+    report: &Mutex<Report>,
+    busy: &Busy,
 ) -> Result<(), Error> {
     let run = last_run(uses);
     if run[0].removal.is_some() {
@@ -458,11 +713,17 @@ fn check_block(
             report.lock().unwrap().unstartable.push(*tag);
             return Ok(());
         }
-        Ok(page) => match pool.redo(tag, page.as_deref(), &record_refs(records, run)) {
-            // The pool cannot start a process: the whole run's failure.
-            Err(e @ Error::SpawnFailed(_)) => return Err(e),
-            outcome => outcome.map_err(|e| e.to_string()),
-        },
+        Ok(page) => {
+            let refs = record_refs(records, run);
+            let asked = Instant::now();
+            let outcome = pool.redo(tag, page.as_deref(), &refs);
+            add_ns(&busy.redo_ns, asked);
+            match outcome {
+                // The pool cannot start a process: the whole run's failure.
+                Err(e @ Error::SpawnFailed(_)) => return Err(e),
+                outcome => outcome.map_err(|e| e.to_string()),
+            }
+        }
     };
     let mut page = match outcome {
         Ok(p) => p,
@@ -482,7 +743,12 @@ fn check_block(
         Ok(Some(expected)) => {
             let g = r.groups.entry((tag.forknum, rmgr)).or_default();
             g.pages += 1;
-            match (0..PAGE_SIZE).find(|&i| expected[i] != page[i]) {
+            // Whole-page equality first (memcmp); the offset only for a
+            // page that differs.
+            let first_difference = (expected[..] != page[..])
+                .then(|| (0..PAGE_SIZE).find(|&i| expected[i] != page[i]))
+                .flatten();
+            match first_difference {
                 None => g.identical += 1,
                 Some(off) => {
                     g.different += 1;

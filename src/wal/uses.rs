@@ -47,52 +47,94 @@ pub fn block_uses_as<'a>(
     records: impl IntoIterator<Item = &'a [u8]>,
     format: RecordFormat,
 ) -> Result<BTreeMap<PageTag, Vec<Use>>, (usize, RecordError)> {
-    let mut blocks: BTreeMap<PageTag, Vec<Use>> = BTreeMap::new();
-    // Removals by relation, and by database (few: looked up per block).
-    let mut by_rel: HashMap<RelFileNode, Vec<(usize, Removal)>> = HashMap::new();
-    let mut by_db: HashMap<(u32, u32), Vec<(usize, Removal)>> = HashMap::new();
+    let mut uses = BlockUses::default();
     for (i, data) in records.into_iter().enumerate() {
         let decoded = record::decode_as(data, format).map_err(|e| (i, e))?;
-        for (tag, u) in uses_in(i, &decoded).map_err(|e| (i, e))? {
-            blocks.entry(tag).or_default().push(u);
+        uses.add(i, &decoded).map_err(|e| (i, e))?;
+    }
+    Ok(uses.finish())
+}
+
+/// [`block_uses_as`] one record at a time, for a caller that decodes each
+/// record as it reads it (once: a [`WalReader`](crate::wal::WalReader) has
+/// checked its CRC already). Holds a list of uses per page (a few words per
+/// use) and the removals met, never the records.
+#[derive(Debug, Default)]
+pub struct BlockUses {
+    /// Hashed while routing (a record is routed to each of its pages; an
+    /// ordered map's search was 5% of a verify run), sorted once at the end.
+    blocks: HashMap<PageTag, Vec<Use>>,
+    /// Removals by relation, and by database (few: looked up per block).
+    by_rel: HashMap<RelFileNode, Vec<(usize, Removal)>>,
+    by_db: HashMap<(u32, u32), Vec<(usize, Removal)>>,
+}
+
+impl BlockUses {
+    /// Route record number `i` (numbers increase with each call).
+    pub fn add(&mut self, i: usize, decoded: &DecodedRecord<'_>) -> Result<(), RecordError> {
+        let consistency = decoded.check_consistency();
+        for p in pages::record_pages(decoded)? {
+            self.blocks.entry(p.tag).or_default().push(Use {
+                record: i,
+                initializes: p.initializes(),
+                checked: consistency && p.has_image() && !p.applies_image(),
+                side_effect: p.is_side_effect(),
+                removal: None,
+            });
         }
-        for r in lifetime::removals(&decoded).map_err(|e| (i, e))? {
+        for r in lifetime::removals(decoded)? {
             match r {
                 Removal::Truncate { rel, .. } | Removal::Drop { rel } => {
-                    by_rel.entry(rel).or_default().push((i, r))
+                    self.by_rel.entry(rel).or_default().push((i, r))
                 }
                 Removal::DropDatabase { spcnode, dbnode }
                 | Removal::CopyDatabase {
                     spcnode, dbnode, ..
-                } => by_db.entry((spcnode, dbnode)).or_default().push((i, r)),
+                } => self
+                    .by_db
+                    .entry((spcnode, dbnode))
+                    .or_default()
+                    .push((i, r)),
             }
         }
+        Ok(())
     }
-    // A block's removals after its first use (before it, they change nothing
-    // that is asked about).
-    for (tag, uses) in blocks.iter_mut() {
-        let rel = by_rel.get(&tag.rel).into_iter().flatten();
-        let db = by_db
-            .get(&(tag.rel.spcnode, tag.rel.dbnode))
-            .into_iter()
-            .flatten();
-        let mut removals: Vec<Use> = rel
-            .chain(db)
-            .filter(|(i, r)| r.covers(tag) && *i > uses[0].record)
-            .map(|&(record, r)| Use {
-                record,
-                initializes: false,
-                checked: false,
-                side_effect: false,
-                removal: Some(r),
-            })
-            .collect();
-        if !removals.is_empty() {
-            uses.append(&mut removals);
-            uses.sort_by_key(|u| u.record);
+
+    /// Every page routed to, with its uses in order, removals included.
+    pub fn finish(self) -> BTreeMap<PageTag, Vec<Use>> {
+        let BlockUses {
+            mut blocks,
+            by_rel,
+            by_db,
+        } = self;
+        // A block's removals after its first use (before it, they change
+        // nothing that is asked about).
+        if !by_rel.is_empty() || !by_db.is_empty() {
+            for (tag, uses) in blocks.iter_mut() {
+                let rel = by_rel.get(&tag.rel).into_iter().flatten();
+                let db = by_db
+                    .get(&(tag.rel.spcnode, tag.rel.dbnode))
+                    .into_iter()
+                    .flatten();
+                let mut removals: Vec<Use> = rel
+                    .chain(db)
+                    .filter(|(i, r)| r.covers(tag) && *i > uses[0].record)
+                    .map(|&(record, r)| Use {
+                        record,
+                        initializes: false,
+                        checked: false,
+                        side_effect: false,
+                        removal: Some(r),
+                    })
+                    .collect();
+                if !removals.is_empty() {
+                    uses.append(&mut removals);
+                    uses.sort_by_key(|u| u.record);
+                }
+            }
         }
+        blocks.into_iter().collect()
     }
-    Ok(blocks)
 }
 
 /// The pages one decoded record (index `record` in the caller's list)
