@@ -564,9 +564,10 @@ pub fn verify(
 }
 
 /// Records per batch from the WAL reader to the planner, and batches in
-/// flight: at most 64 x 256 records (a few MB) wait between the two.
-const BATCH: usize = 256;
-const BATCHES_IN_FLIGHT: usize = 64;
+/// flight: at most 8 x 2048 records (a few MB) wait between the two; large
+/// batches, so that the two threads seldom wake each other.
+const BATCH: usize = 2048;
+const BATCHES_IN_FLIGHT: usize = 8;
 
 /// What the planner made of the WAL: every record (kept: the requests
 /// borrow them), every page with its uses, and the time it was busy.

@@ -235,6 +235,7 @@ impl<'a> Reader<'a> {
 }
 
 /// A block reference's header, before its payload is located.
+#[derive(Clone, Copy)]
 struct BlockHeader {
     id: u8,
     tag: PageTag,
@@ -243,6 +244,22 @@ struct BlockHeader {
     /// (bimg_len, hole_offset, hole_length, bimg_info)
     image: Option<(u16, u16, u16, u8)>,
 }
+
+const NO_HEADER: BlockHeader = BlockHeader {
+    id: 0,
+    tag: PageTag {
+        rel: RelFileNode {
+            spcnode: 0,
+            dbnode: 0,
+            relnode: 0,
+        },
+        forknum: 0,
+        blkno: 0,
+    },
+    fork_flags: 0,
+    data_len: 0,
+    image: None,
+};
 
 fn decode_inner(
     buf: &[u8],
@@ -279,7 +296,10 @@ fn decode_inner(
 
     // Headers, exactly as DecodeXLogRecord walks them: keep reading while the
     // bytes left exceed the payload declared so far.
-    let mut headers: Vec<BlockHeader> = Vec::new();
+    // On the stack (at most XLR_MAX_BLOCK_ID + 1 of them): no allocation
+    // per record besides the decoded blocks.
+    let mut header_array = [NO_HEADER; XLR_MAX_BLOCK_ID as usize + 1];
+    let mut n_headers: usize = 0;
     let mut datatotal: u64 = 0;
     let mut main_data_len: u32 = 0;
     let mut origin = None;
@@ -307,7 +327,7 @@ fn decode_inner(
             }
             0..=XLR_MAX_BLOCK_ID => {
                 let b = Some(block_id);
-                if let Some(prev_hdr) = headers.last() {
+                if let Some(prev_hdr) = n_headers.checked_sub(1).map(|i| &header_array[i]) {
                     if block_id <= prev_hdr.id {
                         return Err(RecordError::OutOfOrderBlockId {
                             block_id,
@@ -365,7 +385,7 @@ fn decode_inner(
                         blkno,
                     });
                 }
-                headers.push(BlockHeader {
+                header_array[n_headers] = BlockHeader {
                     id: block_id,
                     tag: PageTag {
                         rel,
@@ -375,7 +395,9 @@ fn decode_inner(
                     fork_flags,
                     data_len,
                     image,
-                });
+                };
+                // Block ids increase (checked above), so there is room.
+                n_headers += 1;
             }
             _ => {
                 return Err(RecordError::InvalidBlockId {
@@ -405,6 +427,7 @@ fn decode_inner(
         declared: datatotal,
         available,
     };
+    let headers = &header_array[..n_headers];
     let mut blocks = Vec::with_capacity(headers.len());
     for h in headers {
         let image = match h.image {
