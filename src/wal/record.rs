@@ -234,33 +234,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A block reference's header, before its payload is located.
-#[derive(Clone, Copy)]
-struct BlockHeader {
-    id: u8,
-    tag: PageTag,
-    fork_flags: u8,
-    data_len: u16,
-    /// (bimg_len, hole_offset, hole_length, bimg_info)
-    image: Option<(u16, u16, u16, u8)>,
-}
-
-const NO_HEADER: BlockHeader = BlockHeader {
-    id: 0,
-    tag: PageTag {
-        rel: RelFileNode {
-            spcnode: 0,
-            dbnode: 0,
-            relnode: 0,
-        },
-        forknum: 0,
-        blkno: 0,
-    },
-    fork_flags: 0,
-    data_len: 0,
-    image: None,
-};
-
 fn decode_inner(
     buf: &[u8],
     check_crc: bool,
@@ -296,10 +269,11 @@ fn decode_inner(
 
     // Headers, exactly as DecodeXLogRecord walks them: keep reading while the
     // bytes left exceed the payload declared so far.
-    // On the stack (at most XLR_MAX_BLOCK_ID + 1 of them): no allocation
-    // per record besides the decoded blocks.
-    let mut header_array = [NO_HEADER; XLR_MAX_BLOCK_ID as usize + 1];
-    let mut n_headers: usize = 0;
+    // The blocks are made as their headers are read, their payloads located
+    // afterwards (they follow every header): the lengths wait on the stack
+    // (block ids increase, so at most XLR_MAX_BLOCK_ID + 1 of them).
+    let mut blocks: Vec<BlockRef<'_>> = Vec::new();
+    let mut lengths = [(0u16, 0u16); XLR_MAX_BLOCK_ID as usize + 1];
     let mut datatotal: u64 = 0;
     let mut main_data_len: u32 = 0;
     let mut origin = None;
@@ -327,7 +301,7 @@ fn decode_inner(
             }
             0..=XLR_MAX_BLOCK_ID => {
                 let b = Some(block_id);
-                if let Some(prev_hdr) = n_headers.checked_sub(1).map(|i| &header_array[i]) {
+                if let Some(prev_hdr) = blocks.last() {
                     if block_id <= prev_hdr.id {
                         return Err(RecordError::OutOfOrderBlockId {
                             block_id,
@@ -385,19 +359,24 @@ fn decode_inner(
                         blkno,
                     });
                 }
-                header_array[n_headers] = BlockHeader {
+                lengths[blocks.len()] = (data_len, image.map_or(0, |i| i.0));
+                blocks.push(BlockRef {
                     id: block_id,
                     tag: PageTag {
                         rel,
                         forknum,
                         blkno,
                     },
-                    fork_flags,
-                    data_len,
-                    image,
-                };
-                // Block ids increase (checked above), so there is room.
-                n_headers += 1;
+                    will_init: fork_flags & BKPBLOCK_WILL_INIT != 0,
+                    has_data,
+                    data: &[],
+                    image: image.map(|(_, hole_offset, hole_length, bimg_info)| BlockImage {
+                        data: &[],
+                        hole_offset,
+                        hole_length,
+                        bimg_info,
+                    }),
+                });
             }
             _ => {
                 return Err(RecordError::InvalidBlockId {
@@ -427,27 +406,11 @@ fn decode_inner(
         declared: datatotal,
         available,
     };
-    let headers = &header_array[..n_headers];
-    let mut blocks = Vec::with_capacity(headers.len());
-    for h in headers {
-        let image = match h.image {
-            Some((bimg_len, hole_offset, hole_length, bimg_info)) => Some(BlockImage {
-                data: r.slice(bimg_len.into()).ok_or_else(truncated)?,
-                hole_offset,
-                hole_length,
-                bimg_info,
-            }),
-            None => None,
-        };
-        let data = r.slice(h.data_len.into()).ok_or_else(truncated)?;
-        blocks.push(BlockRef {
-            id: h.id,
-            tag: h.tag,
-            will_init: h.fork_flags & BKPBLOCK_WILL_INIT != 0,
-            has_data: h.fork_flags & BKPBLOCK_HAS_DATA != 0,
-            data,
-            image,
-        });
+    for (block, &(data_len, bimg_len)) in blocks.iter_mut().zip(&lengths) {
+        if let Some(image) = &mut block.image {
+            image.data = r.slice(bimg_len.into()).ok_or_else(truncated)?;
+        }
+        block.data = r.slice(data_len.into()).ok_or_else(truncated)?;
     }
     let main_len = usize::try_from(main_data_len).map_err(|_| truncated())?;
     let main_data = r.slice(main_len).ok_or_else(truncated)?;
