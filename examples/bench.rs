@@ -6,6 +6,7 @@
 //!   cargo run --release --example bench -- --profile-child   (`make profile`)
 //!   cargo run --release --example bench -- --busy-chaos [--quick]   (one row)
 //!   cargo run --release --example bench -- --callers [--quick]   (only the many-callers rows)
+//!   cargo run --release --example bench -- --bulk [--quick]   (recovery against verify of a WAL range)
 //!
 //! `--profile-child` runs one wal-redo process under callgrind instead: the
 //! same short request N and 2N times, fed from a file, so the difference is
@@ -17,6 +18,9 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
+
+#[path = "bench/bulk.rs"]
+mod bulk;
 
 use walredo::process::futex;
 use walredo::process::launch::Launcher;
@@ -445,6 +449,10 @@ fn main() {
         println!("| {what} | {value} | {note} |");
     };
     println!("| measurement | median | notes |\n|---|---|---|");
+    if std::env::args().any(|a| a == "--bulk") {
+        bulk::bulk_rows(quick, &row);
+        return;
+    }
     if std::env::args().any(|a| a == "--process-life") {
         process_life_rows(&config, quick, &row);
         return;
