@@ -76,7 +76,7 @@ pub fn bulk_rows(quick: bool, row: &dyn Fn(&str, String, String)) {
         row(
             &format!("bulk, {w}: PostgreSQL's archive recovery", w = w.name),
             format!("{:.2} s", r.as_secs_f64()),
-            format!("{mb:.1} MB of WAL; {turns} turns, in turns with the next row"),
+            format!("{mb:.1} MB of WAL; medians of {turns} turn(s), in turns with the next row"),
         );
         row(
             &format!("bulk, {}: walredo verify end to end", w.name),
