@@ -159,8 +159,12 @@ place_target(const char *page)
 	UnlockReleaseBuffer(buf);
 }
 
-void
-copy_target_page(char *page)
+/*
+ * The target's buffer, pinned and share-locked: UnlockReleaseBuffer it when
+ * done with the page.
+ */
+Buffer
+lock_target(void)
 {
 	Buffer		buf = target_buffer;
 
@@ -176,8 +180,27 @@ copy_target_page(char *page)
 		buf = ReadPermanentBufferWithoutRelcache(target_rlocator, target_forknum,
 												 target_blkno, RBM_NORMAL, NULL);
 	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	return buf;
+}
+
+void
+copy_target_page(char *page)
+{
+	Buffer		buf = lock_target();
+
 	memcpy(page, BufferGetPage(buf), BLCKSZ);
 	UnlockReleaseBuffer(buf);
+}
+
+/*
+ * Whether buffers_end_request will remove scratch files: then the answer
+ * waits for it, so that the scratch directory is clean once the host has
+ * the page (tests/hostile.rs looks at it right after an answer).
+ */
+bool
+buffers_end_removes_files(void)
+{
+	return io_blocks() != request_io_start || n_scratch_rels >= SCRATCH_RELS_LIMIT;
 }
 
 /*
