@@ -6,6 +6,7 @@
 //!   cargo run --release --example bench -- --profile-child   (`make profile`)
 //!   cargo run --release --example bench -- --busy-chaos [--quick]   (one row)
 //!   cargo run --release --example bench -- --callers [--quick]   (only the many-callers rows)
+//!   cargo run --release --example bench -- --short [--quick]   (only the floor, ping and short rows)
 //!
 //! `--profile-child` runs one wal-redo process under callgrind instead: the
 //! same short request N and 2N times, fed from a file, so the difference is
@@ -521,25 +522,30 @@ fn main() {
         return;
     }
 
+    // `--short`: only the floor and the rows measured in turns with it.
+    let short_only = std::env::args().any(|a| a == "--short");
+
     // Without placement, on its own: where the scheduler leaves the two
     // ends depends on what ran before (in turns with pinned runs it often
     // finds them on one CPU), so it is measured apart.
-    let unplaced = Pool::new(&Config {
-        follow_caller_cpu: false,
-        ..config(1)
-    })
-    .unwrap();
-    unplaced.ping().unwrap();
-    let unplaced_ping = time_each(n, || unplaced.ping().unwrap());
-    let unplaced_short = {
+    let (unplaced_ping, unplaced_short) = if short_only {
+        (Duration::ZERO, Duration::ZERO)
+    } else {
+        let unplaced = Pool::new(&Config {
+            follow_caller_cpu: false,
+            ..config(1)
+        })
+        .unwrap();
+        unplaced.ping().unwrap();
+        let unplaced_ping = time_each(n, || unplaced.ping().unwrap());
         let refs = short.refs();
-        time_each(n, || {
+        let unplaced_short = time_each(n, || {
             unplaced
                 .redo(&short.tag, short.base.as_deref(), &refs)
                 .unwrap();
-        })
+        });
+        (unplaced_ping, unplaced_short)
     };
-    drop(unplaced);
 
     // The same-CPU floor, then the defaults against blocking_wait off and
     // against the caller pinned by hand, measured in turns.
@@ -611,11 +617,13 @@ fn main() {
             "",
         );
     }
-    floor_row(
-        "ping (H) through the pool, 1 client, no placement (follow_caller_cpu off)",
-        unplaced_ping,
-        " (measured apart)",
-    );
+    if !short_only {
+        floor_row(
+            "ping (H) through the pool, 1 client, no placement (follow_caller_cpu off)",
+            unplaced_ping,
+            " (measured apart)",
+        );
+    }
     for ((what, _, _), t) in variants.iter().zip(shorts) {
         floor_row(
             &format!(
@@ -626,6 +634,10 @@ fn main() {
             *t,
             "",
         );
+    }
+    if short_only {
+        let _ = std::fs::remove_dir_all(&work);
+        return;
     }
     floor_row(
         "short redo, 1 client, no placement (follow_caller_cpu off)",
