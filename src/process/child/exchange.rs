@@ -85,7 +85,6 @@ impl Process {
         let request_len: usize = parts.iter().map(|p| p.len()).sum();
         let mut written = 0;
         let mut read = 0;
-        let mut deadline = Instant::now() + timeout;
         let interrupted = |failure, read: usize| Interrupted {
             failure,
             pages_done: read / PAGE_SIZE,
@@ -101,6 +100,7 @@ impl Process {
         if written == request_len && self.watch.is_some() {
             return self.read_blocking(response, timeout);
         }
+        let mut deadline = Instant::now() + timeout;
         while written < request_len || read < response.len() {
             let now = Instant::now();
             if now >= deadline {
