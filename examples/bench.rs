@@ -36,6 +36,8 @@ INSERT INTO narrow SELECT g, g FROM generate_series(1, 20000) g;
 CREATE TABLE wide (id int PRIMARY KEY, v text);
 INSERT INTO wide SELECT g, repeat('x', 200) FROM generate_series(1, 3000) g;
 UPDATE wide SET v = repeat('y', 200) WHERE id % 3 = 0;
+CREATE INDEX narrow_brin ON narrow USING brin (a);
+INSERT INTO narrow SELECT g, g FROM generate_series(20001, 20050) g;
 "#;
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -306,10 +308,30 @@ fn request_after_image(
     blocks: &std::collections::BTreeMap<PageTag, Vec<Use>>,
     n: usize,
 ) -> Request {
+    request_after_image_of(pool, records, blocks, n, None)
+}
+
+/// The resource manager of a record (`XLogRecord.xl_rmid`).
+fn rmid(data: &[u8]) -> u8 {
+    data[17]
+}
+
+/// `request_after_image`, of a page whose records are all of resource
+/// manager `rm`, when given.
+fn request_after_image_of(
+    pool: &Pool,
+    records: &[WalRecord],
+    blocks: &std::collections::BTreeMap<PageTag, Vec<Use>>,
+    n: usize,
+    rm: Option<u8>,
+) -> Request {
     // The block with the most records after an image, if none has n.
     let candidates = || {
         blocks.iter().filter(|(t, u)| {
-            t.forknum == 0 && u[0].initializes && u[1..].iter().all(|x| !x.initializes)
+            t.forknum == 0
+                && u[0].initializes
+                && u[1..].iter().all(|x| !x.initializes)
+                && rm.is_none_or(|rm| u.iter().all(|x| rmid(&records[x.record].data) == rm))
         })
     };
     let (tag, uses) = candidates()
@@ -501,6 +523,8 @@ fn main() {
         "template already made".into(),
     );
     let short = request_after_image(&pool, &records, &blocks, 2);
+    // The issue-25 kind: a BRIN index page and its next 2 records.
+    let brin = request_after_image_of(&pool, &records, &blocks, 2, Some(17));
     let medium = request_after_image(&pool, &records, &blocks, 227);
     if std::env::args().any(|a| a == "--busy-chaos") {
         // Only the busy-machine chaos row.
@@ -564,6 +588,7 @@ fn main() {
         ("the caller pinned to one CPU by hand", &pool, Some(0)),
     ];
     let short_refs = short.refs();
+    let brin_refs = brin.refs();
     let peer = PipePeer::start(0);
     let mut floor_page = [0u8; PAGE_SIZE];
     let mut turns: Vec<Turn> = vec![(Some(0), Box::new(|| peer.round_trip(&mut floor_page)))];
@@ -580,11 +605,21 @@ fn main() {
             }),
         ));
     }
+    let (brin, brin_refs, pool_ref) = (&brin, &brin_refs, &pool);
+    turns.push((
+        None,
+        Box::new(move || {
+            pool_ref
+                .redo(&brin.tag, brin.base.as_deref(), brin_refs)
+                .unwrap();
+        }),
+    ));
     let medians = time_in_turns(n, &mut turns);
     drop(turns);
     drop(peer);
     let same = medians[0];
-    let (pings, shorts) = medians[1..].split_at(variants.len());
+    let t_brin = medians[medians.len() - 1];
+    let (pings, shorts) = medians[1..medians.len() - 1].split_at(variants.len());
     row(
         "pipe round trip, 8 KiB answer, same CPU",
         format!("{:.1} us", us(same)),
@@ -635,6 +670,15 @@ fn main() {
             "",
         );
     }
+    floor_row(
+        &format!(
+            "short redo, BRIN page ({} records, {} B, base page), 1 client, the defaults",
+            brin.records.len(),
+            bytes(brin)
+        ),
+        t_brin,
+        "",
+    );
     if short_only {
         let _ = std::fs::remove_dir_all(&work);
         return;
