@@ -126,15 +126,21 @@ fn unpin(pid: libc::pid_t) {
 }
 
 /// The floor's other end: a child process, pinned to a CPU, that answers
-/// each 5-byte request on one pipe with an 8 KiB page on another.
+/// each request of `request_len` bytes (5 for the floor) on one pipe with
+/// an 8 KiB page on another.
 struct PipePeer {
     child: libc::pid_t,
     request: libc::c_int,
     answer: libc::c_int,
+    sent: Vec<u8>,
 }
 
 impl PipePeer {
     fn start(cpu: usize) -> PipePeer {
+        PipePeer::start_with(cpu, 5)
+    }
+
+    fn start_with(cpu: usize, request_len: usize) -> PipePeer {
         let mut req = [0 as libc::c_int; 2];
         let mut resp = [0 as libc::c_int; 2];
         // SAFETY: valid arrays of two ints for pipe() to fill.
@@ -151,13 +157,18 @@ impl PipePeer {
                 libc::close(resp[0]);
             }
             pin_to(cpu, 0);
-            let mut small = [0u8; 5];
+            let mut got = vec![0u8; request_len];
             let page = [7u8; PAGE_SIZE];
             loop {
                 // SAFETY: valid buffers of their lengths.
                 unsafe {
-                    if libc::read(req[0], small.as_mut_ptr().cast(), 5) <= 0 {
-                        libc::_exit(0);
+                    let mut n = 0;
+                    while n < request_len {
+                        let r = libc::read(req[0], got[n..].as_mut_ptr().cast(), request_len - n);
+                        if r <= 0 {
+                            libc::_exit(0);
+                        }
+                        n += r as usize;
                     }
                     libc::write(resp[1], page.as_ptr().cast(), PAGE_SIZE);
                 }
@@ -172,13 +183,14 @@ impl PipePeer {
             child,
             request: req[1],
             answer: resp[0],
+            sent: vec![b'H'; request_len],
         }
     }
 
     fn round_trip(&self, page: &mut [u8; PAGE_SIZE]) {
         // SAFETY: valid buffers of their lengths.
         unsafe {
-            libc::write(self.request, b"Hxxxx".as_ptr().cast(), 5);
+            libc::write(self.request, self.sent.as_ptr().cast(), self.sent.len());
             let mut got = 0;
             while got < PAGE_SIZE {
                 let r = libc::read(
@@ -294,6 +306,11 @@ fn shm_round_trip(parent_cpu: usize, child_cpu: usize, spin: bool, n: usize) -> 
     }
     unpin(0);
     m
+}
+
+/// Bytes a request takes on the wire.
+fn request_bytes(r: &Request) -> usize {
+    walredo::process::protocol::request_len(r.base.as_deref(), &r.refs())
 }
 
 /// Bytes of records in a request.
@@ -591,7 +608,14 @@ fn main() {
     let brin_refs = brin.refs();
     let peer = PipePeer::start(0);
     let mut floor_page = [0u8; PAGE_SIZE];
-    let mut turns: Vec<Turn> = vec![(Some(0), Box::new(|| peer.round_trip(&mut floor_page)))];
+    // The floor with a request as long as the short redo's (its base page
+    // and records): what carrying them costs by itself.
+    let big_peer = PipePeer::start_with(0, request_bytes(&short));
+    let mut big_page = [0u8; PAGE_SIZE];
+    let mut turns: Vec<Turn> = vec![
+        (Some(0), Box::new(|| peer.round_trip(&mut floor_page))),
+        (Some(0), Box::new(|| big_peer.round_trip(&mut big_page))),
+    ];
     for (_, p, cpu) in variants {
         p.ping().unwrap();
         turns.push((cpu, Box::new(move || p.ping().unwrap())));
@@ -616,10 +640,14 @@ fn main() {
     ));
     let medians = time_in_turns(n, &mut turns);
     drop(turns);
+    // The later child holds the earlier one's pipe ends (it was forked
+    // after): it must go first, or the earlier never sees EOF.
+    drop(big_peer);
     drop(peer);
     let same = medians[0];
+    let big_floor = medians[1];
     let t_brin = medians[medians.len() - 1];
-    let (pings, shorts) = medians[1..medians.len() - 1].split_at(variants.len());
+    let (pings, shorts) = medians[2..medians.len() - 1].split_at(variants.len());
     row(
         "pipe round trip, 8 KiB answer, same CPU",
         format!("{:.1} us", us(same)),
@@ -633,6 +661,14 @@ fn main() {
             format!("{:.2}x the floor{note}", us(t) / us(same)),
         )
     };
+    floor_row(
+        &format!(
+            "pipe round trip, {} B request (the short redo's bytes), 8 KiB answer, same CPU",
+            request_bytes(&short)
+        ),
+        big_floor,
+        "",
+    );
     floor_row(
         "shared memory + futex round trip, 8 KiB answer, same CPU",
         shm_same,
