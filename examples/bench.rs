@@ -7,6 +7,7 @@
 //!   cargo run --release --example bench -- --busy-chaos [--quick]   (one row)
 //!   cargo run --release --example bench -- --callers [--quick]   (only the many-callers rows)
 //!   cargo run --release --example bench -- --bulk [--quick]   (recovery against verify of a WAL range)
+//!   cargo run --release --example bench -- --short [--quick]   (only the floor, ping and short rows)
 //!
 //! `--profile-child` runs one wal-redo process under callgrind instead: the
 //! same short request N and 2N times, fed from a file, so the difference is
@@ -39,6 +40,8 @@ INSERT INTO narrow SELECT g, g FROM generate_series(1, 20000) g;
 CREATE TABLE wide (id int PRIMARY KEY, v text);
 INSERT INTO wide SELECT g, repeat('x', 200) FROM generate_series(1, 3000) g;
 UPDATE wide SET v = repeat('y', 200) WHERE id % 3 = 0;
+CREATE INDEX narrow_brin ON narrow USING brin (a);
+INSERT INTO narrow SELECT g, g FROM generate_series(20001, 20050) g;
 "#;
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -127,15 +130,21 @@ fn unpin(pid: libc::pid_t) {
 }
 
 /// The floor's other end: a child process, pinned to a CPU, that answers
-/// each 5-byte request on one pipe with an 8 KiB page on another.
+/// each request of `request_len` bytes (5 for the floor) on one pipe with
+/// an 8 KiB page on another.
 struct PipePeer {
     child: libc::pid_t,
     request: libc::c_int,
     answer: libc::c_int,
+    sent: Vec<u8>,
 }
 
 impl PipePeer {
     fn start(cpu: usize) -> PipePeer {
+        PipePeer::start_with(cpu, 5)
+    }
+
+    fn start_with(cpu: usize, request_len: usize) -> PipePeer {
         let mut req = [0 as libc::c_int; 2];
         let mut resp = [0 as libc::c_int; 2];
         // SAFETY: valid arrays of two ints for pipe() to fill.
@@ -152,13 +161,18 @@ impl PipePeer {
                 libc::close(resp[0]);
             }
             pin_to(cpu, 0);
-            let mut small = [0u8; 5];
+            let mut got = vec![0u8; request_len];
             let page = [7u8; PAGE_SIZE];
             loop {
                 // SAFETY: valid buffers of their lengths.
                 unsafe {
-                    if libc::read(req[0], small.as_mut_ptr().cast(), 5) <= 0 {
-                        libc::_exit(0);
+                    let mut n = 0;
+                    while n < request_len {
+                        let r = libc::read(req[0], got[n..].as_mut_ptr().cast(), request_len - n);
+                        if r <= 0 {
+                            libc::_exit(0);
+                        }
+                        n += r as usize;
                     }
                     libc::write(resp[1], page.as_ptr().cast(), PAGE_SIZE);
                 }
@@ -173,13 +187,14 @@ impl PipePeer {
             child,
             request: req[1],
             answer: resp[0],
+            sent: vec![b'H'; request_len],
         }
     }
 
     fn round_trip(&self, page: &mut [u8; PAGE_SIZE]) {
         // SAFETY: valid buffers of their lengths.
         unsafe {
-            libc::write(self.request, b"Hxxxx".as_ptr().cast(), 5);
+            libc::write(self.request, self.sent.as_ptr().cast(), self.sent.len());
             let mut got = 0;
             while got < PAGE_SIZE {
                 let r = libc::read(
@@ -297,6 +312,11 @@ fn shm_round_trip(parent_cpu: usize, child_cpu: usize, spin: bool, n: usize) -> 
     m
 }
 
+/// Bytes a request takes on the wire.
+fn request_bytes(r: &Request) -> usize {
+    walredo::process::protocol::request_len(r.base.as_deref(), &r.refs())
+}
+
 /// Bytes of records in a request.
 fn bytes(r: &Request) -> usize {
     r.records.iter().map(|r| r.1.len()).sum()
@@ -309,10 +329,30 @@ fn request_after_image(
     blocks: &std::collections::BTreeMap<PageTag, Vec<Use>>,
     n: usize,
 ) -> Request {
+    request_after_image_of(pool, records, blocks, n, None)
+}
+
+/// The resource manager of a record (`XLogRecord.xl_rmid`).
+fn rmid(data: &[u8]) -> u8 {
+    data[17]
+}
+
+/// `request_after_image`, of a page whose records are all of resource
+/// manager `rm`, when given.
+fn request_after_image_of(
+    pool: &Pool,
+    records: &[WalRecord],
+    blocks: &std::collections::BTreeMap<PageTag, Vec<Use>>,
+    n: usize,
+    rm: Option<u8>,
+) -> Request {
     // The block with the most records after an image, if none has n.
     let candidates = || {
         blocks.iter().filter(|(t, u)| {
-            t.forknum == 0 && u[0].initializes && u[1..].iter().all(|x| !x.initializes)
+            t.forknum == 0
+                && u[0].initializes
+                && u[1..].iter().all(|x| !x.initializes)
+                && rm.is_none_or(|rm| u.iter().all(|x| rmid(&records[x.record].data) == rm))
         })
     };
     let (tag, uses) = candidates()
@@ -508,6 +548,8 @@ fn main() {
         "template already made".into(),
     );
     let short = request_after_image(&pool, &records, &blocks, 2);
+    // The issue-25 kind: a BRIN index page and its next 2 records.
+    let brin = request_after_image_of(&pool, &records, &blocks, 2, Some(17));
     let medium = request_after_image(&pool, &records, &blocks, 227);
     if std::env::args().any(|a| a == "--busy-chaos") {
         // Only the busy-machine chaos row.
@@ -529,25 +571,30 @@ fn main() {
         return;
     }
 
+    // `--short`: only the floor and the rows measured in turns with it.
+    let short_only = std::env::args().any(|a| a == "--short");
+
     // Without placement, on its own: where the scheduler leaves the two
     // ends depends on what ran before (in turns with pinned runs it often
     // finds them on one CPU), so it is measured apart.
-    let unplaced = Pool::new(&Config {
-        follow_caller_cpu: false,
-        ..config(1)
-    })
-    .unwrap();
-    unplaced.ping().unwrap();
-    let unplaced_ping = time_each(n, || unplaced.ping().unwrap());
-    let unplaced_short = {
+    let (unplaced_ping, unplaced_short) = if short_only {
+        (Duration::ZERO, Duration::ZERO)
+    } else {
+        let unplaced = Pool::new(&Config {
+            follow_caller_cpu: false,
+            ..config(1)
+        })
+        .unwrap();
+        unplaced.ping().unwrap();
+        let unplaced_ping = time_each(n, || unplaced.ping().unwrap());
         let refs = short.refs();
-        time_each(n, || {
+        let unplaced_short = time_each(n, || {
             unplaced
                 .redo(&short.tag, short.base.as_deref(), &refs)
                 .unwrap();
-        })
+        });
+        (unplaced_ping, unplaced_short)
     };
-    drop(unplaced);
 
     // The same-CPU floor, then the defaults against blocking_wait off and
     // against the caller pinned by hand, measured in turns.
@@ -566,9 +613,17 @@ fn main() {
         ("the caller pinned to one CPU by hand", &pool, Some(0)),
     ];
     let short_refs = short.refs();
+    let brin_refs = brin.refs();
     let peer = PipePeer::start(0);
     let mut floor_page = [0u8; PAGE_SIZE];
-    let mut turns: Vec<Turn> = vec![(Some(0), Box::new(|| peer.round_trip(&mut floor_page)))];
+    // The floor with a request as long as the short redo's (its base page
+    // and records): what carrying them costs by itself.
+    let big_peer = PipePeer::start_with(0, request_bytes(&short));
+    let mut big_page = [0u8; PAGE_SIZE];
+    let mut turns: Vec<Turn> = vec![
+        (Some(0), Box::new(|| peer.round_trip(&mut floor_page))),
+        (Some(0), Box::new(|| big_peer.round_trip(&mut big_page))),
+    ];
     for (_, p, cpu) in variants {
         p.ping().unwrap();
         turns.push((cpu, Box::new(move || p.ping().unwrap())));
@@ -582,11 +637,25 @@ fn main() {
             }),
         ));
     }
+    let (brin, brin_refs, pool_ref) = (&brin, &brin_refs, &pool);
+    turns.push((
+        None,
+        Box::new(move || {
+            pool_ref
+                .redo(&brin.tag, brin.base.as_deref(), brin_refs)
+                .unwrap();
+        }),
+    ));
     let medians = time_in_turns(n, &mut turns);
     drop(turns);
+    // The later child holds the earlier one's pipe ends (it was forked
+    // after): it must go first, or the earlier never sees EOF.
+    drop(big_peer);
     drop(peer);
     let same = medians[0];
-    let (pings, shorts) = medians[1..].split_at(variants.len());
+    let big_floor = medians[1];
+    let t_brin = medians[medians.len() - 1];
+    let (pings, shorts) = medians[2..medians.len() - 1].split_at(variants.len());
     row(
         "pipe round trip, 8 KiB answer, same CPU",
         format!("{:.1} us", us(same)),
@@ -600,6 +669,14 @@ fn main() {
             format!("{:.2}x the floor{note}", us(t) / us(same)),
         )
     };
+    floor_row(
+        &format!(
+            "pipe round trip, {} B request (the short redo's bytes), 8 KiB answer, same CPU",
+            request_bytes(&short)
+        ),
+        big_floor,
+        "",
+    );
     floor_row(
         "shared memory + futex round trip, 8 KiB answer, same CPU",
         shm_same,
@@ -619,11 +696,13 @@ fn main() {
             "",
         );
     }
-    floor_row(
-        "ping (H) through the pool, 1 client, no placement (follow_caller_cpu off)",
-        unplaced_ping,
-        " (measured apart)",
-    );
+    if !short_only {
+        floor_row(
+            "ping (H) through the pool, 1 client, no placement (follow_caller_cpu off)",
+            unplaced_ping,
+            " (measured apart)",
+        );
+    }
     for ((what, _, _), t) in variants.iter().zip(shorts) {
         floor_row(
             &format!(
@@ -634,6 +713,19 @@ fn main() {
             *t,
             "",
         );
+    }
+    floor_row(
+        &format!(
+            "short redo, BRIN page ({} records, {} B, base page), 1 client, the defaults",
+            brin.records.len(),
+            bytes(brin)
+        ),
+        t_brin,
+        "",
+    );
+    if short_only {
+        let _ = std::fs::remove_dir_all(&work);
+        return;
     }
     floor_row(
         "short redo, 1 client, no placement (follow_caller_cpu off)",

@@ -118,7 +118,8 @@ static RelFileLocator scratch_rels[SCRATCH_RELS_LIMIT + MAX_TOUCHED_RELS];
 static int	n_scratch_rels = 0;
 
 static void reserve_block(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno);
-static Buffer place_buffer(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno);
+static Buffer place_buffer(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno,
+						   bool *is_new);
 static Buffer make_sentinel(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno);
 static void drop_request_buffers(bool all_forks);
 static void drop_all_buffers(void);
@@ -140,12 +141,13 @@ void
 place_target(const char *page)
 {
 	Buffer		buf;
+	bool		is_new;
 
 	reserve_block(target_rlocator, target_forknum, target_blkno);
-	buf = place_buffer(target_rlocator, target_forknum, target_blkno);
+	buf = place_buffer(target_rlocator, target_forknum, target_blkno, &is_new);
 	if (page != NULL)
 		memcpy(BufferGetPage(buf), page, BLCKSZ);
-	else
+	else if (!is_new)
 		MemSet(BufferGetPage(buf), 0, BLCKSZ);
 
 	/*
@@ -159,8 +161,12 @@ place_target(const char *page)
 	UnlockReleaseBuffer(buf);
 }
 
-void
-copy_target_page(char *page)
+/*
+ * The target's buffer, pinned and share-locked: UnlockReleaseBuffer it when
+ * done with the page.
+ */
+Buffer
+lock_target(void)
 {
 	Buffer		buf = target_buffer;
 
@@ -176,8 +182,27 @@ copy_target_page(char *page)
 		buf = ReadPermanentBufferWithoutRelcache(target_rlocator, target_forknum,
 												 target_blkno, RBM_NORMAL, NULL);
 	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	return buf;
+}
+
+void
+copy_target_page(char *page)
+{
+	Buffer		buf = lock_target();
+
 	memcpy(page, BufferGetPage(buf), BLCKSZ);
 	UnlockReleaseBuffer(buf);
+}
+
+/*
+ * Whether buffers_end_request will remove scratch files: then the answer
+ * waits for it, so that the scratch directory is clean once the host has
+ * the page (tests/hostile.rs looks at it right after an answer).
+ */
+bool
+buffers_end_removes_files(void)
+{
+	return io_blocks() != request_io_start || n_scratch_rels >= SCRATCH_RELS_LIMIT;
 }
 
 /*
@@ -360,18 +385,23 @@ reserve_block(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno)
 }
 
 /*
- * A buffer for this block, exclusively locked and pinned, zeroed if it was
- * not in the pool; counts the buffers the request takes from the free list.
+ * A buffer for this block, exclusively locked and pinned; counts the buffers
+ * the request takes from the free list.  *is_new says whether it was taken
+ * from there now: then the buffer manager has zeroed it (RBM_ZERO_AND_LOCK
+ * fills a page that is not in the pool with zeros), else it holds whatever
+ * it held.
  */
 static Buffer
-place_buffer(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno)
+place_buffer(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno,
+			 bool *is_new)
 {
 	int64		hits = pgBufferUsage.shared_blks_hit;
 	Buffer		buf;
 
 	buf = ReadPermanentBufferWithoutRelcache(rlocator, forknum, blkno,
 											 RBM_ZERO_AND_LOCK, NULL);
-	if (pgBufferUsage.shared_blks_hit == hits)
+	*is_new = (pgBufferUsage.shared_blks_hit == hits);
+	if (*is_new)
 	{
 		if (forknum == FSM_FORKNUM || forknum == VISIBILITYMAP_FORKNUM)
 			n_kept_buffers++;
@@ -392,10 +422,22 @@ make_sentinel(RelFileLocator rlocator, ForkNumber forknum, BlockNumber blkno)
 {
 	Buffer		buf;
 	Page		page;
+	bool		is_new;
 
-	buf = place_buffer(rlocator, forknum, blkno);
+	buf = place_buffer(rlocator, forknum, blkno, &is_new);
 	page = BufferGetPage(buf);
-	PageInit(page, BLCKSZ, 0);
+	if (is_new)
+	{
+		/* What PageInit leaves, without zeroing the page a second time. */
+		PageHeader	header = (PageHeader) page;
+
+		header->pd_lower = SizeOfPageHeaderData;
+		header->pd_upper = BLCKSZ;
+		header->pd_special = BLCKSZ;
+		PageSetPageSizeAndVersion(page, BLCKSZ, PG_PAGE_LAYOUT_VERSION);
+	}
+	else
+		PageInit(page, BLCKSZ, 0);
 	PageSetLSN(page, SENTINEL_LSN);
 	MarkBufferDirty(buf);
 	UnlockReleaseBuffer(buf);
@@ -439,6 +481,7 @@ place_side_page(DecodedXLogRecord *decoded, RelFileLocator rlocator,
 {
 	BufferTag	tag;
 	SidePage   *slot;
+	bool		is_new;
 
 	/* The target, or a block of the record: already in the pool. */
 	if (is_target(rlocator, forknum, blkno) ||
@@ -476,7 +519,7 @@ place_side_page(DecodedXLogRecord *decoded, RelFileLocator rlocator,
 		slot->tag = tag;
 	}
 	/* Not marked dirty: what redo writes there is never looked at. */
-	slot->buffer = place_buffer(rlocator, forknum, blkno);
+	slot->buffer = place_buffer(rlocator, forknum, blkno, &is_new);
 	UnlockReleaseBuffer(slot->buffer);
 }
 
@@ -579,6 +622,7 @@ make_room_for_record(DecodedXLogRecord *decoded)
 	int64		used = n_request_buffers + n_kept_buffers + (io_blocks() - request_io_base);
 	PGAlignedBlock copy;
 	Buffer		buf;
+	bool		is_new;
 
 	if (used + need < NBuffers)
 		return;
@@ -589,7 +633,7 @@ make_room_for_record(DecodedXLogRecord *decoded)
 	n_request_buffers = 0;
 	request_io_base = io_blocks();
 
-	buf = place_buffer(target_rlocator, target_forknum, target_blkno);
+	buf = place_buffer(target_rlocator, target_forknum, target_blkno, &is_new);
 	memcpy(BufferGetPage(buf), copy.data, BLCKSZ);
 	MarkBufferDirty(buf);
 	target_buffer = buf;

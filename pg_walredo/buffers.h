@@ -26,8 +26,14 @@ extern void buffers_begin_request(void);
  */
 extern void place_target(const char *page);
 
+/* The target's buffer, pinned and share-locked (UnlockReleaseBuffer it). */
+extern Buffer lock_target(void);
+
 /* Copy the target page as it is now into page (BLCKSZ bytes). */
 extern void copy_target_page(char *page);
+
+/* Whether buffers_end_request will remove scratch files. */
+extern bool buffers_end_removes_files(void);
 
 /*
  * The request ends: drop its buffers, and remove scratch files when they

@@ -382,14 +382,22 @@ begin_request(const char *tagbytes, const char *page)
 	place_target(page);
 }
 
-/* G: send the target page back and forget everything about the request. */
+/*
+ * G: send the target page back and forget everything about the request.
+ *
+ * Mostly the page is written straight from its buffer, and the request's
+ * buffers are dropped after the host has it: a page copy less, and the
+ * drop off the answer's path.  When the end of the request removes scratch
+ * files (see buffers_end_request), that comes first and the page is sent
+ * from a copy, so that the host never sees an answer before the scratch
+ * directory is clean.
+ */
 static void
 get_page(const char *tagbytes)
 {
 	RelFileLocator rlocator;
 	ForkNumber	forknum;
 	BlockNumber blkno;
-	PGAlignedBlock page;
 
 	parse_page_tag(tagbytes, &rlocator, &forknum, &blkno);
 	if (!request_active || !is_target(rlocator, forknum, blkno))
@@ -399,10 +407,22 @@ get_page(const char *tagbytes)
 						relfile_spc_oid(rlocator), relfile_db_oid(rlocator),
 						relfile_number(rlocator), forknum, blkno)));
 
-	copy_target_page(page.data);
+	if (buffers_end_removes_files())
+	{
+		PGAlignedBlock page;
 
-	end_request();
-	write_page(page.data);
+		copy_target_page(page.data);
+		end_request();
+		write_page(page.data);
+	}
+	else
+	{
+		Buffer		buf = lock_target();
+
+		write_page(BufferGetPage(buf));
+		UnlockReleaseBuffer(buf);
+		end_request();
+	}
 }
 
 /*

@@ -410,7 +410,7 @@ impl SlotGuard<'_> {
             // What is left to send: not answered, not cancelled, not past
             // its deadline.
             pending.clear();
-            let now = Instant::now();
+            let mut now = Instant::now();
             for (i, job) in jobs.iter_mut().enumerate() {
                 if job.outcome.is_some() {
                     continue;
@@ -442,7 +442,11 @@ impl SlotGuard<'_> {
                 // above.
                 let latest = pending.iter().map(|&i| jobs[i].deadline).max();
                 match slots.start(latest.expect("pending is not empty")) {
-                    Ok(p) => slot.process = Some(p),
+                    Ok(p) => {
+                        slot.process = Some(p);
+                        // The start took time: the deadlines below count from now.
+                        now = Instant::now();
+                    }
                     // A new process that hung: an attempt of the first job
                     // failed, as if the process had hung on the job itself
                     // (not a crash: tried again while its deadline allows).
@@ -479,20 +483,29 @@ impl SlotGuard<'_> {
             if slots.follow_cpu {
                 process.follow_cpu();
             }
-            // One write per batch, each request sent from where it is.
-            let parts: Vec<&[u8]> = pending.iter().map(|&i| &jobs[i].request.wire[..]).collect();
+            // One write per batch, each request sent from where it is (a
+            // lone request without allocating the list).
+            let one: [&[u8]; 1];
+            let many: Vec<&[u8]>;
+            let parts: &[&[u8]] = if let [i] = pending[..] {
+                one = [&jobs[i].request.wire[..]];
+                &one
+            } else {
+                many = pending.iter().map(|&i| &jobs[i].request.wire[..]).collect();
+                &many
+            };
             slot.pages.resize(pending.len() * PAGE_SIZE, 0);
             // Hang detection, but never past the earliest deadline of the
             // batch (a process killed for it charges nobody: the others are
             // re-sent).
             let earliest = pending.iter().map(|&i| jobs[i].deadline).min();
-            let left = earliest.map_or(Duration::ZERO, |d| {
-                d.saturating_duration_since(Instant::now())
-            });
+            // From `now`, a moment ago when no process was started since
+            // (then it was read again): one clock read less.
+            let left = earliest.map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
             let attempt = slots
                 .attempt_timeout
                 .min(left.max(Duration::from_millis(1)));
-            let mut result = process.transact_parts(&parts, &mut slot.pages, attempt);
+            let mut result = process.transact_parts(parts, &mut slot.pages, attempt);
             slot.last_used = Some(Instant::now());
             for &i in &pending {
                 if let Some(t) = jobs[i].cancel {

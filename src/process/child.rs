@@ -88,6 +88,10 @@ pub struct Process {
     errors: Option<OwnedFd>,
     stderr_partial: Vec<u8>,
     stderr_tail: VecDeque<String>,
+    /// Answers read in blocking reads since stderr was last read, and
+    /// whether that read found anything (see `read_blocking`).
+    answers_since_stderr: u32,
+    stderr_spoke: bool,
     scratch: PathBuf,
     /// The user id the child runs as (the owner its SysV segment must have).
     uid: u32,
@@ -194,6 +198,8 @@ impl Process {
             errors: Some(errors),
             stderr_partial: Vec::new(),
             stderr_tail: VecDeque::new(),
+            answers_since_stderr: 0,
+            stderr_spoke: false,
             scratch,
             uid: launcher.child_uid(),
             exited: false,
@@ -490,6 +496,10 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        // What it said since stderr was last read (`read_blocking`).
+        if self.answers_since_stderr > 0 {
+            let _ = self.read_stderr();
+        }
         self.kill();
         self.watch = None;
         if !self.exited {

@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 use super::Process;
 use crate::PAGE_SIZE;
 
+/// After a blocking read, how many answers a silent process may give
+/// before its stderr is read anyway (see `read_blocking`).
+const STDERR_READ_EVERY: u32 = 16;
+
 /// Why talking to a process failed. The process is unusable afterwards.
 #[derive(Debug)]
 pub enum Failure {
@@ -81,7 +85,6 @@ impl Process {
         let request_len: usize = parts.iter().map(|p| p.len()).sum();
         let mut written = 0;
         let mut read = 0;
-        let mut deadline = Instant::now() + timeout;
         let interrupted = |failure, read: usize| Interrupted {
             failure,
             pages_done: read / PAGE_SIZE,
@@ -97,6 +100,7 @@ impl Process {
         if written == request_len && self.watch.is_some() {
             return self.read_blocking(response, timeout);
         }
+        let mut deadline = Instant::now() + timeout;
         while written < request_len || read < response.len() {
             let now = Instant::now();
             if now >= deadline {
@@ -144,7 +148,7 @@ impl Process {
                 return Err(interrupted(Failure::Eof, read));
             }
             if fds[2].revents != 0 {
-                self.read_stderr();
+                let _ = self.read_stderr();
             }
             if fds[0].revents != 0 {
                 written += write_parts(input, parts, written).map_err(|f| interrupted(f, read))?;
@@ -212,8 +216,16 @@ impl Process {
             // its way: the answers stand, the process must not serve again.
             self.killed_late = true;
         }
-        // Forward what the process said meanwhile (nothing, when healthy).
-        self.read_stderr();
+        // Forward what the process said meanwhile: nothing, when healthy,
+        // so a silent process's stderr is read only every
+        // `STDERR_READ_EVERY` answers (a system call less per round trip;
+        // the pipe holds 64 KiB meanwhile, and a failure reads it all),
+        // and one that spoke after every answer until it is silent again.
+        self.answers_since_stderr += 1;
+        if outcome.is_err() || self.stderr_spoke || self.answers_since_stderr >= STDERR_READ_EVERY {
+            self.stderr_spoke = self.read_stderr();
+            self.answers_since_stderr = 0;
+        }
         outcome.map_err(|failure| Interrupted {
             failure,
             pages_done: read / PAGE_SIZE,

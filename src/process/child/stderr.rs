@@ -18,18 +18,21 @@ const STDERR_LINE_MAX: usize = 4096;
 const STDERR_GRACE: Duration = Duration::from_secs(2);
 
 impl Process {
-    /// Read whatever stderr holds now, without waiting.
-    pub(super) fn read_stderr(&mut self) {
+    /// Read whatever stderr holds now, without waiting; returns whether
+    /// there was anything (or EOF).
+    pub(super) fn read_stderr(&mut self) -> bool {
         let Some(fd) = self.errors.as_ref().map(|f| f.as_raw_fd()) else {
-            return;
+            return false;
         };
         let mut buf = [0u8; 4096];
+        let mut spoke = false;
         loop {
             // SAFETY: buf is a valid writable buffer of its length.
             let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
             if n > 0 {
                 self.stderr_partial.extend_from_slice(&buf[..n as usize]);
                 self.split_stderr_lines(false);
+                spoke = true;
                 continue;
             }
             if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
@@ -39,8 +42,9 @@ impl Process {
                 // EOF (or a broken pipe): the child has exited or closed it.
                 self.split_stderr_lines(true);
                 self.errors = None;
+                return true;
             }
-            return;
+            return spoke;
         }
     }
 
