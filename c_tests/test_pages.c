@@ -215,7 +215,7 @@ static uint32_t pg_version = 15;
 static int record_pages(const rec *r, walredo_record_page *pages, size_t capacity,
                         size_t *count)
 {
-    return walredo_record_pages_for(pg_version, r->data, r->len, pages, capacity, count);
+    return walredo_record_pages_for(r->data, r->len, pages, capacity, count, pg_version);
 }
 
 static int same_tag(const walredo_page_tag *a, const walredo_page_tag *b)
@@ -248,7 +248,7 @@ static void check_arguments(const rec *r)
     CHECK(strstr(walredo_last_error(), "CRC") != NULL, "message: %s", walredo_last_error());
     free(bad);
     /* A version not served. */
-    CHECK_STATUS(walredo_record_pages_for(13, r->data, r->len, pages, MAX_PAGES, &count),
+    CHECK_STATUS(walredo_record_pages_for(r->data, r->len, pages, MAX_PAGES, &count, 13),
                  WALREDO_INVALID_ARGUMENT);
 }
 

@@ -672,14 +672,14 @@ int walredo_record_pages(const uint8_t *record,
 
 /**
  * `walredo_record_pages` for a record of PostgreSQL `pg_version` (14 to
- * 18; another is `WALREDO_INVALID_ARGUMENT`).
+ * 18; another is `WALREDO_INVALID_ARGUMENT`), given last.
  */
-int walredo_record_pages_for(uint32_t pg_version,
-                             const uint8_t *record,
+int walredo_record_pages_for(const uint8_t *record,
                              size_t len,
                              struct walredo_record_page *pages,
                              size_t capacity,
-                             size_t *count);
+                             size_t *count,
+                             uint32_t pg_version);
 
 /**
  * Create a pool from a configuration (which stays the caller's). On success

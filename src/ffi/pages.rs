@@ -75,46 +75,28 @@ pub unsafe extern "C" fn walredo_record_pages(
     count: *mut usize,
 ) -> c_int {
     // SAFETY: the caller's contract is this function's.
-    unsafe { record_pages(RecordFormat::Pg15, record, len, pages, capacity, count) }
+    unsafe { walredo_record_pages_for(record, len, pages, capacity, count, 15) }
 }
 
 /// `walredo_record_pages` for a record of PostgreSQL `pg_version` (14 to
-/// 18; another is `WALREDO_INVALID_ARGUMENT`).
+/// 18; another is `WALREDO_INVALID_ARGUMENT`), given last.
 #[no_mangle]
 pub unsafe extern "C" fn walredo_record_pages_for(
+    record: *const u8,
+    len: usize,
+    pages: *mut walredo_record_page,
+    capacity: usize,
+    count: *mut usize,
     pg_version: u32,
-    record: *const u8,
-    len: usize,
-    pages: *mut walredo_record_page,
-    capacity: usize,
-    count: *mut usize,
-) -> c_int {
-    if xlog_page_magic(pg_version).is_none() {
-        return guard_status(|| {
-            Err(invalid(format!(
-                "pg_version {pg_version} is not one of {}",
-                supported_versions()
-            )))
-        });
-    }
-    let format = RecordFormat::of_version(pg_version);
-    // SAFETY: the caller's contract is this function's.
-    unsafe { record_pages(format, record, len, pages, capacity, count) }
-}
-
-/// Both functions' body, for records in `format`.
-///
-/// # Safety
-/// `walredo_record_pages`'s contract.
-unsafe fn record_pages(
-    format: RecordFormat,
-    record: *const u8,
-    len: usize,
-    pages: *mut walredo_record_page,
-    capacity: usize,
-    count: *mut usize,
 ) -> c_int {
     guard_status(|| {
+        if xlog_page_magic(pg_version).is_none() {
+            return Err(invalid(format!(
+                "pg_version {pg_version} is not one of {}",
+                supported_versions()
+            )));
+        }
+        let format = RecordFormat::of_version(pg_version);
         if record.is_null() {
             return Err(invalid("record is NULL"));
         }
