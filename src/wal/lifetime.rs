@@ -119,8 +119,9 @@ impl fmt::Display for Removal {
             } => write!(
                 f,
                 "made database {dbnode} (in tablespace {spcnode}) by copying the files of \
-                 database {src_dbnode} (tablespace {src_spcnode}), STRATEGY FILE_COPY: those \
-                 files are not in WAL"
+                 database {src_dbnode} (tablespace {src_spcnode}) (CREATE DATABASE's file copy: \
+                 STRATEGY FILE_COPY from PostgreSQL 15, the only way before): those files are \
+                 not in WAL"
             ),
         }
     }
