@@ -521,8 +521,10 @@ pub fn verify(
                 let Some((tag, uses)) = work.get(i) else {
                     break;
                 };
-                if let Err(e) = check_block(opts, &base, &pool, &records, tag, uses, &report, &busy)
-                {
+                let started = Instant::now();
+                let checked = check_block(opts, &base, &pool, &records, tag, uses, &report, &busy);
+                add_ns(&busy.all_ns, started);
+                if let Err(e) = checked {
                     // No process can be started any more: nothing left
                     // can be rebuilt, so the others stop too.
                     next.store(work.len(), Ordering::Relaxed);
@@ -655,23 +657,6 @@ fn add_ns(counter: &AtomicU64, since: Instant) {
 
 #[allow(clippy::too_many_arguments)]
 fn check_block(
-    opts: &VerifyOptions,
-    base: &ControlInfo,
-    pool: &Pool,
-    records: &[WalRecord],
-    tag: &PageTag,
-    uses: &[Use],
-    report: &Mutex<Report>,
-    busy: &Busy,
-) -> Result<(), Error> {
-    let started = Instant::now();
-    let result = check_block_timed(opts, base, pool, records, tag, uses, report, busy);
-    add_ns(&busy.all_ns, started);
-    result
-}
-
-#[allow(clippy::too_many_arguments)]
-fn check_block_timed(
     opts: &VerifyOptions,
     base: &ControlInfo,
     pool: &Pool,
