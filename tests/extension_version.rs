@@ -6,29 +6,12 @@
 //! message. Both need another version's build (`make PG_VERSION=16
 //! extension`), and say SKIPPED without one.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use walredo::{Config, Pool};
 use walredo_testkit::harness::fake::*;
 use walredo_testkit::harness::*;
-use walredo_testkit::install::{pg_version, workspace_root};
-
-/// This tree's pg_walredo.so built for another version than the tests', if
-/// one was built (`make PG_VERSION=N`).
-fn other_versions_extension() -> Option<(u32, PathBuf)> {
-    [16, 17, 18, 14, 15]
-        .into_iter()
-        .filter(|v| *v != pg_version())
-        .map(|v| {
-            let dir = match v {
-                15 => workspace_root().join("pg_walredo"),
-                v => workspace_root().join(format!("target/pg{v}/pg_walredo")),
-            };
-            (v, dir.join("pg_walredo.so"))
-        })
-        .find(|(_, so)| so.is_file())
-}
+use walredo_testkit::install::{claiming_version, other_versions_extension, pg_version};
 
 #[test]
 fn an_extension_of_another_version_is_refused_before_any_start() {
@@ -57,22 +40,6 @@ fn an_extension_of_another_version_is_refused_before_any_start() {
         "{m}"
     );
     assert!(started.elapsed() < Duration::from_secs(5));
-}
-
-/// `so` with its magic block saying it was built for `version`: the check
-/// lets it through, and the loader refuses it in every start.
-fn claiming_version(so: &[u8], version: u32) -> Vec<u8> {
-    let limits: Vec<u8> = [100i32, 32, 64, 1]
-        .iter()
-        .flat_map(|v| v.to_ne_bytes())
-        .collect();
-    let at = so
-        .windows(limits.len())
-        .position(|w| w == limits.as_slice())
-        .expect("a magic block");
-    let mut out = so.to_vec();
-    out[at - 4..at].copy_from_slice(&(version as i32 * 100).to_ne_bytes());
-    out
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use walredo_testkit::cluster::record_workload;
 use walredo_testkit::harness::*;
+use walredo_testkit::install::{claiming_version, other_versions_extension};
 
 fn walredo(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_walredo"))
@@ -198,21 +199,6 @@ fn other_versions_pg_config() -> Option<(u32, std::path::PathBuf)> {
     })
 }
 
-/// This tree's pg_walredo.so built for another version, if one was built.
-fn other_versions_extension() -> Option<(u32, std::path::PathBuf)> {
-    let root = walredo_testkit::install::workspace_root();
-    (14..=18)
-        .filter(|v| *v != walredo_testkit::install::pg_version())
-        .map(|v| match v {
-            15 => (v, root.join("pg_walredo/pg_walredo.so")),
-            v => (
-                v,
-                root.join(format!("target/pg{v}/pg_walredo/pg_walredo.so")),
-            ),
-        })
-        .find(|(_, so)| so.is_file())
-}
-
 #[test]
 fn verify_replays_with_the_server_named_and_says_which() {
     let _test = isolated_test();
@@ -338,19 +324,4 @@ fn verify_replays_with_the_server_named_and_says_which() {
         .unwrap_or_default();
     assert!(last.contains("could not load library"), "{err}");
     assert!(took < std::time::Duration::from_secs(20), "{took:?}");
-}
-
-/// `so` with its magic block saying it was built for `version`.
-fn claiming_version(so: &[u8], version: u32) -> Vec<u8> {
-    let limits: Vec<u8> = [100i32, 32, 64, 1]
-        .iter()
-        .flat_map(|v| v.to_ne_bytes())
-        .collect();
-    let at = so
-        .windows(limits.len())
-        .position(|w| w == limits.as_slice())
-        .expect("a magic block");
-    let mut out = so.to_vec();
-    out[at - 4..at].copy_from_slice(&(version as i32 * 100).to_ne_bytes());
-    out
 }

@@ -83,10 +83,46 @@ pub fn pg_dirs() -> PgDirs {
 /// for that version: in its source directory for 15, in
 /// `target/pgN/name/` for the others (`make PG_VERSION=N`).
 pub fn built_dir(name: &str) -> PathBuf {
-    match pg_version() {
+    built_dir_of(pg_version(), name)
+}
+
+/// [`built_dir`] for PostgreSQL `version`.
+pub fn built_dir_of(version: u32, name: &str) -> PathBuf {
+    match version {
         15 => workspace_root().join(name),
         v => workspace_root().join(format!("target/pg{v}/{name}")),
     }
+}
+
+/// A pg_walredo.so built here for a version other than the one under test
+/// (`make PG_VERSION=N extension` builds one), with that version; `None`
+/// when there is none.
+pub fn other_versions_extension() -> Option<(u32, PathBuf)> {
+    walredo::pg::xlog::PG_VERSIONS
+        .iter()
+        .map(|(v, _)| *v)
+        .filter(|v| *v != pg_version())
+        .map(|v| (v, built_dir_of(v, "pg_walredo").join("pg_walredo.so")))
+        .find(|(_, so)| so.is_file())
+}
+
+/// `so` (a pg_walredo.so's bytes) with its magic block saying it was built
+/// for `version`: the library's version check lets it through, and the
+/// loader refuses it in every start.
+pub fn claiming_version(so: &[u8], version: u32) -> Vec<u8> {
+    // The magic block's fields after the version (FUNC_MAX_ARGS,
+    // INDEX_MAX_KEYS, NAMEDATALEN, FLOAT8PASSBYVAL) find it.
+    let limits: Vec<u8> = [100i32, 32, 64, 1]
+        .iter()
+        .flat_map(|v| v.to_ne_bytes())
+        .collect();
+    let at = so
+        .windows(limits.len())
+        .position(|w| w == limits.as_slice())
+        .expect("a magic block");
+    let mut out = so.to_vec();
+    out[at - 4..at].copy_from_slice(&(version as i32 * 100).to_ne_bytes());
+    out
 }
 
 /// The workspace root (testkit/ is one level below it).
