@@ -110,18 +110,9 @@ pub fn other_versions_extension() -> Option<(u32, PathBuf)> {
 /// for `version`: the library's version check lets it through, and the
 /// loader refuses it in every start.
 pub fn claiming_version(so: &[u8], version: u32) -> Vec<u8> {
-    // The magic block's fields after the version (FUNC_MAX_ARGS,
-    // INDEX_MAX_KEYS, NAMEDATALEN, FLOAT8PASSBYVAL) find it.
-    let limits: Vec<u8> = [100i32, 32, 64, 1]
-        .iter()
-        .flat_map(|v| v.to_ne_bytes())
-        .collect();
-    let at = so
-        .windows(limits.len())
-        .position(|w| w == limits.as_slice())
-        .expect("a magic block");
+    let at = walredo::process::launch::magic_block_version_at(so).expect("a magic block");
     let mut out = so.to_vec();
-    out[at - 4..at].copy_from_slice(&(version as i32 * 100).to_ne_bytes());
+    out[at..at + 4].copy_from_slice(&(version as i32 * 100).to_ne_bytes());
     out
 }
 

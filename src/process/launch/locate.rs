@@ -24,7 +24,7 @@ const EXTENSION_FILE: &str = "pg_walredo.so";
 
 /// The PostgreSQL server a configuration names, found as a pool finds it:
 /// `pg_bindir`, else the `pg_config` of `pg_version` (Debian's
-/// `/usr/lib/postgresql/N/bin/pg_config` first, for 15, 16, 17 and 18 in
+/// `/usr/lib/postgresql/N/bin/pg_config` first, for 15, 16, 17, 18 and 14 in
 /// turn when `pg_version` is not set; else `pg_config` on `PATH`).
 #[derive(Clone, Debug)]
 pub struct Server {
@@ -124,9 +124,12 @@ pub(super) fn postgres_program(
         )));
     }
 
-    check_extension_version(&extension_src, &server)?;
+    // Read once: the bytes checked are the bytes installed.
+    let extension_bytes =
+        std::fs::read(&extension_src).map_err(|e| io_error("cannot read", &extension_src, e))?;
+    check_extension_version(&extension_src, &extension_bytes, &server)?;
 
-    let extension = install_extension_copy(&extension_src, scratch_root)?;
+    let extension = install_extension_copy(&extension_src, &extension_bytes, scratch_root)?;
     // 14's processes load it through LD_PRELOAD, a list split at spaces and
     // colons, read in the scratch directory.
     let path = extension.to_string_lossy();
@@ -257,9 +260,8 @@ fn check_postgres_version(postgres: &Path, want: Option<u32>) -> Result<(u32, St
 /// Refuse an extension built for another major version than the server's:
 /// PostgreSQL would load it only to fail (an undefined symbol, or its own
 /// magic-block check) in every process, and say it only on their stderr.
-fn check_extension_version(extension: &Path, server: &Server) -> Result<()> {
-    let bytes = std::fs::read(extension).map_err(|e| io_error("cannot read", extension, e))?;
-    match extension_built_for(&bytes) {
+fn check_extension_version(extension: &Path, bytes: &[u8], server: &Server) -> Result<()> {
+    match extension_built_for(bytes) {
         Some(built) if built != server.pg_version => Err(spawn_error(format!(
             "{} was built for PostgreSQL {built}, the server is {} ({}): use a \
              pg_walredo.so built for {} (`make PG_VERSION={}`), or a PostgreSQL {built} server",
@@ -274,28 +276,36 @@ fn check_extension_version(extension: &Path, server: &Server) -> Result<()> {
 }
 
 /// The major version an extension was built for, from the magic block
-/// PostgreSQL puts in every module (`PG_MODULE_MAGIC`): in 14 to 18 it
-/// starts with its own length, the version (major * 100), FUNC_MAX_ARGS
-/// (100), INDEX_MAX_KEYS (32), NAMEDATALEN (64) and FLOAT8PASSBYVAL (1), as
-/// ints of this machine. `None` when there is no such block (a server built
-/// with other limits): the first start then says what is wrong.
+/// PostgreSQL puts in every module (`PG_MODULE_MAGIC`, see
+/// [`magic_block_version_at`]). `None` when there is no such block (a
+/// server built with other limits): the first start then says what is wrong.
 pub fn extension_built_for(so: &[u8]) -> Option<u32> {
+    magic_block_version_at(so).map(|at| (int_at(so, at) / 100) as u32)
+}
+
+/// Where the version field (major * 100) of a module's magic block is: in
+/// 14 to 18 the block starts with its own length, the version,
+/// FUNC_MAX_ARGS (100), INDEX_MAX_KEYS (32), NAMEDATALEN (64) and
+/// FLOAT8PASSBYVAL (1), as ints of this machine. The first place where the
+/// limits follow a plausible length and version.
+pub fn magic_block_version_at(so: &[u8]) -> Option<usize> {
     let limits: Vec<u8> = [100i32, 32, 64, 1]
         .iter()
         .flat_map(|v| v.to_ne_bytes())
         .collect();
-    let int_at = |i: usize| i32::from_ne_bytes(so[i..i + 4].try_into().expect("4 bytes"));
     so.windows(limits.len())
         .enumerate()
         .skip(8)
         .filter(|(_, w)| *w == limits.as_slice())
-        .find_map(|(i, _)| {
-            let (len, version) = (int_at(i - 8), int_at(i - 4));
-            let plausible = (24..=256).contains(&len)
-                && version % 100 == 0
-                && (10..100).contains(&(version / 100));
-            plausible.then_some((version / 100) as u32)
+        .map(|(i, _)| i - 4)
+        .find(|&at| {
+            let (len, version) = (int_at(so, at - 4), int_at(so, at));
+            (24..=256).contains(&len) && version % 100 == 0 && (10..100).contains(&(version / 100))
         })
+}
+
+fn int_at(so: &[u8], i: usize) -> i32 {
+    i32::from_ne_bytes(so[i..i + 4].try_into().expect("4 bytes"))
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use safe_fs::Dir;
 use scratch::{check_scratch_root, new_dir, remove_stale_scratch_dirs};
 
 pub use account::{ensure_system_account, unprivileged_user, UserIds, CHILD_ACCOUNT};
-pub use locate::{extension_built_for, find_server, Server};
+pub use locate::{extension_built_for, find_server, magic_block_version_at, Server};
 
 /// The resolved, ready-to-use start-up environment of wal-redo processes.
 #[derive(Debug)]

@@ -196,16 +196,15 @@ pub(super) fn remove_path(path: &Path) {
     };
 }
 
-/// Copy the extension into the scratch root, named by its checksum, so the
+/// Copy the extension (`bytes`, read from `src`) into the scratch root, named by its checksum, so the
 /// child's user can read it wherever the original lives (e.g. under /root).
 /// A file already there under that name is used only if it is ours and the
 /// same byte for byte (the name is computable by anyone who can read the
 /// original); otherwise a new copy replaces it.
-pub(super) fn install_extension_copy(src: &Path, root: &Path) -> Result<PathBuf> {
-    let bytes = fs::read(src).map_err(|e| io_error("cannot read", src, e))?;
+pub(super) fn install_extension_copy(src: &Path, bytes: &[u8], root: &Path) -> Result<PathBuf> {
     let dest = root.join(format!(
         "pg_walredo-{:08x}-{}.so",
-        crc32c(&bytes),
+        crc32c(bytes),
         bytes.len()
     ));
     match read_ours(&dest, bytes.len() as u64) {
@@ -219,7 +218,7 @@ pub(super) fn install_extension_copy(src: &Path, root: &Path) -> Result<PathBuf>
         Err(why) => log::warn!("{} {why}: replacing it", dest.display()),
     }
     let tmp = root.join(format!("pg_walredo.tmp-{}", unique_suffix()));
-    write_new(&tmp, &bytes, 0o644)?;
+    write_new(&tmp, bytes, 0o644)?;
     // Atomic, and replaces a link itself, never its target.
     fs::rename(&tmp, &dest).map_err(|e| {
         let _ = fs::remove_file(&tmp);
