@@ -1,10 +1,12 @@
 //! Pages of a PostgreSQL data directory (14 to 18), found by their tags, and
 //! the major version of the server that wrote it.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::tag::{PageTag, RelFileNode};
 use crate::PAGE_SIZE;
@@ -81,11 +83,72 @@ fn tablespace_dir(datadir: &Path, spc: u32) -> PathBuf {
 /// The page at `tag`, or `None` when its file or block does not exist.
 pub fn read_page(datadir: &Path, tag: &PageTag) -> io::Result<Option<Box<[u8; PAGE_SIZE]>>> {
     let path = relation_path(datadir, &tag.rel, tag.forknum, tag.blkno / RELSEG_SIZE);
-    let file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
-    };
+    match open_segment(&path)? {
+        Some(file) => read_block(&file, &path, tag),
+        None => Ok(None),
+    }
+}
+
+/// Pages of one data directory, read with its segment files kept open: for
+/// a caller that reads thousands of pages (`walredo verify`), one `open` per
+/// file instead of one per page. Files are opened as first needed, at most
+/// [`PageFiles::MOST_OPEN`] at once (all are closed when that many are
+/// open). Shared by threads: a page is read with `pread`, no file position.
+pub struct PageFiles {
+    datadir: PathBuf,
+    /// Each file asked for: open, or `None` when it does not exist.
+    open: Mutex<HashMap<(RelFileNode, u8, u32), Option<Arc<File>>>>,
+}
+
+impl PageFiles {
+    /// Well under the usual limit of 1,024 descriptors a process.
+    pub const MOST_OPEN: usize = 256;
+
+    pub fn new(datadir: &Path) -> PageFiles {
+        PageFiles {
+            datadir: datadir.to_path_buf(),
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// [`read_page`], from the files held open.
+    pub fn read(&self, tag: &PageTag) -> io::Result<Option<Box<[u8; PAGE_SIZE]>>> {
+        let segno = tag.blkno / RELSEG_SIZE;
+        let path = || relation_path(&self.datadir, &tag.rel, tag.forknum, segno);
+        let key = (tag.rel, tag.forknum, segno);
+        let file = {
+            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            match open.get(&key) {
+                Some(file) => file.clone(),
+                None => {
+                    if open.len() >= Self::MOST_OPEN {
+                        open.clear();
+                    }
+                    let file = open_segment(&path())?.map(Arc::new);
+                    open.insert(key, file.clone());
+                    file
+                }
+            }
+        };
+        match file {
+            Some(file) => read_block(&file, &path(), tag),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A relation segment file, `None` when it does not exist.
+fn open_segment(path: &Path) -> io::Result<Option<File>> {
+    match File::open(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    }
+}
+
+/// The block of `tag` in its segment file `file` (at `path`, for errors),
+/// `None` past the file's end.
+fn read_block(file: &File, path: &Path, tag: &PageTag) -> io::Result<Option<Box<[u8; PAGE_SIZE]>>> {
     let offset = u64::from(tag.blkno % RELSEG_SIZE) * PAGE_SIZE as u64;
     let mut page = Box::new([0u8; PAGE_SIZE]);
     let mut done = 0;
