@@ -31,6 +31,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -87,12 +89,17 @@ orphaned_segments(void)
     return n;
 }
 
+/* The library's default scratch root (walredo::config::default_scratch_root):
+ * $TMPDIR when set, else /dev/shm when it is a tmpfs, else /tmp. */
 static void
 scratch_root(char *root, size_t size)
 {
     const char *tmp = getenv("TMPDIR");
+    struct statfs fs;
 
-    snprintf(root, size, "%s/walredo-%d", tmp && *tmp ? tmp : "/tmp", (int) geteuid());
+    if (!(tmp && *tmp))
+        tmp = (statfs("/dev/shm", &fs) == 0 && fs.f_type == TMPFS_MAGIC) ? "/dev/shm" : "/tmp";
+    snprintf(root, size, "%s/walredo-%d", tmp, (int) geteuid());
 }
 
 /* Scratch directories of process `pid` in the default scratch root, in use

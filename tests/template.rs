@@ -252,7 +252,7 @@ fn death_host() {
 fn a_host_killed_mid_run_leaves_nothing() {
     let _test = isolated_test();
     // SAFETY: geteuid cannot fail.
-    let root = std::env::temp_dir().join(format!("walredo-{}", unsafe { libc::geteuid() }));
+    let root = walredo::config::default_scratch_root();
     let mut host = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",

@@ -237,7 +237,7 @@ pub fn assert_no_leftovers() {
     );
 
     // SAFETY: geteuid cannot fail.
-    let root = std::env::temp_dir().join(format!("walredo-{}", unsafe { libc::geteuid() }));
+    let root = walredo::config::default_scratch_root();
     let prefix = format!("proc-{me}-");
     let left: Vec<String> = fs::read_dir(&root)
         .map(|d| {

@@ -104,7 +104,7 @@ impl Launcher {
         let user = unprivileged_user(&config.run_as_user)?;
         let scratch_root = match &config.scratch_dir {
             Some(d) => d.clone(),
-            None => std::env::temp_dir().join(format!("walredo-{}", euid())),
+            None => crate::config::default_scratch_root(),
         };
         check_scratch_root(&scratch_root)?;
         remove_stale_scratch_dirs(&scratch_root, user.map_or_else(euid, |ids| ids.uid));
