@@ -97,8 +97,11 @@ pub fn read_page(datadir: &Path, tag: &PageTag) -> io::Result<Option<Box<[u8; PA
 pub struct PageFiles {
     datadir: PathBuf,
     /// Each file asked for: open, or `None` when it does not exist.
-    open: Mutex<HashMap<(RelFileNode, u8, u32), Option<Arc<File>>>>,
+    open: Mutex<HashMap<SegmentFile, Option<Arc<File>>>>,
 }
+
+/// A relation fork's segment file: relation, fork, segment number.
+type SegmentFile = (RelFileNode, u8, u32);
 
 impl PageFiles {
     /// Well under the usual limit of 1,024 descriptors a process.

@@ -457,7 +457,7 @@ pub fn verify(
         processes: opts.processes,
         data_checksums: base.data_checksums,
         wal_log_hints: base.wal_log_hints,
-        queue_depth: REQUESTS_OUT_PER_PROCESS * opts.processes,
+        queue_depth: rebuild::REQUESTS_OUT_PER_PROCESS * opts.processes,
         ..base.config_for(&opts.config)?
     };
     // Three things at once: a thread reads the WAL (CRCs, reassembly) and
@@ -508,17 +508,8 @@ pub fn verify(
         blocks: blocks.len(),
         ..Report::default()
     };
-    let spent = rebuild::rebuild(
-        opts,
-        &base,
-        &pool,
-        &records,
-        &work,
-        config.queue_depth,
-        &mut report,
-        progress,
-    )
-    .map_err(|e| format!("{e} (the server: {})", base.server))?;
+    let spent = rebuild::rebuild(opts, &base, &pool, &records, &work, &mut report, progress)
+        .map_err(|e| format!("{e} (the server: {})", base.server))?;
     report.elapsed = started.elapsed();
     report.breakdown = Breakdown {
         wal_bytes: match (records.first(), records.last()) {
@@ -541,11 +532,6 @@ pub fn verify(
     report.image_starts = stats.image_starts;
     Ok(report)
 }
-
-/// Requests submitted and not yet answered, per process: two of the pool's
-/// batches (32), so that a process finds the next batch queued when it ends
-/// one.
-const REQUESTS_OUT_PER_PROCESS: usize = 64;
 
 /// Records per batch from the WAL reader to the planner, and batches in
 /// flight: at most 8 x 2048 records (a few MB) wait between the two; large

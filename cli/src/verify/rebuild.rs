@@ -32,6 +32,11 @@ use walredo::{Error, PAGE_SIZE};
 
 use super::{zero_start, ControlInfo, Report, VerifyOptions};
 
+/// Requests submitted and not yet answered, per process (the pool's queue
+/// holds as many): two of the pool's batches (32), so that a process finds
+/// the next batch queued when it ends one.
+pub const REQUESTS_OUT_PER_PROCESS: usize = 64;
+
 /// What became of one block, for the comparer.
 enum Outcome {
     /// Rebuilt (or not: the pool's error), its last record of `rmgr`.
@@ -64,11 +69,11 @@ pub fn rebuild(
     pool: &Pool,
     records: &[WalRecord],
     blocks: &[(&PageTag, &Vec<Use>)],
-    depth: usize,
     report: &mut Report,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Spent, Error> {
     let format = RecordFormat::of_version(base.pg_version);
+    let depth = REQUESTS_OUT_PER_PROCESS * opts.processes;
     let mut order: Vec<(&PageTag, &[Use])> =
         blocks.iter().map(|(t, u)| (*t, last_run(u))).collect();
     order.sort_by_key(|(_, run)| std::cmp::Reverse(run.len()));
