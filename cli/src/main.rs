@@ -118,6 +118,28 @@ fn rel(s: &str) -> Result<RelFileNode, String> {
     }
 }
 
+/// verify reads the WAL's segments mapped (walredo::wal::mapped): one
+/// truncated meanwhile faults. Say so, instead of dying without a word.
+fn explain_sigbus() {
+    extern "C" fn on_sigbus(_: libc::c_int) {
+        const MSG: &[u8] = b"walredo verify: a WAL segment file shrank while it was being read \
+(SIGBUS): was something truncating or rewriting the WAL directory?\n";
+        // SAFETY: write and _exit are async-signal-safe; MSG is static.
+        unsafe {
+            libc::write(2, MSG.as_ptr().cast(), MSG.len());
+            libc::_exit(2);
+        }
+    }
+    // SAFETY: a zeroed sigaction is valid; the handler only calls
+    // async-signal-safe functions.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_sigbus as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut());
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
@@ -166,6 +188,7 @@ fn main() -> ExitCode {
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);
             };
+            explain_sigbus();
             let result = verify(&opts, &progress);
             bar.finish_and_clear();
             match result {

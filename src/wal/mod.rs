@@ -19,6 +19,7 @@ pub mod error;
 pub mod image;
 pub mod lifetime;
 pub mod lsn;
+pub mod mapped;
 pub mod pages;
 pub mod reader;
 pub mod record;

@@ -13,9 +13,10 @@
 //! hole between present segments, unreadable files or inconsistent headers are
 //! errors.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::pg::record::{
@@ -100,6 +101,8 @@ pub struct WalReader {
     sysid: u64,
     /// The segment being read: its number, which of its files, the file.
     cur: Option<(u64, usize, File)>,
+    /// Which file of each segment was read last ([`WalReader::files_read`]).
+    read_from: BTreeMap<u64, usize>,
     /// Bytes of the current file from `chunk_lsn` on.
     buf: Vec<u8>,
     chunk_lsn: u64,
@@ -173,6 +176,7 @@ impl WalReader {
             segs,
             sysid: system_id.unwrap_or(0),
             cur: None,
+            read_from: BTreeMap::new(),
             buf: Vec::new(),
             chunk_lsn: 0,
             next_lsn: 0,
@@ -351,6 +355,16 @@ impl WalReader {
 
     /// The next record; `Ok(None)` at the end of the WAL. After the end or an
     /// error, always `Ok(None)`.
+    /// The file each segment read so far was read from (the last one, when
+    /// a segment's first file ended early and another directory's copy went
+    /// on): where its records' bytes are ([`crate::wal::mapped`]).
+    pub fn files_read(&self) -> Vec<(u64, PathBuf)> {
+        self.read_from
+            .iter()
+            .map(|(&segno, &i)| (segno, self.segs.files[&segno][i].clone()))
+            .collect()
+    }
+
     pub fn next_record(&mut self) -> Result<Option<WalRecord>, WalError> {
         if self.done {
             return Ok(None);

@@ -18,6 +18,7 @@ use walredo::pool::Pool;
 use walredo::process::launch::Server;
 use walredo::tag::{PageTag, FSM_FORKNUM};
 use walredo::wal::checksum::stamp_checksum;
+use walredo::wal::mapped::{MappedWal, RecordAt};
 use walredo::wal::pages;
 use walredo::wal::record;
 use walredo::wal::uses::{block_uses_as, last_run, record_refs, removed_by, BlockUses, Use};
@@ -129,14 +130,15 @@ pub fn read_wal(
 }
 
 /// [`read_wal`], handing each record to `each` as it is read (and checked:
-/// its CRC, its links) instead of collecting them.
+/// its CRC, its links) instead of collecting them. Returns the file each
+/// segment was read from, and the segment size.
 pub fn read_wal_with(
     base: &ControlInfo,
     wal_dir: &Path,
     end: Option<u64>,
     mut each: impl FnMut(WalRecord) -> Result<(), String>,
-) -> Result<(), String> {
-    let reader = WalReader::open(wal_dir, Some(base.redo_lsn)).map_err(|e| {
+) -> Result<(Vec<(u64, PathBuf)>, u64), String> {
+    let mut reader = WalReader::open(wal_dir, Some(base.redo_lsn)).map_err(|e| {
         format!(
             "{e} (BASE's checkpoint starts replay at {}: is the WAL directory the one written \
              after BASE was taken, and BASE not newer than it?)",
@@ -158,7 +160,7 @@ pub fn read_wal_with(
     let seg_size = reader.segment_size();
     let mut last_end = None;
     let mut reached_end = false;
-    for r in reader {
+    for r in reader.by_ref() {
         let r = r.map_err(|e| e.to_string())?;
         if end.is_some_and(|end| r.start_lsn >= end) {
             reached_end = true;
@@ -177,7 +179,7 @@ pub fn read_wal_with(
             ));
         }
     }
-    Ok(())
+    Ok((reader.files_read(), seg_size))
 }
 
 /// How one group of pages (a fork and a resource manager) compared.
@@ -462,9 +464,11 @@ pub fn verify(
     };
     // Three things at once: a thread reads the WAL (CRCs, reassembly) and
     // hands records over in batches through a bounded channel; this thread
-    // decodes each once and routes it to its pages; another starts the
-    // pool. The rebuild needs every page's last record, so it starts when
-    // the reading ends.
+    // decodes each once, routes it to its pages and keeps only where it is
+    // (the batch is then dropped: memory holds no record); another starts
+    // the pool. The rebuild needs every page's last record, so it starts
+    // when the reading ends, and reads each record back from the segments,
+    // mapped.
     let wal_started = Instant::now();
     let (wal, pool) = std::thread::scope(|s| {
         let pool = s.spawn(|| start_pool(&config, &base));
@@ -495,11 +499,15 @@ pub fn verify(
         let pool = pool.join().expect("starting the pool panicked");
         // A reading error (the WAL itself) before a decoding one, as when
         // the whole range was read first.
-        (read.and(planned).map(|p| (p, reading)), pool)
+        (
+            read.and_then(|files| planned.map(|p| (p, files, reading))),
+            pool,
+        )
     });
-    let ((records, blocks, planning), reading) = wal?;
+    let ((records, blocks, planning), (files, seg_size), reading) = wal?;
     let wal_wall = wal_started.elapsed();
     let pool = pool?;
+    let wal = MappedWal::map(files, seg_size).map_err(|e| format!("cannot map the WAL: {e}"))?;
     let started = Instant::now();
     let work: Vec<(&PageTag, &Vec<Use>)> = blocks.iter().collect();
     let mut report = Report {
@@ -508,12 +516,16 @@ pub fn verify(
         blocks: blocks.len(),
         ..Report::default()
     };
-    let spent = rebuild::rebuild(opts, &base, &pool, &records, &work, &mut report, progress)
+    let wal = rebuild::Wal {
+        map: &wal,
+        records: &records,
+    };
+    let spent = rebuild::rebuild(opts, &base, &pool, &wal, &work, &mut report, progress)
         .map_err(|e| format!("{e} (the server: {})", base.server))?;
     report.elapsed = started.elapsed();
     report.breakdown = Breakdown {
         wal_bytes: match (records.first(), records.last()) {
-            (Some(first), Some(last)) => last.end_lsn - first.start_lsn,
+            (Some(first), Some(last)) => last.end_lsn - first.at.start_lsn,
             _ => 0,
         },
         records: records.len(),
@@ -539,9 +551,20 @@ pub fn verify(
 const BATCH: usize = 2048;
 const BATCHES_IN_FLIGHT: usize = 8;
 
-/// What the planner made of the WAL: every record (kept: the requests
-/// borrow them), every page with its uses, and the time it was busy.
-type Planned = (Vec<WalRecord>, BTreeMap<PageTag, Vec<Use>>, Duration);
+/// What the planner made of the WAL: where every record is (its bytes are
+/// read back from the segments), every page with its uses, and the time it
+/// was busy.
+type Planned = (Vec<Placed>, BTreeMap<PageTag, Vec<Use>>, Duration);
+
+/// A record as the rebuild needs it once read: where it is, where it ends,
+/// and what it is (for the report). 24 bytes, whatever the record's size.
+#[derive(Clone, Copy, Debug)]
+pub struct Placed {
+    pub at: RecordAt,
+    pub end_lsn: u64,
+    pub rmid: u8,
+    pub info: u8,
+}
 
 /// Decode each record of `batches` once (its CRC was checked by the reader)
 /// and route it to its pages. After an error the rest is only drained, so
@@ -564,7 +587,15 @@ fn plan(batches: Receiver<Vec<WalRecord>>, format: RecordFormat) -> Result<Plann
                 failed = Some(format!("WAL record at {}: {e}", format_lsn(r.start_lsn)));
                 break;
             }
-            records.push(r);
+            records.push(Placed {
+                at: RecordAt {
+                    start_lsn: r.start_lsn,
+                    len: r.data.len() as u32,
+                },
+                end_lsn: r.end_lsn,
+                rmid: r.rmid(),
+                info: r.info(),
+            });
         }
         busy += started.elapsed();
     }
@@ -588,7 +619,7 @@ fn start_pool(config: &Config, base: &ControlInfo) -> Result<Pool, String> {
 
 /// Side-effect uses of visibility-map pages, per record type: (uses, pages).
 fn side_effect_counts(
-    records: &[WalRecord],
+    records: &[Placed],
     blocks: &BTreeMap<PageTag, Vec<Use>>,
 ) -> BTreeMap<String, (u64, u64)> {
     let mut counts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
@@ -598,8 +629,8 @@ fn side_effect_counts(
             let r = &records[u.record];
             let name = format!(
                 "{}/{}",
-                rmgr_name(r.rmid()),
-                record_type_name(r.rmid(), r.info()).unwrap_or("UNKNOWN")
+                rmgr_name(r.rmid),
+                record_type_name(r.rmid, r.info).unwrap_or("UNKNOWN")
             );
             let c = counts.entry(name.clone()).or_default();
             c.0 += 1;

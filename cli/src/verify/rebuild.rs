@@ -1,8 +1,8 @@
 //! `verify`'s rebuild: every page's request submitted to the pool without
 //! waiting for it, and each answer compared with EXPECTED as it comes back.
 //!
-//! - This thread reads each page's start from BASE and submits its request
-//!   (`Pool::submit` copies it). The pool's workers write up to a batch of
+//! - This thread reads each page's start from BASE, its records from the
+//!   mapped segments, and submits its request (`Pool::submit` copies it). The pool's workers write up to a batch of
 //!   queued requests to a process at once, so a process always has the next
 //!   request waiting in its pipe and no caller thread is woken per page.
 //! - Each answer goes through a channel to one comparing thread, which
@@ -21,16 +21,16 @@ use std::time::{Duration, Instant};
 
 use walredo::datadir::PageFiles;
 use walredo::pg::page::Page;
-use walredo::pg::record::RecordFormat;
+use walredo::pg::record::RecordRef;
+use walredo::pg::rmgr::rmgr_name;
 use walredo::pool::Pool;
 use walredo::tag::PageTag;
 use walredo::wal::checksum::stamp_checksum;
-use walredo::wal::record;
-use walredo::wal::uses::{last_run, record_refs, Use};
-use walredo::wal::WalRecord;
+use walredo::wal::mapped::{MappedWal, RecordAt};
+use walredo::wal::uses::{last_run, Use};
 use walredo::{Error, PAGE_SIZE};
 
-use super::{zero_start, ControlInfo, Report, VerifyOptions};
+use super::{zero_start, ControlInfo, Placed, Report, VerifyOptions};
 
 /// Requests submitted and not yet answered, per process (the pool's queue
 /// holds as many): two of the pool's batches (32), so that a process finds
@@ -67,12 +67,11 @@ pub fn rebuild(
     opts: &VerifyOptions,
     base: &ControlInfo,
     pool: &Pool,
-    records: &[WalRecord],
+    wal: &Wal<'_>,
     blocks: &[(&PageTag, &Vec<Use>)],
     report: &mut Report,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Spent, Error> {
-    let format = RecordFormat::of_version(base.pg_version);
     let depth = REQUESTS_OUT_PER_PROCESS * opts.processes;
     let mut order: Vec<(&PageTag, &[Use])> =
         blocks.iter().map(|(t, u)| (*t, last_run(u))).collect();
@@ -108,12 +107,13 @@ pub fn rebuild(
             )
         });
         let mut busy = Duration::ZERO;
+        let mut scratch = Vec::new();
         for (tag, run) in &order {
             if stop.load(Ordering::Relaxed) || tokens.recv().is_err() {
                 break;
             }
             let started = Instant::now();
-            let outcome = submit(pool, &base_files, records, format, tag, run, &outcomes);
+            let outcome = submit(pool, &base_files, wal, &mut scratch, tag, run, &outcomes);
             if let Some(outcome) = outcome {
                 // Answered here: its token is given back by the comparer.
                 let _ = outcomes.send(outcome);
@@ -133,12 +133,20 @@ pub fn rebuild(
     })
 }
 
-/// Submit one block's request; an outcome known without the pool instead.
+/// The WAL as the rebuild reads it: where each record is, and the segments
+/// to read it back from.
+pub struct Wal<'a> {
+    pub map: &'a MappedWal,
+    pub records: &'a [Placed],
+}
+
+/// Submit one block's request (its records that cross WAL pages gathered
+/// into `scratch`); an outcome known without the pool instead.
 fn submit(
     pool: &Pool,
     base_files: &PageFiles,
-    records: &[WalRecord],
-    format: RecordFormat,
+    wal: &Wal<'_>,
+    scratch: &mut Vec<u8>,
     tag: &PageTag,
     run: &[Use],
     outcomes: &Sender<Outcome>,
@@ -162,9 +170,26 @@ fn submit(
             Err(e) => return Some(Outcome::Failed(*tag, e.to_string())),
         }
     };
-    let rmgr = record::decode_as(&records[run[run.len() - 1].record].data, format)
-        .map(|r| r.rmgr_name())
-        .unwrap_or("unknown");
+    let rmgr = rmgr_name(wal.records[run[run.len() - 1].record].rmid);
+    // Removals are never sent (see record_refs).
+    let sent: Vec<&Placed> = run
+        .iter()
+        .filter(|u| u.removal.is_none())
+        .map(|u| &wal.records[u.record])
+        .collect();
+    let at: Vec<RecordAt> = sent.iter().map(|p| p.at).collect();
+    let bytes = match wal.map.gather(&at, scratch) {
+        Ok(bytes) => bytes,
+        Err(e) => return Some(Outcome::Failed(*tag, e.to_string())),
+    };
+    let refs: Vec<RecordRef<'_>> = sent
+        .iter()
+        .zip(bytes)
+        .map(|(p, data)| RecordRef {
+            end_lsn: p.end_lsn,
+            data,
+        })
+        .collect();
     let (tag_copy, sender) = (*tag, outcomes.clone());
     let answered = Box::new(move |page: Result<&Page, &Error>| {
         let page = page.map(|p| Box::new(*p)).map_err(Error::clone);
@@ -174,7 +199,7 @@ fn submit(
             page,
         });
     });
-    match pool.submit(tag, start.as_deref(), &record_refs(records, run), answered) {
+    match pool.submit(tag, start.as_deref(), &refs, answered) {
         Ok(()) => None,
         Err(e @ Error::SpawnFailed(_)) => Some(Outcome::Rebuilt {
             tag: *tag,

@@ -240,6 +240,7 @@ impl WalReader {
         match usable {
             Some((i, f)) => {
                 self.cur = Some((segno, i, f));
+                self.read_from.insert(segno, i);
                 self.buf.clear();
                 Ok(true)
             }
