@@ -366,34 +366,52 @@ impl WalReader {
     }
 
     pub fn next_record(&mut self) -> Result<Option<WalRecord>, WalError> {
+        let mut data = Vec::new();
+        Ok(self
+            .next_record_into(&mut data)?
+            .map(|(start_lsn, end_lsn)| WalRecord {
+                start_lsn,
+                end_lsn,
+                data,
+            }))
+    }
+
+    /// [`next_record`](Self::next_record), with the record's bytes appended
+    /// to `out` instead of a vector of its own (for a caller that reads
+    /// millions: one buffer for many records, no allocation each). Returns
+    /// its start and end LSNs; `out` is unchanged when there is none.
+    pub fn next_record_into(&mut self, out: &mut Vec<u8>) -> Result<Option<(u64, u64)>, WalError> {
         if self.done {
             return Ok(None);
         }
-        let r = self.read_record();
+        let before = out.len();
+        let r = self.read_record(out);
         if !matches!(r, Ok(Some(_))) {
+            out.truncate(before);
             self.done = true;
         }
         r
     }
 
-    fn end(&mut self, reason: String) -> Result<Option<WalRecord>, WalError> {
+    fn end(&mut self, reason: String) -> Result<Option<(u64, u64)>, WalError> {
         self.end_reason = Some(reason);
         Ok(None)
     }
 
     /// The end of what can be read, on WAL that no writer leaves.
-    fn damaged(&mut self, reason: String) -> Result<Option<WalRecord>, WalError> {
+    fn damaged(&mut self, reason: String) -> Result<Option<(u64, u64)>, WalError> {
         self.end_damaged = true;
         self.end(reason)
     }
 
-    fn stop_at_limit(&mut self) -> Result<Option<WalRecord>, WalError> {
+    fn stop_at_limit(&mut self) -> Result<Option<(u64, u64)>, WalError> {
         self.limit_reached = true;
         let reason = format!("reached the limit {}", format_lsn(self.limit));
         self.end(reason)
     }
 
-    fn read_record(&mut self) -> Result<Option<WalRecord>, WalError> {
+    /// Read the next record, appending its bytes to `out`; its start and end.
+    fn read_record(&mut self, out: &mut Vec<u8>) -> Result<Option<(u64, u64)>, WalError> {
         let mut start = self.next_lsn;
         if start >= self.limit {
             return self.stop_at_limit();
@@ -437,14 +455,13 @@ impl WalReader {
             return self.stop_at_limit();
         }
         let tot = tot_len as usize;
-        let (data, mut end) = if tot <= page_avail {
-            (
-                self.bytes(start, tot).to_vec(),
-                start + maxalign(tot as u64),
-            )
+        let base = out.len();
+        let mut end = if tot <= page_avail {
+            out.extend_from_slice(self.bytes(start, tot));
+            start + maxalign(tot as u64)
         } else {
-            let mut data = Vec::with_capacity(tot);
-            data.extend_from_slice(self.bytes(start, page_avail));
+            out.reserve(tot);
+            out.extend_from_slice(self.bytes(start, page_avail));
             let mut page = page_lsn + XLOG_BLCKSZ;
             loop {
                 if page >= self.limit {
@@ -465,13 +482,14 @@ impl WalReader {
                         ))
                     }
                 };
-                let remaining = tot - data.len();
+                let remaining = tot - (out.len() - base);
                 if h.info & XLP_FIRST_IS_OVERWRITE_CONTRECORD != 0 {
                     // The record was abandoned at a crash and new WAL
                     // written over its rest: the WAL goes on at this page
                     // (as xlogreader restarts there).
                     self.next_lsn = page;
-                    return self.read_record();
+                    out.truncate(base);
+                    return self.read_record(out);
                 }
                 if h.info & XLP_FIRST_IS_CONTRECORD == 0 {
                     return self.damaged(format!(
@@ -488,15 +506,16 @@ impl WalReader {
                     ));
                 }
                 let n = remaining.min((XLOG_BLCKSZ - h.size) as usize);
-                data.extend_from_slice(self.bytes(page + h.size, n));
-                if data.len() == tot {
-                    break (data, page + h.size + maxalign(n as u64));
+                out.extend_from_slice(self.bytes(page + h.size, n));
+                if out.len() - base == tot {
+                    break page + h.size + maxalign(n as u64);
                 }
                 page += XLOG_BLCKSZ;
             }
         };
 
-        let xl_prev = xl_prev(&data);
+        let data = &out[base..];
+        let xl_prev = xl_prev(data);
         if let Some(prev) = self.prev_lsn {
             if xl_prev != prev {
                 return self.damaged(format!(
@@ -507,13 +526,13 @@ impl WalReader {
                 ));
             }
         }
-        if record_crc(&data) != xl_crc(&data) {
+        if record_crc(data) != xl_crc(data) {
             return self.damaged(format!(
                 "incorrect resource manager data checksum in record at {}",
                 format_lsn(start)
             ));
         }
-        if xl_rmid(&data) == RM_XLOG_ID && xl_info(&data) & XLR_RMGR_INFO_MASK == XLOG_SWITCH {
+        if xl_rmid(data) == RM_XLOG_ID && xl_info(data) & XLR_RMGR_INFO_MASK == XLOG_SWITCH {
             // Pretend the record extends to the end of the segment.
             end = end.div_ceil(self.segs.seg_size) * self.segs.seg_size;
         }
@@ -522,11 +541,7 @@ impl WalReader {
         }
         self.prev_lsn = Some(start);
         self.next_lsn = end;
-        Ok(Some(WalRecord {
-            start_lsn: start,
-            end_lsn: end,
-            data,
-        }))
+        Ok(Some((start, end)))
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use walredo::config::Config;
 use walredo::datadir::read_page;
-use walredo::pg::record::RecordFormat;
+use walredo::pg::record::{xl_info, xl_rmid, RecordFormat};
 use walredo::pg::record_type::record_type_name;
 use walredo::pg::rmgr::rmgr_name;
 use walredo::pool::Pool;
@@ -122,21 +122,26 @@ pub fn read_wal(
     end: Option<u64>,
 ) -> Result<Vec<WalRecord>, String> {
     let mut records = Vec::new();
-    read_wal_with(base, wal_dir, end, |r| {
-        records.push(r);
+    read_wal_with(base, wal_dir, end, |start_lsn, end_lsn, data| {
+        records.push(WalRecord {
+            start_lsn,
+            end_lsn,
+            data: data.to_vec(),
+        });
         Ok(())
     })?;
     Ok(records)
 }
 
 /// [`read_wal`], handing each record to `each` as it is read (and checked:
-/// its CRC, its links) instead of collecting them. Returns the file each
-/// segment was read from, and the segment size.
+/// its CRC, its links) instead of collecting them: its start and end LSNs
+/// and its bytes (valid during the call: one buffer serves every record).
+/// Returns the file each segment was read from, and the segment size.
 pub fn read_wal_with(
     base: &ControlInfo,
     wal_dir: &Path,
     end: Option<u64>,
-    mut each: impl FnMut(WalRecord) -> Result<(), String>,
+    mut each: impl FnMut(u64, u64, &[u8]) -> Result<(), String>,
 ) -> Result<(Vec<(u64, PathBuf)>, u64), String> {
     let mut reader = WalReader::open(wal_dir, Some(base.redo_lsn)).map_err(|e| {
         format!(
@@ -160,14 +165,21 @@ pub fn read_wal_with(
     let seg_size = reader.segment_size();
     let mut last_end = None;
     let mut reached_end = false;
-    for r in reader.by_ref() {
-        let r = r.map_err(|e| e.to_string())?;
-        if end.is_some_and(|end| r.start_lsn >= end) {
+    let mut data = Vec::new();
+    loop {
+        data.clear();
+        let Some((start_lsn, end_lsn)) = reader
+            .next_record_into(&mut data)
+            .map_err(|e| e.to_string())?
+        else {
+            break;
+        };
+        if end.is_some_and(|end| start_lsn >= end) {
             reached_end = true;
             break;
         }
-        last_end = Some(r.end_lsn);
-        each(r)?;
+        last_end = Some(end_lsn);
+        each(start_lsn, end_lsn, &data)?;
     }
     if let (Some(end), false) = (end, reached_end) {
         let last = last_end.map_or(base.redo_lsn, |e| next_record_start(e, seg_size));
@@ -472,29 +484,31 @@ pub fn verify(
     let wal_started = Instant::now();
     let (wal, pool) = std::thread::scope(|s| {
         let pool = s.spawn(|| start_pool(&config, &base));
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<WalRecord>>(BATCHES_IN_FLIGHT);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(BATCHES_IN_FLIGHT);
+        // Batches come back to the reader once planned, to be filled again.
+        let (give_back, given_back) = std::sync::mpsc::sync_channel::<Batch>(BATCHES_IN_FLIGHT + 1);
         let base = &base;
         let reader = s.spawn(move || {
             let started = Instant::now();
             let mut waited = Duration::ZERO;
-            let mut batch = Vec::with_capacity(BATCH);
-            let mut result = read_wal_with(base, &opts.wal, opts.end, |r| {
-                batch.push(r);
-                if batch.len() == BATCH {
+            let mut batch = Batch::default();
+            let mut result = read_wal_with(base, &opts.wal, opts.end, |start, end, data| {
+                batch.push(start, end, data);
+                if batch.records.len() == BATCH {
                     let sent = Instant::now();
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                    tx.send(full)
+                    let next = given_back.try_recv().unwrap_or_default();
+                    tx.send(std::mem::replace(&mut batch, next))
                         .map_err(|_| "the planner stopped".to_string())?;
                     waited += sent.elapsed();
                 }
                 Ok(())
             });
-            if result.is_ok() && !batch.is_empty() && tx.send(batch).is_err() {
+            if result.is_ok() && !batch.records.is_empty() && tx.send(batch).is_err() {
                 result = Err("the planner stopped".to_string());
             }
             (result, started.elapsed().saturating_sub(waited))
         });
-        let planned = plan(rx, RecordFormat::of_version(base.pg_version));
+        let planned = plan(rx, &give_back, RecordFormat::of_version(base.pg_version));
         let (read, reading) = reader.join().expect("the WAL reader panicked");
         let pool = pool.join().expect("starting the pool panicked");
         // A reading error (the WAL itself) before a decoding one, as when
@@ -566,10 +580,49 @@ pub struct Placed {
     pub info: u8,
 }
 
+/// Records as the reader hands them to the planner: their bytes one after
+/// the other in one buffer, and each one's start, end and offset there.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    records: Vec<(u64, u64, usize)>,
+}
+
+impl Batch {
+    fn push(&mut self, start: u64, end: u64, data: &[u8]) {
+        self.records.push((start, end, self.bytes.len()));
+        self.bytes.extend_from_slice(data);
+    }
+
+    /// Each record: start, end, bytes.
+    fn iter(&self) -> impl Iterator<Item = (u64, u64, &[u8])> {
+        let ends = self
+            .records
+            .iter()
+            .skip(1)
+            .map(|r| r.2)
+            .chain([self.bytes.len()]);
+        self.records
+            .iter()
+            .zip(ends)
+            .map(|(&(start, end, from), to)| (start, end, &self.bytes[from..to]))
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.records.clear();
+    }
+}
+
 /// Decode each record of `batches` once (its CRC was checked by the reader)
-/// and route it to its pages. After an error the rest is only drained, so
-/// that the reader's own error, earlier in the WAL's order or not, is seen.
-fn plan(batches: Receiver<Vec<WalRecord>>, format: RecordFormat) -> Result<Planned, String> {
+/// and route it to its pages; give each batch back, emptied. After an error
+/// the rest is only drained, so that the reader's own error, earlier in the
+/// WAL's order or not, is seen.
+fn plan(
+    batches: Receiver<Batch>,
+    give_back: &std::sync::mpsc::SyncSender<Batch>,
+    format: RecordFormat,
+) -> Result<Planned, String> {
     let mut busy = Duration::ZERO;
     let mut records = Vec::new();
     let mut uses = BlockUses::default();
@@ -579,25 +632,32 @@ fn plan(batches: Receiver<Vec<WalRecord>>, format: RecordFormat) -> Result<Plann
             continue;
         }
         let started = Instant::now();
-        for r in batch {
+        for (start_lsn, end_lsn, data) in batch.iter() {
             let i = records.len();
-            let routed = record::decode_unchecked_crc_as(&r.data, format)
-                .and_then(|decoded| uses.add(i, &decoded));
-            if let Err(e) = routed {
-                failed = Some(format!("WAL record at {}: {e}", format_lsn(r.start_lsn)));
-                break;
-            }
+            let routed = record::decode_unchecked_crc_as(data, format)
+                .and_then(|decoded| uses.add(i, &decoded))
+                .map(|()| (xl_rmid(data), xl_info(data)));
+            let (rmid, info) = match routed {
+                Ok(what) => what,
+                Err(e) => {
+                    failed = Some(format!("WAL record at {}: {e}", format_lsn(start_lsn)));
+                    break;
+                }
+            };
             records.push(Placed {
                 at: RecordAt {
-                    start_lsn: r.start_lsn,
-                    len: r.data.len() as u32,
+                    start_lsn,
+                    len: data.len() as u32,
                 },
-                end_lsn: r.end_lsn,
-                rmid: r.rmid(),
-                info: r.info(),
+                end_lsn,
+                rmid,
+                info,
             });
         }
         busy += started.elapsed();
+        let mut batch = batch;
+        batch.clear();
+        let _ = give_back.try_send(batch);
     }
     if let Some(e) = failed {
         return Err(e);
