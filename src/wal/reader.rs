@@ -29,7 +29,7 @@ use crate::pg::xlog::*;
 use crate::wal::error::WalError;
 use crate::wal::lsn::format_lsn;
 use crate::wal::segments::{Segments, Start};
-use segment_io::Page;
+use segment_io::{Page, PageHeader};
 
 mod segment_io;
 #[cfg(test)]
@@ -103,6 +103,9 @@ pub struct WalReader {
     cur: Option<(u64, usize, File)>,
     /// Which file of each segment was read last ([`WalReader::files_read`]).
     read_from: BTreeMap<u64, usize>,
+    /// The last page whose header was checked, in the current file: the
+    /// next record most often starts on it.
+    last_page: Option<(u64, PageHeader)>,
     /// Bytes of the current file from `chunk_lsn` on.
     buf: Vec<u8>,
     chunk_lsn: u64,
@@ -177,6 +180,7 @@ impl WalReader {
             sysid: system_id.unwrap_or(0),
             cur: None,
             read_from: BTreeMap::new(),
+            last_page: None,
             buf: Vec::new(),
             chunk_lsn: 0,
             next_lsn: 0,

@@ -49,6 +49,12 @@ impl WalReader {
     /// page if needed. A page that is not what this LSN needs sends the
     /// reader to the segment's next file, if another directory has one.
     pub(super) fn page(&mut self, page_lsn: u64) -> Result<Page, WalError> {
+        // Most records start on the page the previous one did.
+        if let Some((lsn, header)) = self.last_page {
+            if lsn == page_lsn {
+                return Ok(Page::Valid(header));
+            }
+        }
         let segno = page_lsn / self.segs.seg_size;
         if self.cur.as_ref().map(|c| c.0) != Some(segno) {
             if !self.segs.contains(segno) {
@@ -69,7 +75,12 @@ impl WalReader {
                         return Ok(page);
                     }
                 }
-                page => return Ok(page),
+                page => {
+                    if let Page::Valid(header) = page {
+                        self.last_page = Some((page_lsn, header));
+                    }
+                    return Ok(page);
+                }
             }
         }
     }
@@ -242,6 +253,7 @@ impl WalReader {
                 self.cur = Some((segno, i, f));
                 self.read_from.insert(segno, i);
                 self.buf.clear();
+                self.last_page = None;
                 Ok(true)
             }
             None if valid_only => Ok(false),
