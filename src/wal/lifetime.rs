@@ -410,7 +410,7 @@ mod tests {
             info,
             rmid,
             crc: 0,
-            blocks: Vec::new(),
+            blocks: Default::default(),
             main_data,
             origin: None,
             toplevel_xid: None,
