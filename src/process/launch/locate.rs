@@ -222,21 +222,57 @@ fn pg_config_value(pg_config: &Path, flag: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// The major version of `postgres`, which must be a supported one (and
-/// `want`, if given), and its version as it says it ("15.20 (Debian ...)").
-fn check_postgres_version(postgres: &Path, want: Option<u32>) -> Result<(u32, String)> {
+/// What `postgres --version` printed, asked once per binary: it takes 10-20
+/// ms (the server's libraries are loaded), and a host asks for every pool
+/// it makes (`walredo verify` three times before reading any WAL). Keyed by
+/// the file's identity and change time: a binary replaced (an upgrade) is
+/// asked again.
+fn postgres_says(postgres: &Path) -> std::io::Result<String> {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::Mutex;
+    type Identity = (PathBuf, u64, u64, i64, i64, u64);
+    static SAID: Mutex<Option<HashMap<Identity, String>>> = Mutex::new(None);
+
+    let meta = std::fs::metadata(postgres)?;
+    let identity = (
+        postgres.to_path_buf(),
+        meta.dev(),
+        meta.ino(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+        meta.size(),
+    );
+    let said = |cache: &mut Option<HashMap<Identity, String>>| {
+        cache.as_ref().and_then(|c| c.get(&identity).cloned())
+    };
+    if let Some(text) = said(&mut SAID.lock().unwrap_or_else(|e| e.into_inner())) {
+        return Ok(text);
+    }
     let out = Command::new(postgres)
         .arg("--version")
         .stdin(Stdio::null())
-        .output()
-        .map_err(|e| {
-            spawn_error(format!(
-                "cannot run {}: {e}: install PostgreSQL with `{}`, or set pg_bindir",
-                postgres.display(),
-                install_hint(want)
-            ))
-        })?;
-    let version = String::from_utf8_lossy(&out.stdout);
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        SAID.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(HashMap::new)
+            .insert(identity, text.clone());
+    }
+    Ok(text)
+}
+
+/// The major version of `postgres`, which must be a supported one (and
+/// `want`, if given), and its version as it says it ("15.20 (Debian ...)").
+fn check_postgres_version(postgres: &Path, want: Option<u32>) -> Result<(u32, String)> {
+    let version = postgres_says(postgres).map_err(|e| {
+        spawn_error(format!(
+            "cannot run {}: {e}: install PostgreSQL with `{}`, or set pg_bindir",
+            postgres.display(),
+            install_hint(want)
+        ))
+    })?;
     let said = version
         .split_once("(PostgreSQL) ")
         .map(|(_, v)| v.trim().to_string());
