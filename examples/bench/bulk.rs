@@ -135,6 +135,12 @@ pub fn bulk_rows(quick: bool, row: &dyn Fn(&str, String, String)) {
         for turn in 0..turns {
             recovery.push(recover(&rec, &work, turn));
             let (took, breakdown) = run_verify(&rec);
+            eprintln!(
+                "{}, turn {turn}: recovery {:.2} s, verify {:.2} s",
+                w.key,
+                recovery[turn].as_secs_f64(),
+                took.as_secs_f64()
+            );
             verify.push(took);
             breakdowns.push((took, breakdown));
         }
