@@ -63,6 +63,7 @@ else
 fi
 suite="$cache/$release"
 if ! [ -f "$suite/.walredo-done" ]; then
+    command -v bzip2 >/dev/null || unavailable "no bzip2 to unpack the source with"
     tarball="postgresql-${major}_$release.orig.tar.bz2"
     mkdir -p "$cache"
     tmp="$(mktemp -d "$cache/.fetch-$release.XXXXXX")"
@@ -71,7 +72,13 @@ if ! [ -f "$suite/.walredo-done" ]; then
     for url in "http://deb.debian.org/debian/pool/main/p/postgresql-$major/$tarball" \
         "http://snapshot.debian.org/file/$sha1"; do
         echo "pg-regress-suite: fetching $url" >&2
-        if curl -fsSL --retry 3 -o "$tmp/$tarball" "$url"; then
+        if command -v curl >/dev/null; then
+            get=(curl -fsSL --retry 3 -o "$tmp/$tarball" "$url")
+        else
+            get=(python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])'
+                "$url" "$tmp/$tarball")
+        fi
+        if "${get[@]}"; then
             fetched="$url"
             break
         fi

@@ -96,7 +96,16 @@ fn chosen(quick: bool) -> Vec<&'static Workload> {
 
 /// The rows; `quick`: one turn.
 pub fn bulk_rows(quick: bool, row: &dyn Fn(&str, String, String)) {
-    let work = std::env::temp_dir().join(format!("walredo-bulk-{}", std::process::id()));
+    // Where `walredo verify`'s processes keep their scratch files by
+    // default: TMPDIR, else /dev/shm when it is a tmpfs. The clusters, the
+    // copy recovery writes and the WAL live there too, so that both sides
+    // work on the same file system: recovery creates and removes a file per
+    // relation as the suite did, and on this machine's ext4 (after the
+    // turns' copies were removed) that alone took 5 to 14 s for the
+    // regression suite's WAL, against 1.6 to 5 s on tmpfs (BENCHMARKS.md).
+    let root = walredo::config::default_scratch_root();
+    let root = root.parent().unwrap_or(Path::new("/tmp"));
+    let work = root.join(format!("walredo-bulk-{}", std::process::id()));
     let turns = if quick { 1 } else { 3 };
     for w in chosen(quick) {
         let _ = std::fs::remove_dir_all(&work);
@@ -150,7 +159,8 @@ pub fn bulk_rows(quick: bool, row: &dyn Fn(&str, String, String)) {
             &format!("bulk, {w}: PostgreSQL's archive recovery", w = w.name),
             format!("{:.2} s", r.as_secs_f64()),
             format!(
-                "{mb:.1} MB of WAL{said}; medians of {turns} turn(s), in turns with the next row",
+                "{mb:.1} MB of WAL{said}, in {root}; medians of {turns} turn(s), in turns with the next row",
+                root = root.display(),
                 said = if said.is_empty() {
                     said
                 } else {
