@@ -81,7 +81,10 @@ const SETTINGS: &[&str] = &[
 fn chosen(quick: bool) -> Vec<&'static Workload> {
     let args: Vec<String> = std::env::args().collect();
     let Some(i) = args.iter().position(|a| a == "--workload") else {
-        return WORKLOADS.iter().take(if quick { 1 } else { 3 }).collect();
+        return WORKLOADS
+            .iter()
+            .take(if quick { 1 } else { WORKLOADS.len() })
+            .collect();
     };
     let keys: Vec<&str> = WORKLOADS.iter().map(|w| w.key).collect();
     let list = args.get(i + 1).map_or("", String::as_str);
