@@ -6,7 +6,7 @@
 //!   cargo run --release --example bench -- --profile-child   (`make profile`)
 //!   cargo run --release --example bench -- --busy-chaos [--quick]   (one row)
 //!   cargo run --release --example bench -- --callers [--quick]   (only the many-callers rows)
-//!   cargo run --release --example bench -- --bulk [--quick]   (recovery against verify of a WAL range)
+//!   cargo run --release --example bench -- --bulk [--quick] [--workload demo|pgbench|regress]   (recovery against verify of a WAL range)
 //!   cargo run --release --example bench -- --short [--quick]   (only the floor, ping and short rows)
 //!
 //! `--profile-child` runs one wal-redo process under callgrind instead: the
