@@ -203,12 +203,12 @@ pub fn validate_request_as<'a>(
         let page_record = is_page_record(decoded.rmid, decoded.info);
         // Of a record that is not a page record only a truncation's
         // visibility-map page is ever applied; any other is refused as such.
-        let pages = match crate::wal::pages::record_pages(&decoded) {
-            Ok(pages) => pages,
+        // What `record_pages` says of the target, without listing the rest.
+        let page = match crate::wal::pages::record_page(&decoded, tag) {
+            Ok(page) => page,
             Err(source) if page_record => return Err(Error::MalformedRecord { index, source }),
-            Err(_) => Vec::new(),
+            Err(_) => None,
         };
-        let page = pages.iter().find(|p| p.tag == *tag);
         let vm_truncation = page.is_some_and(|p| p.change == PageChange::VmTruncate);
         if !page_record && !vm_truncation {
             return Err(Error::InvalidArgument(format!(
