@@ -39,8 +39,8 @@ const STDERR_READ_EVERY: u32 = 16;
 /// as before). Not always: a yield costs a system call, about 1 us a round
 /// trip in `bench --short`, and on a busy CPU it lets others go first. So
 /// only after 4 of the last 16 waits moved the caller (on a loaded machine
-/// it moves in well under 1% of them), for the next 1,024 round trips; then
-/// it is tried without again.
+/// it moves after about 1% of them or fewer), for the next 1,024 round
+/// trips; then it is tried without again.
 #[derive(Debug, Default)]
 pub(super) struct WaitMoves {
     /// The last waits, newest in bit 0: 1 when the caller came back on
