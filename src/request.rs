@@ -197,8 +197,10 @@ pub fn validate_request_as<'a>(
     }
     let mut prev_lsn = 0;
     let mut newest_image = None;
+    // One list of block references for every record, in turn.
+    let mut blocks = Vec::new();
     for (index, rec) in records.iter().enumerate() {
-        let decoded = record::decode_as(rec.data, format)
+        let decoded = record::decode_as_reusing(rec.data, format, std::mem::take(&mut blocks))
             .map_err(|source| Error::MalformedRecord { index, source })?;
         let page_record = is_page_record(decoded.rmid, decoded.info);
         // Of a record that is not a page record only a truncation's
@@ -254,6 +256,7 @@ pub fn validate_request_as<'a>(
                 image,
             });
         }
+        blocks = decoded.blocks;
     }
     Ok(newest_image)
 }

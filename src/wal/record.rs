@@ -171,6 +171,17 @@ pub fn decode_as(buf: &[u8], format: RecordFormat) -> Result<DecodedRecord<'_>, 
     decode_inner(buf, true, format)
 }
 
+/// [`decode_as`] into `blocks`' allocation (cleared first): a caller that
+/// decodes several records in turn keeps one list for all of them (the
+/// request path: one allocation per request instead of one per record).
+pub(crate) fn decode_as_reusing<'a>(
+    buf: &'a [u8],
+    format: RecordFormat,
+    blocks: Vec<BlockRef<'a>>,
+) -> Result<DecodedRecord<'a>, RecordError> {
+    decode_into(buf, true, format, blocks)
+}
+
 /// Like [`decode`], without verifying the CRC.
 pub fn decode_unchecked_crc(buf: &[u8]) -> Result<DecodedRecord<'_>, RecordError> {
     decode_inner(buf, false, RecordFormat::Pg15)
@@ -239,6 +250,16 @@ fn decode_inner(
     check_crc: bool,
     format: RecordFormat,
 ) -> Result<DecodedRecord<'_>, RecordError> {
+    decode_into(buf, check_crc, format, Vec::new())
+}
+
+fn decode_into<'a>(
+    buf: &'a [u8],
+    check_crc: bool,
+    format: RecordFormat,
+    mut blocks: Vec<BlockRef<'a>>,
+) -> Result<DecodedRecord<'a>, RecordError> {
+    blocks.clear();
     if buf.len() < SIZE_OF_XLOG_RECORD {
         return Err(RecordError::TooShort { len: buf.len() });
     }
@@ -272,7 +293,6 @@ fn decode_inner(
     // The blocks are made as their headers are read, their payloads located
     // afterwards (they follow every header): the lengths wait on the stack
     // (block ids increase, so at most XLR_MAX_BLOCK_ID + 1 of them).
-    let mut blocks: Vec<BlockRef<'_>> = Vec::new();
     let mut lengths = [(0u16, 0u16); XLR_MAX_BLOCK_ID as usize + 1];
     let mut datatotal: u64 = 0;
     let mut main_data_len: u32 = 0;
