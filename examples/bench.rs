@@ -85,28 +85,43 @@ fn time_each(n: usize, mut f: impl FnMut()) -> Duration {
 type Turn<'a> = (Option<usize>, Box<dyn FnMut() + 'a>);
 
 /// Medians of several measurements taken in turns, a block of each at a
-/// time, so that a noisy machine's drift touches them all alike.
-fn time_in_turns(n: usize, turns: &mut [Turn<'_>]) -> Vec<Duration> {
+/// time, so that a noisy machine's drift touches them all alike; and for
+/// each, the share of its timed calls after which the caller was on
+/// another CPU than before it (an unpinned caller's process follows it: a
+/// caller that keeps moving pays a cross-CPU round trip each time).
+fn time_in_turns(n: usize, turns: &mut [Turn<'_>]) -> (Vec<Duration>, Vec<f64>) {
     const BLOCK: usize = 200;
     let mut samples = vec![Vec::with_capacity(n); turns.len()];
+    let mut moves = vec![0usize; turns.len()];
     for round in 0..=n.div_ceil(BLOCK) {
-        for ((cpu, f), samples) in turns.iter_mut().zip(&mut samples) {
+        for (((cpu, f), samples), moves) in turns.iter_mut().zip(&mut samples).zip(&mut moves) {
             match cpu {
                 Some(cpu) => pin_to(*cpu, 0),
                 None => unpin(0),
             }
+            // SAFETY: sched_getcpu has no preconditions.
+            let mut was = unsafe { libc::sched_getcpu() };
             for _ in 0..BLOCK {
                 let t = Instant::now();
                 f();
                 // Round 0 warms up.
                 if round > 0 {
                     samples.push(t.elapsed());
+                    // SAFETY: as above.
+                    let now = unsafe { libc::sched_getcpu() };
+                    *moves += usize::from(now != was);
+                    was = now;
                 }
             }
         }
     }
     unpin(0);
-    samples.into_iter().map(median).collect()
+    let moved = samples
+        .iter()
+        .zip(moves)
+        .map(|(s, m)| m as f64 / s.len().max(1) as f64)
+        .collect();
+    (samples.into_iter().map(median).collect(), moved)
 }
 
 fn pin_to(cpu: usize, pid: libc::pid_t) {
@@ -646,7 +661,7 @@ fn main() {
                 .unwrap();
         }),
     ));
-    let medians = time_in_turns(n, &mut turns);
+    let (medians, moved) = time_in_turns(n, &mut turns);
     drop(turns);
     // The later child holds the earlier one's pipe ends (it was forked
     // after): it must go first, or the earlier never sees EOF.
@@ -656,6 +671,15 @@ fn main() {
     let big_floor = medians[1];
     let t_brin = medians[medians.len() - 1];
     let (pings, shorts) = medians[2..medians.len() - 1].split_at(variants.len());
+    let (ping_moves, short_moves) = moved[2..moved.len() - 1].split_at(variants.len());
+    // Where the caller is not pinned: how often it moved (see time_in_turns).
+    let moves_note = |cpu: &Option<usize>, share: f64| match cpu {
+        Some(_) => String::new(),
+        None => format!(
+            "; the caller moved CPU after {:.1}% of the calls",
+            share * 100.0
+        ),
+    };
     row(
         "pipe round trip, 8 KiB answer, same CPU",
         format!("{:.1} us", us(same)),
@@ -689,11 +713,11 @@ fn main() {
             "keeps two CPUs busy".into(),
         );
     }
-    for ((what, _, _), t) in variants.iter().zip(pings) {
+    for (((what, _, cpu), t), m) in variants.iter().zip(pings).zip(ping_moves) {
         floor_row(
             &format!("ping (H) through the pool, 1 client, {what}"),
             *t,
-            "",
+            &moves_note(cpu, *m),
         );
     }
     if !short_only {
@@ -703,7 +727,7 @@ fn main() {
             " (measured apart)",
         );
     }
-    for ((what, _, _), t) in variants.iter().zip(shorts) {
+    for (((what, _, cpu), t), m) in variants.iter().zip(shorts).zip(short_moves) {
         floor_row(
             &format!(
                 "short redo ({} records, {} B, base page), 1 client, {what}",
@@ -711,7 +735,7 @@ fn main() {
                 bytes(&short)
             ),
             *t,
-            "",
+            &moves_note(cpu, *m),
         );
     }
     floor_row(
@@ -721,7 +745,7 @@ fn main() {
             bytes(brin)
         ),
         t_brin,
-        "",
+        &moves_note(&None, moved[moved.len() - 1]),
     );
     if short_only {
         let _ = std::fs::remove_dir_all(&work);

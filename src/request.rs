@@ -4,7 +4,7 @@
 //! process.
 
 use crate::error::{Error, Result};
-use crate::pg::page::Page;
+use crate::pg::page::{Page, PAGE_SIZE};
 use crate::pg::record::{RecordFormat, RecordRef, SIZE_OF_XLOG_RECORD};
 use crate::pg::rmgr::is_page_record;
 use crate::process::protocol;
@@ -26,6 +26,11 @@ pub struct Request {
     /// Sent from the newest full-page image among its records (only the
     /// records after it), not from the caller's base page.
     pub from_image: bool,
+    /// Where the caller's base page goes in `wire` when `wire` leaves it
+    /// out ([`Request::around_base`]): it is sent from the caller's memory
+    /// between `wire[..gap]` and `wire[gap..]`, or copied in
+    /// ([`Request::take_base`]) before the request outlives the call.
+    pub(crate) base_gap: Option<usize>,
 }
 
 impl Request {
@@ -40,7 +45,35 @@ impl Request {
         records: &[RecordRef<'_>],
         format: RecordFormat,
         use_images: bool,
+        wire: Vec<u8>,
+    ) -> Result<Request> {
+        Request::encode(tag, base, records, format, use_images, wire, false)
+    }
+
+    /// [`Request::new`], but a base page of the caller's is left out of
+    /// `wire` (`base_gap` says where it goes): a caller that drives a
+    /// process sends it from where it is, one part of the `writev`, instead
+    /// of copying its 8 KiB into `wire` first. A base from an image is in
+    /// `wire` as always (its page does not outlive this call).
+    pub(crate) fn around_base(
+        tag: &PageTag,
+        base: Option<&Page>,
+        records: &[RecordRef<'_>],
+        format: RecordFormat,
+        use_images: bool,
+        wire: Vec<u8>,
+    ) -> Result<Request> {
+        Request::encode(tag, base, records, format, use_images, wire, true)
+    }
+
+    fn encode(
+        tag: &PageTag,
+        base: Option<&Page>,
+        records: &[RecordRef<'_>],
+        format: RecordFormat,
+        use_images: bool,
         mut wire: Vec<u8>,
+        leave_base_out: bool,
     ) -> Result<Request> {
         wire.clear();
         let newest_image = validate_request_as(tag, base, records, format)?;
@@ -55,18 +88,52 @@ impl Request {
                     wire,
                     answer: image.map(|(_, page)| page),
                     from_image: false,
+                    base_gap: None,
                 });
             }
             Some((k, page)) => (Some(&**page), &records[k + 1..], true),
             None => (base, records, false),
         };
-        protocol::write_request(&mut wire, tag, base, records);
+        let base_gap = if leave_base_out && !from_image && base.is_some() {
+            Some(protocol::write_request_around_base(&mut wire, tag, records))
+        } else {
+            protocol::write_request(&mut wire, tag, base, records);
+            None
+        };
         Ok(Request {
             tag: *tag,
             wire,
             answer: None,
             from_image,
+            base_gap,
         })
+    }
+
+    /// The request's bytes, in order: `wire` alone, or, when it leaves the
+    /// base page out, `wire` around `base` (which must then be the page it
+    /// was made with).
+    pub(crate) fn parts<'a>(&'a self, base: Option<&'a Page>) -> [&'a [u8]; 3] {
+        match self.base_gap {
+            None => [&self.wire[..], &[], &[]],
+            Some(gap) => {
+                let page = base.expect("a request without its base page is sent with it");
+                [&self.wire[..gap], &page[..], &self.wire[gap..]]
+            }
+        }
+    }
+
+    /// Copy the base page left out of `wire` into it (`base`: the page it
+    /// was made with), for a request that outlives the caller's call (a
+    /// queued one). The bytes are then those [`Request::new`] writes.
+    pub(crate) fn take_base(&mut self, base: Option<&Page>) {
+        let Some(gap) = self.base_gap.take() else {
+            return;
+        };
+        let page = base.expect("a request without its base page is given it");
+        let end = self.wire.len();
+        self.wire.resize(end + PAGE_SIZE, 0);
+        self.wire.copy_within(gap..end, gap + PAGE_SIZE);
+        self.wire[gap..gap + PAGE_SIZE].copy_from_slice(page);
     }
 
     /// A ping: a process answers it with a (zeroed) page.
@@ -78,6 +145,7 @@ impl Request {
             wire,
             answer: None,
             from_image: false,
+            base_gap: None,
         }
     }
 }
@@ -135,12 +203,12 @@ pub fn validate_request_as<'a>(
         let page_record = is_page_record(decoded.rmid, decoded.info);
         // Of a record that is not a page record only a truncation's
         // visibility-map page is ever applied; any other is refused as such.
-        let pages = match crate::wal::pages::record_pages(&decoded) {
-            Ok(pages) => pages,
+        // What `record_pages` says of the target, without listing the rest.
+        let page = match crate::wal::pages::record_page(&decoded, tag) {
+            Ok(page) => page,
             Err(source) if page_record => return Err(Error::MalformedRecord { index, source }),
-            Err(_) => Vec::new(),
+            Err(_) => None,
         };
-        let page = pages.iter().find(|p| p.tag == *tag);
         let vm_truncation = page.is_some_and(|p| p.change == PageChange::VmTruncate);
         if !page_record && !vm_truncation {
             return Err(Error::InvalidArgument(format!(
@@ -271,5 +339,41 @@ mod tests {
             validate_request(&main_blk(9), Some(&zero), &one(&short)),
             Err(crate::Error::MalformedRecord { .. })
         ));
+    }
+
+    #[test]
+    fn a_request_around_its_base_page_sends_the_same_bytes() {
+        let mut base = [0u8; PAGE_SIZE];
+        base.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
+        let insert = build(
+            RM_HEAP_ID,
+            XLOG_HEAP_INSERT,
+            &[(0, MAIN_FORKNUM, 9)],
+            &main_with(3, 2, 0),
+        );
+        let records = [RecordRef {
+            end_lsn: 0x2000,
+            data: &insert,
+        }];
+        let tag = main_blk(9);
+        let make = |around: bool, base: Option<&Page>| {
+            let encode = if around {
+                Request::around_base
+            } else {
+                Request::new
+            };
+            encode(&tag, base, &records, RecordFormat::Pg15, true, Vec::new()).unwrap()
+        };
+        let whole = make(false, Some(&base));
+        assert_eq!(whole.base_gap, None);
+        let mut around = make(true, Some(&base));
+        assert!(around.base_gap.is_some());
+        assert_eq!(around.wire.len() + PAGE_SIZE, whole.wire.len());
+        assert_eq!(around.parts(Some(&base)).concat(), whole.wire);
+        // Queued: the page copied in gives Request::new's bytes.
+        around.take_base(Some(&base));
+        assert_eq!(around.base_gap, None);
+        assert_eq!(around.wire, whole.wire);
+        assert_eq!(around.parts(None).concat(), whole.wire);
     }
 }

@@ -219,7 +219,10 @@ impl Pool {
     ) -> Result<Box<Page>> {
         let started = Instant::now();
         let (slots, stats) = (&self.shared.slots, &self.shared.stats);
-        let mut request = self.admit(tag, base, records, WIRE.take())?;
+        // The base page is left out of the request's bytes: sent from the
+        // caller's memory when this thread drives a process, copied in only
+        // when the request is queued.
+        let mut request = self.admit(tag, base, records, WIRE.take(), true)?;
         if let Some(page) = request.answer.take() {
             WIRE.set(request.wire);
             account(stats, started, Ok(&page));
@@ -247,13 +250,14 @@ impl Pool {
             None
         };
         if let Some(mut slot) = slot {
-            let outcome = slot.run_one(&request, deadline);
+            let outcome = slot.run_one(&request, base, deadline);
             drop(slot);
             WIRE.set(request.wire);
             account(stats, started, outcome.as_ref().map(|p| &**p));
             return outcome;
         }
 
+        request.take_base(base);
         let lane = self.shared.queue.lane_here();
         let (reply, answer) = handoff(self.shared.queue.bell(lane));
         self.enqueue(
@@ -294,7 +298,7 @@ impl Pool {
         let started = Instant::now();
         // One answered from an image is still answered on a worker thread,
         // as promised.
-        let request = self.admit(tag, base, records, Vec::new())?;
+        let request = self.admit(tag, base, records, Vec::new(), false)?;
         self.enqueue(
             self.shared.queue.lane_here(),
             Queued {
@@ -319,7 +323,7 @@ impl Pool {
     ) -> Result<Call> {
         let started = Instant::now();
         let call = Call::new()?;
-        let mut request = self.admit(tag, base, records, Vec::new())?;
+        let mut request = self.admit(tag, base, records, Vec::new(), false)?;
         if let Some(page) = request.answer.take() {
             account(&self.shared.stats, started, Ok(&page));
             call.state().complete(Ok(page));
@@ -339,14 +343,16 @@ impl Pool {
     }
 
     /// Count a request, and check and encode it into `wire`
-    /// ([`Request::new`]) before it goes anywhere; the fast path answers it
-    /// from a full-page image.
+    /// ([`Request::new`], or [`Request::around_base`] with `around_base`)
+    /// before it goes anywhere; the fast path answers it from a full-page
+    /// image.
     fn admit(
         &self,
         tag: &PageTag,
         base: Option<&Page>,
         records: &[RecordRef<'_>],
         wire: Vec<u8>,
+        around_base: bool,
     ) -> Result<Request> {
         let stats = &self.shared.stats;
         bump(&stats.requests);
@@ -354,7 +360,12 @@ impl Pool {
             Err(Error::Shutdown)
         } else {
             let format = RecordFormat::of_version(self.pg_version());
-            Request::new(tag, base, records, format, self.fast_path, wire)
+            let encode = if around_base {
+                Request::around_base
+            } else {
+                Request::new
+            };
+            encode(tag, base, records, format, self.fast_path, wire)
         };
         let request = request.inspect_err(|_| bump(&stats.failures))?;
         stats.records_per_request.observe(records.len() as u64);
@@ -404,7 +415,7 @@ impl Pool {
         }
         let mut slot = slots.take()?;
         let deadline = slots.deadline_from(Instant::now());
-        slot.run_one(&Request::ping(), deadline).map(|_| ())
+        slot.run_one(&Request::ping(), None, deadline).map(|_| ())
     }
 
     /// Pids of the processes running now.

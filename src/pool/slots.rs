@@ -87,6 +87,9 @@ mod verdict;
 pub(crate) struct Job<'a> {
     /// Sent as it is: its bytes were written once, on admission.
     pub request: &'a Request,
+    /// The caller's base page, when `request` leaves it out of its bytes
+    /// (`Request::around_base`): sent from where it is.
+    pub base: Option<&'a Page>,
     /// When it must have its answer (`Config::timeout` after it arrived).
     pub deadline: Instant,
     /// Attempts its own process crashed on (see the module notes).
@@ -106,6 +109,7 @@ impl<'a> Job<'a> {
     pub fn new(request: &'a Request, deadline: Instant) -> Job<'a> {
         Job {
             request,
+            base: None,
             deadline,
             crashes: 0,
             failures: 0,
@@ -391,9 +395,18 @@ pub(crate) struct SlotGuard<'a> {
 }
 
 impl SlotGuard<'_> {
-    /// Run one request on this slot's process.
-    pub fn run_one(&mut self, request: &Request, deadline: Instant) -> Result<Box<Page>> {
-        let mut job = [Job::new(request, deadline)];
+    /// Run one request on this slot's process; `base` is the page it was
+    /// made with (sent from where it is when the request leaves it out).
+    pub fn run_one(
+        &mut self,
+        request: &Request,
+        base: Option<&Page>,
+        deadline: Instant,
+    ) -> Result<Box<Page>> {
+        let mut job = [Job {
+            base,
+            ..Job::new(request, deadline)
+        }];
         self.execute(&mut job);
         let [job] = job;
         job.outcome.expect("every job gets an outcome")
@@ -483,15 +496,20 @@ impl SlotGuard<'_> {
             if slots.follow_cpu {
                 process.follow_cpu();
             }
-            // One write per batch, each request sent from where it is (a
-            // lone request without allocating the list).
-            let one: [&[u8]; 1];
+            // One write per batch, each request sent from where it is, its
+            // base page too when the caller's (a lone request without
+            // allocating the list).
+            let one: [&[u8]; 3];
             let many: Vec<&[u8]>;
             let parts: &[&[u8]] = if let [i] = pending[..] {
-                one = [&jobs[i].request.wire[..]];
+                one = jobs[i].request.parts(jobs[i].base);
                 &one
             } else {
-                many = pending.iter().map(|&i| &jobs[i].request.wire[..]).collect();
+                many = pending
+                    .iter()
+                    .flat_map(|&i| jobs[i].request.parts(jobs[i].base))
+                    .filter(|p| !p.is_empty())
+                    .collect();
                 &many
             };
             slot.pages.resize(pending.len() * PAGE_SIZE, 0);

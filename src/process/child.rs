@@ -100,6 +100,8 @@ pub struct Process {
     exit_status: Option<ExitStatus>,
     /// The CPU it is pinned to, when it follows its driver (see `follow_cpu`).
     pinned_cpu: Option<usize>,
+    /// Whether its driver keeps being moved off that CPU as it waits.
+    wait_moves: exchange::WaitMoves,
     /// The child as a pidfd, opened right after it started: a pid may be
     /// someone else's once the child is reaped (by the kernel at once when
     /// the host ignores SIGCHLD); a pidfd cannot. Shared with whoever may
@@ -205,6 +207,7 @@ impl Process {
             exited: false,
             exit_status: None,
             pinned_cpu: None,
+            wait_moves: Default::default(),
             // The watchdog gets its own copy of the child's one pidfd.
             watch: pidfd
                 .as_ref()

@@ -78,6 +78,28 @@ pub fn write_request(
             put_page_tag(buf, tag);
         }
     }
+    put_records_and_get(buf, tag, records);
+}
+
+/// [`write_request`] with a base page, but without the page's bytes: the
+/// request is `buf[..gap]`, the page, then `buf[gap..]`, where `gap` is what
+/// this returns. For a page sent from where it is (one part of a `writev`)
+/// instead of copied into `buf` first.
+pub fn write_request_around_base(
+    buf: &mut Vec<u8>,
+    tag: &PageTag,
+    records: &[RecordRef<'_>],
+) -> usize {
+    buf.reserve(request_len(None, records));
+    put_header(buf, TAG_PUSH_PAGE, PAGE_TAG_LEN + PAGE_SIZE);
+    put_page_tag(buf, tag);
+    let gap = buf.len();
+    put_records_and_get(buf, tag, records);
+    gap
+}
+
+/// A request's `A` messages, one per record, and its `G`.
+fn put_records_and_get(buf: &mut Vec<u8>, tag: &PageTag, records: &[RecordRef<'_>]) {
     for rec in records {
         put_header(buf, TAG_APPLY_RECORD, 8 + rec.data.len());
         buf.extend_from_slice(&rec.end_lsn.to_be_bytes());
@@ -231,6 +253,13 @@ mod tests {
         );
         // The P length field is 4 + 17 + 8192 = 8213, as in protocol.md.
         assert_eq!(u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]), 8213);
+
+        // The same bytes with the page left out, at the gap.
+        let mut around = Vec::new();
+        let gap = write_request_around_base(&mut around, &tag(), &recs);
+        assert_eq!(gap, 5 + PAGE_TAG_LEN);
+        assert_eq!(around.len() + PAGE_SIZE, buf.len());
+        assert_eq!([&around[..gap], &base[..], &around[gap..]].concat(), buf);
     }
 
     #[test]

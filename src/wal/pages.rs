@@ -33,7 +33,7 @@ use crate::pg::record_type::{
 };
 use crate::pg::rmgr::{RM_HEAP2_ID, RM_HEAP_ID, RM_SMGR_ID};
 use crate::tag::{PageTag, RelFileNode, VISIBILITYMAP_FORKNUM};
-use crate::wal::record::{self, DecodedRecord, RecordError};
+use crate::wal::record::{self, BlockRef, DecodedRecord, RecordError};
 use crate::PAGE_SIZE;
 
 /// Heap blocks per visibility-map page: two bits each, after the page
@@ -153,19 +153,7 @@ pub fn record_pages_of(buf: &[u8]) -> Result<Vec<RecordPage>, RecordError> {
 /// order, then the visibility-map pages its heap changes clear that are not
 /// among them, each page once.
 pub fn record_pages(decoded: &DecodedRecord<'_>) -> Result<Vec<RecordPage>, RecordError> {
-    let mut pages: Vec<RecordPage> = decoded
-        .blocks
-        .iter()
-        .map(|b| RecordPage {
-            tag: b.tag,
-            change: PageChange::Block {
-                id: b.id,
-                will_init: b.will_init,
-                has_image: b.image.is_some(),
-                applies_image: b.image.is_some_and(|i| i.apply()),
-            },
-        })
-        .collect();
+    let mut pages: Vec<RecordPage> = decoded.blocks.iter().map(block_page).collect();
     let mut add = |tag: PageTag, change: PageChange| {
         if !pages.iter().any(|p| p.tag == tag) {
             pages.push(RecordPage { tag, change });
@@ -178,6 +166,42 @@ pub fn record_pages(decoded: &DecodedRecord<'_>) -> Result<Vec<RecordPage>, Reco
         add(tag, PageChange::VmTruncate);
     }
     Ok(pages)
+}
+
+/// What [`record_pages`] says of page `tag` (the first of its pages with
+/// that tag, or `None`), and its errors, without listing the others (no
+/// allocation for the list: the request path asks only of its target).
+pub fn record_page(
+    decoded: &DecodedRecord<'_>,
+    tag: &PageTag,
+) -> Result<Option<RecordPage>, RecordError> {
+    // Checked as record_pages checks them, whichever page is asked for.
+    let cleared = vm_cleared_heap_blocks(decoded)?;
+    let truncated = vm_truncated_page(decoded)?;
+    if let Some(b) = decoded.blocks.iter().find(|b| b.tag == *tag) {
+        return Ok(Some(block_page(b)));
+    }
+    let change = if cleared.iter().any(|&(rel, blk)| vm_tag(rel, blk) == *tag) {
+        PageChange::VmClear
+    } else if truncated == Some(*tag) {
+        PageChange::VmTruncate
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(RecordPage { tag: *tag, change }))
+}
+
+/// The page a block reference changes.
+fn block_page(b: &BlockRef<'_>) -> RecordPage {
+    RecordPage {
+        tag: b.tag,
+        change: PageChange::Block {
+            id: b.id,
+            will_init: b.will_init,
+            has_image: b.image.is_some(),
+            applies_image: b.image.is_some_and(|i| i.apply()),
+        },
+    }
 }
 
 fn vm_tag(rel: RelFileNode, heap_blkno: u32) -> PageTag {

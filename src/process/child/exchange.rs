@@ -14,11 +14,68 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use super::Process;
+use crate::process::threads::current_cpu;
 use crate::PAGE_SIZE;
 
 /// After a blocking read, how many answers a silent process may give
 /// before its stderr is read anyway (see `read_blocking`).
 const STDERR_READ_EVERY: u32 = 16;
+
+/// Whether the caller keeps being moved to another CPU while it waits for
+/// the process pinned to its own (`Process::follow_cpu`), and so whether it
+/// should hold its CPU through the wait.
+///
+/// A caller that sleeps in `read` is woken by the process's answer, and the
+/// kernel places a woken thread on an idle CPU when the one it slept on is
+/// busy: it is, the process is running there. On a quiet machine (another
+/// CPU idle, and the caches' load low enough that the kernel looks for one)
+/// that happens on every answer: the caller lands on the idle CPU, its
+/// process follows it on the next request (`follow_cpu`), the answer moves
+/// the caller back, and so on: every round trip a cross-CPU wake-up (on a
+/// VM whose idle CPUs halt, several times the same-CPU round trip) and an
+/// affinity change. A caller that does not sleep is not placed anywhere:
+/// it yields the CPU to its process, just woken on it, and its `read`
+/// finds the answer the process wrote before it stopped (if not, it sleeps
+/// as before). Not always: a yield costs a system call, about 1 us a round
+/// trip in `bench --short`, and on a busy CPU it lets others go first. So
+/// only after 4 of the last 16 waits moved the caller (on a loaded machine
+/// it moves after about 1% of them or fewer), for the next 1,024 round
+/// trips; then it is tried without again.
+#[derive(Debug, Default)]
+pub(super) struct WaitMoves {
+    /// The last waits, newest in bit 0: 1 when the caller came back on
+    /// another CPU.
+    history: u16,
+    /// Round trips left in which to hold the CPU.
+    hold: u16,
+}
+
+impl WaitMoves {
+    /// Waits of the last 16 that moved the caller before it holds its CPU.
+    const MOVES: u32 = 4;
+    /// Round trips it holds its CPU for, once it does.
+    const HOLD: u16 = 1024;
+
+    pub(super) fn holding(&self) -> bool {
+        self.hold > 0
+    }
+
+    pub(super) fn record(&mut self, moved: bool) {
+        self.history = self.history << 1 | u16::from(moved);
+        if self.hold > 0 {
+            self.hold -= 1;
+        } else if self.history.count_ones() >= Self::MOVES {
+            log::debug!(
+                "the caller moved off its process's CPU in {} of its last 16 waits: it holds \
+                 its CPU through the next {} waits",
+                self.history.count_ones(),
+                Self::HOLD
+            );
+            self.hold = Self::HOLD;
+            self.history = 0;
+        }
+    }
+}
 
 /// Why talking to a process failed. The process is unusable afterwards.
 #[derive(Debug)]
@@ -98,7 +155,21 @@ impl Process {
         // All of it went: wait in a blocking read, the watchdog keeping the
         // deadline (another system call fewer).
         if written == request_len && self.watch.is_some() {
-            return self.read_blocking(response, timeout);
+            // The process was pinned to this CPU (`follow_cpu`) and was just
+            // woken here. While the caller keeps being moved off it as it
+            // waits, it gives the CPU to the process instead of sleeping
+            // (see `WaitMoves`).
+            let cpu = current_cpu();
+            let here = cpu.is_some() && self.pinned_cpu == cpu;
+            if here && self.wait_moves.holding() {
+                // SAFETY: sched_yield has no preconditions.
+                unsafe { libc::sched_yield() };
+            }
+            let outcome = self.read_blocking(response, timeout);
+            if here {
+                self.wait_moves.record(current_cpu() != cpu);
+            }
+            return outcome;
         }
         let mut deadline = Instant::now() + timeout;
         while written < request_len || read < response.len() {
@@ -286,6 +357,37 @@ fn write_parts(fd: RawFd, parts: &[&[u8]], from: usize) -> Result<usize, Failure
             io::ErrorKind::WouldBlock => return Ok(0),
             io::ErrorKind::BrokenPipe => return Err(Failure::BrokenPipe),
             _ => return Err(Failure::Io(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WaitMoves;
+
+    #[test]
+    fn a_caller_holds_its_cpu_only_while_it_keeps_being_moved() {
+        let mut m = WaitMoves::default();
+        // Rare moves (a loaded machine): never.
+        for i in 0..10_000 {
+            m.record(i % 200 == 0);
+            assert!(!m.holding());
+        }
+        // Moved at every wait (a quiet machine): from the fourth on.
+        for i in 0..4 {
+            assert!(!m.holding(), "wait {i}");
+            m.record(true);
+        }
+        assert!(m.holding());
+        // Then for HOLD waits, moved or not, and no longer once it stays.
+        for _ in 0..WaitMoves::HOLD {
+            assert!(m.holding());
+            m.record(false);
+        }
+        assert!(!m.holding());
+        for _ in 0..100 {
+            m.record(false);
+            assert!(!m.holding());
         }
     }
 }

@@ -56,6 +56,30 @@ pub(crate) fn main_blk(blkno: u32) -> PageTag {
     }
 }
 
+/// `super::record_pages_of`, every test's records checked against
+/// `record_page` on the way: for each tag listed, and for tags not listed,
+/// it finds what the list has first, and fails as the list does.
+fn record_pages_of(rec: &[u8]) -> Result<Vec<RecordPage>, RecordError> {
+    let listed = super::record_pages_of(rec);
+    let Ok(decoded) = record::decode(rec) else {
+        return listed;
+    };
+    let mut tags: Vec<PageTag> = listed.iter().flatten().map(|p| p.tag).collect();
+    tags.extend([main_blk(0), main_blk(1_000_000), vm(0), vm(70_000)]);
+    for tag in tags {
+        let found = record_page(&decoded, &tag);
+        match &listed {
+            Ok(pages) => assert_eq!(
+                found,
+                Ok(pages.iter().find(|p| p.tag == tag).copied()),
+                "{tag}"
+            ),
+            Err(e) => assert_eq!(found.as_ref().err(), Some(e), "{tag}"),
+        }
+    }
+    listed
+}
+
 /// The tags and whether each is a side effect.
 fn pages_of(rec: &[u8]) -> Vec<(PageTag, bool)> {
     record_pages_of(rec)
