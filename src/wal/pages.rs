@@ -153,7 +153,19 @@ pub fn record_pages_of(buf: &[u8]) -> Result<Vec<RecordPage>, RecordError> {
 /// order, then the visibility-map pages its heap changes clear that are not
 /// among them, each page once.
 pub fn record_pages(decoded: &DecodedRecord<'_>) -> Result<Vec<RecordPage>, RecordError> {
-    let mut pages: Vec<RecordPage> = decoded.blocks.iter().map(block_page).collect();
+    let mut pages = Vec::new();
+    record_pages_into(decoded, &mut pages)?;
+    Ok(pages)
+}
+
+/// [`record_pages`] into `pages` (cleared first): a caller that routes
+/// millions of records keeps one list for all of them.
+pub fn record_pages_into(
+    decoded: &DecodedRecord<'_>,
+    pages: &mut Vec<RecordPage>,
+) -> Result<(), RecordError> {
+    pages.clear();
+    pages.extend(decoded.blocks.iter().map(block_page));
     let mut add = |tag: PageTag, change: PageChange| {
         if !pages.iter().any(|p| p.tag == tag) {
             pages.push(RecordPage { tag, change });
@@ -165,7 +177,7 @@ pub fn record_pages(decoded: &DecodedRecord<'_>) -> Result<Vec<RecordPage>, Reco
     if let Some(tag) = vm_truncated_page(decoded)? {
         add(tag, PageChange::VmTruncate);
     }
-    Ok(pages)
+    Ok(())
 }
 
 /// What [`record_pages`] says of page `tag` (the first of its pages with

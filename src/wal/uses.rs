@@ -68,6 +68,8 @@ pub struct BlockUses {
     /// Removals by relation, and by database (few: looked up per block).
     by_rel: HashMap<RelFileNode, Vec<(usize, Removal)>>,
     by_db: HashMap<(u32, u32), Vec<(usize, Removal)>>,
+    /// The pages of the record being routed (one list for every record).
+    pages: Vec<RecordPage>,
 }
 
 /// The block map's hashing: keyed by a random seed per map, so that WAL
@@ -131,7 +133,8 @@ impl BlockUses {
     /// Route record number `i` (numbers increase with each call).
     pub fn add(&mut self, i: usize, decoded: &DecodedRecord<'_>) -> Result<(), RecordError> {
         let consistency = decoded.check_consistency();
-        for p in pages::record_pages(decoded)? {
+        pages::record_pages_into(decoded, &mut self.pages)?;
+        for p in &self.pages {
             self.blocks.entry(p.tag).or_default().push(Use {
                 record: i,
                 initializes: p.initializes(),
@@ -164,6 +167,7 @@ impl BlockUses {
             mut blocks,
             by_rel,
             by_db,
+            ..
         } = self;
         // A block's removals after its first use (before it, they change
         // nothing that is asked about).
