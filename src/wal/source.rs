@@ -114,6 +114,62 @@ struct Span {
     end: u64,
 }
 
+/// A record of a segment's index that changes a block: where it starts and
+/// ends, and whether replaying it needs no earlier version of the page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Use {
+    start: u64,
+    end: u64,
+    initializes: bool,
+}
+
+/// What the records that start in one segment change: by block, every
+/// record, oldest first; and what they remove (rare), which a map by block
+/// cannot hold.
+#[derive(Debug, Default)]
+struct SegIndex {
+    blocks: HashMap<PageTag, Vec<Use>>,
+    removals: Vec<(Span, Removal)>,
+}
+
+impl SegIndex {
+    /// The newest record of the segment that initializes `tag`.
+    fn newest_init(&self, tag: &PageTag) -> Option<Span> {
+        let u = self.blocks.get(tag)?.iter().rev().find(|u| u.initializes)?;
+        Some(Span {
+            start: u.start,
+            end: u.end,
+        })
+    }
+
+    fn add(&mut self, span: Span, pages: &[pages::RecordPage], removals: &[Removal]) {
+        self.removals.extend(removals.iter().map(|r| (span, *r)));
+        for p in pages {
+            self.blocks.entry(p.tag).or_default().push(Use {
+                start: span.start,
+                end: span.end,
+                initializes: p.initializes(),
+            });
+        }
+    }
+}
+
+/// A segment indexed from its start up to a limit (the LSN of a lookup, a
+/// flushed position): the next lookup that needs more goes on from there
+/// instead of reading the segment again from its start.
+#[derive(Debug)]
+struct Partial {
+    segno: u64,
+    /// Every record that starts in the segment and ends at or before this
+    /// is in `index`; the next one ends after it.
+    covered: u64,
+    /// Where the next record starts.
+    next: u64,
+    /// Where the last record read starts (the next one's `xl_prev`).
+    prev: Option<u64>,
+    index: SegIndex,
+}
+
 /// How one record uses the block asked about.
 #[derive(Clone, Copy, Debug)]
 struct BlockUse {
@@ -158,12 +214,15 @@ pub struct WalSource {
     pg_version: Option<u32>,
     /// Segment number -> start of the first record that starts in it.
     first_starts: BTreeMap<u64, u64>,
-    /// Segments read whole: block -> the newest record starting in the
-    /// segment that initializes it (None: none does).
-    summaries: BTreeMap<u64, HashMap<PageTag, Option<Span>>>,
-    /// Segments read whole: what their records remove (rare), which the
-    /// summaries, keyed by block, cannot hold.
-    removals: BTreeMap<u64, Vec<Removal>>,
+    /// Segments read whole: every record starting in the segment, by the
+    /// blocks it changes, and what the records remove.
+    index: BTreeMap<u64, SegIndex>,
+    /// The newest segment read from its start up to a lookup's LSN.
+    partial: Option<Partial>,
+    /// The highest LSN a plan was made for: flushed (the caller's word)
+    /// and readable, so WAL up to it may be read (and indexed) by any later
+    /// lookup.
+    flushed: u64,
     records_read: u64,
 }
 
@@ -183,8 +242,9 @@ impl WalSource {
             system_id: None,
             pg_version: None,
             first_starts: BTreeMap::new(),
-            summaries: BTreeMap::new(),
-            removals: BTreeMap::new(),
+            index: BTreeMap::new(),
+            partial: None,
+            flushed: 0,
             records_read: 0,
         }
     }
@@ -194,23 +254,40 @@ impl WalSource {
         self.records_read
     }
 
-    /// Bytes the index holds (the segment summaries), approximately.
+    /// Bytes the index holds (the segments' records by block), approximately.
     pub fn index_bytes(&self) -> usize {
-        let entry = std::mem::size_of::<(PageTag, Option<Span>)>() + 1;
-        self.summaries
-            .values()
-            .map(|m| m.capacity() * entry + 64)
-            .sum::<usize>()
+        let entry = std::mem::size_of::<(PageTag, Vec<Use>)>() + 1;
+        let of = |m: &SegIndex| {
+            m.blocks.capacity() * entry
+                + m.blocks
+                    .values()
+                    .map(|v| v.capacity() * std::mem::size_of::<Use>())
+                    .sum::<usize>()
+                + m.removals.capacity() * std::mem::size_of::<(Span, Removal)>()
+                + 64
+        };
+        self.index.values().map(of).sum::<usize>()
+            + self.partial.as_ref().map_or(0, |p| of(&p.index))
             + self.first_starts.len() * 48
+    }
+
+    /// Forget everything learnt about the segments (the WAL read does not
+    /// match it): the next lookups read them again.
+    fn forget(&mut self) {
+        self.index.clear();
+        self.partial = None;
+        self.first_starts.clear();
     }
 
     fn list(&mut self) -> Result<Arc<Segments>, SourceError> {
         let segs = Segments::list(&self.dirs, self.timeline, None)?;
         self.timeline = Some(segs.timeline());
         // What is gone from every directory cannot be read again.
-        self.summaries.retain(|s, _| segs.contains(*s));
+        self.index.retain(|s, _| segs.contains(*s));
         self.first_starts.retain(|s, _| segs.contains(*s));
-        self.removals.retain(|s, _| segs.contains(*s));
+        if self.partial.as_ref().is_some_and(|p| !segs.contains(p.segno)) {
+            self.partial = None;
+        }
         Ok(Arc::new(segs))
     }
 
@@ -229,7 +306,9 @@ impl WalSource {
     /// the first segment's first record or a record start in it) and end at
     /// or before `limit`, with one reader. With `tag`, `found` gets each
     /// record that changes it, and may stop the scan by returning false.
-    /// Segments read whole get their summary.
+    /// Segments read whole get their index; one read from its start up to
+    /// `limit` is kept as the partial one. `resume`: the partial segment,
+    /// read on from its next record (`start` is `Start::Lsn` of it).
     #[allow(clippy::too_many_arguments)]
     fn scan(
         &mut self,
@@ -240,6 +319,7 @@ impl WalSource {
         tag: Option<&PageTag>,
         interrupt: &mut dyn FnMut() -> bool,
         found: &mut dyn FnMut(WalRecord, BlockUse) -> bool,
+        resume: Option<Partial>,
     ) -> Result<Scanned, SourceError> {
         let seg_size = segs.segment_size();
         let (mut cur, mut whole) = match start {
@@ -247,6 +327,16 @@ impl WalSource {
             Start::Lsn(lsn) => (lsn / seg_size, false),
             Start::Oldest => unreachable!("scans start in a given segment"),
         };
+        let mut index = SegIndex::default();
+        let mut first_of_segment = whole;
+        let mut prev_start = None;
+        if let Some(p) = resume {
+            debug_assert_eq!(start, Start::Lsn(p.next));
+            cur = p.segno;
+            whole = true;
+            index = p.index;
+            prev_start = p.prev;
+        }
         let mut reader = match WalReader::open_segments(Arc::clone(segs), start, self.system_id) {
             Ok(r) => r,
             Err(e @ (WalError::BadHeader { .. } | WalError::Removed { .. })) => {
@@ -261,9 +351,9 @@ impl WalSource {
         self.pg_version = Some(reader.pg_version());
         let format = RecordFormat::of_version(reader.pg_version());
         reader.set_limit(limit);
-        let mut summary: HashMap<PageTag, Option<Span>> = HashMap::new();
-        let mut removed: Vec<Removal> = Vec::new();
-        let mut first_of_segment = whole;
+        if let Some(prev) = prev_start {
+            reader.expect_prev(prev);
+        }
         let mut last_end = 0;
         let mut n: u64 = 0;
         loop {
@@ -273,6 +363,20 @@ impl WalSource {
             }
             let Some(rec) = reader.next_record()? else {
                 let end = if reader.reached_limit() {
+                    if whole && !self.index.contains_key(&cur)
+                        && self
+                            .partial
+                            .as_ref()
+                            .is_none_or(|p| (p.covered, p.segno) <= (limit, cur))
+                    {
+                        self.partial = Some(Partial {
+                            segno: cur,
+                            covered: limit,
+                            next: reader.next_lsn(),
+                            prev: prev_start,
+                            index: std::mem::take(&mut index),
+                        });
+                    }
                     ScanEnd::Limit
                 } else {
                     ScanEnd::EndOfWal {
@@ -288,11 +392,12 @@ impl WalSource {
             if seg != cur {
                 // Everything that starts in `cur` was read.
                 if whole {
-                    self.summaries.insert(cur, std::mem::take(&mut summary));
-                    self.removals.insert(cur, std::mem::take(&mut removed));
+                    self.index.insert(cur, std::mem::take(&mut index));
                     for empty in cur + 1..seg {
-                        self.summaries.insert(empty, HashMap::new());
-                        self.removals.insert(empty, Vec::new());
+                        self.index.insert(empty, SegIndex::default());
+                    }
+                    if self.partial.as_ref().is_some_and(|p| p.segno < seg) {
+                        self.partial = None;
                     }
                 }
                 whole = true;
@@ -312,6 +417,7 @@ impl WalSource {
                 first_of_segment = false;
             }
             last_end = rec.end_lsn;
+            prev_start = Some(rec.start_lsn);
             let block = {
                 let decoded =
                     record::decode_unchecked_crc_as(&rec.data, format).map_err(|error| {
@@ -327,16 +433,11 @@ impl WalSource {
                 let pages = pages::record_pages(&decoded).map_err(malformed)?;
                 let removals = lifetime::removals(&decoded).map_err(malformed)?;
                 if whole {
-                    removed.extend_from_slice(&removals);
-                    for p in &pages {
-                        let newest = summary.entry(p.tag).or_insert(None);
-                        if p.initializes() {
-                            *newest = Some(Span {
-                                start: rec.start_lsn,
-                                end: rec.end_lsn,
-                            });
-                        }
-                    }
+                    let span = Span {
+                        start: rec.start_lsn,
+                        end: rec.end_lsn,
+                    };
+                    index.add(span, &pages, &removals);
                 }
                 tag.and_then(|t| {
                     let removal = removals.iter().find(|r| r.covers(t)).copied();
@@ -433,6 +534,7 @@ impl WalSource {
                 None,
                 &mut || false,
                 &mut |_, _| true,
+                None,
             )?;
             if scanned.last_end != 0 {
                 return Ok((oldest, scanned.last_end));

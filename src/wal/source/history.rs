@@ -60,7 +60,7 @@ impl WalSource {
         };
         let skip = |me: &Self, s: u64| {
             s < top
-                && me.summaries.get(&s).is_some_and(|m| !m.contains_key(tag))
+                && me.index.get(&s).is_some_and(|m| !m.blocks.contains_key(tag))
                 && !me.removes_in(s, tag)
         };
         // Removals before the block's first record are not part of its
@@ -108,6 +108,7 @@ impl WalSource {
                             .unwrap_or("UNKNOWN"),
                     })
                 },
+                None,
             )?;
             match scanned.end {
                 ScanEnd::Stopped => return Ok(()),
