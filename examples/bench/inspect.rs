@@ -130,7 +130,7 @@ fn measure(
     t.long_warm = time(
         &mut s,
         "pgbench_branches",
-        blocks(std::iter::repeat(0).take(if quick { 5 } else { 20 } as usize)),
+        blocks(std::iter::repeat_n(0, if quick { 5 } else { 20 })),
         lsn,
     );
     // More WAL since: each call at the new flush LSN extends the index.
@@ -148,12 +148,8 @@ fn measure(
     }
     s.close();
     let mut s = Session::open(cluster);
-    t.history_cold = floats(&s.ok(&format!(
-        "SELECT {schema}.time_history('pgbench_history');"
-    )))[0];
-    t.history_warm = floats(&s.ok(&format!(
-        "SELECT {schema}.time_history('pgbench_history');"
-    )))[0];
+    t.history_cold = floats(&s.ok(&format!("SELECT {schema}.time_history('pgbench_history');")))[0];
+    t.history_warm = floats(&s.ok(&format!("SELECT {schema}.time_history('pgbench_history');")))[0];
     s.close();
     t
 }
@@ -210,7 +206,14 @@ pub fn inspect_rows(quick: bool, row: &dyn Fn(&str, String, String)) {
     let mut recovery = Vec::new();
     let (mut after, mut before) = (Vec::new(), Vec::new());
     for turn in 0..turns {
-        recovery.push(recover(&base, &wal, rec_sockets.path(), &lsn, dir.path(), turn));
+        recovery.push(recover(
+            &base,
+            &wal,
+            rec_sockets.path(),
+            &lsn,
+            dir.path(),
+            turn,
+        ));
         if before_so.is_some() {
             before.push(measure(&cluster, "before", &lsn, accounts, quick));
         }

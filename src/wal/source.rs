@@ -285,7 +285,11 @@ impl WalSource {
         // What is gone from every directory cannot be read again.
         self.index.retain(|s, _| segs.contains(*s));
         self.first_starts.retain(|s, _| segs.contains(*s));
-        if self.partial.as_ref().is_some_and(|p| !segs.contains(p.segno)) {
+        if self
+            .partial
+            .as_ref()
+            .is_some_and(|p| !segs.contains(p.segno))
+        {
             self.partial = None;
         }
         Ok(Arc::new(segs))
@@ -363,19 +367,32 @@ impl WalSource {
             }
             let Some(rec) = reader.next_record()? else {
                 let end = if reader.reached_limit() {
-                    if whole && !self.index.contains_key(&cur)
-                        && self
-                            .partial
-                            .as_ref()
-                            .is_none_or(|p| (p.covered, p.segno) <= (limit, cur))
-                    {
-                        self.partial = Some(Partial {
-                            segno: cur,
-                            covered: limit,
-                            next: reader.next_lsn(),
-                            prev: prev_start,
-                            index: std::mem::take(&mut index),
-                        });
+                    if whole {
+                        let next = reader.next_lsn();
+                        // The next record starts in a later segment: every
+                        // record of this one was read.
+                        let next_seg = next / seg_size;
+                        if next_seg > cur {
+                            self.index.insert(cur, std::mem::take(&mut index));
+                            for empty in cur + 1..next_seg {
+                                self.index.insert(empty, SegIndex::default());
+                            }
+                        }
+                        let seg = next_seg.max(cur);
+                        if !self.index.contains_key(&seg)
+                            && self
+                                .partial
+                                .as_ref()
+                                .is_none_or(|p| (p.covered, p.segno) <= (limit, seg))
+                        {
+                            self.partial = Some(Partial {
+                                segno: seg,
+                                covered: limit,
+                                next,
+                                prev: prev_start,
+                                index: std::mem::take(&mut index),
+                            });
+                        }
                     }
                     ScanEnd::Limit
                 } else {

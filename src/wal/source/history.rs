@@ -60,7 +60,10 @@ impl WalSource {
         };
         let skip = |me: &Self, s: u64| {
             s < top
-                && me.index.get(&s).is_some_and(|m| !m.blocks.contains_key(tag))
+                && me
+                    .index
+                    .get(&s)
+                    .is_some_and(|m| !m.blocks.contains_key(tag))
                 && !me.removes_in(s, tag)
         };
         // Removals before the block's first record are not part of its
