@@ -582,7 +582,7 @@ fn wal_sources_against_postgresql() {
 
     // 6. A source kept across lookups (its index, its newest segment read
     // on from where the last lookup stopped) plans exactly what a new
-    // source plans, record for record: at LSNs rising through the WAL while
+    // source plans, record for record, and gives the same histories: at LSNs rising through the WAL while
     // its segments appear one by one (as the server writes them), then at
     // older LSNs again.
     let growing = rec.dir.join("growing-pg_wal");
@@ -649,6 +649,29 @@ fn wal_sources_against_postgresql() {
             );
             compared += 1;
         }
+        // Histories too, up to the same LSN; and a walk of every segment
+        // to the end of the WAL (u64::MAX: no index used) agrees.
+        let tag = some[i % some.len()];
+        let mut fresh = WalSource::new(vec![growing.clone()], None);
+        let kept_history = history(&mut kept, &tag, lsn);
+        assert_eq!(
+            kept_history,
+            history(&mut fresh, &tag, lsn),
+            "history of {tag} up to {}",
+            format_lsn(lsn)
+        );
+        let mut walked = history(
+            &mut WalSource::new(vec![growing.clone()], None),
+            &tag,
+            u64::MAX,
+        );
+        walked.retain(|e| e.end_lsn <= lsn);
+        assert_eq!(
+            kept_history,
+            walked,
+            "history of {tag} up to {}",
+            format_lsn(lsn)
+        );
     }
     println!(
         "kept source: {compared} plans identical to a new source's; {kept_read} records read \

@@ -243,7 +243,14 @@ pub fn inspect_rows(quick: bool, row: &dyn Fn(&str, String, String)) {
                 format!("inspect ({name}): {what}")
             }
         };
-        let beside = |ms: f64| format!("recovery's time / this: {:.0}x", r_ms / ms);
+        let beside = |ms: f64| {
+            let x = r_ms / ms;
+            if x < 10.0 {
+                format!("recovery's time / this: {x:.2}x")
+            } else {
+                format!("recovery's time / this: {x:.0}x")
+            }
+        };
         let cells: [(&str, f64, String); 7] = [
             (
                 "page_at_lsn, cold, short history (a new backend's first call: pool start, WAL index)",

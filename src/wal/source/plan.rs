@@ -202,6 +202,100 @@ impl WalSource {
         })
     }
 
+    /// What the index holds of segment `s` as of `lsn`: Some(Some(index)),
+    /// Some(None) when no record that starts in it ends at or before `lsn`
+    /// (the partial segment's next record, before it, ends after), None
+    /// when it is not indexed that far.
+    pub(super) fn seg_view(&self, s: u64, lsn: u64) -> Option<Option<&SegIndex>> {
+        if let Some(seg) = self.index.get(&s) {
+            return Some(Some(seg));
+        }
+        let p = self.partial.as_ref().filter(|p| p.covered >= lsn)?;
+        match p.segno.cmp(&s) {
+            std::cmp::Ordering::Equal => Some(Some(&p.index)),
+            std::cmp::Ordering::Less => Some(None),
+            std::cmp::Ordering::Greater => None,
+        }
+    }
+
+    /// Index segment `s` up to `flushed` (a flushed position): from its
+    /// start, or on from where the partial segment stopped when it is `s`.
+    /// False when it cannot be read so: the reading lookups say why.
+    pub(super) fn index_segment(
+        &mut self,
+        segs: &Arc<Segments>,
+        s: u64,
+        flushed: u64,
+        interrupt: &mut dyn FnMut() -> bool,
+    ) -> Result<bool, SourceError> {
+        let (start, resume) = match self.partial.take() {
+            Some(p) if p.segno == s => (Start::Lsn(p.next), Some(p)),
+            other => {
+                self.partial = other;
+                (Start::Segment(s), None)
+            }
+        };
+        let found = &mut |_, _| true;
+        match self.scan(segs, start, s, flushed, None, interrupt, found, resume) {
+            Ok(scanned) => Ok(matches!(scanned.end, ScanEnd::NextSegment | ScanEnd::Limit)),
+            Err(SourceError::Cancelled) => Err(SourceError::Cancelled),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Read the records `uses` index (oldest first, ending at or before
+    /// `lsn`) one by one: `each` gets the record, the pages it changes and
+    /// the removals it makes, and says whether it is the record indexed.
+    /// False when one cannot be read, is not where the index says, or
+    /// `each` says it is not: then everything learnt is forgotten (the WAL
+    /// read is not the WAL indexed).
+    pub(super) fn fetch(
+        &mut self,
+        segs: &Arc<Segments>,
+        uses: &[Use],
+        lsn: u64,
+        each: &mut dyn FnMut(WalRecord, &[pages::RecordPage], &[Removal]) -> bool,
+    ) -> bool {
+        let Some(first) = uses.first() else {
+            return true;
+        };
+        let Ok(mut reader) = WalReader::open_segments_chunked(
+            Arc::clone(segs),
+            Start::Lsn(first.start),
+            self.system_id,
+            FETCH_CHUNK_PAGES,
+        ) else {
+            return false;
+        };
+        reader.set_limit(lsn);
+        let format = RecordFormat::of_version(reader.pg_version());
+        for u in uses {
+            self.records_read += 1;
+            let rec = match reader.seek(u.start).map(|()| reader.next_record()) {
+                Ok(Ok(Some(rec))) if rec.start_lsn == u.start && rec.end_lsn == u.end => rec,
+                _ => {
+                    self.forget();
+                    return false;
+                }
+            };
+            let decoded = record::decode_unchecked_crc_as(&rec.data, format);
+            let (pages, removals) = match decoded
+                .and_then(|d| Ok((pages::record_pages(&d)?, lifetime::removals(&d)?)))
+            {
+                Ok(both) => both,
+                Err(_) => {
+                    self.forget();
+                    return false;
+                }
+            };
+            if !each(rec, &pages, &removals) {
+                self.forget();
+                return false;
+            }
+        }
+        true
+    }
+
     /// Whether a record of segment `s` (read whole) removes `tag`.
     pub(super) fn removes_in(&self, s: u64, tag: &PageTag) -> bool {
         self.index
@@ -237,44 +331,13 @@ impl WalSource {
             if !segs.contains(s) {
                 return Ok(None);
             }
-            let partial = self.partial.as_ref().filter(|p| p.covered >= lsn);
-            let seg = match (self.index.get(&s), partial) {
-                (Some(seg), _) => Some(seg),
-                (None, Some(p)) if p.segno == s => Some(&p.index),
-                // Every record that starts here ends after `lsn`.
-                (None, Some(p)) if p.segno < s => None,
-                _ => {
-                    // Not indexed yet: read it (once).
-                    if read_now {
-                        return Ok(None);
-                    }
-                    read_now = true;
-                    let (start, resume) = match self.partial.take() {
-                        Some(p) if p.segno == s => (Start::Lsn(p.next), Some(p)),
-                        other => {
-                            self.partial = other;
-                            (Start::Segment(s), None)
-                        }
-                    };
-                    let scanned = match self.scan(
-                        segs,
-                        start,
-                        s,
-                        flushed,
-                        None,
-                        interrupt,
-                        &mut |_, _| true,
-                        resume,
-                    ) {
-                        Ok(scanned) => scanned,
-                        Err(SourceError::Cancelled) => return Err(SourceError::Cancelled),
-                        Err(_) => return Ok(None),
-                    };
-                    if !matches!(scanned.end, ScanEnd::NextSegment | ScanEnd::Limit) {
-                        return Ok(None);
-                    }
-                    continue;
+            let Some(seg) = self.seg_view(s, lsn) else {
+                // Not indexed yet: read it (once).
+                if read_now || !self.index_segment(segs, s, flushed, interrupt)? {
+                    return Ok(None);
                 }
+                read_now = true;
+                continue;
             };
             read_now = false;
             let mut init = None;
@@ -307,38 +370,18 @@ impl WalSource {
             return Ok(None);
         }
         uses.reverse();
-        let Ok(mut reader) = WalReader::open_segments_chunked(
-            Arc::clone(segs),
-            Start::Lsn(init.start),
-            self.system_id,
-            FETCH_CHUNK_PAGES,
-        ) else {
-            return Ok(None);
-        };
-        reader.set_limit(lsn);
-        let format = RecordFormat::of_version(reader.pg_version());
         let mut records = Vec::with_capacity(uses.len());
-        for u in &uses {
-            self.records_read += 1;
-            let rec = match reader.seek(u.start).map(|()| reader.next_record()) {
-                Ok(Ok(Some(rec))) if rec.start_lsn == u.start && rec.end_lsn == u.end => rec,
-                _ => {
-                    self.forget();
-                    return Ok(None);
-                }
-            };
-            let changes = record::decode_unchecked_crc_as(&rec.data, format)
-                .and_then(|d| pages::record_pages(&d))
-                .is_ok_and(|pages| {
-                    pages
-                        .iter()
-                        .any(|p| p.tag == *tag && p.initializes() == u.initializes)
-                });
-            if !changes {
-                self.forget();
-                return Ok(None);
+        let fetched = self.fetch(segs, &uses, lsn, &mut |rec, pages, _| {
+            let changes = pages
+                .iter()
+                .any(|p| p.tag == *tag && p.initializes() == uses[records.len()].initializes);
+            if changes {
+                records.push(rec);
             }
-            records.push(rec);
+            changes
+        });
+        if !fetched {
+            return Ok(None);
         }
         self.flushed = flushed;
         Ok(Some(ReplayPlan {
