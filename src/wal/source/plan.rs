@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// What [`WalSource::fetch`] hands each record to: the record, the pages it
+/// changes, what it removes; true when it is the record indexed.
+type FetchFn<'a> = dyn FnMut(WalRecord, &[pages::RecordPage], &[Removal]) -> bool + 'a;
+
 /// Pages one read takes when a plan fetches its records one by one (they
 /// are often far apart).
 const FETCH_CHUNK_PAGES: u64 = 4;
@@ -254,7 +258,7 @@ impl WalSource {
         segs: &Arc<Segments>,
         uses: &[Use],
         lsn: u64,
-        each: &mut dyn FnMut(WalRecord, &[pages::RecordPage], &[Removal]) -> bool,
+        each: &mut FetchFn<'_>,
     ) -> bool {
         let Some(first) = uses.first() else {
             return true;
