@@ -7,18 +7,22 @@
 //!
 //! A lookup must not read all of the WAL each time. Every record start that
 //! begins a segment can be found from the segment alone (as
-//! `XLogFindNextRecord` does), so segments are the intervals: a plan reads
-//! the segment holding its LSN, then earlier ones, one by one, until it
-//! meets a record that carries an applicable full-page image of the block
-//! or initializes it (with `full_page_writes`, at most about one checkpoint
-//! distance back). Each segment read whole leaves a summary (the blocks its
-//! records reference, and the newest record initializing each), so later
-//! lookups skip the segments that do not touch their block and start inside
-//! the one that initializes it, when that record ends at or before their LSN
-//! (a record may end in a later segment, after the LSN asked for: then the
-//! whole segment is read, as a first lookup would). The segments are listed again on every
-//! lookup, so the source follows the server as it writes, recycles and
-//! archives them.
+//! `XLogFindNextRecord` does), so segments are the intervals. Each segment
+//! read whole leaves its index (`SegIndex`: every record starting in it by
+//! the blocks it changes, and its removals); the newest one is indexed from
+//! its start up to a lookup's LSN (`Partial`) and read on from there by
+//! the next lookup that needs more. A plan walks the index back from the
+//! segment holding its LSN to the block's starting point (a record that
+//! carries an applicable full-page image of the block or initializes it),
+//! reading whole the segments not indexed yet, then fetches only the block's
+//! records, each checked against the index; a history does the same over
+//! every readable segment. What the index cannot answer (no starting point,
+//! a removal, WAL that cannot be read) is answered by the lookups that read
+//! the segments themselves: a plan reads the segment holding its LSN, then
+//! earlier ones, skipping those that do not touch the block and starting
+//! inside the one that initializes it when that record ends at or before
+//! the LSN. The segments are listed again on every lookup, so the source
+//! follows the server as it writes, recycles and archives them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::error::Error;
