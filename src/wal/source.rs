@@ -127,32 +127,77 @@ struct Use {
     initializes: bool,
 }
 
+/// A [`Use`] in 8 bytes: the record's start as an offset in its segment,
+/// its length (end minus start: at most a segment, or a record of at most
+/// 1 GB and its page headers, under 2^31) with [`INITIALIZES`] in the top
+/// bit. An index holds one per record and block it changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Packed {
+    off: u32,
+    len: u32,
+}
+
+const INITIALIZES: u32 = 1 << 31;
+
 /// What the records that start in one segment change: by block, every
 /// record, oldest first; and what they remove (rare), which a map by block
 /// cannot hold.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct SegIndex {
-    blocks: HashMap<PageTag, Vec<Use>>,
+    /// The segment's first LSN.
+    base: u64,
+    blocks: HashMap<PageTag, Vec<Packed>>,
     removals: Vec<(Span, Removal)>,
 }
 
 impl SegIndex {
+    fn at(base: u64) -> SegIndex {
+        SegIndex {
+            base,
+            blocks: HashMap::new(),
+            removals: Vec::new(),
+        }
+    }
+
+    fn unpack(&self, p: &Packed) -> Use {
+        let start = self.base + u64::from(p.off);
+        Use {
+            start,
+            end: start + u64::from(p.len & !INITIALIZES),
+            initializes: p.len & INITIALIZES != 0,
+        }
+    }
+
+    /// The records of the segment that change `tag`, oldest first.
+    fn uses<'a>(&'a self, tag: &PageTag) -> impl DoubleEndedIterator<Item = Use> + 'a {
+        self.blocks
+            .get(tag)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .map(|p| self.unpack(p))
+    }
+
     /// The newest record of the segment that initializes `tag`.
     fn newest_init(&self, tag: &PageTag) -> Option<Span> {
-        let u = self.blocks.get(tag)?.iter().rev().find(|u| u.initializes)?;
+        let u = self.uses(tag).rev().find(|u| u.initializes)?;
         Some(Span {
             start: u.start,
             end: u.end,
         })
     }
 
+    /// A record that starts in the segment. (A length or offset that did
+    /// not fit would give a record another start or end than the one read
+    /// there, which the fetch refuses; neither can happen.)
     fn add(&mut self, span: Span, pages: &[pages::RecordPage], removals: &[Removal]) {
         self.removals.extend(removals.iter().map(|r| (span, *r)));
+        let off = (span.start - self.base) as u32;
+        let len = ((span.end - span.start) as u32) & !INITIALIZES;
         for p in pages {
-            self.blocks.entry(p.tag).or_default().push(Use {
-                start: span.start,
-                end: span.end,
-                initializes: p.initializes(),
+            let flag = if p.initializes() { INITIALIZES } else { 0 };
+            self.blocks.entry(p.tag).or_default().push(Packed {
+                off,
+                len: len | flag,
             });
         }
     }
@@ -260,12 +305,12 @@ impl WalSource {
 
     /// Bytes the index holds (the segments' records by block), approximately.
     pub fn index_bytes(&self) -> usize {
-        let entry = std::mem::size_of::<(PageTag, Vec<Use>)>() + 1;
+        let entry = std::mem::size_of::<(PageTag, Vec<Packed>)>() + 1;
         let of = |m: &SegIndex| {
             m.blocks.capacity() * entry
                 + m.blocks
                     .values()
-                    .map(|v| v.capacity() * std::mem::size_of::<Use>())
+                    .map(|v| v.capacity() * std::mem::size_of::<Packed>())
                     .sum::<usize>()
                 + m.removals.capacity() * std::mem::size_of::<(Span, Removal)>()
                 + 64
@@ -335,7 +380,7 @@ impl WalSource {
             Start::Lsn(lsn) => (lsn / seg_size, false),
             Start::Oldest => unreachable!("scans start in a given segment"),
         };
-        let mut index = SegIndex::default();
+        let mut index = SegIndex::at(cur * seg_size);
         let mut first_of_segment = whole;
         let mut prev_start = None;
         if let Some(p) = resume {
@@ -377,9 +422,10 @@ impl WalSource {
                         // record of this one was read.
                         let next_seg = next / seg_size;
                         if next_seg > cur {
-                            self.index.insert(cur, std::mem::take(&mut index));
+                            let now = SegIndex::at(next_seg * seg_size);
+                            self.index.insert(cur, std::mem::replace(&mut index, now));
                             for empty in cur + 1..next_seg {
-                                self.index.insert(empty, SegIndex::default());
+                                self.index.insert(empty, SegIndex::at(empty * seg_size));
                             }
                         }
                         let seg = next_seg.max(cur);
@@ -394,7 +440,7 @@ impl WalSource {
                                 covered: limit,
                                 next,
                                 prev: prev_start,
-                                index: std::mem::take(&mut index),
+                                index: std::mem::replace(&mut index, SegIndex::at(0)),
                             });
                         }
                     }
@@ -413,9 +459,10 @@ impl WalSource {
             if seg != cur {
                 // Everything that starts in `cur` was read.
                 if whole {
-                    self.index.insert(cur, std::mem::take(&mut index));
+                    let now = SegIndex::at(seg * seg_size);
+                    self.index.insert(cur, std::mem::replace(&mut index, now));
                     for empty in cur + 1..seg {
-                        self.index.insert(empty, SegIndex::default());
+                        self.index.insert(empty, SegIndex::at(empty * seg_size));
                     }
                     if self.partial.as_ref().is_some_and(|p| p.segno < seg) {
                         self.partial = None;

@@ -210,13 +210,11 @@ impl WalSource {
                 continue;
             };
             let at = items.len();
-            if let Some(list) = seg.blocks.get(tag) {
-                items.extend(
-                    list.iter()
-                        .filter(|u| u.end <= end_lsn)
-                        .map(|u| (*u, false)),
-                );
-            }
+            items.extend(
+                seg.uses(tag)
+                    .filter(|u| u.end <= end_lsn)
+                    .map(|u| (u, false)),
+            );
             for (span, r) in &seg.removals {
                 if span.end <= end_lsn && r.covers(tag) {
                     let u = Use {

@@ -351,13 +351,11 @@ impl WalSource {
                         removed_after = removed_after.max(Some(span.start));
                     }
                 }
-                if let Some(list) = seg.blocks.get(tag) {
-                    for u in list.iter().rev().filter(|u| u.end <= lsn) {
-                        uses.push(*u);
-                        if u.initializes {
-                            init = Some(*u);
-                            break;
-                        }
+                for u in seg.uses(tag).rev().filter(|u| u.end <= lsn) {
+                    uses.push(u);
+                    if u.initializes {
+                        init = Some(u);
+                        break;
                     }
                 }
             }
