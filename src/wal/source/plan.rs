@@ -362,7 +362,10 @@ impl WalSource {
             if let Some(init) = init {
                 break init;
             }
-            if s == 0 || interrupt() {
+            if interrupt() {
+                return Err(SourceError::Cancelled);
+            }
+            if s == 0 {
                 return Ok(None);
             }
             s -= 1;
