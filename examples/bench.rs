@@ -8,6 +8,7 @@
 //!   cargo run --release --example bench -- --callers [--quick]   (only the many-callers rows)
 //!   cargo run --release --example bench -- --bulk [--quick] [--workload demo|pgbench|regress]   (recovery against verify of a WAL range)
 //!   cargo run --release --example bench -- --short [--quick]   (only the floor, ping and short rows)
+//!   cargo run --release --example bench -- --inspect [--quick]   (walredo_inspect's functions against recovery)
 //!
 //! `--profile-child` runs one wal-redo process under callgrind instead: the
 //! same short request N and 2N times, fed from a file, so the difference is
@@ -22,6 +23,8 @@ use std::time::{Duration, Instant};
 
 #[path = "bench/bulk.rs"]
 mod bulk;
+#[path = "bench/inspect.rs"]
+mod inspect;
 
 use walredo::process::futex;
 use walredo::process::launch::Launcher;
@@ -508,6 +511,10 @@ fn main() {
         bulk::bulk_rows(quick, &row);
         return;
     }
+    if std::env::args().any(|a| a == "--inspect") {
+        inspect::inspect_rows(quick, &row);
+        return;
+    }
     if std::env::args().any(|a| a == "--process-life") {
         process_life_rows(&config, quick, &row);
         return;
@@ -890,6 +897,7 @@ fn main() {
     );
     // After the peak RSS row: it touches 2 GB.
     process_life_rows(&config, quick, &row);
+    inspect::inspect_rows(quick, &row);
     let _ = std::fs::remove_dir_all(&work);
 }
 

@@ -11,6 +11,9 @@
 //! - `readme_story`: a row's old values after an UPDATE and after DELETE +
 //!   VACUUM through `heap_page_items(page_at_lsn(...))`; `page_history`
 //!   against pg_waldump's block references.
+//! - `kept_index_exact`: a backend's WAL index, kept between calls and
+//!   read on into WAL written since (across a segment switch too), gives
+//!   the pages a new backend's first call gives, byte for byte.
 //! - `errors_and_archive`: the error (and its hint) for a page whose WAL
 //!   left pg_wal, and that WAL read from an archive directory. The errors
 //!   that need no lost WAL, and the grant, are walredo_inspect's pg_regress
@@ -428,6 +431,72 @@ fn readme_story() {
     s.close();
     cluster.stop();
     assert_no_leftovers();
+}
+
+/// A backend keeps its WAL index between calls and reads it on into the WAL
+/// flushed since: its pages (other blocks, newer LSNs after more WAL was
+/// written, after a segment switch, the oldest LSN again) are byte for byte
+/// what a new backend's first call (nothing indexed) makes.
+#[test]
+fn kept_index_exact() {
+    let _serial = serial();
+    let install = PrivateInstall::new("kept-index");
+    let dir = TempDir::new("inspect-kept-index");
+    let mut cluster = install.cluster(dir.path(), &[], WAL_KEEPING_SETTINGS);
+    cluster.start();
+    cluster.psql(
+        "CREATE EXTENSION walredo_inspect;
+         CREATE TABLE k (id int PRIMARY KEY, v text);
+         INSERT INTO k SELECT g, 'v' || g FROM generate_series(1, 3000) g;
+         CHECKPOINT;",
+    );
+    let page = |s: &mut Session, rel: &str, blk: u32, lsn: &str| {
+        s.ok(&format!(
+            "SELECT encode(page_at_lsn('{rel}', {blk}, '{lsn}'), 'hex');"
+        ))
+    };
+    let mut kept = Session::open(&cluster);
+    let mut lsns: Vec<String> = Vec::new();
+    let mut compared = 0;
+    for round in 0..5 {
+        cluster.psql(&format!(
+            "UPDATE k SET v = v || ' r{round}' WHERE id % 5 = {round};"
+        ));
+        if round == 2 {
+            cluster
+                .psql("SELECT pg_switch_wal(); INSERT INTO k VALUES (100000, 'after the switch');");
+        }
+        let lsn = cluster.psql("SELECT pg_current_wal_flush_lsn();");
+        lsns.push(lsn.clone());
+        let nblocks: u32 = cluster
+            .psql("SELECT pg_relation_size('k') / 8192;")
+            .parse()
+            .unwrap();
+        let mut asks: Vec<(&str, u32, String)> = (0..nblocks)
+            .step_by(3)
+            .map(|blk| ("k", blk, lsn.clone()))
+            .collect();
+        asks.push(("k_pkey", 1, lsn.clone()));
+        asks.push(("k", 1, lsns[0].clone()));
+        let got: Vec<String> = asks
+            .iter()
+            .map(|(rel, blk, at)| page(&mut kept, rel, *blk, at))
+            .collect();
+        for ((rel, blk, at), kept_page) in asks.iter().zip(&got) {
+            let mut new = Session::open(&cluster);
+            let new_page = page(&mut new, rel, *blk, at);
+            new.close();
+            assert!(
+                new_page.len() == 16384 && *kept_page == new_page,
+                "{rel} block {blk} at {at}: the kept index's page differs from a new backend's \
+                 (first difference at byte {:?})",
+                first_diff(&hex_decode(kept_page), &hex_decode(&new_page))
+            );
+            compared += 1;
+        }
+    }
+    println!("kept_index_exact: {compared} pages identical to a new backend's");
+    kept.close();
 }
 
 #[test]

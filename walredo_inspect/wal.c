@@ -3,7 +3,9 @@
  *		The backend's WAL handle: replay plans and block history.
  *
  * One walredo_wal per backend, kept between calls, so the library's index of
- * the WAL (where scans can start) is built once, not on every lookup.  It
+ * the WAL (every record by the blocks it changes) is built once and read on
+ * into the WAL flushed since, not rebuilt on every lookup: a lookup then
+ * reads only its block's records.  It
  * reads the server's pg_wal and then walredo_inspect.archive_dir, in place.
  * Reopened when the archive directory or the timeline changes.
  *

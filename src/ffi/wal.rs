@@ -173,10 +173,12 @@ pub unsafe extern "C" fn walredo_wal_free(wal: *mut walredo_wal) {
 /// before `lsn` that carries an applicable full-page image of the block or
 /// initializes it, then every later record referencing the block that ends
 /// at or before `lsn`. `lsn` must be a position the caller knows to be
-/// flushed: records ending after it are never read. A lookup reads the
-/// segments holding what it needs, newest first; what it learns about the
-/// segments it read whole is kept in the source, so later lookups skip the
-/// segments that do not touch their block.
+/// flushed: records ending after it are never read (by this lookup; a later
+/// one may read up to the highest LSN a plan was made for). A lookup reads
+/// the segments holding what it needs, newest first, and keeps in the source
+/// an index of what it read (every record by the blocks it changes; the
+/// newest segment up to `lsn`, read on from there by later lookups), so
+/// later lookups read only their block's records.
 ///
 /// On success `*out` is the plan (free it with `walredo_plan_free`); on
 /// failure NULL. `WALREDO_NOT_FOUND`: no starting point for the page in the
@@ -273,7 +275,8 @@ pub unsafe extern "C" fn walredo_plan_free(plan: *mut walredo_plan) {
 /// calling thread; the entry and its strings are valid during the call).
 /// `each` returning nonzero stops the walk, and the call returns
 /// `WALREDO_OK`. The first history of a source reads all of the readable
-/// WAL; later ones only the segments that reference their block. `end_lsn`
+/// WAL; later ones to a flushed `end_lsn` only their block's records and
+/// the WAL written since (to UINT64_MAX: the segments that reference it). `end_lsn`
 /// must be flushed (UINT64_MAX: to the end of the WAL, wherever it is): WAL
 /// below it that cannot be read is damage (`WALREDO_MALFORMED_RECORD`,
 /// naming its LSN), WAL never written there (zeros, a recycled segment)

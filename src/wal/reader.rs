@@ -91,6 +91,30 @@ impl WalRecord {
 /// by one as they are used).
 pub(super) const CHUNK: u64 = 16 * XLOG_BLCKSZ;
 
+/// Whether `lsn` can be where a record starts: 8-byte aligned, not inside a
+/// page header.
+fn check_start(lsn: u64, seg_size: u64) -> Result<(), WalError> {
+    if lsn % 8 != 0 {
+        return Err(WalError::InvalidStart {
+            lsn,
+            reason: "it is not 8-byte aligned".into(),
+        });
+    }
+    let off = lsn % XLOG_BLCKSZ;
+    let hdr = if lsn % seg_size < XLOG_BLCKSZ {
+        SIZE_OF_XLOG_LONG_PHD
+    } else {
+        SIZE_OF_XLOG_SHORT_PHD
+    };
+    if off != 0 && off < hdr {
+        return Err(WalError::InvalidStart {
+            lsn,
+            reason: "it points into a page header".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Reader over the records of one timeline, in one directory or in several
 /// (see [`Segments`]). Files are read in place, a chunk of pages at a time,
 /// and never written. A page whose header is not what this LSN needs (a
@@ -108,6 +132,8 @@ pub struct WalReader {
     last_page: Option<(u64, PageHeader)>,
     /// Bytes of the current file from `chunk_lsn` on.
     buf: Vec<u8>,
+    /// How many bytes one read takes ([`CHUNK`] unless set).
+    chunk: u64,
     chunk_lsn: u64,
     /// Where the next record begins (may be a page start: the header is skipped).
     next_lsn: u64,
@@ -160,6 +186,17 @@ impl WalReader {
         start: Start,
         system_id: Option<u64>,
     ) -> Result<WalReader, WalError> {
+        WalReader::open_segments_chunked(segs, start, system_id, CHUNK / XLOG_BLCKSZ)
+    }
+
+    /// [`open_segments`](Self::open_segments) reading `chunk_pages` pages
+    /// at a time (see [`set_chunk_pages`](Self::set_chunk_pages)).
+    pub fn open_segments_chunked(
+        segs: Arc<Segments>,
+        start: Start,
+        system_id: Option<u64>,
+        chunk_pages: u64,
+    ) -> Result<WalReader, WalError> {
         let seg_size = segs.seg_size;
         let first_segno = match start {
             Start::Oldest => *segs.files.keys().next().expect("Segments is never empty"),
@@ -182,6 +219,7 @@ impl WalReader {
             read_from: BTreeMap::new(),
             last_page: None,
             buf: Vec::new(),
+            chunk: chunk_pages.max(1) * XLOG_BLCKSZ,
             chunk_lsn: 0,
             next_lsn: 0,
             prev_lsn: None,
@@ -239,24 +277,7 @@ impl WalReader {
 
         match start {
             Start::Lsn(lsn) => {
-                if lsn % 8 != 0 {
-                    return Err(WalError::InvalidStart {
-                        lsn,
-                        reason: "it is not 8-byte aligned".into(),
-                    });
-                }
-                let off = lsn % XLOG_BLCKSZ;
-                let hdr = if lsn % seg_size < XLOG_BLCKSZ {
-                    SIZE_OF_XLOG_LONG_PHD
-                } else {
-                    SIZE_OF_XLOG_SHORT_PHD
-                };
-                if off != 0 && off < hdr {
-                    return Err(WalError::InvalidStart {
-                        lsn,
-                        reason: "it points into a page header".into(),
-                    });
-                }
+                check_start(lsn, seg_size)?;
                 reader.next_lsn = lsn;
             }
             Start::Oldest | Start::Segment(_) => {
@@ -328,6 +349,35 @@ impl WalReader {
     /// end of the valid WAL.
     pub fn next_lsn(&self) -> u64 {
         self.next_lsn
+    }
+
+    /// Check the next record's `xl_prev` against `prev` (the start of the
+    /// record before it), as if that record had just been read: a reader
+    /// opened where an earlier one stopped reads on as that one would have.
+    pub fn expect_prev(&mut self, prev: u64) {
+        self.prev_lsn = Some(prev);
+    }
+
+    /// Go to `lsn`, a record start (one an earlier reading returned), and
+    /// read on from there: for fetching known records one by one. The
+    /// record there has no `xl_prev` to check against (its CRC, length and
+    /// page headers are checked as always); the end of the WAL, a limit
+    /// reached or a damaged page earlier are forgotten.
+    pub fn seek(&mut self, lsn: u64) -> Result<(), WalError> {
+        check_start(lsn, self.segs.seg_size)?;
+        self.next_lsn = lsn;
+        self.prev_lsn = None;
+        self.done = false;
+        self.limit_reached = false;
+        self.end_reason = None;
+        self.end_damaged = false;
+        Ok(())
+    }
+
+    /// Read `pages` pages at a time from now on (default 16): fewer for
+    /// records fetched one by one, far apart.
+    pub fn set_chunk_pages(&mut self, pages: u64) {
+        self.chunk = pages.max(1) * XLOG_BLCKSZ;
     }
 
     /// Read no record that ends after `lsn`, and no page at or after it

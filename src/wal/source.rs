@@ -7,18 +7,22 @@
 //!
 //! A lookup must not read all of the WAL each time. Every record start that
 //! begins a segment can be found from the segment alone (as
-//! `XLogFindNextRecord` does), so segments are the intervals: a plan reads
-//! the segment holding its LSN, then earlier ones, one by one, until it
-//! meets a record that carries an applicable full-page image of the block
-//! or initializes it (with `full_page_writes`, at most about one checkpoint
-//! distance back). Each segment read whole leaves a summary (the blocks its
-//! records reference, and the newest record initializing each), so later
-//! lookups skip the segments that do not touch their block and start inside
-//! the one that initializes it, when that record ends at or before their LSN
-//! (a record may end in a later segment, after the LSN asked for: then the
-//! whole segment is read, as a first lookup would). The segments are listed again on every
-//! lookup, so the source follows the server as it writes, recycles and
-//! archives them.
+//! `XLogFindNextRecord` does), so segments are the intervals. Each segment
+//! read whole leaves its index (`SegIndex`: every record starting in it by
+//! the blocks it changes, and its removals); the newest one is indexed from
+//! its start up to a lookup's LSN (`Partial`) and read on from there by
+//! the next lookup that needs more. A plan walks the index back from the
+//! segment holding its LSN to the block's starting point (a record that
+//! carries an applicable full-page image of the block or initializes it),
+//! reading whole the segments not indexed yet, then fetches only the block's
+//! records, each checked against the index; a history does the same over
+//! every readable segment. What the index cannot answer (no starting point,
+//! a removal, WAL that cannot be read) is answered by the lookups that read
+//! the segments themselves: a plan reads the segment holding its LSN, then
+//! earlier ones, skipping those that do not touch the block and starting
+//! inside the one that initializes it when that record ends at or before
+//! the LSN. The segments are listed again on every lookup, so the source
+//! follows the server as it writes, recycles and archives them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::error::Error;
@@ -114,6 +118,107 @@ struct Span {
     end: u64,
 }
 
+/// A record of a segment's index that changes a block: where it starts and
+/// ends, and whether replaying it needs no earlier version of the page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Use {
+    start: u64,
+    end: u64,
+    initializes: bool,
+}
+
+/// A [`Use`] in 8 bytes: the record's start as an offset in its segment,
+/// its length (end minus start: at most a segment, or a record of at most
+/// 1 GB and its page headers, under 2^31) with [`INITIALIZES`] in the top
+/// bit. An index holds one per record and block it changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Packed {
+    off: u32,
+    len: u32,
+}
+
+const INITIALIZES: u32 = 1 << 31;
+
+/// What the records that start in one segment change: by block, every
+/// record, oldest first; and what they remove (rare), which a map by block
+/// cannot hold.
+#[derive(Debug)]
+struct SegIndex {
+    /// The segment's first LSN.
+    base: u64,
+    blocks: HashMap<PageTag, Vec<Packed>>,
+    removals: Vec<(Span, Removal)>,
+}
+
+impl SegIndex {
+    fn at(base: u64) -> SegIndex {
+        SegIndex {
+            base,
+            blocks: HashMap::new(),
+            removals: Vec::new(),
+        }
+    }
+
+    fn unpack(&self, p: &Packed) -> Use {
+        let start = self.base + u64::from(p.off);
+        Use {
+            start,
+            end: start + u64::from(p.len & !INITIALIZES),
+            initializes: p.len & INITIALIZES != 0,
+        }
+    }
+
+    /// The records of the segment that change `tag`, oldest first.
+    fn uses<'a>(&'a self, tag: &PageTag) -> impl DoubleEndedIterator<Item = Use> + 'a {
+        self.blocks
+            .get(tag)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .map(|p| self.unpack(p))
+    }
+
+    /// The newest record of the segment that initializes `tag`.
+    fn newest_init(&self, tag: &PageTag) -> Option<Span> {
+        let u = self.uses(tag).rev().find(|u| u.initializes)?;
+        Some(Span {
+            start: u.start,
+            end: u.end,
+        })
+    }
+
+    /// A record that starts in the segment. (A length or offset that did
+    /// not fit would give a record another start or end than the one read
+    /// there, which the fetch refuses; neither can happen.)
+    fn add(&mut self, span: Span, pages: &[pages::RecordPage], removals: &[Removal]) {
+        self.removals.extend(removals.iter().map(|r| (span, *r)));
+        let off = (span.start - self.base) as u32;
+        let len = ((span.end - span.start) as u32) & !INITIALIZES;
+        for p in pages {
+            let flag = if p.initializes() { INITIALIZES } else { 0 };
+            self.blocks.entry(p.tag).or_default().push(Packed {
+                off,
+                len: len | flag,
+            });
+        }
+    }
+}
+
+/// A segment indexed from its start up to a limit (the LSN of a lookup, a
+/// flushed position): the next lookup that needs more goes on from there
+/// instead of reading the segment again from its start.
+#[derive(Debug)]
+struct Partial {
+    segno: u64,
+    /// Every record that starts in the segment and ends at or before this
+    /// is in `index`; the next one ends after it.
+    covered: u64,
+    /// Where the next record starts.
+    next: u64,
+    /// Where the last record read starts (the next one's `xl_prev`).
+    prev: Option<u64>,
+    index: SegIndex,
+}
+
 /// How one record uses the block asked about.
 #[derive(Clone, Copy, Debug)]
 struct BlockUse {
@@ -158,12 +263,15 @@ pub struct WalSource {
     pg_version: Option<u32>,
     /// Segment number -> start of the first record that starts in it.
     first_starts: BTreeMap<u64, u64>,
-    /// Segments read whole: block -> the newest record starting in the
-    /// segment that initializes it (None: none does).
-    summaries: BTreeMap<u64, HashMap<PageTag, Option<Span>>>,
-    /// Segments read whole: what their records remove (rare), which the
-    /// summaries, keyed by block, cannot hold.
-    removals: BTreeMap<u64, Vec<Removal>>,
+    /// Segments read whole: every record starting in the segment, by the
+    /// blocks it changes, and what the records remove.
+    index: BTreeMap<u64, SegIndex>,
+    /// The newest segment read from its start up to a lookup's LSN.
+    partial: Option<Partial>,
+    /// The highest LSN a plan was made for: flushed (the caller's word)
+    /// and readable, so WAL up to it may be read (and indexed) by any later
+    /// lookup.
+    flushed: u64,
     records_read: u64,
 }
 
@@ -183,8 +291,9 @@ impl WalSource {
             system_id: None,
             pg_version: None,
             first_starts: BTreeMap::new(),
-            summaries: BTreeMap::new(),
-            removals: BTreeMap::new(),
+            index: BTreeMap::new(),
+            partial: None,
+            flushed: 0,
             records_read: 0,
         }
     }
@@ -194,23 +303,44 @@ impl WalSource {
         self.records_read
     }
 
-    /// Bytes the index holds (the segment summaries), approximately.
+    /// Bytes the index holds (the segments' records by block), approximately.
     pub fn index_bytes(&self) -> usize {
-        let entry = std::mem::size_of::<(PageTag, Option<Span>)>() + 1;
-        self.summaries
-            .values()
-            .map(|m| m.capacity() * entry + 64)
-            .sum::<usize>()
+        let entry = std::mem::size_of::<(PageTag, Vec<Packed>)>() + 1;
+        let of = |m: &SegIndex| {
+            m.blocks.capacity() * entry
+                + m.blocks
+                    .values()
+                    .map(|v| v.capacity() * std::mem::size_of::<Packed>())
+                    .sum::<usize>()
+                + m.removals.capacity() * std::mem::size_of::<(Span, Removal)>()
+                + 64
+        };
+        self.index.values().map(of).sum::<usize>()
+            + self.partial.as_ref().map_or(0, |p| of(&p.index))
             + self.first_starts.len() * 48
+    }
+
+    /// Forget everything learnt about the segments (the WAL read does not
+    /// match it): the next lookups read them again.
+    fn forget(&mut self) {
+        self.index.clear();
+        self.partial = None;
+        self.first_starts.clear();
     }
 
     fn list(&mut self) -> Result<Arc<Segments>, SourceError> {
         let segs = Segments::list(&self.dirs, self.timeline, None)?;
         self.timeline = Some(segs.timeline());
         // What is gone from every directory cannot be read again.
-        self.summaries.retain(|s, _| segs.contains(*s));
+        self.index.retain(|s, _| segs.contains(*s));
         self.first_starts.retain(|s, _| segs.contains(*s));
-        self.removals.retain(|s, _| segs.contains(*s));
+        if self
+            .partial
+            .as_ref()
+            .is_some_and(|p| !segs.contains(p.segno))
+        {
+            self.partial = None;
+        }
         Ok(Arc::new(segs))
     }
 
@@ -229,7 +359,9 @@ impl WalSource {
     /// the first segment's first record or a record start in it) and end at
     /// or before `limit`, with one reader. With `tag`, `found` gets each
     /// record that changes it, and may stop the scan by returning false.
-    /// Segments read whole get their summary.
+    /// Segments read whole get their index; one read from its start up to
+    /// `limit` is kept as the partial one. `resume`: the partial segment,
+    /// read on from its next record (`start` is `Start::Lsn` of it).
     #[allow(clippy::too_many_arguments)]
     fn scan(
         &mut self,
@@ -240,6 +372,7 @@ impl WalSource {
         tag: Option<&PageTag>,
         interrupt: &mut dyn FnMut() -> bool,
         found: &mut dyn FnMut(WalRecord, BlockUse) -> bool,
+        resume: Option<Partial>,
     ) -> Result<Scanned, SourceError> {
         let seg_size = segs.segment_size();
         let (mut cur, mut whole) = match start {
@@ -247,6 +380,16 @@ impl WalSource {
             Start::Lsn(lsn) => (lsn / seg_size, false),
             Start::Oldest => unreachable!("scans start in a given segment"),
         };
+        let mut index = SegIndex::at(cur * seg_size);
+        let mut first_of_segment = whole;
+        let mut prev_start = None;
+        if let Some(p) = resume {
+            debug_assert_eq!(start, Start::Lsn(p.next));
+            cur = p.segno;
+            whole = true;
+            index = p.index;
+            prev_start = p.prev;
+        }
         let mut reader = match WalReader::open_segments(Arc::clone(segs), start, self.system_id) {
             Ok(r) => r,
             Err(e @ (WalError::BadHeader { .. } | WalError::Removed { .. })) => {
@@ -261,9 +404,9 @@ impl WalSource {
         self.pg_version = Some(reader.pg_version());
         let format = RecordFormat::of_version(reader.pg_version());
         reader.set_limit(limit);
-        let mut summary: HashMap<PageTag, Option<Span>> = HashMap::new();
-        let mut removed: Vec<Removal> = Vec::new();
-        let mut first_of_segment = whole;
+        if let Some(prev) = prev_start {
+            reader.expect_prev(prev);
+        }
         let mut last_end = 0;
         let mut n: u64 = 0;
         loop {
@@ -273,6 +416,34 @@ impl WalSource {
             }
             let Some(rec) = reader.next_record()? else {
                 let end = if reader.reached_limit() {
+                    if whole {
+                        let next = reader.next_lsn();
+                        // The next record starts in a later segment: every
+                        // record of this one was read.
+                        let next_seg = next / seg_size;
+                        if next_seg > cur {
+                            let now = SegIndex::at(next_seg * seg_size);
+                            self.index.insert(cur, std::mem::replace(&mut index, now));
+                            for empty in cur + 1..next_seg {
+                                self.index.insert(empty, SegIndex::at(empty * seg_size));
+                            }
+                        }
+                        let seg = next_seg.max(cur);
+                        if !self.index.contains_key(&seg)
+                            && self
+                                .partial
+                                .as_ref()
+                                .is_none_or(|p| (p.covered, p.segno) <= (limit, seg))
+                        {
+                            self.partial = Some(Partial {
+                                segno: seg,
+                                covered: limit,
+                                next,
+                                prev: prev_start,
+                                index: std::mem::replace(&mut index, SegIndex::at(0)),
+                            });
+                        }
+                    }
                     ScanEnd::Limit
                 } else {
                     ScanEnd::EndOfWal {
@@ -288,11 +459,13 @@ impl WalSource {
             if seg != cur {
                 // Everything that starts in `cur` was read.
                 if whole {
-                    self.summaries.insert(cur, std::mem::take(&mut summary));
-                    self.removals.insert(cur, std::mem::take(&mut removed));
+                    let now = SegIndex::at(seg * seg_size);
+                    self.index.insert(cur, std::mem::replace(&mut index, now));
                     for empty in cur + 1..seg {
-                        self.summaries.insert(empty, HashMap::new());
-                        self.removals.insert(empty, Vec::new());
+                        self.index.insert(empty, SegIndex::at(empty * seg_size));
+                    }
+                    if self.partial.as_ref().is_some_and(|p| p.segno < seg) {
+                        self.partial = None;
                     }
                 }
                 whole = true;
@@ -312,6 +485,7 @@ impl WalSource {
                 first_of_segment = false;
             }
             last_end = rec.end_lsn;
+            prev_start = Some(rec.start_lsn);
             let block = {
                 let decoded =
                     record::decode_unchecked_crc_as(&rec.data, format).map_err(|error| {
@@ -327,16 +501,11 @@ impl WalSource {
                 let pages = pages::record_pages(&decoded).map_err(malformed)?;
                 let removals = lifetime::removals(&decoded).map_err(malformed)?;
                 if whole {
-                    removed.extend_from_slice(&removals);
-                    for p in &pages {
-                        let newest = summary.entry(p.tag).or_insert(None);
-                        if p.initializes() {
-                            *newest = Some(Span {
-                                start: rec.start_lsn,
-                                end: rec.end_lsn,
-                            });
-                        }
-                    }
+                    let span = Span {
+                        start: rec.start_lsn,
+                        end: rec.end_lsn,
+                    };
+                    index.add(span, &pages, &removals);
                 }
                 tag.and_then(|t| {
                     let removal = removals.iter().find(|r| r.covers(t)).copied();
@@ -433,6 +602,7 @@ impl WalSource {
                 None,
                 &mut || false,
                 &mut |_, _| true,
+                None,
             )?;
             if scanned.last_end != 0 {
                 return Ok((oldest, scanned.last_end));

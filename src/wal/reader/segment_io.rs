@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::pg::xlog::*;
 use crate::wal::error::WalError;
 use crate::wal::lsn::format_lsn;
-use crate::wal::reader::{WalReader, CHUNK};
+use crate::wal::reader::WalReader;
 
 /// A validated page header.
 #[derive(Clone, Copy, Debug)]
@@ -272,7 +272,7 @@ impl WalReader {
         }
         let seg_size = self.segs.seg_size;
         let off = page_lsn % seg_size;
-        let len = CHUNK.min(seg_size - off) as usize;
+        let len = self.chunk.min(seg_size - off) as usize;
         let path = self.cur_path();
         let (_, _, f) = self.cur.as_ref().expect("a segment is open");
         self.buf.resize(len, 0);

@@ -54,13 +54,24 @@ impl WalSource {
         each: &mut dyn FnMut(&HistoryEntry) -> bool,
     ) -> Result<(), SourceError> {
         let segs = self.list()?;
+        if let Some(entries) = self.history_indexed(&segs, tag, end_lsn, interrupt)? {
+            for e in &entries {
+                if !each(e) {
+                    break;
+                }
+            }
+            return Ok(());
+        }
         let seg_size = segs.segment_size();
         let Some((mut low, top)) = Self::run_below(&segs, last_segment(end_lsn, seg_size)) else {
             return Ok(());
         };
         let skip = |me: &Self, s: u64| {
             s < top
-                && me.summaries.get(&s).is_some_and(|m| !m.contains_key(tag))
+                && me
+                    .index
+                    .get(&s)
+                    .is_some_and(|m| !m.blocks.contains_key(tag))
                 && !me.removes_in(s, tag)
         };
         // Removals before the block's first record are not part of its
@@ -108,6 +119,7 @@ impl WalSource {
                             .unwrap_or("UNKNOWN"),
                     })
                 },
+                None,
             )?;
             match scanned.end {
                 ScanEnd::Stopped => return Ok(()),
@@ -157,5 +169,104 @@ impl WalSource {
             s = last + 1;
         }
         Ok(())
+    }
+}
+
+impl WalSource {
+    /// The history from the index alone, reading only the block's records,
+    /// when every segment of the readable WAL up to `end_lsn` (a flushed
+    /// position; not u64::MAX) is indexed or can be now. None: the walk
+    /// that reads the segments answers (and says what is wrong, when
+    /// something is). Each record read must be the one indexed there, else
+    /// everything learnt is forgotten.
+    fn history_indexed(
+        &mut self,
+        segs: &Arc<Segments>,
+        tag: &PageTag,
+        end_lsn: u64,
+        interrupt: &mut dyn FnMut() -> bool,
+    ) -> Result<Option<Vec<HistoryEntry>>, SourceError> {
+        if end_lsn == u64::MAX {
+            return Ok(None);
+        }
+        let seg_size = segs.segment_size();
+        let flushed = self.flushed.max(end_lsn);
+        let Some((low, top)) = Self::run_below(segs, last_segment(end_lsn, seg_size)) else {
+            return Ok(None);
+        };
+        for s in low..=top {
+            if self.seg_view(s, end_lsn).is_none()
+                && !(self.index_segment(segs, s, flushed, interrupt)?
+                    && self.seg_view(s, end_lsn).is_some())
+            {
+                return Ok(None);
+            }
+        }
+        // The records that change the block or remove it, oldest first; a
+        // record that does both is one that changes it.
+        let mut items: Vec<(Use, bool)> = Vec::new();
+        for s in low..=top {
+            let Some(Some(seg)) = self.seg_view(s, end_lsn) else {
+                continue;
+            };
+            let at = items.len();
+            items.extend(
+                seg.uses(tag)
+                    .filter(|u| u.end <= end_lsn)
+                    .map(|u| (u, false)),
+            );
+            for (span, r) in &seg.removals {
+                if span.end <= end_lsn && r.covers(tag) {
+                    let u = Use {
+                        start: span.start,
+                        end: span.end,
+                        initializes: false,
+                    };
+                    items.push((u, true));
+                }
+            }
+            items[at..].sort_by_key(|(u, removal)| (u.start, *removal));
+        }
+        items.dedup_by_key(|(u, _)| u.start);
+        // Removals before the block's first record are not part of its
+        // history (a database copied long before the block was made).
+        let first_use = items.iter().position(|(_, removal)| !removal);
+        items.drain(..first_use.unwrap_or(items.len()));
+        let uses: Vec<Use> = items.iter().map(|(u, _)| *u).collect();
+        let mut entries = Vec::with_capacity(uses.len());
+        let pg_version = self.pg_version.unwrap_or(15);
+        for chunk in uses.chunks(INTERRUPT_EVERY as usize) {
+            if interrupt() {
+                return Err(SourceError::Cancelled);
+            }
+            let fetched = self.fetch(segs, chunk, end_lsn, &mut |rec, pages, removals| {
+                let (u, removal) = items[entries.len()];
+                let (has_image, will_init) = match pages.iter().find(|p| p.tag == *tag) {
+                    Some(p) if !removal && p.initializes() == u.initializes => {
+                        (p.has_image(), p.will_init())
+                    }
+                    None if removal && removals.iter().any(|r| r.covers(tag)) => (false, false),
+                    _ => return false,
+                };
+                let (rmid, info) = (rec.rmid(), rec.info());
+                entries.push(HistoryEntry {
+                    start_lsn: rec.start_lsn,
+                    end_lsn: rec.end_lsn,
+                    xid: rec.xid(),
+                    rmid,
+                    info,
+                    has_image,
+                    will_init,
+                    rmgr: rmgr_name(rmid),
+                    record_type: record_type_name_for(pg_version, rmid, info).unwrap_or("UNKNOWN"),
+                });
+                true
+            });
+            if !fetched {
+                return Ok(None);
+            }
+        }
+        self.flushed = flushed;
+        Ok(Some(entries))
     }
 }

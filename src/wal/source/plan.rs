@@ -3,6 +3,14 @@
 
 use super::*;
 
+/// What [`WalSource::fetch`] hands each record to: the record, the pages it
+/// changes, what it removes; true when it is the record indexed.
+type FetchFn<'a> = dyn FnMut(WalRecord, &[pages::RecordPage], &[Removal]) -> bool + 'a;
+
+/// Pages one read takes when a plan fetches its records one by one (they
+/// are often far apart).
+const FETCH_CHUNK_PAGES: u64 = 4;
+
 /// The records that rebuild `tag` as of `lsn`, oldest first: the first one
 /// initializes the page (an applicable full-page image, or will-init).
 #[derive(Clone, Debug)]
@@ -38,6 +46,9 @@ impl WalSource {
         interrupt: &mut dyn FnMut() -> bool,
     ) -> Result<ReplayPlan, SourceError> {
         let segs = self.list()?;
+        if let Some(plan) = self.plan_indexed(&segs, tag, lsn, interrupt)? {
+            return Ok(plan);
+        }
         let seg_size = segs.segment_size();
         let s_lsn = last_segment(lsn, seg_size);
         let further = "an archive directory holding older segments, or a larger wal_keep_size, \
@@ -90,20 +101,28 @@ impl WalSource {
             }
             let mut start = Start::Segment(s);
             if s < s_lsn {
-                if let Some(summary) = self.summaries.get(&s) {
-                    match summary.get(tag) {
-                        None if !self.removes_in(s, tag) => continue,
+                if let Some(seg) = self.index.get(&s) {
+                    match seg.newest_init(tag) {
+                        None if !seg.blocks.contains_key(tag) && !self.removes_in(s, tag) => {
+                            continue
+                        }
                         // Its newest starting point, if it is complete at
                         // `lsn`; else every record of the segment that is.
-                        Some(Some(init)) if init.end <= lsn => start = Start::Lsn(init.start),
+                        Some(init) if init.end <= lsn => start = Start::Lsn(init.start),
                         _ => {}
                     }
                 }
             }
             let mut recs: Vec<WalRecord> = Vec::new();
             let mut last_init: Option<usize> = None;
-            let scanned =
-                self.scan(&segs, start, s, lsn, Some(tag), interrupt, &mut |rec, b| {
+            let scanned = self.scan(
+                &segs,
+                start,
+                s,
+                lsn,
+                Some(tag),
+                interrupt,
+                &mut |rec, b| {
                     // A removal starts the page's life over, as an
                     // initializing record does: nothing before it counts.
                     if b.initializes || b.removal.is_some() {
@@ -112,7 +131,9 @@ impl WalSource {
                     }
                     recs.push(rec);
                     true
-                })?;
+                },
+                None,
+            )?;
             match scanned.end {
                 ScanEnd::NextSegment | ScanEnd::Limit | ScanEnd::Stopped => {}
                 ScanEnd::EndOfWal { at, why, damaged } => {
@@ -177,6 +198,7 @@ impl WalSource {
                 tag, lsn, removal, &records, pg_version,
             ));
         }
+        self.flushed = self.flushed.max(lsn);
         Ok(ReplayPlan {
             tag: *tag,
             lsn,
@@ -184,11 +206,194 @@ impl WalSource {
         })
     }
 
+    /// What the index holds of segment `s` as of `lsn`: Some(Some(index)),
+    /// Some(None) when no record that starts in it ends at or before `lsn`
+    /// (the partial segment's next record, before it, ends after), None
+    /// when it is not indexed that far.
+    pub(super) fn seg_view(&self, s: u64, lsn: u64) -> Option<Option<&SegIndex>> {
+        if let Some(seg) = self.index.get(&s) {
+            return Some(Some(seg));
+        }
+        let p = self.partial.as_ref().filter(|p| p.covered >= lsn)?;
+        match p.segno.cmp(&s) {
+            std::cmp::Ordering::Equal => Some(Some(&p.index)),
+            std::cmp::Ordering::Less => Some(None),
+            std::cmp::Ordering::Greater => None,
+        }
+    }
+
+    /// Index segment `s` up to `flushed` (a flushed position): from its
+    /// start, or on from where the partial segment stopped when it is `s`.
+    /// False when it cannot be read so: the reading lookups say why.
+    pub(super) fn index_segment(
+        &mut self,
+        segs: &Arc<Segments>,
+        s: u64,
+        flushed: u64,
+        interrupt: &mut dyn FnMut() -> bool,
+    ) -> Result<bool, SourceError> {
+        let (start, resume) = match self.partial.take() {
+            Some(p) if p.segno == s => (Start::Lsn(p.next), Some(p)),
+            other => {
+                self.partial = other;
+                (Start::Segment(s), None)
+            }
+        };
+        let found = &mut |_, _| true;
+        match self.scan(segs, start, s, flushed, None, interrupt, found, resume) {
+            Ok(scanned) => Ok(matches!(scanned.end, ScanEnd::NextSegment | ScanEnd::Limit)),
+            Err(SourceError::Cancelled) => Err(SourceError::Cancelled),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Read the records `uses` index (oldest first, ending at or before
+    /// `lsn`) one by one: `each` gets the record, the pages it changes and
+    /// the removals it makes, and says whether it is the record indexed.
+    /// False when one cannot be read, is not where the index says, or
+    /// `each` says it is not: then everything learnt is forgotten (the WAL
+    /// read is not the WAL indexed).
+    pub(super) fn fetch(
+        &mut self,
+        segs: &Arc<Segments>,
+        uses: &[Use],
+        lsn: u64,
+        each: &mut FetchFn<'_>,
+    ) -> bool {
+        let Some(first) = uses.first() else {
+            return true;
+        };
+        let Ok(mut reader) = WalReader::open_segments_chunked(
+            Arc::clone(segs),
+            Start::Lsn(first.start),
+            self.system_id,
+            FETCH_CHUNK_PAGES,
+        ) else {
+            return false;
+        };
+        reader.set_limit(lsn);
+        let format = RecordFormat::of_version(reader.pg_version());
+        for u in uses {
+            self.records_read += 1;
+            let rec = match reader.seek(u.start).map(|()| reader.next_record()) {
+                Ok(Ok(Some(rec))) if rec.start_lsn == u.start && rec.end_lsn == u.end => rec,
+                _ => {
+                    self.forget();
+                    return false;
+                }
+            };
+            let decoded = record::decode_unchecked_crc_as(&rec.data, format);
+            let (pages, removals) = match decoded
+                .and_then(|d| Ok((pages::record_pages(&d)?, lifetime::removals(&d)?)))
+            {
+                Ok(both) => both,
+                Err(_) => {
+                    self.forget();
+                    return false;
+                }
+            };
+            if !each(rec, &pages, &removals) {
+                self.forget();
+                return false;
+            }
+        }
+        true
+    }
+
     /// Whether a record of segment `s` (read whole) removes `tag`.
     pub(super) fn removes_in(&self, s: u64, tag: &PageTag) -> bool {
-        self.removals
+        self.index
             .get(&s)
-            .is_some_and(|v| v.iter().any(|r| r.covers(tag)))
+            .is_some_and(|m| m.removals.iter().any(|(_, r)| r.covers(tag)))
+    }
+
+    /// The plan from the index alone, reading only the block's records,
+    /// when the index answers: every segment from the one holding `lsn`
+    /// back to the block's starting point indexed (those that are not yet
+    /// are read whole now, up to the highest LSN ever asked for, which is
+    /// flushed; the newest one goes on from where the last lookup stopped),
+    /// no removal of the block after that starting point. None: the
+    /// lookup that reads the WAL itself answers (and says what is wrong,
+    /// when something is). Each record read must be the one indexed there
+    /// (its start, its end, a change of the block), else everything learnt
+    /// is forgotten: the WAL read is not the WAL indexed.
+    fn plan_indexed(
+        &mut self,
+        segs: &Arc<Segments>,
+        tag: &PageTag,
+        lsn: u64,
+        interrupt: &mut dyn FnMut() -> bool,
+    ) -> Result<Option<ReplayPlan>, SourceError> {
+        let seg_size = segs.segment_size();
+        let flushed = self.flushed.max(lsn);
+        // Newest first, back to (and with) the starting point.
+        let mut uses: Vec<Use> = Vec::new();
+        let mut removed_after: Option<u64> = None;
+        let mut s = last_segment(lsn, seg_size);
+        let mut read_now = false;
+        let init = loop {
+            if !segs.contains(s) {
+                return Ok(None);
+            }
+            let Some(seg) = self.seg_view(s, lsn) else {
+                // Not indexed yet: read it (once).
+                if read_now || !self.index_segment(segs, s, flushed, interrupt)? {
+                    return Ok(None);
+                }
+                read_now = true;
+                continue;
+            };
+            read_now = false;
+            let mut init = None;
+            if let Some(seg) = seg {
+                for (span, r) in &seg.removals {
+                    if span.end <= lsn && r.covers(tag) {
+                        removed_after = removed_after.max(Some(span.start));
+                    }
+                }
+                for u in seg.uses(tag).rev().filter(|u| u.end <= lsn) {
+                    uses.push(u);
+                    if u.initializes {
+                        init = Some(u);
+                        break;
+                    }
+                }
+            }
+            if let Some(init) = init {
+                break init;
+            }
+            if interrupt() {
+                return Err(SourceError::Cancelled);
+            }
+            if s == 0 {
+                return Ok(None);
+            }
+            s -= 1;
+        };
+        // A removal since: the lookup that reads says what it means.
+        if removed_after.is_some_and(|r| r >= init.start) {
+            return Ok(None);
+        }
+        uses.reverse();
+        let mut records = Vec::with_capacity(uses.len());
+        let fetched = self.fetch(segs, &uses, lsn, &mut |rec, pages, _| {
+            let changes = pages
+                .iter()
+                .any(|p| p.tag == *tag && p.initializes() == uses[records.len()].initializes);
+            if changes {
+                records.push(rec);
+            }
+            changes
+        });
+        if !fetched {
+            return Ok(None);
+        }
+        self.flushed = flushed;
+        Ok(Some(ReplayPlan {
+            tag: *tag,
+            lsn,
+            records,
+        }))
     }
 
     /// The NOT_FOUND of a block without a starting point at or before `lsn`.
@@ -210,9 +415,9 @@ impl WalSource {
         };
         // A starting point after lsn that an earlier lookup saw.
         let later = self
-            .summaries
+            .index
             .range(lsn / seg_size..)
-            .filter_map(|(_, m)| m.get(tag).copied().flatten())
+            .filter_map(|(_, m)| m.newest_init(tag))
             .map(|init| init.start)
             .find(|&start| start > lsn);
         let from = match later {
