@@ -581,7 +581,8 @@ struct walredo_config *walredo_config_new(void);
  *   the account of a PostgreSQL server, whose files a hijacked process
  *   could reach where the sandbox has no Landlock.
  * - `scratch_dir`: where per-process scratch directories are made. Default:
- *   `$TMPDIR/walredo-<uid>`.
+ *   `$TMPDIR/walredo-<uid>` when TMPDIR is set, else `/dev/shm/walredo-<uid>`
+ *   on a tmpfs, else `/tmp/walredo-<uid>`.
  * - `log_level`: `off`, `error`, `warn`, `info`, `debug` or `trace`: what the
  *   library logs to stderr (including each line a process writes to its
  *   stderr, prefixed with its pid) when no `walredo_set_logger` callback is
