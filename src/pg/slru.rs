@@ -60,16 +60,10 @@ pub const XLOG_RELMAP_UPDATE: u8 = 0x00;
 /// `MinSizeOfRelmapUpdate` (`relmapper.h`): `Oid dbid; Oid tsid; int32
 /// nbytes`, then the map.
 pub const MIN_SIZE_OF_RELMAP_UPDATE: usize = 12;
-/// `sizeof(RelMapFile)` (`relmapper.c`: "62 * 8 + 16 = 512"): `int32
-/// magic; int32 num_mappings; RelMapping mappings[62]; pg_crc32c crc;
-/// int32 pad`.
-pub const RELMAP_FILE_SIZE: usize = 512;
 /// `RELMAPPER_FILEMAGIC` (`relmapper.c`).
 pub const RELMAPPER_FILEMAGIC: u32 = 0x0059_2717;
-/// `MAX_MAPPINGS` (`relmapper.c`).
-pub const RELMAP_MAX_MAPPINGS: u32 = 62;
-/// `offsetof(RelMapFile, crc)`: the CRC-32C covers the bytes before it.
-pub const RELMAP_CRC_OFFSET: usize = 8 + 62 * 8;
+/// `sizeof(RelMapping)`: `Oid mapoid; RelFileNumber mapfilenumber`.
+pub const SIZE_OF_RELMAPPING: usize = 8;
 /// `GLOBALTABLESPACE_ID` (`pg_tablespace.dat`): the shared catalogs' map is
 /// `global/pg_filenode.map`.
 pub const GLOBALTABLESPACE_ID: u32 = 1664;
@@ -143,6 +137,34 @@ impl SlruFormat {
     /// TransactionId oldestXid}`, 8 bytes; 12 from 17 (`int64 pageno`).
     pub fn commit_ts_truncate_size(self) -> usize {
         self.pageno_size() + 4
+    }
+
+    /// `MAX_MAPPINGS` (`relmapper.c`): 62 in 14-15, 64 from 16.
+    pub fn relmap_max_mappings(self) -> u32 {
+        if self.pg_version >= 16 {
+            64
+        } else {
+            62
+        }
+    }
+
+    /// `offsetof(RelMapFile, crc)` (`relmapper.c`): magic, count and the
+    /// mappings; the CRC-32C covers the bytes before it.
+    pub fn relmap_crc_offset(self) -> usize {
+        8 + self.relmap_max_mappings() as usize * SIZE_OF_RELMAPPING
+    }
+
+    /// `sizeof(RelMapFile)`, the size of a map file and of the map in a
+    /// RelMap UPDATE (`relmap_redo` insists on it): 512 in 14-15 (`int32
+    /// magic; int32 num_mappings; RelMapping mappings[62]; pg_crc32c crc;
+    /// int32 pad`, "62 * 8 + 16 = 512"), 524 from 16 (64 mappings, no pad).
+    /// Seen in real map files of 14.23, 15.20 (512) and 17.11 (524).
+    pub fn relmap_file_size(self) -> usize {
+        if self.pg_version >= 16 {
+            self.relmap_crc_offset() + 4
+        } else {
+            512
+        }
     }
 
     /// `sizeof(xl_xact_stats_item)` (`xact.h`), or None where

@@ -389,10 +389,11 @@ pub fn xact_tree(
     }))
 }
 
-/// The relation map file a RelMap UPDATE writes and its 512 bytes, checked
-/// as PostgreSQL checks a map it reads (`relmapper.c: read_relmap_file`):
-/// the size `relmap_redo` insists on, `RELMAPPER_FILEMAGIC`, 0 to 62
-/// mappings, and the CRC-32C of the bytes before `crc`. The file is the
+/// The relation map file a RelMap UPDATE writes and its bytes (the whole
+/// file: 512 bytes in 14-15, 524 from 16), checked as PostgreSQL checks a
+/// map it reads (`relmapper.c: read_relmap_file`): the size `relmap_redo`
+/// insists on, `RELMAPPER_FILEMAGIC`, 0 to `MAX_MAPPINGS` mappings, and the
+/// CRC-32C of the bytes before `crc`. The file is the
 /// global map for `GLOBALTABLESPACE_ID` (database 0), else the database's
 /// (`GetDatabasePath(dbid, tsid)`); a database in the global tablespace or
 /// database 0 elsewhere is refused (14 picks the file by `dbid == 0`, 15+
@@ -400,6 +401,7 @@ pub fn xact_tree(
 /// None for any other record.
 pub fn relmap_update<'a>(
     decoded: &DecodedRecord<'a>,
+    format: SlruFormat,
 ) -> Result<Option<(RelMapFile, &'a [u8])>, RecordError> {
     if decoded.rmid != RM_RELMAP_ID || decoded.rmgr_info() != XLOG_RELMAP_UPDATE {
         return Ok(None);
@@ -409,10 +411,13 @@ pub fn relmap_update<'a>(
     let tsid = c.u32()?;
     let nbytes = c.u32()?;
     let bad = |reason| RecordError::BadRelMap { reason };
-    if usize::try_from(nbytes).ok() != Some(RELMAP_FILE_SIZE) {
-        return Err(bad("nbytes is not the size of a map file (512)"));
+    let size = format.relmap_file_size();
+    if usize::try_from(nbytes).ok() != Some(size) {
+        return Err(bad(
+            "nbytes is not the size of a map file (sizeof(RelMapFile))",
+        ));
     }
-    let map = c.bytes(RELMAP_FILE_SIZE)?;
+    let map = c.bytes(size)?;
     c.end()?;
     let file = match (tsid, dbid) {
         (GLOBALTABLESPACE_ID, 0) => RelMapFile::Global,
@@ -423,13 +428,14 @@ pub fn relmap_update<'a>(
     if le_u32(map, 0) != RELMAPPER_FILEMAGIC {
         return Err(bad("map file magic is not RELMAPPER_FILEMAGIC (0x592717)"));
     }
-    if le_u32(map, 4) > RELMAP_MAX_MAPPINGS {
+    if le_u32(map, 4) > format.relmap_max_mappings() {
         return Err(bad(
-            "map file has more than 62 mappings, or a negative count",
+            "map file has more than MAX_MAPPINGS mappings, or a negative count",
         ));
     }
-    let crc = crc32c_finish(crc32c_update(CRC32C_INIT, &map[..RELMAP_CRC_OFFSET]));
-    if crc != le_u32(map, RELMAP_CRC_OFFSET) {
+    let crc_at = format.relmap_crc_offset();
+    let crc = crc32c_finish(crc32c_update(CRC32C_INIT, &map[..crc_at]));
+    if crc != le_u32(map, crc_at) {
         return Err(bad("map file CRC does not match its contents"));
     }
     Ok(Some((file, map)))
@@ -503,7 +509,7 @@ pub fn slru_changes(
         }
         RM_MULTIXACT_ID => multixact_changes(decoded, format, &mut out)?,
         RM_RELMAP_ID => {
-            if let Some((file, _)) = relmap_update(decoded)? {
+            if let Some((file, _)) = relmap_update(decoded, format)? {
                 out.push(SlruChange::RelMap(file));
             }
         }

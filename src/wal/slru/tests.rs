@@ -330,16 +330,18 @@ fn truncate_id_names_members_segments_and_offsets_cutoff() {
     assert!(changes(&rec, 15, false).is_err());
 }
 
-/// A valid map file with `n` mappings.
-fn map_file(n: u32) -> Vec<u8> {
-    let mut m = vec![0u8; RELMAP_FILE_SIZE];
+/// A map file of version `v` with the count `n` (its first `MAX_MAPPINGS` filled), CRC set.
+fn map_file(v: u32, n: u32) -> Vec<u8> {
+    let f = SlruFormat::of_version(v);
+    let crc_at = f.relmap_crc_offset();
+    let mut m = vec![0u8; f.relmap_file_size()];
     m[0..4].copy_from_slice(&RELMAPPER_FILEMAGIC.to_le_bytes());
     m[4..8].copy_from_slice(&n.to_le_bytes());
-    for i in 0..n as usize {
+    for i in 0..n.min(f.relmap_max_mappings()) as usize {
         m[8 + 8 * i..16 + 8 * i].copy_from_slice(&u32s(&[1259 + i as u32, 16384 + i as u32]));
     }
-    let crc = crc32c_finish(crc32c_update(CRC32C_INIT, &m[..RELMAP_CRC_OFFSET]));
-    m[RELMAP_CRC_OFFSET..RELMAP_CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+    let crc = crc32c_finish(crc32c_update(CRC32C_INIT, &m[..crc_at]));
+    m[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
     m
 }
 
@@ -351,38 +353,52 @@ fn relmap_record(dbid: u32, tsid: u32, map: &[u8]) -> Vec<u8> {
 
 #[test]
 fn relmap_update_is_checked_like_a_map_read() {
-    let map = map_file(15);
+    let map = map_file(15, 15);
     let rec = relmap_record(5, 1663, &map);
     let d = decode(&rec).unwrap();
     let file = RelMapFile::Database {
         spcnode: 1663,
         dbnode: 5,
     };
-    assert_eq!(relmap_update(&d).unwrap(), Some((file, &map[..])));
+    let f15 = SlruFormat::of_version(15);
+    assert_eq!(relmap_update(&d, f15).unwrap(), Some((file, &map[..])));
     assert_eq!(file.path().unwrap(), "base/5/pg_filenode.map");
     assert_eq!(
         changes(&rec, 15, false).unwrap(),
         vec![SlruChange::RelMap(file)]
     );
-    let global = relmap_record(0, 1664, &map_file(62));
+    let global = relmap_record(0, 1664, &map_file(14, 62));
     assert_eq!(
         changes(&global, 14, false).unwrap(),
         vec![SlruChange::RelMap(RelMapFile::Global)]
     );
-    let refused = |rec: &[u8]| match changes(rec, 15, false) {
+    // 16+: 524-byte maps of up to 64 mappings; a 15 map is refused there
+    // and the reverse.
+    let map16 = map_file(16, 64);
+    assert_eq!(map16.len(), 524);
+    for v in [16, 17, 18] {
+        assert_eq!(
+            changes(&relmap_record(5, 1663, &map16), v, false).unwrap(),
+            vec![SlruChange::RelMap(file)]
+        );
+        assert!(changes(&rec, v, false).is_err());
+    }
+    let refused = |rec: &[u8], v| match changes(rec, v, false) {
         Err(RecordError::BadRelMap { reason }) => reason,
         other => panic!("not refused: {other:?}"),
     };
+    assert!(refused(&relmap_record(5, 1663, &map16), 15).contains("size"));
     let mut flipped = map.clone();
     flipped[20] ^= 1;
-    assert!(refused(&relmap_record(5, 1663, &flipped)).contains("CRC"));
+    assert!(refused(&relmap_record(5, 1663, &flipped), 15).contains("CRC"));
     let mut magic = map.clone();
     magic[0] ^= 1;
-    assert!(refused(&relmap_record(5, 1663, &magic)).contains("magic"));
-    assert!(refused(&relmap_record(5, 1663, &map_file(63))).contains("62"));
-    assert!(refused(&relmap_record(5, 1663, &map[..511])).contains("512"));
-    assert!(refused(&relmap_record(5, 1664, &map)).contains("global"));
-    assert!(refused(&relmap_record(0, 1663, &map)).contains("database 0"));
+    assert!(refused(&relmap_record(5, 1663, &magic), 15).contains("magic"));
+    assert!(refused(&relmap_record(5, 1663, &map_file(15, 63)), 15).contains("MAX_MAPPINGS"));
+    assert!(refused(&relmap_record(5, 1663, &map_file(17, 65)), 17).contains("MAX_MAPPINGS"));
+    assert!(refused(&relmap_record(5, 1663, &map[..511]), 15).contains("size"));
+    assert!(refused(&relmap_record(5, 1664, &map), 15).contains("global"));
+    assert!(refused(&relmap_record(0, 1663, &map), 15).contains("database 0"));
     // nbytes says 512 but the data is short: a main-data error.
     let mut main = u32s(&[5, 1663, 512]);
     main.extend_from_slice(&map[..100]);
