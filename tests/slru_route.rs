@@ -69,7 +69,14 @@ BEGIN; CREATE TABLE d3 (i int); INSERT INTO d3 VALUES (1); ROLLBACK;
 -- cross an offsets page (2048) and several members pages (1636).
 CREATE TABLE mx (id int PRIMARY KEY, v int);
 INSERT INTO mx SELECT g, 0 FROM generate_series(1, 3000) g;
-DO $$ BEGIN FOR i IN 1..2600 LOOP
+-- Multixacts 1 to 2047 (the last of offsets page 0), a checkpoint (so
+-- that a recovery stopped right after it flushes its SLRU pages), then more.
+DO $$ BEGIN FOR i IN 1..2047 LOOP
+  PERFORM 1 FROM mx WHERE id = i FOR KEY SHARE;
+  BEGIN PERFORM 1 FROM mx WHERE id = i FOR SHARE; EXCEPTION WHEN others THEN NULL; END;
+END LOOP; END $$;
+CHECKPOINT;
+DO $$ BEGIN FOR i IN 2048..2600 LOOP
   PERFORM 1 FROM mx WHERE id = i FOR KEY SHARE;
   BEGIN PERFORM 1 FROM mx WHERE id = i FOR SHARE; EXCEPTION WHEN others THEN NULL; END;
 END LOOP; END $$;
@@ -374,6 +381,64 @@ fn slru_pages_named_by_records_are_the_ones_recovery_changes() {
     assert!(
         pages_of(SlruKind::MultiXactMembers) >= 2,
         "members must cross a page"
+    );
+
+    // The next multixact's offset (design-slru.md 2.4): recovery stopped
+    // after the CREATE_ID of the last multixact of an offsets page (and the
+    // checkpoint the workload makes right after it, so that the shutdown
+    // restartpoint writes the SLRU pages) must have written the first entry
+    // of the next page, moff + nmembers: that is why that page is named.
+    // EXPECTED cannot show it, as the next CREATE_ID writes the same value.
+    let create_id = |r: &walredo::wal::WalRecord| {
+        let d = record::decode_as(&r.data, record_format()).unwrap();
+        (d.rmid == walredo::pg::rmgr::RM_MULTIXACT_ID
+            && d.rmgr_info() == walredo::pg::slru::XLOG_MULTIXACT_CREATE_ID)
+            .then(|| {
+                let f = |at: usize| u32::from_le_bytes(d.main_data[at..at + 4].try_into().unwrap());
+                (f(0), f(4), f(8))
+            })
+    };
+    let i = records
+        .iter()
+        .position(|r| create_id(r).is_some_and(|c| c.0 % 2048 == 2047))
+        .expect("a multixact that ends an offsets page");
+    let (mid, moff, n) = create_id(&records[i]).unwrap();
+    let checkpoint = i + records[i..]
+        .iter()
+        .position(|r| r.rmid() == walredo::pg::rmgr::RM_XLOG_ID && r.info() & 0xF0 == 0x10)
+        .expect("a checkpoint after it");
+    assert!(
+        records[i + 1..checkpoint]
+            .iter()
+            .all(|r| create_id(r).is_none()),
+        "no multixact between CREATE_ID {mid} and the checkpoint after it"
+    );
+    let stopped = tmp.path().join("stopped");
+    copy_tree(&rec.base, &stopped);
+    archive_recover(
+        &stopped,
+        &rec.wal_dir,
+        tmp.path(),
+        &format_lsn(records[checkpoint + 1].start_lsn),
+    );
+    let own_page = &slru_pages(&stopped, SlruKind::MultiXactOffsets)[&(u64::from(mid) / 2048)];
+    let own = 4 * (mid as usize % 2048);
+    assert_eq!(
+        u32::from_le_bytes(own_page[own..own + 4].try_into().unwrap()),
+        moff,
+        "the stopped recovery wrote CREATE_ID {mid}'s own offset"
+    );
+    let next_page = slru_pages(&stopped, SlruKind::MultiXactOffsets)
+        .remove(&(u64::from(mid) / 2048 + 1))
+        .expect("the next offsets page exists after the CREATE_ID");
+    let next_offset = u32::from_le_bytes(next_page[0..4].try_into().unwrap());
+    println!(
+        "after CREATE_ID {mid} (offset {moff}, {n} members): next multixact's offset {next_offset}"
+    );
+    assert_eq!(
+        next_offset,
+        moff + n,
+        "recovery writes the next multixact's offset on the next page"
     );
 
     // The last map update of each file is the recovered file.

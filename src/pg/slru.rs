@@ -158,7 +158,8 @@ impl SlruFormat {
     /// RelMap UPDATE (`relmap_redo` insists on it): 512 in 14-15 (`int32
     /// magic; int32 num_mappings; RelMapping mappings[62]; pg_crc32c crc;
     /// int32 pad`, "62 * 8 + 16 = 512"), 524 from 16 (64 mappings, no pad).
-    /// Seen in real map files of 14.23, 15.20 (512) and 17.11 (524).
+    /// Seen in RELMAP_UPDATE records of 14.23, 15.20 (512) and 16.15, 17.11,
+    /// 18.6 (524): tests/slru_route.rs.
     pub fn relmap_file_size(self) -> usize {
         if self.pg_version >= 16 {
             self.relmap_crc_offset() + 4
