@@ -17,7 +17,10 @@
 //! - the last RelMap UPDATE of each map is, byte for byte, EXPECTED's file;
 //! - each record's named pages are the ones its pg_waldump description
 //!   implies (xids → `xid / 32768`, `xid / 819`; multixact, offset and
-//!   member count → offsets and members pages; zero page numbers; maps).
+//!   member count → offsets and members pages; zero page numbers; maps);
+//! - a second recovery, stopped just after the CREATE_ID of multixact 2047
+//!   and a checkpoint, has written the next multixact's offset on offsets
+//!   page 1 (why that page is named: design-slru.md 2.4).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -163,7 +166,7 @@ fn waldump_lines(rec: &RecordedWal) -> BTreeMap<u64, Dumped> {
     lines
 }
 
-/// The leading unsigned numbers of `s`, skipping other words.
+/// Every unsigned number in `s`, in order.
 fn numbers(s: &str) -> Vec<u64> {
     s.split(|c: char| !c.is_ascii_digit())
         .filter(|w| !w.is_empty())
