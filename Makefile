@@ -216,7 +216,7 @@ check-demos:
 # FUZZ_SECONDS from the corpus kept in fuzz/corpus (new finds go to
 # target/fuzz-corpus, not into the repository).
 FUZZ_SECONDS ?= 20
-FUZZ_TARGETS := record_decode wal_reader request_args image_restore record_pages
+FUZZ_TARGETS := record_decode wal_reader request_args image_restore record_pages slru_changes
 FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 	-Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
 	-Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares \

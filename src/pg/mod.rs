@@ -9,4 +9,5 @@ pub mod page;
 pub mod record;
 pub mod record_type;
 pub mod rmgr;
+pub mod slru;
 pub mod xlog;

@@ -9,7 +9,8 @@
 //!   files.
 //! - [`record`]: decoding and checking one record; [`image`]: full-page
 //!   images; [`checksum`]: data page checksums.
-//! - [`pages`]: which pages a record changes; [`lifetime`]: which blocks it
+//! - [`pages`]: which pages a record changes ([`slru`]: which SLRU pages and
+//!   relation maps); [`lifetime`]: which blocks it
 //!   removes; [`uses`]: block uses and their runs over records in memory;
 //!   [`source`]: [`source::WalSource`], replay plans and histories read from
 //!   directories of WAL.
@@ -24,6 +25,7 @@ pub mod pages;
 pub mod reader;
 pub mod record;
 pub mod segments;
+pub mod slru;
 pub mod source;
 pub mod timeline;
 pub mod uses;

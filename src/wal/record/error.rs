@@ -55,6 +55,9 @@ pub enum RecordError {
         what: &'static str,
         len: usize,
     },
+    /// A RelMap UPDATE whose map is not one PostgreSQL would read back
+    /// (`relmapper.c: read_relmap_file`: size, magic, count, CRC).
+    BadRelMap { reason: &'static str },
     /// A heap record lacks the block reference its redo reads.
     MissingBlock {
         rmgr: &'static str,
@@ -153,6 +156,7 @@ impl fmt::Display for RecordError {
                 "{rmgr} {what} record (info {info:#04x}): main data of {len} bytes is too short \
                  for its fields, or not of their size"
             ),
+            BadRelMap { reason } => write!(f, "RelMap UPDATE record: {reason}"),
             MissingBlock {
                 rmgr,
                 info,
