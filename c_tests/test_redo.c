@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -418,9 +419,12 @@ static int stopped_left(stopper *s, pid_t *first)
 
 /*
  * Keep every child of ours stopped for about 3 s. A fresh wal-redo process
- * answers its first request about 15 ms after it is forked (measured here),
- * so the retry's process must be caught much faster than that: /proc is
- * scanned every millisecond (every 50 ms would leave it time to answer).
+ * answers its first request a few milliseconds after it is forked (15 ms when
+ * the scratch root was on ext4; less on /dev/shm, the default since), so the
+ * retry's process must be caught faster than that: /proc is scanned again as
+ * soon as the scan ends, the CPU yielded in between (a scan every
+ * millisecond lost the race 6 times in a row under ASan once the scratch
+ * root moved to memory).
  */
 static void *stopper_main(void *arg)
 {
@@ -436,7 +440,7 @@ static void *stopper_main(void *arg)
         if (quit)
             break;
         stop_children(s);
-        sleep_ms(1);
+        sched_yield();
     }
     return NULL;
 }
