@@ -243,10 +243,12 @@ fn postgres_says(postgres: &Path) -> std::io::Result<String> {
         meta.ctime_nsec(),
         meta.size(),
     );
-    let said = |cache: &mut Option<HashMap<Identity, String>>| {
-        cache.as_ref().and_then(|c| c.get(&identity).cloned())
-    };
-    if let Some(text) = said(&mut SAID.lock().unwrap_or_else(|e| e.into_inner())) {
+    let known = SAID
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .and_then(|said| said.get(&identity).cloned());
+    if let Some(text) = known {
         return Ok(text);
     }
     let out = Command::new(postgres)
