@@ -423,7 +423,7 @@ impl SlotGuard<'_> {
             // What is left to send: not answered, not cancelled, not past
             // its deadline.
             pending.clear();
-            let mut now = Instant::now();
+            let now = Instant::now();
             for (i, job) in jobs.iter_mut().enumerate() {
                 if job.outcome.is_some() {
                     continue;
@@ -457,8 +457,12 @@ impl SlotGuard<'_> {
                 match slots.start(latest.expect("pending is not empty")) {
                     Ok(p) => {
                         slot.process = Some(p);
-                        // The start took time: the deadlines below count from now.
-                        now = Instant::now();
+                        // The start took time: the deadlines are checked
+                        // again from now, and a job whose deadline passed
+                        // meanwhile gets its timeout instead of being sent
+                        // (sent, a fast redo could answer it past its
+                        // deadline within the attempt's 1 ms minimum).
+                        continue;
                     }
                     // A new process that hung: an attempt of the first job
                     // failed, as if the process had hung on the job itself
