@@ -50,6 +50,8 @@ pub const SIZE_OF_MULTIXACT_CREATE: usize = 12;
 /// `sizeof(MultiXactMember)` (`multixact.h`): `TransactionId xid;
 /// MultiXactStatus status` (an enum, 4 bytes).
 pub const SIZE_OF_MULTIXACT_MEMBER: usize = 8;
+/// The largest `MultiXactStatus` (`MultiXactStatusUpdate`, `multixact.h`).
+pub const MULTIXACT_STATUS_UPDATE: u32 = 5;
 /// `SizeOfMultiXactTruncate` (`multixact.h`): `Oid oldestMultiDB;
 /// MultiXactId startTruncOff, endTruncOff; MultiXactOffset
 /// startTruncMemb, endTruncMemb`.
@@ -108,6 +110,11 @@ pub struct SlruFormat {
 impl SlruFormat {
     pub fn of_version(pg_version: u32) -> SlruFormat {
         SlruFormat { pg_version }
+    }
+
+    /// The version's record layout.
+    pub fn record_format(self) -> crate::pg::record::RecordFormat {
+        crate::pg::record::RecordFormat::of_version(self.pg_version)
     }
 
     /// Bytes of a page number in the ZERO records' main data and at the
@@ -180,3 +187,22 @@ impl SlruFormat {
         }
     }
 }
+
+/// Transaction status values in `pg_xact`, 2 bits per transaction
+/// (`clog.h`: `TRANSACTION_STATUS_COMMITTED`, `TRANSACTION_STATUS_ABORTED`;
+/// `TRANSACTION_STATUS_SUB_COMMITTED` is only ever an intermediate state
+/// while a record is replayed).
+pub const TRANSACTION_STATUS_COMMITTED: u8 = 0x01;
+pub const TRANSACTION_STATUS_ABORTED: u8 = 0x02;
+/// Bytes per commit timestamp entry: `TimestampTz time` then `RepOriginId
+/// nodeid`, copied as is (`SizeOfCommitTimestampEntry`, `commit_ts.c`).
+pub const SIZE_OF_COMMIT_TIMESTAMP_ENTRY: usize = 10;
+/// Bytes per member group: 4 flag bytes, then 4 member xids
+/// (`MULTIXACT_MEMBERGROUP_SIZE`, `multixact.c`).
+pub const MULTIXACT_MEMBERGROUP_SIZE: usize = 20;
+/// XLOG PARAMETER_CHANGE (`pg_control.h`) and where its
+/// `track_commit_timestamp` is in `xl_parameter_change` (`xlog_internal.h`:
+/// six `int`s, then `bool wal_log_hints`, `bool track_commit_timestamp`;
+/// 14-18).
+pub const XLOG_PARAMETER_CHANGE: u8 = 0x60;
+pub const PARAMETER_CHANGE_TRACK_COMMIT_TS_AT: usize = 25;

@@ -558,15 +558,13 @@ fn multixact_changes(
             out.push(SlruChange::Zero(SlruPage { kind, pageno }));
         }
         XLOG_MULTIXACT_CREATE_ID => {
-            let mut c = cursor(decoded, "create");
-            let mid = c.u32()?;
-            let moff = c.u32()?;
-            let nmembers = c.count(SIZE_OF_MULTIXACT_MEMBER)?;
-            c.bytes(nmembers * SIZE_OF_MULTIXACT_MEMBER)?;
-            c.end()?;
-            push_set(out, SlruKind::MultiXactOffsets.page_of(mid));
-            push_set(out, SlruKind::MultiXactOffsets.page_of(next_multixact(mid)));
-            for page in member_pages(moff, nmembers as u64) {
+            let create = multixact_create(decoded)?;
+            push_set(out, SlruKind::MultiXactOffsets.page_of(create.mid));
+            push_set(
+                out,
+                SlruKind::MultiXactOffsets.page_of(next_multixact(create.mid)),
+            );
+            for page in member_pages(create.moff, create.nmembers().into()) {
                 push_set(out, page);
             }
         }
@@ -597,6 +595,42 @@ fn multixact_changes(
         _ => {}
     }
     Ok(())
+}
+
+/// A MultiXact CREATE_ID record's main data (`xl_multixact_create`).
+pub struct MultiXactCreate<'a> {
+    pub mid: u32,
+    pub moff: u32,
+    /// `nmembers` members of 8 bytes: xid, then status (`MultiXactMember`).
+    pub members: &'a [u8],
+}
+
+impl MultiXactCreate<'_> {
+    pub fn nmembers(&self) -> u32 {
+        (self.members.len() / SIZE_OF_MULTIXACT_MEMBER) as u32
+    }
+}
+
+/// The main data of a MultiXact CREATE_ID record: exactly the header and
+/// its members, each member's status a `MultiXactStatus` (0 to
+/// `MultiXactStatusUpdate`, 5: `RecordNewMultiXact` asserts it, and a
+/// larger one would spill into the other members' flag bytes).
+pub fn multixact_create<'a>(
+    decoded: &DecodedRecord<'a>,
+) -> Result<MultiXactCreate<'a>, RecordError> {
+    let mut c = cursor(decoded, "create");
+    let mid = c.u32()?;
+    let moff = c.u32()?;
+    let nmembers = c.count(SIZE_OF_MULTIXACT_MEMBER)?;
+    let members = c.bytes(nmembers * SIZE_OF_MULTIXACT_MEMBER)?;
+    c.end()?;
+    if members
+        .chunks_exact(SIZE_OF_MULTIXACT_MEMBER)
+        .any(|m| le_u32(m, 4) > MULTIXACT_STATUS_UPDATE)
+    {
+        return Err(c.bad());
+    }
+    Ok(MultiXactCreate { mid, moff, members })
 }
 
 /// The multixact after `mid`, skipping 0 (`RecordNewMultiXact`: "next =
@@ -638,6 +672,9 @@ pub fn member_pages(moff: u32, n: u64) -> Vec<SlruPage> {
     }
     pages
 }
+
+mod apply;
+pub use apply::{apply_to_slru_page, rebuild_slru_page};
 
 #[cfg(test)]
 mod tests;

@@ -58,6 +58,8 @@ pub enum RecordError {
     /// A RelMap UPDATE whose map is not one PostgreSQL would read back
     /// (`relmapper.c: read_relmap_file`: size, magic, count, CRC).
     BadRelMap { reason: &'static str },
+    /// A record given to rebuild an SLRU page does not change that page.
+    NotForSlruPage,
     /// A heap record lacks the block reference its redo reads.
     MissingBlock {
         rmgr: &'static str,
@@ -157,6 +159,10 @@ impl fmt::Display for RecordError {
                  for its fields, or not of their size"
             ),
             BadRelMap { reason } => write!(f, "RelMap UPDATE record: {reason}"),
+            NotForSlruPage => write!(
+                f,
+                "the record does not change this SLRU page: it was routed to the wrong page"
+            ),
             MissingBlock {
                 rmgr,
                 info,

@@ -3,7 +3,7 @@ use crate::pg::record::{set_record_crc, SIZE_OF_XLOG_RECORD, XLR_BLOCK_ID_DATA_L
 use crate::wal::record::decode;
 
 /// A record without block references: header xid `xid`, main data `main`.
-fn build(rmid: u8, info: u8, xid: u32, main: &[u8]) -> Vec<u8> {
+pub(crate) fn build(rmid: u8, info: u8, xid: u32, main: &[u8]) -> Vec<u8> {
     let mut headers = vec![XLR_BLOCK_ID_DATA_LONG];
     headers.extend_from_slice(&(main.len() as u32).to_le_bytes());
     let tot = (SIZE_OF_XLOG_RECORD + headers.len() + main.len()) as u32;
@@ -32,12 +32,12 @@ fn set(kind: SlruKind, pageno: u64) -> SlruChange {
     SlruChange::Set(SlruPage { kind, pageno })
 }
 
-fn u32s(v: &[u32]) -> Vec<u8> {
+pub(crate) fn u32s(v: &[u32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 /// Main data of a commit or abort: xact_time, xinfo, then `parts`.
-fn xact_main(xinfo: u32, parts: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn xact_main(xinfo: u32, parts: &[&[u8]]) -> Vec<u8> {
     let mut m = 1_000_000i64.to_le_bytes().to_vec();
     m.extend_from_slice(&xinfo.to_le_bytes());
     for p in parts {
@@ -46,7 +46,7 @@ fn xact_main(xinfo: u32, parts: &[&[u8]]) -> Vec<u8> {
     m
 }
 
-const COMMIT: u8 = XLOG_XACT_COMMIT | XLOG_XACT_HAS_INFO;
+pub(crate) const COMMIT: u8 = XLOG_XACT_COMMIT | XLOG_XACT_HAS_INFO;
 
 #[test]
 fn commit_names_the_pages_of_its_tree_each_once() {
