@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::tag::{PageTag, RelFileNode};
+use crate::wal::slru::{RelMapFile, SlruPage};
 use crate::PAGE_SIZE;
 
 /// OID of `pg_global`, whose relations live in `global/`.
@@ -89,6 +90,32 @@ pub fn read_page(datadir: &Path, tag: &PageTag) -> io::Result<Option<Box<[u8; PA
     }
 }
 
+/// SLRU page `page` (`pg_xact` and the others), or `None` when its segment
+/// file or the page does not exist (recovery reads a missing file as zeros).
+pub fn read_slru_page(datadir: &Path, page: &SlruPage) -> io::Result<Option<Box<[u8; PAGE_SIZE]>>> {
+    let path = datadir.join(page.segment_path());
+    match open_segment(&path)? {
+        Some(file) => read_at(&file, &path, page.offset_in_segment(), page.pageno.into()),
+        None => Ok(None),
+    }
+}
+
+/// The path of a relation map file: `global/pg_filenode.map`, or
+/// `pg_filenode.map` in the database's directory.
+pub fn relmap_path(datadir: &Path, file: &RelMapFile) -> PathBuf {
+    let dir = match *file {
+        RelMapFile::Global => datadir.join("global"),
+        RelMapFile::Database {
+            spcnode: DEFAULTTABLESPACE_OID,
+            dbnode,
+        } => datadir.join("base").join(dbnode.to_string()),
+        RelMapFile::Database { spcnode, dbnode } => {
+            tablespace_dir(datadir, spcnode).join(dbnode.to_string())
+        }
+    };
+    dir.join("pg_filenode.map")
+}
+
 /// Pages of one data directory, read with its segment files kept open: for
 /// a caller that reads thousands of pages (`walredo verify`), one `open` per
 /// file instead of one per page. Files are opened as first needed, at most
@@ -153,6 +180,17 @@ fn open_segment(path: &Path) -> io::Result<Option<File>> {
 /// `None` past the file's end.
 fn read_block(file: &File, path: &Path, tag: &PageTag) -> io::Result<Option<Box<[u8; PAGE_SIZE]>>> {
     let offset = u64::from(tag.blkno % RELSEG_SIZE) * PAGE_SIZE as u64;
+    read_at(file, path, offset, tag.blkno.into())
+}
+
+/// The page at `offset` of `file` (at `path`; page `number` for errors),
+/// `None` past the file's end.
+fn read_at(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    number: u64,
+) -> io::Result<Option<Box<[u8; PAGE_SIZE]>>> {
     let mut page = Box::new([0u8; PAGE_SIZE]);
     let mut done = 0;
     while done < PAGE_SIZE {
@@ -161,7 +199,7 @@ fn read_block(file: &File, path: &Path, tag: &PageTag) -> io::Result<Option<Box<
             Ok(0) => {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("{}: partial page at block {}", path.display(), tag.blkno),
+                    format!("{}: partial page {number}", path.display()),
                 ))
             }
             Ok(n) => done += n,

@@ -20,17 +20,22 @@
 //!   member count → offsets and members pages; zero page numbers; maps);
 //! - a second recovery, stopped just after the CREATE_ID of multixact 2047
 //!   and a checkpoint, has written the next multixact's offset on offsets
-//!   page 1 (why that page is named: design-slru.md 2.4).
+//!   page 1 (why that page is named: design-slru.md 2.4);
+//! - every SLRU page and map rebuilt from the base and the records
+//!   (`SlruReplay`, as `walredo verify` does) is byte for byte EXPECTED's,
+//!   and the stopped recovery's; without one commit record, a `pg_xact`
+//!   page differs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 use std::process::Stdio;
 
+use walredo::datadir::read_slru_page;
 use walredo::pg::slru::SlruFormat;
 use walredo::wal::slru::{
     member_pages, next_multixact, relmap_update, slru_changes, RelMapFile, SlruChange, SlruKind,
-    SlruPage,
+    SlruPage, SlruReplay,
 };
 use walredo::wal::{format_lsn, record, WalReader};
 use walredo_testkit::harness::*;
@@ -454,14 +459,14 @@ fn slru_pages_named_by_records_are_the_ones_recovery_changes() {
         "VACUUM FULL pg_class logs the database's map: {maps:?}"
     );
     for (file, bytes) in &maps {
-        let path = rec.expected.join(file.path().unwrap());
+        let path = walredo::datadir::relmap_path(&rec.expected, file);
         assert_eq!(
             &fs::read(&path).unwrap(),
             bytes,
             "{file}: {}",
             path.display()
         );
-        let base = fs::read(rec.base.join(file.path().unwrap())).ok();
+        let base = fs::read(walredo::datadir::relmap_path(&rec.base, file)).ok();
         assert_ne!(
             base.as_ref(),
             Some(bytes),
@@ -516,4 +521,88 @@ fn slru_pages_named_by_records_are_the_ones_recovery_changes() {
         "every routed record is in pg_waldump's output"
     );
     println!("{compared} records compared with pg_waldump's descriptions");
+
+    // Rebuilt (walredo::wal::slru::SlruReplay, from the base's files): every
+    // SLRU page and map the WAL changed is byte for byte what recovery left.
+    let (identical, different) = rebuilt_against(&records, None, &rec.base, &rec.expected);
+    println!("rebuilt against EXPECTED: {identical:?} identical");
+    assert!(different.is_empty(), "rebuilt pages differ: {different:?}");
+    for kind in [
+        "pg_xact",
+        "pg_multixact/offsets",
+        "pg_multixact/members",
+        "pg_commit_ts",
+    ] {
+        assert!(
+            identical.get(kind).is_some_and(|&n| n >= 1),
+            "no {kind} page rebuilt: {identical:?}"
+        );
+    }
+    assert!(identical["pg_xact"] >= 2 && identical["pg_multixact/members"] >= 2);
+    assert!(identical["pg_filenode.map"] >= 2);
+    // And the stopped recovery's pages: the next multixact's offset too.
+    let (identical, different) =
+        rebuilt_against(&records[..=checkpoint], None, &rec.base, &stopped);
+    println!("rebuilt against the stopped recovery: {identical:?} identical");
+    assert!(different.is_empty(), "rebuilt pages differ: {different:?}");
+    // Negative control: without one commit record, its pg_xact page differs.
+    let commit = records
+        .iter()
+        .position(|r| {
+            r.rmid() == walredo::pg::rmgr::RM_XACT_ID
+                && r.info() & walredo::pg::record_type::XLOG_XACT_OPMASK
+                    == walredo::pg::record_type::XLOG_XACT_COMMIT
+        })
+        .expect("a commit record");
+    let (_, different) = rebuilt_against(&records, Some(commit), &rec.base, &rec.expected);
+    assert!(
+        different.iter().any(|d| d.starts_with("pg_xact")),
+        "leaving out the commit at {} changed no pg_xact page: {different:?}",
+        format_lsn(records[commit].start_lsn)
+    );
+}
+
+/// Replay `records` (but the one at `skip`) onto `base`'s SLRU pages and
+/// maps with [`SlruReplay`] and compare each with `expected`'s files: the
+/// identical ones per kind, and the different ones named.
+fn rebuilt_against(
+    records: &[walredo::wal::WalRecord],
+    skip: Option<usize>,
+    base: &Path,
+    expected: &Path,
+) -> (BTreeMap<&'static str, usize>, Vec<String>) {
+    let commit_ts = controldata(base)["track_commit_timestamp setting"] == "on";
+    let mut replay = SlruReplay::new(
+        base.to_path_buf(),
+        SlruFormat::of_version(pg_version()),
+        commit_ts,
+    );
+    for (i, r) in records.iter().enumerate() {
+        if Some(i) != skip {
+            let d = record::decode_as(&r.data, record_format()).unwrap();
+            replay.add(&d, r.end_lsn).unwrap();
+        }
+    }
+    let mut identical: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut different = Vec::new();
+    for (page, bytes, _) in replay.pages() {
+        let theirs = read_slru_page(expected, page).unwrap();
+        if theirs.as_deref() == Some(bytes) {
+            *identical.entry(page.kind.dir()).or_default() += 1;
+        } else {
+            different.push(page.to_string());
+        }
+    }
+    for (file, bytes, _) in replay.maps() {
+        if fs::read(walredo::datadir::relmap_path(expected, file))
+            .ok()
+            .as_deref()
+            == Some(bytes)
+        {
+            *identical.entry("pg_filenode.map").or_default() += 1;
+        } else {
+            different.push(file.to_string());
+        }
+    }
+    (identical, different)
 }

@@ -5,7 +5,8 @@
 //! In DIR: a throw-away PostgreSQL cluster (of WALREDO_PG_VERSION, run by the server in
 //! WALREDO_PG_BINDIR, default /usr/lib/postgresql/$WALREDO_PG_VERSION/bin: initdb, pg_ctl,
 //! the recovery and the pool all use that one server), a clean base copy, the
-//! workload (pgbench initialisation and run, then the SQL file), the WAL it
+//! workload (pgbench initialisation and run, share locks by three pgbench
+//! clients at once and cli/demo/slru.sql, then the SQL file), the WAL it
 //! wrote, PostgreSQL's own archive recovery of that WAL onto a second base
 //! copy, and finally `walredo verify`, whose report is printed with how long
 //! PostgreSQL's recovery and our reconstruction each took.
@@ -24,6 +25,12 @@ use std::time::Instant;
 use walredo::wal::format_lsn;
 use walredo_testkit::cluster::record_workload;
 use walredo_testkit::install::PrivateInstall;
+
+/// The workload's fixed part for SLRU pages and relation maps, run after
+/// pgbench whatever the SQL workload: share locks taken by three clients at
+/// once (a pgbench script), then cli/demo/slru.sql.
+const SHARE_LOCKS: &str = include_str!("../demo/share-locks.sql");
+const SLRU_SQL: &str = include_str!("../demo/slru.sql");
 
 /// The row before a bad UPDATE, in SQL, through walredo_inspect.
 fn from_sql(dir: &std::path::Path) -> bool {
@@ -134,6 +141,7 @@ fn main() -> ExitCode {
         "max_wal_size = 8GB".to_string(),
         "wal_keep_size = 8GB".to_string(),
         "checkpoint_timeout = 1h".to_string(),
+        "max_prepared_transactions = 10".to_string(),
         "fsync = off".to_string(),
     ];
     for kv in conf.split_whitespace() {
@@ -166,13 +174,23 @@ fn main() -> ExitCode {
         if conf.is_empty() { "defaults" } else { &conf }
     );
     println!(
-        "demo: workload: pgbench -i -s {scale}, pgbench -t {transactions}, then {}",
+        "demo: workload: pgbench -i -s {scale}, pgbench -t {transactions}, share locks and \
+         cli/demo/slru.sql, then {}",
         workload.display()
     );
+    // pgbench reads its script as the server's user: a copy in DIR.
+    let share_locks = dir.join("share-locks.sql");
+    if let Err(e) = std::fs::write(&share_locks, SHARE_LOCKS) {
+        eprintln!("demo: cannot write {}: {e}", share_locks.display());
+        return ExitCode::from(2);
+    }
+    let share_locks = share_locks.to_str().unwrap();
     let started = Instant::now();
     let rec = record_workload(&dir, &initdb_args, &settings, &|c| {
         c.pgbench(&["-q", "-i", "-s", &scale]);
         c.pgbench(&["-n", "-c", "2", "-t", &transactions]);
+        c.pgbench(&["-n", "-c", "3", "-t", "100", "-f", share_locks]);
+        c.psql(SLRU_SQL);
         c.psql(&sql);
     });
     let wal_bytes = rec.target_lsn - rec.start_lsn;

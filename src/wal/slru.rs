@@ -131,22 +131,6 @@ pub enum RelMapFile {
     Database { spcnode: u32, dbnode: u32 },
 }
 
-impl RelMapFile {
-    /// The file's path in a data directory, for the global map and the
-    /// default tablespace's (1663) databases; None for other tablespaces,
-    /// whose directory name holds the catalog version.
-    pub fn path(&self) -> Option<String> {
-        match *self {
-            RelMapFile::Global => Some("global/pg_filenode.map".into()),
-            RelMapFile::Database {
-                spcnode: 1663,
-                dbnode,
-            } => Some(format!("base/{dbnode}/pg_filenode.map")),
-            RelMapFile::Database { .. } => None,
-        }
-    }
-}
-
 impl fmt::Display for RelMapFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -674,7 +658,9 @@ pub fn member_pages(moff: u32, n: u64) -> Vec<SlruPage> {
 }
 
 mod apply;
+mod replay;
 pub use apply::{apply_to_slru_page, rebuild_slru_page};
+pub use replay::{Removal, SlruReplay};
 
 #[cfg(test)]
 mod tests;

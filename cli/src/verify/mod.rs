@@ -14,6 +14,7 @@ use walredo::datadir::read_page;
 use walredo::pg::record::{xl_info, xl_rmid, RecordFormat};
 use walredo::pg::record_type::record_type_name;
 use walredo::pg::rmgr::rmgr_name;
+use walredo::pg::slru::SlruFormat;
 use walredo::pool::Pool;
 use walredo::process::launch::Server;
 use walredo::tag::{PageTag, FSM_FORKNUM};
@@ -21,6 +22,7 @@ use walredo::wal::checksum::stamp_checksum;
 use walredo::wal::mapped::{MappedWal, RecordAt};
 use walredo::wal::pages;
 use walredo::wal::record;
+use walredo::wal::slru::SlruReplay;
 use walredo::wal::uses::{block_uses_as, last_run, record_refs, removed_by, BlockUses, Use};
 use walredo::wal::{format_lsn, next_record_start, WalReader, WalRecord};
 use walredo::PAGE_SIZE;
@@ -28,6 +30,9 @@ use walredo::PAGE_SIZE;
 use crate::server::server_for;
 
 mod rebuild;
+mod slru;
+
+pub use slru::{SlruReport, SlruTally};
 
 /// What a data directory's `pg_control` says that matters here.
 #[derive(Clone, Debug)]
@@ -38,6 +43,9 @@ pub struct ControlInfo {
     pub redo_lsn: u64,
     pub data_checksums: bool,
     pub wal_log_hints: bool,
+    /// `track_commit_timestamp`: commit timestamps are active from the
+    /// checkpoint on, until a PARAMETER_CHANGE record says otherwise.
+    pub commit_ts: bool,
     /// The major version (PG_VERSION) of the server that wrote it.
     pub pg_version: u32,
     /// The server of that version that reads and replays it
@@ -109,6 +117,7 @@ pub fn control_info(dir: &Path, config: &Config) -> Result<ControlInfo, String> 
             .ok_or("bad REDO location")?,
         data_checksums: field("Data page checksum version")? != "0",
         wal_log_hints: field("wal_log_hints setting")? == "on",
+        commit_ts: field("track_commit_timestamp setting")? == "on",
         pg_version,
         server,
     })
@@ -229,13 +238,22 @@ pub struct Report {
     /// Records routed to visibility-map pages without a block reference to
     /// them, per record type ("Heap/UPDATE"): uses, and distinct pages.
     pub vm_side_effects: BTreeMap<String, (u64, u64)>,
+    /// SLRU pages and relation maps, rebuilt and compared.
+    pub slru: SlruReport,
 }
 
 impl Report {
-    /// Main, visibility-map and init forks: the pages the final line
-    /// counts. Free-space-map pages are not WAL-logged (docs/cli.md, "Pages that legitimately differ").
+    /// Main, visibility-map and init forks, SLRU pages and relation maps:
+    /// the pages the final line counts. Free-space-map pages are not
+    /// WAL-logged (docs/cli.md, "Pages that legitimately differ").
     pub fn counted(&self) -> Tally {
-        let mut t = Tally::default();
+        let (pages, identical, different) = self.slru.totals();
+        let mut t = Tally {
+            pages,
+            identical,
+            different,
+            ..Tally::default()
+        };
         for ((fork, _), g) in &self.groups {
             if *fork != FSM_FORKNUM {
                 t.pages += g.pages;
@@ -367,7 +385,7 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "{:<6} {:<12} {:>8} {:>10} {:>10}",
+            "{:<6} {:<13} {:>8} {:>10} {:>10}",
             "fork", "rmgr", "pages", "identical", "different"
         )?;
         for side_effect_forks in [false, true] {
@@ -378,7 +396,7 @@ impl fmt::Display for Report {
                 }
                 writeln!(
                     f,
-                    "{:<6} {:<12} {:>8} {:>10} {:>10}{}",
+                    "{:<6} {:<13} {:>8} {:>10} {:>10}{}",
                     FORK_NAMES[*fork as usize],
                     rmgr,
                     g.pages,
@@ -395,6 +413,7 @@ impl fmt::Display for Report {
                 }
             }
         }
+        write!(f, "{}", self.slru)?;
         if self.gone > 0 {
             writeln!(
                 f,
@@ -482,6 +501,11 @@ pub fn verify(
     // when the reading ends, and reads each record back from the segments,
     // mapped.
     let wal_started = Instant::now();
+    let mut slru = SlruReplay::new(
+        opts.base.clone(),
+        SlruFormat::of_version(base.pg_version),
+        base.commit_ts,
+    );
     let (wal, pool) = std::thread::scope(|s| {
         let pool = s.spawn(|| start_pool(&config, &base));
         let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(BATCHES_IN_FLIGHT);
@@ -508,7 +532,12 @@ pub fn verify(
             }
             (result, started.elapsed().saturating_sub(waited))
         });
-        let planned = plan(rx, &give_back, RecordFormat::of_version(base.pg_version));
+        let planned = plan(
+            rx,
+            &give_back,
+            RecordFormat::of_version(base.pg_version),
+            &mut slru,
+        );
         let (read, reading) = reader.join().expect("the WAL reader panicked");
         let pool = pool.join().expect("starting the pool panicked");
         // A reading error (the WAL itself) before a decoding one, as when
@@ -553,6 +582,7 @@ pub fn verify(
         comparing: spent.comparing,
     };
     report.vm_side_effects = side_effect_counts(&records, &blocks);
+    report.slru = slru::compare(&slru, &opts.expected, &expected.state);
     let stats = pool.stats();
     report.fast_path_pages = stats.fast_path_pages;
     report.image_starts = stats.image_starts;
@@ -622,6 +652,7 @@ fn plan(
     batches: Receiver<Batch>,
     give_back: &std::sync::mpsc::SyncSender<Batch>,
     format: RecordFormat,
+    slru: &mut SlruReplay,
 ) -> Result<Planned, String> {
     let mut busy = Duration::ZERO;
     let mut records = Vec::new();
@@ -635,7 +666,11 @@ fn plan(
         for (start_lsn, end_lsn, data) in batch.iter() {
             let i = records.len();
             let routed = record::decode_unchecked_crc_as(data, format)
-                .and_then(|decoded| uses.add(i, &decoded))
+                .map_err(|e| e.to_string())
+                .and_then(|decoded| {
+                    uses.add(i, &decoded).map_err(|e| e.to_string())?;
+                    slru.add(&decoded, end_lsn)
+                })
                 .map(|()| (xl_rmid(data), xl_info(data)));
             let (rmid, info) = match routed {
                 Ok(what) => what,

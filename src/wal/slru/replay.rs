@@ -1,0 +1,168 @@
+//! Replaying a stretch of WAL onto every SLRU page and relation map it
+//! changes, record by record as the WAL is read: what `walredo verify` keeps
+//! beside its relation-page plan. Each page is read from a base directory
+//! when a record first changes it (a page its file lacks is zeros, as
+//! recovery reads it) and then changed in memory: memory holds the touched
+//! pages only (8 KB each), never the records.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use crate::datadir::read_slru_page;
+use crate::pg::rmgr::RM_XLOG_ID;
+use crate::pg::slru::*;
+use crate::wal::record::DecodedRecord;
+use crate::PAGE_SIZE;
+
+use super::{
+    apply_to_slru_page, relmap_update, slru_changes, RelMapFile, SlruChange, SlruKind, SlruPage,
+};
+
+/// A truncation a record asked for, with the LSN of the record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Removal {
+    pub lsn: u64,
+    pub change: SlruChange,
+}
+
+/// Every SLRU page and relation map of a stretch of WAL, as recovery leaves
+/// them after it ([`SlruReplay::add`] each record in order).
+pub struct SlruReplay {
+    base: PathBuf,
+    format: SlruFormat,
+    commit_ts_active: bool,
+    /// Each page changed, and the LSN of the last record that changed it.
+    pages: HashMap<SlruPage, (Box<[u8; PAGE_SIZE]>, u64)>,
+    /// Each map written: the last RelMap UPDATE's file and its LSN.
+    maps: BTreeMap<RelMapFile, (Vec<u8>, u64)>,
+    removals: Vec<Removal>,
+    /// The LSN of the last XLOG PARAMETER_CHANGE that turned commit
+    /// timestamps off (recovery then deletes every `pg_commit_ts` file).
+    commit_ts_deactivated: Option<u64>,
+}
+
+impl SlruReplay {
+    /// Start from data directory `base` (its segment files are read as
+    /// pages are first changed) of PostgreSQL `format`, with commit
+    /// timestamps `commit_ts_active` as its `pg_control` says
+    /// (`track_commit_timestamp`).
+    pub fn new(base: PathBuf, format: SlruFormat, commit_ts_active: bool) -> SlruReplay {
+        SlruReplay {
+            base,
+            format,
+            commit_ts_active,
+            pages: HashMap::new(),
+            maps: BTreeMap::new(),
+            removals: Vec::new(),
+            commit_ts_deactivated: None,
+        }
+    }
+
+    /// Replay one record (ending at `lsn`) onto the pages it changes.
+    pub fn add(&mut self, decoded: &DecodedRecord<'_>, lsn: u64) -> Result<(), String> {
+        if decoded.rmid == RM_XLOG_ID && decoded.rmgr_info() == XLOG_PARAMETER_CHANGE {
+            self.parameter_change(decoded, lsn)?;
+            return Ok(());
+        }
+        let changes =
+            slru_changes(decoded, self.format, self.commit_ts_active).map_err(|e| e.to_string())?;
+        for change in changes {
+            match change {
+                SlruChange::Set(page) | SlruChange::Zero(page) => {
+                    let entry = match self.pages.entry(page) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            let start = if change.initializes() {
+                                None
+                            } else {
+                                read_slru_page(&self.base, &page)
+                                    .map_err(|e| format!("cannot read {page} from the base: {e}"))?
+                            };
+                            e.insert((start.unwrap_or_else(|| Box::new([0; PAGE_SIZE])), lsn))
+                        }
+                    };
+                    apply_to_slru_page(page, &mut entry.0, decoded, self.format)
+                        .map_err(|e| e.to_string())?;
+                    entry.1 = lsn;
+                }
+                SlruChange::RelMap(file) => {
+                    let (_, bytes) = relmap_update(decoded, self.format)
+                        .map_err(|e| e.to_string())?
+                        .expect("a RelMap change comes from a RelMap UPDATE");
+                    self.maps.insert(file, (bytes.to_vec(), lsn));
+                }
+                SlruChange::Truncate { .. } | SlruChange::DeleteSegments { .. } => {
+                    self.removals.push(Removal { lsn, change })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `xlog.c: xlog_redo` for PARAMETER_CHANGE: `CommitTsParameterChange`
+    /// activates commit timestamps or, turning them off, deletes every
+    /// `pg_commit_ts` file.
+    fn parameter_change(&mut self, decoded: &DecodedRecord<'_>, lsn: u64) -> Result<(), String> {
+        let Some(&flag) = decoded.main_data.get(PARAMETER_CHANGE_TRACK_COMMIT_TS_AT) else {
+            return Err(format!(
+                "XLOG PARAMETER_CHANGE record has {} bytes of main data, too few for \
+                 xl_parameter_change",
+                decoded.main_data.len()
+            ));
+        };
+        let active = flag != 0;
+        if self.commit_ts_active && !active {
+            self.pages.retain(|p, _| p.kind != SlruKind::CommitTs);
+            self.commit_ts_deactivated = Some(lsn);
+        }
+        self.commit_ts_active = active;
+        Ok(())
+    }
+
+    /// Each page changed, with its bytes and the LSN of its last change.
+    pub fn pages(&self) -> impl Iterator<Item = (&SlruPage, &[u8; PAGE_SIZE], u64)> {
+        self.pages
+            .iter()
+            .map(|(p, (bytes, lsn))| (p, &**bytes, *lsn))
+    }
+
+    /// Each relation map written, with the last record's bytes and LSN.
+    pub fn maps(&self) -> impl Iterator<Item = (&RelMapFile, &[u8], u64)> {
+        self.maps
+            .iter()
+            .map(|(f, (bytes, lsn))| (f, &bytes[..], *lsn))
+    }
+
+    /// Whether a truncation after `lsn` may have removed `page`'s segment
+    /// (`slru.c: SlruMayDeleteSegment` by page number, without the
+    /// circular order's wraparound; multixact members by the record's
+    /// segment range), or commit timestamps were turned off after it.
+    pub fn removed_after(&self, page: &SlruPage, lsn: u64) -> bool {
+        if page.kind == SlruKind::CommitTs && self.commit_ts_deactivated.is_some_and(|at| at > lsn)
+        {
+            return true;
+        }
+        let segment = page.segment();
+        self.removals
+            .iter()
+            .filter(|r| r.lsn > lsn)
+            .any(|r| match r.change {
+                SlruChange::Truncate { kind, cutoff_page } => {
+                    kind == page.kind && segment < cutoff_page / SLRU_PAGES_PER_SEGMENT
+                }
+                SlruChange::DeleteSegments {
+                    kind,
+                    from_segment,
+                    to_segment,
+                } => {
+                    kind == page.kind
+                        && if from_segment <= to_segment {
+                            (from_segment..to_segment).contains(&segment)
+                        } else {
+                            segment >= from_segment || segment < to_segment
+                        }
+                }
+                _ => false,
+            })
+    }
+}
