@@ -95,7 +95,7 @@ pub fn read_page(datadir: &Path, tag: &PageTag) -> io::Result<Option<Box<[u8; PA
 pub fn read_slru_page(datadir: &Path, page: &SlruPage) -> io::Result<Option<Box<[u8; PAGE_SIZE]>>> {
     let path = datadir.join(page.segment_path());
     match open_segment(&path)? {
-        Some(file) => read_at(&file, &path, page.offset_in_segment(), page.pageno.into()),
+        Some(file) => read_at(&file, &path, page.offset_in_segment(), page.pageno),
         None => Ok(None),
     }
 }
