@@ -206,3 +206,5 @@ pub const MULTIXACT_MEMBERGROUP_SIZE: usize = 20;
 /// 14-18).
 pub const XLOG_PARAMETER_CHANGE: u8 = 0x60;
 pub const PARAMETER_CHANGE_TRACK_COMMIT_TS_AT: usize = 25;
+/// `sizeof(xl_parameter_change)`: 26 bytes padded to the `int`s' alignment.
+pub const SIZE_OF_PARAMETER_CHANGE: usize = 28;

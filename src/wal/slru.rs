@@ -25,7 +25,9 @@ use crate::pg::record_type::{
     XLOG_XACT_ABORT, XLOG_XACT_ABORT_PREPARED, XLOG_XACT_COMMIT, XLOG_XACT_COMMIT_PREPARED,
     XLOG_XACT_HAS_INFO, XLOG_XACT_OPMASK,
 };
-use crate::pg::rmgr::{RM_CLOG_ID, RM_COMMIT_TS_ID, RM_MULTIXACT_ID, RM_RELMAP_ID, RM_XACT_ID};
+use crate::pg::rmgr::{
+    RM_CLOG_ID, RM_COMMIT_TS_ID, RM_MULTIXACT_ID, RM_RELMAP_ID, RM_XACT_ID, RM_XLOG_ID,
+};
 use crate::pg::slru::*;
 use crate::wal::record::{DecodedRecord, RecordError};
 
@@ -169,6 +171,11 @@ pub enum SlruChange {
     /// The whole map file is written from the record (RelMap UPDATE):
     /// replay needs no earlier version ([`relmap_update`] gives the bytes).
     RelMap(RelMapFile),
+    /// XLOG PARAMETER_CHANGE: commit timestamps are active (or not) for the
+    /// records after it (`CommitTsParameterChange`); turning them off
+    /// deletes every `pg_commit_ts` file. The next records' routing needs
+    /// it (`commit_ts_active`).
+    CommitTsActive(bool),
 }
 
 impl SlruChange {
@@ -448,6 +455,8 @@ pub fn relmap_update<'a>(
 ///   segments, then `Truncate` of offsets at the page of the multixact
 ///   before `endTruncOff` (`PerformOffsetsTruncation`).
 /// - RelMap UPDATE: [`SlruChange::RelMap`], checked ([`relmap_update`]).
+/// - XLOG PARAMETER_CHANGE: [`SlruChange::CommitTsActive`] with the
+///   record's `track_commit_timestamp`.
 pub fn slru_changes(
     decoded: &DecodedRecord<'_>,
     format: SlruFormat,
@@ -496,6 +505,16 @@ pub fn slru_changes(
             if let Some((file, _)) = relmap_update(decoded, format)? {
                 out.push(SlruChange::RelMap(file));
             }
+        }
+        RM_XLOG_ID if decoded.rmgr_info() == XLOG_PARAMETER_CHANGE => {
+            let mut c = cursor(decoded, "parameter change");
+            if decoded.main_data.len() != SIZE_OF_PARAMETER_CHANGE {
+                return Err(c.bad());
+            }
+            let flag = c.bytes(PARAMETER_CHANGE_TRACK_COMMIT_TS_AT + 1)?;
+            out.push(SlruChange::CommitTsActive(
+                flag[PARAMETER_CHANGE_TRACK_COMMIT_TS_AT] != 0,
+            ));
         }
         _ => {}
     }

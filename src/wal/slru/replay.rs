@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use crate::datadir::read_slru_page;
-use crate::pg::rmgr::RM_XLOG_ID;
 use crate::pg::slru::*;
 use crate::wal::record::DecodedRecord;
 use crate::PAGE_SIZE;
@@ -60,10 +59,6 @@ impl SlruReplay {
 
     /// Replay one record (ending at `lsn`) onto the pages it changes.
     pub fn add(&mut self, decoded: &DecodedRecord<'_>, lsn: u64) -> Result<(), String> {
-        if decoded.rmid == RM_XLOG_ID && decoded.rmgr_info() == XLOG_PARAMETER_CHANGE {
-            self.parameter_change(decoded, lsn)?;
-            return Ok(());
-        }
         let changes =
             slru_changes(decoded, self.format, self.commit_ts_active).map_err(|e| e.to_string())?;
         for change in changes {
@@ -94,28 +89,18 @@ impl SlruReplay {
                 SlruChange::Truncate { .. } | SlruChange::DeleteSegments { .. } => {
                     self.removals.push(Removal { lsn, change })
                 }
+                // `xlog.c: xlog_redo` for PARAMETER_CHANGE:
+                // `CommitTsParameterChange` turning commit timestamps off
+                // deletes every `pg_commit_ts` file.
+                SlruChange::CommitTsActive(active) => {
+                    if self.commit_ts_active && !active {
+                        self.pages.retain(|p, _| p.kind != SlruKind::CommitTs);
+                        self.commit_ts_deactivated = Some(lsn);
+                    }
+                    self.commit_ts_active = active;
+                }
             }
         }
-        Ok(())
-    }
-
-    /// `xlog.c: xlog_redo` for PARAMETER_CHANGE: `CommitTsParameterChange`
-    /// activates commit timestamps or, turning them off, deletes every
-    /// `pg_commit_ts` file.
-    fn parameter_change(&mut self, decoded: &DecodedRecord<'_>, lsn: u64) -> Result<(), String> {
-        let Some(&flag) = decoded.main_data.get(PARAMETER_CHANGE_TRACK_COMMIT_TS_AT) else {
-            return Err(format!(
-                "XLOG PARAMETER_CHANGE record has {} bytes of main data, too few for \
-                 xl_parameter_change",
-                decoded.main_data.len()
-            ));
-        };
-        let active = flag != 0;
-        if self.commit_ts_active && !active {
-            self.pages.retain(|p, _| p.kind != SlruKind::CommitTs);
-            self.commit_ts_deactivated = Some(lsn);
-        }
-        self.commit_ts_active = active;
         Ok(())
     }
 

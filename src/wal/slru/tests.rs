@@ -432,3 +432,28 @@ fn other_records_change_no_slru_page() {
         "pg_commit_ts/28028"
     );
 }
+
+#[test]
+fn parameter_change_says_whether_commit_timestamps_are_active() {
+    use crate::pg::rmgr::RM_XLOG_ID;
+    let mut main = u32s(&[100, 8, 10, 10, 64, 1]);
+    main.extend([0, 1, 0, 0]); // wal_log_hints off, track_commit_timestamp on
+    let rec = build(RM_XLOG_ID, XLOG_PARAMETER_CHANGE, 0, &main);
+    for v in 14..=18 {
+        assert_eq!(
+            changes(&rec, v, false).unwrap(),
+            vec![SlruChange::CommitTsActive(true)]
+        );
+    }
+    main[25] = 0;
+    let rec = build(RM_XLOG_ID, XLOG_PARAMETER_CHANGE, 0, &main);
+    assert_eq!(
+        changes(&rec, 15, true).unwrap(),
+        vec![SlruChange::CommitTsActive(false)]
+    );
+    let short = build(RM_XLOG_ID, XLOG_PARAMETER_CHANGE, 0, &main[..26]);
+    assert!(matches!(
+        changes(&short, 15, true),
+        Err(RecordError::BadMainData { .. })
+    ));
+}
