@@ -196,6 +196,80 @@
 #define WALREDO_NO_BLOCK_ID 255
 
 /**
+ * `walredo_slru_page.slru`: `pg_xact`, 2 status bits per transaction
+ * (PostgreSQL's `src/backend/access/transam/clog.c`: 32768 transactions a
+ * page, `xid / 32768`).
+ */
+#define WALREDO_SLRU_XACT 1
+
+/**
+ * `walredo_slru_page.slru`: `pg_multixact/offsets`, a 4-byte member
+ * offset per multixact (`multixact.c`: 2048 a page, `multi / 2048`).
+ */
+#define WALREDO_SLRU_MULTIXACT_OFFSETS 2
+
+/**
+ * `walredo_slru_page.slru`: `pg_multixact/members`, groups of 4 flag bytes
+ * and 4 member xids (`multixact.c`: 409 groups, 1636 members a page,
+ * `offset / 1636`).
+ */
+#define WALREDO_SLRU_MULTIXACT_MEMBERS 3
+
+/**
+ * `walredo_slru_page.slru`: `pg_commit_ts`, a timestamp and an origin
+ * (10 bytes) per transaction (`commit_ts.c`: 819 a page, `xid / 819`).
+ */
+#define WALREDO_SLRU_COMMIT_TS 4
+
+/**
+ * `walredo_slru_change.change`: entries of `page` are written (status
+ * bits, commit timestamps, multixact offsets or members); replaying needs
+ * the page as it was.
+ */
+#define WALREDO_SLRU_SET 1
+
+/**
+ * `walredo_slru_change.change`: `page` is zeroed (a ZERO record): replaying
+ * needs no earlier version of it.
+ */
+#define WALREDO_SLRU_ZERO 2
+
+/**
+ * `walredo_slru_change.change`: `SimpleLruTruncate` at `page` (its `slru`
+ * and the cut-off page): segments before the cut-off's are removed unless
+ * the SLRU's latest page shows an apparent wraparound.
+ */
+#define WALREDO_SLRU_TRUNCATE 3
+
+/**
+ * `walredo_slru_change.change`: segments `from_segment` up to, not
+ * including, `to_segment` of `page.slru` are removed (wrapping after the
+ * last segment; multixact members).
+ */
+#define WALREDO_SLRU_DELETE_SEGMENTS 4
+
+/**
+ * `walredo_slru_change.change`: the map file `relmap` is written whole
+ * from the record (`walredo_relmap_from_record` gives its bytes).
+ */
+#define WALREDO_RELMAP_WRITE 5
+
+/**
+ * `walredo_slru_change.change`: XLOG PARAMETER_CHANGE: commit timestamps
+ * are active (`commit_ts_active`) or not for the records after it; turning
+ * them off deletes every `pg_commit_ts` file.
+ */
+#define WALREDO_COMMIT_TS_SETTING 6
+
+/**
+ * `walredo_record_slru_changes` flag: commit timestamps are active at this
+ * record (the cluster's `track_commit_timestamp` as of its last
+ * checkpoint, then each `WALREDO_COMMIT_TS_SETTING`): commits then also
+ * change `pg_commit_ts` pages. A commit record does not say it.
+ */
+#define WALREDO_ROUTE_COMMIT_TS 1
+
+/**
  * Buckets of a `walredo_histogram`.
  */
 #define WALREDO_HISTOGRAM_BUCKETS 16
@@ -407,6 +481,60 @@ typedef struct walredo_stats {
    */
   uint64_t cancel_kills;
 } walredo_stats;
+
+/**
+ * A page of an SLRU. Its bytes live in the segment file `%04X` of
+ * `pageno / 32` in the SLRU's directory, at `(pageno % 32) * 8192`
+ * (`slru.c`); pages have no header. 0 is not a valid `slru`, so zeroed
+ * memory is refused.
+ */
+typedef struct walredo_slru_page {
+  /**
+   * `WALREDO_SLRU_XACT`, `..._MULTIXACT_OFFSETS`, `..._MULTIXACT_MEMBERS`
+   * or `..._COMMIT_TS`.
+   */
+  uint8_t slru;
+  uint64_t pageno;
+} walredo_slru_page;
+
+/**
+ * A relation map file (`pg_filenode.map`, `relmapper.c`): the global one
+ * is tablespace 1664 with database 0, a database's is its tablespace and
+ * database. The file is 512 bytes in PostgreSQL 14 and 15, 524 from 16.
+ */
+typedef struct walredo_relmap {
+  uint32_t spcnode;
+  uint32_t dbnode;
+} walredo_relmap;
+
+/**
+ * One SLRU page or relation map a record changes, and how. Fields that do
+ * not apply to `change` are zero.
+ */
+typedef struct walredo_slru_change {
+  /**
+   * `WALREDO_SLRU_SET` and the other `walredo_slru_change.change` values.
+   */
+  uint8_t change;
+  /**
+   * SET, ZERO: the page. TRUNCATE: the SLRU and the cut-off page.
+   * DELETE_SEGMENTS: the SLRU (`pageno` 0).
+   */
+  struct walredo_slru_page page;
+  /**
+   * DELETE_SEGMENTS: the segments removed.
+   */
+  uint64_t from_segment;
+  uint64_t to_segment;
+  /**
+   * RELMAP_WRITE: the map file.
+   */
+  struct walredo_relmap relmap;
+  /**
+   * COMMIT_TS_SETTING: the new setting.
+   */
+  bool commit_ts_active;
+} walredo_slru_change;
 
 /**
  * Called every few thousand records during long scans, on the calling
@@ -803,6 +931,82 @@ int walredo_pool_metrics_text(const struct walredo_pool *pool,
                               char *buf,
                               size_t len,
                               size_t *needed);
+
+/**
+ * The SLRU pages and relation maps the XLogRecord `record` (`len` bytes,
+ * exactly its `xl_tot_len`) of PostgreSQL `pg_version` (14 to 18) changes,
+ * each once, for a page server to index it under besides the relation
+ * pages of `walredo_record_pages` (docs/slru.md has the table): a commit or
+ * abort (prepared too) sets the `pg_xact` page of its transaction and of
+ * each subtransaction, a commit also their `pg_commit_ts` pages when
+ * `flags` has `WALREDO_ROUTE_COMMIT_TS`; a multixact's creation sets its
+ * offsets page, the next multixact's, and each members page of its range;
+ * the ZERO records zero a page; truncations, RelMap UPDATE and XLOG
+ * PARAMETER_CHANGE are named as such. Any other record changes none.
+ *
+ * `changes` has room for `capacity` entries (NULL allowed when `capacity`
+ * is 0); `*count` is set to the number of changes. When that exceeds
+ * `capacity` nothing is written and `WALREDO_BUFFER_TOO_SMALL` is returned
+ * (a commit names one `pg_xact` page per 32768 subtransaction ids): call
+ * again with `*count` entries. A record that fails the CRC or the
+ * decoder's checks, or whose main data does not hold what it announces,
+ * gives `WALREDO_MALFORMED_RECORD`. Reads only its arguments; thread-safe.
+ */
+int walredo_record_slru_changes(const uint8_t *record,
+                                size_t len,
+                                uint32_t pg_version,
+                                uint32_t flags,
+                                struct walredo_slru_change *changes,
+                                size_t capacity,
+                                size_t *count);
+
+/**
+ * Rebuild SLRU page `page` of PostgreSQL `pg_version`: apply `records` (in
+ * LSN order, each one that `walredo_record_slru_changes` names as setting
+ * or zeroing this page) to `base_page`, or to a page of zeros when it is
+ * NULL (recovery reads a page whose segment file does not exist as
+ * zeros), and write the page to `out_page`. The bytes are the ones
+ * PostgreSQL's recovery leaves (`walredo verify` compares them). A commit
+ * applied to a `pg_commit_ts` page writes its timestamp: pass commits for
+ * such a page only where commit timestamps were active (as
+ * `walredo_record_slru_changes` names the page only then).
+ *
+ * - `page` and `out_page` must not be NULL; `out_page` has room for
+ *   `WALREDO_PAGE_SIZE` bytes and is written only on success.
+ * - `base_page`: NULL or `WALREDO_PAGE_SIZE` readable bytes.
+ * - `records`: `n_records` entries (NULL allowed when `n_records` is 0),
+ *   each `data` pointing to `len` bytes (at most 1 GiB); `end_lsn` is not
+ *   used (SLRU pages have no LSN).
+ *
+ * A record that fails its checks gives `WALREDO_MALFORMED_RECORD`; one
+ * that does not change this page, `WALREDO_INVALID_ARGUMENT` (its page
+ * would be silently wrong). Reads only its arguments; thread-safe; no
+ * process, no pool.
+ */
+int walredo_redo_slru(const struct walredo_slru_page *page,
+                      uint32_t pg_version,
+                      const uint8_t *base_page,
+                      const struct walredo_record *records,
+                      size_t n_records,
+                      uint8_t *out_page);
+
+/**
+ * The relation map file a RelMap UPDATE record of PostgreSQL `pg_version`
+ * writes: which one (`*which`) and its bytes (`*size`: 512 in 14 and 15,
+ * 524 from 16) into `out`, which has room for `capacity` bytes. The map is
+ * checked as PostgreSQL checks a map file it reads (size, magic, number of
+ * mappings, CRC-32C): a record that fails that or its own checks gives
+ * `WALREDO_MALFORMED_RECORD`; a record of another kind,
+ * `WALREDO_INVALID_ARGUMENT`. When `capacity` is too small, `*size` is
+ * set and `WALREDO_BUFFER_TOO_SMALL` returned. Thread-safe.
+ */
+int walredo_relmap_from_record(const uint8_t *record,
+                               size_t len,
+                               uint32_t pg_version,
+                               struct walredo_relmap *which,
+                               uint8_t *out,
+                               size_t capacity,
+                               size_t *size);
 
 /**
  * Open a WAL source: segment files looked up in `dirs[0..n_dirs]`, in

@@ -31,6 +31,7 @@ mod log;
 mod pages;
 mod pointers;
 mod pool;
+mod slru;
 mod wal;
 
 pub use call::*;
@@ -38,6 +39,7 @@ pub use config::*;
 pub use log::*;
 pub use pages::*;
 pub use pool::*;
+pub use slru::*;
 pub use wal::*;
 
 /// The files cbindgen reads to make include/walredo.h (it follows the `mod`

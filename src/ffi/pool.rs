@@ -145,6 +145,21 @@ pub(super) unsafe fn request_args<'a>(
     let tag = unsafe { arg(tag, "tag") }?;
     // SAFETY: NULL or WALREDO_PAGE_SIZE readable bytes.
     let base = unsafe { page_arg(base_page) };
+    // SAFETY: as records_arg says.
+    let refs = unsafe { records_arg(records, n_records) }?;
+    let tag = PageTag::from(tag);
+    Ok((tag, base, refs))
+}
+
+/// A caller's array of records, each at most 1 GiB.
+///
+/// # Safety
+/// `records` is NULL or points to `n_records` valid entries (when not 0),
+/// each `data` pointing to `len` readable bytes, during `'a`.
+pub(super) unsafe fn records_arg<'a>(
+    records: *const walredo_record,
+    n_records: usize,
+) -> Result<Vec<RecordRef<'a>>, Error> {
     // SAFETY: n_records valid entries (when not 0).
     let records = unsafe { slice_arg(records, n_records, "records", "n_records") }?;
     let mut refs = Vec::with_capacity(records.len());
@@ -161,8 +176,7 @@ pub(super) unsafe fn request_args<'a>(
             data: unsafe { slice_arg(r.data, r.len, format_args!("record #{i}: data"), "len") }?,
         });
     }
-    let tag = PageTag::from(tag);
-    Ok((tag, base, refs))
+    Ok(refs)
 }
 
 /// The pool behind a handle, shared so that it outlives a concurrent free;
