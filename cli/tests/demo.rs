@@ -12,22 +12,46 @@ use walredo_testkit::cluster::record_workload;
 use walredo_testkit::harness::*;
 
 const SQL: &str = include_str!("../demo/workload.sql");
+/// The demo's part for SLRU pages and relation maps (cli/examples/demo.rs).
+const SHARE_LOCKS: &str = include_str!("../demo/share-locks.sql");
+const SLRU_SQL: &str = include_str!("../demo/slru.sql");
 
-/// `fast_path`: whether full-page images are applied in-process.
-fn demo_with(name: &str, conf: &[&str], fast_path: bool) {
+/// `fast_path`: whether full-page images are applied in-process; `slru`:
+/// whether the workload includes the demo's SLRU part (and its rows are
+/// checked).
+fn demo_with(name: &str, conf: &[&str], fast_path: bool, slru: bool) {
     let _test = isolated_test();
     let tmp = TempDir::new(name);
     let mut initdb_args = Vec::new();
-    let mut settings = vec!["wal_keep_size = 4GB", "max_wal_size = 4GB", "fsync = off"];
+    let mut settings = vec![
+        "wal_keep_size = 4GB",
+        "max_wal_size = 4GB",
+        "fsync = off",
+        "max_prepared_transactions = 10",
+    ];
     for kv in conf {
         match *kv {
             "data_checksums=on" => initdb_args.push("--data-checksums"),
             other => settings.push(other),
         }
     }
+    let share_locks = tmp.path().join("share-locks.sql");
+    std::fs::write(&share_locks, SHARE_LOCKS).unwrap();
     let rec = record_workload(tmp.path(), &initdb_args, &settings, &|c| {
         c.pgbench(&["-q", "-i", "-s", "1"]);
         c.pgbench(&["-n", "-t", "200"]);
+        if slru {
+            c.pgbench(&[
+                "-n",
+                "-c",
+                "3",
+                "-t",
+                "100",
+                "-f",
+                share_locks.to_str().unwrap(),
+            ]);
+            c.psql(SLRU_SQL);
+        }
         c.psql(SQL);
     });
     let opts = VerifyOptions {
@@ -110,7 +134,33 @@ fn demo_with(name: &str, conf: &[&str], fast_path: bool) {
             "no {rmgr} page was compared"
         );
     }
+    if slru {
+        slru_rows(&report, conf.contains(&"track_commit_timestamp=on"));
+    }
     vm_negative_control(&opts);
+}
+
+/// The SLRU part of the workload gives a row for each SLRU (commit
+/// timestamps only when on) and for the relation maps, all identical.
+fn slru_rows(report: &walredo_cli::verify::Report, commit_ts: bool) {
+    assert!(report.slru.skipped.is_none(), "{:?}", report.slru.skipped);
+    let names = walredo_cli::verify::SLRU_ROW_NAMES;
+    for (name, row) in names.iter().zip(&report.slru.rows) {
+        assert_eq!(row.different, 0, "{name}: {:?}", row.differences);
+        let least = match *name {
+            "pg_commit_ts" if !commit_ts => 0,
+            "pg_xact" | "pg_multixact/offsets" | "pg_multixact/members" | "pg_filenode.map" => 2,
+            _ => 1,
+        };
+        assert!(
+            row.pages >= least,
+            "{name}: {} pages compared, at least {least} expected",
+            row.pages
+        );
+        if *name == "pg_commit_ts" && !commit_ts {
+            assert_eq!(row.pages, 0, "commit timestamps are off");
+        }
+    }
 }
 
 /// Visibility-map pages rebuilt from only the records that name them (no
@@ -163,27 +213,30 @@ fn vm_negative_control(opts: &VerifyOptions) {
 }
 
 /// One test per server configuration: `name: directory, [settings],
-/// fast_path` (whether full-page images are applied in-process).
+/// fast_path, slru` (whether full-page images are applied in-process;
+/// whether the SLRU part runs: on three configurations, as it adds a few
+/// seconds to each).
 macro_rules! demo_tests {
-    ($($name:ident: $dir:literal, [$($conf:literal),*], $fast_path:literal;)*) => {
+    ($($name:ident: $dir:literal, [$($conf:literal),*], $fast_path:literal, $slru:literal;)*) => {
         $(
             #[test]
             fn $name() {
-                demo_with($dir, &[$($conf),*], $fast_path);
+                demo_with($dir, &[$($conf),*], $fast_path, $slru);
             }
         )*
     };
 }
 
 demo_tests! {
-    defaults: "demo-defaults", [], true;
-    defaults_without_the_fast_path: "demo-no-fast-path", [], false;
-    lz4_without_the_fast_path: "demo-lz4-no-fast-path", ["wal_compression=lz4"], false;
-    full_page_writes_off: "demo-fpw-off", ["full_page_writes=off"], true;
-    wal_compression_pglz: "demo-pglz", ["wal_compression=pglz"], true;
-    wal_compression_lz4: "demo-lz4", ["wal_compression=lz4"], true;
-    wal_compression_zstd: "demo-zstd", ["wal_compression=zstd"], true;
-    data_checksums_on: "demo-checksums", ["data_checksums=on"], true;
-    wal_log_hints_on: "demo-wal-log-hints", ["wal_log_hints=on"], true;
-    full_page_writes_off_lz4: "demo-fpw-off-lz4", ["full_page_writes=off", "wal_compression=lz4"], true;
+    defaults: "demo-defaults", [], true, true;
+    defaults_without_the_fast_path: "demo-no-fast-path", [], false, false;
+    lz4_without_the_fast_path: "demo-lz4-no-fast-path", ["wal_compression=lz4"], false, false;
+    full_page_writes_off: "demo-fpw-off", ["full_page_writes=off"], true, false;
+    wal_compression_pglz: "demo-pglz", ["wal_compression=pglz"], true, false;
+    wal_compression_lz4: "demo-lz4", ["wal_compression=lz4"], true, false;
+    wal_compression_zstd: "demo-zstd", ["wal_compression=zstd"], true, false;
+    data_checksums_on: "demo-checksums", ["data_checksums=on"], true, false;
+    wal_log_hints_on: "demo-wal-log-hints", ["wal_log_hints=on"], true, false;
+    track_commit_timestamp_on: "demo-commit-ts", ["track_commit_timestamp=on"], true, true;
+    full_page_writes_off_lz4: "demo-fpw-off-lz4", ["full_page_writes=off", "wal_compression=lz4"], true, true;
 }

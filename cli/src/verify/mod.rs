@@ -32,7 +32,7 @@ use crate::server::server_for;
 mod rebuild;
 mod slru;
 
-pub use slru::{SlruReport, SlruTally};
+pub use slru::{SlruReport, SlruTally, SLRU_ROW_NAMES};
 
 /// What a data directory's `pg_control` says that matters here.
 #[derive(Clone, Debug)]

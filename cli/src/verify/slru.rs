@@ -9,7 +9,7 @@ use walredo::datadir::{read_slru_page, relmap_path};
 use walredo::wal::slru::{SlruKind, SlruReplay};
 
 /// Report rows, in this order: the SLRUs, then the relation maps.
-pub const ROW_NAMES: [&str; 5] = [
+pub const SLRU_ROW_NAMES: [&str; 5] = [
     "pg_xact",
     "pg_multixact/offsets",
     "pg_multixact/members",
@@ -121,7 +121,7 @@ impl fmt::Display for SlruReport {
         if let Some(why) = &self.skipped {
             return writeln!(f, "SLRU pages and relation maps: {why}");
         }
-        for (name, row) in ROW_NAMES.iter().zip(&self.rows) {
+        for (name, row) in SLRU_ROW_NAMES.iter().zip(&self.rows) {
             if row.pages == 0 && row.removed == 0 {
                 continue;
             }

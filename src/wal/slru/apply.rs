@@ -17,10 +17,11 @@
 //! page rebuilt here with PostgreSQL's own recovery of the same WAL, on
 //! every version served.
 //!
-//! One rule depends on the *minor* release: minors from 2025 on (14.19,
-//! 15.14, 16.10, 17.6, 18.0 and later; every build walredo pins or tests)
-//! also write the next multixact's offset in `RecordNewMultiXact`; older
-//! ones do not. This module writes it, as the served minors do.
+//! One rule depends on the *minor* release: newer minors also write the
+//! next multixact's offset in `RecordNewMultiXact` (read in 15.18 and 18.3;
+//! observed in the pinned 14.23, 16.15, 17.11, 18.6 and Debian's 15.20 by
+//! tests/slru_route.rs), older ones do not (read in 14.13, 16.2, 17.4:
+//! design-slru.md 2.4). This module writes it, as the served minors do.
 
 use crate::pg::bytes::le_u32;
 use crate::pg::rmgr::{RM_CLOG_ID, RM_COMMIT_TS_ID, RM_MULTIXACT_ID, RM_XACT_ID};
