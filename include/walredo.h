@@ -779,7 +779,9 @@ int walredo_set_logger(walredo_log_callback cb, void *userdata, int level);
  * under: its block references, in block-id order, then each
  * visibility-map page its heap changes clear or its truncation cuts into
  * that is not among them, each page once. Free-space-map pages are never
- * named (they are not WAL-logged).
+ * named (they are not WAL-logged). The SLRU pages (`pg_xact`, multixacts,
+ * commit timestamps) and relation maps a record changes are named by
+ * `walredo_record_slru_changes`.
  *
  * `pages` has room for `capacity` entries (it may be NULL when `capacity`
  * is 0). `*count` is set to the number of pages the record changes (at
