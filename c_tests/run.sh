@@ -13,9 +13,9 @@
 # WALREDO_PG_BINDIR (else /usr/lib/postgresql/N/bin), which the Makefile
 # sets (c_tests/pools.c). WALREDO_PG_VERSION=N not 15 (`make check-version`
 # runs it so, with C_TESTS_NO_LIB_BUILD=1 and the testkit's programs built):
-# the real-page part only, test_redo, test_wal and test_pages on the shared
-# build, against fixtures made with that version's server and its
-# pg_walredo.
+# the real-page part only, test_redo, test_wal, test_pages and test_server
+# on the shared build, against fixtures made with that version's server and
+# its pg_walredo.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +33,7 @@ export WALREDO_PG_VERSION="$PG_VERSION" WALREDO_PG_BINDIR
 FIXTURES="$BUILD/fixtures"
 WAL_FIXTURE="$BUILD/wal-fixture"
 PAGES_FIXTURE="$BUILD/pages-fixture"
+SERVER_FIXTURE="$BUILD/server-fixture"
 CC="${CC:-gcc}"
 CFLAGS=(-std=gnu99 -Wall -Wextra -Werror -g -I "$ROOT/include" -I "$ROOT/c_tests")
 SAN=(-fsanitize=address,undefined -fno-omit-frame-pointer -g -O1)
@@ -60,7 +61,7 @@ pass "library"
 # release, another build) makes them again.
 SERVER="$WALREDO_PG_BINDIR: $("$WALREDO_PG_BINDIR/postgres" --version)"
 if [ "$(cat "$BUILD/fixtures-server" 2>/dev/null)" != "$SERVER" ]; then
-    rm -rf "$FIXTURES" "$WAL_FIXTURE" "$PAGES_FIXTURE"
+    rm -rf "$FIXTURES" "$WAL_FIXTURE" "$PAGES_FIXTURE" "$SERVER_FIXTURE"
     echo "$SERVER" > "$BUILD/fixtures-server"
 fi
 
@@ -91,10 +92,16 @@ if [ ! -f "$PAGES_FIXTURE/waldump.txt" ]; then
 fi
 pass "pages fixture"
 
+stage "server fixture in $SERVER_FIXTURE"
+if [ ! -f "$SERVER_FIXTURE/records.bin" ]; then
+    testkit_bin make-server-fixture "$SERVER_FIXTURE"
+fi
+pass "server fixture"
+
 # Every test program, and the arguments it runs with. test_chaos takes the
 # seconds of chaos and the number of soak requests: the full run is on the
 # shared build; the other builds get a short one.
-TESTS=(test_api test_redo test_pool test_chaos test_storm test_lifecycle test_host_death test_call test_wal test_pages test_pid1)
+TESTS=(test_api test_redo test_pool test_chaos test_storm test_lifecycle test_host_death test_call test_wal test_pages test_server test_pid1)
 # test_storm takes its seconds and the most requests that may fail, per
 # mille: 0.1% is asserted on the full native run only (20 s, where it saw 0
 # failures in 100,000 requests on a busy 2-core machine); the short and the
@@ -113,12 +120,13 @@ args_for() {
         test_storm) echo "$EXT $FIXTURES $(storm_args "$3")" ;;
         test_wal) echo "$EXT $WAL_FIXTURE" ;;
         test_pages) echo "$PAGES_FIXTURE" ;;
+        test_server) echo "$EXT $SERVER_FIXTURE" ;;
         *) echo "$EXT $FIXTURES" ;;
     esac
 }
 sources_for() {
     case "$1" in
-        test_api | test_wal) echo "c_tests/$1.c c_tests/pools.c" ;;
+        test_api | test_wal | test_server) echo "c_tests/$1.c c_tests/pools.c" ;;
         test_pages) echo "c_tests/$1.c" ;;
         *) echo "c_tests/$1.c c_tests/fixture.c c_tests/children.c c_tests/pools.c c_tests/workload.c" ;;
     esac
@@ -142,7 +150,7 @@ done
 "$BUILD/test_pkgconfig.shared"
 pass "(a) compile (shared)"
 if [ "$PG_VERSION" != 15 ]; then
-    for t in test_redo test_wal test_pages; do
+    for t in test_redo test_wal test_pages test_server; do
         run_test shared "$t" ""
     done
     printf '\n=== run.sh: PostgreSQL %s: real-page tests passed\n' "$PG_VERSION"

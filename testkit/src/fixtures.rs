@@ -95,9 +95,10 @@ pub fn put_tag(out: &mut Vec<u8>, tag: &PageTag) {
 }
 
 /// The opening of the programs that write a C test's fixture
-/// (make-pages-fixture, make-wal-fixture): OUTDIR, their one argument, and
-/// the WAL of `workload` run on a throw-away cluster (`initdb_args`) in a
-/// fresh work directory, which is removed when this is dropped.
+/// (make-pages-fixture, make-wal-fixture, make-server-fixture): OUTDIR, their
+/// one argument, and the WAL of `workload` run on a throw-away cluster
+/// (`initdb_args`) in a fresh work directory, which is removed when this is
+/// dropped.
 pub struct FixtureRun {
     /// Where the fixture goes (created).
     pub out: PathBuf,
@@ -110,6 +111,17 @@ impl FixtureRun {
     /// `program` names the caller in its usage message and its work
     /// directory.
     pub fn record(program: &str, initdb_args: &[&str], workload: &str) -> FixtureRun {
+        FixtureRun::record_with(program, initdb_args, &[], workload)
+    }
+
+    /// `record` with `settings` appended to the cluster's usual ones
+    /// (autovacuum off, fsync off, WAL kept).
+    pub fn record_with(
+        program: &str,
+        initdb_args: &[&str],
+        settings: &[&str],
+        workload: &str,
+    ) -> FixtureRun {
         let out = PathBuf::from(
             std::env::args()
                 .nth(1)
@@ -121,13 +133,14 @@ impl FixtureRun {
         if let Some(ids) = user() {
             std::os::unix::fs::chown(&work, Some(ids.uid), Some(ids.gid)).unwrap();
         }
-        let settings = [
+        let mut all = vec![
             "autovacuum = off",
             "fsync = off",
             "wal_keep_size = 1GB",
             "max_wal_size = 1GB",
         ];
-        let rec = record_workload(&work, initdb_args, &settings, &|c| {
+        all.extend_from_slice(settings);
+        let rec = record_workload(&work, initdb_args, &all, &|c| {
             c.psql(workload);
         });
         fs::create_dir_all(&out).unwrap();
