@@ -265,8 +265,18 @@ impl Process {
         child_stdout: OwnedFd,
         child_stderr: OwnedFd,
     ) -> Result<(ChildHandle, u32, Option<OwnedFd>)> {
-        let failed =
-            |e: io::Error| Error::SpawnFailed(format!("cannot start postgres --single: {e}"));
+        let failed = |e: io::Error| {
+            // Not exec'd within the start timeout (the requests' deadline,
+            // cut short on a busy host): a deadline error, as for the
+            // template (`template::start_timeout`), not a broken install.
+            if e.kind() == io::ErrorKind::TimedOut {
+                return Error::Timeout {
+                    after_ms: launcher.start_timeout().as_millis() as u64,
+                    stderr: String::new(),
+                };
+            }
+            Error::SpawnFailed(format!("cannot start postgres --single: {e}"))
+        };
         if start::pidfds_usable() {
             let (program, args) = launcher.direct_argv(scratch);
             let env = launcher.direct_env();
