@@ -16,7 +16,6 @@
 //! on to a pool has them checked again there (the request's CRC check).
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -37,7 +36,7 @@ unsafe impl Sync for Map {}
 
 impl Map {
     fn new(path: &Path) -> io::Result<Map> {
-        let file = File::open(path)?;
+        let file = crate::wal::segment_file::open(path)?;
         let len = file.metadata()?.len() as usize;
         if len == 0 {
             return Ok(Map {

@@ -2,16 +2,16 @@
 //! (and its ancestors) found in a list of directories.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use crate::pg::xlog::{
-    pg_version_of_magic, xlp_magic, xlp_pageaddr, SIZE_OF_XLOG_LONG_PHD, WAL_SEG_MAX_SIZE,
-    WAL_SEG_MIN_SIZE,
+    pg_version_of_magic, xlp_magic, xlp_pageaddr, xlp_seg_size, SIZE_OF_XLOG_LONG_PHD,
+    WAL_SEG_MAX_SIZE, WAL_SEG_MIN_SIZE,
 };
 use crate::wal::error::WalError;
+use crate::wal::segment_file::{self, Compression};
 use crate::wal::timeline::History;
 
 /// Name of a segment file: timeline, then `segno / segs_per_xlogid`, then
@@ -60,7 +60,8 @@ pub enum Start {
 
 /// The segment files of one target timeline and its ancestors (see
 /// [`timeline`](crate::wal::timeline): each segment from the timeline current at its end), looked
-/// up in a list of directories (the server's `pg_wal`, then archives): for
+/// up in a list of directories (the server's `pg_wal`, then archives, whose
+/// segments may be compressed: [`segment_file`]): for
 /// each segment, every directory that has a file of its name, in the order
 /// of the list. Listing reads no WAL; which file of a segment is read is
 /// decided when it is opened (the first one whose long page header is that
@@ -86,8 +87,8 @@ impl Segments {
         timeline: Option<u32>,
         start_lsn: Option<u64>,
     ) -> Result<Segments, WalError> {
-        // (tli, hi, lo, directory index, path, size)
-        let mut files: Vec<(u32, u32, u32, usize, PathBuf, u64)> = Vec::new();
+        // (tli, hi, lo, directory index, path, size when not compressed)
+        let mut files: Vec<(u32, u32, u32, usize, PathBuf, Option<u64>)> = Vec::new();
         for (d, dir) in dirs.iter().enumerate() {
             let entries = fs::read_dir(dir).map_err(|source| WalError::ReadDir {
                 dir: dir.clone(),
@@ -99,7 +100,11 @@ impl Segments {
                     source,
                 })?;
                 let name = entry.file_name();
-                let Some((tli, hi, lo)) = name.to_str().and_then(split_segment_name) else {
+                let Some(name) = name.to_str() else { continue };
+                // Archives keep segments compressed too (`.gz`, `.zst`,
+                // `.lz4`: segment_file).
+                let (name, compression) = Compression::of_name(name);
+                let Some((tli, hi, lo)) = split_segment_name(name) else {
                     continue;
                 };
                 let path = entry.path();
@@ -107,8 +112,13 @@ impl Segments {
                 // and files removed since the listing. The size is taken
                 // now: a second look could find the file gone (a checkpoint
                 // removing the oldest segments).
+                // A compressed file's size is known once decompressed: it is
+                // checked when the segment is opened.
                 match fs::metadata(&path) {
-                    Ok(m) if m.is_file() => files.push((tli, hi, lo, d, path, m.len())),
+                    Ok(m) if m.is_file() => {
+                        let size = (compression == Compression::None).then_some(m.len());
+                        files.push((tli, hi, lo, d, path, size))
+                    }
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(source) => return Err(WalError::Io { file: path, source }),
@@ -125,19 +135,42 @@ impl Segments {
             None => files.iter().map(|f| f.0).max().ok_or_else(no_segments)?,
         };
         // The size of the lowest file of the timeline that has a valid one (a
-        // truncated copy in one directory may have a good one in another).
+        // truncated copy in one directory may have a good one in another);
+        // with only compressed files, the size the first one's long page
+        // header gives (`xlp_seg_size`).
         let valid = |size: &u64| {
             size.is_power_of_two() && (WAL_SEG_MIN_SIZE..=WAL_SEG_MAX_SIZE).contains(size)
         };
         let mut first_bad = None;
         let mut seg_size = None;
-        for f in files.iter().filter(|f| f.0 == size_tli) {
-            let size = f.5;
+        for f in files.iter().filter(|f| f.0 == size_tli && f.5.is_some()) {
+            let size = f.5.expect("filtered");
             if valid(&size) {
                 seg_size = Some(size);
                 break;
             }
             first_bad.get_or_insert((f.4.clone(), size));
+        }
+        if seg_size.is_none() && first_bad.is_none() {
+            if let Some(f) = files.iter().find(|f| f.0 == size_tli) {
+                let head =
+                    segment_file::head(&f.4, SIZE_OF_XLOG_LONG_PHD as usize).map_err(|source| {
+                        WalError::Io {
+                            file: f.4.clone(),
+                            source,
+                        }
+                    })?;
+                let size = if head.len() == SIZE_OF_XLOG_LONG_PHD as usize {
+                    u64::from(xlp_seg_size(&head))
+                } else {
+                    head.len() as u64
+                };
+                if valid(&size) {
+                    seg_size = Some(size);
+                } else {
+                    first_bad = Some((f.4.clone(), size));
+                }
+            }
         }
         let seg_size = match (seg_size, first_bad) {
             (Some(size), _) => size,
@@ -151,7 +184,7 @@ impl Segments {
             (None, None) => return Err(no_segments()),
         };
         let per = segs_per_xlogid(seg_size);
-        let segno_of = |f: &(u32, u32, u32, usize, PathBuf, u64)| -> Option<u64> {
+        let segno_of = |f: &(u32, u32, u32, usize, PathBuf, Option<u64>)| -> Option<u64> {
             (u64::from(f.2) < per).then(|| u64::from(f.1) * per + u64::from(f.2))
         };
         let history = match (timeline, start_lsn) {
@@ -220,12 +253,11 @@ impl Segments {
     pub fn holds_wal(&self, segno: u64) -> bool {
         self.files.get(&segno).is_some_and(|paths| {
             paths.iter().any(|p| {
-                let mut head = [0u8; SIZE_OF_XLOG_LONG_PHD as usize];
-                File::open(p)
-                    .and_then(|f| f.read_exact_at(&mut head, 0))
-                    .is_ok()
-                    && pg_version_of_magic(xlp_magic(&head)).is_some()
-                    && xlp_pageaddr(&head) == segno * self.seg_size
+                segment_file::head(p, SIZE_OF_XLOG_LONG_PHD as usize).is_ok_and(|head| {
+                    head.len() == SIZE_OF_XLOG_LONG_PHD as usize
+                        && pg_version_of_magic(xlp_magic(&head)).is_some()
+                        && xlp_pageaddr(&head) == segno * self.seg_size
+                })
             })
         })
     }
@@ -234,10 +266,7 @@ impl Segments {
     /// page has, if it is present and has a known one.
     pub fn pg_version(&self, segno: u64) -> Option<u32> {
         self.files.get(&segno)?.iter().find_map(|p| {
-            let mut head = [0u8; 2];
-            File::open(p)
-                .and_then(|f| f.read_exact_at(&mut head, 0))
-                .ok()?;
+            let head = segment_file::head(p, 2).ok().filter(|h| h.len() == 2)?;
             pg_version_of_magic(xlp_magic(&head))
         })
     }

@@ -11,7 +11,6 @@
 //! segment ends). An older timeline's files past its switch point hold WAL
 //! that is not on the target's history and are never read.
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -26,6 +25,9 @@ pub struct History {
     /// entry's end) were written on `timeline`. The last end is `u64::MAX`.
     entries: Vec<(u32, u64)>,
 }
+
+/// More than any history file holds (a line per ancestor timeline).
+const MAX_HISTORY_FILE: usize = 16 << 20;
 
 /// The history file name of timeline `tli`: `00000002.history`.
 pub fn history_file_name(tli: u32) -> String {
@@ -46,11 +48,16 @@ impl History {
     pub fn read(dirs: &[PathBuf], target: u32) -> Result<History, WalError> {
         let name = history_file_name(target);
         for dir in dirs {
-            let path = dir.join(&name);
-            match fs::read_to_string(&path) {
-                Ok(text) => return History::parse(&text, target, &path),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(source) => return Err(WalError::Io { file: path, source }),
+            // Archived as the segments are: maybe compressed.
+            for suffix in ["", ".gz", ".zst", ".lz4"] {
+                let path = dir.join(format!("{name}{suffix}"));
+                let text = crate::wal::segment_file::head(&path, MAX_HISTORY_FILE)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned());
+                match text {
+                    Ok(text) => return History::parse(&text, target, &path),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(source) => return Err(WalError::Io { file: path, source }),
+                }
             }
         }
         Ok(History::alone(target))
@@ -151,6 +158,7 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     const SEG: u64 = 16 << 20;
 

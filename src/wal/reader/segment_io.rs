@@ -211,7 +211,7 @@ impl WalReader {
                 file: path.clone(),
                 source,
             };
-            let f = match File::open(path) {
+            let f = match crate::wal::segment_file::open(path) {
                 Ok(f) => f,
                 // Removed (or recycled under another name) since the listing.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,

@@ -1,0 +1,126 @@
+//! WAL in an archive whose segments are compressed as `archive_command`
+//! leaves them (gzip, zstd, lz4, or plain, by the file name's suffix): read
+//! record for record as from `pg_wal`, and every page `walredo verify`
+//! rebuilds from it identical to PostgreSQL's recovery; a damaged
+//! compressed segment is an error that names it.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use walredo::wal::{WalReader, WalRecord};
+use walredo_cli::verify::{verify, VerifyOptions};
+use walredo_testkit::cluster::{record_workload, WAL_KEEPING_SETTINGS};
+use walredo_testkit::harness::*;
+
+fn compress(data: &[u8], suffix: &str) -> Vec<u8> {
+    match suffix {
+        ".gz" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        ".zst" => zstd::encode_all(data, 3).unwrap(),
+        ".lz4" => {
+            let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        _ => data.to_vec(),
+    }
+}
+
+/// Every segment file of `wal` into `archive`, compressed in turn gzip,
+/// zstd, lz4, plain; the names written.
+fn archive_compressed(wal: &Path, archive: &Path) -> Vec<PathBuf> {
+    fs::create_dir_all(archive).unwrap();
+    let mut names: Vec<String> = fs::read_dir(wal)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let suffix = [".gz", ".zst", ".lz4", ""][i % 4];
+            let path = archive.join(format!("{name}{suffix}"));
+            fs::write(&path, compress(&fs::read(wal.join(name)).unwrap(), suffix)).unwrap();
+            path
+        })
+        .collect()
+}
+
+fn records(dir: &Path, start: u64, end: u64) -> Vec<WalRecord> {
+    WalReader::open(dir, Some(start))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .take_while(|r| r.start_lsn < end)
+        .collect()
+}
+
+#[test]
+fn a_compressed_archive_reads_and_verifies_as_pg_wal() {
+    let _test = isolated_test();
+    let tmp = TempDir::new("archive");
+    let rec = record_workload(tmp.path(), &[], WAL_KEEPING_SETTINGS, &|c| {
+        c.pgbench(&["-q", "-i", "-s", "2"]);
+        c.pgbench(&["-n", "-t", "300"]);
+        c.psql("CREATE INDEX ON pgbench_history (mtime); VACUUM pgbench_accounts;");
+    });
+    let archive = tmp.path().join("archive");
+    let written = archive_compressed(&rec.wal_dir, &archive);
+    let compressed = written.iter().filter(|p| p.extension().is_some()).count();
+    for suffix in ["gz", "zst", "lz4"] {
+        assert!(
+            written
+                .iter()
+                .any(|p| p.extension().is_some_and(|e| e == suffix)),
+            "no .{suffix} segment among {written:?}: the workload must fill several"
+        );
+    }
+
+    let plain = records(&rec.wal_dir, rec.start_lsn, rec.target_lsn);
+    let from_archive = records(&archive, rec.start_lsn, rec.target_lsn);
+    assert_eq!(plain.len(), from_archive.len());
+    assert!(
+        plain
+            .iter()
+            .zip(&from_archive)
+            .all(|(a, b)| a.start_lsn == b.start_lsn && a.end_lsn == b.end_lsn && a.data == b.data),
+        "a record read from the archive differs"
+    );
+    println!(
+        "{} records from {} segments ({compressed} compressed)",
+        plain.len(),
+        written.len()
+    );
+
+    let opts = |wal: PathBuf| VerifyOptions {
+        base: rec.base.clone(),
+        wal,
+        expected: rec.expected.clone(),
+        processes: 2,
+        end: Some(rec.target_lsn),
+        config: config(),
+    };
+    let report = verify(&opts(archive.clone()), &|_, _| {}).unwrap();
+    let counted = report.counted();
+    println!("verified from the archive: {counted:?}");
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(counted.different, 0);
+    assert!(counted.pages >= 500, "only {} pages", counted.pages);
+
+    // A damaged compressed segment in the range: an error naming it.
+    let damaged = written
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "zst"))
+        .unwrap();
+    let mut bytes = fs::read(damaged).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    fs::write(damaged, &bytes).unwrap();
+    let e = verify(&opts(archive.clone()), &|_, _| {}).unwrap_err();
+    println!("damaged: {e}");
+    assert!(e.contains(&damaged.display().to_string()), "{e}");
+}
