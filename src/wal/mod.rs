@@ -24,6 +24,7 @@ pub mod mapped;
 pub mod pages;
 pub mod reader;
 pub mod record;
+pub mod restore;
 pub mod segment_file;
 pub mod segments;
 pub mod slru;
