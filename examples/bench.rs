@@ -861,6 +861,8 @@ fn main() {
     let opts = VerifyOptions {
         base: rec.base.clone(),
         wal: rec.wal_dir.clone(),
+        archives: Vec::new(),
+        restore_command: None,
         expected: rec.expected.clone(),
         processes: cpus,
         end: Some(rec.target_lsn),

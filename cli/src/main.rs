@@ -1,7 +1,8 @@
 //! `walredo`: rebuild PostgreSQL pages (14 to 18) from WAL with PostgreSQL's own redo.
 //!
 //!   walredo [--bindir DIR | --pg-config PATH] [--extension SO] verify
-//!           --base DIR --wal DIR --expected DIR [--processes N] [--end LSN]
+//!           --base DIR --wal DIR [--archive DIR ...] [--restore-command CMD]
+//!           --expected DIR [--processes N] [--end LSN]
 //!   walredo [--bindir DIR | --pg-config PATH] [--extension SO] page
 //!           --base DIR --wal DIR --rel SPC/DB/REL [--fork F] --block N
 //!           [--lsn X/Y] [--out FILE]
@@ -56,6 +57,14 @@ enum Command {
         /// Directory of WAL segments written after BASE was taken.
         #[arg(long)]
         wal: PathBuf,
+        /// Archive directories looked in, in order, for the segments --wal
+        /// lacks; their segments may be compressed (NAME.gz, .zst, .lz4).
+        #[arg(long = "archive")]
+        archives: Vec<PathBuf>,
+        /// A restore_command, as PostgreSQL runs it (%f the file name, %p
+        /// the path to write), fetching the segments no directory has.
+        #[arg(long)]
+        restore_command: Option<String>,
         /// Data directory PostgreSQL produced by replaying that WAL onto a copy of BASE.
         #[arg(long)]
         expected: PathBuf,
@@ -164,6 +173,8 @@ fn main() -> ExitCode {
         Command::Verify {
             base,
             wal,
+            archives,
+            restore_command,
             expected,
             processes,
             end,
@@ -171,6 +182,8 @@ fn main() -> ExitCode {
             let opts = VerifyOptions {
                 base,
                 wal,
+                archives,
+                restore_command,
                 expected,
                 processes: processes.unwrap_or(config.processes).max(1),
                 end,

@@ -1,8 +1,10 @@
 //! WAL in an archive whose segments are compressed as `archive_command`
 //! leaves them (gzip, zstd, lz4, or plain, by the file name's suffix): read
 //! record for record as from `pg_wal`, and every page `walredo verify`
-//! rebuilds from it identical to PostgreSQL's recovery; a damaged
-//! compressed segment is an error that names it.
+//! rebuilds from it identical to PostgreSQL's recovery; the same through a
+//! `restore_command` when `pg_wal` holds only the newest segment; a
+//! command that finds nothing or dies, and a damaged compressed segment,
+//! are errors that say so.
 
 use std::fs;
 use std::io::Write;
@@ -100,6 +102,8 @@ fn a_compressed_archive_reads_and_verifies_as_pg_wal() {
     let opts = |wal: PathBuf| VerifyOptions {
         base: rec.base.clone(),
         wal,
+        archives: Vec::new(),
+        restore_command: None,
         expected: rec.expected.clone(),
         processes: 2,
         end: Some(rec.target_lsn),
@@ -111,6 +115,61 @@ fn a_compressed_archive_reads_and_verifies_as_pg_wal() {
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     assert_eq!(counted.different, 0);
     assert!(counted.pages >= 500, "only {} pages", counted.pages);
+
+    // pg_wal with its newest segment only (a checkpoint recycled the
+    // others), the rest behind a restore_command reading a gzip archive.
+    let gz_archive = tmp.path().join("gz-archive");
+    fs::create_dir_all(&gz_archive).unwrap();
+    let partial_wal = tmp.path().join("pg_wal-newest");
+    fs::create_dir_all(&partial_wal).unwrap();
+    let mut names = Vec::new();
+    for e in fs::read_dir(&rec.wal_dir).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        if name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let data = fs::read(rec.wal_dir.join(&name)).unwrap();
+            fs::write(
+                gz_archive.join(format!("{name}.gz")),
+                compress(&data, ".gz"),
+            )
+            .unwrap();
+            names.push((name, data));
+        }
+    }
+    names.sort();
+    let (last, data) = names.last().unwrap();
+    fs::write(partial_wal.join(last), data).unwrap();
+    let restore = format!(
+        "test -f {0}/%f.gz && gzip -dc {0}/%f.gz > %p",
+        gz_archive.display()
+    );
+    let restored = VerifyOptions {
+        restore_command: Some(restore),
+        ..opts(partial_wal.clone())
+    };
+    let report = verify(&restored, &|_, _| {}).unwrap();
+    println!(
+        "verified through restore_command ({} of {} segments restored): {:?}",
+        names.len() - 1,
+        names.len(),
+        report.counted()
+    );
+    assert_eq!(report.counted().pages, counted.pages);
+    assert_eq!(report.counted().different, 0);
+    // A command that never finds anything: the start is not there.
+    let nothing = VerifyOptions {
+        restore_command: Some("exit 1".into()),
+        ..opts(partial_wal.clone())
+    };
+    let e = verify(&nothing, &|_, _| {}).unwrap_err();
+    println!("restore_command finding nothing: {e}");
+    assert!(e.contains("not in any WAL segment present"), "{e}");
+    // One killed by a signal is an error that says so.
+    let killed = VerifyOptions {
+        restore_command: Some("kill -9 $$".into()),
+        ..opts(partial_wal.clone())
+    };
+    let e = verify(&killed, &|_, _| {}).unwrap_err();
+    assert!(e.contains("terminated by signal 9"), "{e}");
 
     // A damaged compressed segment in the range: an error naming it.
     let damaged = written

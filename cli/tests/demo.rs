@@ -57,6 +57,8 @@ fn demo_with(name: &str, conf: &[&str], fast_path: bool, slru: bool) {
     let opts = VerifyOptions {
         base: rec.base.clone(),
         wal: rec.wal_dir.clone(),
+        archives: Vec::new(),
+        restore_command: None,
         expected: rec.expected.clone(),
         processes: 2,
         end: Some(rec.target_lsn),

@@ -91,6 +91,8 @@ fn truncated_blocks_did_not_exist() {
     let opts = VerifyOptions {
         base: rec.base.clone(),
         wal: rec.wal_dir.clone(),
+        archives: Vec::new(),
+        restore_command: None,
         expected: rec.expected.clone(),
         processes: 1,
         end: Some(rec.target_lsn),

@@ -56,11 +56,15 @@ pub enum WalError {
     },
     /// A timeline history file cannot be parsed.
     BadHistory { file: PathBuf, detail: String },
+    /// The restore command failed (killed by a signal, hung, could not
+    /// run): not "the archive does not have the file".
+    Restore(String),
 }
 
 impl fmt::Display for WalError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            WalError::Restore(why) => write!(f, "{why}"),
             WalError::WrongVersion {
                 file,
                 found,

@@ -28,6 +28,7 @@ use crate::pg::rmgr::RM_XLOG_ID;
 use crate::pg::xlog::*;
 use crate::wal::error::WalError;
 use crate::wal::lsn::format_lsn;
+use crate::wal::restore::RestoreCommand;
 use crate::wal::segments::{Segments, Start};
 use segment_io::{Page, PageHeader};
 
@@ -173,7 +174,31 @@ impl WalReader {
     /// highest one having the segment that holds `lsn`); other timelines and
     /// other files (`*.history`, `*.partial`, `archive_status/`) are ignored.
     pub fn open(dir: &Path, start: Option<u64>) -> Result<WalReader, WalError> {
-        let segs = Segments::list(&[dir.to_path_buf()], None, start)?;
+        WalReader::open_dirs(&[dir.to_path_buf()], start, None)
+    }
+
+    /// [`open`](Self::open) over several directories, in order (the
+    /// server's `pg_wal`, then archives), and with `restore`, a restore
+    /// command that fetches the segments none of them has, as they are
+    /// needed (its cache directory is listed last).
+    pub fn open_dirs(
+        dirs: &[PathBuf],
+        start: Option<u64>,
+        restore: Option<Arc<RestoreCommand>>,
+    ) -> Result<WalReader, WalError> {
+        let mut dirs = dirs.to_vec();
+        if let Some(r) = &restore {
+            dirs.push(r.cache_dir().to_path_buf());
+        }
+        // A start whose segment only the archive has: the highest timeline
+        // present, the start's segment fetched when the reader opens it.
+        let segs = match Segments::list(&dirs, None, start) {
+            Err(WalError::StartNotFound { .. }) if restore.is_some() => {
+                Segments::list(&dirs, None, None)?
+            }
+            listed => listed?,
+        }
+        .with_restore(restore);
         let start = start.map_or(Start::Oldest, Start::Lsn);
         WalReader::open_segments(Arc::new(segs), start, None)
     }
@@ -197,12 +222,16 @@ impl WalReader {
         system_id: Option<u64>,
         chunk_pages: u64,
     ) -> Result<WalReader, WalError> {
+        let mut segs = segs;
         let seg_size = segs.seg_size;
         let first_segno = match start {
             Start::Oldest => *segs.files.keys().next().expect("Segments is never empty"),
             Start::Segment(s) => s,
             Start::Lsn(lsn) => lsn / seg_size,
         };
+        if !segs.contains(first_segno) && segs.can_restore() {
+            Arc::make_mut(&mut segs).restore(first_segno)?;
+        }
         if !segs.contains(first_segno) {
             return Err(WalError::StartNotFound {
                 lsn: match start {

@@ -116,7 +116,9 @@ impl RestoreCommand {
     /// command exited non-zero, or wrote nothing).
     pub fn fetch(&self, name: &str) -> Result<Option<PathBuf>, RestoreError> {
         if name.is_empty() || name.contains('/') || name.starts_with('.') {
-            return Err(RestoreError(format!("{name:?} is not an archived file's name")));
+            return Err(RestoreError(format!(
+                "{name:?} is not an archived file's name"
+            )));
         }
         let path = self.cache.join(name);
         if path.is_file() {
@@ -190,8 +192,18 @@ impl RestoreCommand {
                 kept
             })
         };
-        let out = drain(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
-        let err = drain(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+        let out = drain(
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        );
+        let err = drain(
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        );
         let deadline = Instant::now() + self.timeout;
         // Wait for the command's exit without reaping it (WNOWAIT): while
         // it is a zombie its pid, and so its group's id, cannot be reused,

@@ -5,12 +5,14 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::pg::xlog::{
     pg_version_of_magic, xlp_magic, xlp_pageaddr, xlp_seg_size, SIZE_OF_XLOG_LONG_PHD,
     WAL_SEG_MAX_SIZE, WAL_SEG_MIN_SIZE,
 };
 use crate::wal::error::WalError;
+use crate::wal::restore::RestoreCommand;
 use crate::wal::segment_file::{self, Compression};
 use crate::wal::timeline::History;
 
@@ -73,6 +75,8 @@ pub struct Segments {
     pub(super) history: History,
     pub(super) seg_size: u64,
     pub(super) files: BTreeMap<u64, Vec<PathBuf>>,
+    /// Fetches a segment no directory has ([`Segments::restore`]).
+    pub(super) restore: Option<Arc<RestoreCommand>>,
 }
 
 impl Segments {
@@ -224,7 +228,40 @@ impl Segments {
             history,
             seg_size,
             files: by_segno,
+            restore: None,
         })
+    }
+
+    /// These segments, with `restore` fetching those no directory has.
+    pub fn with_restore(mut self, restore: Option<Arc<RestoreCommand>>) -> Segments {
+        self.restore = restore;
+        self
+    }
+
+    /// Whether a restore command may fetch missing segments.
+    pub fn can_restore(&self) -> bool {
+        self.restore.is_some()
+    }
+
+    /// Fetch segment `segno` (of the timeline current at its end) with the
+    /// restore command: true when it was fetched (it is then present),
+    /// false when there is no command or the archive does not have it.
+    pub fn restore(&mut self, segno: u64) -> Result<bool, WalError> {
+        let Some(restore) = self.restore.clone() else {
+            return Ok(false);
+        };
+        if self.files.contains_key(&segno) {
+            return Ok(true);
+        }
+        let name = self.file_name(segno);
+        match restore.fetch(&name).map_err(|e| WalError::Restore(e.0))? {
+            Some(path) => {
+                log::debug!("restored WAL segment {name}");
+                self.files.insert(segno, vec![path]);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     pub fn timeline(&self) -> u32 {

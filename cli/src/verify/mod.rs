@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use walredo::config::Config;
@@ -22,6 +23,7 @@ use walredo::wal::checksum::stamp_checksum;
 use walredo::wal::mapped::{MappedWal, RecordAt};
 use walredo::wal::pages;
 use walredo::wal::record;
+use walredo::wal::restore::RestoreCommand;
 use walredo::wal::slru::SlruReplay;
 use walredo::wal::uses::{block_uses_as, last_run, record_refs, removed_by, BlockUses, Use};
 use walredo::wal::{format_lsn, next_record_start, WalReader, WalRecord};
@@ -150,15 +152,71 @@ pub fn read_wal_with(
     base: &ControlInfo,
     wal_dir: &Path,
     end: Option<u64>,
+    each: impl FnMut(u64, u64, &[u8]) -> Result<(), String>,
+) -> Result<(Vec<(u64, PathBuf)>, u64), String> {
+    read_wal_from(base, &WalDirs::one(wal_dir), end, each)
+}
+
+/// Where the WAL is: a directory, then archives, then a restore command.
+pub struct WalDirs {
+    pub dirs: Vec<PathBuf>,
+    pub restore: Option<Arc<RestoreCommand>>,
+}
+
+impl WalDirs {
+    pub fn one(dir: &Path) -> WalDirs {
+        WalDirs {
+            dirs: vec![dir.to_path_buf()],
+            restore: None,
+        }
+    }
+
+    /// `opts`'s WAL, its archives and restore command; the command's
+    /// files go to a private directory under `cache_root`, kept as long
+    /// as the run (the rebuild maps them).
+    pub fn of(opts: &VerifyOptions, cache_root: &Path) -> Result<WalDirs, String> {
+        let mut dirs = vec![opts.wal.clone()];
+        dirs.extend(opts.archives.iter().cloned());
+        let restore = match &opts.restore_command {
+            Some(command) => Some(Arc::new(
+                RestoreCommand::new(
+                    command,
+                    &cache_root.join("restored"),
+                    RESTORE_TIMEOUT,
+                    usize::MAX,
+                )
+                .map_err(|e| e.to_string())?,
+            )),
+            None => None,
+        };
+        Ok(WalDirs { dirs, restore })
+    }
+}
+
+/// How long one run of the restore command may take.
+pub const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// [`read_wal_with`] from several directories and a restore command.
+pub fn read_wal_from(
+    base: &ControlInfo,
+    wal: &WalDirs,
+    end: Option<u64>,
     mut each: impl FnMut(u64, u64, &[u8]) -> Result<(), String>,
 ) -> Result<(Vec<(u64, PathBuf)>, u64), String> {
-    let mut reader = WalReader::open(wal_dir, Some(base.redo_lsn)).map_err(|e| {
-        format!(
-            "{e} (BASE's checkpoint starts replay at {}: is the WAL directory the one written \
-             after BASE was taken, and BASE not newer than it?)",
+    let wal_dir = &wal.dirs[0];
+    let mut reader = WalReader::open_dirs(&wal.dirs, Some(base.redo_lsn), wal.restore.clone())
+        .map_err(|e| {
+            let restore = if wal.restore.is_some() {
+                "; the restore command did not find it either"
+            } else {
+                ""
+            };
+            format!(
+            "{e}{restore} (BASE's checkpoint starts replay at {}: is the WAL directory the one \
+             written after BASE was taken, and BASE not newer than it?)",
             format_lsn(base.redo_lsn)
         )
-    })?;
+        })?;
     reader
         .expect_version(base.pg_version)
         .map_err(|e| format!("{e} (BASE is PostgreSQL {})", base.pg_version))?;
@@ -455,6 +513,12 @@ impl fmt::Display for Report {
 pub struct VerifyOptions {
     pub base: PathBuf,
     pub wal: PathBuf,
+    /// Directories looked in after `wal` for the segments it lacks (plain
+    /// or compressed: `walredo::wal::segment_file`).
+    pub archives: Vec<PathBuf>,
+    /// A restore_command fetching the segments no directory has
+    /// (`walredo::wal::restore`), as PostgreSQL runs it.
+    pub restore_command: Option<String>,
     pub expected: PathBuf,
     pub processes: usize,
     /// Replay records that start before this LSN (default: all).
@@ -500,6 +564,10 @@ pub fn verify(
     // the pool. The rebuild needs every page's last record, so it starts
     // when the reading ends, and reads each record back from the segments,
     // mapped.
+    // Segments the restore command fetches stay until the rebuild has
+    // read its records back from them.
+    let cache = ScratchDir::new("walredo-verify")?;
+    let wal_dirs = &WalDirs::of(opts, &cache.0)?;
     let wal_started = Instant::now();
     let mut slru = SlruReplay::new(
         opts.base.clone(),
@@ -516,7 +584,7 @@ pub fn verify(
             let started = Instant::now();
             let mut waited = Duration::ZERO;
             let mut batch = Batch::default();
-            let mut result = read_wal_with(base, &opts.wal, opts.end, |start, end, data| {
+            let mut result = read_wal_from(base, wal_dirs, opts.end, |start, end, data| {
                 batch.push(start, end, data);
                 if batch.records.len() == BATCH {
                     let sent = Instant::now();
@@ -587,6 +655,28 @@ pub fn verify(
     report.fast_path_pages = stats.fast_path_pages;
     report.image_starts = stats.image_starts;
     Ok(report)
+}
+
+/// A private directory under the system's temporary directory, removed
+/// with everything in it when dropped.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new(prefix: &str) -> Result<ScratchDir, String> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir(&dir)
+            .map_err(|e| format!("cannot make a scratch directory {}: {e}", dir.display()))?;
+        Ok(ScratchDir(dir))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Records per batch from the WAL reader to the planner, and batches in

@@ -57,6 +57,9 @@ impl WalReader {
         }
         let segno = page_lsn / self.segs.seg_size;
         if self.cur.as_ref().map(|c| c.0) != Some(segno) {
+            if !self.segs.contains(segno) && self.segs.can_restore() {
+                Arc::make_mut(&mut self.segs).restore(segno)?;
+            }
             if !self.segs.contains(segno) {
                 self.check_gap(segno)?;
                 return Ok(Page::Missing(format!(

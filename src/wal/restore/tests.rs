@@ -10,7 +10,13 @@ fn scratch(name: &str) -> PathBuf {
 fn alive(pid: i32) -> bool {
     // A zombie is not alive: look at its state.
     fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
         .unwrap_or(false)
 }
 
@@ -75,7 +81,11 @@ fn a_signal_is_an_error_and_a_hang_is_killed_with_its_group() {
     let e = r.fetch("000000010000000000000001").unwrap_err();
     assert!(e.0.contains("did not finish within 300 ms"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(5));
-    let sleeper: i32 = fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let sleeper: i32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(100));
     assert!(!alive(sleeper), "the command's child {sleeper} outlived it");
 
@@ -83,7 +93,11 @@ fn a_signal_is_an_error_and_a_hang_is_killed_with_its_group() {
     let cmd = format!("sleep 30 & echo $! > {}; echo x > %p", pidfile.display());
     let r = RestoreCommand::new(&cmd, &dir.join("c3"), Duration::from_secs(10), 1).unwrap();
     assert!(r.fetch("000000010000000000000001").unwrap().is_some());
-    let sleeper: i32 = fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let sleeper: i32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(100));
     assert!(!alive(sleeper), "the command's child {sleeper} outlived it");
     fs::remove_dir_all(&dir).unwrap();
@@ -92,10 +106,17 @@ fn a_signal_is_an_error_and_a_hang_is_killed_with_its_group() {
 #[test]
 fn the_cache_keeps_the_newest_files_only() {
     let dir = scratch("limit");
-    let r = RestoreCommand::new("echo %f > %p", &dir.join("cache"), Duration::from_secs(10), 2)
-        .unwrap();
+    let r = RestoreCommand::new(
+        "echo %f > %p",
+        &dir.join("cache"),
+        Duration::from_secs(10),
+        2,
+    )
+    .unwrap();
     for n in 1..=3 {
-        r.fetch(&format!("00000001000000000000000{n}")).unwrap().unwrap();
+        r.fetch(&format!("00000001000000000000000{n}"))
+            .unwrap()
+            .unwrap();
     }
     let mut left: Vec<String> = fs::read_dir(r.cache_dir())
         .unwrap()
