@@ -10,6 +10,8 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use walredo::wal::restore::RestoreCommand;
+use walredo::wal::source::WalSource;
 use walredo::wal::{WalReader, WalRecord};
 use walredo_cli::verify::{verify, VerifyOptions};
 use walredo_testkit::cluster::{record_workload, WAL_KEEPING_SETTINGS};
@@ -155,6 +157,56 @@ fn a_compressed_archive_reads_and_verifies_as_pg_wal() {
     );
     assert_eq!(report.counted().pages, counted.pages);
     assert_eq!(report.counted().different, 0);
+    // A WAL source (walredo_wal, page_at_lsn's) reaches back through the
+    // restore command too: a block's plan from pg_wal-newest alone is not
+    // found, with the command it is the plan made from the whole pg_wal.
+    let blocks = walredo::wal::uses::block_uses_as(
+        plain.iter().map(|r| &r.data[..]),
+        walredo::pg::record::RecordFormat::of_version(walredo_testkit::install::pg_version()),
+    )
+    .unwrap();
+    let seg_size = 16 << 20;
+    let newest_segno = plain.last().unwrap().start_lsn / seg_size;
+    let mut whole = WalSource::new(vec![rec.wal_dir.clone()], None);
+    let mut checked = 0;
+    for tag in blocks.keys().filter(|t| t.forknum == 0) {
+        let Ok(full) = whole.plan(tag, rec.target_lsn, &mut || false) else {
+            continue;
+        };
+        if full.records[0].start_lsn / seg_size == newest_segno {
+            continue;
+        }
+        let mut alone = WalSource::new(vec![partial_wal.clone()], None);
+        assert!(alone.plan(tag, rec.target_lsn, &mut || false).is_err());
+        let mut restoring = WalSource::new(vec![partial_wal.clone()], None);
+        let cache = tmp.path().join(format!("restore-cache-{checked}"));
+        restoring.set_restore(Some(std::sync::Arc::new(
+            RestoreCommand::new(
+                &format!(
+                    "test -f {0}/%f.gz && gzip -dc {0}/%f.gz > %p",
+                    gz_archive.display()
+                ),
+                &cache,
+                std::time::Duration::from_secs(60),
+                16,
+            )
+            .unwrap(),
+        )));
+        let got = restoring.plan(tag, rec.target_lsn, &mut || false).unwrap();
+        assert_eq!(got.records.len(), full.records.len(), "{tag}");
+        assert!(got
+            .records
+            .iter()
+            .zip(&full.records)
+            .all(|(a, b)| a.start_lsn == b.start_lsn && a.data == b.data));
+        checked += 1;
+        if checked == 3 {
+            break;
+        }
+    }
+    println!("{checked} blocks planned through the restore command as from the whole pg_wal");
+    assert!(checked >= 1, "no block starts before the newest segment");
+
     // A command that never finds anything: the start is not there.
     let nothing = VerifyOptions {
         restore_command: Some("exit 1".into()),

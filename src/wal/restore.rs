@@ -82,6 +82,11 @@ impl RestoreCommand {
         })
     }
 
+    /// How many fetched files the cache keeps.
+    pub fn most_cached(&self) -> usize {
+        self.most_cached
+    }
+
     /// The directory fetched files are in: a WAL source lists it last.
     pub fn cache_dir(&self) -> &Path {
         &self.cache

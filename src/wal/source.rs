@@ -38,6 +38,7 @@ use crate::tag::{PageTag, FSM_FORKNUM};
 use crate::wal::lifetime::{self, Removal};
 use crate::wal::pages;
 use crate::wal::record::{self, RecordError};
+use crate::wal::restore::RestoreCommand;
 use crate::wal::{format_lsn, next_record_start, Segments, Start, WalError, WalReader, WalRecord};
 
 mod history;
@@ -273,6 +274,9 @@ pub struct WalSource {
     /// lookup.
     flushed: u64,
     records_read: u64,
+    /// Fetches older segments for plans the directories cannot answer
+    /// (its cache directory is the last of `dirs`).
+    restore: Option<Arc<RestoreCommand>>,
 }
 
 impl WalSource {
@@ -295,7 +299,20 @@ impl WalSource {
             partial: None,
             flushed: 0,
             records_read: 0,
+            restore: None,
         }
+    }
+
+    /// Let plans fetch the segments no directory has with `restore` (None:
+    /// stop): its cache directory is looked in after the others.
+    pub fn set_restore(&mut self, restore: Option<Arc<RestoreCommand>>) {
+        if let Some(old) = self.restore.take() {
+            self.dirs.retain(|d| d != old.cache_dir());
+        }
+        if let Some(r) = &restore {
+            self.dirs.push(r.cache_dir().to_path_buf());
+        }
+        self.restore = restore;
     }
 
     /// Records read so far, by every lookup (for tests and measurements).

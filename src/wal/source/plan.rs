@@ -39,7 +39,57 @@ impl WalSource {
     /// or before `lsn` that initializes the page, then every later record
     /// that changes it. `interrupt` is asked every few thousand records
     /// whether to stop.
+    ///
+    /// With a restore command ([`WalSource::set_restore`]), a plan the
+    /// directories cannot answer fetches the segment that would reach
+    /// further (the one holding `lsn`, else the one before the oldest of the
+    /// present run that ends there) and is made again, until it is answered
+    /// or the archive has no such segment (then the error says so), at most
+    /// as many times as the restore cache holds segments.
     pub fn plan(
+        &mut self,
+        tag: &PageTag,
+        lsn: u64,
+        interrupt: &mut dyn FnMut() -> bool,
+    ) -> Result<ReplayPlan, SourceError> {
+        let mut fetched = 0;
+        loop {
+            let answer = self.plan_readable(tag, lsn, interrupt);
+            let Some(restore) = self.restore.clone() else {
+                return answer;
+            };
+            let Err(SourceError::NotFound(why)) = answer else {
+                return answer;
+            };
+            if fetched >= restore.most_cached() {
+                return Err(SourceError::NotFound(format!(
+                    "{why} (the restore command fetched {fetched} segments, as many as its \
+                     cache holds)"
+                )));
+            }
+            let segs = self.list()?;
+            let s_lsn = last_segment(lsn, segs.segment_size());
+            let wanted = match Self::run_below(&segs, s_lsn) {
+                Some((_, top)) if top < s_lsn => s_lsn,
+                Some((low, _)) if low > 0 => low - 1,
+                Some(_) => return Err(SourceError::NotFound(why)),
+                None => s_lsn,
+            };
+            let name = segs.file_name(wanted);
+            match restore.fetch(&name) {
+                Ok(Some(_)) => fetched += 1,
+                Ok(None) => {
+                    return Err(SourceError::NotFound(format!(
+                        "{why} (the restore command found no {name})"
+                    )))
+                }
+                Err(e) => return Err(SourceError::Wal(WalError::Restore(e.0))),
+            }
+        }
+    }
+
+    /// [`plan`](Self::plan) from what the directories hold now.
+    fn plan_readable(
         &mut self,
         tag: &PageTag,
         lsn: u64,
