@@ -1033,6 +1033,31 @@ int walredo_wal_open(const char *const *dirs,
                      struct walredo_wal **out);
 
 /**
+ * Let `wal`'s plans fetch, with `command`, the segments none of its
+ * directories has (NULL or "": stop). The command is run as PostgreSQL
+ * runs `restore_command`: `/bin/sh -c`, `%f` the file name, `%p` the path
+ * to write, `%r` the file name, `%%` a percent sign; exit status 0 with
+ * the file written is success, another status means the archive lacks
+ * the file, death by a signal is an error (`WALREDO_MALFORMED_RECORD` is
+ * never used for it: the plan fails with `WALREDO_NOT_FOUND` when the
+ * archive lacks what it needs, `WALREDO_INVALID_ARGUMENT` when the
+ * command fails). Each run is killed with everything it started after
+ * `timeout_ms` (0: 300,000), or when the plan's interrupt callback asks
+ * to stop (`WALREDO_CANCELLED`). Fetched files go to `cache_dir`
+ * (created, mode 0700; it should be this source's alone, and is looked in
+ * after the other directories), which keeps at most `most_cached` of them
+ * (0: 64), the oldest removed first. The strings are copied. A plan the
+ * directories cannot answer fetches the segment holding its LSN, or the
+ * one before the oldest present, and tries again, at most `most_cached`
+ * times.
+ */
+int walredo_wal_set_restore_command(struct walredo_wal *wal,
+                                    const char *command,
+                                    const char *cache_dir,
+                                    uint64_t timeout_ms,
+                                    size_t most_cached);
+
+/**
  * Free a WAL source (NULL allowed). Plans made from it stay valid.
  */
 void walredo_wal_free(struct walredo_wal *wal);

@@ -505,11 +505,19 @@ fn errors_and_archive() {
     let install = PrivateInstall::new("errors");
     let dir = TempDir::new("inspect-errors");
     let archive = dir.path().join("archive");
-    fs::create_dir(&archive).unwrap();
-    if let Some(ids) = walredo_testkit::cluster::user() {
-        std::os::unix::fs::chown(&archive, Some(ids.uid), Some(ids.gid)).unwrap();
+    // The same segments gzip-compressed, as archive_command often keeps them.
+    let gz_archive = dir.path().join("gz-archive");
+    for d in [&archive, &gz_archive] {
+        fs::create_dir(d).unwrap();
+        if let Some(ids) = walredo_testkit::cluster::user() {
+            std::os::unix::fs::chown(d, Some(ids.uid), Some(ids.gid)).unwrap();
+        }
     }
-    let archive_command = format!("archive_command = 'cp %p {}/%f'", archive.display());
+    let archive_command = format!(
+        "archive_command = 'cp %p {}/%f && gzip < %p > {}/%f.gz'",
+        archive.display(),
+        gz_archive.display()
+    );
     let mut cluster = install.cluster(
         dir.path(),
         &[],
@@ -581,7 +589,43 @@ fn errors_and_archive() {
         "SELECT count(*) FROM heap_page_items(page_at_lsn('old_rows', 0, '{old}'));"
     ));
     assert_eq!(n, "20", "old_rows' page from the archive");
+    // A gzip archive, read as a directory (segments decompressed by the
+    // library), and through walredo_inspect.restore_command.
+    s.ok(&format!(
+        "SET walredo_inspect.archive_dir = '{}';",
+        gz_archive.display()
+    ));
+    let n = s.ok(&format!(
+        "SELECT count(*) FROM heap_page_items(page_at_lsn('old_rows', 0, '{old}'));"
+    ));
+    assert_eq!(n, "20", "old_rows' page from the gzip archive");
+    s.ok("RESET walredo_inspect.archive_dir;");
+    s.ok(&format!(
+        "SET walredo_inspect.restore_command = 'gzip -dc {}/%f.gz > %p';",
+        gz_archive.display()
+    ));
+    let n = s.ok(&format!(
+        "SELECT count(*) FROM heap_page_items(page_at_lsn('old_rows', 0, '{old}'));"
+    ));
+    assert_eq!(n, "20", "old_rows' page through the restore command");
+    let cache = cluster
+        .data
+        .join(format!("pgsql_tmp_walredo_restore.{}", s.pid));
+    assert!(
+        cache.join(&old_segment).exists(),
+        "{old_segment} restored into {}",
+        cache.display()
+    );
+    // A command that finds nothing: not found, saying so.
+    s.ok("SET walredo_inspect.restore_command = 'exit 1';");
+    err(
+        &mut s,
+        &format!("SELECT page_at_lsn('old_rows', 0, '{old}');"),
+        "restore command found no",
+    );
     s.close();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!cache.exists(), "{} outlived its backend", cache.display());
     cluster.stop();
     assert_no_leftovers();
 }

@@ -6,8 +6,11 @@
  * the WAL (every record by the blocks it changes) is built once and read on
  * into the WAL flushed since, not rebuilt on every lookup: a lookup then
  * reads only its block's records.  It
- * reads the server's pg_wal and then walredo_inspect.archive_dir, in place.
- * Reopened when the archive directory or the timeline changes.
+ * reads the server's pg_wal and then walredo_inspect.archive_dir, in place,
+ * then what walredo_inspect.restore_command fetches into a directory of this
+ * backend's (pgsql_tmp_walredo_restore.PID in the data directory: skipped by
+ * pg_basebackup, removed at exit).  Reopened when the archive directory, the
+ * restore command or the timeline changes.
  *
  * The library reads only up to the LSN it is given, which must be WAL that is
  * flushed (on a standby: replayed), so it never sees a half-written record.
@@ -25,7 +28,25 @@
 
 static walredo_wal *wal = NULL;
 static char *wal_archive_dir = NULL;	/* malloc'd: what wal was opened with */
+static char *wal_restore_command = NULL;	/* malloc'd, likewise */
 static TimeLineID wal_timeline = 0;
+
+/* This backend's restore cache directory. */
+static void
+restore_cache_path(char *path, size_t size)
+{
+	snprintf(path, size, "%s/pgsql_tmp_walredo_restore.%d", DataDir, (int) MyProcPid);
+}
+
+/* Remove the restore cache directory and its files, if any. */
+static void
+restore_cache_remove(void)
+{
+	char		path[MAXPGPATH];
+
+	restore_cache_path(path, sizeof(path));
+	(void) rmtree(path, true);
+}
 
 /* The plan of the current lookup, if any: released on ERROR and at exit. */
 static walredo_plan *current_plan = NULL;
@@ -63,6 +84,9 @@ inspect_wal_release(void)
 	walredo_wal_free(w);
 	free(wal_archive_dir);
 	wal_archive_dir = NULL;
+	free(wal_restore_command);
+	wal_restore_command = NULL;
+	restore_cache_remove();
 }
 
 void
@@ -78,6 +102,7 @@ static walredo_wal *
 get_wal(void)
 {
 	const char *archive = inspect_archive_dir ? inspect_archive_dir : "";
+	const char *restore = inspect_restore_command ? inspect_restore_command : "";
 	const char *dirs[2];
 	char		pg_wal[MAXPGPATH];
 	size_t		n_dirs = 0;
@@ -86,14 +111,16 @@ get_wal(void)
 
 	(void) flush_limit(&tli);
 	if (wal != NULL &&
-		(strcmp(wal_archive_dir, archive) != 0 || wal_timeline != tli))
+		(strcmp(wal_archive_dir, archive) != 0 ||
+		 strcmp(wal_restore_command, restore) != 0 || wal_timeline != tli))
 		inspect_wal_release();
 	if (wal != NULL)
 		return wal;
 
 	inspect_register_exit();
 	wal_archive_dir = strdup(archive);
-	if (wal_archive_dir == NULL)
+	wal_restore_command = strdup(restore);
+	if (wal_archive_dir == NULL || wal_restore_command == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory")));
@@ -104,11 +131,21 @@ get_wal(void)
 		dirs[n_dirs++] = archive;
 
 	rc = walredo_wal_open(dirs, n_dirs, tli, &wal);
+	if (rc == WALREDO_OK && restore[0] != '\0')
+	{
+		char		cache[MAXPGPATH];
+
+		restore_cache_path(cache, sizeof(cache));
+		rc = walredo_wal_set_restore_command(wal, restore, cache, 0, 0);
+	}
 	if (rc != WALREDO_OK)
 	{
+		walredo_wal_free(wal);
 		wal = NULL;
 		free(wal_archive_dir);
 		wal_archive_dir = NULL;
+		free(wal_restore_command);
+		wal_restore_command = NULL;
 		inspect_library_error(rc, "could not open the WAL");
 	}
 	wal_timeline = tli;

@@ -17,6 +17,7 @@ PG_MODULE_MAGIC;
 int			inspect_processes = 1;
 int			inspect_timeout_ms = 10000;
 char	   *inspect_archive_dir = NULL;
+char	   *inspect_restore_command = NULL;
 char	   *inspect_scratch_dir = NULL;
 
 void		_PG_init(void);
@@ -67,6 +68,21 @@ _PG_init(void)
 							   PGC_SUSET,
 							   0,
 							   check_absolute_path, NULL, NULL);
+
+	/*
+	 * A shell command run as the server's user: superuser only, as
+	 * PostgreSQL's own restore_command.
+	 */
+	DefineCustomStringVariable("walredo_inspect.restore_command",
+							   "Shell command that fetches an archived WAL file no directory has.",
+							   "As restore_command: %f the file name, %p the path to write. Files "
+							   "go to pgsql_tmp_walredo_restore.PID in the data directory, removed "
+							   "when the backend exits.",
+							   &inspect_restore_command,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   NULL, NULL, NULL);
 
 	/*
 	 * What the wal-redo processes load and start from lives there, so only a
@@ -124,7 +140,9 @@ inspect_library_error_hint(int status, const char *context, const char *not_foun
 					 errmsg("%s: %s", context, message),
 					 not_found_hint ? errhint("%s", not_found_hint) :
 					 errhint("Set walredo_inspect.archive_dir to a directory of archived WAL "
-							 "segments, or raise wal_keep_size to keep more WAL in pg_wal.")));
+							 "segments (plain or compressed), or walredo_inspect.restore_command "
+							 "to a command that fetches them, or raise wal_keep_size to keep "
+							 "more WAL in pg_wal.")));
 			pg_unreachable();
 		case WALREDO_NO_SUCH_BLOCK:
 			/* The block's absence at that LSN, as a missing file would be. */

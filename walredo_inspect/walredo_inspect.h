@@ -25,6 +25,7 @@
 extern int	inspect_processes;
 extern int	inspect_timeout_ms;
 extern char *inspect_archive_dir;
+extern char *inspect_restore_command;
 extern char *inspect_scratch_dir;
 
 /* The scratch root in the data directory when walredo_inspect.scratch_dir is empty. */

@@ -5,6 +5,8 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::ptr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -14,6 +16,7 @@ use super::{WALREDO_CANCELLED, WALREDO_INVALID_ARGUMENT, WALREDO_MALFORMED_RECOR
 use super::{WALREDO_NOT_FOUND, WALREDO_NOT_IN_WAL, WALREDO_NO_SUCH_BLOCK, WALREDO_OK};
 use crate::error::Error;
 use crate::tag::{PageTag, MAX_FORKNUM};
+use crate::wal::restore::RestoreCommand;
 use crate::wal::source::{HistoryEntry, ReplayPlan, SourceError, WalSource};
 use crate::wal::WalError;
 
@@ -59,9 +62,12 @@ fn source_status(e: SourceError) -> Result<c_int, Error> {
         {
             WALREDO_NOT_FOUND
         }
-        // The directories given cannot be used.
+        // The directories or the restore command given cannot be used.
         SourceError::Wal(
-            WalError::ReadDir { .. } | WalError::Io { .. } | WalError::SystemIdMismatch { .. },
+            WalError::ReadDir { .. }
+            | WalError::Io { .. }
+            | WalError::SystemIdMismatch { .. }
+            | WalError::Restore(_),
         ) => WALREDO_INVALID_ARGUMENT,
         // What the WAL holds cannot answer.
         SourceError::Wal(_) => WALREDO_NOT_FOUND,
@@ -157,6 +163,66 @@ pub unsafe extern "C" fn walredo_wal_open(
         out.set(walredo_wal {
             source: Mutex::new(WalSource::new(paths, timeline)),
         });
+        Ok(())
+    })
+}
+
+/// Let `wal`'s plans fetch, with `command`, the segments none of its
+/// directories has (NULL or "": stop). The command is run as PostgreSQL
+/// runs `restore_command`: `/bin/sh -c`, `%f` the file name, `%p` the path
+/// to write, `%r` the file name, `%%` a percent sign; exit status 0 with
+/// the file written is success, another status means the archive lacks
+/// the file, death by a signal is an error (`WALREDO_MALFORMED_RECORD` is
+/// never used for it: the plan fails with `WALREDO_NOT_FOUND` when the
+/// archive lacks what it needs, `WALREDO_INVALID_ARGUMENT` when the
+/// command fails). Each run is killed with everything it started after
+/// `timeout_ms` (0: 300,000), or when the plan's interrupt callback asks
+/// to stop (`WALREDO_CANCELLED`). Fetched files go to `cache_dir`
+/// (created, mode 0700; it should be this source's alone, and is looked in
+/// after the other directories), which keeps at most `most_cached` of them
+/// (0: 64), the oldest removed first. The strings are copied. A plan the
+/// directories cannot answer fetches the segment holding its LSN, or the
+/// one before the oldest present, and tries again, at most `most_cached`
+/// times.
+#[no_mangle]
+pub unsafe extern "C" fn walredo_wal_set_restore_command(
+    wal: *mut walredo_wal,
+    command: *const c_char,
+    cache_dir: *const c_char,
+    timeout_ms: u64,
+    most_cached: usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let wal = unsafe { source(wal) }?;
+        let command = if command.is_null() {
+            String::new()
+        } else {
+            // SAFETY: non-NULL and NUL-terminated (the caller's contract).
+            unsafe { CStr::from_ptr(command) }
+                .to_str()
+                .map_err(|_| invalid("command is not UTF-8"))?
+                .to_string()
+        };
+        if command.trim().is_empty() {
+            wal.source.lock().set_restore(None);
+            return Ok(());
+        }
+        if cache_dir.is_null() {
+            return Err(invalid("cache_dir is NULL"));
+        }
+        // SAFETY: non-NULL and NUL-terminated (the caller's contract).
+        let cache = PathBuf::from(OsStr::from_bytes(
+            unsafe { CStr::from_ptr(cache_dir) }.to_bytes(),
+        ));
+        let timeout = match timeout_ms {
+            0 => Duration::from_secs(300),
+            ms => Duration::from_millis(ms),
+        };
+        let most = if most_cached == 0 { 64 } else { most_cached };
+        let restore = RestoreCommand::new(&command, &cache, timeout, most)
+            .map_err(|e| invalid(e.to_string()))?;
+        wal.source.lock().set_restore(Some(Arc::new(restore)));
         Ok(())
     })
 }

@@ -42,11 +42,19 @@ pub struct RestoreCommand {
 
 /// Why a fetch failed (not: the archive does not have the file).
 #[derive(Debug)]
-pub struct RestoreError(pub String);
+pub enum RestoreError {
+    /// The command could not run, died of a signal or hung (killed).
+    Failed(String),
+    /// The caller's interrupt asked to stop: the command was killed.
+    Cancelled,
+}
 
 impl std::fmt::Display for RestoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            RestoreError::Failed(why) => f.write_str(why),
+            RestoreError::Cancelled => f.write_str("cancelled while the restore command ran"),
+        }
     }
 }
 
@@ -63,12 +71,12 @@ impl RestoreCommand {
         most_cached: usize,
     ) -> Result<RestoreCommand, RestoreError> {
         if command.trim().is_empty() {
-            return Err(RestoreError("the restore command is empty".into()));
+            return Err(RestoreError::Failed("the restore command is empty".into()));
         }
         fs::create_dir_all(cache)
             .and_then(|()| fs::set_permissions(cache, fs::Permissions::from_mode(0o700)))
             .map_err(|e| {
-                RestoreError(format!(
+                RestoreError::Failed(format!(
                     "cannot make the restore cache {}: {e}",
                     cache.display()
                 ))
@@ -120,8 +128,18 @@ impl RestoreCommand {
     /// the cache: its path, or None when the archive does not have it (the
     /// command exited non-zero, or wrote nothing).
     pub fn fetch(&self, name: &str) -> Result<Option<PathBuf>, RestoreError> {
+        self.fetch_interruptible(name, &mut || false)
+    }
+
+    /// [`fetch`](Self::fetch), asking `interrupt` every few milliseconds
+    /// while the command runs whether to stop (then it is killed).
+    pub fn fetch_interruptible(
+        &self,
+        name: &str,
+        interrupt: &mut dyn FnMut() -> bool,
+    ) -> Result<Option<PathBuf>, RestoreError> {
         if name.is_empty() || name.contains('/') || name.starts_with('.') {
-            return Err(RestoreError(format!(
+            return Err(RestoreError::Failed(format!(
                 "{name:?} is not an archived file's name"
             )));
         }
@@ -134,20 +152,22 @@ impl RestoreCommand {
             .join(format!(".{name}.{}.partial", std::process::id()));
         let _ = fs::remove_file(&partial);
         let line = self.command_line(name, &partial);
-        let outcome = self.run(&line);
+        let outcome = self.run(&line, interrupt);
         let result = match outcome {
             Ok((status, _)) if status.success() && partial.is_file() => {
                 fs::rename(&partial, &path).map_err(|e| {
-                    RestoreError(format!("cannot move the restored {name} into place: {e}"))
+                    RestoreError::Failed(format!("cannot move the restored {name} into place: {e}"))
                 })?;
                 self.keep(name);
                 Ok(Some(path))
             }
-            Ok((status, output)) if status.signal().is_some() => Err(RestoreError(format!(
-                "restore_command {line:?} was terminated by signal {}{}",
-                status.signal().unwrap_or(0),
-                output_text(&output)
-            ))),
+            Ok((status, output)) if status.signal().is_some() => {
+                Err(RestoreError::Failed(format!(
+                    "restore_command {line:?} was terminated by signal {}{}",
+                    status.signal().unwrap_or(0),
+                    output_text(&output)
+                )))
+            }
             Ok(_) => Ok(None),
             Err(e) => Err(e),
         };
@@ -168,7 +188,11 @@ impl RestoreCommand {
 
     /// Run `line` with `/bin/sh -c` in a process group of its own: its exit
     /// status and the first bytes of its output. Killed past the timeout.
-    fn run(&self, line: &str) -> Result<(std::process::ExitStatus, Vec<u8>), RestoreError> {
+    fn run(
+        &self,
+        line: &str,
+        interrupt: &mut dyn FnMut() -> bool,
+    ) -> Result<(std::process::ExitStatus, Vec<u8>), RestoreError> {
         let mut child = Command::new("/bin/sh")
             .arg("-c")
             .arg(line)
@@ -177,7 +201,9 @@ impl RestoreCommand {
             .stderr(Stdio::piped())
             .process_group(0)
             .spawn()
-            .map_err(|e| RestoreError(format!("cannot run restore_command {line:?}: {e}")))?;
+            .map_err(|e| {
+                RestoreError::Failed(format!("cannot run restore_command {line:?}: {e}"))
+            })?;
         let pgid = child.id() as libc::pid_t;
         // Both streams drained on threads of their own (a command that
         // writes much must not block on a full pipe), the first bytes kept.
@@ -235,10 +261,15 @@ impl RestoreCommand {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                break Err(RestoreError(format!("waiting for restore_command: {e}")));
+                break Err(RestoreError::Failed(format!(
+                    "waiting for restore_command: {e}"
+                )));
+            }
+            if interrupt() {
+                break Err(RestoreError::Cancelled);
             }
             if Instant::now() >= deadline {
-                break Err(RestoreError(format!(
+                break Err(RestoreError::Failed(format!(
                     "restore_command {line:?} did not finish within {} ms: killed",
                     self.timeout.as_millis()
                 )));
@@ -250,7 +281,7 @@ impl RestoreCommand {
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
         let status = child
             .wait()
-            .map_err(|e| RestoreError(format!("waiting for restore_command: {e}")));
+            .map_err(|e| RestoreError::Failed(format!("waiting for restore_command: {e}")));
         let status = exited.and(status);
         let mut output = out.join().unwrap_or_default();
         output.extend(err.join().unwrap_or_default());

@@ -254,7 +254,10 @@ impl Segments {
             return Ok(true);
         }
         let name = self.file_name(segno);
-        match restore.fetch(&name).map_err(|e| WalError::Restore(e.0))? {
+        match restore
+            .fetch(&name)
+            .map_err(|e| WalError::Restore(e.to_string()))?
+        {
             Some(path) => {
                 log::debug!("restored WAL segment {name}");
                 self.files.insert(segno, vec![path]);

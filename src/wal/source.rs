@@ -38,7 +38,7 @@ use crate::tag::{PageTag, FSM_FORKNUM};
 use crate::wal::lifetime::{self, Removal};
 use crate::wal::pages;
 use crate::wal::record::{self, RecordError};
-use crate::wal::restore::RestoreCommand;
+use crate::wal::restore::{RestoreCommand, RestoreError};
 use crate::wal::{format_lsn, next_record_start, Segments, Start, WalError, WalReader, WalRecord};
 
 mod history;

@@ -60,6 +60,8 @@ SELECT position('regress_walredo_someone' IN
                        'escape')) > 0
        AS pg_authid_row;
 SET walredo_inspect.archive_dir = '/tmp';
+-- Nor run a shell command as the server's user.
+SET walredo_inspect.restore_command = 'cp /tmp/%f %p';
 RESET ROLE;
 
 DROP TABLE fresh;

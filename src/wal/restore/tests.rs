@@ -69,7 +69,7 @@ fn a_signal_is_an_error_and_a_hang_is_killed_with_its_group() {
     let dir = scratch("hang");
     let r = RestoreCommand::new("kill -9 $$", &dir.join("c1"), Duration::from_secs(10), 1).unwrap();
     let e = r.fetch("000000010000000000000001").unwrap_err();
-    assert!(e.0.contains("terminated by signal 9"), "{e}");
+    assert!(e.to_string().contains("terminated by signal 9"), "{e}");
 
     let pidfile = dir.join("pid");
     let cmd = format!(
@@ -79,7 +79,10 @@ fn a_signal_is_an_error_and_a_hang_is_killed_with_its_group() {
     let r = RestoreCommand::new(&cmd, &dir.join("c2"), Duration::from_millis(300), 1).unwrap();
     let started = Instant::now();
     let e = r.fetch("000000010000000000000001").unwrap_err();
-    assert!(e.0.contains("did not finish within 300 ms"), "{e}");
+    assert!(
+        e.to_string().contains("did not finish within 300 ms"),
+        "{e}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
     let sleeper: i32 = fs::read_to_string(&pidfile)
         .unwrap()
@@ -141,6 +144,27 @@ fn much_output_neither_blocks_nor_is_kept_whole() {
     )
     .unwrap();
     let e = r.fetch("000000010000000000000001").unwrap_err();
-    assert!(e.0.len() < 2 * OUTPUT_KEPT, "{} bytes", e.0.len());
+    assert!(
+        e.to_string().len() < 2 * OUTPUT_KEPT,
+        "{} bytes",
+        e.to_string().len()
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_interrupt_kills_the_command() {
+    let dir = scratch("interrupt");
+    let r = RestoreCommand::new("sleep 30", &dir, Duration::from_secs(60), 1).unwrap();
+    let started = Instant::now();
+    let mut asked = 0;
+    let e = r
+        .fetch_interruptible("000000010000000000000001", &mut || {
+            asked += 1;
+            started.elapsed() > Duration::from_millis(100)
+        })
+        .unwrap_err();
+    assert!(matches!(e, RestoreError::Cancelled), "{e}");
+    assert!(asked > 1 && started.elapsed() < Duration::from_secs(5));
     fs::remove_dir_all(&dir).unwrap();
 }

@@ -76,14 +76,15 @@ impl WalSource {
                 None => s_lsn,
             };
             let name = segs.file_name(wanted);
-            match restore.fetch(&name) {
+            match restore.fetch_interruptible(&name, interrupt) {
                 Ok(Some(_)) => fetched += 1,
                 Ok(None) => {
                     return Err(SourceError::NotFound(format!(
                         "{why} (the restore command found no {name})"
                     )))
                 }
-                Err(e) => return Err(SourceError::Wal(WalError::Restore(e.0))),
+                Err(RestoreError::Cancelled) => return Err(SourceError::Cancelled),
+                Err(e) => return Err(SourceError::Wal(WalError::Restore(e.to_string()))),
             }
         }
     }
