@@ -176,16 +176,18 @@ fn hung_start_ups_back_off() {
     // waits it out (it ends before its deadline) and tries once; the
     // back-off then outlasts every deadline. No request waits past its
     // deadline. (A start the deadline cut short is a fourth failed start,
-    // which does not count toward the back-off.)
-    assert!((3..=4).contains(&s.spawn_failures), "{s:?} {results:?}");
+    // which does not count toward the back-off.) On a busy host the first
+    // back-off can end before the third request comes, which then tries
+    // once more: one start more, never one per request (that would be 12).
+    assert!((3..=5).contains(&s.spawn_failures), "{s:?} {results:?}");
     assert!(
-        results[..2]
+        results[..3]
             .iter()
             .all(|m| m.contains("timed out after 100 ms") || m.contains("not trying again")),
         "{results:?}"
     );
     assert!(
-        results[2..].iter().all(|m| m.contains("not trying again")),
+        results[3..].iter().all(|m| m.contains("not trying again")),
         "{results:?}"
     );
 }
