@@ -679,7 +679,7 @@ pub fn member_pages(moff: u32, n: u64) -> Vec<SlruPage> {
 mod apply;
 mod replay;
 pub use apply::{apply_to_slru_page, rebuild_slru_page};
-pub use replay::{Removal, SlruReplay};
+pub use replay::{SlruRemoval, SlruReplay};
 
 #[cfg(test)]
 mod tests;

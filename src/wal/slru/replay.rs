@@ -19,7 +19,7 @@ use super::{
 
 /// A truncation a record asked for, with the LSN of the record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Removal {
+pub struct SlruRemoval {
     pub lsn: u64,
     pub change: SlruChange,
 }
@@ -34,7 +34,7 @@ pub struct SlruReplay {
     pages: HashMap<SlruPage, (Box<[u8; PAGE_SIZE]>, u64)>,
     /// Each map written: the last RelMap UPDATE's file and its LSN.
     maps: BTreeMap<RelMapFile, (Vec<u8>, u64)>,
-    removals: Vec<Removal>,
+    removals: Vec<SlruRemoval>,
     /// The LSN of the last XLOG PARAMETER_CHANGE that turned commit
     /// timestamps off (recovery then deletes every `pg_commit_ts` file).
     commit_ts_deactivated: Option<u64>,
@@ -87,7 +87,7 @@ impl SlruReplay {
                     self.maps.insert(file, (bytes.to_vec(), lsn));
                 }
                 SlruChange::Truncate { .. } | SlruChange::DeleteSegments { .. } => {
-                    self.removals.push(Removal { lsn, change })
+                    self.removals.push(SlruRemoval { lsn, change })
                 }
                 // `xlog.c: xlog_redo` for PARAMETER_CHANGE:
                 // `CommitTsParameterChange` turning commit timestamps off
