@@ -133,6 +133,33 @@ fn decoder(file: File, compression: Compression) -> io::Result<Box<dyn Read>> {
     })
 }
 
+/// A new file in the system's temporary directory that no name leads to:
+/// `O_TMPFILE`, or where the file system has none, a file created and
+/// unlinked at once.
+fn anonymous_file() -> io::Result<File> {
+    let dir = std::env::temp_dir();
+    let unnamed = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(&dir);
+    if let Ok(f) = unnamed {
+        return Ok(f);
+    }
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!(".walredo-segment-{}-{n}", std::process::id()));
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(f)
+}
+
 /// Decompress `file` into an anonymous temporary file, at most
 /// `WAL_SEG_MAX_SIZE` bytes. Errors do not name the file: the callers do.
 fn decompress(file: File, compression: Compression) -> io::Result<File> {
@@ -143,12 +170,7 @@ fn decompress(file: File, compression: Compression) -> io::Result<File> {
         )
     };
     let mut reader = decoder(file, compression)?;
-    let mut out = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_TMPFILE)
-        .mode(0o600)
-        .open(std::env::temp_dir())?;
+    let mut out = anonymous_file()?;
     let copied =
         io::copy(&mut reader.by_ref().take(WAL_SEG_MAX_SIZE + 1), &mut out).map_err(damaged)?;
     if copied > WAL_SEG_MAX_SIZE {
