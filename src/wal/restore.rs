@@ -23,7 +23,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Output of the command kept for messages.
@@ -206,22 +206,26 @@ impl RestoreCommand {
             })?;
         let pgid = child.id() as libc::pid_t;
         // Both streams drained on threads of their own (a command that
-        // writes much must not block on a full pipe), the first bytes kept.
+        // writes much must not block on a full pipe), the first bytes kept
+        // where this thread can take them even if a drain never ends (a
+        // process that left the group may hold the pipe open).
         let drain = |stream: Option<Box<dyn Read + Send>>| {
-            std::thread::spawn(move || {
-                let mut kept = Vec::new();
+            let kept = Arc::new(Mutex::new(Vec::new()));
+            let into = Arc::clone(&kept);
+            let thread = std::thread::spawn(move || {
                 if let Some(mut s) = stream {
                     let mut buf = [0u8; 8192];
                     while let Ok(n) = s.read(&mut buf) {
                         if n == 0 {
                             break;
                         }
+                        let mut kept = into.lock().unwrap_or_else(|e| e.into_inner());
                         let room = OUTPUT_KEPT.saturating_sub(kept.len());
                         kept.extend_from_slice(&buf[..n.min(room)]);
                     }
                 }
-                kept
-            })
+            });
+            (thread, kept)
         };
         let out = drain(
             child
@@ -283,8 +287,18 @@ impl RestoreCommand {
             .wait()
             .map_err(|e| RestoreError::Failed(format!("waiting for restore_command: {e}")));
         let status = exited.and(status);
-        let mut output = out.join().unwrap_or_default();
-        output.extend(err.join().unwrap_or_default());
+        // The drains end with the pipes; a second at most, then what they
+        // have is taken and they are left to end by themselves.
+        let waited = Instant::now();
+        while !(out.0.is_finished() && err.0.is_finished())
+            && waited.elapsed() < Duration::from_secs(1)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut output = Vec::new();
+        for (_, kept) in [out, err] {
+            output.extend_from_slice(&kept.lock().unwrap_or_else(|e| e.into_inner()));
+        }
         output.truncate(OUTPUT_KEPT);
         status.map(|s| (s, output))
     }

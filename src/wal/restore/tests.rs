@@ -168,3 +168,24 @@ fn an_interrupt_kills_the_command() {
     assert!(asked > 1 && started.elapsed() < Duration::from_secs(5));
     fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_process_that_leaves_the_group_does_not_hold_the_fetch() {
+    let dir = scratch("setsid");
+    // setsid: a process of another session, holding the output pipe open.
+    let r = RestoreCommand::new(
+        "setsid sleep 5 & echo x > %p",
+        &dir.join("cache"),
+        Duration::from_secs(10),
+        1,
+    )
+    .unwrap();
+    let started = Instant::now();
+    assert!(r.fetch("000000010000000000000001").unwrap().is_some());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}
