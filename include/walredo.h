@@ -288,7 +288,8 @@ typedef struct walredo_call walredo_call;
 typedef struct walredo_config walredo_config;
 
 /**
- * The records that rebuild a page as of an LSN (from `walredo_wal_plan`).
+ * The records that rebuild a page as of an LSN (from `walredo_wal_plan`
+ * or `walredo_wal_plan_slru`).
  */
 typedef struct walredo_plan walredo_plan;
 
@@ -1101,6 +1102,24 @@ int walredo_wal_plan(struct walredo_wal *wal,
                      walredo_interrupt_fn interrupt,
                      void *userdata,
                      struct walredo_plan **out);
+
+/**
+ * The records that rebuild SLRU page `page` as of `lsn`, for
+ * `walredo_redo_slru` with no base page: the newest record at or before
+ * `lsn` that zeroes the page, then every later one that writes on it
+ * (docs/slru.md). The same LSN rules, errors and restore command as
+ * `walredo_wal_plan`; `WALREDO_NOT_FOUND` when the readable WAL holds no
+ * record that zeroed the page (it was made earlier: an archive reaches
+ * further), `WALREDO_NO_SUCH_BLOCK` when a record after that removed it (a
+ * truncation of its segment; commit timestamps turned off). Not indexed: a
+ * plan reads every record of the segments it walks back through.
+ */
+int walredo_wal_plan_slru(struct walredo_wal *wal,
+                          const struct walredo_slru_page *page,
+                          uint64_t lsn,
+                          walredo_interrupt_fn interrupt,
+                          void *userdata,
+                          struct walredo_plan **out);
 
 /**
  * The number of records of a plan (0 for NULL).

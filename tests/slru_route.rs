@@ -33,10 +33,12 @@ use std::process::Stdio;
 
 use walredo::datadir::read_slru_page;
 use walredo::pg::slru::SlruFormat;
+use walredo::wal::slru::rebuild_slru_page;
 use walredo::wal::slru::{
     member_pages, next_multixact, relmap_update, slru_changes, RelMapFile, SlruChange, SlruKind,
     SlruPage, SlruReplay,
 };
+use walredo::wal::source::{SourceError, WalSource};
 use walredo::wal::{format_lsn, record, WalReader};
 use walredo_testkit::harness::*;
 use walredo_testkit::install::pg_version;
@@ -566,6 +568,59 @@ fn slru_pages_named_by_records_are_the_ones_recovery_changes() {
         different.iter().any(|d| d.starts_with("pg_xact")),
         "leaving out the commit at {} changed no pg_xact page: {different:?}",
         format_lsn(records[commit].start_lsn)
+    );
+
+    // A WAL source's plan for each SLRU page (walredo_wal_plan_slru):
+    // from the page's ZERO record, without any base page, the page is
+    // EXPECTED's; a page zeroed before the WAL kept (initdb's) is not found.
+    let mut source = WalSource::new(vec![rec.wal_dir.clone()], None);
+    let zeroed: BTreeSet<SlruPage> = routed
+        .values()
+        .flatten()
+        .filter_map(|c| match c {
+            SlruChange::Zero(p) => Some(*p),
+            _ => None,
+        })
+        .collect();
+    let mut planned: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut not_found = 0;
+    for (kind, pages) in [
+        SlruKind::Xact,
+        SlruKind::MultiXactOffsets,
+        SlruKind::MultiXactMembers,
+        SlruKind::CommitTs,
+    ]
+    .map(|k| (k, slru_pages(&rec.expected, k)))
+    {
+        for (&pageno, theirs) in &pages {
+            let page = SlruPage { kind, pageno };
+            match source.plan_slru(&page, rec.target_lsn, &mut || false) {
+                Ok(plan) => {
+                    let refs: Vec<&[u8]> = plan.records.iter().map(|r| &r.data[..]).collect();
+                    let ours = rebuild_slru_page(page, None, &refs, format).unwrap();
+                    assert_eq!(&ours[..], &theirs[..], "{page} from its plan");
+                    *planned.entry(kind.dir()).or_default() += 1;
+                }
+                Err(SourceError::NotFound(why)) => {
+                    assert!(!zeroed.contains(&page), "{page}: {why}");
+                    not_found += 1;
+                }
+                Err(e) => panic!("{page}: {e}"),
+            }
+        }
+    }
+    println!("planned from the WAL alone: {planned:?}; {not_found} made before it");
+    assert!(
+        planned.get("pg_xact").is_some_and(|&n| n >= 1),
+        "{planned:?}"
+    );
+    assert!(
+        planned.get("pg_multixact/members").is_some_and(|&n| n >= 2),
+        "{planned:?}"
+    );
+    assert!(
+        planned.get("pg_commit_ts").is_some_and(|&n| n >= 10),
+        "{planned:?}"
     );
 }
 

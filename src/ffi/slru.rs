@@ -117,7 +117,7 @@ fn slru_code(kind: SlruKind) -> u8 {
     }
 }
 
-fn slru_page_of(p: &walredo_slru_page) -> Result<SlruPage, Error> {
+pub(super) fn slru_page_of(p: &walredo_slru_page) -> Result<SlruPage, Error> {
     let kind = match p.slru {
         WALREDO_SLRU_XACT => SlruKind::Xact,
         WALREDO_SLRU_MULTIXACT_OFFSETS => SlruKind::MultiXactOffsets,

@@ -11,14 +11,16 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::pointers::{arg, free_handle, out_arg, slice_arg, HandleOut};
+use super::walredo_slru_page;
 use super::{guard, guard_status, invalid, set_last_error, walredo_page_tag, walredo_record};
 use super::{WALREDO_CANCELLED, WALREDO_INVALID_ARGUMENT, WALREDO_MALFORMED_RECORD};
 use super::{WALREDO_NOT_FOUND, WALREDO_NOT_IN_WAL, WALREDO_NO_SUCH_BLOCK, WALREDO_OK};
 use crate::error::Error;
 use crate::tag::{PageTag, MAX_FORKNUM};
 use crate::wal::restore::RestoreCommand;
-use crate::wal::source::{HistoryEntry, ReplayPlan, SourceError, WalSource};
+use crate::wal::source::{HistoryEntry, SourceError, WalSource};
 use crate::wal::WalError;
+use crate::wal::WalRecord;
 
 /// The WAL of one cluster, found in a list of directories. Thread-safe:
 /// calls on one source from several threads run one after another.
@@ -26,11 +28,31 @@ pub struct walredo_wal {
     source: Mutex<WalSource>,
 }
 
-/// The records that rebuild a page as of an LSN (from `walredo_wal_plan`).
+/// The records that rebuild a page as of an LSN (from `walredo_wal_plan`
+/// or `walredo_wal_plan_slru`).
 pub struct walredo_plan {
     /// Owns the record bytes that `records` point into.
-    _owner: ReplayPlan,
+    _owner: Vec<WalRecord>,
     records: Vec<walredo_record>,
+}
+
+impl walredo_plan {
+    /// A plan of `records`: the bytes live on the heap, so moving the
+    /// vector into the plan keeps the pointers valid.
+    fn of(owner: Vec<WalRecord>) -> walredo_plan {
+        let records = owner
+            .iter()
+            .map(|r| walredo_record {
+                end_lsn: r.end_lsn,
+                data: r.data.as_ptr(),
+                len: r.data.len(),
+            })
+            .collect();
+        walredo_plan {
+            _owner: owner,
+            records,
+        }
+    }
 }
 
 /// Called every few thousand records during long scans, on the calling
@@ -290,22 +312,47 @@ pub unsafe extern "C" fn walredo_wal_plan(
             Ok(p) => p,
             Err(e) => return source_status(e),
         };
-        let records = plan
-            .records
-            .iter()
-            .map(|r| walredo_record {
-                end_lsn: r.end_lsn,
-                data: r.data.as_ptr(),
-                len: r.data.len(),
-            })
-            .collect();
-        // The record bytes live in `plan`, on the heap: moving it into the
-        // box keeps the pointers valid.
-        out.set(walredo_plan {
-            _owner: plan,
-            records,
-        });
+        out.set(walredo_plan::of(plan.records));
         Ok(WALREDO_OK)
+    })
+}
+
+/// The records that rebuild SLRU page `page` as of `lsn`, for
+/// `walredo_redo_slru` with no base page: the newest record at or before
+/// `lsn` that zeroes the page, then every later one that writes on it
+/// (docs/slru.md). The same LSN rules, errors and restore command as
+/// `walredo_wal_plan`; `WALREDO_NOT_FOUND` when the readable WAL holds no
+/// record that zeroed the page (it was made earlier: an archive reaches
+/// further), `WALREDO_NO_SUCH_BLOCK` when a record after that removed it (a
+/// truncation of its segment; commit timestamps turned off). Not indexed: a
+/// plan reads every record of the segments it walks back through.
+#[no_mangle]
+pub unsafe extern "C" fn walredo_wal_plan_slru(
+    wal: *mut walredo_wal,
+    page: *const walredo_slru_page,
+    lsn: u64,
+    interrupt: walredo_interrupt_fn,
+    userdata: *mut c_void,
+    out: *mut *mut walredo_plan,
+) -> c_int {
+    guard_status(|| {
+        // SAFETY: NULL or storage for a pointer (the caller's contract).
+        let out = unsafe { HandleOut::new(out) }?;
+        // SAFETY: the caller's contract.
+        let wal = unsafe { source(wal) }?;
+        // SAFETY: NULL or a valid walredo_slru_page (the caller's contract).
+        let page = super::slru::slru_page_of(unsafe { arg(page, "page") }?)?;
+        let result = wal
+            .source
+            .lock()
+            .plan_slru(&page, lsn, &mut interrupter(interrupt, userdata));
+        match result {
+            Ok(plan) => {
+                out.set(walredo_plan::of(plan.records));
+                Ok(WALREDO_OK)
+            }
+            Err(e) => source_status(e),
+        }
     })
 }
 

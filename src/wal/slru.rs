@@ -191,6 +191,35 @@ impl SlruChange {
     pub fn initializes(&self) -> bool {
         matches!(self, SlruChange::Zero(_) | SlruChange::RelMap(_))
     }
+
+    /// Whether the change removes `page`'s segment file: a truncation
+    /// before the segment of its cut-off page (`SlruMayDeleteSegment` by
+    /// page number, without `SimpleLruTruncate`'s "apparent wraparound"
+    /// check, which needs the SLRU's latest page), a segment range deleted
+    /// (wrapping after the last segment), or, for a `pg_commit_ts` page,
+    /// commit timestamps turned off (every file deleted).
+    pub fn removes(&self, page: &SlruPage) -> bool {
+        let segment = page.segment();
+        match *self {
+            SlruChange::Truncate { kind, cutoff_page } => {
+                kind == page.kind && segment < cutoff_page / SLRU_PAGES_PER_SEGMENT
+            }
+            SlruChange::DeleteSegments {
+                kind,
+                from_segment,
+                to_segment,
+            } => {
+                kind == page.kind
+                    && if from_segment <= to_segment {
+                        (from_segment..to_segment).contains(&segment)
+                    } else {
+                        segment >= from_segment || segment < to_segment
+                    }
+            }
+            SlruChange::CommitTsActive(false) => page.kind == SlruKind::CommitTs,
+            _ => false,
+        }
+    }
 }
 
 /// A commit or abort as recovery reads it (`ParseCommitRecord`,

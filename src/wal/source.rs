@@ -43,9 +43,11 @@ use crate::wal::{format_lsn, next_record_start, Segments, Start, WalError, WalRe
 
 mod history;
 mod plan;
+mod slru_plan;
 
 pub use history::HistoryEntry;
 pub use plan::ReplayPlan;
+pub use slru_plan::SlruPlan;
 
 /// How often (in records) a scan asks the caller whether to stop.
 const INTERRUPT_EVERY: u64 = 4096;

@@ -118,36 +118,16 @@ impl SlruReplay {
             .map(|(f, (bytes, lsn))| (f, &bytes[..], *lsn))
     }
 
-    /// Whether a truncation after `lsn` may have removed `page`'s segment
-    /// (`slru.c: SlruMayDeleteSegment` by page number, without the
-    /// circular order's wraparound; multixact members by the record's
-    /// segment range), or commit timestamps were turned off after it.
+    /// Whether a change after `lsn` removed `page`'s segment file
+    /// ([`SlruChange::removes`]), or commit timestamps were turned off after
+    /// it.
     pub fn removed_after(&self, page: &SlruPage, lsn: u64) -> bool {
         if page.kind == SlruKind::CommitTs && self.commit_ts_deactivated.is_some_and(|at| at > lsn)
         {
             return true;
         }
-        let segment = page.segment();
         self.removals
             .iter()
-            .filter(|r| r.lsn > lsn)
-            .any(|r| match r.change {
-                SlruChange::Truncate { kind, cutoff_page } => {
-                    kind == page.kind && segment < cutoff_page / SLRU_PAGES_PER_SEGMENT
-                }
-                SlruChange::DeleteSegments {
-                    kind,
-                    from_segment,
-                    to_segment,
-                } => {
-                    kind == page.kind
-                        && if from_segment <= to_segment {
-                            (from_segment..to_segment).contains(&segment)
-                        } else {
-                            segment >= from_segment || segment < to_segment
-                        }
-                }
-                _ => false,
-            })
+            .any(|r| r.lsn > lsn && r.change.removes(page))
     }
 }

@@ -52,9 +52,26 @@ impl WalSource {
         lsn: u64,
         interrupt: &mut dyn FnMut() -> bool,
     ) -> Result<ReplayPlan, SourceError> {
+        self.with_restore_retry(lsn, interrupt, &mut |me, interrupt| {
+            me.plan_readable(tag, lsn, interrupt)
+        })
+    }
+
+    /// `body`, a lookup of what the directories hold now; with a restore
+    /// command, when it is not found, the segment that would reach further
+    /// is fetched (the one holding `lsn`, else the one before the oldest of
+    /// the present run that ends there) and `body` made again, until it is
+    /// found or the archive has no such segment (then the error says so),
+    /// at most as many times as the restore cache holds segments.
+    pub(super) fn with_restore_retry<T>(
+        &mut self,
+        lsn: u64,
+        interrupt: &mut dyn FnMut() -> bool,
+        body: &mut dyn FnMut(&mut Self, &mut dyn FnMut() -> bool) -> Result<T, SourceError>,
+    ) -> Result<T, SourceError> {
         let mut fetched = 0;
         loop {
-            let answer = self.plan_readable(tag, lsn, interrupt);
+            let answer = body(self, interrupt);
             let Some(restore) = self.restore.clone() else {
                 return answer;
             };
