@@ -7,6 +7,11 @@ use super::*;
 /// changes, what it removes; true when it is the record indexed.
 type FetchFn<'a> = dyn FnMut(WalRecord, &[pages::RecordPage], &[Removal]) -> bool + 'a;
 
+/// A lookup of what the directories hold now, given the source and the
+/// interrupt callback ([`WalSource::with_restore_retry`]).
+pub(super) type Lookup<'a, T> =
+    dyn FnMut(&mut WalSource, &mut dyn FnMut() -> bool) -> Result<T, SourceError> + 'a;
+
 /// Pages one read takes when a plan fetches its records one by one (they
 /// are often far apart).
 const FETCH_CHUNK_PAGES: u64 = 4;
@@ -67,7 +72,7 @@ impl WalSource {
         &mut self,
         lsn: u64,
         interrupt: &mut dyn FnMut() -> bool,
-        body: &mut dyn FnMut(&mut Self, &mut dyn FnMut() -> bool) -> Result<T, SourceError>,
+        body: &mut Lookup<'_, T>,
     ) -> Result<T, SourceError> {
         let mut fetched = 0;
         loop {
