@@ -194,10 +194,9 @@ pub unsafe extern "C" fn walredo_wal_open(
 /// runs `restore_command`: `/bin/sh -c`, `%f` the file name, `%p` the path
 /// to write, `%r` the file name, `%%` a percent sign; exit status 0 with
 /// the file written is success, another status means the archive lacks
-/// the file, death by a signal is an error (`WALREDO_MALFORMED_RECORD` is
-/// never used for it: the plan fails with `WALREDO_NOT_FOUND` when the
-/// archive lacks what it needs, `WALREDO_INVALID_ARGUMENT` when the
-/// command fails). Each run is killed with everything it started after
+/// the file (a plan then fails with `WALREDO_NOT_FOUND`, saying which
+/// file), and death by a signal, a hang or a command that cannot run is an
+/// error (`WALREDO_INVALID_ARGUMENT`). Each run is killed with everything it started after
 /// `timeout_ms` (0: 300,000), or when the plan's interrupt callback asks
 /// to stop (`WALREDO_CANCELLED`). Fetched files go to `cache_dir`
 /// (created, mode 0700; it should be this source's alone, and is looked in
