@@ -51,7 +51,9 @@ enum Command {
     /// it with EXPECTED, the cluster PostgreSQL's recovery of that WAL made.
     /// Exits non-zero when a page differs.
     Verify {
-        /// Data directory of a cleanly stopped PostgreSQL cluster (its PG_VERSION picks the server).
+        /// Data directory of a cleanly stopped PostgreSQL cluster, or a base
+        /// backup (pg_basebackup, plain format: its backup_label says where
+        /// replay starts); its PG_VERSION picks the server.
         #[arg(long)]
         base: PathBuf,
         /// Directory of WAL segments written after BASE was taken.

@@ -41,6 +41,9 @@ pub use slru::{SlruReport, SlruTally, SLRU_ROW_NAMES};
 pub struct ControlInfo {
     pub system_id: u64,
     pub cleanly_shut_down: bool,
+    /// A base backup (`pg_basebackup`, plain format): its `backup_label`
+    /// gives where replay starts, whatever `pg_control` says.
+    pub backup_label: Option<BackupLabel>,
     pub state: String,
     pub redo_lsn: u64,
     pub data_checksums: bool,
@@ -70,6 +73,57 @@ impl ControlInfo {
                 ..config.clone()
             }),
         }
+    }
+}
+
+/// What a base backup's `backup_label` says (`xlog.c: do_pg_backup_start`
+/// writes it; `read_backup_label` reads it for recovery).
+#[derive(Clone, Debug)]
+pub struct BackupLabel {
+    /// `START WAL LOCATION`: the backup's checkpoint's redo pointer, where
+    /// recovery of the backup starts.
+    pub start_lsn: u64,
+    /// `START TIMELINE`.
+    pub timeline: u32,
+}
+
+impl BackupLabel {
+    /// `dir/backup_label`, if there is one; one that does not say where the
+    /// backup starts is an error.
+    pub fn read(dir: &Path) -> Result<Option<BackupLabel>, String> {
+        let path = dir.join("backup_label");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.trim().to_string())
+        };
+        let bad = |what: &str| {
+            format!(
+                "{} has no valid {what}: is it a base backup's backup_label?",
+                path.display()
+            )
+        };
+        // "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)"
+        let start_lsn = value("START WAL LOCATION:")
+            .and_then(|v| {
+                v.split_whitespace()
+                    .next()
+                    .and_then(walredo::wal::parse_lsn)
+            })
+            .ok_or_else(|| bad("START WAL LOCATION"))?;
+        let timeline = value("START TIMELINE:")
+            .map(|v| v.parse().map_err(|_| bad("START TIMELINE")))
+            .transpose()?
+            .unwrap_or(1);
+        Ok(Some(BackupLabel {
+            start_lsn,
+            timeline,
+        }))
     }
 }
 
@@ -109,14 +163,20 @@ pub fn control_info(dir: &Path, config: &Config) -> Result<ControlInfo, String> 
             .ok_or_else(|| format!("pg_controldata of {} has no {name:?}", dir.display()))
     };
     let state = field("Database cluster state")?;
+    let backup_label = BackupLabel::read(dir)?;
+    let redo_lsn = match &backup_label {
+        Some(label) => label.start_lsn,
+        None => walredo::wal::parse_lsn(&field("Latest checkpoint's REDO location")?)
+            .ok_or("bad REDO location")?,
+    };
     Ok(ControlInfo {
         system_id: field("Database system identifier")?
             .parse()
             .map_err(|e| format!("bad system identifier: {e}"))?,
         cleanly_shut_down: state == "shut down",
         state,
-        redo_lsn: walredo::wal::parse_lsn(&field("Latest checkpoint's REDO location")?)
-            .ok_or("bad REDO location")?,
+        backup_label,
+        redo_lsn,
         data_checksums: field("Data page checksum version")? != "0",
         wal_log_hints: field("wal_log_hints setting")? == "on",
         commit_ts: field("track_commit_timestamp setting")? == "on",
@@ -536,9 +596,10 @@ pub fn verify(
 ) -> Result<Report, String> {
     let begun = Instant::now();
     let base = control_info(&opts.base, &opts.config)?;
-    if !base.cleanly_shut_down {
+    if !base.cleanly_shut_down && base.backup_label.is_none() {
         return Err(format!(
-            "BASE {} was not cleanly shut down (state {:?}): stop its server cleanly first",
+            "BASE {} was not cleanly shut down (state {:?}) and is not a base backup (no \
+             backup_label): stop its server cleanly first, or give a pg_basebackup directory",
             opts.base.display(),
             base.state
         ));
