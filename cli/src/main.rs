@@ -52,8 +52,8 @@ enum Command {
     /// Exits non-zero when a page differs.
     Verify {
         /// Data directory of a cleanly stopped PostgreSQL cluster, or a base
-        /// backup (pg_basebackup, plain format: its backup_label says where
-        /// replay starts); its PG_VERSION picks the server.
+        /// backup (pg_basebackup, plain or tar format: its backup_label says
+        /// where replay starts); its PG_VERSION picks the server.
         #[arg(long)]
         base: PathBuf,
         /// Directory of WAL segments written after BASE was taken.

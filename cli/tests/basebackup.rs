@@ -19,27 +19,32 @@ fn a_base_backup_taken_under_load_is_a_starting_point() {
     cluster.start();
     cluster.pgbench(&["-q", "-i", "-s", "2"]);
     let backup = tmp.path().join("backup");
+    // The same in tar format, gzip-compressed (base.tar.gz), a moment later.
+    let tar_backup = tmp.path().join("tar-backup");
     let sock = cluster.socket_dir.to_str().unwrap().to_string();
+    let basebackup = |dir: &std::path::Path, format: &[&str]| {
+        let mut args = vec![
+            "-h",
+            &sock,
+            "-U",
+            "postgres",
+            "-D",
+            dir.to_str().unwrap(),
+            "-X",
+            "none",
+            "-c",
+            "fast",
+            "--no-sync",
+        ];
+        args.extend_from_slice(format);
+        run("pg_basebackup", &args);
+    };
     std::thread::scope(|s| {
-        // pgbench writes while the backup copies the files.
-        let writer = s.spawn(|| cluster.pgbench(&["-n", "-c", "2", "-T", "4"]));
+        // pgbench writes while the backups copy the files.
+        let writer = s.spawn(|| cluster.pgbench(&["-n", "-c", "2", "-T", "6"]));
         std::thread::sleep(std::time::Duration::from_millis(500));
-        run(
-            "pg_basebackup",
-            &[
-                "-h",
-                &sock,
-                "-U",
-                "postgres",
-                "-D",
-                backup.to_str().unwrap(),
-                "-X",
-                "none",
-                "-c",
-                "fast",
-                "--no-sync",
-            ],
-        );
+        basebackup(&backup, &[]);
+        basebackup(&tar_backup, &["-F", "t", "-z"]);
         writer.join().unwrap();
     });
     cluster.psql(
@@ -83,6 +88,45 @@ fn a_base_backup_taken_under_load_is_a_starting_point() {
     assert_eq!(counted.different, 0);
     assert!(counted.pages >= 1000, "only {} pages", counted.pages);
     assert!(report.slru.rows[0].pages >= 1, "no pg_xact page compared");
+
+    // The tar backup: verify unpacks it itself; EXPECTED from an unpacked copy.
+    assert!(tar_backup.join("base.tar.gz").is_file());
+    let tar_expected = tmp.path().join("tar-expected");
+    std::fs::create_dir(&tar_expected).unwrap();
+    let out = std::process::Command::new("tar")
+        .args(["-x", "-z", "-f"])
+        .arg(tar_backup.join("base.tar.gz"))
+        .arg("-C")
+        .arg(&tar_expected)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    if let Some(ids) = walredo_testkit::cluster::user() {
+        let _ = std::process::Command::new("chown")
+            .args(["-R", &format!("{}:{}", ids.uid, ids.gid)])
+            .arg(&tar_expected)
+            .status();
+    }
+    std::fs::set_permissions(
+        &tar_expected,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    archive_recover(&tar_expected, &wal_dir, tmp.path(), &target);
+    let from_tar = VerifyOptions {
+        base: tar_backup.clone(),
+        expected: tar_expected.clone(),
+        ..opts.clone()
+    };
+    let report = verify(&from_tar, &|_, _| {}).unwrap();
+    let tar_counted = report.counted();
+    println!("from the tar backup: {tar_counted:?}");
+    assert_eq!(tar_counted.different, 0);
+    assert!(
+        tar_counted.pages >= 1000,
+        "only {} pages",
+        tar_counted.pages
+    );
 
     // A directory that is neither stopped cleanly nor a backup is refused.
     std::fs::remove_file(backup.join("backup_label")).unwrap();

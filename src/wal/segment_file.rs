@@ -123,6 +123,12 @@ pub fn head(path: &Path, n: usize) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// The bytes of `path`, decompressed as its name says (any file: a base
+/// backup's `base.tar.gz` too).
+pub fn decompressing_reader(path: &Path) -> io::Result<Box<dyn Read>> {
+    decoder(File::open(path)?, Compression::of_path(path))
+}
+
 fn decoder(file: File, compression: Compression) -> io::Result<Box<dyn Read>> {
     let file = io::BufReader::new(file);
     Ok(match compression {

@@ -570,6 +570,7 @@ impl fmt::Display for Report {
     }
 }
 
+#[derive(Clone)]
 pub struct VerifyOptions {
     pub base: PathBuf,
     pub wal: PathBuf,
@@ -595,6 +596,19 @@ pub fn verify(
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Report, String> {
     let begun = Instant::now();
+    // A base backup in tar format is unpacked first, and read from there.
+    let unpacked = unpack_tar_backup(&opts.base)?;
+    let with_unpacked;
+    let opts = match &unpacked {
+        Some(dir) => {
+            with_unpacked = VerifyOptions {
+                base: dir.0.clone(),
+                ..opts.clone()
+            };
+            &with_unpacked
+        }
+        None => opts,
+    };
     let base = control_info(&opts.base, &opts.config)?;
     if !base.cleanly_shut_down && base.backup_label.is_none() {
         return Err(format!(
@@ -716,6 +730,53 @@ pub fn verify(
     report.fast_path_pages = stats.fast_path_pages;
     report.image_starts = stats.image_starts;
     Ok(report)
+}
+
+/// A base backup in `pg_basebackup`'s tar format (`base.tar`, or
+/// compressed: `base.tar.gz`, `.zst`, `.lz4`), unpacked with `tar` into a
+/// scratch directory; None for a data directory (it has a `PG_VERSION`).
+/// Tablespaces' own tar files are not read.
+fn unpack_tar_backup(dir: &Path) -> Result<Option<ScratchDir>, String> {
+    if dir.join("PG_VERSION").exists() {
+        return Ok(None);
+    }
+    let Some(tar) = ["base.tar", "base.tar.gz", "base.tar.zst", "base.tar.lz4"]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+    else {
+        return Ok(None);
+    };
+    let scratch = ScratchDir::new("walredo-base")?;
+    let mut input = walredo::wal::segment_file::decompressing_reader(&tar)
+        .map_err(|e| format!("cannot read {}: {e}", tar.display()))?;
+    let mut child = std::process::Command::new("tar")
+        .arg("-x")
+        .arg("-f")
+        .arg("-")
+        .arg("-C")
+        .arg(&scratch.0)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run tar to unpack {}: {e}", tar.display()))?;
+    let copied = std::io::copy(&mut input, child.stdin.as_mut().expect("piped"));
+    drop(child.stdin.take());
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("tar unpacking {}: {e}", tar.display()))?;
+    if let Err(e) = copied {
+        return Err(format!("cannot unpack {}: {e}", tar.display()));
+    }
+    if !out.status.success() {
+        return Err(format!(
+            "tar could not unpack {}: {}",
+            tar.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(Some(scratch))
 }
 
 /// A private directory under the system's temporary directory, removed
