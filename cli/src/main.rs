@@ -4,7 +4,8 @@
 //!           --base DIR --wal DIR [--archive DIR ...] [--restore-command CMD]
 //!           --expected DIR [--processes N] [--end LSN]
 //!   walredo [--bindir DIR | --pg-config PATH] [--extension SO] page
-//!           --base DIR --wal DIR --rel SPC/DB/REL [--fork F] --block N
+//!           --base DIR --wal DIR [--archive DIR ...] [--restore-command CMD]
+//!           --rel SPC/DB/REL [--fork F] --block N
 //!           [--lsn X/Y] [--out FILE]
 //!
 //! The server that replays: `--bindir`, else `--pg-config`, else `PG_CONFIG`
@@ -20,7 +21,7 @@ use walredo::tag::{PageTag, RelFileNode};
 use walredo::wal::parse_lsn;
 use walredo::Config;
 use walredo_cli::server::named_bindir;
-use walredo_cli::verify::{page_as_of, verify, VerifyOptions};
+use walredo_cli::verify::{page_as_of_in, verify, VerifyOptions};
 
 #[derive(Parser)]
 #[command(
@@ -86,6 +87,13 @@ enum Command {
         /// Directory of WAL segments written after BASE was taken.
         #[arg(long)]
         wal: PathBuf,
+        /// Archive directories looked in, in order, for the segments --wal
+        /// lacks (plain or compressed).
+        #[arg(long = "archive")]
+        archives: Vec<PathBuf>,
+        /// A restore_command fetching the segments no directory has.
+        #[arg(long)]
+        restore_command: Option<String>,
         /// The relation file: tablespace/database/relfilenode, e.g. 1663/5/16384.
         #[arg(long, value_parser = rel)]
         rel: RelFileNode,
@@ -224,6 +232,8 @@ fn main() -> ExitCode {
         Command::Page {
             base,
             wal,
+            archives,
+            restore_command,
             rel,
             fork,
             block,
@@ -235,7 +245,15 @@ fn main() -> ExitCode {
                 forknum: fork as u8,
                 blkno: block,
             };
-            match page_as_of(&base, &wal, &tag, lsn, &config) {
+            match page_as_of_in(
+                &base,
+                &wal,
+                &archives,
+                restore_command.as_deref(),
+                &tag,
+                lsn,
+                &config,
+            ) {
                 Ok(page) => match out {
                     Some(path) => match std::fs::write(&path, &page[..]) {
                         Ok(()) => ExitCode::SUCCESS,

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use walredo::wal::restore::RestoreCommand;
 use walredo::wal::source::WalSource;
 use walredo::wal::{WalReader, WalRecord};
-use walredo_cli::verify::{verify, VerifyOptions};
+use walredo_cli::verify::{page_as_of, page_as_of_in, verify, VerifyOptions};
 use walredo_testkit::cluster::{record_workload, WAL_KEEPING_SETTINGS};
 use walredo_testkit::harness::*;
 
@@ -199,6 +199,27 @@ fn a_compressed_archive_reads_and_verifies_as_pg_wal() {
             .iter()
             .zip(&full.records)
             .all(|(a, b)| a.start_lsn == b.start_lsn && a.data == b.data));
+        if checked == 0 {
+            // `walredo page` the same way: from pg_wal-newest and the
+            // command, the page as from the whole pg_wal.
+            let restore = format!(
+                "test -f {0}/%f.gz && gzip -dc {0}/%f.gz > %p",
+                gz_archive.display()
+            );
+            let whole_page =
+                page_as_of(&rec.base, &rec.wal_dir, tag, Some(rec.target_lsn), &config()).unwrap();
+            let restored_page = page_as_of_in(
+                &rec.base,
+                &partial_wal,
+                &[],
+                Some(&restore),
+                tag,
+                Some(rec.target_lsn),
+                &config(),
+            )
+            .unwrap();
+            assert!(whole_page[..] == restored_page[..], "{tag}");
+        }
         checked += 1;
         if checked == 3 {
             break;

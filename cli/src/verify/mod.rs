@@ -235,9 +235,25 @@ impl WalDirs {
     /// files go to a private directory under `cache_root`, kept as long
     /// as the run (the rebuild maps them).
     pub fn of(opts: &VerifyOptions, cache_root: &Path) -> Result<WalDirs, String> {
-        let mut dirs = vec![opts.wal.clone()];
-        dirs.extend(opts.archives.iter().cloned());
-        let restore = match &opts.restore_command {
+        WalDirs::new(
+            &opts.wal,
+            &opts.archives,
+            opts.restore_command.as_deref(),
+            cache_root,
+        )
+    }
+
+    /// `wal`, then `archives`, then what `restore_command` fetches into a
+    /// private directory under `cache_root`.
+    pub fn new(
+        wal: &Path,
+        archives: &[PathBuf],
+        restore_command: Option<&str>,
+        cache_root: &Path,
+    ) -> Result<WalDirs, String> {
+        let mut dirs = vec![wal.to_path_buf()];
+        dirs.extend(archives.iter().cloned());
+        let restore = match restore_command {
             Some(command) => Some(Arc::new(
                 RestoreCommand::new(
                     command,
@@ -965,8 +981,35 @@ pub fn page_as_of(
     lsn: Option<u64>,
     config: &Config,
 ) -> Result<Box<[u8; PAGE_SIZE]>, String> {
+    page_as_of_in(base_dir, wal, &[], None, tag, lsn, config)
+}
+
+/// [`page_as_of`] with the WAL also in `archives` (plain or compressed
+/// segments) and behind `restore_command`; BASE may be a base backup,
+/// plain or tar (unpacked first).
+pub fn page_as_of_in(
+    base_dir: &Path,
+    wal: &Path,
+    archives: &[PathBuf],
+    restore_command: Option<&str>,
+    tag: &PageTag,
+    lsn: Option<u64>,
+    config: &Config,
+) -> Result<Box<[u8; PAGE_SIZE]>, String> {
+    let unpacked = unpack_tar_backup(base_dir)?;
+    let base_dir = unpacked.as_ref().map_or(base_dir, |d| d.0.as_path());
+    let cache = ScratchDir::new("walredo-page")?;
+    let wal_dirs = WalDirs::new(wal, archives, restore_command, &cache.0)?;
     let base = control_info(base_dir, config)?;
-    let records = read_wal(&base, wal, None)?;
+    let mut records = Vec::new();
+    read_wal_from(&base, &wal_dirs, None, |start_lsn, end_lsn, data| {
+        records.push(WalRecord {
+            start_lsn,
+            end_lsn,
+            data: data.to_vec(),
+        });
+        Ok(())
+    })?;
     let format = RecordFormat::of_version(base.pg_version);
     let touching: Vec<Use> = block_uses_as(records.iter().map(|r| &r.data[..]), format)
         .map_err(|(i, e)| format!("WAL record at {}: {e}", format_lsn(records[i].start_lsn)))?
