@@ -206,8 +206,14 @@ fn a_compressed_archive_reads_and_verifies_as_pg_wal() {
                 "test -f {0}/%f.gz && gzip -dc {0}/%f.gz > %p",
                 gz_archive.display()
             );
-            let whole_page =
-                page_as_of(&rec.base, &rec.wal_dir, tag, Some(rec.target_lsn), &config()).unwrap();
+            let whole_page = page_as_of(
+                &rec.base,
+                &rec.wal_dir,
+                tag,
+                Some(rec.target_lsn),
+                &config(),
+            )
+            .unwrap();
             let restored_page = page_as_of_in(
                 &rec.base,
                 &partial_wal,
