@@ -192,8 +192,17 @@ pub fn read_wal(
     wal_dir: &Path,
     end: Option<u64>,
 ) -> Result<Vec<WalRecord>, String> {
+    read_wal_records(base, &WalDirs::one(wal_dir), end)
+}
+
+/// [`read_wal`] from several directories and a restore command.
+fn read_wal_records(
+    base: &ControlInfo,
+    wal: &WalDirs,
+    end: Option<u64>,
+) -> Result<Vec<WalRecord>, String> {
     let mut records = Vec::new();
-    read_wal_with(base, wal_dir, end, |start_lsn, end_lsn, data| {
+    read_wal_from(base, wal, end, |start_lsn, end_lsn, data| {
         records.push(WalRecord {
             start_lsn,
             end_lsn,
@@ -1001,15 +1010,7 @@ pub fn page_as_of_in(
     let cache = ScratchDir::new("walredo-page")?;
     let wal_dirs = WalDirs::new(wal, archives, restore_command, &cache.0)?;
     let base = control_info(base_dir, config)?;
-    let mut records = Vec::new();
-    read_wal_from(&base, &wal_dirs, None, |start_lsn, end_lsn, data| {
-        records.push(WalRecord {
-            start_lsn,
-            end_lsn,
-            data: data.to_vec(),
-        });
-        Ok(())
-    })?;
+    let records = read_wal_records(&base, &wal_dirs, None)?;
     let format = RecordFormat::of_version(base.pg_version);
     let touching: Vec<Use> = block_uses_as(records.iter().map(|r| &r.data[..]), format)
         .map_err(|(i, e)| format!("WAL record at {}: {e}", format_lsn(records[i].start_lsn)))?
