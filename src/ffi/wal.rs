@@ -307,13 +307,23 @@ pub unsafe extern "C" fn walredo_wal_plan(
             .source
             .lock()
             .plan(&tag, lsn, &mut interrupter(interrupt, userdata));
-        let plan = match result {
-            Ok(p) => p,
-            Err(e) => return source_status(e),
-        };
-        out.set(walredo_plan::of(plan.records));
-        Ok(WALREDO_OK)
+        plan_out(out, result.map(|plan| plan.records))
     })
+}
+
+/// A plan's outcome for the caller: the plan in `*out`, or the status of
+/// why there is none.
+fn plan_out(
+    out: HandleOut<walredo_plan>,
+    records: Result<Vec<WalRecord>, SourceError>,
+) -> Result<c_int, Error> {
+    match records {
+        Ok(records) => {
+            out.set(walredo_plan::of(records));
+            Ok(WALREDO_OK)
+        }
+        Err(e) => source_status(e),
+    }
 }
 
 /// The records that rebuild SLRU page `page` as of `lsn`, for
@@ -345,13 +355,7 @@ pub unsafe extern "C" fn walredo_wal_plan_slru(
             .source
             .lock()
             .plan_slru(&page, lsn, &mut interrupter(interrupt, userdata));
-        match result {
-            Ok(plan) => {
-                out.set(walredo_plan::of(plan.records));
-                Ok(WALREDO_OK)
-            }
-            Err(e) => source_status(e),
-        }
+        plan_out(out, result.map(|plan| plan.records))
     })
 }
 
