@@ -20,6 +20,13 @@ fn alive(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
+/// The process whose pid the command wrote to `pidfile` is gone.
+fn assert_killed(pidfile: &Path) {
+    let pid: i32 = fs::read_to_string(pidfile).unwrap().trim().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!alive(pid), "the command's child {pid} outlived it");
+}
+
 #[test]
 fn fetches_into_the_cache_once_and_says_when_the_archive_lacks_a_file() {
     let dir = scratch("fetch");
@@ -84,25 +91,13 @@ fn a_signal_is_an_error_and_a_hang_is_killed_with_its_group() {
         "{e}"
     );
     assert!(started.elapsed() < Duration::from_secs(5));
-    let sleeper: i32 = fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(!alive(sleeper), "the command's child {sleeper} outlived it");
+    assert_killed(&pidfile);
 
     // A success that leaves a child behind: the child is killed too.
     let cmd = format!("sleep 30 & echo $! > {}; echo x > %p", pidfile.display());
     let r = RestoreCommand::new(&cmd, &dir.join("c3"), Duration::from_secs(10), 1).unwrap();
     assert!(r.fetch("000000010000000000000001").unwrap().is_some());
-    let sleeper: i32 = fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(!alive(sleeper), "the command's child {sleeper} outlived it");
+    assert_killed(&pidfile);
     fs::remove_dir_all(&dir).unwrap();
 }
 
