@@ -30,7 +30,7 @@ use walredo::process::futex;
 use walredo::process::launch::Launcher;
 use walredo::wal::record;
 use walredo::wal::uses::{block_uses, Use};
-use walredo::wal::{WalReader, WalRecord};
+use walredo::wal::WalRecord;
 use walredo::{Config, PageTag, Pool, RecordRef, PAGE_SIZE};
 use walredo_cli::verify::{verify, VerifyOptions};
 use walredo_testkit::cluster::record_workload;
@@ -542,11 +542,7 @@ fn main() {
     let rec = record_workload(&work, &[], &["wal_keep_size = 1GB", "fsync = off"], &|c| {
         c.psql(WORKLOAD);
     });
-    let records: Vec<WalRecord> = WalReader::open(&rec.wal_dir, Some(rec.start_lsn))
-        .unwrap()
-        .map(Result::unwrap)
-        .take_while(|r| r.start_lsn < rec.target_lsn)
-        .collect();
+    let records: Vec<WalRecord> = rec.records();
     let blocks = block_uses(records.iter().map(|r| &r.data[..])).unwrap();
 
     // Cold start: a new pool to its first page.

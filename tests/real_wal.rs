@@ -12,7 +12,7 @@ use walredo::tag::{FSM_FORKNUM, MAIN_FORKNUM, VISIBILITYMAP_FORKNUM};
 use walredo::wal::pages::starts_as_zero_page;
 use walredo::wal::record;
 use walredo::wal::uses::{block_uses_as, record_refs, runs, Use};
-use walredo::wal::{format_lsn, next_record_start, WalReader, WalRecord};
+use walredo::wal::{format_lsn, next_record_start, WalRecord};
 use walredo::{Config, Error, PageTag, RecordRef, Redoer, PAGE_SIZE};
 use walredo_testkit::harness::*;
 
@@ -92,14 +92,7 @@ fn write_workload(tmp: &Path) -> Wal {
         "PostgreSQL's archive recovery took {:.2} s",
         rec.recovery_time.as_secs_f64()
     );
-    let mut records = Vec::new();
-    for r in WalReader::open(&rec.wal_dir, Some(rec.start_lsn)).unwrap() {
-        let r = r.unwrap();
-        if r.start_lsn >= rec.target_lsn {
-            break;
-        }
-        records.push(r);
-    }
+    let records = rec.records();
     assert_eq!(
         records
             .last()

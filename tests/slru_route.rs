@@ -39,7 +39,7 @@ use walredo::wal::slru::{
     SlruPage, SlruReplay,
 };
 use walredo::wal::source::{SourceError, WalSource};
-use walredo::wal::{format_lsn, record, WalReader};
+use walredo::wal::{format_lsn, record};
 use walredo_testkit::harness::*;
 use walredo_testkit::install::pg_version;
 
@@ -294,11 +294,7 @@ fn slru_pages_named_by_records_are_the_ones_recovery_changes() {
     let mut routed: BTreeMap<u64, Vec<SlruChange>> = BTreeMap::new();
     let mut widest_commit = 0;
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    let records: Vec<_> = WalReader::open(&rec.wal_dir, Some(rec.start_lsn))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .take_while(|r| r.start_lsn < rec.target_lsn)
-        .collect();
+    let records = rec.records();
     // What routing costs, decoding included (the fastest of three passes).
     let decoded: Vec<_> = records
         .iter()

@@ -464,6 +464,18 @@ pub struct RecordedWal {
     pub recovery_time: Duration,
 }
 
+impl RecordedWal {
+    /// Every record recovery replayed: from `start_lsn` up to, not
+    /// including, the record at `target_lsn`.
+    pub fn records(&self) -> Vec<walredo::wal::WalRecord> {
+        walredo::wal::WalReader::open(&self.wal_dir, Some(self.start_lsn))
+            .expect("the WAL just written")
+            .map(|r| r.expect("readable WAL"))
+            .take_while(|r| r.start_lsn < self.target_lsn)
+            .collect()
+    }
+}
+
 /// In `dir`: initdb a cluster with `settings`, take a clean base copy, run
 /// `workload`, CHECKPOINT (recovery flushes pages only at a restartpoint),
 /// take the target LSN, stop, and let PostgreSQL replay the WAL onto a

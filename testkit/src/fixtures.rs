@@ -9,7 +9,6 @@ use crate::cluster::{record_workload, user, RecordedWal};
 use walredo::datadir::read_page;
 use walredo::tag::MAIN_FORKNUM;
 use walredo::wal::uses::{block_uses_as, last_run};
-use walredo::wal::WalReader;
 use walredo::{Config, Error, PageTag, RecordRef, Redoer, PAGE_SIZE};
 
 /// The workload the fixtures come from: heap and btree, inserts, HOT and
@@ -164,10 +163,9 @@ pub fn make_fixtures(work: &Path, config: &Config) -> Vec<Fixture> {
     let rec = record_workload(work, &[], &settings, &|c| {
         c.psql(WORKLOAD);
     });
-    let records: Vec<(u64, u64, Vec<u8>)> = WalReader::open(&rec.wal_dir, Some(rec.start_lsn))
-        .expect("the WAL just written")
-        .map(|r| r.expect("readable WAL"))
-        .take_while(|r| r.start_lsn < rec.target_lsn)
+    let records: Vec<(u64, u64, Vec<u8>)> = rec
+        .records()
+        .into_iter()
         .map(|r| (r.start_lsn, r.end_lsn, r.data))
         .collect();
     let blocks = block_uses_as(

@@ -21,7 +21,7 @@
 
 use std::fs;
 
-use walredo::wal::{format_lsn, WalReader};
+use walredo::wal::format_lsn;
 use walredo_testkit::cluster::{controldata, copy_tree};
 use walredo_testkit::fixtures::FixtureRun;
 use walredo_testkit::install::pg_version;
@@ -91,11 +91,7 @@ fn main() {
     let mut bin = Vec::new();
     let mut n = 0;
     let mut last_end = rec.start_lsn;
-    for r in WalReader::open(&rec.wal_dir, Some(rec.start_lsn)).unwrap() {
-        let r = r.unwrap();
-        if r.start_lsn >= rec.target_lsn {
-            break;
-        }
+    for r in rec.records() {
         bin.extend_from_slice(&r.start_lsn.to_le_bytes());
         bin.extend_from_slice(&r.end_lsn.to_le_bytes());
         bin.extend_from_slice(&(r.data.len() as u32).to_le_bytes());
