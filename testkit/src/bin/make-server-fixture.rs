@@ -4,11 +4,12 @@
 //! with the data directory before it (BASE) and PostgreSQL's archive
 //! recovery of it (EXPECTED). The workload: a table with btree indexes
 //! (inserts, HOT and cross-page updates, deletes, VACUUM), one of thousands
-//! of pages (three rows a page; visibility-map bits set and cleared),
-//! aborts and a rollback to a savepoint, a prepared transaction committed
-//! and one rolled back, one commit of 33,000 subtransactions (two `pg_xact`
-//! pages), 2,200 multixacts of two members (an offsets page crossed, three
-//! members pages), an unlogged table (init forks) and VACUUM FULL of a
+//! of pages (three rows a page; visibility-map bits set and cleared), an
+//! unlogged table (init forks), then `make demo`'s SLRU part
+//! (cli/demo/slru.sql): aborts and a rollback to a savepoint, prepared
+//! transactions committed and rolled back, one commit of 40,000
+//! subtransactions (two `pg_xact` pages), 3,000 multixacts of two members
+//! (an offsets page crossed, several members pages) and VACUUM FULL of a
 //! local and a shared mapped catalog (relation map updates).
 //!
 //!   cargo run --release -p walredo-testkit --bin make-server-fixture -- OUTDIR
@@ -48,45 +49,19 @@ UPDATE spread SET pad = repeat('u', 200) WHERE id % 3 = 0;
 DELETE FROM spread WHERE id % 7 = 0;
 VACUUM spread;
 UPDATE spread SET pad = 'after vacuum' WHERE id % 50 = 1;
--- Aborts: a transaction, a subtransaction rolled back to its savepoint.
-BEGIN; INSERT INTO items VALUES (-1, 'rolled back', 0); ROLLBACK;
-BEGIN; INSERT INTO items VALUES (-2, 'kept', 0); SAVEPOINT a;
-  INSERT INTO items VALUES (-3, 'rolled back to a', 0); ROLLBACK TO SAVEPOINT a;
-  UPDATE items SET qty = -1 WHERE id = 1; COMMIT;
--- Prepared transactions (with a subtransaction each): one committed, one
--- rolled back.
-BEGIN; INSERT INTO items VALUES (-4, 'prepared', 0); SAVEPOINT b;
-  INSERT INTO items VALUES (-5, 'prepared sub', 0); PREPARE TRANSACTION 'p1';
-COMMIT PREPARED 'p1';
-BEGIN; INSERT INTO items VALUES (-6, 'prepared', 0); SAVEPOINT c;
-  INSERT INTO items VALUES (-7, 'prepared sub', 0); PREPARE TRANSACTION 'p2';
-ROLLBACK PREPARED 'p2';
--- One transaction, 33,000 subtransactions with an xid each: its commit
--- spans two pg_xact pages (32768 xids a page).
-CREATE TABLE sx (i int);
-DO $$ BEGIN FOR i IN 1..33000 LOOP
-  BEGIN INSERT INTO sx VALUES (i); EXCEPTION WHEN others THEN NULL; END;
-END LOOP; END $$;
--- Multixacts: each row key-share locked by the transaction, then share
--- locked by a subtransaction (a multixact of two members per row): past an
--- offsets page (2048) and over several members pages (1636).
-CREATE TABLE mx (id int PRIMARY KEY, v int);
-INSERT INTO mx SELECT g, 0 FROM generate_series(1, 2200) g;
-DO $$ BEGIN FOR i IN 1..2200 LOOP
-  PERFORM 1 FROM mx WHERE id = i FOR KEY SHARE;
-  BEGIN PERFORM 1 FROM mx WHERE id = i FOR SHARE; EXCEPTION WHEN others THEN NULL; END;
-END LOOP; END $$;
 -- Init forks: an unlogged table's index logs its empty metapage.
 CREATE UNLOGGED TABLE ul (id int PRIMARY KEY, v text);
 INSERT INTO ul VALUES (1, 'not logged');
--- Relation map updates: the database's map and the global one.
-VACUUM FULL pg_class;
-VACUUM FULL pg_database;
 "#;
+
+/// The SLRU part, `make demo`'s: subtransactions, aborts, prepared
+/// transactions, multixacts, mapped catalogs rewritten.
+const SLRU_WORKLOAD: &str = include_str!("../../../cli/demo/slru.sql");
 
 fn main() {
     let started = std::time::Instant::now();
-    let fixture = FixtureRun::record_with("make-server-fixture", &[], SETTINGS, WORKLOAD);
+    let workload = format!("{WORKLOAD}\n{SLRU_WORKLOAD}");
+    let fixture = FixtureRun::record_with("make-server-fixture", &[], SETTINGS, &workload);
     let (out, rec) = (&fixture.out, &fixture.rec);
     let mut bin = Vec::new();
     let mut n = 0;
