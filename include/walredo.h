@@ -1103,6 +1103,28 @@ int walredo_wal_plan(struct walredo_wal *wal,
                      struct walredo_plan **out);
 
 /**
+ * `walredo_wal_plan` for a caller that holds the block as a base backup
+ * holds it, the backup starting at `base_lsn` (its backup_label's `START
+ * WAL LOCATION`): WAL before `base_lsn` is never needed, read or fetched.
+ * When a record in `base_lsn..lsn` initializes the page, the plan is
+ * `walredo_wal_plan`'s; otherwise it is every record of the block that
+ * starts at or after `base_lsn` and ends at or before `lsn` (maybe none),
+ * to apply to the backup's copy of the block, and
+ * `walredo_plan_on_base` says so. The backup's copy may hold any version
+ * of the page from `base_lsn` on: PostgreSQL's redo routines skip a record
+ * their page is already past, as in recovery of a base backup. Errors as
+ * `walredo_wal_plan`'s; `WALREDO_NOT_FOUND` also when `base_lsn` is 0 or
+ * after `lsn`, or before the oldest WAL the sources reach.
+ */
+int walredo_wal_plan_on_base(struct walredo_wal *wal,
+                             const struct walredo_page_tag *tag,
+                             uint64_t lsn,
+                             uint64_t base_lsn,
+                             walredo_interrupt_fn interrupt,
+                             void *userdata,
+                             struct walredo_plan **out);
+
+/**
  * The records that rebuild SLRU page `page` as of `lsn`, for
  * `walredo_redo_slru` with no base page: the newest record at or before
  * `lsn` that zeroes the page, then every later one that writes on it
@@ -1121,6 +1143,14 @@ int walredo_wal_plan_slru(struct walredo_wal *wal,
                           struct walredo_plan **out);
 
 /**
+ * Whether a plan's records apply to the caller's base page (1: made by
+ * `walredo_wal_plan_on_base` without a starting point since the base), or
+ * start from nothing (0: the first record initializes the page; also for
+ * NULL).
+ */
+int walredo_plan_on_base(const struct walredo_plan *plan);
+
+/**
  * The number of records of a plan (0 for NULL).
  */
 size_t walredo_plan_n_records(const struct walredo_plan *plan);
@@ -1128,8 +1158,8 @@ size_t walredo_plan_n_records(const struct walredo_plan *plan);
 /**
  * The records of a plan, `walredo_plan_n_records` entries, oldest first,
  * owned by the plan (valid until `walredo_plan_free`): ready for
- * `walredo_redo` (or `walredo_call_start`) with `base_page` NULL. NULL for
- * NULL.
+ * `walredo_redo` (or `walredo_call_start`) with `base_page` NULL, or the
+ * base backup's page when `walredo_plan_on_base` says 1. NULL for NULL.
  */
 const struct walredo_record *walredo_plan_records(const struct walredo_plan *plan);
 

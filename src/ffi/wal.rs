@@ -34,12 +34,14 @@ pub struct walredo_plan {
     /// Owns the record bytes that `records` point into.
     _owner: Vec<WalRecord>,
     records: Vec<walredo_record>,
+    /// The records apply to the caller's base page (walredo_wal_plan_on_base).
+    on_base: bool,
 }
 
 impl walredo_plan {
     /// A plan of `records`: the bytes live on the heap, so moving the
     /// vector into the plan keeps the pointers valid.
-    fn of(owner: Vec<WalRecord>) -> walredo_plan {
+    fn of(owner: Vec<WalRecord>, on_base: bool) -> walredo_plan {
         let records = owner
             .iter()
             .map(|r| walredo_record {
@@ -51,6 +53,7 @@ impl walredo_plan {
         walredo_plan {
             _owner: owner,
             records,
+            on_base,
         }
     }
 }
@@ -307,7 +310,46 @@ pub unsafe extern "C" fn walredo_wal_plan(
             .source
             .lock()
             .plan(&tag, lsn, &mut interrupter(interrupt, userdata));
-        plan_out(out, result.map(|plan| plan.records))
+        plan_out(out, result.map(|plan| (plan.records, false)))
+    })
+}
+
+/// `walredo_wal_plan` for a caller that holds the block as a base backup
+/// holds it, the backup starting at `base_lsn` (its backup_label's `START
+/// WAL LOCATION`): WAL before `base_lsn` is never needed, read or fetched.
+/// When a record in `base_lsn..lsn` initializes the page, the plan is
+/// `walredo_wal_plan`'s; otherwise it is every record of the block that
+/// starts at or after `base_lsn` and ends at or before `lsn` (maybe none),
+/// to apply to the backup's copy of the block, and
+/// `walredo_plan_on_base` says so. The backup's copy may hold any version
+/// of the page from `base_lsn` on: PostgreSQL's redo routines skip a record
+/// their page is already past, as in recovery of a base backup. Errors as
+/// `walredo_wal_plan`'s; `WALREDO_NOT_FOUND` also when `base_lsn` is 0 or
+/// after `lsn`, or before the oldest WAL the sources reach.
+#[no_mangle]
+pub unsafe extern "C" fn walredo_wal_plan_on_base(
+    wal: *mut walredo_wal,
+    tag: *const walredo_page_tag,
+    lsn: u64,
+    base_lsn: u64,
+    interrupt: walredo_interrupt_fn,
+    userdata: *mut c_void,
+    out: *mut *mut walredo_plan,
+) -> c_int {
+    guard_status(|| {
+        // SAFETY: NULL or storage for a pointer (the caller's contract).
+        let out = unsafe { HandleOut::new(out) }?;
+        // SAFETY: the caller's contract.
+        let wal = unsafe { source(wal) }?;
+        // SAFETY: the caller's contract.
+        let tag = unsafe { page_tag(tag) }?;
+        let result = wal.source.lock().plan_on_base(
+            &tag,
+            lsn,
+            base_lsn,
+            &mut interrupter(interrupt, userdata),
+        );
+        plan_out(out, result.map(|plan| (plan.records, plan.on_base)))
     })
 }
 
@@ -315,11 +357,11 @@ pub unsafe extern "C" fn walredo_wal_plan(
 /// why there is none.
 fn plan_out(
     out: HandleOut<walredo_plan>,
-    records: Result<Vec<WalRecord>, SourceError>,
+    records: Result<(Vec<WalRecord>, bool), SourceError>,
 ) -> Result<c_int, Error> {
     match records {
-        Ok(records) => {
-            out.set(walredo_plan::of(records));
+        Ok((records, on_base)) => {
+            out.set(walredo_plan::of(records, on_base));
             Ok(WALREDO_OK)
         }
         Err(e) => source_status(e),
@@ -355,8 +397,19 @@ pub unsafe extern "C" fn walredo_wal_plan_slru(
             .source
             .lock()
             .plan_slru(&page, lsn, &mut interrupter(interrupt, userdata));
-        plan_out(out, result.map(|plan| plan.records))
+        plan_out(out, result.map(|plan| (plan.records, false)))
     })
+}
+
+/// Whether a plan's records apply to the caller's base page (1: made by
+/// `walredo_wal_plan_on_base` without a starting point since the base), or
+/// start from nothing (0: the first record initializes the page; also for
+/// NULL).
+#[no_mangle]
+pub unsafe extern "C" fn walredo_plan_on_base(plan: *const walredo_plan) -> c_int {
+    // No guard: nothing here can panic.
+    // SAFETY: NULL or a live plan (the caller's contract).
+    unsafe { plan.as_ref() }.map_or(0, |p| c_int::from(p.on_base))
 }
 
 /// The number of records of a plan (0 for NULL).
@@ -369,8 +422,8 @@ pub unsafe extern "C" fn walredo_plan_n_records(plan: *const walredo_plan) -> us
 
 /// The records of a plan, `walredo_plan_n_records` entries, oldest first,
 /// owned by the plan (valid until `walredo_plan_free`): ready for
-/// `walredo_redo` (or `walredo_call_start`) with `base_page` NULL. NULL for
-/// NULL.
+/// `walredo_redo` (or `walredo_call_start`) with `base_page` NULL, or the
+/// base backup's page when `walredo_plan_on_base` says 1. NULL for NULL.
 #[no_mangle]
 pub unsafe extern "C" fn walredo_plan_records(plan: *const walredo_plan) -> *const walredo_record {
     // No guard: nothing here can panic.

@@ -23,6 +23,10 @@ pub struct ReplayPlan {
     pub tag: PageTag,
     pub lsn: u64,
     pub records: Vec<WalRecord>,
+    /// The records apply to a base page (the block as a base backup holds
+    /// it): no record after the plan's floor initializes the page
+    /// ([`WalSource::plan_on_base`]). False: the first record initializes it.
+    pub on_base: bool,
 }
 
 impl ReplayPlan {
@@ -58,7 +62,35 @@ impl WalSource {
         interrupt: &mut dyn FnMut() -> bool,
     ) -> Result<ReplayPlan, SourceError> {
         self.with_restore_retry(lsn, interrupt, &mut |me, interrupt| {
-            me.plan_readable(tag, lsn, interrupt)
+            me.plan_readable(tag, lsn, 0, interrupt)
+        })
+    }
+
+    /// [`plan`](Self::plan) for a caller that has the block as a base backup
+    /// holds it, the backup starting at `base_lsn` (its backup_label's START
+    /// WAL LOCATION, a record start): WAL older than `base_lsn` is never
+    /// needed, nor fetched. When no record in `base_lsn..lsn` initializes the
+    /// page, the plan is every record of the block that starts at or after
+    /// `base_lsn` and ends at or before `lsn` (maybe none), `on_base`: they
+    /// apply to the backup's page, which may hold any version of the page
+    /// from `base_lsn` on (as PostgreSQL's recovery of a base backup
+    /// assumes: each redo routine skips a record its page is already past).
+    pub fn plan_on_base(
+        &mut self,
+        tag: &PageTag,
+        lsn: u64,
+        base_lsn: u64,
+        interrupt: &mut dyn FnMut() -> bool,
+    ) -> Result<ReplayPlan, SourceError> {
+        if base_lsn == 0 || base_lsn > lsn {
+            return Err(SourceError::NotFound(format!(
+                "the base backup starts at {}, after {}: it cannot rebuild the page as of that LSN",
+                format_lsn(base_lsn),
+                format_lsn(lsn)
+            )));
+        }
+        self.with_restore_retry(lsn, interrupt, &mut |me, interrupt| {
+            me.plan_readable(tag, lsn, base_lsn, interrupt)
         })
     }
 
@@ -111,15 +143,17 @@ impl WalSource {
         }
     }
 
-    /// [`plan`](Self::plan) from what the directories hold now.
+    /// [`plan`](Self::plan) from what the directories hold now; `floor`
+    /// (0: none) as [`plan_on_base`](Self::plan_on_base)'s `base_lsn`.
     fn plan_readable(
         &mut self,
         tag: &PageTag,
         lsn: u64,
+        floor: u64,
         interrupt: &mut dyn FnMut() -> bool,
     ) -> Result<ReplayPlan, SourceError> {
         let segs = self.list()?;
-        if let Some(plan) = self.plan_indexed(&segs, tag, lsn, interrupt)? {
+        if let Some(plan) = self.plan_indexed(&segs, tag, lsn, floor, interrupt)? {
             return Ok(plan);
         }
         let seg_size = segs.segment_size();
@@ -148,6 +182,15 @@ impl WalSource {
                 format_lsn(oldest)
             )));
         }
+        let floor_seg = floor / seg_size;
+        if floor > 0 && low_readable > floor_seg {
+            return Err(SourceError::NotFound(format!(
+                "the base backup starts at {}, before the oldest readable WAL record, at {}; \
+                 {further}",
+                format_lsn(floor),
+                format_lsn(oldest)
+            )));
+        }
         let after_newest = |me: &mut Self, detail: String| {
             let range = me.range_text(lsn);
             SourceError::NotFound(format!(
@@ -168,7 +211,7 @@ impl WalSource {
         let mut found = false;
         let mut oldest_use: Option<u64> = None;
         let mut removed_by: Option<Removal> = None;
-        for s in (low_readable..=top).rev() {
+        for s in (low_readable.max(floor_seg)..=top).rev() {
             if interrupt() {
                 return Err(SourceError::Cancelled);
             }
@@ -196,6 +239,10 @@ impl WalSource {
                 Some(tag),
                 interrupt,
                 &mut |rec, b| {
+                    // The base backup holds what came before its start.
+                    if rec.start_lsn < floor {
+                        return true;
+                    }
                     // A removal starts the page's life over, as an
                     // initializing record does: nothing before it counts.
                     if b.initializes || b.removal.is_some() {
@@ -257,7 +304,9 @@ impl WalSource {
             }
             per_segment.push(recs);
         }
-        if !found {
+        // Without a starting point since the floor, the base page is one.
+        let on_base = !found && floor > 0;
+        if !found && !on_base {
             if tag.forknum == FSM_FORKNUM {
                 return Err(lifetime::fsm_not_logged(tag, lsn));
             }
@@ -276,6 +325,7 @@ impl WalSource {
             tag: *tag,
             lsn,
             records,
+            on_base,
         })
     }
 
@@ -395,6 +445,7 @@ impl WalSource {
         segs: &Arc<Segments>,
         tag: &PageTag,
         lsn: u64,
+        floor: u64,
         interrupt: &mut dyn FnMut() -> bool,
     ) -> Result<Option<ReplayPlan>, SourceError> {
         let seg_size = segs.segment_size();
@@ -420,11 +471,15 @@ impl WalSource {
             let mut init = None;
             if let Some(seg) = seg {
                 for (span, r) in &seg.removals {
-                    if span.end <= lsn && r.covers(tag) {
+                    if span.end <= lsn && span.start >= floor && r.covers(tag) {
                         removed_after = removed_after.max(Some(span.start));
                     }
                 }
-                for u in seg.uses(tag).rev().filter(|u| u.end <= lsn) {
+                for u in seg
+                    .uses(tag)
+                    .rev()
+                    .filter(|u| u.end <= lsn && u.start >= floor)
+                {
                     uses.push(u);
                     if u.initializes {
                         init = Some(u);
@@ -433,7 +488,11 @@ impl WalSource {
                 }
             }
             if let Some(init) = init {
-                break init;
+                break Some(init);
+            }
+            // The base backup holds what came before its start.
+            if floor > 0 && s <= floor / seg_size {
+                break None;
             }
             if interrupt() {
                 return Err(SourceError::Cancelled);
@@ -444,7 +503,7 @@ impl WalSource {
             s -= 1;
         };
         // A removal since: the lookup that reads says what it means.
-        if removed_after.is_some_and(|r| r >= init.start) {
+        if removed_after.is_some_and(|r| r >= init.map_or(floor, |i| i.start)) {
             return Ok(None);
         }
         uses.reverse();
@@ -466,6 +525,7 @@ impl WalSource {
             tag: *tag,
             lsn,
             records,
+            on_base: init.is_none(),
         }))
     }
 
