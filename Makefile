@@ -189,7 +189,7 @@ check-15 check-version: inspect-regress
 # Rust tests that start real servers (VERSION_TESTS); the C tests'
 # real-page part; the demo's oracle for every access method, with defaults
 # and with full_page_writes=off and WAL compression.
-VERSION_TESTS ?= real_wal sandbox inspect inspect_wal inspect_lifetime process wal_source wal_paths template slru_route
+VERSION_TESTS ?= real_wal sandbox inspect inspect_wal inspect_lifetime process wal_source wal_paths template slru_route repair
 VERSION_DEMO_WORKLOAD ?= cli/demo/workload.sql
 check-version: build
 	$(CARGO) build --release -p walredo-testkit --bins

@@ -1,6 +1,6 @@
 /*
  * functions.c
- *		The SQL functions: page_at_lsn (two forms) and page_history.
+ *		The SQL functions of inspection: page_at_lsn (two forms) and page_history.
  *
  * Arguments are checked here, with PostgreSQL's errors; the WAL lookup is
  * wal.c's, the redo pool.c's.
@@ -64,16 +64,16 @@ InitMaterializedSRF(FunctionCallInfo fcinfo, bits32 flags)
 }
 #endif
 
-static ForkNumber
-fork_argument(text *fork)
+ForkNumber
+inspect_fork_argument(text *fork)
 {
 	/* forkname_to_number reports an unknown name with a hint */
 	return forkname_to_number(text_to_cstring(fork));
 }
 
 /* 0 to MaxBlockNumber (0xFFFFFFFE); InvalidBlockNumber is no block. */
-static BlockNumber
-block_argument(int64 blkno)
+BlockNumber
+inspect_block_argument(int64 blkno)
 {
 	if (blkno < 0 || blkno > MaxBlockNumber)
 		ereport(ERROR,
@@ -110,8 +110,8 @@ lsn_argument(XLogRecPtr lsn)
  * differs from its OID, after VACUUM FULL, CLUSTER, TRUNCATE or a rewriting
  * ALTER TABLE), so older pages live in an earlier file.
  */
-static void
-relation_tag(Oid relid, ForkNumber forknum, BlockNumber blkno, walredo_page_tag *tag,
+void
+inspect_relation_tag(Oid relid, ForkNumber forknum, BlockNumber blkno, walredo_page_tag *tag,
 			 bool *rewritten)
 {
 	Relation	rel = relation_open(relid, AccessShareLock);
@@ -167,19 +167,10 @@ page_at(const walredo_page_tag *tag, XLogRecPtr lsn, const char *not_found_hint)
 {
 	bytea	   *result = (bytea *) palloc(BLCKSZ + VARHDRSZ);
 	Page		page = (Page) VARDATA(result);
+	InspectRebuild what;
 
 	SET_VARSIZE(result, BLCKSZ + VARHDRSZ);
-	PG_TRY();
-	{
-		walredo_plan *plan = inspect_plan(tag, lsn, not_found_hint);
-
-		inspect_redo(tag, plan, (uint8 *) page);
-	}
-	PG_FINALLY();
-	{
-		inspect_plan_release();
-	}
-	PG_END_TRY();
+	inspect_rebuild(tag, lsn, not_found_hint, (uint8 *) page, &what);
 
 	/* As the buffer manager writes it: new pages carry no checksum. */
 	if (DataChecksumsEnabled() && !PageIsNew(page))
@@ -192,14 +183,14 @@ Datum
 page_at_lsn_rel(PG_FUNCTION_ARGS)
 {
 	Oid			relid = PG_GETARG_OID(0);
-	BlockNumber blkno = block_argument(PG_GETARG_INT64(1));
+	BlockNumber blkno = inspect_block_argument(PG_GETARG_INT64(1));
 	XLogRecPtr	lsn = lsn_argument(PG_GETARG_LSN(2));
-	ForkNumber	forknum = fork_argument(PG_GETARG_TEXT_PP(3));
+	ForkNumber	forknum = inspect_fork_argument(PG_GETARG_TEXT_PP(3));
 	walredo_page_tag tag;
 	bool		rewritten;
 	char	   *hint = NULL;
 
-	relation_tag(relid, forknum, blkno, &tag, &rewritten);
+	inspect_relation_tag(relid, forknum, blkno, &tag, &rewritten);
 	if (rewritten)
 		hint = psprintf("Relation \"%s\" has been in file %u since it was rewritten (VACUUM FULL, "
 						"CLUSTER, TRUNCATE, a rewriting ALTER TABLE); for an LSN before that, "
@@ -249,9 +240,9 @@ page_at_lsn_node(PG_FUNCTION_ARGS)
 	Oid			spcnode = PG_GETARG_OID(0);
 	Oid			dbnode = PG_GETARG_OID(1);
 	Oid			relnode = PG_GETARG_OID(2);
-	BlockNumber blkno = block_argument(PG_GETARG_INT64(3));
+	BlockNumber blkno = inspect_block_argument(PG_GETARG_INT64(3));
 	XLogRecPtr	lsn = lsn_argument(PG_GETARG_LSN(4));
-	ForkNumber	forknum = fork_argument(PG_GETARG_TEXT_PP(5));
+	ForkNumber	forknum = inspect_fork_argument(PG_GETARG_TEXT_PP(5));
 	walredo_page_tag tag;
 
 	if (!OidIsValid(relnode))
@@ -274,13 +265,13 @@ Datum
 page_history(PG_FUNCTION_ARGS)
 {
 	Oid			relid = PG_GETARG_OID(0);
-	BlockNumber blkno = block_argument(PG_GETARG_INT64(1));
-	ForkNumber	forknum = fork_argument(PG_GETARG_TEXT_PP(2));
+	BlockNumber blkno = inspect_block_argument(PG_GETARG_INT64(1));
+	ForkNumber	forknum = inspect_fork_argument(PG_GETARG_TEXT_PP(2));
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	walredo_page_tag tag;
 	InspectHistory history = {0};
 
-	relation_tag(relid, forknum, blkno, &tag, NULL);
+	inspect_relation_tag(relid, forknum, blkno, &tag, NULL);
 	InitMaterializedSRF(fcinfo, 0);
 	inspect_history(&tag, inspect_flush_limit(), &history);
 

@@ -155,13 +155,15 @@ inspect_get_pool(void)
 }
 
 /*
- * Rebuild tag's page from plan into page (BLCKSZ bytes).  Waits on the call's
+ * Rebuild tag's page from plan, applied to base_page (NULL: none), into page
+ * (BLCKSZ bytes).  Waits on the call's
  * descriptor and the latch; an interrupt that raises an ERROR cancels the
  * call first (PG_CATCH), a FATAL leaves it to inspect_exit.  Only C frames
  * are on the stack when CHECK_FOR_INTERRUPTS runs.
  */
 void
-inspect_redo(const walredo_page_tag *tag, walredo_plan *plan, uint8 *page)
+inspect_redo(const walredo_page_tag *tag, const uint8 *base_page, walredo_plan *plan,
+			 uint8 *page)
 {
 	walredo_pool *p = inspect_get_pool();
 	walredo_call *call;
@@ -169,7 +171,7 @@ inspect_redo(const walredo_page_tag *tag, walredo_plan *plan, uint8 *page)
 	int			fd;
 
 	Assert(current_call == NULL);
-	rc = walredo_call_start(p, tag, NULL, walredo_plan_records(plan),
+	rc = walredo_call_start(p, tag, base_page, walredo_plan_records(plan),
 							walredo_plan_n_records(plan), &call);
 	if (rc != WALREDO_OK)
 		inspect_library_error(rc, "could not rebuild the page");

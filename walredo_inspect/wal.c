@@ -153,13 +153,16 @@ get_wal(void)
 }
 
 /*
- * The records that rebuild tag as of lsn.  The plan stays owned here; the
- * caller releases it with inspect_plan_release (also on ERROR).  A scan
- * stopped for an interrupt is retried when ProcessInterrupts did not raise
- * an error (it may have only handled a barrier or a config reload).
+ * The records that rebuild tag as of lsn, to apply to the base backup's copy
+ * of the block if walredo_plan_on_base says so (base_lsn: the backup's start;
+ * 0: no backup).  The plan stays owned here; the caller releases it with
+ * inspect_plan_release (also on ERROR).  A scan stopped for an interrupt is
+ * retried when ProcessInterrupts did not raise an error (it may have only
+ * handled a barrier or a config reload).
  */
-walredo_plan *
-inspect_plan(const walredo_page_tag *tag, XLogRecPtr lsn, const char *not_found_hint)
+static walredo_plan *
+plan_with_base(const walredo_page_tag *tag, XLogRecPtr lsn, XLogRecPtr base_lsn,
+			   const char *not_found_hint)
 {
 	walredo_wal *w = get_wal();
 	int			rc;
@@ -169,7 +172,11 @@ inspect_plan(const walredo_page_tag *tag, XLogRecPtr lsn, const char *not_found_
 	{
 		walredo_plan *plan = NULL;
 
-		rc = walredo_wal_plan(w, tag, lsn, inspect_interrupt_pending, NULL, &plan);
+		if (base_lsn != InvalidXLogRecPtr)
+			rc = walredo_wal_plan_on_base(w, tag, lsn, base_lsn, inspect_interrupt_pending,
+										  NULL, &plan);
+		else
+			rc = walredo_wal_plan(w, tag, lsn, inspect_interrupt_pending, NULL, &plan);
 		if (rc == WALREDO_OK)
 		{
 			current_plan = plan;
@@ -183,6 +190,41 @@ inspect_plan(const walredo_page_tag *tag, XLogRecPtr lsn, const char *not_found_
 											tag->blkno, tag->spcnode, tag->dbnode, tag->relnode,
 											LSN_FORMAT_ARGS(lsn)),
 							   not_found_hint);
+}
+
+void
+inspect_rebuild(const walredo_page_tag *tag, XLogRecPtr lsn, const char *not_found_hint,
+				uint8 *page, InspectRebuild *what)
+{
+	const InspectBase *base = inspect_base();
+	XLogRecPtr	base_lsn = InvalidXLogRecPtr;
+
+	/* A backup taken after lsn has nothing to say about it. */
+	if (base != NULL && base->start_lsn <= lsn)
+		base_lsn = base->start_lsn;
+	PG_TRY();
+	{
+		walredo_plan *plan = plan_with_base(tag, lsn, base_lsn, not_found_hint);
+		size_t		n = walredo_plan_n_records(plan);
+		uint8	   *base_page = NULL;
+
+		what->records = (int) n;
+		what->from_base = walredo_plan_on_base(plan) != 0;
+		if (what->from_base)
+		{
+			base_page = palloc(BLCKSZ);
+			inspect_base_page(base, tag, base_page);
+			what->first_lsn = base->start_lsn;
+		}
+		else
+			what->first_lsn = n > 0 ? walredo_plan_records(plan)[0].end_lsn : InvalidXLogRecPtr;
+		inspect_redo(tag, base_page, plan, page);
+	}
+	PG_FINALLY();
+	{
+		inspect_plan_release();
+	}
+	PG_END_TRY();
 }
 
 /*

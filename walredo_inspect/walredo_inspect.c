@@ -19,6 +19,7 @@ int			inspect_timeout_ms = 10000;
 char	   *inspect_archive_dir = NULL;
 char	   *inspect_restore_command = NULL;
 char	   *inspect_scratch_dir = NULL;
+char	   *inspect_base_backup = NULL;
 
 void		_PG_init(void);
 
@@ -83,6 +84,21 @@ _PG_init(void)
 							   PGC_SUSET,
 							   0,
 							   NULL, NULL, NULL);
+
+	/*
+	 * Superuser only: the backup holds every database's pages, and
+	 * repair_page installs what is rebuilt from it.
+	 */
+	DefineCustomStringVariable("walredo_inspect.base_backup",
+							   "A base backup of this cluster (pg_basebackup, plain format).",
+							   "Pages that no WAL record since its start initializes are rebuilt "
+							   "from its copy and the records since, so the WAL before the backup "
+							   "is never needed.",
+							   &inspect_base_backup,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   check_absolute_path, NULL, NULL);
 
 	/*
 	 * What the wal-redo processes load and start from lives there, so only a

@@ -7,7 +7,9 @@
  *		walredo_inspect.c	module set-up, settings, library errors
  *		pool.c				the backend's pool and its lifetime; waiting for a call
  *		wal.c				the backend's WAL handle: replay plans, block history
- *		functions.c			the SQL functions
+ *		base.c				the base backup (walredo_inspect.base_backup)
+ *		functions.c			the SQL functions of inspection
+ *		repair.c			repair_page
  */
 #ifndef WALREDO_INSPECT_H
 #define WALREDO_INSPECT_H
@@ -15,6 +17,7 @@
 #include "postgres.h"
 
 #include "access/xlogdefs.h"
+#include "common/relpath.h"
 #include "storage/block.h"
 
 #include "pg_common/compat.h"
@@ -27,6 +30,7 @@ extern int	inspect_timeout_ms;
 extern char *inspect_archive_dir;
 extern char *inspect_restore_command;
 extern char *inspect_scratch_dir;
+extern char *inspect_base_backup;
 
 /* The scratch root in the data directory when walredo_inspect.scratch_dir is empty. */
 #define INSPECT_SCRATCH_DEFAULT "pgsql_tmp_walredo"
@@ -48,16 +52,47 @@ extern void inspect_library_error_hint(int status, const char *context,
 /* Whether a pending interrupt can be acted on now: library callbacks stop. */
 extern int	inspect_interrupt_pending(void *userdata);
 
+/* functions.c: arguments, checked with PostgreSQL's errors */
+extern ForkNumber inspect_fork_argument(text *fork);
+extern BlockNumber inspect_block_argument(int64 blkno);
+extern void inspect_relation_tag(Oid relid, ForkNumber forknum, BlockNumber blkno,
+								 walredo_page_tag *tag, bool *rewritten);
+
 /* pool.c */
 extern walredo_pool *inspect_get_pool(void);
-extern void inspect_redo(const walredo_page_tag *tag, walredo_plan *plan,
-						 uint8 *page);
+extern void inspect_redo(const walredo_page_tag *tag, const uint8 *base_page,
+						 walredo_plan *plan, uint8 *page);
 extern void inspect_register_exit(void);
+
+/* base.c */
+typedef struct InspectBase
+{
+	char		dir[MAXPGPATH];	/* as walredo_inspect.base_backup names it */
+	XLogRecPtr	start_lsn;		/* backup_label's START WAL LOCATION */
+} InspectBase;
+
+extern const InspectBase *inspect_base(void);
+extern void inspect_base_page(const InspectBase *base, const walredo_page_tag *tag,
+							  uint8 *page);
 
 /* wal.c */
 extern XLogRecPtr inspect_flush_limit(void);
-extern walredo_plan *inspect_plan(const walredo_page_tag *tag, XLogRecPtr lsn,
-								  const char *not_found_hint);
+
+/*
+ * The page of tag as of lsn (flushed) into page, from the WAL and, when
+ * walredo_inspect.base_backup is set and no record since its start
+ * initializes the page, the backup's copy.  What it did, for reports:
+ */
+typedef struct InspectRebuild
+{
+	int			records;		/* records replayed */
+	XLogRecPtr	first_lsn;		/* start of the first one, or the backup's */
+	bool		from_base;		/* started from the base backup's copy */
+} InspectRebuild;
+
+extern void inspect_rebuild(const walredo_page_tag *tag, XLogRecPtr lsn,
+							const char *not_found_hint, uint8 *page,
+							InspectRebuild *what);
 
 typedef struct InspectHistoryEntry
 {

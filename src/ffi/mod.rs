@@ -26,6 +26,7 @@ use crate::tag::{PageTag, RelFileNode};
 use crate::PAGE_SIZE;
 
 mod call;
+mod compare;
 mod config;
 mod log;
 mod pages;
@@ -35,6 +36,7 @@ mod slru;
 mod wal;
 
 pub use call::*;
+pub use compare::*;
 pub use config::*;
 pub use log::*;
 pub use pages::*;

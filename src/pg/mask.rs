@@ -23,7 +23,7 @@
 
 use crate::pg::bytes::{le_u16, le_u32, put_u16, put_u32};
 use crate::pg::page::{
-    pd_flags, pd_lower, pd_special, pd_upper, Page, PAGE_SIZE, PD_ALL_VISIBLE, PD_CHECKSUM,
+    pd_flags, pd_lower, pd_lsn, pd_special, pd_upper, Page, PAGE_SIZE, PD_ALL_VISIBLE, PD_CHECKSUM,
     PD_FLAGS, PD_HAS_FREE_LINES, PD_LOWER, PD_PAGE_FULL, PD_PRUNE_XID, PD_UPPER,
     SIZE_OF_PAGE_HEADER,
 };
@@ -103,6 +103,25 @@ pub fn masked_equal(a: &Page, b: &Page, kind: PageKind, blkno: u32) -> bool {
     mask_page(&mut a, kind, blkno);
     mask_page(&mut b, kind, blkno);
     a == b
+}
+
+/// Whether `a` and `b`, two copies of block `blkno`, hold the same page: the
+/// same `pd_lsn`, and equal once masked with the mask their layout says
+/// ([`guess_kind`]); pages whose kind cannot be told, or that look like
+/// different kinds, only when byte-identical but for `pd_checksum`.
+pub fn same_page(a: &Page, b: &Page, blkno: u32) -> bool {
+    if pd_lsn(a) != pd_lsn(b) {
+        return false;
+    }
+    match (guess_kind(a), guess_kind(b)) {
+        (Some(ka), Some(kb)) if ka == kb => masked_equal(a, b, ka, blkno),
+        _ => {
+            let (mut a, mut b) = (*a, *b);
+            mask_page_lsn_and_checksum(&mut a);
+            mask_page_lsn_and_checksum(&mut b);
+            a == b
+        }
+    }
 }
 
 /// Guess, from the page alone, which mask fits it: by the size of its special

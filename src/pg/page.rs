@@ -2,7 +2,7 @@
 //! header (`PageHeaderData`, storage/bufpage.h) that this library reads or
 //! stamps.
 
-use crate::pg::bytes::le_u16;
+use crate::pg::bytes::{le_u16, le_u32};
 
 /// Size of a PostgreSQL page (BLCKSZ); the only size this library supports.
 pub const PAGE_SIZE: usize = 8192;
@@ -59,6 +59,11 @@ pub fn pd_special(page: &[u8]) -> u16 {
 /// `PageIsNew`: the page was never initialized (its header is zeros).
 pub fn page_is_new(page: &[u8]) -> bool {
     pd_upper(page) == 0
+}
+
+/// `pd_lsn`: the end of the last record that changed the page.
+pub fn pd_lsn(page: &[u8]) -> u64 {
+    (u64::from(le_u32(page, 0)) << 32) | u64::from(le_u32(page, 4))
 }
 
 /// Store `lsn` in `pd_lsn` (two 32-bit halves, high first).

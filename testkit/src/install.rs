@@ -161,7 +161,7 @@ impl PrivateInstall {
         }
         let (lib, share) = (under_root(&dirs.pkglib), under_root(&dirs.share));
         let ws = workspace_root();
-        let built = [
+        let mut built = vec![
             (
                 built_dir("pg_walredo").join("pg_walredo.so"),
                 lib.join("pg_walredo.so"),
@@ -170,15 +170,19 @@ impl PrivateInstall {
                 built_dir("walredo_inspect").join("walredo_inspect.so"),
                 lib.join("walredo_inspect.so"),
             ),
-            (
-                ws.join("walredo_inspect/walredo_inspect.control"),
-                share.join("extension/walredo_inspect.control"),
-            ),
-            (
-                ws.join("walredo_inspect/walredo_inspect--1.0.sql"),
-                share.join("extension/walredo_inspect--1.0.sql"),
-            ),
         ];
+        // The control file and every script (versions and update paths).
+        for entry in fs::read_dir(ws.join("walredo_inspect")).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if name.starts_with("walredo_inspect")
+                && (name.ends_with(".control") || name.ends_with(".sql"))
+            {
+                built.push((
+                    ws.join("walredo_inspect").join(&name),
+                    share.join("extension").join(&name),
+                ));
+            }
+        }
         for (from, to) in built {
             assert!(
                 from.is_file(),

@@ -1,0 +1,232 @@
+//! repair_page end to end, on a cluster whose history lives in an archive:
+//! data checksums on, `archive_command` gzip-compressing segments, a base
+//! backup, checkpoints until `pg_wal` no longer holds the early segments, and
+//! a promotion (a timeline switch). Damaged heap and index blocks are
+//! rebuilt from the archive (through `walredo_inspect.restore_command`) and
+//! the base backup, installed, and reach a standby of the repaired server.
+
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use walredo::wal::{parse_lsn, parse_segment_file_name};
+use walredo_testkit::harness::*;
+use walredo_testkit::install::*;
+
+const SEG: u64 = 1024 * 1024;
+const BLCKSZ: u64 = 8192;
+
+fn lsn(s: &str) -> u64 {
+    parse_lsn(s.trim()).unwrap_or_else(|| panic!("not an LSN: {s:?}"))
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Overwrite 200 bytes in the middle of block `blkno` of a relation file,
+/// as a bad disk would: the page then fails its checksum.
+fn damage(file: &Path, blkno: u64) {
+    let f = fs::OpenOptions::new().write(true).open(file).unwrap();
+    f.write_all_at(&[0xAB; 200], blkno * BLCKSZ + 4000).unwrap();
+}
+
+/// Every row of t, in one value: what the table held.
+const ROWS: &str = "SELECT md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM t;";
+/// The same through the index only.
+const ROWS_BY_INDEX: &str = "SET enable_seqscan = off; SET enable_bitmapscan = off;
+     SELECT md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM t WHERE id BETWEEN 0 AND 2000;";
+
+#[test]
+fn repair_from_archive_across_a_timeline_switch() {
+    let _serial = serial();
+    let install = PrivateInstall::new("repair");
+    let pdir = TempDir::new("repair-primary");
+    let sdir = TempDir::new("repair-standby");
+    let s2dir = TempDir::new("repair-standby2");
+    let archive = TempDir::new("repair-archive");
+    let arch = archive.path().display().to_string();
+    let initdb = ["--wal-segsize=1", "--data-checksums"];
+    let archive_command = format!("archive_command = 'gzip < %p > {arch}/%f.gz'");
+    let restore_command = format!("restore_command = 'gunzip < {arch}/%f.gz > %p'");
+    let settings = [
+        "autovacuum = off",
+        "fsync = off",
+        "wal_keep_size = 0",
+        "min_wal_size = 2MB",
+        "max_wal_size = 4MB",
+        "checkpoint_timeout = 1h",
+        "archive_mode = on",
+        archive_command.as_str(),
+        restore_command.as_str(),
+    ];
+    let mut p = install.cluster(pdir.path(), &initdb, &settings);
+    p.start();
+    p.psql(
+        "CREATE EXTENSION walredo_inspect; CREATE EXTENSION pageinspect; CREATE EXTENSION amcheck;
+         CREATE TABLE t (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = off, fillfactor = 50);
+         INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 2000) g;
+         CREATE TABLE filler (x text) WITH (autovacuum_enabled = off);
+         VACUUM (FREEZE) t;
+         CHECKPOINT;",
+    );
+    // The base backup; the standby streams from the primary.
+    let base = pdir.path().join("base");
+    let mut s = p.start_standby(sdir.path(), &initdb, &settings, &base);
+
+    // The row as it was, then a bad UPDATE: its WAL ends up only in the archive.
+    p.psql("UPDATE t SET v = 'before the bad update' WHERE id = 1;");
+    let before_bad = lsn(&p.psql("SELECT pg_current_wal_flush_lsn();"));
+    // HOT: both versions stay in heap block 0; a new row goes into leaf 1.
+    p.psql("UPDATE t SET v = 'bad' WHERE id = 1; INSERT INTO t VALUES (0, 'zero');");
+    for _ in 0..4 {
+        p.psql(
+            "INSERT INTO filler SELECT repeat('f', 500) FROM generate_series(1, 1500);
+             SELECT pg_switch_wal(); CHECKPOINT;",
+        );
+    }
+    p.psql("UPDATE t SET v = v || '+' WHERE id > 1500; SELECT pg_switch_wal();");
+    let flushed = p.psql("SELECT pg_current_wal_flush_lsn();");
+    wait_for("the standby to replay the primary's WAL", || {
+        s.psql(&format!(
+            "SELECT pg_last_wal_replay_lsn() >= '{}';",
+            flushed.trim()
+        )) == "t"
+    });
+    let last_segment = p.psql("SELECT pg_walfile_name(pg_current_wal_flush_lsn() - 1);");
+    wait_for("the primary to archive its WAL", || {
+        p.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;") >= last_segment
+    });
+    p.stop();
+
+    // Promotion: timeline 2; then enough checkpoints that pg_wal forgets.
+    s.psql("SELECT pg_promote();");
+    wait_for("the promotion", || {
+        s.psql("SELECT pg_is_in_recovery();") == "f"
+    });
+    for _ in 0..4 {
+        s.psql(
+            "INSERT INTO filler SELECT repeat('g', 500) FROM generate_series(1, 1500);
+             SELECT pg_switch_wal(); CHECKPOINT;",
+        );
+    }
+    let expected = s.psql(ROWS);
+    let heap_file = s
+        .data
+        .join(s.psql("SELECT pg_relation_filepath('t');").trim());
+    let index_file = s
+        .data
+        .join(s.psql("SELECT pg_relation_filepath('t_pkey');").trim());
+    // A standby of the promoted server, to receive the repairs.
+    let base2 = sdir.path().join("base2");
+    let mut s2 = s.start_standby(s2dir.path(), &initdb, &settings, &base2);
+
+    // The LSN before the bad update is before the switch and before the
+    // oldest segment the promoted server still has.
+    let history = fs::read_to_string(s.data.join("pg_wal/00000002.history")).unwrap();
+    let switch = lsn(history.split_whitespace().nth(1).unwrap());
+    assert!(before_bad < switch);
+    let oldest_kept = fs::read_dir(s.data.join("pg_wal"))
+        .unwrap()
+        .filter_map(|e| parse_segment_file_name(e.unwrap().file_name().to_str()?, SEG))
+        .map(|(_, segno)| segno)
+        .min()
+        .unwrap();
+    assert!(
+        before_bad / SEG < oldest_kept,
+        "pg_wal still holds segment {} (oldest {oldest_kept})",
+        before_bad / SEG
+    );
+
+    // Damage while stopped: heap block 0 (last changed by the bad update),
+    // heap block 2 (unchanged since the base backup) and index leaf 1 (last
+    // changed by the insert), their last changes only in the archive.
+    s.stop();
+    damage(&heap_file, 0);
+    damage(&heap_file, 2);
+    damage(&index_file, 1);
+    s.start();
+
+    let mut ss = Session::open(&s);
+    let r = ss.query(ROWS);
+    assert!(!r.ok() && r.err.contains("invalid page in block"), "{r:?}");
+    let r = ss.query(ROWS_BY_INDEX);
+    assert!(!r.ok() && r.err.contains("invalid page in block"), "{r:?}");
+
+    // Without the archive the WAL does not reach block 0's last image.
+    let r = ss.query("SELECT result FROM repair_page('t', 0);");
+    assert!(!r.ok() && r.err.contains("restore_command"), "{r:?}");
+
+    ss.ok(&format!(
+        "SET walredo_inspect.restore_command = 'gunzip < {arch}/%f.gz > %p';
+         SET walredo_inspect.base_backup = '{}';",
+        base.display()
+    ));
+    // The row before the bad update, from the archive, on timeline 1.
+    let found = ss.ok(&format!(
+        "SELECT count(*) FROM heap_page_items(page_at_lsn('t', 0, '{}'))
+         WHERE position(convert_to('before the bad update', 'UTF8') IN t_data) > 0;",
+        walredo::wal::format_lsn(before_bad)
+    ));
+    assert_eq!(found.trim(), "1");
+
+    // A dry run reports and changes nothing.
+    let report = "SELECT result, old_page_valid, old_checksum_ok, records > 0, from_base_backup";
+    let dry = ss.ok(&format!(
+        "{report} FROM repair_page('t', 0, dry_run => true);"
+    ));
+    assert_eq!(dry.trim(), "would repair|f|f|t|f");
+    assert!(!ss.query(ROWS).ok());
+
+    let heap0 = ss.ok(&format!("{report} FROM repair_page('t', 0);"));
+    assert_eq!(heap0.trim(), "repaired|f|f|t|f");
+    let heap2 = ss.ok("SELECT result, records, from_base_backup FROM repair_page('t', 2);");
+    assert_eq!(heap2.trim(), "repaired|0|t");
+    let leaf = ss.ok(&format!("{report} FROM repair_page('t_pkey', 1);"));
+    assert_eq!(leaf.trim(), "repaired|f|f|t|f");
+    // An undamaged page is left alone.
+    let fine = ss.ok(&format!("{report} FROM repair_page('t', 3);"));
+    assert!(fine.starts_with("identical|t|t|"), "{fine}");
+
+    assert_eq!(ss.ok(ROWS), expected);
+    assert_eq!(ss.ok(ROWS_BY_INDEX).trim(), expected.trim());
+    assert_eq!(ss.ok("SELECT v FROM t WHERE id = 1;").trim(), "bad");
+    assert_eq!(
+        ss.ok("SELECT count(*) FROM verify_heapam('t');").trim(),
+        "0"
+    );
+    ss.ok("SELECT bt_index_check('t_pkey', true);");
+    let new_lsn = ss.ok("SELECT lsn FROM page_header(get_raw_page('t', 0));");
+
+    // The standby got the images.
+    let flushed = s.psql("SELECT pg_current_wal_flush_lsn();");
+    wait_for("the second standby to replay the repairs", || {
+        s2.psql(&format!(
+            "SELECT pg_last_wal_replay_lsn() >= '{}';",
+            flushed.trim()
+        )) == "t"
+    });
+    assert_eq!(
+        s2.psql("SELECT lsn FROM page_header(get_raw_page('t', 0));"),
+        new_lsn.trim()
+    );
+    assert_eq!(s2.psql(ROWS), expected.trim());
+    assert_eq!(s2.psql(ROWS_BY_INDEX).trim(), expected.trim());
+
+    // Refusals: a standby, a non-superuser.
+    let mut on_standby = Session::open(&s2);
+    let r = on_standby.query("SELECT result FROM repair_page('t', 0);");
+    assert!(!r.ok() && r.err.contains("during recovery"), "{r:?}");
+    ss.ok("CREATE ROLE mallory LOGIN; GRANT pg_read_server_files TO mallory;");
+    let mut m = Session::open_db(&s, "postgres", "mallory");
+    let r = m.query("SELECT result FROM repair_page('t', 0);");
+    assert!(!r.ok() && r.err.contains("permission denied"), "{r:?}");
+    drop((m, on_standby, ss));
+    s2.stop();
+    s.stop();
+}
