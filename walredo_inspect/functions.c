@@ -112,7 +112,7 @@ lsn_argument(XLogRecPtr lsn)
  */
 void
 inspect_relation_tag(Oid relid, ForkNumber forknum, BlockNumber blkno, walredo_page_tag *tag,
-			 bool *rewritten)
+					 bool *rewritten, const char *verb)
 {
 	Relation	rel = relation_open(relid, AccessShareLock);
 	BlockNumber nblocks;
@@ -125,14 +125,14 @@ inspect_relation_tag(Oid relid, ForkNumber forknum, BlockNumber blkno, walredo_p
 	if (rel->rd_rel->relpersistence == RELPERSISTENCE_TEMP)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("cannot inspect temporary relation \"%s\"",
-						RelationGetRelationName(rel)),
+				 errmsg("cannot %s temporary relation \"%s\"",
+						verb, RelationGetRelationName(rel)),
 				 errdetail("Temporary relations are not WAL-logged.")));
 	if (rel->rd_rel->relpersistence == RELPERSISTENCE_UNLOGGED && forknum != INIT_FORKNUM)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("cannot inspect unlogged relation \"%s\"",
-						RelationGetRelationName(rel)),
+				 errmsg("cannot %s unlogged relation \"%s\"",
+						verb, RelationGetRelationName(rel)),
 				 errdetail("Unlogged relations are not WAL-logged, but for their init fork.")));
 	if (!smgrexists(RelationGetSmgr(rel), forknum))
 		ereport(ERROR,
@@ -190,7 +190,7 @@ page_at_lsn_rel(PG_FUNCTION_ARGS)
 	bool		rewritten;
 	char	   *hint = NULL;
 
-	inspect_relation_tag(relid, forknum, blkno, &tag, &rewritten);
+	inspect_relation_tag(relid, forknum, blkno, &tag, &rewritten, "inspect");
 	if (rewritten)
 		hint = psprintf("Relation \"%s\" has been in file %u since it was rewritten (VACUUM FULL, "
 						"CLUSTER, TRUNCATE, a rewriting ALTER TABLE); for an LSN before that, "
@@ -271,7 +271,7 @@ page_history(PG_FUNCTION_ARGS)
 	walredo_page_tag tag;
 	InspectHistory history = {0};
 
-	inspect_relation_tag(relid, forknum, blkno, &tag, NULL);
+	inspect_relation_tag(relid, forknum, blkno, &tag, NULL, "inspect");
 	InitMaterializedSRF(fcinfo, 0);
 	inspect_history(&tag, inspect_flush_limit(), &history);
 

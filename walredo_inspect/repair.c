@@ -121,7 +121,7 @@ repair_page(PG_FUNCTION_ARGS)
 
 	/* 1. Held to the end of the transaction: no truncation meanwhile. */
 	rel = relation_open(relid, AccessShareLock);
-	inspect_relation_tag(relid, forknum, blkno, &tag, NULL);
+	inspect_relation_tag(relid, forknum, blkno, &tag, NULL, "repair");
 
 	smgrread(RelationGetSmgr(rel), forknum, blkno, disk.data);
 	disk_valid = page_verifies((Page) disk.data, blkno);

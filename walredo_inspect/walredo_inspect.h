@@ -56,7 +56,7 @@ extern int	inspect_interrupt_pending(void *userdata);
 extern ForkNumber inspect_fork_argument(text *fork);
 extern BlockNumber inspect_block_argument(int64 blkno);
 extern void inspect_relation_tag(Oid relid, ForkNumber forknum, BlockNumber blkno,
-								 walredo_page_tag *tag, bool *rewritten);
+								 walredo_page_tag *tag, bool *rewritten, const char *verb);
 
 /* pool.c */
 extern walredo_pool *inspect_get_pool(void);

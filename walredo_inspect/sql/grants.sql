@@ -13,7 +13,7 @@ GRANT pg_read_server_files TO regress_walredo_reader;
 SELECT r.rolname, p.oid::regprocedure AS function,
        has_function_privilege(r.rolname, p.oid, 'EXECUTE') AS may_execute
   FROM pg_proc p, pg_roles r
-  WHERE p.proname IN ('page_at_lsn', 'page_history') AND
+  WHERE p.proname IN ('page_at_lsn', 'page_history', 'repair_page') AND
     r.rolname IN ('regress_walredo_nobody', 'regress_walredo_reader', 'pg_read_server_files')
   ORDER BY r.rolname COLLATE "C", p.oid::regprocedure::text COLLATE "C";
 
@@ -62,7 +62,16 @@ SELECT position('regress_walredo_someone' IN
 SET walredo_inspect.archive_dir = '/tmp';
 -- Nor run a shell command as the server's user.
 SET walredo_inspect.restore_command = 'cp /tmp/%f %p';
+-- Nor name a base backup, nor repair a page (superuser only).
+SET walredo_inspect.base_backup = '/tmp';
+SELECT result FROM repair_page('fresh', 0, dry_run => true);
 RESET ROLE;
+-- A grant is not enough: the function checks for a superuser itself.
+GRANT EXECUTE ON FUNCTION repair_page(regclass, bigint, text, boolean) TO regress_walredo_reader;
+SET ROLE regress_walredo_reader;
+SELECT result FROM repair_page('fresh', 0, dry_run => true);
+RESET ROLE;
+REVOKE EXECUTE ON FUNCTION repair_page(regclass, bigint, text, boolean) FROM regress_walredo_reader;
 
 DROP TABLE fresh;
 DROP DATABASE regression_walredo_other;

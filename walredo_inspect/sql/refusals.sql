@@ -113,11 +113,37 @@ SELECT hint LIKE '%rewritten%' AND
   FROM error_of(format('SELECT page_at_lsn(%L, 0, %L)', 'vf', :'before_rewrite'));
 
 -- ===================================================================
+-- repair_page: what it refuses, and pages that need no repair
+-- ===================================================================
+SELECT result FROM repair_page('tmp', 0);
+SELECT result FROM repair_page('u', 0);
+SELECT result FROM repair_page('v', 0);
+SELECT result FROM repair_page('t', 999, dry_run => true);
+SELECT result FROM repair_page('t', -1);
+SELECT result FROM repair_page('t', 0, 'nosuchfork');
+-- Pages as their WAL makes them (hint bits and command ids aside) are left
+-- alone; with dry_run too.
+SELECT result, old_page_valid, records > 0 AS replayed, from_base_backup, new_lsn IS NULL AS unchanged
+  FROM repair_page('t', 0, dry_run => true);
+SELECT result, old_page_valid, records > 0 AS replayed, from_base_backup, new_lsn IS NULL AS unchanged
+  FROM repair_page('vf', 0);
+
+-- ===================================================================
 -- Settings
 -- ===================================================================
 \set VERBOSITY default
 SET walredo_inspect.archive_dir = 'relative/dir';
+SET walredo_inspect.base_backup = 'relative/dir';
 \set VERBOSITY terse
+-- A base backup that is not one: no such directory; a data directory
+-- without backup_label.
+SET walredo_inspect.base_backup = '/nonexistent/walredo-base';
+SELECT length(page_at_lsn('t', 1, pg_current_wal_flush_lsn()));
+SELECT current_setting('data_directory') AS datadir \gset
+SET walredo_inspect.base_backup = :'datadir';
+SELECT state, replace(message, :'datadir', 'DATADIR') AS message
+  FROM error_of($$SELECT length(page_at_lsn('t', 1, pg_current_wal_flush_lsn()))$$);
+RESET walredo_inspect.base_backup;
 -- (The range's wording changed in PostgreSQL 17.)
 SELECT message LIKE '%outside the valid range for parameter "walredo_inspect.timeout"%'
        AS timeout_range
