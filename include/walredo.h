@@ -657,18 +657,23 @@ int walredo_call_finish(struct walredo_call *call, uint8_t *out_page);
 void walredo_call_cancel(struct walredo_call *call);
 
 /**
- * Whether `a` and `b`, two copies of block `blkno` (`WALREDO_PAGE_SIZE`
- * bytes each), hold the same page: the same `pd_lsn`, and equal once what
+ * Whether `a` and `b`, two copies of the block `tag` names
+ * (`WALREDO_PAGE_SIZE` bytes each), hold the same page: the same `pd_lsn`,
+ * and equal once what
  * WAL replay does not reproduce is masked as PostgreSQL's
  * `wal_consistency_checking` masks it (the checksum, hint bits, a tuple's
  * command id, unused space, ...), with the masks of the access method the
  * pages' layout says (heap, B-tree, hash, GiST, GIN, SP-GiST, BRIN,
- * sequence, generic). Pages whose kind cannot be told apart (a new page, a
- * damaged header) or that look like different kinds match only when
- * byte-identical but for `pd_checksum`. `*matches` is set to 1 or 0.
- * Errors: `WALREDO_INVALID_ARGUMENT` for NULL. Thread-safe.
+ * sequence, generic). Visibility-map pages, pages whose kind cannot be
+ * told (a new page, a damaged header) and pages that look like different
+ * kinds match only when byte-identical but for `pd_checksum`. `*matches`
+ * is set to 1 or 0. Errors: `WALREDO_INVALID_ARGUMENT` for NULL or a fork
+ * above 3. Thread-safe.
  */
-int walredo_pages_match(const uint8_t *a, const uint8_t *b, uint32_t blkno, int *matches);
+int walredo_pages_match(const struct walredo_page_tag *tag,
+                        const uint8_t *a,
+                        const uint8_t *b,
+                        int *matches);
 
 /**
  * Create a configuration with every key at its default. Free it with

@@ -69,10 +69,10 @@ flush_all(void)
 
 /* Whether two copies of a block hold the same page, redo's differences masked. */
 static bool
-same_page(const uint8 *a, const uint8 *b, BlockNumber blkno)
+same_page(const walredo_page_tag *tag, const uint8 *a, const uint8 *b)
 {
 	int			matches = 0;
-	int			rc = walredo_pages_match(a, b, blkno, &matches);
+	int			rc = walredo_pages_match(tag, a, b, &matches);
 
 	if (rc != WALREDO_OK)
 		inspect_library_error(rc, "could not compare the pages");
@@ -153,7 +153,7 @@ repair_page(PG_FUNCTION_ARGS)
 		inspect_rebuild(&tag, flushed, NULL, (uint8 *) rebuilt.data, &what);
 	}
 
-	if (disk_valid && same_page((uint8 *) current, (uint8 *) rebuilt.data, blkno))
+	if (disk_valid && same_page(&tag, (uint8 *) current, (uint8 *) rebuilt.data))
 		result = "identical";
 	else if (dry_run)
 		result = "would repair";

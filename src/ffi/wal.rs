@@ -103,7 +103,7 @@ fn source_status(e: SourceError) -> Result<c_int, Error> {
 
 /// # Safety
 /// `tag` is NULL or points to a valid `walredo_page_tag`.
-unsafe fn page_tag(tag: *const walredo_page_tag) -> Result<PageTag, Error> {
+pub(super) unsafe fn page_tag(tag: *const walredo_page_tag) -> Result<PageTag, Error> {
     // SAFETY: NULL or a valid walredo_page_tag (the caller's contract).
     let t = unsafe { arg(tag, "tag") }?;
     if t.forknum > MAX_FORKNUM {

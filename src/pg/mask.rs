@@ -31,6 +31,7 @@ use crate::pg::rmgr::{
     RM_BRIN_ID, RM_BTREE_ID, RM_GENERIC_ID, RM_GIN_ID, RM_GIST_ID, RM_HASH_ID, RM_HEAP2_ID,
     RM_HEAP_ID, RM_SEQ_ID, RM_SPGIST_ID,
 };
+use crate::tag::VISIBILITYMAP_FORKNUM;
 
 /// `MASK_MARKER` (access/bufmask.h): what masked bytes are set to.
 const MASK_MARKER: u8 = 0;
@@ -105,16 +106,21 @@ pub fn masked_equal(a: &Page, b: &Page, kind: PageKind, blkno: u32) -> bool {
     a == b
 }
 
-/// Whether `a` and `b`, two copies of block `blkno`, hold the same page: the
-/// same `pd_lsn`, and equal once masked with the mask their layout says
-/// ([`guess_kind`]); pages whose kind cannot be told, or that look like
-/// different kinds, only when byte-identical but for `pd_checksum`.
-pub fn same_page(a: &Page, b: &Page, blkno: u32) -> bool {
+/// Whether `a` and `b`, two copies of block `blkno` of fork `forknum`, hold
+/// the same page: the same `pd_lsn`, and equal once masked with the mask
+/// their layout says ([`guess_kind`]). Visibility-map pages (whose layout
+/// looks like an empty heap page's), pages whose kind cannot be told, or
+/// that look like different kinds, only when byte-identical but for
+/// `pd_checksum`.
+pub fn same_page(a: &Page, b: &Page, forknum: u8, blkno: u32) -> bool {
     if pd_lsn(a) != pd_lsn(b) {
         return false;
     }
-    match (guess_kind(a), guess_kind(b)) {
-        (Some(ka), Some(kb)) if ka == kb => masked_equal(a, b, ka, blkno),
+    let kinds = (guess_kind(a), guess_kind(b));
+    match kinds {
+        (Some(ka), Some(kb)) if ka == kb && forknum != VISIBILITYMAP_FORKNUM => {
+            masked_equal(a, b, ka, blkno)
+        }
         _ => {
             let (mut a, mut b) = (*a, *b);
             mask_page_lsn_and_checksum(&mut a);
@@ -504,6 +510,7 @@ mod tests {
     use crate::pg::rmgr::{
         RM_CLOG_ID, RM_COMMIT_TS_ID, RM_LOGICALMSG_ID, RM_SMGR_ID, RM_XACT_ID, RM_XLOG_ID,
     };
+    use crate::tag::MAIN_FORKNUM;
 
     const LP_REDIRECT: u32 = 2;
     const LP_DEAD: u32 = 3;
@@ -703,6 +710,28 @@ mod tests {
             !masked_equal(page, &other, kind, BLKNO),
             "{what} was masked"
         );
+    }
+
+    #[test]
+    fn same_page_needs_the_lsn_and_reads_visibility_maps_whole() {
+        let a = heap_page();
+        let mut b = a;
+        touch_header_hints(&mut b);
+        assert!(same_page(&a, &b, MAIN_FORKNUM, 3));
+        // A page behind (or ahead of) the other is not the same page.
+        let mut older = a;
+        older[7] ^= 1;
+        assert!(!same_page(&a, &older, MAIN_FORKNUM, 3));
+        // A visibility-map page is all "unused space" to a heap mask: its
+        // bits are compared as they are, but for the checksum.
+        let vm = init_page(0);
+        let mut bits = vm;
+        bits[100] = 0x03;
+        assert!(same_page(&vm, &bits, MAIN_FORKNUM, 0));
+        assert!(!same_page(&vm, &bits, VISIBILITYMAP_FORKNUM, 0));
+        bits[100] = 0;
+        bits[PD_CHECKSUM] = 0x55;
+        assert!(same_page(&vm, &bits, VISIBILITYMAP_FORKNUM, 0));
     }
 
     #[test]
