@@ -186,14 +186,18 @@ check-15: build lint header-check test c-tests pkgconfig-test check-demos
 check-15 check-version: inspect-regress
 
 # The tests that run PostgreSQL $(PG_VERSION)'s own server and redo: the
-# Rust tests that start real servers (VERSION_TESTS); the C tests'
+# Rust tests that start real servers (VERSION_TESTS, and the command's:
+# VERSION_CLI_TESTS); the C tests'
 # real-page part; the demo's oracle for every access method, with defaults
 # and with full_page_writes=off and WAL compression.
 VERSION_TESTS ?= real_wal sandbox inspect inspect_wal inspect_lifetime process wal_source wal_paths template slru_route repair
+VERSION_CLI_TESTS ?= check_repair
 VERSION_DEMO_WORKLOAD ?= cli/demo/workload.sql
 check-version: build
 	$(CARGO) build --release -p walredo-testkit --bins
 	$(CARGO) test --release --no-fail-fast -p walredo $(foreach t,$(VERSION_TESTS),--test $(t)) \
+	  -- --nocapture --test-threads=1
+	$(CARGO) test --release --no-fail-fast -p walredo-cli $(foreach t,$(VERSION_CLI_TESTS),--test $(t)) \
 	  -- --nocapture --test-threads=1
 	C_TESTS_NO_LIB_BUILD=1 c_tests/run.sh
 	$(MAKE) --no-print-directory check-demos

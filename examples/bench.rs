@@ -860,6 +860,7 @@ fn main() {
         archives: Vec::new(),
         restore_command: None,
         expected: rec.expected.clone(),
+        expected_is: Default::default(),
         processes: cpus,
         end: Some(rec.target_lsn),
         config: config(cpus),

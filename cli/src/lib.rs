@@ -2,5 +2,6 @@
 //! WAL touched and compare with PostgreSQL's recovery) and `page` (a page as
 //! it was at an LSN), for the command, the demo, the benchmark and the tests.
 
+pub mod check;
 pub mod server;
 pub mod verify;

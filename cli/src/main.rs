@@ -7,6 +7,11 @@
 //!           --base DIR --wal DIR [--archive DIR ...] [--restore-command CMD]
 //!           --rel SPC/DB/REL [--fork F] --block N
 //!           [--lsn X/Y] [--out FILE]
+//!   walredo [...] check --data DIR --base DIR [--wal DIR ...]
+//!           [--restore-command CMD] [--processes N]
+//!   walredo [...] repair --data DIR --base DIR [--wal DIR ...]
+//!           [--restore-command CMD] (--rel SPC/DB/REL [--fork F] --block N
+//!           | --all-damaged)
 //!
 //! The server that replays: `--bindir`, else `--pg-config`, else `PG_CONFIG`
 //! in the environment, else Debian's `/usr/lib/postgresql/N/bin` of the data
@@ -20,8 +25,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use walredo::tag::{PageTag, RelFileNode};
 use walredo::wal::parse_lsn;
 use walredo::Config;
+use walredo_cli::check::{check, may_repair, saved_pages_dir, write_page, CheckOptions};
 use walredo_cli::server::named_bindir;
-use walredo_cli::verify::{page_as_of_in, verify, VerifyOptions};
+use walredo_cli::verify::{page_as_of_in, verify, Expected, VerifyOptions};
 
 #[derive(Parser)]
 #[command(
@@ -109,6 +115,57 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Check every page of a stopped cluster against what its WAL since
+    /// BASE makes it (and the pages that WAL did not change against BASE):
+    /// each one that is behind its WAL (a lost write) or different
+    /// (corruption) is listed. Exits 1 when any is.
+    Check {
+        #[command(flatten)]
+        sources: Sources,
+        /// wal-redo processes to run (default: one per CPU).
+        #[arg(long)]
+        processes: Option<usize>,
+    },
+    /// Rewrite damaged pages of a stopped cluster with what its WAL since
+    /// BASE makes them, checksummed when it has data checksums; each old
+    /// page is saved first in DATA.walredo-saved beside it.
+    Repair {
+        #[command(flatten)]
+        sources: Sources,
+        /// The relation file of the one block to rewrite: SPC/DB/REL.
+        #[arg(long, value_parser = rel, required_unless_present = "all_damaged",
+              conflicts_with = "all_damaged", requires = "block")]
+        rel: Option<RelFileNode>,
+        #[arg(long, value_enum, default_value = "main")]
+        fork: Fork,
+        #[arg(long)]
+        block: Option<u32>,
+        /// Every page `walredo check` finds damaged.
+        #[arg(long)]
+        all_damaged: bool,
+        /// wal-redo processes to run (default: one per CPU).
+        #[arg(long)]
+        processes: Option<usize>,
+    },
+}
+
+/// The sources `check` and `repair` read.
+#[derive(clap::Args)]
+struct Sources {
+    /// Data directory of the cluster, stopped cleanly.
+    #[arg(long)]
+    data: PathBuf,
+    /// A base backup of it (pg_basebackup, plain or tar; or a cleanly
+    /// stopped copy) from before the WAL that is read.
+    #[arg(long)]
+    base: PathBuf,
+    /// Directories of its WAL since the base, in order: DATA/pg_wal when
+    /// none is given; archives (segments plain or compressed) after it.
+    #[arg(long = "wal")]
+    wal: Vec<PathBuf>,
+    /// A restore_command fetching the segments no directory has.
+    #[arg(long)]
+    restore_command: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -195,6 +252,7 @@ fn main() -> ExitCode {
                 archives,
                 restore_command,
                 expected,
+                expected_is: Expected::Recovered,
                 processes: processes.unwrap_or(config.processes).max(1),
                 end,
                 config,
@@ -225,6 +283,50 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("walredo verify: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Check { sources, processes } => {
+            let opts = check_options(sources, processes, config);
+            explain_sigbus();
+            match check(&opts, &|_, _| {}) {
+                Ok(report) => {
+                    println!("{report}");
+                    if report.clean() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("walredo check: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Repair {
+            sources,
+            rel,
+            fork,
+            block,
+            all_damaged,
+            processes,
+        } => {
+            let opts = check_options(sources, processes, config);
+            explain_sigbus();
+            match repair(
+                &opts,
+                rel.zip(block).map(|(rel, blkno)| PageTag {
+                    rel,
+                    forknum: fork as u8,
+                    blkno,
+                }),
+                all_damaged,
+            ) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("walredo repair: {e}");
                     ExitCode::from(2)
                 }
             }
@@ -274,6 +376,67 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn check_options(sources: Sources, processes: Option<usize>, config: Config) -> CheckOptions {
+    CheckOptions {
+        data: sources.data,
+        base: sources.base,
+        wal: sources.wal,
+        restore_command: sources.restore_command,
+        processes: processes.unwrap_or(config.processes).max(1),
+        config,
+    }
+}
+
+/// `walredo repair`: one block (rebuilt to the end of the WAL), or every
+/// page `check` finds damaged. Prints each page written and where its old
+/// copy went.
+fn repair(opts: &CheckOptions, one: Option<PageTag>, all_damaged: bool) -> Result<(), String> {
+    may_repair(&opts.data, &opts.config)?;
+    let saved = saved_pages_dir(&opts.data);
+    let pages: Vec<(PageTag, Box<walredo::pg::page::Page>)> = match one {
+        Some(tag) => {
+            let wal = opts
+                .wal
+                .first()
+                .cloned()
+                .unwrap_or(opts.data.join("pg_wal"));
+            let archives = opts.wal.get(1..).unwrap_or_default();
+            let page = page_as_of_in(
+                &opts.base,
+                &wal,
+                archives,
+                opts.restore_command.as_deref(),
+                &tag,
+                None,
+                &opts.config,
+            )?;
+            vec![(tag, page)]
+        }
+        None => {
+            debug_assert!(all_damaged);
+            let report = check(opts, &|_, _| {})?;
+            if !report.verify.failures.is_empty() {
+                return Err(format!(
+                    "{} pages could not be checked; nothing written:\n{report}",
+                    report.verify.failures.len()
+                ));
+            }
+            report
+                .verify
+                .damaged
+                .into_iter()
+                .map(|(tag, d)| (tag, d.good))
+                .collect()
+        }
+    };
+    for (tag, page) in &pages {
+        let kept = write_page(&opts.data, &saved, tag, page)?;
+        println!("repaired {tag} (the old page is in {})", kept.display());
+    }
+    println!("repaired: {} pages", pages.len());
+    Ok(())
 }
 
 /// `xxd`-style lines; runs of identical lines collapse into "*".

@@ -107,6 +107,7 @@ fn a_compressed_archive_reads_and_verifies_as_pg_wal() {
         archives: Vec::new(),
         restore_command: None,
         expected: rec.expected.clone(),
+        expected_is: Default::default(),
         processes: 2,
         end: Some(rec.target_lsn),
         config: config(),

@@ -77,6 +77,7 @@ fn a_base_backup_taken_under_load_is_a_starting_point() {
         archives: Vec::new(),
         restore_command: None,
         expected: expected.clone(),
+        expected_is: Default::default(),
         processes: 2,
         end: walredo::wal::parse_lsn(&target),
         config: config(),
@@ -116,6 +117,7 @@ fn a_base_backup_taken_under_load_is_a_starting_point() {
     let from_tar = VerifyOptions {
         base: tar_backup.clone(),
         expected: tar_expected.clone(),
+        expected_is: Default::default(),
         ..opts.clone()
     };
     let report = verify(&from_tar, &|_, _| {}).unwrap();

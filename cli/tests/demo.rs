@@ -60,6 +60,7 @@ fn demo_with(name: &str, conf: &[&str], fast_path: bool, slru: bool) {
         archives: Vec::new(),
         restore_command: None,
         expected: rec.expected.clone(),
+        expected_is: Default::default(),
         processes: 2,
         end: Some(rec.target_lsn),
         config: Config {

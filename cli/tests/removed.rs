@@ -94,6 +94,7 @@ fn truncated_blocks_did_not_exist() {
         archives: Vec::new(),
         restore_command: None,
         expected: rec.expected.clone(),
+        expected_is: Default::default(),
         processes: 1,
         end: Some(rec.target_lsn),
         config: Config { ..config() },

@@ -7,7 +7,9 @@
 //! the page as 32-bit words with `pd_checksum` zeroed, two rounds of zeros,
 //! the sums XORed together, XORed with the block number, reduced to 1..=65535.
 
-use crate::pg::page::{page_is_new, PD_CHECKSUM};
+use crate::pg::page::{
+    page_is_new, pd_checksum, pd_flags, pd_lower, pd_special, pd_upper, PD_CHECKSUM,
+};
 use crate::PAGE_SIZE;
 
 const N_SUMS: usize = 32;
@@ -56,10 +58,28 @@ pub fn stamp_checksum(page: &mut [u8; PAGE_SIZE], blkno: u32) {
     page[PD_CHECKSUM..PD_CHECKSUM + 2].copy_from_slice(&sum.to_le_bytes());
 }
 
+/// `pd_flags` bits PostgreSQL defines (`PD_VALID_FLAG_BITS`).
+const PD_VALID_FLAG_BITS: u16 = 0x0007;
+
+/// Whether PostgreSQL would accept `page`, block `blkno`, read from disk
+/// (`PageIsVerified`): an all-zero page, or a header whose offsets are in
+/// order and, with data checksums on, a matching checksum.
+pub fn page_verifies(page: &[u8; PAGE_SIZE], blkno: u32, data_checksums: bool) -> bool {
+    if page_is_new(page) {
+        return page.iter().all(|&b| b == 0);
+    }
+    let (lower, upper, special) = (pd_lower(page), pd_upper(page), pd_special(page));
+    let header_ok = pd_flags(page) & !PD_VALID_FLAG_BITS == 0
+        && lower <= upper
+        && upper <= special
+        && special as usize <= PAGE_SIZE
+        && special % 8 == 0;
+    header_ok && (!data_checksums || pd_checksum(page) == page_checksum(page, blkno))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pg::page::pd_checksum;
 
     #[test]
     fn checksum_ignores_its_own_field_and_depends_on_the_block() {
@@ -82,5 +102,29 @@ mod tests {
         stamp_checksum(&mut page, 3);
         assert_eq!(pd_checksum(&page), page_checksum(&page, 3));
         assert!(page_checksum(&page, 3) >= 1);
+    }
+
+    #[test]
+    fn verifies_as_postgresql_reads_a_page() {
+        let zeros = [0u8; PAGE_SIZE];
+        assert!(page_verifies(&zeros, 7, true));
+        let mut page = zeros;
+        page[12] = 24; // pd_lower
+        page[14..16].copy_from_slice(&8192u16.to_le_bytes());
+        page[16..18].copy_from_slice(&8192u16.to_le_bytes());
+        assert!(page_verifies(&page, 7, false));
+        assert!(!page_verifies(&page, 7, true), "no checksum yet");
+        stamp_checksum(&mut page, 7);
+        assert!(page_verifies(&page, 7, true));
+        assert!(!page_verifies(&page, 8, true), "another block's");
+        page[4000] = 0xAB;
+        assert!(!page_verifies(&page, 7, true), "a damaged byte");
+        assert!(page_verifies(&page, 7, false));
+        page[12] = 0xFF; // pd_lower past pd_upper
+        page[13] = 0x7F;
+        assert!(!page_verifies(&page, 7, false));
+        let mut torn = zeros;
+        torn[100] = 1; // a new page's header with bytes after it
+        assert!(!page_verifies(&torn, 7, false));
     }
 }

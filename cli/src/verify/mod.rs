@@ -3,7 +3,7 @@
 //! rebuild one page as of an LSN. The engine behind `walredo verify` and
 //! `walredo page`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
@@ -352,6 +352,8 @@ pub struct Tally {
     pub pages: u64,
     pub identical: u64,
     pub different: u64,
+    /// `Expected::Written`: valid pages with an older LSN than their WAL's.
+    pub behind: u64,
     /// Each differing page and the offset of its first differing byte.
     pub differences: Vec<(PageTag, usize)>,
 }
@@ -383,6 +385,10 @@ pub struct Report {
     pub vm_side_effects: BTreeMap<String, (u64, u64)>,
     /// SLRU pages and relation maps, rebuilt and compared.
     pub slru: SlruReport,
+    /// `Expected::Written`: every block compared, and each page that is
+    /// not what its WAL makes it.
+    pub compared: HashSet<PageTag>,
+    pub damaged: BTreeMap<PageTag, crate::check::Damage>,
 }
 
 impl Report {
@@ -595,6 +601,21 @@ impl fmt::Display for Report {
     }
 }
 
+/// What EXPECTED is, and so how a rebuilt page is compared with its page.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Expected {
+    /// PostgreSQL's recovery of the same WAL onto BASE (`walredo verify`):
+    /// byte for byte.
+    #[default]
+    Recovered,
+    /// A cluster's own data directory, as its server wrote it (`walredo
+    /// check`): the same LSN and the same page once what redo does not
+    /// reproduce is masked (`walredo::pg::mask`); a page that is not is
+    /// behind its WAL or different ([`crate::check`]). Free-space-map pages
+    /// (not WAL-logged) are not compared.
+    Written,
+}
+
 #[derive(Clone)]
 pub struct VerifyOptions {
     pub base: PathBuf,
@@ -606,6 +627,8 @@ pub struct VerifyOptions {
     /// (`walredo::wal::restore`), as PostgreSQL runs it.
     pub restore_command: Option<String>,
     pub expected: PathBuf,
+    /// What EXPECTED is.
+    pub expected_is: Expected,
     pub processes: usize,
     /// Replay records that start before this LSN (default: all).
     pub end: Option<u64>,

@@ -30,7 +30,7 @@ use walredo::wal::mapped::{MappedWal, RecordAt};
 use walredo::wal::uses::{last_run, Use};
 use walredo::{Error, PAGE_SIZE};
 
-use super::{zero_start, ControlInfo, Placed, Report, VerifyOptions};
+use super::{zero_start, ControlInfo, Expected, Placed, Report, VerifyOptions};
 
 /// Requests submitted and not yet answered, per process (the pool's queue
 /// holds as many): two of the pool's batches (32), so that a process finds
@@ -99,6 +99,7 @@ pub fn rebuild(
                 arrived,
                 give_back,
                 expected_files,
+                opts.expected_is,
                 base.data_checksums,
                 total,
                 report,
@@ -217,6 +218,7 @@ fn compare_all(
     arrived: Receiver<Outcome>,
     give_back: SyncSender<()>,
     expected_files: &PageFiles,
+    expected_is: Expected,
     data_checksums: bool,
     total: usize,
     report: &mut Report,
@@ -259,7 +261,13 @@ fn compare_all(
                 if data_checksums {
                     stamp_checksum(&mut page, tag.blkno);
                 }
-                compare(report, &tag, rmgr, &page, expected_files.read(&tag));
+                let expected = expected_files.read(&tag);
+                match expected_is {
+                    Expected::Recovered => compare(report, &tag, rmgr, &page, expected),
+                    Expected::Written => {
+                        crate::check::compare(report, &tag, rmgr, page, expected, data_checksums)
+                    }
+                }
             }
         }
         let _ = give_back.try_send(());
