@@ -1068,13 +1068,26 @@ int walredo_wal_open(const char *const *dirs,
  * (0: 64), the oldest removed first. The strings are copied. A plan the
  * directories cannot answer fetches the segment holding its LSN, or the
  * one before the oldest present, and tries again, at most `most_cached`
- * times.
+ * times. The target timeline's history file, when no directory has it, is
+ * fetched too (once; it is kept), so that WAL before a timeline switch is
+ * looked for under its own timeline's names.
  */
 int walredo_wal_set_restore_command(struct walredo_wal *wal,
                                     const char *command,
                                     const char *cache_dir,
                                     uint64_t timeout_ms,
                                     size_t most_cached);
+
+/**
+ * Read only the WAL of the cluster whose system identifier is
+ * `system_id` (pg_control's, `GetSystemIdentifier()` in a backend): a
+ * segment of another cluster, in a directory or fetched by the restore
+ * command (an archive of another cluster with the same segment names), is
+ * never read: lookups that need it fail with a message naming its file
+ * and both identifiers. Without this call the first segment read decides.
+ * Errors: `WALREDO_INVALID_ARGUMENT` for NULL or 0.
+ */
+int walredo_wal_expect_system(struct walredo_wal *wal, uint64_t system_id);
 
 /**
  * Free a WAL source (NULL allowed). Plans made from it stay valid.

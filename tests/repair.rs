@@ -8,8 +8,11 @@
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use walredo::wal::restore::RestoreCommand;
+use walredo::wal::source::WalSource;
 use walredo::wal::{parse_lsn, parse_segment_file_name};
 use walredo_testkit::harness::*;
 use walredo_testkit::install::*;
@@ -218,6 +221,17 @@ fn repair_from_archive_across_a_timeline_switch() {
     assert_eq!(s2.psql(ROWS), expected.trim());
     assert_eq!(s2.psql(ROWS_BY_INDEX).trim(), expected.trim());
 
+    // An archive of another cluster with the same segment names is refused.
+    let other_archive = other_clusters_archive(&install, before_bad / SEG + 2);
+    let r = ss.query(&format!(
+        "SET walredo_inspect.restore_command = 'gunzip < {}/%f.gz > %p';
+         SELECT length(page_at_lsn('t', 0, '{}'));",
+        other_archive.path().display(),
+        walredo::wal::format_lsn(before_bad)
+    ));
+    assert!(!r.ok() && r.err.contains("system identifier"), "{r:?}");
+    let tag = s.main_tag("t", 0);
+
     // Refusals: a standby, a non-superuser.
     let mut on_standby = Session::open(&s2);
     let r = on_standby.query("SELECT result FROM repair_page('t', 0);");
@@ -229,4 +243,60 @@ fn repair_from_archive_across_a_timeline_switch() {
     drop((m, on_standby, ss));
     s2.stop();
     s.stop();
+
+    // A WAL source with timeline 2's segments only: the restore command
+    // fetches the history file too, and the WAL before the switch under
+    // timeline 1's names.
+    let only_tli2 = TempDir::new("repair-tli2");
+    for e in fs::read_dir(s.data.join("pg_wal")).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().into_string().unwrap();
+        if matches!(parse_segment_file_name(&name, SEG), Some((2, _))) {
+            fs::copy(e.path(), only_tli2.path().join(&name)).unwrap();
+        }
+    }
+    let cache = only_tli2.path().join("restored");
+    let mut source = WalSource::new(vec![only_tli2.path().to_path_buf()], None);
+    let restore = RestoreCommand::new(
+        &format!("gunzip < {arch}/%f.gz > %p"),
+        &cache,
+        Duration::from_secs(60),
+        64,
+    )
+    .unwrap();
+    source.set_restore(Some(Arc::new(restore)));
+    let plan = source.plan(&tag, before_bad, &mut || false).unwrap();
+    assert!(cache.join("00000002.history").is_file());
+    assert!(plan.records.last().unwrap().end_lsn <= before_bad);
+    assert!(cache
+        .join(walredo::wal::segment_file_name(1, before_bad / SEG, SEG))
+        .is_file());
+}
+
+/// A cluster of its own with 1 MB segments, its WAL written past segment
+/// `segments` and archived gzip-compressed: an archive whose segment names
+/// are another cluster's.
+fn other_clusters_archive(install: &PrivateInstall, segments: u64) -> TempDir {
+    let dir = TempDir::new("repair-other");
+    let archive = TempDir::new("repair-other-archive");
+    let command = format!(
+        "archive_command = 'gzip < %p > {}/%f.gz'",
+        archive.path().display()
+    );
+    let mut q = install.cluster(
+        dir.path(),
+        &["--wal-segsize=1"],
+        &["archive_mode = on", &command, "fsync = off"],
+    );
+    q.start();
+    for _ in 0..segments {
+        q.psql("CREATE TABLE x (); DROP TABLE x; SELECT pg_switch_wal();");
+    }
+    let last = q.psql("SELECT pg_walfile_name(pg_current_wal_flush_lsn() - 1);");
+    wait_for("the other cluster to archive its WAL", || {
+        q.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;") >= last
+    });
+    q.stop();
+    drop(dir);
+    archive
 }

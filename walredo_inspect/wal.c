@@ -131,6 +131,9 @@ get_wal(void)
 		dirs[n_dirs++] = archive;
 
 	rc = walredo_wal_open(dirs, n_dirs, tli, &wal);
+	/* An archive of another cluster with the same segment names: refused. */
+	if (rc == WALREDO_OK)
+		rc = walredo_wal_expect_system(wal, GetSystemIdentifier());
 	if (rc == WALREDO_OK && restore[0] != '\0')
 	{
 		char		cache[MAXPGPATH];

@@ -207,7 +207,9 @@ pub unsafe extern "C" fn walredo_wal_open(
 /// (0: 64), the oldest removed first. The strings are copied. A plan the
 /// directories cannot answer fetches the segment holding its LSN, or the
 /// one before the oldest present, and tries again, at most `most_cached`
-/// times.
+/// times. The target timeline's history file, when no directory has it, is
+/// fetched too (once; it is kept), so that WAL before a timeline switch is
+/// looked for under its own timeline's names.
 #[no_mangle]
 pub unsafe extern "C" fn walredo_wal_set_restore_command(
     wal: *mut walredo_wal,
@@ -247,6 +249,26 @@ pub unsafe extern "C" fn walredo_wal_set_restore_command(
         let restore = RestoreCommand::new(&command, &cache, timeout, most)
             .map_err(|e| invalid(e.to_string()))?;
         wal.source.lock().set_restore(Some(Arc::new(restore)));
+        Ok(())
+    })
+}
+
+/// Read only the WAL of the cluster whose system identifier is
+/// `system_id` (pg_control's, `GetSystemIdentifier()` in a backend): a
+/// segment of another cluster, in a directory or fetched by the restore
+/// command (an archive of another cluster with the same segment names), is
+/// never read: lookups that need it fail with a message naming its file
+/// and both identifiers. Without this call the first segment read decides.
+/// Errors: `WALREDO_INVALID_ARGUMENT` for NULL or 0.
+#[no_mangle]
+pub unsafe extern "C" fn walredo_wal_expect_system(wal: *mut walredo_wal, system_id: u64) -> c_int {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let wal = unsafe { source(wal) }?;
+        if system_id == 0 {
+            return Err(invalid("system_id is 0"));
+        }
+        wal.source.lock().expect_system(system_id);
         Ok(())
     })
 }

@@ -157,7 +157,7 @@ impl fmt::Display for WalError {
                 found,
             } => write!(
                 f,
-                "WAL segment {} belongs to database system {found}, not {expected}; remove files of other clusters from the directory",
+                "WAL segment {} is of another cluster: its system identifier is {found}, this cluster's {expected} (an archive or directory of another cluster with the same segment names)",
                 file.display()
             ),
         }

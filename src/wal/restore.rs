@@ -177,6 +177,10 @@ impl RestoreCommand {
 
     /// Remember `name` as fetched; remove the oldest beyond the limit.
     fn keep(&self, name: &str) {
+        // History files are small and needed by every later listing: kept.
+        if name.ends_with(".history") {
+            return;
+        }
         let mut fetched = self.fetched.lock().unwrap_or_else(|e| e.into_inner());
         fetched.push_back(name.to_string());
         while fetched.len() > self.most_cached {

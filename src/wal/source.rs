@@ -39,6 +39,7 @@ use crate::wal::lifetime::{self, Removal};
 use crate::wal::pages;
 use crate::wal::record::{self, RecordError};
 use crate::wal::restore::{RestoreCommand, RestoreError};
+use crate::wal::timeline::history_file_name;
 use crate::wal::{format_lsn, next_record_start, Segments, Start, WalError, WalReader, WalRecord};
 
 mod history;
@@ -279,6 +280,9 @@ pub struct WalSource {
     /// Fetches older segments for plans the directories cannot answer
     /// (its cache directory is the last of `dirs`).
     restore: Option<Arc<RestoreCommand>>,
+    /// The timeline whose history file the restore command was asked for
+    /// (once: the archive either has it or not).
+    history_asked: Option<u32>,
 }
 
 impl WalSource {
@@ -302,6 +306,16 @@ impl WalSource {
             flushed: 0,
             records_read: 0,
             restore: None,
+            history_asked: None,
+        }
+    }
+
+    /// Refuse segments of any other cluster than the one whose system
+    /// identifier is `system_id` (otherwise the first segment read decides).
+    pub fn expect_system(&mut self, system_id: u64) {
+        if self.system_id != Some(system_id) {
+            self.forget();
+            self.system_id = Some(system_id);
         }
     }
 
@@ -348,7 +362,10 @@ impl WalSource {
     }
 
     fn list(&mut self) -> Result<Arc<Segments>, SourceError> {
-        let segs = Segments::list(&self.dirs, self.timeline, None)?;
+        let mut segs = Segments::list(&self.dirs, self.timeline, None)?;
+        if self.fetch_history(segs.timeline())? {
+            segs = Segments::list(&self.dirs, Some(segs.timeline()), None)?;
+        }
         self.timeline = Some(segs.timeline());
         // What is gone from every directory cannot be read again.
         self.index.retain(|s, _| segs.contains(*s));
@@ -361,6 +378,33 @@ impl WalSource {
             self.partial = None;
         }
         Ok(Arc::new(segs))
+    }
+
+    /// With a restore command, fetch timeline `tli`'s history file when no
+    /// directory has it (once per timeline), as recovery does: without it
+    /// the WAL before the timeline began would be looked for under the
+    /// wrong names. True when it was fetched.
+    fn fetch_history(&mut self, tli: u32) -> Result<bool, SourceError> {
+        let Some(restore) = self.restore.clone() else {
+            return Ok(false);
+        };
+        if tli <= 1 || self.history_asked == Some(tli) {
+            return Ok(false);
+        }
+        self.history_asked = Some(tli);
+        let name = history_file_name(tli);
+        let present = self.dirs.iter().any(|d| {
+            ["", ".gz", ".zst", ".lz4"]
+                .iter()
+                .any(|suffix| d.join(format!("{name}{suffix}")).is_file())
+        });
+        if present {
+            return Ok(false);
+        }
+        match restore.fetch(&name) {
+            Ok(found) => Ok(found.is_some()),
+            Err(e) => Err(SourceError::Wal(WalError::Restore(e.to_string()))),
+        }
     }
 
     /// The unbroken run of present segments that ends with the highest one
