@@ -16,7 +16,9 @@
 //!
 //! It ends in SQL: a second cluster, run from a private copy of the
 //! installation with walredo_inspect in it, shows a row as it was before a
-//! bad UPDATE with `heap_page_item_attrs(page_at_lsn(...))`.
+//! bad UPDATE with `heap_page_item_attrs(page_at_lsn(...))`, the UPDATE's
+//! WAL by then only in that cluster's archive (through
+//! `walredo_inspect.restore_command`).
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -32,15 +34,35 @@ use walredo_testkit::install::PrivateInstall;
 const SHARE_LOCKS: &str = include_str!("../demo/share-locks.sql");
 const SLRU_SQL: &str = include_str!("../demo/slru.sql");
 
-/// The row before a bad UPDATE, in SQL, through walredo_inspect.
+/// The row before a bad UPDATE, in SQL, through walredo_inspect: the
+/// UPDATE's WAL is by then only in the cluster's archive (gzip-compressed
+/// by its archive_command), reached through walredo_inspect.restore_command.
 fn from_sql(dir: &std::path::Path) -> bool {
     let sql_dir = dir.join("sql");
-    std::fs::create_dir_all(&sql_dir).unwrap();
+    let archive = sql_dir.join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
     if let Some(ids) = walredo_testkit::cluster::user() {
-        std::os::unix::fs::chown(&sql_dir, Some(ids.uid), Some(ids.gid)).unwrap();
+        for d in [&sql_dir, &archive] {
+            std::os::unix::fs::chown(d, Some(ids.uid), Some(ids.gid)).unwrap();
+        }
     }
     let install = PrivateInstall::new_in(dir);
-    let mut cluster = install.cluster(&sql_dir, &[], &["fsync = off"]);
+    let archive_command = format!(
+        "archive_command = 'gzip < %p > {}/%f.gz'",
+        archive.display()
+    );
+    let mut cluster = install.cluster(
+        &sql_dir,
+        &["--wal-segsize=1"],
+        &[
+            "fsync = off",
+            "archive_mode = on",
+            &archive_command,
+            "wal_keep_size = 0",
+            "min_wal_size = 2MB",
+            "max_wal_size = 4MB",
+        ],
+    );
     cluster.start();
     let show = |sql: &str| {
         println!(
@@ -58,12 +80,33 @@ fn from_sql(dir: &std::path::Path) -> bool {
     );
     let before = cluster.psql("SELECT pg_current_wal_insert_lsn();");
     println!(
-        "demo: walredo_inspect, from SQL (a cluster of its own); the WAL position now is {before}"
+        "demo: walredo_inspect, from SQL (a cluster of its own, archiving its WAL gzip-compressed); \
+         the WAL position now is {before}"
     );
     show("UPDATE accounts SET balance = 0;   -- the bad UPDATE: no WHERE");
     show("SELECT * FROM accounts ORDER BY id;");
+    // Checkpoints until pg_wal no longer holds the UPDATE's segment.
+    let update_segment = cluster.psql(&format!("SELECT pg_walfile_name('{before}');"));
+    cluster.psql("CREATE TABLE filler (x text);");
+    for _ in 0..4 {
+        cluster.psql(
+            "INSERT INTO filler SELECT repeat('x', 500) FROM generate_series(1, 1500);
+             SELECT pg_switch_wal(); CHECKPOINT;",
+        );
+    }
+    let oldest =
+        cluster.psql("SELECT min(name) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$';");
+    println!(
+        "demo: the UPDATE was in {update_segment}; after checkpoints the oldest segment in \
+         pg_wal is {oldest}: the UPDATE's WAL is only in the archive now"
+    );
+    let restore = format!(
+        "SET walredo_inspect.restore_command = 'gunzip < {}/%f.gz > %p';",
+        archive.display()
+    );
     let query = format!(
-        "SELECT lp, convert_from(substring(t_attrs[2] from 2), 'UTF8') AS owner,
+        "{restore}
+         SELECT lp, convert_from(substring(t_attrs[2] from 2), 'UTF8') AS owner,
                 get_byte(t_attrs[3], 0) + (get_byte(t_attrs[3], 1) << 8) AS balance
          FROM heap_page_item_attrs(page_at_lsn('accounts', 0, '{before}'), 'accounts')
          WHERE t_attrs IS NOT NULL ORDER BY lp;"
@@ -72,7 +115,7 @@ fn from_sql(dir: &std::path::Path) -> bool {
     show(&query);
     let rows = cluster.psql(&query);
     cluster.stop();
-    rows == "1|alice|100\n2|bob|50"
+    oldest.as_str() > update_segment.as_str() && rows == "1|alice|100\n2|bob|50"
 }
 
 /// The one server the demo runs: `$WALREDO_PG_BINDIR`, else Debian's
@@ -250,7 +293,9 @@ fn main() -> ExitCode {
             if from_sql(&dir) {
                 ExitCode::SUCCESS
             } else {
-                eprintln!("demo: page_at_lsn did not show the rows before the UPDATE");
+                eprintln!(
+                    "demo: page_at_lsn did not show the rows before the UPDATE from the archive"
+                );
                 ExitCode::FAILURE
             }
         }
