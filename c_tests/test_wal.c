@@ -197,6 +197,37 @@ int main(int argc, char **argv)
         /* Without its last record, it does not. */
         CHECK_STATUS(walredo_redo(pool, &pages[i].tag, NULL, recs, n - 1, page), WALREDO_OK);
         CHECK(memcmp(page, pages[i].page, WALREDO_PAGE_SIZE) != 0, "negative control");
+
+        /*
+         * On a base: from the end of the plan's first record, the base is the
+         * page after it, and the plan the records after it.
+         */
+        walredo_plan *on_base;
+        uint8_t base[WALREDO_PAGE_SIZE];
+        CHECK_STATUS(walredo_redo(pool, &pages[i].tag, NULL, recs, 1, base), WALREDO_OK);
+        CHECK_STATUS(walredo_wal_plan_on_base(wal, &pages[i].tag, pages[i].lsn, recs[0].end_lsn,
+                                              NULL, NULL, &on_base), WALREDO_OK);
+        CHECK(walredo_plan_on_base(on_base) == 1 && walredo_plan_n_records(on_base) == n - 1,
+              "plan on a base: %d, %zu records", walredo_plan_on_base(on_base),
+              walredo_plan_n_records(on_base));
+        CHECK_STATUS(walredo_redo(pool, &pages[i].tag, base, walredo_plan_records(on_base),
+                                  n - 1, page), WALREDO_OK);
+        CHECK(memcmp(page, pages[i].page, WALREDO_PAGE_SIZE) == 0, "page on a base differs");
+        walredo_plan_free(on_base);
+        /* A base older than the page's starting point: the plain plan. */
+        CHECK_STATUS(walredo_wal_plan_on_base(wal, &pages[i].tag, pages[i].lsn, oldest, NULL,
+                                              NULL, &on_base), WALREDO_OK);
+        CHECK(walredo_plan_on_base(on_base) == 0 && walredo_plan_n_records(on_base) == n,
+              "plan on an older base");
+        walredo_plan_free(on_base);
+
+        /* What redo made matches PostgreSQL's page; another LSN does not. */
+        int matches = -1;
+        CHECK_STATUS(walredo_pages_match(&pages[i].tag, page, pages[i].page, &matches), WALREDO_OK);
+        CHECK(matches == 1, "pages_match of identical pages");
+        page[0] ^= 1;
+        CHECK_STATUS(walredo_pages_match(&pages[i].tag, page, pages[i].page, &matches), WALREDO_OK);
+        CHECK(matches == 0, "pages_match of another LSN");
         walredo_plan_free(plan);
 
         /* The history: oldest first, the plan's records among them. */
@@ -211,6 +242,40 @@ int main(int argc, char **argv)
     }
     CHECK_STATUS(walredo_wal_history(wal, &pages[0].tag, pages[0].lsn, NULL, NULL, NULL, NULL),
                  WALREDO_INVALID_ARGUMENT);
+
+    /* Plans on a base: arguments, a base of 0 or after the LSN. */
+    CHECK(walredo_plan_on_base(NULL) == 0, "NULL plan on a base");
+    CHECK_STATUS(walredo_wal_plan_on_base(NULL, &pages[0].tag, pages[0].lsn, oldest, NULL, NULL,
+                                          &plan), WALREDO_INVALID_ARGUMENT);
+    CHECK_STATUS(walredo_wal_plan_on_base(wal, &pages[0].tag, pages[0].lsn, 0, NULL, NULL, &plan),
+                 WALREDO_NOT_FOUND);
+    CHECK_STATUS(walredo_wal_plan_on_base(wal, &pages[0].tag, pages[0].lsn, pages[0].lsn + 8,
+                                          NULL, NULL, &plan), WALREDO_NOT_FOUND);
+    CHECK(plan == NULL && strstr(walredo_last_error(), "base backup") != NULL, "message");
+
+    /* Page comparison: arguments. */
+    int matches;
+    CHECK_STATUS(walredo_pages_match(NULL, pages[0].page, pages[0].page, &matches),
+                 WALREDO_INVALID_ARGUMENT);
+    CHECK_STATUS(walredo_pages_match(&pages[0].tag, NULL, pages[0].page, &matches),
+                 WALREDO_INVALID_ARGUMENT);
+    CHECK_STATUS(walredo_pages_match(&pages[0].tag, pages[0].page, pages[0].page, NULL),
+                 WALREDO_INVALID_ARGUMENT);
+    CHECK_STATUS(walredo_pages_match(&bad_fork, pages[0].page, pages[0].page, &matches),
+                 WALREDO_INVALID_ARGUMENT);
+
+    /* Another cluster's system identifier: its WAL is not read. */
+    walredo_wal *other;
+    int rc_other;
+    CHECK_STATUS(walredo_wal_expect_system(NULL, 1), WALREDO_INVALID_ARGUMENT);
+    CHECK_STATUS(walredo_wal_open(dirs, 1, 0, &other), WALREDO_OK);
+    CHECK_STATUS(walredo_wal_expect_system(other, 0), WALREDO_INVALID_ARGUMENT);
+    CHECK_STATUS(walredo_wal_expect_system(other, 12345), WALREDO_OK);
+    rc_other = walredo_wal_plan(other, &pages[0].tag, pages[0].lsn, NULL, NULL, &plan);
+    CHECK(rc_other != WALREDO_OK && plan == NULL, "another cluster's WAL was read");
+    CHECK(strstr(walredo_last_error(), "another cluster") != NULL, "message: %s",
+          walredo_last_error());
+    walredo_wal_free(other);
     walredo_pool_free(pool);
     walredo_wal_free(wal);
     free(pages);
