@@ -1,5 +1,6 @@
 //! `walredo check` and `walredo repair` on a stopped cluster with data
-//! checksums whose early WAL is only in a gzip archive: a heap block and an
+//! checksums, a promoted standby (timeline 2) whose early WAL is only in a
+//! gzip archive: a heap block and an
 //! index block damaged on disk are found as different, an older copy of a
 //! page put back (its newest write dropped) as behind its WAL; `repair`
 //! rewrites the three, saving the old pages, and then PostgreSQL starts,
@@ -12,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use walredo_cli::check::saved_pages_dir;
-use walredo_testkit::cluster::{bindir, run, Cluster};
+use walredo_testkit::cluster::{bindir, Cluster};
 use walredo_testkit::harness::*;
 
 const BLCKSZ: u64 = 8192;
@@ -69,13 +70,10 @@ fn check_finds_and_repair_fixes_damaged_and_lost_writes() {
         "archive_mode = on",
         archive_command.as_str(),
     ];
-    let mut c = Cluster::init(
-        tmp.path(),
-        &["--wal-segsize=1", "--data-checksums"],
-        &settings,
-    );
-    c.start();
-    c.psql(
+    let initdb = ["--wal-segsize=1", "--data-checksums"];
+    let mut p = Cluster::init(tmp.path(), &initdb, &settings);
+    p.start();
+    p.psql(
         "CREATE EXTENSION amcheck;
          CREATE TABLE t (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = off, fillfactor = 50);
          INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 2000) g;
@@ -83,30 +81,41 @@ fn check_finds_and_repair_fixes_damaged_and_lost_writes() {
          VACUUM (FREEZE) t;
          CHECKPOINT;",
     );
+    // The base backup; the standby that is promoted later streams from it.
     let base = tmp.path().join("base");
-    let sock = c.socket_dir.to_str().unwrap().to_string();
-    run(
-        "pg_basebackup",
-        &[
-            "-h",
-            &sock,
-            "-U",
-            "postgres",
-            "-D",
-            base.to_str().unwrap(),
-            "-X",
-            "none",
-            "-c",
-            "fast",
-            "--no-sync",
-        ],
-    );
-    c.psql(
+    let sdir = TempDir::new("check-repair-standby");
+    let restore_command = format!("restore_command = 'gunzip < {arch}/%f.gz > %p'");
+    let mut standby_settings = settings.to_vec();
+    standby_settings.push(&restore_command);
+    let mut c = p.start_standby(sdir.path(), &initdb, &standby_settings, &base);
+    p.psql(
         "UPDATE t SET v = 'changed' WHERE id = 1;
          INSERT INTO t VALUES (0, 'zero');
-         UPDATE t SET v = v || '!' WHERE id BETWEEN 500 AND 520;
-         CHECKPOINT;",
+         UPDATE t SET v = v || '!' WHERE id BETWEEN 500 AND 520;",
     );
+    let early = p.psql("SELECT pg_current_wal_flush_lsn();");
+    for _ in 0..2 {
+        p.psql(
+            "INSERT INTO filler SELECT repeat('f', 500) FROM generate_series(1, 1500);
+             SELECT pg_switch_wal(); CHECKPOINT;",
+        );
+    }
+    let flushed = p.psql("SELECT pg_current_wal_flush_lsn();");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while c.psql(&format!("SELECT pg_last_wal_replay_lsn() >= '{flushed}';")) != "t" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby did not catch up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    p.stop();
+    // A timeline switch: the cluster checked is the promoted standby.
+    c.psql("SELECT pg_promote();");
+    while c.psql("SELECT pg_is_in_recovery();") != "f" {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    c.psql("CHECKPOINT;");
     let heap = c.data.join(c.psql("SELECT pg_relation_filepath('t');"));
     let index = c
         .data
@@ -132,6 +141,7 @@ fn check_finds_and_repair_fixes_damaged_and_lost_writes() {
     }
     let expected = c.psql(ROWS);
     c.stop();
+    assert!(c.data.join("pg_wal/00000002.history").is_file());
 
     let data = c.data.to_str().unwrap().to_string();
     let base_s = base.to_str().unwrap().to_string();
@@ -146,6 +156,48 @@ fn check_finds_and_repair_fixes_damaged_and_lost_writes() {
     // Without the archive the WAL since the base cannot be read.
     let out = walredo(&["check", "--data", &data, "--base", &base_s]);
     assert_eq!(out.status.code(), Some(2));
+    // A page as of an LSN before the base: refused, not the base's newer copy.
+    let block5_s = block5.to_string();
+    let out = walredo(&[
+        "page",
+        "--base",
+        &base_s,
+        "--wal",
+        &pg_wal,
+        "--archive",
+        &arch,
+        "--rel",
+        &heap_rel,
+        "--block",
+        &block5_s,
+        "--lsn",
+        "0/100",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give a base taken before"));
+    // The rows as they were early on, before the switch, from the archive.
+    let page = tmp.path().join("page");
+    let out = walredo(&[
+        "page",
+        "--base",
+        &base_s,
+        "--wal",
+        &pg_wal,
+        "--archive",
+        &arch,
+        "--rel",
+        &heap_rel,
+        "--block",
+        &block5_s,
+        "--lsn",
+        &early,
+        "--out",
+        page.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let bytes = fs::read(&page).unwrap();
+    assert!(bytes.windows(8).any(|w| w == b"row 510!"));
+    assert!(!bytes.windows(9).any(|w| w == b"row 510!?"));
 
     let f = fs::OpenOptions::new().write(true).open(&heap).unwrap();
     f.write_all_at(&[0xAB; 200], 4000).unwrap();

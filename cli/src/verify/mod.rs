@@ -1033,6 +1033,24 @@ pub fn page_as_of_in(
     let cache = ScratchDir::new("walredo-page")?;
     let wal_dirs = WalDirs::new(wal, archives, restore_command, &cache.0)?;
     let base = control_info(base_dir, config)?;
+    // BASE's pages may be from any time after its start: none is the page
+    // as of an earlier LSN.
+    let base_start = base
+        .backup_label
+        .as_ref()
+        .map_or(base.redo_lsn, |l| l.start_lsn);
+    if let Some(lsn) = lsn.filter(|&lsn| lsn < base_start) {
+        return Err(format!(
+            "BASE starts at {} (its {}), after {}: give a base taken before that LSN",
+            format_lsn(base_start),
+            if base.backup_label.is_some() {
+                "backup_label's START WAL LOCATION"
+            } else {
+                "checkpoint's redo point"
+            },
+            format_lsn(lsn)
+        ));
+    }
     let records = read_wal_records(&base, &wal_dirs, None)?;
     let format = RecordFormat::of_version(base.pg_version);
     let touching: Vec<Use> = block_uses_as(records.iter().map(|r| &r.data[..]), format)
