@@ -3,8 +3,7 @@
 //!
 //! - Pages the WAL since the base changed are rebuilt by `verify`'s
 //!   pipeline with the cluster as EXPECTED ([`Expected::Written`]): a page
-//!   is as its WAL makes it when it has the rebuilt page's LSN and equals it
-//!   once what redo does not reproduce (hint bits, a tuple's command id,
+//!   is as its WAL makes it when it equals the rebuilt page once what redo does not reproduce (hint bits, a tuple's command id,
 //!   unused space, ...) is masked as PostgreSQL's `wal_consistency_checking`
 //!   masks it. One that is not is *behind* its WAL (a valid page with an
 //!   older LSN: a write that never reached the disk, or an old copy put
@@ -28,7 +27,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use walredo::datadir::{relation_path, PageFiles, RELSEG_SIZE};
-use walredo::pg::mask::same_page;
+use walredo::pg::mask::masked_difference;
 use walredo::pg::page::{page_is_new, pd_lsn, Page};
 use walredo::tag::{PageTag, RelFileNode, FSM_FORKNUM, INIT_FORKNUM};
 use walredo::wal::checksum::{page_verifies, stamp_checksum};
@@ -57,6 +56,8 @@ pub struct Damage {
     pub wal_lsn: u64,
     /// The page passes PostgreSQL's checks (checksum, header).
     pub verifies: bool,
+    /// The first byte that differs once masked (None: only the checks fail).
+    pub difference: Option<usize>,
     pub good: Box<Page>,
 }
 
@@ -87,7 +88,8 @@ pub fn compare(
     // A page PostgreSQL refuses to read is damaged, even where the masks
     // would not look (a bad byte in its free space fails the checksum).
     let verifies = page_verifies(&page, tag.blkno, data_checksums);
-    if verifies && same_page(&page, &rebuilt, tag.forknum, tag.blkno) {
+    let difference = masked_difference(&page, &rebuilt, tag.forknum, tag.blkno);
+    if verifies && difference.is_none() {
         g.identical += 1;
         return;
     }
@@ -96,8 +98,7 @@ pub fn compare(
         DamageKind::Behind
     } else {
         g.different += 1;
-        let off = (0..PAGE_SIZE).find(|&i| page[i] != rebuilt[i]).unwrap_or(0);
-        g.differences.push((*tag, off));
+        g.differences.push((*tag, difference.unwrap_or(0)));
         DamageKind::Different
     };
     report.damaged.insert(
@@ -107,6 +108,7 @@ pub fn compare(
             page_lsn: pd_lsn(&page[..]),
             wal_lsn: pd_lsn(&rebuilt[..]),
             verifies,
+            difference,
             good: rebuilt,
         },
     );
@@ -236,7 +238,8 @@ fn compare_untouched(
                 continue;
             };
             let verifies = page_verifies(&page, tag.blkno, data_checksums);
-            if verifies && same_page(&page, &good, forknum, tag.blkno) {
+            let difference = masked_difference(&page, &good, forknum, tag.blkno);
+            if verifies && difference.is_none() {
                 out.untouched_same += 1;
                 continue;
             }
@@ -251,6 +254,7 @@ fn compare_untouched(
                     page_lsn: pd_lsn(&page[..]),
                     wal_lsn: pd_lsn(&good[..]),
                     verifies,
+                    difference,
                     good,
                 },
             );
@@ -362,7 +366,8 @@ fn describe(tag: &PageTag, d: &Damage) -> String {
             "different: it fails PostgreSQL's checks (checksum or header)".to_string()
         }
         DamageKind::Different => format!(
-            "different from what its WAL makes it (page LSN {}, the WAL's {})",
+            "different from what its WAL makes it from byte {} on (page LSN {}, the WAL's {})",
+            d.difference.unwrap_or(0),
             format_lsn(d.page_lsn),
             format_lsn(d.wal_lsn)
         ),

@@ -7,6 +7,7 @@ use walredo::datadir::read_page;
 use walredo::wal::checksum::stamp_checksum;
 use walredo::wal::uses::{block_uses_as, last_run, record_refs, Use};
 use walredo::{Config, Pool, PAGE_SIZE};
+use walredo_cli::check::{check, CheckOptions};
 use walredo_cli::verify::{control_info, read_wal, verify, VerifyOptions};
 use walredo_testkit::cluster::record_workload;
 use walredo_testkit::harness::*;
@@ -125,6 +126,24 @@ fn demo_with(name: &str, conf: &[&str], fast_path: bool, slru: bool) {
             report.vm_side_effects
         );
     }
+    // The primary's own data directory against its WAL (walredo check): every
+    // page as its WAL makes it once masked as wal_consistency_checking masks,
+    // every access method's.
+    let checked = check(
+        &CheckOptions {
+            data: tmp.path().join("data"),
+            base: rec.base.clone(),
+            wal: vec![rec.wal_dir.clone()],
+            restore_command: None,
+            processes: 2,
+            config: config(),
+        },
+        &|_, _| {},
+    )
+    .unwrap();
+    println!("== {name}: walredo check of the primary:\n{checked}");
+    assert!(checked.clean(), "{checked}");
+    assert!(checked.verify.groups.values().map(|g| g.pages).sum::<u64>() >= 3000);
     // Every access method of the workload was rebuilt and compared.
     for rmgr in [
         "Heap", "Heap2", "Btree", "Hash", "Gin", "SPGist", "BRIN", "Sequence", "XLOG",

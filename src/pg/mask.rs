@@ -23,7 +23,7 @@
 
 use crate::pg::bytes::{le_u16, le_u32, put_u16, put_u32};
 use crate::pg::page::{
-    pd_flags, pd_lower, pd_lsn, pd_special, pd_upper, Page, PAGE_SIZE, PD_ALL_VISIBLE, PD_CHECKSUM,
+    pd_flags, pd_lower, pd_special, pd_upper, Page, PAGE_SIZE, PD_ALL_VISIBLE, PD_CHECKSUM,
     PD_FLAGS, PD_HAS_FREE_LINES, PD_LOWER, PD_PAGE_FULL, PD_PRUNE_XID, PD_UPPER,
     SIZE_OF_PAGE_HEADER,
 };
@@ -106,28 +106,64 @@ pub fn masked_equal(a: &Page, b: &Page, kind: PageKind, blkno: u32) -> bool {
     a == b
 }
 
-/// Whether `a` and `b`, two copies of block `blkno` of fork `forknum`, hold
-/// the same page: the same `pd_lsn`, and equal once masked with the mask
-/// their layout says ([`guess_kind`]). Visibility-map pages (whose layout
-/// looks like an empty heap page's), pages whose kind cannot be told, or
-/// that look like different kinds, only when byte-identical but for
-/// `pd_checksum`.
-pub fn same_page(a: &Page, b: &Page, forknum: u8, blkno: u32) -> bool {
-    if pd_lsn(a) != pd_lsn(b) {
-        return false;
-    }
-    let kinds = (guess_kind(a), guess_kind(b));
-    match kinds {
+/// Where `a` and `b`, two copies of block `blkno` of fork `forknum`, differ
+/// once masked with the mask their layout says ([`guess_kind`]): the first
+/// differing byte, None when they hold the same page. The LSN is masked too,
+/// as PostgreSQL masks it: pages written by bulk index builds keep a
+/// placeholder LSN on disk that their full-page images in WAL do not have.
+/// Visibility-map pages (whose layout looks like an empty heap page's),
+/// pages whose kind cannot be told, or that look like different kinds, are
+/// compared whole but for `pd_lsn` and `pd_checksum`.
+pub fn masked_difference(a: &Page, b: &Page, forknum: u8, blkno: u32) -> Option<usize> {
+    let (mut a, mut b) = (*a, *b);
+    match (guess_kind(&a), guess_kind(&b)) {
         (Some(ka), Some(kb)) if ka == kb && forknum != VISIBILITYMAP_FORKNUM => {
-            masked_equal(a, b, ka, blkno)
+            for page in [&mut a, &mut b] {
+                mask_page(page, ka, blkno);
+                mask_unlogged(page, ka);
+            }
         }
         _ => {
-            let (mut a, mut b) = (*a, *b);
             mask_page_lsn_and_checksum(&mut a);
             mask_page_lsn_and_checksum(&mut b);
-            a == b
         }
     }
+    (0..PAGE_SIZE).find(|&i| a[i] != b[i])
+}
+
+/// What a server writes on a page without WAL, and which no
+/// `wal_consistency_checking` comparison sees (it compares a page only right
+/// after a record that changes it): a sequence's values, which on disk trail
+/// the ones its WAL logs (32 ahead: `SEQ_LOG_VALS` in sequence.c), and the
+/// cache of last-used pages on an SP-GiST metapage (a hint, spgutils.c).
+/// Masked for comparing a server's page with the page its WAL makes.
+fn mask_unlogged(page: &mut Page, kind: PageKind) {
+    match kind {
+        PageKind::Sequence if max_offset(page) >= 1 => {
+            // FormData_pg_sequence_data: last_value, log_cnt, is_called.
+            let item = item_id(page, 1);
+            if item.flags == LP_NORMAL && item.off >= SIZE_OF_PAGE_HEADER {
+                let t_hoff = item.off + T_HOFF;
+                if t_hoff < PAGE_SIZE {
+                    fill(page, item.off + page[t_hoff] as usize, 8 + 8 + 1);
+                }
+            }
+        }
+        PageKind::SpGist => {
+            if let Some(at) = special(page, SPGIST_OPAQUE_SIZE) {
+                if le_u16(page, at) & SPGIST_META != 0 {
+                    // SpGistMetaPageData: magicNumber, then 8 cached pages.
+                    fill(page, SIZE_OF_PAGE_HEADER + 4, 8 * 8);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// [`masked_difference`] is None: the same page.
+pub fn same_page(a: &Page, b: &Page, forknum: u8, blkno: u32) -> bool {
+    masked_difference(a, b, forknum, blkno).is_none()
 }
 
 /// Guess, from the page alone, which mask fits it: by the size of its special
@@ -297,6 +333,7 @@ fn mask_page_content(page: &mut Page) {
 const T_CID: usize = 8;
 const T_CTID: usize = 12;
 const T_INFOMASK: usize = 20;
+const T_HOFF: usize = 22;
 /// `SizeofHeapTupleHeader`: the fixed part, up to t_bits.
 const SIZEOF_HEAP_TUPLE_HEADER: usize = 23;
 const HEAP_XMIN_FROZEN: u16 = 0x0100 | 0x0200;
@@ -457,7 +494,10 @@ fn gin_mask(page: &mut Page) {
 
 // --- spg_mask (spgxlog.c) ---
 
-// SpGistPageOpaqueData (access/spgist_private.h): spgist_page_id at 6.
+// SpGistPageOpaqueData (access/spgist_private.h): flags at 0,
+// spgist_page_id at 6.
+const SPGIST_OPAQUE_SIZE: usize = 8;
+const SPGIST_META: u16 = 1 << 0;
 const SPGIST_PAGE_ID: u16 = 0xFF82;
 
 fn spg_mask(page: &mut Page) {
@@ -637,7 +677,7 @@ mod tests {
 
     fn spgist_page() -> Page {
         let mut s = [0u8; 8];
-        put_u16(&mut s, 0, 1); // SPGIST_LEAF
+        put_u16(&mut s, 0, 1 << 2); // SPGIST_LEAF
         put_u16(&mut s, 6, SPGIST_PAGE_ID);
         index_page(&s, 8)
     }
@@ -713,15 +753,51 @@ mod tests {
     }
 
     #[test]
-    fn same_page_needs_the_lsn_and_reads_visibility_maps_whole() {
+    fn a_servers_unlogged_writes_are_not_differences() {
+        // A sequence's values trail its WAL's: not compared; its magic is.
+        let a = sequence_page();
+        let mut b = a;
+        let data = pd_upper(&a) as usize + 24;
+        b[data] = 33; // last_value
+        b[data + 8] = 32; // log_cnt
+        assert!(same_page(&a, &b, MAIN_FORKNUM, 0));
+        assert!(!masked_equal(&a, &b, PageKind::Sequence, 0), "seq_mask keeps them");
+        b[PAGE_SIZE - 8] ^= 1;
+        assert!(!same_page(&a, &b, MAIN_FORKNUM, 0));
+        // An SP-GiST metapage's cache of last-used pages is a hint.
+        let mut s = [0u8; 8];
+        put_u16(&mut s, 0, SPGIST_META);
+        put_u16(&mut s, 6, SPGIST_PAGE_ID);
+        let meta = index_page(&s, 8);
+        let mut cached = meta;
+        cached[SIZE_OF_PAGE_HEADER + 4 + 8] = 7;
+        assert!(same_page(&meta, &cached, MAIN_FORKNUM, 0));
+        cached[SIZE_OF_PAGE_HEADER] ^= 1; // the magic number
+        assert!(!same_page(&meta, &cached, MAIN_FORKNUM, 0));
+        // On another SP-GiST page the same bytes (line pointers) count.
+        put_u16(&mut s, 0, 1 << 2); // SPGIST_LEAF
+        let mut leaf = index_page(&s, 8);
+        put_u16(&mut leaf, PD_LOWER, 128);
+        let mut other = leaf;
+        other[SIZE_OF_PAGE_HEADER + 4 + 8] ^= 1;
+        assert!(masked_difference(&leaf, &other, MAIN_FORKNUM, 0).is_some());
+    }
+
+    #[test]
+    fn same_page_masks_the_lsn_and_reads_visibility_maps_whole() {
         let a = heap_page();
         let mut b = a;
         touch_header_hints(&mut b);
         assert!(same_page(&a, &b, MAIN_FORKNUM, 3));
-        // A page behind (or ahead of) the other is not the same page.
+        // Only the LSN differs: the same page (a bulk-built index page on
+        // disk keeps a placeholder LSN).
         let mut older = a;
         older[7] ^= 1;
-        assert!(!same_page(&a, &older, MAIN_FORKNUM, 3));
+        assert!(same_page(&a, &older, MAIN_FORKNUM, 3));
+        // A tuple's first data byte (after its 24-byte header) is compared.
+        let data = pd_upper(&a) as usize + 24;
+        older[data] ^= 1;
+        assert_eq!(masked_difference(&a, &older, MAIN_FORKNUM, 3), Some(data));
         // A visibility-map page is all "unused space" to a heap mask: its
         // bits are compared as they are, but for the checksum.
         let vm = init_page(0);
