@@ -209,10 +209,12 @@ DEMO_COMPRESSION := $(if $(filter 14,$(PG_VERSION)),on,lz4)
 check-demos:
 	$(MAKE) --no-print-directory demo WORKLOAD=$(VERSION_DEMO_WORKLOAD) | tee target/demo-pg$(PG_VERSION).log
 	grep -Eq '^verified: [0-9]+ pages, [0-9]+ identical, 0 different$$' target/demo-pg$(PG_VERSION).log
+	grep -Eq '^checked: [0-9]+ pages, 0 damaged$$' target/demo-pg$(PG_VERSION).log
 	$(MAKE) --no-print-directory demo WORKLOAD=$(VERSION_DEMO_WORKLOAD) \
 	  DEMO_CONF='full_page_writes=off wal_compression=$(DEMO_COMPRESSION)' \
 	  | tee target/demo-pg$(PG_VERSION)-compressed.log
 	grep -Eq '^verified: [0-9]+ pages, [0-9]+ identical, 0 different$$' target/demo-pg$(PG_VERSION)-compressed.log
+	grep -Eq '^checked: [0-9]+ pages, 0 damaged$$' target/demo-pg$(PG_VERSION)-compressed.log
 
 # Fuzz targets (fuzz/, cargo-fuzz layout) built with libFuzzer's coverage
 # instrumentation on the stable toolchain; `cargo fuzz run TARGET` works too

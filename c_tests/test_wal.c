@@ -221,13 +221,21 @@ int main(int argc, char **argv)
               "plan on an older base");
         walredo_plan_free(on_base);
 
-        /* What redo made matches PostgreSQL's page; another LSN does not. */
+        /*
+         * What redo made matches PostgreSQL's page, also with another LSN (it
+         * is masked); another block's page does not.
+         */
         int matches = -1;
         CHECK_STATUS(walredo_pages_match(&pages[i].tag, page, pages[i].page, &matches), WALREDO_OK);
         CHECK(matches == 1, "pages_match of identical pages");
         page[0] ^= 1;
         CHECK_STATUS(walredo_pages_match(&pages[i].tag, page, pages[i].page, &matches), WALREDO_OK);
-        CHECK(matches == 0, "pages_match of another LSN");
+        CHECK(matches == 1, "pages_match of another LSN");
+        if (n_pages > 1) {
+            const uint8_t *other = pages[(i + 1) % n_pages].page;
+            CHECK_STATUS(walredo_pages_match(&pages[i].tag, page, other, &matches), WALREDO_OK);
+            CHECK(matches == 0, "pages_match of another block's page");
+        }
         walredo_plan_free(plan);
 
         /* The history: oldest first, the plan's records among them. */

@@ -9,7 +9,8 @@
 //! clients at once and cli/demo/slru.sql, then the SQL file), the WAL it
 //! wrote, PostgreSQL's own archive recovery of that WAL onto a second base
 //! copy, and finally `walredo verify`, whose report is printed with how long
-//! PostgreSQL's recovery and our reconstruction each took.
+//! PostgreSQL's recovery and our reconstruction each took; then `walredo
+//! check` of the primary's own data directory against its WAL.
 //!
 //! `--conf` takes server settings; `data_checksums=on` is special: the
 //! cluster is initialized with `initdb --data-checksums`.
@@ -288,6 +289,27 @@ fn main() -> ExitCode {
                 took.as_secs_f64()
             );
             if !s.success() {
+                return ExitCode::FAILURE;
+            }
+            // The primary's own pages against its WAL: walredo check.
+            let data = dir.join("data");
+            let check_args = [
+                "--bindir",
+                bindir.to_str().unwrap(),
+                "--extension",
+                extension,
+                "check",
+                "--data",
+                data.to_str().unwrap(),
+                "--base",
+                base,
+            ];
+            println!("demo: {} {}", walredo.display(), check_args.join(" "));
+            if !Command::new(&walredo)
+                .args(check_args)
+                .status()
+                .is_ok_and(|s| s.success())
+            {
                 return ExitCode::FAILURE;
             }
             if from_sql(&dir) {

@@ -12,17 +12,19 @@ use crate::pg::mask::same_page;
 use crate::pg::page::Page;
 
 /// Whether `a` and `b`, two copies of the block `tag` names
-/// (`WALREDO_PAGE_SIZE` bytes each), hold the same page: the same `pd_lsn`,
-/// and equal once what
+/// (`WALREDO_PAGE_SIZE` bytes each), hold the same page: equal once what
 /// WAL replay does not reproduce is masked as PostgreSQL's
-/// `wal_consistency_checking` masks it (the checksum, hint bits, a tuple's
-/// command id, unused space, ...), with the masks of the access method the
-/// pages' layout says (heap, B-tree, hash, GiST, GIN, SP-GiST, BRIN,
-/// sequence, generic). Visibility-map pages, pages whose kind cannot be
-/// told (a new page, a damaged header) and pages that look like different
-/// kinds match only when byte-identical but for `pd_checksum`. `*matches`
-/// is set to 1 or 0. Errors: `WALREDO_INVALID_ARGUMENT` for NULL or a fork
-/// above 3. Thread-safe.
+/// `wal_consistency_checking` masks it (the LSN, the checksum, hint bits, a
+/// tuple's command id, unused space, ...), with the masks of the access
+/// method the pages' layout says (heap, B-tree, hash, GiST, GIN, SP-GiST,
+/// BRIN, sequence, generic), and what a server writes without WAL (a
+/// sequence's values, an SP-GiST metapage's cache of last-used pages):
+/// whether a server's page is what its WAL makes it. Visibility-map pages,
+/// pages whose kind cannot be told (a new page, a damaged header) and pages
+/// that look like different kinds match only when byte-identical but for
+/// `pd_lsn` and `pd_checksum`. A page that fails its checksum may still
+/// match: check that apart. `*matches` is set to 1 or 0. Errors:
+/// `WALREDO_INVALID_ARGUMENT` for NULL or a fork above 3. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn walredo_pages_match(
     tag: *const walredo_page_tag,

@@ -761,7 +761,10 @@ mod tests {
         b[data] = 33; // last_value
         b[data + 8] = 32; // log_cnt
         assert!(same_page(&a, &b, MAIN_FORKNUM, 0));
-        assert!(!masked_equal(&a, &b, PageKind::Sequence, 0), "seq_mask keeps them");
+        assert!(
+            !masked_equal(&a, &b, PageKind::Sequence, 0),
+            "seq_mask keeps them"
+        );
         b[PAGE_SIZE - 8] ^= 1;
         assert!(!same_page(&a, &b, MAIN_FORKNUM, 0));
         // An SP-GiST metapage's cache of last-used pages is a hint.
