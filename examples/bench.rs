@@ -859,6 +859,7 @@ fn main() {
         wal: rec.wal_dir.clone(),
         archives: Vec::new(),
         restore_command: None,
+        timeline: None,
         expected: rec.expected.clone(),
         expected_is: Default::default(),
         processes: cpus,

@@ -34,7 +34,7 @@ use walredo::wal::checksum::{page_verifies, stamp_checksum};
 use walredo::wal::format_lsn;
 use walredo::PAGE_SIZE;
 
-use crate::verify::{control_info, verify, Expected, Report, VerifyOptions};
+use crate::verify::{control_info, verify, Expected, Report, VerifyOptions, WalSpec};
 
 /// How a page differs from what its WAL says it must be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,11 +121,21 @@ pub struct CheckOptions {
     pub data: PathBuf,
     /// A base backup of it (or a cleanly stopped copy) older than its WAL.
     pub base: PathBuf,
-    /// WAL directories, in order (default: DATA/pg_wal), then archives.
-    pub wal: Vec<PathBuf>,
-    pub restore_command: Option<String>,
+    /// Its WAL since BASE; no directory: DATA/pg_wal.
+    pub wal: WalSpec,
     pub processes: usize,
     pub config: walredo::Config,
+}
+
+impl CheckOptions {
+    /// The WAL as given, DATA/pg_wal first when no directory is.
+    pub fn wal_spec(&self) -> WalSpec {
+        let mut wal = self.wal.clone();
+        if wal.dirs.is_empty() {
+            wal.dirs.push(self.data.join("pg_wal"));
+        }
+        wal
+    }
 }
 
 /// What `check` found.
@@ -173,15 +183,13 @@ pub fn check(
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<CheckReport, String> {
     stopped_cleanly(&opts.data, &opts.config)?;
-    let mut dirs = opts.wal.clone();
-    if dirs.is_empty() {
-        dirs.push(opts.data.join("pg_wal"));
-    }
+    let wal = opts.wal_spec();
     let verify_opts = VerifyOptions {
         base: opts.base.clone(),
-        wal: dirs[0].clone(),
-        archives: dirs[1..].to_vec(),
-        restore_command: opts.restore_command.clone(),
+        wal: wal.dirs[0].clone(),
+        archives: wal.dirs[1..].to_vec(),
+        restore_command: wal.restore_command.clone(),
+        timeline: wal.timeline,
         expected: opts.data.clone(),
         expected_is: Expected::Written,
         processes: opts.processes,

@@ -7,11 +7,11 @@
 //!           --base DIR --wal DIR [--archive DIR ...] [--restore-command CMD]
 //!           --rel SPC/DB/REL [--fork F] --block N
 //!           [--lsn X/Y] [--out FILE]
-//!   walredo [...] check --data DIR --base DIR [--wal DIR ...]
-//!           [--restore-command CMD] [--processes N]
-//!   walredo [...] repair --data DIR --base DIR [--wal DIR ...]
-//!           [--restore-command CMD] (--rel SPC/DB/REL [--fork F] --block N
-//!           | --all-damaged)
+//!   walredo [...] check --data DIR --base DIR [--wal DIR ...] [--archive DIR ...]
+//!           [--restore-command CMD] [--timeline N] [--processes N]
+//!   walredo [...] repair --data DIR --base DIR [--wal DIR ...] [--archive DIR ...]
+//!           [--restore-command CMD] [--timeline N]
+//!           (--rel SPC/DB/REL [--fork F] --block N | --all-damaged)
 //!
 //! The server that replays: `--bindir`, else `--pg-config`, else `PG_CONFIG`
 //! in the environment, else Debian's `/usr/lib/postgresql/N/bin` of the data
@@ -27,7 +27,7 @@ use walredo::wal::parse_lsn;
 use walredo::Config;
 use walredo_cli::check::{check, may_repair, saved_pages_dir, write_page, CheckOptions};
 use walredo_cli::server::named_bindir;
-use walredo_cli::verify::{page_as_of_in, verify, Expected, VerifyOptions};
+use walredo_cli::verify::{page_as_of_in, verify, Expected, VerifyOptions, WalSpec};
 
 #[derive(Parser)]
 #[command(
@@ -74,6 +74,9 @@ enum Command {
         /// the path to write), fetching the segments no directory has.
         #[arg(long)]
         restore_command: Option<String>,
+        /// The timeline to follow (default: the newest found).
+        #[arg(long)]
+        timeline: Option<u32>,
         /// Data directory PostgreSQL produced by replaying that WAL onto a copy of BASE.
         #[arg(long)]
         expected: PathBuf,
@@ -100,6 +103,9 @@ enum Command {
         /// A restore_command fetching the segments no directory has.
         #[arg(long)]
         restore_command: Option<String>,
+        /// The timeline to follow (default: the newest found).
+        #[arg(long)]
+        timeline: Option<u32>,
         /// The relation file: tablespace/database/relfilenode, e.g. 1663/5/16384.
         #[arg(long, value_parser = rel)]
         rel: RelFileNode,
@@ -159,13 +165,20 @@ struct Sources {
     /// stopped copy) from before the WAL that is read.
     #[arg(long)]
     base: PathBuf,
-    /// Directories of its WAL since the base, in order: DATA/pg_wal when
-    /// none is given; archives (segments plain or compressed) after it.
+    /// Directories of its WAL since the base, in order (DATA/pg_wal when
+    /// none is given).
     #[arg(long = "wal")]
     wal: Vec<PathBuf>,
+    /// Archive directories looked in after them, in order; their segments
+    /// may be compressed (NAME.gz, .zst, .lz4).
+    #[arg(long = "archive")]
+    archives: Vec<PathBuf>,
     /// A restore_command fetching the segments no directory has.
     #[arg(long)]
     restore_command: Option<String>,
+    /// The timeline to follow (default: the newest found).
+    #[arg(long)]
+    timeline: Option<u32>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -242,6 +255,7 @@ fn main() -> ExitCode {
             wal,
             archives,
             restore_command,
+            timeline,
             expected,
             processes,
             end,
@@ -251,6 +265,7 @@ fn main() -> ExitCode {
                 wal,
                 archives,
                 restore_command,
+                timeline,
                 expected,
                 expected_is: Expected::Recovered,
                 processes: processes.unwrap_or(config.processes).max(1),
@@ -336,6 +351,7 @@ fn main() -> ExitCode {
             wal,
             archives,
             restore_command,
+            timeline,
             rel,
             fork,
             block,
@@ -347,15 +363,14 @@ fn main() -> ExitCode {
                 forknum: fork as u8,
                 blkno: block,
             };
-            match page_as_of_in(
-                &base,
-                &wal,
-                &archives,
-                restore_command.as_deref(),
-                &tag,
-                lsn,
-                &config,
-            ) {
+            let mut dirs = vec![wal];
+            dirs.extend(archives);
+            let wal = WalSpec {
+                dirs,
+                restore_command,
+                timeline,
+            };
+            match page_as_of_in(&base, &wal, &tag, lsn, &config) {
                 Ok(page) => match out {
                     Some(path) => match std::fs::write(&path, &page[..]) {
                         Ok(()) => ExitCode::SUCCESS,
@@ -379,11 +394,19 @@ fn main() -> ExitCode {
 }
 
 fn check_options(sources: Sources, processes: Option<usize>, config: Config) -> CheckOptions {
+    let mut dirs = sources.wal;
+    if dirs.is_empty() {
+        dirs.push(sources.data.join("pg_wal"));
+    }
+    dirs.extend(sources.archives);
     CheckOptions {
         data: sources.data,
         base: sources.base,
-        wal: sources.wal,
-        restore_command: sources.restore_command,
+        wal: WalSpec {
+            dirs,
+            restore_command: sources.restore_command,
+            timeline: sources.timeline,
+        },
         processes: processes.unwrap_or(config.processes).max(1),
         config,
     }
@@ -397,21 +420,7 @@ fn repair(opts: &CheckOptions, one: Option<PageTag>, all_damaged: bool) -> Resul
     let saved = saved_pages_dir(&opts.data);
     let pages: Vec<(PageTag, Box<walredo::pg::page::Page>)> = match one {
         Some(tag) => {
-            let wal = opts
-                .wal
-                .first()
-                .cloned()
-                .unwrap_or(opts.data.join("pg_wal"));
-            let archives = opts.wal.get(1..).unwrap_or_default();
-            let page = page_as_of_in(
-                &opts.base,
-                &wal,
-                archives,
-                opts.restore_command.as_deref(),
-                &tag,
-                None,
-                &opts.config,
-            )?;
+            let page = page_as_of_in(&opts.base, &opts.wal_spec(), &tag, None, &opts.config)?;
             vec![(tag, page)]
         }
         None => {

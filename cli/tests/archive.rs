@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use walredo::wal::restore::RestoreCommand;
 use walredo::wal::source::WalSource;
 use walredo::wal::{WalReader, WalRecord};
-use walredo_cli::verify::{page_as_of, page_as_of_in, verify, VerifyOptions};
+use walredo_cli::verify::{page_as_of, page_as_of_in, verify, VerifyOptions, WalSpec};
 use walredo_testkit::cluster::{record_workload, WAL_KEEPING_SETTINGS};
 use walredo_testkit::harness::*;
 
@@ -106,6 +106,7 @@ fn a_compressed_archive_reads_and_verifies_as_pg_wal() {
         wal,
         archives: Vec::new(),
         restore_command: None,
+        timeline: None,
         expected: rec.expected.clone(),
         expected_is: Default::default(),
         processes: 2,
@@ -147,6 +148,7 @@ fn a_compressed_archive_reads_and_verifies_as_pg_wal() {
     );
     let restored = VerifyOptions {
         restore_command: Some(restore),
+        timeline: None,
         ..opts(partial_wal.clone())
     };
     let report = verify(&restored, &|_, _| {}).unwrap();
@@ -217,9 +219,11 @@ fn a_compressed_archive_reads_and_verifies_as_pg_wal() {
             .unwrap();
             let restored_page = page_as_of_in(
                 &rec.base,
-                &partial_wal,
-                &[],
-                Some(&restore),
+                &WalSpec {
+                    dirs: vec![partial_wal.clone()],
+                    restore_command: Some(restore),
+                    timeline: None,
+                },
                 tag,
                 Some(rec.target_lsn),
                 &config(),
@@ -238,6 +242,7 @@ fn a_compressed_archive_reads_and_verifies_as_pg_wal() {
     // A command that never finds anything: the start is not there.
     let nothing = VerifyOptions {
         restore_command: Some("exit 1".into()),
+        timeline: None,
         ..opts(partial_wal.clone())
     };
     let e = verify(&nothing, &|_, _| {}).unwrap_err();
@@ -246,6 +251,7 @@ fn a_compressed_archive_reads_and_verifies_as_pg_wal() {
     // One killed by a signal is an error that says so.
     let killed = VerifyOptions {
         restore_command: Some("kill -9 $$".into()),
+        timeline: None,
         ..opts(partial_wal.clone())
     };
     let e = verify(&killed, &|_, _| {}).unwrap_err();

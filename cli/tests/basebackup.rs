@@ -76,6 +76,7 @@ fn a_base_backup_taken_under_load_is_a_starting_point() {
         wal: wal_dir.clone(),
         archives: Vec::new(),
         restore_command: None,
+        timeline: None,
         expected: expected.clone(),
         expected_is: Default::default(),
         processes: 2,

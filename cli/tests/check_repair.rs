@@ -147,7 +147,14 @@ fn check_finds_and_repair_fixes_damaged_and_lost_writes() {
     let base_s = base.to_str().unwrap().to_string();
     let pg_wal = c.data.join("pg_wal").display().to_string();
     let sources = [
-        "--data", &data, "--base", &base_s, "--wal", &pg_wal, "--wal", &arch,
+        "--data",
+        &data,
+        "--base",
+        &base_s,
+        "--wal",
+        &pg_wal,
+        "--archive",
+        &arch,
     ];
     // Undamaged: nothing to report.
     let out = walredo(&[&["check"][..], &sources].concat());
@@ -198,6 +205,35 @@ fn check_finds_and_repair_fixes_damaged_and_lost_writes() {
     let bytes = fs::read(&page).unwrap();
     assert!(bytes.windows(8).any(|w| w == b"row 510!"));
     assert!(!bytes.windows(9).any(|w| w == b"row 510!?"));
+    // The same on timeline 1, named; a timeline that is not there: an error.
+    let on_tli1 = tmp.path().join("page-tli1");
+    let page_on = |timeline: &str| {
+        walredo(&[
+            "page",
+            "--base",
+            &base_s,
+            "--wal",
+            &pg_wal,
+            "--archive",
+            &arch,
+            "--rel",
+            &heap_rel,
+            "--block",
+            &block5_s,
+            "--lsn",
+            &early,
+            "--timeline",
+            timeline,
+            "--out",
+            on_tli1.to_str().unwrap(),
+        ])
+    };
+    let out = page_on("1");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(fs::read(&on_tli1).unwrap(), bytes);
+    let out = page_on("3");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("timeline 3"));
 
     let f = fs::OpenOptions::new().write(true).open(&heap).unwrap();
     f.write_all_at(&[0xAB; 200], 4000).unwrap();

@@ -8,7 +8,7 @@ use walredo::wal::checksum::stamp_checksum;
 use walredo::wal::uses::{block_uses_as, last_run, record_refs, Use};
 use walredo::{Config, Pool, PAGE_SIZE};
 use walredo_cli::check::{check, CheckOptions};
-use walredo_cli::verify::{control_info, read_wal, verify, VerifyOptions};
+use walredo_cli::verify::{control_info, read_wal, verify, VerifyOptions, WalSpec};
 use walredo_testkit::cluster::record_workload;
 use walredo_testkit::harness::*;
 
@@ -60,6 +60,7 @@ fn demo_with(name: &str, conf: &[&str], fast_path: bool, slru: bool) {
         wal: rec.wal_dir.clone(),
         archives: Vec::new(),
         restore_command: None,
+        timeline: None,
         expected: rec.expected.clone(),
         expected_is: Default::default(),
         processes: 2,
@@ -133,8 +134,7 @@ fn demo_with(name: &str, conf: &[&str], fast_path: bool, slru: bool) {
         &CheckOptions {
             data: tmp.path().join("data"),
             base: rec.base.clone(),
-            wal: vec![rec.wal_dir.clone()],
-            restore_command: None,
+            wal: WalSpec::dir(&rec.wal_dir),
             processes: 2,
             config: config(),
         },

@@ -93,6 +93,7 @@ fn truncated_blocks_did_not_exist() {
         wal: rec.wal_dir.clone(),
         archives: Vec::new(),
         restore_command: None,
+        timeline: None,
         expected: rec.expected.clone(),
         expected_is: Default::default(),
         processes: 1,

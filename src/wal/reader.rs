@@ -30,6 +30,7 @@ use crate::wal::error::WalError;
 use crate::wal::lsn::format_lsn;
 use crate::wal::restore::RestoreCommand;
 use crate::wal::segments::{Segments, Start};
+use crate::wal::timeline::fetch_history;
 use segment_io::{Page, PageHeader};
 
 mod segment_io;
@@ -174,15 +175,18 @@ impl WalReader {
     /// highest one having the segment that holds `lsn`); other timelines and
     /// other files (`*.history`, `*.partial`, `archive_status/`) are ignored.
     pub fn open(dir: &Path, start: Option<u64>) -> Result<WalReader, WalError> {
-        WalReader::open_dirs(&[dir.to_path_buf()], start, None)
+        WalReader::open_dirs(&[dir.to_path_buf()], None, start, None)
     }
 
     /// [`open`](Self::open) over several directories, in order (the
-    /// server's `pg_wal`, then archives), and with `restore`, a restore
-    /// command that fetches the segments none of them has, as they are
-    /// needed (its cache directory is listed last).
+    /// server's `pg_wal`, then archives), on `timeline` (None: the highest
+    /// present, or with `start` the highest whose history has its segment),
+    /// and with `restore`, a restore command that fetches the segments none
+    /// of them has, as they are needed (its cache directory is listed last),
+    /// and the timeline's history file when none has it.
     pub fn open_dirs(
         dirs: &[PathBuf],
+        timeline: Option<u32>,
         start: Option<u64>,
         restore: Option<Arc<RestoreCommand>>,
     ) -> Result<WalReader, WalError> {
@@ -192,13 +196,19 @@ impl WalReader {
         }
         // A start whose segment only the archive has: the highest timeline
         // present, the start's segment fetched when the reader opens it.
-        let segs = match Segments::list(&dirs, None, start) {
+        let list = |dirs: &[PathBuf], timeline| match Segments::list(dirs, timeline, start) {
             Err(WalError::StartNotFound { .. }) if restore.is_some() => {
-                Segments::list(&dirs, None, None)?
+                Segments::list(dirs, timeline, None)
             }
-            listed => listed?,
+            listed => listed,
+        };
+        let mut segs = list(&dirs, timeline)?;
+        if let Some(r) = &restore {
+            if fetch_history(&dirs, segs.timeline(), r)? {
+                segs = list(&dirs, Some(segs.timeline()))?;
+            }
         }
-        .with_restore(restore);
+        let segs = segs.with_restore(restore);
         let start = start.map_or(Start::Oldest, Start::Lsn);
         WalReader::open_segments(Arc::new(segs), start, None)
     }

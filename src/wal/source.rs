@@ -39,7 +39,7 @@ use crate::wal::lifetime::{self, Removal};
 use crate::wal::pages;
 use crate::wal::record::{self, RecordError};
 use crate::wal::restore::{RestoreCommand, RestoreError};
-use crate::wal::timeline::history_file_name;
+use crate::wal::timeline::fetch_history;
 use crate::wal::{format_lsn, next_record_start, Segments, Start, WalError, WalReader, WalRecord};
 
 mod history;
@@ -381,30 +381,17 @@ impl WalSource {
     }
 
     /// With a restore command, fetch timeline `tli`'s history file when no
-    /// directory has it (once per timeline), as recovery does: without it
-    /// the WAL before the timeline began would be looked for under the
-    /// wrong names. True when it was fetched.
+    /// directory has it ([`fetch_history`]), once per timeline. True when it
+    /// was fetched.
     fn fetch_history(&mut self, tli: u32) -> Result<bool, SourceError> {
         let Some(restore) = self.restore.clone() else {
             return Ok(false);
         };
-        if tli <= 1 || self.history_asked == Some(tli) {
+        if self.history_asked == Some(tli) {
             return Ok(false);
         }
         self.history_asked = Some(tli);
-        let name = history_file_name(tli);
-        let present = self.dirs.iter().any(|d| {
-            ["", ".gz", ".zst", ".lz4"]
-                .iter()
-                .any(|suffix| d.join(format!("{name}{suffix}")).is_file())
-        });
-        if present {
-            return Ok(false);
-        }
-        match restore.fetch(&name) {
-            Ok(found) => Ok(found.is_some()),
-            Err(e) => Err(SourceError::Wal(WalError::Restore(e.to_string()))),
-        }
+        Ok(fetch_history(&self.dirs, tli, &restore)?)
     }
 
     /// The unbroken run of present segments that ends with the highest one

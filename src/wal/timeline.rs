@@ -34,6 +34,33 @@ pub fn history_file_name(tli: u32) -> String {
     format!("{tli:08X}.history")
 }
 
+/// With `restore`, fetch timeline `tli`'s history file when none of `dirs`
+/// has it (plain or compressed), as recovery does: without it, the WAL
+/// before the timeline began would be looked for under the wrong names.
+/// True when it was fetched (it is then in the restore cache, kept there).
+pub fn fetch_history(
+    dirs: &[PathBuf],
+    tli: u32,
+    restore: &crate::wal::restore::RestoreCommand,
+) -> Result<bool, WalError> {
+    if tli <= 1 {
+        return Ok(false);
+    }
+    let name = history_file_name(tli);
+    let present = dirs.iter().any(|d| {
+        ["", ".gz", ".zst", ".lz4"]
+            .iter()
+            .any(|suffix| d.join(format!("{name}{suffix}")).is_file())
+    });
+    if present {
+        return Ok(false);
+    }
+    restore
+        .fetch(&name)
+        .map(|found| found.is_some())
+        .map_err(|e| WalError::Restore(e.to_string()))
+}
+
 impl History {
     /// A timeline without ancestors (timeline 1, or one whose history file
     /// is in none of the directories).

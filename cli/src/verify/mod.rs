@@ -226,10 +226,32 @@ pub fn read_wal_with(
     read_wal_from(base, &WalDirs::one(wal_dir), end, each)
 }
 
-/// Where the WAL is: a directory, then archives, then a restore command.
+/// Where a command's WAL is, as given: directories in order (the first,
+/// `pg_wal` or the WAL written after BASE; then archives, plain or
+/// compressed), a restore command for what none has, and the timeline to
+/// follow (None: the newest).
+#[derive(Clone, Debug, Default)]
+pub struct WalSpec {
+    pub dirs: Vec<PathBuf>,
+    pub restore_command: Option<String>,
+    pub timeline: Option<u32>,
+}
+
+impl WalSpec {
+    /// One directory, the newest timeline, no restore command.
+    pub fn dir(dir: &Path) -> WalSpec {
+        WalSpec {
+            dirs: vec![dir.to_path_buf()],
+            ..WalSpec::default()
+        }
+    }
+}
+
+/// Where the WAL is: directories, then a restore command, and the timeline.
 pub struct WalDirs {
     pub dirs: Vec<PathBuf>,
     pub restore: Option<Arc<RestoreCommand>>,
+    pub timeline: Option<u32>,
 }
 
 impl WalDirs {
@@ -237,32 +259,34 @@ impl WalDirs {
         WalDirs {
             dirs: vec![dir.to_path_buf()],
             restore: None,
+            timeline: None,
         }
     }
 
-    /// `opts`'s WAL, its archives and restore command; the command's
-    /// files go to a private directory under `cache_root`, kept as long
-    /// as the run (the rebuild maps them).
+    /// `opts`'s WAL, its archives, restore command and timeline; the
+    /// command's files go to a private directory under `cache_root`, kept
+    /// as long as the run (the rebuild maps them).
     pub fn of(opts: &VerifyOptions, cache_root: &Path) -> Result<WalDirs, String> {
+        let mut dirs = vec![opts.wal.clone()];
+        dirs.extend(opts.archives.iter().cloned());
         WalDirs::new(
-            &opts.wal,
-            &opts.archives,
-            opts.restore_command.as_deref(),
+            &WalSpec {
+                dirs,
+                restore_command: opts.restore_command.clone(),
+                timeline: opts.timeline,
+            },
             cache_root,
         )
     }
 
-    /// `wal`, then `archives`, then what `restore_command` fetches into a
+    /// `spec`'s directories, then what its restore command fetches into a
     /// private directory under `cache_root`.
-    pub fn new(
-        wal: &Path,
-        archives: &[PathBuf],
-        restore_command: Option<&str>,
-        cache_root: &Path,
-    ) -> Result<WalDirs, String> {
-        let mut dirs = vec![wal.to_path_buf()];
-        dirs.extend(archives.iter().cloned());
-        let restore = match restore_command {
+    pub fn new(spec: &WalSpec, cache_root: &Path) -> Result<WalDirs, String> {
+        if spec.dirs.is_empty() {
+            return Err("no WAL directory given".to_string());
+        }
+        let dirs = spec.dirs.clone();
+        let restore = match spec.restore_command.as_deref() {
             Some(command) => Some(Arc::new(
                 RestoreCommand::new(
                     command,
@@ -274,7 +298,11 @@ impl WalDirs {
             )),
             None => None,
         };
-        Ok(WalDirs { dirs, restore })
+        Ok(WalDirs {
+            dirs,
+            restore,
+            timeline: spec.timeline,
+        })
     }
 }
 
@@ -289,19 +317,24 @@ pub fn read_wal_from(
     mut each: impl FnMut(u64, u64, &[u8]) -> Result<(), String>,
 ) -> Result<(Vec<(u64, PathBuf)>, u64), String> {
     let wal_dir = &wal.dirs[0];
-    let mut reader = WalReader::open_dirs(&wal.dirs, Some(base.redo_lsn), wal.restore.clone())
-        .map_err(|e| {
-            let restore = if wal.restore.is_some() {
-                "; the restore command did not find it either"
-            } else {
-                ""
-            };
-            format!(
+    let mut reader = WalReader::open_dirs(
+        &wal.dirs,
+        wal.timeline,
+        Some(base.redo_lsn),
+        wal.restore.clone(),
+    )
+    .map_err(|e| {
+        let restore = if wal.restore.is_some() {
+            "; the restore command did not find it either"
+        } else {
+            ""
+        };
+        format!(
             "{e}{restore} (BASE's checkpoint starts replay at {}: is the WAL directory the one \
              written after BASE was taken, and BASE not newer than it?)",
             format_lsn(base.redo_lsn)
         )
-        })?;
+    })?;
     reader
         .expect_version(base.pg_version)
         .map_err(|e| format!("{e} (BASE is PostgreSQL {})", base.pg_version))?;
@@ -626,6 +659,8 @@ pub struct VerifyOptions {
     /// A restore_command fetching the segments no directory has
     /// (`walredo::wal::restore`), as PostgreSQL runs it.
     pub restore_command: Option<String>,
+    /// The timeline to follow (None: the newest found).
+    pub timeline: Option<u32>,
     pub expected: PathBuf,
     /// What EXPECTED is.
     pub expected_is: Expected,
@@ -1013,17 +1048,15 @@ pub fn page_as_of(
     lsn: Option<u64>,
     config: &Config,
 ) -> Result<Box<[u8; PAGE_SIZE]>, String> {
-    page_as_of_in(base_dir, wal, &[], None, tag, lsn, config)
+    page_as_of_in(base_dir, &WalSpec::dir(wal), tag, lsn, config)
 }
 
-/// [`page_as_of`] with the WAL also in `archives` (plain or compressed
-/// segments) and behind `restore_command`; BASE may be a base backup,
-/// plain or tar (unpacked first).
+/// [`page_as_of`] with the WAL where `wal` says (archives of plain or
+/// compressed segments, a restore command, a timeline); BASE may be a base
+/// backup, plain or tar (unpacked first).
 pub fn page_as_of_in(
     base_dir: &Path,
-    wal: &Path,
-    archives: &[PathBuf],
-    restore_command: Option<&str>,
+    wal: &WalSpec,
     tag: &PageTag,
     lsn: Option<u64>,
     config: &Config,
@@ -1031,7 +1064,7 @@ pub fn page_as_of_in(
     let unpacked = unpack_tar_backup(base_dir)?;
     let base_dir = unpacked.as_ref().map_or(base_dir, |d| d.0.as_path());
     let cache = ScratchDir::new("walredo-page")?;
-    let wal_dirs = WalDirs::new(wal, archives, restore_command, &cache.0)?;
+    let wal_dirs = WalDirs::new(wal, &cache.0)?;
     let base = control_info(base_dir, config)?;
     // BASE's pages may be from any time after its start: none is the page
     // as of an earlier LSN.
