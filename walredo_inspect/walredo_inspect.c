@@ -157,7 +157,8 @@ inspect_library_error_hint(int status, const char *context, const char *not_foun
 					 not_found_hint ? errhint("%s", not_found_hint) :
 					 errhint("Set walredo_inspect.archive_dir to a directory of archived WAL "
 							 "segments (plain or compressed), or walredo_inspect.restore_command "
-							 "to a command that fetches them, or raise wal_keep_size to keep "
+							 "to a command that fetches them, or walredo_inspect.base_backup to "
+							 "a base backup of this cluster, or raise wal_keep_size to keep "
 							 "more WAL in pg_wal.")));
 			pg_unreachable();
 		case WALREDO_NO_SUCH_BLOCK:
