@@ -236,6 +236,7 @@ int main(int argc, char **argv)
             CHECK_STATUS(walredo_pages_match(&pages[i].tag, page, other, &matches), WALREDO_OK);
             CHECK(matches == 0, "pages_match of another block's page");
         }
+        uint64_t first_end = recs[0].end_lsn;
         walredo_plan_free(plan);
 
         /* The history: oldest first, the plan's records among them. */
@@ -243,6 +244,15 @@ int main(int argc, char **argv)
         CHECK_STATUS(walredo_wal_history(wal, &pages[i].tag, pages[i].lsn, each_entry, &hh, NULL, NULL),
                      WALREDO_OK);
         CHECK(hh.n >= (int)n && hh.sorted && hh.first_starts, "history of %d entries", hh.n);
+        /* Since an LSN after the first entry's start: that one is left out. */
+        history since0 = {0, 0, 1, 0, 0}, later = {0, 0, 1, 0, 0};
+        CHECK_STATUS(walredo_wal_history_since(wal, &pages[i].tag, 0, pages[i].lsn, each_entry,
+                                               &since0, NULL, NULL), WALREDO_OK);
+        CHECK(since0.n == hh.n, "history since 0: %d, not %d", since0.n, hh.n);
+        CHECK_STATUS(walredo_wal_history_since(wal, &pages[i].tag, first_end, pages[i].lsn,
+                                               each_entry, &later, NULL, NULL), WALREDO_OK);
+        CHECK(later.n < hh.n && later.n >= (int)n - 1, "history since the first record: %d of %d",
+              later.n, hh.n);
         history one = {0, 0, 1, 0, 1};
         CHECK_STATUS(walredo_wal_history(wal, &pages[i].tag, pages[i].lsn, each_entry, &one, NULL, NULL),
                      WALREDO_OK);

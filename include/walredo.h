@@ -1226,6 +1226,23 @@ int walredo_wal_history(struct walredo_wal *wal,
                         void *interrupt_userdata);
 
 /**
+ * `walredo_wal_history` of the records that start at or after `since_lsn`
+ * (a base backup's start: what came before is in the backup). With a
+ * restore command (`walredo_wal_set_restore_command`), the segments from
+ * `since_lsn`'s on that no directory has are fetched first, newest first,
+ * at most as many as its cache holds; a segment the archive lacks gives
+ * `WALREDO_NOT_FOUND`, naming it. `since_lsn` 0 is `walredo_wal_history`.
+ */
+int walredo_wal_history_since(struct walredo_wal *wal,
+                              const struct walredo_page_tag *tag,
+                              uint64_t since_lsn,
+                              uint64_t end_lsn,
+                              walredo_history_fn each,
+                              void *each_userdata,
+                              walredo_interrupt_fn interrupt,
+                              void *interrupt_userdata);
+
+/**
  * The oldest record start and the newest record end that can be read now,
  * with nothing read past `end_lsn` (for messages; pass the flush LSN).
  * `WALREDO_NOT_FOUND` when no record ending at or before `end_lsn` can be

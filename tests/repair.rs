@@ -178,6 +178,45 @@ fn repair_from_archive_across_a_timeline_switch() {
     ));
     assert_eq!(found.trim(), "1");
 
+    // The block's history since the base backup, through the archive (in a
+    // backend of its own: nothing fetched yet): it reaches the bad UPDATE,
+    // before the oldest segment in pg_wal.
+    let mut hs = Session::open(&s);
+    let history = hs.ok(&format!(
+        "SET walredo_inspect.restore_command = 'gunzip < {arch}/%f.gz > %p';
+         SET walredo_inspect.base_backup = '{}';
+         SELECT start_lsn FROM page_history('t', 0);",
+        base.display()
+    ));
+    drop(hs);
+    // Without a base backup the history is the readable WAL's: pg_wal's.
+    let mut hs = Session::open(&s);
+    let readable = hs.ok(&format!(
+        "SET walredo_inspect.restore_command = 'gunzip < {arch}/%f.gz > %p';
+         SELECT start_lsn FROM page_history('t', 0);"
+    ));
+    assert!(
+        readable.lines().map(lsn).all(|s| s / SEG >= oldest_kept),
+        "{readable}"
+    );
+    drop(hs);
+    let starts: Vec<u64> = history.lines().map(lsn).collect();
+    let base_start = lsn(fs::read_to_string(base.join("backup_label"))
+        .unwrap()
+        .split("START WAL LOCATION: ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap());
+    assert!(starts.iter().all(|&s| s >= base_start), "{history}");
+    assert!(
+        starts
+            .iter()
+            .any(|&s| s >= before_bad && s / SEG < oldest_kept),
+        "{history}"
+    );
+
     // A dry run reports and changes nothing.
     let report = "SELECT result, old_page_valid, old_checksum_ok, records > 0, from_base_backup";
     let dry = ss.ok(&format!(

@@ -269,21 +269,25 @@ collect_entry(void *userdata, const walredo_history_entry *entry)
 /*
  * Every record up to end_lsn that references tag, oldest first, into
  * history->entries (palloc'd on return; the malloc'd array the callback
- * filled is freed before anything can raise an error).
+ * filled is freed before anything can raise an error).  With
+ * walredo_inspect.base_backup, the records since the backup's start, the
+ * segments no directory has fetched by the restore command, if any.
  */
 void
 inspect_history(const walredo_page_tag *tag, XLogRecPtr end_lsn,
 				InspectHistory *history)
 {
 	walredo_wal *w = get_wal();
+	const InspectBase *base = inspect_base();
+	XLogRecPtr	since = base != NULL ? base->start_lsn : InvalidXLogRecPtr;
 	int			rc;
 
 	for (;;)
 	{
 		InspectHistory h = {0};
 
-		rc = walredo_wal_history(w, tag, end_lsn, collect_entry, &h,
-								 inspect_interrupt_pending, NULL);
+		rc = walredo_wal_history_since(w, tag, since, end_lsn, collect_entry, &h,
+									   inspect_interrupt_pending, NULL);
 		if (rc == WALREDO_OK && !h.out_of_memory)
 		{
 			history->n = h.n;

@@ -484,6 +484,69 @@ pub unsafe extern "C" fn walredo_wal_history(
     interrupt: walredo_interrupt_fn,
     interrupt_userdata: *mut c_void,
 ) -> c_int {
+    // SAFETY: the caller's contract is this function's.
+    unsafe {
+        history(
+            wal,
+            tag,
+            0,
+            end_lsn,
+            each,
+            each_userdata,
+            interrupt,
+            interrupt_userdata,
+        )
+    }
+}
+
+/// `walredo_wal_history` of the records that start at or after `since_lsn`
+/// (a base backup's start: what came before is in the backup). With a
+/// restore command (`walredo_wal_set_restore_command`), the segments from
+/// `since_lsn`'s on that no directory has are fetched first, newest first,
+/// at most as many as its cache holds; a segment the archive lacks gives
+/// `WALREDO_NOT_FOUND`, naming it. `since_lsn` 0 is `walredo_wal_history`.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn walredo_wal_history_since(
+    wal: *mut walredo_wal,
+    tag: *const walredo_page_tag,
+    since_lsn: u64,
+    end_lsn: u64,
+    each: walredo_history_fn,
+    each_userdata: *mut c_void,
+    interrupt: walredo_interrupt_fn,
+    interrupt_userdata: *mut c_void,
+) -> c_int {
+    // SAFETY: the caller's contract is this function's.
+    unsafe {
+        history(
+            wal,
+            tag,
+            since_lsn,
+            end_lsn,
+            each,
+            each_userdata,
+            interrupt,
+            interrupt_userdata,
+        )
+    }
+}
+
+/// The body of `walredo_wal_history` and `walredo_wal_history_since`.
+///
+/// # Safety
+/// As `walredo_wal_history`'s.
+#[allow(clippy::too_many_arguments)]
+unsafe fn history(
+    wal: *mut walredo_wal,
+    tag: *const walredo_page_tag,
+    since_lsn: u64,
+    end_lsn: u64,
+    each: walredo_history_fn,
+    each_userdata: *mut c_void,
+    interrupt: walredo_interrupt_fn,
+    interrupt_userdata: *mut c_void,
+) -> c_int {
     guard_status(|| {
         // SAFETY: the caller's contract.
         let wal = unsafe { source(wal) }?;
@@ -498,8 +561,9 @@ pub unsafe extern "C" fn walredo_wal_history(
             names.push((s, CString::new(s).unwrap_or_default()));
             names.last().map_or(ptr::null(), |(_, c)| c.as_ptr())
         };
-        let result = wal.source.lock().history(
+        let result = wal.source.lock().history_since(
             &tag,
+            since_lsn,
             end_lsn,
             &mut interrupter(interrupt, interrupt_userdata),
             &mut |e| {

@@ -44,6 +44,73 @@ impl HistoryEntry {
 }
 
 impl WalSource {
+    /// [`history`](Self::history) of the records that start at or after
+    /// `since` (a base backup's start: what came before is in the backup).
+    /// With a restore command, the segments from `since`'s on that no
+    /// directory has are fetched first (newest first), at most as many as
+    /// its cache holds; a segment the archive lacks is `NotFound`, naming it.
+    pub fn history_since(
+        &mut self,
+        tag: &PageTag,
+        since: u64,
+        end_lsn: u64,
+        interrupt: &mut dyn FnMut() -> bool,
+        each: &mut dyn FnMut(&HistoryEntry) -> bool,
+    ) -> Result<(), SourceError> {
+        if since == 0 {
+            return self.history(tag, end_lsn, interrupt, each);
+        }
+        self.fetch_back_to(since, end_lsn, interrupt)?;
+        self.history(tag, end_lsn, interrupt, &mut |e| {
+            e.start_lsn < since || each(e)
+        })
+    }
+
+    /// With a restore command, fetch the segments no directory has from
+    /// the one holding `since` up to the run of present segments that ends
+    /// at `end_lsn`'s.
+    fn fetch_back_to(
+        &mut self,
+        since: u64,
+        end_lsn: u64,
+        interrupt: &mut dyn FnMut() -> bool,
+    ) -> Result<(), SourceError> {
+        let Some(restore) = self.restore.clone() else {
+            return Ok(());
+        };
+        let mut fetched = 0;
+        loop {
+            let segs = self.list()?;
+            let seg_size = segs.segment_size();
+            let top = last_segment(end_lsn, seg_size);
+            let wanted = match Self::run_below(&segs, top) {
+                Some((low, _)) if low <= since / seg_size => return Ok(()),
+                Some((_, run_top)) if run_top < top => top,
+                Some((low, _)) => low - 1,
+                None => top,
+            };
+            if fetched >= restore.most_cached() {
+                return Err(SourceError::NotFound(format!(
+                    "the history from {} needs more segments than the restore cache holds \
+                     ({fetched})",
+                    format_lsn(since)
+                )));
+            }
+            let name = segs.file_name(wanted);
+            match restore.fetch_interruptible(&name, interrupt) {
+                Ok(Some(_)) => fetched += 1,
+                Ok(None) => {
+                    return Err(SourceError::NotFound(format!(
+                        "the restore command found no {name}, which the history from {} needs",
+                        format_lsn(since)
+                    )))
+                }
+                Err(RestoreError::Cancelled) => return Err(SourceError::Cancelled),
+                Err(e) => return Err(SourceError::Wal(WalError::Restore(e.to_string()))),
+            }
+        }
+    }
+
     /// Every record of the readable WAL that ends at or before `end_lsn`
     /// and changes `tag`, oldest first; `each` returns false to stop.
     pub fn history(
