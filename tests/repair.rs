@@ -189,6 +189,19 @@ fn repair_from_archive_across_a_timeline_switch() {
         base.display()
     ));
     drop(hs);
+    // Archive directories, in order (an empty one first): the compressed
+    // segments are read in place, no command run.
+    let empty = TempDir::new("repair-empty-archive");
+    let mut hs = Session::open(&s);
+    let found = hs.ok(&format!(
+        "SET walredo_inspect.archive_dir = '{}, {arch}';
+         SELECT count(*) FROM heap_page_items(page_at_lsn('t', 0, '{}'))
+         WHERE position(convert_to('before the bad update', 'UTF8') IN t_data) > 0;",
+        empty.path().display(),
+        walredo::wal::format_lsn(before_bad)
+    ));
+    assert_eq!(found.trim(), "1");
+    drop(hs);
     // Without a base backup the history is the readable WAL's: pg_wal's.
     let mut hs = Session::open(&s);
     let readable = hs.ok(&format!(

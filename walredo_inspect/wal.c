@@ -6,7 +6,7 @@
  * the WAL (every record by the blocks it changes) is built once and read on
  * into the WAL flushed since, not rebuilt on every lookup: a lookup then
  * reads only its block's records.  It
- * reads the server's pg_wal and then walredo_inspect.archive_dir, in place,
+ * reads the server's pg_wal and then walredo_inspect.archive_dir's directories, in place,
  * then what walredo_inspect.restore_command fetches into a directory of this
  * backend's (pgsql_tmp_walredo_restore.PID in the data directory: skipped by
  * pg_basebackup, removed at exit).  Reopened when the archive directory, the
@@ -25,6 +25,8 @@
 #include "access/xlogrecovery.h"
 #endif
 #include "miscadmin.h"
+#include "nodes/pg_list.h"
+#include "utils/varlena.h"
 
 static walredo_wal *wal = NULL;
 static char *wal_archive_dir = NULL;	/* malloc'd: what wal was opened with */
@@ -103,7 +105,9 @@ get_wal(void)
 {
 	const char *archive = inspect_archive_dir ? inspect_archive_dir : "";
 	const char *restore = inspect_restore_command ? inspect_restore_command : "";
-	const char *dirs[2];
+	const char **dirs;
+	List	   *archives = NIL;
+	ListCell   *lc;
 	char		pg_wal[MAXPGPATH];
 	size_t		n_dirs = 0;
 	TimeLineID	tli;
@@ -125,10 +129,16 @@ get_wal(void)
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory")));
 
+	/* pg_wal, then the archive directories in the order given. */
+	if (!SplitDirectoriesString(pstrdup(archive), ',', &archives))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid list syntax in walredo_inspect.archive_dir")));
+	dirs = palloc((1 + list_length(archives)) * sizeof(char *));
 	snprintf(pg_wal, sizeof(pg_wal), "%s/%s", DataDir, XLOGDIR);
 	dirs[n_dirs++] = pg_wal;
-	if (archive[0] != '\0')
-		dirs[n_dirs++] = archive;
+	foreach(lc, archives)
+		dirs[n_dirs++] = (const char *) lfirst(lc);
 
 	rc = walredo_wal_open(dirs, n_dirs, tli, &wal);
 	/* An archive of another cluster with the same segment names: refused. */

@@ -10,7 +10,9 @@
 
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/pg_list.h"
 #include "utils/guc.h"
+#include "utils/varlena.h"
 
 PG_MODULE_MAGIC;
 
@@ -35,6 +37,34 @@ check_absolute_path(char **newval, void **extra, GucSource source)
 		return false;
 	}
 	return true;
+}
+
+/* A comma-separated list of absolute paths (quoted when they hold commas). */
+static bool
+check_absolute_paths(char **newval, void **extra, GucSource source)
+{
+	List	   *dirs = NIL;
+	ListCell   *lc;
+	bool		ok = true;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	if (!SplitDirectoriesString(pstrdup(*newval), ',', &dirs))
+	{
+		GUC_check_errdetail("List syntax is invalid.");
+		return false;
+	}
+	foreach(lc, dirs)
+	{
+		if (!is_absolute_path((char *) lfirst(lc)))
+		{
+			GUC_check_errdetail("Every directory must be an absolute path.");
+			ok = false;
+			break;
+		}
+	}
+	list_free_deep(dirs);
+	return ok;
 }
 
 void
@@ -62,13 +92,14 @@ _PG_init(void)
 							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("walredo_inspect.archive_dir",
-							   "Directory of archived WAL segments read after pg_wal.",
-							   "Segments are read in place, never copied into pg_wal.",
+							   "Directories of archived WAL segments read after pg_wal, in order.",
+							   "A comma-separated list.  Segments, plain or compressed (.gz, .zst, "
+							   ".lz4), are read in place, never copied into pg_wal.",
 							   &inspect_archive_dir,
 							   "",
 							   PGC_SUSET,
-							   0,
-							   check_absolute_path, NULL, NULL);
+							   GUC_LIST_INPUT,
+							   check_absolute_paths, NULL, NULL);
 
 	/*
 	 * A shell command run as the server's user: superuser only, as

@@ -134,6 +134,11 @@ SELECT result, old_page_valid, records > 0 AS replayed, from_base_backup, new_ls
 \set VERBOSITY default
 SET walredo_inspect.archive_dir = 'relative/dir';
 SET walredo_inspect.base_backup = 'relative/dir';
+-- archive_dir is a list: every directory absolute.
+SET walredo_inspect.archive_dir = '/tmp, relative/dir';
+SET walredo_inspect.archive_dir = '/tmp, "/tmp/with, a comma"';
+SHOW walredo_inspect.archive_dir;
+RESET walredo_inspect.archive_dir;
 \set VERBOSITY terse
 -- A base backup that is not one: no such directory; a data directory
 -- without backup_label.
