@@ -23,7 +23,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use walredo::datadir::{relation_path, PageFiles, RELSEG_SIZE};
@@ -493,7 +494,12 @@ pub fn write_page(
     let mut old = vec![0u8; PAGE_SIZE];
     file.read_exact_at(&mut old, offset)
         .map_err(|e| format!("cannot read block {} of {}: {e}", tag.blkno, path.display()))?;
-    fs::create_dir_all(saved).map_err(|e| format!("cannot make {}: {e}", saved.display()))?;
+    // The cluster's rows: readable by the owner only, as the data directory.
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(saved)
+        .map_err(|e| format!("cannot make {}: {e}", saved.display()))?;
     let keep = saved.join(format!(
         "{}_{}_{}_{}_{}.page",
         tag.rel.spcnode,
@@ -502,7 +508,14 @@ pub fn write_page(
         FORK_NAMES[tag.forknum as usize],
         tag.blkno
     ));
-    fs::write(&keep, &old).map_err(|e| format!("cannot save {}: {e}", keep.display()))?;
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&keep)
+        .and_then(|mut f| f.write_all(&old))
+        .map_err(|e| format!("cannot save {}: {e}", keep.display()))?;
     file.write_all_at(&good[..], offset)
         .and_then(|()| file.sync_data())
         .map_err(|e| {

@@ -267,6 +267,16 @@ fn check_finds_and_repair_fixes_damaged_and_lost_writes() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("repaired: 3 pages"));
     let saved = saved_pages_dir(&c.data);
     assert_eq!(fs::read_dir(&saved).unwrap().count(), 3);
+    // The saved pages hold rows: the owner's alone.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&saved).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    for f in fs::read_dir(&saved).unwrap() {
+        let mode = f.unwrap().metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
     let out = walredo(&[&["check"][..], &sources].concat());
     assert_eq!(out.status.code(), Some(0));
 
