@@ -16,16 +16,15 @@
  *    taken with RBM_ZERO_AND_LOCK (the disk copy is not read; a valid copy
  *    already in shared buffers is kept).  No record can change the block
  *    while the lock is held, so a page whose LSN is not past the flush LSN
- *    has no record the rebuild missed; one that is (changed in shared
- *    buffers meanwhile) is rebuilt again under the lock.
+ *    has no record the rebuild missed; one that is (a valid page, changed
+ *    in shared buffers meanwhile) is released and rebuilt again from step
+ *    2, never under the lock: a few times, then an error.
  * 4. The rebuilt page is installed in a critical section, marked dirty and
  *    WAL-logged as a full-page image (standbys and any later recovery get
  *    it too), and written out at once so the damaged disk copy is gone.
  *
  * A zeroed buffer never outlives step 3 without the rebuilt page in it:
- * between RBM_ZERO_AND_LOCK and the critical section nothing can fail
- * (a rebuild under the lock happens only when the buffer held a valid,
- * newer page, which an error then leaves as it was).
+ * between RBM_ZERO_AND_LOCK and the critical section nothing can fail.
  */
 #include "walredo_inspect.h"
 
@@ -126,31 +125,43 @@ repair_page(PG_FUNCTION_ARGS)
 	smgrread(RelationGetSmgr(rel), forknum, blkno, disk.data);
 	disk_valid = page_verifies((Page) disk.data, blkno);
 
-	/* 2. Every record of the block is in the flushed WAL. */
-	flushed = flush_all();
-	inspect_rebuild(&tag, flushed, NULL, (uint8 *) rebuilt.data, &what);
-
-	/* 3. A damaged disk copy cannot be read into a buffer: take it zeroed. */
-	if (disk_valid)
+	for (int attempt = 1;; attempt++)
 	{
-		buf = ReadBufferExtended(rel, forknum, blkno, RBM_NORMAL, NULL);
-		LockBuffer(buf, dry_run ? BUFFER_LOCK_SHARE : BUFFER_LOCK_EXCLUSIVE);
-		current = BufferGetPage(buf);
-	}
-	else if (!dry_run)
-	{
-		buf = ReadBufferExtended(rel, forknum, blkno, RBM_ZERO_AND_LOCK, NULL);
-		current = BufferGetPage(buf);
-	}
-	else
-		current = (Page) disk.data;
-
-	if (!PageIsNew(current) && PageGetLSN(current) > flushed &&
-		(disk_valid || !dry_run))
-	{
-		/* Changed in shared buffers since step 2: the lock holds it still now. */
+		/* 2. Every record of the block is in the flushed WAL. */
 		flushed = flush_all();
 		inspect_rebuild(&tag, flushed, NULL, (uint8 *) rebuilt.data, &what);
+
+		/* 3. A damaged disk copy cannot be read into a buffer: take it zeroed. */
+		if (disk_valid)
+		{
+			buf = ReadBufferExtended(rel, forknum, blkno, RBM_NORMAL, NULL);
+			LockBuffer(buf, dry_run ? BUFFER_LOCK_SHARE : BUFFER_LOCK_EXCLUSIVE);
+			current = BufferGetPage(buf);
+		}
+		else if (!dry_run)
+		{
+			buf = ReadBufferExtended(rel, forknum, blkno, RBM_ZERO_AND_LOCK, NULL);
+			current = BufferGetPage(buf);
+		}
+		else
+			current = (Page) disk.data;
+
+		/*
+		 * A valid page in shared buffers changed since step 2 (never a zeroed
+		 * one): rebuild again, without the lock.
+		 */
+		if (!BufferIsValid(buf) || PageIsNew(current) || PageGetLSN(current) <= flushed)
+			break;
+		UnlockReleaseBuffer(buf);
+		buf = InvalidBuffer;
+		if (attempt == 3)
+			ereport(ERROR,
+					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+					 errmsg("block %u of relation \"%s\" kept changing while it was rebuilt",
+							blkno, RelationGetRelationName(rel)),
+					 errhint("A page that is written to is not damaged in shared buffers; "
+							 "try again when it is quieter.")));
+		CHECK_FOR_INTERRUPTS();
 	}
 
 	if (disk_valid && same_page(&tag, (uint8 *) current, (uint8 *) rebuilt.data))
