@@ -274,7 +274,7 @@ fn repair_from_archive_across_a_timeline_switch() {
     assert_eq!(s2.psql(ROWS_BY_INDEX).trim(), expected.trim());
 
     // An archive of another cluster with the same segment names is refused.
-    let other_archive = other_clusters_archive(&install, before_bad / SEG + 2);
+    let (other_archive, other_control) = other_clusters_archive(&install, before_bad / SEG + 2);
     let r = ss.query(&format!(
         "SET walredo_inspect.restore_command = 'gunzip < {}/%f.gz > %p';
          SELECT length(page_at_lsn('t', 0, '{}'));",
@@ -282,6 +282,31 @@ fn repair_from_archive_across_a_timeline_switch() {
         walredo::wal::format_lsn(before_bad)
     ));
     assert!(!r.ok() && r.err.contains("system identifier"), "{r:?}");
+    // So is a base backup of another cluster (its pg_control says whose).
+    let foreign = TempDir::new("repair-foreign-base");
+    fs::create_dir(foreign.path().join("global")).unwrap();
+    fs::copy(
+        base.join("backup_label"),
+        foreign.path().join("backup_label"),
+    )
+    .unwrap();
+    fs::write(foreign.path().join("global/pg_control"), &other_control).unwrap();
+    // Readable by the server's user (the test may run as root).
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["global", "backup_label", "global/pg_control"] {
+        let mode = if f == "global" { 0o755 } else { 0o644 };
+        fs::set_permissions(foreign.path().join(f), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let r = ss.query(&format!(
+        "SET walredo_inspect.base_backup = '{}';
+         SELECT length(page_at_lsn('t', 0, '{}'));",
+        foreign.path().display(),
+        walredo::wal::format_lsn(before_bad)
+    ));
+    assert!(
+        !r.ok() && r.err.contains("is a backup of another cluster"),
+        "{r:?}"
+    );
     let tag = s.main_tag("t", 0);
 
     // Refusals: a standby, a non-superuser.
@@ -327,8 +352,8 @@ fn repair_from_archive_across_a_timeline_switch() {
 
 /// A cluster of its own with 1 MB segments, its WAL written past segment
 /// `segments` and archived gzip-compressed: an archive whose segment names
-/// are another cluster's.
-fn other_clusters_archive(install: &PrivateInstall, segments: u64) -> TempDir {
+/// are another cluster's; and that cluster's pg_control.
+fn other_clusters_archive(install: &PrivateInstall, segments: u64) -> (TempDir, Vec<u8>) {
     let dir = TempDir::new("repair-other");
     let archive = TempDir::new("repair-other-archive");
     let command = format!(
@@ -349,6 +374,7 @@ fn other_clusters_archive(install: &PrivateInstall, segments: u64) -> TempDir {
         q.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;") >= last
     });
     q.stop();
+    let control = fs::read(q.data.join("global/pg_control")).unwrap();
     drop(dir);
-    archive
+    (archive, control)
 }
