@@ -32,6 +32,8 @@ pub mod process;
 pub mod redo;
 pub mod request;
 pub mod tag;
+#[cfg(test)]
+mod test_rng;
 pub mod wal;
 
 pub use config::{Config, SpawnMode};

@@ -174,15 +174,8 @@ mod tests {
     }
 
     fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
+        let mut rng = crate::test_rng::Rng(seed | 1);
+        (0..len).map(|_| (rng.next() >> 24) as u8).collect()
     }
 
     #[test]

@@ -551,6 +551,7 @@ mod tests {
         RM_CLOG_ID, RM_COMMIT_TS_ID, RM_LOGICALMSG_ID, RM_SMGR_ID, RM_XACT_ID, RM_XLOG_ID,
     };
     use crate::tag::MAIN_FORKNUM;
+    use crate::test_rng::Rng;
 
     const LP_REDIRECT: u32 = 2;
     const LP_DEAD: u32 = 3;
@@ -1087,22 +1088,6 @@ mod tests {
             let mut p = [0u8; PAGE_SIZE];
             mask_page(&mut p, kind, BLKNO);
             assert!(p.iter().all(|&b| b == 0), "{kind:?}");
-        }
-    }
-
-    /// xorshift64: a small deterministic generator.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
         }
     }
 

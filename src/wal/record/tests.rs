@@ -1,5 +1,6 @@
 use super::*;
 use crate::tag::{FSM_FORKNUM, INIT_FORKNUM, MAIN_FORKNUM, VISIBILITYMAP_FORKNUM};
+use crate::test_rng::Rng;
 
 mod errors;
 
@@ -356,16 +357,6 @@ fn one_block_with_image() -> Vec<u8> {
     b0.image = Some(holed_image(100, 8000, true));
     b.blocks = vec![b0];
     b.build()
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 #[test]
