@@ -115,6 +115,20 @@ impl From<WalError> for SourceError {
     }
 }
 
+/// Fetch archived file `name` with `restore`: true when it was fetched,
+/// false when the archive does not have it.
+fn fetch_segment(
+    restore: &RestoreCommand,
+    name: &str,
+    interrupt: &mut dyn FnMut() -> bool,
+) -> Result<bool, SourceError> {
+    match restore.fetch_interruptible(name, interrupt) {
+        Ok(found) => Ok(found.is_some()),
+        Err(RestoreError::Cancelled) => Err(SourceError::Cancelled),
+        Err(e) => Err(SourceError::Wal(WalError::Restore(e.to_string()))),
+    }
+}
+
 /// Where a record starts and ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Span {
@@ -392,6 +406,18 @@ impl WalSource {
         }
         self.history_asked = Some(tli);
         Ok(fetch_history(&self.dirs, tli, &restore)?)
+    }
+
+    /// The segment a restore command should fetch to reach further back
+    /// from `segno`: `segno` itself when the present run below it ends
+    /// earlier (or nothing is present), else the one before the run's
+    /// oldest; None when the run begins at segment 0.
+    fn segment_to_fetch(segs: &Segments, segno: u64) -> Option<u64> {
+        match Self::run_below(segs, segno) {
+            Some((_, top)) if top < segno => Some(segno),
+            Some((low, _)) => low.checked_sub(1),
+            None => Some(segno),
+        }
     }
 
     /// The unbroken run of present segments that ends with the highest one

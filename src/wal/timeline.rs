@@ -34,6 +34,18 @@ pub fn history_file_name(tli: u32) -> String {
     format!("{tli:08X}.history")
 }
 
+/// Where timeline `tli`'s history file may be, in the order looked in:
+/// each directory, plain, then compressed as archives keep it.
+fn history_file_paths(dirs: &[PathBuf], tli: u32) -> impl Iterator<Item = PathBuf> + '_ {
+    let name = history_file_name(tli);
+    dirs.iter().flat_map(move |dir| {
+        let name = name.clone();
+        ["", ".gz", ".zst", ".lz4"]
+            .into_iter()
+            .map(move |suffix| dir.join(format!("{name}{suffix}")))
+    })
+}
+
 /// With `restore`, fetch timeline `tli`'s history file when none of `dirs`
 /// has it (plain or compressed), as recovery does: without it, the WAL
 /// before the timeline began would be looked for under the wrong names.
@@ -46,17 +58,11 @@ pub fn fetch_history(
     if tli <= 1 {
         return Ok(false);
     }
-    let name = history_file_name(tli);
-    let present = dirs.iter().any(|d| {
-        ["", ".gz", ".zst", ".lz4"]
-            .iter()
-            .any(|suffix| d.join(format!("{name}{suffix}")).is_file())
-    });
-    if present {
+    if history_file_paths(dirs, tli).any(|p| p.is_file()) {
         return Ok(false);
     }
     restore
-        .fetch(&name)
+        .fetch(&history_file_name(tli))
         .map(|found| found.is_some())
         .map_err(|e| WalError::Restore(e.to_string()))
 }
@@ -73,18 +79,13 @@ impl History {
     /// The history of `target`, from the first of `dirs` holding its history
     /// file (none: it has no ancestors, as for PostgreSQL).
     pub fn read(dirs: &[PathBuf], target: u32) -> Result<History, WalError> {
-        let name = history_file_name(target);
-        for dir in dirs {
-            // Archived as the segments are: maybe compressed.
-            for suffix in ["", ".gz", ".zst", ".lz4"] {
-                let path = dir.join(format!("{name}{suffix}"));
-                let text = crate::wal::segment_file::head(&path, MAX_HISTORY_FILE)
-                    .map(|b| String::from_utf8_lossy(&b).into_owned());
-                match text {
-                    Ok(text) => return History::parse(&text, target, &path),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(source) => return Err(WalError::Io { file: path, source }),
-                }
+        for path in history_file_paths(dirs, target) {
+            let text = crate::wal::segment_file::head(&path, MAX_HISTORY_FILE)
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            match text {
+                Ok(text) => return History::parse(&text, target, &path),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(WalError::Io { file: path, source }),
             }
         }
         Ok(History::alone(target))

@@ -83,11 +83,11 @@ impl WalSource {
             let segs = self.list()?;
             let seg_size = segs.segment_size();
             let top = last_segment(end_lsn, seg_size);
-            let wanted = match Self::run_below(&segs, top) {
-                Some((low, _)) if low <= since / seg_size => return Ok(()),
-                Some((_, run_top)) if run_top < top => top,
-                Some((low, _)) => low - 1,
-                None => top,
+            if Self::run_below(&segs, top).is_some_and(|(low, _)| low <= since / seg_size) {
+                return Ok(());
+            }
+            let Some(wanted) = Self::segment_to_fetch(&segs, top) else {
+                return Ok(());
             };
             if fetched >= restore.most_cached() {
                 return Err(SourceError::NotFound(format!(
@@ -97,17 +97,13 @@ impl WalSource {
                 )));
             }
             let name = segs.file_name(wanted);
-            match restore.fetch_interruptible(&name, interrupt) {
-                Ok(Some(_)) => fetched += 1,
-                Ok(None) => {
-                    return Err(SourceError::NotFound(format!(
-                        "the restore command found no {name}, which the history from {} needs",
-                        format_lsn(since)
-                    )))
-                }
-                Err(RestoreError::Cancelled) => return Err(SourceError::Cancelled),
-                Err(e) => return Err(SourceError::Wal(WalError::Restore(e.to_string()))),
+            if !fetch_segment(&restore, &name, interrupt)? {
+                return Err(SourceError::NotFound(format!(
+                    "the restore command found no {name}, which the history from {} needs",
+                    format_lsn(since)
+                )));
             }
+            fetched += 1;
         }
     }
 

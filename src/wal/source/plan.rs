@@ -123,23 +123,16 @@ impl WalSource {
             }
             let segs = self.list()?;
             let s_lsn = last_segment(lsn, segs.segment_size());
-            let wanted = match Self::run_below(&segs, s_lsn) {
-                Some((_, top)) if top < s_lsn => s_lsn,
-                Some((low, _)) if low > 0 => low - 1,
-                Some(_) => return Err(SourceError::NotFound(why)),
-                None => s_lsn,
+            let Some(wanted) = Self::segment_to_fetch(&segs, s_lsn) else {
+                return Err(SourceError::NotFound(why));
             };
             let name = segs.file_name(wanted);
-            match restore.fetch_interruptible(&name, interrupt) {
-                Ok(Some(_)) => fetched += 1,
-                Ok(None) => {
-                    return Err(SourceError::NotFound(format!(
-                        "{why} (the restore command found no {name})"
-                    )))
-                }
-                Err(RestoreError::Cancelled) => return Err(SourceError::Cancelled),
-                Err(e) => return Err(SourceError::Wal(WalError::Restore(e.to_string()))),
+            if !fetch_segment(&restore, &name, interrupt)? {
+                return Err(SourceError::NotFound(format!(
+                    "{why} (the restore command found no {name})"
+                )));
             }
+            fetched += 1;
         }
     }
 
