@@ -321,19 +321,8 @@ pub unsafe extern "C" fn walredo_wal_plan(
     userdata: *mut c_void,
     out: *mut *mut walredo_plan,
 ) -> c_int {
-    guard_status(|| {
-        // SAFETY: NULL or storage for a pointer (the caller's contract).
-        let out = unsafe { HandleOut::new(out) }?;
-        // SAFETY: the caller's contract.
-        let wal = unsafe { source(wal) }?;
-        // SAFETY: the caller's contract.
-        let tag = unsafe { page_tag(tag) }?;
-        let result = wal
-            .source
-            .lock()
-            .plan(&tag, lsn, &mut interrupter(interrupt, userdata));
-        plan_out(out, result.map(|plan| (plan.records, false)))
-    })
+    // SAFETY: the caller's contract is this function's.
+    unsafe { plan_block(wal, tag, lsn, None, interrupt, userdata, out) }
 }
 
 /// `walredo_wal_plan` for a caller that holds the block as a base backup
@@ -358,6 +347,24 @@ pub unsafe extern "C" fn walredo_wal_plan_on_base(
     userdata: *mut c_void,
     out: *mut *mut walredo_plan,
 ) -> c_int {
+    // SAFETY: the caller's contract is this function's.
+    unsafe { plan_block(wal, tag, lsn, Some(base_lsn), interrupt, userdata, out) }
+}
+
+/// The body of `walredo_wal_plan` (`base_lsn` None) and
+/// `walredo_wal_plan_on_base`.
+///
+/// # Safety
+/// As `walredo_wal_plan`'s.
+unsafe fn plan_block(
+    wal: *mut walredo_wal,
+    tag: *const walredo_page_tag,
+    lsn: u64,
+    base_lsn: Option<u64>,
+    interrupt: walredo_interrupt_fn,
+    userdata: *mut c_void,
+    out: *mut *mut walredo_plan,
+) -> c_int {
     guard_status(|| {
         // SAFETY: NULL or storage for a pointer (the caller's contract).
         let out = unsafe { HandleOut::new(out) }?;
@@ -365,12 +372,12 @@ pub unsafe extern "C" fn walredo_wal_plan_on_base(
         let wal = unsafe { source(wal) }?;
         // SAFETY: the caller's contract.
         let tag = unsafe { page_tag(tag) }?;
-        let result = wal.source.lock().plan_on_base(
-            &tag,
-            lsn,
-            base_lsn,
-            &mut interrupter(interrupt, userdata),
-        );
+        let mut source = wal.source.lock();
+        let interrupt = &mut interrupter(interrupt, userdata);
+        let result = match base_lsn {
+            None => source.plan(&tag, lsn, interrupt),
+            Some(base_lsn) => source.plan_on_base(&tag, lsn, base_lsn, interrupt),
+        };
         plan_out(out, result.map(|plan| (plan.records, plan.on_base)))
     })
 }
