@@ -66,17 +66,8 @@ enum Command {
         /// Directory of WAL segments written after BASE was taken.
         #[arg(long)]
         wal: PathBuf,
-        /// Archive directories looked in, in order, for the segments --wal
-        /// lacks; their segments may be compressed (NAME.gz, .zst, .lz4).
-        #[arg(long = "archive")]
-        archives: Vec<PathBuf>,
-        /// A restore_command, as PostgreSQL runs it (%f the file name, %p
-        /// the path to write), fetching the segments no directory has.
-        #[arg(long)]
-        restore_command: Option<String>,
-        /// The timeline to follow (default: the newest found).
-        #[arg(long)]
-        timeline: Option<u32>,
+        #[command(flatten)]
+        more_wal: MoreWal,
         /// Data directory PostgreSQL produced by replaying that WAL onto a copy of BASE.
         #[arg(long)]
         expected: PathBuf,
@@ -96,16 +87,8 @@ enum Command {
         /// Directory of WAL segments written after BASE was taken.
         #[arg(long)]
         wal: PathBuf,
-        /// Archive directories looked in, in order, for the segments --wal
-        /// lacks (plain or compressed).
-        #[arg(long = "archive")]
-        archives: Vec<PathBuf>,
-        /// A restore_command fetching the segments no directory has.
-        #[arg(long)]
-        restore_command: Option<String>,
-        /// The timeline to follow (default: the newest found).
-        #[arg(long)]
-        timeline: Option<u32>,
+        #[command(flatten)]
+        more_wal: MoreWal,
         /// The relation file: tablespace/database/relfilenode, e.g. 1663/5/16384.
         #[arg(long, value_parser = rel)]
         rel: RelFileNode,
@@ -169,16 +152,37 @@ struct Sources {
     /// none is given).
     #[arg(long = "wal")]
     wal: Vec<PathBuf>,
-    /// Archive directories looked in after them, in order; their segments
+    #[command(flatten)]
+    more_wal: MoreWal,
+}
+
+/// Where every command finds the WAL its --wal directories lack, and which
+/// timeline it follows.
+#[derive(clap::Args)]
+struct MoreWal {
+    /// Archive directories looked in after --wal, in order; their segments
     /// may be compressed (NAME.gz, .zst, .lz4).
     #[arg(long = "archive")]
     archives: Vec<PathBuf>,
-    /// A restore_command fetching the segments no directory has.
+    /// A restore_command, as PostgreSQL runs it (%f the file name, %p the
+    /// path to write), fetching the segments no directory has.
     #[arg(long)]
     restore_command: Option<String>,
     /// The timeline to follow (default: the newest found).
     #[arg(long)]
     timeline: Option<u32>,
+}
+
+impl MoreWal {
+    /// The WAL: `dirs`, then the archives, the restore command, the timeline.
+    fn after(self, mut dirs: Vec<PathBuf>) -> WalSpec {
+        dirs.extend(self.archives);
+        WalSpec {
+            dirs,
+            restore_command: self.restore_command,
+            timeline: self.timeline,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -253,9 +257,7 @@ fn main() -> ExitCode {
         Command::Verify {
             base,
             wal,
-            archives,
-            restore_command,
-            timeline,
+            more_wal,
             expected,
             processes,
             end,
@@ -263,9 +265,9 @@ fn main() -> ExitCode {
             let opts = VerifyOptions {
                 base,
                 wal,
-                archives,
-                restore_command,
-                timeline,
+                archives: more_wal.archives,
+                restore_command: more_wal.restore_command,
+                timeline: more_wal.timeline,
                 expected,
                 expected_is: Expected::Recovered,
                 processes: processes.unwrap_or(config.processes).max(1),
@@ -349,9 +351,7 @@ fn main() -> ExitCode {
         Command::Page {
             base,
             wal,
-            archives,
-            restore_command,
-            timeline,
+            more_wal,
             rel,
             fork,
             block,
@@ -363,13 +363,7 @@ fn main() -> ExitCode {
                 forknum: fork as u8,
                 blkno: block,
             };
-            let mut dirs = vec![wal];
-            dirs.extend(archives);
-            let wal = WalSpec {
-                dirs,
-                restore_command,
-                timeline,
-            };
+            let wal = more_wal.after(vec![wal]);
             match page_as_of_in(&base, &wal, &tag, lsn, &config) {
                 Ok(page) => match out {
                     Some(path) => match std::fs::write(&path, &page[..]) {
@@ -398,15 +392,10 @@ fn check_options(sources: Sources, processes: Option<usize>, config: Config) -> 
     if dirs.is_empty() {
         dirs.push(sources.data.join("pg_wal"));
     }
-    dirs.extend(sources.archives);
     CheckOptions {
         data: sources.data,
         base: sources.base,
-        wal: WalSpec {
-            dirs,
-            restore_command: sources.restore_command,
-            timeline: sources.timeline,
-        },
+        wal: sources.more_wal.after(dirs),
         processes: processes.unwrap_or(config.processes).max(1),
         config,
     }
