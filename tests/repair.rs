@@ -6,37 +6,27 @@
 //! the base backup, installed, and reach a standby of the repaired server.
 
 use std::fs;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use walredo::wal::restore::RestoreCommand;
 use walredo::wal::source::WalSource;
 use walredo::wal::{parse_lsn, parse_segment_file_name};
+use walredo_testkit::cluster::{
+    checkpoint_wal_away, damage_block, gunzip_restore_command, gzip_archiving_settings,
+    wait_archived,
+};
 use walredo_testkit::harness::*;
 use walredo_testkit::install::*;
 
 const SEG: u64 = 1024 * 1024;
-const BLCKSZ: u64 = 8192;
 
 fn lsn(s: &str) -> u64 {
     parse_lsn(s.trim()).unwrap_or_else(|| panic!("not an LSN: {s:?}"))
 }
 
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Overwrite 200 bytes in the middle of block `blkno` of a relation file,
-/// as a bad disk would: the page then fails its checksum.
-fn damage(file: &Path, blkno: u64) {
-    let f = fs::OpenOptions::new().write(true).open(file).unwrap();
-    f.write_all_at(&[0xAB; 200], blkno * BLCKSZ + 4000).unwrap();
+fn wait_for(what: &str, done: impl FnMut() -> bool) {
+    wait_until(what, Duration::from_secs(120), done);
 }
 
 /// Every row of t, in one value: what the table held.
@@ -53,28 +43,19 @@ fn repair_from_archive_across_a_timeline_switch() {
     let sdir = TempDir::new("repair-standby");
     let s2dir = TempDir::new("repair-standby2");
     let archive = TempDir::new("repair-archive");
-    let arch = archive.path().display().to_string();
+    let restore = gunzip_restore_command(archive.path());
     let initdb = ["--wal-segsize=1", "--data-checksums"];
-    let archive_command = format!("archive_command = 'gzip < %p > {arch}/%f.gz'");
-    let restore_command = format!("restore_command = 'gunzip < {arch}/%f.gz > %p'");
-    let settings = [
-        "autovacuum = off",
-        "fsync = off",
-        "wal_keep_size = 0",
-        "min_wal_size = 2MB",
-        "max_wal_size = 4MB",
-        "checkpoint_timeout = 1h",
-        "archive_mode = on",
-        archive_command.as_str(),
-        restore_command.as_str(),
-    ];
+    let mut settings = gzip_archiving_settings(archive.path());
+    settings.push(format!("restore_command = '{restore}'"));
+    settings
+        .extend(["autovacuum = off", "fsync = off", "checkpoint_timeout = 1h"].map(String::from));
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
     let mut p = install.cluster(pdir.path(), &initdb, &settings);
     p.start();
     p.psql(
         "CREATE EXTENSION walredo_inspect; CREATE EXTENSION pageinspect; CREATE EXTENSION amcheck;
          CREATE TABLE t (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = off, fillfactor = 50);
          INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 2000) g;
-         CREATE TABLE filler (x text) WITH (autovacuum_enabled = off);
          VACUUM (FREEZE) t;
          CHECKPOINT;",
     );
@@ -87,12 +68,7 @@ fn repair_from_archive_across_a_timeline_switch() {
     let before_bad = lsn(&p.psql("SELECT pg_current_wal_flush_lsn();"));
     // HOT: both versions stay in heap block 0; a new row goes into leaf 1.
     p.psql("UPDATE t SET v = 'bad' WHERE id = 1; INSERT INTO t VALUES (0, 'zero');");
-    for _ in 0..4 {
-        p.psql(
-            "INSERT INTO filler SELECT repeat('f', 500) FROM generate_series(1, 1500);
-             SELECT pg_switch_wal(); CHECKPOINT;",
-        );
-    }
+    checkpoint_wal_away(&p, 4);
     p.psql("UPDATE t SET v = v || '+' WHERE id > 1500; SELECT pg_switch_wal();");
     let flushed = p.psql("SELECT pg_current_wal_flush_lsn();");
     wait_for("the standby to replay the primary's WAL", || {
@@ -101,10 +77,7 @@ fn repair_from_archive_across_a_timeline_switch() {
             flushed.trim()
         )) == "t"
     });
-    let last_segment = p.psql("SELECT pg_walfile_name(pg_current_wal_flush_lsn() - 1);");
-    wait_for("the primary to archive its WAL", || {
-        p.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;") >= last_segment
-    });
+    wait_archived(&p);
     p.stop();
 
     // Promotion: timeline 2; then enough checkpoints that pg_wal forgets.
@@ -112,12 +85,7 @@ fn repair_from_archive_across_a_timeline_switch() {
     wait_for("the promotion", || {
         s.psql("SELECT pg_is_in_recovery();") == "f"
     });
-    for _ in 0..4 {
-        s.psql(
-            "INSERT INTO filler SELECT repeat('g', 500) FROM generate_series(1, 1500);
-             SELECT pg_switch_wal(); CHECKPOINT;",
-        );
-    }
+    checkpoint_wal_away(&s, 4);
     let expected = s.psql(ROWS);
     let heap_file = s
         .data
@@ -150,9 +118,9 @@ fn repair_from_archive_across_a_timeline_switch() {
     // heap block 2 (unchanged since the base backup) and index leaf 1 (last
     // changed by the insert), their last changes only in the archive.
     s.stop();
-    damage(&heap_file, 0);
-    damage(&heap_file, 2);
-    damage(&index_file, 1);
+    damage_block(&heap_file, 0);
+    damage_block(&heap_file, 2);
+    damage_block(&index_file, 1);
     s.start();
 
     let mut ss = Session::open(&s);
@@ -166,7 +134,7 @@ fn repair_from_archive_across_a_timeline_switch() {
     assert!(!r.ok() && r.err.contains("restore_command"), "{r:?}");
 
     ss.ok(&format!(
-        "SET walredo_inspect.restore_command = 'gunzip < {arch}/%f.gz > %p';
+        "SET walredo_inspect.restore_command = '{restore}';
          SET walredo_inspect.base_backup = '{}';",
         base.display()
     ));
@@ -183,7 +151,7 @@ fn repair_from_archive_across_a_timeline_switch() {
     // before the oldest segment in pg_wal.
     let mut hs = Session::open(&s);
     let history = hs.ok(&format!(
-        "SET walredo_inspect.restore_command = 'gunzip < {arch}/%f.gz > %p';
+        "SET walredo_inspect.restore_command = '{restore}';
          SET walredo_inspect.base_backup = '{}';
          SELECT start_lsn FROM page_history('t', 0);",
         base.display()
@@ -194,10 +162,11 @@ fn repair_from_archive_across_a_timeline_switch() {
     let empty = TempDir::new("repair-empty-archive");
     let mut hs = Session::open(&s);
     let found = hs.ok(&format!(
-        "SET walredo_inspect.archive_dir = '{}, {arch}';
+        "SET walredo_inspect.archive_dir = '{}, {}';
          SELECT count(*) FROM heap_page_items(page_at_lsn('t', 0, '{}'))
          WHERE position(convert_to('before the bad update', 'UTF8') IN t_data) > 0;",
         empty.path().display(),
+        archive.path().display(),
         walredo::wal::format_lsn(before_bad)
     ));
     assert_eq!(found.trim(), "1");
@@ -205,7 +174,7 @@ fn repair_from_archive_across_a_timeline_switch() {
     // Without a base backup the history is the readable WAL's: pg_wal's.
     let mut hs = Session::open(&s);
     let readable = hs.ok(&format!(
-        "SET walredo_inspect.restore_command = 'gunzip < {arch}/%f.gz > %p';
+        "SET walredo_inspect.restore_command = '{restore}';
          SELECT start_lsn FROM page_history('t', 0);"
     ));
     assert!(
@@ -276,9 +245,9 @@ fn repair_from_archive_across_a_timeline_switch() {
     // An archive of another cluster with the same segment names is refused.
     let (other_archive, other_control) = other_clusters_archive(&install, before_bad / SEG + 2);
     let r = ss.query(&format!(
-        "SET walredo_inspect.restore_command = 'gunzip < {}/%f.gz > %p';
+        "SET walredo_inspect.restore_command = '{}';
          SELECT length(page_at_lsn('t', 0, '{}'));",
-        other_archive.path().display(),
+        gunzip_restore_command(other_archive.path()),
         walredo::wal::format_lsn(before_bad)
     ));
     assert!(!r.ok() && r.err.contains("system identifier"), "{r:?}");
@@ -334,13 +303,7 @@ fn repair_from_archive_across_a_timeline_switch() {
     }
     let cache = only_tli2.path().join("restored");
     let mut source = WalSource::new(vec![only_tli2.path().to_path_buf()], None);
-    let restore = RestoreCommand::new(
-        &format!("gunzip < {arch}/%f.gz > %p"),
-        &cache,
-        Duration::from_secs(60),
-        64,
-    )
-    .unwrap();
+    let restore = RestoreCommand::new(&restore, &cache, Duration::from_secs(60), 64).unwrap();
     source.set_restore(Some(Arc::new(restore)));
     let plan = source.plan(&tag, before_bad, &mut || false).unwrap();
     assert!(cache.join("00000002.history").is_file());
@@ -369,10 +332,7 @@ fn other_clusters_archive(install: &PrivateInstall, segments: u64) -> (TempDir, 
     for _ in 0..segments {
         q.psql("CREATE TABLE x (); DROP TABLE x; SELECT pg_switch_wal();");
     }
-    let last = q.psql("SELECT pg_walfile_name(pg_current_wal_flush_lsn() - 1);");
-    wait_for("the other cluster to archive its WAL", || {
-        q.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;") >= last
-    });
+    wait_archived(&q);
     q.stop();
     let control = fs::read(q.data.join("global/pg_control")).unwrap();
     drop(dir);

@@ -525,6 +525,60 @@ pub const WAL_KEEPING_SETTINGS: &[&str] = &[
     "checkpoint_timeout = 1h",
 ];
 
+/// Settings of a test cluster initialized with 1 MB segments
+/// (`--wal-segsize=1`) that archives its WAL gzip-compressed into `archive`
+/// and keeps little of it in pg_wal: after a few [`checkpoint_wal_away`]s,
+/// older segments are only in the archive.
+pub fn gzip_archiving_settings(archive: &Path) -> Vec<String> {
+    vec![
+        "archive_mode = on".to_string(),
+        format!(
+            "archive_command = 'gzip < %p > {}/%f.gz'",
+            archive.display()
+        ),
+        "wal_keep_size = 0".to_string(),
+        "min_wal_size = 2MB".to_string(),
+        "max_wal_size = 4MB".to_string(),
+    ]
+}
+
+/// The restore command that reads [`gzip_archiving_settings`]' archive.
+pub fn gunzip_restore_command(archive: &Path) -> String {
+    format!("gunzip < {}/%f.gz > %p", archive.display())
+}
+
+/// `times` rounds of about 1 MB of rows into table `filler` (made if
+/// missing), a segment switch and a checkpoint: with
+/// [`gzip_archiving_settings`], the segments before them leave pg_wal.
+pub fn checkpoint_wal_away(c: &Cluster, times: usize) {
+    c.psql("CREATE TABLE IF NOT EXISTS filler (x text) WITH (autovacuum_enabled = off);");
+    for _ in 0..times {
+        c.psql(
+            "INSERT INTO filler SELECT repeat('f', 500) FROM generate_series(1, 1500);
+             SELECT pg_switch_wal(); CHECKPOINT;",
+        );
+    }
+}
+
+/// Wait (up to two minutes) until `c` has archived every segment before
+/// its flush position: call it after `pg_switch_wal()`.
+pub fn wait_archived(c: &Cluster) {
+    let last = c.psql("SELECT pg_walfile_name(pg_current_wal_flush_lsn() - 1);");
+    crate::harness::wait_until(
+        "the cluster to archive its WAL",
+        std::time::Duration::from_secs(120),
+        || c.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;") >= last,
+    );
+}
+
+/// Overwrite 200 bytes in the middle of block `blkno` of a relation file,
+/// as a bad disk would: with data checksums the page then fails its check.
+pub fn damage_block(file: &Path, blkno: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new().write(true).open(file).unwrap();
+    f.write_all_at(&[0xAB; 200], blkno * 8192 + 4000).unwrap();
+}
+
 /// Emit logical messages until `c`'s insert position is `gap` to `gap + 600`
 /// bytes before the end of its WAL segment (segments of `seg_size` bytes).
 pub fn pad_to_segment_end(c: &Cluster, seg_size: u64, gap: u64) {
