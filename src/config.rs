@@ -38,11 +38,22 @@ pub struct Config {
     pub scratch_dir: Option<PathBuf>,
     /// Processes in a pool (slots); each starts on first need.
     pub processes: usize,
+    /// Processes one tenant (a key of `Pool::redo_keyed`) may have at once;
+    /// the default tenant, the unkeyed calls, may have all `processes`.
+    /// A tenant at its limit waits for its own; one that may have another
+    /// gets a slot without a process, or the least recently used idle
+    /// slot of another tenant, whose process is then retired.
+    pub processes_per_tenant: usize,
     /// A process unused this long is retired; `None`: never.
     pub idle_timeout: Option<Duration>,
     /// Requests that may wait in a pool's queue; beyond that `redo` blocks
     /// and `submit` is refused as busy.
     pub queue_depth: usize,
+    /// Requests of one keyed tenant that may wait in the queue (the default
+    /// tenant's only count toward `queue_depth`): a tenant that floods the
+    /// pool is refused as busy (or its `redo` waits) before it fills the
+    /// queue for the others.
+    pub tenant_queue_depth: usize,
     /// A request's deadline, counted from its arrival: queueing, waiting for
     /// a process and every attempt and retry included. A pool request gets
     /// its page or an error by then (a `Redoer`, which does not retry, uses
@@ -136,7 +147,9 @@ impl Default for Config {
             scratch_dir: None,
             processes: std::thread::available_parallelism().map_or(1, |n| n.get()),
             idle_timeout: Some(Duration::from_secs(60)),
+            processes_per_tenant: 1,
             queue_depth: 1024,
+            tenant_queue_depth: 256,
             timeout: Duration::from_secs(10),
             attempt_timeout: None,
             verify: false,

@@ -21,8 +21,10 @@ pub enum Error {
     SpawnFailed(String),
     /// The pool is shutting down or gone.
     Shutdown,
-    /// The request queue is full (only `submit` says so; `redo` waits).
-    Busy,
+    /// A queue limit is reached: the pool's (`queue_depth`) or the
+    /// tenant's (`tenant_queue_depth`); the message says which. Only
+    /// `submit` and `start` say so; `redo` waits.
+    Busy(String),
     /// The caller stopped the work (a cancelled call, an interrupted scan).
     Cancelled,
     /// A bug in this library (for example a caught panic).
@@ -52,7 +54,7 @@ impl fmt::Display for Error {
             }
             Error::SpawnFailed(m) => write!(f, "cannot start a wal-redo process: {m}"),
             Error::Shutdown => write!(f, "the wal-redo pool is shut down"),
-            Error::Busy => write!(f, "the wal-redo request queue is full; try again later"),
+            Error::Busy(limit) => write!(f, "{limit}; try again later"),
             Error::Cancelled => write!(f, "cancelled by the caller"),
             Error::Internal(m) => write!(f, "internal error: {m}"),
         }

@@ -276,7 +276,7 @@ fn a_full_queue_refuses_a_call() {
     let queued = start(&pool, fake_tag(NORMAL, 1)).unwrap();
     assert!(matches!(
         start(&pool, fake_tag(NORMAL, 2)),
-        Err(Error::Busy)
+        Err(Error::Busy(_))
     ));
     assert_eq!(block_of(&finish(busy).unwrap()), 300);
     assert_eq!(block_of(&finish(queued).unwrap()), 1);

@@ -286,7 +286,7 @@ fn a_full_queue_refuses_submissions_as_busy() {
     submit(&pool, fake_tag(NORMAL, 2), 1, &outcomes).unwrap();
     assert!(matches!(
         submit(&pool, fake_tag(NORMAL, 3), 1, &outcomes),
-        Err(Error::Busy)
+        Err(Error::Busy(_))
     ));
     // A blocking caller waits for room instead.
     assert_redone(&pool, &fake_tag(NORMAL, 4), 1);

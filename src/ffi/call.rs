@@ -3,9 +3,10 @@
 //! descriptor, finish it, or cancel it.
 
 use std::ffi::c_int;
+use std::ptr;
 
 use super::pointers::{arg, arg_mut, take_handle, HandleOut, PageOut};
-use super::pool::{pool_arg, request_args};
+use super::pool::{key_arg, pool_arg, request_args};
 use super::{guard, guard_status, set_last_error, status_of};
 use super::{walredo_page_tag, walredo_pool, walredo_record};
 use super::{WALREDO_IN_PROGRESS, WALREDO_OK};
@@ -39,6 +40,52 @@ pub unsafe extern "C" fn walredo_call_start(
     n_records: usize,
     out: *mut *mut walredo_call,
 ) -> c_int {
+    // SAFETY: the contract above; no key.
+    unsafe {
+        start(
+            pool,
+            ptr::null(),
+            0,
+            tag,
+            base_page,
+            records,
+            n_records,
+            out,
+        )
+    }
+}
+
+/// `walredo_call_start` for the tenant `key`, as `walredo_redo_keyed`.
+#[no_mangle]
+pub unsafe extern "C" fn walredo_call_start_keyed(
+    pool: *mut walredo_pool,
+    key: *const u8,
+    key_len: usize,
+    tag: *const walredo_page_tag,
+    base_page: *const u8,
+    records: *const walredo_record,
+    n_records: usize,
+    out: *mut *mut walredo_call,
+) -> c_int {
+    // SAFETY: the contracts of walredo_call_start and walredo_redo_keyed.
+    unsafe { start(pool, key, key_len, tag, base_page, records, n_records, out) }
+}
+
+/// The body of `walredo_call_start` and `walredo_call_start_keyed`.
+///
+/// # Safety
+/// Their pointer contracts.
+#[allow(clippy::too_many_arguments)]
+unsafe fn start(
+    pool: *mut walredo_pool,
+    key: *const u8,
+    key_len: usize,
+    tag: *const walredo_page_tag,
+    base_page: *const u8,
+    records: *const walredo_record,
+    n_records: usize,
+    out: *mut *mut walredo_call,
+) -> c_int {
     guard(|| {
         // SAFETY: NULL or storage for a pointer (the caller's contract).
         let out = unsafe { HandleOut::new(out) }?;
@@ -46,10 +93,12 @@ pub unsafe extern "C" fn walredo_call_start(
         let (pool, debug_panic) = unsafe { pool_arg(pool) }?;
         // SAFETY: the pointer contract of walredo_redo.
         let (tag, base, refs) = unsafe { request_args(tag, base_page, records, n_records) }?;
+        // SAFETY: the key's contract of walredo_redo_keyed.
+        let key = unsafe { key_arg(key, key_len) }?;
         if debug_panic {
             panic!("debug_panic is on");
         }
-        let call = pool.start(&tag, base, &refs)?;
+        let call = pool.start_keyed(key, &tag, base, &refs)?;
         out.set(walredo_call { call });
         Ok(())
     })

@@ -73,6 +73,15 @@ pub extern "C" fn walredo_config_new() -> *mut walredo_config {
 /// - `queue_depth`: requests that may wait for a process, 1 to 1000000;
 ///   beyond that `walredo_redo` waits for room and `walredo_submit` returns
 ///   `WALREDO_BUSY`. Default: 1024.
+/// - `processes_per_tenant`: processes one keyed tenant may have at once,
+///   1 to 1024 (the default tenant, the unkeyed calls, may have them all).
+///   A tenant at its limit waits for one of its own; a tenant that may have
+///   another takes a slot without a process, else the least recently used
+///   idle process of another tenant is retired for it. Default: 1.
+/// - `tenant_queue_depth`: requests of one keyed tenant that may wait for a
+///   process, 1 to 1000000 (the default tenant's only count toward
+///   `queue_depth`); beyond that its `walredo_redo_keyed` waits for room and
+///   its `walredo_submit_keyed` returns `WALREDO_BUSY`. Default: 256.
 /// - `process_memory_limit_mb`: address-space limit of each process, 64 to
 ///   1048576 MiB (it also bounds the largest request). Default: 4096.
 /// - `run_as_user`: when the host runs as root, processes run as this user
@@ -179,6 +188,8 @@ pub unsafe extern "C" fn walredo_config_set(
                 }
             }
             "queue_depth" => c.queue_depth = number(1, 1_000_000)? as usize,
+            "processes_per_tenant" => c.processes_per_tenant = number(1, 1024)? as usize,
+            "tenant_queue_depth" => c.tenant_queue_depth = number(1, 1_000_000)? as usize,
             "process_memory_limit_mb" => c.process_memory_limit = number(64, 1 << 20)? << 20,
             "run_as_user" => {
                 if value.is_empty() {

@@ -176,7 +176,7 @@ pub(crate) fn status_of(e: &Error) -> c_int {
         Error::SpawnFailed(_) => WALREDO_SPAWN_FAILED,
         Error::Shutdown => WALREDO_SHUTDOWN,
         Error::Internal(_) => WALREDO_INTERNAL,
-        Error::Busy => WALREDO_BUSY,
+        Error::Busy(_) => WALREDO_BUSY,
         Error::Cancelled => WALREDO_CANCELLED,
     }
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::pointers::{arg, opt_out_arg, out_arg, page_arg, slice_arg, HandleOut, PageOut};
+use super::pointers::{
+    arg, opt_out_arg, out_arg, out_slice_arg, page_arg, slice_arg, HandleOut, PageOut,
+};
 use super::{guard, guard_status, invalid, set_last_error, status_of};
 use super::{walredo_config, walredo_page_tag, walredo_record};
 use super::{WALREDO_BUFFER_TOO_SMALL, WALREDO_OK};
@@ -14,6 +16,7 @@ use crate::error::Error;
 use crate::pg::page::Page;
 use crate::pg::record::RecordRef;
 use crate::pool::stats::Counters;
+use crate::pool::tenant::{TenantCounters, MAX_KEY_LEN};
 use crate::pool::Pool;
 use crate::tag::PageTag;
 
@@ -228,20 +231,95 @@ pub unsafe extern "C" fn walredo_redo(
     n_records: usize,
     out_page: *mut u8,
 ) -> c_int {
+    // SAFETY: the contract above; no key.
+    unsafe {
+        redo(
+            pool,
+            ptr::null(),
+            0,
+            tag,
+            base_page,
+            records,
+            n_records,
+            out_page,
+        )
+    }
+}
+
+/// The longest tenant key, in bytes.
+pub const WALREDO_MAX_KEY_LEN: usize = 64;
+const _: () = assert!(WALREDO_MAX_KEY_LEN == MAX_KEY_LEN);
+
+/// `walredo_redo` for the tenant `key` (`key_len` bytes, at most
+/// `WALREDO_MAX_KEY_LEN`; NULL allowed when `key_len` is 0): a wal-redo
+/// process is started for one key and only ever gets that key's requests,
+/// for its whole life, retries and spares included. The key is only read
+/// during the call. `walredo_redo` is this with the empty key, the default
+/// tenant. docs/c-api.md ("Tenants") has the limits and the scheduling.
+#[no_mangle]
+pub unsafe extern "C" fn walredo_redo_keyed(
+    pool: *mut walredo_pool,
+    key: *const u8,
+    key_len: usize,
+    tag: *const walredo_page_tag,
+    base_page: *const u8,
+    records: *const walredo_record,
+    n_records: usize,
+    out_page: *mut u8,
+) -> c_int {
+    // SAFETY: the contracts of walredo_redo and of the key above.
+    unsafe {
+        redo(
+            pool, key, key_len, tag, base_page, records, n_records, out_page,
+        )
+    }
+}
+
+/// The body of `walredo_redo` and `walredo_redo_keyed`.
+///
+/// # Safety
+/// Their pointer contracts.
+#[allow(clippy::too_many_arguments)]
+unsafe fn redo(
+    pool: *mut walredo_pool,
+    key: *const u8,
+    key_len: usize,
+    tag: *const walredo_page_tag,
+    base_page: *const u8,
+    records: *const walredo_record,
+    n_records: usize,
+    out_page: *mut u8,
+) -> c_int {
     guard(|| {
-        // SAFETY: the pointer contract above.
+        // SAFETY: the pointer contract of walredo_redo.
         let (pool, debug_panic) = unsafe { pool_arg(pool) }?;
-        // SAFETY: the pointer contract above.
+        // SAFETY: the pointer contract of walredo_redo.
         let out_page = unsafe { PageOut::new(out_page, "out_page") }?;
-        // SAFETY: the pointer contract above.
+        // SAFETY: the pointer contract of walredo_redo.
         let (tag, base, refs) = unsafe { request_args(tag, base_page, records, n_records) }?;
+        // SAFETY: the key's contract of walredo_redo_keyed.
+        let key = unsafe { key_arg(key, key_len) }?;
         if debug_panic {
             panic!("debug_panic is on");
         }
-        let page = pool.redo(&tag, base, &refs)?;
+        let page = pool.redo_keyed(key, &tag, base, &refs)?;
         out_page.write(&page);
         Ok(())
     })
+}
+
+/// A tenant key argument.
+///
+/// # Safety
+/// `key` is NULL or points to `key_len` readable bytes during `'a`.
+pub(super) unsafe fn key_arg<'a>(key: *const u8, key_len: usize) -> Result<&'a [u8], Error> {
+    if key_len > MAX_KEY_LEN {
+        return Err(invalid(format!(
+            "key_len {key_len} is over WALREDO_MAX_KEY_LEN ({MAX_KEY_LEN})"
+        )));
+    }
+    // SAFETY: the contract above.
+    unsafe { slice_arg(key, key_len, "key", "key_len") }
 }
 
 /// Called once per submitted request with its outcome: `status` is
@@ -312,17 +390,76 @@ pub unsafe extern "C" fn walredo_submit(
     cb: walredo_callback,
     userdata: *mut c_void,
 ) -> c_int {
+    // SAFETY: the contract above; no key.
+    unsafe {
+        submit(
+            pool,
+            ptr::null(),
+            0,
+            tag,
+            base_page,
+            records,
+            n_records,
+            cb,
+            userdata,
+        )
+    }
+}
+
+/// `walredo_submit` for the tenant `key`, as `walredo_redo_keyed`. Besides
+/// the pool's `queue_depth`, a keyed tenant's requests waiting in the queue
+/// are limited by `tenant_queue_depth`: `WALREDO_BUSY` says which limit was
+/// hit.
+#[no_mangle]
+pub unsafe extern "C" fn walredo_submit_keyed(
+    pool: *mut walredo_pool,
+    key: *const u8,
+    key_len: usize,
+    tag: *const walredo_page_tag,
+    base_page: *const u8,
+    records: *const walredo_record,
+    n_records: usize,
+    cb: walredo_callback,
+    userdata: *mut c_void,
+) -> c_int {
+    // SAFETY: the contracts of walredo_submit and walredo_redo_keyed.
+    unsafe {
+        submit(
+            pool, key, key_len, tag, base_page, records, n_records, cb, userdata,
+        )
+    }
+}
+
+/// The body of `walredo_submit` and `walredo_submit_keyed`.
+///
+/// # Safety
+/// Their pointer contracts.
+#[allow(clippy::too_many_arguments)]
+unsafe fn submit(
+    pool: *mut walredo_pool,
+    key: *const u8,
+    key_len: usize,
+    tag: *const walredo_page_tag,
+    base_page: *const u8,
+    records: *const walredo_record,
+    n_records: usize,
+    cb: walredo_callback,
+    userdata: *mut c_void,
+) -> c_int {
     guard(|| {
         // SAFETY: the pointer contract of walredo_redo.
         let (pool, debug_panic) = unsafe { pool_arg(pool) }?;
         let cb = cb.ok_or_else(|| invalid("cb is NULL"))?;
         // SAFETY: the pointer contract of walredo_redo.
         let (tag, base, refs) = unsafe { request_args(tag, base_page, records, n_records) }?;
+        // SAFETY: the key's contract of walredo_redo_keyed.
+        let key = unsafe { key_arg(key, key_len) }?;
         if debug_panic {
             panic!("debug_panic is on");
         }
         let target = CallbackTarget { cb, userdata };
-        pool.submit(
+        pool.submit_keyed(
+            key,
             &tag,
             base,
             &refs,
@@ -364,7 +501,7 @@ pub unsafe extern "C" fn walredo_pool_metrics_text(
     guard_status(|| {
         // SAFETY: NULL or a live pool.
         let (pool, _) = unsafe { pool_arg(pool) }?;
-        let text = pool.stats().prometheus_text();
+        let text = pool.prometheus_text();
         let required = text.len() + 1;
         // SAFETY: NULL or a writable size_t.
         if let Some(needed) = unsafe { opt_out_arg(needed) } {
@@ -382,5 +519,85 @@ pub unsafe extern "C" fn walredo_pool_metrics_text(
             buf.add(text.len()).write(0);
         }
         Ok(WALREDO_OK)
+    })
+}
+
+/// A live wal-redo process of a pool, and the tenant it serves.
+#[repr(C)]
+pub struct walredo_process_info {
+    pub pid: i32,
+    /// The tenant's key: its first `key_len` bytes (0 for the default
+    /// tenant, the unkeyed calls); the rest are zero.
+    pub key: [u8; WALREDO_MAX_KEY_LEN],
+    pub key_len: usize,
+}
+
+/// List the pool's live wal-redo processes (the template and the spare,
+/// which serve nobody yet, aside) into `out`, room for `capacity` entries
+/// (NULL allowed when `capacity` is 0); `*count` is set to how many there
+/// are. When that exceeds `capacity`, nothing is written and
+/// `WALREDO_BUFFER_TOO_SMALL` is returned: call again with `*count` entries
+/// (more may have started meanwhile). A snapshot: a process may end right
+/// after. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn walredo_pool_processes(
+    pool: *const walredo_pool,
+    out: *mut walredo_process_info,
+    capacity: usize,
+    count: *mut usize,
+) -> c_int {
+    guard_status(|| {
+        // SAFETY: NULL or a live pool.
+        let (pool, _) = unsafe { pool_arg(pool) }?;
+        // SAFETY: NULL or a writable size_t.
+        let count = unsafe { out_arg(count, "count") }?;
+        // SAFETY: NULL or storage for `capacity` entries.
+        let out = unsafe { out_slice_arg(out, capacity, "out", "capacity") }?;
+        let processes = pool.processes();
+        count.write(processes.len());
+        if processes.len() > capacity {
+            set_last_error(&format!(
+                "the pool has {} processes, the buffer room for {capacity}",
+                processes.len()
+            ));
+            return Ok(WALREDO_BUFFER_TOO_SMALL);
+        }
+        for (slot, p) in out.iter_mut().zip(&processes) {
+            let mut key = [0; MAX_KEY_LEN];
+            let bytes = p.key.as_bytes();
+            key[..bytes.len()].copy_from_slice(bytes);
+            slot.write(walredo_process_info {
+                pid: p.pid as i32,
+                key,
+                key_len: bytes.len(),
+            });
+        }
+        Ok(WALREDO_OK)
+    })
+}
+
+/// Fill `*out` with what the pool counted of the tenant `key` (as
+/// `walredo_redo_keyed` takes it): requests answered, failures, processes
+/// started for it, and the time its requests waited for a process. A
+/// tenant never seen has zeros (the pool counts the 4,096 busiest one by
+/// one, the rest together in its metrics' `tenant="other"`). Thread-safe.
+// `walredo_tenant_stats` is the pool's own `TenantCounters`
+// (src/pool/tenant.rs), by its C name (cbindgen.toml).
+#[no_mangle]
+pub unsafe extern "C" fn walredo_pool_tenant_stats(
+    pool: *const walredo_pool,
+    key: *const u8,
+    key_len: usize,
+    out: *mut TenantCounters,
+) -> c_int {
+    guard(|| {
+        // SAFETY: NULL or a live pool.
+        let (pool, _) = unsafe { pool_arg(pool) }?;
+        // SAFETY: the key's contract of walredo_redo_keyed.
+        let key = unsafe { key_arg(key, key_len) }?;
+        // SAFETY: NULL or a writable walredo_tenant_stats.
+        let out = unsafe { out_arg(out, "out") }?;
+        out.write(pool.tenant_stats(key)?);
+        Ok(())
     })
 }

@@ -295,11 +295,11 @@ mod tests {
             let (reply, waiter) = handoff(&bell);
             let t = thread::spawn(move || {
                 thread::sleep(Duration::from_millis(5));
-                drop(reply.send(Err(Error::Busy)));
+                drop(reply.send(Err(Error::Busy(String::new()))));
             });
             assert!(matches!(
                 waiter.wait(spin, far()).unwrap(),
-                Err(Error::Busy)
+                Err(Error::Busy(_))
             ));
             t.join().unwrap();
         }
@@ -333,7 +333,7 @@ mod tests {
         let rings: Vec<Ring> = replies
             .by_ref()
             .take(2)
-            .map(|r| r.send(Err(Error::Busy)))
+            .map(|r| r.send(Err(Error::Busy(String::new()))))
             .collect();
         Ring::ring_all(rings);
         let mut woken = vec![rx.recv().unwrap(), rx.recv().unwrap()];

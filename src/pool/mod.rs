@@ -17,10 +17,12 @@
 //! - `submit` never blocks: it copies the request into the queue, or refuses
 //!   it with `Busy` when the queue is full; a worker later calls the callback,
 //!   exactly once, with no lock of ours held.
-//! - The queue is one lane per worker (`lanes`: why, and where workers
-//!   run). Workers take a request and whatever else is queued (up to a
-//!   batch), write them all to one process, and read the pages back in
-//!   order.
+//! - Every request is of a tenant (`tenant`): the `_keyed` calls name it,
+//!   the others are the default tenant's. A process only ever serves one
+//!   tenant (`slots`), and the queue serves tenants in turn (`queue`: how,
+//!   and where workers run). A worker takes a tenant's request and whatever
+//!   else of that tenant's is queued (up to a batch), writes them all to a
+//!   process of the tenant's, and reads the pages back in order.
 //! - `start` never blocks either: the request is queued like a submit's
 //!   (`Busy` when full), and its outcome goes to a [`Call`] the caller polls
 //!   through a descriptor (see [`call`]); a fast-path page completes it at
@@ -35,7 +37,7 @@
 //!   thread (from a callback) drives a process itself, waiting for a free
 //!   slot, never for a worker (which may be the caller itself).
 //! - No lock is held across a wait for room in the queue, which
-//!   `shutdown` ends (`Lanes::close`); the gate
+//!   `shutdown` ends (`Queue::close`); the gate
 //!   only counts the callers between admission and the queue, and `shutdown`
 //!   stops the workers (who answer what is queued) once that count is 0, so
 //!   nothing can enter the queue after the workers left.
@@ -46,18 +48,18 @@
 
 pub mod call;
 mod handoff;
-mod lanes;
+mod queue;
 pub(crate) mod slots;
 pub mod stats;
+pub mod tenant;
 mod worker;
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Sender};
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::Config;
@@ -67,9 +69,11 @@ use crate::pg::record::{RecordFormat, RecordRef};
 pub use crate::pool::call::Call;
 use crate::pool::call::CallState;
 use crate::pool::handoff::{handoff, Reply};
-use crate::pool::lanes::Lanes;
+use crate::pool::queue::{Queue, Queueable};
+pub use crate::pool::slots::ProcessInfo;
 use crate::pool::slots::Slots;
 use crate::pool::stats::{bump, Stats, StatsSnapshot};
+pub use crate::pool::tenant::{TenantCounters, TenantKey, MAX_KEY_LEN};
 use crate::process::threads::{
     make_current_thread_batch, pin_current_thread, spawn_blocking_signals,
 };
@@ -97,18 +101,32 @@ impl Completion {
 }
 
 struct Queued {
+    key: TenantKey,
     /// Its `answer`, when set, needs no process.
     request: Request,
     started: Instant,
+    deadline: Instant,
+    /// From arrival until a process of its tenant's took it.
+    waited: Duration,
     completion: Completion,
+}
+
+impl Queueable for Queued {
+    fn tenant(&self) -> &TenantKey {
+        &self.key
+    }
+
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
 }
 
 struct Shared {
     /// What the pool counts of its requests (the slots count their
-    /// processes' events themselves: `Slots::stats`).
+    /// processes' events themselves, and the tenants': `Slots::stats`).
     stats: Stats,
     slots: Slots,
-    queue: Lanes<Queued>,
+    queue: Arc<Queue<Queued>>,
 }
 
 thread_local! {
@@ -138,8 +156,6 @@ pub struct Pool {
     callers: AtomicUsize,
     gate: Mutex<Gate>,
     gate_changed: Condvar,
-    /// Dropping it tells the workers to finish.
-    stop: Mutex<Option<Sender<()>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -152,26 +168,33 @@ impl Pool {
                 "queue_depth must be at least 1".into(),
             ));
         }
+        if config.tenant_queue_depth == 0 {
+            return Err(Error::InvalidArgument(
+                "tenant_queue_depth must be at least 1".into(),
+            ));
+        }
+        let queue = Arc::new(Queue::new(
+            config.processes,
+            config.queue_depth,
+            config.tenant_queue_depth,
+            config.follow_caller_cpu,
+        ));
+        let wake = queue.clone();
         let shared = Arc::new(Shared {
-            slots: Slots::new(config)?,
+            slots: Slots::new(config, Box::new(move || wake.wake_a_worker()))?,
             stats: Stats::default(),
-            queue: Lanes::new(
-                config.processes,
-                config.queue_depth,
-                config.follow_caller_cpu,
-            ),
+            queue,
         });
-        let (stop, stop_rx) = bounded::<()>(0);
         let mut workers = Vec::new();
         for lane in 0..config.processes {
-            let (shared, stop_rx) = (shared.clone(), stop_rx.clone());
+            let shared = shared.clone();
             let worker = spawn_blocking_signals(format!("walredo-worker-{lane}"), move || {
                 ON_WORKER.with(|w| w.set(true));
                 if let Some(cpu) = shared.queue.worker_cpu(lane) {
                     pin_current_thread(cpu);
                 }
                 make_current_thread_batch();
-                worker::worker(&shared, lane, &stop_rx)
+                worker::worker(&shared, lane)
             })
             .map_err(|e| Error::Internal(format!("cannot start a worker thread: {e}")))?;
             workers.push(worker);
@@ -183,15 +206,27 @@ impl Pool {
             callers: AtomicUsize::new(0),
             gate: Mutex::new(Gate::default()),
             gate_changed: Condvar::new(),
-            stop: Mutex::new(Some(stop)),
             workers: Mutex::new(workers),
         })
     }
 
     /// Apply `records` (in LSN order) to `base`, or to nothing when the first
-    /// record initializes the page, and return the page for `tag`.
+    /// record initializes the page, and return the page for `tag`: the
+    /// default tenant's request ([`Pool::redo_keyed`] with an empty key).
     pub fn redo(
         &self,
+        tag: &PageTag,
+        base: Option<&Page>,
+        records: &[RecordRef<'_>],
+    ) -> Result<Box<Page>> {
+        self.redo_keyed(&[], tag, base, records)
+    }
+
+    /// [`Pool::redo`] for the tenant `key` (at most [`MAX_KEY_LEN`] bytes):
+    /// only a process started for that key ever sees it.
+    pub fn redo_keyed(
+        &self,
+        key: &[u8],
         tag: &PageTag,
         base: Option<&Page>,
         records: &[RecordRef<'_>],
@@ -207,25 +242,27 @@ impl Pool {
         }
         self.callers.fetch_add(1, Ordering::Relaxed);
         let _inside = Inside(&self.callers);
-        self.redo_counted(tag, base, records)
+        let key = self.tenant_of(key)?;
+        self.redo_counted(&key, tag, base, records)
     }
 
     /// `redo`, with the caller counted in `callers`.
     fn redo_counted(
         &self,
+        key: &TenantKey,
         tag: &PageTag,
         base: Option<&Page>,
         records: &[RecordRef<'_>],
     ) -> Result<Box<Page>> {
         let started = Instant::now();
-        let (slots, stats) = (&self.shared.slots, &self.shared.stats);
+        let slots = &self.shared.slots;
         // The base page is left out of the request's bytes: sent from the
         // caller's memory when this thread drives a process, copied in only
         // when the request is queued.
-        let mut request = self.admit(tag, base, records, WIRE.take(), true)?;
+        let mut request = self.admit(key, tag, base, records, WIRE.take(), true)?;
         if let Some(page) = request.answer.take() {
             WIRE.set(request.wire);
-            account(stats, started, Ok(&page));
+            account(&self.shared, key, started, Duration::ZERO, Ok(&page));
             return Ok(page);
         }
 
@@ -235,25 +272,33 @@ impl Pool {
         // must never wait for the queue it serves.
         let deadline = slots.deadline_from(started);
         let slot = if ON_WORKER.with(Cell::get) {
-            match slots.take_until(deadline) {
+            match slots.take_until_for(key, Some(deadline)) {
                 Ok(Some(slot)) => Some(slot),
                 outcome => {
-                    bump(&stats.failures);
-                    return Err(outcome.err().unwrap_or(slots.deadline_error(String::new())));
+                    let err = outcome.err().unwrap_or(slots.deadline_error(String::new()));
+                    account(&self.shared, key, started, started.elapsed(), Err(&err));
+                    return Err(err);
                 }
             }
         } else if self.callers.load(Ordering::Relaxed) <= self.processes
             && self.shared.queue.is_empty()
         {
-            slots.try_take()
+            slots.try_take_for(key)
         } else {
             None
         };
         if let Some(mut slot) = slot {
+            let waited = started.elapsed();
             let outcome = slot.run_one(&request, base, deadline);
             drop(slot);
             WIRE.set(request.wire);
-            account(stats, started, outcome.as_ref().map(|p| &**p));
+            account(
+                &self.shared,
+                key,
+                started,
+                waited,
+                outcome.as_ref().map(|p| &**p),
+            );
             return outcome;
         }
 
@@ -263,13 +308,16 @@ impl Pool {
         self.enqueue(
             lane,
             Queued {
+                key: *key,
                 request,
                 started,
+                deadline,
+                waited: Duration::ZERO,
                 completion: Completion::Wait(reply),
             },
             true,
         )
-        .inspect_err(|_| bump(&stats.failures))?;
+        .inspect_err(|_| self.refused(key))?;
         // Statistics were counted by the worker (also for a request whose
         // deadline passes here: the worker answers it with its timeout, never
         // sends it): touch nothing of the pool after this point but the
@@ -295,20 +343,36 @@ impl Pool {
         records: &[RecordRef<'_>],
         callback: Callback,
     ) -> Result<()> {
+        self.submit_keyed(&[], tag, base, records, callback)
+    }
+
+    /// [`Pool::submit`] for the tenant `key` (see [`Pool::redo_keyed`]).
+    pub fn submit_keyed(
+        &self,
+        key: &[u8],
+        tag: &PageTag,
+        base: Option<&Page>,
+        records: &[RecordRef<'_>],
+        callback: Callback,
+    ) -> Result<()> {
         let started = Instant::now();
+        let key = self.tenant_of(key)?;
         // One answered from an image is still answered on a worker thread,
         // as promised.
-        let request = self.admit(tag, base, records, Vec::new(), false)?;
+        let request = self.admit(&key, tag, base, records, Vec::new(), false)?;
         self.enqueue(
             self.shared.queue.lane_here(),
             Queued {
+                key,
                 request,
                 started,
+                deadline: self.shared.slots.deadline_from(started),
+                waited: Duration::ZERO,
                 completion: Completion::Callback(callback),
             },
             false,
         )
-        .inspect_err(|_| bump(&self.shared.stats.failures))
+        .inspect_err(|_| self.refused(&key))
     }
 
     /// Start a request without waiting for it: checked, then queued like a
@@ -321,25 +385,58 @@ impl Pool {
         base: Option<&Page>,
         records: &[RecordRef<'_>],
     ) -> Result<Call> {
+        self.start_keyed(&[], tag, base, records)
+    }
+
+    /// [`Pool::start`] for the tenant `key` (see [`Pool::redo_keyed`]).
+    pub fn start_keyed(
+        &self,
+        key: &[u8],
+        tag: &PageTag,
+        base: Option<&Page>,
+        records: &[RecordRef<'_>],
+    ) -> Result<Call> {
         let started = Instant::now();
+        let key = self.tenant_of(key)?;
         let call = Call::new()?;
-        let mut request = self.admit(tag, base, records, Vec::new(), false)?;
+        let mut request = self.admit(&key, tag, base, records, Vec::new(), false)?;
         if let Some(page) = request.answer.take() {
-            account(&self.shared.stats, started, Ok(&page));
+            account(&self.shared, &key, started, Duration::ZERO, Ok(&page));
             call.state().complete(Ok(page));
             return Ok(call);
         }
         self.enqueue(
             self.shared.queue.lane_here(),
             Queued {
+                key,
                 request,
                 started,
+                deadline: self.shared.slots.deadline_from(started),
+                waited: Duration::ZERO,
                 completion: Completion::Call(call.state().clone()),
             },
             false,
         )
-        .inspect_err(|_| bump(&self.shared.stats.failures))?;
+        .inspect_err(|_| self.refused(&key))?;
         Ok(call)
+    }
+
+    /// The tenant of a request; a key too long refuses the request.
+    fn tenant_of(&self, key: &[u8]) -> Result<TenantKey> {
+        TenantKey::new(key).inspect_err(|_| {
+            bump(&self.shared.stats.requests);
+            self.refused(&TenantKey::DEFAULT);
+        })
+    }
+
+    /// Count a request refused before it was queued.
+    fn refused(&self, key: &TenantKey) {
+        bump(&self.shared.stats.failures);
+        self.shared
+            .slots
+            .stats
+            .tenants
+            .answered(key, false, Duration::ZERO);
     }
 
     /// Count a request, and check and encode it into `wire`
@@ -348,6 +445,7 @@ impl Pool {
     /// image.
     fn admit(
         &self,
+        key: &TenantKey,
         tag: &PageTag,
         base: Option<&Page>,
         records: &[RecordRef<'_>],
@@ -367,7 +465,7 @@ impl Pool {
             };
             encode(tag, base, records, format, self.fast_path, wire)
         };
-        let request = request.inspect_err(|_| bump(&stats.failures))?;
+        let request = request.inspect_err(|_| self.refused(key))?;
         stats.records_per_request.observe(records.len() as u64);
         stats
             .bytes_per_request
@@ -400,7 +498,7 @@ impl Pool {
     /// Put an admitted request in the queue; no lock held (module notes).
     fn send(&self, lane: usize, item: Queued, wait_for_room: bool) -> Result<()> {
         let sent = self.shared.queue.push(lane, item, wait_for_room);
-        if let Err(Error::Busy) = sent {
+        if let Err(Error::Busy(_)) = sent {
             bump(&self.shared.stats.busy_rejections);
         }
         sent
@@ -413,14 +511,27 @@ impl Pool {
         if slots.is_closed() {
             return Err(Error::Shutdown);
         }
-        let mut slot = slots.take()?;
+        let mut slot = slots.take_for(&TenantKey::DEFAULT)?;
         let deadline = slots.deadline_from(Instant::now());
         slot.run_one(&Request::ping(), None, deadline).map(|_| ())
     }
 
-    /// Pids of the processes running now.
+    /// Pids of the processes running now (the template and the spare
+    /// aside).
     pub fn pids(&self) -> Vec<u32> {
-        self.shared.slots.pids()
+        self.processes().iter().map(|p| p.pid).collect()
+    }
+
+    /// The processes running now and the tenant each serves (the template
+    /// and the spare, which serve nobody yet, aside).
+    pub fn processes(&self) -> Vec<ProcessInfo> {
+        self.shared.slots.processes()
+    }
+
+    /// What the pool counted of the tenant `key` (zeros for one it never
+    /// saw; it counts the 4,096 busiest one by one).
+    pub fn tenant_stats(&self, key: &[u8]) -> Result<TenantCounters> {
+        Ok(self.shared.slots.stats.tenants.get(&TenantKey::new(key)?))
     }
 
     /// The PostgreSQL major version this pool serves (`Config::pg_version`,
@@ -433,6 +544,14 @@ impl Pool {
         let mut snapshot = self.shared.stats.snapshot(&self.shared.slots.stats);
         snapshot.counters.queue_depth = self.shared.queue.queued() as u64;
         snapshot
+    }
+
+    /// The pool's counters in Prometheus text, the tenants' families too
+    /// (the busiest by name, the rest as `tenant="other"`).
+    pub fn prometheus_text(&self) -> String {
+        let mut text = self.stats().prometheus_text();
+        self.shared.slots.stats.tenants.prometheus_text(&mut text);
+        text
     }
 
     /// Refuse new requests, answer queued ones with `Shutdown`, stop the
@@ -460,7 +579,7 @@ impl Pool {
                 self.gate_changed.wait(&mut gate);
             }
         }
-        self.stop.lock().take();
+        self.shared.queue.stop();
         // The last reference dropped in a callback closes the pool on a
         // worker: that worker is not joined (it cannot join itself) but let
         // go; it has given its slot back, and ends by itself once the
@@ -483,12 +602,21 @@ impl Drop for Pool {
     }
 }
 
-/// Count a finished request.
-fn account(stats: &Stats, started: Instant, outcome: Result<&Page, &Error>) {
+/// Count a finished request of `key` that waited `waited` for a process.
+fn account(
+    shared: &Shared,
+    key: &TenantKey,
+    started: Instant,
+    waited: Duration,
+    outcome: Result<&Page, &Error>,
+) {
+    let stats = &shared.stats;
     match outcome {
         Ok(_) => stats.redo_time_us.observe_duration(started.elapsed()),
         // Counted as cancellations where they are dropped.
         Err(Error::Cancelled) => {}
         Err(_) => bump(&stats.failures),
     }
+    let failed = outcome.is_err() && !matches!(outcome, Err(Error::Cancelled));
+    shared.slots.stats.tenants.answered(key, !failed, waited);
 }

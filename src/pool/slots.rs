@@ -60,7 +60,18 @@
 //!   or behind it, are re-sent as after any failure, and the slot starts a
 //!   fresh process.
 //! - A process idle for `idle_timeout` is retired (killed and reaped).
+//! - Tenants (`super::tenant`): a slot is bound to a key when it is taken
+//!   for one, and stays bound while it has a process: that process, its
+//!   replacements after a failure included, and a spare taken from the
+//!   template, only ever get that key's requests (`execute` refuses others
+//!   as a bug, never sends them). A slot is taken for a key: one of its own
+//!   that is idle; else, while the key has fewer slots than it may
+//!   (`processes_per_tenant`; the default tenant, the unkeyed calls, may
+//!   have them all), an idle slot without a process, else the least
+//!   recently used idle slot of another key, whose process is retired
+//!   first. A slot given back without a process is bound to nobody.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,6 +83,7 @@ use crate::error::{Error, Result};
 use crate::pg::page::Page;
 use crate::pool::call::CancelToken;
 use crate::pool::stats::{bump, ProcessStats};
+use crate::pool::tenant::TenantKey;
 use crate::process::launch::Launcher;
 use crate::process::threads::current_cpu;
 use crate::process::{Failure, Interrupted, Process, Spawner};
@@ -103,11 +115,14 @@ pub(crate) struct Job<'a> {
     pub outcome: Option<Result<Box<Page>>>,
     /// A call's request can be cancelled (see `crate::pool::call`).
     pub cancel: Option<&'a CancelToken>,
+    /// Its tenant: only a process of that key's may get it.
+    pub key: TenantKey,
 }
 
 impl<'a> Job<'a> {
-    pub fn new(request: &'a Request, deadline: Instant) -> Job<'a> {
+    pub fn new(key: TenantKey, request: &'a Request, deadline: Instant) -> Job<'a> {
         Job {
+            key,
             request,
             base: None,
             deadline,
@@ -132,12 +147,47 @@ pub(crate) struct Slot {
     pages: Vec<u8>,
     /// Indexes of the jobs of a batch still to send.
     pending: Vec<usize>,
+    /// The tenant whose requests alone this slot's process gets (see the
+    /// module notes); `None` while it has no process and is idle.
+    key: Option<TenantKey>,
+}
+
+/// The slots nobody holds, and how many each tenant has, held or not.
+#[derive(Default)]
+struct Idle {
+    slots: Vec<Slot>,
+    bound: HashMap<TenantKey, usize>,
+}
+
+impl Idle {
+    fn unbind(&mut self, key: &TenantKey) {
+        if let Some(n) = self.bound.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                self.bound.remove(key);
+            }
+        }
+    }
+}
+
+/// A live process and the tenant it serves (`Pool::processes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub key: TenantKey,
 }
 
 pub(crate) struct Slots {
     spawner: Spawner,
-    idle: Mutex<Vec<Slot>>,
+    idle: Mutex<Idle>,
     returned: Condvar,
+    /// Called when a slot comes back: the queue's workers may serve a
+    /// tenant now.
+    on_return: Box<dyn Fn() + Send + Sync>,
+    /// Slots one keyed tenant may have (`Config::processes_per_tenant`).
+    per_tenant: usize,
+    /// The live processes and their tenants.
+    live: Mutex<Vec<ProcessInfo>>,
     total: usize,
     closed: AtomicBool,
     backoff: Mutex<Backoff>,
@@ -158,10 +208,17 @@ pub(crate) struct Slots {
 }
 
 impl Slots {
-    pub fn new(config: &Config) -> Result<Slots> {
+    /// The slots of `config`; `on_return` is called (with no lock of
+    /// theirs held) each time one is given back.
+    pub fn new(config: &Config, on_return: Box<dyn Fn() + Send + Sync>) -> Result<Slots> {
         if config.processes == 0 {
             return Err(Error::InvalidArgument(
                 "processes must be at least 1".into(),
+            ));
+        }
+        if config.processes_per_tenant == 0 {
+            return Err(Error::InvalidArgument(
+                "processes_per_tenant must be at least 1".into(),
             ));
         }
         let launcher = Arc::new(Launcher::new(config)?);
@@ -169,8 +226,14 @@ impl Slots {
         Ok(Slots {
             pg_version,
             spawner: Spawner::new(launcher)?,
-            idle: Mutex::new((0..config.processes).map(|_| Slot::default()).collect()),
+            idle: Mutex::new(Idle {
+                slots: (0..config.processes).map(|_| Slot::default()).collect(),
+                bound: HashMap::new(),
+            }),
             returned: Condvar::new(),
+            on_return,
+            per_tenant: config.processes_per_tenant,
+            live: Mutex::new(Vec::new()),
             total: config.processes,
             closed: AtomicBool::new(false),
             backoff: Mutex::new(Backoff::new()),
@@ -192,72 +255,119 @@ impl Slots {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// A free slot, if there is one now and the pool is open.
-    pub fn try_take(&self) -> Option<SlotGuard<'_>> {
+    /// A slot for `key` now (module notes), if there is one and the pool
+    /// is open.
+    pub fn try_take_for(&self, key: &TenantKey) -> Option<SlotGuard<'_>> {
+        self.try_take_first(std::slice::from_ref(key))
+            .map(|(_, slot)| slot)
+    }
+
+    /// A slot now for the first of `keys` that can have one, and its index.
+    pub fn try_take_first(&self, keys: &[TenantKey]) -> Option<(usize, SlotGuard<'_>)> {
         let mut idle = self.idle.lock();
         if self.is_closed() {
             return None;
         }
-        let slot = self.pick(&mut idle)?;
-        Some(SlotGuard {
-            slots: self,
-            slot: Some(slot),
-        })
+        let (i, slot, evicted) = keys
+            .iter()
+            .enumerate()
+            .find_map(|(i, key)| self.pick(&mut idle, key).map(|(s, e)| (i, s, e)))?;
+        Some((
+            i,
+            SlotGuard {
+                slots: self,
+                slot: Some(slot),
+                evicted,
+            },
+        ))
     }
 
-    /// The idle slot to hand out: one whose process is pinned to the
-    /// caller's CPU if there is one (a worker placed on a CPU keeps its
-    /// process there, instead of moving it back and forth with another
-    /// worker's), else the last returned.
-    fn pick(&self, idle: &mut Vec<Slot>) -> Option<Slot> {
+    /// The idle slot to hand out to `key` (module notes), and the process
+    /// of another tenant's to retire for it. Among a tenant's own, one
+    /// whose process is pinned to the caller's CPU if there is one (a
+    /// worker placed on a CPU keeps its process there, instead of moving it
+    /// back and forth with another worker's), else the last returned.
+    fn pick(&self, idle: &mut Idle, key: &TenantKey) -> Option<(Slot, Option<Process>)> {
         let here = if self.follow_cpu { current_cpu() } else { None };
+        let mine = |s: &Slot| s.key.as_ref() == Some(key);
         let near = here.and_then(|cpu| {
-            idle.iter().rposition(|s| {
-                s.process
-                    .as_ref()
-                    .is_some_and(|p| p.pinned_cpu() == Some(cpu))
+            idle.slots.iter().rposition(|s| {
+                mine(s)
+                    && s.process
+                        .as_ref()
+                        .is_some_and(|p| p.pinned_cpu() == Some(cpu))
             })
         });
-        match near {
-            Some(i) => Some(idle.remove(i)),
-            None => idle.pop(),
+        if let Some(i) = near.or_else(|| idle.slots.iter().rposition(mine)) {
+            return Some((idle.slots.remove(i), None));
         }
+        let limit = if key.is_default() {
+            self.total
+        } else {
+            self.per_tenant
+        };
+        if idle.bound.get(key).copied().unwrap_or(0) >= limit {
+            return None;
+        }
+        let i = match idle.slots.iter().rposition(|s| s.key.is_none()) {
+            Some(i) => i,
+            None => (0..idle.slots.len()).min_by_key(|&i| idle.slots[i].last_used)?,
+        };
+        let mut slot = idle.slots.remove(i);
+        if let Some(old) = slot.key.take() {
+            idle.unbind(&old);
+        }
+        let evicted = slot.process.take();
+        slot.key = Some(*key);
+        *idle.bound.entry(*key).or_default() += 1;
+        Some((slot, evicted))
     }
 
-    /// A free slot, waiting for one if need be; fails once the pool closes.
-    pub fn take(&self) -> Result<SlotGuard<'_>> {
+    /// A slot for `key`, waiting for one if need be; fails once the pool
+    /// closes.
+    pub fn take_for(&self, key: &TenantKey) -> Result<SlotGuard<'_>> {
+        self.take_until_for(key, None)
+            .map(|slot| slot.expect("no deadline"))
+    }
+
+    /// [`Slots::take_for`], waiting no later than `deadline`: `None` then.
+    pub fn take_until_for(
+        &self,
+        key: &TenantKey,
+        deadline: Option<Instant>,
+    ) -> Result<Option<SlotGuard<'_>>> {
         let mut idle = self.idle.lock();
         loop {
             if self.is_closed() {
                 return Err(Error::Shutdown);
             }
-            if let Some(slot) = self.pick(&mut idle) {
-                return Ok(SlotGuard {
-                    slots: self,
-                    slot: Some(slot),
-                });
-            }
-            self.returned.wait(&mut idle);
-        }
-    }
-
-    /// [`Slots::take`], waiting no later than `deadline`: `None` then.
-    pub fn take_until(&self, deadline: Instant) -> Result<Option<SlotGuard<'_>>> {
-        let mut idle = self.idle.lock();
-        loop {
-            if self.is_closed() {
-                return Err(Error::Shutdown);
-            }
-            if let Some(slot) = self.pick(&mut idle) {
+            if let Some((slot, evicted)) = self.pick(&mut idle, key) {
                 return Ok(Some(SlotGuard {
                     slots: self,
                     slot: Some(slot),
+                    evicted,
                 }));
             }
-            if self.returned.wait_until(&mut idle, deadline).timed_out() {
-                return Ok(None);
+            match deadline {
+                None => self.returned.wait(&mut idle),
+                Some(d) => {
+                    if self.returned.wait_until(&mut idle, d).timed_out() {
+                        return Ok(None);
+                    }
+                }
             }
         }
+    }
+
+    /// Retire the idle process of another tenant's slot taken for a new
+    /// one (killed and reaped here).
+    fn retire(&self, evicted: Process) {
+        log::debug!(
+            "retiring wal-redo process {} for another tenant",
+            evicted.pid()
+        );
+        bump(&self.stats.retirements);
+        self.forget(&evicted);
     }
 
     /// The error of a request whose deadline passed: `SpawnFailed` with
@@ -277,13 +387,24 @@ impl Slots {
         }
     }
 
-    /// Pids of the processes of idle slots (all of them when none is busy).
-    pub fn pids(&self) -> Vec<u32> {
-        self.idle
-            .lock()
-            .iter()
-            .filter_map(|s| s.process.as_ref().map(Process::pid))
-            .collect()
+    /// The live processes (busy or not) and the tenant each serves.
+    pub fn processes(&self) -> Vec<ProcessInfo> {
+        self.live.lock().clone()
+    }
+
+    /// A process just put in a slot of `key`'s.
+    fn register(&self, process: &Process, key: &TenantKey) {
+        self.live.lock().push(ProcessInfo {
+            pid: process.pid(),
+            key: *key,
+        });
+        self.stats.tenants.spawned(key);
+    }
+
+    /// A process taken out of its slot, to be killed and reaped.
+    fn forget(&self, process: &Process) {
+        self.live.lock().retain(|p| p.pid != process.pid());
+        self.stats.live_processes.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Stop handing out slots; wake everyone waiting for one. The flag is
@@ -301,12 +422,18 @@ impl Slots {
     /// deadline), then kill and reap every process.
     pub fn kill_all(&self) {
         let mut idle = self.idle.lock();
-        while idle.len() < self.total {
+        while idle.slots.len() < self.total {
             self.returned.wait(&mut idle);
         }
-        let dying: Vec<Process> = idle.iter_mut().filter_map(|s| s.process.take()).collect();
+        let dying: Vec<Process> = idle
+            .slots
+            .iter_mut()
+            .filter_map(|s| s.process.take())
+            .collect();
+        idle.slots.iter_mut().for_each(|s| s.key = None);
+        idle.bound.clear();
         drop(idle);
-        self.forget_processes(dying.len());
+        dying.iter().for_each(|p| self.forget(p));
         drop(dying);
         // The template and the next process's directory too: no process
         // starts after this (the pool is closed).
@@ -319,17 +446,21 @@ impl Slots {
             return;
         };
         let mut idle = self.idle.lock();
-        let retired: Vec<Process> = idle
-            .iter_mut()
-            .filter(|s| s.last_used.is_some_and(|t| t.elapsed() >= limit))
-            .filter_map(|s| s.process.take())
-            .collect();
+        let mut retired = Vec::new();
+        let mut unbound = Vec::new();
+        for slot in &mut idle.slots {
+            if slot.process.is_some() && slot.last_used.is_some_and(|t| t.elapsed() >= limit) {
+                retired.extend(slot.process.take());
+                unbound.extend(slot.key.take());
+            }
+        }
+        unbound.iter().for_each(|key| idle.unbind(key));
         drop(idle);
         for p in &retired {
             log::debug!("retiring idle wal-redo process {}", p.pid());
             bump(&self.stats.retirements);
+            self.forget(p);
         }
-        self.forget_processes(retired.len());
         // Killed and reaped here, outside the lock.
         drop(retired);
     }
@@ -339,12 +470,6 @@ impl Slots {
         self.idle_timeout.map_or(Duration::from_secs(3600), |t| {
             (t / 2).max(Duration::from_millis(10))
         })
-    }
-
-    fn forget_processes(&self, n: usize) {
-        self.stats
-            .live_processes
-            .fetch_sub(n as u64, Ordering::Relaxed);
     }
 
     /// A failed attempt of `job`. One its own process crashed on
@@ -392,6 +517,9 @@ impl Slots {
 pub(crate) struct SlotGuard<'a> {
     slots: &'a Slots,
     slot: Option<Slot>,
+    /// The process of another tenant's that this slot had, to retire once
+    /// no lock is held (the slot may be taken under the queue's lock).
+    evicted: Option<Process>,
 }
 
 impl SlotGuard<'_> {
@@ -403,9 +531,10 @@ impl SlotGuard<'_> {
         base: Option<&Page>,
         deadline: Instant,
     ) -> Result<Box<Page>> {
+        let key = self.slot.as_ref().and_then(|s| s.key);
         let mut job = [Job {
             base,
-            ..Job::new(request, deadline)
+            ..Job::new(key.expect("a held slot is bound"), request, deadline)
         }];
         self.execute(&mut job);
         let [job] = job;
@@ -417,7 +546,20 @@ impl SlotGuard<'_> {
     /// sent again, and a process killed for a cancel charges nobody.
     pub fn execute(&mut self, jobs: &mut [Job<'_>]) {
         let slots = self.slots;
+        if let Some(p) = self.evicted.take() {
+            slots.retire(p);
+        }
         let slot = self.slot.as_mut().expect("slot present until drop");
+        let key = slot.key.expect("a slot is bound to a key while held");
+        // The tenants' wall (module notes): never a request of another key.
+        for job in jobs.iter_mut() {
+            if job.key != key {
+                job.outcome = Some(Err(Error::Internal(format!(
+                    "a request of tenant {} reached a process of tenant {key}",
+                    job.key
+                ))));
+            }
+        }
         let mut pending = std::mem::take(&mut slot.pending);
         loop {
             // What is left to send: not answered, not cancelled, not past
@@ -456,6 +598,7 @@ impl SlotGuard<'_> {
                 let latest = pending.iter().map(|&i| jobs[i].deadline).max();
                 match slots.start(latest.expect("pending is not empty")) {
                     Ok(p) => {
+                        slots.register(&p, &key);
                         slot.process = Some(p);
                         // The start took time: the deadlines are checked
                         // again from now, and a job whose deadline passed
@@ -562,24 +705,26 @@ impl SlotGuard<'_> {
             if killed_for_cancel {
                 // Whatever the process did, its failure (or its next one) is
                 // the cancel's: replaced, nobody charged, the rest re-sent.
-                slot.process = None;
+                if let Some(p) = slot.process.take() {
+                    slots.forget(&p);
+                }
                 bump(&slots.stats.cancel_kills);
-                slots.forget_processes(1);
                 continue;
             }
             let Err(Interrupted { failure, .. }) = result else {
                 if process.is_retired() {
                     // Answered, but killed for a deadline that passed as the
                     // answer arrived: replaced, nobody charged.
-                    slot.process = None;
+                    if let Some(p) = slot.process.take() {
+                        slots.forget(&p);
+                    }
                     bump(&slots.stats.process_deaths);
-                    slots.forget_processes(1);
                 }
                 break;
             };
             let mut dead = slot.process.take().expect("process in use");
             bump(&slots.stats.process_deaths);
-            slots.forget_processes(1);
+            slots.forget(&dead);
             if matches!(failure, Failure::Timeout) {
                 bump(&slots.stats.timeouts);
             }
@@ -599,14 +744,22 @@ impl SlotGuard<'_> {
 
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot.take() {
-            self.slots.idle.lock().push(slot);
-            // After close, kill_all may be among the waiters: wake them all.
-            if self.slots.is_closed() {
-                self.slots.returned.notify_all();
-            } else {
-                self.slots.returned.notify_one();
+        if let Some(p) = self.evicted.take() {
+            self.slots.retire(p);
+        }
+        if let Some(mut slot) = self.slot.take() {
+            let mut idle = self.slots.idle.lock();
+            if slot.process.is_none() {
+                if let Some(key) = slot.key.take() {
+                    idle.unbind(&key);
+                }
             }
+            idle.slots.push(slot);
+            drop(idle);
+            // All: a waiter of another tenant may not be able to use it,
+            // and after close kill_all may be among them.
+            self.slots.returned.notify_all();
+            (self.slots.on_return)();
         }
     }
 }

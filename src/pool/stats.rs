@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::pool::tenant::TenantStats;
+
 /// Buckets of a `walredo_histogram`.
 // Of every `Histogram`: this many upper bounds, plus +Inf (the C ABI's
 // `WALREDO_HISTOGRAM_BUCKETS`).
@@ -144,6 +146,8 @@ pub struct ProcessStats {
     /// Processes killed because the request they worked on was cancelled.
     pub cancel_kills: AtomicU64,
     pub spawn_time_us: Histogram,
+    /// Per tenant: requests, failures, starts, time waiting for a process.
+    pub tenants: TenantStats,
 }
 
 impl Default for ProcessStats {
@@ -159,6 +163,7 @@ impl Default for ProcessStats {
             live_processes: AtomicU64::new(0),
             cancel_kills: AtomicU64::new(0),
             spawn_time_us: Histogram::new(TIME_BOUNDS_US),
+            tenants: TenantStats::default(),
         }
     }
 }
