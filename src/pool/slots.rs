@@ -147,9 +147,13 @@ pub(crate) struct Slot {
     pages: Vec<u8>,
     /// Indexes of the jobs of a batch still to send.
     pending: Vec<usize>,
-    /// The tenant whose requests alone this slot's process gets (see the
-    /// module notes); `None` while it has no process and is idle.
+    /// The tenant this slot is bound to (see the module notes): whose
+    /// requests it is taken for, and for whom it starts a process. `None`
+    /// while it has no process and is idle.
     key: Option<TenantKey>,
+    /// The tenant the process in it was started for, the only one whose
+    /// requests it is ever sent (checked against this, not the binding).
+    serves: Option<TenantKey>,
 }
 
 /// The slots nobody holds, and how many each tenant has, held or not.
@@ -551,15 +555,6 @@ impl SlotGuard<'_> {
         }
         let slot = self.slot.as_mut().expect("slot present until drop");
         let key = slot.key.expect("a slot is bound to a key while held");
-        // The tenants' wall (module notes): never a request of another key.
-        for job in jobs.iter_mut() {
-            if job.key != key {
-                job.outcome = Some(Err(Error::Internal(format!(
-                    "a request of tenant {} reached a process of tenant {key}",
-                    job.key
-                ))));
-            }
-        }
         let mut pending = std::mem::take(&mut slot.pending);
         loop {
             // What is left to send: not answered, not cancelled, not past
@@ -600,6 +595,7 @@ impl SlotGuard<'_> {
                     Ok(p) => {
                         slots.register(&p, &key);
                         slot.process = Some(p);
+                        slot.serves = Some(key);
                         // The start took time: the deadlines are checked
                         // again from now, and a job whose deadline passed
                         // meanwhile gets its timeout instead of being sent
@@ -625,12 +621,21 @@ impl SlotGuard<'_> {
             }
             let process = slot.process.as_mut().expect("just started");
             // From here a cancel kills this process; one that came since the
-            // check above keeps its job out of the batch.
+            // check above keeps its job out of the batch. The tenants' wall
+            // (module notes): a request of another key than the one the
+            // process was started for is never sent to it.
             let killer = process.killer().clone();
             let mut k = 0;
             while k < pending.len() {
                 let job = &mut jobs[pending[k]];
-                if job.cancel.is_some_and(|t| !t.enter(&killer)) {
+                if slot.serves != Some(job.key) {
+                    job.outcome = Some(Err(Error::Internal(format!(
+                        "a request of tenant {} reached a process of tenant {}",
+                        job.key,
+                        slot.serves.map_or("none".into(), |k| k.to_string())
+                    ))));
+                    pending.remove(k);
+                } else if job.cancel.is_some_and(|t| !t.enter(&killer)) {
                     job.outcome = Some(Err(Error::Cancelled));
                     pending.remove(k);
                 } else {
