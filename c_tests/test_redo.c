@@ -615,6 +615,143 @@ static void test_killed_process(const char *extension)
 
 /* ---- main ---------------------------------------------------------------- */
 
+/* ---- tenants ------------------------------------------------------------- */
+
+#define TENANT_KEYS 5
+
+typedef struct tenant_answer {
+    pthread_mutex_t lock;
+    pthread_cond_t done;
+    int status;
+    int answered;
+    uint8_t page[WALREDO_PAGE_SIZE];
+} tenant_answer;
+
+static void tenant_callback(void *userdata, int status, const uint8_t *page,
+                            const char *message)
+{
+    tenant_answer *a = userdata;
+
+    (void) message;
+    pthread_mutex_lock(&a->lock);
+    a->status = status;
+    if (page != NULL)
+        memcpy(a->page, page, WALREDO_PAGE_SIZE);
+    a->answered = 1;
+    pthread_cond_signal(&a->done);
+    pthread_mutex_unlock(&a->lock);
+}
+
+/* Every process listed serves one of the keys used, and at most 2 live. */
+static void check_processes(walredo_pool *pool)
+{
+    walredo_process_info info[8];
+    size_t count = 99;
+
+    CHECK_STATUS(walredo_pool_processes(pool, NULL, 0, &count),
+                 WALREDO_BUFFER_TOO_SMALL);
+    CHECK(count >= 1 && count <= 2, "%zu processes listed", count);
+    CHECK_STATUS(walredo_pool_processes(pool, info, 8, &count), WALREDO_OK);
+    for (size_t i = 0; i < count; i++) {
+        CHECK(info[i].pid > 0, "pid %d", (int) info[i].pid);
+        CHECK(info[i].key_len == 2 && info[i].key[0] == 't' &&
+                  info[i].key[1] >= '0' && info[i].key[1] < '0' + TENANT_KEYS,
+              "process %d serves a key of %zu bytes", (int) info[i].pid,
+              info[i].key_len);
+    }
+}
+
+/*
+ * The keyed calls on real pages: each of redo, submit and call start for
+ * TENANT_KEYS tenants on a pool of 2, every page PostgreSQL's; the list of
+ * processes; each tenant's counters; bad keys refused.
+ */
+static void test_tenants(const char *extension)
+{
+    walredo_pool *pool = make_test_pool(extension, "processes", "2",
+                                        "processes_per_tenant", "1",
+                                        "fast_path", "off", "log_level",
+                                        log_level, NULL);
+    static uint8_t out[WALREDO_PAGE_SIZE];
+    uint64_t sent[TENANT_KEYS] = {0};
+    walredo_tenant_stats ts;
+    uint8_t long_key[WALREDO_MAX_KEY_LEN + 1];
+
+    for (size_t k = 0; k < n_ok; k++) {
+        const fixture *c = &cases[ok_cases[k]];
+        char key[3] = {'t', (char) ('0' + k % TENANT_KEYS), 0};
+        tenant_answer a = {.lock = PTHREAD_MUTEX_INITIALIZER,
+                           .done = PTHREAD_COND_INITIALIZER};
+        walredo_call *call = NULL;
+        int rc;
+
+        CHECK_STATUS(walredo_redo_keyed(pool, (const uint8_t *) key, 2, &c->tag,
+                                        c->base_page, c->records,
+                                        c->n_records, out),
+                     WALREDO_OK);
+        CHECK(first_difference(out, c->expected) < 0,
+              "%s: keyed page differs from PostgreSQL's recovery", c->path);
+        CHECK_STATUS(walredo_submit_keyed(pool, (const uint8_t *) key, 2,
+                                          &c->tag, c->base_page, c->records,
+                                          c->n_records, tenant_callback, &a),
+                     WALREDO_OK);
+        pthread_mutex_lock(&a.lock);
+        while (!a.answered)
+            pthread_cond_wait(&a.done, &a.lock);
+        pthread_mutex_unlock(&a.lock);
+        CHECK(a.status == WALREDO_OK &&
+                  first_difference(a.page, c->expected) < 0,
+              "%s: submitted keyed page: %s", c->path,
+              walredo_status_name(a.status));
+        CHECK_STATUS(walredo_call_start_keyed(pool, (const uint8_t *) key, 2,
+                                              &c->tag, c->base_page,
+                                              c->records, c->n_records, &call),
+                     WALREDO_OK);
+        while ((rc = walredo_call_finish(call, out)) == WALREDO_IN_PROGRESS)
+            usleep(100);
+        CHECK(rc == WALREDO_OK && first_difference(out, c->expected) < 0,
+              "%s: keyed call: %s", c->path, walredo_status_name(rc));
+        sent[k % TENANT_KEYS] += 3;
+        check_processes(pool);
+    }
+    for (int t = 0; t < TENANT_KEYS; t++) {
+        char key[3] = {'t', (char) ('0' + t), 0};
+
+        CHECK_STATUS(walredo_pool_tenant_stats(pool, (const uint8_t *) key, 2,
+                                               &ts),
+                     WALREDO_OK);
+        CHECK(ts.requests == sent[t] && ts.failures == 0,
+              "tenant %s: %llu requests, %llu failures; %llu sent", key,
+              (unsigned long long) ts.requests,
+              (unsigned long long) ts.failures, (unsigned long long) sent[t]);
+        CHECK(sent[t] == 0 || ts.spawns >= 1, "tenant %s: no process started",
+              key);
+    }
+    /* Nothing went to the default tenant. */
+    CHECK_STATUS(walredo_pool_tenant_stats(pool, NULL, 0, &ts), WALREDO_OK);
+    CHECK(ts.requests == 0, "%llu default-tenant requests",
+          (unsigned long long) ts.requests);
+
+    /* Bad keys and arguments. */
+    memset(long_key, 'k', sizeof long_key);
+    CHECK_STATUS(walredo_redo_keyed(pool, long_key, sizeof long_key,
+                                    &cases[ok_cases[0]].tag, NULL, NULL, 0, out),
+                 WALREDO_INVALID_ARGUMENT);
+    CHECK(strstr(walredo_last_error(), "WALREDO_MAX_KEY_LEN") != NULL, "%s",
+          walredo_last_error());
+    CHECK_STATUS(walredo_submit_keyed(pool, NULL, 3, &cases[ok_cases[0]].tag,
+                                      NULL, NULL, 0, tenant_callback, NULL),
+                 WALREDO_INVALID_ARGUMENT);
+    CHECK_STATUS(walredo_pool_processes(pool, NULL, 0, NULL),
+                 WALREDO_INVALID_ARGUMENT);
+    CHECK_STATUS(walredo_pool_tenant_stats(pool, long_key, sizeof long_key,
+                                           &ts),
+                 WALREDO_INVALID_ARGUMENT);
+    walredo_pool_free(pool);
+    printf("test_redo: tenants: %zu pages, 3 ways each, for %d tenants\n",
+           n_ok, TENANT_KEYS);
+}
+
 int main(int argc, char **argv)
 {
     walredo_pool *pool;
@@ -647,6 +784,7 @@ int main(int argc, char **argv)
     n = list_children(pids, 64, 1);
     CHECK(n == 0, "%d child process(es) left after walredo_pool_free", n);
 
+    test_tenants(argv[1]);
     test_timeout(argv[1]);
     test_killed_process(argv[1]);
 

@@ -15,8 +15,8 @@ use super::{WALREDO_BUFFER_TOO_SMALL, WALREDO_OK};
 use crate::error::Error;
 use crate::pg::page::Page;
 use crate::pg::record::RecordRef;
-use crate::pool::stats::Counters;
-use crate::pool::tenant::{TenantCounters, MAX_KEY_LEN};
+use crate::pool::stats::{Counters, TenantCounters};
+use crate::pool::tenant::MAX_KEY_LEN;
 use crate::pool::Pool;
 use crate::tag::PageTag;
 
@@ -582,7 +582,7 @@ pub unsafe extern "C" fn walredo_pool_processes(
 /// tenant never seen has zeros (the pool counts the 4,096 busiest one by
 /// one, the rest together in its metrics' `tenant="other"`). Thread-safe.
 // `walredo_tenant_stats` is the pool's own `TenantCounters`
-// (src/pool/tenant.rs), by its C name (cbindgen.toml).
+// (src/pool/stats.rs), by its C name (cbindgen.toml).
 #[no_mangle]
 pub unsafe extern "C" fn walredo_pool_tenant_stats(
     pool: *const walredo_pool,

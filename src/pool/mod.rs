@@ -72,8 +72,9 @@ use crate::pool::handoff::{handoff, Reply};
 use crate::pool::queue::{Queue, Queueable};
 pub use crate::pool::slots::ProcessInfo;
 use crate::pool::slots::Slots;
+pub use crate::pool::stats::TenantCounters;
 use crate::pool::stats::{bump, Stats, StatsSnapshot};
-pub use crate::pool::tenant::{TenantCounters, TenantKey, MAX_KEY_LEN};
+pub use crate::pool::tenant::{TenantKey, MAX_KEY_LEN};
 use crate::process::threads::{
     make_current_thread_batch, pin_current_thread, spawn_blocking_signals,
 };

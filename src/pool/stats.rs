@@ -214,6 +214,23 @@ pub struct Counters {
     pub cancel_kills: u64,
 }
 
+/// What the pool counted of one tenant since it was made; also the C
+/// ABI's `walredo_tenant_stats` (cbindgen.toml renames it): its layout is
+/// part of the ABI.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TenantCounters {
+    /// Requests answered (with a page or an error).
+    pub requests: u64,
+    /// Requests answered with an error.
+    pub failures: u64,
+    /// Processes started for the tenant.
+    pub spawns: u64,
+    /// Time its requests waited for a process (from arrival until a
+    /// process of the tenant's took them), summed, in microseconds.
+    pub wait_us: u64,
+}
+
 /// A copy of all counters at one moment: the [`Counters`] C sees too (read
 /// through this, `snapshot.requests`), and one more.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

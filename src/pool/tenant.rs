@@ -16,6 +16,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
+use crate::pool::stats::TenantCounters;
 
 /// The longest key, in bytes (the C ABI's `WALREDO_MAX_KEY_LEN`).
 pub const MAX_KEY_LEN: usize = 64;
@@ -84,23 +85,6 @@ impl fmt::Debug for TenantKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "TenantKey({self})")
     }
-}
-
-/// What the pool counted of one tenant since it was made; also the C
-/// ABI's `walredo_tenant_stats` (cbindgen.toml renames it): its layout is
-/// part of the ABI.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TenantCounters {
-    /// Requests answered (with a page or an error).
-    pub requests: u64,
-    /// Requests answered with an error.
-    pub failures: u64,
-    /// Processes started for the tenant.
-    pub spawns: u64,
-    /// Time its requests waited for a process (from arrival until a
-    /// process of the tenant's took them), summed, in microseconds.
-    pub wait_us: u64,
 }
 
 /// Tenants counted one by one, at most this many; the rest are added up
