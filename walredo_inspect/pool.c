@@ -167,12 +167,22 @@ inspect_redo(const walredo_page_tag *tag, const uint8 *base_page, walredo_plan *
 {
 	walredo_pool *p = inspect_get_pool();
 	walredo_call *call;
+	char		key[16];
+	int			key_len;
 	int			rc;
 	int			fd;
 
 	Assert(current_call == NULL);
-	rc = walredo_call_start(p, tag, base_page, walredo_plan_records(plan),
-							walredo_plan_n_records(plan), &call);
+
+	/*
+	 * Each database is a tenant of its own: a wal-redo process started for
+	 * one database's pages never gets another's (shared catalogs are
+	 * "db-0").
+	 */
+	key_len = snprintf(key, sizeof(key), "db-%u", tag->dbnode);
+	rc = walredo_call_start_keyed(p, (const uint8 *) key, key_len, tag, base_page,
+								  walredo_plan_records(plan),
+								  walredo_plan_n_records(plan), &call);
 	if (rc != WALREDO_OK)
 		inspect_library_error(rc, "could not rebuild the page");
 	current_call = call;
