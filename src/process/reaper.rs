@@ -9,7 +9,9 @@
 //! whose SIGCHLD must stay as it is. And never `waitpid(-1)`: only the
 //! processes given here are reaped, never another child of the host's. The
 //! owner of a template reaps it through the same pidfd when it drops it;
-//! whichever comes second gets ECHILD, which is fine for both.
+//! whichever comes second gets ECHILD, which is fine for both. The owner
+//! then also closes the reaper's copy ([`forget`]): a pool freed leaves no
+//! descriptor behind, however late the reaper's thread runs.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::OnceLock;
@@ -20,8 +22,9 @@ struct Reaper {
     /// The process whose thread this is (a forked copy of the host has the
     /// static but not the thread).
     owner: libc::pid_t,
-    /// Processes to reap once dead: the reaper's own copies of their pidfds.
-    watched: Mutex<Vec<OwnedFd>>,
+    /// Processes to reap once dead: their pids and the reaper's own copies
+    /// of their pidfds.
+    watched: Mutex<Vec<(libc::pid_t, OwnedFd)>>,
     /// Written when `watched` grew: the thread then polls the new list.
     wake: OwnedFd,
 }
@@ -54,9 +57,19 @@ impl Reaper {
         loop {
             // The descriptors stay open while polled: only this thread
             // removes them from the list.
-            let mut pfds: Vec<libc::pollfd> = std::iter::once(self.wake.as_raw_fd())
-                .chain(self.watched.lock().iter().map(|fd| fd.as_raw_fd()))
-                .map(|fd| libc::pollfd {
+            // (A descriptor `forget` closes meanwhile stays polled, as the
+            // file it was, until the wake-up: never taken for another.)
+            let polled: Vec<(libc::pid_t, i32)> = std::iter::once((0, self.wake.as_raw_fd()))
+                .chain(
+                    self.watched
+                        .lock()
+                        .iter()
+                        .map(|(pid, fd)| (*pid, fd.as_raw_fd())),
+                )
+                .collect();
+            let mut pfds: Vec<libc::pollfd> = polled
+                .iter()
+                .map(|&(_, fd)| libc::pollfd {
                     fd,
                     events: libc::POLLIN,
                     revents: 0,
@@ -72,17 +85,18 @@ impl Reaper {
                 // SAFETY: reading 8 bytes into a live u64 (resets the count).
                 unsafe { libc::read(self.wake.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
             }
-            let dead: Vec<i32> = pfds[1..]
+            let dead: Vec<(libc::pid_t, i32)> = pfds[1..]
                 .iter()
-                .filter(|p| p.revents != 0)
-                .map(|p| p.fd)
+                .zip(&polled[1..])
+                .filter(|(p, _)| p.revents != 0)
+                .map(|(_, &watched)| watched)
                 .collect();
             if dead.is_empty() {
                 continue;
             }
             let mut watched = self.watched.lock();
-            watched.retain(|fd| {
-                if !dead.contains(&fd.as_raw_fd()) {
+            watched.retain(|(pid, fd)| {
+                if !dead.contains(&(*pid, fd.as_raw_fd())) {
                     return true;
                 }
                 // Dead: reap it, unless its owner did already (ECHILD).
@@ -97,7 +111,7 @@ impl Reaper {
 /// copy of the pidfd until then). Where there is no reaper (none could
 /// start, or this is a forked copy of the host), its owner reaps it when it
 /// drops it, as before.
-pub(crate) fn reap_when_dead(pidfd: &OwnedFd) {
+pub(crate) fn reap_when_dead(pid: libc::pid_t, pidfd: &OwnedFd) {
     let Some(r) = reaper() else {
         return;
     };
@@ -108,8 +122,38 @@ pub(crate) fn reap_when_dead(pidfd: &OwnedFd) {
     let Ok(copy) = pidfd.try_clone() else {
         return;
     };
-    r.watched.lock().push(copy);
-    let one: u64 = 1;
-    // SAFETY: 8 bytes from a live u64 to our eventfd.
-    unsafe { libc::write(r.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    r.watched.lock().push((pid, copy));
+    r.wake_up();
+}
+
+/// The owner reaped `pid` itself: close the reaper's copy of its pidfd now.
+pub(crate) fn forget(pid: libc::pid_t) {
+    let Some(r) = REAPER.get().copied().flatten() else {
+        return;
+    };
+    // SAFETY: getpid has no preconditions.
+    if r.owner != unsafe { libc::getpid() } {
+        return;
+    }
+    let gone: Vec<(libc::pid_t, OwnedFd)> = {
+        let mut watched = r.watched.lock();
+        let (gone, kept) = std::mem::take(&mut *watched)
+            .into_iter()
+            .partition(|(p, _)| *p == pid);
+        *watched = kept;
+        gone
+    };
+    if !gone.is_empty() {
+        drop(gone);
+        r.wake_up();
+    }
+}
+
+impl Reaper {
+    /// Make the thread poll the list again.
+    fn wake_up(&self) {
+        let one: u64 = 1;
+        // SAFETY: 8 bytes from a live u64 to our eventfd.
+        unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
 }

@@ -160,7 +160,7 @@ impl Template {
             scratch.display()
         );
         // Reaped as soon as it dies, even while nobody asks it for anything.
-        reaper::reap_when_dead(&started.pidfd);
+        reaper::reap_when_dead(started.pid, &started.pidfd);
         Ok(Template {
             // SAFETY: getpid has no preconditions.
             owner: unsafe { libc::getpid() },
@@ -393,6 +393,7 @@ impl Drop for Template {
         crate::process::killer::pidfd_signal(&self.pidfd, libc::SIGKILL);
         // The reaper may have reaped it already: then ECHILD at once.
         start::reap_pidfd(&self.pidfd, true);
+        reaper::forget(self.pid);
         if let Err(e) = std::fs::remove_dir_all(&self.scratch) {
             log::warn!(
                 "cannot remove the template's scratch directory {}: {e}",
