@@ -9,6 +9,7 @@
 //!   cargo run --release --example bench -- --bulk [--quick] [--workload demo|pgbench|regress]   (recovery against verify of a WAL range)
 //!   cargo run --release --example bench -- --short [--quick]   (only the floor, ping and short rows)
 //!   cargo run --release --example bench -- --inspect [--quick]   (walredo_inspect's functions against recovery)
+//!   cargo run --release --example bench -- --tenants [--quick]   (fairness between tenants, a new tenant's cost)
 //!
 //! `--profile-child` runs one wal-redo process under callgrind instead: the
 //! same short request N and 2N times, fed from a file, so the difference is
@@ -25,6 +26,8 @@ use std::time::{Duration, Instant};
 mod bulk;
 #[path = "bench/inspect.rs"]
 mod inspect;
+#[path = "bench/tenants.rs"]
+mod tenants;
 
 use walredo::process::futex;
 use walredo::process::launch::Launcher;
@@ -582,6 +585,12 @@ fn main() {
         let _ = std::fs::remove_dir_all(&work);
         return;
     }
+    if std::env::args().any(|a| a == "--tenants") {
+        drop(pool);
+        tenants::tenant_rows(&config, &short, quick, &row);
+        let _ = std::fs::remove_dir_all(&work);
+        return;
+    }
     if std::env::args().any(|a| a == "--profile-child") {
         drop(pool);
         profile_child(&config(1), &short, &work);
@@ -897,6 +906,7 @@ fn main() {
     );
     // After the peak RSS row: it touches 2 GB.
     process_life_rows(&config, quick, &row);
+    tenants::tenant_rows(&config, &short, quick, &row);
     inspect::inspect_rows(quick, &row);
     let _ = std::fs::remove_dir_all(&work);
 }
