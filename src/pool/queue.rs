@@ -281,10 +281,17 @@ impl<T: Queueable> Queue<T> {
         self.work.notify_all();
     }
 
-    /// Something a waiting worker may now serve: a slot came back. Under
-    /// the lock, so a worker between its look at the slots and its wait
-    /// cannot miss it.
+    /// A slot came back: a waiting worker may now serve a tenant, if any
+    /// request waits (else nobody is woken: a slot comes back after every
+    /// request). Under the lock, so a worker between its look at the slots
+    /// and its wait cannot miss it. A request it would miss was counted in
+    /// `queued` before that worker's look at the slots (under `state`),
+    /// which came before this slot came back (under the slots' lock), which
+    /// came before this read.
     pub fn wake_a_worker(&self) {
+        if self.queued() == 0 {
+            return;
+        }
         let _state = self.state.lock();
         self.work.notify_one();
     }

@@ -22,8 +22,9 @@ use crate::pool::stats::TenantCounters;
 pub const MAX_KEY_LEN: usize = 64;
 
 /// A tenant's key: up to [`MAX_KEY_LEN`] bytes, held in place (no
-/// allocation per request).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+/// allocation per request). The bytes past `len` are always zero, so the
+/// derived equality is the keys' equality.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct TenantKey {
     len: u8,
     bytes: [u8; MAX_KEY_LEN],
@@ -57,6 +58,13 @@ impl TenantKey {
 
     pub fn is_default(&self) -> bool {
         self.len == 0
+    }
+}
+
+impl std::hash::Hash for TenantKey {
+    /// Only the key's own bytes (a short key hashes fast).
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write(self.as_bytes());
     }
 }
 
