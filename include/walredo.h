@@ -36,6 +36,13 @@
  * SIGCHLD handler, and never another child of the host's): a host that is
  * PID 1 of its PID namespace is left no zombie of the pool's.
  *
+ * Tenants: every request is of a tenant, the key the *_keyed calls take (the
+ * other calls: the default tenant, the empty key). A process is started for
+ * one key and only ever gets that key's requests, for its whole life; a
+ * keyed tenant has at most `processes_per_tenant` processes and
+ * `tenant_queue_depth` requests waiting, and the tenants with requests
+ * waiting are served in turn (walredo_redo_keyed, walredo_pool_processes).
+ *
  * Sandbox: WAL is untrusted input, so each process starts with a cleared
  * environment, its own process group, no descriptor of the host's, no core
  * dumps, an address-space limit (`process_memory_limit_mb`) and at most 1024
