@@ -13,7 +13,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use walredo_cli::check::saved_pages_dir;
-use walredo_testkit::cluster::{bindir, Cluster};
+use walredo_testkit::cluster::{
+    bindir, checkpoint_wal_away, damage_block, gunzip_restore_command, gzip_archiving_settings,
+    Cluster,
+};
 use walredo_testkit::harness::*;
 
 const BLCKSZ: u64 = 8192;
@@ -59,17 +62,9 @@ fn check_finds_and_repair_fixes_damaged_and_lost_writes() {
     let tmp = TempDir::new("check-repair");
     let archive = TempDir::new("check-repair-archive");
     let arch = archive.path().display().to_string();
-    let archive_command = format!("archive_command = 'gzip < %p > {arch}/%f.gz'");
-    let settings = [
-        "autovacuum = off",
-        "fsync = off",
-        "wal_keep_size = 0",
-        "min_wal_size = 2MB",
-        "max_wal_size = 4MB",
-        "checkpoint_timeout = 1h",
-        "archive_mode = on",
-        archive_command.as_str(),
-    ];
+    let archiving = gzip_archiving_settings(archive.path());
+    let mut settings = vec!["autovacuum = off", "fsync = off", "checkpoint_timeout = 1h"];
+    settings.extend(archiving.iter().map(String::as_str));
     let initdb = ["--wal-segsize=1", "--data-checksums"];
     let mut p = Cluster::init(tmp.path(), &initdb, &settings);
     p.start();
@@ -77,15 +72,17 @@ fn check_finds_and_repair_fixes_damaged_and_lost_writes() {
         "CREATE EXTENSION amcheck;
          CREATE TABLE t (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = off, fillfactor = 50);
          INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 2000) g;
-         CREATE TABLE filler (x text) WITH (autovacuum_enabled = off);
          VACUUM (FREEZE) t;
          CHECKPOINT;",
     );
     // The base backup; the standby that is promoted later streams from it.
     let base = tmp.path().join("base");
     let sdir = TempDir::new("check-repair-standby");
-    let restore_command = format!("restore_command = 'gunzip < {arch}/%f.gz > %p'");
-    let mut standby_settings = settings.to_vec();
+    let restore_command = format!(
+        "restore_command = '{}'",
+        gunzip_restore_command(archive.path())
+    );
+    let mut standby_settings = settings.clone();
     standby_settings.push(&restore_command);
     let mut c = p.start_standby(sdir.path(), &initdb, &standby_settings, &base);
     p.psql(
@@ -94,27 +91,18 @@ fn check_finds_and_repair_fixes_damaged_and_lost_writes() {
          UPDATE t SET v = v || '!' WHERE id BETWEEN 500 AND 520;",
     );
     let early = p.psql("SELECT pg_current_wal_flush_lsn();");
-    for _ in 0..2 {
-        p.psql(
-            "INSERT INTO filler SELECT repeat('f', 500) FROM generate_series(1, 1500);
-             SELECT pg_switch_wal(); CHECKPOINT;",
-        );
-    }
+    checkpoint_wal_away(&p, 2);
     let flushed = p.psql("SELECT pg_current_wal_flush_lsn();");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while c.psql(&format!("SELECT pg_last_wal_replay_lsn() >= '{flushed}';")) != "t" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the standby did not catch up"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let two_minutes = std::time::Duration::from_secs(120);
+    wait_until("the standby to catch up", two_minutes, || {
+        c.psql(&format!("SELECT pg_last_wal_replay_lsn() >= '{flushed}';")) == "t"
+    });
     p.stop();
     // A timeline switch: the cluster checked is the promoted standby.
     c.psql("SELECT pg_promote();");
-    while c.psql("SELECT pg_is_in_recovery();") != "f" {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until("the promotion", two_minutes, || {
+        c.psql("SELECT pg_is_in_recovery();") == "f"
+    });
     c.psql("CHECKPOINT;");
     let heap = c.data.join(c.psql("SELECT pg_relation_filepath('t');"));
     let index = c
@@ -133,12 +121,7 @@ fn check_finds_and_repair_fixes_damaged_and_lost_writes() {
     // The page before its newest write, which only WAL will then have.
     let old_copy = block(&heap, block5);
     c.psql("UPDATE t SET v = v || '?' WHERE id BETWEEN 505 AND 510;");
-    for _ in 0..4 {
-        c.psql(
-            "INSERT INTO filler SELECT repeat('f', 500) FROM generate_series(1, 1500);
-             SELECT pg_switch_wal(); CHECKPOINT;",
-        );
-    }
+    checkpoint_wal_away(&c, 4);
     let expected = c.psql(ROWS);
     c.stop();
     assert!(c.data.join("pg_wal/00000002.history").is_file());
@@ -235,10 +218,8 @@ fn check_finds_and_repair_fixes_damaged_and_lost_writes() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("timeline 3"));
 
-    let f = fs::OpenOptions::new().write(true).open(&heap).unwrap();
-    f.write_all_at(&[0xAB; 200], 4000).unwrap();
-    let f = fs::OpenOptions::new().write(true).open(&index).unwrap();
-    f.write_all_at(&[0xAB; 200], BLCKSZ + 4000).unwrap();
+    damage_block(&heap, 0);
+    damage_block(&index, 1);
     put_block(&heap, block5, &old_copy);
 
     let out = walredo(&[&["check"][..], &sources].concat());
