@@ -26,7 +26,9 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use walredo::wal::format_lsn;
-use walredo_testkit::cluster::record_workload;
+use walredo_testkit::cluster::{
+    checkpoint_wal_away, gunzip_restore_command, gzip_archiving_settings, record_workload,
+};
 use walredo_testkit::install::PrivateInstall;
 
 /// The workload's fixed part for SLRU pages and relation maps, run after
@@ -48,22 +50,10 @@ fn from_sql(dir: &std::path::Path) -> bool {
         }
     }
     let install = PrivateInstall::new_in(dir);
-    let archive_command = format!(
-        "archive_command = 'gzip < %p > {}/%f.gz'",
-        archive.display()
-    );
-    let mut cluster = install.cluster(
-        &sql_dir,
-        &["--wal-segsize=1"],
-        &[
-            "fsync = off",
-            "archive_mode = on",
-            &archive_command,
-            "wal_keep_size = 0",
-            "min_wal_size = 2MB",
-            "max_wal_size = 4MB",
-        ],
-    );
+    let archiving = gzip_archiving_settings(&archive);
+    let mut settings = vec!["fsync = off"];
+    settings.extend(archiving.iter().map(String::as_str));
+    let mut cluster = install.cluster(&sql_dir, &["--wal-segsize=1"], &settings);
     cluster.start();
     let show = |sql: &str| {
         println!(
@@ -88,13 +78,7 @@ fn from_sql(dir: &std::path::Path) -> bool {
     show("SELECT * FROM accounts ORDER BY id;");
     // Checkpoints until pg_wal no longer holds the UPDATE's segment.
     let update_segment = cluster.psql(&format!("SELECT pg_walfile_name('{before}');"));
-    cluster.psql("CREATE TABLE filler (x text);");
-    for _ in 0..4 {
-        cluster.psql(
-            "INSERT INTO filler SELECT repeat('x', 500) FROM generate_series(1, 1500);
-             SELECT pg_switch_wal(); CHECKPOINT;",
-        );
-    }
+    checkpoint_wal_away(&cluster, 4);
     let oldest =
         cluster.psql("SELECT min(name) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$';");
     println!(
@@ -102,8 +86,8 @@ fn from_sql(dir: &std::path::Path) -> bool {
          pg_wal is {oldest}: the UPDATE's WAL is only in the archive now"
     );
     let restore = format!(
-        "SET walredo_inspect.restore_command = 'gunzip < {}/%f.gz > %p';",
-        archive.display()
+        "SET walredo_inspect.restore_command = '{}';",
+        gunzip_restore_command(&archive)
     );
     let query = format!(
         "{restore}
