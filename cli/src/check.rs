@@ -122,21 +122,11 @@ pub struct CheckOptions {
     pub data: PathBuf,
     /// A base backup of it (or a cleanly stopped copy) older than its WAL.
     pub base: PathBuf,
-    /// Its WAL since BASE; no directory: DATA/pg_wal.
+    /// Its WAL since BASE (the command's default, DATA/pg_wal, is filled in
+    /// where its options are read).
     pub wal: WalSpec,
     pub processes: usize,
     pub config: walredo::Config,
-}
-
-impl CheckOptions {
-    /// The WAL as given, DATA/pg_wal first when no directory is.
-    pub fn wal_spec(&self) -> WalSpec {
-        let mut wal = self.wal.clone();
-        if wal.dirs.is_empty() {
-            wal.dirs.push(self.data.join("pg_wal"));
-        }
-        wal
-    }
 }
 
 /// What `check` found.
@@ -184,11 +174,14 @@ pub fn check(
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<CheckReport, String> {
     stopped_cleanly(&opts.data, &opts.config)?;
-    let wal = opts.wal_spec();
+    let wal = &opts.wal;
+    let Some((first, archives)) = wal.dirs.split_first() else {
+        return Err("no WAL directory to check against".into());
+    };
     let verify_opts = VerifyOptions {
         base: opts.base.clone(),
-        wal: wal.dirs[0].clone(),
-        archives: wal.dirs[1..].to_vec(),
+        wal: first.clone(),
+        archives: archives.to_vec(),
         restore_command: wal.restore_command.clone(),
         timeline: wal.timeline,
         expected: opts.data.clone(),

@@ -409,7 +409,7 @@ fn repair(opts: &CheckOptions, one: Option<PageTag>, all_damaged: bool) -> Resul
     let saved = saved_pages_dir(&opts.data);
     let pages: Vec<(PageTag, Box<walredo::pg::page::Page>)> = match one {
         Some(tag) => {
-            let page = page_as_of_in(&opts.base, &opts.wal_spec(), &tag, None, &opts.config)?;
+            let page = page_as_of_in(&opts.base, &opts.wal, &tag, None, &opts.config)?;
             vec![(tag, page)]
         }
         None => {
