@@ -343,3 +343,68 @@ fn a_full_pool_retires_the_least_recently_used_tenants_process() {
     drop(pool);
     assert_no_leftovers();
 }
+
+/// With a fake child that sleeps 300 ms per request (`SLOW`): a tenant at
+/// its limit of one process waits for it, up to its deadline, and never
+/// takes the pool's other slot; another tenant meanwhile is served at once
+/// there, not behind the first tenant's queue.
+#[test]
+fn a_tenant_waits_for_its_own_process_and_holds_nobody_up() {
+    use walredo_testkit::harness::fake::SLOW;
+    let _serial = isolated_test();
+    init_logging();
+    let config = Config {
+        processes_per_tenant: 1,
+        // No hang detection before the deadline: 300 ms is slow, not hung.
+        attempt_timeout: Some(Duration::from_millis(500)),
+        ..fake_config(2, &[], Duration::from_millis(500))
+    };
+    let pool = Arc::new(Pool::new(&config).unwrap());
+    let slow = fake_tag(SLOW, 300);
+    let redo = |pool: &Pool, key: &[u8], tag: &PageTag| {
+        let recs = synthetic_records(tag, 1);
+        let started = Instant::now();
+        let refs = walredo_testkit::harness::record_refs(&recs);
+        let outcome = pool.redo_keyed(key, tag, None, &refs);
+        (outcome, started.elapsed())
+    };
+    let (a1, a2) = std::thread::scope(|s| {
+        let a1 = s.spawn(|| redo(&pool, b"a", &slow));
+        std::thread::sleep(Duration::from_millis(50));
+        let a2 = s.spawn(|| redo(&pool, b"a", &slow));
+        std::thread::sleep(Duration::from_millis(50));
+        // Tenant b, while a's process works and a's second request waits.
+        let (b, b_took) = redo(&pool, b"b", &fake_tag(1, 7));
+        assert!(b.is_ok(), "{b:?}");
+        assert!(b_took < Duration::from_millis(200), "b waited {b_took:?}");
+        let keys: Vec<Vec<u8>> = pool
+            .processes()
+            .iter()
+            .map(|p| p.key.as_bytes().to_vec())
+            .collect();
+        assert_eq!(keys.iter().filter(|k| *k == b"a").count(), 1, "{keys:?}");
+        (a1.join().unwrap(), a2.join().unwrap())
+    });
+    assert!(a1.0.is_ok(), "{:?}", a1.0);
+    // It waited for its own process (busy with the first for some 250 ms),
+    // whose 300 ms then took it past its deadline: a timeout, though the
+    // pool's other slot (b's, idle) was free all along, where it would
+    // have been done by 400 ms.
+    assert!(
+        matches!(a2.0, Err(walredo::Error::Timeout { .. })),
+        "{:?}",
+        a2.0
+    );
+    assert!(a2.1 >= Duration::from_millis(450), "{:?}", a2.1);
+    // Counted once a worker took the late request out of the queue.
+    wait_until(
+        "a's late request to be counted",
+        Duration::from_secs(5),
+        || pool.tenant_stats(b"a").unwrap().requests == 2,
+    );
+    let a = pool.tenant_stats(b"a").unwrap();
+    assert_eq!((a.requests, a.failures, a.spawns), (2, 1, 1));
+    assert!(a.wait_us >= 200_000, "{a:?}");
+    drop(pool);
+    assert_no_leftovers();
+}
