@@ -217,6 +217,11 @@ impl<T: Queueable> Queue<T> {
         &self.bells[lane]
     }
 
+    /// Whether requests of `key` wait.
+    pub fn has_waiting(&self, key: &TenantKey) -> bool {
+        self.state.lock().tenants.contains_key(key)
+    }
+
     /// Which limit, if any, keeps one more request of `key` out.
     fn full(&self, state: &State<T>, key: &TenantKey) -> Option<String> {
         if self.queued() >= self.depth {
