@@ -9,11 +9,11 @@
 //!   is queued and a slot of its tenant's is free, the caller's own thread
 //!   drives that slot's process: no hand-off to a worker, so the request
 //!   costs only the pipe round trip (also while another tenant floods the
-//!   queue: 1.4x its time alone, against 2.3x through a worker). Otherwise
-//!   the request joins the
-//!   queue (waiting for room when it is full: back-pressure, never unbounded
-//!   memory) and the caller sleeps until a worker answers it (`handoff`).
-//!   With more callers than processes, a caller that drove a process itself
+//!   queue: 1.3-1.5x its time alone, against 2.2-2.4x through a worker).
+//!   Otherwise the request joins the queue (waiting for room when it is
+//!   full: back-pressure, never unbounded memory) and the caller sleeps
+//!   until a worker answers it (`handoff`). With more callers than
+//!   processes, a caller that drove a process itself
 //!   would move it to its own CPU and back (`follow_caller_cpu`), and leave
 //!   the others to wait one round trip each; a worker writes all queued
 //!   requests to its process at once and stays on its CPU.
