@@ -963,10 +963,11 @@ void walredo_pool_free(struct walredo_pool *pool);
  * - All inputs are only read, and only during the call; the caller keeps
  *   ownership of everything.
  *
- * Blocks until the page is there or an error occurs. When a process is free
- * and nobody is queued, the calling thread drives it itself; otherwise the
- * request waits in the pool's queue (and, when the queue is full, for room
- * in it). Every record is validated (lengths, CRC-32C, block references)
+ * Blocks until the page is there or an error occurs. When a process of its
+ * tenant's is free and none of its tenant's requests is queued (and no
+ * more of its tenant's callers are in than its processes), the calling
+ * thread drives it itself; otherwise the request waits in the pool's queue
+ * (and, when the queue is full, for room in it). Every record is validated (lengths, CRC-32C, block references)
  * before anything reaches a process. The request has its page or an error
  * by its deadline (`timeout_ms` from this call: queueing and retries
  * included). A request whose process crashed on it is retried once on a
