@@ -143,26 +143,36 @@ pub fn bulk_rows(quick: bool, row: &dyn Fn(&str, String, String)) {
         };
         let mb = (rec.target_lsn - rec.start_lsn) as f64 / 1e6;
         let (mut recovery, mut verify) = (Vec::new(), Vec::new());
+        let (mut recovery_cpu, mut verify_cpu) = (Vec::new(), Vec::new());
         let mut breakdowns = Vec::new();
         for turn in 0..turns {
+            let cpu = children_cpu();
             recovery.push(recover(&rec, &work, turn));
+            recovery_cpu.push(children_cpu() - cpu);
+            let cpu = children_cpu();
             let (took, breakdown) = run_verify(&rec);
+            verify_cpu.push(children_cpu() - cpu);
             eprintln!(
-                "{}, turn {turn}: recovery {:.2} s, verify {:.2} s",
+                "{}, turn {turn}: recovery {:.2} s ({:.2} CPU-s), verify {:.2} s ({:.2} CPU-s)",
                 w.key,
                 recovery[turn].as_secs_f64(),
-                took.as_secs_f64()
+                recovery_cpu[turn].as_secs_f64(),
+                took.as_secs_f64(),
+                verify_cpu[turn].as_secs_f64()
             );
             verify.push(took);
             breakdowns.push((took, breakdown));
         }
         let (r, v) = (median(recovery), median(verify));
+        let (r_cpu, v_cpu) = (median(recovery_cpu), median(verify_cpu));
         let said = said.into_inner();
         row(
             &format!("bulk, {w}: PostgreSQL's archive recovery", w = w.name),
             format!("{:.2} s", r.as_secs_f64()),
             format!(
-                "{mb:.1} MB of WAL{said}, in {root}; medians of {turns} turn(s), in turns with the next row",
+                "{mb:.1} MB of WAL{said}, in {root}; {:.2} CPU-s (its processes' user and \
+                 system time); medians of {turns} turn(s), in turns with the next row",
+                r_cpu.as_secs_f64(),
                 root = root.display(),
                 said = if said.is_empty() {
                     said
@@ -175,9 +185,11 @@ pub fn bulk_rows(quick: bool, row: &dyn Fn(&str, String, String)) {
             &format!("bulk, {}: walredo verify end to end", w.name),
             format!("{:.2} s", v.as_secs_f64()),
             format!(
-                "recovery's time / this: {:.2}x; {:.0} MB/s of WAL",
+                "recovery's time / this: {:.2}x; {:.0} MB/s of WAL; {:.2} CPU-s (the command's \
+                 and its wal-redo processes')",
                 r.as_secs_f64() / v.as_secs_f64(),
-                mb / v.as_secs_f64()
+                mb / v.as_secs_f64(),
+                v_cpu.as_secs_f64()
             ),
         );
         // The breakdown of the median verify run.
@@ -298,6 +310,18 @@ fn chown_tree(dir: &Path) {
         dir.display(),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// User and system time of this process's children that ended so far (and
+/// of their descendants they waited for): around one run, what the run
+/// cost the machine's CPUs.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct it is given; zeroed is a valid
+    // rusage.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// PostgreSQL's archive recovery of the range onto a fresh copy of the base.
