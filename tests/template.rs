@@ -267,6 +267,20 @@ fn a_host_killed_mid_run_leaves_nothing() {
         .spawn()
         .unwrap();
     let hpid = host.id();
+    /// Kills the host if the test fails before it does: a host left
+    /// behind pings its processes for ever, two CPUs' worth (it once
+    /// loaded the machine for the rest of a make check).
+    struct KillOnFailure(Option<u32>);
+    impl Drop for KillOnFailure {
+        fn drop(&mut self) {
+            if let (Some(pid), true) = (self.0, std::thread::panicking()) {
+                // SAFETY: killing our own child, not yet waited for (its
+                // pid is ours until then).
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+    }
+    let mut kill_on_failure = KillOnFailure(Some(hpid));
     let mut lines = BufReader::new(host.stdout.take().unwrap()).lines();
     let ready = lines
         .find_map(|l| l.ok().filter(|l| l.contains("READY")))
@@ -281,6 +295,7 @@ fn a_host_killed_mid_run_leaves_nothing() {
 
     // SAFETY: killing our own child.
     unsafe { libc::kill(hpid as i32, libc::SIGKILL) };
+    kill_on_failure.0 = None;
     host.wait().unwrap();
 
     // Every process of the host dies with it, and its segment with it.
