@@ -53,6 +53,13 @@ fn tenants_wal(tmp: &std::path::Path) -> Tenants {
             m = t % 7
         ));
     }
+    // After a checkpoint, each table's first page changed again: its record
+    // carries the page's image (full_page_writes), the request for it is
+    // answered in-process.
+    workload.push_str("CHECKPOINT;\n");
+    for t in 0..TENANTS {
+        workload.push_str(&format!("UPDATE t{t} SET c = c + 1 WHERE a = 1;\n"));
+    }
     let rec = record_workload(tmp, &[], WAL_KEEPING_SETTINGS, &|c| {
         c.psql(&workload);
     });
@@ -405,6 +412,47 @@ fn a_tenant_waits_for_its_own_process_and_holds_nobody_up() {
     let a = pool.tenant_stats(b"a").unwrap();
     assert_eq!((a.requests, a.failures, a.spawns), (2, 1, 1));
     assert!(a.wait_us >= 200_000, "{a:?}");
+    drop(pool);
+    assert_no_leftovers();
+}
+
+/// A request answered from a full-page image needs no process: submitted
+/// for a new tenant on a full pool, it is answered without retiring the
+/// idle process of another tenant's.
+#[test]
+fn an_image_answer_retires_nobody() {
+    let _serial = isolated_test();
+    init_logging();
+    let tmp = TempDir::new("tenants-image");
+    let wal = tenants_wal(tmp.path());
+    let pool = Pool::new(&Config {
+        processes: 1,
+        ..config()
+    })
+    .unwrap();
+    let last_has_image = |case: &Case| {
+        let last = &wal.records[case.uses.last().unwrap().record];
+        walredo::wal::record::decode(&last.data)
+            .ok()
+            .and_then(|d| d.block_for(&case.tag).and_then(|b| b.image))
+            .is_some_and(|i| i.apply())
+    };
+    let cases = || wal.cases.iter().flatten();
+    let with_process = cases().find(|c| !last_has_image(c)).unwrap();
+    let from_image = cases()
+        .find(|c| last_has_image(c))
+        .expect("a page whose last record has its image");
+    rebuild(&pool, &wal, b"a", with_process, 0).unwrap();
+    let serving = pool.processes();
+    assert_eq!(serving.len(), 1);
+    for how in [1, 1, 1] {
+        // Submitted: queued, answered by a worker.
+        rebuild(&pool, &wal, b"b", from_image, how).unwrap();
+    }
+    assert_eq!(pool.processes(), serving, "a's process was retired");
+    let stats = pool.stats();
+    assert_eq!((stats.retirements, stats.spawns), (0, 1));
+    assert_eq!(stats.fast_path_pages, 3);
     drop(pool);
     assert_no_leftovers();
 }

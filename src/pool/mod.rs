@@ -124,6 +124,10 @@ impl Queueable for Queued {
     fn deadline(&self) -> Instant {
         self.deadline
     }
+
+    fn needs_process(&self) -> bool {
+        self.request.answer.is_none()
+    }
 }
 
 struct Shared {

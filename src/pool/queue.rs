@@ -31,6 +31,9 @@
 //! - A request whose deadline passes while it waits is taken out and
 //!   answered with its timeout by a worker ([`Next::Expired`]): it is never
 //!   left waiting for a process its tenant cannot have.
+//! - Requests that need no process (answered from a full-page image) are
+//!   handed to a worker without a slot ([`Next::Ready`]): a tenant's turn
+//!   never retires another tenant's process for them.
 //! - Workers are placed only when processes follow their driver's CPU
 //!   (without that the host places its threads itself): worker *i* on the
 //!   *i*-th allowed CPU from the one the pool was made on (pools made on
@@ -56,6 +59,9 @@ pub(crate) trait Queueable {
     fn tenant(&self) -> &TenantKey;
     /// When it must have its answer.
     fn deadline(&self) -> Instant;
+    /// Whether a process must answer it (one answered from a full-page
+    /// image needs none).
+    fn needs_process(&self) -> bool;
 }
 
 /// What a worker gets from [`Queue::next`].
@@ -63,6 +69,8 @@ pub(crate) enum Next<S> {
     /// `batch` holds requests of one tenant, and `S` is the slot to run
     /// them on.
     Batch(S),
+    /// `batch` holds requests of one tenant that need no process.
+    Ready,
     /// `batch` holds requests whose deadline passed while they waited.
     Expired,
     /// Nothing could be served for the idle interval.
@@ -321,30 +329,22 @@ impl<T: Queueable> Queue<T> {
             if state.stopping {
                 return Next::Stop;
             }
+            // The first tenant in turn whose next request needs no process.
+            let ready = state.ring.iter().position(|key| {
+                let tenant = &state.tenants[key];
+                !tenant.lanes[self.lane_of(tenant, lane)]
+                    .front()
+                    .expect("a tenant's first lane with requests")
+                    .needs_process()
+            });
+            if let Some(i) = ready {
+                self.take_batch(&mut state, i, lane, batch, max, |item| {
+                    !item.needs_process()
+                });
+                return Next::Ready;
+            }
             if let Some((i, slot)) = take_slot(state.ring.make_contiguous()) {
-                let key = state
-                    .ring
-                    .remove(i)
-                    .expect("take_slot gave an index of the ring");
-                let tenant = state.tenants.get_mut(&key).expect("a tenant of the ring");
-                let from = (0..self.lanes)
-                    .map(|k| (lane + k) % self.lanes)
-                    .find(|&l| !tenant.lanes[l].is_empty())
-                    .expect("a tenant of the ring has requests");
-                let lane = &mut tenant.lanes[from];
-                let n = lane.len().min(max);
-                batch.extend(lane.drain(..n));
-                tenant.len -= n;
-                if tenant.len == 0 {
-                    state.tenants.remove(&key);
-                } else {
-                    state.ring.push_back(key);
-                }
-                self.made_room(n);
-                // Another worker may serve the next tenant meanwhile.
-                if !state.ring.is_empty() {
-                    self.work.notify_one();
-                }
+                self.take_batch(&mut state, i, lane, batch, max, |_| true);
                 return Next::Batch(slot);
             }
             let now = Instant::now();
@@ -358,6 +358,46 @@ impl<T: Queueable> Queue<T> {
                 return Next::Idle;
             }
             self.work.wait_until(&mut state, wake);
+        }
+    }
+
+    /// The lane of `tenant` a worker of `lane` takes from: its own, else
+    /// the next with requests.
+    fn lane_of(&self, tenant: &Tenant<T>, lane: usize) -> usize {
+        (0..self.lanes)
+            .map(|k| (lane + k) % self.lanes)
+            .find(|&l| !tenant.lanes[l].is_empty())
+            .expect("a tenant of the ring has requests")
+    }
+
+    /// Move up to `max` requests of the `i`-th tenant of the ring into
+    /// `batch`, from the start of its lane for a worker of `lane`, as long
+    /// as `fits` says so, and put the tenant at the back of the ring.
+    fn take_batch(
+        &self,
+        state: &mut State<T>,
+        i: usize,
+        lane: usize,
+        batch: &mut Vec<T>,
+        max: usize,
+        fits: impl Fn(&T) -> bool,
+    ) {
+        let key = state.ring.remove(i).expect("an index of the ring");
+        let tenant = state.tenants.get_mut(&key).expect("a tenant of the ring");
+        let l = self.lane_of(tenant, lane);
+        let from = &mut tenant.lanes[l];
+        let n = from.iter().take(max).take_while(|item| fits(item)).count();
+        batch.extend(from.drain(..n));
+        tenant.len -= n;
+        if tenant.len == 0 {
+            state.tenants.remove(&key);
+        } else {
+            state.ring.push_back(key);
+        }
+        self.made_room(n);
+        // Another worker may serve the next tenant meanwhile.
+        if !state.ring.is_empty() {
+            self.work.notify_one();
         }
     }
 
@@ -447,6 +487,10 @@ mod tests {
         fn deadline(&self) -> Instant {
             self.2
         }
+        /// In these tests, numbers from 1000 need none.
+        fn needs_process(&self) -> bool {
+            self.1 < 1000
+        }
     }
 
     fn key(k: &str) -> TenantKey {
@@ -505,6 +549,29 @@ mod tests {
         assert!(matches!(next, Next::Idle));
         assert!(started.elapsed() >= Duration::from_millis(20));
         assert_eq!(queue.queued(), 1);
+    }
+
+    #[test]
+    fn requests_that_need_no_process_are_handed_over_without_a_slot() {
+        let queue: Queue<Item> = Queue::new(1, 100, 100, false);
+        queue.push(0, item("a", 1), false).unwrap();
+        queue.push(0, item("b", 1000), false).unwrap();
+        queue.push(0, item("b", 1001), false).unwrap();
+        queue.push(0, item("b", 2), false).unwrap();
+        queue.push(0, item("b", 1002), false).unwrap();
+        let mut batch = Vec::new();
+        let no_slot = |_: &[TenantKey]| -> Option<(usize, ())> { panic!("no slot wanted") };
+        // b's first two, up to the one that needs a process, though a is
+        // first in turn (it has no slot).
+        assert!(matches!(
+            queue.next(0, &mut batch, 8, Duration::ZERO, no_slot),
+            Next::Ready
+        ));
+        assert_eq!(batch.iter().map(|i| i.1).collect::<Vec<_>>(), [1000, 1001]);
+        // Then a slot: a's and b's in turn, b's all the rest.
+        assert_eq!(next_batch(&queue, 0, 8), [1]);
+        assert_eq!(next_batch(&queue, 0, 8), [2, 1002]);
+        assert!(queue.is_empty());
     }
 
     #[test]

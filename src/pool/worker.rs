@@ -26,6 +26,13 @@ pub(super) fn worker(shared: &Shared, lane: usize) {
         );
         let slot = match next {
             Next::Batch(slot) => slot,
+            Next::Ready => {
+                for mut item in batch.drain(..) {
+                    let page = item.request.answer.take().expect("needs no process");
+                    drop(complete(shared, item, Ok(page)));
+                }
+                continue;
+            }
             Next::Expired => {
                 for item in batch.drain(..) {
                     let waited = item.started.elapsed();
