@@ -6,7 +6,7 @@ use std::ffi::c_int;
 use std::ptr;
 
 use super::pointers::{arg, arg_mut, take_handle, HandleOut, PageOut};
-use super::pool::{key_arg, pool_arg, request_args};
+use super::pool::{pool_arg, request_args};
 use super::{guard, guard_status, set_last_error, status_of};
 use super::{walredo_page_tag, walredo_pool, walredo_record};
 use super::{WALREDO_IN_PROGRESS, WALREDO_OK};
@@ -91,14 +91,12 @@ unsafe fn start(
         let out = unsafe { HandleOut::new(out) }?;
         // SAFETY: the pointer contract of walredo_redo.
         let (pool, debug_panic) = unsafe { pool_arg(pool) }?;
-        // SAFETY: the pointer contract of walredo_redo.
-        let (tag, base, refs) = unsafe { request_args(tag, base_page, records, n_records) }?;
-        // SAFETY: the key's contract of walredo_redo_keyed.
-        let key = unsafe { key_arg(key, key_len) }?;
+        // SAFETY: the pointer contracts of walredo_redo and walredo_redo_keyed.
+        let r = unsafe { request_args(key, key_len, tag, base_page, records, n_records) }?;
         if debug_panic {
             panic!("debug_panic is on");
         }
-        let call = pool.start_keyed(key, &tag, base, &refs)?;
+        let call = pool.start_keyed(r.key, &r.tag, r.base, &r.refs)?;
         out.set(walredo_call { call });
         Ok(())
     })

@@ -133,25 +133,43 @@ pub unsafe extern "C" fn walredo_pool_free(pool: *mut walredo_pool) {
     });
 }
 
-/// Check and convert the request arguments shared by `walredo_redo` and
-/// `walredo_submit`.
+/// A request's arguments, checked and converted: those of `walredo_redo`,
+/// `walredo_submit` and `walredo_call_start`, and of their keyed forms.
+pub(super) struct RequestArgs<'a> {
+    /// The tenant's key (empty: the default tenant).
+    pub key: &'a [u8],
+    pub tag: PageTag,
+    pub base: Option<&'a Page>,
+    pub refs: Vec<RecordRef<'a>>,
+}
+
+/// Check and convert the arguments of a request (see [`RequestArgs`]).
 ///
 /// # Safety
-/// The pointer contract of `walredo_redo`.
+/// The pointer contracts of `walredo_redo` and of `walredo_redo_keyed`'s
+/// key.
 pub(super) unsafe fn request_args<'a>(
+    key: *const u8,
+    key_len: usize,
     tag: *const walredo_page_tag,
     base_page: *const u8,
     records: *const walredo_record,
     n_records: usize,
-) -> Result<(PageTag, Option<&'a Page>, Vec<RecordRef<'a>>), Error> {
+) -> Result<RequestArgs<'a>, Error> {
     // SAFETY: NULL or a valid walredo_page_tag.
     let tag = unsafe { arg(tag, "tag") }?;
     // SAFETY: NULL or WALREDO_PAGE_SIZE readable bytes.
     let base = unsafe { page_arg(base_page) };
     // SAFETY: as records_arg says.
     let refs = unsafe { records_arg(records, n_records) }?;
-    let tag = PageTag::from(tag);
-    Ok((tag, base, refs))
+    // SAFETY: as key_arg says.
+    let key = unsafe { key_arg(key, key_len) }?;
+    Ok(RequestArgs {
+        key,
+        tag: PageTag::from(tag),
+        base,
+        refs,
+    })
 }
 
 /// A caller's array of records, each at most 1 GiB.
@@ -296,14 +314,12 @@ unsafe fn redo(
         let (pool, debug_panic) = unsafe { pool_arg(pool) }?;
         // SAFETY: the pointer contract of walredo_redo.
         let out_page = unsafe { PageOut::new(out_page, "out_page") }?;
-        // SAFETY: the pointer contract of walredo_redo.
-        let (tag, base, refs) = unsafe { request_args(tag, base_page, records, n_records) }?;
-        // SAFETY: the key's contract of walredo_redo_keyed.
-        let key = unsafe { key_arg(key, key_len) }?;
+        // SAFETY: the pointer contracts of walredo_redo and walredo_redo_keyed.
+        let r = unsafe { request_args(key, key_len, tag, base_page, records, n_records) }?;
         if debug_panic {
             panic!("debug_panic is on");
         }
-        let page = pool.redo_keyed(key, &tag, base, &refs)?;
+        let page = pool.redo_keyed(r.key, &r.tag, r.base, &r.refs)?;
         out_page.write(&page);
         Ok(())
     })
@@ -451,19 +467,17 @@ unsafe fn submit(
         // SAFETY: the pointer contract of walredo_redo.
         let (pool, debug_panic) = unsafe { pool_arg(pool) }?;
         let cb = cb.ok_or_else(|| invalid("cb is NULL"))?;
-        // SAFETY: the pointer contract of walredo_redo.
-        let (tag, base, refs) = unsafe { request_args(tag, base_page, records, n_records) }?;
-        // SAFETY: the key's contract of walredo_redo_keyed.
-        let key = unsafe { key_arg(key, key_len) }?;
+        // SAFETY: the pointer contracts of walredo_redo and walredo_redo_keyed.
+        let r = unsafe { request_args(key, key_len, tag, base_page, records, n_records) }?;
         if debug_panic {
             panic!("debug_panic is on");
         }
         let target = CallbackTarget { cb, userdata };
         pool.submit_keyed(
-            key,
-            &tag,
-            base,
-            &refs,
+            r.key,
+            &r.tag,
+            r.base,
+            &r.refs,
             Box::new(move |outcome| target.call(outcome)),
         )
     })
