@@ -362,19 +362,7 @@ impl Pool {
         request.take_base(base);
         let lane = self.shared.queue.lane_here();
         let (reply, answer) = handoff(self.shared.queue.bell(lane));
-        self.enqueue(
-            lane,
-            Queued {
-                key: *key,
-                request,
-                started,
-                deadline,
-                waited: Duration::ZERO,
-                completion: Completion::Wait(reply),
-            },
-            true,
-        )
-        .inspect_err(|_| self.refused(key))?;
+        self.enqueue(lane, key, request, started, Completion::Wait(reply), true)?;
         // Statistics were counted by the worker (also for a request whose
         // deadline passes here: the worker answers it with its timeout, never
         // sends it): touch nothing of the pool after this point but the
@@ -417,19 +405,9 @@ impl Pool {
         // One answered from an image is still answered on a worker thread,
         // as promised.
         let request = self.admit(&key, tag, base, records, Vec::new(), false)?;
-        self.enqueue(
-            self.shared.queue.lane_here(),
-            Queued {
-                key,
-                request,
-                started,
-                deadline: self.shared.slots.deadline_from(started),
-                waited: Duration::ZERO,
-                completion: Completion::Callback(callback),
-            },
-            false,
-        )
-        .inspect_err(|_| self.refused(&key))
+        let lane = self.shared.queue.lane_here();
+        let completion = Completion::Callback(callback);
+        self.enqueue(lane, &key, request, started, completion, false)
     }
 
     /// Start a request without waiting for it: checked, then queued like a
@@ -462,19 +440,9 @@ impl Pool {
             call.state().complete(Ok(page));
             return Ok(call);
         }
-        self.enqueue(
-            self.shared.queue.lane_here(),
-            Queued {
-                key,
-                request,
-                started,
-                deadline: self.shared.slots.deadline_from(started),
-                waited: Duration::ZERO,
-                completion: Completion::Call(call.state().clone()),
-            },
-            false,
-        )
-        .inspect_err(|_| self.refused(&key))?;
+        let lane = self.shared.queue.lane_here();
+        let completion = Completion::Call(call.state().clone());
+        self.enqueue(lane, &key, request, started, completion, false)?;
         Ok(call)
     }
 
@@ -544,7 +512,32 @@ impl Pool {
         Ok(request)
     }
 
-    fn enqueue(&self, lane: usize, item: Queued, wait_for_room: bool) -> Result<()> {
+    /// Queue an admitted request of `key` that arrived at `started`, in
+    /// `lane` (waiting for room, or `Busy`); a refusal counts as the
+    /// request's failure.
+    fn enqueue(
+        &self,
+        lane: usize,
+        key: &TenantKey,
+        request: Request,
+        started: Instant,
+        completion: Completion,
+        wait_for_room: bool,
+    ) -> Result<()> {
+        let item = Queued {
+            key: *key,
+            request,
+            started,
+            deadline: self.shared.slots.deadline_from(started),
+            waited: Duration::ZERO,
+            completion,
+        };
+        self.gated_send(lane, item, wait_for_room)
+            .inspect_err(|_| self.refused(key))
+    }
+
+    /// Send `item` through the gate (module notes).
+    fn gated_send(&self, lane: usize, item: Queued, wait_for_room: bool) -> Result<()> {
         {
             let mut gate = self.gate.lock();
             if gate.closing {
