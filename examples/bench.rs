@@ -1176,6 +1176,20 @@ fn respawn_after_kill(pool: &Pool) -> Duration {
     started.elapsed()
 }
 
+/// The exec floor: posix_spawn and wait of `postgres --version`, the
+/// least a process started afresh costs.
+fn exec_floor(postgres: &Path) -> Duration {
+    let t = Instant::now();
+    let ok = Command::new(postgres)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    t.elapsed()
+}
+
 /// Rows of issue 15: a request's wait after its process was killed, in
 /// both spawn modes, against the exec floor (posix_spawn and wait of
 /// `postgres --version`), in a small host and with 2 GB touched in it;
@@ -1195,17 +1209,6 @@ fn process_life_rows(
         ..config(1)
     };
     let postgres = PathBuf::from("/usr/lib/postgresql/15/bin/postgres");
-    let exec_floor = || {
-        let t = Instant::now();
-        let ok = Command::new(&postgres)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-        t.elapsed()
-    };
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
 
     // Cold start, in turns.
@@ -1230,7 +1233,7 @@ fn process_life_rows(
     let measure = |label: &str| {
         let (mut floor, mut s, mut t, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
-            floor.push(exec_floor());
+            floor.push(exec_floor(&postgres));
             s.push(respawn_after_kill(&spare));
             t.push(respawn_after_kill(&template));
             d.push(respawn_after_kill(&direct));

@@ -10,14 +10,13 @@
 //!   (posix_spawn and wait of `postgres --version`), and a request of a
 //!   tenant whose process is there.
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use walredo::{Config, Pool};
 
-use crate::{median, us, Request};
+use crate::{exec_floor, median, us, Request};
 
 /// The quiet tenant's requests, one at a time: each one's latency and its
 /// wait for a process.
@@ -127,15 +126,7 @@ pub fn tenant_rows(
     let (mut floor, mut fresh, mut known) = (Vec::new(), Vec::new(), Vec::new());
     let tenants = if quick { 40 } else { 100 };
     for j in 0..tenants {
-        let t = Instant::now();
-        let ok = Command::new(&postgres)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-        floor.push(t.elapsed());
+        floor.push(exec_floor(&postgres));
         let key = format!("tenant-{j}");
         let t = Instant::now();
         pool.redo_keyed(key.as_bytes(), &short.tag, short.base.as_deref(), &refs)
