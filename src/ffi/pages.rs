@@ -3,9 +3,8 @@
 
 use std::ffi::c_int;
 
-use super::pointers::{out_arg, out_slice_arg, slice_arg};
-use super::{guard_status, invalid, set_last_error, walredo_page_tag};
-use super::{WALREDO_BUFFER_TOO_SMALL, WALREDO_OK};
+use super::pointers::{fill_array, out_arg, out_slice_arg, slice_arg};
+use super::{guard_status, invalid, walredo_page_tag};
 use crate::error::Error;
 use crate::pg::record::RecordFormat;
 use crate::pg::xlog::{supported_versions, xlog_page_magic};
@@ -111,21 +110,15 @@ pub unsafe extern "C" fn walredo_record_pages_for(
         let found = record::decode_as(data, format)
             .and_then(|decoded| pages::record_pages(&decoded))
             .map_err(|source| Error::MalformedRecord { index: 0, source })?;
-        count.write(found.len());
-        if found.len() > capacity {
-            set_last_error(&format!(
-                "the record changes {} pages, the array has room for {capacity}",
-                found.len()
-            ));
-            return Ok(WALREDO_BUFFER_TOO_SMALL);
-        }
-        for (entry, p) in entries.iter_mut().zip(&found) {
+        let too_many =
+            |n| format!("the record changes {n} pages, the array has room for {capacity}");
+        Ok(fill_array(count, entries, &found, too_many, |p| {
             let (change, block_id) = match p.change {
                 PageChange::Block { id, .. } => (WALREDO_CHANGE_BLOCK, id),
                 PageChange::VmClear => (WALREDO_CHANGE_VM_CLEAR, WALREDO_NO_BLOCK_ID),
                 PageChange::VmTruncate => (WALREDO_CHANGE_VM_TRUNCATE, WALREDO_NO_BLOCK_ID),
             };
-            entry.write(walredo_record_page {
+            walredo_record_page {
                 tag: walredo_page_tag::from(&p.tag),
                 change,
                 block_id,
@@ -133,8 +126,7 @@ pub unsafe extern "C" fn walredo_record_pages_for(
                 has_image: p.has_image(),
                 applies_image: p.applies_image(),
                 initializes: p.initializes(),
-            });
-        }
-        Ok(WALREDO_OK)
+            }
+        }))
     })
 }

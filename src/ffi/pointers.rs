@@ -5,13 +5,13 @@
 //! `// SAFETY:` only names the part of its documented contract (which is the
 //! C header's) that makes the helper's precondition true.
 
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, c_int, CStr};
 use std::fmt::Display;
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::ptr::{self, NonNull};
 
-use super::invalid;
+use super::{invalid, set_last_error, WALREDO_BUFFER_TOO_SMALL, WALREDO_OK};
 use crate::error::Error;
 use crate::pg::page::{Page, PAGE_SIZE};
 
@@ -136,6 +136,29 @@ pub(crate) unsafe fn out_slice_arg<'a, T>(
     // SAFETY: non-NULL, storage for `n` elements (the contract) of at most
     // isize::MAX bytes (checked above); MaybeUninit<T> has T's layout.
     Ok(unsafe { std::slice::from_raw_parts_mut(p.cast::<MaybeUninit<T>>(), n) })
+}
+
+/// Fill a caller's array (from [`out_slice_arg`]) with `items`, each as
+/// `each` makes it, and set `*count` to their number. When they do not all
+/// fit, nothing but `*count` is written, the last error is `too_many(n)`,
+/// and the status is `WALREDO_BUFFER_TOO_SMALL` (the caller calls again
+/// with room for `*count`).
+pub(crate) fn fill_array<U, T>(
+    count: &mut MaybeUninit<usize>,
+    entries: &mut [MaybeUninit<T>],
+    items: &[U],
+    too_many: impl FnOnce(usize) -> String,
+    mut each: impl FnMut(&U) -> T,
+) -> c_int {
+    count.write(items.len());
+    if items.len() > entries.len() {
+        set_last_error(&too_many(items.len()));
+        return WALREDO_BUFFER_TOO_SMALL;
+    }
+    for (entry, item) in entries.iter_mut().zip(items) {
+        entry.write(each(item));
+    }
+    WALREDO_OK
 }
 
 /// A caller's page buffer, checked for NULL at the entry and written (once)

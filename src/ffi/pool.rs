@@ -7,7 +7,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::pointers::{
-    arg, opt_out_arg, out_arg, out_slice_arg, page_arg, slice_arg, HandleOut, PageOut,
+    arg, fill_array, opt_out_arg, out_arg, out_slice_arg, page_arg, slice_arg, HandleOut, PageOut,
 };
 use super::{guard, guard_status, invalid, set_last_error, status_of};
 use super::{walredo_config, walredo_page_tag, walredo_record};
@@ -568,26 +568,17 @@ pub unsafe extern "C" fn walredo_pool_processes(
         let count = unsafe { out_arg(count, "count") }?;
         // SAFETY: NULL or storage for `capacity` entries.
         let out = unsafe { out_slice_arg(out, capacity, "out", "capacity") }?;
-        let processes = pool.processes();
-        count.write(processes.len());
-        if processes.len() > capacity {
-            set_last_error(&format!(
-                "the pool has {} processes, the buffer room for {capacity}",
-                processes.len()
-            ));
-            return Ok(WALREDO_BUFFER_TOO_SMALL);
-        }
-        for (slot, p) in out.iter_mut().zip(&processes) {
+        let too_many = |n| format!("the pool has {n} processes, the buffer room for {capacity}");
+        Ok(fill_array(count, out, &pool.processes(), too_many, |p| {
             let mut key = [0; MAX_KEY_LEN];
             let bytes = p.key.as_bytes();
             key[..bytes.len()].copy_from_slice(bytes);
-            slot.write(walredo_process_info {
+            walredo_process_info {
                 pid: p.pid as i32,
                 key,
                 key_len: bytes.len(),
-            });
-        }
-        Ok(WALREDO_OK)
+            }
+        }))
     })
 }
 

@@ -10,7 +10,7 @@
 
 use std::ffi::c_int;
 
-use super::pointers::{arg, out_arg, out_slice_arg, page_arg, slice_arg, PageOut};
+use super::pointers::{arg, fill_array, out_arg, out_slice_arg, page_arg, slice_arg, PageOut};
 use super::pool::records_arg;
 use super::{guard, guard_status, invalid, set_last_error, walredo_record};
 use super::{WALREDO_BUFFER_TOO_SMALL, WALREDO_OK};
@@ -243,18 +243,10 @@ pub unsafe extern "C" fn walredo_record_slru_changes(
         let found = record::decode_as(data, format.record_format())
             .and_then(|d| slru_changes(&d, format, flags & WALREDO_ROUTE_COMMIT_TS != 0))
             .map_err(|source| Error::MalformedRecord { index: 0, source })?;
-        count.write(found.len());
-        if found.len() > capacity {
-            set_last_error(&format!(
-                "the record changes {} SLRU pages or maps, the array has room for {capacity}",
-                found.len()
-            ));
-            return Ok(WALREDO_BUFFER_TOO_SMALL);
-        }
-        for (out, change) in entries.iter_mut().zip(&found) {
-            out.write(entry(change));
-        }
-        Ok(WALREDO_OK)
+        let too_many = |n| {
+            format!("the record changes {n} SLRU pages or maps, the array has room for {capacity}")
+        };
+        Ok(fill_array(count, entries, &found, too_many, entry))
     })
 }
 
